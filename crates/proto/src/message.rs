@@ -1,0 +1,666 @@
+//! The UDP messages: classic JSON objects plus rutella's extension fields.
+//!
+//! Parsing and encoding are pure functions over bytes. Encoding writes
+//! JSON the way the classic program does (Python's `json.dumps`: keys in
+//! order, a space after `:` and `,`), so the examples of the wire format
+//! come out byte for byte.
+
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+/// UDP port of every classic peer.
+pub const CLASSIC_UDP_PORT: u16 = 20000;
+/// TCP port of every classic peer.
+pub const CLASSIC_TCP_PORT: u16 = 10000;
+/// The most a classic peer reads of one datagram; rutella never sends more.
+pub const MAX_DATAGRAM: usize = 8192;
+/// Longest query text rutella sends or answers (bytes).
+pub const MAX_QUERY_LEN: usize = 1024;
+
+/// Why a datagram is not a valid message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    /// The bytes are not a JSON object.
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    /// A field the message needs is absent.
+    #[error("missing field {0:?}")]
+    Missing(&'static str),
+    /// A field has the wrong type or an invalid value.
+    #[error("invalid field {0:?}")]
+    Invalid(&'static str),
+    /// `"Command"` is not 1 to 4.
+    #[error("unknown command {0}")]
+    UnknownCommand(i64),
+}
+
+/// The rutella extension fields about the peer a message is about:
+/// its UDP and TCP ports. Classic peers ignore them; their absence marks a
+/// classic peer, reachable at the classic ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ports {
+    /// `"UdpPort"`.
+    pub udp: Option<u16>,
+    /// `"TcpPort"`.
+    pub tcp: Option<u16>,
+}
+
+impl Ports {
+    /// Ports of a rutella peer.
+    pub fn rutella(udp: u16, tcp: u16) -> Self {
+        Ports {
+            udp: Some(udp),
+            tcp: Some(tcp),
+        }
+    }
+    /// The UDP port, the classic one when absent.
+    pub fn udp_or_classic(&self) -> u16 {
+        self.udp.unwrap_or(CLASSIC_UDP_PORT)
+    }
+    /// The TCP port, the classic one when absent.
+    pub fn tcp_or_classic(&self) -> u16 {
+        self.tcp.unwrap_or(CLASSIC_TCP_PORT)
+    }
+    /// Whether the sender announced itself as a rutella peer.
+    pub fn is_rutella(&self) -> bool {
+        self.udp.is_some()
+    }
+}
+
+/// `{"Command": 1}`: discovery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ping {
+    /// The peer that started the ping (unchanged when forwarded).
+    pub ip: Ipv4Addr,
+    /// How many more times it may be forwarded.
+    pub ttl: i64,
+    /// Ports of the originator.
+    pub ports: Ports,
+    /// Fields this version does not know, kept when forwarding.
+    pub extra: Map<String, Value>,
+}
+
+/// `{"Command": 2}`: answer to a ping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pong {
+    /// The sender.
+    pub ip: Ipv4Addr,
+    /// Ports of the sender.
+    pub ports: Ports,
+    /// Unknown fields.
+    pub extra: Map<String, Value>,
+}
+
+/// `{"Command": 3}`: a search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// The querier.
+    pub ip: Ipv4Addr,
+    /// The text searched for.
+    pub text: String,
+    /// rutella extension `"Id"`: the search this query belongs to, echoed in hits.
+    pub id: Option<u64>,
+    /// Ports of the querier.
+    pub ports: Ports,
+    /// Unknown fields.
+    pub extra: Map<String, Value>,
+}
+
+/// One file named in a QueryHit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HitFile {
+    /// Path relative to the share, `/`-separated.
+    pub name: String,
+    /// Size in bytes (rutella extension `"Sizes"`).
+    pub size: Option<u64>,
+    /// BLAKE3 hash (rutella extension `"Hashes"`, lowercase hex).
+    pub hash: Option<[u8; 32]>,
+}
+
+impl HitFile {
+    /// A file known by name only, as classic peers report them.
+    pub fn named(name: impl Into<String>) -> Self {
+        HitFile {
+            name: name.into(),
+            size: None,
+            hash: None,
+        }
+    }
+}
+
+/// `{"Command": 4}`: the answer to a query, possibly with no files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryHit {
+    /// The answering peer.
+    pub ip: Ipv4Addr,
+    /// Matching files (`"Contents"` holds their names).
+    pub files: Vec<HitFile>,
+    /// rutella extension `"Id"`: the query's id.
+    pub id: Option<u64>,
+    /// rutella extension `"More"`: further parts of this answer follow.
+    pub more: bool,
+    /// Ports of the answering peer.
+    pub ports: Ports,
+    /// Unknown fields.
+    pub extra: Map<String, Value>,
+}
+
+/// One UDP message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Command 1.
+    Ping(Ping),
+    /// Command 2.
+    Pong(Pong),
+    /// Command 3.
+    Query(Query),
+    /// Command 4.
+    QueryHit(QueryHit),
+}
+
+impl Message {
+    /// The `"IP"` field.
+    pub fn ip(&self) -> Ipv4Addr {
+        match self {
+            Message::Ping(m) => m.ip,
+            Message::Pong(m) => m.ip,
+            Message::Query(m) => m.ip,
+            Message::QueryHit(m) => m.ip,
+        }
+    }
+
+    /// Replaces the `"IP"` field.
+    pub fn set_ip(&mut self, ip: Ipv4Addr) {
+        match self {
+            Message::Ping(m) => m.ip = ip,
+            Message::Pong(m) => m.ip = ip,
+            Message::Query(m) => m.ip = ip,
+            Message::QueryHit(m) => m.ip = ip,
+        }
+    }
+
+    /// The command number.
+    pub fn command(&self) -> u8 {
+        match self {
+            Message::Ping(_) => 1,
+            Message::Pong(_) => 2,
+            Message::Query(_) => 3,
+            Message::QueryHit(_) => 4,
+        }
+    }
+
+    /// Parses one datagram. Pure: never touches a socket.
+    pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| ParseError::NotJson(e.to_string()))?;
+        let Value::Object(mut obj) = value else {
+            return Err(ParseError::NotJson("not an object".into()));
+        };
+        let command = take_i64(&mut obj, "Command")?.ok_or(ParseError::Missing("Command"))?;
+        let ip = match obj.remove("IP") {
+            Some(Value::String(s)) => s.parse().map_err(|_| ParseError::Invalid("IP"))?,
+            Some(_) => return Err(ParseError::Invalid("IP")),
+            None => return Err(ParseError::Missing("IP")),
+        };
+        let ports = Ports {
+            udp: take_port(&mut obj, "UdpPort")?,
+            tcp: take_port(&mut obj, "TcpPort")?,
+        };
+        match command {
+            1 => {
+                let ttl = take_i64(&mut obj, "TTL")?.ok_or(ParseError::Missing("TTL"))?;
+                Ok(Message::Ping(Ping {
+                    ip,
+                    ttl,
+                    ports,
+                    extra: obj,
+                }))
+            }
+            2 => Ok(Message::Pong(Pong {
+                ip,
+                ports,
+                extra: obj,
+            })),
+            3 => {
+                let text = match obj.remove("Contents") {
+                    Some(Value::String(s)) => s,
+                    Some(_) => return Err(ParseError::Invalid("Contents")),
+                    None => return Err(ParseError::Missing("Contents")),
+                };
+                let id = take_u64(&mut obj, "Id")?;
+                Ok(Message::Query(Query {
+                    ip,
+                    text,
+                    id,
+                    ports,
+                    extra: obj,
+                }))
+            }
+            4 => {
+                let names = match obj.remove("Contents") {
+                    Some(Value::Array(items)) => items
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::String(s) => Ok(s),
+                            _ => Err(ParseError::Invalid("Contents")),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                    Some(_) => return Err(ParseError::Invalid("Contents")),
+                    None => return Err(ParseError::Missing("Contents")),
+                };
+                let sizes = take_parallel(&mut obj, "Sizes", names.len(), |v| v.as_u64());
+                let hashes = take_parallel(&mut obj, "Hashes", names.len(), |v| {
+                    v.as_str().and_then(parse_hex32)
+                });
+                let id = take_u64(&mut obj, "Id")?;
+                let more = matches!(obj.remove("More"), Some(Value::Bool(true)));
+                let files = names
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, name)| HitFile {
+                        name,
+                        size: sizes.as_ref().and_then(|s| s[i]),
+                        hash: hashes.as_ref().and_then(|h| h[i]),
+                    })
+                    .collect();
+                Ok(Message::QueryHit(QueryHit {
+                    ip,
+                    files,
+                    id,
+                    more,
+                    ports,
+                    extra: obj,
+                }))
+            }
+            other => Err(ParseError::UnknownCommand(other)),
+        }
+    }
+
+    /// Encodes the message as the classic program writes JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fields: Vec<(&str, Value)> = Vec::with_capacity(8);
+        let (ports, extra) = match self {
+            Message::Ping(m) => {
+                fields.push(("TTL", Value::from(m.ttl)));
+                (m.ports, &m.extra)
+            }
+            Message::Pong(m) => (m.ports, &m.extra),
+            Message::Query(m) => {
+                fields.push(("Contents", Value::from(m.text.clone())));
+                if let Some(id) = m.id {
+                    fields.push(("Id", Value::from(id)));
+                }
+                (m.ports, &m.extra)
+            }
+            Message::QueryHit(m) => {
+                let names: Vec<Value> = m.files.iter().map(|f| f.name.clone().into()).collect();
+                fields.push(("Contents", Value::Array(names)));
+                if m.files.iter().any(|f| f.size.is_some()) {
+                    let sizes = m
+                        .files
+                        .iter()
+                        .map(|f| f.size.map_or(Value::Null, Value::from));
+                    fields.push(("Sizes", Value::Array(sizes.collect())));
+                }
+                if m.files.iter().any(|f| f.hash.is_some()) {
+                    let hashes = m
+                        .files
+                        .iter()
+                        .map(|f| f.hash.map_or(Value::Null, |h| Value::from(hex32(&h))));
+                    fields.push(("Hashes", Value::Array(hashes.collect())));
+                }
+                if let Some(id) = m.id {
+                    fields.push(("Id", Value::from(id)));
+                }
+                if m.more {
+                    fields.push(("More", Value::Bool(true)));
+                }
+                (m.ports, &m.extra)
+            }
+        };
+        fields.push(("Command", Value::from(self.command())));
+        fields.push(("IP", Value::from(self.ip().to_string())));
+        if let Some(p) = ports.udp {
+            fields.push(("UdpPort", Value::from(p)));
+        }
+        if let Some(p) = ports.tcp {
+            fields.push(("TcpPort", Value::from(p)));
+        }
+        for (k, v) in extra {
+            if !fields.iter().any(|(f, _)| f == k) {
+                fields.push((k.as_str(), v.clone()));
+            }
+        }
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(128);
+        out.push(b'{');
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            write_py(&mut out, &Value::from(*k));
+            out.extend_from_slice(b": ");
+            write_py(&mut out, v);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// Serde formatter that writes `", "` and `": "` as Python's `json.dumps`.
+struct PyFormatter;
+
+impl serde_json::ser::Formatter for PyFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
+fn write_py(out: &mut Vec<u8>, v: &Value) {
+    let mut ser = serde_json::Serializer::with_formatter(out, PyFormatter);
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde::Serialize::serialize(v, &mut ser);
+}
+
+fn take_i64(obj: &mut Map<String, Value>, key: &'static str) -> Result<Option<i64>, ParseError> {
+    match obj.remove(key) {
+        None => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or(ParseError::Invalid(key)),
+    }
+}
+
+fn take_u64(obj: &mut Map<String, Value>, key: &'static str) -> Result<Option<u64>, ParseError> {
+    match obj.remove(key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or(ParseError::Invalid(key)),
+    }
+}
+
+fn take_port(obj: &mut Map<String, Value>, key: &'static str) -> Result<Option<u16>, ParseError> {
+    match take_u64(obj, key)? {
+        None => Ok(None),
+        Some(p) if (1..=u16::MAX as u64).contains(&p) => Ok(Some(p as u16)),
+        Some(_) => Err(ParseError::Invalid(key)),
+    }
+}
+
+/// An optional array parallel to `"Contents"`; ignored (with its entries
+/// `None`) when it has the wrong length or type.
+fn take_parallel<T>(
+    obj: &mut Map<String, Value>,
+    key: &str,
+    len: usize,
+    f: impl Fn(&Value) -> Option<T>,
+) -> Option<Vec<Option<T>>> {
+    match obj.remove(key) {
+        Some(Value::Array(items)) if items.len() == len => Some(items.iter().map(f).collect()),
+        _ => None,
+    }
+}
+
+/// Lowercase hex of a 32-byte hash.
+pub fn hex32(h: &[u8; 32]) -> String {
+    let mut s = String::with_capacity(64);
+    for b in h {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Parses 64 hex digits.
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// Splits the files of one answer into QueryHits that each encode to at
+/// most `limit` bytes. Every part but the last has `more` set. A file whose
+/// name alone cannot fit is left out. Always returns at least one message
+/// (an empty answer is still an answer).
+pub fn split_hits(template: &QueryHit, files: &[HitFile], limit: usize) -> Vec<QueryHit> {
+    let mut parts = Vec::new();
+    let mut current: Vec<HitFile> = Vec::new();
+    let fits = |files: &[HitFile]| {
+        let m = QueryHit {
+            files: files.to_vec(),
+            more: true,
+            ..template.clone()
+        };
+        Message::QueryHit(m).encode().len() <= limit
+    };
+    for f in files {
+        current.push(f.clone());
+        if fits(&current) {
+            continue;
+        }
+        current.pop();
+        if current.is_empty() {
+            tracing::debug!(name = %f.name, "file name too long for one datagram, left out of hits");
+            continue;
+        }
+        parts.push(std::mem::take(&mut current));
+        current.push(f.clone());
+        if !fits(&current) {
+            tracing::debug!(name = %f.name, "file name too long for one datagram, left out of hits");
+            current.clear();
+        }
+    }
+    parts.push(current);
+    let n = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, files)| QueryHit {
+            files,
+            more: i + 1 < n,
+            ..template.clone()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn spec_examples_byte_for_byte() {
+        let examples: [&str; 4] = [
+            r#"{"Command": 1, "IP": "192.168.1.100", "TTL": 1}"#,
+            r#"{"Command": 2, "IP": "192.168.1.101"}"#,
+            r#"{"Command": 3, "Contents": "cl", "IP": "192.168.1.101"}"#,
+            r#"{"Command": 4, "Contents": ["Cloud - Cloud models.png", "Cloud - CloudWatch 1.png"], "IP": "192.168.1.100"}"#,
+        ];
+        for ex in examples {
+            let m = Message::parse(ex.as_bytes()).unwrap();
+            assert_eq!(String::from_utf8(m.encode()).unwrap(), ex);
+        }
+    }
+
+    #[test]
+    fn spec_examples_decode_to_fields() {
+        let m = Message::parse(br#"{"Command": 1, "IP": "192.168.1.100", "TTL": 1}"#).unwrap();
+        let Message::Ping(p) = m else { panic!() };
+        assert_eq!(
+            (p.ip, p.ttl, p.ports),
+            (ip("192.168.1.100"), 1, Ports::default())
+        );
+        let m =
+            Message::parse(br#"{"Command": 4, "Contents": ["a.png", "b.png"], "IP": "10.0.0.1"}"#)
+                .unwrap();
+        let Message::QueryHit(h) = m else { panic!() };
+        assert_eq!(
+            h.files,
+            vec![HitFile::named("a.png"), HitFile::named("b.png")]
+        );
+        assert!(!h.more && h.id.is_none());
+    }
+
+    #[test]
+    fn built_messages_encode_like_python() {
+        let q = Message::Query(Query {
+            ip: ip("192.168.1.101"),
+            text: "cl".into(),
+            id: None,
+            ports: Ports::default(),
+            extra: Map::new(),
+        });
+        assert_eq!(
+            q.encode(),
+            br#"{"Command": 3, "Contents": "cl", "IP": "192.168.1.101"}"#
+        );
+        let empty = Message::QueryHit(QueryHit {
+            ip: ip("1.2.3.4"),
+            files: vec![],
+            id: None,
+            more: false,
+            ports: Ports::default(),
+            extra: Map::new(),
+        });
+        assert_eq!(
+            empty.encode(),
+            br#"{"Command": 4, "Contents": [], "IP": "1.2.3.4"}"#
+        );
+    }
+
+    #[test]
+    fn extensions_round_trip() {
+        let h = Message::QueryHit(QueryHit {
+            ip: ip("127.0.0.1"),
+            files: vec![
+                HitFile {
+                    name: "a/b.txt".into(),
+                    size: Some(5),
+                    hash: Some([7; 32]),
+                },
+                HitFile::named("c"),
+            ],
+            id: Some(42),
+            more: true,
+            ports: Ports::rutella(20001, 10001),
+            extra: Map::new(),
+        });
+        assert_eq!(Message::parse(&h.encode()).unwrap(), h);
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_when_forwarding() {
+        let raw = br#"{"Command": 1, "IP": "10.0.0.1", "TTL": 2, "Zeta": [1, {"x": "y"}]}"#;
+        let Message::Ping(mut p) = Message::parse(raw).unwrap() else {
+            panic!()
+        };
+        p.ttl -= 1;
+        assert_eq!(
+            Message::Ping(p).encode(),
+            br#"{"Command": 1, "IP": "10.0.0.1", "TTL": 1, "Zeta": [1, {"x": "y"}]}"#
+        );
+    }
+
+    #[test]
+    fn bad_datagrams_are_errors() {
+        let cases: [&[u8]; 10] = [
+            b"",
+            b"\xff\xfe",
+            b"[1,2]",
+            br#"{"IP": "1.2.3.4"}"#,
+            br#"{"Command": 1, "IP": "1.2.3.4"}"#,
+            br#"{"Command": 9, "IP": "1.2.3.4"}"#,
+            br#"{"Command": 2, "IP": "1.2.3"}"#,
+            br#"{"Command": 2, "IP": 5}"#,
+            br#"{"Command": 4, "IP": "1.2.3.4", "Contents": "x"}"#,
+            br#"{"Command": 2, "IP": "1.2.3.4", "UdpPort": 70000}"#,
+        ];
+        for c in cases {
+            assert!(
+                Message::parse(c).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+
+    #[test]
+    fn hits_split_under_the_datagram_limit() {
+        let template = QueryHit {
+            ip: ip("10.1.2.3"),
+            files: vec![],
+            id: Some(9),
+            more: false,
+            ports: Ports::rutella(1, 2),
+            extra: Map::new(),
+        };
+        let files: Vec<HitFile> = (0..1000)
+            .map(|i| HitFile {
+                name: format!("some folder/a fairly long file name number {i}.ogg"),
+                size: Some(i * 1000),
+                hash: Some([i as u8; 32]),
+            })
+            .collect();
+        let parts = split_hits(&template, &files, MAX_DATAGRAM);
+        assert!(parts.len() > 1);
+        let mut back = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let bytes = Message::QueryHit(p.clone()).encode();
+            assert!(bytes.len() <= MAX_DATAGRAM);
+            assert_eq!(p.more, i + 1 < parts.len());
+            back.extend(p.files.clone());
+        }
+        assert_eq!(back, files);
+        // A name that can never fit is dropped, the rest kept.
+        let huge = vec![HitFile::named("x".repeat(9000)), HitFile::named("ok")];
+        let parts = split_hits(&template, &huge, MAX_DATAGRAM);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].files, vec![HitFile::named("ok")]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = Message::parse(&bytes);
+        }
+
+        #[test]
+        fn query_round_trips(text in ".{0,60}", id in proptest::option::of(0u64..u64::MAX), a in 0u32..u32::MAX) {
+            let m = Message::Query(Query { ip: Ipv4Addr::from(a), text, id, ports: Ports::default(), extra: Map::new() });
+            proptest::prop_assert_eq!(Message::parse(&m.encode()).unwrap(), m);
+        }
+    }
+}

@@ -1,0 +1,983 @@
+//! The overlay: membership, ping rounds, query fan-out and timeouts, as a
+//! deterministic state machine with no sockets, no clock and no threads.
+//!
+//! The driver feeds it datagrams ([`Overlay::handle_datagram`]), the
+//! passing of time ([`Overlay::handle_timeout`]) and user commands
+//! ([`Overlay::connect`], [`Overlay::search`]), and after each call drains
+//! [`Overlay::poll_transmit`] and [`Overlay::poll_event`] and re-arms its
+//! timer from [`Overlay::poll_timeout`].
+
+use crate::message::{
+    split_hits, HitFile, Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN,
+};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Map;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// Settings of an overlay. Every interval and timeout is here so that tests
+/// can run in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our UDP port (announced as `"UdpPort"`).
+    pub udp_port: u16,
+    /// Our TCP port (announced as `"TcpPort"`).
+    pub tcp_port: u16,
+    /// Time between ping rounds (classic: 20 s).
+    pub ping_interval: Duration,
+    /// How long a ping round waits for pongs before dropping silent peers (classic: 5 s).
+    pub pong_timeout: Duration,
+    /// How long a search collects hits (classic: 5 s).
+    pub search_timeout: Duration,
+    /// TTL of the pings we start (classic: 1).
+    pub ping_ttl: i64,
+    /// The most peers kept in the list; others are ignored.
+    pub max_peers: usize,
+    /// The most searches running at once; the oldest is ended to make room.
+    pub max_searches: usize,
+    /// The most files named in one answer to a query.
+    pub max_hits_per_answer: usize,
+    /// Seed of the random generator (search ids).
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            udp_port: crate::CLASSIC_UDP_PORT,
+            tcp_port: crate::CLASSIC_TCP_PORT,
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(5),
+            search_timeout: Duration::from_secs(5),
+            ping_ttl: 1,
+            max_peers: 4096,
+            max_searches: 64,
+            max_hits_per_answer: 500,
+            seed: 0,
+        }
+    }
+}
+
+/// A peer of the overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// Its UDP address (IP and UDP port).
+    pub udp: SocketAddrV4,
+    /// Its TCP port, for downloads.
+    pub tcp_port: u16,
+    /// Whether it announced rutella's extensions.
+    pub rutella: bool,
+}
+
+impl Peer {
+    fn from_ports(ip: Ipv4Addr, ports: Ports) -> Self {
+        Peer {
+            udp: SocketAddrV4::new(ip, ports.udp_or_classic()),
+            tcp_port: ports.tcp_or_classic(),
+            rutella: ports.is_rutella(),
+        }
+    }
+
+    /// Its TCP address, for downloads.
+    pub fn tcp(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(*self.udp.ip(), self.tcp_port)
+    }
+}
+
+/// Identifies one search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SearchId(pub u64);
+
+/// A datagram the driver must send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// Where to.
+    pub dest: SocketAddrV4,
+    /// What.
+    pub message: Message,
+    /// The message speaks for us: the driver sets its `"IP"` to our address
+    /// as seen from `dest` (see [`Transmit::encode`]).
+    pub from_self: bool,
+}
+
+impl Transmit {
+    /// The bytes to send, with `own_ip` as our address when the message
+    /// speaks for us.
+    pub fn encode(&self, own_ip: Ipv4Addr) -> Vec<u8> {
+        if self.from_self {
+            let mut m = self.message.clone();
+            m.set_ip(own_ip);
+            m.encode()
+        } else {
+            self.message.encode()
+        }
+    }
+}
+
+/// A query from another peer that the driver should answer with
+/// [`Overlay::answer_query`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingQuery {
+    /// Where the answer goes: the datagram's source.
+    pub reply_to: SocketAddrV4,
+    /// The querier.
+    pub from: Peer,
+    /// What is searched for.
+    pub text: String,
+    /// The querier's search id, echoed in the answer.
+    pub id: Option<u64>,
+}
+
+/// Something that happened, for the driver and the user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A peer joined our list.
+    PeerAdded(Peer),
+    /// A peer left our list (it missed a ping round).
+    PeerRemoved(Peer),
+    /// A peer asks for files: answer with [`Overlay::answer_query`].
+    Query(IncomingQuery),
+    /// Part of a peer's answer to one of our searches (`files` may be empty).
+    SearchResult {
+        /// Our search.
+        search: SearchId,
+        /// Who answered.
+        peer: Peer,
+        /// The files it offers.
+        files: Vec<HitFile>,
+    },
+    /// A search ended: its time ran out, or every peer asked has answered.
+    SearchFinished {
+        /// Our search.
+        search: SearchId,
+    },
+}
+
+#[derive(Debug)]
+struct PeerState {
+    info: Peer,
+    /// Pinged in the current round and not heard from since.
+    awaiting_pong: bool,
+}
+
+#[derive(Debug)]
+struct SearchState {
+    text: String,
+    deadline: Instant,
+    started: u64,
+    /// Peers asked that have not sent their last part.
+    pending: HashSet<SocketAddrV4>,
+    asked: HashSet<SocketAddrV4>,
+}
+
+/// The overlay state machine of one peer (classic mode: a full mesh
+/// maintained by ping rounds, queries sent to every known peer).
+#[derive(Debug)]
+pub struct Overlay {
+    config: Config,
+    rng: ChaCha8Rng,
+    own_ips: HashSet<Ipv4Addr>,
+    peers: BTreeMap<SocketAddrV4, PeerState>,
+    bootstrap: Vec<SocketAddrV4>,
+    next_round: Option<Instant>,
+    round_deadline: Option<Instant>,
+    searches: BTreeMap<SearchId, SearchState>,
+    search_counter: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+/// Cap on queued events and datagrams: a driver that polls after every call
+/// never reaches it; it only bounds memory if one does not.
+const MAX_QUEUE: usize = 65_536;
+
+impl Overlay {
+    /// A new overlay; `now` starts the ping-round clock.
+    pub fn new(config: Config, now: Instant) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let next_round = Some(now + config.ping_interval);
+        Overlay {
+            config,
+            rng,
+            own_ips: HashSet::new(),
+            peers: BTreeMap::new(),
+            bootstrap: Vec::new(),
+            next_round,
+            round_deadline: None,
+            searches: BTreeMap::new(),
+            search_counter: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Tells the overlay one of the addresses that name this peer, so that it
+    /// never adds itself to its list.
+    pub fn add_own_ip(&mut self, ip: Ipv4Addr) {
+        self.own_ips.insert(ip);
+    }
+
+    fn is_self(&self, addr: SocketAddrV4) -> bool {
+        addr.port() == self.config.udp_port && self.own_ips.contains(addr.ip())
+    }
+
+    /// The peers currently known.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.peers.values().map(|p| p.info).collect()
+    }
+
+    /// Joins through `addr`: it becomes a peer and is pinged at once. It is
+    /// also remembered, and pinged again at every round while the list is
+    /// empty, so a node whose only peer was down rejoins when it comes back.
+    pub fn connect(&mut self, now: Instant, addr: SocketAddrV4, tcp_port: u16) {
+        let _ = now;
+        if !self.bootstrap.contains(&addr) && self.bootstrap.len() < 64 {
+            self.bootstrap.push(addr);
+        }
+        let peer = Peer {
+            udp: addr,
+            tcp_port,
+            rutella: addr.port() != crate::CLASSIC_UDP_PORT,
+        };
+        self.add_peer(peer, false);
+        self.send_ping(addr);
+    }
+
+    /// Starts a search: a Query goes to every known peer, and to every peer
+    /// that joins while the search runs. Results arrive as
+    /// [`Event::SearchResult`], then one [`Event::SearchFinished`].
+    pub fn search(&mut self, now: Instant, text: &str) -> SearchId {
+        let mut text = text.to_string();
+        if text.len() > MAX_QUERY_LEN {
+            let mut cut = MAX_QUERY_LEN;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        let id = loop {
+            let id = SearchId(self.rng.next_u64());
+            if !self.searches.contains_key(&id) {
+                break id;
+            }
+        };
+        while self.searches.len() >= self.config.max_searches {
+            let oldest = self
+                .searches
+                .iter()
+                .min_by_key(|(_, s)| s.started)
+                .map(|(id, _)| *id);
+            if let Some(old) = oldest {
+                self.finish_search(old);
+            }
+        }
+        self.search_counter += 1;
+        let mut state = SearchState {
+            text,
+            deadline: now + self.config.search_timeout,
+            started: self.search_counter,
+            pending: HashSet::new(),
+            asked: HashSet::new(),
+        };
+        let targets: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
+        for dest in targets {
+            self.send_query(id, &mut state, dest);
+        }
+        self.searches.insert(id, state);
+        id
+    }
+
+    /// Ends a search early.
+    pub fn cancel_search(&mut self, id: SearchId) {
+        self.finish_search(id);
+    }
+
+    fn send_query(&mut self, id: SearchId, state: &mut SearchState, dest: SocketAddrV4) {
+        if !state.asked.insert(dest) {
+            return;
+        }
+        state.pending.insert(dest);
+        let message = Message::Query(Query {
+            ip: Ipv4Addr::UNSPECIFIED,
+            text: state.text.clone(),
+            id: Some(id.0),
+            ports: self.own_ports(),
+            extra: Map::new(),
+        });
+        self.push_transmit(Transmit {
+            dest,
+            message,
+            from_self: true,
+        });
+    }
+
+    /// Answers a query reported by [`Event::Query`] with these files (split
+    /// into several datagrams when they do not fit in one; an empty list
+    /// still sends an empty answer).
+    pub fn answer_query(&mut self, query: &IncomingQuery, files: &[HitFile]) {
+        let files = &files[..files.len().min(self.config.max_hits_per_answer)];
+        let template = QueryHit {
+            ip: Ipv4Addr::UNSPECIFIED,
+            files: Vec::new(),
+            id: query.id,
+            more: false,
+            ports: self.own_ports(),
+            extra: Map::new(),
+        };
+        // Leave room for the longest own address the driver may fill in.
+        let limit = MAX_DATAGRAM - ("255.255.255.255".len() - "0.0.0.0".len());
+        for hit in split_hits(&template, files, limit) {
+            self.push_transmit(Transmit {
+                dest: query.reply_to,
+                message: Message::QueryHit(hit),
+                from_self: true,
+            });
+        }
+    }
+
+    /// Feeds one received datagram. Invalid ones are dropped with a debug log.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let SocketAddr::V4(from) = from else {
+            tracing::debug!(%from, "dropping datagram from an IPv6 address");
+            return;
+        };
+        let message = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "dropping invalid datagram");
+                return;
+            }
+        };
+        self.handle_message(now, from, message);
+    }
+
+    /// Feeds one parsed message (see [`Overlay::handle_datagram`]).
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddrV4, message: Message) {
+        match message {
+            Message::Ping(ping) => self.on_ping(ping),
+            Message::Pong(pong) => {
+                let peer = Peer::from_ports(pong.ip, pong.ports);
+                self.heard_from(peer);
+            }
+            Message::Query(q) => {
+                let peer = Peer::from_ports(q.ip, q.ports);
+                self.heard_from(peer);
+                if q.text.len() > MAX_QUERY_LEN {
+                    tracing::debug!(%from, "dropping over-long query");
+                    return;
+                }
+                self.push_event(Event::Query(IncomingQuery {
+                    reply_to: from,
+                    from: peer,
+                    text: q.text,
+                    id: q.id,
+                }));
+            }
+            Message::QueryHit(hit) => self.on_hit(now, hit),
+        }
+    }
+
+    fn on_ping(&mut self, mut ping: Ping) {
+        let origin = Peer::from_ports(ping.ip, ping.ports);
+        // Classic peers ignore pings "from" 127.0.0.1 when they carry no
+        // ports: such a ping names no reachable peer.
+        let classic_localhost = !ping.ports.is_rutella() && ping.ip == Ipv4Addr::LOCALHOST;
+        if self.is_self(origin.udp) || classic_localhost {
+            return;
+        }
+        self.push_transmit(Transmit {
+            dest: origin.udp,
+            message: Message::Pong(Pong {
+                ip: Ipv4Addr::UNSPECIFIED,
+                ports: self.own_ports(),
+                extra: Map::new(),
+            }),
+            from_self: true,
+        });
+        self.heard_from(origin);
+        if ping.ttl > 0 {
+            ping.ttl -= 1;
+            let message = Message::Ping(ping);
+            let dests: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
+            for dest in dests {
+                self.push_transmit(Transmit {
+                    dest,
+                    message: message.clone(),
+                    from_self: false,
+                });
+            }
+        }
+    }
+
+    fn on_hit(&mut self, _now: Instant, hit: QueryHit) {
+        let peer = Peer::from_ports(hit.ip, hit.ports);
+        let search = match hit.id {
+            Some(id) => Some(SearchId(id)).filter(|s| self.searches.contains_key(s)),
+            // Classic answers carry no id: the newest search that asked
+            // this peer and still waits for it.
+            None => self
+                .searches
+                .iter()
+                .filter(|(_, s)| s.pending.contains(&peer.udp) || s.asked.contains(&peer.udp))
+                .max_by_key(|(_, s)| (s.pending.contains(&peer.udp), s.started))
+                .map(|(id, _)| *id),
+        };
+        let Some(search) = search else {
+            tracing::debug!(peer = %peer.udp, "dropping answer to no running search");
+            return;
+        };
+        self.heard_from(peer);
+        let mut finished = false;
+        if let Some(state) = self.searches.get_mut(&search) {
+            if !hit.more {
+                state.pending.remove(&peer.udp);
+            }
+            finished = state.pending.is_empty();
+        }
+        self.push_event(Event::SearchResult {
+            search,
+            peer,
+            files: hit.files,
+        });
+        if finished {
+            self.finish_search(search);
+        }
+    }
+
+    /// Whether a search still runs.
+    pub fn search_running(&self, id: SearchId) -> bool {
+        self.searches.contains_key(&id)
+    }
+
+    fn finish_search(&mut self, id: SearchId) {
+        if self.searches.remove(&id).is_some() {
+            self.push_event(Event::SearchFinished { search: id });
+        }
+    }
+
+    /// A peer showed it is alive: add it if new, mark it as answered.
+    fn heard_from(&mut self, peer: Peer) {
+        self.add_peer(peer, true);
+    }
+
+    fn add_peer(&mut self, peer: Peer, heard: bool) {
+        if self.is_self(peer.udp) || peer.udp.ip().is_unspecified() || peer.udp.port() == 0 {
+            return;
+        }
+        if let Some(state) = self.peers.get_mut(&peer.udp) {
+            if heard {
+                state.awaiting_pong = false;
+                state.info.rutella |= peer.rutella;
+                state.info.tcp_port = peer.tcp_port;
+            }
+            return;
+        }
+        if self.peers.len() >= self.config.max_peers {
+            tracing::debug!(peer = %peer.udp, "peer list full, not adding");
+            return;
+        }
+        self.peers.insert(
+            peer.udp,
+            PeerState {
+                info: peer,
+                awaiting_pong: false,
+            },
+        );
+        self.push_event(Event::PeerAdded(peer));
+        // A search that is running reaches the newcomer too.
+        let running: Vec<SearchId> = self.searches.keys().copied().collect();
+        for id in running {
+            if let Some(mut state) = self.searches.remove(&id) {
+                self.send_query(id, &mut state, peer.udp);
+                self.searches.insert(id, state);
+            }
+        }
+    }
+
+    /// When the driver must call [`Overlay::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let searches = self.searches.values().map(|s| s.deadline).min();
+        [self.next_round, self.round_deadline, searches]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Advances the clock: starts ping rounds, drops silent peers, ends
+    /// searches whose time ran out.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.round_deadline.is_some_and(|d| d <= now) {
+            self.round_deadline = None;
+            let silent: Vec<SocketAddrV4> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.awaiting_pong)
+                .map(|(a, _)| *a)
+                .collect();
+            for addr in silent {
+                if let Some(p) = self.peers.remove(&addr) {
+                    tracing::debug!(peer = %addr, "peer missed a ping round, removed");
+                    self.push_event(Event::PeerRemoved(p.info));
+                }
+            }
+        }
+        if self.next_round.is_some_and(|t| t <= now) {
+            self.next_round = Some(now + self.config.ping_interval);
+            self.round_deadline = Some(now + self.config.pong_timeout);
+            if self.peers.is_empty() {
+                for addr in self.bootstrap.clone() {
+                    self.send_ping(addr);
+                }
+            }
+            let addrs: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
+            for addr in addrs {
+                if let Some(p) = self.peers.get_mut(&addr) {
+                    p.awaiting_pong = true;
+                }
+                self.send_ping(addr);
+            }
+        }
+        let expired: Vec<SearchId> = self
+            .searches
+            .iter()
+            .filter(|(_, s)| s.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.finish_search(id);
+        }
+    }
+
+    fn send_ping(&mut self, dest: SocketAddrV4) {
+        let message = Message::Ping(Ping {
+            ip: Ipv4Addr::UNSPECIFIED,
+            ttl: self.config.ping_ttl,
+            ports: self.own_ports(),
+            extra: Map::new(),
+        });
+        self.push_transmit(Transmit {
+            dest,
+            message,
+            from_self: true,
+        });
+    }
+
+    fn own_ports(&self) -> Ports {
+        Ports::rutella(self.config.udp_port, self.config.tcp_port)
+    }
+
+    fn push_transmit(&mut self, t: Transmit) {
+        if self.transmits.len() >= MAX_QUEUE {
+            tracing::warn!("outgoing datagram queue full, dropping one");
+            return;
+        }
+        self.transmits.push_back(t);
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_QUEUE {
+            tracing::warn!("event queue full, dropping one");
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    /// The next datagram to send. Call until `None` after every input.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event. Call until `None` after every input.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several overlays joined by a perfect in-memory network, with a
+    /// virtual clock.
+    struct Net {
+        now: Instant,
+        nodes: Vec<(SocketAddrV4, Overlay, Vec<String>)>,
+        down: HashSet<SocketAddrV4>,
+        delivered: usize,
+        results: Vec<(usize, SearchId, SocketAddrV4, Vec<String>)>,
+        finished: Vec<(usize, SearchId)>,
+    }
+
+    fn cfg(port: u16) -> Config {
+        Config {
+            udp_port: port,
+            tcp_port: port + 1,
+            ping_interval: Duration::from_millis(200),
+            pong_timeout: Duration::from_millis(50),
+            search_timeout: Duration::from_millis(100),
+            ..Config::default()
+        }
+    }
+
+    impl Net {
+        fn new(n: usize) -> Net {
+            let now = Instant::now();
+            let nodes = (0..n)
+                .map(|i| {
+                    let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 20000 + 2 * i as u16);
+                    let mut o = Overlay::new(cfg(addr.port()), now);
+                    o.add_own_ip(*addr.ip());
+                    (
+                        addr,
+                        o,
+                        vec![format!("File-{i}.txt"), "common.TXT".to_string()],
+                    )
+                })
+                .collect();
+            Net {
+                now,
+                nodes,
+                down: HashSet::new(),
+                delivered: 0,
+                results: vec![],
+                finished: vec![],
+            }
+        }
+
+        fn idx(&self, a: SocketAddrV4) -> Option<usize> {
+            self.nodes.iter().position(|(x, _, _)| *x == a)
+        }
+
+        /// Delivers everything queued, answering queries, until quiet.
+        fn pump(&mut self) {
+            for _ in 0..10_000 {
+                let mut moved = false;
+                for i in 0..self.nodes.len() {
+                    let src = self.nodes[i].0;
+                    if self.down.contains(&src) {
+                        while self.nodes[i].1.poll_transmit().is_some() {}
+                        continue;
+                    }
+                    while let Some(ev) = self.nodes[i].1.poll_event() {
+                        match ev {
+                            Event::Query(q) => {
+                                let files: Vec<HitFile> = self.nodes[i]
+                                    .2
+                                    .iter()
+                                    .filter(|n| crate::name_matches(&q.text, n))
+                                    .map(HitFile::named)
+                                    .collect();
+                                self.nodes[i].1.answer_query(&q, &files);
+                            }
+                            Event::SearchResult {
+                                search,
+                                peer,
+                                files,
+                            } => self.results.push((
+                                i,
+                                search,
+                                peer.udp,
+                                files.into_iter().map(|f| f.name).collect(),
+                            )),
+                            Event::SearchFinished { search } => self.finished.push((i, search)),
+                            _ => {}
+                        }
+                    }
+                    while let Some(t) = self.nodes[i].1.poll_transmit() {
+                        moved = true;
+                        let bytes = t.encode(*src.ip());
+                        assert!(bytes.len() <= MAX_DATAGRAM);
+                        if self.down.contains(&t.dest) {
+                            continue;
+                        }
+                        if let Some(j) = self.idx(t.dest) {
+                            self.delivered += 1;
+                            let now = self.now;
+                            self.nodes[j]
+                                .1
+                                .handle_datagram(now, SocketAddr::V4(src), &bytes);
+                        }
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+            panic!("network never went quiet");
+        }
+
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            for _ in 0..10_000 {
+                let next = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !self.down.contains(&self.nodes[*i].0))
+                    .filter_map(|(_, n)| n.1.poll_timeout())
+                    .min();
+                match next {
+                    Some(t) if t <= end => {
+                        self.now = self.now.max(t);
+                        let now = self.now;
+                        for i in 0..self.nodes.len() {
+                            if !self.down.contains(&self.nodes[i].0) {
+                                self.nodes[i].1.handle_timeout(now);
+                            }
+                        }
+                        self.pump();
+                    }
+                    _ => break,
+                }
+            }
+            self.now = end;
+        }
+
+        fn peer_set(&self, i: usize) -> Vec<SocketAddrV4> {
+            let mut v: Vec<_> = self.nodes[i].1.peers().iter().map(|p| p.udp).collect();
+            v.sort();
+            v
+        }
+    }
+
+    /// Every node joins through node 0, one after the other.
+    fn star(n: usize) -> Net {
+        let mut net = Net::new(n);
+        let first = net.nodes[0].0;
+        for i in 1..n {
+            let now = net.now;
+            net.nodes[i].1.connect(now, first, first.port() + 1);
+            net.pump();
+        }
+        net
+    }
+
+    #[test]
+    fn everyone_comes_to_know_everyone() {
+        let mut net = star(5);
+        net.advance(Duration::from_millis(450));
+        for i in 0..5 {
+            let mut expect: Vec<_> = net
+                .nodes
+                .iter()
+                .map(|n| n.0)
+                .filter(|a| *a != net.nodes[i].0)
+                .collect();
+            expect.sort();
+            assert_eq!(net.peer_set(i), expect, "node {i}");
+            assert!(net.nodes[i]
+                .1
+                .peers()
+                .iter()
+                .all(|p| p.rutella && p.tcp_port == p.udp.port() + 1));
+        }
+    }
+
+    #[test]
+    fn a_silent_peer_is_removed_after_one_round() {
+        let mut net = star(4);
+        net.advance(Duration::from_millis(250));
+        let dead = net.nodes[3].0;
+        assert!(net.peer_set(0).contains(&dead));
+        net.down.insert(dead);
+        // Next round starts by t=400ms at the latest and ends 50ms later.
+        net.advance(Duration::from_millis(210));
+        for i in 0..3 {
+            assert!(
+                !net.peer_set(i).contains(&dead),
+                "node {i} still lists the dead peer"
+            );
+            assert_eq!(net.peer_set(i).len(), 2);
+        }
+    }
+
+    #[test]
+    fn search_reaches_every_peer_and_finishes_when_all_answered() {
+        let mut net = star(4);
+        net.advance(Duration::from_millis(250));
+        let now = net.now;
+        let id = net.nodes[1].1.search(now, "FILE-");
+        net.pump();
+        let mine: Vec<_> = net
+            .results
+            .iter()
+            .filter(|r| r.0 == 1 && r.1 == id)
+            .collect();
+        assert_eq!(mine.len(), 3, "one answer per peer");
+        let mut names: Vec<String> = mine.iter().flat_map(|r| r.3.clone()).collect();
+        names.sort();
+        assert_eq!(names, vec!["File-0.txt", "File-2.txt", "File-3.txt"]);
+        assert!(
+            net.finished.contains(&(1, id)),
+            "finished early once all answered"
+        );
+    }
+
+    #[test]
+    fn empty_answers_are_answers_and_searches_time_out() {
+        let mut net = star(3);
+        net.advance(Duration::from_millis(250));
+        net.down.insert(net.nodes[2].0);
+        let now = net.now;
+        let id = net.nodes[0].1.search(now, "no such thing");
+        net.pump();
+        let mine: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
+        assert_eq!(mine.len(), 1);
+        assert!(mine[0].3.is_empty());
+        assert!(
+            !net.finished.contains(&(0, id)),
+            "still waits for the silent peer"
+        );
+        net.advance(Duration::from_millis(101));
+        assert!(net.finished.contains(&(0, id)));
+    }
+
+    #[test]
+    fn classic_pings_get_pongs_at_the_ip_field_and_are_forwarded() {
+        let now = Instant::now();
+        let mut o = Overlay::new(cfg(20000), now);
+        o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+        let known = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), 20000);
+        o.connect(now, known, 10000);
+        while o.poll_transmit().is_some() {}
+        // A classic ping whose datagram comes from elsewhere: the pong goes to "IP":20000.
+        let ping = br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 1, "Extra": 5}"#;
+        o.handle_datagram(now, "127.0.0.9:5555".parse().unwrap(), ping);
+        let sent: Vec<Transmit> = std::iter::from_fn(|| o.poll_transmit()).collect();
+        let pong = &sent[0];
+        assert_eq!(pong.dest, "127.0.0.4:20000".parse().unwrap());
+        assert!(matches!(pong.message, Message::Pong(_)));
+        // Forwarded with TTL 0, IP and unknown fields unchanged, to every peer, originator included.
+        let fwd: Vec<_> = sent[1..]
+            .iter()
+            .map(|t| {
+                (
+                    t.dest,
+                    String::from_utf8(t.encode(Ipv4Addr::new(9, 9, 9, 9))).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(fwd.len(), 2);
+        for (_, text) in &fwd {
+            assert_eq!(
+                text,
+                r#"{"Command": 1, "Extra": 5, "IP": "127.0.0.4", "TTL": 0}"#
+            );
+        }
+        let dests: HashSet<_> = fwd.iter().map(|f| f.0).collect();
+        assert!(dests.contains(&known) && dests.contains(&"127.0.0.4:20000".parse().unwrap()));
+        // Pings naming ourselves or classic 127.0.0.1 are ignored.
+        o.handle_datagram(
+            now,
+            "127.0.0.9:5555".parse().unwrap(),
+            br#"{"Command": 1, "IP": "127.0.0.1", "TTL": 1}"#,
+        );
+        o.handle_datagram(
+            now,
+            "127.0.0.9:5555".parse().unwrap(),
+            br#"{"Command": 1, "IP": "127.0.0.2", "TTL": 1}"#,
+        );
+        assert!(o.poll_transmit().is_none());
+        // A TTL-0 ping is answered, not forwarded.
+        o.handle_datagram(
+            now,
+            "127.0.0.9:5555".parse().unwrap(),
+            br#"{"Command": 1, "IP": "127.0.0.5", "TTL": 0}"#,
+        );
+        assert_eq!(std::iter::from_fn(|| o.poll_transmit()).count(), 1);
+    }
+
+    #[test]
+    fn classic_query_is_answered_to_the_source_and_adds_the_peer() {
+        let now = Instant::now();
+        let mut o = Overlay::new(cfg(20000), now);
+        let src: SocketAddr = "127.0.0.7:40000".parse().unwrap();
+        o.handle_datagram(
+            now,
+            src,
+            br#"{"Command": 3, "Contents": "cl", "IP": "127.0.0.7"}"#,
+        );
+        let mut q = None;
+        while let Some(e) = o.poll_event() {
+            if let Event::Query(iq) = e {
+                q = Some(iq);
+            }
+        }
+        let q = q.expect("query event");
+        assert_eq!(q.text, "cl");
+        o.answer_query(&q, &[]);
+        let t = o.poll_transmit().unwrap();
+        assert_eq!(SocketAddr::V4(t.dest), src);
+        assert!(t
+            .encode(Ipv4Addr::new(127, 0, 0, 2))
+            .starts_with(br#"{"Command": 4, "Contents": [], "IP": "127.0.0.2""#));
+        assert_eq!(o.peers()[0].udp, "127.0.0.7:20000".parse().unwrap());
+        assert!(!o.peers()[0].rutella);
+    }
+
+    #[test]
+    fn classic_hits_without_id_go_to_the_newest_search() {
+        let now = Instant::now();
+        let mut o = Overlay::new(cfg(20000), now);
+        let classic = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), 20000);
+        o.connect(now, classic, 10000);
+        let _old = o.search(now, "a");
+        let new = o.search(now, "b");
+        while o.poll_transmit().is_some() {}
+        while o.poll_event().is_some() {}
+        o.handle_datagram(
+            now,
+            SocketAddr::V4(classic),
+            br#"{"Command": 4, "Contents": ["b.txt"], "IP": "127.0.0.3"}"#,
+        );
+        let evs: Vec<Event> = std::iter::from_fn(|| o.poll_event()).collect();
+        assert!(evs.iter().any(|e| matches!(e, Event::SearchResult { search, files, .. } if *search == new && files[0].name == "b.txt")));
+    }
+
+    #[test]
+    fn a_dead_bootstrap_is_retried_while_alone() {
+        let mut net = Net::new(2);
+        let first = net.nodes[0].0;
+        net.down.insert(first);
+        let now = net.now;
+        net.nodes[1].1.connect(now, first, 1);
+        net.pump();
+        net.advance(Duration::from_millis(260));
+        assert!(net.peer_set(1).is_empty(), "removed after a silent round");
+        net.down.clear();
+        net.advance(Duration::from_millis(200));
+        assert_eq!(net.peer_set(1), vec![first]);
+        assert_eq!(net.peer_set(0), vec![net.nodes[1].0]);
+    }
+
+    #[test]
+    fn peer_list_is_bounded() {
+        let now = Instant::now();
+        let mut o = Overlay::new(
+            Config {
+                max_peers: 10,
+                ..cfg(20000)
+            },
+            now,
+        );
+        for i in 0..100u32 {
+            let msg = format!(
+                r#"{{"Command": 2, "IP": "10.0.{}.{}"}}"#,
+                i / 250,
+                i % 250 + 1
+            );
+            o.handle_datagram(now, "10.9.9.9:1".parse().unwrap(), msg.as_bytes());
+        }
+        assert_eq!(o.peers().len(), 10);
+    }
+}
