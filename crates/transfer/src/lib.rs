@@ -1,1 +1,52 @@
-//! placeholder
+//! File transfers between rutella peers and classic peers.
+//!
+//! Two exchanges share one TCP port:
+//!
+//! * the **classic exchange** of the original program (a little-endian `u32`
+//!   partial size, then a file name; the reply is a `u32` byte count and the
+//!   bytes), spoken byte for byte so that classic downloaders and servers keep
+//!   working; see [`classic_download`] and [`serve_connection`];
+//! * the **rutella protocol**, chosen by the connecting side with an initial
+//!   magic, which asks for content by BLAKE3 hash with 64-bit ranges and
+//!   explicit error replies.
+//!
+//! The server side needs only a [`FileSource`], which the node implements over
+//! its shared-folder index. All the path-safety checks are the source's job:
+//! this crate serves whatever path the source hands back.
+
+#![warn(missing_docs)]
+
+mod classic;
+mod names;
+mod send;
+mod server;
+
+use std::path::PathBuf;
+
+pub use classic::{classic_download, ClassicGet, DownloadError, DownloadReport, Progress};
+pub use names::{sanitize_basename, NameError};
+pub use send::SendError;
+pub use server::{
+    run_server, serve_connection, Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig,
+};
+
+/// The files a server offers, as the node's shared-folder index sees them.
+///
+/// Implementors do every safety check: a name that escapes the shared folder,
+/// an absolute path or a file that is not shared must give `None`.
+pub trait FileSource: Send + Sync + 'static {
+    /// The shared file a classic request names (the name as the peer sent it).
+    fn by_name(&self, name: &str) -> Option<SourceFile>;
+    /// The shared file whose whole-file BLAKE3 hash is `hash`.
+    fn by_hash(&self, hash: &[u8; 32]) -> Option<SourceFile>;
+}
+
+/// A file the [`FileSource`] agreed to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Where the file is on disk.
+    pub path: PathBuf,
+    /// Its size in bytes as indexed. The server trusts the size of the file it
+    /// opens when the two differ.
+    pub size: u64,
+}

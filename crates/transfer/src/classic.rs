@@ -1,0 +1,368 @@
+//! The downloading side of the classic exchange.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::names::{move_into_place, sanitize_basename, NameError};
+
+/// Bytes read from the socket at once.
+const READ_BUF: usize = 1 << 20;
+
+/// A classic download: which file, from whom, and where to put it.
+#[derive(Debug, Clone)]
+pub struct ClassicGet {
+    /// The serving peer (a classic peer listens on `IP:10000`).
+    pub peer: SocketAddr,
+    /// The file name as the peer listed it.
+    pub name: String,
+    /// Folder that receives `BASENAME.part` and then `BASENAME`.
+    pub downloads_dir: PathBuf,
+    /// Longest wait for the connection to be set up.
+    pub connect_timeout: Duration,
+    /// Longest wait for any byte once connected.
+    pub idle_timeout: Duration,
+}
+
+/// How far a download is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes received in this session.
+    pub received: u64,
+    /// Bytes of the file on disk (resumed part included).
+    pub done: u64,
+    /// The whole size, once the peer said it.
+    pub total: Option<u64>,
+}
+
+/// A finished download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadReport {
+    /// Where the complete file now is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Bytes that were already on disk when this session started.
+    pub resumed_from: u64,
+    /// Bytes of the file that crossed the wire in this session.
+    pub bytes_received: u64,
+}
+
+/// Why a download did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The remote name cannot be turned into a local file name.
+    #[error("cannot download {name:?}: {source}")]
+    InvalidName {
+        /// The remote name.
+        name: String,
+        /// Why.
+        #[source]
+        source: NameError,
+    },
+    /// Nothing listens on the peer's port.
+    #[error("peer {peer} refused the connection; check the address and that the peer is running")]
+    Refused {
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// The connection could not be set up in time.
+    #[error("peer {peer} did not answer the connection within {after:?}; check the address or try again later")]
+    ConnectTimeout {
+        /// The peer.
+        peer: SocketAddr,
+        /// The configured connect timeout.
+        after: Duration,
+    },
+    /// The connection failed for another reason.
+    #[error("could not connect to peer {peer}: {source}")]
+    Connect {
+        /// The peer.
+        peer: SocketAddr,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The peer answered 0: it does not offer the file (or, when resuming,
+    /// the partial copy is already as long as its file).
+    #[error("peer {peer} does not offer {name:?}{}", not_found_hint(*.partial, .part))]
+    NotFound {
+        /// The peer.
+        peer: SocketAddr,
+        /// The remote name.
+        name: String,
+        /// Bytes of the partial copy offered for resumption.
+        partial: u64,
+        /// The partial file (kept when it holds data).
+        part: PathBuf,
+    },
+    /// The partial copy is too large to resume over the classic exchange.
+    #[error("the partial copy {} holds {partial} bytes, more than the classic exchange can resume (4 GiB); download it by hash from a rutella peer", .part.display())]
+    PartialTooLarge {
+        /// The partial file.
+        part: PathBuf,
+        /// Its size.
+        partial: u64,
+    },
+    /// The peer closed without sending the byte count.
+    #[error("peer {peer} closed the connection without answering the request for {name:?}; try again later")]
+    NoReply {
+        /// The peer.
+        peer: SocketAddr,
+        /// The remote name.
+        name: String,
+    },
+    /// The transfer stopped before the end; the partial copy is kept and the
+    /// same download resumes from it.
+    #[error("download from peer {peer} stopped after {received} of {expected} bytes ({cause}); the partial copy {} is kept: run the same download again to resume", .part.display())]
+    Interrupted {
+        /// The peer.
+        peer: SocketAddr,
+        /// Bytes received in this session.
+        received: u64,
+        /// Bytes the peer announced for this session.
+        expected: u64,
+        /// The partial file.
+        part: PathBuf,
+        /// What happened.
+        cause: String,
+    },
+    /// A local file operation failed.
+    #[error("{what} {} failed: {source}", .path.display())]
+    Local {
+        /// What was being done.
+        what: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn not_found_hint(partial: u64, part: &Path) -> String {
+    if partial > 0 {
+        format!(
+            " past the {partial} bytes already in {}; if that partial copy is complete, rename it, otherwise delete it and download again",
+            part.display()
+        )
+    } else {
+        "; search again to find who has it".to_owned()
+    }
+}
+
+impl DownloadError {
+    fn local(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DownloadError {
+        let path = path.to_owned();
+        move |source| DownloadError::Local { what, path, source }
+    }
+}
+
+/// Connects to `peer` with a timeout, mapping failures to clear errors.
+pub(crate) async fn connect(peer: SocketAddr, limit: Duration) -> Result<TcpStream, DownloadError> {
+    match timeout(limit, TcpStream::connect(peer)).await {
+        Err(_) => Err(DownloadError::ConnectTimeout { peer, after: limit }),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            Err(DownloadError::Refused { peer })
+        }
+        Ok(Err(e)) => Err(DownloadError::Connect { peer, source: e }),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+    }
+}
+
+/// Downloads `req.name` from `req.peer` with the classic exchange, resuming
+/// `downloads_dir/BASENAME.part` when it exists.
+///
+/// Sends the partial size (`u32` LE) and then the name in a write of its
+/// own, reads the `u32` count and then exactly that many bytes, appending
+/// them to the partial file. When complete the file is moved to
+/// `downloads_dir/BASENAME`, or to `BASENAME (N)` when that name is taken:
+/// an existing file is never replaced. `progress` is updated as bytes land.
+pub async fn classic_download(
+    req: ClassicGet,
+    progress: tokio::sync::watch::Sender<Progress>,
+) -> Result<DownloadReport, DownloadError> {
+    let base = sanitize_basename(&req.name).map_err(|source| DownloadError::InvalidName {
+        name: req.name.clone(),
+        source,
+    })?;
+    let dir = req.downloads_dir.clone();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(DownloadError::local("creating the downloads folder", &dir))?;
+    let part = dir.join(format!("{base}.part"));
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&part)
+        .await
+        .map_err(DownloadError::local("opening the partial file", &part))?;
+    let resumed_from = file
+        .metadata()
+        .await
+        .map_err(DownloadError::local("reading the size of", &part))?
+        .len();
+    let result = fetch(&req, &mut file, &part, resumed_from, &progress).await;
+    drop(file);
+    match result {
+        Ok(received) => {
+            let size = resumed_from + received;
+            let path = {
+                let (from, dir) = (part.clone(), dir.clone());
+                tokio::task::spawn_blocking(move || move_into_place(&from, &dir, &base))
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|r| r)
+                    .map_err(DownloadError::local("moving the finished download", &part))?
+            };
+            tracing::info!(peer = %req.peer, name = %req.name, path = %path.display(), size, resumed_from, "classic download complete");
+            Ok(DownloadReport {
+                path,
+                size,
+                resumed_from,
+                bytes_received: received,
+            })
+        }
+        Err(e) => {
+            if resumed_from == 0 {
+                // Do not leave an empty partial file behind.
+                if let Ok(m) = tokio::fs::metadata(&part).await {
+                    if m.len() == 0 {
+                        let _ = tokio::fs::remove_file(&part).await;
+                    }
+                }
+            }
+            tracing::warn!("{e}");
+            Err(e)
+        }
+    }
+}
+
+/// The exchange itself; returns the bytes received (all of them).
+async fn fetch(
+    req: &ClassicGet,
+    file: &mut tokio::fs::File,
+    part: &Path,
+    resumed_from: u64,
+    progress: &tokio::sync::watch::Sender<Progress>,
+) -> Result<u64, DownloadError> {
+    let peer = req.peer;
+    let partial = u32::try_from(resumed_from).map_err(|_| DownloadError::PartialTooLarge {
+        part: part.to_owned(),
+        partial: resumed_from,
+    })?;
+    let mut stream = connect(peer, req.connect_timeout).await?;
+    let interrupted = |received: u64, expected: u64, cause: String| DownloadError::Interrupted {
+        peer,
+        received,
+        expected,
+        part: part.to_owned(),
+        cause,
+    };
+    let send = async {
+        stream.write_all(&partial.to_le_bytes()).await?;
+        stream.flush().await?;
+        stream.write_all(req.name.as_bytes()).await?;
+        stream.flush().await
+    };
+    match timeout(req.idle_timeout, send).await {
+        Err(_) => {
+            return Err(interrupted(
+                0,
+                0,
+                "the request could not be sent in time".into(),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(interrupted(
+                0,
+                0,
+                format!("sending the request failed: {e}"),
+            ))
+        }
+        Ok(Ok(())) => {}
+    }
+    let mut count = [0u8; 4];
+    match timeout(req.idle_timeout, stream.read_exact(&mut count)).await {
+        Err(_) => {
+            return Err(interrupted(
+                0,
+                0,
+                format!("no answer within {:?}", req.idle_timeout),
+            ))
+        }
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(DownloadError::NoReply {
+                peer,
+                name: req.name.clone(),
+            })
+        }
+        Ok(Err(e)) => return Err(interrupted(0, 0, format!("reading the answer failed: {e}"))),
+        Ok(Ok(_)) => {}
+    }
+    let expected = u64::from(u32::from_le_bytes(count));
+    if expected == 0 {
+        return Err(DownloadError::NotFound {
+            peer,
+            name: req.name.clone(),
+            partial: resumed_from,
+            part: part.to_owned(),
+        });
+    }
+    let total = resumed_from + expected;
+    progress.send_replace(Progress {
+        received: 0,
+        done: resumed_from,
+        total: Some(total),
+    });
+    let mut buf = vec![0u8; READ_BUF];
+    let mut received = 0u64;
+    let mut cause = None;
+    while received < expected {
+        let want = usize::try_from((expected - received).min(READ_BUF as u64)).unwrap_or(READ_BUF);
+        match timeout(req.idle_timeout, stream.read(&mut buf[..want])).await {
+            Err(_) => {
+                cause = Some(format!("no data for {:?}", req.idle_timeout));
+                break;
+            }
+            Ok(Err(e)) => {
+                cause = Some(format!("reading failed: {e}"));
+                break;
+            }
+            Ok(Ok(0)) => {
+                cause = Some("the peer closed the connection".to_owned());
+                break;
+            }
+            Ok(Ok(n)) => {
+                file.write_all(&buf[..n])
+                    .await
+                    .map_err(DownloadError::local("writing to", part))?;
+                received += n as u64;
+                progress.send_replace(Progress {
+                    received,
+                    done: resumed_from + received,
+                    total: Some(total),
+                });
+            }
+        }
+    }
+    // Whatever arrived is on disk before this returns, complete or not.
+    file.flush()
+        .await
+        .map_err(DownloadError::local("writing to", part))?;
+    file.sync_all()
+        .await
+        .map_err(DownloadError::local("syncing", part))?;
+    match cause {
+        Some(cause) => Err(interrupted(received, expected, cause)),
+        None => Ok(received),
+    }
+}
