@@ -1,1 +1,99 @@
-fn main() {}
+//! The `rutella` binary: flags in, a node and a console or one-shot command out.
+
+mod args;
+mod oneshot;
+
+use args::{Cli, Command};
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit codes scripts can rely on.
+pub(crate) mod exit {
+    /// Something failed that is neither of the below.
+    pub(crate) const FAILURE: u8 = 1;
+    /// The command line was wrong (clap uses 2 too).
+    pub(crate) const USAGE: u8 = 2;
+    /// A peer could not be reached, or a transfer broke off.
+    pub(crate) const NETWORK: u8 = 3;
+    /// Nothing matched, or the peer does not offer the file.
+    pub(crate) const NOT_FOUND: u8 = 4;
+}
+
+/// An error for the user: one sentence and the exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<rutella_node::NodeError> for Failure {
+    fn from(e: rutella_node::NodeError) -> Self {
+        use rutella_node::NodeError as E;
+        let code = match &e {
+            E::PortInUse { .. } | E::Bind { .. } => exit::NETWORK,
+            _ => exit::FAILURE,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rutella: cannot start: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Serve(a)) => {
+                init_logging("info");
+                oneshot::serve(a).await
+            }
+            Some(Command::Search(a)) => {
+                init_logging("warn");
+                oneshot::search(a).await
+            }
+            Some(Command::Get(a)) => {
+                init_logging("warn");
+                oneshot::get(a).await
+            }
+            None => Err(Failure::new(
+                exit::USAGE,
+                "the interactive console is not available yet; see rutella --help",
+            )),
+        }
+    });
+    // Blocking library threads must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("rutella: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,1 +1,66 @@
-//! placeholder
+//! The rutella node: a thin tokio driver around the sans-I/O overlay, the
+//! shared-folder library and the transfer server.
+//!
+//! [`Node::start`] binds the sockets and spawns one event-loop task; the
+//! user interface talks to it only through the cloneable [`Client`], whose
+//! commands carry oneshot replies over a bounded channel.
+#![warn(missing_docs)]
+
+mod config;
+mod downloads;
+mod driver;
+mod source;
+
+pub use config::{NodeConfig, PeerAddr};
+pub use downloads::{DownloadId, DownloadInfo, DownloadState};
+pub use driver::{Client, Node, NodeEvent, SearchHit, SearchStream};
+pub use rutella_proto::{HitFile, Peer};
+
+/// Why the node could not start or a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A port is taken by another program.
+    #[error("{proto} port {port} on {ip} is already in use: stop the other program or choose another port with {flag}")]
+    PortInUse {
+        /// "UDP" or "TCP".
+        proto: &'static str,
+        /// The address.
+        ip: std::net::Ipv4Addr,
+        /// The port.
+        port: u16,
+        /// The flag that changes it.
+        flag: &'static str,
+    },
+    /// Binding a socket failed otherwise.
+    #[error("cannot open {proto} port {port} on {ip}: {source}")]
+    Bind {
+        /// "UDP" or "TCP".
+        proto: &'static str,
+        /// The address.
+        ip: std::net::Ipv4Addr,
+        /// The port.
+        port: u16,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The shared-folder library failed.
+    #[error(transparent)]
+    Store(#[from] rutella_store::StoreError),
+    /// The downloads folder could not be created.
+    #[error("cannot create the downloads folder {path}: {source}")]
+    Downloads {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+    /// A download failed.
+    #[error(transparent)]
+    Download(#[from] rutella_transfer::DownloadError),
+    /// Something else, said in words.
+    #[error("{0}")]
+    Other(String),
+}

@@ -236,6 +236,7 @@ impl Overlay {
     /// Joins through `addr`: it becomes a peer and is pinged at once. It is
     /// also remembered, and pinged again at every round while the list is
     /// empty, so a node whose only peer was down rejoins when it comes back.
+    /// `tcp_port` is 0 when unknown: the peer's answer will tell it.
     pub fn connect(&mut self, now: Instant, addr: SocketAddrV4, tcp_port: u16) {
         let _ = now;
         if !self.bootstrap.contains(&addr) && self.bootstrap.len() < 64 {
@@ -475,7 +476,9 @@ impl Overlay {
             if heard {
                 state.awaiting_pong = false;
                 state.info.rutella |= peer.rutella;
-                state.info.tcp_port = peer.tcp_port;
+                if peer.tcp_port != 0 {
+                    state.info.tcp_port = peer.tcp_port;
+                }
             }
             return;
         }

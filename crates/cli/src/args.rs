@@ -1,0 +1,189 @@
+//! Command-line flags, parsed and checked apart from the objects built from them.
+
+use clap::{Args, Parser, Subcommand};
+use rutella_node::{NodeConfig, PeerAddr};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// rutella: peer-to-peer file sharing in the Gnutella family.
+#[derive(Debug, Parser)]
+#[command(name = "rutella", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a node without a console: share folders, answer searches, serve downloads.
+    #[command(
+        after_help = "Examples:\n  rutella serve --share ~/Music --connect 192.168.1.100\n  rutella serve --share ./files --bind 127.0.0.2"
+    )]
+    Serve(ServeArgs),
+    /// Search the network once and print the hits.
+    #[command(
+        after_help = "Examples:\n  rutella search despacito --connect 192.168.1.100\n  rutella search .png --connect 127.0.0.1:20002 --wait 2 --json"
+    )]
+    Search(SearchArgs),
+    /// Download one file from one peer and exit (0 only when the file is complete).
+    #[command(
+        after_help = "Examples:\n  rutella get --from 192.168.1.100 \"Cloud - Cloud models.png\"\n  rutella get --from 127.0.0.1:20002 music/song.ogg --out ./downloads\n\nRunning the same command again resumes an interrupted download."
+    )]
+    Get(GetArgs),
+}
+
+/// Flags every command that runs a node takes.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct NetArgs {
+    /// Address to bind the UDP and TCP ports to.
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub(crate) bind: Ipv4Addr,
+    /// UDP port for pings and searches.
+    #[arg(long, value_name = "N", default_value_t = rutella_proto::CLASSIC_UDP_PORT)]
+    pub(crate) udp_port: u16,
+    /// TCP port for downloads.
+    #[arg(long, value_name = "N", default_value_t = rutella_proto::CLASSIC_TCP_PORT)]
+    pub(crate) tcp_port: u16,
+    /// Address announced to peers (default: the local address that routes to each peer).
+    #[arg(long, value_name = "IP")]
+    pub(crate) advertise: Option<Ipv4Addr>,
+    /// Time between ping rounds (e.g. 20s, 500ms).
+    #[arg(long, value_name = "TIME", default_value = "20s", value_parser = parse_duration)]
+    pub(crate) ping_interval: Duration,
+    /// How long a ping round waits for pongs before dropping silent peers.
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) pong_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// A folder to share (repeat for several).
+    #[arg(long = "share", value_name = "DIR")]
+    pub(crate) shares: Vec<PathBuf>,
+    /// A peer to join through: IP (classic ports) or IP:UDPPORT (repeat for several).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) connect: Vec<PeerAddr>,
+    /// Where downloads go (default: downloads/ inside the first share).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) downloads: Option<PathBuf>,
+    /// Upload speed limit per upload, in bytes per second.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) rate_limit: Option<u64>,
+    /// How long a search collects answers.
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) search_timeout: Duration,
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SearchArgs {
+    /// Text to look for in file names (case-insensitive, partial).
+    pub(crate) text: String,
+    /// A peer to join through: IP or IP:UDPPORT.
+    #[arg(long, value_name = "ADDR", required = true)]
+    pub(crate) connect: Vec<PeerAddr>,
+    /// Seconds to wait for answers.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub(crate) wait: f64,
+    /// One JSON object per hit, one per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// The file's name as the peer lists it.
+    pub(crate) name: String,
+    /// The peer to download from: IP or IP:UDPPORT.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) from: PeerAddr,
+    /// Folder to save into.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub(crate) out: PathBuf,
+    /// Seconds to wait for the peer to answer.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub(crate) wait: f64,
+    /// Print a JSON report (path, size, resumed_from, received) instead of the path.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
+}
+
+/// `150ms`, `20s`, `2m`, or plain seconds (`1.5`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
+            Ok(Duration::from_secs_f64(v * scale))
+        }
+        _ => Err(format!("{s:?} is not a time: write e.g. 500ms, 20s or 2m")),
+    }
+}
+
+pub(crate) fn secs(v: f64) -> Result<Duration, String> {
+    if v.is_finite() && (0.0..1e9).contains(&v) {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("{v} is not a number of seconds"))
+    }
+}
+
+impl NetArgs {
+    /// The node settings these flags describe.
+    pub(crate) fn node_config(&self) -> NodeConfig {
+        let mut cfg = NodeConfig {
+            bind: self.bind,
+            udp_port: self.udp_port,
+            tcp_port: self.tcp_port,
+            advertise: self.advertise,
+            ..NodeConfig::default()
+        };
+        cfg.overlay.ping_interval = self.ping_interval;
+        cfg.overlay.pong_timeout = self.pong_timeout;
+        cfg.overlay.seed = seed();
+        cfg
+    }
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("150ms").unwrap(), Duration::from_millis(150));
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "x", "-1s", "1e30", "NaNs"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,234 @@
+//! `serve`, `search` and `get`: commands for scripts.
+
+use crate::args::{secs, GetArgs, SearchArgs, ServeArgs};
+use crate::{exit, Failure};
+use rutella_node::{Client, Node, NodeConfig, NodeError, PeerAddr};
+use rutella_transfer::DownloadError;
+use std::collections::HashSet;
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+fn check_share(dir: &std::path::Path) -> Result<(), Failure> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "the shared folder {} does not exist or is not a folder: create it or give another --share",
+                dir.display()
+            ),
+        ))
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub(crate) async fn serve(a: ServeArgs) -> Result<(), Failure> {
+    for s in &a.shares {
+        check_share(s)?;
+    }
+    let mut cfg = a.net.node_config();
+    cfg.shares = a.shares;
+    cfg.connect = a.connect;
+    cfg.downloads = a.downloads;
+    cfg.upload_rate_limit = a.rate_limit;
+    cfg.overlay.search_timeout = a.search_timeout;
+    let node = Node::start(cfg).await?;
+    stop_signal().await;
+    tracing::info!("stopping");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Starts a node for a one-shot command: no shares, and a free port when
+/// the default one is taken by a node running on this machine.
+async fn oneshot_node(mut cfg: NodeConfig, connect: Vec<PeerAddr>) -> Result<Node, Failure> {
+    cfg.port_fallback = true;
+    cfg.watch = false;
+    cfg.connect = connect;
+    Ok(Node::start(cfg).await?)
+}
+
+/// Waits until discovery settles: the peer list has not changed for a
+/// quarter of a second (at most `max`).
+async fn settle(client: &Client, max: Duration) -> Result<(), Failure> {
+    let start = Instant::now();
+    let mut last: Option<Vec<SocketAddrV4>> = None;
+    let mut stable_since = Instant::now();
+    while start.elapsed() < max {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut now: Vec<SocketAddrV4> = client
+            .peers()
+            .await?
+            .iter()
+            .filter(|p| p.tcp_port != 0)
+            .map(|p| p.udp)
+            .collect();
+        now.sort();
+        if last.as_ref() != Some(&now) {
+            last = Some(now);
+            stable_since = Instant::now();
+        } else if !now.is_empty() && stable_since.elapsed() >= Duration::from_millis(250) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
+    let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
+    let mut cfg = a.net.node_config();
+    cfg.overlay.search_timeout = wait;
+    let node = oneshot_node(cfg, a.connect.clone()).await?;
+    let client = node.client();
+    settle(&client, (wait / 2).min(Duration::from_secs(2))).await?;
+    let mut stream = client.search(&a.text).await?;
+    let mut seen = HashSet::new();
+    let mut answered = 0usize;
+    let mut hits = 0usize;
+    while let Some(hit) = stream.next().await {
+        answered += 1;
+        let peer = PeerAddr {
+            udp: hit.peer.udp,
+            tcp_port: Some(hit.peer.tcp_port),
+        };
+        for f in hit.files {
+            if !seen.insert((hit.peer.udp, f.name.clone())) {
+                continue;
+            }
+            hits += 1;
+            if a.json {
+                let obj = serde_json::json!({
+                    "peer": peer.to_string(),
+                    "udp": hit.peer.udp.to_string(),
+                    "tcp": hit.peer.tcp().to_string(),
+                    "name": f.name,
+                    "size": f.size,
+                    "hash": f.hash.map(|h| rutella_proto::message::hex32(&h)),
+                });
+                println!("{obj}");
+            } else {
+                match f.size {
+                    Some(size) => println!("{peer}\t{size}\t{}", f.name),
+                    None => println!("{peer}\t-\t{}", f.name),
+                }
+            }
+        }
+    }
+    drop(stream);
+    node.shutdown().await;
+    if answered == 0 {
+        return Err(Failure::new(
+            exit::NETWORK,
+            format!(
+                "no peer answered within {:.1} s: check the address you joined through and that its node is running",
+                wait.as_secs_f64()
+            ),
+        ));
+    }
+    if hits == 0 {
+        return Err(Failure::new(
+            exit::NOT_FOUND,
+            format!(
+                "{answered} peer(s) answered, but no file name contains {:?}",
+                a.text
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
+    let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
+    std::fs::create_dir_all(&a.out).map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            format!("cannot create the folder {}: {e}", a.out.display()),
+        )
+    })?;
+    let mut cfg = a.net.node_config();
+    cfg.downloads = Some(a.out.clone());
+    let node = oneshot_node(cfg, vec![a.from]).await?;
+    let client = node.client();
+    let tcp = match a.from.tcp_port {
+        Some(port) => SocketAddrV4::new(*a.from.udp.ip(), port),
+        None => match learn_tcp_port(&client, a.from.udp, wait).await? {
+            Some(tcp) => tcp,
+            None => {
+                node.shutdown().await;
+                return Err(Failure::new(
+                    exit::NETWORK,
+                    format!(
+                        "peer {} did not answer within {:.1} s: check the address and that its node is running",
+                        a.from,
+                        wait.as_secs_f64()
+                    ),
+                ));
+            }
+        },
+    };
+    let result = client.download(tcp, &a.name).wait().await;
+    node.shutdown().await;
+    match result {
+        Ok(report) => {
+            if a.json {
+                let obj = serde_json::json!({
+                    "path": report.path,
+                    "size": report.size,
+                    "resumed_from": report.resumed_from,
+                    "received": report.bytes_received,
+                });
+                println!("{obj}");
+            } else {
+                println!("{}", report.path.display());
+            }
+            Ok(())
+        }
+        Err(NodeError::Download(e)) => {
+            let code = match &e {
+                DownloadError::NotFound { .. } => exit::NOT_FOUND,
+                DownloadError::InvalidName { .. } => exit::USAGE,
+                DownloadError::Local { .. } => exit::FAILURE,
+                _ => exit::NETWORK,
+            };
+            Err(Failure::new(code, e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A rutella peer named by its UDP address tells its TCP port in its pong.
+async fn learn_tcp_port(
+    client: &Client,
+    udp: SocketAddrV4,
+    wait: Duration,
+) -> Result<Option<SocketAddrV4>, Failure> {
+    let start = Instant::now();
+    while start.elapsed() < wait {
+        if let Some(p) = client
+            .peers()
+            .await?
+            .into_iter()
+            .find(|p| p.udp == udp && p.tcp_port != 0)
+        {
+            return Ok(Some(p.tcp()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(None)
+}

@@ -1,0 +1,166 @@
+//! Node settings.
+
+use rutella_proto::{CLASSIC_TCP_PORT, CLASSIC_UDP_PORT};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How a peer is named by the user: `IP` (a classic peer: UDP 20000, TCP
+/// 10000) or `IP:UDPPORT` (a rutella peer, whose TCP port it announces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    /// Its UDP address.
+    pub udp: SocketAddrV4,
+    /// Its TCP port, when known.
+    pub tcp_port: Option<u16>,
+}
+
+impl PeerAddr {
+    /// A peer at this address with the classic ports.
+    pub fn classic(ip: Ipv4Addr) -> Self {
+        PeerAddr {
+            udp: SocketAddrV4::new(ip, CLASSIC_UDP_PORT),
+            tcp_port: Some(CLASSIC_TCP_PORT),
+        }
+    }
+}
+
+impl FromStr for PeerAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Ok(ip) = s.parse::<Ipv4Addr>() {
+            return check(PeerAddr::classic(ip));
+        }
+        match s.parse::<SocketAddrV4>() {
+            Ok(udp) if udp.port() != 0 => check(PeerAddr {
+                udp,
+                tcp_port: (udp.port() == CLASSIC_UDP_PORT).then_some(CLASSIC_TCP_PORT),
+            }),
+            _ => Err(format!(
+                "{s:?} is not a peer address: write an IPv4 address such as 192.168.1.100, or IP:UDPPORT such as 127.0.0.1:20001"
+            )),
+        }
+    }
+}
+
+fn check(p: PeerAddr) -> Result<PeerAddr, String> {
+    let ip = p.udp.ip();
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        return Err(format!(
+            "{ip} cannot be a peer's address: give the address of a computer running rutella"
+        ));
+    }
+    Ok(p)
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.udp.port() == CLASSIC_UDP_PORT {
+            write!(f, "{}", self.udp.ip())
+        } else {
+            write!(f, "{}", self.udp)
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Shared folders.
+    pub shares: Vec<PathBuf>,
+    /// Where downloads go; default: `downloads/` inside the first share
+    /// (or the current folder when nothing is shared).
+    pub downloads: Option<PathBuf>,
+    /// Address the sockets bind to.
+    pub bind: Ipv4Addr,
+    /// UDP port.
+    pub udp_port: u16,
+    /// TCP port.
+    pub tcp_port: u16,
+    /// When a port is taken, use a free one instead of failing (one-shot
+    /// commands), saying so in the log.
+    pub port_fallback: bool,
+    /// Address announced to peers; default: the local address the system
+    /// routes to each peer from.
+    pub advertise: Option<Ipv4Addr>,
+    /// Peers to join through.
+    pub connect: Vec<PeerAddr>,
+    /// Overlay timers and limits.
+    pub overlay: rutella_proto::Config,
+    /// Upload speed limit per upload, bytes per second.
+    pub upload_rate_limit: Option<u64>,
+    /// The most uploads served at once.
+    pub max_uploads: usize,
+    /// SQLite file of the library index; `None` keeps it in memory.
+    pub db_path: Option<PathBuf>,
+    /// Whether the library watches the shares for changes.
+    pub watch: bool,
+    /// Time allowed to reach a peer's TCP port.
+    pub connect_timeout: Duration,
+    /// A download that receives nothing for this long fails (resumable).
+    pub idle_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            shares: Vec::new(),
+            downloads: None,
+            bind: Ipv4Addr::UNSPECIFIED,
+            udp_port: CLASSIC_UDP_PORT,
+            tcp_port: CLASSIC_TCP_PORT,
+            port_fallback: false,
+            advertise: None,
+            connect: Vec::new(),
+            overlay: rutella_proto::Config::default(),
+            upload_rate_limit: None,
+            max_uploads: 32,
+            db_path: None,
+            watch: true,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The downloads folder this configuration uses.
+    pub fn downloads_dir(&self) -> PathBuf {
+        match (&self.downloads, self.shares.first()) {
+            (Some(d), _) => d.clone(),
+            (None, Some(share)) => share.join("downloads"),
+            (None, None) => PathBuf::from("downloads"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses() {
+        let p: PeerAddr = "192.168.1.100".parse().unwrap();
+        assert_eq!(p.udp, "192.168.1.100:20000".parse().unwrap());
+        assert_eq!(p.tcp_port, Some(10000));
+        let p: PeerAddr = "127.0.0.1:20002".parse().unwrap();
+        assert_eq!(p.tcp_port, None);
+        assert_eq!(p.to_string(), "127.0.0.1:20002");
+        for bad in [
+            "",
+            "host",
+            "1.2.3",
+            "0.0.0.0",
+            "1.2.3.4:0",
+            "1.2.3.4:99999",
+            "::1",
+            "255.255.255.255",
+        ] {
+            assert!(bad.parse::<PeerAddr>().is_err(), "{bad}");
+        }
+    }
+}

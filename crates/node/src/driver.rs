@@ -1,0 +1,638 @@
+//! The event loop: one task owns the overlay and the UDP socket; everything
+//! else talks to it through bounded channels.
+
+use crate::config::{NodeConfig, PeerAddr};
+use crate::downloads::{DownloadId, DownloadInfo, DownloadState, Downloads};
+use crate::source::LibrarySource;
+use crate::NodeError;
+use rutella_proto::{Event, HitFile, IncomingQuery, Overlay, Peer, SearchId};
+use rutella_store::{Library, LibraryConfig};
+use rutella_transfer::{ClassicGet, DownloadReport, Progress, ServerConfig};
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Things the user interface may want to announce.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// A peer joined the list.
+    PeerAdded(Peer),
+    /// A peer left the list.
+    PeerRemoved(Peer),
+    /// A download completed.
+    DownloadDone {
+        /// Which.
+        id: DownloadId,
+        /// The name asked for.
+        name: String,
+        /// Where the file is.
+        path: PathBuf,
+    },
+    /// A download stopped; its partial data is kept.
+    DownloadFailed {
+        /// Which.
+        id: DownloadId,
+        /// The name asked for.
+        name: String,
+        /// Why, in one sentence.
+        reason: String,
+    },
+}
+
+/// One peer's answer (or part of it) to a search.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    /// Who answered.
+    pub peer: Peer,
+    /// What it offers (possibly nothing).
+    pub files: Vec<HitFile>,
+}
+
+/// The answers to one search, as they arrive. Ends when the search ends.
+pub struct SearchStream {
+    id: SearchId,
+    rx: mpsc::Receiver<SearchHit>,
+    tx: mpsc::Sender<Command>,
+}
+
+impl SearchStream {
+    /// The next answer; `None` once every peer asked has answered or the
+    /// search time ran out.
+    pub async fn next(&mut self) -> Option<SearchHit> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for SearchStream {
+    fn drop(&mut self) {
+        let _ = self.tx.try_send(Command::CancelSearch(self.id));
+    }
+}
+
+enum Command {
+    Peers(oneshot::Sender<Vec<Peer>>),
+    Connect(PeerAddr),
+    Search(String, mpsc::Sender<SearchHit>, oneshot::Sender<SearchId>),
+    CancelSearch(SearchId),
+    Answer(IncomingQuery, Vec<HitFile>),
+}
+
+/// A cloneable handle to a running node: the only way the user interface
+/// talks to it.
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    downloads: Downloads,
+    library: Library,
+    config: Arc<NodeConfig>,
+    udp_addr: SocketAddrV4,
+    tcp_addr: SocketAddrV4,
+}
+
+/// A running node. Dropping it does not stop it: call [`Node::shutdown`].
+pub struct Node {
+    client: Client,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Answers to queries being computed at once; more are dropped.
+const MAX_QUERIES_IN_FLIGHT: usize = 64;
+/// Most files one answer names.
+const MAX_ANSWER_FILES: usize = 500;
+
+impl Node {
+    /// Opens the library, binds the UDP and TCP ports, and starts the event
+    /// loop and the transfer server.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let downloads_dir = config.downloads_dir();
+        std::fs::create_dir_all(&downloads_dir).map_err(|source| NodeError::Downloads {
+            path: downloads_dir.clone(),
+            source,
+        })?;
+        let udp = bind_udp(&config).await?;
+        let tcp = bind_tcp(&config).await?;
+        let udp_addr = v4(udp
+            .local_addr()
+            .map_err(|e| NodeError::Other(e.to_string()))?);
+        let tcp_addr = v4(tcp
+            .local_addr()
+            .map_err(|e| NodeError::Other(e.to_string()))?);
+        let lib_cfg = LibraryConfig {
+            db_path: config.db_path.clone(),
+            watch: config.watch,
+            ..LibraryConfig::new(config.shares.clone())
+        };
+        let library = tokio::task::spawn_blocking(move || Library::open(lib_cfg))
+            .await
+            .map_err(|e| NodeError::Other(format!("library scan failed: {e}")))??;
+
+        let mut overlay_cfg = config.overlay.clone();
+        overlay_cfg.udp_port = udp_addr.port();
+        overlay_cfg.tcp_port = tcp_addr.port();
+        let now = Instant::now();
+        let mut overlay = Overlay::new(overlay_cfg, now);
+        let mut own = OwnAddress::new(config.bind, config.advertise);
+        for ip in own.initial_ips() {
+            overlay.add_own_ip(ip);
+        }
+        for p in &config.connect {
+            overlay.connect(now, p.udp, p.tcp_port.unwrap_or(0));
+        }
+        // Ask the own address for the bootstrap peers now so they are known as own.
+        for p in &config.connect {
+            let ip = own.for_dest(*p.udp.ip());
+            overlay.add_own_ip(ip);
+        }
+
+        let (tx, rx) = mpsc::channel(256);
+        let (events, _) = broadcast::channel(256);
+        let (stop, stop_rx) = watch::channel(false);
+        let client = Client {
+            tx: tx.clone(),
+            events: events.clone(),
+            downloads: Downloads::default(),
+            library: library.clone(),
+            config: Arc::new(config.clone()),
+            udp_addr,
+            tcp_addr,
+        };
+        tracing::info!(udp = %udp_addr, tcp = %tcp_addr, shares = ?config.shares, "node started");
+
+        let event_loop = EventLoop {
+            overlay,
+            socket: udp,
+            own,
+            library: library.clone(),
+            rx,
+            tx,
+            events,
+            searches: HashMap::new(),
+            queries_in_flight: Arc::new(AtomicUsize::new(0)),
+        };
+        let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
+        let server_cfg = ServerConfig {
+            rate_limit: config.upload_rate_limit,
+            max_connections: config.max_uploads,
+            ..ServerConfig::default()
+        };
+        let source = Arc::new(LibrarySource(library));
+        let mut server_stop = stop_rx;
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = rutella_transfer::run_server(tcp, source, server_cfg, shutdown).await {
+                tracing::error!(error = %e, "transfer server stopped");
+            }
+        }));
+        Ok(Node {
+            client,
+            stop,
+            tasks,
+        })
+    }
+
+    /// A handle for the user interface.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Stops the event loop and the transfer server and waits for them.
+    /// Running downloads stop; their partial data stays for a resume.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()),
+    }
+}
+
+async fn bind_udp(config: &NodeConfig) -> Result<UdpSocket, NodeError> {
+    let first = UdpSocket::bind((config.bind, config.udp_port)).await;
+    match first {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.port_fallback => {
+            let s = UdpSocket::bind((config.bind, 0))
+                .await
+                .map_err(|source| bind_error("UDP", config.bind, 0, source))?;
+            if let Ok(a) = s.local_addr() {
+                tracing::info!(
+                    "UDP port {} is in use, using {} instead",
+                    config.udp_port,
+                    a.port()
+                );
+            }
+            Ok(s)
+        }
+        Err(e) => Err(bind_error("UDP", config.bind, config.udp_port, e)),
+    }
+}
+
+async fn bind_tcp(config: &NodeConfig) -> Result<TcpListener, NodeError> {
+    let first = TcpListener::bind((config.bind, config.tcp_port)).await;
+    match first {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.port_fallback => {
+            let s = TcpListener::bind((config.bind, 0))
+                .await
+                .map_err(|source| bind_error("TCP", config.bind, 0, source))?;
+            if let Ok(a) = s.local_addr() {
+                tracing::info!(
+                    "TCP port {} is in use, using {} instead",
+                    config.tcp_port,
+                    a.port()
+                );
+            }
+            Ok(s)
+        }
+        Err(e) => Err(bind_error("TCP", config.bind, config.tcp_port, e)),
+    }
+}
+
+fn bind_error(proto: &'static str, ip: Ipv4Addr, port: u16, source: io::Error) -> NodeError {
+    let flag = if proto == "UDP" {
+        "--udp-port"
+    } else {
+        "--tcp-port"
+    };
+    match source.kind() {
+        io::ErrorKind::AddrInUse => NodeError::PortInUse {
+            proto,
+            ip,
+            port,
+            flag,
+        },
+        _ => NodeError::Bind {
+            proto,
+            ip,
+            port,
+            source,
+        },
+    }
+}
+
+/// Which address of ours to write in `"IP"` for a given peer.
+struct OwnAddress {
+    bind: Ipv4Addr,
+    advertise: Option<Ipv4Addr>,
+    routes: HashMap<Ipv4Addr, Ipv4Addr>,
+}
+
+impl OwnAddress {
+    fn new(bind: Ipv4Addr, advertise: Option<Ipv4Addr>) -> Self {
+        OwnAddress {
+            bind,
+            advertise,
+            routes: HashMap::new(),
+        }
+    }
+
+    fn initial_ips(&self) -> Vec<Ipv4Addr> {
+        let mut v = Vec::new();
+        v.extend(self.advertise);
+        if self.bind.is_unspecified() {
+            v.push(Ipv4Addr::LOCALHOST);
+        } else {
+            v.push(self.bind);
+        }
+        v
+    }
+
+    /// The advertised address, else the bound one, else the local address
+    /// the system routes to `dest` from (never 0.0.0.0).
+    fn for_dest(&mut self, dest: Ipv4Addr) -> Ipv4Addr {
+        if let Some(a) = self.advertise {
+            return a;
+        }
+        if !self.bind.is_unspecified() {
+            return self.bind;
+        }
+        if let Some(ip) = self.routes.get(&dest) {
+            return *ip;
+        }
+        let ip = route_source(dest).unwrap_or(Ipv4Addr::LOCALHOST);
+        if self.routes.len() >= 4096 {
+            self.routes.clear();
+        }
+        self.routes.insert(dest, ip);
+        ip
+    }
+}
+
+/// The source address the system picks for datagrams to `dest`.
+fn route_source(dest: Ipv4Addr) -> Option<Ipv4Addr> {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect((dest, 9)).ok()?;
+    match s.local_addr().ok()? {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
+        _ => None,
+    }
+}
+
+struct EventLoop {
+    overlay: Overlay,
+    socket: UdpSocket,
+    own: OwnAddress,
+    library: Library,
+    rx: mpsc::Receiver<Command>,
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    searches: HashMap<SearchId, mpsc::Sender<SearchHit>>,
+    queries_in_flight: Arc<AtomicUsize>,
+}
+
+impl EventLoop {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            self.flush().await;
+            let timeout = self.overlay.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.overlay.handle_datagram(Instant::now(), from, &buf[..n]),
+                    Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+                },
+                _ = sleep => self.overlay.handle_timeout(Instant::now()),
+                Some(cmd) = self.rx.recv() => self.command(cmd),
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Peers(reply) => {
+                let _ = reply.send(self.overlay.peers());
+            }
+            Command::Connect(p) => {
+                let ip = self.own.for_dest(*p.udp.ip());
+                self.overlay.add_own_ip(ip);
+                self.overlay.connect(now, p.udp, p.tcp_port.unwrap_or(0));
+            }
+            Command::Search(text, hits, reply) => {
+                let id = self.overlay.search(now, &text);
+                if self.overlay.search_running(id) {
+                    self.searches.insert(id, hits);
+                }
+                let _ = reply.send(id);
+            }
+            Command::CancelSearch(id) => {
+                self.searches.remove(&id);
+                self.overlay.cancel_search(id);
+            }
+            Command::Answer(query, files) => self.overlay.answer_query(&query, &files),
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(t) = self.overlay.poll_transmit() {
+            let ip = self.own.for_dest(*t.dest.ip());
+            let bytes = t.encode(ip);
+            if let Err(e) = self.socket.send_to(&bytes, t.dest).await {
+                tracing::debug!(dest = %t.dest, error = %e, "UDP send failed");
+            }
+        }
+        while let Some(ev) = self.overlay.poll_event() {
+            match ev {
+                Event::PeerAdded(p) => {
+                    tracing::info!(peer = %p.udp, rutella = p.rutella, "peer joined");
+                    let _ = self.events.send(NodeEvent::PeerAdded(p));
+                }
+                Event::PeerRemoved(p) => {
+                    tracing::info!(peer = %p.udp, "peer left (missed a ping round)");
+                    let _ = self.events.send(NodeEvent::PeerRemoved(p));
+                }
+                Event::Query(q) => self.answer(q),
+                Event::SearchResult {
+                    search,
+                    peer,
+                    files,
+                } => {
+                    if let Some(tx) = self.searches.get(&search) {
+                        match tx.try_send(SearchHit { peer, files }) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                tracing::warn!("search results arrive faster than they are read; dropping some")
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                self.searches.remove(&search);
+                                self.overlay.cancel_search(search);
+                            }
+                        }
+                    }
+                }
+                Event::SearchFinished { search } => {
+                    self.searches.remove(&search);
+                }
+            }
+        }
+    }
+
+    /// Looks the query up in the library off the event loop; the answer
+    /// comes back as a command.
+    fn answer(&mut self, q: IncomingQuery) {
+        let in_flight = self.queries_in_flight.clone();
+        if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_QUERIES_IN_FLIGHT {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            tracing::debug!(from = %q.reply_to, "too many queries at once, dropping one");
+            return;
+        }
+        let library = self.library.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let text = q.text.clone();
+            let rutella = q.from.rutella;
+            let found =
+                tokio::task::spawn_blocking(move || library.search(&text, MAX_ANSWER_FILES))
+                    .await
+                    .unwrap_or_default();
+            let files: Vec<HitFile> = found
+                .into_iter()
+                .map(|f| HitFile {
+                    name: f.name,
+                    // Classic peers cannot use sizes and hashes: leave room for names.
+                    size: rutella.then_some(f.size),
+                    hash: if rutella { f.hash } else { None },
+                })
+                .collect();
+            tracing::debug!(from = %q.reply_to, text = %q.text, hits = files.len(), "answering query");
+            let _ = tx.send(Command::Answer(q, files)).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// A download started by [`Client::download`].
+pub struct DownloadHandle {
+    /// Its id in the downloads table.
+    pub id: DownloadId,
+    result: oneshot::Receiver<Result<DownloadReport, rutella_transfer::DownloadError>>,
+}
+
+impl DownloadHandle {
+    /// Waits for the download to end.
+    pub async fn wait(self) -> Result<DownloadReport, NodeError> {
+        match self.result.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(NodeError::Download(e)),
+            Err(_) => Err(NodeError::Stopped),
+        }
+    }
+}
+
+impl Client {
+    async fn send(&self, cmd: Command) -> Result<(), NodeError> {
+        self.tx.send(cmd).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// The peers the node knows.
+    pub async fn peers(&self) -> Result<Vec<Peer>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Peers(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Joins the network through another peer.
+    pub async fn connect(&self, peer: PeerAddr) -> Result<(), NodeError> {
+        self.send(Command::Connect(peer)).await
+    }
+
+    /// Searches every known peer (and every peer that joins meanwhile).
+    pub async fn search(&self, text: &str) -> Result<SearchStream, NodeError> {
+        let (hits_tx, hits_rx) = mpsc::channel(1024);
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Search(text.to_string(), hits_tx, tx))
+            .await?;
+        let id = rx.await.map_err(|_| NodeError::Stopped)?;
+        Ok(SearchStream {
+            id,
+            rx: hits_rx,
+            tx: self.tx.clone(),
+        })
+    }
+
+    /// Starts downloading `name` from the peer whose TCP address is `from`,
+    /// resuming a partial copy, in the background.
+    pub fn download(&self, from: SocketAddrV4, name: &str) -> DownloadHandle {
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let id = self
+            .downloads
+            .add(name.to_string(), vec![from], progress_rx);
+        let req = ClassicGet {
+            peer: SocketAddr::V4(from),
+            name: name.to_string(),
+            downloads_dir: self.config.downloads_dir(),
+            connect_timeout: self.config.connect_timeout,
+            idle_timeout: self.config.idle_timeout,
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        let downloads = self.downloads.clone();
+        let events = self.events.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let result = rutella_transfer::classic_download(req, progress_tx).await;
+            let sent = match result {
+                Ok(report) => {
+                    tracing::info!(name = %name, path = %report.path.display(), bytes = report.bytes_received, "download complete");
+                    downloads.set_state(id, DownloadState::Done(report.path.clone()));
+                    let _ = events.send(NodeEvent::DownloadDone {
+                        id,
+                        name,
+                        path: report.path.clone(),
+                    });
+                    Ok(report)
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    tracing::warn!(name = %name, reason = %reason, "download failed");
+                    downloads.set_state(id, DownloadState::Failed(reason.clone()));
+                    let _ = events.send(NodeEvent::DownloadFailed { id, name, reason });
+                    Err(e)
+                }
+            };
+            let _ = done_tx.send(sent);
+        });
+        DownloadHandle {
+            id,
+            result: done_rx,
+        }
+    }
+
+    /// The downloads of this run, oldest first.
+    pub fn downloads(&self) -> Vec<DownloadInfo> {
+        self.downloads.list()
+    }
+
+    /// Node events (peers, finished downloads) from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Shares one more folder.
+    pub async fn share(&self, dir: &Path) -> Result<(), NodeError> {
+        let lib = self.library.clone();
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || lib.add_share(&dir))
+            .await
+            .map_err(|e| NodeError::Other(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Stops sharing a folder; returns whether it was shared.
+    pub async fn unshare(&self, dir: &Path) -> bool {
+        let lib = self.library.clone();
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || lib.remove_share(&dir))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The shared folders.
+    pub fn shares(&self) -> Vec<PathBuf> {
+        self.library.shares()
+    }
+
+    /// The library of shared files.
+    pub fn library(&self) -> &Library {
+        &self.library
+    }
+
+    /// The node's UDP address as bound.
+    pub fn udp_addr(&self) -> SocketAddrV4 {
+        self.udp_addr
+    }
+
+    /// The node's TCP address as bound.
+    pub fn tcp_addr(&self) -> SocketAddrV4 {
+        self.tcp_addr
+    }
+
+    /// The folder downloads go to.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.config.downloads_dir()
+    }
+}

@@ -1,0 +1,231 @@
+//! Real nodes (real UDP and TCP sockets on loopback) in one process.
+//!
+//! Address plan: this file uses 127.0.1.0/24 for nodes on the classic
+//! ports, and 127.0.0.1 with ports the system picks.
+
+use rutella_node::{Client, Node, NodeConfig, PeerAddr};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn config(bind: Ipv4Addr, port: u16, share: &Path) -> NodeConfig {
+    let mut cfg = NodeConfig {
+        shares: vec![share.to_path_buf()],
+        bind,
+        udp_port: port,
+        tcp_port: if port == 0 { 0 } else { 10000 },
+        watch: false,
+        ..NodeConfig::default()
+    };
+    cfg.overlay.ping_interval = Duration::from_millis(200);
+    cfg.overlay.pong_timeout = Duration::from_millis(100);
+    cfg.overlay.search_timeout = Duration::from_millis(1500);
+    cfg
+}
+
+fn share_with(dir: &Path, files: &[(&str, &[u8])]) {
+    for (name, data) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+}
+
+async fn peer_set(c: &Client) -> BTreeSet<SocketAddrV4> {
+    c.peers().await.unwrap().iter().map(|p| p.udp).collect()
+}
+
+/// Waits (bounded) until every node knows exactly every other node.
+async fn wait_full_mesh(clients: &[Client]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut ok = true;
+        for c in clients {
+            let expect: BTreeSet<SocketAddrV4> = clients
+                .iter()
+                .map(|o| o.udp_addr())
+                .filter(|a| *a != c.udp_addr())
+                .collect();
+            if peer_set(c).await != expect {
+                ok = false;
+            }
+        }
+        if ok {
+            return;
+        }
+        if Instant::now() > deadline {
+            for c in clients {
+                eprintln!("{} knows {:?}", c.udp_addr(), peer_set(c).await);
+            }
+            panic!("nodes did not form a full mesh in 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn search_all(c: &Client, text: &str) -> BTreeSet<(SocketAddrV4, String)> {
+    let mut s = c.search(text).await.unwrap();
+    let mut out = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(hit)) = tokio::time::timeout_at(deadline.into(), s.next()).await {
+        for f in hit.files {
+            out.insert((hit.peer.udp, f.name));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_ports_on_distinct_loopback_addresses() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    share_with(dirs[0].path(), &[("Cloud - Cloud models.png", b"zero")]);
+    share_with(
+        dirs[1].path(),
+        &[("music/Despacito.MP3", b"one"), ("notes.txt", b"x")],
+    );
+    share_with(dirs[2].path(), &[("deep/er/cloudy.jpg", b"two")]);
+    let ips: Vec<Ipv4Addr> = (2..5).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect();
+    let mut nodes = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let mut cfg = config(*ip, 20000, dirs[i].path());
+        if i > 0 {
+            // Each joins through the previous one: classic addresses, IP only.
+            cfg.connect = vec![PeerAddr::classic(ips[i - 1])];
+        }
+        nodes.push(Node::start(cfg).await.unwrap());
+    }
+    let clients: Vec<Client> = nodes.iter().map(|n| n.client()).collect();
+    wait_full_mesh(&clients).await;
+
+    // Partial, differently-cased text finds files in subfolders, with '/' paths.
+    let hits = search_all(&clients[0], "CLOUD").await;
+    let names: BTreeSet<&str> = hits.iter().map(|h| h.1.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["deep/er/cloudy.jpg"]),
+        "own files are not hits"
+    );
+    let hits = search_all(&clients[2], "despa").await;
+    assert_eq!(
+        hits,
+        BTreeSet::from([(
+            SocketAddrV4::new(ips[1], 20000),
+            "music/Despacito.MP3".to_string()
+        )])
+    );
+    let hits = search_all(&clients[1], "o").await;
+    assert_eq!(hits.len(), 2, "{hits:?}");
+
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_ports_on_one_address_and_a_killed_peer_leaves() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    for (i, d) in dirs.iter().enumerate() {
+        share_with(d.path(), &[(&format!("file-{i}.bin"), b"data")]);
+    }
+    let lo = Ipv4Addr::LOCALHOST;
+    let first = Node::start(config(lo, 0, dirs[0].path())).await.unwrap();
+    let bootstrap: PeerAddr = first.client().udp_addr().to_string().parse().unwrap();
+    let mut nodes = vec![first];
+    for d in &dirs[1..] {
+        let mut cfg = config(lo, 0, d.path());
+        cfg.connect = vec![bootstrap];
+        nodes.push(Node::start(cfg).await.unwrap());
+    }
+    let clients: Vec<Client> = nodes.iter().map(|n| n.client()).collect();
+    wait_full_mesh(&clients).await;
+    for c in &clients {
+        for p in c.peers().await.unwrap() {
+            assert!(p.rutella, "rutella peers announce their ports");
+            let owner = clients.iter().find(|o| o.udp_addr() == p.udp).unwrap();
+            assert_eq!(p.tcp(), owner.tcp_addr(), "TCP port learnt from the peer");
+        }
+    }
+    let hits = search_all(&clients[3], "FILE-").await;
+    assert_eq!(hits.len(), 3);
+
+    // Kill one: after one ping round (200 ms + 100 ms) the others drop it.
+    let dead = nodes.remove(1);
+    let dead_addr = dead.client().udp_addr();
+    dead.shutdown().await;
+    let clients: Vec<Client> = nodes.iter().map(|n| n.client()).collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut gone = true;
+        for c in &clients {
+            if peer_set(c).await.contains(&dead_addr) {
+                gone = false;
+            }
+        }
+        if gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "killed peer still listed after 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    wait_full_mesh(&clients).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_between_nodes_is_byte_identical() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    share_with(a.path(), &[("sub/big.bin", &data)]);
+    let lo = Ipv4Addr::LOCALHOST;
+    let na = Node::start(config(lo, 0, a.path())).await.unwrap();
+    let mut cfg = config(lo, 0, b.path());
+    cfg.connect = vec![na.client().udp_addr().to_string().parse().unwrap()];
+    let nb = Node::start(cfg).await.unwrap();
+    let client = nb.client();
+    let hits = search_all(&client, "BIG").await;
+    let (peer, name) = hits.into_iter().next().expect("a hit");
+    assert_eq!(peer, na.client().udp_addr());
+    let report = client
+        .download(na.client().tcp_addr(), &name)
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(report.path, b.path().join("downloads").join("big.bin"));
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    // The finished download is now shared by b, but never the .part.
+    assert!(client
+        .library()
+        .search("big", 10)
+        .iter()
+        .all(|f| !f.name.ends_with(".part")));
+    na.shutdown().await;
+    nb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_is_named_in_the_error() {
+    let d = tempfile::tempdir().unwrap();
+    let first = Node::start(config(Ipv4Addr::LOCALHOST, 0, d.path()))
+        .await
+        .unwrap();
+    let mut cfg = config(Ipv4Addr::LOCALHOST, 0, d.path());
+    cfg.udp_port = first.client().udp_addr().port();
+    let err = Node::start(cfg.clone()).await.err().expect("port taken");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&cfg.udp_port.to_string()) && msg.contains("--udp-port"),
+        "{msg}"
+    );
+    cfg.port_fallback = true;
+    let second = Node::start(cfg.clone()).await.unwrap();
+    assert_ne!(second.client().udp_addr().port(), cfg.udp_port);
+    first.shutdown().await;
+    second.shutdown().await;
+}
