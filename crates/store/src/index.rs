@@ -58,6 +58,20 @@ pub(crate) struct Index {
     /// rel → ids of entries with that relative name (one per share holding it).
     by_rel: HashMap<String, Vec<u32>>,
     grams: HashMap<u64, Vec<u32>>,
+    /// hash → ids of entries whose content has that hash.
+    by_hash: HashMap<[u8; 32], Vec<u32>>,
+    total_bytes: u64,
+    hashed_files: usize,
+    hashed_bytes: u64,
+}
+
+/// Totals over the index: (files, bytes, hashed files, hashed bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub(crate) files: usize,
+    pub(crate) bytes: u64,
+    pub(crate) hashed_files: usize,
+    pub(crate) hashed_bytes: u64,
 }
 
 impl Index {
@@ -69,8 +83,70 @@ impl Index {
         self.entries.get(id as usize).and_then(Option::as_ref)
     }
 
-    pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut Entry> {
-        self.entries.get_mut(id as usize).and_then(Option::as_mut)
+    /// Counts over all entries.
+    pub(crate) fn totals(&self) -> Totals {
+        Totals {
+            files: self.live,
+            bytes: self.total_bytes,
+            hashed_files: self.hashed_files,
+            hashed_bytes: self.hashed_bytes,
+        }
+    }
+
+    /// Ids of entries whose hash is `hash`.
+    pub(crate) fn ids_for_hash(&self, hash: &[u8; 32]) -> &[u32] {
+        self.by_hash.get(hash).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn unlink_hash(&mut self, id: u32, hash: &[u8; 32], size: u64) {
+        if let Some(ids) = self.by_hash.get_mut(hash) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_hash.remove(hash);
+            }
+        }
+        self.hashed_files -= 1;
+        self.hashed_bytes -= size;
+    }
+
+    fn link_hash(&mut self, id: u32, hash: [u8; 32], size: u64) {
+        self.by_hash.entry(hash).or_default().push(id);
+        self.hashed_files += 1;
+        self.hashed_bytes += size;
+    }
+
+    /// Sets or clears the hash of an entry.
+    pub(crate) fn set_hash(&mut self, id: u32, hash: Option<[u8; 32]>) {
+        let Some(e) = self.get(id) else { return };
+        let (old, size) = (e.hash, e.size);
+        if old == hash {
+            return;
+        }
+        if let Some(h) = old {
+            self.unlink_hash(id, &h, size);
+        }
+        if let Some(h) = hash {
+            self.link_hash(id, h, size);
+        }
+        if let Some(Some(e)) = self.entries.get_mut(id as usize) {
+            e.hash = hash;
+        }
+    }
+
+    /// Records a new size and modification time; clears the hash when
+    /// either changed. Returns true if they changed.
+    pub(crate) fn update_meta(&mut self, id: u32, size: u64, mtime_ns: i64) -> bool {
+        let Some(e) = self.get(id) else { return false };
+        if e.size == size && e.mtime_ns == mtime_ns {
+            return false;
+        }
+        self.set_hash(id, None);
+        if let Some(Some(e)) = self.entries.get_mut(id as usize) {
+            self.total_bytes = self.total_bytes - e.size + size;
+            e.size = size;
+            e.mtime_ns = mtime_ns;
+        }
+        true
     }
 
     /// Id of the entry for `rel` in `share`.
@@ -102,6 +178,10 @@ impl Index {
             self.grams.entry(k).or_default().push(id)
         });
         self.by_rel.entry(entry.rel.clone()).or_default().push(id);
+        self.total_bytes += entry.size;
+        if let Some(h) = entry.hash {
+            self.link_hash(id, h, entry.size);
+        }
         self.entries.push(Some(entry));
         self.live += 1;
         id
@@ -111,6 +191,10 @@ impl Index {
     pub(crate) fn remove(&mut self, id: u32) -> Option<Entry> {
         let entry = self.entries.get_mut(id as usize)?.take()?;
         self.live -= 1;
+        self.total_bytes -= entry.size;
+        if let Some(h) = entry.hash {
+            self.unlink_hash(id, &h, entry.size);
+        }
         for_each_gram(&entry.name_lower, |k| {
             if let Some(list) = self.grams.get_mut(&k) {
                 if let Ok(pos) = list.binary_search(&id) {
@@ -257,5 +341,39 @@ mod tests {
         let id = ix.find(0, "d/file2600.txt");
         assert!(id.is_some());
         assert_eq!(ix.find(1, "d/file2600.txt"), None);
+    }
+
+    #[test]
+    fn hash_map_and_totals_follow_changes() {
+        let mut ix = Index::default();
+        let a = ix.insert(entry(0, "a"));
+        let b = ix.insert(entry(1, "a"));
+        ix.set_hash(a, Some([7; 32]));
+        ix.set_hash(b, Some([7; 32]));
+        assert_eq!(ix.ids_for_hash(&[7; 32]), &[a, b]);
+        assert_eq!(
+            ix.totals(),
+            Totals {
+                files: 2,
+                bytes: 2,
+                hashed_files: 2,
+                hashed_bytes: 2
+            }
+        );
+        assert!(ix.update_meta(a, 10, 5));
+        assert!(!ix.update_meta(a, 10, 5));
+        assert_eq!(ix.get(a).and_then(|e| e.hash), None);
+        assert_eq!(ix.ids_for_hash(&[7; 32]), &[b]);
+        ix.remove(b);
+        assert!(ix.ids_for_hash(&[7; 32]).is_empty());
+        assert_eq!(
+            ix.totals(),
+            Totals {
+                files: 1,
+                bytes: 10,
+                hashed_files: 0,
+                hashed_bytes: 0
+            }
+        );
     }
 }

@@ -1,0 +1,245 @@
+//! The SQLite side of the library: one row per shared file, so that hashes
+//! survive restarts and are reused while size and modification time are
+//! unchanged.
+
+use crate::error::StoreError;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What the database remembers of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i64,
+    pub(crate) hash: Option<[u8; 32]>,
+}
+
+/// A change to write.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// Insert or replace the row of `rel`.
+    Upsert { rel: String, row: Row },
+    /// Delete the row of `rel`.
+    Remove { rel: String },
+}
+
+pub(crate) struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+fn hash_of(blob: Option<Vec<u8>>) -> Option<[u8; 32]> {
+    blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, or an in-memory
+    /// one.
+    pub(crate) fn open(path: Option<&Path>) -> Result<Db, StoreError> {
+        let shown = path.map_or_else(|| PathBuf::from(":memory:"), Path::to_path_buf);
+        let err = |source| StoreError::Db {
+            path: shown.clone(),
+            source,
+        };
+        let conn = match path {
+            Some(p) => Connection::open(p),
+            None => Connection::open_in_memory(),
+        }
+        .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        if path.is_some() {
+            // WAL: readers never wait for the hasher's writes; NORMAL sync is
+            // safe with WAL (a crash loses at most the last hashes).
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(err)?;
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS files (
+                share    TEXT NOT NULL,
+                rel      TEXT NOT NULL,
+                size     INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL,
+                hash     BLOB,
+                PRIMARY KEY (share, rel)
+            );
+            CREATE INDEX IF NOT EXISTS files_hash ON files(hash);",
+        )
+        .map_err(err)?;
+        Ok(Db { conn, path: shown })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Every row of one share.
+    pub(crate) fn load_share(&self, share: &str) -> Result<HashMap<String, Row>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT rel, size, mtime_ns, hash FROM files WHERE share = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([share], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Row {
+                        size: r.get::<_, i64>(1)? as u64,
+                        mtime_ns: r.get(2)?,
+                        hash: hash_of(r.get(3)?),
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (rel, row) = row.map_err(|e| self.err(e))?;
+            out.insert(rel, row);
+        }
+        Ok(out)
+    }
+
+    /// The row of one file.
+    pub(crate) fn get(&self, share: &str, rel: &str) -> Result<Option<Row>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT size, mtime_ns, hash FROM files WHERE share = ?1 AND rel = ?2")
+            .map_err(|e| self.err(e))?;
+        stmt.query_row(params![share, rel], |r| {
+            Ok(Row {
+                size: r.get::<_, i64>(0)? as u64,
+                mtime_ns: r.get(1)?,
+                hash: hash_of(r.get(2)?),
+            })
+        })
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    /// Writes changes of one share in one transaction.
+    pub(crate) fn apply(&mut self, share: &str, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(|e| StoreError::Db {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let res = (|| -> rusqlite::Result<()> {
+            let mut up = tx.prepare_cached(
+                "INSERT OR REPLACE INTO files (share, rel, size, mtime_ns, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut rm = tx.prepare_cached("DELETE FROM files WHERE share = ?1 AND rel = ?2")?;
+            for c in changes {
+                match c {
+                    Change::Upsert { rel, row } => {
+                        up.execute(params![
+                            share,
+                            rel,
+                            row.size as i64,
+                            row.mtime_ns,
+                            row.hash.as_ref().map(|h| h.as_slice())
+                        ])?;
+                    }
+                    Change::Remove { rel } => {
+                        rm.execute(params![share, rel])?;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => tx.commit().map_err(|e| StoreError::Db {
+                path: self.path.clone(),
+                source: e,
+            }),
+            Err(e) => Err(StoreError::Db {
+                path: self.path.clone(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Records the hash of a file, if its row still has this size and time.
+    pub(crate) fn set_hash(
+        &self,
+        share: &str,
+        rel: &str,
+        size: u64,
+        mtime_ns: i64,
+        hash: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "UPDATE files SET hash = ?1
+                 WHERE share = ?2 AND rel = ?3 AND size = ?4 AND mtime_ns = ?5",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.execute(params![&hash[..], share, rel, size as i64, mtime_ns])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets a whole share.
+    pub(crate) fn remove_share(&self, share: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM files WHERE share = ?1", [share])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_and_stale_hashes_are_ignored() {
+        let mut db = Db::open(None).unwrap();
+        let row = |size| Row {
+            size,
+            mtime_ns: 5,
+            hash: None,
+        };
+        let up = |rel: &str, size| Change::Upsert {
+            rel: rel.to_string(),
+            row: row(size),
+        };
+        db.apply(
+            "s",
+            &[up("a_b/x", 1), up("a_b/y", 2), up("axb/z", 3), up("a_b", 4)],
+        )
+        .unwrap();
+        db.set_hash("s", "a_b/x", 1, 5, &[9; 32]).unwrap();
+        db.set_hash("s", "a_b/y", 99, 5, &[9; 32]).unwrap(); // stale: ignored
+        assert_eq!(db.get("s", "a_b/x").unwrap().unwrap().hash, Some([9; 32]));
+        assert_eq!(db.get("s", "a_b/y").unwrap().unwrap().hash, None);
+        db.apply(
+            "s",
+            &[Change::Remove {
+                rel: "a_b/y".to_string(),
+            }],
+        )
+        .unwrap();
+        let left = db.load_share("s").unwrap();
+        let mut names: Vec<_> = left.keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, vec!["a_b", "a_b/x", "axb/z"]);
+        db.remove_share("s").unwrap();
+        assert!(db.load_share("s").unwrap().is_empty());
+    }
+}
