@@ -21,34 +21,64 @@
 //!
 //! If several shares hold the same name, the first share wins.
 //!
+//! # Index, hashes and changes
+//!
+//! Every shared file is recorded in SQLite ([`LibraryConfig::db_path`]):
+//! share, relative path, size, modification time (ns) and BLAKE3 hash (the
+//! value `b3sum` prints). Hashes are computed once, by a background thread,
+//! and reused while size and modification time are unchanged, also across
+//! restarts. Files not hashed yet are listed with `hash: None`.
+//!
+//! Changes on disk (files added, changed, removed, renamed) are seen
+//! without a restart: a file-system watcher on every offered folder
+//! triggers a refresh of the changed names within about 0.1 s, and a
+//! periodic full rescan ([`LibraryConfig::rescan_interval`]) catches what
+//! notifications miss. [`Library::resolve`] always checks the disk, so a
+//! deleted file is never served, even before the index notices.
+//!
+//! Search runs on an in-memory trigram index of the lowercased file names
+//! (rebuilt from the walk at open); see `docs/PERFORMANCE.md`.
+//!
 //! # Blocking
 //!
 //! The library is `Send + Sync` and cheap to clone. Methods that touch the
 //! disk block the calling thread: from async code, call them through
-//! `spawn_blocking`. See each method's documentation; in short:
+//! `spawn_blocking`. In short:
 //!
 //! | method | cost |
 //! | --- | --- |
-//! | [`Library::search`], [`Library::shares`] | cheap: memory only, well under a millisecond for typical queries |
-//! | [`Library::resolve`] | a few `stat` calls; fine on an async thread for an occasional request, else `spawn_blocking` |
-//! | [`Library::open`], [`Library::add_share`], [`Library::rescan`] | block: walk whole folders |
-//! | [`Library::remove_share`] | cheap (memory only) |
+//! | [`Library::search`], [`Library::by_hash`] (lookup part), [`Library::shares`], [`Library::progress`], [`Library::stats`], [`Library::len`] | cheap: memory only; a search over 100,000 names takes tens of microseconds |
+//! | [`Library::list`] | memory only, but proportional to the library size |
+//! | [`Library::resolve`], [`Library::by_hash`] | a few `stat` calls: fine for an occasional call, else `spawn_blocking` |
+//! | [`Library::open`], [`Library::add_share`], [`Library::rescan`] | block: walk whole folders and write the database (seconds for large libraries) |
+//! | [`Library::remove_share`] | a database delete; short, but blocks |
+//! | [`Library::wait_idle`] | blocks up to its timeout |
+//!
+//! Reads never wait for hashing or disk walks beyond the brief moments in
+//! which results are stored. Dropping the last clone stops the background
+//! threads and waits for them (at most about 0.1 s, plus one read of 1 MiB).
 
 #![warn(missing_docs)]
 
+mod core;
+mod db;
 mod error;
+mod hasher;
 mod index;
+mod monitor;
 mod name;
 mod walk;
 
 pub use error::{ResolveError, StoreError};
 pub use name::{validate_name, MAX_NAME_LEN};
 
-use index::{Entry, Index, ShareId};
+use crate::core::{Core, Share};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// How to open a [`Library`].
 #[derive(Debug, Clone)]
@@ -56,7 +86,7 @@ pub struct LibraryConfig {
     /// Shared folders, in order of precedence.
     pub shares: Vec<PathBuf>,
     /// SQLite file that keeps the index and hashes across restarts; `None`
-    /// keeps it in memory only.
+    /// keeps it in memory only (everything is hashed again at each open).
     pub db_path: Option<PathBuf>,
     /// Folders never offered, even when inside a share (e.g. the node's
     /// state folder).
@@ -70,7 +100,7 @@ pub struct LibraryConfig {
 
 impl LibraryConfig {
     /// A configuration sharing `shares`, with an in-memory index, nothing
-    /// excluded, notifications on and a rescan every 5 minutes.
+    /// excluded, notifications on and a full rescan every 5 minutes.
     pub fn new(shares: Vec<PathBuf>) -> Self {
         LibraryConfig {
             shares,
@@ -102,173 +132,66 @@ pub struct ResolvedFile {
     pub name: String,
     /// Size in bytes when resolved.
     pub size: u64,
-    /// BLAKE3 hash of the content, if known for the file as it is now.
+    /// BLAKE3 hash of the content, if known for the file as it is now
+    /// (same size and modification time as when it was hashed).
     pub hash: Option<[u8; 32]>,
 }
 
-#[derive(Debug, Clone)]
-struct Share {
-    id: ShareId,
-    /// As given by the user.
-    given: PathBuf,
-    /// Canonical (absolute, no symbolic links).
-    canon: PathBuf,
+/// Progress of hashing: totals over all indexed files, and how much of
+/// them has a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HashProgress {
+    /// Files indexed.
+    pub files_total: u64,
+    /// Files with a hash.
+    pub files_hashed: u64,
+    /// Bytes in all indexed files.
+    pub bytes_total: u64,
+    /// Bytes in files with a hash.
+    pub bytes_hashed: u64,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    shares: Vec<Share>,
-    next_share: ShareId,
-    index: Index,
-}
-
-impl State {
-    fn rank(&self, share: ShareId) -> usize {
-        self.shares
-            .iter()
-            .position(|s| s.id == share)
-            .unwrap_or(usize::MAX)
-    }
-
-    /// True if no earlier share holds an entry with the same name.
-    fn is_winner(&self, id: u32, e: &Entry) -> bool {
-        let ids = self.index.ids_for_rel(&e.rel);
-        if ids.len() <= 1 {
-            return true;
-        }
-        let mine = self.rank(e.share);
-        ids.iter().all(|&other| {
-            other == id
-                || self
-                    .index
-                    .get(other)
-                    .is_none_or(|o| self.rank(o.share) > mine)
-        })
+impl HashProgress {
+    /// True when every indexed file has a hash.
+    pub fn is_complete(&self) -> bool {
+        self.files_hashed >= self.files_total
     }
 }
 
+/// Work done by this library since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LibraryStats {
+    /// Files whose hash was computed (not reused from the database).
+    pub files_hashed: u64,
+    /// Bytes read to compute those hashes.
+    pub bytes_hashed: u64,
+    /// Full walks of a share (open, add, rescans).
+    pub rescans: u64,
+    /// Targeted refreshes after file-system notifications.
+    pub refreshes: u64,
+}
+
+/// Owns the background threads; stops them when the last clone of the
+/// library goes.
 #[derive(Debug)]
-struct Core {
-    exclude: Vec<PathBuf>,
-    state: RwLock<State>,
+struct Handle {
+    core: Arc<Core>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Core {
-    fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Exclude folders in canonical form (as given, made absolute, when
-    /// they do not exist yet). Computed on each use: an excluded folder may
-    /// be created after the library was opened.
-    fn excludes(&self) -> Vec<PathBuf> {
-        let mut out = Vec::with_capacity(self.exclude.len() * 2);
-        for ex in &self.exclude {
-            if let Ok(c) = fs::canonicalize(ex) {
-                out.push(c);
-            }
-            if let Ok(a) = std::path::absolute(ex) {
-                out.push(a);
-            }
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.core.stop.store(true, Ordering::Relaxed);
+        {
+            // Take the queue lock so a hasher between its check and its
+            // wait cannot miss the wake-up.
+            let _q = self.core.queue();
+            self.core.queue_cv.notify_all();
         }
-        out
-    }
-
-    /// Walks one share and brings its entries in the index up to date.
-    fn scan_share(&self, share: &Share) {
-        let found = walk::walk_share(&share.canon, &self.excludes());
-        let mut st = self.write();
-        if !st.shares.iter().any(|s| s.id == share.id) {
-            return; // removed meanwhile
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
         }
-        let mut seen = std::collections::HashSet::with_capacity(found.len());
-        for f in found {
-            seen.insert(f.rel.clone());
-            match st.index.find(share.id, &f.rel) {
-                Some(id) => {
-                    if let Some(e) = st.index.get_mut(id) {
-                        if e.size != f.size || e.mtime_ns != f.mtime_ns {
-                            e.size = f.size;
-                            e.mtime_ns = f.mtime_ns;
-                            e.hash = None;
-                        }
-                    }
-                }
-                None => {
-                    st.index.insert(Entry {
-                        share: share.id,
-                        name_lower: index::name_lower(&f.rel),
-                        rel: f.rel,
-                        size: f.size,
-                        mtime_ns: f.mtime_ns,
-                        hash: None,
-                    });
-                }
-            }
-        }
-        let gone: Vec<u32> = st
-            .index
-            .iter()
-            .filter(|(_, e)| e.share == share.id && !seen.contains(&e.rel))
-            .map(|(id, _)| id)
-            .collect();
-        for id in gone {
-            st.index.remove(id);
-        }
-        st.index.compact_if_sparse();
-    }
-
-    fn shares(&self) -> Vec<Share> {
-        self.read().shares.clone()
-    }
-
-    /// Tries to resolve `name` in one share.
-    fn resolve_in(
-        &self,
-        share: &Share,
-        name: &str,
-        excludes: &[PathBuf],
-    ) -> Result<ResolvedFile, ResolveError> {
-        let candidate = share.canon.join(name);
-        if walk::is_excluded(&candidate, excludes) {
-            return Err(ResolveError::Excluded);
-        }
-        match fs::symlink_metadata(&candidate) {
-            Ok(_) => {}
-            Err(_) => return Err(ResolveError::NotFound),
-        }
-        let canon = fs::canonicalize(&candidate).map_err(|_| ResolveError::NotFound)?;
-        let rel = canon
-            .strip_prefix(&share.canon)
-            .map_err(|_| ResolveError::OutsideShare)?;
-        name::check_target(rel)?;
-        if walk::is_excluded(&canon, excludes) {
-            return Err(ResolveError::Excluded);
-        }
-        let meta = fs::metadata(&canon).map_err(|_| ResolveError::NotFound)?;
-        if !meta.is_file() {
-            return Err(ResolveError::NotAFile);
-        }
-        let size = meta.len();
-        let mtime = walk::mtime_ns(&meta);
-        let hash = {
-            let st = self.read();
-            st.index
-                .find(share.id, name)
-                .and_then(|id| st.index.get(id))
-                .filter(|e| e.size == size && e.mtime_ns == mtime)
-                .and_then(|e| e.hash)
-        };
-        Ok(ResolvedFile {
-            path: canon,
-            name: name.to_string(),
-            size,
-            hash,
-        })
     }
 }
 
@@ -276,7 +199,7 @@ impl Core {
 /// `Send + Sync`.
 #[derive(Debug, Clone)]
 pub struct Library {
-    core: Arc<Core>,
+    handle: Arc<Handle>,
 }
 
 fn canonical_dir(dir: &Path) -> Result<PathBuf, StoreError> {
@@ -296,26 +219,79 @@ fn canonical_dir(dir: &Path) -> Result<PathBuf, StoreError> {
 }
 
 impl Library {
-    /// Opens the library and walks every share. Blocks until every file
-    /// already on disk is listed (names and sizes).
+    /// Opens the library: opens (or creates) the database, walks every
+    /// share, and starts the hashing and monitoring threads. Blocks until
+    /// every file already on disk is listed (names and sizes); hashing
+    /// continues in the background.
     ///
-    /// Fails if a share is not an existing directory.
+    /// Fails if a share is not an existing directory, or if the database
+    /// cannot be opened.
     pub fn open(cfg: LibraryConfig) -> Result<Library, StoreError> {
+        let db = db::Db::open(cfg.db_path.as_deref())?;
+        let core = Arc::new(Core::new(cfg.exclude.clone(), db));
         let lib = Library {
-            core: Arc::new(Core {
-                exclude: cfg.exclude.clone(),
-                state: RwLock::new(State::default()),
+            handle: Arc::new(Handle {
+                core: core.clone(),
+                threads: Mutex::new(Vec::new()),
             }),
         };
+        // Shares are checked before anything is walked.
+        for dir in &cfg.shares {
+            canonical_dir(dir)?;
+        }
+        // Start the hasher first so hashing overlaps the walk of later
+        // shares.
+        let c = core.clone();
+        let hasher = std::thread::Builder::new()
+            .name("rutella-hasher".into())
+            .spawn(move || hasher::run(c))
+            .map_err(|source| StoreError::Thread {
+                what: "hashing",
+                source,
+            })?;
+        lib.push_thread(hasher);
         for dir in &cfg.shares {
             lib.add_share(dir)?;
         }
+        let watch = if cfg.watch {
+            match monitor::Watch::new() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch shared folders; changes are seen at periodic rescans only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let interval = cfg.rescan_interval.max(Duration::from_millis(10));
+        let c = core.clone();
+        let monitor = std::thread::Builder::new()
+            .name("rutella-monitor".into())
+            .spawn(move || monitor::run(c, watch, interval))
+            .map_err(|source| StoreError::Thread {
+                what: "monitoring",
+                source,
+            })?;
+        lib.push_thread(monitor);
         Ok(lib)
     }
 
-    /// The shared folders, as given, in order of precedence.
+    fn push_thread(&self, t: JoinHandle<()>) {
+        self.handle
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(t);
+    }
+
+    fn core(&self) -> &Core {
+        &self.handle.core
+    }
+
+    /// The shared folders, as given, in order of precedence. Cheap.
     pub fn shares(&self) -> Vec<PathBuf> {
-        self.core
+        self.core()
             .read()
             .shares
             .iter()
@@ -324,11 +300,12 @@ impl Library {
     }
 
     /// Adds a shared folder (last in precedence) and walks it. Blocks for
-    /// the walk. Adding a folder already shared does nothing.
+    /// the walk. Adding a folder already shared does nothing. Fails if
+    /// `dir` is not an existing directory.
     pub fn add_share(&self, dir: &Path) -> Result<(), StoreError> {
         let canon = canonical_dir(dir)?;
         let share = {
-            let mut st = self.core.write();
+            let mut st = self.core().write();
             if st.shares.iter().any(|s| s.canon == canon) {
                 return Ok(());
             }
@@ -342,46 +319,51 @@ impl Library {
             share
         };
         tracing::info!(share = %share.canon.display(), "sharing folder");
-        self.core.scan_share(&share);
+        self.core().scan_share(&share);
         Ok(())
     }
 
     /// Stops sharing a folder (given as added, or any path to the same
-    /// folder). Returns false if it was not shared. Cheap.
+    /// folder) and forgets its files and hashes. Returns false if it was
+    /// not shared. Short, but writes the database.
     pub fn remove_share(&self, dir: &Path) -> bool {
         let canon = fs::canonicalize(dir).ok();
-        let mut st = self.core.write();
-        let Some(pos) = st
-            .shares
-            .iter()
-            .position(|s| s.given == dir || Some(&s.canon) == canon.as_ref())
-        else {
-            return false;
+        let share = {
+            let mut st = self.core().write();
+            let Some(pos) = st
+                .shares
+                .iter()
+                .position(|s| s.given == dir || Some(&s.canon) == canon.as_ref())
+            else {
+                return false;
+            };
+            let share = st.shares.remove(pos);
+            let ids: Vec<u32> = st
+                .index
+                .iter()
+                .filter(|(_, e)| e.share == share.id)
+                .map(|(id, _)| id)
+                .collect();
+            for id in ids {
+                st.index.remove(id);
+            }
+            st.index.compact_if_sparse();
+            share
         };
-        let share = st.shares.remove(pos);
-        let ids: Vec<u32> = st
-            .index
-            .iter()
-            .filter(|(_, e)| e.share == share.id)
-            .map(|(id, _)| id)
-            .collect();
-        for id in ids {
-            st.index.remove(id);
-        }
-        st.index.compact_if_sparse();
+        self.core().forget_share(&share);
         tracing::info!(share = %share.canon.display(), "stopped sharing folder");
         true
     }
 
     /// Files whose name (last path component) contains `text`, compared
-    /// case-insensitively (Unicode lowercase); at most `limit`. Empty text
-    /// matches nothing. Cheap: memory only.
+    /// case-insensitively (Unicode lowercase); at most `limit`, in index
+    /// order. Empty text matches nothing. Cheap: memory only.
     pub fn search(&self, text: &str, limit: usize) -> Vec<SharedFile> {
         if text.is_empty() || limit == 0 {
             return Vec::new();
         }
         let needle = text.to_lowercase();
-        let st = self.core.read();
+        let st = self.core().read();
         let ids = st.index.search(&needle, limit, |id, e| st.is_winner(id, e));
         ids.into_iter()
             .filter_map(|id| st.index.get(id))
@@ -396,7 +378,7 @@ impl Library {
     /// Every offered file (first share wins for equal names), in index
     /// order. Memory only, but proportional to the library size.
     pub fn list(&self) -> Vec<SharedFile> {
-        let st = self.core.read();
+        let st = self.core().read();
         st.index
             .iter()
             .filter(|(id, e)| st.is_winner(*id, e))
@@ -409,12 +391,12 @@ impl Library {
     }
 
     /// Number of files indexed (a name held by several shares counts once
-    /// per share).
+    /// per share). Cheap.
     pub fn len(&self) -> usize {
-        self.core.read().index.len()
+        self.core().read().index.len()
     }
 
-    /// True if no file is offered.
+    /// True if no file is indexed. Cheap.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -441,10 +423,10 @@ impl Library {
 
     fn resolve_inner(&self, name: &str) -> Result<ResolvedFile, ResolveError> {
         validate_name(name)?;
-        let excludes = self.core.excludes();
+        let excludes = self.core().excludes();
         let mut first_err = None;
-        for share in self.core.shares() {
-            match self.core.resolve_in(&share, name, &excludes) {
+        for share in self.core().shares() {
+            match self.core().resolve_in(&share, name, &excludes) {
                 Ok(f) => return Ok(f),
                 Err(e) => {
                     // A real refusal beats "not found" in another share.
@@ -460,29 +442,76 @@ impl Library {
         Err(first_err.unwrap_or(ResolveError::NotFound))
     }
 
-    /// A shared file whose current content has BLAKE3 hash `hash`.
+    /// A shared file whose current content has BLAKE3 hash `hash`: the
+    /// file's size and modification time are checked against those it had
+    /// when hashed, and it passes the same checks as [`Library::resolve`].
+    /// A few `stat` calls.
     pub fn by_hash(&self, hash: &[u8; 32]) -> Option<ResolvedFile> {
-        let names: Vec<String> = {
-            let st = self.core.read();
+        let candidates: Vec<(Share, String)> = {
+            let st = self.core().read();
             st.index
+                .ids_for_hash(hash)
                 .iter()
-                .filter(|(_, e)| e.hash.as_ref() == Some(hash))
-                .map(|(_, e)| e.rel.clone())
+                .filter_map(|&id| st.index.get(id))
+                .filter_map(|e| st.share(e.share).map(|s| (s.clone(), e.rel.clone())))
                 .collect()
         };
-        names
-            .into_iter()
-            .filter_map(|n| self.resolve_inner(&n).ok())
-            .find(|f| f.hash.as_ref() == Some(hash))
+        let excludes = self.core().excludes();
+        candidates.into_iter().find_map(|(share, rel)| {
+            self.core()
+                .resolve_in(&share, &rel, &excludes)
+                .ok()
+                .filter(|f| f.hash.as_ref() == Some(hash))
+        })
     }
 
     /// Walks every share again and brings the index up to date. Blocks for
     /// the walk.
     pub fn rescan(&self) -> Result<(), StoreError> {
-        for share in self.core.shares() {
-            self.core.scan_share(&share);
+        for share in self.core().shares() {
+            self.core().scan_share(&share);
         }
         Ok(())
+    }
+
+    /// Hashing progress. Cheap.
+    pub fn progress(&self) -> HashProgress {
+        let t = self.core().read().index.totals();
+        HashProgress {
+            files_total: t.files as u64,
+            files_hashed: t.hashed_files as u64,
+            bytes_total: t.bytes,
+            bytes_hashed: t.hashed_bytes,
+        }
+    }
+
+    /// Work done since the library was opened. Cheap.
+    pub fn stats(&self) -> LibraryStats {
+        let c = &self.core().counters;
+        LibraryStats {
+            files_hashed: c.files_hashed.load(Ordering::Relaxed),
+            bytes_hashed: c.bytes_hashed.load(Ordering::Relaxed),
+            rescans: c.rescans.load(Ordering::Relaxed),
+            refreshes: c.refreshes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until no file is waiting to be hashed, at most `timeout`.
+    /// Returns true if the hasher is idle. Blocks.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let q = self.core().queue();
+                if q.jobs.is_empty() && !q.busy {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

@@ -1,0 +1,179 @@
+//! Background hashing of shared files (BLAKE3, the value `b3sum` prints).
+
+use crate::core::Core;
+use crate::walk;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Read buffer: large enough for BLAKE3's SIMD to hash many chunks at once.
+const BUF: usize = 1 << 20;
+
+/// Outcome of hashing one file.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Hashed {
+    /// The hash of the file, which had this size and time throughout.
+    Done {
+        hash: [u8; 32],
+        size: u64,
+        mtime_ns: i64,
+    },
+    /// The file changed while it was read.
+    Changed,
+    /// The library is closing.
+    Stopped,
+}
+
+/// Hashes the file at `path`, checking `stop` between reads.
+pub(crate) fn hash_file(path: &Path, stop: impl Fn() -> bool) -> io::Result<Hashed> {
+    let mut file = File::open(path)?;
+    let before = file.metadata()?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; BUF];
+    loop {
+        if stop() {
+            return Ok(Hashed::Stopped);
+        }
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+    }
+    let after = file.metadata()?;
+    let (size, mtime_ns) = (before.len(), walk::mtime_ns(&before));
+    if after.len() != size || walk::mtime_ns(&after) != mtime_ns {
+        return Ok(Hashed::Changed);
+    }
+    Ok(Hashed::Done {
+        hash: *hasher.finalize().as_bytes(),
+        size,
+        mtime_ns,
+    })
+}
+
+/// Body of the hashing thread: takes queued files one by one until the
+/// library closes.
+pub(crate) fn run(core: Arc<Core>) {
+    loop {
+        let job = {
+            let mut q = core.queue();
+            loop {
+                if core.stopped() {
+                    return;
+                }
+                if let Some(job) = q.jobs.pop_front() {
+                    q.queued.remove(&job);
+                    q.busy = true;
+                    break job;
+                }
+                q.busy = false;
+                q = core.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        hash_one(&core, job.0, &job.1);
+        core.queue().busy = false;
+    }
+}
+
+fn hash_one(core: &Core, share_id: u32, rel: &str) {
+    let share = {
+        let st = core.read();
+        let Some(share) = st.share(share_id).cloned() else {
+            return;
+        };
+        let needed = st
+            .index
+            .find(share_id, rel)
+            .and_then(|id| st.index.get(id))
+            .is_some_and(|e| e.hash.is_none());
+        if !needed {
+            return;
+        }
+        share
+    };
+    // Same checks as for serving: only files inside the share are read.
+    let file = match core.resolve_in(&share, rel, &core.excludes()) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(name = %rel, reason = %e, "not hashing a file that is no longer shared");
+            return;
+        }
+    };
+    let result = match hash_file(&file.path, || core.stopped()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(file = %file.path.display(), error = %e, "cannot read shared file to hash it; it is offered without a hash");
+            return;
+        }
+    };
+    let Hashed::Done {
+        hash,
+        size,
+        mtime_ns,
+    } = result
+    else {
+        // Changed while read: the change is seen by the next refresh or
+        // rescan, which queues the file again.
+        return;
+    };
+    core.counters.files_hashed.fetch_add(1, Ordering::Relaxed);
+    core.counters
+        .bytes_hashed
+        .fetch_add(size, Ordering::Relaxed);
+    let db = core.db();
+    let recorded = {
+        let mut st = core.write();
+        match st.index.find(share_id, rel) {
+            Some(id)
+                if st
+                    .index
+                    .get(id)
+                    .is_some_and(|e| e.size == size && e.mtime_ns == mtime_ns) =>
+            {
+                st.index.set_hash(id, Some(hash));
+                true
+            }
+            _ => false,
+        }
+    };
+    if recorded {
+        if let Err(e) = db.set_hash(&share.key(), rel, size, mtime_ns, &hash) {
+            tracing::warn!(error = %e, "cannot record a file hash; it will be computed again after a restart");
+        }
+        tracing::trace!(name = %rel, "hashed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_like_b3sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        // Known BLAKE3 value of the empty input.
+        std::fs::write(&p, b"").unwrap();
+        let Hashed::Done { hash, size, .. } = hash_file(&p, || false).unwrap() else {
+            panic!("not hashed");
+        };
+        assert_eq!(size, 0);
+        assert_eq!(
+            blake3::Hash::from(hash).to_hex().as_str(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+        // More than one buffer.
+        let data: Vec<u8> = (0..(BUF * 2 + 12345)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let Hashed::Done { hash, .. } = hash_file(&p, || false).unwrap() else {
+            panic!("not hashed");
+        };
+        assert_eq!(hash, *blake3::hash(&data).as_bytes());
+        assert_eq!(hash_file(&p, || true).unwrap(), Hashed::Stopped);
+    }
+}
