@@ -291,3 +291,55 @@ fn classic_downloader_gets_exact_bytes_and_nothing_outside_the_share() {
         "refusals are logged:\n{log}"
     );
 }
+
+#[test]
+fn one_shots_work_beside_a_running_node() {
+    let share = tempfile::tempdir().unwrap();
+    write_file(&share.path().join("beside.txt"), b"beside");
+    let s = share.path().to_str().unwrap();
+    let _node = Serve::start(&["--share", s, "--bind", "127.0.2.40"]);
+    // Same address, default ports taken by the node: the one-shot picks free ones.
+    let out = run(&[
+        "search",
+        "BESIDE",
+        "--connect",
+        "127.0.2.40",
+        "--bind",
+        "127.0.2.40",
+        "--wait",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("beside.txt"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is in use"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = run(&[
+        "get",
+        "--from",
+        "127.0.2.40",
+        "beside.txt",
+        "--out",
+        d,
+        "--bind",
+        "127.0.2.40",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("beside.txt")).unwrap(),
+        b"beside"
+    );
+    // serve itself refuses a taken port with a sentence naming it and the flag.
+    let out = run(&["serve", "--share", s, "--bind", "127.0.2.40"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("20000") && err.contains("--udp-port"), "{err}");
+}

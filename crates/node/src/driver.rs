@@ -233,7 +233,7 @@ async fn bind_udp(config: &NodeConfig) -> Result<UdpSocket, NodeError> {
                 .await
                 .map_err(|source| bind_error("UDP", config.bind, 0, source))?;
             if let Ok(a) = s.local_addr() {
-                tracing::info!(
+                tracing::warn!(
                     "UDP port {} is in use, using {} instead",
                     config.udp_port,
                     a.port()
@@ -254,7 +254,7 @@ async fn bind_tcp(config: &NodeConfig) -> Result<TcpListener, NodeError> {
                 .await
                 .map_err(|source| bind_error("TCP", config.bind, 0, source))?;
             if let Ok(a) = s.local_addr() {
-                tracing::info!(
+                tracing::warn!(
                     "TCP port {} is in use, using {} instead",
                     config.tcp_port,
                     a.port()

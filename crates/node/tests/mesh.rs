@@ -229,3 +229,73 @@ async fn a_taken_port_is_named_in_the_error() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_answers_are_split_and_garbage_is_dropped() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..400)
+        .map(|i| format!("a rather long folder name/track number {i:03} of the album.ogg"))
+        .collect();
+    for n in &names {
+        share_with(a.path(), &[(n.as_str(), b"x")]);
+    }
+    let lo = Ipv4Addr::LOCALHOST;
+    let na = Node::start(config(lo, 0, a.path())).await.unwrap();
+    let target = na.client().udp_addr();
+
+    // Hostile datagrams: not JSON, wrong types, oversized, unknown commands,
+    // pongs from many made-up peers.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let big = format!(
+        r#"{{"Command": 3, "IP": "127.0.0.1", "Contents": "{}"}}"#,
+        "a".repeat(60_000)
+    );
+    let mut junk: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\x00\xff garbage".to_vec(),
+        b"{\"Command\": 1}".to_vec(),
+        b"{\"Command\": \"1\", \"IP\": \"1.2.3.4\", \"TTL\": 1}".to_vec(),
+        b"{\"Command\": 4, \"IP\": \"1.2.3.4\", \"Contents\": [1, 2]}".to_vec(),
+        b"{\"Command\": 1, \"IP\": \"127.0.0.1\", \"UdpPort\": 0, \"TTL\": 99999999999}".to_vec(),
+        big.into_bytes(),
+        vec![b'['; 8000],
+    ];
+    for i in 0..2000u32 {
+        junk.push(
+            format!(
+                r#"{{"Command": 2, "IP": "10.{}.{}.{}"}}"#,
+                i >> 16 & 255,
+                i >> 8 & 255,
+                i & 255
+            )
+            .into_bytes(),
+        );
+    }
+    for j in &junk {
+        let _ = sock.send_to(j, target).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(na.client().peers().await.unwrap().len() <= 4096);
+
+    // The node still works: a search from another node gets all 400 names,
+    // which need several datagrams.
+    let mut cfg = config(lo, 0, b.path());
+    cfg.connect = vec![target.to_string().parse().unwrap()];
+    cfg.overlay.max_peers = 16;
+    let nb = Node::start(cfg).await.unwrap();
+    let mut stream = nb.client().search("TRACK NUMBER").await.unwrap();
+    let mut got = BTreeSet::new();
+    let mut parts = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(hit)) = tokio::time::timeout_at(deadline.into(), stream.next()).await {
+        if hit.peer.udp == target {
+            parts += 1;
+            got.extend(hit.files.into_iter().map(|f| f.name));
+        }
+    }
+    assert!(parts > 1, "answer split over several datagrams");
+    assert_eq!(got, names.into_iter().collect::<BTreeSet<_>>());
+    na.shutdown().await;
+    nb.shutdown().await;
+}
