@@ -6,6 +6,10 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required: install Rust from https://rustup.rs, then run ./test.sh again" >&2
   exit 1
 fi
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "installing python3 (the interoperability tests run a classic peer written in Python)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3; else sudo apt-get update -qq && sudo apt-get install -y -qq python3; fi
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
