@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Benchmarks rutella against socat and raw TCP on loopback, and writes the
+# table into docs/PERFORMANCE.md. Pass --smoke for a quick check with tiny
+# sizes; other flags go to rutella-bench (see --help).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v socat >/dev/null 2>&1; then
+  echo "installing socat (the raw TCP baseline)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq socat; else sudo apt-get update -qq && sudo apt-get install -y -qq socat; fi
+fi
+cargo build --release --locked -p rutella -p rutella-bench
+write=(--write-doc docs/PERFORMANCE.md)
+for a in "$@"; do [ "$a" = --smoke ] && write=(); done
+exec target/release/rutella-bench --rutella target/release/rutella "${write[@]}" "$@"
