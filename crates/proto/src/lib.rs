@@ -7,12 +7,14 @@
 
 pub mod message;
 pub mod overlay;
+pub mod scalable;
 
 pub use message::{
     HitFile, Message, ParseError, Ping, Pong, Ports, Query, QueryHit, CLASSIC_TCP_PORT,
     CLASSIC_UDP_PORT, MAX_DATAGRAM,
 };
-pub use overlay::{Config, Event, IncomingQuery, Overlay, Peer, SearchId, Transmit};
+pub use overlay::{Config, Event, IncomingQuery, Mode, Overlay, Peer, SearchId, Transmit};
+pub use scalable::{QueryTrigrams, ScalableConfig, TrigramBloom};
 
 /// Whether `name` matches a query: the query text is a case-insensitive
 /// substring of it. An empty query matches nothing.

@@ -10,6 +10,7 @@
 use crate::message::{
     split_hits, HitFile, Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN,
 };
+use crate::scalable::{Dq, ScalableConfig, ScalableState};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Map;
@@ -41,6 +42,24 @@ pub struct Config {
     pub max_hits_per_answer: usize,
     /// Seed of the random generator (search ids).
     pub seed: u64,
+    /// Which overlay this peer builds with other rutella peers (default
+    /// [`Mode::Classic`]). Classic peers are always served classically.
+    pub mode: Mode,
+    /// Settings of the scalable overlay, used in [`Mode::Scalable`].
+    pub scalable: ScalableConfig,
+}
+
+/// The overlay a peer builds with other rutella peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The original program's overlay: a full mesh kept by ping rounds,
+    /// every query sent to every known peer.
+    #[default]
+    Classic,
+    /// A bounded neighbour set, trigram Bloom filters of the neighbours'
+    /// libraries, and searches that grow only as far as needed (see
+    /// [`crate::scalable`]).
+    Scalable,
 }
 
 impl Default for Config {
@@ -56,6 +75,8 @@ impl Default for Config {
             max_searches: 64,
             max_hits_per_answer: 500,
             seed: 0,
+            mode: Mode::Classic,
+            scalable: ScalableConfig::default(),
         }
     }
 }
@@ -163,30 +184,42 @@ struct PeerState {
 }
 
 #[derive(Debug)]
-struct SearchState {
-    text: String,
-    deadline: Instant,
-    started: u64,
+pub(crate) struct SearchState {
+    pub(crate) text: String,
+    pub(crate) deadline: Instant,
+    pub(crate) started: u64,
     /// Peers asked that have not sent their last part.
-    pending: HashSet<SocketAddrV4>,
-    asked: HashSet<SocketAddrV4>,
+    pub(crate) pending: HashSet<SocketAddrV4>,
+    pub(crate) asked: HashSet<SocketAddrV4>,
+    /// The scalable part of the search (scalable mode only).
+    pub(crate) dq: Option<Dq>,
+}
+
+impl SearchState {
+    /// Whether nothing more is expected: every classic peer asked has
+    /// answered and the scalable part, if any, is over.
+    pub(crate) fn complete(&self) -> bool {
+        self.pending.is_empty() && self.dq.as_ref().is_none_or(|d| d.done)
+    }
 }
 
 /// The overlay state machine of one peer (classic mode: a full mesh
 /// maintained by ping rounds, queries sent to every known peer).
 #[derive(Debug)]
 pub struct Overlay {
-    config: Config,
-    rng: ChaCha8Rng,
+    pub(crate) config: Config,
+    pub(crate) rng: ChaCha8Rng,
     own_ips: HashSet<Ipv4Addr>,
     peers: BTreeMap<SocketAddrV4, PeerState>,
-    bootstrap: Vec<SocketAddrV4>,
+    pub(crate) bootstrap: Vec<SocketAddrV4>,
     next_round: Option<Instant>,
     round_deadline: Option<Instant>,
-    searches: BTreeMap<SearchId, SearchState>,
+    pub(crate) searches: BTreeMap<SearchId, SearchState>,
     search_counter: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// Neighbours, filters and host cache of the scalable mode.
+    pub(crate) sc: Option<ScalableState>,
 }
 
 /// Cap on queued events and datagrams: a driver that polls after every call
@@ -198,7 +231,9 @@ impl Overlay {
     pub fn new(config: Config, now: Instant) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let next_round = Some(now + config.ping_interval);
+        let sc = (config.mode == Mode::Scalable).then(|| ScalableState::new(&config, now));
         Overlay {
+            sc,
             config,
             rng,
             own_ips: HashSet::new(),
@@ -224,13 +259,22 @@ impl Overlay {
         self.own_ips.insert(ip);
     }
 
-    fn is_self(&self, addr: SocketAddrV4) -> bool {
+    /// The lowest of our own addresses, if any is known.
+    pub(crate) fn own_ips_first(&self) -> Option<Ipv4Addr> {
+        self.own_ips.iter().min().copied()
+    }
+
+    pub(crate) fn is_self(&self, addr: SocketAddrV4) -> bool {
         addr.port() == self.config.udp_port && self.own_ips.contains(addr.ip())
     }
 
     /// The peers currently known.
     pub fn peers(&self) -> Vec<Peer> {
-        self.peers.values().map(|p| p.info).collect()
+        let mut all: Vec<Peer> = self.peers.values().map(|p| p.info).collect();
+        if let Some(sc) = &self.sc {
+            all.extend(sc.neighbour_peers());
+        }
+        all
     }
 
     /// Joins through `addr`: it becomes a peer and is pinged at once. It is
@@ -238,7 +282,13 @@ impl Overlay {
     /// empty, so a node whose only peer was down rejoins when it comes back.
     /// `tcp_port` is 0 when unknown: the peer's answer will tell it.
     pub fn connect(&mut self, now: Instant, addr: SocketAddrV4, tcp_port: u16) {
-        let _ = now;
+        if self.sc.is_some() {
+            // Ask it to become a neighbour. A classic peer (or a rutella
+            // peer in classic mode) answers with a plain pong, which makes
+            // it a classic peer.
+            self.scalable_connect(now, addr, tcp_port);
+            return;
+        }
         if !self.bootstrap.contains(&addr) && self.bootstrap.len() < 64 {
             self.bootstrap.push(addr);
         }
@@ -286,12 +336,20 @@ impl Overlay {
             started: self.search_counter,
             pending: HashSet::new(),
             asked: HashSet::new(),
+            dq: None,
         };
+        if self.sc.is_some() {
+            let extra = self.config.scalable.max_search_time;
+            state.deadline = state.deadline.max(now + extra);
+        }
         let targets: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
         for dest in targets {
             self.send_query(id, &mut state, dest);
         }
         self.searches.insert(id, state);
+        if self.sc.is_some() {
+            self.scalable_search_start(now, id);
+        }
         id
     }
 
@@ -323,6 +381,9 @@ impl Overlay {
     /// into several datagrams when they do not fit in one; an empty list
     /// still sends an empty answer).
     pub fn answer_query(&mut self, query: &IncomingQuery, files: &[HitFile]) {
+        if self.scalable_answer(query, files) {
+            return;
+        }
         let files = &files[..files.len().min(self.config.max_hits_per_answer)];
         let template = QueryHit {
             ip: Ipv4Addr::UNSPECIFIED,
@@ -361,6 +422,10 @@ impl Overlay {
 
     /// Feeds one parsed message (see [`Overlay::handle_datagram`]).
     pub fn handle_message(&mut self, now: Instant, from: SocketAddrV4, message: Message) {
+        let message = match self.scalable_message(now, from, message) {
+            Some(m) => m,
+            None => return,
+        };
         match message {
             Message::Ping(ping) => self.on_ping(ping),
             Message::Pong(pong) => {
@@ -440,7 +505,7 @@ impl Overlay {
             if !hit.more {
                 state.pending.remove(&peer.udp);
             }
-            finished = state.pending.is_empty();
+            finished = state.complete();
         }
         self.push_event(Event::SearchResult {
             search,
@@ -457,7 +522,7 @@ impl Overlay {
         self.searches.contains_key(&id)
     }
 
-    fn finish_search(&mut self, id: SearchId) {
+    pub(crate) fn finish_search(&mut self, id: SearchId) {
         if self.searches.remove(&id).is_some() {
             self.push_event(Event::SearchFinished { search: id });
         }
@@ -508,7 +573,8 @@ impl Overlay {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let searches = self.searches.values().map(|s| s.deadline).min();
-        [self.next_round, self.round_deadline, searches]
+        let scalable = self.scalable_timeout();
+        [self.next_round, self.round_deadline, searches, scalable]
             .into_iter()
             .flatten()
             .min()
@@ -517,6 +583,7 @@ impl Overlay {
     /// Advances the clock: starts ping rounds, drops silent peers, ends
     /// searches whose time ran out.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.scalable_timeout_fired(now);
         if self.round_deadline.is_some_and(|d| d <= now) {
             self.round_deadline = None;
             let silent: Vec<SocketAddrV4> = self
@@ -573,11 +640,11 @@ impl Overlay {
         });
     }
 
-    fn own_ports(&self) -> Ports {
+    pub(crate) fn own_ports(&self) -> Ports {
         Ports::rutella(self.config.udp_port, self.config.tcp_port)
     }
 
-    fn push_transmit(&mut self, t: Transmit) {
+    pub(crate) fn push_transmit(&mut self, t: Transmit) {
         if self.transmits.len() >= MAX_QUEUE {
             tracing::warn!("outgoing datagram queue full, dropping one");
             return;
@@ -585,7 +652,7 @@ impl Overlay {
         self.transmits.push_back(t);
     }
 
-    fn push_event(&mut self, e: Event) {
+    pub(crate) fn push_event(&mut self, e: Event) {
         if self.events.len() >= MAX_QUEUE {
             tracing::warn!("event queue full, dropping one");
             return;

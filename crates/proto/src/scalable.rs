@@ -1,0 +1,1617 @@
+//! The scalable overlay: a bounded set of neighbours, trigram Bloom filters
+//! of their libraries, and searches that grow only as far as needed.
+//!
+//! It runs inside [`Overlay`] when [`Config::mode`](crate::Config::mode) is
+//! [`Mode::Scalable`](crate::Mode::Scalable), beside the classic code, which
+//! still serves classic peers (and rutella peers in classic mode). Every
+//! message of the scalable overlay is a classic message carrying the
+//! extension field `"Scalable": 1`; a message without it is handled
+//! classically. The fields are described in `docs/PROTOCOL.md`.
+//!
+//! - **Neighbours.** A node keeps between [`ScalableConfig::min_degree`]
+//!   and [`ScalableConfig::max_degree`] neighbours, aiming at
+//!   [`ScalableConfig::target_degree`]. It asks a host to become a neighbour
+//!   with a `Join` ping; the answer is a pong with `Accept`, carrying hosts
+//!   it knows (the host cache) and, when accepted, its Bloom filter. A
+//!   neighbour silent for a ping interval is pinged; one that does not
+//!   answer within the pong timeout is dropped and replaced from the cache.
+//! - **Filters.** Each node sends its neighbours a Bloom filter of the
+//!   character trigrams of its (lowercased) file names. A query whose
+//!   trigrams are not all in a neighbour's filter cannot match any of its
+//!   names, so substring search keeps working while queries skip the
+//!   neighbours that cannot answer (one-hop replication).
+//! - **Queries** carry the search id as a GUID (duplicates are suppressed),
+//!   a `"TTL"` and a `"Hops"` count. Hits go straight to the querier. The
+//!   querier grows a search in steps (dynamic querying): first every
+//!   neighbour with TTL 0 (each answers and asks those of its own
+//!   neighbours whose filter matches), then, while fewer than
+//!   [`ScalableConfig::enough_results`] peers have answered, deeper TTLs
+//!   through more and more neighbours, doubling the estimated number of
+//!   peers covered at each step, within [`ScalableConfig::query_budget`]
+//!   estimated messages.
+
+use crate::message::{split_hits, HitFile, Message, Ping, Pong, Query, QueryHit, MAX_DATAGRAM};
+use crate::overlay::{Config, Event, IncomingQuery, Overlay, Peer, SearchId, Transmit};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// Version of the scalable overlay, the value of the `"Scalable"` field.
+pub const SCALABLE_VERSION: u64 = 1;
+/// Largest filter part carried by one message, in bytes (before base64).
+pub const BLOOM_PART_BYTES: usize = 4096;
+/// Smallest and largest filter sizes, in bits.
+pub const BLOOM_MIN_BITS: usize = 256;
+/// Largest filter size, in bits (a library with more trigrams gets a
+/// fuller filter: more false positives, never a false negative).
+pub const BLOOM_MAX_BITS: usize = 1 << 20;
+/// Hash functions per trigram.
+pub const BLOOM_HASHES: u32 = 4;
+/// Highest TTL a node accepts on a query (higher ones are lowered).
+pub const MAX_ACCEPTED_TTL: i64 = 6;
+
+/// Settings of the scalable overlay. The defaults are those measured in
+/// `docs/SCALING.md`.
+#[derive(Debug, Clone)]
+pub struct ScalableConfig {
+    /// Below this many neighbours a node looks for more at every chance.
+    pub min_degree: usize,
+    /// The number of neighbours a node looks for.
+    pub target_degree: usize,
+    /// The most neighbours a node accepts.
+    pub max_degree: usize,
+    /// A neighbour silent this long is pinged.
+    pub ping_interval: Duration,
+    /// A pinged neighbour silent this long after the ping is dropped; also
+    /// how long a join request waits for its answer, and the period of the
+    /// maintenance timer.
+    pub pong_timeout: Duration,
+    /// The most hosts kept in the host cache.
+    pub host_cache: usize,
+    /// Hosts named in one pong.
+    pub hosts_per_pong: usize,
+    /// Time between two steps of a search.
+    pub step_wait: Duration,
+    /// The longest a scalable search runs.
+    pub max_search_time: Duration,
+    /// A search stops growing once this many peers have answered with files.
+    pub enough_results: usize,
+    /// Estimated messages a search may cost before it stops growing.
+    pub query_budget: u32,
+    /// Highest TTL a search sends.
+    pub max_ttl: i64,
+    /// Queries remembered for duplicate suppression.
+    pub seen_queries: usize,
+}
+
+impl Default for ScalableConfig {
+    fn default() -> Self {
+        ScalableConfig {
+            min_degree: 8,
+            target_degree: 16,
+            max_degree: 32,
+            ping_interval: Duration::from_secs(60),
+            pong_timeout: Duration::from_secs(10),
+            host_cache: 1024,
+            hosts_per_pong: 8,
+            step_wait: Duration::from_millis(800),
+            max_search_time: Duration::from_secs(20),
+            enough_results: 3,
+            query_budget: 3000,
+            max_ttl: 3,
+            seen_queries: 4096,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- filters
+
+/// FNV-1a, 64 bits: the trigram hash of the protocol.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Calls `f` with the hash pair of every character trigram of the
+/// lowercased `text`.
+fn for_each_trigram(text: &str, mut f: impl FnMut(u32, u32)) {
+    let lower = text.to_lowercase();
+    let starts: Vec<usize> = lower.char_indices().map(|(i, _)| i).collect();
+    for w in 0..starts.len().saturating_sub(2) {
+        let end = starts.get(w + 3).copied().unwrap_or(lower.len());
+        let h = fnv1a(&lower.as_bytes()[starts[w]..end]);
+        f(h as u32, ((h >> 32) as u32) | 1);
+    }
+}
+
+/// The trigram hashes of a query, computed once and tested against many
+/// filters. A query of fewer than three characters has none and matches
+/// every filter.
+#[derive(Debug, Clone, Default)]
+pub struct QueryTrigrams(Vec<(u32, u32)>);
+
+impl QueryTrigrams {
+    /// The trigrams of `query`.
+    pub fn new(query: &str) -> Self {
+        let mut v = Vec::new();
+        for_each_trigram(query, |a, b| v.push((a, b)));
+        v.sort_unstable();
+        v.dedup();
+        QueryTrigrams(v)
+    }
+}
+
+/// A Bloom filter of the character trigrams of file names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrigramBloom {
+    bits: Vec<u8>,
+    hashes: u32,
+}
+
+impl TrigramBloom {
+    /// The filter of these names, sized to their trigrams (a power of two
+    /// of at least 8 bits per trigram, within the protocol's limits).
+    pub fn from_names<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut set = BTreeSet::new();
+        for name in names {
+            for_each_trigram(name.as_ref(), |a, b| {
+                set.insert((a, b));
+            });
+        }
+        let want = (set.len() * 8).next_power_of_two();
+        let m = want.clamp(BLOOM_MIN_BITS, BLOOM_MAX_BITS);
+        let mut f = TrigramBloom {
+            bits: vec![0; m / 8],
+            hashes: BLOOM_HASHES,
+        };
+        for (a, b) in set {
+            f.insert(a, b);
+        }
+        f
+    }
+
+    fn mask(&self) -> u32 {
+        (self.bits.len() * 8 - 1) as u32
+    }
+
+    fn insert(&mut self, a: u32, b: u32) {
+        let mask = self.mask();
+        for i in 0..self.hashes {
+            let bit = (a.wrapping_add(i.wrapping_mul(b)) & mask) as usize;
+            self.bits[bit / 8] |= 1 << (bit % 8);
+        }
+    }
+
+    fn contains(&self, a: u32, b: u32) -> bool {
+        let mask = self.mask();
+        (0..self.hashes).all(|i| {
+            let bit = (a.wrapping_add(i.wrapping_mul(b)) & mask) as usize;
+            self.bits[bit / 8] & (1 << (bit % 8)) != 0
+        })
+    }
+
+    /// Whether a name of the library may contain the query (false
+    /// positives are possible, false negatives are not).
+    pub fn may_match(&self, query: &QueryTrigrams) -> bool {
+        query.0.iter().all(|(a, b)| self.contains(*a, *b))
+    }
+
+    /// Size in bits.
+    pub fn bits(&self) -> usize {
+        self.bits.len() * 8
+    }
+
+    /// The bit array, bit `i` at byte `i / 8`, mask `1 << (i % 8)`.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+}
+
+/// A filter being received in parts.
+#[derive(Debug)]
+struct PartialBloom {
+    gen: u64,
+    hashes: u32,
+    bits: Vec<u8>,
+    got: BTreeSet<usize>,
+}
+
+// ---------------------------------------------------------------- base64
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    let s = text.as_bytes();
+    if s.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for chunk in s.chunks(4) {
+        let mut n = 0u32;
+        let mut pad = 0;
+        for (i, c) in chunk.iter().enumerate() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                b'=' if i >= 2 => {
+                    pad += 1;
+                    0
+                }
+                _ => return None,
+            };
+            if pad > 0 && *c != b'=' {
+                return None;
+            }
+            n = (n << 6) | u32::from(v);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------- fields
+
+fn get_i64(m: &Map<String, Value>, k: &str) -> Option<i64> {
+    m.get(k).and_then(Value::as_i64)
+}
+
+fn get_bool(m: &Map<String, Value>, k: &str) -> Option<bool> {
+    m.get(k).and_then(Value::as_bool)
+}
+
+fn is_scalable(m: &Map<String, Value>) -> bool {
+    get_i64(m, "Scalable").is_some_and(|v| v >= 1)
+}
+
+fn base_extra() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("Scalable".into(), Value::from(SCALABLE_VERSION));
+    m
+}
+
+// ---------------------------------------------------------------- state
+
+#[derive(Debug)]
+struct Neighbour {
+    info: Peer,
+    degree: usize,
+    filter: Option<TrigramBloom>,
+    partial: Option<PartialBloom>,
+    last_heard: Instant,
+    ping_sent: Option<Instant>,
+    filter_sent: bool,
+}
+
+/// A bounded set of known hosts, with random replacement when full.
+#[derive(Debug, Default)]
+struct HostCache {
+    list: Vec<SocketAddrV4>,
+    set: BTreeSet<SocketAddrV4>,
+}
+
+impl HostCache {
+    fn add(&mut self, addr: SocketAddrV4, cap: usize, rng: &mut impl Rng) {
+        if cap == 0 || self.set.contains(&addr) {
+            return;
+        }
+        if self.list.len() >= cap {
+            let i = rng.gen_range(0..self.list.len());
+            self.set.remove(&self.list[i]);
+            self.list[i] = addr;
+        } else {
+            self.list.push(addr);
+        }
+        self.set.insert(addr);
+    }
+
+    fn remove(&mut self, addr: &SocketAddrV4) {
+        if self.set.remove(addr) {
+            self.list.retain(|a| a != addr);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Highest TTL handled: -2 none yet, -1 answered only.
+    max_ttl: i64,
+    hops: u64,
+    /// The driver has not answered yet.
+    awaiting_answer: bool,
+}
+
+/// The scalable part of one of our searches (dynamic querying).
+#[derive(Debug)]
+pub(crate) struct Dq {
+    /// No more steps: enough answers, nothing left to grow, or over budget.
+    pub(crate) done: bool,
+    next_step: Instant,
+    /// TTL sent to each neighbour so far.
+    depth: BTreeMap<SocketAddrV4, i64>,
+    /// Peers that answered with at least one file.
+    responders: BTreeSet<SocketAddrV4>,
+    est_cost: f64,
+    est_cover: f64,
+}
+
+/// Neighbours, filters, host cache and duplicate table of a scalable node.
+#[derive(Debug)]
+pub(crate) struct ScalableState {
+    neighbours: BTreeMap<SocketAddrV4, Neighbour>,
+    /// Join requests sent and not answered, with when they were sent.
+    pending: BTreeMap<SocketAddrV4, Instant>,
+    hosts: HostCache,
+    /// Hosts that refused to be neighbours, not asked again before then.
+    refused: BTreeMap<SocketAddrV4, Instant>,
+    bootstrap: Vec<SocketAddrV4>,
+    filter: TrigramBloom,
+    filter_gen: u64,
+    seen: BTreeMap<(SocketAddrV4, u64), Seen>,
+    seen_order: VecDeque<(SocketAddrV4, u64)>,
+    next_tick: Instant,
+}
+
+impl ScalableState {
+    pub(crate) fn new(config: &Config, now: Instant) -> Self {
+        ScalableState {
+            neighbours: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            hosts: HostCache::default(),
+            refused: BTreeMap::new(),
+            bootstrap: Vec::new(),
+            filter: TrigramBloom::from_names(std::iter::empty::<&str>()),
+            filter_gen: 0,
+            seen: BTreeMap::new(),
+            seen_order: VecDeque::new(),
+            next_tick: now + tick_interval(&config.scalable),
+        }
+    }
+
+    pub(crate) fn neighbour_peers(&self) -> impl Iterator<Item = Peer> + '_ {
+        self.neighbours.values().map(|n| n.info)
+    }
+}
+
+fn tick_interval(c: &ScalableConfig) -> Duration {
+    c.pong_timeout
+        .min(c.ping_interval)
+        .max(Duration::from_millis(1))
+}
+
+/// Estimated messages of a query sent to a neighbour of degree `dn` with
+/// TTL `r`, in a network of mean degree `d`.
+fn est_cost(r: i64, dn: f64, d: f64) -> f64 {
+    if r <= 0 {
+        return 1.0;
+    }
+    let mut level = 1.0;
+    let mut sum = 0.0;
+    for _ in 0..r {
+        sum += level;
+        level *= (d - 1.0).max(1.0);
+    }
+    1.0 + (dn - 1.0).max(1.0) * sum
+}
+
+/// Estimated peers whose names are checked by that query (the nodes at the
+/// last level and every neighbour whose filter they hold).
+fn est_cover(r: i64, dn: f64, d: f64) -> f64 {
+    match r {
+        i64::MIN..=-1 => 0.0,
+        0 => 1.0 + dn,
+        _ => (dn - 1.0).max(1.0) * (d - 1.0).max(1.0).powi(r as i32 - 1) * d,
+    }
+}
+
+impl Overlay {
+    fn sc_config(&self) -> &ScalableConfig {
+        &self.config.scalable
+    }
+
+    /// Which overlay this node runs.
+    pub fn mode(&self) -> crate::Mode {
+        self.config.mode
+    }
+
+    /// Number of neighbours in the scalable overlay (0 in classic mode).
+    pub fn degree(&self) -> usize {
+        self.sc.as_ref().map_or(0, |s| s.neighbours.len())
+    }
+
+    /// The neighbours in the scalable overlay (empty in classic mode).
+    pub fn neighbours(&self) -> Vec<Peer> {
+        self.sc
+            .as_ref()
+            .map(|s| s.neighbour_peers().collect())
+            .unwrap_or_default()
+    }
+
+    /// The hosts of the scalable host cache (to save and give back with
+    /// [`Overlay::add_known_host`] at the next start).
+    pub fn known_hosts(&self) -> Vec<SocketAddrV4> {
+        self.sc
+            .as_ref()
+            .map(|s| s.hosts.list.clone())
+            .unwrap_or_default()
+    }
+
+    /// Adds a host to the scalable host cache: a candidate neighbour.
+    pub fn add_known_host(&mut self, addr: SocketAddrV4) {
+        let cap = self.config.scalable.host_cache;
+        if self.is_self(addr) {
+            return;
+        }
+        if let Some(sc) = &mut self.sc {
+            sc.hosts.add(addr, cap, &mut self.rng);
+        }
+    }
+
+    /// Sets the names of the files this node shares; in scalable mode they
+    /// make the trigram filter sent to the neighbours (again whenever it
+    /// changes). Call at start and after every change of the shared files.
+    pub fn set_library<I, S>(&mut self, names: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let filter = TrigramBloom::from_names(names);
+        let Some(sc) = &mut self.sc else { return };
+        if sc.filter == filter {
+            return;
+        }
+        sc.filter = filter;
+        sc.filter_gen += 1;
+        let addrs: Vec<SocketAddrV4> = sc.neighbours.keys().copied().collect();
+        for a in addrs {
+            self.send_filter(a, None);
+        }
+    }
+
+    fn scalable_pong(&self, mut extra: Map<String, Value>) -> Message {
+        extra.insert("Scalable".into(), Value::from(SCALABLE_VERSION));
+        extra.insert("Degree".into(), Value::from(self.degree() as u64));
+        Message::Pong(Pong {
+            ip: Ipv4Addr::UNSPECIFIED,
+            ports: self.own_ports(),
+            extra,
+        })
+    }
+
+    fn send_self(&mut self, dest: SocketAddrV4, message: Message) {
+        self.push_transmit(Transmit {
+            dest,
+            message,
+            from_self: true,
+        });
+    }
+
+    fn send_scalable_ping(&mut self, dest: SocketAddrV4, join: bool) {
+        let mut extra = base_extra();
+        extra.insert("Degree".into(), Value::from(self.degree() as u64));
+        if join {
+            extra.insert("Join".into(), Value::Bool(true));
+        }
+        let message = Message::Ping(Ping {
+            ip: Ipv4Addr::UNSPECIFIED,
+            ttl: 0,
+            ports: self.own_ports(),
+            extra,
+        });
+        self.send_self(dest, message);
+    }
+
+    /// Sends our filter to a neighbour; with `first`, its first part rides
+    /// in that pong (whose extra fields are given).
+    fn send_filter(&mut self, dest: SocketAddrV4, first: Option<Map<String, Value>>) {
+        let Some(sc) = &mut self.sc else { return };
+        if let Some(n) = sc.neighbours.get_mut(&dest) {
+            n.filter_sent = true;
+        }
+        let gen = sc.filter_gen;
+        let bits = sc.filter.bits();
+        let parts: Vec<(usize, String)> = sc
+            .filter
+            .as_bytes()
+            .chunks(BLOOM_PART_BYTES)
+            .enumerate()
+            .map(|(i, c)| (i * BLOOM_PART_BYTES, b64_encode(c)))
+            .collect();
+        let mut first = first;
+        for (offset, data) in parts {
+            let mut extra = first.take().unwrap_or_default();
+            extra.insert("Bloom".into(), Value::from(data));
+            extra.insert("BloomBits".into(), Value::from(bits as u64));
+            extra.insert("BloomHashes".into(), Value::from(BLOOM_HASHES));
+            extra.insert("BloomOffset".into(), Value::from(offset as u64));
+            extra.insert("BloomGen".into(), Value::from(gen));
+            let m = self.scalable_pong(extra);
+            self.send_self(dest, m);
+        }
+    }
+
+    fn hosts_value(&mut self, exclude: SocketAddrV4) -> Value {
+        let want = self.config.scalable.hosts_per_pong;
+        let Some(sc) = &self.sc else {
+            return Value::Array(vec![]);
+        };
+        let mut pool: Vec<SocketAddrV4> = sc.neighbours.keys().copied().collect();
+        pool.extend(sc.hosts.list.iter().copied());
+        pool.sort();
+        pool.dedup();
+        pool.retain(|a| *a != exclude);
+        pool.shuffle(&mut self.rng);
+        pool.truncate(want);
+        Value::Array(pool.iter().map(|a| Value::from(a.to_string())).collect())
+    }
+
+    pub(crate) fn scalable_connect(&mut self, now: Instant, addr: SocketAddrV4, _tcp_port: u16) {
+        if self.is_self(addr) {
+            return;
+        }
+        let Some(sc) = &mut self.sc else { return };
+        if !sc.bootstrap.contains(&addr) && sc.bootstrap.len() < 64 {
+            sc.bootstrap.push(addr);
+        }
+        if sc.neighbours.contains_key(&addr) {
+            return;
+        }
+        sc.pending.insert(addr, now);
+        self.send_scalable_ping(addr, true);
+    }
+
+    fn add_neighbour(&mut self, now: Instant, peer: Peer, degree: usize) -> bool {
+        let max = self.config.scalable.max_degree;
+        let cap = self.config.scalable.host_cache;
+        let Some(sc) = &mut self.sc else { return false };
+        sc.pending.remove(&peer.udp);
+        if sc.neighbours.contains_key(&peer.udp) {
+            return true;
+        }
+        if sc.neighbours.len() >= max {
+            return false;
+        }
+        sc.hosts.add(peer.udp, cap, &mut self.rng);
+        sc.neighbours.insert(
+            peer.udp,
+            Neighbour {
+                info: peer,
+                degree,
+                filter: None,
+                partial: None,
+                last_heard: now,
+                ping_sent: None,
+                filter_sent: false,
+            },
+        );
+        self.push_event(Event::PeerAdded(peer));
+        true
+    }
+
+    fn remove_neighbour(&mut self, addr: SocketAddrV4) {
+        let Some(sc) = &mut self.sc else { return };
+        if let Some(n) = sc.neighbours.remove(&addr) {
+            tracing::debug!(peer = %addr, "neighbour dropped");
+            self.push_event(Event::PeerRemoved(n.info));
+        }
+    }
+
+    /// Asks more hosts to become neighbours while below the target degree.
+    fn fill_degree(&mut self, now: Instant) {
+        let target = self.config.scalable.target_degree;
+        let Some(sc) = &self.sc else { return };
+        let have = sc.neighbours.len() + sc.pending.len();
+        if have >= target {
+            return;
+        }
+        let mut candidates: Vec<SocketAddrV4> = sc
+            .hosts
+            .list
+            .iter()
+            .copied()
+            .filter(|a| {
+                !sc.neighbours.contains_key(a)
+                    && !sc.pending.contains_key(a)
+                    && !sc.refused.contains_key(a)
+            })
+            .collect();
+        if candidates.is_empty() && sc.neighbours.is_empty() {
+            candidates = sc
+                .bootstrap
+                .iter()
+                .copied()
+                .filter(|a| !sc.pending.contains_key(a))
+                .collect();
+        }
+        let want = target - have;
+        let picks: Vec<SocketAddrV4> = candidates
+            .choose_multiple(&mut self.rng, want)
+            .copied()
+            .collect();
+        for a in picks {
+            if let Some(sc) = &mut self.sc {
+                sc.pending.insert(a, now);
+            }
+            self.send_scalable_ping(a, true);
+        }
+    }
+
+    fn heard_neighbour(&mut self, now: Instant, addr: SocketAddrV4, degree: Option<i64>) {
+        let Some(sc) = &mut self.sc else { return };
+        if let Some(n) = sc.neighbours.get_mut(&addr) {
+            n.last_heard = now;
+            n.ping_sent = None;
+            if let Some(d) = degree {
+                n.degree = d.clamp(0, 1024) as usize;
+            }
+        }
+    }
+
+    /// Handles a message of the scalable overlay; gives back any other
+    /// message for the classic code.
+    pub(crate) fn scalable_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        message: Message,
+    ) -> Option<Message> {
+        if self.sc.is_none() {
+            return Some(message);
+        }
+        let scalable = match &message {
+            Message::Ping(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
+            Message::Pong(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
+            Message::Query(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
+            Message::QueryHit(m) => is_scalable(&m.extra),
+        };
+        if !scalable {
+            return Some(message);
+        }
+        match message {
+            Message::Ping(p) => self.sc_on_ping(now, p),
+            Message::Pong(p) => self.sc_on_pong(now, p),
+            Message::Query(q) => self.sc_on_query(now, from, q),
+            Message::QueryHit(h) => self.sc_on_hit(now, h),
+        }
+        None
+    }
+
+    fn sc_on_ping(&mut self, now: Instant, p: Ping) {
+        let sender = Peer {
+            udp: SocketAddrV4::new(p.ip, p.ports.udp_or_classic()),
+            tcp_port: p.ports.tcp_or_classic(),
+            rutella: true,
+        };
+        if self.is_self(sender.udp) || p.ip.is_unspecified() {
+            return;
+        }
+        let degree = get_i64(&p.extra, "Degree");
+        let join = get_bool(&p.extra, "Join") == Some(true);
+        self.add_known_host(sender.udp);
+        let is_neighbour = self
+            .sc
+            .as_ref()
+            .is_some_and(|s| s.neighbours.contains_key(&sender.udp));
+        if is_neighbour {
+            self.heard_neighbour(now, sender.udp, degree);
+            let sent = self
+                .sc
+                .as_ref()
+                .and_then(|s| s.neighbours.get(&sender.udp))
+                .is_some_and(|n| n.filter_sent);
+            let mut extra = Map::new();
+            if join {
+                extra.insert("Accept".into(), Value::Bool(true));
+            }
+            if join && !sent {
+                self.send_filter(sender.udp, Some(extra));
+            } else {
+                let m = self.scalable_pong(extra);
+                self.send_self(sender.udp, m);
+            }
+            return;
+        }
+        let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+        if join && self.add_neighbour(now, sender, d) {
+            let mut extra = Map::new();
+            extra.insert("Accept".into(), Value::Bool(true));
+            extra.insert("Hosts".into(), self.hosts_value(sender.udp));
+            self.send_filter(sender.udp, Some(extra));
+        } else {
+            let mut extra = Map::new();
+            extra.insert("Accept".into(), Value::Bool(false));
+            extra.insert("Hosts".into(), self.hosts_value(sender.udp));
+            let m = self.scalable_pong(extra);
+            self.send_self(sender.udp, m);
+        }
+    }
+
+    fn sc_on_pong(&mut self, now: Instant, p: Pong) {
+        let sender = Peer {
+            udp: SocketAddrV4::new(p.ip, p.ports.udp_or_classic()),
+            tcp_port: p.ports.tcp_or_classic(),
+            rutella: true,
+        };
+        if self.is_self(sender.udp) || p.ip.is_unspecified() {
+            return;
+        }
+        let degree = get_i64(&p.extra, "Degree");
+        if let Some(Value::Array(hosts)) = p.extra.get("Hosts") {
+            for h in hosts.iter().take(64) {
+                if let Some(a) = h.as_str().and_then(|s| s.parse::<SocketAddrV4>().ok()) {
+                    if !a.ip().is_unspecified() && a.port() != 0 {
+                        self.add_known_host(a);
+                    }
+                }
+            }
+        }
+        self.add_known_host(sender.udp);
+        match get_bool(&p.extra, "Accept") {
+            Some(true) => {
+                let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+                if self.add_neighbour(now, sender, d) {
+                    let sent = self
+                        .sc
+                        .as_ref()
+                        .and_then(|s| s.neighbours.get(&sender.udp))
+                        .is_some_and(|n| n.filter_sent);
+                    if !sent {
+                        self.send_filter(sender.udp, None);
+                    }
+                } else {
+                    // Full: tell it to drop the link.
+                    let mut extra = Map::new();
+                    extra.insert("Accept".into(), Value::Bool(false));
+                    let m = self.scalable_pong(extra);
+                    self.send_self(sender.udp, m);
+                }
+            }
+            Some(false) => {
+                let until = now + self.config.scalable.ping_interval;
+                if let Some(sc) = &mut self.sc {
+                    sc.pending.remove(&sender.udp);
+                    if sc.refused.len() < self.config.scalable.host_cache {
+                        sc.refused.insert(sender.udp, until);
+                    }
+                }
+                self.remove_neighbour(sender.udp);
+            }
+            None => {}
+        }
+        self.heard_neighbour(now, sender.udp, degree);
+        if p.extra.contains_key("Bloom") {
+            self.take_filter_part(sender.udp, &p.extra);
+        }
+        if p.extra.contains_key("Accept") {
+            self.fill_degree(now);
+        }
+    }
+
+    fn take_filter_part(&mut self, addr: SocketAddrV4, extra: &Map<String, Value>) {
+        let Some(sc) = &mut self.sc else { return };
+        let Some(n) = sc.neighbours.get_mut(&addr) else {
+            return;
+        };
+        let (Some(bits), Some(hashes), Some(offset), Some(gen), Some(data)) = (
+            get_i64(extra, "BloomBits"),
+            get_i64(extra, "BloomHashes"),
+            get_i64(extra, "BloomOffset"),
+            get_i64(extra, "BloomGen"),
+            extra.get("Bloom").and_then(Value::as_str),
+        ) else {
+            tracing::debug!(peer = %addr, "filter part lacks a field, ignored");
+            return;
+        };
+        let bits = bits as usize;
+        let valid_size =
+            bits.is_power_of_two() && (BLOOM_MIN_BITS..=BLOOM_MAX_BITS).contains(&bits);
+        let offset = offset.max(0) as usize;
+        let Some(data) = b64_decode(data) else {
+            tracing::debug!(peer = %addr, "filter part is not base64, ignored");
+            return;
+        };
+        let len = bits / 8;
+        let expected = BLOOM_PART_BYTES.min(len.saturating_sub(offset));
+        if !valid_size
+            || !(1..=16).contains(&hashes)
+            || offset % BLOOM_PART_BYTES != 0
+            || offset >= len
+            || data.len() != expected
+        {
+            tracing::debug!(peer = %addr, "invalid filter part, ignored");
+            return;
+        }
+        let gen = gen as u64;
+        let fresh = n
+            .partial
+            .as_ref()
+            .is_none_or(|p| p.gen != gen || p.bits.len() != len || p.hashes != hashes as u32);
+        if fresh {
+            n.partial = Some(PartialBloom {
+                gen,
+                hashes: hashes as u32,
+                bits: vec![0; len],
+                got: BTreeSet::new(),
+            });
+        }
+        let Some(p) = &mut n.partial else { return };
+        p.bits[offset..offset + data.len()].copy_from_slice(&data);
+        p.got.insert(offset);
+        if p.got.len() == len.div_ceil(BLOOM_PART_BYTES) {
+            if let Some(done) = n.partial.take() {
+                n.filter = Some(TrigramBloom {
+                    bits: done.bits,
+                    hashes: done.hashes,
+                });
+            }
+        }
+    }
+
+    fn remember(&mut self, key: (SocketAddrV4, u64)) -> Seen {
+        let cap = self.config.scalable.seen_queries.max(1);
+        let Some(sc) = &mut self.sc else {
+            return Seen {
+                max_ttl: -2,
+                hops: 0,
+                awaiting_answer: false,
+            };
+        };
+        if let Some(s) = sc.seen.get(&key) {
+            return *s;
+        }
+        while sc.seen.len() >= cap {
+            match sc.seen_order.pop_front() {
+                Some(old) => {
+                    sc.seen.remove(&old);
+                }
+                None => break,
+            }
+        }
+        let s = Seen {
+            max_ttl: -2,
+            hops: 0,
+            awaiting_answer: false,
+        };
+        sc.seen.insert(key, s);
+        sc.seen_order.push_back(key);
+        s
+    }
+
+    fn sc_on_query(&mut self, now: Instant, from: SocketAddrV4, q: Query) {
+        let querier = Peer {
+            udp: SocketAddrV4::new(q.ip, q.ports.udp_or_classic()),
+            tcp_port: q.ports.tcp_or_classic(),
+            rutella: true,
+        };
+        let Some(id) = q.id else {
+            tracing::debug!(%from, "scalable query without an id, dropped");
+            return;
+        };
+        if self.is_self(querier.udp) || q.ip.is_unspecified() {
+            return;
+        }
+        if q.text.len() > crate::message::MAX_QUERY_LEN {
+            tracing::debug!(%from, "dropping over-long query");
+            return;
+        }
+        self.heard_neighbour(now, from, None);
+        self.add_known_host(querier.udp);
+        let ttl = get_i64(&q.extra, "TTL")
+            .unwrap_or(0)
+            .clamp(-1, MAX_ACCEPTED_TTL);
+        let hops = get_i64(&q.extra, "Hops").unwrap_or(1).clamp(0, 255) as u64;
+        let key = (querier.udp, id);
+        let mut seen = self.remember(key);
+        let first = seen.max_ttl == -2;
+        let prev = seen.max_ttl;
+        if first {
+            seen.hops = hops;
+            seen.awaiting_answer = true;
+        }
+        seen.max_ttl = seen.max_ttl.max(ttl);
+        if let Some(sc) = &mut self.sc {
+            if let Some(s) = sc.seen.get_mut(&key) {
+                *s = seen;
+            }
+        }
+        if first {
+            self.push_event(Event::Query(IncomingQuery {
+                reply_to: querier.udp,
+                from: querier,
+                text: q.text.clone(),
+                id: Some(id),
+            }));
+        }
+        if ttl <= prev || ttl < 0 {
+            return;
+        }
+        let Some(sc) = &self.sc else { return };
+        let trigrams = (ttl == 0).then(|| QueryTrigrams::new(&q.text));
+        let targets: Vec<SocketAddrV4> = sc
+            .neighbours
+            .iter()
+            .filter(|(a, _)| **a != from && **a != querier.udp)
+            .filter(|(_, n)| match &trigrams {
+                // TTL 0: only the neighbours whose filter may match.
+                Some(t) => n.filter.as_ref().is_none_or(|f| f.may_match(t)),
+                None => true,
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        let mut fwd = q;
+        fwd.extra.insert(
+            "TTL".into(),
+            Value::from(if ttl == 0 { -1 } else { ttl - 1 }),
+        );
+        fwd.extra.insert("Hops".into(), Value::from(hops + 1));
+        let message = Message::Query(fwd);
+        for dest in targets {
+            self.push_transmit(Transmit {
+                dest,
+                message: message.clone(),
+                from_self: false,
+            });
+        }
+    }
+
+    /// Answers a scalable query; false when the query is not one.
+    pub(crate) fn scalable_answer(&mut self, query: &IncomingQuery, files: &[HitFile]) -> bool {
+        let Some(id) = query.id else { return false };
+        let Some(sc) = &mut self.sc else { return false };
+        let Some(seen) = sc.seen.get_mut(&(query.reply_to, id)) else {
+            return false;
+        };
+        if !seen.awaiting_answer {
+            return false;
+        }
+        seen.awaiting_answer = false;
+        let hops = seen.hops;
+        if files.is_empty() {
+            // Only the querier waits for answers, and only for files.
+            return true;
+        }
+        let files = &files[..files.len().min(self.config.max_hits_per_answer)];
+        let mut extra = base_extra();
+        extra.insert("Hops".into(), Value::from(hops));
+        let template = QueryHit {
+            ip: Ipv4Addr::UNSPECIFIED,
+            files: Vec::new(),
+            id: Some(id),
+            more: false,
+            ports: self.own_ports(),
+            extra,
+        };
+        let limit = MAX_DATAGRAM - ("255.255.255.255".len() - "0.0.0.0".len());
+        for hit in split_hits(&template, files, limit) {
+            self.send_self(query.reply_to, Message::QueryHit(hit));
+        }
+        true
+    }
+
+    fn sc_on_hit(&mut self, _now: Instant, hit: QueryHit) {
+        let peer = Peer {
+            udp: SocketAddrV4::new(hit.ip, hit.ports.udp_or_classic()),
+            tcp_port: hit.ports.tcp_or_classic(),
+            rutella: true,
+        };
+        let Some(search) = hit
+            .id
+            .map(SearchId)
+            .filter(|s| self.searches.contains_key(s))
+        else {
+            tracing::debug!(peer = %peer.udp, "dropping answer to no running search");
+            return;
+        };
+        if let Some(dq) = self.searches.get_mut(&search).and_then(|s| s.dq.as_mut()) {
+            if !hit.files.is_empty() {
+                dq.responders.insert(peer.udp);
+            }
+        }
+        self.push_event(Event::SearchResult {
+            search,
+            peer,
+            files: hit.files,
+        });
+    }
+
+    fn send_scalable_query(&mut self, dest: SocketAddrV4, text: &str, id: SearchId, ttl: i64) {
+        let mut extra = base_extra();
+        extra.insert("TTL".into(), Value::from(ttl));
+        extra.insert("Hops".into(), Value::from(1u64));
+        let message = Message::Query(Query {
+            ip: Ipv4Addr::UNSPECIFIED,
+            text: text.to_string(),
+            id: Some(id.0),
+            ports: self.own_ports(),
+            extra,
+        });
+        self.send_self(dest, message);
+    }
+
+    pub(crate) fn scalable_search_start(&mut self, now: Instant, id: SearchId) {
+        let wait = self.sc_config().step_wait;
+        let Some(sc) = &self.sc else { return };
+        let Some(state) = self.searches.get(&id) else {
+            return;
+        };
+        let text = state.text.clone();
+        let targets: Vec<(SocketAddrV4, usize)> =
+            sc.neighbours.iter().map(|(a, n)| (*a, n.degree)).collect();
+        let mut dq = Dq {
+            done: false,
+            next_step: now + wait,
+            depth: BTreeMap::new(),
+            responders: BTreeSet::new(),
+            est_cost: 0.0,
+            est_cover: 0.0,
+        };
+        for (dest, degree) in targets {
+            self.send_scalable_query(dest, &text, id, 0);
+            dq.depth.insert(dest, 0);
+            dq.est_cost += 1.0;
+            dq.est_cover += est_cover(0, degree as f64, 0.0);
+        }
+        if let Some(state) = self.searches.get_mut(&id) {
+            state.dq = Some(dq);
+        }
+    }
+
+    /// One step of dynamic querying: stop, or send deeper queries.
+    fn dq_step(&mut self, now: Instant, id: SearchId) {
+        let cfg = self.config.scalable.clone();
+        let Some(sc) = &self.sc else { return };
+        let Some(state) = self.searches.get(&id) else {
+            return;
+        };
+        let Some(dq) = &state.dq else { return };
+        let text = state.text.clone();
+        let mut depth = dq.depth.clone();
+        let mut est_cost_total = dq.est_cost;
+        let mut cover_total = dq.est_cover;
+        let mut sends: Vec<(SocketAddrV4, i64)> = Vec::new();
+        if dq.responders.len() < cfg.enough_results {
+            let n = sc.neighbours.len().max(1) as f64;
+            let mean_degree = (sc
+                .neighbours
+                .values()
+                .map(|x| x.degree.max(1) as f64)
+                .sum::<f64>()
+                / n)
+                .max(2.0);
+            let mut cands: Vec<(i64, u64, SocketAddrV4, usize)> = sc
+                .neighbours
+                .iter()
+                .map(|(a, nb)| (*depth.get(a).unwrap_or(&-1), 0, *a, nb.degree.max(1)))
+                .collect();
+            for c in &mut cands {
+                c.1 = self.rng.gen();
+            }
+            let target_gain = cover_total.max(1.0);
+            let mut gained = 0.0;
+            while gained < target_gain {
+                cands.sort_unstable();
+                let Some(c) = cands.first_mut() else { break };
+                if c.0 >= cfg.max_ttl {
+                    break;
+                }
+                let r = c.0 + 1;
+                let dn = c.3 as f64;
+                let cost = est_cost(r, dn, mean_degree);
+                if est_cost_total + cost > f64::from(cfg.query_budget) {
+                    break;
+                }
+                est_cost_total += cost;
+                let gain = est_cover(r, dn, mean_degree) - est_cover(c.0, dn, mean_degree);
+                gained += gain;
+                cover_total += gain;
+                c.0 = r;
+                depth.insert(c.2, r);
+                sends.push((c.2, r));
+            }
+        }
+        let done = sends.is_empty();
+        for (dest, ttl) in &sends {
+            self.send_scalable_query(*dest, &text, id, *ttl);
+        }
+        let mut finished = false;
+        if let Some(state) = self.searches.get_mut(&id) {
+            if let Some(dq) = &mut state.dq {
+                dq.depth = depth;
+                dq.est_cost = est_cost_total;
+                dq.est_cover = cover_total;
+                dq.done = done;
+                dq.next_step = now + cfg.step_wait;
+            }
+            finished = state.complete();
+        }
+        if finished {
+            self.finish_search(id);
+        }
+    }
+
+    pub(crate) fn scalable_timeout(&self) -> Option<Instant> {
+        let sc = self.sc.as_ref()?;
+        let steps = self
+            .searches
+            .values()
+            .filter_map(|s| s.dq.as_ref())
+            .filter(|d| !d.done)
+            .map(|d| d.next_step)
+            .min();
+        Some(steps.map_or(sc.next_tick, |s| s.min(sc.next_tick)))
+    }
+
+    pub(crate) fn scalable_timeout_fired(&mut self, now: Instant) {
+        let Some(sc) = &self.sc else { return };
+        if sc.next_tick <= now {
+            self.tick(now);
+        }
+        let due: Vec<SearchId> = self
+            .searches
+            .iter()
+            .filter(|(_, s)| s.dq.as_ref().is_some_and(|d| !d.done && d.next_step <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.dq_step(now, id);
+        }
+    }
+
+    /// Maintenance: ping silent neighbours, drop dead ones, look for more.
+    fn tick(&mut self, now: Instant) {
+        let cfg = self.config.scalable.clone();
+        let own = SocketAddrV4::new(
+            self.own_ips_first().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            self.config.udp_port,
+        );
+        let Some(sc) = &mut self.sc else { return };
+        sc.next_tick = now + tick_interval(&cfg);
+        let mut dead = Vec::new();
+        let mut ping = Vec::new();
+        for (addr, n) in &mut sc.neighbours {
+            if let Some(sent) = n.ping_sent {
+                if now >= sent + cfg.pong_timeout {
+                    dead.push(*addr);
+                }
+                continue;
+            }
+            // The lower address pings; the other one only if the first
+            // stays silent, so that a link costs one ping and one pong.
+            let interval = if own < *addr {
+                cfg.ping_interval
+            } else {
+                cfg.ping_interval + cfg.pong_timeout * 2
+            };
+            if now >= n.last_heard + interval {
+                n.ping_sent = Some(now);
+                ping.push(*addr);
+            }
+        }
+        let expired: Vec<SocketAddrV4> = sc
+            .pending
+            .iter()
+            .filter(|(_, t)| now >= **t + cfg.pong_timeout)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &expired {
+            sc.pending.remove(a);
+            sc.hosts.remove(a);
+        }
+        sc.refused.retain(|_, until| *until > now);
+        for a in &dead {
+            sc.hosts.remove(a);
+        }
+        for a in dead {
+            self.remove_neighbour(a);
+        }
+        for a in ping {
+            self.send_scalable_ping(a, false);
+        }
+        self.fill_degree(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Mode};
+    use std::net::SocketAddr;
+
+    #[test]
+    fn base64_round_trips() {
+        for n in 0..40u8 {
+            let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+            let text = b64_encode(&data);
+            assert_eq!(b64_decode(&text).unwrap(), data);
+        }
+        assert_eq!(b64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(b64_encode(b"fo"), "Zm8=");
+        assert!(b64_decode("Zm8").is_none());
+        assert!(b64_decode("Z=8=").is_none());
+        assert!(b64_decode("Zm!=").is_none());
+    }
+
+    #[test]
+    fn bloom_has_no_false_negatives_for_substrings() {
+        let names = ["Cloud - Cloud models.png", "Über Straße.txt", "ab"];
+        let f = TrigramBloom::from_names(names);
+        for q in ["cloud", "MODELS.P", "über st", "d - c", "ab", "x"] {
+            assert!(f.may_match(&QueryTrigrams::new(q)), "{q}");
+        }
+        assert!(!f.may_match(&QueryTrigrams::new("zzzqqq")));
+        assert!(f.bits().is_power_of_two() && f.bits() >= BLOOM_MIN_BITS);
+    }
+
+    #[test]
+    fn bloom_false_positive_rate_is_low() {
+        let names: Vec<String> = (0..200)
+            .map(|i| format!("track number {i} of album.ogg"))
+            .collect();
+        let f = TrigramBloom::from_names(&names);
+        let fp = (0..1000)
+            .filter(|i| f.may_match(&QueryTrigrams::new(&format!("qz{i}xv"))))
+            .count();
+        assert!(fp < 20, "{fp} false positives in 1000");
+    }
+
+    /// Scalable overlays on a perfect in-memory network with a virtual clock.
+    struct Net {
+        now: Instant,
+        nodes: Vec<(SocketAddrV4, Overlay, Vec<String>)>,
+        results: Vec<(usize, SearchId, SocketAddrV4, Vec<String>)>,
+        finished: Vec<(usize, SearchId)>,
+        sent: Vec<(SocketAddrV4, SocketAddrV4, Message)>,
+    }
+
+    fn scfg(port: u16, seed: u64) -> Config {
+        Config {
+            udp_port: port,
+            tcp_port: port + 1,
+            seed,
+            mode: Mode::Scalable,
+            scalable: ScalableConfig {
+                min_degree: 2,
+                target_degree: 4,
+                max_degree: 6,
+                ping_interval: Duration::from_millis(400),
+                pong_timeout: Duration::from_millis(100),
+                step_wait: Duration::from_millis(50),
+                max_search_time: Duration::from_millis(2000),
+                enough_results: 1,
+                ..ScalableConfig::default()
+            },
+            ..Config::default()
+        }
+    }
+
+    impl Net {
+        fn new(n: usize) -> Net {
+            let now = Instant::now();
+            let nodes = (0..n)
+                .map(|i| {
+                    let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 1 + i as u8), 30000);
+                    let mut o = Overlay::new(scfg(30000, i as u64), now);
+                    o.add_own_ip(*addr.ip());
+                    let lib = vec![format!("Unique-{i}.txt"), "common.TXT".to_string()];
+                    o.set_library(&lib);
+                    (addr, o, lib)
+                })
+                .collect();
+            Net {
+                now,
+                nodes,
+                results: vec![],
+                finished: vec![],
+                sent: vec![],
+            }
+        }
+
+        fn idx(&self, a: SocketAddrV4) -> Option<usize> {
+            self.nodes.iter().position(|(x, _, _)| *x == a)
+        }
+
+        fn pump(&mut self) {
+            for _ in 0..100_000 {
+                let mut moved = false;
+                for i in 0..self.nodes.len() {
+                    let src = self.nodes[i].0;
+                    while let Some(ev) = self.nodes[i].1.poll_event() {
+                        match ev {
+                            Event::Query(q) => {
+                                let files: Vec<HitFile> = self.nodes[i]
+                                    .2
+                                    .iter()
+                                    .filter(|n| crate::name_matches(&q.text, n))
+                                    .map(HitFile::named)
+                                    .collect();
+                                self.nodes[i].1.answer_query(&q, &files);
+                            }
+                            Event::SearchResult {
+                                search,
+                                peer,
+                                files,
+                            } => self.results.push((
+                                i,
+                                search,
+                                peer.udp,
+                                files.into_iter().map(|f| f.name).collect(),
+                            )),
+                            Event::SearchFinished { search } => self.finished.push((i, search)),
+                            _ => {}
+                        }
+                    }
+                    while let Some(t) = self.nodes[i].1.poll_transmit() {
+                        moved = true;
+                        let bytes = t.encode(*src.ip());
+                        assert!(bytes.len() <= MAX_DATAGRAM);
+                        self.sent
+                            .push((src, t.dest, Message::parse(&bytes).unwrap()));
+                        if let Some(j) = self.idx(t.dest) {
+                            let now = self.now;
+                            self.nodes[j]
+                                .1
+                                .handle_datagram(now, SocketAddr::V4(src), &bytes);
+                        }
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+            panic!("network never went quiet");
+        }
+
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            for _ in 0..100_000 {
+                let next = self.nodes.iter().filter_map(|n| n.1.poll_timeout()).min();
+                match next {
+                    Some(t) if t <= end => {
+                        self.now = self.now.max(t);
+                        let now = self.now;
+                        for i in 0..self.nodes.len() {
+                            self.nodes[i].1.handle_timeout(now);
+                        }
+                        self.pump();
+                    }
+                    _ => break,
+                }
+            }
+            self.now = end;
+        }
+    }
+
+    fn joined(n: usize) -> Net {
+        let mut net = Net::new(n);
+        let first = net.nodes[0].0;
+        for i in 1..n {
+            let now = net.now;
+            net.nodes[i].1.connect(now, first, first.port() + 1);
+            net.pump();
+        }
+        net.advance(Duration::from_millis(500));
+        net
+    }
+
+    #[test]
+    fn degrees_stay_in_range_and_filters_are_exchanged() {
+        let net = joined(30);
+        for (i, (_, o, _)) in net.nodes.iter().enumerate() {
+            let d = o.degree();
+            assert!((2..=6).contains(&d), "node {i} has degree {d}");
+            let sc = o.sc.as_ref().unwrap();
+            assert!(sc.neighbours.values().all(|n| n.filter.is_some()));
+            // Links are symmetric.
+            for nb in sc.neighbours.keys() {
+                let j = net.idx(*nb).unwrap();
+                assert!(net.nodes[j]
+                    .1
+                    .sc
+                    .as_ref()
+                    .unwrap()
+                    .neighbours
+                    .contains_key(&net.nodes[i].0));
+            }
+        }
+    }
+
+    #[test]
+    fn unique_file_is_found_and_hits_go_straight_to_the_querier() {
+        let mut net = joined(30);
+        net.sent.clear();
+        let now = net.now;
+        let id = net.nodes[3].1.search(now, "unique-17.");
+        net.pump();
+        net.advance(Duration::from_millis(1000));
+        let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].2, net.nodes[17].0);
+        assert_eq!(hits[0].3, vec!["Unique-17.txt".to_string()]);
+        // The hit came straight from node 17 to node 3, carrying its hops.
+        let hit = net
+            .sent
+            .iter()
+            .find(|(_, _, m)| matches!(m, Message::QueryHit(_)))
+            .unwrap();
+        assert_eq!((hit.0, hit.1), (net.nodes[17].0, net.nodes[3].0));
+        let Message::QueryHit(h) = &hit.2 else {
+            unreachable!()
+        };
+        assert!(get_i64(&h.extra, "Hops").is_some_and(|x| x >= 1));
+        let queries = net
+            .sent
+            .iter()
+            .filter(|(_, _, m)| matches!(m, Message::Query(_)))
+            .count();
+        assert!(queries < 30 * 6, "{queries} queries");
+        assert!(net.finished.contains(&(3, id)));
+    }
+
+    #[test]
+    fn a_popular_file_stops_the_search_early() {
+        let mut net = joined(30);
+        net.sent.clear();
+        let now = net.now;
+        let id = net.nodes[0].1.search(now, "common");
+        net.pump();
+        net.advance(Duration::from_millis(1000));
+        assert!(net.results.iter().any(|r| r.1 == id && !r.3.is_empty()));
+        let queries = net
+            .sent
+            .iter()
+            .filter(|(_, _, m)| matches!(m, Message::Query(_)))
+            .count();
+        // Step 0 only: one query per neighbour and the probes they send.
+        let deg = net.nodes[0].1.degree();
+        assert!(queries <= deg * 7, "{queries} queries for degree {deg}");
+        // Every node answers at most once.
+        let mut answerers: Vec<_> = net
+            .sent
+            .iter()
+            .filter(|(_, _, m)| matches!(m, Message::QueryHit(_)))
+            .map(|s| s.0)
+            .collect();
+        let n = answerers.len();
+        answerers.sort();
+        answerers.dedup();
+        assert_eq!(n, answerers.len());
+    }
+
+    #[test]
+    fn dead_neighbours_are_replaced() {
+        let mut net = joined(20);
+        let victim = net.nodes[5].0;
+        let watchers: Vec<usize> = (0..20)
+            .filter(|&i| {
+                net.nodes[i]
+                    .1
+                    .sc
+                    .as_ref()
+                    .unwrap()
+                    .neighbours
+                    .contains_key(&victim)
+            })
+            .collect();
+        assert!(!watchers.is_empty());
+        // Node 5 goes silent: a fresh overlay at another port never answers.
+        net.nodes[5].0 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 9, 9), 1);
+        net.advance(Duration::from_millis(1500));
+        for i in watchers {
+            let o = &net.nodes[i].1;
+            assert!(
+                !o.sc.as_ref().unwrap().neighbours.contains_key(&victim),
+                "node {i}"
+            );
+            assert!(o.degree() >= 2, "node {i} degree {}", o.degree());
+        }
+    }
+
+    #[test]
+    fn a_classic_peer_is_served_classically() {
+        let now = Instant::now();
+        let mut o = Overlay::new(scfg(30000, 1), now);
+        o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+        let src: SocketAddr = "127.0.0.7:20000".parse().unwrap();
+        o.handle_datagram(now, src, br#"{"Command": 1, "IP": "127.0.0.7", "TTL": 1}"#);
+        let t = o.poll_transmit().unwrap();
+        assert_eq!(
+            t.encode(Ipv4Addr::new(127, 0, 0, 2)),
+            br#"{"Command": 2, "IP": "127.0.0.2", "TcpPort": 30001, "UdpPort": 30000}"#
+        );
+        o.handle_datagram(
+            now,
+            src,
+            br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.7"}"#,
+        );
+        let q = std::iter::from_fn(|| o.poll_event())
+            .find_map(|e| match e {
+                Event::Query(q) => Some(q),
+                _ => None,
+            })
+            .unwrap();
+        while o.poll_transmit().is_some() {}
+        o.answer_query(&q, &[]);
+        let t = o.poll_transmit().unwrap();
+        assert_eq!(SocketAddr::V4(t.dest), src);
+        assert!(t
+            .encode(Ipv4Addr::new(127, 0, 0, 2))
+            .starts_with(br#"{"Command": 4, "Contents": [], "IP": "127.0.0.2""#));
+        assert_eq!(o.degree(), 0);
+        assert_eq!(o.peers().len(), 1);
+    }
+
+    #[test]
+    fn large_filters_are_split_under_the_datagram_limit() {
+        let mut x: u64 = 1;
+        let names: Vec<String> = (0..3000)
+            .map(|_| {
+                (0..30)
+                    .map(|_| {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (b'a' + (x >> 33) as u8 % 26) as char
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut net = Net::new(2);
+        net.nodes[1].1.set_library(&names);
+        net.nodes[1].2 = names.clone();
+        let first = net.nodes[0].0;
+        let now = net.now;
+        net.nodes[1].1.connect(now, first, 1);
+        net.pump();
+        let parts = net
+            .sent
+            .iter()
+            .filter(|(s, _, m)| {
+                *s == net.nodes[1].0
+                    && matches!(m, Message::Pong(p) if p.extra.contains_key("Bloom"))
+            })
+            .count();
+        assert!(parts > 1, "{parts} parts");
+        let sc = net.nodes[0].1.sc.as_ref().unwrap();
+        let f = sc
+            .neighbours
+            .values()
+            .next()
+            .unwrap()
+            .filter
+            .as_ref()
+            .unwrap();
+        assert!(f.may_match(&QueryTrigrams::new(&names[2021][3..12])));
+        assert_eq!(f, &TrigramBloom::from_names(&names));
+    }
+}
