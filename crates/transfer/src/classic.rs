@@ -49,8 +49,63 @@ pub struct DownloadReport {
     pub size: u64,
     /// Bytes that were already on disk when this session started.
     pub resumed_from: u64,
-    /// Bytes of the file that crossed the wire in this session.
+    /// Bytes of the file that crossed the wire in this session (for a
+    /// download by hash, data that failed verification included).
     pub bytes_received: u64,
+    /// What each source did.
+    pub sources: Vec<SourceReport>,
+}
+
+/// What one source contributed to a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceReport {
+    /// The source.
+    pub peer: SocketAddr,
+    /// File bytes received from it in this session.
+    pub bytes_received: u64,
+    /// Of those, bytes that passed verification and were kept.
+    pub bytes_verified: u64,
+    /// How it ended.
+    pub outcome: SourceOutcome,
+}
+
+/// How a source ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceOutcome {
+    /// It served until there was nothing left to ask.
+    Served,
+    /// It was not needed (or not reached before the end).
+    Unused,
+    /// It sent data or a tree that failed verification: never asked again
+    /// for this file.
+    BadData,
+    /// It does not have the file.
+    NotFound,
+    /// It stayed busy.
+    Busy,
+    /// The connection failed, stalled or broke the protocol.
+    Failed(String),
+}
+
+impl std::fmt::Display for SourceOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceOutcome::Served => f.write_str("served"),
+            SourceOutcome::Unused => f.write_str("unused"),
+            SourceOutcome::BadData => f.write_str("sent data that failed verification"),
+            SourceOutcome::NotFound => f.write_str("does not have the file"),
+            SourceOutcome::Busy => f.write_str("busy"),
+            SourceOutcome::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+fn summarize(sources: &[SourceReport]) -> String {
+    sources
+        .iter()
+        .map(|s| format!("{}: {}", s.peer, s.outcome))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Why a download did not complete.
@@ -132,6 +187,66 @@ pub enum DownloadError {
         /// What happened.
         cause: String,
     },
+    /// The peer did not answer the rutella hello.
+    #[error("peer {peer} does not speak the rutella protocol ({reason}); if it is a classic peer, download by name instead")]
+    NotRutella {
+        /// The peer.
+        peer: SocketAddr,
+        /// What happened instead.
+        reason: String,
+    },
+    /// The peer answered a rutella request with an error status.
+    #[error("peer {peer} answered {status:?}: {message}")]
+    Refusal {
+        /// The peer.
+        peer: SocketAddr,
+        /// The status it sent.
+        status: crate::wire::Status,
+        /// Its message.
+        message: String,
+    },
+    /// The peer's tree does not combine into the requested hash.
+    #[error("peer {peer} sent a tree that does not match the requested hash ({reason}); it is not asked again for this file")]
+    BadTree {
+        /// The peer.
+        peer: SocketAddr,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The peer sent bytes that failed verification.
+    #[error("peer {peer} sent data that failed verification at byte {offset}; it is not asked again for this file")]
+    BadData {
+        /// The peer.
+        peer: SocketAddr,
+        /// Start of the group that failed.
+        offset: u64,
+    },
+    /// The peer broke the rutella protocol, stalled or closed early.
+    #[error("connection with peer {peer} failed: {reason}")]
+    Connection {
+        /// The peer.
+        peer: SocketAddr,
+        /// What happened.
+        reason: String,
+    },
+    /// A download by hash was given no source.
+    #[error("no source to download {hash} from; search for the file first")]
+    NoSources {
+        /// The hash, in hex.
+        hash: String,
+    },
+    /// Every source of a download by hash failed before it completed.
+    #[error("download of {hash} stopped with {missing} of {size} bytes missing because every source failed ({}); the verified part is kept: run the same download again to resume", summarize(.sources))]
+    SourcesExhausted {
+        /// The hash, in hex.
+        hash: String,
+        /// Bytes still missing.
+        missing: u64,
+        /// The file's size (0 when no tree could be had).
+        size: u64,
+        /// What each source did.
+        sources: Vec<SourceReport>,
+    },
     /// A local file operation failed.
     #[error("{what} {} failed: {source}", .path.display())]
     Local {
@@ -157,7 +272,10 @@ fn not_found_hint(partial: u64, part: &Path) -> String {
 }
 
 impl DownloadError {
-    fn local(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DownloadError {
+    pub(crate) fn local(
+        what: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(io::Error) -> DownloadError {
         let path = path.to_owned();
         move |source| DownloadError::Local { what, path, source }
     }
@@ -229,6 +347,12 @@ pub async fn classic_download(
                 size,
                 resumed_from,
                 bytes_received: received,
+                sources: vec![SourceReport {
+                    peer: req.peer,
+                    bytes_received: received,
+                    bytes_verified: 0,
+                    outcome: SourceOutcome::Served,
+                }],
             })
         }
         Err(e) => {

@@ -17,18 +17,32 @@
 #![warn(missing_docs)]
 
 mod classic;
+mod client;
+mod fetch;
 mod names;
 mod send;
+mod serve_rutella;
 mod server;
+pub mod state;
+pub mod tree;
+mod tree_cache;
+pub mod wire;
 
 use std::path::PathBuf;
 
-pub use classic::{classic_download, ClassicGet, DownloadError, DownloadReport, Progress};
+pub use classic::{
+    classic_download, ClassicGet, DownloadError, DownloadReport, Progress, SourceOutcome,
+    SourceReport,
+};
+pub use client::{RutellaConn, MAX_VERIFIED_READ};
+pub use fetch::{fetch_by_hash, part_paths, pending_progress, HashGet, PartPaths};
 pub use names::{sanitize_basename, NameError};
 pub use send::SendError;
 pub use server::{
-    run_server, serve_connection, Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig,
+    run_server, serve_connection, Fault, Protocol, ServeError, ServeOutcome, ServeReport,
+    ServerConfig,
 };
+pub use tree_cache::TreeCache;
 
 /// The files a server offers, as the node's shared-folder index sees them.
 ///

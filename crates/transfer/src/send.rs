@@ -40,7 +40,7 @@ pub(crate) async fn send_range(
         return Ok(0);
     }
     #[cfg(target_os = "linux")]
-    if cfg.zero_copy && cfg.rate_limit.is_none() {
+    if cfg.zero_copy && cfg.rate_limit.is_none() && cfg.fault.is_none() {
         return sendfile_range(stream, &file, offset, len, cfg.send_timeout).await;
     }
     copy_range(stream, file, offset, len, cfg).await
@@ -107,6 +107,12 @@ async fn copy_range(
         };
         if buf.is_empty() {
             break Err((sent, SendError::FileShrank));
+        }
+        let mut buf = buf;
+        if cfg.fault == Some(crate::server::Fault::FlipBits) {
+            for at in (100..buf.len()).step_by(4096) {
+                buf[at] ^= 0x10;
+            }
         }
         match timeout(cfg.send_timeout, stream.write_all(&buf)).await {
             Err(_) => break Err((sent, SendError::Stalled(cfg.send_timeout))),

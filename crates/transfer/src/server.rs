@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::send::{send_range, SendError};
-use crate::FileSource;
+use crate::tree_cache::TreeCache;
+use crate::{wire, FileSource};
 
 /// Longest classic file name read, as the classic server reads it.
 pub(crate) const CLASSIC_NAME_MAX: usize = 4096;
@@ -39,6 +40,20 @@ pub struct ServerConfig {
     pub buffer_size: usize,
     /// Use `sendfile` (Linux) for uploads without a rate limit.
     pub zero_copy: bool,
+    /// Verification trees of served files, computed on first request.
+    /// Servers may share one cache.
+    pub trees: Arc<TreeCache>,
+    /// Threads used to hash a large file for its tree.
+    pub hash_threads: usize,
+    /// Deliberate misbehaviour, for tests of downloaders only.
+    pub fault: Option<Fault>,
+}
+
+/// Deliberate misbehaviour of a test server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Flip one bit in every 4 KiB of file data sent (both exchanges).
+    FlipBits,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +66,11 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(2),
             buffer_size: 512 * 1024,
             zero_copy: true,
+            trees: Arc::new(TreeCache::new(64 << 20)),
+            hash_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            fault: None,
         }
     }
 }
@@ -79,6 +99,13 @@ pub enum ServeOutcome {
     /// The file is 4 GiB or larger, which the classic exchange cannot carry
     /// (count 0).
     TooLargeForClassic,
+    /// A rutella session ended after answering this many requests.
+    Session {
+        /// Requests answered.
+        requests: u32,
+    },
+    /// Every slot was taken: a rutella peer was told so.
+    Busy,
 }
 
 /// What one connection did, for the log and the node's statistics.
@@ -88,9 +115,10 @@ pub struct ServeReport {
     pub peer: SocketAddr,
     /// The exchange it used.
     pub protocol: Protocol,
-    /// The name (classic) it asked for, lossily decoded.
+    /// The name (classic) it asked for, lossily decoded, or the hex hash of
+    /// the last rutella request.
     pub request: String,
-    /// The offset the transfer started at.
+    /// The offset the (last) transfer started at.
     pub offset: u64,
     /// File bytes written to the peer.
     pub bytes_sent: u64,
@@ -126,6 +154,14 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
+    /// The peer sent a malformed rutella message (it was told so).
+    #[error("peer {peer} sent a bad request: {reason}; closed the connection")]
+    BadRequest {
+        /// The connecting peer.
+        peer: SocketAddr,
+        /// What was wrong.
+        reason: String,
+    },
     /// The upload stopped before the end.
     #[error("upload of {request:?} to peer {peer} stopped after {sent} of {len} bytes: {source}")]
     Upload {
@@ -158,35 +194,86 @@ pub async fn serve_connection(
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let deadline = Instant::now() + cfg.request_timeout;
-    let io_err = |during, source| ServeError::Io {
-        peer,
-        during,
-        source,
-    };
-    let mut head = [0u8; 4];
-    match timeout_at(deadline, stream.read_exact(&mut head)).await {
-        Err(_) => {
-            return Err(ServeError::RequestTimeout {
-                peer,
-                after: cfg.request_timeout,
-            })
+    match detect_protocol(&mut stream, peer, deadline, &cfg).await? {
+        Detected::Classic { partial, already } => {
+            serve_classic(stream, peer, partial, &already, deadline, &source, &cfg).await
         }
-        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            return Err(ServeError::ClosedEarly { peer })
-        }
-        Ok(Err(e)) => return Err(io_err("reading the request", e)),
-        Ok(Ok(_)) => {}
+        Detected::Rutella => crate::serve_rutella::serve(stream, peer, source, cfg).await,
     }
-    serve_classic(
-        stream,
-        peer,
-        u32::from_le_bytes(head),
-        &[],
-        deadline,
-        &source,
-        &cfg,
-    )
-    .await
+}
+
+/// What the first bytes of a connection said.
+pub(crate) enum Detected {
+    /// A classic request; `already` holds name bytes read while deciding.
+    Classic { partial: u32, already: Vec<u8> },
+    /// The rutella hello (fully read).
+    Rutella,
+}
+
+/// Reads just enough to tell the exchanges apart (4, 5 or 8 bytes).
+pub(crate) async fn detect_protocol(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+    cfg: &ServerConfig,
+) -> Result<Detected, ServeError> {
+    let mut head = [0u8; wire::HELLO_LEN];
+    read_exact_by(stream, &mut head[..4], peer, deadline, cfg).await?;
+    let partial = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    if wire::detect(&head[..4]) == wire::Detect::Classic {
+        return Ok(Detected::Classic {
+            partial,
+            already: Vec::new(),
+        });
+    }
+    read_exact_by(stream, &mut head[4..5], peer, deadline, cfg).await?;
+    if wire::detect(&head[..5]) == wire::Detect::Classic {
+        return Ok(Detected::Classic {
+            partial,
+            already: vec![head[4]],
+        });
+    }
+    read_exact_by(stream, &mut head[5..], peer, deadline, cfg).await?;
+    match wire::decode_hello(&head) {
+        Ok(_version) => Ok(Detected::Rutella),
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "malformed rutella hello; closing");
+            let msg = format!("malformed hello: {e}");
+            let _ = crate::serve_rutella::reply_error(
+                stream,
+                wire::Status::BadRequest,
+                &msg,
+                cfg.send_timeout,
+            )
+            .await;
+            Err(ServeError::BadRequest { peer, reason: msg })
+        }
+    }
+}
+
+/// `read_exact` bounded by the request deadline, with clear errors.
+pub(crate) async fn read_exact_by(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    peer: SocketAddr,
+    deadline: Instant,
+    cfg: &ServerConfig,
+) -> Result<(), ServeError> {
+    match timeout_at(deadline, stream.read_exact(buf)).await {
+        Err(_) => Err(ServeError::RequestTimeout {
+            peer,
+            after: cfg.request_timeout,
+        }),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(ServeError::ClosedEarly { peer })
+        }
+        Ok(Err(e)) => Err(ServeError::Io {
+            peer,
+            during: "reading the request",
+            source: e,
+        }),
+        Ok(Ok(_)) => Ok(()),
+    }
 }
 
 /// Reads the classic name (after the 4-byte partial size) and answers.
@@ -399,13 +486,7 @@ pub async fn run_server(
                 let slots = Arc::clone(&slots);
                 tasks.spawn(async move {
                     let _wait_permit = wait_permit;
-                    match timeout(cfg2.request_timeout, slots.acquire_owned()).await {
-                        Ok(Ok(permit)) => {
-                            let _permit = permit;
-                            log_result(serve_connection(stream, source, cfg2).await);
-                        }
-                        _ => tracing::warn!(%peer, "no free upload slot in time; closed"),
-                    }
+                    log_result(serve_when_free(stream, peer, source, cfg2, slots).await);
                 });
                 continue;
             }
@@ -428,6 +509,67 @@ pub async fn run_server(
     }
     tracing::info!(%local, "transfer server stopped");
     Ok(())
+}
+
+/// A connection that arrived while every slot was taken: a rutella peer is
+/// told the server is busy at once; a classic peer (which has no way to be
+/// told) waits for a slot until its request deadline.
+async fn serve_when_free(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    source: Arc<dyn FileSource>,
+    cfg: Arc<ServerConfig>,
+    slots: Arc<Semaphore>,
+) -> Result<ServeReport, ServeError> {
+    let deadline = Instant::now() + cfg.request_timeout;
+    match detect_protocol(&mut stream, peer, deadline, &cfg).await? {
+        Detected::Rutella => {
+            let _ = write_all_timed(
+                &mut stream,
+                &wire::encode_hello(wire::VERSION),
+                cfg.send_timeout,
+            )
+            .await;
+            let msg = format!(
+                "all {} upload slots are taken; try again shortly",
+                cfg.max_connections
+            );
+            crate::serve_rutella::reply_error(
+                &mut stream,
+                wire::Status::Busy,
+                &msg,
+                cfg.send_timeout,
+            )
+            .await
+            .map_err(|e| ServeError::Io {
+                peer,
+                during: "replying busy",
+                source: e,
+            })?;
+            let _ = stream.shutdown().await;
+            tracing::info!(%peer, "told a rutella peer the server is busy");
+            Ok(ServeReport {
+                peer,
+                protocol: Protocol::Rutella,
+                request: String::new(),
+                offset: 0,
+                bytes_sent: 0,
+                outcome: ServeOutcome::Busy,
+            })
+        }
+        Detected::Classic { partial, already } => {
+            let _permit = match timeout_at(deadline, slots.acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(ServeError::RequestTimeout {
+                        peer,
+                        after: cfg.request_timeout,
+                    })
+                }
+            };
+            serve_classic(stream, peer, partial, &already, deadline, &source, &cfg).await
+        }
+    }
 }
 
 fn log_result(r: Result<ServeReport, ServeError>) {

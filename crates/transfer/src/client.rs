@@ -1,0 +1,241 @@
+//! One rutella connection, from the downloading side.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::classic::{connect, DownloadError};
+use crate::tree::{group_count, Tree};
+use crate::wire::{self, Request, RequestKind, ResponseHeader, Status};
+
+/// Largest tree accepted (bytes of group hashes): 2^18 groups and a margin.
+const MAX_TREE_BYTES: u64 = 64 << 20;
+/// Largest range [`RutellaConn::read_verified`] returns at once.
+pub const MAX_VERIFIED_READ: u64 = 64 << 20;
+
+/// An open rutella connection: requests are answered in order on it.
+#[derive(Debug)]
+pub struct RutellaConn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    idle: Duration,
+}
+
+impl RutellaConn {
+    /// Connects and exchanges hellos.
+    pub async fn connect(
+        peer: SocketAddr,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<RutellaConn, DownloadError> {
+        let mut stream = connect(peer, connect_timeout).await?;
+        let not_rutella = |reason: String| DownloadError::NotRutella { peer, reason };
+        match timeout(
+            idle_timeout,
+            stream.write_all(&wire::encode_hello(wire::VERSION)),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(not_rutella(format!("sending the hello failed: {e}"))),
+            Err(_) => return Err(not_rutella("the hello could not be sent".into())),
+        }
+        let mut hello = [0u8; wire::HELLO_LEN];
+        match timeout(idle_timeout, stream.read_exact(&mut hello)).await {
+            Err(_) => return Err(not_rutella(format!("no hello within {idle_timeout:?}"))),
+            Ok(Err(e)) => return Err(not_rutella(format!("no hello: {e}"))),
+            Ok(Ok(_)) => {}
+        }
+        match wire::decode_hello(&hello) {
+            Ok(v) if v >= 1 => Ok(RutellaConn {
+                stream,
+                peer,
+                idle: idle_timeout,
+            }),
+            Ok(v) => Err(not_rutella(format!("version {v}"))),
+            Err(e) => Err(not_rutella(e.to_string())),
+        }
+    }
+
+    /// The peer at the other end.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn broken(&self, reason: impl Into<String>) -> DownloadError {
+        DownloadError::Connection {
+            peer: self.peer,
+            reason: reason.into(),
+        }
+    }
+
+    async fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), DownloadError> {
+        match timeout(self.idle, self.stream.read_exact(buf)).await {
+            Err(_) => Err(self.broken(format!("no data for {:?} while reading {what}", self.idle))),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(self.broken(format!("closed while sending {what}")))
+            }
+            Ok(Err(e)) => Err(self.broken(format!("reading {what} failed: {e}"))),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// Reads some bytes of a payload (at least one), within the idle timeout.
+    pub async fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, DownloadError> {
+        match timeout(self.idle, self.stream.read(buf)).await {
+            Err(_) => Err(self.broken(format!("stalled: no data for {:?}", self.idle))),
+            Ok(Err(e)) => Err(self.broken(format!("reading failed: {e}"))),
+            Ok(Ok(0)) => Err(self.broken("closed the connection mid-transfer")),
+            Ok(Ok(n)) => Ok(n),
+        }
+    }
+
+    async fn send(&mut self, req: Request) -> Result<(), DownloadError> {
+        match timeout(self.idle, self.stream.write_all(&req.encode())).await {
+            Err(_) => Err(self.broken("the request could not be sent in time")),
+            Ok(Err(e)) => Err(self.broken(format!("sending a request failed: {e}"))),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Reads a response header; an error status becomes
+    /// [`DownloadError::Refusal`] with the peer's message.
+    async fn header(&mut self) -> Result<ResponseHeader, DownloadError> {
+        let mut b = [0u8; wire::RESPONSE_LEN];
+        self.read_exact(&mut b, "a response header").await?;
+        let h = ResponseHeader::decode(&b)
+            .map_err(|e| self.broken(format!("malformed response header: {e}")))?;
+        if h.status != Status::Ok {
+            let mut msg = vec![0u8; h.len as usize];
+            self.read_exact(&mut msg, "an error message").await?;
+            return Err(DownloadError::Refusal {
+                peer: self.peer,
+                status: h.status,
+                message: String::from_utf8_lossy(&msg).into_owned(),
+            });
+        }
+        Ok(h)
+    }
+
+    /// Asks for the tree of `hash` and checks it against the hash.
+    ///
+    /// The size it states is confirmed only once the last group verifies:
+    /// see [`Tree::from_groups`]; [`RutellaConn::confirmed_tree`] does both.
+    pub async fn tree(&mut self, hash: &[u8; 32]) -> Result<Tree, DownloadError> {
+        self.send(Request {
+            hash: *hash,
+            kind: RequestKind::Tree,
+        })
+        .await?;
+        let h = self.header().await?;
+        let peer = self.peer;
+        let bad = |reason: String| DownloadError::BadTree { peer, reason };
+        if !(wire::MIN_GROUP_LOG..=wire::MAX_GROUP_LOG).contains(&h.group_log) {
+            return Err(bad(format!("group size 2^{}", h.group_log)));
+        }
+        let want = group_count(h.size, h.group_log).saturating_mul(32);
+        if h.len != want || h.len > MAX_TREE_BYTES {
+            return Err(bad(format!(
+                "{} bytes of hashes for a file of {} bytes",
+                h.len, h.size
+            )));
+        }
+        let mut payload = vec![0u8; h.len as usize];
+        self.read_exact(&mut payload, "a tree").await?;
+        Tree::decode(*hash, h.size, h.group_log, &payload).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The tree of `hash` with its size confirmed by the last group, which
+    /// is returned too (empty for an empty file).
+    pub async fn confirmed_tree(
+        &mut self,
+        hash: &[u8; 32],
+    ) -> Result<(Tree, Vec<u8>), DownloadError> {
+        let tree = self.tree(hash).await?;
+        if tree.groups() == 0 {
+            return Ok((tree, Vec::new()));
+        }
+        let r = tree.group_range(tree.groups() - 1);
+        let last = self.read_verified(&tree, r.start, r.end - r.start).await?;
+        Ok((tree, last))
+    }
+
+    /// Sends a range request and reads its header; the caller then reads
+    /// exactly `len` bytes with [`RutellaConn::read_some`]. Returns the file
+    /// size the peer states.
+    pub async fn request_range(
+        &mut self,
+        hash: &[u8; 32],
+        offset: u64,
+        len: u64,
+    ) -> Result<u64, DownloadError> {
+        self.send(Request {
+            hash: *hash,
+            kind: RequestKind::Range { offset, len },
+        })
+        .await?;
+        let h = self.header().await?;
+        if h.len != len {
+            return Err(self.broken(format!("answered {} bytes for a {len}-byte range", h.len)));
+        }
+        Ok(h.size)
+    }
+
+    /// Fetches `offset .. offset + len` of the file `tree` describes,
+    /// verifying every group it touches, and returns exactly those bytes.
+    /// At most [`MAX_VERIFIED_READ`] bytes at once.
+    pub async fn read_verified(
+        &mut self,
+        tree: &Tree,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, DownloadError> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= tree.size())
+            .ok_or_else(|| DownloadError::Connection {
+                peer: self.peer,
+                reason: format!("range {offset}+{len} is past the end of the file"),
+            })?;
+        if len > MAX_VERIFIED_READ {
+            return Err(DownloadError::Connection {
+                peer: self.peer,
+                reason: format!("range of {len} bytes is larger than {MAX_VERIFIED_READ}"),
+            });
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let gl = tree.group_log();
+        let first = offset >> gl;
+        let last = (end - 1) >> gl;
+        let start = tree.group_range(first).start;
+        let stop = tree.group_range(last).end;
+        let size = self.request_range(tree.hash(), start, stop - start).await?;
+        if size != tree.size() {
+            return Err(DownloadError::BadData {
+                peer: self.peer,
+                offset: start,
+            });
+        }
+        let mut buf = vec![0u8; (stop - start) as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            filled += self.read_some(&mut buf[filled..]).await?;
+        }
+        for i in first..=last {
+            let r = tree.group_range(i);
+            let slice = &buf[(r.start - start) as usize..(r.end - start) as usize];
+            if !tree.verify_group(i, slice) {
+                return Err(DownloadError::BadData {
+                    peer: self.peer,
+                    offset: r.start,
+                });
+            }
+        }
+        Ok(buf[(offset - start) as usize..(end - start) as usize].to_vec())
+    }
+}

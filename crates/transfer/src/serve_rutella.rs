@@ -1,0 +1,197 @@
+//! The serving side of the rutella protocol (after the hello was read).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+use crate::send::send_range;
+use crate::server::{
+    open_file, write_all_timed, Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig,
+};
+use crate::tree_cache::TreeLookupError;
+use crate::wire::{self, Request, RequestKind, ResponseHeader, Status};
+use crate::FileSource;
+
+/// Hex form of a hash, for logs.
+pub(crate) fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sends an error response with a message (cut to the protocol's limit).
+pub(crate) async fn reply_error(
+    stream: &mut TcpStream,
+    status: Status,
+    message: &str,
+    limit: Duration,
+) -> io::Result<()> {
+    let mut end = message.len().min(wire::MAX_MESSAGE_LEN as usize);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let msg = &message.as_bytes()[..end];
+    let mut out = ResponseHeader::error(status, msg.len() as u64)
+        .encode()
+        .to_vec();
+    out.extend_from_slice(msg);
+    write_all_timed(stream, &out, limit).await
+}
+
+/// Answers requests until the peer closes, goes quiet for the request
+/// timeout, or sends something malformed.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    source: Arc<dyn FileSource>,
+    cfg: Arc<ServerConfig>,
+) -> Result<ServeReport, ServeError> {
+    let io_err = |during: &'static str| {
+        move |e: io::Error| ServeError::Io {
+            peer,
+            during,
+            source: e,
+        }
+    };
+    write_all_timed(
+        &mut stream,
+        &wire::encode_hello(wire::VERSION),
+        cfg.send_timeout,
+    )
+    .await
+    .map_err(io_err("sending the hello"))?;
+    let mut report = ServeReport {
+        peer,
+        protocol: Protocol::Rutella,
+        request: String::new(),
+        offset: 0,
+        bytes_sent: 0,
+        outcome: ServeOutcome::Session { requests: 0 },
+    };
+    let mut requests = 0u32;
+    loop {
+        let mut buf = [0u8; wire::REQUEST_LEN];
+        // A clean close between requests ends the session.
+        let first = match timeout(cfg.request_timeout, stream.read(&mut buf)).await {
+            Err(_) => {
+                tracing::debug!(%peer, "rutella session idle; closing");
+                break;
+            }
+            Ok(Err(e)) => return Err(io_err("reading a request")(e)),
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+        };
+        if first < buf.len() {
+            let deadline = Instant::now() + cfg.request_timeout;
+            crate::server::read_exact_by(&mut stream, &mut buf[first..], peer, deadline, &cfg)
+                .await?;
+        }
+        let req = match Request::decode(&buf) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("malformed request: {e}");
+                let _ =
+                    reply_error(&mut stream, Status::BadRequest, &reason, cfg.send_timeout).await;
+                tracing::warn!(%peer, %reason, "bad rutella request; closing");
+                return Err(ServeError::BadRequest { peer, reason });
+            }
+        };
+        requests += 1;
+        report.request = hex(&req.hash);
+        report.outcome = ServeOutcome::Session { requests };
+        let Some(file) = source.by_hash(&req.hash) else {
+            tracing::info!(%peer, hash = %report.request, "rutella request for a hash not shared here");
+            reply_error(
+                &mut stream,
+                Status::NotFound,
+                "no file with that hash is shared here",
+                cfg.send_timeout,
+            )
+            .await
+            .map_err(io_err("replying not found"))?;
+            continue;
+        };
+        match req.kind {
+            RequestKind::Tree => {
+                let tree = match cfg.trees.get(&req.hash, &file, cfg.hash_threads).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let status = match e {
+                            TreeLookupError::Changed => Status::NotFound,
+                            TreeLookupError::Io(_) => Status::ServerError,
+                        };
+                        tracing::warn!(%peer, hash = %report.request, path = %file.path.display(), error = %e, "cannot serve the tree");
+                        reply_error(&mut stream, status, &e.to_string(), cfg.send_timeout)
+                            .await
+                            .map_err(io_err("replying an error"))?;
+                        continue;
+                    }
+                };
+                let mut out = ResponseHeader {
+                    status: Status::Ok,
+                    group_log: tree.group_log(),
+                    size: tree.size(),
+                    len: tree.encoded_len(),
+                }
+                .encode()
+                .to_vec();
+                out.extend_from_slice(&tree.encode());
+                write_all_timed(&mut stream, &out, cfg.send_timeout)
+                    .await
+                    .map_err(io_err("sending a tree"))?;
+            }
+            RequestKind::Range { offset, len } => {
+                report.offset = offset;
+                let (f, size) = match open_file(&file.path).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(%peer, path = %file.path.display(), error = %e, "cannot open a shared file");
+                        reply_error(
+                            &mut stream,
+                            Status::ServerError,
+                            "the file cannot be read",
+                            cfg.send_timeout,
+                        )
+                        .await
+                        .map_err(io_err("replying an error"))?;
+                        continue;
+                    }
+                };
+                if offset.checked_add(len).is_none_or(|end| end > size) {
+                    let msg = format!("range {offset}+{len} goes past the end ({size} bytes)");
+                    reply_error(&mut stream, Status::BadRange, &msg, cfg.send_timeout)
+                        .await
+                        .map_err(io_err("replying an error"))?;
+                    continue;
+                }
+                let head = ResponseHeader {
+                    status: Status::Ok,
+                    group_log: 0,
+                    size,
+                    len,
+                };
+                write_all_timed(&mut stream, &head.encode(), cfg.send_timeout)
+                    .await
+                    .map_err(io_err("sending a response header"))?;
+                match send_range(&mut stream, f, offset, len, &cfg).await {
+                    Ok(n) => report.bytes_sent += n,
+                    Err((sent, e)) => {
+                        return Err(ServeError::Upload {
+                            peer,
+                            request: report.request.clone(),
+                            sent,
+                            len,
+                            source: e,
+                        })
+                    }
+                }
+            }
+        }
+    }
+    let _ = timeout(cfg.send_timeout, stream.shutdown()).await;
+    tracing::info!(%peer, requests, bytes = report.bytes_sent, "rutella session ended");
+    Ok(report)
+}

@@ -1,0 +1,392 @@
+//! The bytes of the rutella transfer protocol, without any I/O.
+//!
+//! Every function here works on byte slices, so the decoders can be fuzzed
+//! and property-tested. All integers are little-endian, like the classic
+//! exchange's.
+//!
+//! ```text
+//! client hello   8 bytes   MAGIC (7 bytes) + version (1 byte)
+//! server hello   8 bytes   MAGIC (7 bytes) + version (1 byte)
+//! request       49 bytes   kind u8 | hash [32] | offset u64 | len u64
+//! response      24 bytes   status u8 | group_log u8 | 0 [6] | size u64 | len u64
+//!                          followed by `len` payload bytes
+//! ```
+
+/// First bytes of every rutella connection, in both directions.
+///
+/// Read as a classic request, the first four bytes are a partial size of
+/// 0xFF54_5552 bytes (just under 4 GiB), and the fifth is the first byte of
+/// the file name: `0xFF`, which never occurs in UTF-8. A classic request
+/// whose name is UTF-8 therefore can never be taken for a rutella hello.
+pub const MAGIC: [u8; 7] = [b'R', b'U', b'T', 0xFF, 0xFF, b'L', b'A'];
+
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// Length of a hello.
+pub const HELLO_LEN: usize = 8;
+/// Length of an encoded [`Request`].
+pub const REQUEST_LEN: usize = 49;
+/// Length of an encoded [`ResponseHeader`].
+pub const RESPONSE_LEN: usize = 24;
+/// Longest error message a response may carry.
+pub const MAX_MESSAGE_LEN: u64 = 1024;
+/// Smallest chunk group: 16 KiB (2^14 bytes).
+pub const MIN_GROUP_LOG: u8 = 14;
+/// Largest chunk group: 16 MiB (2^24 bytes).
+pub const MAX_GROUP_LOG: u8 = 24;
+
+/// A malformed protocol message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Fewer bytes than the message needs.
+    #[error("message too short: {got} of {need} bytes")]
+    Short {
+        /// Bytes given.
+        got: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// The bytes do not start with [`MAGIC`].
+    #[error("not a rutella hello (wrong magic)")]
+    BadMagic,
+    /// A version this side does not speak.
+    #[error("unsupported protocol version {0}")]
+    BadVersion(u8),
+    /// An unknown request kind.
+    #[error("unknown request kind {0}")]
+    BadKind(u8),
+    /// An unknown response status.
+    #[error("unknown response status {0}")]
+    BadStatus(u8),
+    /// A field that must be zero is not, or a value is out of range.
+    #[error("invalid field: {0}")]
+    Invalid(&'static str),
+}
+
+/// How the first bytes of a connection classify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detect {
+    /// A classic request (a `u32` partial size and a name).
+    Classic,
+    /// The rutella hello.
+    Rutella,
+    /// Not enough bytes yet to tell.
+    NeedMore,
+}
+
+/// Tells the classic exchange from the rutella protocol by the first bytes
+/// received. Needs at most 5 bytes.
+pub fn detect(prefix: &[u8]) -> Detect {
+    let n = prefix.len().min(5);
+    if prefix[..n] != MAGIC[..n] {
+        return Detect::Classic;
+    }
+    if n < 5 {
+        Detect::NeedMore
+    } else {
+        Detect::Rutella
+    }
+}
+
+/// Encodes a hello for `version`.
+pub fn encode_hello(version: u8) -> [u8; HELLO_LEN] {
+    let mut out = [0u8; HELLO_LEN];
+    out[..7].copy_from_slice(&MAGIC);
+    out[7] = version;
+    out
+}
+
+/// Decodes a hello and returns the version it announces.
+pub fn decode_hello(buf: &[u8]) -> Result<u8, WireError> {
+    let b = take::<HELLO_LEN>(buf)?;
+    if b[..7] != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    if b[7] == 0 {
+        return Err(WireError::BadVersion(0));
+    }
+    Ok(b[7])
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// The chunk-group hashes of the whole file (its verification tree).
+    Tree,
+    /// The raw bytes `offset .. offset + len`.
+    Range {
+        /// First byte.
+        offset: u64,
+        /// Number of bytes.
+        len: u64,
+    },
+}
+
+/// One request of a rutella connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// The whole-file BLAKE3 hash of the file wanted.
+    pub hash: [u8; 32],
+    /// What is wanted of it.
+    pub kind: RequestKind,
+}
+
+const KIND_TREE: u8 = 1;
+const KIND_RANGE: u8 = 2;
+
+impl Request {
+    /// Encodes the request.
+    pub fn encode(&self) -> [u8; REQUEST_LEN] {
+        let mut out = [0u8; REQUEST_LEN];
+        let (kind, offset, len) = match self.kind {
+            RequestKind::Tree => (KIND_TREE, 0, 0),
+            RequestKind::Range { offset, len } => (KIND_RANGE, offset, len),
+        };
+        out[0] = kind;
+        out[1..33].copy_from_slice(&self.hash);
+        out[33..41].copy_from_slice(&offset.to_le_bytes());
+        out[41..49].copy_from_slice(&len.to_le_bytes());
+        out
+    }
+
+    /// Decodes a request from the first [`REQUEST_LEN`] bytes of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<Request, WireError> {
+        let b = take::<REQUEST_LEN>(buf)?;
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&b[1..33]);
+        let offset = u64_at(&b, 33);
+        let len = u64_at(&b, 41);
+        let kind = match b[0] {
+            KIND_TREE => {
+                if offset != 0 || len != 0 {
+                    return Err(WireError::Invalid("a tree request has offset and length 0"));
+                }
+                RequestKind::Tree
+            }
+            KIND_RANGE => {
+                if offset.checked_add(len).is_none() {
+                    return Err(WireError::Invalid("range end past 2^64"));
+                }
+                RequestKind::Range { offset, len }
+            }
+            k => return Err(WireError::BadKind(k)),
+        };
+        Ok(Request { hash, kind })
+    }
+}
+
+/// The status of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The payload is what was asked for.
+    Ok,
+    /// No file with that hash is shared here.
+    NotFound,
+    /// Every upload slot is taken; ask again later.
+    Busy,
+    /// The request was malformed; the connection closes.
+    BadRequest,
+    /// The range goes past the end of the file.
+    BadRange,
+    /// The server failed to read its own file.
+    ServerError,
+}
+
+impl Status {
+    fn to_byte(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::NotFound => 1,
+            Status::Busy => 2,
+            Status::BadRequest => 3,
+            Status::BadRange => 4,
+            Status::ServerError => 5,
+        }
+    }
+    fn from_byte(b: u8) -> Result<Status, WireError> {
+        Ok(match b {
+            0 => Status::Ok,
+            1 => Status::NotFound,
+            2 => Status::Busy,
+            3 => Status::BadRequest,
+            4 => Status::BadRange,
+            5 => Status::ServerError,
+            b => return Err(WireError::BadStatus(b)),
+        })
+    }
+}
+
+/// The fixed header of every response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHeader {
+    /// The outcome.
+    pub status: Status,
+    /// log2 of the chunk-group size of the tree (tree responses), else 0.
+    pub group_log: u8,
+    /// The whole file's size (`Ok` responses), else 0.
+    pub size: u64,
+    /// Payload bytes that follow: the tree, the range, or for an error a
+    /// UTF-8 message of at most [`MAX_MESSAGE_LEN`] bytes.
+    pub len: u64,
+}
+
+impl ResponseHeader {
+    /// An error response carrying `message_len` bytes of message.
+    pub fn error(status: Status, message_len: u64) -> ResponseHeader {
+        ResponseHeader {
+            status,
+            group_log: 0,
+            size: 0,
+            len: message_len,
+        }
+    }
+
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; RESPONSE_LEN] {
+        let mut out = [0u8; RESPONSE_LEN];
+        out[0] = self.status.to_byte();
+        out[1] = self.group_log;
+        out[8..16].copy_from_slice(&self.size.to_le_bytes());
+        out[16..24].copy_from_slice(&self.len.to_le_bytes());
+        out
+    }
+
+    /// Decodes a header from the first [`RESPONSE_LEN`] bytes of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<ResponseHeader, WireError> {
+        let b = take::<RESPONSE_LEN>(buf)?;
+        let status = Status::from_byte(b[0])?;
+        if b[2..8].iter().any(|&x| x != 0) {
+            return Err(WireError::Invalid("reserved header bytes are not zero"));
+        }
+        let h = ResponseHeader {
+            status,
+            group_log: b[1],
+            size: u64_at(&b, 8),
+            len: u64_at(&b, 16),
+        };
+        if status != Status::Ok && h.len > MAX_MESSAGE_LEN {
+            return Err(WireError::Invalid("error message too long"));
+        }
+        if h.group_log != 0 && !(MIN_GROUP_LOG..=MAX_GROUP_LOG).contains(&h.group_log) {
+            return Err(WireError::Invalid("chunk-group size out of range"));
+        }
+        Ok(h)
+    }
+}
+
+fn take<const N: usize>(buf: &[u8]) -> Result<[u8; N], WireError> {
+    buf.get(..N)
+        .and_then(|s| <[u8; N]>::try_from(s).ok())
+        .ok_or(WireError::Short {
+            got: buf.len(),
+            need: N,
+        })
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn status() -> impl Strategy<Value = Status> {
+        prop_oneof![
+            Just(Status::Ok),
+            Just(Status::NotFound),
+            Just(Status::Busy),
+            Just(Status::BadRequest),
+            Just(Status::BadRange),
+            Just(Status::ServerError),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trips(hash in any::<[u8; 32]>(), offset in any::<u64>(), len in any::<u64>(), tree in any::<bool>()) {
+            let len = len.min(u64::MAX - offset);
+            let kind = if tree { RequestKind::Tree } else { RequestKind::Range { offset, len } };
+            let r = Request { hash, kind };
+            prop_assert_eq!(Request::decode(&r.encode()), Ok(r));
+        }
+
+        #[test]
+        fn response_round_trips(st in status(), size in any::<u64>(), len in 0..=MAX_MESSAGE_LEN, g in MIN_GROUP_LOG..=MAX_GROUP_LOG) {
+            let h = ResponseHeader { status: st, group_log: g, size, len };
+            prop_assert_eq!(ResponseHeader::decode(&h.encode()), Ok(h));
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = Request::decode(&bytes);
+            let _ = ResponseHeader::decode(&bytes);
+            let _ = decode_hello(&bytes);
+            let _ = detect(&bytes);
+        }
+
+        #[test]
+        fn classic_requests_are_never_rutella(partial in any::<u32>(), name in ".{1,64}") {
+            let mut req = partial.to_le_bytes().to_vec();
+            req.extend_from_slice(name.as_bytes());
+            for cut in 0..=req.len() {
+                prop_assert_ne!(detect(&req[..cut]), Detect::Rutella);
+            }
+        }
+
+        #[test]
+        fn hello_round_trips(v in 1u8..) {
+            prop_assert_eq!(decode_hello(&encode_hello(v)), Ok(v));
+        }
+    }
+
+    #[test]
+    fn hello_is_detected() {
+        let h = encode_hello(VERSION);
+        for cut in 0..5 {
+            assert_eq!(detect(&h[..cut]), Detect::NeedMore);
+        }
+        assert_eq!(detect(&h), Detect::Rutella);
+        // A classic peer resuming from exactly that partial size, with a
+        // UTF-8 name, stays classic.
+        let mut classic = MAGIC[..4].to_vec();
+        classic.extend_from_slice("Ýname".as_bytes());
+        assert_eq!(detect(&classic), Detect::Classic);
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let mut r = Request {
+            hash: [1; 32],
+            kind: RequestKind::Tree,
+        }
+        .encode();
+        r[40] = 1;
+        assert!(Request::decode(&r).is_err());
+        r[0] = 9;
+        assert_eq!(Request::decode(&r), Err(WireError::BadKind(9)));
+        let mut h = ResponseHeader::error(Status::NotFound, 3).encode();
+        h[3] = 1;
+        assert!(ResponseHeader::decode(&h).is_err());
+        let h = ResponseHeader::error(Status::NotFound, MAX_MESSAGE_LEN + 1).encode();
+        assert!(ResponseHeader::decode(&h).is_err());
+        assert_eq!(
+            Request::decode(&[0; 10]),
+            Err(WireError::Short { got: 10, need: 49 })
+        );
+        let bad = Request {
+            hash: [0; 32],
+            kind: RequestKind::Range {
+                offset: u64::MAX,
+                len: 0,
+            },
+        };
+        let mut b = bad.encode();
+        b[41] = 1;
+        assert!(Request::decode(&b).is_err());
+    }
+}

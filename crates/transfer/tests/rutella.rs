@@ -1,0 +1,467 @@
+//! The rutella protocol and downloads by hash over real loopback sockets.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{pattern, quick_cfg, start_server, MapSource};
+use rutella_transfer::wire::{self, Request, RequestKind, ResponseHeader, Status};
+use rutella_transfer::{
+    fetch_by_hash, pending_progress, DownloadError, Fault, HashGet, Progress, RutellaConn,
+    ServerConfig, SourceOutcome,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+fn shared_file(dir: &Path, len: usize, seed: u64) -> (Arc<MapSource>, Vec<u8>, [u8; 32]) {
+    let data = pattern(len, seed);
+    let path = dir.join("shared.bin");
+    std::fs::write(&path, &data).unwrap();
+    let source = Arc::new(MapSource::default());
+    let hash = source.add_hashed("shared.bin", &path);
+    (source, data, hash)
+}
+
+fn get(hash: [u8; 32], sources: Vec<SocketAddr>, out: &Path) -> HashGet {
+    HashGet {
+        connect_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(2),
+        checkpoint_every: Duration::ZERO,
+        ..HashGet::new(hash, sources, out.to_owned(), "movie.mkv")
+    }
+}
+
+fn progress() -> watch::Sender<Progress> {
+    watch::channel(Progress::default()).0
+}
+
+#[tokio::test]
+async fn single_source_download_is_verified_and_identical() {
+    let shared = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (source, data, hash) = shared_file(shared.path(), 3 * 1024 * 1024 + 5, 1);
+    let server = start_server("127.0.0.1", source, quick_cfg()).await;
+    let report = fetch_by_hash(get(hash, vec![server.addr], out.path()), progress())
+        .await
+        .unwrap();
+    assert_eq!(report.path, out.path().join("movie.mkv"));
+    assert_eq!(report.size, data.len() as u64);
+    assert_eq!(report.resumed_from, 0);
+    let got = std::fs::read(&report.path).unwrap();
+    assert_eq!(blake3::hash(&got).as_bytes(), &hash);
+    assert_eq!(got, data);
+    assert_eq!(report.sources[0].outcome, SourceOutcome::Served);
+    assert_eq!(report.sources[0].bytes_verified, data.len() as u64);
+    // Nothing but the file is left in the folder.
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert_eq!(left.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn small_and_empty_files() {
+    let shared = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let source = Arc::new(MapSource::default());
+    let mut hashes = Vec::new();
+    for (i, len) in [0usize, 1, 16384, 16385].into_iter().enumerate() {
+        let p = shared.path().join(format!("f{i}"));
+        let data = pattern(len, i as u64);
+        std::fs::write(&p, &data).unwrap();
+        hashes.push((source.add_hashed(&format!("f{i}"), &p), data));
+    }
+    let server = start_server("127.0.0.1", source, quick_cfg()).await;
+    for (i, (hash, data)) in hashes.into_iter().enumerate() {
+        let mut req = get(hash, vec![server.addr], out.path());
+        req.name = format!("f{i}.bin");
+        let report = fetch_by_hash(req, progress()).await.unwrap();
+        assert_eq!(std::fs::read(&report.path).unwrap(), data, "file {i}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn explicit_error_replies() {
+    let shared = tempfile::tempdir().unwrap();
+    let (source, _data, hash) = shared_file(shared.path(), 50_000, 2);
+    let server = start_server("127.0.0.1", source.clone(), quick_cfg()).await;
+    let t = Duration::from_secs(2);
+    let mut conn = RutellaConn::connect(server.addr, t, t).await.unwrap();
+    // Unknown hash: NotFound, and the connection stays usable.
+    let err = conn.tree(&[9; 32]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DownloadError::Refusal {
+                status: Status::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = conn.request_range(&hash, 49_000, 2_000).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DownloadError::Refusal {
+                status: Status::BadRange,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let tree = conn.tree(&hash).await.unwrap();
+    assert_eq!(tree.size(), 50_000);
+    let bytes = conn.read_verified(&tree, 20_000, 10).await.unwrap();
+    assert_eq!(bytes, pattern(50_000, 2)[20_000..20_010]);
+
+    // A malformed request: BadRequest with a message, then the close.
+    let mut raw = TcpStream::connect(server.addr).await.unwrap();
+    raw.write_all(&wire::encode_hello(wire::VERSION))
+        .await
+        .unwrap();
+    let mut bad = Request {
+        hash,
+        kind: RequestKind::Tree,
+    }
+    .encode();
+    bad[0] = 77;
+    raw.write_all(&bad).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), raw.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(wire::decode_hello(&reply[..8]), Ok(wire::VERSION));
+    let h = ResponseHeader::decode(&reply[8..]).unwrap();
+    assert_eq!(h.status, Status::BadRequest);
+    let msg = String::from_utf8_lossy(&reply[8 + wire::RESPONSE_LEN..]);
+    assert!(msg.contains("unknown request kind 77"), "{msg}");
+    server.stop().await;
+
+    // Busy: the only slot is held by a silent classic client.
+    let busy = start_server(
+        "127.0.0.1",
+        source,
+        ServerConfig {
+            max_connections: 1,
+            request_timeout: Duration::from_secs(3),
+            ..quick_cfg()
+        },
+    )
+    .await;
+    let _hog = TcpStream::connect(busy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut conn = RutellaConn::connect(busy.addr, t, t).await.unwrap();
+    let err = conn.tree(&hash).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DownloadError::Refusal {
+                status: Status::Busy,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    busy.kill().await;
+}
+
+#[tokio::test]
+async fn three_sources_one_killed_one_corrupting() {
+    let shared = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let len = 6 * 1024 * 1024 + 1234;
+    let (source, data, hash) = shared_file(shared.path(), len, 3);
+    let good = start_server(
+        "127.0.0.1",
+        source.clone(),
+        ServerConfig {
+            rate_limit: Some(4 << 20),
+            ..quick_cfg()
+        },
+    )
+    .await;
+    let doomed = start_server(
+        "127.0.0.2",
+        source.clone(),
+        ServerConfig {
+            rate_limit: Some(3 << 20),
+            ..quick_cfg()
+        },
+    )
+    .await;
+    let flipper = start_server(
+        "127.0.0.3",
+        source.clone(),
+        ServerConfig {
+            fault: Some(Fault::FlipBits),
+            ..quick_cfg()
+        },
+    )
+    .await;
+    let (doomed_addr, flipper_addr) = (doomed.addr, flipper.addr);
+    let mut req = get(hash, vec![good.addr, doomed_addr, flipper_addr], out.path());
+    req.max_piece = 256 * 1024;
+    let (tx, mut rx) = watch::channel(Progress::default());
+    let dl = tokio::spawn(fetch_by_hash(req, tx));
+    // Kill the second source once a third of the file is verified.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while rx.borrow_and_update().done < len as u64 / 3 {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    doomed.kill().await;
+    let report = tokio::time::timeout(Duration::from_secs(20), dl)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let got = std::fs::read(&report.path).unwrap();
+    assert_eq!(blake3::hash(&got).as_bytes(), &hash);
+    assert_eq!(got, data);
+    let by = |a: SocketAddr| report.sources.iter().find(|s| s.peer == a).unwrap().clone();
+    assert_eq!(by(flipper_addr).outcome, SourceOutcome::BadData);
+    assert_eq!(by(flipper_addr).bytes_verified, 0);
+    assert!(
+        matches!(by(doomed_addr).outcome, SourceOutcome::Failed(_)),
+        "{:?}",
+        by(doomed_addr)
+    );
+    assert!(by(doomed_addr).bytes_verified > 0);
+    assert_eq!(by(good.addr).outcome, SourceOutcome::Served);
+    good.stop().await;
+    flipper.stop().await;
+}
+
+#[tokio::test]
+async fn resume_uses_verified_data_only() {
+    let shared = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let len = 2 * 1024 * 1024 + 99;
+    let (source, data, hash) = shared_file(shared.path(), len, 4);
+    let slow = start_server(
+        "127.0.0.1",
+        source.clone(),
+        ServerConfig {
+            rate_limit: Some(2 << 20),
+            ..quick_cfg()
+        },
+    )
+    .await;
+    let mut req = get(hash, vec![slow.addr], out.path());
+    req.max_piece = 128 * 1024;
+    let (tx, mut rx) = watch::channel(Progress::default());
+    let dl = tokio::spawn(fetch_by_hash(req.clone(), tx));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while rx.borrow_and_update().done < len as u64 / 2 {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    slow.kill().await;
+    let err = dl.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, DownloadError::SourcesExhausted { .. }),
+        "{err}"
+    );
+    let (verified, size) = pending_progress(out.path(), "movie.mkv", &hash).unwrap();
+    assert_eq!(size, len as u64);
+    assert!(
+        verified >= len as u64 / 2 && verified < len as u64,
+        "{verified}"
+    );
+    // Damage one verified group on disk: it must be fetched again.
+    let paths = rutella_transfer::part_paths(out.path(), "movie.mkv", &hash).unwrap();
+    let mut part = std::fs::read(&paths.part).unwrap();
+    part[10] ^= 0xff;
+    std::fs::write(&paths.part, &part).unwrap();
+
+    let fast = start_server("127.0.0.2", source, quick_cfg()).await;
+    req.sources = vec![fast.addr];
+    let report = fetch_by_hash(req, progress()).await.unwrap();
+    assert_eq!(report.resumed_from, verified - 16384);
+    assert_eq!(report.bytes_received, len as u64 - report.resumed_from);
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    fast.stop().await;
+}
+
+#[tokio::test]
+async fn bad_sources_only_fail_with_a_clear_error() {
+    let shared = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (source, _data, hash) = shared_file(shared.path(), 100_000, 5);
+    let flipper = start_server(
+        "127.0.0.1",
+        source,
+        ServerConfig {
+            fault: Some(Fault::FlipBits),
+            ..quick_cfg()
+        },
+    )
+    .await;
+    let closed = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = fetch_by_hash(
+        get(hash, vec![flipper.addr, closed], out.path()),
+        progress(),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    match &err {
+        DownloadError::SourcesExhausted { sources, .. } => {
+            assert_eq!(sources[0].outcome, SourceOutcome::BadData);
+            assert!(matches!(sources[1].outcome, SourceOutcome::Failed(_)));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(msg.contains(&flipper.addr.to_string()), "{msg}");
+    assert!(msg.contains(&closed.to_string()), "{msg}");
+    flipper.stop().await;
+}
+
+/// A file past 4 GiB (sparse), read at offsets beyond 2^32 and verified.
+#[tokio::test]
+async fn ranges_past_4_gib_are_served_and_verified() {
+    let shared = tempfile::tempdir().unwrap();
+    let path = shared.path().join("huge.img");
+    let size = (4u64 << 30) + 300 * 1024;
+    let head = pattern(100 * 1024, 8);
+    let tail = pattern(200 * 1024, 9);
+    let tail_at = (4u64 << 30) + 50 * 1024;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(&head, 0).unwrap();
+        f.write_all_at(&tail, tail_at).unwrap();
+    }
+    let cfg = quick_cfg();
+    let f = std::fs::File::open(&path).unwrap();
+    let trees = cfg.trees.clone();
+    let tree =
+        tokio::task::spawn_blocking(move || rutella_transfer::tree::Tree::compute(&f, size, 2))
+            .await
+            .unwrap()
+            .unwrap();
+    let hash = *tree.hash();
+    // The server's cache gets the tree, so the file is hashed only once.
+    trees.insert(&path, tree).unwrap();
+    let source = Arc::new(MapSource::default());
+    source.add_with_hash(hash, &path);
+    let server = start_server("127.0.0.1", source, ServerConfig { trees, ..cfg }).await;
+    let t = Duration::from_secs(30);
+    let mut conn = RutellaConn::connect(server.addr, t, t).await.unwrap();
+    let got_tree = conn.tree(&hash).await.unwrap();
+    assert_eq!(got_tree.size(), size);
+    let bytes = conn
+        .read_verified(&got_tree, tail_at + 1000, 150_000)
+        .await
+        .unwrap();
+    assert_eq!(bytes, tail[1000..151_000]);
+    let bytes = conn.read_verified(&got_tree, size - 10, 10).await.unwrap();
+    assert_eq!(bytes, vec![0u8; 10]);
+    // The raw range header carries the 64-bit size and offset.
+    let stated = conn.request_range(&hash, tail_at, 4).await.unwrap();
+    assert_eq!(stated, size);
+    let mut four = [0u8; 4];
+    let mut n = 0;
+    while n < 4 {
+        n += conn.read_some(&mut four[n..]).await.unwrap();
+    }
+    assert_eq!(four, tail[..4]);
+    server.stop().await;
+}
+
+/// Runs only as the child process of `resumes_after_sigkill`: downloads
+/// what the environment says, until killed.
+#[tokio::test]
+async fn sigkill_child() {
+    let Ok(spec) = std::env::var("RUTELLA_TRANSFER_CHILD") else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let addr: SocketAddr = parts[0].parse().unwrap();
+    let mut hash = [0u8; 32];
+    for (i, b) in hash.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&parts[1][2 * i..2 * i + 2], 16).unwrap();
+    }
+    let mut req = get(hash, vec![addr], Path::new(parts[2]));
+    req.max_piece = 64 * 1024;
+    let _ = fetch_by_hash(req, progress()).await;
+}
+
+#[tokio::test]
+async fn resumes_after_sigkill() {
+    if std::env::var("RUTELLA_TRANSFER_CHILD").is_ok() {
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let len = 4 * 1024 * 1024 + 17;
+    let (source, data, hash) = shared_file(shared.path(), len, 6);
+    let slow = start_server(
+        "127.0.0.1",
+        source.clone(),
+        ServerConfig {
+            rate_limit: Some(1 << 20),
+            ..quick_cfg()
+        },
+    )
+    .await;
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let spec = format!("{}|{}|{}", slow.addr, hex, out.path().display());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RUTELLA_TRANSFER_CHILD", spec)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the child has recorded some verified data.
+    let mut seen = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some((v, _)) = pending_progress(out.path(), "movie.mkv", &hash) {
+            if v >= 512 * 1024 {
+                seen = v;
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(seen > 0, "the child recorded no progress");
+    slow.kill().await;
+
+    let fast = start_server("127.0.0.2", source, quick_cfg()).await;
+    let report = fetch_by_hash(get(hash, vec![fast.addr], out.path()), progress())
+        .await
+        .unwrap();
+    assert!(
+        report.resumed_from >= seen,
+        "{} < {seen}",
+        report.resumed_from
+    );
+    assert!(report.resumed_from < len as u64);
+    assert_eq!(report.bytes_received, len as u64 - report.resumed_from);
+    let got = std::fs::read(&report.path).unwrap();
+    assert_eq!(blake3::hash(&got).as_bytes(), &hash);
+    assert_eq!(got, data);
+    fast.stop().await;
+}
