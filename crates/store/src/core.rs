@@ -4,6 +4,7 @@
 use crate::db::{Change, Db, Row};
 use crate::error::ResolveError;
 use crate::index::{self, Entry, Index, ShareId};
+use crate::monitor::WatchSet;
 use crate::walk::{self, Examined, Found};
 use crate::{name, ResolvedFile};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -47,6 +48,9 @@ impl State {
 
     /// True if no earlier share holds an entry with the same name.
     pub(crate) fn is_winner(&self, id: u32, e: &Entry) -> bool {
+        if !self.index.has_duplicates() {
+            return true;
+        }
         let ids = self.index.ids_for_rel(&e.rel);
         if ids.len() <= 1 {
             return true;
@@ -120,6 +124,8 @@ pub(crate) struct Core {
     pub(crate) queue: Mutex<HashQueue>,
     pub(crate) queue_cv: Condvar,
     pub(crate) dirs: Mutex<DirMap>,
+    /// Lock order: `watch` before `dirs`.
+    pub(crate) watch: Mutex<Option<WatchSet>>,
     pub(crate) stop: AtomicBool,
     pub(crate) counters: Counters,
 }
@@ -137,6 +143,7 @@ impl Core {
             queue: Mutex::new(HashQueue::default()),
             queue_cv: Condvar::new(),
             dirs: Mutex::new(DirMap::default()),
+            watch: Mutex::new(None),
             stop: AtomicBool::new(false),
             counters: Counters::default(),
         }
@@ -353,6 +360,7 @@ impl Core {
             }
             d.version += 1;
         }
+        self.sync_watches();
         self.enqueue(share.id, to_hash);
     }
 
@@ -361,9 +369,20 @@ impl Core {
         if let Err(e) = self.db().remove_share(&share.key()) {
             tracing::warn!(error = %e, "cannot forget a removed share in the database");
         }
-        let mut d = self.dirs();
-        d.map.retain(|_, (s, _)| *s != share.id);
-        d.version += 1;
+        {
+            let mut d = self.dirs();
+            d.map.retain(|_, (s, _)| *s != share.id);
+            d.version += 1;
+        }
+        self.sync_watches();
+    }
+
+    /// Brings the file-system watches in line with the offered folders.
+    pub(crate) fn sync_watches(&self) {
+        let mut w = lock(&self.watch);
+        if let Some(w) = w.as_mut() {
+            w.sync(&self.dirs());
+        }
     }
 
     /// Tries to resolve `name` (already validated) in one share.

@@ -239,6 +239,22 @@ impl Library {
         for dir in &cfg.shares {
             canonical_dir(dir)?;
         }
+        // Watches are in place before the first walk ends, so no change
+        // after `open` returns is missed.
+        let watch = if cfg.watch {
+            match monitor::Watch::new() {
+                Ok((set, rx)) => {
+                    *core.watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(set);
+                    Some(rx)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch shared folders; changes are seen at periodic rescans only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         // Start the hasher first so hashing overlaps the walk of later
         // shares.
         let c = core.clone();
@@ -253,17 +269,6 @@ impl Library {
         for dir in &cfg.shares {
             lib.add_share(dir)?;
         }
-        let watch = if cfg.watch {
-            match monitor::Watch::new() {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch shared folders; changes are seen at periodic rescans only");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let interval = cfg.rescan_interval.max(Duration::from_millis(10));
         let c = core.clone();
         let monitor = std::thread::Builder::new()

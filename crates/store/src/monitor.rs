@@ -2,7 +2,7 @@
 //! folder, turned into targeted refreshes, plus a periodic full rescan that
 //! catches whatever notifications missed.
 
-use crate::core::Core;
+use crate::core::{Core, DirMap};
 use crate::name;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::HashSet;
@@ -26,19 +26,32 @@ const MAX_PENDING: usize = 10_000;
 
 type Events = Receiver<notify::Result<notify::Event>>;
 
-/// The watcher and the receiving end of its notifications.
-pub(crate) struct Watch {
+/// The watcher and the folders it watches. Lives in the library's core so
+/// that every update of the folder list adds its watches at once.
+pub(crate) struct WatchSet {
     watcher: RecommendedWatcher,
-    rx: Events,
-    overflow: Arc<AtomicBool>,
     watched: HashSet<PathBuf>,
     version: u64,
     warned: bool,
 }
 
+impl std::fmt::Debug for WatchSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchSet")
+            .field("watched", &self.watched.len())
+            .finish()
+    }
+}
+
+/// The receiving end of the watcher's notifications.
+pub(crate) struct Watch {
+    rx: Events,
+    overflow: Arc<AtomicBool>,
+}
+
 impl Watch {
     /// Starts a watcher (watching nothing yet).
-    pub(crate) fn new() -> notify::Result<Watch> {
+    pub(crate) fn new() -> notify::Result<(WatchSet, Watch)> {
         let (tx, rx): (SyncSender<_>, Events) = std::sync::mpsc::sync_channel(QUEUE);
         let overflow = Arc::new(AtomicBool::new(false));
         let flag = overflow.clone();
@@ -47,27 +60,27 @@ impl Watch {
                 flag.store(true, Ordering::Relaxed);
             }
         })?;
-        Ok(Watch {
-            watcher,
-            rx,
-            overflow,
-            watched: HashSet::new(),
-            version: u64::MAX,
-            warned: false,
-        })
+        Ok((
+            WatchSet {
+                watcher,
+                watched: HashSet::new(),
+                version: u64::MAX,
+                warned: false,
+            },
+            Watch { rx, overflow },
+        ))
     }
+}
 
-    /// Watches exactly the folders the library offers (each folder on its
-    /// own: no recursive watch, which would follow links out of shares).
-    fn sync(&mut self, core: &Core) {
-        let wanted: HashSet<PathBuf> = {
-            let d = core.dirs();
-            if d.version == self.version {
-                return;
-            }
-            self.version = d.version;
-            d.map.keys().cloned().collect()
-        };
+impl WatchSet {
+    /// Watches exactly the folders in `dirs` (each folder on its own: no
+    /// recursive watch, which would follow links out of shares).
+    pub(crate) fn sync(&mut self, dirs: &DirMap) {
+        if dirs.version == self.version {
+            return;
+        }
+        self.version = dirs.version;
+        let wanted: HashSet<PathBuf> = dirs.map.keys().cloned().collect();
         let stale: Vec<PathBuf> = self.watched.difference(&wanted).cloned().collect();
         for p in stale {
             let _ = self.watcher.unwatch(&p);
@@ -193,7 +206,6 @@ pub(crate) fn run(core: Arc<Core>, mut watch: Option<Watch>, interval: Duration)
     let mut next_rescan = Instant::now() + interval;
     while !core.stopped() {
         if let Some(w) = watch.as_mut() {
-            w.sync(&core);
             match w.rx.recv_timeout(TICK) {
                 Ok(ev) => {
                     let now = Instant::now();
