@@ -63,6 +63,16 @@ pub(crate) struct Index {
     total_bytes: u64,
     hashed_files: usize,
     hashed_bytes: u64,
+    /// Names held by more than one entry (several shares).
+    dup_names: usize,
+    /// Every lowercased name, each followed by `\n` (names never contain
+    /// control characters), for fast scans; removed names stay until the
+    /// arena is rebuilt.
+    arena: String,
+    /// (offset in `arena`, id), in increasing order of both.
+    arena_slots: Vec<(usize, u32)>,
+    /// Bytes of the arena that belong to removed entries.
+    arena_dead: usize,
 }
 
 /// Totals over the index: (files, bytes, hashed files, hashed bytes).
@@ -91,6 +101,11 @@ impl Index {
             hashed_files: self.hashed_files,
             hashed_bytes: self.hashed_bytes,
         }
+    }
+
+    /// True if some name is held by several entries.
+    pub(crate) fn has_duplicates(&self) -> bool {
+        self.dup_names > 0
     }
 
     /// Ids of entries whose hash is `hash`.
@@ -177,7 +192,14 @@ impl Index {
         for_each_gram(&entry.name_lower, |k| {
             self.grams.entry(k).or_default().push(id)
         });
-        self.by_rel.entry(entry.rel.clone()).or_default().push(id);
+        let same = self.by_rel.entry(entry.rel.clone()).or_default();
+        same.push(id);
+        if same.len() == 2 {
+            self.dup_names += 1;
+        }
+        self.arena_slots.push((self.arena.len(), id));
+        self.arena.push_str(&entry.name_lower);
+        self.arena.push('\n');
         self.total_bytes += entry.size;
         if let Some(h) = entry.hash {
             self.link_hash(id, h, entry.size);
@@ -206,12 +228,55 @@ impl Index {
             }
         });
         if let Some(ids) = self.by_rel.get_mut(&entry.rel) {
+            let before = ids.len();
             ids.retain(|&i| i != id);
+            if before == 2 && ids.len() == 1 {
+                self.dup_names -= 1;
+            }
             if ids.is_empty() {
                 self.by_rel.remove(&entry.rel);
             }
         }
+        self.arena_dead += entry.name_lower.len() + 1;
+        if self.arena_dead > 65_536 && self.arena_dead > self.arena.len() / 2 {
+            self.rebuild_arena();
+        }
         Some(entry)
+    }
+
+    fn rebuild_arena(&mut self) {
+        let mut arena = String::with_capacity(self.arena.len() - self.arena_dead);
+        let mut slots = Vec::with_capacity(self.live);
+        for (i, e) in self.entries.iter().enumerate() {
+            if let Some(e) = e {
+                slots.push((arena.len(), i as u32));
+                arena.push_str(&e.name_lower);
+                arena.push('\n');
+            }
+        }
+        self.arena = arena;
+        self.arena_slots = slots;
+        self.arena_dead = 0;
+    }
+
+    /// Scans the arena for `needle_lower`, calling `visit` once per entry
+    /// whose name contains it, in id order, until `visit` returns false.
+    fn scan(&self, needle_lower: &str, mut visit: impl FnMut(u32) -> bool) {
+        let finder = memchr::memmem::Finder::new(needle_lower.as_bytes());
+        let mut last_slot = usize::MAX;
+        for pos in finder.find_iter(self.arena.as_bytes()) {
+            let slot = self.arena_slots.partition_point(|&(off, _)| off <= pos);
+            let Some(slot) = slot.checked_sub(1) else {
+                continue;
+            };
+            if slot == last_slot {
+                continue; // several matches in one name
+            }
+            last_slot = slot;
+            if !visit(self.arena_slots[slot].1) {
+                return;
+            }
+        }
     }
 
     /// Number of dead slots.
@@ -250,12 +315,8 @@ impl Index {
             out.len() < limit
         };
         if needle_lower.chars().nth(2).is_none() {
-            // Shorter than a trigram: scan the names.
-            for id in 0..self.entries.len() as u32 {
-                if !visit(id, &mut out) {
-                    break;
-                }
-            }
+            // Shorter than a trigram: scan all names at memory speed.
+            self.scan(needle_lower, |id| visit(id, &mut out));
             return out;
         }
         let mut lists: Vec<&[u32]> = Vec::new();
@@ -271,6 +332,12 @@ impl Index {
         let Some((first, rest)) = lists.split_first() else {
             return out;
         };
+        if first.len() > self.live / 8 {
+            // Every trigram is common: a scan beats checking that many
+            // candidates one by one.
+            self.scan(needle_lower, |id| visit(id, &mut out));
+            return out;
+        }
         // Filter the shortest list by the next shortest ones (binary search
         // is cheap against the string check), then check the text itself.
         let rest = &rest[..rest.len().min(2)];
@@ -341,6 +408,34 @@ mod tests {
         let id = ix.find(0, "d/file2600.txt");
         assert!(id.is_some());
         assert_eq!(ix.find(1, "d/file2600.txt"), None);
+    }
+
+    #[test]
+    fn scans_agree_with_trigram_lookups_after_churn() {
+        let mut ix = Index::default();
+        let mut ids = Vec::new();
+        for i in 0..2000 {
+            ids.push(ix.insert(entry(0, &format!("d/Song {i} ab.mp3"))));
+        }
+        // Remove enough to rebuild the arena, but not to compact.
+        for &id in ids.iter().step_by(3) {
+            ix.remove(id);
+        }
+        let brute = |q: &str| -> Vec<u32> {
+            ix.iter()
+                .filter(|(_, e)| e.name_lower.contains(q))
+                .map(|(id, _)| id)
+                .collect()
+        };
+        for q in ["a", "ab", "b.", "song 1", "1 ab", "mp3", "zz", "g 19", "99"] {
+            assert_eq!(ix.search(q, usize::MAX, |_, _| true), brute(q), "{q}");
+        }
+        assert_eq!(ix.search("ab", 5, |_, _| true), brute("ab")[..5]);
+        assert!(!ix.has_duplicates());
+        let dup = ix.insert(entry(1, "d/Song 1 ab.mp3"));
+        assert!(ix.has_duplicates());
+        ix.remove(dup);
+        assert!(!ix.has_duplicates());
     }
 
     #[test]
