@@ -8,10 +8,23 @@ use std::time::Duration;
 
 /// rutella: peer-to-peer file sharing in the Gnutella family.
 #[derive(Debug, Parser)]
-#[command(name = "rutella", version, about, long_about = None)]
+#[command(
+    name = "rutella",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = "Without a command, rutella opens the interactive console; the first time it asks \
+for a folder to share and a peer to join.\n\nExamples:\n  rutella demo                      try it on a small local network\n  \
+rutella                           open the console\n  rutella --share ~/Music --connect 192.168.1.100\n  \
+rutella search cloud --connect 192.168.1.100 --json\n\nExit codes: 0 success, 1 failure, 2 usage error, \
+3 network failure, 4 not found."
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    pub(crate) console: ConsoleArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +44,74 @@ pub(crate) enum Command {
         after_help = "Examples:\n  rutella get --from 192.168.1.100 \"Cloud - Cloud models.png\"\n  rutella get --from 127.0.0.1:20002 music/song.ogg --out ./downloads\n\nRunning the same command again resumes an interrupted download."
     )]
     Get(GetArgs),
+    /// Start three peers on this computer with sample files and open the console joined to them.
+    #[command(
+        after_help = "Examples:\n  rutella demo\n  then type: search ogg   get 1   downloads   quit\n\nEverything the demo creates is removed when it ends."
+    )]
+    Demo(DemoArgs),
+    /// Show where the settings file is.
+    #[command(
+        after_help = "Examples:\n  rutella config path\n  RUTELLA_CONFIG=./test.toml rutella config path"
+    )]
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  rutella completions bash > ~/.local/share/bash-completion/completions/rutella\n  rutella completions zsh > ~/.zfunc/_rutella\n  rutella completions fish > ~/.config/fish/completions/rutella.fish"
+    )]
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the path of the settings file ($RUTELLA_CONFIG overrides it).
+    #[command(after_help = "Examples:\n  rutella config path\n  cat \"$(rutella config path)\"")]
+    Path,
+}
+
+/// Flags of the interactive console (`rutella` without a command). Flags
+/// win over the settings file.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct ConsoleArgs {
+    /// A folder to share (repeat for several).
+    #[arg(long = "share", value_name = "DIR")]
+    pub(crate) shares: Vec<PathBuf>,
+    /// A peer to join through: IP (classic ports) or IP:UDPPORT (repeat for several).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) connect: Vec<PeerAddr>,
+    /// Where downloads go (default: downloads/ inside the first share).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) downloads: Option<PathBuf>,
+    /// Address to bind the UDP and TCP ports to [default: 0.0.0.0].
+    #[arg(long, value_name = "IP")]
+    pub(crate) bind: Option<Ipv4Addr>,
+    /// UDP port for pings and searches [default: 20000].
+    #[arg(long, value_name = "N")]
+    pub(crate) udp_port: Option<u16>,
+    /// TCP port for downloads [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub(crate) tcp_port: Option<u16>,
+    /// Address announced to peers.
+    #[arg(long, value_name = "IP")]
+    pub(crate) advertise: Option<Ipv4Addr>,
+    /// Time between ping rounds (e.g. 20s, 500ms).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub(crate) ping_interval: Option<Duration>,
+    /// How long a search collects answers.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub(crate) search_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// How many sample peers to start (1 to 8).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub(crate) peers: u8,
 }
 
 /// Flags every command that runs a node takes.
@@ -159,7 +240,7 @@ impl NetArgs {
     }
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id() as u64);

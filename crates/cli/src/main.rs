@@ -1,9 +1,12 @@
 //! The `rutella` binary: flags in, a node and a console or one-shot command out.
 
 mod args;
+mod config_file;
+mod console;
+mod demo;
 mod oneshot;
 
-use args::{Cli, Command};
+use args::{Cli, Command, ConfigCommand};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -68,26 +71,37 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Some(Command::Serve(a)) => {
-                init_logging("info");
-                oneshot::serve(a).await
-            }
-            Some(Command::Search(a)) => {
-                init_logging("warn");
-                oneshot::search(a).await
-            }
-            Some(Command::Get(a)) => {
-                init_logging("warn");
-                oneshot::get(a).await
-            }
-            None => Err(Failure::new(
-                exit::USAGE,
-                "the interactive console is not available yet; see rutella --help",
-            )),
+    let result = match cli.command {
+        None => {
+            init_logging("error");
+            console::setup::console(&runtime, cli.console)
         }
-    });
+        Some(Command::Demo(a)) => {
+            init_logging("error");
+            demo::run(&runtime, a)
+        }
+        Some(Command::Config {
+            what: ConfigCommand::Path,
+        }) => config_file::path().map(|p| println!("{}", p.display())),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "rutella", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Serve(a)) => {
+            init_logging("info");
+            runtime.block_on(oneshot::serve(a))
+        }
+        Some(Command::Search(a)) => {
+            init_logging("warn");
+            runtime.block_on(oneshot::search(a))
+        }
+        Some(Command::Get(a)) => {
+            init_logging("warn");
+            runtime.block_on(oneshot::get(a))
+        }
+    };
     // Blocking library threads must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {

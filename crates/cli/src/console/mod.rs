@@ -1,0 +1,498 @@
+//! The interactive console: a prompt with line editing and history, talking
+//! to the node only through its [`Client`].
+
+mod output;
+mod results;
+pub(crate) mod setup;
+
+use crate::config_file::ConfigFile;
+use output::Output;
+use results::{Added, Results};
+use rustyline::error::ReadlineError;
+use rustyline::DefaultEditor;
+use rutella_node::{Client, DownloadState, PeerAddr};
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+/// The settings file the console keeps up to date (peers that answered,
+/// shares added or removed); `None` for the demo.
+pub(crate) type Remember = Option<Arc<Mutex<(PathBuf, ConfigFile)>>>;
+
+const HELP: &[(&str, &str)] = &[
+    (
+        "search TEXT",
+        "search the network for file names containing TEXT (also: s TEXT)",
+    ),
+    (
+        "get N",
+        "download result N of the last search, in the background",
+    ),
+    (
+        "get IP NAME",
+        "download the file NAME from the peer IP (or IP:UDPPORT)",
+    ),
+    (
+        "downloads",
+        "list downloads with state, percent, speed, time left and sources",
+    ),
+    ("peers", "list the peers this node knows"),
+    (
+        "connect ADDR",
+        "join the network through a peer: IP or IP:UDPPORT",
+    ),
+    ("share DIR", "share one more folder"),
+    ("unshare DIR", "stop sharing a folder"),
+    ("help", "show this list"),
+    (
+        "quit",
+        "stop the node and leave (partial downloads resume next time)",
+    ),
+];
+
+/// Turns a download failure into a sentence that says what to do.
+pub(crate) fn friendly_reason(reason: &str) -> String {
+    if reason.contains("No space left") || reason.contains("os error 28") {
+        "the disk is full: free some space, then get the file again to resume (the partial copy is kept)"
+            .to_string()
+    } else {
+        reason.replace("run the same download again", "get the file again")
+    }
+}
+
+/// Runs the prompt until `quit`, end of input, or a failed terminal.
+pub(crate) fn run(
+    rt: &Runtime,
+    rl: &mut DefaultEditor,
+    client: Client,
+    remember: Remember,
+) -> Result<(), crate::Failure> {
+    let printer = rl
+        .create_external_printer()
+        .ok()
+        .map(|p| Box::new(p) as Box<dyn rustyline::ExternalPrinter + Send>);
+    let (out, thread) = Output::start(client.clone(), printer, rt.handle());
+    if let Some(r) = &remember {
+        remember_peers(rt, &client, r.clone());
+    }
+    let mut console = Console {
+        client,
+        results: Results::default(),
+        remember,
+        last_search: None,
+    };
+    let result = loop {
+        output::flush_pending(&out);
+        out.enter_prompt();
+        let line = rl.readline("rutella> ");
+        out.leave_prompt();
+        match line {
+            Ok(line) => {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let _ = rl.add_history_entry(line);
+                match rt.block_on(console.command(line)) {
+                    Flow::Continue => {}
+                    Flow::Quit => break Ok(()),
+                }
+            }
+            Err(ReadlineError::Interrupted) => {
+                println!("(type quit to leave)");
+            }
+            Err(ReadlineError::Eof) => break Ok(()),
+            Err(e) => {
+                break Err(crate::Failure::new(
+                    crate::exit::FAILURE,
+                    format!("cannot read from the terminal: {e}"),
+                ))
+            }
+        }
+    };
+    out.stop();
+    let _ = thread.join();
+    output::flush_pending(&out);
+    let running = console
+        .client
+        .downloads()
+        .iter()
+        .filter(|d| d.state == DownloadState::Running)
+        .count();
+    if running > 0 {
+        println!("Stopping; {running} unfinished download(s) resume when you get them again.");
+    }
+    result
+}
+
+/// Remembers every peer that answers, so the next start rejoins by itself.
+fn remember_peers(rt: &Runtime, client: &Client, remember: Arc<Mutex<(PathBuf, ConfigFile)>>) {
+    let mut events = client.subscribe();
+    rt.spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match events.recv().await {
+                Ok(rutella_node::NodeEvent::PeerAdded(p)) => {
+                    let name = results::peer_name(&p);
+                    let mut g = remember.lock().unwrap_or_else(|e| e.into_inner());
+                    let (path, cfg) = &mut *g;
+                    if cfg.remember_peer(&name) {
+                        if let Err(e) = cfg.save(path) {
+                            tracing::warn!("{}", e.message);
+                        }
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+enum Flow {
+    Continue,
+    Quit,
+}
+
+struct Console {
+    client: Client,
+    results: Results,
+    remember: Remember,
+    last_search: Option<String>,
+}
+
+impl Console {
+    async fn command(&mut self, line: &str) -> Flow {
+        let (cmd, rest) = match line.split_once(char::is_whitespace) {
+            Some((c, r)) => (c, r.trim()),
+            None => (line, ""),
+        };
+        match cmd.to_ascii_lowercase().as_str() {
+            "search" | "s" | "find" => self.search(rest).await,
+            "get" | "g" => self.get(rest).await,
+            "downloads" | "d" | "dl" => self.downloads().await,
+            "peers" | "p" => self.peers().await,
+            "connect" | "c" => self.connect(rest).await,
+            "share" => self.share(rest).await,
+            "unshare" => self.unshare(rest).await,
+            "help" | "h" | "?" => help(),
+            "quit" | "exit" | "q" => return Flow::Quit,
+            _ => println!("Unknown command {cmd:?}: type help to see the commands."),
+        }
+        Flow::Continue
+    }
+
+    async fn search(&mut self, text: &str) {
+        if text.is_empty() {
+            println!("Search for what? For example: search cloud");
+            return;
+        }
+        let asked = match self.client.peers().await {
+            Ok(p) => p.len(),
+            Err(e) => return println!("{e}"),
+        };
+        if asked == 0 {
+            println!(
+                "No peer to ask yet: connect ADDR to join one, or wait until a peer joins you."
+            );
+            return;
+        }
+        let mut stream = match self.client.search(text).await {
+            Ok(s) => s,
+            Err(e) => return println!("{e}"),
+        };
+        self.results = Results::default();
+        self.last_search = Some(text.to_string());
+        println!("Searching {asked} peer(s) for {text:?}… (Ctrl-C stops waiting)");
+        let mut answered = 0usize;
+        let mut shared = 0usize;
+        loop {
+            let hit = tokio::select! {
+                h = stream.next() => h,
+                _ = tokio::signal::ctrl_c() => None,
+            };
+            let Some(hit) = hit else { break };
+            answered += 1;
+            for f in &hit.files {
+                match self.results.add(&hit.peer, f) {
+                    Added::New(n) => println!("{}", results::line(n, &self.results.items[n - 1])),
+                    Added::AlsoOn(n) => {
+                        let count = self.results.items[n - 1].sources.len();
+                        if count == 2 {
+                            shared += 1;
+                        }
+                        println!("{}", results::also_line(n, &hit.peer, count));
+                    }
+                    Added::Ignored => {}
+                }
+            }
+        }
+        let n = self.results.items.len();
+        if answered == 0 {
+            println!("No peer sent a response to your query.");
+        } else if n == 0 {
+            println!("{answered} peer(s) answered; no file name contains {text:?}.");
+        } else {
+            let grouped = if shared > 0 {
+                format!(", {shared} of them on several peers")
+            } else {
+                String::new()
+            };
+            println!("{n} file(s) from {answered} answer(s){grouped}. Type get N to download one.");
+        }
+    }
+
+    async fn get(&mut self, rest: &str) {
+        if rest.is_empty() {
+            println!("Get what? Type get N after a search, or get IP NAME.");
+            return;
+        }
+        if let Ok(n) = rest.parse::<usize>() {
+            let Some(found) = self.results.get(n).cloned() else {
+                match self.results.items.len() {
+                    0 => println!("There are no results: search first, then get N."),
+                    k => println!("There is no result {n}: the results are numbered 1 to {k}."),
+                }
+                return;
+            };
+            let Some(peer) = found.sources.first() else {
+                return;
+            };
+            self.start(peer.tcp(), &found.name, &results::peer_name(peer));
+            return;
+        }
+        let Some((addr, name)) = rest.split_once(char::is_whitespace) else {
+            println!(
+                "Type get N after a search, or get IP NAME (e.g. get 192.168.1.100 song.ogg)."
+            );
+            return;
+        };
+        let name = name.trim();
+        let addr: PeerAddr = match addr.parse() {
+            Ok(a) => a,
+            Err(e) => return println!("{e}"),
+        };
+        let tcp = match addr.tcp_port {
+            Some(port) => SocketAddrV4::new(*addr.udp.ip(), port),
+            None => match self.learn_tcp(addr).await {
+                Some(t) => t,
+                None => {
+                    println!("Peer {addr} did not answer: check the address and that its node is running.");
+                    return;
+                }
+            },
+        };
+        self.start(tcp, name, &addr.to_string());
+    }
+
+    fn start(&self, tcp: SocketAddrV4, name: &str, from: &str) {
+        let dir = self.client.downloads_dir();
+        let _ = self.client.download(tcp, name);
+        println!(
+            "Downloading {name} from {from} into {} (type downloads to see it).",
+            dir.display()
+        );
+    }
+
+    /// A rutella peer named by its UDP address announces its TCP port.
+    async fn learn_tcp(&self, addr: PeerAddr) -> Option<SocketAddrV4> {
+        let known = |peers: &[rutella_node::Peer]| {
+            peers
+                .iter()
+                .find(|p| p.udp == addr.udp && p.tcp_port != 0)
+                .map(|p| p.tcp())
+        };
+        if let Some(t) = known(&self.client.peers().await.ok()?) {
+            return Some(t);
+        }
+        self.client.connect(addr).await.ok()?;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(t) = known(&self.client.peers().await.ok()?) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    async fn downloads(&self) {
+        let list = self.client.downloads();
+        // Sources are download (TCP) addresses; show peers as they are typed.
+        let peers = self.client.peers().await.unwrap_or_default();
+        let source_name = |s: &SocketAddrV4| {
+            peers
+                .iter()
+                .find(|p| p.tcp() == *s)
+                .map(results::peer_name)
+                .unwrap_or_else(|| s.to_string())
+        };
+        if list.is_empty() {
+            println!("No downloads yet: search, then get N.");
+            return;
+        }
+        println!(
+            "{:>3}  {:<8} {:>5} {:>11} {:>12}  {:<21} NAME",
+            "#", "STATE", "DONE", "SPEED", "TIME LEFT", "FROM"
+        );
+        for d in &list {
+            let f = output::figures(d);
+            let state = match &d.state {
+                DownloadState::Running => "running",
+                DownloadState::Done(_) => "done",
+                DownloadState::Failed(_) => "failed",
+            };
+            let pct = f
+                .percent
+                .map(|p| format!("{p:.0}%"))
+                .unwrap_or_else(|| "?".into());
+            let speed = match d.state {
+                DownloadState::Running => format!("{}/s", results::bytes(f.speed as u64)),
+                _ => "-".into(),
+            };
+            let eta = match d.state {
+                DownloadState::Running => output::eta_text(f.eta),
+                _ => "-".into(),
+            };
+            let from: Vec<String> = d.sources.iter().map(source_name).collect();
+            println!(
+                "{:>3}  {:<8} {:>5} {:>11} {:>12}  {:<21} {}",
+                d.id,
+                state,
+                pct,
+                speed,
+                eta,
+                from.join(","),
+                d.name
+            );
+            match &d.state {
+                DownloadState::Done(p) => println!("{:>5}→ {}", "", p.display()),
+                DownloadState::Failed(r) => println!("{:>5}✗ {}", "", friendly_reason(r)),
+                DownloadState::Running => {}
+            }
+        }
+    }
+
+    async fn peers(&self) {
+        match self.client.peers().await {
+            Ok(peers) if peers.is_empty() => {
+                println!("No peers yet: connect ADDR to join one, or wait until a peer joins you.")
+            }
+            Ok(peers) => {
+                println!("{} peer(s):", peers.len());
+                for p in peers {
+                    let kind = if p.rutella { "rutella" } else { "classic" };
+                    let tcp = if p.tcp_port == 0 {
+                        "tcp ?".to_string()
+                    } else {
+                        format!("tcp {}", p.tcp_port)
+                    };
+                    println!("  {:<21}  {:<9}  {kind}", results::peer_name(&p), tcp);
+                }
+            }
+            Err(e) => println!("{e}"),
+        }
+    }
+
+    async fn connect(&self, rest: &str) {
+        let addr: PeerAddr = match rest.parse() {
+            Ok(a) => a,
+            Err(e) => return println!("{e}"),
+        };
+        if let Err(e) = self.client.connect(addr).await {
+            return println!("{e}");
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok(peers) = self.client.peers().await {
+                if peers.iter().any(|p| p.udp == addr.udp) {
+                    println!("Joined {addr}; {} peer(s) known.", peers.len());
+                    return;
+                }
+            }
+        }
+        println!("Peer {addr} did not answer yet: check the address and that its node is running (it is tried again with every ping round).");
+    }
+
+    async fn share(&self, rest: &str) {
+        if rest.is_empty() {
+            let shares = self.client.shares();
+            if shares.is_empty() {
+                println!("Nothing is shared: share DIR to share a folder.");
+            }
+            for s in shares {
+                println!("  {}", s.display());
+            }
+            return;
+        }
+        let dir = setup::expand_home(rest);
+        if !dir.is_dir() {
+            println!(
+                "No folder at {}: type the path of an existing folder.",
+                dir.display()
+            );
+            return;
+        }
+        match self.client.share(&dir).await {
+            Ok(()) => {
+                println!(
+                    "Sharing {} ({} files shared in all).",
+                    dir.display(),
+                    self.client.library().len()
+                );
+                self.update_config(|c| {
+                    if !c.shares.contains(&dir) {
+                        c.shares.push(dir.clone());
+                    }
+                });
+            }
+            Err(e) => println!("{e}"),
+        }
+    }
+
+    async fn unshare(&self, rest: &str) {
+        if rest.is_empty() {
+            println!("Unshare which folder? Type share to list them.");
+            return;
+        }
+        let dir = setup::expand_home(rest);
+        let canon = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        if self.client.unshare(&dir).await || self.client.unshare(&canon).await {
+            println!("Stopped sharing {}.", dir.display());
+            self.update_config(|c| c.shares.retain(|s| !same_dir(s, &dir)));
+        } else {
+            println!(
+                "{} is not shared: type share to list the shared folders.",
+                dir.display()
+            );
+        }
+    }
+
+    fn update_config(&self, f: impl FnOnce(&mut ConfigFile)) {
+        if let Some(r) = &self.remember {
+            let mut g = r.lock().unwrap_or_else(|e| e.into_inner());
+            let (path, cfg) = &mut *g;
+            f(cfg);
+            if let Err(e) = cfg.save(path) {
+                println!("{}", e.message);
+            }
+        }
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+fn help() {
+    for (cmd, what) in HELP {
+        println!("  {cmd:<13} {what}");
+    }
+}

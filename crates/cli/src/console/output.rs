@@ -1,0 +1,307 @@
+//! Everything the console prints while the user may be typing.
+//!
+//! At the prompt, only the line editor may touch the terminal. Its external
+//! printer clears the prompt line, writes a message, and draws the prompt
+//! and the half-typed line again below it. Live progress bars go through it
+//! as one message per refresh: the message first moves the cursor up over
+//! the bars drawn last time and clears them, so the bars stay in place above
+//! the prompt while the user types. Announcements (a download done or
+//! failed) are written once, above the bars. Between prompts (while a
+//! command prints its own output) nothing is drawn; announcements wait for
+//! the next prompt.
+
+use super::results::bytes;
+use rustyline::ExternalPrinter;
+use rutella_node::{Client, DownloadInfo, DownloadState, NodeEvent};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Time between two refreshes of the bars.
+const REFRESH: Duration = Duration::from_millis(400);
+/// Widest line drawn, so that no line wraps on an 80-column terminal.
+const WIDTH: usize = 79;
+/// Most announcements kept while no prompt is shown.
+const MAX_PENDING: usize = 256;
+
+#[derive(Default)]
+struct State {
+    /// The prompt is shown (the line editor owns the terminal).
+    at_prompt: bool,
+    /// Lines of bars drawn right above the current prompt.
+    bar_lines: usize,
+    /// Announcements not yet printed.
+    pending: Vec<String>,
+    /// Since when the bars are gone but no announcement replaced them.
+    orphan_since: Option<Instant>,
+}
+
+/// Shared between the console loop and the printing thread.
+#[derive(Clone)]
+pub(crate) struct Output {
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Output {
+    /// Starts the printing thread. `printer` is `None` when the terminal
+    /// cannot print above the prompt (not a terminal): then announcements
+    /// go to standard output between commands and no bars are drawn.
+    pub(crate) fn start(
+        client: Client,
+        printer: Option<Box<dyn ExternalPrinter + Send>>,
+        rt: &tokio::runtime::Handle,
+    ) -> (Output, std::thread::JoinHandle<()>) {
+        let out = Output {
+            state: Arc::new(Mutex::new(State::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        // Node events become announcements.
+        let mut events = client.subscribe();
+        let o = out.clone();
+        rt.spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(NodeEvent::DownloadDone { name, path, .. }) => {
+                        o.announce(format!("✓ Downloaded {name} to {}", path.display()))
+                    }
+                    Ok(NodeEvent::DownloadFailed { name, reason, .. }) => o.announce(format!(
+                        "✗ {name} failed: {}",
+                        super::friendly_reason(&reason)
+                    )),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        let o = out.clone();
+        let thread = std::thread::spawn(move || o.run(client, printer));
+        (out, thread)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a line to print once.
+    pub(crate) fn announce(&self, line: String) {
+        let mut s = self.lock();
+        if s.pending.len() < MAX_PENDING {
+            s.pending.push(line);
+        }
+    }
+
+    /// The line editor is about to show the prompt.
+    pub(crate) fn enter_prompt(&self) {
+        let mut s = self.lock();
+        s.at_prompt = true;
+        // Bars drawn above an earlier prompt are part of the history now.
+        s.bar_lines = 0;
+        s.orphan_since = None;
+    }
+
+    /// The user pressed Enter: a command prints now.
+    pub(crate) fn leave_prompt(&self) {
+        self.lock().at_prompt = false;
+    }
+
+    /// Announcements waiting, for printing between commands.
+    pub(crate) fn take_pending(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().pending)
+    }
+
+    /// Stops the printing thread.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn run(self, client: Client, mut printer: Option<Box<dyn ExternalPrinter + Send>>) {
+        while !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(REFRESH);
+            let mut s = self.lock();
+            if !s.at_prompt {
+                continue;
+            }
+            let Some(p) = printer.as_mut() else {
+                // No way to print above the prompt: announcements wait
+                // for the next command (see take_pending).
+                continue;
+            };
+            let bars: Vec<String> = client
+                .downloads()
+                .iter()
+                .filter(|d| d.state == DownloadState::Running)
+                .map(bar)
+                .collect();
+            if s.pending.is_empty() && bars.is_empty() {
+                // A download ended: its announcement is on its way; leave
+                // the last bars until it comes (or a little while).
+                if s.bar_lines > 0 {
+                    let since = *s.orphan_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(2) {
+                        s.bar_lines = 0;
+                    }
+                }
+                continue;
+            }
+            s.orphan_since = None;
+            let mut msg = String::new();
+            if s.bar_lines > 0 {
+                msg.push_str(&format!("\x1b[{}A\r\x1b[J", s.bar_lines));
+            }
+            for line in s.pending.drain(..) {
+                msg.push_str(&line);
+                msg.push('\n');
+            }
+            msg.push_str(&bars.join("\n"));
+            if bars.is_empty() {
+                // The editor adds the final newline.
+                msg.pop();
+            }
+            s.bar_lines = bars.len();
+            if p.print(msg).is_err() {
+                printer = None;
+            }
+        }
+    }
+}
+
+/// Prints announcements that waited, between commands.
+pub(crate) fn flush_pending(out: &Output) {
+    let lines = out.take_pending();
+    if !lines.is_empty() {
+        let mut o = std::io::stdout().lock();
+        for l in lines {
+            let _ = writeln!(o, "{l}");
+        }
+        let _ = o.flush();
+    }
+}
+
+/// Percent, speed and time left of a download, for bars and the table.
+pub(crate) struct Figures {
+    pub(crate) percent: Option<f64>,
+    pub(crate) speed: f64,
+    pub(crate) eta: Option<Duration>,
+}
+
+pub(crate) fn figures(d: &DownloadInfo) -> Figures {
+    let speed = d.speed();
+    let percent = d.total.map(|t| {
+        if t == 0 {
+            100.0
+        } else {
+            d.done as f64 * 100.0 / t as f64
+        }
+    });
+    let eta = match d.total {
+        Some(t) if speed > 1.0 && t >= d.done => {
+            Some(Duration::from_secs_f64((t - d.done) as f64 / speed))
+        }
+        _ => None,
+    };
+    Figures {
+        percent,
+        speed,
+        eta,
+    }
+}
+
+/// `0s`, `42s`, `3m05s`, `2h07m`, or `-` when unknown.
+pub(crate) fn eta_text(eta: Option<Duration>) -> String {
+    let Some(e) = eta else {
+        return "-".into();
+    };
+    let s = e.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// `↓ name  [#####-----]  45%  1.2 MiB/3.0 MiB  800 KiB/s  ETA 2 seconds`
+pub(crate) fn bar(d: &DownloadInfo) -> String {
+    let f = figures(d);
+    const CELLS: usize = 16;
+    let filled = f
+        .percent
+        .map(|p| ((p / 100.0) * CELLS as f64).round() as usize)
+        .unwrap_or(0)
+        .min(CELLS);
+    let cells: String = "#".repeat(filled) + &"-".repeat(CELLS - filled);
+    let pct = f
+        .percent
+        .map(|p| format!("{p:>3.0}%"))
+        .unwrap_or_else(|| "  ?%".into());
+    let amount = match d.total {
+        Some(t) => format!("{}/{}", bytes(d.done), bytes(t)),
+        None => bytes(d.done),
+    };
+    let tail = format!(
+        " [{cells}] {pct} {amount} {}/s ETA {}",
+        bytes(f.speed as u64),
+        eta_text(f.eta)
+    );
+    let room = WIDTH.saturating_sub(tail.chars().count() + 2).max(8);
+    format!("↓ {}{tail}", fit(&d.name, room))
+}
+
+/// Cuts a name to `room` characters, keeping its end (the extension).
+pub(crate) fn fit(name: &str, room: usize) -> String {
+    let n = name.chars().count();
+    if n <= room {
+        return format!("{name:<room$}");
+    }
+    let keep: String = name.chars().skip(n - (room - 1)).collect();
+    format!("…{keep}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(done: u64, total: Option<u64>) -> DownloadInfo {
+        DownloadInfo {
+            id: 1,
+            name: "a rather long file name that goes on and on and on.mp4".into(),
+            sources: vec![],
+            state: DownloadState::Running,
+            done,
+            received: done,
+            total,
+            started: Instant::now() - Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn bars_fit_the_terminal_and_show_figures() {
+        let l = bar(&info(1 << 20, Some(4 << 20)));
+        assert!(l.chars().count() <= WIDTH, "{l}");
+        assert!(l.contains(" 25%"), "{l}");
+        assert!(l.contains("[####------------]"), "{l}");
+        assert!(l.contains("on.mp4"), "{l}");
+        assert!(l.contains("ETA 6s"), "{l}");
+        let l = bar(&info(0, None));
+        assert!(l.contains("?%") && l.contains("ETA -"), "{l}");
+    }
+
+    #[test]
+    fn eta_is_short() {
+        assert_eq!(eta_text(None), "-");
+        assert_eq!(eta_text(Some(Duration::from_millis(300))), "0s");
+        assert_eq!(eta_text(Some(Duration::from_secs(185))), "3m05s");
+        assert_eq!(eta_text(Some(Duration::from_secs(7620))), "2h07m");
+    }
+
+    #[test]
+    fn fit_keeps_the_end() {
+        assert_eq!(fit("abc", 5), "abc  ");
+        assert_eq!(fit("abcdefgh.ogg", 8), "…fgh.ogg");
+    }
+}

@@ -1,0 +1,248 @@
+//! `rutella` without a command: settings from flags and the settings file,
+//! the first-run questions for what is missing, then the console.
+
+use crate::args::ConsoleArgs;
+use crate::config_file::{self, ConfigFile};
+use crate::{exit, Failure};
+use rustyline::error::ReadlineError;
+use rustyline::DefaultEditor;
+use rutella_node::{Node, NodeConfig, PeerAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+/// A new line editor, or a sentence saying why there is none.
+pub(crate) fn editor() -> Result<DefaultEditor, Failure> {
+    DefaultEditor::new()
+        .map_err(|e| Failure::new(exit::FAILURE, format!("cannot open the terminal: {e}")))
+}
+
+/// `~/x` means `x` in the home folder.
+pub(crate) fn expand_home(s: &str) -> PathBuf {
+    let s = s.trim();
+    let s = s
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(s);
+    if s == "~" || s.starts_with("~/") {
+        if let Some(home) = directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()) {
+            return home.join(s.trim_start_matches('~').trim_start_matches('/'));
+        }
+    }
+    PathBuf::from(s)
+}
+
+fn ask(rl: &mut DefaultEditor, question: &str) -> Result<String, Failure> {
+    println!("{question}");
+    match rl.readline("> ") {
+        Ok(line) => Ok(line.trim().to_string()),
+        Err(ReadlineError::Interrupted) | Err(ReadlineError::Eof) => Err(Failure::new(
+            exit::USAGE,
+            "stopped before the setup was complete",
+        )),
+        Err(e) => Err(Failure::new(
+            exit::FAILURE,
+            format!("cannot read from the terminal: {e}"),
+        )),
+    }
+}
+
+/// Asks for a folder to share until the answer is an existing folder.
+fn ask_share(rl: &mut DefaultEditor) -> Result<PathBuf, Failure> {
+    loop {
+        let answer = ask(rl, "Enter the shared folder path:")?;
+        if answer.is_empty() {
+            println!("Please type the path of a folder to share, e.g. ~/Downloads.");
+            continue;
+        }
+        let dir = expand_home(&answer);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        if dir.exists() {
+            println!(
+                "{} is a file, not a folder: type the path of a folder.",
+                dir.display()
+            );
+        } else {
+            println!(
+                "No folder at {}: type the path of an existing folder.",
+                dir.display()
+            );
+        }
+    }
+}
+
+/// Asks for a peer until the answer is an address, or empty (wait to be
+/// joined).
+fn ask_peer(rl: &mut DefaultEditor) -> Result<Option<PeerAddr>, Failure> {
+    loop {
+        let answer = ask(
+            rl,
+            "IP where you want to connect (leave empty to wait for others to join you):",
+        )?;
+        if answer.is_empty() {
+            return Ok(None);
+        }
+        match answer.parse::<PeerAddr>() {
+            Ok(p) => return Ok(Some(p)),
+            Err(e) => println!("{e}"),
+        }
+    }
+}
+
+fn check_share(dir: &std::path::Path) -> Result<(), Failure> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "the shared folder {} does not exist or is not a folder: create it or share another one",
+                dir.display()
+            ),
+        ))
+    }
+}
+
+/// Opens the console with the settings of the flags, the settings file and
+/// the answers to the first-run questions.
+pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
+    let path = config_file::path()?;
+    let mut file = ConfigFile::load(&path)?;
+    let mut rl = editor()?;
+    let mut asked = false;
+
+    let shares = if !args.shares.is_empty() {
+        args.shares.clone()
+    } else if !file.shares.is_empty() {
+        file.shares.clone()
+    } else {
+        println!(
+            "Welcome to rutella. Two questions, asked once (answers go to {}):",
+            path.display()
+        );
+        asked = true;
+        let dir = ask_share(&mut rl)?;
+        file.shares = vec![dir.clone()];
+        vec![dir]
+    };
+    for s in &shares {
+        check_share(s)?;
+    }
+    let connect = if !args.connect.is_empty() {
+        args.connect.clone()
+    } else if file.peers.is_some() {
+        file.peer_addrs()
+    } else {
+        asked = true;
+        let peer = ask_peer(&mut rl)?;
+        file.peers = Some(peer.iter().map(|p| p.to_string()).collect());
+        peer.into_iter().collect()
+    };
+    if asked {
+        file.save(&path)?;
+        println!("Saved to {}.", path.display());
+    }
+
+    let mut cfg = NodeConfig {
+        shares,
+        downloads: args.downloads.clone().or_else(|| file.downloads.clone()),
+        bind: args
+            .bind
+            .or(file.bind)
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        udp_port: args
+            .udp_port
+            .or(file.udp_port)
+            .unwrap_or(rutella_proto::CLASSIC_UDP_PORT),
+        tcp_port: args
+            .tcp_port
+            .or(file.tcp_port)
+            .unwrap_or(rutella_proto::CLASSIC_TCP_PORT),
+        advertise: args.advertise,
+        connect: connect.clone(),
+        ..NodeConfig::default()
+    };
+    if let Some(t) = args.ping_interval {
+        cfg.overlay.ping_interval = t;
+        cfg.overlay.pong_timeout = cfg.overlay.pong_timeout.min(t / 2);
+    }
+    if let Some(t) = args.search_timeout {
+        cfg.overlay.search_timeout = t;
+    }
+    cfg.overlay.seed = crate::args::seed();
+    let downloads = cfg.downloads_dir();
+    let node = rt.block_on(Node::start(cfg))?;
+    let client = node.client();
+    let files = client.library().len();
+    println!(
+        "Sharing {} file(s) from {}; downloads go to {}.",
+        files,
+        client
+            .shares()
+            .iter()
+            .map(|s| s.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        downloads.display()
+    );
+    println!(
+        "Listening on UDP {} and TCP {}.",
+        client.udp_addr(),
+        client.tcp_addr()
+    );
+    if connect.is_empty() {
+        println!("Waiting for peers to join you (or type connect ADDR).");
+    } else {
+        let joined = rt.block_on(wait_for_peers(&client, Duration::from_secs(2)));
+        let names: Vec<String> = connect.iter().map(|p| p.to_string()).collect();
+        if joined == 0 {
+            println!(
+                "No answer yet from {}: check the address and that its node is running; it is tried again with every ping round.",
+                names.join(", ")
+            );
+        } else {
+            println!(
+                "Joined the network through {}: {joined} peer(s) known.",
+                names.join(", ")
+            );
+        }
+    }
+    println!("Type help for the commands.");
+    let remember = Some(Arc::new(Mutex::new((path, file))));
+    let result = super::run(rt, &mut rl, client, remember);
+    rt.block_on(node.shutdown());
+    result
+}
+
+/// Waits up to `max` for the first peers; returns how many are known.
+pub(crate) async fn wait_for_peers(client: &rutella_node::Client, max: Duration) -> usize {
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < max {
+        n = client.peers().await.map(|p| p.len()).unwrap_or(0);
+        if n > 0 {
+            // Give the rest of the network a moment to answer too.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return client.peers().await.map(|p| p.len()).unwrap_or(n);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_and_quotes() {
+        assert_eq!(expand_home(" \"/a b\" "), PathBuf::from("/a b"));
+        assert_eq!(expand_home("/x"), PathBuf::from("/x"));
+        if let Some(b) = directories::BaseDirs::new() {
+            assert_eq!(expand_home("~/x"), b.home_dir().join("x"));
+        }
+    }
+}

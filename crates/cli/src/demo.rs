@@ -1,0 +1,196 @@
+//! `rutella demo`: a small network of sample peers on loopback, and the
+//! console joined to it. Everything lives in a temporary folder that is
+//! removed at the end.
+
+use crate::args::DemoArgs;
+use crate::{exit, Failure};
+use rutella_node::{Node, NodeConfig, PeerAddr};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+/// Sample files: (peer index, name, size). The same name on two peers has
+/// the same content, so searches show it grouped.
+const SAMPLES: &[(usize, &str, usize)] = &[
+    (0, "music/Aurora Lights - Northern Sky.ogg", 3_200_000),
+    (0, "music/Blue Harbor - Tides.ogg", 1_400_000),
+    (0, "docs/Cloud - Cloud models.png", 210_000),
+    (0, "docs/rutella guide.txt", 0),
+    (1, "music/Aurora Lights - Northern Sky.ogg", 3_200_000),
+    (1, "photos/Cloud - CloudWatch 1.png", 730_000),
+    (1, "photos/holiday 2019 - beach.jpg", 2_100_000),
+    (1, "notes/recipes.md", 0),
+    (2, "video/Big Buck Rabbit.mp4", 24_000_000),
+    (2, "music/Coral Reef - Deep Blue.ogg", 4_600_000),
+    (2, "Cloud - IT infrastructure.png", 380_000),
+    (2, "papers/gnutella protocol notes.pdf", 520_000),
+];
+
+const GUIDE: &str = "rutella demo\n\nEach peer of this demo shares a folder of sample files.\nTry: search ogg, get 1, downloads, peers, help.\n";
+
+/// Upload speed of the sample peers, so that progress is visible.
+const DEMO_RATE: u64 = 6 * 1024 * 1024;
+
+/// Bytes that look random, the same for the same name.
+fn content(name: &str, len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for b in name.bytes() {
+        x = (x ^ b as u64).wrapping_mul(0x0100_0000_01B3);
+    }
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn write_samples(root: &Path, peers: usize) -> std::io::Result<usize> {
+    let mut count = 0;
+    for i in 0..peers {
+        std::fs::create_dir_all(root.join(format!("peer{}", i + 1)))?;
+    }
+    for (idx, (peer, name, size)) in SAMPLES.iter().enumerate() {
+        // With fewer peers, their files go to the peers there are.
+        let dir = root.join(format!("peer{}", peer % peers + 1));
+        let path = dir.join(name);
+        if path.exists() {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let data = if *size == 0 {
+            format!("{GUIDE}\n(sample {idx})\n").into_bytes()
+        } else {
+            content(name, *size)
+        };
+        std::fs::write(&path, data)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn node_config(shares: Vec<std::path::PathBuf>, connect: Vec<PeerAddr>) -> NodeConfig {
+    let mut cfg = NodeConfig {
+        shares,
+        bind: Ipv4Addr::LOCALHOST,
+        udp_port: 0,
+        tcp_port: 0,
+        connect,
+        watch: false,
+        ..NodeConfig::default()
+    };
+    cfg.overlay.ping_interval = Duration::from_secs(2);
+    cfg.overlay.pong_timeout = Duration::from_secs(1);
+    cfg.overlay.search_timeout = Duration::from_secs(2);
+    cfg.overlay.seed = crate::args::seed();
+    cfg
+}
+
+/// Runs the demo until the console is left.
+pub(crate) fn run(rt: &Runtime, args: DemoArgs) -> Result<(), Failure> {
+    let n = args.peers as usize;
+    let dir = tempfile::Builder::new()
+        .prefix("rutella-demo-")
+        .tempdir()
+        .map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot create a temporary folder for the demo: {e}"),
+            )
+        })?;
+    let root = dir.path().to_path_buf();
+    let files = write_samples(&root, n).map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            format!("cannot write the demo files in {}: {e}", root.display()),
+        )
+    })?;
+    let result = rt.block_on(async {
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut addrs: Vec<PeerAddr> = Vec::new();
+        for i in 0..n {
+            // Each peer joins through the first one: a small star that the
+            // pings turn into a full mesh.
+            let mut cfg = node_config(
+                vec![root.join(format!("peer{}", i + 1))],
+                addrs.first().copied().into_iter().collect(),
+            );
+            cfg.upload_rate_limit = Some(DEMO_RATE);
+            cfg.downloads = Some(root.join(format!("peer{}-downloads", i + 1)));
+            let node = Node::start(cfg).await?;
+            let c = node.client();
+            addrs.push(PeerAddr {
+                udp: c.udp_addr(),
+                tcp_port: Some(c.tcp_addr().port()),
+            });
+            nodes.push(node);
+        }
+        let mut cfg = node_config(Vec::new(), addrs.clone());
+        cfg.downloads = Some(root.join("downloads"));
+        let me = Node::start(cfg).await?;
+        let joined =
+            crate::console::setup::wait_for_peers(&me.client(), Duration::from_secs(3)).await;
+        Ok::<_, Failure>((nodes, addrs, me, joined))
+    });
+    let (nodes, addrs, me, joined) = result?;
+    let client = me.client();
+    println!("rutella demo: {n} peers on 127.0.0.1 share {files} sample files.");
+    for (i, a) in addrs.iter().enumerate() {
+        println!(
+            "  peer {}  {a}  shares {}",
+            i + 1,
+            root.join(format!("peer{}", i + 1)).display()
+        );
+    }
+    println!(
+        "Your node is {} ({joined} peers joined); downloads go to {}.",
+        client.udp_addr(),
+        client.downloads_dir().display()
+    );
+    println!("Everything is removed when you quit.");
+    println!("Try:  search ogg   then   get 1   then   downloads   (help lists all commands)");
+    let mut rl = crate::console::setup::editor()?;
+    let result = crate::console::run(rt, &mut rl, client, None);
+    rt.block_on(async {
+        me.shutdown().await;
+        for node in nodes {
+            node.shutdown().await;
+        }
+    });
+    drop(dir);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_varied_and_repeatable() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_samples(dir.path(), 3).unwrap();
+        assert_eq!(written, SAMPLES.len());
+        let a = std::fs::read(
+            dir.path()
+                .join("peer1/music/Aurora Lights - Northern Sky.ogg"),
+        )
+        .unwrap();
+        let b = std::fs::read(
+            dir.path()
+                .join("peer2/music/Aurora Lights - Northern Sky.ogg"),
+        )
+        .unwrap();
+        assert_eq!(a.len(), 3_200_000);
+        assert_eq!(a, b);
+        assert_ne!(content("x", 64), content("y", 64));
+        // One peer gets every distinct file.
+        let one = tempfile::tempdir().unwrap();
+        assert!(write_samples(one.path(), 1).unwrap() < SAMPLES.len());
+    }
+}
