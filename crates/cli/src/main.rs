@@ -94,11 +94,12 @@ fn main() -> ExitCode {
             runtime.block_on(oneshot::serve(a))
         }
         Some(Command::Search(a)) => {
-            init_logging("warn");
+            // Failures end in one sentence; logs would only repeat it.
+            init_logging("error");
             runtime.block_on(oneshot::search(a))
         }
         Some(Command::Get(a)) => {
-            init_logging("warn");
+            init_logging("error");
             runtime.block_on(oneshot::get(a))
         }
     };

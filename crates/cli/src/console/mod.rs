@@ -130,20 +130,27 @@ pub(crate) fn run(
 /// Remembers every peer that answers, so the next start rejoins by itself.
 fn remember_peers(rt: &Runtime, client: &Client, remember: Arc<Mutex<(PathBuf, ConfigFile)>>) {
     let mut events = client.subscribe();
+    let client = client.clone();
     rt.spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
+        let save = |peers: &[rutella_node::Peer]| {
+            let mut g = remember.lock().unwrap_or_else(|e| e.into_inner());
+            let (path, cfg) = &mut *g;
+            let mut changed = false;
+            for p in peers {
+                changed |= cfg.remember_peer(&results::peer_name(p));
+            }
+            if changed {
+                if let Err(e) = cfg.save(path) {
+                    tracing::warn!("{}", e.message);
+                }
+            }
+        };
+        // Peers that answered before the console started.
+        save(&client.peers().await.unwrap_or_default());
         loop {
             match events.recv().await {
-                Ok(rutella_node::NodeEvent::PeerAdded(p)) => {
-                    let name = results::peer_name(&p);
-                    let mut g = remember.lock().unwrap_or_else(|e| e.into_inner());
-                    let (path, cfg) = &mut *g;
-                    if cfg.remember_peer(&name) {
-                        if let Err(e) = cfg.save(path) {
-                            tracing::warn!("{}", e.message);
-                        }
-                    }
-                }
+                Ok(rutella_node::NodeEvent::PeerAdded(p)) => save(&[p]),
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             }

@@ -1,0 +1,185 @@
+//! The interactive console driven through a pseudo-terminal, as a person
+//! would use it.
+//!
+//! Address plan: the demo and the first-run console use 127.0.0.1 with
+//! free ports; nodes on classic ports use 127.0.4.0/24.
+
+mod common;
+use common::*;
+use rexpect::process::WaitStatus;
+use rexpect::session::{spawn_command, PtySession};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Every expectation waits at most this long.
+const TIMEOUT_MS: u64 = 20_000;
+
+fn console_cmd(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rutella"));
+    c.args(args)
+        .env("RUTELLA_CONFIG", config)
+        .env("TERM", "xterm")
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn spawn(cmd: Command) -> PtySession {
+    spawn_command(cmd, Some(TIMEOUT_MS)).expect("start rutella in a pseudo-terminal")
+}
+
+/// Waits (bounded) for the process to end and returns its exit code.
+fn exit_code(p: &PtySession) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match p.process().status() {
+            Some(WaitStatus::Exited(_, code)) => return code,
+            Some(WaitStatus::StillAlive) | None => {}
+            Some(other) => panic!("rutella ended with {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "rutella did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn quit(mut p: PtySession) {
+    p.send_line("quit").unwrap();
+    p.exp_eof().unwrap();
+    assert_eq!(exit_code(&p), 0);
+}
+
+#[test]
+fn demo_search_get_and_the_file_is_identical() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mut p = spawn(console_cmd(&config, &["demo"]));
+    let (_, line) = p
+        .exp_regex(r"peer 1 +127\.0\.0\.1:\d+ +shares ([^\r\n]+)")
+        .unwrap();
+    let share1 = PathBuf::from(line.split(" shares ").nth(1).unwrap().trim());
+    let root = share1.parent().unwrap().to_path_buf();
+    assert!(share1.is_dir(), "{share1:?}");
+    p.exp_string("Try:").unwrap();
+    p.exp_string("rutella> ").unwrap();
+
+    // The same file is on peers 1 and 2: one numbered result, grouped.
+    p.send_line("search northern sky").unwrap();
+    p.exp_string("music/Aurora Lights - Northern Sky.ogg")
+        .unwrap();
+    p.exp_string("(same file as 1: 2 peers)").unwrap();
+    p.exp_string("1 file(s) from 3 answer(s), 1 of them on several peers")
+        .unwrap();
+    p.exp_string("rutella> ").unwrap();
+
+    p.send_line("get 1").unwrap();
+    p.exp_string("Downloading music/Aurora Lights - Northern Sky.ogg")
+        .unwrap();
+    let (_, done) = p.exp_regex(r"Downloaded [^\r\n]+ to [^\r\n]+").unwrap();
+    let got = PathBuf::from(done.split(" to ").last().unwrap().trim());
+    let source = share1.join("music/Aurora Lights - Northern Sky.ogg");
+    let a = std::fs::read(&source).unwrap();
+    let b = std::fs::read(&got).unwrap();
+    assert_eq!(a.len(), 3_200_000);
+    assert!(a == b, "the downloaded copy differs from the shared file");
+
+    p.send_line("downloads").unwrap();
+    p.exp_regex(r"done +100%").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    // A result that does not exist gets a sentence, not a crash.
+    p.send_line("get 7").unwrap();
+    p.exp_string("There is no result 7: the results are numbered 1 to 1.")
+        .unwrap();
+    quit(p);
+    assert!(!root.exists(), "the demo left {root:?} behind");
+}
+
+#[test]
+fn first_run_asks_again_after_a_wrong_answer_and_saves_the_answers() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("rutella/config.toml");
+    let share = tempfile::tempdir().unwrap();
+    write_file(&share.path().join("song.ogg"), b"la la la");
+    let net = ["--bind", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0"];
+    let mut p = spawn(console_cmd(&config, &net));
+    p.exp_string("Enter the shared folder path:").unwrap();
+    p.send_line("/no/such/folder/anywhere").unwrap();
+    p.exp_string("No folder at /no/such/folder/anywhere: type the path of an existing folder.")
+        .unwrap();
+    p.exp_string("Enter the shared folder path:").unwrap();
+    p.send_line(share.path().to_str().unwrap()).unwrap();
+    p.exp_string("IP where you want to connect").unwrap();
+    p.send_line("300.1.2.3").unwrap();
+    p.exp_string("is not a peer address").unwrap();
+    p.exp_string("IP where you want to connect").unwrap();
+    // Empty: wait to be joined.
+    p.send_line("").unwrap();
+    p.exp_string("Saved to").unwrap();
+    p.exp_string("Sharing 1 file(s)").unwrap();
+    p.exp_string("Waiting for peers to join you").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("search x").unwrap();
+    p.exp_string("No peer to ask yet").unwrap();
+    quit(p);
+
+    let saved = std::fs::read_to_string(&config).unwrap();
+    let v: toml::Table = toml::from_str(&saved).unwrap();
+    assert_eq!(
+        v["shares"].as_array().unwrap()[0].as_str().unwrap(),
+        share.path().to_str().unwrap()
+    );
+    assert!(v["peers"].as_array().unwrap().is_empty(), "{saved}");
+
+    // The second start asks nothing.
+    let mut p = spawn(console_cmd(&config, &net));
+    p.exp_string("Sharing 1 file(s)").unwrap();
+    let before = p.exp_string("rutella> ").unwrap();
+    assert!(!before.contains("Enter the shared folder path"), "{before}");
+    quit(p);
+}
+
+#[test]
+fn peers_that_answered_are_remembered_and_rejoined() {
+    let share = tempfile::tempdir().unwrap();
+    write_file(&share.path().join("remembered.txt"), b"hello");
+    let s = share.path().to_str().unwrap();
+    let _peer = Serve::start(&["--share", s, "--bind", "127.0.4.2"]);
+
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mine = tempfile::tempdir().unwrap();
+    let m = mine.path().to_str().unwrap();
+    let args = [
+        "--share",
+        m,
+        "--bind",
+        "127.0.4.3",
+        "--ping-interval",
+        "300ms",
+    ];
+    let mut with_peer = args.to_vec();
+    with_peer.extend(["--connect", "127.0.4.2"]);
+    let mut p = spawn(console_cmd(&config, &with_peer));
+    p.exp_string("Joined the network through 127.0.4.2")
+        .unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(saved.contains("\"127.0.4.2\""), "{saved}");
+
+    // No --connect now: the settings file brings the peer back.
+    let mut p = spawn(console_cmd(&config, &args));
+    p.exp_string("Joined the network through 127.0.4.2")
+        .unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("search remembered").unwrap();
+    p.exp_string("remembered.txt").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("get 127.0.4.2 remembered.txt").unwrap();
+    p.exp_regex(r"Downloaded remembered\.txt to [^\r\n]+")
+        .unwrap();
+    quit(p);
+    assert_eq!(
+        std::fs::read(mine.path().join("downloads/remembered.txt")).unwrap(),
+        b"hello"
+    );
+}
