@@ -139,6 +139,7 @@ pub(crate) fn run(rt: &Runtime, args: DemoArgs) -> Result<(), Failure> {
         Ok::<_, Failure>((nodes, addrs, me, joined))
     });
     let (nodes, addrs, me, joined) = result?;
+    clean_up_on_signal(rt, root.clone());
     let client = me.client();
     println!("rutella demo: {n} peers on 127.0.0.1 share {files} sample files.");
     for (i, a) in addrs.iter().enumerate() {
@@ -165,6 +166,59 @@ pub(crate) fn run(rt: &Runtime, args: DemoArgs) -> Result<(), Failure> {
     });
     drop(dir);
     result
+}
+
+/// When the demo is killed (terminal closed, `kill`), remove its files and
+/// give the terminal back as it was, instead of leaving both behind.
+#[cfg(unix)]
+fn clean_up_on_signal(rt: &Runtime, root: std::path::PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let saved = terminal::save();
+    rt.spawn(async move {
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        let code = tokio::select! {
+            _ = term.recv() => 143,
+            _ = hup.recv() => 129,
+        };
+        terminal::restore(&saved);
+        let _ = std::fs::remove_dir_all(&root);
+        eprintln!("\r\nrutella demo stopped; its files are removed.");
+        std::process::exit(code);
+    });
+}
+
+#[cfg(not(unix))]
+fn clean_up_on_signal(_rt: &Runtime, _root: std::path::PathBuf) {}
+
+#[cfg(unix)]
+mod terminal {
+    /// The terminal settings of standard input, if it is a terminal.
+    pub(super) fn save() -> Option<libc::termios> {
+        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: tcgetattr writes a termios into the pointer it is given,
+        // and we read it only when it reports success.
+        unsafe {
+            if libc::tcgetattr(libc::STDIN_FILENO, t.as_mut_ptr()) == 0 {
+                Some(t.assume_init())
+            } else {
+                None
+            }
+        }
+    }
+
+    pub(super) fn restore(saved: &Option<libc::termios>) {
+        if let Some(t) = saved {
+            // SAFETY: `t` is a termios obtained from tcgetattr.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

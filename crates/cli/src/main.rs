@@ -49,6 +49,15 @@ impl From<rutella_node::NodeError> for Failure {
     }
 }
 
+/// A full disk gets the advice it needs, whatever reported it.
+fn friendly(message: &str) -> String {
+    if message.contains("os error 28") || message.contains("No space left") {
+        format!("{message}. The disk is full: free some space, then run the same command again to resume")
+    } else {
+        message.to_string()
+    }
+}
+
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -108,8 +117,18 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("rutella: {}", f.message);
+            eprintln!("rutella: {}", friendly(&f.message));
             ExitCode::from(f.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn full_disk_says_what_to_do() {
+        let m = super::friendly("writing /x/a.part failed: No space left on device (os error 28)");
+        assert!(m.contains("free some space"), "{m}");
+        assert_eq!(super::friendly("peer down"), "peer down");
     }
 }

@@ -183,3 +183,22 @@ fn peers_that_answered_are_remembered_and_rejoined() {
         b"hello"
     );
 }
+
+#[test]
+fn a_killed_demo_removes_its_files() {
+    let cfg = tempfile::tempdir().unwrap();
+    let mut p = spawn(console_cmd(
+        &cfg.path().join("c.toml"),
+        &["demo", "--peers", "1"],
+    ));
+    let (_, line) = p.exp_regex(r"shares ([^\r\n]+)").unwrap();
+    let share = PathBuf::from(line.trim_start_matches("shares ").trim());
+    let root = share.parent().unwrap().to_path_buf();
+    p.exp_string("rutella> ").unwrap();
+    assert!(root.is_dir());
+    p.process_mut()
+        .signal(rexpect::process::Signal::SIGTERM)
+        .unwrap();
+    assert_eq!(exit_code(&p), 143);
+    assert!(!root.exists(), "the demo left {root:?} behind");
+}

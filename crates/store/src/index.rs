@@ -263,9 +263,12 @@ impl Index {
     /// whose name contains it, in id order, until `visit` returns false.
     fn scan(&self, needle_lower: &str, mut visit: impl FnMut(u32) -> bool) {
         let finder = memchr::memmem::Finder::new(needle_lower.as_bytes());
+        // Matches come in increasing order: search only past the last slot.
+        let mut from = 0;
         let mut last_slot = usize::MAX;
         for pos in finder.find_iter(self.arena.as_bytes()) {
-            let slot = self.arena_slots.partition_point(|&(off, _)| off <= pos);
+            let rest = self.arena_slots.get(from..).unwrap_or(&[]);
+            let slot = from + rest.partition_point(|&(off, _)| off <= pos);
             let Some(slot) = slot.checked_sub(1) else {
                 continue;
             };
@@ -273,6 +276,7 @@ impl Index {
                 continue; // several matches in one name
             }
             last_slot = slot;
+            from = slot;
             if !visit(self.arena_slots[slot].1) {
                 return;
             }
@@ -306,9 +310,10 @@ impl Index {
         if needle_lower.is_empty() || limit == 0 {
             return out;
         }
-        let mut visit = |id: u32, out: &mut Vec<u32>| -> bool {
+        // `checked`: the scan already found the text in this very name.
+        let mut visit = |id: u32, checked: bool, out: &mut Vec<u32>| -> bool {
             if let Some(e) = self.get(id) {
-                if e.name_lower.contains(needle_lower) && keep(id, e) {
+                if (checked || e.name_lower.contains(needle_lower)) && keep(id, e) {
                     out.push(id);
                 }
             }
@@ -316,7 +321,7 @@ impl Index {
         };
         if needle_lower.chars().nth(2).is_none() {
             // Shorter than a trigram: scan all names at memory speed.
-            self.scan(needle_lower, |id| visit(id, &mut out));
+            self.scan(needle_lower, |id| visit(id, true, &mut out));
             return out;
         }
         let mut lists: Vec<&[u32]> = Vec::new();
@@ -335,14 +340,14 @@ impl Index {
         if first.len() > self.live / 8 {
             // Every trigram is common: a scan beats checking that many
             // candidates one by one.
-            self.scan(needle_lower, |id| visit(id, &mut out));
+            self.scan(needle_lower, |id| visit(id, true, &mut out));
             return out;
         }
         // Filter the shortest list by the next shortest ones (binary search
         // is cheap against the string check), then check the text itself.
         let rest = &rest[..rest.len().min(2)];
         for &id in first.iter() {
-            if rest.iter().all(|l| l.binary_search(&id).is_ok()) && !visit(id, &mut out) {
+            if rest.iter().all(|l| l.binary_search(&id).is_ok()) && !visit(id, false, &mut out) {
                 break;
             }
         }

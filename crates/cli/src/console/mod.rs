@@ -503,3 +503,17 @@ fn help() {
         println!("  {cmd:<13} {what}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_say_what_to_do_in_the_console() {
+        let m = friendly_reason("writing /x/a.part failed: No space left on device (os error 28)");
+        assert!(m.starts_with("the disk is full: free some space"), "{m}");
+        let m =
+            friendly_reason("stopped after 5 of 9 bytes; run the same download again to resume");
+        assert!(m.ends_with("get the file again to resume"), "{m}");
+    }
+}

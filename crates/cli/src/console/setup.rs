@@ -211,8 +211,14 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
         }
     }
     println!("Type help for the commands.");
+    // Command history, beside the settings file.
+    let history = path.with_file_name("history.txt");
+    let _ = rl.load_history(&history);
     let remember = Some(Arc::new(Mutex::new((path, file))));
     let result = super::run(rt, &mut rl, client, remember);
+    if let Err(e) = rl.save_history(&history) {
+        tracing::debug!(error = %e, "cannot save the command history");
+    }
     rt.block_on(node.shutdown());
     result
 }
