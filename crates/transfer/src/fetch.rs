@@ -792,6 +792,7 @@ fn verified_bytes(state: &PartState, tree: &Tree) -> u64 {
 async fn worker(src: usize, shared: Arc<Shared>, tx: mpsc::Sender<SinkMsg>, req: HashGet) {
     let peer = shared.lock().sources[src].peer;
     let mut busy_tries = 0u32;
+    let mut reconnects = 0u32;
     'connect: loop {
         let mut conn = match RutellaConn::connect(peer, req.connect_timeout, req.idle_timeout).await
         {
@@ -803,6 +804,9 @@ async fn worker(src: usize, shared: Arc<Shared>, tx: mpsc::Sender<SinkMsg>, req:
                 return;
             }
         };
+        // Set when this source sat idle: the server may have closed the
+        // quiet connection meanwhile, which is no fault of the source.
+        let mut waited = false;
         loop {
             let (id, groups) = loop {
                 let take = shared.lock().take(src);
@@ -813,6 +817,7 @@ async fn worker(src: usize, shared: Arc<Shared>, tx: mpsc::Sender<SinkMsg>, req:
                         return;
                     }
                     Take::Wait => {
+                        waited = true;
                         let _ = tokio::time::timeout(
                             Duration::from_millis(200),
                             shared.changed.notified(),
@@ -824,7 +829,15 @@ async fn worker(src: usize, shared: Arc<Shared>, tx: mpsc::Sender<SinkMsg>, req:
             let result = fetch_piece(&mut conn, src, &shared, &tx, groups).await;
             let _ = tx.send(SinkMsg::PieceDone { id }).await;
             match result {
-                Ok(()) => busy_tries = 0,
+                Ok(()) => {
+                    busy_tries = 0;
+                    waited = false;
+                }
+                Err(DownloadError::Connection { .. }) if waited && reconnects < 3 => {
+                    reconnects += 1;
+                    tracing::debug!(%peer, "idle connection was closed; reconnecting");
+                    continue 'connect;
+                }
                 Err(e) => {
                     let (bad, outcome) = outcome_of(&e);
                     if outcome == SourceOutcome::Busy && busy_tries < 5 {
