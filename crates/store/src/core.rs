@@ -268,14 +268,42 @@ impl Core {
             } else {
                 HashMap::new()
             };
+            // Sort out under the read lock what is unchanged, so that a
+            // rescan of a large library holds the write lock (which stops
+            // searches) only for the names that changed.
+            let mut seen = HashSet::with_capacity(found.len());
+            let mut pending = Vec::new();
+            let gone: Vec<u32> = {
+                let st = self.read();
+                for f in found {
+                    seen.insert(f.rel.clone());
+                    match st
+                        .index
+                        .find(share.id, &f.rel)
+                        .and_then(|id| st.index.get(id))
+                    {
+                        Some(e) if e.size == f.size && e.mtime_ns == f.mtime_ns => {
+                            if e.hash.is_none() {
+                                to_hash.push(f.rel);
+                            }
+                        }
+                        _ => pending.push(f),
+                    }
+                }
+                st.index
+                    .iter()
+                    .filter(|(_, e)| {
+                        e.share == share.id && scope.contains(&e.rel) && !seen.contains(&e.rel)
+                    })
+                    .map(|(id, _)| id)
+                    .collect()
+            };
             let mut st = self.write();
             if st.share(share.id).is_none() {
                 return; // removed meanwhile
             }
             st.scanned.insert(share.id);
-            let mut seen = HashSet::with_capacity(found.len());
-            for f in found {
-                seen.insert(f.rel.clone());
+            for f in pending {
                 if let Some(id) = st.index.find(share.id, &f.rel) {
                     if st.index.update_meta(id, f.size, f.mtime_ns) {
                         changes.push(Change::Upsert {
@@ -286,10 +314,8 @@ impl Core {
                                 hash: None,
                             },
                         });
-                        to_hash.push(f.rel);
-                    } else if st.index.get(id).is_some_and(|e| e.hash.is_none()) {
-                        to_hash.push(f.rel);
                     }
+                    to_hash.push(f.rel);
                     continue;
                 }
                 let known = if first {
@@ -323,18 +349,18 @@ impl Core {
                     hash,
                 });
             }
-            let gone: Vec<u32> = st
-                .index
-                .iter()
-                .filter(|(_, e)| {
-                    e.share == share.id && scope.contains(&e.rel) && !seen.contains(&e.rel)
-                })
-                .map(|(id, _)| id)
-                .collect();
             for id in gone {
-                if let Some(e) = st.index.remove(id) {
-                    tracing::debug!(name = %e.rel, "no longer shared");
-                    changes.push(Change::Remove { rel: e.rel });
+                // Ids are stable between the two locks (only this function,
+                // which the db lock serialises, and remove_share compact);
+                // check anyway that the entry is still one to remove.
+                let still_gone = st.index.get(id).is_some_and(|e| {
+                    e.share == share.id && scope.contains(&e.rel) && !seen.contains(&e.rel)
+                });
+                if still_gone {
+                    if let Some(e) = st.index.remove(id) {
+                        tracing::debug!(name = %e.rel, "no longer shared");
+                        changes.push(Change::Remove { rel: e.rel });
+                    }
                 }
             }
             st.index.compact_if_sparse();
