@@ -401,16 +401,10 @@ pub async fn fetch_by_hash(
                     sources: reports(&srcs),
                 });
             };
-            let bytes = encode_tree_file(&t);
-            let p = paths.tree.clone();
-            tokio::task::spawn_blocking(move || write_atomic(&p, &bytes))
-                .await
-                .map_err(io::Error::other)
-                .and_then(|r| r)
-                .map_err(DownloadError::local("saving the tree", &paths.tree))?;
             t
         }
     };
+    let fetched_tree = tree_src.is_some();
     if let Some(size) = req.size {
         if size != tree.size() {
             tracing::warn!(advertised = size, actual = tree.size(), hash = %hash_hex,
@@ -435,6 +429,16 @@ pub async fn fetch_by_hash(
     }
     let total = tree.groups();
     let verified = (0..total).filter(|&i| state.get(i)).count() as u64;
+    if fetched_tree && verified < total {
+        // Kept for a resume; a file done in one go (small) never needs it.
+        let bytes = encode_tree_file(&tree);
+        let p = paths.tree.clone();
+        tokio::task::spawn_blocking(move || write_atomic(&p, &bytes))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(DownloadError::local("saving the tree", &paths.tree))?;
+    }
     let mut pending = VecDeque::new();
     let mut i = 0;
     while i < total {
