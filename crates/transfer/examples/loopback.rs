@@ -13,7 +13,9 @@
 //! * `rutella`: `fetch_by_hash` from `run_server`, every 16 KiB verified;
 //! * `rutella (tree cached)`: the same once the server has the file's tree.
 //!
-//! Prints the median throughput of each and its ratio to the baseline.
+//! Prints the median throughput of each and its ratio to the baseline, then
+//! the time to fetch 200 files of 1 KiB one after the other (a fresh
+//! connection each) with a raw TCP exchange, classic and rutella.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener as StdListener, TcpStream as StdStream};
@@ -157,6 +159,63 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             times.push(t.elapsed().as_secs_f64());
         }
     }
+    // Many small files: per-transfer setup cost.
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small)?;
+    let one_k = vec![7u8; 1024];
+    let small_src = small.join("one.bin");
+    std::fs::write(&small_src, &one_k)?;
+    let small_hash = *blake3::hash(&one_k).as_bytes();
+    let small_source: Arc<dyn FileSource> = Arc::new(One {
+        path: small_src.clone(),
+        hash: small_hash,
+    });
+    let l2 = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let small_addr = l2.local_addr()?;
+    let (stop2_tx, stop2_rx) = tokio::sync::oneshot::channel::<()>();
+    let server2 = rt.spawn(run_server(
+        l2,
+        small_source,
+        ServerConfig::default(),
+        async {
+            let _ = stop2_rx.await;
+        },
+    ));
+    const FILES: usize = 200;
+    let mut small_secs: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for _ in 0..runs {
+        for (k, times) in small_secs.iter_mut().enumerate() {
+            let outd = small.join("out");
+            let _ = std::fs::remove_dir_all(&outd);
+            std::fs::create_dir_all(&outd)?;
+            let t = Instant::now();
+            for i in 0..FILES {
+                let name = format!("f{i}.bin");
+                match k {
+                    0 => raw_copy(&small_src, &outd.join(&name))?,
+                    1 => {
+                        let req = ClassicGet {
+                            peer: small_addr,
+                            name: name.clone(),
+                            downloads_dir: outd.clone(),
+                            connect_timeout: Duration::from_secs(5),
+                            idle_timeout: Duration::from_secs(20),
+                        };
+                        let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
+                        rt.block_on(classic_download(req, tx))?;
+                    }
+                    _ => {
+                        let req = HashGet::new(small_hash, vec![small_addr], outd.clone(), &name);
+                        let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
+                        rt.block_on(fetch_by_hash(req, tx))?;
+                    }
+                }
+            }
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let _ = stop2_tx.send(());
+    let _ = rt.block_on(server2);
     let _ = stop_tx.send(());
     let _ = rt.block_on(server);
     let base = size as f64 / median(&mut secs[0].clone()) / 1e9;
@@ -165,6 +224,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (k, name) in names.iter().enumerate() {
         let gbps = size as f64 / median(&mut secs[k]) / 1e9;
         println!("{name:<30} {gbps:>10.3} {:>8.2}", gbps / base);
+    }
+    println!();
+    println!("{FILES} files of 1 KiB, one connection each, {runs} runs, medians");
+    println!("{:<30} {:>10} {:>8}", "contender", "ms/file", "ratio");
+    let small_base = median(&mut small_secs[0].clone());
+    for (k, name) in ["raw tcp", "classic", "rutella"].iter().enumerate() {
+        let t = median(&mut small_secs[k]);
+        println!(
+            "{name:<30} {:>10.3} {:>8.2}",
+            t * 1000.0 / FILES as f64,
+            t / small_base
+        );
     }
     Ok(())
 }
