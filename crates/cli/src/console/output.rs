@@ -228,7 +228,7 @@ pub(crate) fn eta_text(eta: Option<Duration>) -> String {
 /// `↓ name  [#####-----]  45%  1.2 MiB/3.0 MiB  800 KiB/s  ETA 2 seconds`
 pub(crate) fn bar(d: &DownloadInfo) -> String {
     let f = figures(d);
-    const CELLS: usize = 16;
+    const CELLS: usize = 12;
     let filled = f
         .percent
         .map(|p| ((p / 100.0) * CELLS as f64).round() as usize)
@@ -284,7 +284,7 @@ mod tests {
         let l = bar(&info(1 << 20, Some(4 << 20)));
         assert!(l.chars().count() <= WIDTH, "{l}");
         assert!(l.contains(" 25%"), "{l}");
-        assert!(l.contains("[####------------]"), "{l}");
+        assert!(l.contains("[###---------]"), "{l}");
         assert!(l.contains("on.mp4"), "{l}");
         assert!(l.contains("ETA 6s"), "{l}");
         let l = bar(&info(0, None));

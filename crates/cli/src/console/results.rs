@@ -81,12 +81,22 @@ pub(crate) fn peer_name(p: &Peer) -> String {
     .to_string()
 }
 
-/// Bytes for people: `812 B`, `1.5 KiB`, `3.0 MiB`.
+/// Bytes for people, short: `812 B`, `1.5 KiB`, `614 KiB`, `3.1 MiB`.
 pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
-        format!("{n} B")
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 9.95 {
+        format!("{v:.1} {}", UNITS[unit])
     } else {
-        indicatif::BinaryBytes(n).to_string()
+        format!("{v:.0} {}", UNITS[unit])
     }
 }
 
@@ -159,8 +169,12 @@ mod tests {
         r.add(&peer(1000), &file("Cloud models.png", Some(3 << 20), None));
         let l = line(1, r.get(1).unwrap());
         assert!(l.contains("127.0.0.1:1000"), "{l}");
-        assert!(l.contains("3.00 MiB"), "{l}");
+        assert!(l.contains("3.0 MiB"), "{l}");
         assert!(l.ends_with("Cloud models.png"), "{l}");
         assert_eq!(bytes(812), "812 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(629_146), "614 KiB");
+        assert_eq!(bytes(3_200_000), "3.1 MiB");
+        assert_eq!(bytes(5 << 40), "5.0 TiB");
     }
 }
