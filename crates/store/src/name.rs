@@ -13,10 +13,15 @@ pub(crate) fn is_hidden(component: &str) -> bool {
     component.starts_with('.')
 }
 
-/// True for the name of a partial download.
+/// True for the name of a partial download (`NAME.part`) or of the files
+/// kept beside one (`NAME.part.tree`, `NAME.part.state`, and their `.tmp`
+/// while being rewritten).
 pub(crate) fn is_partial(file_name: &str) -> bool {
-    let b = file_name.as_bytes();
-    b.len() >= 5 && b[b.len() - 5..].eq_ignore_ascii_case(b".part")
+    let lower = file_name.to_ascii_lowercase();
+    let lower = lower.strip_suffix(".tmp").unwrap_or(&lower);
+    [".part", ".part.tree", ".part.state"]
+        .iter()
+        .any(|suffix| lower.ends_with(suffix))
 }
 
 /// Checks one component of a name (a file or folder name) for characters
@@ -168,6 +173,19 @@ mod tests {
             (".hidden", ResolveError::Hidden),
             ("dir/.git/config", ResolveError::Hidden),
             ("movie.mkv.part", ResolveError::Partial),
+            (
+                "movie.mkv.0123456789abcdef.part.tree",
+                ResolveError::Partial,
+            ),
+            (
+                "movie.mkv.0123456789abcdef.part.state",
+                ResolveError::Partial,
+            ),
+            (
+                "movie.mkv.0123456789abcdef.part.state.tmp",
+                ResolveError::Partial,
+            ),
+            ("movie.PART", ResolveError::Partial),
             ("movie.mkv.PART", ResolveError::Partial),
         ];
         for (name, want) in cases {
