@@ -20,8 +20,28 @@ use std::time::{Duration, Instant};
 
 /// Time between two refreshes of the bars.
 const REFRESH: Duration = Duration::from_millis(400);
-/// Widest line drawn, so that no line wraps on an 80-column terminal.
+/// Widest line drawn when the terminal's width is unknown (no line may
+/// wrap, or moving up over the bars would miss some).
 const WIDTH: usize = 79;
+
+/// Columns of the terminal on standard output, less one.
+fn term_width() -> usize {
+    #[cfg(unix)]
+    {
+        let mut ws = std::mem::MaybeUninit::<libc::winsize>::zeroed();
+        // SAFETY: TIOCGWINSZ fills a winsize; it is read only on success.
+        let ok =
+            unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, ws.as_mut_ptr()) } == 0;
+        if ok {
+            // SAFETY: zero-initialised and written by a successful ioctl.
+            let cols = unsafe { ws.assume_init() }.ws_col as usize;
+            if cols >= 20 {
+                return cols - 1;
+            }
+        }
+    }
+    WIDTH
+}
 /// Most announcements kept while no prompt is shown.
 const MAX_PENDING: usize = 256;
 
@@ -134,7 +154,7 @@ impl Output {
                 .downloads()
                 .iter()
                 .filter(|d| d.state == DownloadState::Running)
-                .map(bar)
+                .map(|d| bar(d, term_width().min(100)))
                 .collect();
             if s.pending.is_empty() && bars.is_empty() {
                 // A download ended: its announcement is on its way; leave
@@ -226,7 +246,7 @@ pub(crate) fn eta_text(eta: Option<Duration>) -> String {
 }
 
 /// `↓ name  [#####-----]  45%  1.2 MiB/3.0 MiB  800 KiB/s  ETA 2 seconds`
-pub(crate) fn bar(d: &DownloadInfo) -> String {
+pub(crate) fn bar(d: &DownloadInfo, width: usize) -> String {
     let f = figures(d);
     const CELLS: usize = 12;
     let filled = f
@@ -248,8 +268,10 @@ pub(crate) fn bar(d: &DownloadInfo) -> String {
         bytes(f.speed as u64),
         eta_text(f.eta)
     );
-    let room = WIDTH.saturating_sub(tail.chars().count() + 2).max(8);
-    format!("↓ {}{tail}", fit(&d.name, room))
+    let room = width.saturating_sub(tail.chars().count() + 2).max(8);
+    let line = format!("↓ {}{tail}", fit(&d.name, room));
+    // Very narrow terminals: cut the line rather than let it wrap.
+    line.chars().take(width.max(1)).collect()
 }
 
 /// Cuts a name to `room` characters, keeping its end (the extension).
@@ -281,13 +303,16 @@ mod tests {
 
     #[test]
     fn bars_fit_the_terminal_and_show_figures() {
-        let l = bar(&info(1 << 20, Some(4 << 20)));
+        let l = bar(&info(1 << 20, Some(4 << 20)), WIDTH);
         assert!(l.chars().count() <= WIDTH, "{l}");
+        for w in [10, 40, 60, 200] {
+            assert!(bar(&info(5, Some(9)), w).chars().count() <= w, "{w}");
+        }
         assert!(l.contains(" 25%"), "{l}");
         assert!(l.contains("[###---------]"), "{l}");
         assert!(l.contains("on.mp4"), "{l}");
         assert!(l.contains("ETA 6s"), "{l}");
-        let l = bar(&info(0, None));
+        let l = bar(&info(0, None), WIDTH);
         assert!(l.contains("?%") && l.contains("ETA -"), "{l}");
     }
 
