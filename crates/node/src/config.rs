@@ -103,6 +103,11 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// A download that receives nothing for this long fails (resumable).
     pub idle_timeout: Duration,
+    /// On shutdown, how long uploads in progress may go on before they are cut.
+    pub shutdown_grace: Duration,
+    /// Deliberately corrupt what this node uploads. Only for testing how
+    /// downloaders deal with a bad peer; never set it otherwise.
+    pub upload_fault: Option<rutella_transfer::Fault>,
 }
 
 impl Default for NodeConfig {
@@ -123,6 +128,8 @@ impl Default for NodeConfig {
             watch: true,
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(2),
+            upload_fault: None,
         }
     }
 }

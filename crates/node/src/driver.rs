@@ -3,11 +3,12 @@
 
 use crate::config::{NodeConfig, PeerAddr};
 use crate::downloads::{DownloadId, DownloadInfo, DownloadState, Downloads};
+use crate::pending::{Journal, Pending};
 use crate::source::LibrarySource;
 use crate::NodeError;
 use rutella_proto::{Event, HitFile, IncomingQuery, Overlay, Peer, SearchId};
 use rutella_store::{Library, LibraryConfig};
-use rutella_transfer::{ClassicGet, DownloadReport, Progress, ServerConfig};
+use rutella_transfer::{ClassicGet, DownloadReport, HashGet, Progress, ServerConfig};
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -91,6 +92,7 @@ pub struct Client {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<NodeEvent>,
     downloads: Downloads,
+    journal: Journal,
     library: Library,
     config: Arc<NodeConfig>,
     udp_addr: SocketAddrV4,
@@ -160,6 +162,7 @@ impl Node {
             tx: tx.clone(),
             events: events.clone(),
             downloads: Downloads::default(),
+            journal: Journal::new(&downloads_dir),
             library: library.clone(),
             config: Arc::new(config.clone()),
             udp_addr,
@@ -182,6 +185,8 @@ impl Node {
         let server_cfg = ServerConfig {
             rate_limit: config.upload_rate_limit,
             max_connections: config.max_uploads,
+            fault: config.upload_fault,
+            shutdown_grace: config.shutdown_grace,
             ..ServerConfig::default()
         };
         let source = Arc::new(LibrarySource(library));
@@ -194,6 +199,7 @@ impl Node {
                 tracing::error!(error = %e, "transfer server stopped");
             }
         }));
+        client.resume_pending();
         Ok(Node {
             client,
             stop,
@@ -466,17 +472,38 @@ impl EventLoop {
         tokio::spawn(async move {
             let text = q.text.clone();
             let rutella = q.from.rutella;
-            let found =
-                tokio::task::spawn_blocking(move || library.search(&text, MAX_ANSWER_FILES))
-                    .await
-                    .unwrap_or_default();
+            let found = tokio::task::spawn_blocking(move || {
+                match rutella_proto::parse_hash_query(&text) {
+                    // A query for a content hash: the file with that hash, whatever its name.
+                    Some(hash) => library
+                        .by_hash(&hash)
+                        .map(|f| HitFile {
+                            name: f.name,
+                            size: Some(f.size),
+                            hash: Some(hash),
+                        })
+                        .into_iter()
+                        .collect(),
+                    None => library
+                        .search(&text, MAX_ANSWER_FILES)
+                        .into_iter()
+                        .map(|f| HitFile {
+                            name: f.name,
+                            size: Some(f.size),
+                            hash: f.hash,
+                        })
+                        .collect::<Vec<_>>(),
+                }
+            })
+            .await
+            .unwrap_or_default();
             let files: Vec<HitFile> = found
                 .into_iter()
                 .map(|f| HitFile {
-                    name: f.name,
                     // Classic peers cannot use sizes and hashes: leave room for names.
-                    size: rutella.then_some(f.size),
-                    hash: if rutella { f.hash } else { None },
+                    size: f.size.filter(|_| rutella),
+                    hash: f.hash.filter(|_| rutella),
+                    name: f.name,
                 })
                 .collect();
             tracing::debug!(from = %q.reply_to, text = %q.text, hits = files.len(), "answering query");
@@ -536,12 +563,8 @@ impl Client {
     }
 
     /// Starts downloading `name` from the peer whose TCP address is `from`,
-    /// resuming a partial copy, in the background.
+    /// with the classic exchange, resuming a partial copy, in the background.
     pub fn download(&self, from: SocketAddrV4, name: &str) -> DownloadHandle {
-        let (progress_tx, progress_rx) = watch::channel(Progress::default());
-        let id = self
-            .downloads
-            .add(name.to_string(), vec![from], progress_rx);
         let req = ClassicGet {
             peer: SocketAddr::V4(from),
             name: name.to_string(),
@@ -549,12 +572,8 @@ impl Client {
             connect_timeout: self.config.connect_timeout,
             idle_timeout: self.config.idle_timeout,
         };
-        let (done_tx, done_rx) = oneshot::channel();
-        let downloads = self.downloads.clone();
-        let events = self.events.clone();
-        let name = name.to_string();
         let client = self.clone();
-        tokio::spawn(async move {
+        self.track(name, vec![from], move |progress| async move {
             let known_rutella = client
                 .peers()
                 .await
@@ -563,8 +582,106 @@ impl Client {
             if !known_rutella {
                 align_classic_resume(&req.downloads_dir, &req.name).await;
             }
-            let result = rutella_transfer::classic_download(req, progress_tx).await;
-            let sent = match result {
+            rutella_transfer::classic_download(req, progress).await
+        })
+    }
+
+    /// Starts downloading the file with this BLAKE3 hash from every source
+    /// at once (the rutella protocol: every block verified before it
+    /// counts), in the background. The download is recorded in the
+    /// downloads folder until it completes, so a node killed meanwhile
+    /// resumes it at its next start.
+    pub fn download_hash(
+        &self,
+        hash: [u8; 32],
+        name: &str,
+        size: Option<u64>,
+        sources: Vec<SocketAddrV4>,
+    ) -> DownloadHandle {
+        let dir = self.config.downloads_dir();
+        let entry = Pending {
+            hash: rutella_proto::message::hex32(&hash),
+            name: name.to_string(),
+            size,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut req = HashGet::new(
+            hash,
+            sources.iter().map(|s| SocketAddr::V4(*s)).collect(),
+            dir,
+            name,
+        );
+        req.size = size;
+        req.connect_timeout = self.config.connect_timeout;
+        req.idle_timeout = self.config.idle_timeout;
+        let journal = self.journal.clone();
+        self.track(name, sources, move |progress| async move {
+            let (hash, name) = (entry.hash.clone(), entry.name.clone());
+            let j = journal.clone();
+            let _ = tokio::task::spawn_blocking(move || j.add(entry)).await;
+            let result = rutella_transfer::fetch_by_hash(req, progress).await;
+            if result.is_ok() {
+                let _ = tokio::task::spawn_blocking(move || journal.remove(&hash, &name)).await;
+            }
+            result
+        })
+    }
+
+    /// Finds the peers that offer the file with this hash: asks every known
+    /// peer for it and waits for their answers (at most the search time).
+    /// Returns the file as one of them names it, and their TCP addresses.
+    pub async fn find_sources(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<(HitFile, Vec<SocketAddrV4>)>, NodeError> {
+        let mut stream = self.search(&rutella_proto::hash_query(hash)).await?;
+        let mut file = None;
+        let mut sources = Vec::new();
+        while let Some(hit) = stream.next().await {
+            if let Some(f) = hit
+                .files
+                .into_iter()
+                .find(|f| f.hash.as_ref() == Some(hash))
+            {
+                if !sources.contains(&hit.peer.tcp()) {
+                    sources.push(hit.peer.tcp());
+                }
+                file.get_or_insert(f);
+            }
+        }
+        Ok(file.map(|f| (f, sources)))
+    }
+
+    /// Resumes the downloads by hash that a previous run left unfinished.
+    fn resume_pending(&self) {
+        for p in self.journal.load() {
+            let Some(hash) = rutella_proto::message::parse_hex32(&p.hash) else {
+                continue;
+            };
+            let sources: Vec<SocketAddrV4> =
+                p.sources.iter().filter_map(|s| s.parse().ok()).collect();
+            tracing::info!(name = %p.name, sources = sources.len(), "resuming an unfinished download");
+            let _ = self.download_hash(hash, &p.name, p.size, sources);
+        }
+    }
+
+    /// Runs one download in the background, recorded in the downloads
+    /// table, announced when it ends.
+    fn track<F, Fut>(&self, name: &str, sources: Vec<SocketAddrV4>, work: F) -> DownloadHandle
+    where
+        F: FnOnce(watch::Sender<Progress>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<DownloadReport, rutella_transfer::DownloadError>>
+            + Send
+            + 'static,
+    {
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let id = self.downloads.add(name.to_string(), sources, progress_rx);
+        let (done_tx, done_rx) = oneshot::channel();
+        let downloads = self.downloads.clone();
+        let events = self.events.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let sent = match work(progress_tx).await {
                 Ok(report) => {
                     tracing::info!(name = %name, path = %report.path.display(), bytes = report.bytes_received, "download complete");
                     downloads.set_state(id, DownloadState::Done(report.path.clone()));

@@ -9,11 +9,12 @@
 mod config;
 mod downloads;
 mod driver;
+mod pending;
 mod source;
 
 pub use config::{NodeConfig, PeerAddr};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState};
-pub use driver::{Client, Node, NodeEvent, SearchHit, SearchStream};
+pub use driver::{Client, DownloadHandle, Node, NodeEvent, SearchHit, SearchStream};
 pub use rutella_proto::{HitFile, Peer};
 
 /// Why the node could not start or a command failed.

@@ -21,3 +21,32 @@ pub use scalable::{QueryTrigrams, ScalableConfig, TrigramBloom};
 pub fn name_matches(query: &str, name: &str) -> bool {
     !query.is_empty() && name.to_lowercase().contains(&query.to_lowercase())
 }
+
+/// Prefix of a query for a content hash: `blake3:` and 64 hex digits.
+/// rutella peers answer it with the file that has that hash, whatever its
+/// name; classic peers find no name containing it and answer empty.
+pub const HASH_QUERY_PREFIX: &str = "blake3:";
+
+/// The query text that asks for the file with this BLAKE3 hash.
+pub fn hash_query(hash: &[u8; 32]) -> String {
+    format!("{HASH_QUERY_PREFIX}{}", message::hex32(hash))
+}
+
+/// The hash a query text asks for, when it is a hash query.
+pub fn parse_hash_query(text: &str) -> Option<[u8; 32]> {
+    message::parse_hex32(text.strip_prefix(HASH_QUERY_PREFIX)?)
+}
+
+#[cfg(test)]
+mod hash_query_tests {
+    use super::*;
+
+    #[test]
+    fn hash_queries_round_trip_and_names_are_not_hash_queries() {
+        let h = [0xab; 32];
+        assert_eq!(parse_hash_query(&hash_query(&h)), Some(h));
+        assert_eq!(parse_hash_query("blake3:xyz"), None);
+        assert_eq!(parse_hash_query(&message::hex32(&h)), None);
+        assert_eq!(parse_hash_query("song.mp3"), None);
+    }
+}
