@@ -202,3 +202,39 @@ fn a_killed_demo_removes_its_files() {
     assert_eq!(exit_code(&p), 143);
     assert!(!root.exists(), "the demo left {root:?} behind");
 }
+
+#[test]
+fn progress_bars_run_while_typing_and_endings_are_announced_once() {
+    let cfg = tempfile::tempdir().unwrap();
+    let mut p = spawn(console_cmd(&cfg.path().join("c.toml"), &["demo"]));
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("s rabbit").unwrap();
+    p.exp_string("video/Big Buck Rabbit.mp4").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    // 24 MB from a peer limited to 6 MiB/s: about four seconds of bars.
+    p.send_line("get 1").unwrap();
+    // (rexpect reads bytes as Latin-1: match the ASCII part of the bar.)
+    p.exp_regex(r"Rabbit\.mp4 +\[[#-]{12}\] +\d+% [^\r\n]*/s ETA")
+        .unwrap();
+    // The prompt still works while the bar is drawn above it.
+    p.send_line("downloads").unwrap();
+    p.exp_regex(r"running +\d+% [^\r\n]+/s").unwrap();
+    p.send_line("peers").unwrap();
+    p.exp_string("3 peer(s):").unwrap();
+    p.exp_string("Downloaded video/Big Buck Rabbit.mp4 to")
+        .unwrap();
+
+    // A peer that is not there: the failure and its reason, once.
+    p.send_line("get 127.0.4.50 missing.txt").unwrap();
+    p.exp_regex(r"missing\.txt failed: peer 127\.0\.4\.50:10000 refused the connection[^\r\n]*")
+        .unwrap();
+    p.send_line("help").unwrap();
+    p.exp_string("unshare DIR").unwrap();
+    p.send_line("quit").unwrap();
+    let rest = p.exp_eof().unwrap();
+    assert!(
+        !rest.contains("Downloaded") && !rest.contains("failed"),
+        "announced twice: {rest}"
+    );
+    assert_eq!(exit_code(&p), 0);
+}
