@@ -41,7 +41,7 @@ pub(crate) enum Command {
     Search(SearchArgs),
     /// Download one file from one peer and exit (0 only when the file is complete).
     #[command(
-        after_help = "Examples:\n  rutella get --from 192.168.1.100 \"Cloud - Cloud models.png\"\n  rutella get --from 127.0.0.1:20002 music/song.ogg --out ./downloads\n\nRunning the same command again resumes an interrupted download."
+        after_help = "Examples:\n  rutella get --from 192.168.1.100 \"Cloud - Cloud models.png\"\n  rutella get --from 127.0.0.1:20002 music/song.ogg --out ./downloads\n  rutella get 3f1c…(64 hex digits) --connect 192.168.1.100\n\nBy name, the file comes from one peer with the classic exchange. By hash, it\ncomes from every peer that offers it at once, every piece verified.\nRunning the same command again resumes an interrupted download."
     )]
     Get(GetArgs),
     /// Start three peers on this computer with sample files and open the console joined to them.
@@ -177,18 +177,29 @@ pub(crate) struct SearchArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
-    /// The file's name as the peer lists it.
+    /// The file's name as the peer lists it (with --from), or its BLAKE3
+    /// hash, 64 hex digits (with --connect).
+    #[arg(value_name = "NAME|HASH")]
     pub(crate) name: String,
-    /// The peer to download from: IP or IP:UDPPORT.
+    /// The peer to download from by name: IP or IP:UDPPORT.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        required_unless_present = "connect",
+        conflicts_with = "connect"
+    )]
+    pub(crate) from: Option<PeerAddr>,
+    /// Download by hash: join through this peer, find every peer that offers
+    /// the hash, and fetch verified pieces from all of them at once.
     #[arg(long, value_name = "ADDR")]
-    pub(crate) from: PeerAddr,
+    pub(crate) connect: Vec<PeerAddr>,
     /// Folder to save into.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub(crate) out: PathBuf,
-    /// Seconds to wait for the peer to answer.
+    /// Seconds to wait for peers to answer.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub(crate) wait: f64,
-    /// Print a JSON report (path, size, resumed_from, received) instead of the path.
+    /// Print a JSON report (path, size, resumed_from, received, sources) instead of the path.
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]

@@ -163,35 +163,51 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
     })?;
     let mut cfg = a.net.node_config();
     cfg.downloads = Some(a.out.clone());
-    let node = oneshot_node(cfg, vec![a.from]).await?;
-    let client = node.client();
-    let tcp = match a.from.tcp_port {
-        Some(port) => SocketAddrV4::new(*a.from.udp.ip(), port),
-        None => match learn_tcp_port(&client, a.from.udp, wait).await? {
-            Some(tcp) => tcp,
-            None => {
-                node.shutdown().await;
+    cfg.overlay.search_timeout = wait;
+    let (node, result) = match a.from {
+        Some(from) => {
+            let node = oneshot_node(cfg, vec![from]).await?;
+            let r = get_by_name(&node.client(), from, &a.name, wait).await;
+            (node, r)
+        }
+        None => {
+            let Some(hash) = rutella_proto::message::parse_hex32(&a.name.to_ascii_lowercase())
+            else {
                 return Err(Failure::new(
-                    exit::NETWORK,
+                    exit::USAGE,
                     format!(
-                        "peer {} did not answer within {:.1} s: check the address and that its node is running",
-                        a.from,
-                        wait.as_secs_f64()
+                        "{:?} is not a BLAKE3 hash (64 hex digits): with --connect give a hash, or use --from ADDR to download by name",
+                        a.name
                     ),
                 ));
-            }
-        },
+            };
+            let node = oneshot_node(cfg, a.connect.clone()).await?;
+            let r = get_by_hash(&node.client(), hash, wait).await;
+            (node, r)
+        }
     };
-    let result = client.download(tcp, &a.name).wait().await;
     node.shutdown().await;
-    match result {
+    match result? {
         Ok(report) => {
             if a.json {
+                let sources: Vec<serde_json::Value> = report
+                    .sources
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "peer": s.peer.to_string(),
+                            "received": s.bytes_received,
+                            "verified": s.bytes_verified,
+                            "outcome": s.outcome.to_string(),
+                        })
+                    })
+                    .collect();
                 let obj = serde_json::json!({
                     "path": report.path,
                     "size": report.size,
                     "resumed_from": report.resumed_from,
                     "received": report.bytes_received,
+                    "sources": sources,
                 });
                 println!("{obj}");
             } else {
@@ -210,6 +226,57 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+type Outcome = Result<rutella_transfer::DownloadReport, NodeError>;
+
+async fn get_by_name(
+    client: &Client,
+    from: PeerAddr,
+    name: &str,
+    wait: Duration,
+) -> Result<Outcome, Failure> {
+    let tcp = match from.tcp_port {
+        Some(port) => SocketAddrV4::new(*from.udp.ip(), port),
+        None => match learn_tcp_port(client, from.udp, wait).await? {
+            Some(tcp) => tcp,
+            None => {
+                return Err(Failure::new(
+                    exit::NETWORK,
+                    format!(
+                        "peer {from} did not answer within {:.1} s: check the address and that its node is running",
+                        wait.as_secs_f64()
+                    ),
+                ))
+            }
+        },
+    };
+    Ok(client.download(tcp, name).wait().await)
+}
+
+async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<Outcome, Failure> {
+    settle(client, (wait / 2).min(Duration::from_secs(2))).await?;
+    let Some((file, sources)) = client.find_sources(&hash).await? else {
+        return Err(Failure::new(
+            exit::NOT_FOUND,
+            format!(
+                "no peer offers {} (asked every peer found within {:.1} s)",
+                rutella_proto::message::hex32(&hash),
+                wait.as_secs_f64()
+            ),
+        ));
+    };
+    let name = file
+        .name
+        .rsplit('/')
+        .next()
+        .unwrap_or(&file.name)
+        .to_string();
+    tracing::info!(name = %name, sources = sources.len(), "downloading by hash");
+    Ok(client
+        .download_hash(hash, &name, file.size, sources)
+        .wait()
+        .await)
 }
 
 /// A rutella peer named by its UDP address tells its TCP port in its pong.

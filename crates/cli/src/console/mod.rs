@@ -267,7 +267,28 @@ impl Console {
             let Some(peer) = found.sources.first() else {
                 return;
             };
-            self.start(peer.tcp(), &found.name, &results::peer_name(peer));
+            // rutella peers that know the file's hash serve verified pieces
+            // of it all at once; otherwise the file comes by name from one.
+            let rutella: Vec<&rutella_node::Peer> =
+                found.sources.iter().filter(|p| p.rutella).collect();
+            match found.hash {
+                Some(hash) if !rutella.is_empty() => {
+                    let tcp = rutella.iter().map(|p| p.tcp()).collect();
+                    let _ = self
+                        .client
+                        .download_hash(hash, &found.name, found.size, tcp);
+                    let names: Vec<String> =
+                        rutella.iter().map(|p| results::peer_name(p)).collect();
+                    println!(
+                        "Downloading {} from {} ({}), every piece verified, into {} (type downloads to see it).",
+                        found.name,
+                        plural(names.len(), "peer"),
+                        names.join(", "),
+                        self.client.downloads_dir().display()
+                    );
+                }
+                _ => self.start(peer.tcp(), &found.name, &results::peer_name(peer)),
+            }
             return;
         }
         let Some((addr, name)) = rest.split_once(char::is_whitespace) else {
@@ -487,6 +508,14 @@ impl Console {
                 println!("{}", e.message);
             }
         }
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 

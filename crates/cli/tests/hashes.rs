@@ -1,0 +1,212 @@
+//! Downloads by hash between `rutella` processes, including a downloader
+//! killed with SIGKILL and resumed by the next node started on the same
+//! downloads folder, without being asked again.
+//!
+//! Address plan: this file uses 127.0.7.0/24 (classic ports).
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn hex(h: &blake3::Hash) -> String {
+    h.to_hex().to_string()
+}
+
+#[test]
+fn get_by_hash_from_several_processes() {
+    let data = pattern(3_000_001, 21);
+    let hash = blake3::hash(&data);
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    write_file(&dirs[0].path().join("one name.iso"), &data);
+    write_file(&dirs[1].path().join("other/another name.iso"), &data);
+    let _a = Serve::start(&[
+        "--share",
+        dirs[0].path().to_str().unwrap(),
+        "--bind",
+        "127.0.7.2",
+    ]);
+    let _b = Serve::start(&[
+        "--share",
+        dirs[1].path().to_str().unwrap(),
+        "--bind",
+        "127.0.7.3",
+        "--connect",
+        "127.0.7.2",
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    // Hashing runs in the background after start: retry for a while.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let r = run(&[
+            "get",
+            &hex(&hash),
+            "--connect",
+            "127.0.7.2",
+            "--out",
+            o,
+            "--bind",
+            "127.0.7.9",
+            "--wait",
+            "2",
+            "--json",
+        ]);
+        if r.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap();
+        }
+        assert_eq!(
+            r.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "never found: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let path = report["path"].as_str().unwrap();
+    assert_eq!(blake3::hash(&std::fs::read(path).unwrap()), hash);
+    let sources = report["sources"].as_array().unwrap();
+    assert!(!sources.is_empty() && sources.len() <= 2, "{report}");
+    // A hash nobody has: exit code 4. Not a hash: usage, exit 2.
+    let none = run(&[
+        "get",
+        &"0".repeat(64),
+        "--connect",
+        "127.0.7.2",
+        "--out",
+        o,
+        "--bind",
+        "127.0.7.9",
+        "--wait",
+        "1",
+    ]);
+    assert_eq!(none.status.code(), Some(4));
+    let bad = run(&[
+        "get",
+        "song.mp3",
+        "--connect",
+        "127.0.7.2",
+        "--out",
+        o,
+        "--bind",
+        "127.0.7.9",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn a_downloader_killed_with_sigkill_resumes_on_its_next_start() {
+    let size = 6 << 20;
+    let data = pattern(size, 5);
+    let hash = blake3::hash(&data);
+    let share = tempfile::tempdir().unwrap();
+    write_file(&share.path().join("movie.mkv"), &data);
+    let _server = Serve::start(&[
+        "--share",
+        share.path().to_str().unwrap(),
+        "--bind",
+        "127.0.7.20",
+        "--rate-limit",
+        "1500000",
+    ]);
+    wait_hashed("127.0.7.20", "movie", &hex(&hash));
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let mut get = bin()
+        .args([
+            "get",
+            &hex(&hash),
+            "--connect",
+            "127.0.7.20",
+            "--out",
+            o,
+            "--bind",
+            "127.0.7.21",
+            "--wait",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until verified progress has been recorded (checkpoints every second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        let found = std::fs::read_dir(out.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".part.state"));
+        if let Some(s) = found {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no progress recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(1200));
+    get.kill().unwrap(); // SIGKILL
+    let _ = get.wait();
+    assert!(state.exists());
+    assert!(
+        !out.path().join("movie.mkv").exists(),
+        "not complete when killed"
+    );
+
+    // A node started on the same downloads folder picks it up by itself.
+    let empty = tempfile::tempdir().unwrap();
+    let node = Serve::start(&[
+        "--share",
+        empty.path().to_str().unwrap(),
+        "--downloads",
+        o,
+        "--bind",
+        "127.0.7.21",
+    ]);
+    node.wait_log("resuming an unfinished download", Duration::from_secs(10));
+    node.wait_log("download complete", Duration::from_secs(30));
+    let done = out.path().join("movie.mkv");
+    assert_eq!(blake3::hash(&std::fs::read(&done).unwrap()), hash);
+    // Only what was not verified before the kill crossed the wire again.
+    let log = node.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("download complete"))
+        .unwrap();
+    let bytes: u64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("bytes="))
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {line:?}"));
+    assert!(
+        bytes < size as u64 && bytes > 0,
+        "{bytes} of {size} bytes received after the restart"
+    );
+}
+
+/// Waits (bounded) until the peer's hits for `text` carry `hash`: hashing
+/// runs in the background after a node starts.
+fn wait_hashed(peer: &str, text: &str, hash: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = run(&[
+            "search",
+            text,
+            "--connect",
+            peer,
+            "--bind",
+            "127.0.7.99",
+            "--wait",
+            "1",
+            "--json",
+        ]);
+        if String::from_utf8_lossy(&r.stdout).contains(hash) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{peer} never offered {hash}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
