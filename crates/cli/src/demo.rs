@@ -131,6 +131,15 @@ pub(crate) fn run(rt: &Runtime, args: DemoArgs) -> Result<(), Failure> {
             });
             nodes.push(node);
         }
+        // Hashes make identical files one result and let them come from
+        // several peers at once: wait until the sample files have theirs.
+        let libraries: Vec<_> = nodes.iter().map(|n| n.client().library().clone()).collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for lib in libraries {
+                lib.wait_idle(Duration::from_secs(10));
+            }
+        })
+        .await;
         let mut cfg = node_config(Vec::new(), addrs.clone());
         cfg.downloads = Some(root.join("downloads"));
         let me = Node::start(cfg).await?;

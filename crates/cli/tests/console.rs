@@ -71,9 +71,11 @@ fn demo_search_get_and_the_file_is_identical() {
         .unwrap();
     p.exp_string("rutella> ").unwrap();
 
+    // Both peers serve it at once, every piece checked against the hash.
     p.send_line("get 1").unwrap();
-    p.exp_string("Downloading music/Aurora Lights - Northern Sky.ogg")
+    p.exp_string("Downloading music/Aurora Lights - Northern Sky.ogg from 2 peers")
         .unwrap();
+    p.exp_string("every piece verified").unwrap();
     let (_, done) = p.exp_regex(r"Downloaded [^\r\n]+ to [^\r\n]+").unwrap();
     let got = PathBuf::from(done.split(" to ").last().unwrap().trim());
     let source = share1.join("music/Aurora Lights - Northern Sky.ogg");
