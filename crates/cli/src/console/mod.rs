@@ -392,9 +392,15 @@ impl Console {
                 pct,
                 speed,
                 eta,
-                from.join(","),
+                match from.len() {
+                    1 => from[0].clone(),
+                    n => plural(n, "peer"),
+                },
                 d.name
             );
+            if from.len() > 1 {
+                println!("{:>5}from {}", "", from.join(", "));
+            }
             match &d.state {
                 DownloadState::Done(p) => println!("{:>5}→ {}", "", p.display()),
                 DownloadState::Failed(r) => println!("{:>5}✗ {}", "", friendly_reason(r)),
