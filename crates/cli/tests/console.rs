@@ -121,10 +121,27 @@ fn first_run_asks_again_after_a_wrong_answer_and_saves_the_answers() {
     p.exp_string("rutella> ").unwrap();
     p.send_line("search x").unwrap();
     p.exp_string("No peer to ask yet").unwrap();
+    // Shares added and removed at the prompt are kept in the settings.
+    let more = tempfile::tempdir().unwrap();
+    write_file(&more.path().join("b.txt"), b"b");
+    p.send_line("share /no/such/folder").unwrap();
+    p.exp_string("No folder at /no/such/folder").unwrap();
+    p.send_line(&format!("share {}", more.path().display()))
+        .unwrap();
+    p.exp_string("(2 files shared in all)").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains(more.path().to_str().unwrap()));
+    p.send_line(&format!("unshare {}", more.path().display()))
+        .unwrap();
+    p.exp_string("Stopped sharing").unwrap();
+    p.exp_string("rutella> ").unwrap();
     quit(p);
 
     let saved = std::fs::read_to_string(&config).unwrap();
     let v: toml::Table = toml::from_str(&saved).unwrap();
+    assert_eq!(v["shares"].as_array().unwrap().len(), 1, "{saved}");
     assert_eq!(
         v["shares"].as_array().unwrap()[0].as_str().unwrap(),
         share.path().to_str().unwrap()
