@@ -99,8 +99,9 @@ fn demo_search_get_and_the_file_is_identical() {
 fn first_run_asks_again_after_a_wrong_answer_and_saves_the_answers() {
     let cfg = tempfile::tempdir().unwrap();
     let config = cfg.path().join("rutella/config.toml");
-    let share = tempfile::tempdir().unwrap();
-    write_file(&share.path().join("song.ogg"), b"la la la");
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("shared folder");
+    write_file(&share.join("song.ogg"), b"la la la");
     let net = ["--bind", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0"];
     let mut p = spawn(console_cmd(&config, &net));
     p.exp_string("Enter the shared folder path:").unwrap();
@@ -108,7 +109,13 @@ fn first_run_asks_again_after_a_wrong_answer_and_saves_the_answers() {
     p.exp_string("No folder at /no/such/folder/anywhere: type the path of an existing folder.")
         .unwrap();
     p.exp_string("Enter the shared folder path:").unwrap();
-    p.send_line(share.path().to_str().unwrap()).unwrap();
+    // Tab completes the folder's name (escaping its space).
+    p.send(&format!("{}/shared\\ f", tmp.path().display()))
+        .unwrap();
+    p.send("\t").unwrap();
+    p.flush().unwrap();
+    p.exp_string("shared\\ folder/").unwrap();
+    p.send_line("").unwrap();
     p.exp_string("IP where you want to connect").unwrap();
     p.send_line("300.1.2.3").unwrap();
     p.exp_string("is not a peer address").unwrap();
@@ -143,8 +150,11 @@ fn first_run_asks_again_after_a_wrong_answer_and_saves_the_answers() {
     let v: toml::Table = toml::from_str(&saved).unwrap();
     assert_eq!(v["shares"].as_array().unwrap().len(), 1, "{saved}");
     assert_eq!(
-        v["shares"].as_array().unwrap()[0].as_str().unwrap(),
-        share.path().to_str().unwrap()
+        v["shares"].as_array().unwrap()[0]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('/'),
+        share.to_str().unwrap()
     );
     assert!(v["peers"].as_array().unwrap().is_empty(), "{saved}");
 

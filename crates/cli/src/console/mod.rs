@@ -1,6 +1,7 @@
 //! The interactive console: a prompt with line editing and history, talking
 //! to the node only through its [`Client`].
 
+mod complete;
 mod output;
 mod results;
 pub(crate) mod setup;
@@ -9,7 +10,6 @@ use crate::config_file::ConfigFile;
 use output::Output;
 use results::{Added, Results};
 use rustyline::error::ReadlineError;
-use rustyline::DefaultEditor;
 use rutella_node::{Client, DownloadState, PeerAddr};
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,7 @@ pub(crate) fn friendly_reason(reason: &str) -> String {
 /// Runs the prompt until `quit`, end of input, or a failed terminal.
 pub(crate) fn run(
     rt: &Runtime,
-    rl: &mut DefaultEditor,
+    rl: &mut complete::Editor,
     client: Client,
     remember: Remember,
 ) -> Result<(), crate::Failure> {
@@ -85,6 +85,9 @@ pub(crate) fn run(
     };
     let result = loop {
         output::flush_pending(&out);
+        if let Some(h) = rl.helper() {
+            h.set_mode(complete::Mode::Command);
+        }
         out.enter_prompt();
         let line = rl.readline("rutella> ");
         out.leave_prompt();

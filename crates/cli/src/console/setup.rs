@@ -1,11 +1,11 @@
 //! `rutella` without a command: settings from flags and the settings file,
 //! the first-run questions for what is missing, then the console.
 
+use super::complete::{Editor, Helper, Mode};
 use crate::args::ConsoleArgs;
 use crate::config_file::{self, ConfigFile};
 use crate::{exit, Failure};
 use rustyline::error::ReadlineError;
-use rustyline::DefaultEditor;
 use rutella_node::{Node, NodeConfig, PeerAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,9 +13,11 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 
 /// A new line editor, or a sentence saying why there is none.
-pub(crate) fn editor() -> Result<DefaultEditor, Failure> {
-    DefaultEditor::new()
-        .map_err(|e| Failure::new(exit::FAILURE, format!("cannot open the terminal: {e}")))
+pub(crate) fn editor() -> Result<Editor, Failure> {
+    let mut rl = Editor::new()
+        .map_err(|e| Failure::new(exit::FAILURE, format!("cannot open the terminal: {e}")))?;
+    rl.set_helper(Some(Helper::new()));
+    Ok(rl)
 }
 
 /// `~/x` means `x` in the home folder.
@@ -25,6 +27,9 @@ pub(crate) fn expand_home(s: &str) -> PathBuf {
         .strip_prefix('"')
         .and_then(|x| x.strip_suffix('"'))
         .unwrap_or(s);
+    // Tab completion writes `my\ folder` for `my folder`.
+    #[cfg(unix)]
+    let s = &*rustyline::completion::unescape(s, Some('\\'));
     if s == "~" || s.starts_with("~/") {
         if let Some(home) = directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()) {
             return home.join(s.trim_start_matches('~').trim_start_matches('/'));
@@ -33,8 +38,11 @@ pub(crate) fn expand_home(s: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn ask(rl: &mut DefaultEditor, question: &str) -> Result<String, Failure> {
+fn ask(rl: &mut Editor, question: &str, mode: Mode) -> Result<String, Failure> {
     println!("{question}");
+    if let Some(h) = rl.helper() {
+        h.set_mode(mode);
+    }
     match rl.readline("> ") {
         Ok(line) => Ok(line.trim().to_string()),
         Err(ReadlineError::Interrupted) | Err(ReadlineError::Eof) => Err(Failure::new(
@@ -49,9 +57,9 @@ fn ask(rl: &mut DefaultEditor, question: &str) -> Result<String, Failure> {
 }
 
 /// Asks for a folder to share until the answer is an existing folder.
-fn ask_share(rl: &mut DefaultEditor) -> Result<PathBuf, Failure> {
+fn ask_share(rl: &mut Editor) -> Result<PathBuf, Failure> {
     loop {
-        let answer = ask(rl, "Enter the shared folder path:")?;
+        let answer = ask(rl, "Enter the shared folder path:", Mode::Path)?;
         if answer.is_empty() {
             println!("Please type the path of a folder to share, e.g. ~/Downloads.");
             continue;
@@ -76,11 +84,12 @@ fn ask_share(rl: &mut DefaultEditor) -> Result<PathBuf, Failure> {
 
 /// Asks for a peer until the answer is an address, or empty (wait to be
 /// joined).
-fn ask_peer(rl: &mut DefaultEditor) -> Result<Option<PeerAddr>, Failure> {
+fn ask_peer(rl: &mut Editor) -> Result<Option<PeerAddr>, Failure> {
     loop {
         let answer = ask(
             rl,
             "IP where you want to connect (leave empty to wait for others to join you):",
+            Mode::Plain,
         )?;
         if answer.is_empty() {
             return Ok(None);
@@ -247,6 +256,7 @@ mod tests {
     fn home_and_quotes() {
         assert_eq!(expand_home(" \"/a b\" "), PathBuf::from("/a b"));
         assert_eq!(expand_home("/x"), PathBuf::from("/x"));
+        assert_eq!(expand_home("/my\\ folder"), PathBuf::from("/my folder"));
         if let Some(b) = directories::BaseDirs::new() {
             assert_eq!(expand_home("~/x"), b.home_dir().join("x"));
         }
