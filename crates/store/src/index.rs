@@ -263,23 +263,30 @@ impl Index {
     /// whose name contains it, in id order, until `visit` returns false.
     fn scan(&self, needle_lower: &str, mut visit: impl FnMut(u32) -> bool) {
         let finder = memchr::memmem::Finder::new(needle_lower.as_bytes());
-        // Matches come in increasing order: search only past the last slot.
-        let mut from = 0;
-        let mut last_slot = usize::MAX;
-        for pos in finder.find_iter(self.arena.as_bytes()) {
-            let rest = self.arena_slots.get(from..).unwrap_or(&[]);
-            let slot = from + rest.partition_point(|&(off, _)| off <= pos);
-            let Some(slot) = slot.checked_sub(1) else {
-                continue;
+        let hay = self.arena.as_bytes();
+        let slots = &self.arena_slots;
+        let mut start = 0;
+        let mut slot = 0;
+        while start < hay.len() {
+            let Some(found) = finder.find(&hay[start..]) else {
+                return;
             };
-            if slot == last_slot {
-                continue; // several matches in one name
+            let pos = start + found;
+            // The name holding `pos`: usually one of the next few, else a
+            // binary search over the rest.
+            let mut steps = 0;
+            while slot + 1 < slots.len() && slots[slot + 1].0 <= pos && steps < 8 {
+                slot += 1;
+                steps += 1;
             }
-            last_slot = slot;
-            from = slot;
-            if !visit(self.arena_slots[slot].1) {
+            if slot + 1 < slots.len() && slots[slot + 1].0 <= pos {
+                slot += slots[slot..].partition_point(|&(off, _)| off <= pos) - 1;
+            }
+            if !visit(slots[slot].1) {
                 return;
             }
+            // Continue after this name: one hit per name is enough.
+            start = slots.get(slot + 1).map_or(hay.len(), |&(off, _)| off);
         }
     }
 
