@@ -9,6 +9,14 @@
 //! failed) are written once, above the bars. Between prompts (while a
 //! command prints its own output) nothing is drawn; announcements wait for
 //! the next prompt.
+//!
+//! This was chosen over a progress-bar library drawing on its own because
+//! two writers that each believe they own the cursor garble the line being
+//! typed; here the editor stays the only writer at the prompt, so typing,
+//! history and completion keep working during downloads (the pty tests type
+//! commands while bars are drawn). One limit remains: if Enter is pressed
+//! in the same instant as a refresh is queued, that refresh is drawn after
+//! the command's output and may overwrite a line of it.
 
 use super::results::bytes;
 use rustyline::ExternalPrinter;
