@@ -79,12 +79,16 @@ pub struct ScalableConfig {
     pub max_search_time: Duration,
     /// A search stops growing once this many peers have answered with files.
     pub enough_results: usize,
-    /// Estimated messages a search may cost before it stops growing.
+    /// Estimated messages a search may cost before it stops growing (a
+    /// quarter of it once some peer has answered).
     pub query_budget: u32,
     /// Highest TTL a search sends.
     pub max_ttl: i64,
     /// Queries remembered for duplicate suppression.
     pub seen_queries: usize,
+    /// Length of the random walk a join request takes before a peer
+    /// decides on it, so that neighbours are spread over the network.
+    pub join_walk: i64,
 }
 
 impl Default for ScalableConfig {
@@ -103,6 +107,7 @@ impl Default for ScalableConfig {
             query_budget: 3000,
             max_ttl: 3,
             seen_queries: 4096,
+            join_walk: 10,
         }
     }
 }
@@ -522,6 +527,10 @@ impl Overlay {
         extra.insert("Degree".into(), Value::from(self.degree() as u64));
         if join {
             extra.insert("Join".into(), Value::Bool(true));
+            let walk = self.config.scalable.join_walk.clamp(0, MAX_ACCEPTED_TTL);
+            if walk > 0 {
+                extra.insert("Walk".into(), Value::from(walk));
+            }
         }
         let message = Message::Ping(Ping {
             ip: Ipv4Addr::UNSPECIFIED,
@@ -566,14 +575,16 @@ impl Overlay {
         let Some(sc) = &self.sc else {
             return Value::Array(vec![]);
         };
-        let mut pool: Vec<SocketAddrV4> = sc.neighbours.keys().copied().collect();
-        pool.extend(sc.hosts.list.iter().copied());
-        pool.sort();
-        pool.dedup();
-        pool.retain(|a| *a != exclude);
-        pool.shuffle(&mut self.rng);
-        pool.truncate(want);
-        Value::Array(pool.iter().map(|a| Value::from(a.to_string())).collect())
+        // Random hosts of the cache (which holds the neighbours too).
+        let list = &sc.hosts.list;
+        let picks: Vec<Value> =
+            rand::seq::index::sample(&mut self.rng, list.len(), want.min(list.len()))
+                .into_iter()
+                .map(|i| list[i])
+                .filter(|a| *a != exclude)
+                .map(|a| Value::from(a.to_string()))
+                .collect();
+        Value::Array(picks)
     }
 
     pub(crate) fn scalable_connect(&mut self, now: Instant, addr: SocketAddrV4, _tcp_port: u16) {
@@ -591,15 +602,15 @@ impl Overlay {
         self.send_scalable_ping(addr, true);
     }
 
-    fn add_neighbour(&mut self, now: Instant, peer: Peer, degree: usize) -> bool {
-        let max = self.config.scalable.max_degree;
+    fn add_neighbour(&mut self, now: Instant, peer: Peer, degree: usize, limit: usize) -> bool {
+        let max = limit.min(self.config.scalable.max_degree);
         let cap = self.config.scalable.host_cache;
         let Some(sc) = &mut self.sc else { return false };
-        sc.pending.remove(&peer.udp);
         if sc.neighbours.contains_key(&peer.udp) {
             return true;
         }
-        if sc.neighbours.len() >= max {
+        // Links we asked for count against the limit as if made.
+        if sc.neighbours.len() + sc.pending.len() >= max {
             return false;
         }
         sc.hosts.add(peer.udp, cap, &mut self.rng);
@@ -628,33 +639,63 @@ impl Overlay {
     }
 
     /// Asks more hosts to become neighbours while below the target degree.
-    fn fill_degree(&mut self, now: Instant) {
+    /// At most `burst` requests at a time (more when below the minimum).
+    fn fill_degree(&mut self, now: Instant, burst: usize) {
         let target = self.config.scalable.target_degree;
+        let min = self.config.scalable.min_degree;
         let Some(sc) = &self.sc else { return };
         let have = sc.neighbours.len() + sc.pending.len();
         if have >= target {
             return;
         }
-        let mut candidates: Vec<SocketAddrV4> = sc
-            .hosts
-            .list
-            .iter()
-            .copied()
-            .filter(|a| {
-                !sc.neighbours.contains_key(a)
-                    && !sc.pending.contains_key(a)
-                    && !sc.refused.contains_key(a)
-            })
-            .collect();
-        if candidates.is_empty() && sc.neighbours.is_empty() {
-            candidates = sc
+        let burst = if sc.neighbours.len() < min {
+            burst.max(min - sc.neighbours.len())
+        } else {
+            burst
+        };
+        let outstanding = sc.pending.len();
+        if outstanding >= burst {
+            return;
+        }
+        // A random sample of the cache, without the hosts already linked,
+        // asked, or that refused lately.
+        let list = &sc.hosts.list;
+        let sample = (4 * target).min(list.len());
+        let mut candidates: Vec<SocketAddrV4> =
+            rand::seq::index::sample(&mut self.rng, list.len(), sample)
+                .into_iter()
+                .map(|i| list[i])
+                .filter(|a| {
+                    !sc.neighbours.contains_key(a)
+                        && !sc.pending.contains_key(a)
+                        && !sc.refused.contains_key(a)
+                })
+                .collect();
+        if sc.neighbours.len() < min {
+            // Few neighbours: the bootstrap peers are candidates too.
+            let extra: Vec<SocketAddrV4> = sc
                 .bootstrap
                 .iter()
+                .copied()
+                .filter(|a| {
+                    !sc.neighbours.contains_key(a)
+                        && !sc.pending.contains_key(a)
+                        && !candidates.contains(a)
+                })
+                .collect();
+            candidates.extend(extra);
+        }
+        if candidates.is_empty() {
+            // No other host known: join walks leave through the neighbours
+            // and go on elsewhere.
+            candidates = sc
+                .neighbours
+                .keys()
                 .copied()
                 .filter(|a| !sc.pending.contains_key(a))
                 .collect();
         }
-        let want = target - have;
+        let want = (target - have).min(burst - outstanding);
         let picks: Vec<SocketAddrV4> = candidates
             .choose_multiple(&mut self.rng, want)
             .copied()
@@ -699,7 +740,7 @@ impl Overlay {
             return Some(message);
         }
         match message {
-            Message::Ping(p) => self.sc_on_ping(now, p),
+            Message::Ping(p) => self.sc_on_ping(now, from, p),
             Message::Pong(p) => self.sc_on_pong(now, p),
             Message::Query(q) => self.sc_on_query(now, from, q),
             Message::QueryHit(h) => self.sc_on_hit(now, h),
@@ -707,7 +748,21 @@ impl Overlay {
         None
     }
 
-    fn sc_on_ping(&mut self, now: Instant, p: Ping) {
+    /// An answer to one of our join requests came from `from`: that
+    /// request is settled (the walk may have ended elsewhere than where it
+    /// started: then the oldest request is taken as answered).
+    fn settle_join(&mut self, from: SocketAddrV4) {
+        let Some(sc) = &mut self.sc else { return };
+        if sc.pending.remove(&from).is_some() {
+            return;
+        }
+        let oldest = sc.pending.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a);
+        if let Some(a) = oldest {
+            sc.pending.remove(&a);
+        }
+    }
+
+    fn sc_on_ping(&mut self, now: Instant, from: SocketAddrV4, p: Ping) {
         let sender = Peer {
             udp: SocketAddrV4::new(p.ip, p.ports.udp_or_classic()),
             tcp_port: p.ports.tcp_or_classic(),
@@ -719,6 +774,29 @@ impl Overlay {
         let degree = get_i64(&p.extra, "Degree");
         let join = get_bool(&p.extra, "Join") == Some(true);
         self.add_known_host(sender.udp);
+        let walk = get_i64(&p.extra, "Walk").unwrap_or(0).min(MAX_ACCEPTED_TTL);
+        if join && walk > 0 {
+            // Pass the request on to a random neighbour.
+            let next = self.sc.as_ref().and_then(|sc| {
+                let c: Vec<SocketAddrV4> = sc
+                    .neighbours
+                    .keys()
+                    .copied()
+                    .filter(|a| *a != sender.udp && *a != from)
+                    .collect();
+                c.choose(&mut self.rng).copied()
+            });
+            if let Some(next) = next {
+                let mut fwd = p;
+                fwd.extra.insert("Walk".into(), Value::from(walk - 1));
+                self.push_transmit(Transmit {
+                    dest: next,
+                    message: Message::Ping(fwd),
+                    from_self: false,
+                });
+                return;
+            }
+        }
         let is_neighbour = self
             .sc
             .as_ref()
@@ -734,6 +812,7 @@ impl Overlay {
             if join {
                 extra.insert("Accept".into(), Value::Bool(true));
             }
+            extra.insert("Hosts".into(), self.hosts_value(sender.udp));
             if join && !sent {
                 self.send_filter(sender.udp, Some(extra));
             } else {
@@ -743,7 +822,15 @@ impl Overlay {
             return;
         }
         let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
-        if join && self.add_neighbour(now, sender, d) {
+        // Up to the target degree anyone is welcome; beyond it, up to the
+        // maximum, only peers that are still below the target.
+        let cfg = &self.config.scalable;
+        let limit = if d < cfg.target_degree {
+            cfg.max_degree
+        } else {
+            cfg.target_degree
+        };
+        if join && self.add_neighbour(now, sender, d, limit) {
             let mut extra = Map::new();
             extra.insert("Accept".into(), Value::Bool(true));
             extra.insert("Hosts".into(), self.hosts_value(sender.udp));
@@ -777,10 +864,16 @@ impl Overlay {
             }
         }
         self.add_known_host(sender.udp);
-        match get_bool(&p.extra, "Accept") {
+        let accept = get_bool(&p.extra, "Accept");
+        if accept.is_some() {
+            self.settle_join(sender.udp);
+        }
+        let before = self.degree();
+        match accept {
             Some(true) => {
                 let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
-                if self.add_neighbour(now, sender, d) {
+                let max = self.config.scalable.max_degree;
+                if self.add_neighbour(now, sender, d, max) {
                     let sent = self
                         .sc
                         .as_ref()
@@ -800,7 +893,6 @@ impl Overlay {
             Some(false) => {
                 let until = now + self.config.scalable.ping_interval;
                 if let Some(sc) = &mut self.sc {
-                    sc.pending.remove(&sender.udp);
                     if sc.refused.len() < self.config.scalable.host_cache {
                         sc.refused.insert(sender.udp, until);
                     }
@@ -813,8 +905,9 @@ impl Overlay {
         if p.extra.contains_key("Bloom") {
             self.take_filter_part(sender.udp, &p.extra);
         }
-        if p.extra.contains_key("Accept") {
-            self.fill_degree(now);
+        if accept == Some(true) && self.degree() > before {
+            // Progress: go on looking right away while below the minimum.
+            self.fill_degree(now, 0);
         }
     }
 
@@ -925,7 +1018,7 @@ impl Overlay {
             tracing::debug!(%from, "dropping over-long query");
             return;
         }
-        self.heard_neighbour(now, from, None);
+        self.heard_neighbour(now, from, get_i64(&q.extra, "Degree"));
         self.add_known_host(querier.udp);
         let ttl = get_i64(&q.extra, "TTL")
             .unwrap_or(0)
@@ -953,6 +1046,7 @@ impl Overlay {
                 id: Some(id),
             }));
         }
+        tracing::trace!(search = id, ttl, prev, %from, "query");
         if ttl <= prev || ttl < 0 {
             return;
         }
@@ -975,6 +1069,8 @@ impl Overlay {
             Value::from(if ttl == 0 { -1 } else { ttl - 1 }),
         );
         fwd.extra.insert("Hops".into(), Value::from(hops + 1));
+        fwd.extra
+            .insert("Degree".into(), Value::from(self.degree() as u64));
         let message = Message::Query(fwd);
         for dest in targets {
             self.push_transmit(Transmit {
@@ -1049,6 +1145,7 @@ impl Overlay {
         let mut extra = base_extra();
         extra.insert("TTL".into(), Value::from(ttl));
         extra.insert("Hops".into(), Value::from(1u64));
+        extra.insert("Degree".into(), Value::from(self.degree() as u64));
         let message = Message::Query(Query {
             ip: Ipv4Addr::UNSPECIFIED,
             text: text.to_string(),
@@ -1128,7 +1225,14 @@ impl Overlay {
                 let r = c.0 + 1;
                 let dn = c.3 as f64;
                 let cost = est_cost(r, dn, mean_degree);
-                if est_cost_total + cost > f64::from(cfg.query_budget) {
+                // Once something was found, the search grows only within a
+                // quarter of the budget.
+                let budget = if dq.responders.is_empty() {
+                    f64::from(cfg.query_budget)
+                } else {
+                    f64::from(cfg.query_budget) / 4.0
+                };
+                if est_cost_total + cost > budget {
                     break;
                 }
                 est_cost_total += cost;
@@ -1141,6 +1245,14 @@ impl Overlay {
             }
         }
         let done = sends.is_empty();
+        tracing::debug!(
+            search = id.0,
+            responders = dq.responders.len(),
+            sends = ?sends,
+            est_cost = est_cost_total,
+            est_cover = cover_total,
+            "search step"
+        );
         for (dest, ttl) in &sends {
             self.send_scalable_query(*dest, &text, id, *ttl);
         }
@@ -1226,7 +1338,9 @@ impl Overlay {
             .collect();
         for a in &expired {
             sc.pending.remove(a);
-            sc.hosts.remove(a);
+            if sc.refused.len() < cfg.host_cache {
+                sc.refused.insert(*a, now + cfg.ping_interval);
+            }
         }
         sc.refused.retain(|_, until| *until > now);
         for a in &dead {
@@ -1238,7 +1352,7 @@ impl Overlay {
         for a in ping {
             self.send_scalable_ping(a, false);
         }
-        self.fill_degree(now);
+        self.fill_degree(now, 2);
     }
 }
 

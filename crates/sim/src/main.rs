@@ -1,1 +1,166 @@
-fn main() {}
+//! `rutella-sim`: runs the rutella overlay at scale in virtual time.
+
+use anyhow::{bail, Result};
+use clap::{Parser, ValueEnum};
+use rutella_proto::Mode;
+use rutella_sim::{run, SimConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Classic,
+    Scalable,
+}
+
+/// Simulates N rutella peers (the real protocol code) with latency, loss and
+/// churn, and prints the search and maintenance figures.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Peers online at any time.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Overlay mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Scalable)]
+    mode: ModeArg,
+    /// Searches issued in the measured window.
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    /// Seed: the same seed gives the same output.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Median session length in seconds (churn); none by default.
+    #[arg(long)]
+    churn_median_secs: Option<f64>,
+    /// Simulated minutes in all.
+    #[arg(long, default_value_t = 30.0)]
+    minutes: f64,
+    /// Unmeasured start, in seconds (default: a tenth of the run, at most 180).
+    #[arg(long)]
+    warmup_secs: Option<f64>,
+    /// Datagram loss probability.
+    #[arg(long, default_value_t = 0.01)]
+    loss: f64,
+    /// Median one-way link latency in milliseconds.
+    #[arg(long, default_value_t = 40.0)]
+    latency_ms: f64,
+    /// Encode and parse every datagram (slower; checks the size limit).
+    #[arg(long)]
+    wire: bool,
+    /// Scalable: target degree.
+    #[arg(long)]
+    degree: Option<usize>,
+    /// Scalable: maximum degree.
+    #[arg(long)]
+    max_degree: Option<usize>,
+    /// Scalable: neighbour ping interval in seconds.
+    #[arg(long)]
+    ping_interval_secs: Option<f64>,
+    /// Scalable: pong timeout in seconds.
+    #[arg(long)]
+    pong_timeout_secs: Option<f64>,
+    /// Scalable: estimated message budget of one search.
+    #[arg(long)]
+    budget: Option<u32>,
+    /// Scalable: highest query TTL.
+    #[arg(long)]
+    max_ttl: Option<i64>,
+    /// Scalable: answering peers after which a search stops growing.
+    #[arg(long)]
+    enough: Option<usize>,
+    /// Scalable: milliseconds between search steps.
+    #[arg(long)]
+    step_wait_ms: Option<u64>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Run the scaling study instead and write CSV and PNG files here.
+    #[arg(long)]
+    sweep: Option<PathBuf>,
+    /// With --sweep: largest network (default 10000).
+    #[arg(long, default_value_t = 10_000)]
+    sweep_max: usize,
+}
+
+fn secs(s: f64) -> Result<Duration> {
+    if !(s.is_finite() && s >= 0.0) {
+        bail!("durations must be non-negative numbers of seconds, got {s}");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn config(a: &Args) -> Result<SimConfig> {
+    if a.nodes < 2 {
+        bail!("--nodes must be at least 2");
+    }
+    if !(0.0..=1.0).contains(&a.loss) {
+        bail!("--loss is a probability between 0 and 1");
+    }
+    let mode = match a.mode {
+        ModeArg::Classic => Mode::Classic,
+        ModeArg::Scalable => Mode::Scalable,
+    };
+    let mut c = SimConfig::new(a.nodes, mode, a.queries, a.seed);
+    c.duration = secs(a.minutes * 60.0)?;
+    c.warmup = match a.warmup_secs {
+        Some(w) => secs(w)?,
+        None => secs((a.minutes * 6.0).min(180.0))?,
+    };
+    if c.warmup >= c.duration {
+        bail!("the warm-up must be shorter than the run");
+    }
+    c.churn_median = a.churn_median_secs.map(secs).transpose()?;
+    c.loss = a.loss;
+    c.latency_median = secs(a.latency_ms / 1000.0)?;
+    c.wire = a.wire;
+    let s = &mut c.scalable;
+    if let Some(d) = a.degree {
+        s.target_degree = d;
+        s.min_degree = s.min_degree.min(d);
+        s.max_degree = s.max_degree.max(d);
+    }
+    if let Some(d) = a.max_degree {
+        s.max_degree = d.max(s.target_degree);
+    }
+    if let Some(x) = a.ping_interval_secs {
+        s.ping_interval = secs(x)?;
+    }
+    if let Some(x) = a.pong_timeout_secs {
+        s.pong_timeout = secs(x)?;
+    }
+    if let Some(x) = a.budget {
+        s.query_budget = x;
+    }
+    if let Some(x) = a.max_ttl {
+        s.max_ttl = x;
+    }
+    if let Some(x) = a.enough {
+        s.enough_results = x;
+    }
+    if let Some(x) = a.step_wait_ms {
+        s.step_wait = Duration::from_millis(x);
+    }
+    Ok(c)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if let Some(dir) = &args.sweep {
+        return rutella_sim::figures::sweep(dir, args.seed, args.sweep_max);
+    }
+    let cfg = config(&args)?;
+    let started = std::time::Instant::now();
+    let summary = run(&cfg);
+    eprintln!("wall time: {:.1} s", started.elapsed().as_secs_f64());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{summary:#?}");
+    }
+    Ok(())
+}
