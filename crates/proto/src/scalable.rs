@@ -1353,6 +1353,17 @@ impl Overlay {
             self.send_scalable_ping(a, false);
         }
         self.fill_degree(now, 2);
+        // Wake up again soon while something is awaited; otherwise at half
+        // the ping interval, when the next pings may be due.
+        let target = cfg.target_degree;
+        if let Some(sc) = &mut self.sc {
+            let busy = !sc.pending.is_empty()
+                || sc.neighbours.len() < target
+                || sc.neighbours.values().any(|n| n.ping_sent.is_some());
+            if !busy {
+                sc.next_tick = now + tick_interval(&cfg).max(cfg.ping_interval / 2);
+            }
+        }
     }
 }
 

@@ -149,7 +149,7 @@ pub struct Summary {
 
 #[derive(Debug)]
 enum Payload {
-    Msg(Message),
+    Msg(Box<Message>),
     Bytes(Vec<u8>),
 }
 
@@ -494,10 +494,10 @@ impl Sim {
         self.delivering_hops = 1;
         match payload {
             Payload::Msg(m) => {
-                if let Message::QueryHit(h) = &m {
+                if let Message::QueryHit(h) = &*m {
                     self.delivering_hops = hops_of(&h.extra);
                 }
-                o.handle_message(now, from, m);
+                o.handle_message(now, from, *m);
             }
             Payload::Bytes(b) => {
                 if let Ok(Message::QueryHit(h)) = Message::parse(&b) {
@@ -608,7 +608,7 @@ impl Sim {
                 if t.from_self {
                     m.set_ip(*src.ip());
                 }
-                Payload::Msg(m)
+                Payload::Msg(Box::new(m))
             };
             if self.rng.gen_bool(self.cfg.loss.clamp(0.0, 1.0)) {
                 continue;

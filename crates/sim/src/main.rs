@@ -151,7 +151,8 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     if let Some(dir) = &args.sweep {
-        return rutella_sim::figures::sweep(dir, args.seed, args.sweep_max);
+        rutella_sim::figures::sweep(dir, args.seed, args.sweep_max)?;
+        return Ok(());
     }
     let cfg = config(&args)?;
     let started = std::time::Instant::now();
