@@ -1,0 +1,78 @@
+//! Small simulated networks: search success, determinism, the classic
+//! overlay's message counts against theory, and the datagram size limit.
+
+use rutella_proto::Mode;
+use rutella_sim::{run, SimConfig};
+use std::time::Duration;
+
+fn small(nodes: usize, mode: Mode, queries: usize, seed: u64, secs: u64) -> SimConfig {
+    let mut c = SimConfig::new(nodes, mode, queries, seed);
+    c.duration = Duration::from_secs(secs);
+    c.warmup = Duration::from_secs(60);
+    c
+}
+
+#[test]
+fn scalable_network_of_300_finds_what_exists() {
+    let s = run(&small(300, Mode::Scalable, 300, 7, 240));
+    assert!(s.answerable_queries > 250, "{s:#?}");
+    assert!(s.success_rate >= 0.97, "{s:#?}");
+    assert!(s.popular.success_rate >= 0.99, "{s:#?}");
+    assert!(
+        s.unique.queries > 20 && s.unique.success_rate >= 0.9,
+        "{s:#?}"
+    );
+    // The overlay is bounded: a full mesh would have degree 299.
+    assert!(s.degree_min >= 8 && s.degree_max <= 32, "{s:#?}");
+    // Cheaper than asking everyone (2 x 299 datagrams).
+    assert!(s.popular.messages_median < 150.0, "{s:#?}");
+    assert!(s.popular.hops_to_first_hit_median <= 2.0, "{s:#?}");
+}
+
+#[test]
+fn same_seed_same_output_bit_for_bit() {
+    let c = small(150, Mode::Scalable, 100, 42, 150);
+    let a = serde_json::to_string(&run(&c)).unwrap();
+    let b = serde_json::to_string(&run(&c)).unwrap();
+    assert_eq!(a, b);
+    let mut other = c.clone();
+    other.seed = 43;
+    assert_ne!(a, serde_json::to_string(&run(&other)).unwrap());
+}
+
+#[test]
+fn classic_counts_match_theory() {
+    // Full mesh of N peers, no loss: a query costs N-1 queries and N-1
+    // answers; a ping round costs each peer (N-1)(2N-1) datagrams: per peer
+    // pinged, the ping, its pong, N-1 forwarded pings and N-2 pongs to the
+    // originator (which ignores its own ping).
+    let n = 20usize;
+    let mut c = small(n, Mode::Classic, 40, 3, 60 + 120);
+    c.loss = 0.0;
+    let s = run(&c);
+    let per_query = 2.0 * (n as f64 - 1.0);
+    assert_eq!(s.all.messages_median, per_query, "{s:#?}");
+    assert_eq!(s.all.messages_p95, per_query, "{s:#?}");
+    assert_eq!(s.success_rate, 1.0, "{s:#?}");
+    assert_eq!(s.degree_min, n - 1);
+    let theory = (n as f64 - 1.0) * (2.0 * n as f64 - 1.0) / 20.0;
+    let measured = s.maintenance_msgs_per_peer_per_sec;
+    assert!(
+        (measured - theory).abs() / theory < 0.03,
+        "measured {measured} vs theory {theory}"
+    );
+}
+
+#[test]
+fn churn_and_wire_encoding_keep_working() {
+    let mut c = small(120, Mode::Scalable, 100, 5, 200);
+    c.churn_median = Some(Duration::from_secs(300));
+    c.wire = true;
+    let s = run(&c);
+    assert!(s.departures > 10, "{s:#?}");
+    assert!(
+        s.max_datagram_bytes > 0 && s.max_datagram_bytes <= 8192,
+        "{s:#?}"
+    );
+    assert!(s.success_rate >= 0.85, "{s:#?}");
+}
