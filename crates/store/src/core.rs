@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Share {
@@ -100,8 +100,8 @@ pub(crate) struct DirMap {
 /// Files waiting to be hashed.
 #[derive(Debug, Default)]
 pub(crate) struct HashQueue {
-    pub(crate) jobs: VecDeque<(ShareId, String)>,
-    pub(crate) queued: HashSet<(ShareId, String)>,
+    pub(crate) jobs: VecDeque<(ShareId, Arc<str>)>,
+    pub(crate) queued: HashSet<(ShareId, Arc<str>)>,
     /// A job is being hashed right now.
     pub(crate) busy: bool,
 }
@@ -194,7 +194,7 @@ impl Core {
     }
 
     /// Queues files for hashing.
-    fn enqueue(&self, share: ShareId, rels: Vec<String>) {
+    fn enqueue(&self, share: ShareId, rels: Vec<Arc<str>>) {
         if rels.is_empty() {
             return;
         }
@@ -284,7 +284,7 @@ impl Core {
                     {
                         Some(e) if e.size == f.size && e.mtime_ns == f.mtime_ns => {
                             if e.hash.is_none() {
-                                to_hash.push(f.rel);
+                                to_hash.push(e.rel.clone());
                             }
                         }
                         _ => pending.push(f),
@@ -293,7 +293,7 @@ impl Core {
                 st.index
                     .iter()
                     .filter(|(_, e)| {
-                        e.share == share.id && scope.contains(&e.rel) && !seen.contains(&e.rel)
+                        e.share == share.id && scope.contains(&e.rel) && !seen.contains(&*e.rel)
                     })
                     .map(|(id, _)| id)
                     .collect()
@@ -315,7 +315,9 @@ impl Core {
                             },
                         });
                     }
-                    to_hash.push(f.rel);
+                    if let Some(e) = st.index.get(id) {
+                        to_hash.push(e.rel.clone());
+                    }
                     continue;
                 }
                 let known = if first {
@@ -337,13 +339,14 @@ impl Core {
                         row,
                     });
                 }
+                let rel: Arc<str> = f.rel.into();
                 if hash.is_none() {
-                    to_hash.push(f.rel.clone());
+                    to_hash.push(rel.clone());
                 }
                 st.index.insert(Entry {
                     share: share.id,
-                    name_lower: index::name_lower(&f.rel),
-                    rel: f.rel,
+                    name_lower: index::name_lower(&rel),
+                    rel,
                     size: f.size,
                     mtime_ns: f.mtime_ns,
                     hash,
@@ -354,17 +357,20 @@ impl Core {
                 // which the db lock serialises, and remove_share compact);
                 // check anyway that the entry is still one to remove.
                 let still_gone = st.index.get(id).is_some_and(|e| {
-                    e.share == share.id && scope.contains(&e.rel) && !seen.contains(&e.rel)
+                    e.share == share.id && scope.contains(&e.rel) && !seen.contains(&*e.rel)
                 });
                 if still_gone {
                     if let Some(e) = st.index.remove(id) {
                         tracing::debug!(name = %e.rel, "no longer shared");
-                        changes.push(Change::Remove { rel: e.rel });
+                        changes.push(Change::Remove {
+                            rel: e.rel.to_string(),
+                        });
                     }
                 }
             }
             st.index.compact_if_sparse();
             if first && matches!(scope, Scope::All) {
+                st.index.shrink();
                 // Rows of files that vanished while the library was closed.
                 for rel in preloaded.keys() {
                     if !seen.contains(rel) {

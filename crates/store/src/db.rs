@@ -16,6 +16,16 @@ pub(crate) struct Row {
     pub(crate) hash: Option<[u8; 32]>,
 }
 
+/// A computed hash to record.
+#[derive(Debug, Clone)]
+pub(crate) struct HashRecord {
+    pub(crate) share: String,
+    pub(crate) rel: std::sync::Arc<str>,
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i64,
+    pub(crate) hash: [u8; 32],
+}
+
 /// A change to write.
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
@@ -173,25 +183,37 @@ impl Db {
         }
     }
 
-    /// Records the hash of a file, if its row still has this size and time.
-    pub(crate) fn set_hash(
-        &self,
-        share: &str,
-        rel: &str,
-        size: u64,
-        mtime_ns: i64,
-        hash: &[u8; 32],
-    ) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "UPDATE files SET hash = ?1
-                 WHERE share = ?2 AND rel = ?3 AND size = ?4 AND mtime_ns = ?5",
-            )
-            .map_err(|e| self.err(e))?;
-        stmt.execute(params![&hash[..], share, rel, size as i64, mtime_ns])
-            .map_err(|e| self.err(e))?;
-        Ok(())
+    /// Records hashes of files, each only if its row still has the size
+    /// and time the file had when hashed; one transaction.
+    pub(crate) fn set_hashes(&mut self, items: &[HashRecord]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE files SET hash = ?1
+                     WHERE share = ?2 AND rel = ?3 AND size = ?4 AND mtime_ns = ?5",
+                )
+                .map_err(err)?;
+            for r in items {
+                stmt.execute(params![
+                    &r.hash[..],
+                    r.share,
+                    &*r.rel,
+                    r.size as i64,
+                    r.mtime_ns
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     /// Forgets a whole share.
@@ -224,8 +246,15 @@ mod tests {
             &[up("a_b/x", 1), up("a_b/y", 2), up("axb/z", 3), up("a_b", 4)],
         )
         .unwrap();
-        db.set_hash("s", "a_b/x", 1, 5, &[9; 32]).unwrap();
-        db.set_hash("s", "a_b/y", 99, 5, &[9; 32]).unwrap(); // stale: ignored
+        let rec = |rel: &str, size| HashRecord {
+            share: "s".to_string(),
+            rel: rel.into(),
+            size,
+            mtime_ns: 5,
+            hash: [9; 32],
+        };
+        // The second is stale (other size): ignored.
+        db.set_hashes(&[rec("a_b/x", 1), rec("a_b/y", 99)]).unwrap();
         assert_eq!(db.get("s", "a_b/x").unwrap().unwrap().hash, Some([9; 32]));
         assert_eq!(db.get("s", "a_b/y").unwrap().unwrap().hash, None);
         db.apply(

@@ -1,12 +1,14 @@
 //! Background hashing of shared files (BLAKE3, the value `b3sum` prints).
 
 use crate::core::Core;
+use crate::db::HashRecord;
 use crate::walk;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Read buffer: large enough for BLAKE3's SIMD to hash many chunks at once.
 const BUF: usize = 1 << 20;
@@ -56,14 +58,38 @@ pub(crate) fn hash_file(path: &Path, stop: impl Fn() -> bool) -> io::Result<Hash
     })
 }
 
+/// Hashes recorded in the database per transaction (at most).
+const BATCH: usize = 512;
+/// Longest time a computed hash waits to be recorded.
+const BATCH_DELAY: Duration = Duration::from_millis(500);
+
+fn flush(core: &Core, batch: &mut Vec<HashRecord>) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = core.db().set_hashes(batch) {
+        tracing::warn!(error = %e, "cannot record file hashes; they will be computed again after a restart");
+    }
+    batch.clear();
+}
+
 /// Body of the hashing thread: takes queued files one by one until the
-/// library closes.
+/// library closes. Hashes are visible in memory at once and written to the
+/// database in batches (one transaction per file would make hashing many
+/// small files wait on the disk).
 pub(crate) fn run(core: Arc<Core>) {
+    let mut batch: Vec<HashRecord> = Vec::new();
+    let mut oldest = Instant::now();
     loop {
+        if batch.len() >= BATCH || (!batch.is_empty() && oldest.elapsed() >= BATCH_DELAY) {
+            flush(&core, &mut batch);
+        }
         let job = {
             let mut q = core.queue();
             loop {
                 if core.stopped() {
+                    drop(q);
+                    flush(&core, &mut batch);
                     return;
                 }
                 if let Some(job) = q.jobs.pop_front() {
@@ -71,28 +97,47 @@ pub(crate) fn run(core: Arc<Core>) {
                     q.busy = true;
                     break job;
                 }
+                if !batch.is_empty() {
+                    // Idle: record what is pending before sleeping (still
+                    // busy for `wait_idle` until it is written).
+                    q.busy = true;
+                    drop(q);
+                    flush(&core, &mut batch);
+                    q = core.queue();
+                    continue;
+                }
                 q.busy = false;
+                if q.jobs.capacity() > 1024 {
+                    // A large first hashing is over: give the memory back.
+                    q.jobs.shrink_to_fit();
+                    q.queued.shrink_to_fit();
+                }
                 q = core.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
-        hash_one(&core, job.0, &job.1);
+        if let Some(rec) = hash_one(&core, job.0, &job.1) {
+            if batch.is_empty() {
+                oldest = Instant::now();
+            }
+            batch.push(rec);
+        }
         core.queue().busy = false;
     }
 }
 
-fn hash_one(core: &Core, share_id: u32, rel: &str) {
+/// Hashes one queued file; returns the record to write if the hash was
+/// stored in the index.
+fn hash_one(core: &Core, share_id: u32, rel: &Arc<str>) -> Option<HashRecord> {
     let share = {
         let st = core.read();
-        let Some(share) = st.share(share_id).cloned() else {
-            return;
-        };
+        let share = st.share(share_id).cloned()?;
         let needed = st
             .index
             .find(share_id, rel)
             .and_then(|id| st.index.get(id))
             .is_some_and(|e| e.hash.is_none());
         if !needed {
-            return;
+            return None;
         }
         share
     };
@@ -101,14 +146,14 @@ fn hash_one(core: &Core, share_id: u32, rel: &str) {
         Ok(f) => f,
         Err(e) => {
             tracing::debug!(name = %rel, reason = %e, "not hashing a file that is no longer shared");
-            return;
+            return None;
         }
     };
     let result = match hash_file(&file.path, || core.stopped()) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(file = %file.path.display(), error = %e, "cannot read shared file to hash it; it is offered without a hash");
-            return;
+            return None;
         }
     };
     let Hashed::Done {
@@ -119,13 +164,12 @@ fn hash_one(core: &Core, share_id: u32, rel: &str) {
     else {
         // Changed while read: the change is seen by the next refresh or
         // rescan, which queues the file again.
-        return;
+        return None;
     };
     core.counters.files_hashed.fetch_add(1, Ordering::Relaxed);
     core.counters
         .bytes_hashed
         .fetch_add(size, Ordering::Relaxed);
-    let db = core.db();
     let recorded = {
         let mut st = core.write();
         match st.index.find(share_id, rel) {
@@ -141,12 +185,17 @@ fn hash_one(core: &Core, share_id: u32, rel: &str) {
             _ => false,
         }
     };
-    if recorded {
-        if let Err(e) = db.set_hash(&share.key(), rel, size, mtime_ns, &hash) {
-            tracing::warn!(error = %e, "cannot record a file hash; it will be computed again after a restart");
-        }
-        tracing::trace!(name = %rel, "hashed");
+    if !recorded {
+        return None;
     }
+    tracing::trace!(name = %rel, "hashed");
+    Some(HashRecord {
+        share: share.key(),
+        rel: rel.clone(),
+        size,
+        mtime_ns,
+        hash,
+    })
 }
 
 #[cfg(test)]

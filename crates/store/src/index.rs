@@ -6,6 +6,7 @@
 //! stays sorted.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Id of a share, stable while the library lives.
 pub(crate) type ShareId = u32;
@@ -14,8 +15,9 @@ pub(crate) type ShareId = u32;
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) share: ShareId,
-    /// Path relative to the share, `/`-separated.
-    pub(crate) rel: String,
+    /// Path relative to the share, `/`-separated (shared with the index
+    /// maps and the hashing queue).
+    pub(crate) rel: Arc<str>,
     /// Unicode-lowercased last component of `rel`.
     pub(crate) name_lower: Box<str>,
     pub(crate) size: u64,
@@ -41,6 +43,22 @@ fn for_each_gram(s: &str, mut f: impl FnMut(u64)) {
     }
 }
 
+/// Ids of the entries holding one relative name: almost always one.
+#[derive(Debug)]
+enum Ids {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Ids {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Ids::One(id) => std::slice::from_ref(id),
+            Ids::Many(v) => v,
+        }
+    }
+}
+
 /// Lowercased last component of a `/`-separated relative name.
 pub(crate) fn name_lower(rel: &str) -> Box<str> {
     rel.rsplit('/')
@@ -56,7 +74,7 @@ pub(crate) struct Index {
     entries: Vec<Option<Entry>>,
     live: usize,
     /// rel → ids of entries with that relative name (one per share holding it).
-    by_rel: HashMap<String, Vec<u32>>,
+    by_rel: HashMap<Arc<str>, Ids>,
     grams: HashMap<u64, Vec<u32>>,
     /// hash → ids of entries whose content has that hash.
     by_hash: HashMap<[u8; 32], Vec<u32>>,
@@ -168,6 +186,7 @@ impl Index {
     pub(crate) fn find(&self, share: ShareId, rel: &str) -> Option<u32> {
         self.by_rel
             .get(rel)?
+            .as_slice()
             .iter()
             .copied()
             .find(|&id| self.get(id).is_some_and(|e| e.share == share))
@@ -175,7 +194,7 @@ impl Index {
 
     /// Ids of all entries with relative name `rel`, any share.
     pub(crate) fn ids_for_rel(&self, rel: &str) -> &[u32] {
-        self.by_rel.get(rel).map(Vec::as_slice).unwrap_or(&[])
+        self.by_rel.get(rel).map(Ids::as_slice).unwrap_or(&[])
     }
 
     /// Iterates over live entries with their ids.
@@ -192,10 +211,18 @@ impl Index {
         for_each_gram(&entry.name_lower, |k| {
             self.grams.entry(k).or_default().push(id)
         });
-        let same = self.by_rel.entry(entry.rel.clone()).or_default();
-        same.push(id);
-        if same.len() == 2 {
-            self.dup_names += 1;
+        match self.by_rel.get_mut(&entry.rel) {
+            None => {
+                self.by_rel.insert(entry.rel.clone(), Ids::One(id));
+            }
+            Some(ids) => {
+                let mut v = ids.as_slice().to_vec();
+                if v.len() == 1 {
+                    self.dup_names += 1;
+                }
+                v.push(id);
+                *ids = Ids::Many(v);
+            }
         }
         self.arena_slots.push((self.arena.len(), id));
         self.arena.push_str(&entry.name_lower);
@@ -228,13 +255,18 @@ impl Index {
             }
         });
         if let Some(ids) = self.by_rel.get_mut(&entry.rel) {
-            let before = ids.len();
-            ids.retain(|&i| i != id);
-            if before == 2 && ids.len() == 1 {
+            let mut v = ids.as_slice().to_vec();
+            let before = v.len();
+            v.retain(|&i| i != id);
+            if before == 2 && v.len() == 1 {
                 self.dup_names -= 1;
             }
-            if ids.is_empty() {
-                self.by_rel.remove(&entry.rel);
+            match v.as_slice() {
+                [] => {
+                    self.by_rel.remove(&entry.rel);
+                }
+                [one] => *ids = Ids::One(*one),
+                _ => *ids = Ids::Many(v),
             }
         }
         self.arena_dead += entry.name_lower.len() + 1;
@@ -288,6 +320,19 @@ impl Index {
             // Continue after this name: one hit per name is enough.
             start = slots.get(slot + 1).map_or(hay.len(), |&(off, _)| off);
         }
+    }
+
+    /// Gives back the spare capacity of the posting lists (after a bulk
+    /// load, where doubling left up to half of it unused).
+    pub(crate) fn shrink(&mut self) {
+        for list in self.grams.values_mut() {
+            list.shrink_to_fit();
+        }
+        self.grams.shrink_to_fit();
+        self.by_rel.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        self.arena.shrink_to_fit();
+        self.arena_slots.shrink_to_fit();
     }
 
     /// Number of dead slots.
@@ -369,7 +414,7 @@ mod tests {
     fn entry(share: ShareId, rel: &str) -> Entry {
         Entry {
             share,
-            rel: rel.to_string(),
+            rel: rel.into(),
             name_lower: name_lower(rel),
             size: 1,
             mtime_ns: 0,
@@ -380,7 +425,7 @@ mod tests {
     fn names(ix: &Index, q: &str) -> Vec<String> {
         ix.search(&q.to_lowercase(), 100, |_, _| true)
             .into_iter()
-            .filter_map(|id| ix.get(id).map(|e| e.rel.clone()))
+            .filter_map(|id| ix.get(id).map(|e| e.rel.to_string()))
             .collect()
     }
 

@@ -373,7 +373,7 @@ impl Library {
         ids.into_iter()
             .filter_map(|id| st.index.get(id))
             .map(|e| SharedFile {
-                name: e.rel.clone(),
+                name: e.rel.to_string(),
                 size: e.size,
                 hash: e.hash,
             })
@@ -388,7 +388,7 @@ impl Library {
             .iter()
             .filter(|(id, e)| st.is_winner(*id, e))
             .map(|(_, e)| SharedFile {
-                name: e.rel.clone(),
+                name: e.rel.to_string(),
                 size: e.size,
                 hash: e.hash,
             })
@@ -452,7 +452,7 @@ impl Library {
     /// when hashed, and it passes the same checks as [`Library::resolve`].
     /// A few `stat` calls.
     pub fn by_hash(&self, hash: &[u8; 32]) -> Option<ResolvedFile> {
-        let candidates: Vec<(Share, String)> = {
+        let candidates: Vec<(Share, Arc<str>)> = {
             let st = self.core().read();
             st.index
                 .ids_for_hash(hash)

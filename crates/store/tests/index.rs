@@ -217,3 +217,16 @@ fn removed_share_forgets_its_files() {
     assert!(lib.wait_idle(DEADLINE));
     assert_eq!(lib.stats().files_hashed, 6, "hashed again after re-adding");
 }
+
+#[test]
+fn hashes_are_in_the_database_once_idle() {
+    let s = setup();
+    let first = Library::open(config(&s, false, NEVER)).unwrap();
+    assert!(first.wait_idle(DEADLINE));
+    // The first library is still open: its hashes must already be on disk.
+    let second = Library::open(config(&s, false, NEVER)).unwrap();
+    assert!(second.progress().is_complete(), "{:?}", second.progress());
+    assert!(second.wait_idle(DEADLINE));
+    assert_eq!(second.stats().files_hashed, 0);
+    drop(first);
+}
