@@ -59,6 +59,14 @@ impl Db {
             path: shown.clone(),
             source,
         };
+        if let Some(dir) = path.and_then(Path::parent) {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
         let conn = match path {
             Some(p) => Connection::open(p),
             None => Connection::open_in_memory(),

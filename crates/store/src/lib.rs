@@ -412,6 +412,9 @@ impl Library {
     /// the file must exist now, be a regular file, not lead (through
     /// symbolic links) outside its share, and not be hidden, partial or
     /// excluded. Refusals are logged. Blocks for a few `stat` calls.
+    ///
+    /// The answer holds for the moment of the call: open `path` right away
+    /// and trust the opened file's own metadata (size) from then on.
     pub fn resolve(&self, name: &str) -> Result<ResolvedFile, ResolveError> {
         let result = self.resolve_inner(name);
         if let Err(e) = &result {
@@ -449,8 +452,10 @@ impl Library {
 
     /// A shared file whose current content has BLAKE3 hash `hash`: the
     /// file's size and modification time are checked against those it had
-    /// when hashed, and it passes the same checks as [`Library::resolve`].
-    /// A few `stat` calls.
+    /// when hashed (as everywhere in the library, a file whose size and
+    /// time are unchanged counts as unchanged), and it passes the same
+    /// checks as [`Library::resolve`]. A hash lookup plus a few `stat`
+    /// calls.
     pub fn by_hash(&self, hash: &[u8; 32]) -> Option<ResolvedFile> {
         let candidates: Vec<(Share, Arc<str>)> = {
             let st = self.core().read();

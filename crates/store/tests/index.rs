@@ -50,8 +50,8 @@ fn setup() -> Setup {
     write(&share.join("one.txt"), b"first file");
     write(&share.join("dir/two.bin"), &vec![7u8; 3 * 1024 * 1024 + 5]);
     write(&share.join("dir/sub/three.mp3"), b"");
+    // The state folder does not exist yet: opening creates it.
     let db = tmp.path().join("state/library.sqlite");
-    fs::create_dir_all(db.parent().unwrap()).unwrap();
     Setup {
         _tmp: tmp,
         share,
