@@ -35,7 +35,7 @@ use crate::overlay::{Config, Event, IncomingQuery, Overlay, Peer, SearchId, Tran
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -323,7 +323,8 @@ struct Neighbour {
 #[derive(Debug, Default)]
 struct HostCache {
     list: Vec<SocketAddrV4>,
-    set: BTreeSet<SocketAddrV4>,
+    /// Membership only (never iterated, so its order does not matter).
+    set: HashSet<SocketAddrV4>,
 }
 
 impl HostCache {
@@ -383,7 +384,8 @@ pub(crate) struct ScalableState {
     bootstrap: Vec<SocketAddrV4>,
     filter: TrigramBloom,
     filter_gen: u64,
-    seen: BTreeMap<(SocketAddrV4, u64), Seen>,
+    /// Looked up only, never iterated (eviction follows `seen_order`).
+    seen: HashMap<(SocketAddrV4, u64), Seen>,
     seen_order: VecDeque<(SocketAddrV4, u64)>,
     next_tick: Instant,
 }
@@ -398,7 +400,7 @@ impl ScalableState {
             bootstrap: Vec::new(),
             filter: TrigramBloom::from_names(std::iter::empty::<&str>()),
             filter_gen: 0,
-            seen: BTreeMap::new(),
+            seen: HashMap::new(),
             seen_order: VecDeque::new(),
             next_tick: now + tick_interval(&config.scalable),
         }

@@ -26,7 +26,7 @@ use rutella_proto::{
 };
 use serde::Serialize;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -242,7 +242,8 @@ struct Sim {
     work: Workload,
     queries: Vec<QRec>,
     by_id: BTreeMap<u64, usize>,
-    text_matches: BTreeMap<String, Rc<Vec<u32>>>,
+    /// Looked up only, never iterated.
+    text_matches: HashMap<String, Rc<Vec<u32>>>,
     datagrams: u64,
     maintenance: u64,
     max_datagram: usize,
@@ -280,7 +281,7 @@ pub fn run(cfg: &SimConfig) -> Summary {
         work,
         queries: Vec::new(),
         by_id: BTreeMap::new(),
-        text_matches: BTreeMap::new(),
+        text_matches: HashMap::new(),
         datagrams: 0,
         maintenance: 0,
         max_datagram: 0,

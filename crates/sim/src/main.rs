@@ -7,6 +7,10 @@ use rutella_sim::{run, SimConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
+// Many small messages live and die per simulated datagram.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
     Classic,
