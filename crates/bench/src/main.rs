@@ -42,7 +42,9 @@ struct Args {
     /// Write the table into this markdown file between the bench markers.
     #[arg(long)]
     write_doc: Option<PathBuf>,
-    /// Folder for the files moved (default: a temporary folder).
+    /// Folder for the files moved (default: /dev/shm when it exists, so that
+    /// the figures measure the transfer rather than the disk's writeback;
+    /// else the system's temporary folder).
     #[arg(long)]
     work_dir: Option<PathBuf>,
 }
@@ -65,12 +67,24 @@ fn main() -> Result<()> {
             args.rutella.display()
         );
     }
+    let work_dir = args.work_dir.clone().unwrap_or_else(|| {
+        let shm = PathBuf::from("/dev/shm");
+        if shm.is_dir() {
+            shm
+        } else {
+            std::env::temp_dir()
+        }
+    });
     let tmp = tempfile::Builder::new()
         .prefix("rutella-bench")
-        .tempdir_in(args.work_dir.clone().unwrap_or_else(std::env::temp_dir))?;
+        .tempdir_in(&work_dir)?;
     let mut report = String::new();
     let machine = machine();
-    writeln!(report, "Machine: {machine}.")?;
+    writeln!(
+        report,
+        "Machine: {machine}. Files read from and written to {}.",
+        work_dir.display()
+    )?;
     writeln!(
         report,
         "Command: `bench/run.sh` ({} runs of each contender, alternated; medians).",

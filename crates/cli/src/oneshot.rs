@@ -64,14 +64,17 @@ async fn oneshot_node(mut cfg: NodeConfig, connect: Vec<PeerAddr>) -> Result<Nod
     Ok(Node::start(cfg).await?)
 }
 
-/// Waits until discovery settles: the peer list has not changed for a
-/// quarter of a second (at most `max`).
+/// Waits until discovery settles: the peer list has not changed for
+/// `QUIET` (at most `max`). Peers that answer later are still asked: a
+/// running search reaches every peer that joins while it runs.
+const QUIET: Duration = Duration::from_millis(100);
+
 async fn settle(client: &Client, max: Duration) -> Result<(), Failure> {
     let start = Instant::now();
     let mut last: Option<Vec<SocketAddrV4>> = None;
     let mut stable_since = Instant::now();
     while start.elapsed() < max {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let mut now: Vec<SocketAddrV4> = client
             .peers()
             .await?
@@ -83,7 +86,7 @@ async fn settle(client: &Client, max: Duration) -> Result<(), Failure> {
         if last.as_ref() != Some(&now) {
             last = Some(now);
             stable_since = Instant::now();
-        } else if !now.is_empty() && stable_since.elapsed() >= Duration::from_millis(250) {
+        } else if !now.is_empty() && stable_since.elapsed() >= QUIET {
             break;
         }
     }
