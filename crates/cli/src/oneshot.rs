@@ -48,6 +48,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), Failure> {
     cfg.downloads = a.downloads;
     cfg.upload_rate_limit = a.rate_limit;
     cfg.overlay.search_timeout = a.search_timeout;
+    cfg.db_path = cfg.default_db_path();
     let node = Node::start(cfg).await?;
     stop_signal().await;
     tracing::info!("stopping");

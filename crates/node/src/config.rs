@@ -135,6 +135,15 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
+    /// Where a node keeps its library index by default: `.rutella/library.sqlite`
+    /// in the first shared folder (hidden, so never shared), so that hashes
+    /// survive restarts. `None` when nothing is shared.
+    pub fn default_db_path(&self) -> Option<PathBuf> {
+        self.shares
+            .first()
+            .map(|s| s.join(".rutella").join("library.sqlite"))
+    }
+
     /// The downloads folder this configuration uses.
     pub fn downloads_dir(&self) -> PathBuf {
         match (&self.downloads, self.shares.first()) {

@@ -128,6 +128,14 @@ impl Node {
         let tcp_addr = v4(tcp
             .local_addr()
             .map_err(|e| NodeError::Other(e.to_string()))?);
+        if let Some(parent) = config.db_path.as_ref().and_then(|p| p.parent()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                NodeError::Other(format!(
+                    "cannot create the folder {} for the library index: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
         let lib_cfg = LibraryConfig {
             db_path: config.db_path.clone(),
             watch: config.watch,

@@ -218,3 +218,46 @@ async fn changes_on_disk_are_seen_while_running() {
     na.shutdown().await;
     nb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashes_survive_a_restart() {
+    let share = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        std::fs::write(share.path().join(format!("f{i}.bin")), pattern(100_000, i)).unwrap();
+    }
+    let mut cfg = config(share.path());
+    cfg.db_path = cfg.default_db_path();
+    let db = cfg.db_path.clone().unwrap();
+    assert!(db.starts_with(share.path().join(".rutella")));
+    let node = Node::start(cfg.clone()).await.unwrap();
+    let lib = node.client().library().clone();
+    assert!(
+        tokio::task::spawn_blocking(move || lib.wait_idle(Duration::from_secs(10)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(node.client().library().stats().files_hashed, 5);
+    node.shutdown().await;
+    assert!(db.exists());
+
+    let node = Node::start(cfg).await.unwrap();
+    let lib = node.client().library().clone();
+    assert!(
+        tokio::task::spawn_blocking(move || lib.wait_idle(Duration::from_secs(10)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        node.client().library().stats().files_hashed,
+        0,
+        "nothing hashed again"
+    );
+    let files = node.client().library().search("f", 10);
+    assert_eq!(
+        files.len(),
+        5,
+        "the index folder itself is not shared: {files:?}"
+    );
+    assert!(files.iter().all(|f| f.hash.is_some()));
+    node.shutdown().await;
+}
