@@ -129,12 +129,27 @@ pub(crate) struct NetArgs {
     /// Address announced to peers (default: the local address that routes to each peer).
     #[arg(long, value_name = "IP")]
     pub(crate) advertise: Option<Ipv4Addr>,
-    /// Time between ping rounds (e.g. 20s, 500ms).
-    #[arg(long, value_name = "TIME", default_value = "20s", value_parser = parse_duration)]
-    pub(crate) ping_interval: Duration,
-    /// How long a ping round waits for pongs before dropping silent peers.
-    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
-    pub(crate) pong_timeout: Duration,
+    /// Overlay with other rutella peers: classic (a full mesh, as the
+    /// original program) or scalable (bounded neighbours, searches that grow
+    /// only as far as needed). Classic peers are served classically in both.
+    #[arg(long, value_enum, default_value_t = OverlayMode::Classic)]
+    pub(crate) mode: OverlayMode,
+    /// Time between ping rounds [default: 20s classic, 60s scalable].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub(crate) ping_interval: Option<Duration>,
+    /// How long a ping waits for its pong before the peer is dropped
+    /// [default: 5s classic, 10s scalable].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub(crate) pong_timeout: Option<Duration>,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OverlayMode {
+    /// A full mesh kept by ping rounds.
+    Classic,
+    /// Bounded neighbours, trigram filters, dynamic querying.
+    Scalable,
 }
 
 #[derive(Debug, Args)]
@@ -244,8 +259,18 @@ impl NetArgs {
             advertise: self.advertise,
             ..NodeConfig::default()
         };
-        cfg.overlay.ping_interval = self.ping_interval;
-        cfg.overlay.pong_timeout = self.pong_timeout;
+        if self.mode == OverlayMode::Scalable {
+            cfg.overlay.mode = rutella_proto::Mode::Scalable;
+        }
+        if let Some(t) = self.ping_interval {
+            cfg.overlay.ping_interval = t;
+            cfg.overlay.scalable.ping_interval = t;
+        }
+        if let Some(t) = self.pong_timeout {
+            cfg.overlay.pong_timeout = t;
+            cfg.overlay.scalable.pong_timeout = t;
+            cfg.overlay.scalable.step_wait = cfg.overlay.scalable.step_wait.min(t);
+        }
         cfg.overlay.seed = seed();
         cfg
     }

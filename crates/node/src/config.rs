@@ -103,6 +103,9 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// A download that receives nothing for this long fails (resumable).
     pub idle_timeout: Duration,
+    /// How often the node checks whether the library changed, to refresh
+    /// the summary of its names that a scalable overlay gives neighbours.
+    pub library_poll: Duration,
     /// On shutdown, how long uploads in progress may go on before they are cut.
     pub shutdown_grace: Duration,
     /// Deliberately corrupt what this node uploads. Only for testing how
@@ -128,6 +131,7 @@ impl Default for NodeConfig {
             watch: true,
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
+            library_poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(2),
             upload_fault: None,
         }

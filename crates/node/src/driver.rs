@@ -83,6 +83,7 @@ enum Command {
     Search(String, mpsc::Sender<SearchHit>, oneshot::Sender<SearchId>),
     CancelSearch(SearchId),
     Answer(IncomingQuery, Vec<HitFile>),
+    SetLibrary(Vec<String>),
 }
 
 /// A cloneable handle to a running node: the only way the user interface
@@ -154,6 +155,12 @@ impl Node {
         for ip in own.initial_ips() {
             overlay.add_own_ip(ip);
         }
+        // The names a scalable overlay summarises for its neighbours.
+        let lib = library.clone();
+        let names = tokio::task::spawn_blocking(move || library_names(&lib))
+            .await
+            .unwrap_or_default();
+        overlay.set_library(names);
         for p in &config.connect {
             overlay.connect(now, p.udp, p.tcp_port.unwrap_or(0));
         }
@@ -190,6 +197,12 @@ impl Node {
             queries_in_flight: Arc::new(AtomicUsize::new(0)),
         };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
+        tasks.push(tokio::spawn(watch_library(
+            library.clone(),
+            client.tx.clone(),
+            config.library_poll,
+            stop_rx.clone(),
+        )));
         let server_cfg = ServerConfig {
             rate_limit: config.upload_rate_limit,
             max_connections: config.max_uploads,
@@ -419,6 +432,7 @@ impl EventLoop {
                 self.overlay.cancel_search(id);
             }
             Command::Answer(query, files) => self.overlay.answer_query(&query, &files),
+            Command::SetLibrary(names) => self.overlay.set_library(names),
         }
     }
 
@@ -433,11 +447,11 @@ impl EventLoop {
         while let Some(ev) = self.overlay.poll_event() {
             match ev {
                 Event::PeerAdded(p) => {
-                    tracing::info!(peer = %p.udp, rutella = p.rutella, "peer joined");
+                    tracing::info!(peer = %p.udp, rutella = p.rutella, degree = self.overlay.degree(), "peer joined");
                     let _ = self.events.send(NodeEvent::PeerAdded(p));
                 }
                 Event::PeerRemoved(p) => {
-                    tracing::info!(peer = %p.udp, "peer left (missed a ping round)");
+                    tracing::info!(peer = %p.udp, degree = self.overlay.degree(), "peer left");
                     let _ = self.events.send(NodeEvent::PeerRemoved(p));
                 }
                 Event::Query(q) => self.answer(q),
@@ -805,6 +819,51 @@ async fn align_classic_resume(dir: &Path, name: &str) {
         }
         Err(e) => {
             tracing::warn!(part = %part.display(), error = %e, "could not align the partial copy; resuming from its end")
+        }
+    }
+}
+
+/// The file names of the library (last path components).
+fn library_names(library: &Library) -> Vec<String> {
+    library
+        .list()
+        .into_iter()
+        .map(|f| match f.name.rsplit_once('/') {
+            Some((_, base)) => base.to_string(),
+            None => f.name,
+        })
+        .collect()
+}
+
+/// Tells the overlay the library's names again whenever the library
+/// changed (a rescan or a refreshed path), checking every `every`.
+async fn watch_library(
+    library: Library,
+    tx: mpsc::Sender<Command>,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let generation = |l: &Library| {
+        let s = l.stats();
+        (s.rescans, s.refreshes, l.len())
+    };
+    let mut last = generation(&library);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = generation(&library);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let lib = library.clone();
+        let names = tokio::task::spawn_blocking(move || library_names(&lib))
+            .await
+            .unwrap_or_default();
+        if tx.send(Command::SetLibrary(names)).await.is_err() {
+            return;
         }
     }
 }

@@ -24,11 +24,16 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(args: &[&str]) -> Serve {
+        Serve::start_with(args, true)
+    }
+
+    /// `fast`: add the short ping interval and pong timeout of [`FAST`].
+    pub fn start_with(args: &[&str], fast: bool) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serve.log");
         let child = bin()
             .arg("serve")
-            .args(FAST)
+            .args(if fast { &FAST[..] } else { &[] })
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
