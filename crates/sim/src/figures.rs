@@ -210,7 +210,7 @@ fn plot(
                 .map_err(|e| err(&e))?;
         }};
     }
-    let x = (50.0f64..15_000.0f64).log_scale();
+    let x = (20.0f64..15_000.0f64).log_scale();
     if log_y {
         let lo = (y0 * 0.5).max(1e-3);
         let chart = builder
