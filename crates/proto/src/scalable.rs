@@ -50,8 +50,11 @@ pub const BLOOM_MIN_BITS: usize = 256;
 pub const BLOOM_MAX_BITS: usize = 1 << 20;
 /// Hash functions per trigram.
 pub const BLOOM_HASHES: u32 = 4;
-/// Highest TTL a node accepts on a query (higher ones are lowered).
-pub const MAX_ACCEPTED_TTL: i64 = 6;
+/// Highest TTL a node accepts on a query (higher ones are lowered): a
+/// query flooded four levels deep already reaches degree⁴ peers.
+pub const MAX_ACCEPTED_TTL: i64 = 4;
+/// Longest join walk a node starts or passes on.
+pub const MAX_WALK: i64 = 6;
 
 /// Settings of the scalable overlay. The defaults are those measured in
 /// `docs/SCALING.md`.
@@ -87,7 +90,8 @@ pub struct ScalableConfig {
     /// Queries remembered for duplicate suppression.
     pub seen_queries: usize,
     /// Length of the random walk a join request takes before a peer
-    /// decides on it, so that neighbours are spread over the network.
+    /// decides on it, so that neighbours are spread over the network (at
+    /// most [`MAX_WALK`]).
     pub join_walk: i64,
 }
 
@@ -107,7 +111,7 @@ impl Default for ScalableConfig {
             query_budget: 3000,
             max_ttl: 3,
             seen_queries: 4096,
-            join_walk: 10,
+            join_walk: 6,
         }
     }
 }
@@ -529,7 +533,7 @@ impl Overlay {
         extra.insert("Degree".into(), Value::from(self.degree() as u64));
         if join {
             extra.insert("Join".into(), Value::Bool(true));
-            let walk = self.config.scalable.join_walk.clamp(0, MAX_ACCEPTED_TTL);
+            let walk = self.config.scalable.join_walk.clamp(0, MAX_WALK);
             if walk > 0 {
                 extra.insert("Walk".into(), Value::from(walk));
             }
@@ -776,7 +780,7 @@ impl Overlay {
         let degree = get_i64(&p.extra, "Degree");
         let join = get_bool(&p.extra, "Join") == Some(true);
         self.add_known_host(sender.udp);
-        let walk = get_i64(&p.extra, "Walk").unwrap_or(0).min(MAX_ACCEPTED_TTL);
+        let walk = get_i64(&p.extra, "Walk").unwrap_or(0).min(MAX_WALK);
         if join && walk > 0 {
             // Pass the request on to a random neighbour.
             let next = self.sc.as_ref().and_then(|sc| {
