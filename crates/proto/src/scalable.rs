@@ -1703,6 +1703,60 @@ mod tests {
     }
 
     #[test]
+    fn a_classic_bootstrap_becomes_a_classic_peer() {
+        let now = Instant::now();
+        let mut o = Overlay::new(scfg(30000, 1), now);
+        o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+        let classic = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 7), 20000);
+        o.connect(now, classic, 10000);
+        let t = o.poll_transmit().unwrap();
+        // A join request is a plain TTL-0 ping to a classic peer.
+        let text = String::from_utf8(t.encode(Ipv4Addr::new(127, 0, 0, 2))).unwrap();
+        assert!(text.starts_with(r#"{"Command": 1, "Degree": 0, "IP": "127.0.0.2", "Join": true, "Scalable": 1, "TTL": 0"#), "{text}");
+        o.handle_datagram(
+            now,
+            SocketAddr::V4(classic),
+            br#"{"Command": 2, "IP": "127.0.0.7"}"#,
+        );
+        assert_eq!(o.degree(), 0);
+        let peers = o.peers();
+        assert_eq!(peers.len(), 1);
+        assert!(!peers[0].rutella && peers[0].udp == classic);
+    }
+
+    #[test]
+    fn join_requests_walk_on_with_the_originator_unchanged() {
+        let now = Instant::now();
+        let mut o = Overlay::new(scfg(30000, 1), now);
+        o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+        let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
+        o.handle_datagram(
+            now,
+            a,
+            br#"{"Command": 1, "IP": "127.0.0.10", "TTL": 0, "Scalable": 1, "Join": true, "UdpPort": 30000, "TcpPort": 30001}"#,
+        );
+        assert_eq!(o.degree(), 1);
+        while o.poll_transmit().is_some() {}
+        let b: SocketAddr = "127.0.0.11:30000".parse().unwrap();
+        o.handle_datagram(
+            now,
+            b,
+            br#"{"Command": 1, "IP": "127.0.0.11", "TTL": 0, "Scalable": 1, "Join": true, "Walk": 9, "UdpPort": 30000, "TcpPort": 30001}"#,
+        );
+        let t = o.poll_transmit().unwrap();
+        assert_eq!(SocketAddr::V4(t.dest), a);
+        assert!(!t.from_self);
+        let Message::Ping(p) = &t.message else {
+            panic!("{t:?}")
+        };
+        assert_eq!(p.ip, Ipv4Addr::new(127, 0, 0, 11));
+        // Walks longer than the limit are shortened.
+        assert_eq!(get_i64(&p.extra, "Walk"), Some(MAX_WALK - 1));
+        assert!(o.poll_transmit().is_none());
+        assert_eq!(o.degree(), 1, "the walk goes on: no link here");
+    }
+
+    #[test]
     fn large_filters_are_split_under_the_datagram_limit() {
         let mut x: u64 = 1;
         let names: Vec<String> = (0..3000)
