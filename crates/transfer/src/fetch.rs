@@ -35,7 +35,7 @@ use crate::wire::Status;
 /// Bytes read from a source before they are handed to verification.
 const BATCH: usize = 1 << 20;
 /// Buffers in flight between the sources and the verifier.
-const QUEUE: usize = 8;
+const QUEUE: usize = 16;
 
 /// A download by hash.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ pub struct HashGet {
 }
 
 impl HashGet {
-    /// A download with default timeouts (5 s connect, 20 s idle), 8 MiB
+    /// A download with default timeouts (5 s connect, 20 s idle), 64 MiB
     /// pieces and a checkpoint every second.
     pub fn new(hash: [u8; 32], sources: Vec<SocketAddr>, out_dir: PathBuf, name: &str) -> Self {
         HashGet {
@@ -72,7 +72,7 @@ impl HashGet {
             name: name.to_owned(),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),
-            max_piece: 8 << 20,
+            max_piece: 64 << 20,
             checkpoint_every: Duration::from_secs(1),
         }
     }
