@@ -316,48 +316,22 @@ pub async fn classic_download(
         source,
     })?;
     let dir = req.downloads_dir.clone();
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(DownloadError::local("creating the downloads folder", &dir))?;
     let part = dir.join(format!("{base}.part"));
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&part)
-        .await
-        .map_err(DownloadError::local("opening the partial file", &part))?;
-    let resumed_from = file
-        .metadata()
-        .await
-        .map_err(DownloadError::local("reading the size of", &part))?
-        .len();
-    let result = fetch(&req, &mut file, &part, resumed_from, &progress).await;
-    drop(file);
-    match result {
-        Ok(received) => {
-            let size = resumed_from + received;
-            let path = {
-                let (from, dir) = (part.clone(), dir.clone());
-                tokio::task::spawn_blocking(move || move_into_place(&from, &dir, &base))
-                    .await
-                    .map_err(io::Error::other)
-                    .and_then(|r| r)
-                    .map_err(DownloadError::local("moving the finished download", &part))?
-            };
-            tracing::info!(peer = %req.peer, name = %req.name, path = %path.display(), size, resumed_from, "classic download complete");
-            Ok(DownloadReport {
-                path,
-                size,
-                resumed_from,
-                bytes_received: received,
-                sources: vec![SourceReport {
-                    peer: req.peer,
-                    bytes_received: received,
-                    bytes_verified: 0,
-                    outcome: SourceOutcome::Served,
-                }],
-            })
-        }
+    // The local set-up in one trip to the blocking pool: each trip costs a
+    // thread hop, which dominates the time of small downloads.
+    let (file, resumed_from) = {
+        let (dir2, part2) = (dir.clone(), part.clone());
+        blocking(&part, move || open_part(&dir2, &part2)).await??
+    };
+    let fetched = fetch(&req, file, &part, resumed_from, &progress).await;
+    let Fetched {
+        file,
+        received,
+        expected,
+        buffered,
+        cause,
+    } = match fetched {
+        Ok(f) => f,
         Err(e) => {
             if resumed_from == 0 {
                 // Do not leave an empty partial file behind.
@@ -368,10 +342,124 @@ pub async fn classic_download(
                 }
             }
             tracing::warn!("{e}");
-            Err(e)
+            return Err(e);
         }
-    }
+    };
+    let size = resumed_from + received;
+    let complete = cause.is_none();
+    // Write what is still in memory, sync, and move into place: one trip.
+    let finished = {
+        let (part, dir, base) = (part.clone(), dir.clone(), base.clone());
+        blocking(&part.clone(), move || {
+            finish(file, &buffered, &part, &dir, &base, complete, size)
+        })
+        .await?
+    };
+    let path = match (finished, cause) {
+        (Err(e), _) => return Err(e),
+        (Ok(_), Some(cause)) => {
+            let e = DownloadError::Interrupted {
+                peer: req.peer,
+                received,
+                expected,
+                part: part.clone(),
+                cause,
+            };
+            tracing::warn!("{e}");
+            return Err(e);
+        }
+        (Ok(path), None) => path.unwrap_or_else(|| part.clone()),
+    };
+    tracing::info!(peer = %req.peer, name = %req.name, path = %path.display(), size, resumed_from, "classic download complete");
+    Ok(DownloadReport {
+        path,
+        size,
+        resumed_from,
+        bytes_received: received,
+        sources: vec![SourceReport {
+            peer: req.peer,
+            bytes_received: received,
+            bytes_verified: 0,
+            outcome: SourceOutcome::Served,
+        }],
+    })
 }
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    part: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, DownloadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DownloadError::local("working on", part)(io::Error::other(e)))
+}
+
+/// Creates the downloads folder and opens the partial file for appending;
+/// returns it and how much it already holds.
+fn open_part(dir: &Path, part: &Path) -> Result<(std::fs::File, u64), DownloadError> {
+    std::fs::create_dir_all(dir)
+        .map_err(DownloadError::local("creating the downloads folder", dir))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(part)
+        .map_err(DownloadError::local("opening the partial file", part))?;
+    let len = file
+        .metadata()
+        .map_err(DownloadError::local("reading the size of", part))?
+        .len();
+    Ok((file, len))
+}
+
+/// Appends what is still in memory and, for a complete download, syncs a
+/// large one and moves it into place (returning where it went).
+fn finish(
+    mut file: std::fs::File,
+    buffered: &[u8],
+    part: &Path,
+    dir: &Path,
+    base: &str,
+    complete: bool,
+    size: u64,
+) -> Result<Option<PathBuf>, DownloadError> {
+    use std::io::Write;
+    file.write_all(buffered)
+        .map_err(DownloadError::local("writing to", part))?;
+    if !complete {
+        return Ok(None);
+    }
+    // A crash of this process loses nothing written (the kernel holds it);
+    // syncing guards against a power loss. It costs about a millisecond a
+    // file, which would triple the time of many small downloads, so only
+    // files large enough to be costly to fetch again are synced.
+    if size >= SYNC_AT_LEAST {
+        file.sync_all()
+            .map_err(DownloadError::local("syncing", part))?;
+    }
+    drop(file);
+    move_into_place(part, dir, base)
+        .map(Some)
+        .map_err(DownloadError::local("moving the finished download", part))
+}
+
+/// What the exchange brought.
+struct Fetched {
+    /// The partial file, with the bytes written so far.
+    file: std::fs::File,
+    /// Bytes received this session (written or in `buffered`).
+    received: u64,
+    /// Bytes the peer announced.
+    expected: u64,
+    /// Received bytes not written yet.
+    buffered: Vec<u8>,
+    /// Why the transfer stopped early, if it did.
+    cause: Option<String>,
+}
+
+/// Answers up to this size are read into memory and written at the end;
+/// larger ones stream to the file from a blocking thread.
+const SMALL: u64 = 256 * 1024;
 
 /// Copies `expected` bytes from the socket to the end of the file; returns
 /// the bytes received, why it stopped early (if it did), and a write error.
@@ -382,7 +470,7 @@ fn receive(
     resumed_from: u64,
     idle: Duration,
     progress: &tokio::sync::watch::Sender<Progress>,
-) -> (u64, Option<String>, Option<io::Error>) {
+) -> (std::fs::File, u64, Option<String>, Option<io::Error>) {
     use std::io::{Read, Write};
     let total = resumed_from + expected;
     let mut buf = vec![0u8; READ_BUF];
@@ -392,6 +480,7 @@ fn receive(
         match stream.read(&mut buf[..want]) {
             Ok(0) => {
                 return (
+                    file,
                     received,
                     Some("the peer closed the connection".to_owned()),
                     None,
@@ -399,7 +488,7 @@ fn receive(
             }
             Ok(n) => {
                 if let Err(e) = file.write_all(&buf[..n]) {
-                    return (received, None, Some(e));
+                    return (file, received, None, Some(e));
                 }
                 received += n as u64;
                 progress.send_replace(Progress {
@@ -415,22 +504,22 @@ fn receive(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return (received, Some(format!("no data for {idle:?}")), None)
+                return (file, received, Some(format!("no data for {idle:?}")), None)
             }
-            Err(e) => return (received, Some(format!("reading failed: {e}")), None),
+            Err(e) => return (file, received, Some(format!("reading failed: {e}")), None),
         }
     }
-    (received, None, None)
+    (file, received, None, None)
 }
 
-/// The exchange itself; returns the bytes received (all of them).
+/// The exchange itself, up to the last byte received.
 async fn fetch(
     req: &ClassicGet,
-    file: &mut tokio::fs::File,
+    file: std::fs::File,
     part: &Path,
     resumed_from: u64,
     progress: &tokio::sync::watch::Sender<Progress>,
-) -> Result<u64, DownloadError> {
+) -> Result<Fetched, DownloadError> {
     let peer = req.peer;
     let partial = u32::try_from(resumed_from).map_err(|_| DownloadError::PartialTooLarge {
         part: part.to_owned(),
@@ -500,9 +589,40 @@ async fn fetch(
         done: resumed_from,
         total: Some(total),
     });
-    // The bytes move in a plain blocking loop on the blocking pool: read
-    // from the socket, write to the file. Async file writes cost an extra
-    // copy and a thread hop per write: a third of a download's CPU time.
+    if expected <= SMALL {
+        // Small answers: read into memory here, written with the rename.
+        let mut buffered = vec![0u8; expected as usize];
+        let mut received = 0usize;
+        let mut cause = None;
+        while received < buffered.len() {
+            match timeout(req.idle_timeout, stream.read(&mut buffered[received..])).await {
+                Err(_) => cause = Some(format!("no data for {:?}", req.idle_timeout)),
+                Ok(Err(e)) => cause = Some(format!("reading failed: {e}")),
+                Ok(Ok(0)) => cause = Some("the peer closed the connection".to_owned()),
+                Ok(Ok(n)) => {
+                    received += n;
+                    continue;
+                }
+            }
+            break;
+        }
+        buffered.truncate(received);
+        progress.send_replace(Progress {
+            received: received as u64,
+            done: resumed_from + received as u64,
+            total: Some(total),
+        });
+        return Ok(Fetched {
+            file,
+            received: received as u64,
+            expected,
+            buffered,
+            cause,
+        });
+    }
+    // Large answers move in a plain blocking loop on the blocking pool:
+    // read from the socket, write to the file. Async file writes cost an
+    // extra copy and a thread hop per write: a third of the CPU time.
     let setup = stream.into_std().and_then(|s| {
         s.set_nonblocking(false)?;
         s.set_read_timeout(Some(req.idle_timeout))?;
@@ -510,43 +630,19 @@ async fn fetch(
     });
     let std_stream =
         setup.map_err(|e| interrupted(0, expected, format!("socket setup failed: {e}")))?;
-    let std_file = file
-        .try_clone()
-        .await
-        .map_err(DownloadError::local("writing to", part))?
-        .into_std()
-        .await;
     let (idle, progress_tx) = (req.idle_timeout, progress.clone());
-    let (received, cause, write_error) = tokio::task::spawn_blocking(move || {
-        receive(
-            std_stream,
-            std_file,
-            expected,
-            resumed_from,
-            idle,
-            &progress_tx,
-        )
+    let (file, received, cause, write_error) = blocking(part, move || {
+        receive(std_stream, file, expected, resumed_from, idle, &progress_tx)
     })
-    .await
-    .map_err(|e| interrupted(0, expected, format!("the receiving task failed: {e}")))?;
+    .await?;
     if let Some(e) = write_error {
         return Err(DownloadError::local("writing to", part)(e));
     }
-    // Whatever arrived is written before this returns, complete or not.
-    file.flush()
-        .await
-        .map_err(DownloadError::local("writing to", part))?;
-    // A crash of this process loses nothing written (the kernel holds it);
-    // syncing guards against a power loss. It costs about a millisecond a
-    // file, which would triple the time of many small downloads, so only
-    // files large enough to be costly to fetch again are synced.
-    if resumed_from + received >= SYNC_AT_LEAST {
-        file.sync_all()
-            .await
-            .map_err(DownloadError::local("syncing", part))?;
-    }
-    match cause {
-        Some(cause) => Err(interrupted(received, expected, cause)),
-        None => Ok(received),
-    }
+    Ok(Fetched {
+        file,
+        received,
+        expected,
+        buffered: Vec::new(),
+        cause,
+    })
 }
