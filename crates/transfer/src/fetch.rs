@@ -288,6 +288,27 @@ struct Shared {
     batch: usize,
 }
 
+/// Verifies the whole groups of `data` (which starts at group-aligned
+/// `offset`; a shorter last group only at the end of the file): returns
+/// how many leading bytes passed, and where a failing group starts.
+fn verify_prefix(tree: &Tree, offset: u64, data: &[u8]) -> (usize, Option<u64>) {
+    let gl = tree.group_log();
+    let mut at = 0usize;
+    while at < data.len() {
+        let i = (offset + at as u64) >> gl;
+        let r = tree.group_range(i);
+        let glen = (r.end - r.start) as usize;
+        let Some(group) = data.get(at..at + glen) else {
+            break;
+        };
+        if !tree.verify_group(i, group) {
+            return (at, Some(r.start));
+        }
+        at += glen;
+    }
+    (at, None)
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Sched> {
         // A poisoned lock only means a thread panicked mid-update; the
@@ -313,11 +334,14 @@ impl Shared {
 }
 
 enum SinkMsg {
+    /// Bytes from `src` at `offset`: the first `verified` of them passed
+    /// verification; `bad_at`, the offset of a group that failed, if one did.
     Data {
         src: usize,
         offset: u64,
         buf: Vec<u8>,
-        len: usize,
+        verified: usize,
+        bad_at: Option<u64>,
     },
     PieceDone {
         id: u64,
@@ -722,38 +746,37 @@ fn sink(
                 src,
                 offset,
                 buf,
-                len,
+                verified: at,
+                bad_at,
             } => {
-                let mut at = 0usize;
-                while at < len {
-                    let i = (offset + at as u64) >> gl;
-                    let r = tree.group_range(i);
-                    let glen = (r.end - r.start) as usize;
-                    let Some(data) = buf.get(at..at + glen) else {
-                        break;
-                    };
-                    at += glen;
-                    if shared.lock().state.get(i) {
-                        continue; // fetched twice near the end
-                    }
-                    if !tree.verify_group(i, data) {
-                        let mut s = shared.lock();
-                        if !s.sources[src].bad {
-                            s.sources[src].bad = true;
-                            s.sources[src].outcome = Some(SourceOutcome::BadData);
-                            tracing::warn!(peer = %s.sources[src].peer, offset = r.start,
-                                "peer sent data that failed verification; discarded, and it is not asked again for this file");
-                        }
-                        break;
-                    }
-                    part.write_all_at(data, r.start)?;
+                // The source's task verified the batch (so hashing runs in
+                // parallel with writing); write the verified prefix with
+                // one write and record it under one lock.
+                if let Some(bad) = bad_at {
                     let mut s = shared.lock();
-                    if !s.state.get(i) {
-                        s.state.set(i, true);
-                        s.verified += 1;
-                        s.sources[src].verified += glen as u64;
-                        done_bytes += glen as u64;
-                        dirty = true;
+                    if !s.sources[src].bad {
+                        s.sources[src].bad = true;
+                        s.sources[src].outcome = Some(SourceOutcome::BadData);
+                        tracing::warn!(peer = %s.sources[src].peer, offset = bad,
+                            "peer sent data that failed verification; discarded, and it is not asked again for this file");
+                    }
+                }
+                if at > 0 {
+                    part.write_all_at(&buf[..at], offset)?;
+                    let mut s = shared.lock();
+                    let mut pos = 0usize;
+                    while pos < at {
+                        let i = (offset + pos as u64) >> gl;
+                        let r = tree.group_range(i);
+                        let glen = (r.end - r.start) as usize;
+                        pos += glen;
+                        if !s.state.get(i) {
+                            s.state.set(i, true);
+                            s.verified += 1;
+                            s.sources[src].verified += glen as u64;
+                            done_bytes += glen as u64;
+                            dirty = true;
+                        }
                     }
                     if s.verified == s.total {
                         drop(s);
@@ -901,23 +924,28 @@ async fn fetch_piece(
             let tail_end = pos + filled as u64 == tree.size();
             let len = if tail_end { filled } else { whole };
             if len > 0 {
+                let (verified, bad_at) = verify_prefix(tree, pos, &buf[..len]);
                 let _ = tx
                     .send(SinkMsg::Data {
                         src,
                         offset: pos,
                         buf,
-                        len,
+                        verified,
+                        bad_at,
                     })
                     .await;
             }
             return Err(e);
         }
+        let (verified, bad_at) = verify_prefix(tree, pos, &buf[..want]);
+        let failed = bad_at.is_some();
         if tx
             .send(SinkMsg::Data {
                 src,
                 offset: pos,
                 buf,
-                len: want,
+                verified,
+                bad_at,
             })
             .await
             .is_err()
@@ -925,7 +953,7 @@ async fn fetch_piece(
             return Ok(());
         }
         pos += want as u64;
-        if shared.lock().sources[src].bad {
+        if failed || shared.lock().sources[src].bad {
             return Err(DownloadError::BadData {
                 peer: conn.peer(),
                 offset: pos,
