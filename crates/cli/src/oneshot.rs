@@ -8,14 +8,15 @@ use std::collections::HashSet;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-fn check_share(dir: &std::path::Path) -> Result<(), Failure> {
+/// A shared folder must exist: otherwise a usage error that says so.
+pub(crate) fn check_share(dir: &std::path::Path) -> Result<(), Failure> {
     if dir.is_dir() {
         Ok(())
     } else {
         Err(Failure::new(
             exit::USAGE,
             format!(
-                "the shared folder {} does not exist or is not a folder: create it or give another --share",
+                "the shared folder {} does not exist or is not a folder: create it or share another one",
                 dir.display()
             ),
         ))

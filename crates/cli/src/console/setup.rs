@@ -101,20 +101,6 @@ fn ask_peer(rl: &mut Editor) -> Result<Option<PeerAddr>, Failure> {
     }
 }
 
-fn check_share(dir: &std::path::Path) -> Result<(), Failure> {
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "the shared folder {} does not exist or is not a folder: create it or share another one",
-                dir.display()
-            ),
-        ))
-    }
-}
-
 /// Opens the console with the settings of the flags, the settings file and
 /// the answers to the first-run questions.
 pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
@@ -138,7 +124,7 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
         vec![dir]
     };
     for s in &shares {
-        check_share(s)?;
+        crate::oneshot::check_share(s)?;
     }
     let connect = if !args.connect.is_empty() {
         args.connect.clone()
