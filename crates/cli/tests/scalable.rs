@@ -56,7 +56,10 @@ fn fifty_processes_in_scalable_mode() {
         if ok {
             break;
         }
-        assert!(Instant::now() < deadline, "degrees did not settle in range: {degrees:?}");
+        assert!(
+            Instant::now() < deadline,
+            "degrees did not settle in range: {degrees:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 
@@ -65,13 +68,32 @@ fn fifty_processes_in_scalable_mode() {
         let via = ip((k * 7) % NODES);
         let text = format!("SHARED SONG {k}");
         let out = run(&[
-            "search", &text, "--connect", &via, "--bind", "127.0.8.200", "--mode", "scalable",
-            "--ping-interval", "1s", "--pong-timeout", "500ms", "--wait", "6", "--json",
+            "search",
+            &text,
+            "--connect",
+            &via,
+            "--bind",
+            "127.0.8.200",
+            "--mode",
+            "scalable",
+            "--ping-interval",
+            "1s",
+            "--pong-timeout",
+            "500ms",
+            "--wait",
+            "6",
+            "--json",
         ]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "search {k} failed: {}", String::from_utf8_lossy(&out.stderr));
-        let hits: Vec<serde_json::Value> =
-            stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(
+            out.status.success(),
+            "search {k} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hits: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert!(!hits.is_empty());
         for h in &hits {
             assert_eq!(h["name"], format!("shared song {k}.ogg"));
@@ -84,6 +106,9 @@ fn fifty_processes_in_scalable_mode() {
     // Still within range after all that traffic.
     for (i, n) in nodes.iter().enumerate() {
         let d = degree(&n.log_text());
-        assert!(d.is_some_and(|d| (MIN_DEGREE..=MAX_DEGREE).contains(&d)), "node {i}: {d:?}");
+        assert!(
+            d.is_some_and(|d| (MIN_DEGREE..=MAX_DEGREE).contains(&d)),
+            "node {i}: {d:?}"
+        );
     }
 }
