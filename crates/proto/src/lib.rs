@@ -8,6 +8,8 @@
 pub mod message;
 pub mod overlay;
 pub mod scalable;
+#[cfg(test)]
+mod testnet;
 
 pub use message::{
     HitFile, Message, ParseError, Ping, Pong, Ports, Query, QueryHit, CLASSIC_TCP_PORT,

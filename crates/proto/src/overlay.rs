@@ -676,17 +676,7 @@ impl Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Several overlays joined by a perfect in-memory network, with a
-    /// virtual clock.
-    struct Net {
-        now: Instant,
-        nodes: Vec<(SocketAddrV4, Overlay, Vec<String>)>,
-        down: HashSet<SocketAddrV4>,
-        delivered: usize,
-        results: Vec<(usize, SearchId, SocketAddrV4, Vec<String>)>,
-        finished: Vec<(usize, SearchId)>,
-    }
+    use crate::testnet::Net;
 
     fn cfg(port: u16) -> Config {
         Config {
@@ -699,130 +689,28 @@ mod tests {
         }
     }
 
-    impl Net {
-        fn new(n: usize) -> Net {
-            let now = Instant::now();
-            let nodes = (0..n)
-                .map(|i| {
-                    let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 20000 + 2 * i as u16);
-                    let mut o = Overlay::new(cfg(addr.port()), now);
-                    o.add_own_ip(*addr.ip());
-                    (
-                        addr,
-                        o,
-                        vec![format!("File-{i}.txt"), "common.TXT".to_string()],
-                    )
-                })
-                .collect();
-            Net {
-                now,
-                nodes,
-                down: HashSet::new(),
-                delivered: 0,
-                results: vec![],
-                finished: vec![],
-            }
-        }
-
-        fn idx(&self, a: SocketAddrV4) -> Option<usize> {
-            self.nodes.iter().position(|(x, _, _)| *x == a)
-        }
-
-        /// Delivers everything queued, answering queries, until quiet.
-        fn pump(&mut self) {
-            for _ in 0..10_000 {
-                let mut moved = false;
-                for i in 0..self.nodes.len() {
-                    let src = self.nodes[i].0;
-                    if self.down.contains(&src) {
-                        while self.nodes[i].1.poll_transmit().is_some() {}
-                        continue;
-                    }
-                    while let Some(ev) = self.nodes[i].1.poll_event() {
-                        match ev {
-                            Event::Query(q) => {
-                                let files: Vec<HitFile> = self.nodes[i]
-                                    .2
-                                    .iter()
-                                    .filter(|n| crate::name_matches(&q.text, n))
-                                    .map(HitFile::named)
-                                    .collect();
-                                self.nodes[i].1.answer_query(&q, &files);
-                            }
-                            Event::SearchResult {
-                                search,
-                                peer,
-                                files,
-                            } => self.results.push((
-                                i,
-                                search,
-                                peer.udp,
-                                files.into_iter().map(|f| f.name).collect(),
-                            )),
-                            Event::SearchFinished { search } => self.finished.push((i, search)),
-                            _ => {}
-                        }
-                    }
-                    while let Some(t) = self.nodes[i].1.poll_transmit() {
-                        moved = true;
-                        let bytes = t.encode(*src.ip());
-                        assert!(bytes.len() <= MAX_DATAGRAM);
-                        if self.down.contains(&t.dest) {
-                            continue;
-                        }
-                        if let Some(j) = self.idx(t.dest) {
-                            self.delivered += 1;
-                            let now = self.now;
-                            self.nodes[j]
-                                .1
-                                .handle_datagram(now, SocketAddr::V4(src), &bytes);
-                        }
-                    }
-                }
-                if !moved {
-                    return;
-                }
-            }
-            panic!("network never went quiet");
-        }
-
-        fn advance(&mut self, d: Duration) {
-            let end = self.now + d;
-            for _ in 0..10_000 {
-                let next = self
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !self.down.contains(&self.nodes[*i].0))
-                    .filter_map(|(_, n)| n.1.poll_timeout())
-                    .min();
-                match next {
-                    Some(t) if t <= end => {
-                        self.now = self.now.max(t);
-                        let now = self.now;
-                        for i in 0..self.nodes.len() {
-                            if !self.down.contains(&self.nodes[i].0) {
-                                self.nodes[i].1.handle_timeout(now);
-                            }
-                        }
-                        self.pump();
-                    }
-                    _ => break,
-                }
-            }
-            self.now = end;
-        }
-
-        fn peer_set(&self, i: usize) -> Vec<SocketAddrV4> {
-            let mut v: Vec<_> = self.nodes[i].1.peers().iter().map(|p| p.udp).collect();
-            v.sort();
-            v
-        }
+    /// `n` classic overlays on 127.0.0.1, each sharing a file of its own
+    /// and a common one.
+    fn classic_net(n: usize) -> Net {
+        let now = Instant::now();
+        let nodes = (0..n)
+            .map(|i| {
+                let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 20000 + 2 * i as u16);
+                let mut o = Overlay::new(cfg(addr.port()), now);
+                o.add_own_ip(*addr.ip());
+                (
+                    addr,
+                    o,
+                    vec![format!("File-{i}.txt"), "common.TXT".to_string()],
+                )
+            })
+            .collect();
+        Net::new(now, nodes)
     }
 
     /// Every node joins through node 0, one after the other.
     fn star(n: usize) -> Net {
-        let mut net = Net::new(n);
+        let mut net = classic_net(n);
         let first = net.nodes[0].0;
         for i in 1..n {
             let now = net.now;
@@ -1016,7 +904,7 @@ mod tests {
 
     #[test]
     fn a_dead_bootstrap_is_retried_while_alone() {
-        let mut net = Net::new(2);
+        let mut net = classic_net(2);
         let first = net.nodes[0].0;
         net.down.insert(first);
         let now = net.now;

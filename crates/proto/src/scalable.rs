@@ -1376,6 +1376,7 @@ impl Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testnet::Net;
     use crate::{Config, Mode};
     use std::net::SocketAddr;
 
@@ -1416,15 +1417,6 @@ mod tests {
         assert!(fp < 20, "{fp} false positives in 1000");
     }
 
-    /// Scalable overlays on a perfect in-memory network with a virtual clock.
-    struct Net {
-        now: Instant,
-        nodes: Vec<(SocketAddrV4, Overlay, Vec<String>)>,
-        results: Vec<(usize, SearchId, SocketAddrV4, Vec<String>)>,
-        finished: Vec<(usize, SearchId)>,
-        sent: Vec<(SocketAddrV4, SocketAddrV4, Message)>,
-    }
-
     fn scfg(port: u16, seed: u64) -> Config {
         Config {
             udp_port: port,
@@ -1446,105 +1438,24 @@ mod tests {
         }
     }
 
-    impl Net {
-        fn new(n: usize) -> Net {
-            let now = Instant::now();
-            let nodes = (0..n)
-                .map(|i| {
-                    let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 1 + i as u8), 30000);
-                    let mut o = Overlay::new(scfg(30000, i as u64), now);
-                    o.add_own_ip(*addr.ip());
-                    let lib = vec![format!("Unique-{i}.txt"), "common.TXT".to_string()];
-                    o.set_library(&lib);
-                    (addr, o, lib)
-                })
-                .collect();
-            Net {
-                now,
-                nodes,
-                results: vec![],
-                finished: vec![],
-                sent: vec![],
-            }
-        }
-
-        fn idx(&self, a: SocketAddrV4) -> Option<usize> {
-            self.nodes.iter().position(|(x, _, _)| *x == a)
-        }
-
-        fn pump(&mut self) {
-            for _ in 0..100_000 {
-                let mut moved = false;
-                for i in 0..self.nodes.len() {
-                    let src = self.nodes[i].0;
-                    while let Some(ev) = self.nodes[i].1.poll_event() {
-                        match ev {
-                            Event::Query(q) => {
-                                let files: Vec<HitFile> = self.nodes[i]
-                                    .2
-                                    .iter()
-                                    .filter(|n| crate::name_matches(&q.text, n))
-                                    .map(HitFile::named)
-                                    .collect();
-                                self.nodes[i].1.answer_query(&q, &files);
-                            }
-                            Event::SearchResult {
-                                search,
-                                peer,
-                                files,
-                            } => self.results.push((
-                                i,
-                                search,
-                                peer.udp,
-                                files.into_iter().map(|f| f.name).collect(),
-                            )),
-                            Event::SearchFinished { search } => self.finished.push((i, search)),
-                            _ => {}
-                        }
-                    }
-                    while let Some(t) = self.nodes[i].1.poll_transmit() {
-                        moved = true;
-                        let bytes = t.encode(*src.ip());
-                        assert!(bytes.len() <= MAX_DATAGRAM);
-                        self.sent
-                            .push((src, t.dest, Message::parse(&bytes).unwrap()));
-                        if let Some(j) = self.idx(t.dest) {
-                            let now = self.now;
-                            self.nodes[j]
-                                .1
-                                .handle_datagram(now, SocketAddr::V4(src), &bytes);
-                        }
-                    }
-                }
-                if !moved {
-                    return;
-                }
-            }
-            panic!("network never went quiet");
-        }
-
-        fn advance(&mut self, d: Duration) {
-            let end = self.now + d;
-            for _ in 0..100_000 {
-                let next = self.nodes.iter().filter_map(|n| n.1.poll_timeout()).min();
-                match next {
-                    Some(t) if t <= end => {
-                        self.now = self.now.max(t);
-                        let now = self.now;
-                        for i in 0..self.nodes.len() {
-                            self.nodes[i].1.handle_timeout(now);
-                        }
-                        self.pump();
-                    }
-                    _ => break,
-                }
-            }
-            self.now = end;
-        }
+    /// `n` scalable overlays, each sharing a file of its own and a common one.
+    fn scalable_net(n: usize) -> Net {
+        let now = Instant::now();
+        let nodes = (0..n)
+            .map(|i| {
+                let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 1 + i as u8), 30000);
+                let mut o = Overlay::new(scfg(30000, i as u64), now);
+                o.add_own_ip(*addr.ip());
+                let lib = vec![format!("Unique-{i}.txt"), "common.TXT".to_string()];
+                o.set_library(&lib);
+                (addr, o, lib)
+            })
+            .collect();
+        Net::new(now, nodes)
     }
 
     fn joined(n: usize) -> Net {
-        let mut net = Net::new(n);
+        let mut net = scalable_net(n);
         let first = net.nodes[0].0;
         for i in 1..n {
             let now = net.now;
@@ -1771,7 +1682,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        let mut net = Net::new(2);
+        let mut net = scalable_net(2);
         net.nodes[1].1.set_library(&names);
         net.nodes[1].2 = names.clone();
         let first = net.nodes[0].0;
