@@ -267,3 +267,36 @@ fn progress_bars_run_while_typing_and_endings_are_announced_once() {
     );
     assert_eq!(exit_code(&p), 0);
 }
+
+#[test]
+fn first_time_hashing_shows_progress_at_the_prompt() {
+    let share = tempfile::tempdir().unwrap();
+    // A large sparse file keeps hashing busy for a few seconds without
+    // using disk space.
+    let big = std::fs::File::create(share.path().join("big image.iso")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    drop(big);
+    write_file(&share.path().join("small.txt"), b"small");
+    let cfg = tempfile::tempdir().unwrap();
+    let s = share.path().to_str().unwrap();
+    let args = [
+        "--share",
+        s,
+        "--bind",
+        "127.0.0.1",
+        "--udp-port",
+        "0",
+        "--tcp-port",
+        "0",
+    ];
+    let mut p = spawn(console_cmd(&cfg.path().join("c.toml"), &args));
+    p.exp_string("IP where you want to connect").unwrap();
+    p.send_line("").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    // Searches answer while hashing goes on.
+    p.send_line("peers").unwrap();
+    p.exp_string("# hashing shared files:").unwrap();
+    p.exp_string("files, ").unwrap();
+    p.exp_string("Hashed the 2 shared file(s)").unwrap();
+    quit(p);
+}

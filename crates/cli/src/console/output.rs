@@ -63,6 +63,8 @@ struct State {
     pending: Vec<String>,
     /// Since when the bars are gone but no announcement replaced them.
     orphan_since: Option<Instant>,
+    /// The library was still hashing at the last refresh.
+    hashing: bool,
 }
 
 /// Shared between the console loop and the printing thread.
@@ -158,12 +160,23 @@ impl Output {
                 // for the next command (see take_pending).
                 continue;
             };
-            let bars: Vec<String> = client
+            let mut bars: Vec<String> = client
                 .downloads()
                 .iter()
                 .filter(|d| d.state == DownloadState::Running)
                 .map(|d| bar(d, term_width().min(100)))
                 .collect();
+            // First-time hashing of the shared files runs in the background.
+            let hashing = client.library().progress();
+            if hashing.files_hashed < hashing.files_total {
+                bars.push(hashing_line(&hashing));
+                s.hashing = true;
+            } else if std::mem::take(&mut s.hashing) {
+                s.pending.push(format!(
+                    "Hashed the {} shared file(s): hits now carry their hashes.",
+                    hashing.files_total
+                ));
+            }
             if s.pending.is_empty() && bars.is_empty() {
                 // A download ended: its announcement is on its way; leave
                 // the last bars until it comes (or a little while).
@@ -195,6 +208,18 @@ impl Output {
             }
         }
     }
+}
+
+/// The line that shows how far first-time hashing of the shares is.
+pub(crate) fn hashing_line(p: &rutella_store::HashProgress) -> String {
+    use crate::console::results::bytes;
+    format!(
+        "# hashing shared files: {}/{} files, {}/{}",
+        p.files_hashed,
+        p.files_total,
+        bytes(p.bytes_hashed),
+        bytes(p.bytes_total)
+    )
 }
 
 /// Prints announcements that waited, between commands.
@@ -322,6 +347,19 @@ mod tests {
         assert!(l.contains("ETA 6s"), "{l}");
         let l = bar(&info(0, None), WIDTH);
         assert!(l.contains("?%") && l.contains("ETA -"), "{l}");
+    }
+
+    #[test]
+    fn hashing_progress_line() {
+        let p = rutella_store::HashProgress {
+            files_total: 10,
+            files_hashed: 4,
+            bytes_total: 3 << 20,
+            bytes_hashed: 1 << 20,
+        };
+        let line = hashing_line(&p);
+        assert!(line.contains("4/10 files"), "{line}");
+        assert!(line.contains("1.0 MiB/3.0 MiB"), "{line}");
     }
 
     #[test]
