@@ -13,5 +13,5 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+cargo test --workspace --locked --doc --quiet
 cargo nextest run --workspace --locked --no-fail-fast "$@"
-cargo test --workspace --locked --doc
