@@ -39,7 +39,22 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-pub(crate) async fn serve(a: ServeArgs) -> Result<(), Failure> {
+pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
+    // The settings file gives what the flags leave out: shares, the
+    // downloads folder and the peers to join.
+    let file = match crate::config_file::path() {
+        Ok(path) => crate::config_file::ConfigFile::load(&path)?,
+        Err(_) => crate::config_file::ConfigFile::default(),
+    };
+    if a.shares.is_empty() {
+        a.shares = file.shares.clone();
+    }
+    if a.connect.is_empty() {
+        a.connect = file.peer_addrs();
+    }
+    if a.downloads.is_none() {
+        a.downloads = file.downloads.clone();
+    }
     for s in &a.shares {
         check_share(s)?;
     }

@@ -343,3 +343,55 @@ fn one_shots_work_beside_a_running_node() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("20000") && err.contains("--udp-port"), "{err}");
 }
+
+#[test]
+fn serve_takes_shares_and_peers_from_the_settings_file() {
+    let share = tempfile::tempdir().unwrap();
+    write_file(&share.path().join("from settings.txt"), b"settings");
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "shares = [{:?}]\npeers = []\n",
+            share.path().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let log = cfg.path().join("serve.log");
+    let mut child = bin()
+        .env("RUTELLA_CONFIG", &config)
+        .args(["serve", "--bind", "127.0.2.50"])
+        .args(FAST)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("node started")
+    {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run(&[
+        "search",
+        "SETTINGS",
+        "--connect",
+        "127.0.2.50",
+        "--bind",
+        "127.0.2.51",
+        "--wait",
+        "2",
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from settings.txt"));
+}

@@ -11,7 +11,9 @@ pub const FAST: [&str; 4] = ["--ping-interval", "300ms", "--pong-timeout", "150m
 
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rutella"));
-    c.env("RUST_LOG", "info");
+    // Never the settings file of whoever runs the tests.
+    let no_config = std::env::temp_dir().join("rutella-tests-no-such-settings.toml");
+    c.env("RUST_LOG", "info").env("RUTELLA_CONFIG", no_config);
     c
 }
 
