@@ -395,3 +395,25 @@ fn serve_takes_shares_and_peers_from_the_settings_file() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("from settings.txt"));
 }
+
+#[test]
+fn a_one_shot_search_leaves_no_folder_behind() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(cwd.path())
+        .args([
+            "search",
+            "x",
+            "--connect",
+            "127.0.2.60",
+            "--bind",
+            "127.0.2.61",
+            "--wait",
+            "0.3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -117,10 +117,16 @@ impl Node {
     /// loop and the transfer server.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let downloads_dir = config.downloads_dir();
-        std::fs::create_dir_all(&downloads_dir).map_err(|source| NodeError::Downloads {
-            path: downloads_dir.clone(),
-            source,
-        })?;
+        // A folder the user named, or the one inside a share, is made now so
+        // that a problem shows at start; a node that shares nothing and was
+        // given no folder (a one-shot search) leaves the disk alone, and its
+        // downloads make the folder when they need it.
+        if config.downloads.is_some() || !config.shares.is_empty() {
+            std::fs::create_dir_all(&downloads_dir).map_err(|source| NodeError::Downloads {
+                path: downloads_dir.clone(),
+                source,
+            })?;
+        }
         let udp = bind_udp(&config).await?;
         let tcp = bind_tcp(&config).await?;
         let udp_addr = v4(udp

@@ -55,8 +55,9 @@ impl Journal {
 
     fn write(&self, entries: &[Pending]) {
         let tmp = self.path.with_extension("json.tmp");
-        let result = serde_json::to_vec_pretty(entries)
-            .map_err(std::io::Error::other)
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let result = std::fs::create_dir_all(dir)
+            .and_then(|()| serde_json::to_vec_pretty(entries).map_err(std::io::Error::other))
             .and_then(|bytes| std::fs::write(&tmp, bytes))
             .and_then(|()| std::fs::rename(&tmp, &self.path));
         if let Err(e) = result {
@@ -95,8 +96,11 @@ mod tests {
 
     #[test]
     fn entries_survive_reopening_and_bad_files_are_ignored() {
-        let d = tempfile::tempdir().unwrap();
-        let j = Journal::new(d.path());
+        let root = tempfile::tempdir().unwrap();
+        // The folder does not exist yet: the first entry makes it.
+        let d = root.path().join("downloads");
+        let d = d.as_path();
+        let j = Journal::new(d);
         let e = Pending {
             hash: "ab".repeat(32),
             name: "x.bin".into(),
@@ -105,10 +109,10 @@ mod tests {
         };
         j.add(e.clone());
         j.add(e.clone());
-        assert_eq!(Journal::new(d.path()).load(), vec![e.clone()]);
+        assert_eq!(Journal::new(d).load(), vec![e.clone()]);
         j.remove(&e.hash, &e.name);
         assert!(j.load().is_empty());
-        std::fs::write(d.path().join(".rutella-pending.json"), b"{not json").unwrap();
+        std::fs::write(d.join(".rutella-pending.json"), b"{not json").unwrap();
         assert!(j.load().is_empty());
         for i in 0..300 {
             j.add(Pending {
