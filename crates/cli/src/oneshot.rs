@@ -81,17 +81,23 @@ async fn oneshot_node(mut cfg: NodeConfig, connect: Vec<PeerAddr>) -> Result<Nod
     Ok(Node::start(cfg).await?)
 }
 
-/// Waits until discovery settles: the peer list has not changed for
-/// `QUIET` (at most `max`). Peers that answer later are still asked: a
-/// running search reaches every peer that joins while it runs.
-const QUIET: Duration = Duration::from_millis(100);
+/// The least quiet time that ends discovery.
+const QUIET: Duration = Duration::from_millis(20);
 
+/// Waits until discovery settles: some peer has answered, and the peer
+/// list has then not changed for twice the time that first answer took
+/// (at least `QUIET`, at most `max` in all). Peers that answer later are
+/// still asked: a running search reaches every peer that joins while it runs.
 async fn settle(client: &Client, max: Duration) -> Result<(), Failure> {
     let start = Instant::now();
+    let mut first_answer: Option<Duration> = None;
     let mut last: Option<Vec<SocketAddrV4>> = None;
     let mut stable_since = Instant::now();
     while start.elapsed() < max {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if first_answer.is_none() && client.answered_peers().await? > 0 {
+            first_answer = Some(start.elapsed());
+        }
         let mut now: Vec<SocketAddrV4> = client
             .peers()
             .await?
@@ -103,8 +109,10 @@ async fn settle(client: &Client, max: Duration) -> Result<(), Failure> {
         if last.as_ref() != Some(&now) {
             last = Some(now);
             stable_since = Instant::now();
-        } else if !now.is_empty() && stable_since.elapsed() >= QUIET {
-            break;
+        } else if let Some(rtt) = first_answer {
+            if stable_since.elapsed() >= QUIET.max(rtt * 2) {
+                break;
+            }
         }
     }
     Ok(())

@@ -79,6 +79,7 @@ impl Drop for SearchStream {
 
 enum Command {
     Peers(oneshot::Sender<Vec<Peer>>),
+    Answered(oneshot::Sender<usize>),
     Connect(PeerAddr),
     Search(String, mpsc::Sender<SearchHit>, oneshot::Sender<SearchId>),
     CancelSearch(SearchId),
@@ -421,6 +422,9 @@ impl EventLoop {
             Command::Peers(reply) => {
                 let _ = reply.send(self.overlay.peers());
             }
+            Command::Answered(reply) => {
+                let _ = reply.send(self.overlay.answered_peers());
+            }
             Command::Connect(p) => {
                 let ip = self.own.for_dest(*p.udp.ip());
                 self.overlay.add_own_ip(ip);
@@ -568,6 +572,14 @@ impl Client {
     pub async fn peers(&self) -> Result<Vec<Peer>, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Peers(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// How many known peers have answered at least once (a peer given by
+    /// address only counts once it answers).
+    pub async fn answered_peers(&self) -> Result<usize, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Answered(tx)).await?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 

@@ -181,6 +181,8 @@ struct PeerState {
     info: Peer,
     /// Pinged in the current round and not heard from since.
     awaiting_pong: bool,
+    /// Some message from it has arrived (it is not only an address we were given).
+    heard: bool,
 }
 
 #[derive(Debug)]
@@ -275,6 +277,12 @@ impl Overlay {
             all.extend(sc.neighbour_peers());
         }
         all
+    }
+
+    /// How many peers have answered at least once: classic peers heard
+    /// from, and scalable neighbours (which answered to become one).
+    pub fn answered_peers(&self) -> usize {
+        self.peers.values().filter(|p| p.heard).count() + self.degree()
     }
 
     /// Joins through `addr`: it becomes a peer and is pinged at once. It is
@@ -540,6 +548,7 @@ impl Overlay {
         if let Some(state) = self.peers.get_mut(&peer.udp) {
             if heard {
                 state.awaiting_pong = false;
+                state.heard = true;
                 state.info.rutella |= peer.rutella;
                 if peer.tcp_port != 0 {
                     state.info.tcp_port = peer.tcp_port;
@@ -556,6 +565,7 @@ impl Overlay {
             PeerState {
                 info: peer,
                 awaiting_pong: false,
+                heard,
             },
         );
         self.push_event(Event::PeerAdded(peer));
@@ -900,6 +910,23 @@ mod tests {
         );
         let evs: Vec<Event> = std::iter::from_fn(|| o.poll_event()).collect();
         assert!(evs.iter().any(|e| matches!(e, Event::SearchResult { search, files, .. } if *search == new && files[0].name == "b.txt")));
+    }
+
+    #[test]
+    fn peers_count_as_answered_only_once_heard_from() {
+        let mut net = classic_net(2);
+        let first = net.nodes[0].0;
+        net.down.insert(first);
+        let now = net.now;
+        net.nodes[1].1.connect(now, first, 1);
+        net.pump();
+        assert_eq!(net.nodes[1].1.peers().len(), 1);
+        assert_eq!(net.nodes[1].1.answered_peers(), 0, "given, not heard");
+        net.down.clear();
+        let now = net.now;
+        net.nodes[1].1.connect(now, first, 1);
+        net.pump();
+        assert_eq!(net.nodes[1].1.answered_peers(), 1);
     }
 
     #[test]
