@@ -93,7 +93,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn from_ports(ip: Ipv4Addr, ports: Ports) -> Self {
+    pub(crate) fn from_ports(ip: Ipv4Addr, ports: Ports) -> Self {
         Peer {
             udp: SocketAddrV4::new(ip, ports.udp_or_classic()),
             tcp_port: ports.tcp_or_classic(),

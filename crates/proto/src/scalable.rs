@@ -770,9 +770,8 @@ impl Overlay {
 
     fn sc_on_ping(&mut self, now: Instant, from: SocketAddrV4, p: Ping) {
         let sender = Peer {
-            udp: SocketAddrV4::new(p.ip, p.ports.udp_or_classic()),
-            tcp_port: p.ports.tcp_or_classic(),
             rutella: true,
+            ..Peer::from_ports(p.ip, p.ports)
         };
         if self.is_self(sender.udp) || p.ip.is_unspecified() {
             return;
@@ -852,9 +851,8 @@ impl Overlay {
 
     fn sc_on_pong(&mut self, now: Instant, p: Pong) {
         let sender = Peer {
-            udp: SocketAddrV4::new(p.ip, p.ports.udp_or_classic()),
-            tcp_port: p.ports.tcp_or_classic(),
             rutella: true,
+            ..Peer::from_ports(p.ip, p.ports)
         };
         if self.is_self(sender.udp) || p.ip.is_unspecified() {
             return;
