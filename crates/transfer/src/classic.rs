@@ -395,6 +395,19 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| DownloadError::local("working on", part)(io::Error::other(e)))
 }
 
+/// Runs file work on the blocking pool; a failure says `what` failed on `path`.
+pub(crate) async fn blocking_io<T: Send + 'static>(
+    what: &'static str,
+    path: &Path,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, DownloadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(DownloadError::local(what, path))
+}
+
 /// Creates the downloads folder and opens the partial file for appending;
 /// returns it and how much it already holds.
 fn open_part(dir: &Path, part: &Path) -> Result<(std::fs::File, u64), DownloadError> {

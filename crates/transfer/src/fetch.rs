@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::classic::{DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport};
+use crate::classic::{
+    blocking_io, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
+};
 use crate::client::RutellaConn;
 use crate::names::{move_into_place, sanitize_basename};
 use crate::serve_rutella::hex;
@@ -439,14 +441,10 @@ pub async fn fetch_by_hash(
     // The partial file and what of it is verified.
     let (part, state, resumed_from, wrote_last) = {
         let (paths2, tree2, last) = (paths.clone(), Arc::clone(&tree), last_group.take());
-        tokio::task::spawn_blocking(move || open_part(&paths2, &tree2, last))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r)
-            .map_err(DownloadError::local(
-                "preparing the partial file",
-                &paths.part,
-            ))?
+        blocking_io("preparing the partial file", &paths.part, move || {
+            open_part(&paths2, &tree2, last)
+        })
+        .await?
     };
     if let (Some(k), Some(n)) = (tree_src, wrote_last) {
         srcs[k].verified += n;
@@ -457,11 +455,10 @@ pub async fn fetch_by_hash(
         // Kept for a resume; a file done in one go (small) never needs it.
         let bytes = encode_tree_file(&tree);
         let p = paths.tree.clone();
-        tokio::task::spawn_blocking(move || write_atomic(&p, &bytes))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r)
-            .map_err(DownloadError::local("saving the tree", &paths.tree))?;
+        blocking_io("saving the tree", &paths.tree, move || {
+            write_atomic(&p, &bytes)
+        })
+        .await?;
     }
     let mut pending = VecDeque::new();
     let mut i = 0;
@@ -598,19 +595,13 @@ pub async fn fetch_by_hash(
     let path = {
         let p = paths.clone();
         let dir = req.out_dir.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<PathBuf> {
+        blocking_io("moving the finished download", &paths.part, move || {
             let to = move_into_place(&p.part, &dir, &p.base)?;
             let _ = std::fs::remove_file(&p.state);
             let _ = std::fs::remove_file(&p.tree);
             Ok(to)
         })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r)
-        .map_err(DownloadError::local(
-            "moving the finished download",
-            &paths.part,
-        ))?
+        .await?
     };
     tracing::info!(hash = %hash_hex, path = %path.display(), size = tree.size(), resumed_from,
         received = bytes_received, "download by hash complete");
