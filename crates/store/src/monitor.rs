@@ -219,6 +219,9 @@ pub(crate) fn run(core: Arc<Core>, mut watch: Option<Watch>, interval: Duration)
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
+                    if core.stopped() {
+                        return;
+                    }
                     tracing::warn!("file-system watcher stopped; relying on periodic rescans");
                     watch = None;
                 }
@@ -231,7 +234,8 @@ pub(crate) fn run(core: Arc<Core>, mut watch: Option<Watch>, interval: Duration)
                 }
             }
         } else {
-            std::thread::sleep(TICK);
+            // Unparked when the library stops.
+            std::thread::park_timeout(TICK);
         }
         let now = Instant::now();
         if now >= next_rescan {
