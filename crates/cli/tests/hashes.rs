@@ -111,7 +111,7 @@ fn a_downloader_killed_with_sigkill_resumes_on_its_next_start() {
         "--bind",
         "127.0.7.20",
         "--rate-limit",
-        "1500000",
+        "700000",
     ]);
     wait_hashed("127.0.7.20", "movie", &hex(&hash));
     let out = tempfile::tempdir().unwrap();

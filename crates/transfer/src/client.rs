@@ -24,6 +24,31 @@ pub struct RutellaConn {
     idle: Duration,
 }
 
+/// A rutella connection lent to a blocking loop (a payload read without
+/// a trip through the reactor per read); [`BlockingConn::into_async`]
+/// gives it back.
+#[derive(Debug)]
+pub(crate) struct BlockingConn {
+    pub(crate) stream: std::net::TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) idle: Duration,
+}
+
+impl BlockingConn {
+    /// Returns the socket to the runtime. Must run inside the runtime.
+    pub(crate) fn into_async(self) -> Result<RutellaConn, DownloadError> {
+        let (peer, idle) = (self.peer, self.idle);
+        self.stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(self.stream))
+            .map(|stream| RutellaConn { stream, peer, idle })
+            .map_err(|e| DownloadError::Connection {
+                peer,
+                reason: format!("socket setup failed: {e}"),
+            })
+    }
+}
+
 impl RutellaConn {
     /// Connects and exchanges hellos.
     pub async fn connect(
@@ -63,6 +88,24 @@ impl RutellaConn {
     /// The peer at the other end.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Hands the socket to a blocking loop: blocking mode, with the idle
+    /// timeout as its read timeout. Must run inside the runtime.
+    pub(crate) fn into_blocking(self) -> Result<BlockingConn, DownloadError> {
+        let (peer, idle) = (self.peer, self.idle);
+        self.stream
+            .into_std()
+            .and_then(|s| {
+                s.set_nonblocking(false)?;
+                s.set_read_timeout(Some(idle))?;
+                Ok(s)
+            })
+            .map(|stream| BlockingConn { stream, peer, idle })
+            .map_err(|e| DownloadError::Connection {
+                peer,
+                reason: format!("socket setup failed: {e}"),
+            })
     }
 
     fn broken(&self, reason: impl Into<String>) -> DownloadError {

@@ -496,3 +496,97 @@ async fn resumes_after_sigkill() {
     assert_eq!(got, data);
     fast.stop().await;
 }
+
+/// A relay between the downloader and a server that counts, per
+/// connection, the bytes the server sent.
+async fn counting_relay(to: SocketAddr) -> (SocketAddr, Arc<std::sync::Mutex<Vec<u64>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let c = Arc::clone(&counts);
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                let mut up = TcpStream::connect(to).await.unwrap();
+                let k = {
+                    let mut v = c.lock().unwrap();
+                    v.push(0);
+                    v.len() - 1
+                };
+                if let Ok((_, from_server)) =
+                    tokio::io::copy_bidirectional(&mut down, &mut up).await
+                {
+                    c.lock().unwrap()[k] = from_server;
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[tokio::test]
+async fn a_single_source_is_read_over_two_connections() {
+    let shared = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (source, data, hash) = shared_file(shared.path(), 4 * 1024 * 1024, 21);
+    let server = start_server("127.0.0.1", source, quick_cfg()).await;
+    let (relay, counts) = counting_relay(server.addr).await;
+    let report = fetch_by_hash(get(hash, vec![relay], out.path()), progress())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    // The relay records a connection's count when it closes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let busy = loop {
+        let busy = counts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&n| n >= 512 * 1024)
+            .count();
+        if busy >= 2 || std::time::Instant::now() > deadline {
+            break busy;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        busy,
+        2,
+        "two connections carried the file: {:?}",
+        counts.lock().unwrap()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_source_does_not_hold_up_the_end() {
+    let shared = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (source, data, hash) = shared_file(shared.path(), 2 * 1024 * 1024, 22);
+    let fast = start_server("127.0.0.1", source.clone(), quick_cfg()).await;
+    let slow = start_server(
+        "127.0.0.2",
+        source,
+        ServerConfig {
+            rate_limit: Some(4096),
+            ..quick_cfg()
+        },
+    )
+    .await;
+    let mut req = get(hash, vec![fast.addr, slow.addr], out.path());
+    // A stall would end the slow source only after this long.
+    req.idle_timeout = Duration::from_secs(60);
+    // The slow source's piece alone would take a minute at its rate.
+    let report = tokio::time::timeout(Duration::from_secs(20), fetch_by_hash(req, progress()))
+        .await
+        .expect(
+            "the download ends once every byte is verified, without waiting for the slow source",
+        )
+        .unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    let fast_report = report.sources.iter().find(|s| s.peer == fast.addr).unwrap();
+    assert!(fast_report.bytes_verified > data.len() as u64 / 2);
+    fast.stop().await;
+    slow.stop().await;
+}
