@@ -2,7 +2,7 @@
 
 use crate::args::{secs, GetArgs, SearchArgs, ServeArgs};
 use crate::{exit, Failure};
-use rutella_node::{Client, Node, NodeConfig, NodeError, PeerAddr};
+use rutella_node::{Client, HitFile, Node, NodeConfig, NodeError, PeerAddr};
 use rutella_transfer::DownloadError;
 use std::collections::HashSet;
 use std::net::SocketAddrV4;
@@ -282,9 +282,48 @@ async fn get_by_name(
     Ok(client.download(tcp, name).wait().await)
 }
 
+/// Downloads by hash. The peers known at once (the one joined through)
+/// are asked at once, and the download starts with the first that has the
+/// file; the whole network is asked once discovery settles, and every
+/// other peer that has the file joins the running download.
 async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<Outcome, Failure> {
-    settle(client, (wait / 2).min(Duration::from_secs(2))).await?;
-    let Some((file, sources)) = client.find_sources(&hash).await? else {
+    let (found_tx, mut found) = tokio::sync::mpsc::unbounded_channel::<(HitFile, SocketAddrV4)>();
+    let early = {
+        let (client, tx) = (client.clone(), found_tx.clone());
+        tokio::spawn(async move {
+            let mut stream = client
+                .search(&rutella_proto::hash_query(&hash))
+                .await
+                .map_err(Failure::from)?;
+            while let Some(hit) = stream.next().await {
+                for f in hit.files {
+                    if f.hash == Some(hash) {
+                        let _ = tx.send((f, hit.peer.tcp()));
+                    }
+                }
+            }
+            Ok::<(), Failure>(())
+        })
+    };
+    let full = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            settle(&client, (wait / 2).min(Duration::from_secs(2))).await?;
+            if let Some((file, sources)) = client.find_sources(&hash).await? {
+                for s in sources {
+                    let _ = found_tx.send((file.clone(), s));
+                }
+            }
+            Ok::<(), Failure>(())
+        })
+    };
+    // Ends (None) once both searches ended without the file.
+    let Some((file, first)) = found.recv().await else {
+        for task in [early, full] {
+            if let Ok(Err(e)) = task.await {
+                return Err(e);
+            }
+        }
         return Err(Failure::new(
             exit::NOT_FOUND,
             format!(
@@ -294,15 +333,23 @@ async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<
             ),
         ));
     };
+    let (more_tx, more) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((_, peer)) = found.recv().await {
+            if more_tx.send(peer).is_err() {
+                break;
+            }
+        }
+    });
     let name = file
         .name
         .rsplit('/')
         .next()
         .unwrap_or(&file.name)
         .to_string();
-    tracing::info!(name = %name, sources = sources.len(), "downloading by hash");
+    tracing::info!(name = %name, source = %first, "downloading by hash");
     Ok(client
-        .download_hash(hash, &name, file.size, sources)
+        .download_hash_growing(hash, &name, file.size, vec![first], more)
         .wait()
         .await)
 }

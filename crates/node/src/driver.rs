@@ -638,6 +638,20 @@ impl Client {
         size: Option<u64>,
         sources: Vec<SocketAddrV4>,
     ) -> DownloadHandle {
+        let (_, none) = mpsc::unbounded_channel();
+        self.download_hash_growing(hash, name, size, sources, none)
+    }
+
+    /// [`Client::download_hash`], with more sources to come: each peer
+    /// sent on `more` (while the download runs) joins it as a source.
+    pub fn download_hash_growing(
+        &self,
+        hash: [u8; 32],
+        name: &str,
+        size: Option<u64>,
+        sources: Vec<SocketAddrV4>,
+        mut more: mpsc::UnboundedReceiver<SocketAddrV4>,
+    ) -> DownloadHandle {
         let dir = self.config.downloads_dir();
         let entry = Pending {
             hash: rutella_proto::message::hex32(&hash),
@@ -659,7 +673,16 @@ impl Client {
             let (hash, name) = (entry.hash.clone(), entry.name.clone());
             let j = journal.clone();
             let _ = tokio::task::spawn_blocking(move || j.add(entry)).await;
-            let result = rutella_transfer::fetch_by_hash(req, progress).await;
+            let (more_tx, more_rx) = mpsc::unbounded_channel();
+            let forward = tokio::spawn(async move {
+                while let Some(peer) = more.recv().await {
+                    if more_tx.send(SocketAddr::V4(peer)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let result = rutella_transfer::fetch_by_hash_growing(req, progress, more_rx).await;
+            forward.abort();
             if result.is_ok() {
                 let _ = tokio::task::spawn_blocking(move || journal.remove(&hash, &name)).await;
             }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::classic::{
@@ -73,7 +73,7 @@ pub struct HashGet {
     pub idle_timeout: Duration,
     /// Largest range asked of one source at once (bytes).
     pub max_piece: u64,
-    /// How often verified progress is synced and recorded.
+    /// How often verified progress is synced and recorded (at least 5 ms).
     pub checkpoint_every: Duration,
     /// Connections opened to the source when there is only one. Two keep
     /// both ends busy: while one connection's reader waits for the
@@ -192,6 +192,18 @@ struct Src {
     received: u64,
     verified: u64,
     outcome: Option<SourceOutcome>,
+}
+
+impl Src {
+    fn new(peer: SocketAddr) -> Src {
+        Src {
+            peer,
+            bad: false,
+            received: 0,
+            verified: 0,
+            outcome: None,
+        }
+    }
 }
 
 struct Sched {
@@ -453,6 +465,20 @@ pub async fn fetch_by_hash(
     req: HashGet,
     progress: watch::Sender<Progress>,
 ) -> Result<DownloadReport, DownloadError> {
+    // No more sources: the sender is dropped here, not after the await.
+    let (_, none) = mpsc::unbounded_channel();
+    fetch_by_hash_growing(req, progress, none).await
+}
+
+/// [`fetch_by_hash`], with sources found while it runs: each peer that
+/// arrives on `more` joins the download (once) as another source. A
+/// download can so start with the first peer that answers a search and
+/// take the others as their answers come.
+pub async fn fetch_by_hash_growing(
+    req: HashGet,
+    progress: watch::Sender<Progress>,
+    mut more: mpsc::UnboundedReceiver<SocketAddr>,
+) -> Result<DownloadReport, DownloadError> {
     let hash_hex = hex(&req.hash);
     let paths = part_paths(&req.out_dir, &req.name, &req.hash)?;
     if req.sources.is_empty() {
@@ -464,17 +490,12 @@ pub async fn fetch_by_hash(
             "creating the downloads folder",
             &req.out_dir,
         ))?;
-    let mut srcs: Vec<Src> = req
-        .sources
-        .iter()
-        .map(|&peer| Src {
-            peer,
-            bad: false,
-            received: 0,
-            verified: 0,
-            outcome: None,
-        })
-        .collect();
+    let mut srcs: Vec<Src> = Vec::new();
+    for &peer in &req.sources {
+        if !srcs.iter().any(|s| s.peer == peer) {
+            srcs.push(Src::new(peer));
+        }
+    }
     // The tree: from disk, or from the first source that gives a valid one.
     let saved = {
         let (p, h) = (paths.tree.clone(), req.hash);
@@ -491,6 +512,12 @@ pub async fn fetch_by_hash(
     let tree = match saved {
         Some(t) => t,
         None => {
+            // Sources that already arrived are tried too.
+            while let Ok(peer) = more.try_recv() {
+                if !srcs.iter().any(|s| s.peer == peer) {
+                    srcs.push(Src::new(peer));
+                }
+            }
             let mut found = None;
             for (k, s) in srcs.iter_mut().enumerate() {
                 match get_tree(s.peer, &req).await {
@@ -629,6 +656,7 @@ pub async fn fetch_by_hash(
                 workers.spawn(worker(src, Arc::clone(&shared), req.clone()));
             }
         }
+        let mut more_open = true;
         loop {
             tokio::select! {
                 r = done_rx.changed() => {
@@ -636,10 +664,31 @@ pub async fn fetch_by_hash(
                         break;
                     }
                 }
-                w = workers.join_next() => {
-                    if w.is_none() {
+                _ = workers.join_next(), if !workers.is_empty() => {
+                    // Every source is done for; a source yet to come may
+                    // still finish the file.
+                    if workers.is_empty() && !more_open {
                         break;
                     }
+                }
+                peer = more.recv(), if more_open => {
+                    let Some(peer) = peer else {
+                        more_open = false;
+                        if workers.is_empty() {
+                            break;
+                        }
+                        continue;
+                    };
+                    let src = {
+                        let mut s = shared.lock();
+                        if s.sources.iter().any(|s| s.peer == peer) {
+                            continue;
+                        }
+                        s.sources.push(Src::new(peer));
+                        s.sources.len() - 1
+                    };
+                    tracing::debug!(%peer, "another source joins the download");
+                    workers.spawn(worker(src, Arc::clone(&shared), req.clone()));
                 }
             }
         }
@@ -817,7 +866,9 @@ fn checkpointer(
 ) -> io::Result<()> {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
-        let last = !matches!(stop.recv_timeout(every), Err(RecvTimeoutError::Timeout));
+        // A floor, so that a zero interval cannot make this spin.
+        let wait = every.max(Duration::from_millis(5));
+        let last = !matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout));
         // Take the record before the sync: everything it claims was
         // written before the sync began.
         let snapshot = {

@@ -35,7 +35,9 @@ pub use classic::{
     SourceReport,
 };
 pub use client::{RutellaConn, MAX_VERIFIED_READ};
-pub use fetch::{fetch_by_hash, part_paths, pending_progress, HashGet, PartPaths};
+pub use fetch::{
+    fetch_by_hash, fetch_by_hash_growing, part_paths, pending_progress, HashGet, PartPaths,
+};
 pub use names::{sanitize_basename, NameError};
 pub use send::SendError;
 pub use server::{

@@ -590,3 +590,55 @@ async fn a_slow_source_does_not_hold_up_the_end() {
     fast.stop().await;
     slow.stop().await;
 }
+
+#[tokio::test]
+async fn sources_found_later_join_a_running_download() {
+    let shared = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let len = 3 * 1024 * 1024;
+    let (source, data, hash) = shared_file(shared.path(), len, 23);
+    // The first source alone would take about six seconds.
+    let slow = start_server(
+        "127.0.0.1",
+        source.clone(),
+        ServerConfig {
+            rate_limit: Some(256 * 1024),
+            ..quick_cfg()
+        },
+    )
+    .await;
+    let fast = start_server("127.0.0.2", source, quick_cfg()).await;
+    let mut req = get(hash, vec![slow.addr], out.path());
+    req.max_piece = 256 * 1024;
+    let (more_tx, more) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = watch::channel(Progress::default());
+    let dl = tokio::spawn(rutella_transfer::fetch_by_hash_growing(req, tx, more));
+    // Once the download runs, the second source turns up (twice, and the
+    // first again: each joins once).
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while rx.borrow_and_update().done == 0 {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    for peer in [fast.addr, fast.addr, slow.addr] {
+        more_tx.send(peer).unwrap();
+    }
+    let report = tokio::time::timeout(Duration::from_secs(20), dl)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    assert_eq!(report.sources.len(), 2, "{:?}", report.sources);
+    let by = |a: SocketAddr| report.sources.iter().find(|s| s.peer == a).unwrap().clone();
+    assert!(
+        by(fast.addr).bytes_verified > len as u64 / 2,
+        "the later source did most of the work: {:?}",
+        report.sources
+    );
+    drop(more_tx);
+    slow.stop().await;
+    fast.stop().await;
+}
