@@ -24,9 +24,8 @@ pub struct RutellaConn {
     idle: Duration,
 }
 
-/// A rutella connection lent to a blocking loop (a payload read without
-/// a trip through the reactor per read); [`BlockingConn::into_async`]
-/// gives it back.
+/// A rutella connection handed to a blocking thread, which reads whole
+/// ranges without a trip through the reactor per read.
 #[derive(Debug)]
 pub(crate) struct BlockingConn {
     pub(crate) stream: std::net::TcpStream,
@@ -35,17 +34,76 @@ pub(crate) struct BlockingConn {
 }
 
 impl BlockingConn {
-    /// Returns the socket to the runtime. Must run inside the runtime.
-    pub(crate) fn into_async(self) -> Result<RutellaConn, DownloadError> {
-        let (peer, idle) = (self.peer, self.idle);
+    fn broken(&self, reason: impl Into<String>) -> DownloadError {
+        DownloadError::Connection {
+            peer: self.peer,
+            reason: reason.into(),
+        }
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), DownloadError> {
+        use std::io::Read;
+        match self.stream.read_exact(buf) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(self.broken(format!("closed while sending {what}")))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(self.broken(format!("no data for {:?} while reading {what}", self.idle)))
+            }
+            Err(e) => Err(self.broken(format!("reading {what} failed: {e}"))),
+        }
+    }
+
+    /// Asks for `len` bytes of `hash` from `offset`; the answer is read
+    /// later with [`BlockingConn::range_header`], so that requests can be
+    /// sent ahead of the answers before them.
+    pub(crate) fn request_range(
+        &mut self,
+        hash: &[u8; 32],
+        offset: u64,
+        len: u64,
+    ) -> Result<(), DownloadError> {
+        use std::io::Write;
+        let req = Request {
+            hash: *hash,
+            kind: RequestKind::Range { offset, len },
+        };
         self.stream
-            .set_nonblocking(true)
-            .and_then(|()| TcpStream::from_std(self.stream))
-            .map(|stream| RutellaConn { stream, peer, idle })
-            .map_err(|e| DownloadError::Connection {
-                peer,
-                reason: format!("socket setup failed: {e}"),
-            })
+            .write_all(&req.encode())
+            .map_err(|e| self.broken(format!("sending a request failed: {e}")))
+    }
+
+    /// Reads the header answering a range request of `len` bytes; the
+    /// payload follows. Returns the file size the peer states.
+    pub(crate) fn range_header(&mut self, len: u64) -> Result<u64, DownloadError> {
+        let mut b = [0u8; wire::RESPONSE_LEN];
+        self.read_exact(&mut b, "a response header")?;
+        let h = ResponseHeader::decode(&b)
+            .map_err(|e| self.broken(format!("malformed response header: {e}")))?;
+        if h.status != Status::Ok {
+            // The decoder bounds an error message's length.
+            let mut msg = vec![0u8; h.len as usize];
+            self.read_exact(&mut msg, "an error message")?;
+            return Err(refusal(self.peer, h.status, &msg));
+        }
+        if h.len != len {
+            return Err(self.broken(format!("answered {} bytes for a {len}-byte range", h.len)));
+        }
+        Ok(h.size)
+    }
+}
+
+fn refusal(peer: SocketAddr, status: Status, msg: &[u8]) -> DownloadError {
+    DownloadError::Refusal {
+        peer,
+        status,
+        message: String::from_utf8_lossy(msg).into_owned(),
     }
 }
 
@@ -99,6 +157,7 @@ impl RutellaConn {
             .and_then(|s| {
                 s.set_nonblocking(false)?;
                 s.set_read_timeout(Some(idle))?;
+                s.set_write_timeout(Some(idle))?;
                 Ok(s)
             })
             .map(|stream| BlockingConn { stream, peer, idle })
@@ -152,13 +211,10 @@ impl RutellaConn {
         let h = ResponseHeader::decode(&b)
             .map_err(|e| self.broken(format!("malformed response header: {e}")))?;
         if h.status != Status::Ok {
+            // The decoder bounds an error message's length.
             let mut msg = vec![0u8; h.len as usize];
             self.read_exact(&mut msg, "an error message").await?;
-            return Err(DownloadError::Refusal {
-                peer: self.peer,
-                status: h.status,
-                message: String::from_utf8_lossy(&msg).into_owned(),
-            });
+            return Err(refusal(self.peer, h.status, &msg));
         }
         Ok(h)
     }

@@ -34,6 +34,10 @@ use crate::state::PartState;
 use crate::tree::Tree;
 use crate::wire::Status;
 
+/// Pieces a download is cut into, per connection: enough for the
+/// connections to end together, few enough that the serving side's cost
+/// per request stays small (measured: 4 beats 8 and 16 on 1 GB).
+const PIECES_PER_CONNECTION: u64 = 4;
 /// Memory for batches in flight, shared by all the connections of one
 /// download.
 const BUFFER_BUDGET: usize = 24 << 20;
@@ -228,7 +232,9 @@ enum Take {
 }
 
 impl Sched {
-    fn take(&mut self, src: usize) -> Take {
+    /// The next piece for `src`; with `help`, a piece another source is
+    /// slow on when nothing else is left.
+    fn take(&mut self, src: usize, help: bool) -> Take {
         if self.sources[src].bad || self.verified == self.total {
             return Take::Stop;
         }
@@ -247,6 +253,9 @@ impl Sched {
                 id: self.new_flight(r.start..end, src),
                 groups: r.start..end,
             };
+        }
+        if !help {
+            return Take::Wait;
         }
         // Nothing unassigned: help with a piece another source is slow on.
         let mut best: Option<(usize, Range<u64>)> = None;
@@ -322,7 +331,9 @@ impl Sched {
 
 struct Shared {
     sched: Mutex<Sched>,
-    changed: Notify,
+    /// Bumped, with a wake-up, whenever pieces go back to the queue or
+    /// the download ends: what idle connections wait for.
+    changed: (Mutex<u64>, std::sync::Condvar),
     tree: Arc<Tree>,
     received: AtomicU64,
     /// The partial file: sources write their verified bytes straight to it
@@ -373,6 +384,22 @@ impl Shared {
         // schedule stays usable (verification is re-checked on resume).
         self.sched.lock().unwrap_or_else(|e| e.into_inner())
     }
+    /// Wakes the connections waiting for work.
+    fn notify_change(&self) {
+        let mut g = self.changed.0.lock().unwrap_or_else(|e| e.into_inner());
+        *g = g.wrapping_add(1);
+        self.changed.1.notify_all();
+    }
+
+    /// Waits (at most `limit`) for [`Shared::notify_change`].
+    fn wait_change(&self, limit: Duration) {
+        let g = self.changed.0.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = *g;
+        let _ = self.changed.1.wait_timeout_while(g, limit, |n| {
+            *n == seen && !self.stop.load(Ordering::Acquire)
+        });
+    }
+
     fn set_outcome(&self, src: usize, outcome: SourceOutcome) {
         let mut s = self.lock();
         if s.sources[src].outcome.is_none() {
@@ -429,7 +456,7 @@ impl Shared {
         self.progress.send_replace(p);
         if finished {
             self.done.send_replace(true);
-            self.changed.notify_waiters();
+            self.notify_change();
         }
     }
 
@@ -440,7 +467,7 @@ impl Shared {
         for (_, s) in self.live.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
-        self.changed.notify_waiters();
+        self.notify_change();
         loop {
             let ended = self.loops_ended.notified();
             if self.loops.load(Ordering::Acquire) == 0 {
@@ -600,7 +627,9 @@ pub async fn fetch_by_hash_growing(
     let usable = usable_sources * per_source;
     let gl = tree.group_log();
     let max_piece_groups = (req.max_piece >> gl).max(1);
-    let piece_groups = ((total - verified) / (usable as u64 * 4)).clamp(1, max_piece_groups);
+    // Requests are sent ahead, so a piece boundary costs no round trip.
+    let piece_groups =
+        ((total - verified) / (usable as u64 * PIECES_PER_CONNECTION)).clamp(1, max_piece_groups);
     let batch = batch_size(usable, 1usize << gl);
     // The confirmed last group may be new: count it.
     let done_bytes = resumed_from.max(verified_bytes(&state, &tree));
@@ -618,7 +647,7 @@ pub async fn fetch_by_hash_growing(
             piece_groups,
             sources: srcs,
         }),
-        changed: Notify::new(),
+        changed: (Mutex::new(0), std::sync::Condvar::new()),
         tree: Arc::clone(&tree),
         received: AtomicU64::new(wire_bytes),
         part,
@@ -907,13 +936,17 @@ fn verified_bytes(state: &PartState, tree: &Tree) -> u64 {
         .sum()
 }
 
-/// One source: takes pieces and fetches them.
+/// One connection to a source: connects, then fetches pieces in a
+/// blocking session until nothing is left for it; reconnects when an idle
+/// connection was closed, retries a busy source a few times.
 async fn worker(src: usize, shared: Arc<Shared>, req: HashGet) {
     let peer = shared.lock().sources[src].peer;
     let mut busy_tries = 0u32;
     let mut reconnects = 0u32;
-    'connect: loop {
-        let mut conn = match RutellaConn::connect(peer, req.connect_timeout, req.idle_timeout).await
+    loop {
+        let conn = match RutellaConn::connect(peer, req.connect_timeout, req.idle_timeout)
+            .await
+            .and_then(RutellaConn::into_blocking)
         {
             Ok(c) => c,
             Err(e) => {
@@ -923,143 +956,159 @@ async fn worker(src: usize, shared: Arc<Shared>, req: HashGet) {
                 return;
             }
         };
-        // Set when this source sat idle: the server may have closed the
-        // quiet connection meanwhile, which is no fault of the source.
-        let mut waited = false;
-        loop {
-            let (id, groups) = loop {
-                let take = shared.lock().take(src);
-                match take {
-                    Take::Piece { id, groups } => break (id, groups),
-                    Take::Stop => {
-                        shared.set_outcome(src, SourceOutcome::Served);
-                        return;
-                    }
-                    Take::Wait => {
-                        waited = true;
-                        let _ = tokio::time::timeout(
-                            Duration::from_millis(200),
-                            shared.changed.notified(),
-                        )
-                        .await;
-                    }
+        let session_shared = Arc::clone(&shared);
+        session_shared.loops.fetch_add(1, Ordering::AcqRel);
+        let ran = tokio::task::spawn_blocking(move || {
+            let r = session(conn, src, &session_shared);
+            session_shared.loops.fetch_sub(1, Ordering::AcqRel);
+            session_shared.loops_ended.notify_waiters();
+            r
+        })
+        .await;
+        let (result, waited) = match ran {
+            Ok(r) => r,
+            Err(e) => (
+                Err(DownloadError::Connection {
+                    peer,
+                    reason: format!("the receiving thread failed: {e}"),
+                }),
+                false,
+            ),
+        };
+        match result {
+            Ok(()) => {
+                shared.set_outcome(src, SourceOutcome::Served);
+                return;
+            }
+            // An idle connection the server closed is no fault of the source.
+            Err(DownloadError::Connection { .. }) if waited && reconnects < 3 => {
+                reconnects += 1;
+                tracing::debug!(%peer, "idle connection was closed; reconnecting");
+            }
+            Err(e) => {
+                let (bad, outcome) = outcome_of(&e);
+                if outcome == SourceOutcome::Busy && busy_tries < 5 {
+                    busy_tries += 1;
+                    tracing::info!(%peer, "source busy; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(100 << busy_tries)).await;
+                    continue;
                 }
-            };
-            let (back, result) = fetch_piece(conn, src, &shared, groups).await;
-            shared.lock().piece_done(id);
-            shared.changed.notify_waiters();
-            match (back, result) {
-                (Some(c), Ok(())) => {
-                    conn = c;
-                    busy_tries = 0;
-                    waited = false;
+                if bad {
+                    shared.lock().sources[src].bad = true;
                 }
-                // Stopped mid-piece: the download is over.
-                (None, Ok(())) => return,
-                (_, Err(DownloadError::Connection { .. })) if waited && reconnects < 3 => {
-                    reconnects += 1;
-                    tracing::debug!(%peer, "idle connection was closed; reconnecting");
-                    continue 'connect;
-                }
-                (_, Err(e)) => {
-                    let (bad, outcome) = outcome_of(&e);
-                    if outcome == SourceOutcome::Busy && busy_tries < 5 {
-                        busy_tries += 1;
-                        tracing::info!(%peer, "source busy; retrying shortly");
-                        tokio::time::sleep(Duration::from_millis(100 << busy_tries)).await;
-                        continue 'connect;
-                    }
-                    if bad {
-                        shared.lock().sources[src].bad = true;
-                    }
-                    tracing::warn!("dropping source: {e}");
-                    shared.set_outcome(src, outcome);
-                    shared.changed.notify_waiters();
-                    return;
-                }
+                tracing::warn!("dropping source: {e}");
+                shared.set_outcome(src, outcome);
+                shared.notify_change();
+                return;
             }
         }
     }
 }
 
-/// Asks `conn` for a piece and receives it in a blocking loop. Gives the
-/// connection back when the piece arrived whole.
-async fn fetch_piece(
-    mut conn: RutellaConn,
-    src: usize,
-    shared: &Arc<Shared>,
-    groups: Range<u64>,
-) -> (Option<RutellaConn>, Result<(), DownloadError>) {
-    let tree = &shared.tree;
-    let start = tree.group_range(groups.start).start;
-    let end = tree.group_range(groups.end - 1).end;
-    let size = match conn.request_range(tree.hash(), start, end - start).await {
-        Ok(size) => size,
-        Err(e) => return (None, Err(e)),
-    };
-    if size != tree.size() {
-        let peer = conn.peer();
-        return (
-            None,
-            Err(DownloadError::BadData {
-                peer,
-                offset: start,
-            }),
-        );
+/// Anonymous memory for a batch, in huge pages where the system allows
+/// them: copying gigabytes through it then costs fewer page faults and
+/// TLB misses.
+struct PageBuf {
+    base: *mut libc::c_void,
+    map_len: usize,
+    start: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by the value alone.
+unsafe impl Send for PageBuf {}
+
+/// The huge page size the buffers are aligned to.
+const HUGE: usize = 2 << 20;
+
+impl PageBuf {
+    fn new(len: usize) -> io::Result<PageBuf> {
+        let map_len = len + HUGE;
+        // SAFETY: a fresh private anonymous mapping; checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let offset = (HUGE - (base as usize) % HUGE) % HUGE;
+        // SAFETY: offset + len <= map_len.
+        let start = unsafe { (base as *mut u8).add(offset) };
+        // SAFETY: advice on memory this value owns; failure is harmless.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        Ok(PageBuf {
+            base,
+            map_len,
+            start,
+            len,
+        })
     }
-    let blocking = match conn.into_blocking() {
-        Ok(b) => b,
-        Err(e) => return (None, Err(e)),
-    };
-    let loop_shared = Arc::clone(shared);
-    loop_shared.loops.fetch_add(1, Ordering::AcqRel);
-    let ran = tokio::task::spawn_blocking(move || {
-        let r = receive_piece(blocking, src, &loop_shared, start, end);
-        loop_shared.loops.fetch_sub(1, Ordering::AcqRel);
-        loop_shared.loops_ended.notify_waiters();
-        r
-    })
-    .await;
-    match ran {
-        Ok((Some(b), Ok(()))) => match b.into_async() {
-            Ok(c) => (Some(c), Ok(())),
-            Err(e) => (None, Err(e)),
-        },
-        Ok((_, r)) => (None, r),
-        Err(e) => (
-            None,
-            Err(DownloadError::Connection {
-                peer: shared.lock().sources[src].peer,
-                reason: format!("the receive loop failed: {e}"),
-            }),
-        ),
+}
+
+impl std::ops::Deref for PageBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` bytes of zero-filled, owned memory.
+        unsafe { std::slice::from_raw_parts(self.start, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for PageBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for Deref, and `&mut self` is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.start, self.len) }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe {
+            libc::munmap(self.base, self.map_len);
+        }
     }
 }
 
 /// A batch read from a source, on its way to verification.
 struct Batch {
     pos: u64,
-    buf: Vec<u8>,
+    buf: PageBuf,
     filled: usize,
     /// Whether the read ended early (then only whole groups count).
     short: bool,
+    /// The piece this batch completes.
+    ends: Option<u64>,
 }
 
-/// Receives `start..end` from a source in two stages on two threads:
-/// this one reads batches from the socket; a second verifies each batch's
-/// groups, writes the verified prefix to the partial file and records it.
-/// Reading overlaps with hashing and writing, and nothing unverified is
-/// ever written. Returns the connection when the range arrived whole;
-/// `(None, Ok(()))` when told to stop.
-fn receive_piece(
+/// Requests kept in flight per connection: the next piece's data follows
+/// the current one's without a round trip in between.
+const AHEAD: usize = 2;
+
+/// Fetches pieces over one connection until none is left for it (`Ok`),
+/// or the connection or the source fails. Two threads: this one asks for
+/// pieces, keeping [`AHEAD`] requests in flight, and reads their data in
+/// batches; a second verifies each batch, writes what verified and
+/// records it, so reading overlaps with hashing and writing, and nothing
+/// unverified is ever written. Also returns whether the connection sat
+/// idle before it failed.
+fn session(
     mut conn: BlockingConn,
     src: usize,
     shared: &Shared,
-    start: u64,
-    end: u64,
-) -> (Option<BlockingConn>, Result<(), DownloadError>) {
+) -> (Result<(), DownloadError>, bool) {
     use std::io::Read;
     use std::sync::mpsc::sync_channel;
+    let tree = &shared.tree;
     let peer = conn.peer;
     let key = std::os::fd::AsRawFd::as_raw_fd(&conn.stream);
     match conn.stream.try_clone() {
@@ -1069,83 +1118,133 @@ fn receive_piece(
             .unwrap_or_else(|e| e.into_inner())
             .push((key, s)),
         Err(e) => {
-            return (
-                None,
-                Err(DownloadError::Connection {
-                    peer,
-                    reason: format!("socket setup failed: {e}"),
-                }),
-            )
+            let reason = format!("socket setup failed: {e}");
+            return (Err(DownloadError::Connection { peer, reason }), false);
         }
     }
     let (full_tx, full_rx) = sync_channel::<Batch>(RING);
-    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(RING);
-    let batches = usize::try_from((end - start).div_ceil(shared.batch as u64)).unwrap_or(RING);
-    for _ in 0..RING.min(batches) {
-        let _ = free_tx.send(vec![0u8; shared.batch]);
+    let (free_tx, free_rx) = sync_channel::<PageBuf>(RING);
+    let buffers = usize::try_from(tree.size().div_ceil(shared.batch as u64)).unwrap_or(RING);
+    for _ in 0..RING.min(buffers) {
+        match PageBuf::new(shared.batch) {
+            Ok(b) => {
+                let _ = free_tx.send(b);
+            }
+            Err(e) => {
+                return (
+                    Err(DownloadError::Connection {
+                        peer,
+                        reason: format!("no memory for buffers: {e}"),
+                    }),
+                    false,
+                )
+            }
+        }
     }
+    let mut taken = Vec::new();
+    let mut waited = false;
     let (read, written) = std::thread::scope(|scope| {
         let writer = scope.spawn(move || write_batches(full_rx, free_tx, src, shared, peer));
-        let mut pos = start;
-        let read = loop {
-            if pos >= end {
-                break Ok(true);
-            }
-            if shared.stop.load(Ordering::Acquire) {
-                break Ok(false);
-            }
-            // The writer ended early (bad data, or the disk failed).
-            let Ok(mut buf) = free_rx.recv() else {
-                break Ok(false);
-            };
-            let want = (end - pos).min(buf.len() as u64) as usize;
-            let mut filled = 0;
-            let mut failure = None;
-            while filled < want {
-                match conn.stream.read(&mut buf[filled..want]) {
-                    // Shut down by `halt`.
-                    Ok(0) | Err(_) if shared.stop.load(Ordering::Acquire) => break,
-                    Ok(0) => {
-                        failure = Some("closed the connection mid-transfer".to_owned());
-                        break;
+        let mut queue: VecDeque<(u64, u64, u64)> = VecDeque::new();
+        let read = 'session: loop {
+            while queue.len() < AHEAD {
+                if shared.stop.load(Ordering::Acquire) {
+                    break 'session Ok(());
+                }
+                // Help another source only with nothing else to do.
+                let take = shared.lock().take(src, queue.is_empty());
+                match take {
+                    Take::Piece { id, groups } => {
+                        taken.push(id);
+                        let start = tree.group_range(groups.start).start;
+                        let end = tree.group_range(groups.end - 1).end;
+                        if let Err(e) = conn.request_range(tree.hash(), start, end - start) {
+                            break 'session Err(e);
+                        }
+                        queue.push_back((id, start, end));
                     }
-                    Ok(n) => {
-                        filled += n;
-                        shared.received.fetch_add(n as u64, Ordering::Relaxed);
+                    Take::Stop if queue.is_empty() => break 'session Ok(()),
+                    Take::Wait if queue.is_empty() => {
+                        waited = true;
+                        shared.wait_change(Duration::from_millis(200));
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        failure = Some(format!("stalled: no data for {:?}", conn.idle));
-                        break;
-                    }
-                    Err(e) => {
-                        failure = Some(format!("reading failed: {e}"));
-                        break;
-                    }
+                    Take::Stop | Take::Wait => break,
                 }
             }
-            let batch = Batch {
-                pos,
-                buf,
-                filled,
-                short: filled < want,
+            let Some((id, start, end)) = queue.pop_front() else {
+                continue;
             };
-            if full_tx.send(batch).is_err() {
-                break Ok(false);
+            match conn.range_header(end - start) {
+                Ok(size) if size == tree.size() => waited = false,
+                Ok(_) => {
+                    break Err(DownloadError::BadData {
+                        peer,
+                        offset: start,
+                    })
+                }
+                Err(e) => break Err(e),
             }
-            if let Some(reason) = failure {
-                break Err(DownloadError::Connection { peer, reason });
+            let mut pos = start;
+            while pos < end {
+                if shared.stop.load(Ordering::Acquire) {
+                    break 'session Ok(());
+                }
+                // The writer ended early (bad data, or the disk failed).
+                let Ok(mut buf) = free_rx.recv() else {
+                    break 'session Ok(());
+                };
+                let want = (end - pos).min(buf.len() as u64) as usize;
+                let mut filled = 0;
+                let mut failure = None;
+                while filled < want {
+                    match conn.stream.read(&mut buf[filled..want]) {
+                        // Shut down by `halt`.
+                        Ok(0) | Err(_) if shared.stop.load(Ordering::Acquire) => break,
+                        Ok(0) => {
+                            failure = Some("closed the connection mid-transfer".to_owned());
+                            break;
+                        }
+                        Ok(n) => {
+                            filled += n;
+                            shared.received.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            failure = Some(format!("stalled: no data for {:?}", conn.idle));
+                            break;
+                        }
+                        Err(e) => {
+                            failure = Some(format!("reading failed: {e}"));
+                            break;
+                        }
+                    }
+                }
+                let short = filled < want;
+                let ends = (!short && pos + want as u64 == end).then_some(id);
+                let batch = Batch {
+                    pos,
+                    buf,
+                    filled,
+                    short,
+                    ends,
+                };
+                if full_tx.send(batch).is_err() {
+                    break 'session Ok(());
+                }
+                if let Some(reason) = failure {
+                    break 'session Err(DownloadError::Connection { peer, reason });
+                }
+                if short {
+                    // Stopped while reading.
+                    break 'session Ok(());
+                }
+                pos += want as u64;
             }
-            if filled < want {
-                // Stopped while reading.
-                break Ok(false);
-            }
-            pos += want as u64;
         };
         drop(full_tx);
         let written = writer.join().unwrap_or_else(|_| {
@@ -1161,18 +1260,26 @@ fn receive_piece(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .retain(|(k, _)| *k != key);
+    // What this connection took and did not finish goes back to the queue.
+    {
+        let mut s = shared.lock();
+        for id in taken {
+            s.piece_done(id);
+        }
+    }
+    shared.notify_change();
     match (read, written) {
-        (_, Err(e)) | (Err(e), _) => (None, Err(e)),
-        (Ok(true), Ok(())) => (Some(conn), Ok(())),
-        (Ok(false), Ok(())) => (None, Ok(())),
+        (_, Err(e)) | (Err(e), _) => (Err(e), waited),
+        (Ok(()), Ok(())) => (Ok(()), waited),
     }
 }
 
-/// The second stage of [`receive_piece`]: verifies, writes and records
-/// each batch, and hands its buffer back.
+/// The second stage of [`session`]: verifies, writes and records each
+/// batch, hands its buffer back, and ends each piece whose last batch it
+/// recorded.
 fn write_batches(
     full: std::sync::mpsc::Receiver<Batch>,
-    free: std::sync::mpsc::SyncSender<Vec<u8>>,
+    free: std::sync::mpsc::SyncSender<PageBuf>,
     src: usize,
     shared: &Shared,
     peer: SocketAddr,
@@ -1208,6 +1315,10 @@ fn write_batches(
                 peer,
                 offset: b.pos,
             });
+        }
+        if let Some(id) = b.ends {
+            shared.lock().piece_done(id);
+            shared.notify_change();
         }
         let _ = free.send(b.buf);
     }
