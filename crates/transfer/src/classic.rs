@@ -11,8 +11,8 @@ use tokio::time::timeout;
 
 use crate::names::{move_into_place, sanitize_basename, NameError};
 
-/// Bytes read from the socket at once.
-const READ_BUF: usize = 1 << 20;
+/// Receive buffer of large classic downloads: one huge page.
+const READ_BUF: usize = 2 << 20;
 
 /// A classic download: which file, from whom, and where to put it.
 #[derive(Debug, Clone)]
@@ -486,7 +486,10 @@ fn receive(
 ) -> (std::fs::File, u64, Option<String>, Option<io::Error>) {
     use std::io::{Read, Write};
     let total = resumed_from + expected;
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = match crate::buf::PageBuf::new(READ_BUF) {
+        Ok(b) => b,
+        Err(e) => return (file, 0, None, Some(e)),
+    };
     let mut received = 0u64;
     while received < expected {
         let want = usize::try_from((expected - received).min(READ_BUF as u64)).unwrap_or(READ_BUF);

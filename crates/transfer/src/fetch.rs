@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
+use crate::buf::PageBuf;
 use crate::classic::{
     blocking_io, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
 };
@@ -79,18 +80,17 @@ pub struct HashGet {
     pub max_piece: u64,
     /// How often verified progress is synced and recorded (at least 5 ms).
     pub checkpoint_every: Duration,
-    /// Connections opened to the source when there is only one. Two keep
-    /// both ends busy: while one connection's reader waits for the
-    /// network, the other's data is verified and written. With several
-    /// sources each gets one connection: the sources already overlap, and
-    /// each peer spends one upload slot on the download.
+    /// Connections opened to the source when there is only one (default
+    /// 1). With requests sent ahead, one connection keeps the path full
+    /// on loopback, and a second only added overhead there (measured);
+    /// more can help where one TCP connection cannot fill a long path.
+    /// With several sources each gets one connection.
     pub single_source_connections: usize,
 }
 
 impl HashGet {
     /// A download with default timeouts (5 s connect, 20 s idle), 256 MiB
-    /// pieces, two connections to a single source and a checkpoint every
-    /// second.
+    /// pieces, one connection per source and a checkpoint every second.
     pub fn new(hash: [u8; 32], sources: Vec<SocketAddr>, out_dir: PathBuf, name: &str) -> Self {
         HashGet {
             hash,
@@ -102,7 +102,7 @@ impl HashGet {
             idle_timeout: Duration::from_secs(20),
             max_piece: 256 << 20,
             checkpoint_every: Duration::from_secs(1),
-            single_source_connections: 2,
+            single_source_connections: 1,
         }
     }
 }
@@ -1005,87 +1005,15 @@ async fn worker(src: usize, shared: Arc<Shared>, req: HashGet) {
     }
 }
 
-/// Anonymous memory for a batch, in huge pages where the system allows
-/// them: copying gigabytes through it then costs fewer page faults and
-/// TLB misses.
-struct PageBuf {
-    base: *mut libc::c_void,
-    map_len: usize,
-    start: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned by the value alone.
-unsafe impl Send for PageBuf {}
-
-/// The huge page size the buffers are aligned to.
-const HUGE: usize = 2 << 20;
-
-impl PageBuf {
-    fn new(len: usize) -> io::Result<PageBuf> {
-        let map_len = len + HUGE;
-        // SAFETY: a fresh private anonymous mapping; checked below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let offset = (HUGE - (base as usize) % HUGE) % HUGE;
-        // SAFETY: offset + len <= map_len.
-        let start = unsafe { (base as *mut u8).add(offset) };
-        // SAFETY: advice on memory this value owns; failure is harmless.
-        #[cfg(target_os = "linux")]
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-        }
-        Ok(PageBuf {
-            base,
-            map_len,
-            start,
-            len,
-        })
-    }
-}
-
-impl std::ops::Deref for PageBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `len` bytes of zero-filled, owned memory.
-        unsafe { std::slice::from_raw_parts(self.start, self.len) }
-    }
-}
-
-impl std::ops::DerefMut for PageBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as for Deref, and `&mut self` is unique.
-        unsafe { std::slice::from_raw_parts_mut(self.start, self.len) }
-    }
-}
-
-impl Drop for PageBuf {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe {
-            libc::munmap(self.base, self.map_len);
-        }
-    }
-}
-
 /// A batch read from a source, on its way to verification.
 struct Batch {
     pos: u64,
     buf: PageBuf,
     filled: usize,
-    /// Whether the read ended early (then only whole groups count).
-    short: bool,
+    /// The leading bytes that verified.
+    ok: usize,
+    /// Where a group that failed verification starts, if one did.
+    bad_at: Option<u64>,
     /// The piece this batch completes.
     ends: Option<u64>,
 }
@@ -1096,11 +1024,11 @@ const AHEAD: usize = 2;
 
 /// Fetches pieces over one connection until none is left for it (`Ok`),
 /// or the connection or the source fails. Two threads: this one asks for
-/// pieces, keeping [`AHEAD`] requests in flight, and reads their data in
-/// batches; a second verifies each batch, writes what verified and
-/// records it, so reading overlaps with hashing and writing, and nothing
-/// unverified is ever written. Also returns whether the connection sat
-/// idle before it failed.
+/// pieces, keeping [`AHEAD`] requests in flight, reads their data in
+/// batches and verifies each batch while it is in the cache; a second
+/// writes what verified and records it, so that reading and hashing
+/// overlap with writing, and nothing unverified is ever written. Also
+/// returns whether the connection sat idle before it failed.
 fn session(
     mut conn: BlockingConn,
     src: usize,
@@ -1226,15 +1154,28 @@ fn session(
                 }
                 let short = filled < want;
                 let ends = (!short && pos + want as u64 == end).then_some(id);
+                // Verified here, while the batch is in this processor's
+                // cache. Whole groups that did arrive are worth checking
+                // even when the read ended early.
+                let whole = if !short || pos + filled as u64 == tree.size() {
+                    filled
+                } else {
+                    (filled >> tree.group_log()) << tree.group_log()
+                };
+                let (ok, bad_at) = verify_prefix(tree, pos, &buf[..whole]);
                 let batch = Batch {
                     pos,
                     buf,
                     filled,
-                    short,
+                    ok,
+                    bad_at,
                     ends,
                 };
                 if full_tx.send(batch).is_err() {
                     break 'session Ok(());
+                }
+                if let Some(offset) = bad_at {
+                    break 'session Err(DownloadError::BadData { peer, offset });
                 }
                 if let Some(reason) = failure {
                     break 'session Err(DownloadError::Connection { peer, reason });
@@ -1274,9 +1215,9 @@ fn session(
     }
 }
 
-/// The second stage of [`session`]: verifies, writes and records each
-/// batch, hands its buffer back, and ends each piece whose last batch it
-/// recorded.
+/// The second stage of [`session`]: writes and records each batch's
+/// verified prefix, hands its buffer back, and ends each piece whose last
+/// batch it recorded.
 fn write_batches(
     full: std::sync::mpsc::Receiver<Batch>,
     free: std::sync::mpsc::SyncSender<PageBuf>,
@@ -1285,16 +1226,8 @@ fn write_batches(
     peer: SocketAddr,
 ) -> Result<(), DownloadError> {
     use std::os::unix::fs::FileExt;
-    let tree = &shared.tree;
     for b in full {
-        // Whole groups that did arrive are worth checking even when the
-        // read ended early.
-        let len = if !b.short || b.pos + b.filled as u64 == tree.size() {
-            b.filled
-        } else {
-            (b.filled >> tree.group_log()) << tree.group_log()
-        };
-        let (ok, bad_at) = verify_prefix(tree, b.pos, &b.buf[..len]);
+        let (ok, bad_at) = (b.ok, b.bad_at);
         if ok > 0 {
             // One writer at a time: concurrent writes to one file contend
             // for its lock in the kernel, spinning rather than waiting.

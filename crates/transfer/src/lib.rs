@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+mod buf;
 mod classic;
 mod client;
 mod fetch;

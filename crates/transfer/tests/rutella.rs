@@ -526,15 +526,15 @@ async fn counting_relay(to: SocketAddr) -> (SocketAddr, Arc<std::sync::Mutex<Vec
 }
 
 #[tokio::test]
-async fn a_single_source_is_read_over_two_connections() {
+async fn a_single_source_can_be_read_over_two_connections() {
     let shared = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let (source, data, hash) = shared_file(shared.path(), 4 * 1024 * 1024, 21);
     let server = start_server("127.0.0.1", source, quick_cfg()).await;
     let (relay, counts) = counting_relay(server.addr).await;
-    let report = fetch_by_hash(get(hash, vec![relay], out.path()), progress())
-        .await
-        .unwrap();
+    let mut req = get(hash, vec![relay], out.path());
+    req.single_source_connections = 2;
+    let report = fetch_by_hash(req, progress()).await.unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
     // The relay records a connection's count when it closes.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
