@@ -11,6 +11,18 @@ use tokio::time::timeout;
 
 use crate::names::{move_into_place, sanitize_basename, NameError};
 
+/// Why a blocking read with `idle` as its timeout failed, or `None` when
+/// it was only interrupted and should be retried.
+pub(crate) fn read_failure(e: &io::Error, idle: Duration) -> Option<String> {
+    match e.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            Some(format!("stalled: no data for {idle:?}"))
+        }
+        _ => Some(format!("reading failed: {e}")),
+    }
+}
+
 /// Receive buffer of large classic downloads: one huge page.
 const READ_BUF: usize = 2 << 20;
 
@@ -513,16 +525,11 @@ fn receive(
                     total: Some(total),
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return (file, received, Some(format!("no data for {idle:?}")), None)
+            Err(e) => {
+                if let Some(reason) = read_failure(&e, idle) {
+                    return (file, received, Some(reason), None);
+                }
             }
-            Err(e) => return (file, received, Some(format!("reading failed: {e}")), None),
         }
     }
     (file, received, None, None)

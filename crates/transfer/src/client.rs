@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::classic::{connect, DownloadError};
+use crate::classic::{connect, read_failure, DownloadError};
 use crate::tree::{group_count, Tree};
 use crate::wire::{self, Request, RequestKind, ResponseHeader, Status};
 
@@ -48,15 +48,11 @@ impl BlockingConn {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Err(self.broken(format!("closed while sending {what}")))
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(self.broken(format!("no data for {:?} while reading {what}", self.idle)))
+            // read_exact retries interrupted reads itself.
+            Err(e) => {
+                let reason = read_failure(&e, self.idle).unwrap_or_else(|| e.to_string());
+                Err(self.broken(format!("{reason} (reading {what})")))
             }
-            Err(e) => Err(self.broken(format!("reading {what} failed: {e}"))),
         }
     }
 

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::buf::PageBuf;
 use crate::classic::{
-    blocking_io, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
+    blocking_io, read_failure, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
 };
 use crate::client::{BlockingConn, RutellaConn};
 use crate::names::{move_into_place, sanitize_basename};
@@ -1136,19 +1136,11 @@ fn session(
                             filled += n;
                             shared.received.fetch_add(n as u64, Ordering::Relaxed);
                         }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                            ) =>
-                        {
-                            failure = Some(format!("stalled: no data for {:?}", conn.idle));
-                            break;
-                        }
                         Err(e) => {
-                            failure = Some(format!("reading failed: {e}"));
-                            break;
+                            failure = read_failure(&e, conn.idle);
+                            if failure.is_some() {
+                                break;
+                            }
                         }
                     }
                 }
