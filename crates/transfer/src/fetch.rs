@@ -1052,9 +1052,17 @@ fn session(
     }
     let (full_tx, full_rx) = sync_channel::<Batch>(RING);
     let (free_tx, free_rx) = sync_channel::<PageBuf>(RING);
-    let buffers = usize::try_from(tree.size().div_ceil(shared.batch as u64)).unwrap_or(RING);
+    // A small file needs fewer and smaller buffers.
+    let group = 1u64 << tree.group_log();
+    let len = tree
+        .size()
+        .div_ceil(group)
+        .max(1)
+        .saturating_mul(group)
+        .min(shared.batch as u64) as usize;
+    let buffers = usize::try_from(tree.size().div_ceil(len as u64)).unwrap_or(RING);
     for _ in 0..RING.min(buffers) {
-        match PageBuf::new(shared.batch) {
+        match PageBuf::new(len) {
             Ok(b) => {
                 let _ = free_tx.send(b);
             }
