@@ -76,3 +76,21 @@ impl Drop for PageBuf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_is_zeroed_writable_and_aligned_to_a_huge_page() {
+        for len in [16 << 10, 3 << 20, 4 << 20] {
+            let mut b = PageBuf::new(len).unwrap();
+            assert_eq!(b.len(), len);
+            assert_eq!(b.as_ptr() as usize % HUGE, 0);
+            assert!(b.iter().all(|&x| x == 0));
+            b[len - 1] = 7;
+            b[0] = 9;
+            assert_eq!((b[0], b[len - 1]), (9, 7));
+        }
+    }
+}
