@@ -5,6 +5,7 @@
 //! datagrams and events out.
 #![warn(missing_docs)]
 
+pub mod guard;
 pub mod message;
 pub mod overlay;
 pub mod scalable;

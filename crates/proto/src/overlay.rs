@@ -7,6 +7,7 @@
 //! [`Overlay::poll_transmit`] and [`Overlay::poll_event`] and re-arms its
 //! timer from [`Overlay::poll_timeout`].
 
+use crate::guard::Guard;
 use crate::message::{
     split_hits, HitFile, Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN,
 };
@@ -40,13 +41,31 @@ pub struct Config {
     pub max_searches: usize,
     /// The most files named in one answer to a query.
     pub max_hits_per_answer: usize,
-    /// Seed of the random generator (search ids).
+    /// Seed of the random generator (search ids, the key of the nonces).
+    /// The default is drawn from the system's random source; the
+    /// simulator and tests set it to be reproducible.
     pub seed: u64,
     /// Which overlay this peer builds with other rutella peers (default
     /// [`Mode::Classic`]). Classic peers are always served classically.
     pub mode: Mode,
     /// Settings of the scalable overlay, used in [`Mode::Scalable`].
     pub scalable: ScalableConfig,
+    /// Highest TTL honoured on a classic ping (higher ones are lowered).
+    /// The classic program sends 1; every forwarded copy is answered by
+    /// all the peers it reaches, so each step multiplies the traffic.
+    pub max_ping_ttl: i64,
+    /// Toward an address that has not answered us from that address, at
+    /// most this many times the bytes it sent us (see [`crate::guard`]).
+    pub amplification: u64,
+    /// Probes per second (pings asking for a pong) toward addresses that
+    /// sent us nothing or too little to pay for one: the originators of
+    /// forwarded pings, hosts named by others.
+    pub probes_per_sec: f64,
+    /// How many such probes may go at once after a quiet time.
+    pub probe_burst: f64,
+    /// Addresses remembered while they prove themselves (bytes in and out,
+    /// a ping to forward, a query to answer); the oldest is forgotten.
+    pub ledger_size: usize,
 }
 
 /// The overlay a peer builds with other rutella peers.
@@ -74,9 +93,16 @@ impl Default for Config {
             max_peers: 4096,
             max_searches: 64,
             max_hits_per_answer: 500,
-            seed: 0,
+            // Search ids and nonces must not be predictable: a fresh seed
+            // from the system for every overlay, unless a test sets one.
+            seed: rand::random(),
             mode: Mode::Classic,
             scalable: ScalableConfig::default(),
+            max_ping_ttl: 1,
+            amplification: 3,
+            probes_per_sec: 20.0,
+            probe_burst: 40.0,
+            ledger_size: 4096,
         }
     }
 }
@@ -93,6 +119,16 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The peer whose datagram came from `from`: its address as seen, its
+    /// TCP port from the message (the classic one when absent).
+    pub fn seen(from: SocketAddrV4, ports: Ports) -> Self {
+        Peer {
+            udp: from,
+            tcp_port: ports.tcp_or_classic(),
+            rutella: ports.is_rutella(),
+        }
+    }
+
     pub(crate) fn from_ports(ip: Ipv4Addr, ports: Ports) -> Self {
         Peer {
             udp: SocketAddrV4::new(ip, ports.udp_or_classic()),
@@ -181,8 +217,8 @@ struct PeerState {
     info: Peer,
     /// Pinged in the current round and not heard from since.
     awaiting_pong: bool,
-    /// Some message from it has arrived (it is not only an address we were given).
-    heard: bool,
+    /// When a ping it started was last forwarded.
+    last_forward: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -222,6 +258,8 @@ pub struct Overlay {
     events: VecDeque<Event>,
     /// Neighbours, filters and host cache of the scalable mode.
     pub(crate) sc: Option<ScalableState>,
+    /// Addresses that have not proven themselves yet (see [`crate::guard`]).
+    pub(crate) guard: Guard,
 }
 
 /// Cap on queued events and datagrams: a driver that polls after every call
@@ -231,11 +269,21 @@ const MAX_QUEUE: usize = 65_536;
 impl Overlay {
     /// A new overlay; `now` starts the ping-round clock.
     pub fn new(config: Config, now: Instant) -> Self {
-        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        let guard = Guard::new(
+            key,
+            config.ledger_size,
+            config.probes_per_sec,
+            config.probe_burst,
+            now,
+        );
         let next_round = Some(now + config.ping_interval);
         let sc = (config.mode == Mode::Scalable).then(|| ScalableState::new(&config, now));
         Overlay {
             sc,
+            guard,
             config,
             rng,
             own_ips: HashSet::new(),
@@ -279,16 +327,16 @@ impl Overlay {
         all
     }
 
-    /// How many peers have answered at least once: classic peers heard
-    /// from, and scalable neighbours (which answered to become one).
+    /// How many peers have answered: classic peers (an address becomes
+    /// one only once it answered us) and scalable neighbours.
     pub fn answered_peers(&self) -> usize {
-        self.peers.values().filter(|p| p.heard).count() + self.degree()
+        self.peers.len() + self.degree()
     }
 
-    /// Joins through `addr`: it becomes a peer and is pinged at once. It is
-    /// also remembered, and pinged again at every round while the list is
-    /// empty, so a node whose only peer was down rejoins when it comes back.
-    /// `tcp_port` is 0 when unknown: the peer's answer will tell it.
+    /// Joins through `addr`: it is pinged at once, and becomes a peer when
+    /// it answers. It is also remembered, and pinged again at every round
+    /// while the list is empty, so a node whose only peer was down rejoins
+    /// when it comes back. `tcp_port` is unused: the answer tells it.
     pub fn connect(&mut self, now: Instant, addr: SocketAddrV4, tcp_port: u16) {
         if self.sc.is_some() {
             // Ask it to become a neighbour. A classic peer (or a rutella
@@ -297,16 +345,14 @@ impl Overlay {
             self.scalable_connect(now, addr, tcp_port);
             return;
         }
+        let _ = tcp_port;
+        if self.is_self(addr) {
+            return;
+        }
         if !self.bootstrap.contains(&addr) && self.bootstrap.len() < 64 {
             self.bootstrap.push(addr);
         }
-        let peer = Peer {
-            udp: addr,
-            tcp_port,
-            rutella: addr.port() != crate::CLASSIC_UDP_PORT,
-        };
-        self.add_peer(peer, false);
-        self.send_ping(addr);
+        self.send_ping(now, addr);
     }
 
     /// Starts a search: a Query goes to every known peer, and to every peer
@@ -412,12 +458,18 @@ impl Overlay {
         }
     }
 
-    /// Feeds one received datagram. Invalid ones are dropped with a debug log.
+    /// Feeds one received datagram. Invalid ones, and ones longer than
+    /// [`MAX_DATAGRAM`] (which a classic peer would cut), are dropped with a
+    /// debug log.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let SocketAddr::V4(from) = from else {
             tracing::debug!(%from, "dropping datagram from an IPv6 address");
             return;
         };
+        if bytes.len() > MAX_DATAGRAM {
+            tracing::debug!(%from, len = bytes.len(), "dropping over-long datagram");
+            return;
+        }
         let message = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -425,93 +477,260 @@ impl Overlay {
                 return;
             }
         };
-        self.handle_message(now, from, message);
+        self.handle_parsed(now, from, message, Some(bytes.len()));
     }
 
     /// Feeds one parsed message (see [`Overlay::handle_datagram`]).
     pub fn handle_message(&mut self, now: Instant, from: SocketAddrV4, message: Message) {
+        self.handle_parsed(now, from, message, None);
+    }
+
+    fn handle_parsed(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        message: Message,
+        len: Option<usize>,
+    ) {
+        if self.is_self(from) || from.ip().is_unspecified() || from.port() == 0 {
+            return;
+        }
+        if !self.is_known(&from) {
+            // What an unproven address sent pays for what we may send it.
+            let len = len.unwrap_or_else(|| message.encode().len());
+            self.guard.received(from, len);
+        }
         let message = match self.scalable_message(now, from, message) {
             Some(m) => m,
             None => return,
         };
         match message {
-            Message::Ping(ping) => self.on_ping(ping),
-            Message::Pong(pong) => {
-                let peer = Peer::from_ports(pong.ip, pong.ports);
-                self.heard_from(peer);
-            }
-            Message::Query(q) => {
-                let peer = Peer::from_ports(q.ip, q.ports);
-                self.heard_from(peer);
-                if q.text.len() > MAX_QUERY_LEN {
-                    tracing::debug!(%from, "dropping over-long query");
-                    return;
-                }
-                self.push_event(Event::Query(IncomingQuery {
-                    reply_to: from,
-                    from: peer,
-                    text: q.text,
-                    id: q.id,
-                }));
-            }
-            Message::QueryHit(hit) => self.on_hit(now, hit),
+            Message::Ping(ping) => self.on_ping(now, from, ping),
+            Message::Pong(pong) => self.on_pong(now, from, pong),
+            Message::Query(q) => self.on_query(now, from, q),
+            Message::QueryHit(hit) => self.on_hit(now, from, hit),
         }
     }
 
-    fn on_ping(&mut self, mut ping: Ping) {
-        let origin = Peer::from_ports(ping.ip, ping.ports);
-        // Classic peers ignore pings "from" 127.0.0.1 when they carry no
-        // ports: such a ping names no reachable peer.
-        let classic_localhost = !ping.ports.is_rutella() && ping.ip == Ipv4Addr::LOCALHOST;
-        if self.is_self(origin.udp) || classic_localhost {
-            return;
+    /// Whether sends to `addr` are not limited: a peer, a scalable
+    /// neighbour, an address that answered a probe, or one the user gave.
+    pub(crate) fn is_known(&self, addr: &SocketAddrV4) -> bool {
+        self.peers.contains_key(addr)
+            || self.bootstrap.contains(addr)
+            || self.guard.proven(addr)
+            || self.sc.as_ref().is_some_and(|sc| sc.knows(addr))
+    }
+
+    fn on_ping(&mut self, now: Instant, from: SocketAddrV4, ping: Ping) {
+        // The answer goes to the datagram's source, never to the address
+        // the message names (for a classic peer they are the same).
+        let mut extra = Map::new();
+        if let Some(n) = nonce_of(&ping.extra) {
+            extra.insert("Echo".into(), serde_json::Value::from(n));
         }
         self.push_transmit(Transmit {
-            dest: origin.udp,
+            dest: from,
             message: Message::Pong(Pong {
                 ip: Ipv4Addr::UNSPECIFIED,
                 ports: self.own_ports(),
-                extra: Map::new(),
+                extra,
             }),
             from_self: true,
         });
-        self.heard_from(origin);
-        if ping.ttl > 0 {
-            ping.ttl -= 1;
-            let message = Message::Ping(ping);
-            let dests: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
-            for dest in dests {
-                self.push_transmit(Transmit {
-                    dest,
-                    message: message.clone(),
-                    from_self: false,
-                });
+        let ttl = ping.ttl.clamp(0, self.config.max_ping_ttl.max(0));
+        let named = Peer::from_ports(ping.ip, ping.ports).udp;
+        if ttl == 0 && named != from && self.peers.contains_key(&from) {
+            // A ping a peer forwarded: its originator may be new to us.
+            // It sent us nothing, so this is a probe from the global budget.
+            if !self.is_self(named) && !named.ip().is_unspecified() && !self.is_known(&named) {
+                self.probe(now, named);
+            }
+            // Its ports are the originator's, not the forwarder's.
+            self.mark_alive(from, Ports::default());
+            return;
+        }
+        // Sent by `from` itself (behind a NAT its "IP" may differ: the
+        // address as seen is what counts).
+        let fwd = Ping {
+            ip: *from.ip(),
+            ttl: ttl - 1,
+            ports: Ports {
+                udp: (ping.ports.udp.is_some() || from.port() != crate::CLASSIC_UDP_PORT)
+                    .then_some(from.port()),
+                tcp: ping.ports.tcp,
+            },
+            extra: Map::new(),
+        };
+        if self.peers.contains_key(&from) {
+            self.mark_alive(from, ping.ports);
+            if ttl > 0 {
+                self.forward_ping(now, from, fwd);
+            }
+        } else {
+            if ttl > 0 {
+                self.guard.entry(from).ping = Some(fwd);
+            }
+            self.probe(now, from);
+        }
+    }
+
+    fn on_pong(&mut self, now: Instant, from: SocketAddrV4, pong: Pong) {
+        let echo = echo_of(&pong.extra);
+        if echo.is_some_and(|e| e != self.guard.token(from)) {
+            tracing::debug!(peer = %from, "pong with a wrong echo, dropped");
+            return;
+        }
+        if self.peers.contains_key(&from) {
+            self.mark_alive(from, pong.ports);
+            return;
+        }
+        // It answers one of our pings: it echoes the nonce we sent to
+        // this address, or (a classic peer, which cannot echo) it comes
+        // from an address we pinged within the pong timeout.
+        let answered = echo.is_some()
+            || !pong.ports.is_rutella()
+                && self.guard.probed_within(
+                    &from,
+                    now,
+                    self.config.pong_timeout.max(Duration::from_millis(1)) * 2,
+                );
+        if answered {
+            self.validate(now, from, pong.ports);
+        } else {
+            self.probe(now, from);
+        }
+    }
+
+    fn on_query(&mut self, now: Instant, from: SocketAddrV4, q: Query) {
+        if q.text.len() > MAX_QUERY_LEN {
+            tracing::debug!(%from, "dropping over-long query");
+            return;
+        }
+        if self.peers.contains_key(&from) || self.guard.proven(&from) {
+            self.mark_alive(from, q.ports);
+            self.emit_query(from, q);
+        } else {
+            // Answered once it has shown it is at that address.
+            self.guard.entry(from).query = Some((q, now));
+            self.probe(now, from);
+        }
+    }
+
+    fn emit_query(&mut self, from: SocketAddrV4, q: Query) {
+        self.push_event(Event::Query(IncomingQuery {
+            reply_to: from,
+            from: Peer::seen(from, q.ports),
+            text: q.text,
+            id: q.id,
+        }));
+    }
+
+    /// `from` answered one of our pings: it becomes a peer; a ping it
+    /// sent is forwarded and a query it sent is answered now.
+    fn validate(&mut self, now: Instant, from: SocketAddrV4, ports: Ports) {
+        let e = self.guard.entry(from);
+        e.proven = true;
+        let ping = e.ping.take();
+        let query = e.query.take();
+        self.add_peer(Peer::seen(from, ports));
+        if let Some(fwd) = ping {
+            if self.peers.contains_key(&from) {
+                self.forward_ping(now, from, fwd);
+            }
+        }
+        if let Some((q, at)) = query {
+            if now.saturating_duration_since(at) <= self.config.search_timeout {
+                self.emit_query(from, q);
             }
         }
     }
 
-    fn on_hit(&mut self, _now: Instant, hit: QueryHit) {
-        let peer = Peer::from_ports(hit.ip, hit.ports);
+    /// Forwards a ping that peer `from` started to every other peer, at
+    /// most once per half ping interval per originator, without fields we
+    /// do not know.
+    fn forward_ping(&mut self, now: Instant, from: SocketAddrV4, fwd: Ping) {
+        let window = self.config.ping_interval / 2;
+        let Some(state) = self.peers.get_mut(&from) else {
+            return;
+        };
+        if state
+            .last_forward
+            .is_some_and(|t| now.saturating_duration_since(t) < window)
+        {
+            tracing::debug!(peer = %from, "ping forwarded lately, not again");
+            return;
+        }
+        state.last_forward = Some(now);
+        let message = Message::Ping(fwd);
+        if message.encode().len() > MAX_DATAGRAM {
+            return;
+        }
+        let dests: Vec<SocketAddrV4> = self.peers.keys().copied().filter(|d| *d != from).collect();
+        for dest in dests {
+            self.push_transmit(Transmit {
+                dest,
+                message: message.clone(),
+                from_self: false,
+            });
+        }
+    }
+
+    /// Sends `dest` a ping asking for a pong that echoes its nonce, at
+    /// most once per pong timeout, paid by what `dest` sent us or, failing
+    /// that, by the global probe budget.
+    pub(crate) fn probe(&mut self, now: Instant, dest: SocketAddrV4) {
+        if self.is_self(dest) || dest.ip().is_unspecified() || dest.port() == 0 {
+            return;
+        }
+        if self
+            .guard
+            .probed_within(&dest, now, self.config.pong_timeout)
+        {
+            return;
+        }
+        let t = self.ping_to(dest);
+        let size = t.encode(Ipv4Addr::BROADCAST).len();
+        let ok = self.is_known(&dest)
+            || {
+                self.guard.entry(dest);
+                self.guard.spend(dest, size, self.config.amplification)
+            }
+            || self.guard.take_probe(now);
+        if !ok {
+            tracing::debug!(peer = %dest, "probe budget spent, not probing");
+            return;
+        }
+        self.guard.entry(dest).probed = Some(now);
+        self.push_unchecked(t);
+    }
+
+    fn on_hit(&mut self, _now: Instant, from: SocketAddrV4, hit: QueryHit) {
+        // Only from a peer a search of ours asked, and for that search.
         let search = match hit.id {
-            Some(id) => Some(SearchId(id)).filter(|s| self.searches.contains_key(s)),
+            Some(id) => Some(SearchId(id)).filter(|s| {
+                self.searches
+                    .get(s)
+                    .is_some_and(|st| st.asked.contains(&from))
+            }),
             // Classic answers carry no id: the newest search that asked
             // this peer and still waits for it.
             None => self
                 .searches
                 .iter()
-                .filter(|(_, s)| s.pending.contains(&peer.udp) || s.asked.contains(&peer.udp))
-                .max_by_key(|(_, s)| (s.pending.contains(&peer.udp), s.started))
+                .filter(|(_, s)| s.asked.contains(&from))
+                .max_by_key(|(_, s)| (s.pending.contains(&from), s.started))
                 .map(|(id, _)| *id),
         };
         let Some(search) = search else {
-            tracing::debug!(peer = %peer.udp, "dropping answer to no running search");
+            tracing::debug!(peer = %from, "dropping answer to no search that asked it");
             return;
         };
-        self.heard_from(peer);
+        let peer = Peer::seen(from, hit.ports);
+        self.mark_alive(from, hit.ports);
         let mut finished = false;
         if let Some(state) = self.searches.get_mut(&search) {
             if !hit.more {
-                state.pending.remove(&peer.udp);
+                state.pending.remove(&from);
             }
             finished = state.complete();
         }
@@ -536,24 +755,29 @@ impl Overlay {
         }
     }
 
-    /// A peer showed it is alive: add it if new, mark it as answered.
-    fn heard_from(&mut self, peer: Peer) {
-        self.add_peer(peer, true);
+    /// A message came from peer `from`: it is alive this round.
+    fn mark_alive(&mut self, from: SocketAddrV4, ports: Ports) {
+        if let Some(state) = self.peers.get_mut(&from) {
+            state.awaiting_pong = false;
+            state.info.rutella |= ports.is_rutella();
+            if let Some(tcp) = ports.tcp.filter(|p| *p != 0) {
+                state.info.tcp_port = tcp;
+            }
+        }
     }
 
-    fn add_peer(&mut self, peer: Peer, heard: bool) {
+    fn add_peer(&mut self, peer: Peer) {
         if self.is_self(peer.udp) || peer.udp.ip().is_unspecified() || peer.udp.port() == 0 {
             return;
         }
-        if let Some(state) = self.peers.get_mut(&peer.udp) {
-            if heard {
-                state.awaiting_pong = false;
-                state.heard = true;
-                state.info.rutella |= peer.rutella;
-                if peer.tcp_port != 0 {
-                    state.info.tcp_port = peer.tcp_port;
-                }
-            }
+        if self.peers.contains_key(&peer.udp) {
+            self.mark_alive(
+                peer.udp,
+                Ports {
+                    udp: peer.rutella.then_some(peer.udp.port()),
+                    tcp: Some(peer.tcp_port),
+                },
+            );
             return;
         }
         if self.peers.len() >= self.config.max_peers {
@@ -565,7 +789,7 @@ impl Overlay {
             PeerState {
                 info: peer,
                 awaiting_pong: false,
-                heard,
+                last_forward: None,
             },
         );
         self.push_event(Event::PeerAdded(peer));
@@ -604,6 +828,9 @@ impl Overlay {
                 .collect();
             for addr in silent {
                 if let Some(p) = self.peers.remove(&addr) {
+                    if let Some(e) = self.guard.get_mut(&addr) {
+                        e.proven = false;
+                    }
                     tracing::debug!(peer = %addr, "peer missed a ping round, removed");
                     self.push_event(Event::PeerRemoved(p.info));
                 }
@@ -614,7 +841,7 @@ impl Overlay {
             self.round_deadline = Some(now + self.config.pong_timeout);
             if self.peers.is_empty() {
                 for addr in self.bootstrap.clone() {
-                    self.send_ping(addr);
+                    self.send_ping(now, addr);
                 }
             }
             let addrs: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
@@ -622,7 +849,7 @@ impl Overlay {
                 if let Some(p) = self.peers.get_mut(&addr) {
                     p.awaiting_pong = true;
                 }
-                self.send_ping(addr);
+                self.send_ping(now, addr);
             }
         }
         let expired: Vec<SearchId> = self
@@ -636,25 +863,52 @@ impl Overlay {
         }
     }
 
-    fn send_ping(&mut self, dest: SocketAddrV4) {
-        let message = Message::Ping(Ping {
-            ip: Ipv4Addr::UNSPECIFIED,
-            ttl: self.config.ping_ttl,
-            ports: self.own_ports(),
-            extra: Map::new(),
-        });
-        self.push_transmit(Transmit {
+    /// Our ping to `dest`, with the nonce its pong must echo.
+    fn ping_to(&self, dest: SocketAddrV4) -> Transmit {
+        let mut extra = Map::new();
+        extra.insert(
+            "Nonce".into(),
+            serde_json::Value::from(self.guard.token(dest)),
+        );
+        Transmit {
             dest,
-            message,
+            message: Message::Ping(Ping {
+                ip: Ipv4Addr::UNSPECIFIED,
+                ttl: self.config.ping_ttl,
+                ports: self.own_ports(),
+                extra,
+            }),
             from_self: true,
-        });
+        }
+    }
+
+    /// Pings a peer or an address the user gave.
+    fn send_ping(&mut self, now: Instant, dest: SocketAddrV4) {
+        let t = self.ping_to(dest);
+        self.guard.entry(dest).probed = Some(now);
+        self.push_transmit(t);
     }
 
     pub(crate) fn own_ports(&self) -> Ports {
         Ports::rutella(self.config.udp_port, self.config.tcp_port)
     }
 
+    /// Queues a datagram. Toward an address that has not proven itself it
+    /// goes only within the anti-amplification limit (see [`crate::guard`]).
     pub(crate) fn push_transmit(&mut self, t: Transmit) {
+        if !self.is_known(&t.dest) {
+            let size = t.encode(Ipv4Addr::BROADCAST).len();
+            self.guard.entry(t.dest);
+            if !self.guard.spend(t.dest, size, self.config.amplification) {
+                tracing::debug!(dest = %t.dest, size, "not sending more to an unproven address");
+                return;
+            }
+        }
+        self.push_unchecked(t);
+    }
+
+    /// Queues a datagram whose cost was checked by the caller.
+    pub(crate) fn push_unchecked(&mut self, t: Transmit) {
         if self.transmits.len() >= MAX_QUEUE {
             tracing::warn!("outgoing datagram queue full, dropping one");
             return;
@@ -681,6 +935,16 @@ impl Overlay {
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
+}
+
+/// The `"Nonce"` of a ping: what its pong must echo.
+pub(crate) fn nonce_of(extra: &Map<String, serde_json::Value>) -> Option<u64> {
+    extra.get("Nonce").and_then(serde_json::Value::as_u64)
+}
+
+/// The `"Echo"` of a pong: the nonce of the ping it answers.
+pub(crate) fn echo_of(extra: &Map<String, serde_json::Value>) -> Option<u64> {
+    extra.get("Echo").and_then(serde_json::Value::as_u64)
 }
 
 #[cfg(test)]
@@ -810,71 +1074,151 @@ mod tests {
         assert!(net.finished.contains(&(0, id)));
     }
 
-    #[test]
-    fn classic_pings_get_pongs_at_the_ip_field_and_are_forwarded() {
-        let now = Instant::now();
+    fn drain(o: &mut Overlay) -> Vec<Transmit> {
+        std::iter::from_fn(|| o.poll_transmit()).collect()
+    }
+
+    /// An overlay at 127.0.0.2:20000 with one classic peer, 127.0.0.3.
+    fn with_classic_peer(now: Instant) -> (Overlay, SocketAddrV4) {
         let mut o = Overlay::new(cfg(20000), now);
         o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
         let known = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), 20000);
         o.connect(now, known, 10000);
-        while o.poll_transmit().is_some() {}
-        // A classic ping whose datagram comes from elsewhere: the pong goes to "IP":20000.
-        let ping = br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 1, "Extra": 5}"#;
-        o.handle_datagram(now, "127.0.0.9:5555".parse().unwrap(), ping);
-        let sent: Vec<Transmit> = std::iter::from_fn(|| o.poll_transmit()).collect();
-        let pong = &sent[0];
-        assert_eq!(pong.dest, "127.0.0.4:20000".parse().unwrap());
-        assert!(matches!(pong.message, Message::Pong(_)));
-        // Forwarded with TTL 0, IP and unknown fields unchanged, to every peer, originator included.
-        let fwd: Vec<_> = sent[1..]
-            .iter()
-            .map(|t| {
-                (
-                    t.dest,
-                    String::from_utf8(t.encode(Ipv4Addr::new(9, 9, 9, 9))).unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(fwd.len(), 2);
-        for (_, text) in &fwd {
-            assert_eq!(
-                text,
-                r#"{"Command": 1, "Extra": 5, "IP": "127.0.0.4", "TTL": 0}"#
-            );
-        }
-        let dests: HashSet<_> = fwd.iter().map(|f| f.0).collect();
-        assert!(dests.contains(&known) && dests.contains(&"127.0.0.4:20000".parse().unwrap()));
-        // Pings naming ourselves or classic 127.0.0.1 are ignored.
+        drain(&mut o);
         o.handle_datagram(
             now,
-            "127.0.0.9:5555".parse().unwrap(),
-            br#"{"Command": 1, "IP": "127.0.0.1", "TTL": 1}"#,
+            SocketAddr::V4(known),
+            br#"{"Command": 2, "IP": "127.0.0.3"}"#,
         );
-        o.handle_datagram(
-            now,
-            "127.0.0.9:5555".parse().unwrap(),
-            br#"{"Command": 1, "IP": "127.0.0.2", "TTL": 1}"#,
-        );
-        assert!(o.poll_transmit().is_none());
-        // A TTL-0 ping is answered, not forwarded.
-        o.handle_datagram(
-            now,
-            "127.0.0.9:5555".parse().unwrap(),
-            br#"{"Command": 1, "IP": "127.0.0.5", "TTL": 0}"#,
-        );
-        assert_eq!(std::iter::from_fn(|| o.poll_transmit()).count(), 1);
+        assert_eq!(o.peers().len(), 1);
+        drain(&mut o);
+        while o.poll_event().is_some() {}
+        (o, known)
     }
 
     #[test]
-    fn classic_query_is_answered_to_the_source_and_adds_the_peer() {
+    fn pings_are_answered_at_their_source_and_forwarded_once_it_answered() {
+        let now = Instant::now();
+        let (mut o, known) = with_classic_peer(now);
+        let src: SocketAddrV4 = "127.0.0.9:5555".parse().unwrap();
+        // "IP" names someone else: only the source matters.
+        let ping = br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 1000000000, "Extra": 5}"#;
+        o.handle_datagram(now, SocketAddr::V4(src), ping);
+        let sent = drain(&mut o);
+        assert!(sent.iter().all(|t| t.dest == src), "{sent:?}");
+        assert!(matches!(sent[0].message, Message::Pong(_)));
+        let Message::Ping(probe) = &sent[1].message else {
+            panic!("{sent:?}")
+        };
+        let nonce = nonce_of(&probe.extra).unwrap();
+        assert_eq!(sent.len(), 2);
+        // It answers from that address: it is a peer, and its ping goes on
+        // with TTL 0, naming it as seen and nothing we do not know.
+        let pong =
+            format!(r#"{{"Command": 2, "IP": "127.0.0.9", "Echo": {nonce}, "UdpPort": 5555}}"#);
+        o.handle_datagram(now, SocketAddr::V4(src), pong.as_bytes());
+        assert!(o.peers().iter().any(|p| p.udp == src));
+        let fwd = drain(&mut o);
+        assert_eq!(fwd.len(), 1, "{fwd:?}");
+        assert_eq!(fwd[0].dest, known, "never back to its sender");
+        assert_eq!(
+            fwd[0].encode(Ipv4Addr::new(9, 9, 9, 9)),
+            br#"{"Command": 1, "IP": "127.0.0.9", "TTL": 0, "UdpPort": 5555}"#
+        );
+        // The same originator again soon after: answered, not forwarded.
+        o.handle_datagram(now, SocketAddr::V4(src), ping);
+        let again = drain(&mut o);
+        assert_eq!(again.len(), 1);
+        assert!(matches!(again[0].message, Message::Pong(_)));
+    }
+
+    #[test]
+    fn a_forwarded_ping_makes_one_probe_of_its_originator() {
+        let now = Instant::now();
+        let (mut o, known) = with_classic_peer(now);
+        let fwd = br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 0}"#;
+        for _ in 0..5 {
+            o.handle_datagram(now, SocketAddr::V4(known), fwd);
+        }
+        let sent = drain(&mut o);
+        let origin: SocketAddrV4 = "127.0.0.4:20000".parse().unwrap();
+        let probes: Vec<_> = sent.iter().filter(|t| t.dest == origin).collect();
+        assert_eq!(probes.len(), 1, "{sent:?}");
+        assert!(matches!(probes[0].message, Message::Ping(_)));
+        // From a stranger, a forwarded ping makes no probe at all.
+        o.handle_datagram(
+            now,
+            "127.0.0.8:20000".parse().unwrap(),
+            br#"{"Command": 1, "IP": "127.0.0.5", "TTL": 0}"#,
+        );
+        assert!(drain(&mut o)
+            .iter()
+            .all(|t| t.dest != "127.0.0.5:20000".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_unproven_address_gets_at_most_three_times_its_bytes() {
+        let now = Instant::now();
+        let (mut o, _) = with_classic_peer(now);
+        let attacker: SocketAddr = "127.0.0.66:4000".parse().unwrap();
+        let mut received = 0;
+        for i in 0..4096u32 {
+            let m = format!(
+                r#"{{"Command": 2, "IP": "127.1.{}.{}", "UdpPort": {}}}"#,
+                i / 250,
+                i % 250,
+                1000 + i % 50
+            );
+            received += m.len();
+            o.handle_datagram(now, attacker, m.as_bytes());
+            let q = br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.99"}"#;
+            received += q.len();
+            o.handle_datagram(now, attacker, q);
+        }
+        let sent = drain(&mut o);
+        assert!(sent.iter().all(|t| SocketAddr::V4(t.dest) == attacker));
+        let bytes: usize = sent
+            .iter()
+            .map(|t| t.encode(Ipv4Addr::BROADCAST).len())
+            .sum();
+        assert!(bytes <= 3 * received, "{bytes} for {received}");
+        assert!(
+            o.peers().iter().all(|p| p.udp.ip().octets()[1] != 1),
+            "named addresses are not peers"
+        );
+        assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
+        // Over-long datagrams are dropped unread.
+        let big = format!(
+            r#"{{"Command": 1, "IP": "127.0.0.9", "TTL": 1, "X": "{}"}}"#,
+            "a".repeat(60_000)
+        );
+        o.handle_datagram(now, attacker, big.as_bytes());
+        assert!(o.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn default_search_ids_are_not_predictable() {
+        let now = Instant::now();
+        let mut a = Overlay::new(Config::default(), now);
+        let mut b = Overlay::new(Config::default(), now);
+        assert_ne!(a.search(now, "x"), b.search(now, "x"));
+    }
+
+    #[test]
+    fn a_query_from_an_unproven_address_is_answered_once_it_answered() {
         let now = Instant::now();
         let mut o = Overlay::new(cfg(20000), now);
-        let src: SocketAddr = "127.0.0.7:40000".parse().unwrap();
+        let src: SocketAddr = "127.0.0.7:20000".parse().unwrap();
         o.handle_datagram(
             now,
             src,
-            br#"{"Command": 3, "Contents": "cl", "IP": "127.0.0.7"}"#,
+            br#"{"Command": 3, "Contents": "cl", "IP": "127.0.0.99"}"#,
         );
+        assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
+        let probe = o.poll_transmit().unwrap();
+        assert_eq!(SocketAddr::V4(probe.dest), src);
+        // A classic peer answers the probe with a plain pong.
+        o.handle_datagram(now, src, br#"{"Command": 2, "IP": "127.0.0.7"}"#);
         let mut q = None;
         while let Some(e) = o.poll_event() {
             if let Event::Query(iq) = e {
@@ -899,6 +1243,11 @@ mod tests {
         let mut o = Overlay::new(cfg(20000), now);
         let classic = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), 20000);
         o.connect(now, classic, 10000);
+        o.handle_datagram(
+            now,
+            SocketAddr::V4(classic),
+            br#"{"Command": 2, "IP": "127.0.0.3"}"#,
+        );
         let _old = o.search(now, "a");
         let new = o.search(now, "b");
         while o.poll_transmit().is_some() {}
@@ -910,6 +1259,15 @@ mod tests {
         );
         let evs: Vec<Event> = std::iter::from_fn(|| o.poll_event()).collect();
         assert!(evs.iter().any(|e| matches!(e, Event::SearchResult { search, files, .. } if *search == new && files[0].name == "b.txt")));
+        // The same answer from an address no search asked counts for nothing.
+        o.handle_datagram(
+            now,
+            "127.0.0.66:20000".parse().unwrap(),
+            br#"{"Command": 4, "Contents": ["b.txt"], "IP": "127.0.0.3", "TcpPort": 6666}"#,
+        );
+        assert!(
+            std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::SearchResult { .. }))
+        );
     }
 
     #[test]
@@ -920,8 +1278,8 @@ mod tests {
         let now = net.now;
         net.nodes[1].1.connect(now, first, 1);
         net.pump();
-        assert_eq!(net.nodes[1].1.peers().len(), 1);
-        assert_eq!(net.nodes[1].1.answered_peers(), 0, "given, not heard");
+        assert_eq!(net.nodes[1].1.peers().len(), 0, "given, not heard");
+        assert_eq!(net.nodes[1].1.answered_peers(), 0);
         net.down.clear();
         let now = net.now;
         net.nodes[1].1.connect(now, first, 1);
@@ -956,12 +1314,11 @@ mod tests {
             now,
         );
         for i in 0..100u32 {
-            let msg = format!(
-                r#"{{"Command": 2, "IP": "10.0.{}.{}"}}"#,
-                i / 250,
-                i % 250 + 1
-            );
-            o.handle_datagram(now, "10.9.9.9:1".parse().unwrap(), msg.as_bytes());
+            let src: SocketAddr = format!("10.0.{}.{}:20000", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap();
+            o.handle_datagram(now, src, br#"{"Command": 1, "IP": "10.9.9.9", "TTL": 0}"#);
+            o.handle_datagram(now, src, br#"{"Command": 2, "IP": "10.9.9.9"}"#);
         }
         assert_eq!(o.peers().len(), 10);
     }

@@ -30,8 +30,12 @@
 //!   peers covered at each step, within [`ScalableConfig::query_budget`]
 //!   estimated messages.
 
-use crate::message::{split_hits, HitFile, Message, Ping, Pong, Query, QueryHit, MAX_DATAGRAM};
-use crate::overlay::{Config, Event, IncomingQuery, Overlay, Peer, SearchId, Transmit};
+use crate::message::{
+    split_hits, HitFile, Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM,
+};
+use crate::overlay::{
+    echo_of, nonce_of, Config, Event, IncomingQuery, Overlay, Peer, SearchId, Transmit,
+};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{Map, Value};
@@ -40,7 +44,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 /// Version of the scalable overlay, the value of the `"Scalable"` field.
-pub const SCALABLE_VERSION: u64 = 1;
+pub const SCALABLE_VERSION: u64 = 2;
 /// Largest filter part carried by one message, in bytes (before base64).
 pub const BLOOM_PART_BYTES: usize = 4096;
 /// Smallest and largest filter sizes, in bits.
@@ -55,6 +59,9 @@ pub const BLOOM_HASHES: u32 = 4;
 pub const MAX_ACCEPTED_TTL: i64 = 4;
 /// Longest join walk a node starts or passes on.
 pub const MAX_WALK: i64 = 6;
+/// Bytes an answer leaves free under [`MAX_DATAGRAM`]: the longest own
+/// address the driver fills in, and what the first hop back adds.
+const HIT_ROOM: usize = 64;
 
 /// Settings of the scalable overlay. The defaults are those measured in
 /// `docs/SCALING.md`.
@@ -93,6 +100,8 @@ pub struct ScalableConfig {
     /// decides on it, so that neighbours are spread over the network (at
     /// most [`MAX_WALK`]).
     pub join_walk: i64,
+    /// Answer datagrams of others passed back for one query, at most.
+    pub hits_forwarded_per_query: u32,
 }
 
 impl Default for ScalableConfig {
@@ -112,6 +121,7 @@ impl Default for ScalableConfig {
             max_ttl: 3,
             seen_queries: 4096,
             join_walk: 6,
+            hits_forwarded_per_query: 64,
         }
     }
 }
@@ -300,8 +310,10 @@ fn get_bool(m: &Map<String, Value>, k: &str) -> Option<bool> {
     m.get(k).and_then(Value::as_bool)
 }
 
+/// Version 1 nodes (answers sent straight to the querier, links made
+/// without nonces) are served classically.
 fn is_scalable(m: &Map<String, Value>) -> bool {
-    get_i64(m, "Scalable").is_some_and(|v| v >= 1)
+    get_i64(m, "Scalable").is_some_and(|v| v >= 2)
 }
 
 fn base_extra() -> Map<String, Value> {
@@ -321,6 +333,8 @@ struct Neighbour {
     last_heard: Instant,
     ping_sent: Option<Instant>,
     filter_sent: bool,
+    /// The nonce it gave us: our pongs to it echo it.
+    their_nonce: Option<u64>,
 }
 
 /// A bounded set of known hosts, with random replacement when full.
@@ -360,6 +374,10 @@ struct Seen {
     hops: u64,
     /// The driver has not answered yet.
     awaiting_answer: bool,
+    /// The neighbour it came from: answers go back there.
+    prev: SocketAddrV4,
+    /// Answers of others passed back for it so far.
+    hits_forwarded: u32,
 }
 
 /// The scalable part of one of our searches (dynamic querying).
@@ -389,8 +407,8 @@ pub(crate) struct ScalableState {
     filter: TrigramBloom,
     filter_gen: u64,
     /// Looked up only, never iterated (eviction follows `seen_order`).
-    seen: HashMap<(SocketAddrV4, u64), Seen>,
-    seen_order: VecDeque<(SocketAddrV4, u64)>,
+    seen: HashMap<u64, Seen>,
+    seen_order: VecDeque<u64>,
     next_tick: Instant,
 }
 
@@ -412,6 +430,11 @@ impl ScalableState {
 
     pub(crate) fn neighbour_peers(&self) -> impl Iterator<Item = Peer> + '_ {
         self.neighbours.values().map(|n| n.info)
+    }
+
+    /// Whether `addr` is a neighbour or a bootstrap peer the user gave.
+    pub(crate) fn knows(&self, addr: &SocketAddrV4) -> bool {
+        self.neighbours.contains_key(addr) || self.bootstrap.contains(addr)
     }
 }
 
@@ -510,9 +533,21 @@ impl Overlay {
         }
     }
 
-    fn scalable_pong(&self, mut extra: Map<String, Value>) -> Message {
+    /// A scalable pong to `dest`; to a neighbour it echoes the nonce that
+    /// neighbour gave us, which is how it knows the pong is ours.
+    fn scalable_pong(&self, dest: SocketAddrV4, mut extra: Map<String, Value>) -> Message {
         extra.insert("Scalable".into(), Value::from(SCALABLE_VERSION));
         extra.insert("Degree".into(), Value::from(self.degree() as u64));
+        if !extra.contains_key("Echo") {
+            if let Some(n) = self
+                .sc
+                .as_ref()
+                .and_then(|sc| sc.neighbours.get(&dest))
+                .and_then(|n| n.their_nonce)
+            {
+                extra.insert("Echo".into(), Value::from(n));
+            }
+        }
         Message::Pong(Pong {
             ip: Ipv4Addr::UNSPECIFIED,
             ports: self.own_ports(),
@@ -528,9 +563,12 @@ impl Overlay {
         });
     }
 
-    fn send_scalable_ping(&mut self, dest: SocketAddrV4, join: bool) {
+    /// Our scalable ping to `dest`: a join request or a keep-alive. It
+    /// carries the nonce that `dest` must echo.
+    fn scalable_ping_to(&self, dest: SocketAddrV4, join: bool) -> Transmit {
         let mut extra = base_extra();
         extra.insert("Degree".into(), Value::from(self.degree() as u64));
+        extra.insert("Nonce".into(), Value::from(self.guard.token(dest)));
         if join {
             extra.insert("Join".into(), Value::Bool(true));
             let walk = self.config.scalable.join_walk.clamp(0, MAX_WALK);
@@ -538,13 +576,41 @@ impl Overlay {
                 extra.insert("Walk".into(), Value::from(walk));
             }
         }
-        let message = Message::Ping(Ping {
-            ip: Ipv4Addr::UNSPECIFIED,
-            ttl: 0,
-            ports: self.own_ports(),
-            extra,
-        });
-        self.send_self(dest, message);
+        Transmit {
+            dest,
+            message: Message::Ping(Ping {
+                ip: Ipv4Addr::UNSPECIFIED,
+                ttl: 0,
+                ports: self.own_ports(),
+                extra,
+            }),
+            from_self: true,
+        }
+    }
+
+    fn send_scalable_ping(&mut self, dest: SocketAddrV4, join: bool) {
+        let t = self.scalable_ping_to(dest, join);
+        self.push_transmit(t);
+    }
+
+    /// Asks `dest` to become a neighbour. A host that sent us nothing is
+    /// asked only within the probe budget. Returns whether it was asked.
+    fn send_join(&mut self, now: Instant, dest: SocketAddrV4) -> bool {
+        let t = self.scalable_ping_to(dest, true);
+        let size = t.encode(Ipv4Addr::BROADCAST).len();
+        let ok = self.is_known(&dest)
+            || {
+                self.guard.entry(dest);
+                self.guard.spend(dest, size, self.config.amplification)
+            }
+            || self.guard.take_probe(now);
+        if !ok {
+            tracing::debug!(peer = %dest, "probe budget spent, not asking");
+            return false;
+        }
+        self.guard.entry(dest).probed = Some(now);
+        self.push_unchecked(t);
+        true
     }
 
     /// Sends our filter to a neighbour; with `first`, its first part rides
@@ -571,7 +637,7 @@ impl Overlay {
             extra.insert("BloomHashes".into(), Value::from(BLOOM_HASHES));
             extra.insert("BloomOffset".into(), Value::from(offset as u64));
             extra.insert("BloomGen".into(), Value::from(gen));
-            let m = self.scalable_pong(extra);
+            let m = self.scalable_pong(dest, extra);
             self.send_self(dest, m);
         }
     }
@@ -605,14 +671,39 @@ impl Overlay {
             return;
         }
         sc.pending.insert(addr, now);
+        self.guard.entry(addr).probed = Some(now);
         self.send_scalable_ping(addr, true);
     }
 
-    fn add_neighbour(&mut self, now: Instant, peer: Peer, degree: usize, limit: usize) -> bool {
+    /// Whether there is room for one more neighbour of degree `degree`:
+    /// up to the target degree anyone is welcome; beyond it, up to the
+    /// maximum, only peers that are still below the target.
+    fn room_for(&self, degree: usize) -> bool {
+        let cfg = &self.config.scalable;
+        let limit = if degree < cfg.target_degree {
+            cfg.max_degree
+        } else {
+            cfg.target_degree
+        };
+        let Some(sc) = &self.sc else { return false };
+        sc.neighbours.len() + sc.pending.len() < limit.min(cfg.max_degree)
+    }
+
+    fn add_neighbour(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        degree: usize,
+        limit: usize,
+        their_nonce: Option<u64>,
+    ) -> bool {
         let max = limit.min(self.config.scalable.max_degree);
         let cap = self.config.scalable.host_cache;
         let Some(sc) = &mut self.sc else { return false };
-        if sc.neighbours.contains_key(&peer.udp) {
+        if let Some(n) = sc.neighbours.get_mut(&peer.udp) {
+            if their_nonce.is_some() {
+                n.their_nonce = their_nonce;
+            }
             return true;
         }
         // Links we asked for count against the limit as if made.
@@ -630,6 +721,7 @@ impl Overlay {
                 last_heard: now,
                 ping_sent: None,
                 filter_sent: false,
+                their_nonce,
             },
         );
         self.push_event(Event::PeerAdded(peer));
@@ -707,10 +799,11 @@ impl Overlay {
             .copied()
             .collect();
         for a in picks {
-            if let Some(sc) = &mut self.sc {
-                sc.pending.insert(a, now);
+            if self.send_join(now, a) {
+                if let Some(sc) = &mut self.sc {
+                    sc.pending.insert(a, now);
+                }
             }
-            self.send_scalable_ping(a, true);
         }
     }
 
@@ -747,53 +840,69 @@ impl Overlay {
         }
         match message {
             Message::Ping(p) => self.sc_on_ping(now, from, p),
-            Message::Pong(p) => self.sc_on_pong(now, p),
+            Message::Pong(p) => self.sc_on_pong(now, from, p),
             Message::Query(q) => self.sc_on_query(now, from, q),
-            Message::QueryHit(h) => self.sc_on_hit(now, h),
+            Message::QueryHit(h) => self.sc_on_hit(now, from, h),
         }
         None
     }
 
-    /// An answer to one of our join requests came from `from`: that
-    /// request is settled (the walk may have ended elsewhere than where it
-    /// started: then the oldest request is taken as answered).
-    fn settle_join(&mut self, from: SocketAddrV4) {
-        let Some(sc) = &mut self.sc else { return };
-        if sc.pending.remove(&from).is_some() {
-            return;
-        }
-        let oldest = sc.pending.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a);
-        if let Some(a) = oldest {
-            sc.pending.remove(&a);
-        }
+    fn is_neighbour(&self, addr: &SocketAddrV4) -> bool {
+        self.sc
+            .as_ref()
+            .is_some_and(|s| s.neighbours.contains_key(addr))
     }
 
     fn sc_on_ping(&mut self, now: Instant, from: SocketAddrV4, p: Ping) {
-        let sender = Peer {
-            rutella: true,
-            ..Peer::from_ports(p.ip, p.ports)
-        };
-        if self.is_self(sender.udp) || p.ip.is_unspecified() {
-            return;
-        }
         let degree = get_i64(&p.extra, "Degree");
         let join = get_bool(&p.extra, "Join") == Some(true);
-        self.add_known_host(sender.udp);
+        let nonce = nonce_of(&p.extra);
+        let named = Peer::from_ports(p.ip, p.ports).udp;
+        // The joiner: the sender as seen, unless a neighbour passes on a
+        // walk that someone else started (whose first step named it as
+        // seen).
+        let walking = join && self.is_neighbour(&from) && named != from;
+        let joiner = if walking { named } else { from };
+        if self.is_self(joiner) || joiner.ip().is_unspecified() || joiner.port() == 0 {
+            return;
+        }
+        let sender = Peer {
+            udp: joiner,
+            tcp_port: p.ports.tcp_or_classic(),
+            rutella: true,
+        };
         let walk = get_i64(&p.extra, "Walk").unwrap_or(0).min(MAX_WALK);
         if join && walk > 0 {
-            // Pass the request on to a random neighbour.
+            // Pass the request on to a random neighbour, naming the joiner
+            // as seen and nothing we do not know.
             let next = self.sc.as_ref().and_then(|sc| {
                 let c: Vec<SocketAddrV4> = sc
                     .neighbours
                     .keys()
                     .copied()
-                    .filter(|a| *a != sender.udp && *a != from)
+                    .filter(|a| *a != joiner && *a != from)
                     .collect();
                 c.choose(&mut self.rng).copied()
             });
             if let Some(next) = next {
-                let mut fwd = p;
-                fwd.extra.insert("Walk".into(), Value::from(walk - 1));
+                let mut extra = base_extra();
+                extra.insert("Join".into(), Value::Bool(true));
+                extra.insert("Walk".into(), Value::from(walk - 1));
+                if let Some(d) = degree {
+                    extra.insert("Degree".into(), Value::from(d.clamp(0, 1024)));
+                }
+                if let Some(n) = nonce {
+                    extra.insert("Nonce".into(), Value::from(n));
+                }
+                let fwd = Ping {
+                    ip: *joiner.ip(),
+                    ttl: 0,
+                    ports: Ports {
+                        udp: Some(joiner.port()),
+                        tcp: p.ports.tcp,
+                    },
+                    extra,
+                };
                 self.push_transmit(Transmit {
                     dest: next,
                     message: Message::Ping(fwd),
@@ -802,119 +911,180 @@ impl Overlay {
                 return;
             }
         }
-        let is_neighbour = self
-            .sc
-            .as_ref()
-            .is_some_and(|s| s.neighbours.contains_key(&sender.udp));
-        if is_neighbour {
-            self.heard_neighbour(now, sender.udp, degree);
-            let sent = self
-                .sc
-                .as_ref()
-                .and_then(|s| s.neighbours.get(&sender.udp))
-                .is_some_and(|n| n.filter_sent);
+        if self.is_neighbour(&joiner) {
+            if !walking {
+                self.heard_neighbour(now, joiner, degree);
+            }
             let mut extra = Map::new();
             if join {
                 extra.insert("Accept".into(), Value::Bool(true));
             }
-            extra.insert("Hosts".into(), self.hosts_value(sender.udp));
-            if join && !sent {
-                self.send_filter(sender.udp, Some(extra));
+            if let Some(n) = nonce {
+                extra.insert("Echo".into(), Value::from(n));
+            }
+            extra.insert("Hosts".into(), self.hosts_value(joiner));
+            let m = self.scalable_pong(joiner, extra);
+            if walking {
+                self.send_unsolicited(now, joiner, m);
             } else {
-                let m = self.scalable_pong(extra);
-                self.send_self(sender.udp, m);
+                self.send_self(joiner, m);
             }
             return;
         }
-        let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
-        // Up to the target degree anyone is welcome; beyond it, up to the
-        // maximum, only peers that are still below the target.
-        let cfg = &self.config.scalable;
-        let limit = if d < cfg.target_degree {
-            cfg.max_degree
+        let mut extra = Map::new();
+        if let Some(n) = nonce {
+            extra.insert("Echo".into(), Value::from(n));
+        }
+        if join {
+            // An offer: the joiner becomes a neighbour only when it
+            // confirms, echoing our nonce from the address we sent it to.
+            let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+            extra.insert("Accept".into(), Value::Bool(self.room_for(d)));
+            extra.insert("Nonce".into(), Value::from(self.guard.token(joiner)));
+        }
+        let m = self.scalable_pong(joiner, extra);
+        if walking {
+            // The joiner sent us nothing itself.
+            self.send_unsolicited(now, joiner, m);
         } else {
-            cfg.target_degree
+            self.send_self(joiner, m);
+        }
+        let _ = sender;
+    }
+
+    /// Sends a message to an address that sent us nothing, within the
+    /// probe budget.
+    fn send_unsolicited(&mut self, now: Instant, dest: SocketAddrV4, message: Message) {
+        let t = Transmit {
+            dest,
+            message,
+            from_self: true,
         };
-        if join && self.add_neighbour(now, sender, d, limit) {
-            let mut extra = Map::new();
-            extra.insert("Accept".into(), Value::Bool(true));
-            extra.insert("Hosts".into(), self.hosts_value(sender.udp));
-            self.send_filter(sender.udp, Some(extra));
+        if self.is_known(&dest) {
+            self.push_unchecked(t);
+            return;
+        }
+        let size = t.encode(Ipv4Addr::BROADCAST).len();
+        self.guard.entry(dest);
+        if self.guard.spend(dest, size, self.config.amplification) || self.guard.take_probe(now) {
+            self.push_unchecked(t);
         } else {
-            let mut extra = Map::new();
-            extra.insert("Accept".into(), Value::Bool(false));
-            extra.insert("Hosts".into(), self.hosts_value(sender.udp));
-            let m = self.scalable_pong(extra);
-            self.send_self(sender.udp, m);
+            tracing::debug!(peer = %dest, "probe budget spent, not answering");
         }
     }
 
-    fn sc_on_pong(&mut self, now: Instant, p: Pong) {
+    fn sc_on_pong(&mut self, now: Instant, from: SocketAddrV4, p: Pong) {
         let sender = Peer {
+            udp: from,
+            tcp_port: p.ports.tcp_or_classic(),
             rutella: true,
-            ..Peer::from_ports(p.ip, p.ports)
         };
-        if self.is_self(sender.udp) || p.ip.is_unspecified() {
+        let degree = get_i64(&p.extra, "Degree");
+        let accept = get_bool(&p.extra, "Accept");
+        let confirm = get_bool(&p.extra, "Confirm") == Some(true);
+        let echo = echo_of(&p.extra);
+        let their_nonce = nonce_of(&p.extra);
+        // A pong counts only if it echoes the nonce we gave its sender (a
+        // neighbour, or a host we pinged), or, for an offer from the end of
+        // a join walk, the nonce of one of our join requests.
+        let own_echo = echo.is_some_and(|e| e == self.guard.token(from));
+        let offer_for = match (accept, echo) {
+            (Some(_), Some(e)) if !own_echo => self.sc.as_ref().and_then(|sc| {
+                sc.pending
+                    .keys()
+                    .copied()
+                    .find(|a| self.guard.token(*a) == e)
+            }),
+            (Some(_), Some(_)) => Some(from),
+            _ => None,
+        };
+        if !own_echo && offer_for.is_none() {
+            tracing::debug!(peer = %from, "scalable pong without a valid echo, dropped");
             return;
         }
-        let degree = get_i64(&p.extra, "Degree");
-        if let Some(Value::Array(hosts)) = p.extra.get("Hosts") {
-            for h in hosts.iter().take(64) {
-                if let Some(a) = h.as_str().and_then(|s| s.parse::<SocketAddrV4>().ok()) {
-                    if !a.ip().is_unspecified() && a.port() != 0 {
-                        self.add_known_host(a);
+        self.guard.entry(from).proven = true;
+        let neighbour = self.is_neighbour(&from);
+        if neighbour || offer_for.is_some() {
+            if let Some(Value::Array(hosts)) = p.extra.get("Hosts") {
+                for h in hosts.iter().take(64) {
+                    if let Some(a) = h.as_str().and_then(|s| s.parse::<SocketAddrV4>().ok()) {
+                        if !a.ip().is_unspecified() && a.port() != 0 {
+                            self.add_known_host(a);
+                        }
                     }
                 }
             }
         }
-        self.add_known_host(sender.udp);
-        let accept = get_bool(&p.extra, "Accept");
-        if accept.is_some() {
-            self.settle_join(sender.udp);
-        }
+        self.add_known_host(from);
         let before = self.degree();
-        match accept {
-            Some(true) => {
-                let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
-                let max = self.config.scalable.max_degree;
-                if self.add_neighbour(now, sender, d, max) {
-                    let sent = self
-                        .sc
-                        .as_ref()
-                        .and_then(|s| s.neighbours.get(&sender.udp))
-                        .is_some_and(|n| n.filter_sent);
-                    if !sent {
-                        self.send_filter(sender.udp, None);
+        if confirm && own_echo && !neighbour {
+            // The joiner confirms our offer from the address we sent it to.
+            let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+            let max = self.config.scalable.max_degree;
+            if self.room_for(d) && self.add_neighbour(now, sender, d, max, their_nonce) {
+                let mut extra = Map::new();
+                extra.insert("Accept".into(), Value::Bool(true));
+                self.send_filter(from, Some(extra));
+            } else {
+                let mut extra = Map::new();
+                extra.insert("Accept".into(), Value::Bool(false));
+                if let Some(n) = their_nonce {
+                    extra.insert("Echo".into(), Value::from(n));
+                }
+                let m = self.scalable_pong(from, extra);
+                self.send_self(from, m);
+            }
+        } else if let Some(asked) = offer_for {
+            // The answer to one of our join requests.
+            if let Some(sc) = &mut self.sc {
+                sc.pending.remove(&asked);
+            }
+            match accept {
+                Some(true) if !neighbour => {
+                    let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+                    let max = self.config.scalable.max_degree;
+                    if self.add_neighbour(now, sender, d, max, their_nonce) {
+                        let mut extra = Map::new();
+                        extra.insert("Confirm".into(), Value::Bool(true));
+                        extra.insert("Nonce".into(), Value::from(self.guard.token(from)));
+                        if let Some(n) = their_nonce {
+                            extra.insert("Echo".into(), Value::from(n));
+                        }
+                        self.send_filter(from, Some(extra));
                     }
-                } else {
-                    // Full: tell it to drop the link.
-                    let mut extra = Map::new();
-                    extra.insert("Accept".into(), Value::Bool(false));
-                    let m = self.scalable_pong(extra);
-                    self.send_self(sender.udp, m);
+                }
+                Some(false) => {
+                    let until = now + self.config.scalable.ping_interval;
+                    if let Some(sc) = &mut self.sc {
+                        if sc.refused.len() < self.config.scalable.host_cache {
+                            sc.refused.insert(asked, until);
+                        }
+                    }
+                    if neighbour && own_echo {
+                        self.remove_neighbour(from);
+                    }
+                }
+                _ => {}
+            }
+        } else if accept == Some(false) && neighbour {
+            // A neighbour drops the link.
+            let until = now + self.config.scalable.ping_interval;
+            if let Some(sc) = &mut self.sc {
+                if sc.refused.len() < self.config.scalable.host_cache {
+                    sc.refused.insert(from, until);
                 }
             }
-            Some(false) => {
-                let until = now + self.config.scalable.ping_interval;
-                if let Some(sc) = &mut self.sc {
-                    if sc.refused.len() < self.config.scalable.host_cache {
-                        sc.refused.insert(sender.udp, until);
-                    }
-                }
-                self.remove_neighbour(sender.udp);
-            }
-            None => {}
+            self.remove_neighbour(from);
         }
-        self.heard_neighbour(now, sender.udp, degree);
+        self.heard_neighbour(now, from, degree);
         if p.extra.contains_key("Bloom") {
-            self.take_filter_part(sender.udp, &p.extra);
+            self.take_filter_part(from, &p.extra);
         }
-        if accept == Some(true) && self.degree() > before {
+        if self.degree() > before {
             // Progress: go on looking right away while below the minimum.
             self.fill_degree(now, 0);
         }
     }
-
     fn take_filter_part(&mut self, addr: SocketAddrV4, extra: &Map<String, Value>) {
         let Some(sc) = &mut self.sc else { return };
         let Some(n) = sc.neighbours.get_mut(&addr) else {
@@ -975,16 +1145,19 @@ impl Overlay {
         }
     }
 
-    fn remember(&mut self, key: (SocketAddrV4, u64)) -> Seen {
+    fn remember(&mut self, id: u64, prev: SocketAddrV4) -> Seen {
         let cap = self.config.scalable.seen_queries.max(1);
-        let Some(sc) = &mut self.sc else {
-            return Seen {
-                max_ttl: -2,
-                hops: 0,
-                awaiting_answer: false,
-            };
+        let fresh = Seen {
+            max_ttl: -2,
+            hops: 0,
+            awaiting_answer: false,
+            prev,
+            hits_forwarded: 0,
         };
-        if let Some(s) = sc.seen.get(&key) {
+        let Some(sc) = &mut self.sc else {
+            return fresh;
+        };
+        if let Some(s) = sc.seen.get(&id) {
             return *s;
         }
         while sc.seen.len() >= cap {
@@ -995,41 +1168,37 @@ impl Overlay {
                 None => break,
             }
         }
-        let s = Seen {
-            max_ttl: -2,
-            hops: 0,
-            awaiting_answer: false,
-        };
-        sc.seen.insert(key, s);
-        sc.seen_order.push_back(key);
-        s
+        sc.seen.insert(id, fresh);
+        sc.seen_order.push_back(id);
+        fresh
     }
 
     fn sc_on_query(&mut self, now: Instant, from: SocketAddrV4, q: Query) {
-        let querier = Peer {
-            udp: SocketAddrV4::new(q.ip, q.ports.udp_or_classic()),
-            tcp_port: q.ports.tcp_or_classic(),
-            rutella: true,
-        };
         let Some(id) = q.id else {
             tracing::debug!(%from, "scalable query without an id, dropped");
             return;
         };
-        if self.is_self(querier.udp) || q.ip.is_unspecified() {
+        if !self.is_neighbour(&from) {
+            // Queries travel between neighbours only; their answers go back
+            // the way they came.
+            tracing::debug!(%from, "scalable query from a host that is not a neighbour, dropped");
             return;
         }
         if q.text.len() > crate::message::MAX_QUERY_LEN {
             tracing::debug!(%from, "dropping over-long query");
             return;
         }
+        if self.searches.contains_key(&SearchId(id)) {
+            return;
+        }
         self.heard_neighbour(now, from, get_i64(&q.extra, "Degree"));
-        self.add_known_host(querier.udp);
         let ttl = get_i64(&q.extra, "TTL")
             .unwrap_or(0)
             .clamp(-1, MAX_ACCEPTED_TTL);
         let hops = get_i64(&q.extra, "Hops").unwrap_or(1).clamp(0, 255) as u64;
-        let key = (querier.udp, id);
-        let mut seen = self.remember(key);
+        // Duplicates are known by the query id alone, whoever claims to
+        // have sent it.
+        let mut seen = self.remember(id, from);
         let first = seen.max_ttl == -2;
         let prev = seen.max_ttl;
         if first {
@@ -1038,14 +1207,18 @@ impl Overlay {
         }
         seen.max_ttl = seen.max_ttl.max(ttl);
         if let Some(sc) = &mut self.sc {
-            if let Some(s) = sc.seen.get_mut(&key) {
+            if let Some(s) = sc.seen.get_mut(&id) {
                 *s = seen;
             }
         }
         if first {
             self.push_event(Event::Query(IncomingQuery {
-                reply_to: querier.udp,
-                from: querier,
+                reply_to: seen.prev,
+                from: Peer {
+                    udp: from,
+                    tcp_port: q.ports.tcp_or_classic(),
+                    rutella: true,
+                },
                 text: q.text.clone(),
                 id: Some(id),
             }));
@@ -1059,7 +1232,7 @@ impl Overlay {
         let targets: Vec<SocketAddrV4> = sc
             .neighbours
             .iter()
-            .filter(|(a, _)| **a != from && **a != querier.udp)
+            .filter(|(a, _)| **a != from && **a != seen.prev)
             .filter(|(_, n)| match &trigrams {
                 // TTL 0: only the neighbours whose filter may match.
                 Some(t) => n.filter.as_ref().is_none_or(|f| f.may_match(t)),
@@ -1067,15 +1240,21 @@ impl Overlay {
             })
             .map(|(a, _)| *a)
             .collect();
-        let mut fwd = q;
-        fwd.extra.insert(
+        let mut extra = base_extra();
+        extra.insert(
             "TTL".into(),
             Value::from(if ttl == 0 { -1 } else { ttl - 1 }),
         );
-        fwd.extra.insert("Hops".into(), Value::from(hops + 1));
-        fwd.extra
-            .insert("Degree".into(), Value::from(self.degree() as u64));
-        let message = Message::Query(fwd);
+        extra.insert("Hops".into(), Value::from(hops + 1));
+        extra.insert("Degree".into(), Value::from(self.degree() as u64));
+        // Only the fields we know travel on.
+        let message = Message::Query(Query {
+            ip: q.ip,
+            text: q.text,
+            id: Some(id),
+            ports: q.ports,
+            extra,
+        });
         for dest in targets {
             self.push_transmit(Transmit {
                 dest,
@@ -1089,10 +1268,10 @@ impl Overlay {
     pub(crate) fn scalable_answer(&mut self, query: &IncomingQuery, files: &[HitFile]) -> bool {
         let Some(id) = query.id else { return false };
         let Some(sc) = &mut self.sc else { return false };
-        let Some(seen) = sc.seen.get_mut(&(query.reply_to, id)) else {
+        let Some(seen) = sc.seen.get_mut(&id) else {
             return false;
         };
-        if !seen.awaiting_answer {
+        if !seen.awaiting_answer || seen.prev != query.reply_to {
             return false;
         }
         seen.awaiting_answer = false;
@@ -1112,39 +1291,102 @@ impl Overlay {
             ports: self.own_ports(),
             extra,
         };
-        let limit = MAX_DATAGRAM - ("255.255.255.255".len() - "0.0.0.0".len());
+        // Room for the longest own address, and for what the first hop
+        // back adds (the address it saw us at, `"Via"`).
+        let limit = MAX_DATAGRAM - HIT_ROOM;
         for hit in split_hits(&template, files, limit) {
             self.send_self(query.reply_to, Message::QueryHit(hit));
         }
         true
     }
 
-    fn sc_on_hit(&mut self, _now: Instant, hit: QueryHit) {
-        let peer = Peer {
-            udp: SocketAddrV4::new(hit.ip, hit.ports.udp_or_classic()),
-            tcp_port: hit.ports.tcp_or_classic(),
-            rutella: true,
-        };
-        let Some(search) = hit
-            .id
-            .map(SearchId)
-            .filter(|s| self.searches.contains_key(s))
-        else {
-            tracing::debug!(peer = %peer.udp, "dropping answer to no running search");
+    fn sc_on_hit(&mut self, _now: Instant, from: SocketAddrV4, hit: QueryHit) {
+        let Some(id) = hit.id else { return };
+        let search = SearchId(id);
+        let via = get_bool(&hit.extra, "Via") == Some(true);
+        if let Some(state) = self.searches.get_mut(&search) {
+            // Ours: only from a neighbour the search was sent to.
+            let asked = state
+                .dq
+                .as_ref()
+                .is_some_and(|d| d.depth.contains_key(&from));
+            if !asked {
+                tracing::debug!(peer = %from, "dropping answer from a host the search did not reach");
+                return;
+            }
+            // The holder: the sender as seen, or, for an answer that came
+            // back through a neighbour, the address its first hop saw.
+            let peer = if via {
+                Peer::from_ports(hit.ip, hit.ports)
+            } else {
+                Peer {
+                    udp: from,
+                    tcp_port: hit.ports.tcp_or_classic(),
+                    rutella: true,
+                }
+            };
+            if let Some(dq) = state.dq.as_mut() {
+                if !hit.files.is_empty() {
+                    dq.responders.insert(peer.udp);
+                }
+            }
+            self.push_event(Event::SearchResult {
+                search,
+                peer,
+                files: hit.files,
+            });
+            return;
+        }
+        // Someone else's: back along the way the query came, from a
+        // neighbour only, a bounded number of datagrams per query.
+        if !self.is_neighbour(&from) {
+            return;
+        }
+        let cap = self.config.scalable.hits_forwarded_per_query;
+        let Some(sc) = &mut self.sc else { return };
+        let Some(seen) = sc.seen.get_mut(&id) else {
+            tracing::debug!(peer = %from, "dropping answer to a query not seen");
             return;
         };
-        if let Some(dq) = self.searches.get_mut(&search).and_then(|s| s.dq.as_mut()) {
-            if !hit.files.is_empty() {
-                dq.responders.insert(peer.udp);
-            }
+        if seen.prev == from || seen.hits_forwarded >= cap {
+            return;
         }
-        self.push_event(Event::SearchResult {
-            search,
-            peer,
+        seen.hits_forwarded += 1;
+        let prev = seen.prev;
+        let mut extra = base_extra();
+        if let Some(h) = get_i64(&hit.extra, "Hops") {
+            extra.insert("Hops".into(), Value::from(h.clamp(0, 255)));
+        }
+        extra.insert("Via".into(), Value::Bool(true));
+        let (ip, ports) = if via {
+            (hit.ip, hit.ports)
+        } else {
+            (
+                *from.ip(),
+                Ports {
+                    udp: Some(from.port()),
+                    tcp: hit.ports.tcp,
+                },
+            )
+        };
+        let fwd = QueryHit {
+            ip,
             files: hit.files,
+            id: Some(id),
+            more: hit.more,
+            ports,
+            extra,
+        };
+        let message = Message::QueryHit(fwd);
+        if message.encode().len() > MAX_DATAGRAM {
+            return;
+        }
+        self.push_transmit(Transmit {
+            dest: prev,
+            message,
+            from_self: false,
         });
     }
-
     fn send_scalable_query(&mut self, dest: SocketAddrV4, text: &str, id: SearchId, ttl: i64) {
         let mut extra = base_extra();
         extra.insert("TTL".into(), Value::from(ttl));
@@ -1487,25 +1729,36 @@ mod tests {
     }
 
     #[test]
-    fn unique_file_is_found_and_hits_go_straight_to_the_querier() {
+    fn unique_file_is_found_and_hits_come_back_the_way_the_query_went() {
         let mut net = joined(30);
         net.sent.clear();
         let now = net.now;
+        let querier = net.nodes[3].0;
         let id = net.nodes[3].1.search(now, "unique-17.");
         net.pump();
         net.advance(Duration::from_millis(1000));
         let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
         assert_eq!(hits.len(), 1, "{hits:?}");
+        // Shown at the holder's address as its first hop back saw it.
         assert_eq!(hits[0].2, net.nodes[17].0);
         assert_eq!(hits[0].3, vec!["Unique-17.txt".to_string()]);
-        // The hit came straight from node 17 to node 3, carrying its hops.
-        let hit = net
+        // Every answer datagram went to a neighbour of its sender, never
+        // straight to an address named in the query.
+        let neighbours_of = |a: SocketAddrV4| -> Vec<SocketAddrV4> {
+            let i = net.idx(a).unwrap();
+            net.nodes[i].1.neighbours().iter().map(|p| p.udp).collect()
+        };
+        let answers: Vec<_> = net
             .sent
             .iter()
-            .find(|(_, _, m)| matches!(m, Message::QueryHit(_)))
-            .unwrap();
-        assert_eq!((hit.0, hit.1), (net.nodes[17].0, net.nodes[3].0));
-        let Message::QueryHit(h) = &hit.2 else {
+            .filter(|(_, _, m)| matches!(m, Message::QueryHit(h) if h.id == Some(id.0)))
+            .collect();
+        assert!(!answers.is_empty());
+        for (from, to, _) in &answers {
+            assert!(neighbours_of(*from).contains(to), "{from} -> {to}");
+        }
+        let last = answers.iter().find(|(_, to, _)| *to == querier).unwrap();
+        let Message::QueryHit(h) = &last.2 else {
             unreachable!()
         };
         assert!(get_i64(&h.extra, "Hops").is_some_and(|x| x >= 1));
@@ -1535,11 +1788,11 @@ mod tests {
         // Step 0 only: one query per neighbour and the probes they send.
         let deg = net.nodes[0].1.degree();
         assert!(queries <= deg * 7, "{queries} queries for degree {deg}");
-        // Every node answers at most once.
+        // Every node answers at most once (answers passed back carry "Via").
         let mut answerers: Vec<_> = net
             .sent
             .iter()
-            .filter(|(_, _, m)| matches!(m, Message::QueryHit(_)))
+            .filter(|(_, _, m)| matches!(m, Message::QueryHit(h) if !h.extra.contains_key("Via")))
             .map(|s| s.0)
             .collect();
         let n = answerers.len();
@@ -1589,6 +1842,11 @@ mod tests {
             t.encode(Ipv4Addr::new(127, 0, 0, 2)),
             br#"{"Command": 2, "IP": "127.0.0.2", "TcpPort": 30001, "UdpPort": 30000}"#
         );
+        // It is asked to show it is there, and answers as a classic peer.
+        let probe = o.poll_transmit().unwrap();
+        assert_eq!(SocketAddr::V4(probe.dest), src);
+        assert!(matches!(probe.message, Message::Ping(_)));
+        o.handle_datagram(now, src, br#"{"Command": 2, "IP": "127.0.0.7"}"#);
         o.handle_datagram(
             now,
             src,
@@ -1621,7 +1879,12 @@ mod tests {
         let t = o.poll_transmit().unwrap();
         // A join request is a plain TTL-0 ping to a classic peer.
         let text = String::from_utf8(t.encode(Ipv4Addr::new(127, 0, 0, 2))).unwrap();
-        assert!(text.starts_with(r#"{"Command": 1, "Degree": 0, "IP": "127.0.0.2", "Join": true, "Scalable": 1, "TTL": 0"#), "{text}");
+        assert!(
+            text.starts_with(
+                r#"{"Command": 1, "Degree": 0, "IP": "127.0.0.2", "Join": true, "Nonce": "#
+            ) && text.contains(r#""Scalable": 2, "TTL": 0"#),
+            "{text}"
+        );
         o.handle_datagram(
             now,
             SocketAddr::V4(classic),
@@ -1633,36 +1896,174 @@ mod tests {
         assert!(!peers[0].rutella && peers[0].udp == classic);
     }
 
+    /// Makes `addr` a neighbour of `o` through the whole handshake: its
+    /// join request, our offer, its confirmation echoing our nonce.
+    fn link(o: &mut Overlay, now: Instant, addr: SocketAddrV4) {
+        let join = format!(
+            r#"{{"Command": 1, "IP": "{}", "TTL": 0, "Scalable": 2, "Join": true, "Nonce": 5, "UdpPort": {}, "TcpPort": 1}}"#,
+            addr.ip(),
+            addr.port()
+        );
+        o.handle_datagram(now, SocketAddr::V4(addr), join.as_bytes());
+        let offer = std::iter::from_fn(|| o.poll_transmit())
+            .find(|t| t.dest == addr)
+            .unwrap();
+        let Message::Pong(p) = &offer.message else {
+            panic!("{offer:?}")
+        };
+        assert_eq!(get_bool(&p.extra, "Accept"), Some(true));
+        assert_eq!(echo_of(&p.extra), Some(5));
+        assert_eq!(o.degree(), 0, "not a neighbour before it confirms");
+        let confirm = format!(
+            r#"{{"Command": 2, "IP": "{}", "Scalable": 2, "Confirm": true, "Echo": {}, "Nonce": 6, "UdpPort": {}, "TcpPort": 1}}"#,
+            addr.ip(),
+            nonce_of(&p.extra).unwrap(),
+            addr.port()
+        );
+        o.handle_datagram(now, SocketAddr::V4(addr), confirm.as_bytes());
+        assert!(o.neighbours().iter().any(|n| n.udp == addr));
+        while o.poll_transmit().is_some() {}
+    }
+
     #[test]
-    fn join_requests_walk_on_with_the_originator_unchanged() {
+    fn join_requests_walk_on_naming_the_joiner_as_seen() {
         let now = Instant::now();
         let mut o = Overlay::new(scfg(30000, 1), now);
         o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
-        let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
-        o.handle_datagram(
-            now,
-            a,
-            br#"{"Command": 1, "IP": "127.0.0.10", "TTL": 0, "Scalable": 1, "Join": true, "UdpPort": 30000, "TcpPort": 30001}"#,
-        );
+        let a: SocketAddrV4 = "127.0.0.10:30000".parse().unwrap();
+        link(&mut o, now, a);
         assert_eq!(o.degree(), 1);
-        while o.poll_transmit().is_some() {}
-        let b: SocketAddr = "127.0.0.11:30000".parse().unwrap();
+        // B names someone else in "IP": the walk names B as it was seen.
+        let b: SocketAddr = "127.0.0.11:30005".parse().unwrap();
         o.handle_datagram(
             now,
             b,
-            br#"{"Command": 1, "IP": "127.0.0.11", "TTL": 0, "Scalable": 1, "Join": true, "Walk": 9, "UdpPort": 30000, "TcpPort": 30001}"#,
+            br#"{"Command": 1, "IP": "127.0.0.99", "TTL": 0, "Scalable": 2, "Join": true, "Walk": 9, "Nonce": 3, "Junk": "x", "UdpPort": 30000, "TcpPort": 30001}"#,
         );
         let t = o.poll_transmit().unwrap();
-        assert_eq!(SocketAddr::V4(t.dest), a);
+        assert_eq!(t.dest, a);
         assert!(!t.from_self);
         let Message::Ping(p) = &t.message else {
             panic!("{t:?}")
         };
         assert_eq!(p.ip, Ipv4Addr::new(127, 0, 0, 11));
+        assert_eq!(p.ports.udp, Some(30005));
+        assert!(
+            !p.extra.contains_key("Junk"),
+            "unknown fields do not travel"
+        );
         // Walks longer than the limit are shortened.
         assert_eq!(get_i64(&p.extra, "Walk"), Some(MAX_WALK - 1));
         assert!(o.poll_transmit().is_none());
         assert_eq!(o.degree(), 1, "the walk goes on: no link here");
+    }
+
+    #[test]
+    fn join_pings_naming_another_address_make_no_neighbour_of_it() {
+        let now = Instant::now();
+        let mut o = Overlay::new(scfg(30000, 1), now);
+        o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+        let attacker: SocketAddr = "127.0.0.66:4000".parse().unwrap();
+        let victim = "127.0.0.99";
+        let mut sent_bytes = 0;
+        for port in 0..200u16 {
+            let m = format!(
+                r#"{{"Command": 1, "IP": "{victim}", "TTL": 0, "Scalable": 2, "Join": true, "UdpPort": {}, "TcpPort": 1}}"#,
+                1000 + port
+            );
+            sent_bytes += m.len();
+            o.handle_datagram(now, attacker, m.as_bytes());
+        }
+        let out: Vec<Transmit> = std::iter::from_fn(|| o.poll_transmit()).collect();
+        assert!(out.iter().all(|t| t.dest.ip().to_string() != victim));
+        let to_attacker: usize = out
+            .iter()
+            .map(|t| t.encode(Ipv4Addr::BROADCAST).len())
+            .sum();
+        assert!(
+            to_attacker <= 3 * sent_bytes,
+            "{to_attacker} bytes for {sent_bytes}"
+        );
+        assert_eq!(o.degree(), 0, "no link without a confirmation");
+    }
+
+    #[test]
+    fn refusals_without_our_nonce_do_not_cut_a_link() {
+        let now = Instant::now();
+        let mut o = Overlay::new(scfg(30000, 1), now);
+        o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+        let a: SocketAddrV4 = "127.0.0.10:30000".parse().unwrap();
+        link(&mut o, now, a);
+        // From a third address naming the neighbour, and from the
+        // neighbour's own address without the nonce we gave it.
+        let spoof = br#"{"Command": 2, "IP": "127.0.0.10", "Scalable": 2, "Accept": false, "UdpPort": 30000, "TcpPort": 1}"#;
+        o.handle_datagram(now, "127.0.0.66:4000".parse().unwrap(), spoof);
+        o.handle_datagram(now, SocketAddr::V4(a), spoof);
+        let wrong = br#"{"Command": 2, "IP": "127.0.0.10", "Scalable": 2, "Accept": false, "Echo": 12345, "UdpPort": 30000, "TcpPort": 1}"#;
+        o.handle_datagram(now, SocketAddr::V4(a), wrong);
+        assert_eq!(o.degree(), 1);
+        // With the nonce, the neighbour itself can end the link.
+        let real = format!(
+            r#"{{"Command": 2, "IP": "127.0.0.10", "Scalable": 2, "Accept": false, "Echo": {}, "UdpPort": 30000, "TcpPort": 1}}"#,
+            o.guard.token(a)
+        );
+        o.handle_datagram(now, SocketAddr::V4(a), real.as_bytes());
+        assert_eq!(o.degree(), 0);
+    }
+
+    #[test]
+    fn queries_from_strangers_are_not_answered_and_answers_go_to_the_sender() {
+        let now = Instant::now();
+        let mut o = Overlay::new(scfg(30000, 1), now);
+        o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+        let q = br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.99", "Id": 7, "Scalable": 2, "TTL": 0, "UdpPort": 1, "TcpPort": 1}"#;
+        o.handle_datagram(now, "127.0.0.66:4000".parse().unwrap(), q);
+        assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
+        // From a neighbour, naming a victim: the answer goes to the neighbour.
+        let a: SocketAddrV4 = "127.0.0.10:30000".parse().unwrap();
+        link(&mut o, now, a);
+        o.handle_datagram(now, SocketAddr::V4(a), q);
+        let iq = std::iter::from_fn(|| o.poll_event())
+            .find_map(|e| match e {
+                Event::Query(q) => Some(q),
+                _ => None,
+            })
+            .unwrap();
+        o.answer_query(&iq, &[HitFile::named("a.txt")]);
+        let t = o.poll_transmit().unwrap();
+        assert_eq!(t.dest, a);
+        // The same id again with another port is a duplicate.
+        let q2 = br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.99", "Id": 7, "Scalable": 2, "TTL": 0, "UdpPort": 2, "TcpPort": 1}"#;
+        o.handle_datagram(now, SocketAddr::V4(a), q2);
+        assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
+    }
+
+    #[test]
+    fn hits_count_only_from_where_the_search_went() {
+        let now = Instant::now();
+        let mut o = Overlay::new(scfg(30000, 1), now);
+        o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+        let a: SocketAddrV4 = "127.0.0.10:30000".parse().unwrap();
+        link(&mut o, now, a);
+        let id = o.search(now, "x");
+        while o.poll_transmit().is_some() {}
+        while o.poll_event().is_some() {}
+        let hit = format!(
+            r#"{{"Command": 4, "Contents": ["x.txt"], "IP": "127.0.0.10", "Id": {}, "Scalable": 2, "UdpPort": 30000, "TcpPort": 6666}}"#,
+            id.0
+        );
+        o.handle_datagram(now, "127.0.0.66:30000".parse().unwrap(), hit.as_bytes());
+        assert!(
+            std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::SearchResult { .. }))
+        );
+        o.handle_datagram(now, SocketAddr::V4(a), hit.as_bytes());
+        let peer = std::iter::from_fn(|| o.poll_event())
+            .find_map(|e| match e {
+                Event::SearchResult { peer, .. } => Some(peer),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(peer.udp, a);
     }
 
     #[test]
