@@ -4,7 +4,7 @@
 //!
 //! - **Return routability.** An address becomes a peer only after it
 //!   answered us from that address. A rutella ping carries a `"Nonce"`
-//!   made from a secret and the destination address ([`Guard::token`]);
+//!   made from a secret and the destination address;
 //!   a rutella pong echoes it as `"Echo"`, which proves the pong's sender
 //!   received our ping at that address. A classic pong cannot echo: it
 //!   counts when it comes from an address we pinged within the pong
