@@ -273,6 +273,10 @@ struct Observer {
     sock: UdpSocket,
     pings_from: Arc<Mutex<BTreeSet<SocketAddr>>>,
     watched: Arc<AtomicU64>,
+    /// Size of the largest datagram received, and how many carried a
+    /// `"Pad"` field (the unknown field the attacks use).
+    largest: Arc<AtomicU64>,
+    padded: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -285,6 +289,9 @@ impl Observer {
             .unwrap();
         let pings_from = Arc::new(Mutex::new(BTreeSet::new()));
         let watched = Arc::new(AtomicU64::new(0));
+        let largest = Arc::new(AtomicU64::new(0));
+        let padded = Arc::new(AtomicU64::new(0));
+        let (big, pad) = (largest.clone(), padded.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let (p, w, s) = (pings_from.clone(), watched.clone(), stop.clone());
         let me = addr.ip().to_string();
@@ -295,9 +302,13 @@ impl Observer {
                 let Ok((n, from)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
+                big.fetch_max(n as u64, Ordering::SeqCst);
                 let Ok(v) = serde_json::from_slice::<Value>(&buf[..n]) else {
                     continue;
                 };
+                if v.get("Pad").is_some() {
+                    pad.fetch_add(1, Ordering::SeqCst);
+                }
                 let named = v["IP"].as_str().and_then(|i| i.parse::<Ipv4Addr>().ok());
                 match v["Command"].as_i64() {
                     Some(1) if watch.is_some() && named == watch => {
@@ -325,6 +336,8 @@ impl Observer {
             sock: sock_out,
             pings_from,
             watched,
+            largest,
+            padded,
             stop,
             thread: Some(thread),
         }
@@ -451,6 +464,51 @@ fn ttl_storm_dies_out() {
         "search after the storm: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A Ping of 60 KB with TTL 1 and an unknown field, sent to a node from the
+/// address it names: the copies the node forwards to its peers carry no
+/// unknown field and are at most 8192 bytes (the most a classic peer reads).
+#[test]
+fn forwarded_pings_are_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(&dir.path().join("something.txt"), b"x");
+    let share = dir.path().to_str().unwrap();
+    let node_ip = ip_s(71);
+    let mut args = vec!["--share", share, "--bind", &node_ip];
+    args.extend(["--ping-interval", "1s", "--pong-timeout", "500ms"]);
+    let node = Serve::start_with(&args, false);
+    let target = node_udp(71);
+    // A classic peer of the node: it joins and answers the node's pings.
+    let peer = Observer::start(74, None, true);
+    wait_until("the peer to be pinged", Duration::from_secs(10), || {
+        peer.join(target);
+        std::thread::sleep(Duration::from_millis(100));
+        peer.pinged_by().contains(&SocketAddr::V4(target))
+    });
+    let mut attacker = Attacker::new(76);
+    let me = attacker.sock.local_addr().unwrap();
+    let ping = json!({"Command": 1, "IP": me.ip().to_string(), "UdpPort": me.port(),
+        "TcpPort": me.port(), "TTL": 1, "Pad": "x".repeat(60_000)});
+    attacker.send(target, &bytes_of(&ping));
+    let mut probe = Probe::new(76);
+    let answered = probe.barrier(target, Duration::from_secs(5));
+    // Negative check: a copy still on its way 300 ms after the probe's
+    // answer is not seen.
+    std::thread::sleep(Duration::from_millis(300));
+    let (largest, padded) = (
+        peer.largest.load(Ordering::SeqCst),
+        peer.padded.load(Ordering::SeqCst),
+    );
+    let report = format!(
+        "a ping of {} bytes with an unknown field: the node's peer received datagrams of up to \
+         {largest} bytes, {padded} of them with the unknown field (probe answered: {answered}; \
+         the node logged {} peers)",
+        attacker.sent_bytes,
+        node.log_text().matches("peer joined").count()
+    );
+    eprintln!("{report}");
+    assert!(largest <= 8192 && padded == 0, "{report}");
 }
 
 /// Raises the limit of open files so that the test can bind `want` sockets;
