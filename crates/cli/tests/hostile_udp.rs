@@ -2,7 +2,8 @@
 //! real `rutella serve` processes, with a raw UDP socket as the attacker,
 //! and checks that it has no effect. A victim is a set of UDP sockets on a
 //! loopback address that count every byte they receive and never answer.
-//! The attacks and how to send them by hand are in `docs/SECURITY.md`.
+//! The attacks and how to send them by hand are in
+//! `docs/security-attacks.md`.
 //!
 //! Address plan: this file uses 127.0.33.0/24 (classic ports for the nodes;
 //! victims on ports 21000 and up), and 127.0.34.0/24 for the probe that
