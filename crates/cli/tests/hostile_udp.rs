@@ -582,12 +582,17 @@ fn fake_peers_and_a_huge_ping_do_not_amplify() {
     let (rss, hwm) = rss_kib(node.child.id());
     let got = victim.bytes();
     let sent = attacker.sent_bytes;
-    let joined = node.log_text().matches("peer joined").count();
+    let fake_joined = node
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("peer joined") && l.contains(&format!("peer={}:", victim.ip)))
+        .count();
     let report = format!(
         "{} pongs naming fake peers at {} and one ping of 60 KB: the attacker sent {} in {} \
-         datagrams, the victim got {} in {} datagrams = {:.1}x; the node logged {joined} peers \
-         joining; node RSS {rss_before} KiB before, {rss} KiB after (peak {hwm} KiB); probes unanswered: {unanswered} of \
-         batches, final probe answered: {answered}",
+         datagrams, the victim got {} in {} datagrams = {:.1}x; the node logged {fake_joined} \
+         of the fake peers joining; node RSS {rss_before} KiB before, {rss} KiB after (peak \
+         {hwm} KiB); probes unanswered: {unanswered} of the batches, final probe answered: \
+         {answered}",
         victim.ports.len(),
         victim.ip,
         mb(sent),
@@ -599,6 +604,8 @@ fn fake_peers_and_a_huge_ping_do_not_amplify() {
     eprintln!("{report}");
     assert!(got <= 3 * sent, "amplification: {report}");
     assert!(rss < 64 * 1024, "memory: {report}");
+    // An address becomes a peer only once it has answered from that address.
+    assert_eq!(fake_joined, 0, "{report}");
 }
 
 /// Scalable-mode Queries whose `"IP"`/`"UdpPort"` name a victim: the
