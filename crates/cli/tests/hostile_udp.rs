@@ -575,6 +575,9 @@ fn fake_peers_and_a_huge_ping_do_not_amplify() {
     let ping = json!({"Command": 1, "IP": attacker.sock.local_addr().unwrap().ip().to_string(),
         "UdpPort": attacker.port(), "TTL": 1, "Pad": "x".repeat(60_000)});
     attacker.send(target, &bytes_of(&ping));
+    // The node answers the probe once it has handled the Ping and sent
+    // every copy (longer than this in a debug build when it copies the
+    // Ping to 4096 peers; the figure is then what arrived so far).
     let answered = probe.barrier(target, Duration::from_secs(3));
     // Negative check: what reaches the victim after this 1.5 s window of
     // silence (or after 5 s while anything still arrives) is not counted.
@@ -603,7 +606,9 @@ fn fake_peers_and_a_huge_ping_do_not_amplify() {
     );
     eprintln!("{report}");
     assert!(got <= 3 * sent, "amplification: {report}");
-    assert!(rss < 64 * 1024, "memory: {report}");
+    // The peak, not only what is left at the end: a node that held 4096
+    // copies of the Ping at once and freed them since is not bounded.
+    assert!(rss.max(hwm) < 64 * 1024, "memory: {report}");
     // An address becomes a peer only once it has answered from that address.
     assert_eq!(fake_joined, 0, "{report}");
 }
