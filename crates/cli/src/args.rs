@@ -141,6 +141,14 @@ pub(crate) struct NetArgs {
     /// [default: 5s classic, 10s scalable].
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub(crate) pong_timeout: Option<Duration>,
+    /// Scalable mode: the most neighbours kept (the target and minimum
+    /// degrees are lowered to it). For tests of small networks.
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) max_degree: Option<u16>,
+    /// Scalable mode: steps of the random walk our join requests take.
+    /// For tests of small networks.
+    #[arg(long, value_name = "N", hide = true)]
+    pub(crate) join_walk: Option<u8>,
 }
 
 /// `--mode`.
@@ -270,6 +278,15 @@ impl NetArgs {
             cfg.overlay.pong_timeout = t;
             cfg.overlay.scalable.pong_timeout = t;
             cfg.overlay.scalable.step_wait = cfg.overlay.scalable.step_wait.min(t);
+        }
+        let sc = &mut cfg.overlay.scalable;
+        if let Some(max) = self.max_degree {
+            sc.max_degree = usize::from(max);
+            sc.target_degree = sc.target_degree.min(sc.max_degree);
+            sc.min_degree = sc.min_degree.min(sc.max_degree);
+        }
+        if let Some(walk) = self.join_walk {
+            sc.join_walk = i64::from(walk);
         }
         cfg.overlay.seed = seed();
         cfg
