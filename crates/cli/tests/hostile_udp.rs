@@ -231,6 +231,16 @@ impl Probe {
                 if v["Command"] == 4 && v["Id"] == id {
                     return true;
                 }
+                // The node answers a stranger's query once the stranger
+                // has answered its ping from the same address.
+                if v["Command"] == 1 {
+                    let mut pong = json!({"Command": 2, "IP": me.ip().to_string(),
+                        "UdpPort": me.port(), "TcpPort": me.port()});
+                    if let Some(n) = v.get("Nonce") {
+                        pong["Echo"] = n.clone();
+                    }
+                    let _ = self.sock.send_to(&bytes_of(&pong), node);
+                }
             }
         }
     }
