@@ -941,6 +941,10 @@ impl Overlay {
             let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
             extra.insert("Accept".into(), Value::Bool(self.room_for(d)));
             extra.insert("Nonce".into(), Value::from(self.guard.token(joiner)));
+        } else {
+            // It pings us as a neighbour, but we have no link with it (a
+            // confirmation was lost, or we dropped it): it drops the link.
+            extra.insert("Accept".into(), Value::Bool(false));
         }
         let m = self.scalable_pong(joiner, extra);
         if walking {
