@@ -21,6 +21,7 @@ mod classic;
 mod client;
 mod fetch;
 mod guard;
+mod lock;
 mod names;
 mod send;
 mod serve_rutella;
