@@ -416,6 +416,20 @@ impl FloodLog {
 
     /// Counts one refusal, and logs when the interval is over.
     pub(crate) fn note(&self, ip: IpAddr, why: Refusal) {
+        for line in self.count(ip, why) {
+            tracing::warn!("{line}");
+        }
+    }
+
+    /// Logs what was counted, if the interval is over.
+    pub(crate) fn tick(&self) {
+        for line in self.due() {
+            tracing::warn!("{line}");
+        }
+    }
+
+    /// Counts one refusal; the lines to log, if the interval is over.
+    fn count(&self, ip: IpAddr, why: Refusal) -> Vec<String> {
         let mut st = lock(&self.st);
         let named = st.counts.len();
         match st.counts.get_mut(&ip) {
@@ -428,38 +442,39 @@ impl FloodLog {
             }
             None => st.others += 1,
         }
-        self.flush_locked(&mut st, false);
+        Self::flush(self.interval, &mut st)
     }
 
-    /// Logs what was counted, if the interval is over.
-    pub(crate) fn tick(&self) {
+    /// The lines to log, if the interval is over.
+    fn due(&self) -> Vec<String> {
         let mut st = lock(&self.st);
-        self.flush_locked(&mut st, false);
+        Self::flush(self.interval, &mut st)
     }
 
-    fn flush_locked(&self, st: &mut FloodState, force: bool) {
+    fn flush(interval: Duration, st: &mut FloodState) -> Vec<String> {
         let now = Instant::now();
         let span = now.saturating_duration_since(st.since);
-        if !force && span < self.interval {
-            return;
+        if span < interval || (st.counts.is_empty() && st.others == 0) {
+            // Too early, or quiet (then the next refusal is logged at once).
+            return Vec::new();
         }
-        if st.counts.is_empty() && st.others == 0 {
-            st.since = now;
-            return;
-        }
-        let secs = span.as_secs_f64().min(self.interval.as_secs_f64());
+        let secs = span.min(interval).as_secs_f64();
+        let mut lines = Vec::new();
         for (ip, (n, why)) in std::mem::take(&mut st.counts) {
             let s = if n == 1 { "" } else { "s" };
-            tracing::warn!("dropped {n} connection{s} from {ip} in the last {secs:.0} s ({why})");
+            lines.push(format!(
+                "dropped {n} connection{s} from {ip} in the last {secs:.0} s ({why})"
+            ));
         }
         if st.others > 0 {
-            tracing::warn!(
+            lines.push(format!(
                 "dropped {} connections from other addresses in the last {secs:.0} s",
                 st.others
-            );
+            ));
             st.others = 0;
         }
         st.since = now;
+        lines
     }
 }
 
@@ -543,6 +558,43 @@ mod tests {
         );
         drop((a3, c1));
         assert_eq!(slots.usage(), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_logged_at_most_once_per_interval() {
+        let log = FloodLog::new(Duration::from_secs(10));
+        // The first is told at once.
+        assert_eq!(
+            log.count(ip(9), Refusal::OpenPerSource),
+            vec!["dropped 1 connection from 127.0.0.9 in the last 10 s (too many connections open from that address)"]
+        );
+        // The next ones are gathered for the rest of the interval.
+        for _ in 0..56 {
+            assert!(log.count(ip(9), Refusal::OpenPerSource).is_empty());
+        }
+        for k in 0..40 {
+            assert!(log.count(ip(100 + k), Refusal::HeaderTimeout).is_empty());
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(log.due().is_empty());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let lines = log.due();
+        // 56 from .9, 15 more addresses named, 25 summed.
+        assert_eq!(lines.len(), 17, "{lines:#?}");
+        assert_eq!(
+            lines[0],
+            "dropped 56 connections from 127.0.0.9 in the last 10 s (too many connections open from that address)"
+        );
+        assert_eq!(
+            lines[16],
+            "dropped 25 connections from other addresses in the last 10 s"
+        );
+        // Nothing new: nothing logged; after a quiet interval, at once again.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(log.due().is_empty());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(log.count(ip(9), Refusal::Open).len(), 1);
+        assert!(log.count(ip(9), Refusal::Open).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

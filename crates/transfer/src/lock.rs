@@ -12,7 +12,7 @@ use std::time::Duration;
 /// First pause between two tries of a held lock; it doubles up to
 /// [`POLL_MAX`].
 const POLL_MIN: Duration = Duration::from_millis(10);
-const POLL_MAX: Duration = Duration::from_millis(200);
+const POLL_MAX: Duration = Duration::from_millis(100);
 
 /// The lock of one download target. Dropping it removes the lock file
 /// (while still holding it) and releases it.
