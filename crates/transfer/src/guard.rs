@@ -112,7 +112,7 @@ impl Refusal {
             Refusal::QueuePerSource => "that address holds its share of the waiting queue",
             Refusal::QueueTimeout => "no upload slot came free in time",
             Refusal::HeaderTimeout => "no request within the header deadline",
-            Refusal::SessionIdle => "rutella sessions that took too little data",
+            Refusal::SessionIdle => "rutella sessions that kept asking for too little data",
         }
     }
 }
@@ -310,15 +310,16 @@ impl Slots {
     /// A slot for `ip` now, or why not.
     pub(crate) fn try_take(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
         let mut st = lock(&self.st);
-        // Waiters go first.
-        if st.can_grant(ip, self.per_ip) && st.waiting.is_empty() {
+        // A free slot never has a waiter that could take it (every release
+        // dispatches), so nobody is passed over here.
+        if st.can_grant(ip, self.per_ip) {
             st.grant(ip);
             return Ok(Slot {
                 slots: Arc::clone(self),
                 ip,
             });
         }
-        if st.free == 0 || !st.waiting.is_empty() {
+        if st.free == 0 {
             Err(Refusal::Slots)
         } else {
             Err(Refusal::SlotsPerSource)
@@ -334,7 +335,7 @@ impl Slots {
     ) -> Result<Slot, Refusal> {
         let mut waiting = {
             let mut st = lock(&self.st);
-            if st.waiting.is_empty() && st.can_grant(ip, self.per_ip) {
+            if st.can_grant(ip, self.per_ip) {
                 st.grant(ip);
                 return Ok(Slot {
                     slots: Arc::clone(self),

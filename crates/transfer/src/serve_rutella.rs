@@ -109,11 +109,14 @@ async fn serve_session(
     // count), and at the last restart of the clock.
     let mut answered = 0u64;
     let mut base = 0u64;
+    // Requests since the last restart of the clock.
+    let mut asked = 0u32;
     loop {
         let taken = answered - base;
         if taken >= min {
             due = Instant::now() + idle;
             base = answered;
+            asked = 0;
         }
         let mut buf = [0u8; wire::REQUEST_LEN];
         // A clean close between requests ends the session.
@@ -125,6 +128,7 @@ async fn serve_session(
                 return Err(ServeError::SessionIdle {
                     peer,
                     after: idle,
+                    requests: asked,
                     bytes,
                     min,
                 });
@@ -150,6 +154,7 @@ async fn serve_session(
             }
         };
         requests += 1;
+        asked = asked.saturating_add(1);
         report.request = hex(&req.hash);
         report.outcome = ServeOutcome::Session { requests };
         let Some(file) = source.by_hash(&req.hash) else {

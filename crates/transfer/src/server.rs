@@ -149,12 +149,14 @@ pub enum ServeError {
     },
     /// A rutella session took too few answers for too long and gave its
     /// slot back.
-    #[error("closed the rutella session of peer {peer}: it took {bytes} bytes in the last {after:?}, fewer than {min}")]
+    #[error("closed the rutella session of peer {peer}: it took {bytes} bytes in {requests} requests in the last {after:?}, fewer than {min}")]
     SessionIdle {
         /// The connecting peer.
         peer: SocketAddr,
         /// The configured session idle timeout.
         after: Duration,
+        /// Requests it sent in that time (0: it was idle).
+        requests: u32,
         /// Bytes of answers it took in that time.
         bytes: u64,
         /// Bytes it had to take.
@@ -548,7 +550,11 @@ pub async fn run_server(
             match &r {
                 Err(ServeError::Refused { .. }) => {}
                 Err(ServeError::RequestTimeout { .. }) => flood.note(ip, Refusal::HeaderTimeout),
-                Err(ServeError::SessionIdle { .. }) => flood.note(ip, Refusal::SessionIdle),
+                // An idle session is common (a downloader with nothing
+                // left to ask); one asking cheap questions is not.
+                Err(ServeError::SessionIdle { requests, .. }) if *requests > 0 => {
+                    flood.note(ip, Refusal::SessionIdle)
+                }
                 _ => {}
             }
             log_result(r);
