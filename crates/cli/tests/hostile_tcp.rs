@@ -195,40 +195,52 @@ fn idle_connections_leave_downloads_working() {
             );
         }
     }
+    stop.store(true, Ordering::Relaxed);
+    let opened = rt.block_on(flood).unwrap();
     // One address beyond its share (16 connections): closed at once, and
     // the refusals logged in one line, not one each.
-    let refused = rt.block_on(async {
+    let probe = IpAddr::V4(Ipv4Addr::new(127, 0, 43, 54));
+    let (kept, refused) = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            held.push(connect_from(probe, addr).await.unwrap());
+        }
+        let mut kept = 0;
+        for s in held.iter_mut() {
+            if !closed_within(s, Duration::from_millis(20)).await {
+                kept += 1;
+            }
+        }
         let mut refused = 0;
         for _ in 0..20 {
             // The reset may come before the connection is reported.
-            match connect_from(attackers[0], addr).await {
+            match connect_from(probe, addr).await {
                 Err(_) => refused += 1,
                 Ok(mut s) => {
-                    if closed_within(&mut s, Duration::from_secs(1)).await {
+                    if closed_within(&mut s, Duration::from_secs(2)).await {
                         refused += 1;
                     }
                 }
             }
         }
-        refused
+        (kept, refused)
     });
-    stop.store(true, Ordering::Relaxed);
-    let opened = rt.block_on(flood).unwrap();
-    eprintln!("{ok} of 10 downloads worked; {opened} idle connections opened; {refused} of 20 beyond the cap refused");
+    eprintln!("{ok} of 10 downloads worked; {opened} idle connections opened; {kept} of 16 kept and {refused} of 20 beyond the cap refused");
     assert!(opened >= 128, "{opened} idle connections opened");
     assert!(
         ok >= 9,
         "{ok} of 10 downloads worked under 64 idle connections"
     );
+    assert_eq!(kept, 16, "an address gets its 16 connections");
     assert_eq!(
         refused, 20,
         "connections beyond the per-address cap are closed"
     );
-    server.wait_log("connection from 127.0.43.50", Duration::from_secs(5));
+    server.wait_log("connection from 127.0.43.54", Duration::from_secs(5));
     let log = server.log_text();
     let lines = log
         .lines()
-        .filter(|l| l.contains("dropped") && l.contains("from 127.0.43.50 in the last"))
+        .filter(|l| l.contains("dropped") && l.contains("from 127.0.43.54 in the last"))
         .count();
     assert_eq!(
         lines, 1,
@@ -430,4 +442,68 @@ fn two_gets_of_one_hash_share_one_download() {
         .count();
     assert_eq!(waited, 1, "one of them waits:\n{alog}\n---\n{blog}");
     assert_clean(out.path(), "disk.img", &data, &hash_hex);
+}
+
+/// A `get` killed with SIGKILL mid-download, run again: the node resumes
+/// the entry it left and the explicit `get` shares that one download; exit
+/// 0, the file byte-exact, and no state or lock file left.
+#[test]
+fn get_by_hash_again_after_sigkill() {
+    let data = pattern(2_000_000, 46);
+    let hash = blake3::hash(&data);
+    let hash_hex = hex(&hash);
+    let share = tempfile::tempdir().unwrap();
+    write_file(&share.path().join("reel.mkv"), &data);
+    let _server = Serve::start(&[
+        "--share",
+        share.path().to_str().unwrap(),
+        "--bind",
+        "127.0.43.22",
+        "--rate-limit",
+        "1000000",
+    ]);
+    wait_hashed("127.0.43.22", "reel", &hash_hex);
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let args = [
+        "get",
+        &hash_hex,
+        "--connect",
+        "127.0.43.22",
+        "--out",
+        o,
+        "--bind",
+        "127.0.43.80",
+        "--wait",
+        "1",
+    ];
+    let mut get = bin()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once verified progress is recorded (every second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !names_in(out.path())
+        .iter()
+        .any(|n| n.ends_with(".part.state"))
+    {
+        assert!(Instant::now() < deadline, "no progress recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    get.kill().unwrap(); // SIGKILL
+    let _ = get.wait();
+    let left = names_in(out.path());
+    assert!(
+        left.iter().any(|n| n.ends_with(".part.lock")) && !left.contains(&"reel.mkv".into()),
+        "killed mid-download, holding its lock: {left:?}"
+    );
+    let r = run(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        out.path().join("reel.mkv").to_str().unwrap()
+    );
+    assert_clean(out.path(), "reel.mkv", &data, &hash_hex);
 }
