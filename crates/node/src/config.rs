@@ -95,6 +95,11 @@ pub struct NodeConfig {
     pub upload_rate_limit: Option<u64>,
     /// The most uploads served at once.
     pub max_uploads: usize,
+    /// Deadlines and per-source caps of the transfer server: the time to
+    /// send a request header, connections and upload slots per address,
+    /// the waiting queue, the idle limit of rutella sessions, and how often
+    /// refused connections are logged.
+    pub upload_limits: rutella_transfer::ServerLimits,
     /// SQLite file of the library index; `None` keeps it in memory.
     pub db_path: Option<PathBuf>,
     /// Whether the library watches the shares for changes.
@@ -127,6 +132,7 @@ impl Default for NodeConfig {
             overlay: rutella_proto::Config::default(),
             upload_rate_limit: None,
             max_uploads: 32,
+            upload_limits: rutella_transfer::ServerLimits::default(),
             db_path: None,
             watch: true,
             connect_timeout: Duration::from_secs(5),

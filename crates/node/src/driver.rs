@@ -213,6 +213,7 @@ impl Node {
         let server_cfg = ServerConfig {
             rate_limit: config.upload_rate_limit,
             max_connections: config.max_uploads,
+            limits: config.upload_limits.clone(),
             fault: config.upload_fault,
             shutdown_grace: config.shutdown_grace,
             ..ServerConfig::default()

@@ -329,6 +329,29 @@ pub async fn classic_download(
     })?;
     let dir = req.downloads_dir.clone();
     let part = dir.join(format!("{base}.part"));
+    // One download per target: another one of the same name into the same
+    // folder is waited for; held until this function returns.
+    let (_lock, waited) = crate::lock::PartLock::acquire(&part, &base)
+        .await
+        .map_err(DownloadError::local("locking the partial file", &part))?;
+    if waited {
+        // The download waited for may have finished this very file.
+        let done = dir.join(&base);
+        if !part.exists() {
+            if let Ok(meta) = tokio::fs::metadata(&done).await {
+                if meta.is_file() {
+                    tracing::info!(path = %done.display(), "the same download finished meanwhile");
+                    return Ok(DownloadReport {
+                        path: done,
+                        size: meta.len(),
+                        resumed_from: meta.len(),
+                        bytes_received: 0,
+                        sources: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
     // The local set-up in one trip to the blocking pool: each trip costs a
     // thread hop, which dominates the time of small downloads.
     let (file, resumed_from) = {

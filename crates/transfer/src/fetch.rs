@@ -29,6 +29,7 @@ use crate::classic::{
     blocking_io, read_failure, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
 };
 use crate::client::{BlockingConn, RutellaConn};
+use crate::lock::PartLock;
 use crate::names::{move_into_place, sanitize_basename};
 use crate::serve_rutella::hex;
 use crate::state::PartState;
@@ -174,13 +175,18 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    {
+    let written = (|| {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
         f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        // A full disk must not leave a stray temporary file.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    written
 }
 
 struct InFlight {
@@ -517,6 +523,21 @@ pub async fn fetch_by_hash_growing(
             "creating the downloads folder",
             &req.out_dir,
         ))?;
+    // One download per target: another one of the same file into the same
+    // folder (another process, or a resumed one) is waited for. Held until
+    // this function returns.
+    let (_lock, _waited) =
+        PartLock::acquire(&paths.part, &paths.base)
+            .await
+            .map_err(DownloadError::local(
+                "locking the partial file",
+                &paths.part,
+            ))?;
+    // Already there, in full (a download that just finished, or the same
+    // call made again): done.
+    if let Some(report) = already_complete(&req, &paths).await {
+        return Ok(report);
+    }
     let mut srcs: Vec<Src> = Vec::new();
     for &peer in &req.sources {
         if !srcs.iter().any(|s| s.peer == peer) {
@@ -794,6 +815,45 @@ pub async fn fetch_by_hash_growing(
         bytes_received,
         sources,
     })
+}
+
+/// The finished file, when no partial download of it is left and the
+/// final name holds exactly the content asked for.
+async fn already_complete(req: &HashGet, paths: &PartPaths) -> Option<DownloadReport> {
+    let (hash, size) = (req.hash, req.size);
+    let path = req.out_dir.join(&paths.base);
+    let paths = paths.clone();
+    tokio::task::spawn_blocking(move || {
+        let part = &paths.part;
+        if part.exists() {
+            return None;
+        }
+        let meta = std::fs::metadata(&path).ok()?;
+        if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
+            return None;
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher
+            .update_reader(std::fs::File::open(&path).ok()?)
+            .ok()?;
+        if *hasher.finalize().as_bytes() != hash {
+            return None;
+        }
+        // Records a finished download left behind are of no use.
+        let _ = std::fs::remove_file(&paths.state);
+        let _ = std::fs::remove_file(&paths.tree);
+        tracing::info!(path = %path.display(), "the file is already here, complete and verified");
+        Some(DownloadReport {
+            path,
+            size: meta.len(),
+            resumed_from: meta.len(),
+            bytes_received: 0,
+            sources: Vec::new(),
+        })
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 fn reports(srcs: &[Src]) -> Vec<SourceReport> {

@@ -20,6 +20,8 @@ mod buf;
 mod classic;
 mod client;
 mod fetch;
+mod guard;
+mod lock;
 mod names;
 mod send;
 mod serve_rutella;
@@ -39,6 +41,7 @@ pub use client::{RutellaConn, MAX_VERIFIED_READ};
 pub use fetch::{
     fetch_by_hash, fetch_by_hash_growing, part_paths, pending_progress, HashGet, PartPaths,
 };
+pub use guard::ServerLimits;
 pub use names::{sanitize_basename, NameError};
 pub use send::SendError;
 pub use server::{

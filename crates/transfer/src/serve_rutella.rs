@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
+use tokio::time::{timeout, timeout_at, Instant};
 
+use crate::guard::Slot;
 use crate::send::send_range;
 use crate::server::{
     open_file, write_all_timed, Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig,
@@ -41,9 +42,34 @@ pub(crate) async fn reply_error(
     write_all_timed(stream, &out, limit).await
 }
 
-/// Answers requests until the peer closes, goes quiet for the request
-/// timeout, or sends something malformed.
+/// Answers requests until the peer closes, sends something malformed, or
+/// takes fewer than `session_min_bytes` of answers within
+/// `session_idle_timeout` (so that an idle session, or one that only asks
+/// cheap questions now and then, gives its slot back).
 pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    source: Arc<dyn FileSource>,
+    cfg: Arc<ServerConfig>,
+) -> Result<ServeReport, ServeError> {
+    serve_session(stream, peer, source, cfg).await
+}
+
+/// [`serve`] holding an upload slot, which is given back when the session
+/// ends.
+pub(crate) async fn serve_with(
+    stream: TcpStream,
+    peer: SocketAddr,
+    source: Arc<dyn FileSource>,
+    cfg: Arc<ServerConfig>,
+    slot: Slot,
+) -> Result<ServeReport, ServeError> {
+    let r = serve_session(stream, peer, source, cfg).await;
+    drop(slot);
+    r
+}
+
+async fn serve_session(
     mut stream: TcpStream,
     peer: SocketAddr,
     source: Arc<dyn FileSource>,
@@ -72,20 +98,48 @@ pub(crate) async fn serve(
         outcome: ServeOutcome::Session { requests: 0 },
     };
     let mut requests = 0u32;
+    // The session keeps its slot while it takes at least `min` bytes of
+    // answers per `idle`: each time it has, the clock starts again.
+    let (idle, min) = (
+        cfg.limits.session_idle_timeout,
+        cfg.limits.session_min_bytes,
+    );
+    let mut due = Instant::now() + idle;
+    // Bytes of answers in all (trees and ranges; error messages do not
+    // count), and at the last restart of the clock.
+    let mut answered = 0u64;
+    let mut base = 0u64;
+    // Requests since the last restart of the clock.
+    let mut asked = 0u32;
     loop {
+        let taken = answered - base;
+        if taken >= min {
+            due = Instant::now() + idle;
+            base = answered;
+            asked = 0;
+        }
         let mut buf = [0u8; wire::REQUEST_LEN];
         // A clean close between requests ends the session.
-        let first = match timeout(cfg.request_timeout, stream.read(&mut buf)).await {
+        let first = match timeout_at(due, stream.read(&mut buf)).await {
             Err(_) => {
-                tracing::debug!(%peer, "rutella session idle; closing");
-                break;
+                let _ = timeout(cfg.send_timeout, stream.shutdown()).await;
+                let bytes = answered - base;
+                tracing::debug!(%peer, requests, bytes, "rutella session idle or too slow; closing");
+                return Err(ServeError::SessionIdle {
+                    peer,
+                    after: idle,
+                    requests: asked,
+                    bytes,
+                    min,
+                });
             }
             Ok(Err(e)) => return Err(io_err("reading a request")(e)),
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => n,
         };
         if first < buf.len() {
-            let deadline = Instant::now() + cfg.request_timeout;
+            // The rest of a request that began must follow promptly.
+            let deadline = (Instant::now() + cfg.limits.header_timeout).min(due);
             crate::server::read_exact_by(&mut stream, &mut buf[first..], peer, deadline, &cfg)
                 .await?;
         }
@@ -100,6 +154,7 @@ pub(crate) async fn serve(
             }
         };
         requests += 1;
+        asked = asked.saturating_add(1);
         report.request = hex(&req.hash);
         report.outcome = ServeOutcome::Session { requests };
         let Some(file) = source.by_hash(&req.hash) else {
@@ -142,6 +197,7 @@ pub(crate) async fn serve(
                 write_all_timed(&mut stream, &out, cfg.send_timeout)
                     .await
                     .map_err(io_err("sending a tree"))?;
+                answered += tree.encoded_len();
             }
             RequestKind::Range { offset, len } => {
                 report.offset = offset;
@@ -177,7 +233,10 @@ pub(crate) async fn serve(
                     .await
                     .map_err(io_err("sending a response header"))?;
                 match send_range(&mut stream, f, offset, len, &cfg).await {
-                    Ok(n) => report.bytes_sent += n,
+                    Ok(n) => {
+                        report.bytes_sent += n;
+                        answered += n;
+                    }
                     Err((sent, e)) => {
                         return Err(ServeError::Upload {
                             peer,

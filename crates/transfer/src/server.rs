@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, timeout_at, Instant};
 
+use crate::guard::{source_of, Conns, FloodLog, Refusal, ServerLimits, Slot, Slots};
 use crate::send::{send_range, SendError};
 use crate::tree_cache::TreeCache;
 use crate::{wire, FileSource};
@@ -27,11 +27,13 @@ pub struct ServerConfig {
     /// Upper bound on the bytes per second of each upload; `None` for no
     /// limit (then the file is sent with `sendfile` where available).
     pub rate_limit: Option<u64>,
-    /// Most connections served at once; more wait or are told the server is
-    /// busy.
+    /// Upload slots: most requests served at once; more wait (classic) or
+    /// are told the server is busy (rutella). Connections that have not
+    /// sent their request yet hold no slot.
     pub max_connections: usize,
-    /// Time a peer has, from the connection, to send its whole request.
-    pub request_timeout: Duration,
+    /// Deadlines and per-source caps against peers that hold connections
+    /// without using them.
+    pub limits: ServerLimits,
     /// An upload that cannot write anything for this long is abandoned.
     pub send_timeout: Duration,
     /// On shutdown, how long uploads in flight may go on before being cut.
@@ -61,7 +63,7 @@ impl Default for ServerConfig {
         ServerConfig {
             rate_limit: None,
             max_connections: 64,
-            request_timeout: Duration::from_secs(10),
+            limits: ServerLimits::default(),
             send_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(2),
             buffer_size: 512 * 1024,
@@ -137,6 +139,29 @@ pub enum ServeError {
         /// The configured request timeout.
         after: Duration,
     },
+    /// The request was read, but no upload slot could be given to it.
+    #[error("refused the request of peer {peer}: {reason}; closed the connection")]
+    Refused {
+        /// The connecting peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A rutella session took too few answers for too long and gave its
+    /// slot back.
+    #[error("closed the rutella session of peer {peer}: it took {bytes} bytes in {requests} requests in the last {after:?}, fewer than {min}")]
+    SessionIdle {
+        /// The connecting peer.
+        peer: SocketAddr,
+        /// The configured session idle timeout.
+        after: Duration,
+        /// Requests it sent in that time (0: it was idle).
+        requests: u32,
+        /// Bytes of answers it took in that time.
+        bytes: u64,
+        /// Bytes it had to take.
+        min: u64,
+    },
     /// The peer closed the connection before its request was complete.
     #[error("peer {peer} closed the connection before sending a whole request")]
     ClosedEarly {
@@ -183,8 +208,10 @@ pub enum ServeError {
 /// when it starts with the rutella magic), answers it and closes.
 ///
 /// Never panics on what the peer sends; every wait is bounded by
-/// `cfg.request_timeout` (for the request) or `cfg.send_timeout` (for each
-/// write of the upload).
+/// `cfg.limits.header_timeout` (for the request),
+/// `cfg.limits.session_idle_timeout` (between rutella requests) or
+/// `cfg.send_timeout` (for each write of the upload). No slot or per-source
+/// cap applies here; [`run_server`] adds them.
 pub async fn serve_connection(
     mut stream: TcpStream,
     source: Arc<dyn FileSource>,
@@ -193,10 +220,11 @@ pub async fn serve_connection(
     let peer = stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let deadline = Instant::now() + cfg.request_timeout;
+    let deadline = Instant::now() + cfg.limits.header_timeout;
     match detect_protocol(&mut stream, peer, deadline, &cfg).await? {
         Detected::Classic { partial, already } => {
-            serve_classic(stream, peer, partial, &already, deadline, &source, &cfg).await
+            let name = read_classic_name(&mut stream, peer, &already, deadline, &cfg).await?;
+            answer_classic(stream, peer, partial, name, &source, &cfg).await
         }
         Detected::Rutella => crate::serve_rutella::serve(stream, peer, source, cfg).await,
     }
@@ -262,7 +290,7 @@ pub(crate) async fn read_exact_by(
     match timeout_at(deadline, stream.read_exact(buf)).await {
         Err(_) => Err(ServeError::RequestTimeout {
             peer,
-            after: cfg.request_timeout,
+            after: cfg.limits.header_timeout,
         }),
         Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             Err(ServeError::ClosedEarly { peer })
@@ -276,17 +304,15 @@ pub(crate) async fn read_exact_by(
     }
 }
 
-/// Reads the classic name (after the 4-byte partial size) and answers.
+/// Reads the classic name (after the 4-byte partial size) by `deadline`.
 /// `already` holds name bytes read while telling the protocols apart.
-async fn serve_classic(
-    mut stream: TcpStream,
+async fn read_classic_name(
+    stream: &mut TcpStream,
     peer: SocketAddr,
-    partial: u32,
     already: &[u8],
     deadline: Instant,
-    source: &Arc<dyn FileSource>,
     cfg: &ServerConfig,
-) -> Result<ServeReport, ServeError> {
+) -> Result<Vec<u8>, ServeError> {
     let mut name = vec![0u8; CLASSIC_NAME_MAX];
     let mut n = already.len().min(CLASSIC_NAME_MAX);
     name[..n].copy_from_slice(&already[..n]);
@@ -297,7 +323,7 @@ async fn serve_classic(
             Err(_) => {
                 return Err(ServeError::RequestTimeout {
                     peer,
-                    after: cfg.request_timeout,
+                    after: cfg.limits.header_timeout,
                 })
             }
             Ok(Err(e)) => {
@@ -319,7 +345,20 @@ async fn serve_classic(
             Ok(k) => n += k,
         }
     }
-    let name = &name[..n];
+    name.truncate(n);
+    Ok(name)
+}
+
+/// Answers a classic request that was read in full.
+async fn answer_classic(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    partial: u32,
+    name: Vec<u8>,
+    source: &Arc<dyn FileSource>,
+    cfg: &ServerConfig,
+) -> Result<ServeReport, ServeError> {
+    let name = &name[..];
     let request = String::from_utf8_lossy(name).into_owned();
     let mut report = ServeReport {
         peer,
@@ -441,10 +480,16 @@ pub(crate) async fn write_all_timed(
 /// Accepts connections on `listener` and serves each in its own task until
 /// `shutdown` resolves.
 ///
-/// At most `cfg.max_connections` connections are served at once; a further
-/// connection waits (up to `cfg.request_timeout`) for a slot. On shutdown the
-/// listener stops accepting, uploads in flight get `cfg.shutdown_grace` to
-/// finish, and the rest are cut.
+/// A connection is counted against `cfg.limits` caps (in all and per
+/// source address) from the moment it is accepted, and closed at once
+/// beyond them. It has `cfg.limits.header_timeout` to send its request
+/// header and holds no upload slot until then. At most
+/// `cfg.max_connections` requests are served at once, and at most
+/// `cfg.limits.max_slots_per_ip` for one address: a classic request waits
+/// for a slot in a bounded queue in which each address has few places; a
+/// rutella peer is told the server is busy. On shutdown the listener stops
+/// accepting, uploads in flight get `cfg.shutdown_grace` to finish, and the
+/// rest are cut.
 pub async fn run_server(
     listener: TcpListener,
     source: Arc<dyn FileSource>,
@@ -452,9 +497,12 @@ pub async fn run_server(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let cfg = Arc::new(cfg);
-    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
-    // Connections waiting for a slot are bounded too.
-    let waiting = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let conns = Conns::new(&cfg.limits);
+    let slots = Slots::new(cfg.max_connections, &cfg.limits);
+    let flood = Arc::new(FloodLog::new(cfg.limits.flood_log_interval));
+    let mut tick =
+        tokio::time::interval(cfg.limits.flood_log_interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     let local = listener.local_addr()?;
@@ -463,6 +511,10 @@ pub async fn run_server(
         while tasks.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                flood.tick();
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
                 Err(e) => {
@@ -473,27 +525,39 @@ pub async fn run_server(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let source = Arc::clone(&source);
-        let cfg2 = Arc::clone(&cfg);
-        let permit = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let Ok(wait_permit) = Arc::clone(&waiting).try_acquire_owned() else {
-                    tracing::warn!(%peer, "too many connections waiting; dropped one");
-                    continue;
-                };
-                let slots = Arc::clone(&slots);
-                tasks.spawn(async move {
-                    let _wait_permit = wait_permit;
-                    log_result(serve_when_free(stream, peer, source, cfg2, slots).await);
-                });
+        let ip = source_of(peer.ip());
+        let counted = match conns.open(ip) {
+            Ok(g) => g,
+            Err(why) => {
+                // A reset rather than an orderly close: nothing of it
+                // lingers here.
+                let _ = stream.set_zero_linger();
+                drop(stream);
+                flood.note(ip, why);
                 continue;
             }
         };
+        let _ = stream.set_nodelay(true);
+        let source = Arc::clone(&source);
+        let cfg2 = Arc::clone(&cfg);
+        let slots = Arc::clone(&slots);
+        let flood = Arc::clone(&flood);
         tasks.spawn(async move {
-            let _permit = permit;
-            log_result(serve_connection(stream, source, cfg2).await);
+            let _counted = counted;
+            let r = serve_guarded(stream, peer, source, cfg2, slots, &flood).await;
+            // Refusals and peers that held a connection without using it
+            // are counted for the rate-limited log, not logged one by one.
+            match &r {
+                Err(ServeError::Refused { .. }) => {}
+                Err(ServeError::RequestTimeout { .. }) => flood.note(ip, Refusal::HeaderTimeout),
+                // An idle session is common (a downloader with nothing
+                // left to ask); one asking cheap questions is not.
+                Err(ServeError::SessionIdle { requests, .. }) if *requests > 0 => {
+                    flood.note(ip, Refusal::SessionIdle)
+                }
+                _ => {}
+            }
+            log_result(r);
         });
     }
     drop(listener);
@@ -507,74 +571,103 @@ pub async fn run_server(
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
+    flood.tick();
     tracing::info!(%local, "transfer server stopped");
     Ok(())
 }
 
-/// A connection that arrived while every slot was taken: a rutella peer is
-/// told the server is busy at once; a classic peer (which has no way to be
-/// told) waits for a slot until its request deadline.
-async fn serve_when_free(
+/// One accepted connection under the server's limits: the request header
+/// is read without a slot; then a classic request waits for one (bounded),
+/// a rutella peer gets one at once or is told the server is busy.
+async fn serve_guarded(
     mut stream: TcpStream,
     peer: SocketAddr,
     source: Arc<dyn FileSource>,
     cfg: Arc<ServerConfig>,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
+    flood: &FloodLog,
 ) -> Result<ServeReport, ServeError> {
-    let deadline = Instant::now() + cfg.request_timeout;
+    let ip = source_of(peer.ip());
+    let deadline = Instant::now() + cfg.limits.header_timeout;
     match detect_protocol(&mut stream, peer, deadline, &cfg).await? {
-        Detected::Rutella => {
-            let _ = write_all_timed(
-                &mut stream,
-                &wire::encode_hello(wire::VERSION),
-                cfg.send_timeout,
-            )
-            .await;
-            let msg = format!(
-                "all {} upload slots are taken; try again shortly",
-                cfg.max_connections
-            );
-            crate::serve_rutella::reply_error(
-                &mut stream,
-                wire::Status::Busy,
-                &msg,
-                cfg.send_timeout,
-            )
-            .await
-            .map_err(|e| ServeError::Io {
-                peer,
-                during: "replying busy",
-                source: e,
-            })?;
-            let _ = stream.shutdown().await;
-            tracing::info!(%peer, "told a rutella peer the server is busy");
-            Ok(ServeReport {
-                peer,
-                protocol: Protocol::Rutella,
-                request: String::new(),
-                offset: 0,
-                bytes_sent: 0,
-                outcome: ServeOutcome::Busy,
-            })
-        }
+        Detected::Rutella => match slots.try_take(ip) {
+            Ok(slot) => crate::serve_rutella::serve_with(stream, peer, source, cfg, slot).await,
+            Err(why) => {
+                flood.note(ip, why);
+                reply_busy(stream, peer, &cfg, &slots, why).await
+            }
+        },
         Detected::Classic { partial, already } => {
-            let _permit = match timeout_at(deadline, slots.acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    return Err(ServeError::RequestTimeout {
+            let name = read_classic_name(&mut stream, peer, &already, deadline, &cfg).await?;
+            let wait_until = Instant::now() + cfg.limits.queue_timeout;
+            let _slot: Slot = match slots.take(ip, wait_until).await {
+                Ok(s) => s,
+                Err(why) => {
+                    flood.note(ip, why);
+                    // The classic exchange cannot say "busy": close.
+                    let _ = stream.set_zero_linger();
+                    return Err(ServeError::Refused {
                         peer,
-                        after: cfg.request_timeout,
-                    })
+                        reason: why.reason(),
+                    });
                 }
             };
-            serve_classic(stream, peer, partial, &already, deadline, &source, &cfg).await
+            answer_classic(stream, peer, partial, name, &source, &cfg).await
         }
     }
+}
+
+/// Tells a rutella peer (whose hello was read) that no slot is free.
+async fn reply_busy(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &ServerConfig,
+    slots: &Slots,
+    why: Refusal,
+) -> Result<ServeReport, ServeError> {
+    let _ = write_all_timed(
+        &mut stream,
+        &wire::encode_hello(wire::VERSION),
+        cfg.send_timeout,
+    )
+    .await;
+    let msg = match why {
+        Refusal::SlotsPerSource => format!(
+            "your address already holds {} upload slots; try again shortly",
+            cfg.limits.max_slots_per_ip
+        ),
+        _ => format!(
+            "all {} upload slots are taken; try again shortly",
+            slots.total()
+        ),
+    };
+    crate::serve_rutella::reply_error(&mut stream, wire::Status::Busy, &msg, cfg.send_timeout)
+        .await
+        .map_err(|e| ServeError::Io {
+            peer,
+            during: "replying busy",
+            source: e,
+        })?;
+    let _ = timeout(cfg.send_timeout, stream.shutdown()).await;
+    tracing::debug!(%peer, "told a rutella peer the server is busy");
+    Ok(ServeReport {
+        peer,
+        protocol: Protocol::Rutella,
+        request: String::new(),
+        offset: 0,
+        bytes_sent: 0,
+        outcome: ServeOutcome::Busy,
+    })
 }
 
 fn log_result(r: Result<ServeReport, ServeError>) {
     match r {
         Ok(report) => tracing::debug!(?report, "connection served"),
+        Err(
+            e @ (ServeError::Refused { .. }
+            | ServeError::RequestTimeout { .. }
+            | ServeError::SessionIdle { .. }),
+        ) => tracing::debug!("{e}"),
         Err(e) => tracing::warn!("{e}"),
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{pattern, quick_cfg, start_server, MapSource};
 use rutella_transfer::{
     classic_download, serve_connection, ClassicGet, DownloadError, Progress, ServeError,
-    ServeOutcome, ServerConfig,
+    ServeOutcome, ServerConfig, ServerLimits,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -248,7 +248,10 @@ async fn pair() -> (TcpStream, TcpStream) {
 async fn silent_or_garbage_clients_do_not_hold_the_server() {
     let f = fixture("a.txt", 10);
     let cfg = Arc::new(ServerConfig {
-        request_timeout: Duration::from_millis(200),
+        limits: ServerLimits {
+            header_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
         ..Default::default()
     });
     // Sends nothing at all.

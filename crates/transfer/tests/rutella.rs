@@ -143,19 +143,20 @@ async fn explicit_error_replies() {
     assert!(msg.contains("unknown request kind 77"), "{msg}");
     server.stop().await;
 
-    // Busy: the only slot is held by a silent classic client.
+    // Busy: the only slot is held by a rutella session (a silent
+    // connection holds none).
     let busy = start_server(
         "127.0.0.1",
         source,
         ServerConfig {
             max_connections: 1,
-            request_timeout: Duration::from_secs(3),
             ..quick_cfg()
         },
     )
     .await;
-    let _hog = TcpStream::connect(busy.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _silent = TcpStream::connect(busy.addr).await.unwrap();
+    let mut hog = RutellaConn::connect(busy.addr, t, t).await.unwrap();
+    hog.tree(&hash).await.unwrap();
     let mut conn = RutellaConn::connect(busy.addr, t, t).await.unwrap();
     let err = conn.tree(&hash).await.unwrap_err();
     assert!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rutella_transfer::{FileSource, ServerConfig, SourceFile};
+use rutella_transfer::{FileSource, ServerConfig, ServerLimits, SourceFile};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -101,7 +101,10 @@ pub async fn start_server(ip: &str, source: Arc<MapSource>, cfg: ServerConfig) -
 
 pub fn quick_cfg() -> ServerConfig {
     ServerConfig {
-        request_timeout: Duration::from_millis(500),
+        limits: ServerLimits {
+            header_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
         send_timeout: Duration::from_secs(2),
         shutdown_grace: Duration::from_millis(200),
         ..Default::default()
