@@ -3,7 +3,7 @@
 //! and checks that it has no effect. A victim is a set of UDP sockets on a
 //! loopback address that count every byte they receive and never answer.
 //! The attacks and how to send them by hand are in
-//! `docs/security-attacks.md`.
+//! `docs/SECURITY.md` ("Replaying the attacks on the UDP overlay").
 //!
 //! Address plan: this file uses 127.0.33.0/24 (classic ports for the nodes;
 //! victims on ports 21000 and up), and 127.0.34.0/24 for the probe that
