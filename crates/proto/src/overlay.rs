@@ -7,9 +7,8 @@
 //! [`Overlay::poll_transmit`] and [`Overlay::poll_event`] and re-arms its
 //! timer from [`Overlay::poll_timeout`].
 
-use crate::message::{
-    split_hits, HitFile, Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN,
-};
+use crate::budget::{Budget, BudgetConfig, Kind};
+use crate::message::{HitFile, Message, Ping, Pong, Ports, Query, QueryHit, MAX_QUERY_LEN};
 use crate::scalable::{Dq, ScalableConfig, ScalableState};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -47,6 +46,8 @@ pub struct Config {
     pub mode: Mode,
     /// Settings of the scalable overlay, used in [`Mode::Scalable`].
     pub scalable: ScalableConfig,
+    /// Per-source budgets of incoming datagrams (see [`crate::budget`]).
+    pub budget: BudgetConfig,
 }
 
 /// The overlay a peer builds with other rutella peers.
@@ -77,6 +78,7 @@ impl Default for Config {
             seed: 0,
             mode: Mode::Classic,
             scalable: ScalableConfig::default(),
+            budget: BudgetConfig::default(),
         }
     }
 }
@@ -222,6 +224,8 @@ pub struct Overlay {
     events: VecDeque<Event>,
     /// Neighbours, filters and host cache of the scalable mode.
     pub(crate) sc: Option<ScalableState>,
+    /// Per-source budgets of incoming datagrams.
+    pub(crate) budget: Budget,
 }
 
 /// Cap on queued events and datagrams: a driver that polls after every call
@@ -236,6 +240,7 @@ impl Overlay {
         let sc = (config.mode == Mode::Scalable).then(|| ScalableState::new(&config, now));
         Overlay {
             sc,
+            budget: Budget::new(config.budget.clone()),
             config,
             rng,
             own_ips: HashSet::new(),
@@ -387,25 +392,13 @@ impl Overlay {
 
     /// Answers a query reported by [`Event::Query`] with these files (split
     /// into several datagrams when they do not fit in one; an empty list
-    /// still sends an empty answer).
+    /// still sends an empty answer to a classic query). A driver that
+    /// builds answers off its event loop uses [`Overlay::plan_answer`].
     pub fn answer_query(&mut self, query: &IncomingQuery, files: &[HitFile]) {
-        if self.scalable_answer(query, files) {
-            return;
-        }
-        let files = &files[..files.len().min(self.config.max_hits_per_answer)];
-        let template = QueryHit {
-            ip: Ipv4Addr::UNSPECIFIED,
-            files: Vec::new(),
-            id: query.id,
-            more: false,
-            ports: self.own_ports(),
-            extra: Map::new(),
-        };
-        // Leave room for the longest own address the driver may fill in.
-        let limit = MAX_DATAGRAM - ("255.255.255.255".len() - "0.0.0.0".len());
-        for hit in split_hits(&template, files, limit) {
+        let plan = self.plan_answer(query);
+        for hit in plan.hits(files) {
             self.push_transmit(Transmit {
-                dest: query.reply_to,
+                dest: plan.dest(),
                 message: Message::QueryHit(hit),
                 from_self: true,
             });
@@ -414,6 +407,10 @@ impl Overlay {
 
     /// Feeds one received datagram. Invalid ones are dropped with a debug log.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // Over its source's budget: dropped before parsing, and counted.
+        if !self.budget.allow(now, from.ip(), Kind::Datagram) {
+            return;
+        }
         let SocketAddr::V4(from) = from else {
             tracing::debug!(%from, "dropping datagram from an IPv6 address");
             return;
@@ -425,6 +422,11 @@ impl Overlay {
                 return;
             }
         };
+        if let Some(kind) = Kind::of(&message) {
+            if !self.budget.allow(now, (*from.ip()).into(), kind) {
+                return;
+            }
+        }
         self.handle_message(now, from, message);
     }
 

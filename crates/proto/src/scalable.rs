@@ -30,7 +30,7 @@
 //!   peers covered at each step, within [`ScalableConfig::query_budget`]
 //!   estimated messages.
 
-use crate::message::{split_hits, HitFile, Message, Ping, Pong, Query, QueryHit, MAX_DATAGRAM};
+use crate::message::{Message, Ping, Pong, Query, QueryHit};
 use crate::overlay::{Config, Event, IncomingQuery, Overlay, Peer, SearchId, Transmit};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -1085,38 +1085,27 @@ impl Overlay {
         }
     }
 
-    /// Answers a scalable query; false when the query is not one.
-    pub(crate) fn scalable_answer(&mut self, query: &IncomingQuery, files: &[HitFile]) -> bool {
-        let Some(id) = query.id else { return false };
-        let Some(sc) = &mut self.sc else { return false };
-        let Some(seen) = sc.seen.get_mut(&(query.reply_to, id)) else {
-            return false;
-        };
+    /// The fields of the answer to a scalable query, which counts as
+    /// answered from now on; `None` when the query is not one (or was
+    /// answered already).
+    pub(crate) fn scalable_answer_template(&mut self, query: &IncomingQuery) -> Option<QueryHit> {
+        let id = query.id?;
+        let sc = self.sc.as_mut()?;
+        let seen = sc.seen.get_mut(&(query.reply_to, id))?;
         if !seen.awaiting_answer {
-            return false;
+            return None;
         }
         seen.awaiting_answer = false;
-        let hops = seen.hops;
-        if files.is_empty() {
-            // Only the querier waits for answers, and only for files.
-            return true;
-        }
-        let files = &files[..files.len().min(self.config.max_hits_per_answer)];
         let mut extra = base_extra();
-        extra.insert("Hops".into(), Value::from(hops));
-        let template = QueryHit {
+        extra.insert("Hops".into(), Value::from(seen.hops));
+        Some(QueryHit {
             ip: Ipv4Addr::UNSPECIFIED,
             files: Vec::new(),
             id: Some(id),
             more: false,
             ports: self.own_ports(),
             extra,
-        };
-        let limit = MAX_DATAGRAM - ("255.255.255.255".len() - "0.0.0.0".len());
-        for hit in split_hits(&template, files, limit) {
-            self.send_self(query.reply_to, Message::QueryHit(hit));
-        }
-        true
+        })
     }
 
     fn sc_on_hit(&mut self, _now: Instant, hit: QueryHit) {
