@@ -219,6 +219,11 @@ fn searches(
             r#"{{"Command": 3, "Contents": "needle", "IP": "{}", "Id": {id}, "TcpPort": 1, "UdpPort": {port}}}"#,
             ip(SEARCHER)
         );
+        // A peer reads its socket all the time; this one only while it
+        // waits for an answer, so it first discards what came meanwhile
+        // (the flooded node forwards the flood's pings to its peers), lest
+        // a full buffer make the kernel drop the answer.
+        drain(&sock, &mut buf)?;
         let t = Instant::now();
         sock.send_to(q.as_bytes(), target)?;
         let deadline = t + timeout;
@@ -241,6 +246,14 @@ fn searches(
         }
     }
     Ok(phase)
+}
+
+/// Discards every datagram waiting on `sock`.
+fn drain(sock: &UdpSocket, buf: &mut [u8]) -> Result<()> {
+    sock.set_nonblocking(true)?;
+    while sock.recv_from(buf).is_ok() {}
+    sock.set_nonblocking(false)?;
+    Ok(())
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
@@ -375,8 +388,8 @@ fn main() -> Result<()> {
     writeln!(r)?;
     writeln!(
         r,
-        "Command: `bench/flood.sh --secs {} --rate {} --kind {}` ({} sending thread(s); the flooded node shares {} files).",
-        args.secs, args.rate, args.kind, args.threads, args.files + 1
+        "Command: `bench/flood.sh --secs {} --rate {} --threads {} --kind {}` (the flooded node shares {} files).",
+        args.secs, args.rate, args.threads, args.kind, args.files + 1
     )?;
     writeln!(r)?;
     writeln!(r, "| | searches answered | median answer time | flood reached | node CPU | node peak RSS (VmHWM) |")?;
