@@ -198,7 +198,24 @@ async fn searches_from_another_address_succeed_during_a_flood() {
             .into_bytes(),
         b"{\"Command\": 9, \"junk\": [1, 2, 3]}".to_vec(),
     ];
+    // What the node sends back to the attacker (pongs, forwarded pings,
+    // answers), counted by a thread that reads all the time.
+    let back = attacker.try_clone().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    let replies = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, replies) = (stop.clone(), replies.clone());
+        std::thread::spawn(move || {
+            back.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let mut buf = vec![0u8; 65_536];
+            while !stop.load(Ordering::Relaxed) {
+                if back.recv_from(&mut buf).is_ok() {
+                    replies.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let flooder = flood(
@@ -248,9 +265,14 @@ async fn searches_from_another_address_succeed_during_a_flood() {
     flooder.join().unwrap();
     let n = sent.load(Ordering::Relaxed);
     let flood_secs = started.elapsed().as_secs_f64();
+    // Let the last replies arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let replies = replies.load(Ordering::Relaxed);
     let drops = client.budget_drops().await.unwrap();
     eprintln!(
-        "flood: {n} datagrams sent (about {:.0}/s), searches answered {found}/10, dropped by budget: {drops:?}",
+        "flood: {n} datagrams sent (about {:.0}/s), searches answered {found}/10, replies to the attacker: {replies}, dropped by budget: {drops:?}",
         n as f64 / flood_secs
     );
     assert!(
@@ -262,5 +284,15 @@ async fn searches_from_another_address_succeed_during_a_flood() {
         "only {found} of 10 searches answered during the flood"
     );
     assert!(drops.datagrams > 0, "the flood was not over budget");
+    // The attacker's datagrams the budget lets through (its burst and its
+    // rate over the flood) are all it gets answers to: at most two replies
+    // each (a pong and a forwarded copy of a ping), where without budgets
+    // every third datagram of the flood is a ping answered twice.
+    let b = BudgetConfig::default().datagrams.source;
+    let passed = u64::from(b.burst) + u64::from(b.per_second) * flood_secs.ceil() as u64;
+    assert!(
+        replies <= 2 * passed,
+        "the node sent {replies} datagrams back to the flooding address (budget lets {passed} through)"
+    );
     node.shutdown().await;
 }
