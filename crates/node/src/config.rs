@@ -91,6 +91,10 @@ pub struct NodeConfig {
     pub connect: Vec<PeerAddr>,
     /// Overlay timers and limits.
     pub overlay: rutella_proto::Config,
+    /// Receive buffer asked for the UDP socket, in bytes (0: the system's
+    /// default). Default 4 MiB: thousands of small datagrams (the kernel
+    /// counts each with its overhead). The system may grant less (Linux: `net.core.rmem_max`).
+    pub udp_recv_buffer: usize,
     /// Upload speed limit per upload, bytes per second.
     pub upload_rate_limit: Option<u64>,
     /// The most uploads served at once.
@@ -130,6 +134,7 @@ impl Default for NodeConfig {
             advertise: None,
             connect: Vec::new(),
             overlay: rutella_proto::Config::default(),
+            udp_recv_buffer: 4 << 20,
             upload_rate_limit: None,
             max_uploads: 32,
             upload_limits: rutella_transfer::ServerLimits::default(),

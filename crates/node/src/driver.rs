@@ -6,14 +6,13 @@ use crate::downloads::{DownloadId, DownloadInfo, DownloadState, Downloads};
 use crate::pending::{Journal, Pending};
 use crate::source::LibrarySource;
 use crate::NodeError;
-use rutella_proto::{Event, HitFile, IncomingQuery, Overlay, Peer, SearchId};
+use rutella_proto::{AnswerPlan, Drops, Event, HitFile, IncomingQuery, Overlay, Peer, SearchId};
 use rutella_store::{Library, LibraryConfig};
 use rutella_transfer::{ClassicGet, DownloadReport, HashGet, Progress, ServerConfig};
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::{TcpListener, UdpSocket};
@@ -83,7 +82,10 @@ enum Command {
     Connect(PeerAddr),
     Search(String, mpsc::Sender<SearchHit>, oneshot::Sender<SearchId>),
     CancelSearch(SearchId),
-    Answer(IncomingQuery, Vec<HitFile>),
+    /// The ready datagrams of an answer to a query from this querier
+    /// (possibly none), built off the loop.
+    AnswerReady(Ipv4Addr, SocketAddrV4, Vec<Vec<u8>>),
+    BudgetDrops(oneshot::Sender<Drops>),
     SetLibrary(Vec<String>),
 }
 
@@ -110,8 +112,13 @@ pub struct Node {
 
 /// Answers to queries being computed at once; more are dropped.
 const MAX_QUERIES_IN_FLIGHT: usize = 64;
+/// Of those, at most this many for one querier's address, so that one
+/// address cannot take every slot.
+const MAX_QUERIES_IN_FLIGHT_PER_SOURCE: usize = 8;
 /// Most files one answer names.
 const MAX_ANSWER_FILES: usize = 500;
+/// Datagrams read in one go before the timer and the commands get a turn.
+const RECV_BATCH: usize = 256;
 
 impl Node {
     /// Opens the library, binds the UDP and TCP ports, and starts the event
@@ -129,6 +136,7 @@ impl Node {
             })?;
         }
         let udp = bind_udp(&config).await?;
+        set_recv_buffer(&udp, config.udp_recv_buffer);
         let tcp = bind_tcp(&config).await?;
         let udp_addr = v4(udp
             .local_addr()
@@ -201,7 +209,8 @@ impl Node {
             tx,
             events,
             searches: HashMap::new(),
-            queries_in_flight: Arc::new(AtomicUsize::new(0)),
+            in_flight: InFlight::default(),
+            answers: Vec::new(),
         };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
         tasks.push(tokio::spawn(watch_library(
@@ -249,6 +258,30 @@ impl Node {
             let _ = t.await;
         }
         tracing::info!("node stopped");
+    }
+}
+
+/// Asks for a larger receive buffer, so that a burst of datagrams waits in
+/// the kernel instead of being lost before the loop reads it. The system
+/// may give less (on Linux, at most `net.core.rmem_max`); that is logged.
+fn set_recv_buffer(socket: &UdpSocket, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(bytes) {
+        tracing::warn!(error = %e, bytes, "could not set the UDP receive buffer size");
+        return;
+    }
+    match sock.recv_buffer_size() {
+        // Linux reports twice what it grants (the other half is its bookkeeping).
+        Ok(got) if got < bytes => tracing::info!(
+            asked = bytes,
+            got,
+            "the system gave a smaller UDP receive buffer than asked (see net.core.rmem_max)"
+        ),
+        Ok(got) => tracing::debug!(bytes = got, "UDP receive buffer"),
+        Err(e) => tracing::debug!(error = %e, "cannot read the UDP receive buffer size"),
     }
 }
 
@@ -381,6 +414,39 @@ fn route_source(dest: Ipv4Addr) -> Option<Ipv4Addr> {
     }
 }
 
+/// Queries whose answers are being computed, in all and by querier.
+#[derive(Default)]
+struct InFlight {
+    total: usize,
+    /// At most [`MAX_QUERIES_IN_FLIGHT`] entries.
+    by_source: HashMap<Ipv4Addr, usize>,
+}
+
+impl InFlight {
+    fn start(&mut self, source: Ipv4Addr) -> bool {
+        let mine = self.by_source.entry(source).or_insert(0);
+        if self.total >= MAX_QUERIES_IN_FLIGHT || *mine >= MAX_QUERIES_IN_FLIGHT_PER_SOURCE {
+            if *mine == 0 {
+                self.by_source.remove(&source);
+            }
+            return false;
+        }
+        *mine += 1;
+        self.total += 1;
+        true
+    }
+
+    fn end(&mut self, source: Ipv4Addr) {
+        if let Some(n) = self.by_source.get_mut(&source) {
+            *n -= 1;
+            self.total -= 1;
+            if *n == 0 {
+                self.by_source.remove(&source);
+            }
+        }
+    }
+}
+
 struct EventLoop {
     overlay: Overlay,
     socket: UdpSocket,
@@ -390,7 +456,9 @@ struct EventLoop {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<NodeEvent>,
     searches: HashMap<SearchId, mpsc::Sender<SearchHit>>,
-    queries_in_flight: Arc<AtomicUsize>,
+    in_flight: InFlight,
+    /// Ready answers waiting to be sent (at most one batch of commands' worth).
+    answers: Vec<(SocketAddrV4, Vec<Vec<u8>>)>,
 }
 
 impl EventLoop {
@@ -408,11 +476,44 @@ impl EventLoop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.overlay.handle_datagram(Instant::now(), from, &buf[..n]),
+                    Ok((n, from)) => {
+                        self.overlay.handle_datagram(Instant::now(), from, &buf[..n]);
+                        self.drain(&mut buf);
+                    }
                     Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
                 },
                 _ = sleep => self.overlay.handle_timeout(Instant::now()),
                 Some(cmd) = self.rx.recv() => self.command(cmd),
+            }
+        }
+        let d = self.overlay.budget_drops();
+        if d.total() > 0 {
+            tracing::info!(
+                datagrams = d.datagrams,
+                pings = d.pings,
+                queries = d.queries,
+                hits = d.hits,
+                "dropped since start for being over their sources' budgets"
+            );
+        }
+    }
+
+    /// Reads what else is waiting on the socket, up to one batch, without
+    /// waiting: under a flood the loop keeps up with the socket, and the
+    /// timer and commands still get their turn between batches. Nothing is
+    /// allocated per datagram here; the overlay drops one over its source's
+    /// budget before parsing it.
+    fn drain(&mut self, buf: &mut [u8]) {
+        for _ in 0..RECV_BATCH {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, from)) => self
+                    .overlay
+                    .handle_datagram(Instant::now(), from, &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    return;
+                }
             }
         }
     }
@@ -442,12 +543,27 @@ impl EventLoop {
                 self.searches.remove(&id);
                 self.overlay.cancel_search(id);
             }
-            Command::Answer(query, files) => self.overlay.answer_query(&query, &files),
+            Command::AnswerReady(source, dest, datagrams) => {
+                self.in_flight.end(source);
+                if !datagrams.is_empty() {
+                    self.answers.push((dest, datagrams));
+                }
+            }
+            Command::BudgetDrops(reply) => {
+                let _ = reply.send(self.overlay.budget_drops());
+            }
             Command::SetLibrary(names) => self.overlay.set_library(names),
         }
     }
 
     async fn flush(&mut self) {
+        for (dest, datagrams) in std::mem::take(&mut self.answers) {
+            for d in datagrams {
+                if let Err(e) = self.socket.send_to(&d, dest).await {
+                    tracing::debug!(%dest, error = %e, "UDP send failed");
+                }
+            }
+        }
         while let Some(t) = self.overlay.poll_transmit() {
             let ip = self.own.for_dest(*t.dest.ip());
             let bytes = t.encode(ip);
@@ -491,59 +607,72 @@ impl EventLoop {
         }
     }
 
-    /// Looks the query up in the library off the event loop; the answer
-    /// comes back as a command.
+    /// Looks the query up in the library and encodes the answer's
+    /// datagrams off the event loop (on the blocking pool); the ready
+    /// datagrams come back as a command, so the loop only sends them and a
+    /// query, however many files it matches, never holds up pings.
     fn answer(&mut self, q: IncomingQuery) {
-        let in_flight = self.queries_in_flight.clone();
-        if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_QUERIES_IN_FLIGHT {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+        let source = *q.reply_to.ip();
+        if !self.in_flight.start(source) {
             tracing::debug!(from = %q.reply_to, "too many queries at once, dropping one");
             return;
         }
+        let plan = self.overlay.plan_answer(&q);
+        let own_ip = self.own.for_dest(*plan.dest().ip());
         let library = self.library.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let text = q.text.clone();
-            let rutella = q.from.rutella;
-            let found = tokio::task::spawn_blocking(move || {
-                match rutella_proto::parse_hash_query(&text) {
-                    // A query for a content hash: the file with that hash, whatever its name.
-                    Some(hash) => library
-                        .by_hash(&hash)
-                        .map(|f| HitFile {
-                            name: f.name,
-                            size: Some(f.size),
-                            hash: Some(hash),
-                        })
-                        .into_iter()
-                        .collect(),
-                    None => library
-                        .search(&text, MAX_ANSWER_FILES)
-                        .into_iter()
-                        .map(|f| HitFile {
-                            name: f.name,
-                            size: Some(f.size),
-                            hash: f.hash,
-                        })
-                        .collect::<Vec<_>>(),
-                }
-            })
-            .await
-            .unwrap_or_default();
-            let files: Vec<HitFile> = found
-                .into_iter()
-                .map(|f| HitFile {
-                    // Classic peers cannot use sizes and hashes: leave room for names.
-                    size: f.size.filter(|_| rutella),
-                    hash: f.hash.filter(|_| rutella),
-                    name: f.name,
-                })
-                .collect();
-            tracing::debug!(from = %q.reply_to, text = %q.text, hits = files.len(), "answering query");
-            let _ = tx.send(Command::Answer(q, files)).await;
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+            let dest = plan.dest();
+            let datagrams =
+                tokio::task::spawn_blocking(move || build_answer(&library, &q, &plan, own_ip))
+                    .await
+                    .unwrap_or_default();
+            let _ = tx.send(Command::AnswerReady(source, dest, datagrams)).await;
         });
     }
+}
+
+/// The datagrams answering `q`: the library lookup and the encoding, both
+/// linear in the files found (at most [`MAX_ANSWER_FILES`]).
+fn build_answer(
+    library: &Library,
+    q: &IncomingQuery,
+    plan: &AnswerPlan,
+    own_ip: Ipv4Addr,
+) -> Vec<Vec<u8>> {
+    let rutella = q.from.rutella;
+    let found: Vec<HitFile> = match rutella_proto::parse_hash_query(&q.text) {
+        // A query for a content hash: the file with that hash, whatever its name.
+        Some(hash) => library
+            .by_hash(&hash)
+            .map(|f| HitFile {
+                name: f.name,
+                size: Some(f.size),
+                hash: Some(hash),
+            })
+            .into_iter()
+            .collect(),
+        None => library
+            .search(&q.text, MAX_ANSWER_FILES)
+            .into_iter()
+            .map(|f| HitFile {
+                name: f.name,
+                size: Some(f.size),
+                hash: f.hash,
+            })
+            .collect(),
+    };
+    let files: Vec<HitFile> = found
+        .into_iter()
+        .map(|f| HitFile {
+            // Classic peers cannot use sizes and hashes: leave room for names.
+            size: f.size.filter(|_| rutella),
+            hash: f.hash.filter(|_| rutella),
+            name: f.name,
+        })
+        .collect();
+    tracing::debug!(from = %q.reply_to, text = %q.text, hits = files.len(), "answering query");
+    plan.encode(own_ip, &files)
 }
 
 /// A download started by [`Client::download`].
@@ -581,6 +710,14 @@ impl Client {
     pub async fn answered_peers(&self) -> Result<usize, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Answered(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Datagrams the node dropped so far for being over their source's
+    /// budget.
+    pub async fn budget_drops(&self) -> Result<Drops, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::BudgetDrops(tx)).await?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 

@@ -5,6 +5,8 @@
 //! datagrams and events out.
 #![warn(missing_docs)]
 
+pub mod answer;
+pub mod budget;
 pub mod guard;
 pub mod message;
 pub mod overlay;
@@ -12,6 +14,8 @@ pub mod scalable;
 #[cfg(test)]
 mod testnet;
 
+pub use answer::AnswerPlan;
+pub use budget::{BudgetConfig, Drops, KindLimits, Limit};
 pub use message::{
     HitFile, Message, ParseError, Ping, Pong, Ports, Query, QueryHit, CLASSIC_TCP_PORT,
     CLASSIC_UDP_PORT, MAX_DATAGRAM,

@@ -452,45 +452,183 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 /// most `limit` bytes. Every part but the last has `more` set. A file whose
 /// name alone cannot fit is left out. Always returns at least one message
 /// (an empty answer is still an answer).
+///
+/// Linear in the number of files: sizes are added up name by name (see
+/// [`HitSizer`]) instead of encoding the datagram again after each name.
 pub fn split_hits(template: &QueryHit, files: &[HitFile], limit: usize) -> Vec<QueryHit> {
-    let mut parts = Vec::new();
-    let mut current: Vec<HitFile> = Vec::new();
-    let fits = |files: &[HitFile]| {
-        let m = QueryHit {
-            files: files.to_vec(),
-            more: true,
+    let parts = split_hit_indices(template, files, limit);
+    let n = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, idx)| QueryHit {
+            files: idx.into_iter().map(|j| files[j].clone()).collect(),
+            more: i + 1 < n,
             ..template.clone()
-        };
-        Message::QueryHit(m).encode().len() <= limit
-    };
-    for f in files {
-        current.push(f.clone());
-        if fits(&current) {
+        })
+        .collect()
+}
+
+/// The parts [`split_hits`] makes, as indices into `files`.
+pub(crate) fn split_hit_indices(
+    template: &QueryHit,
+    files: &[HitFile],
+    limit: usize,
+) -> Vec<Vec<usize>> {
+    let sizer = HitSizer::new(template);
+    let mut parts = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut acc = PartSize::default();
+    for (i, f) in files.iter().enumerate() {
+        let item = ItemSize::of(f);
+        acc.add(&item);
+        current.push(i);
+        if sizer.len(&acc) <= limit {
             continue;
         }
+        acc.remove(&item);
         current.pop();
         if current.is_empty() {
             tracing::debug!(name = %f.name, "file name too long for one datagram, left out of hits");
             continue;
         }
         parts.push(std::mem::take(&mut current));
-        current.push(f.clone());
-        if !fits(&current) {
+        acc = PartSize::default();
+        acc.add(&item);
+        current.push(i);
+        if sizer.len(&acc) > limit {
             tracing::debug!(name = %f.name, "file name too long for one datagram, left out of hits");
             current.clear();
+            acc = PartSize::default();
         }
     }
     parts.push(current);
-    let n = parts.len();
     parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, files)| QueryHit {
-            files,
-            more: i + 1 < n,
-            ..template.clone()
+}
+
+/// The encoded length of one file's entries in a QueryHit: its name in
+/// `"Contents"`, its size in `"Sizes"` and its hash in `"Hashes"` (each
+/// without separators; `null` when absent).
+#[derive(Debug, Clone, Copy)]
+struct ItemSize {
+    name: usize,
+    size: usize,
+    hash: usize,
+    has_size: bool,
+    has_hash: bool,
+}
+
+/// `null`.
+const NULL_LEN: usize = 4;
+/// A quoted hash of 64 hex digits.
+const HASH_LEN: usize = 66;
+
+impl ItemSize {
+    fn of(f: &HitFile) -> Self {
+        ItemSize {
+            name: json_str_len(&f.name),
+            size: f.size.map_or(NULL_LEN, decimal_len),
+            hash: if f.hash.is_some() { HASH_LEN } else { NULL_LEN },
+            has_size: f.size.is_some(),
+            has_hash: f.hash.is_some(),
+        }
+    }
+}
+
+/// Running totals of the files of one part.
+#[derive(Debug, Clone, Copy, Default)]
+struct PartSize {
+    count: usize,
+    names: usize,
+    sizes: usize,
+    hashes: usize,
+    with_size: usize,
+    with_hash: usize,
+}
+
+impl PartSize {
+    fn add(&mut self, i: &ItemSize) {
+        self.count += 1;
+        self.names += i.name;
+        self.sizes += i.size;
+        self.hashes += i.hash;
+        self.with_size += usize::from(i.has_size);
+        self.with_hash += usize::from(i.has_hash);
+    }
+    fn remove(&mut self, i: &ItemSize) {
+        self.count -= 1;
+        self.names -= i.name;
+        self.sizes -= i.size;
+        self.hashes -= i.hash;
+        self.with_size -= usize::from(i.has_size);
+        self.with_hash -= usize::from(i.has_hash);
+    }
+}
+
+/// The encoded length of a QueryHit built from a template, computed from
+/// the lengths of its files' entries. The four shapes a non-empty part can
+/// take (with or without `"Sizes"`, with or without `"Hashes"`) are encoded
+/// once, with one reference file, so the template's fields (including any
+/// it carries among its unknown fields) count exactly as
+/// [`Message::encode`] writes them.
+pub(crate) struct HitSizer {
+    /// Length with one reference file, by (sizes present, hashes present);
+    /// the reference file's own entries subtracted.
+    base: [[usize; 2]; 2],
+}
+
+impl HitSizer {
+    pub(crate) fn new(template: &QueryHit) -> Self {
+        let mut base = [[0; 2]; 2];
+        for (s, row) in base.iter_mut().enumerate() {
+            for (h, cell) in row.iter_mut().enumerate() {
+                let reference = HitFile {
+                    name: String::new(),
+                    size: (s == 1).then_some(0),
+                    hash: (h == 1).then_some([0; 32]),
+                };
+                let m = Message::QueryHit(QueryHit {
+                    files: vec![reference],
+                    more: true,
+                    ..template.clone()
+                });
+                let own = 2 + if s == 1 { 1 } else { 0 } + if h == 1 { HASH_LEN } else { 0 };
+                *cell = m.encode().len() - own;
+            }
+        }
+        HitSizer { base }
+    }
+
+    /// The length of the part encoded with `"More": true`; `part` must
+    /// hold at least one file.
+    fn len(&self, part: &PartSize) -> usize {
+        let s = part.with_size > 0;
+        let h = part.with_hash > 0;
+        let arrays = 1 + usize::from(s) + usize::from(h);
+        self.base[usize::from(s)][usize::from(h)]
+            + part.names
+            + if s { part.sizes } else { 0 }
+            + if h { part.hashes } else { 0 }
+            + part.count.saturating_sub(1) * 2 * arrays
+    }
+}
+
+/// The length of `s` as a JSON string, quotes included, escaped as
+/// `serde_json` escapes it.
+fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
         })
-        .collect()
+        .sum::<usize>()
+}
+
+/// Number of decimal digits of `n`.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
 #[cfg(test)]
@@ -649,6 +787,113 @@ mod tests {
         let parts = split_hits(&template, &huge, MAX_DATAGRAM);
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].files, vec![HitFile::named("ok")]);
+    }
+
+    /// `split_hits` as it was before sizes were added up: the datagram
+    /// encoded again after each name. The linear version must give the
+    /// same parts.
+    fn split_hits_by_encoding(
+        template: &QueryHit,
+        files: &[HitFile],
+        limit: usize,
+    ) -> Vec<QueryHit> {
+        let mut parts = Vec::new();
+        let mut current: Vec<HitFile> = Vec::new();
+        let fits = |files: &[HitFile]| {
+            let m = QueryHit {
+                files: files.to_vec(),
+                more: true,
+                ..template.clone()
+            };
+            Message::QueryHit(m).encode().len() <= limit
+        };
+        for f in files {
+            current.push(f.clone());
+            if fits(&current) {
+                continue;
+            }
+            current.pop();
+            if current.is_empty() {
+                continue;
+            }
+            parts.push(std::mem::take(&mut current));
+            current.push(f.clone());
+            if !fits(&current) {
+                current.clear();
+            }
+        }
+        parts.push(current);
+        let n = parts.len();
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, files)| QueryHit {
+                files,
+                more: i + 1 < n,
+                ..template.clone()
+            })
+            .collect()
+    }
+
+    fn arb_file() -> impl proptest::strategy::Strategy<Value = HitFile> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![
+                "[a-z0-9 ./]{0,40}",
+                "\\PC{0,30}",
+                ".{0,20}",
+                "[\\x00-\\x1f\"\\\\]{0,10}",
+                "x{0,300}",
+            ],
+            proptest::option::of(proptest::num::u64::ANY),
+            proptest::option::of(proptest::array::uniform32(proptest::num::u8::ANY)),
+        )
+            .prop_map(|(name, size, hash)| HitFile { name, size, hash })
+    }
+
+    fn arb_template() -> impl proptest::strategy::Strategy<Value = QueryHit> {
+        use proptest::prelude::*;
+        (
+            proptest::num::u32::ANY,
+            proptest::option::of(proptest::num::u64::ANY),
+            proptest::option::of(1u16..),
+            proptest::option::of(1u16..),
+            proptest::option::of(0u64..300),
+            proptest::option::of(".{0,40}"),
+        )
+            .prop_map(|(ip, id, udp, tcp, hops, odd)| {
+                let mut extra = Map::new();
+                if let Some(h) = hops {
+                    extra.insert("Hops".into(), Value::from(h));
+                }
+                if let Some(o) = odd {
+                    extra.insert("Zeta".into(), Value::from(o));
+                }
+                QueryHit {
+                    ip: Ipv4Addr::from(ip),
+                    files: Vec::new(),
+                    id,
+                    more: false,
+                    ports: Ports { udp, tcp },
+                    extra,
+                }
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn split_hits_matches_encoding_after_each_name(
+            template in arb_template(),
+            files in proptest::collection::vec(arb_file(), 0..120),
+            limit in proptest::prop_oneof![100usize..1000, 1000usize..9000],
+        ) {
+            let fast = split_hits(&template, &files, limit);
+            proptest::prop_assert_eq!(&fast, &split_hits_by_encoding(&template, &files, limit));
+            for p in &fast {
+                let len = Message::QueryHit(p.clone()).encode().len();
+                proptest::prop_assert!(p.files.is_empty() || len <= limit, "{} > {}", len, limit);
+            }
+        }
     }
 
     proptest::proptest! {

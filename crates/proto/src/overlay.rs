@@ -7,9 +7,10 @@
 //! [`Overlay::poll_transmit`] and [`Overlay::poll_event`] and re-arms its
 //! timer from [`Overlay::poll_timeout`].
 
+use crate::budget::{Budget, BudgetConfig, Kind};
 use crate::guard::Guard;
 use crate::message::{
-    split_hits, HitFile, Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN,
+    HitFile, Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN,
 };
 use crate::scalable::{Dq, ScalableConfig, ScalableState};
 use rand::{RngCore, SeedableRng};
@@ -66,6 +67,8 @@ pub struct Config {
     /// Addresses remembered while they prove themselves (bytes in and out,
     /// a ping to forward, a query to answer); the oldest is forgotten.
     pub ledger_size: usize,
+    /// Per-source budgets of incoming datagrams (see [`crate::budget`]).
+    pub budget: BudgetConfig,
 }
 
 /// The overlay a peer builds with other rutella peers.
@@ -103,6 +106,7 @@ impl Default for Config {
             probes_per_sec: 20.0,
             probe_burst: 40.0,
             ledger_size: 4096,
+            budget: BudgetConfig::default(),
         }
     }
 }
@@ -260,6 +264,8 @@ pub struct Overlay {
     pub(crate) sc: Option<ScalableState>,
     /// Addresses that have not proven themselves yet (see [`crate::guard`]).
     pub(crate) guard: Guard,
+    /// Per-source budgets of incoming datagrams.
+    pub(crate) budget: Budget,
 }
 
 /// Cap on queued events and datagrams: a driver that polls after every call
@@ -284,6 +290,7 @@ impl Overlay {
         Overlay {
             sc,
             guard,
+            budget: Budget::new(config.budget.clone()),
             config,
             rng,
             own_ips: HashSet::new(),
@@ -433,25 +440,13 @@ impl Overlay {
 
     /// Answers a query reported by [`Event::Query`] with these files (split
     /// into several datagrams when they do not fit in one; an empty list
-    /// still sends an empty answer).
+    /// still sends an empty answer to a classic query). A driver that
+    /// builds answers off its event loop uses [`Overlay::plan_answer`].
     pub fn answer_query(&mut self, query: &IncomingQuery, files: &[HitFile]) {
-        if self.scalable_answer(query, files) {
-            return;
-        }
-        let files = &files[..files.len().min(self.config.max_hits_per_answer)];
-        let template = QueryHit {
-            ip: Ipv4Addr::UNSPECIFIED,
-            files: Vec::new(),
-            id: query.id,
-            more: false,
-            ports: self.own_ports(),
-            extra: Map::new(),
-        };
-        // Leave room for the longest own address the driver may fill in.
-        let limit = MAX_DATAGRAM - ("255.255.255.255".len() - "0.0.0.0".len());
-        for hit in split_hits(&template, files, limit) {
+        let plan = self.plan_answer(query);
+        for hit in plan.hits(files) {
             self.push_transmit(Transmit {
-                dest: query.reply_to,
+                dest: plan.dest(),
                 message: Message::QueryHit(hit),
                 from_self: true,
             });
@@ -462,6 +457,10 @@ impl Overlay {
     /// [`MAX_DATAGRAM`] (which a classic peer would cut), are dropped with a
     /// debug log.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // Over its source's budget: dropped before parsing, and counted.
+        if !self.budget.allow(now, from.ip(), Kind::Datagram) {
+            return;
+        }
         let SocketAddr::V4(from) = from else {
             tracing::debug!(%from, "dropping datagram from an IPv6 address");
             return;
@@ -477,6 +476,11 @@ impl Overlay {
                 return;
             }
         };
+        if let Some(kind) = Kind::of(&message) {
+            if !self.budget.allow(now, (*from.ip()).into(), kind) {
+                return;
+            }
+        }
         self.handle_parsed(now, from, message, Some(bytes.len()));
     }
 

@@ -30,9 +30,7 @@
 //!   peers covered at each step, within [`ScalableConfig::query_budget`]
 //!   estimated messages.
 
-use crate::message::{
-    split_hits, HitFile, Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM,
-};
+use crate::message::{Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM};
 use crate::overlay::{
     echo_of, nonce_of, Config, Event, IncomingQuery, Overlay, Peer, SearchId, Transmit,
 };
@@ -61,7 +59,7 @@ pub const MAX_ACCEPTED_TTL: i64 = 4;
 pub const MAX_WALK: i64 = 6;
 /// Bytes an answer leaves free under [`MAX_DATAGRAM`]: the longest own
 /// address the driver fills in, and what the first hop back adds.
-const HIT_ROOM: usize = 64;
+pub(crate) const HIT_ROOM: usize = 64;
 
 /// Settings of the scalable overlay. The defaults are those measured in
 /// `docs/SCALING.md`.
@@ -1268,40 +1266,27 @@ impl Overlay {
         }
     }
 
-    /// Answers a scalable query; false when the query is not one.
-    pub(crate) fn scalable_answer(&mut self, query: &IncomingQuery, files: &[HitFile]) -> bool {
-        let Some(id) = query.id else { return false };
-        let Some(sc) = &mut self.sc else { return false };
-        let Some(seen) = sc.seen.get_mut(&id) else {
-            return false;
-        };
+    /// The fields of the answer to a scalable query, which counts as
+    /// answered from now on; `None` when the query is not one (or was
+    /// answered already).
+    pub(crate) fn scalable_answer_template(&mut self, query: &IncomingQuery) -> Option<QueryHit> {
+        let id = query.id?;
+        let sc = self.sc.as_mut()?;
+        let seen = sc.seen.get_mut(&id)?;
         if !seen.awaiting_answer || seen.prev != query.reply_to {
-            return false;
+            return None;
         }
         seen.awaiting_answer = false;
-        let hops = seen.hops;
-        if files.is_empty() {
-            // Only the querier waits for answers, and only for files.
-            return true;
-        }
-        let files = &files[..files.len().min(self.config.max_hits_per_answer)];
         let mut extra = base_extra();
-        extra.insert("Hops".into(), Value::from(hops));
-        let template = QueryHit {
+        extra.insert("Hops".into(), Value::from(seen.hops));
+        Some(QueryHit {
             ip: Ipv4Addr::UNSPECIFIED,
             files: Vec::new(),
             id: Some(id),
             more: false,
             ports: self.own_ports(),
             extra,
-        };
-        // Room for the longest own address, and for what the first hop
-        // back adds (the address it saw us at, `"Via"`).
-        let limit = MAX_DATAGRAM - HIT_ROOM;
-        for hit in split_hits(&template, files, limit) {
-            self.send_self(query.reply_to, Message::QueryHit(hit));
-        }
-        true
+        })
     }
 
     fn sc_on_hit(&mut self, _now: Instant, from: SocketAddrV4, hit: QueryHit) {
@@ -1621,6 +1606,7 @@ impl Overlay {
 mod tests {
     use super::*;
     use crate::testnet::Net;
+    use crate::HitFile;
     use crate::{Config, Mode};
     use std::net::SocketAddr;
 
