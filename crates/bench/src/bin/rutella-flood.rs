@@ -234,9 +234,10 @@ fn searches(
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1)),
             ))?;
-            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
                 continue;
             };
+            answer_ping(&sock, &buf[..n], from)?;
             let text = String::from_utf8_lossy(&buf[..n]);
             if text.contains(&want) && text.contains("needle") {
                 phase.answered += 1;
@@ -248,10 +249,31 @@ fn searches(
     Ok(phase)
 }
 
-/// Discards every datagram waiting on `sock`.
+/// Answers a ping as a peer does (a pong from the same address, echoing
+/// its nonce): a node answers a stranger's queries only once it has.
+fn answer_ping(sock: &UdpSocket, datagram: &[u8], from: std::net::SocketAddr) -> Result<()> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(datagram) else {
+        return Ok(());
+    };
+    if v["Command"] != 1 {
+        return Ok(());
+    }
+    let me = sock.local_addr()?;
+    let mut pong = serde_json::json!({"Command": 2, "IP": me.ip().to_string(),
+        "TcpPort": 1, "UdpPort": me.port()});
+    if let Some(n) = v.get("Nonce") {
+        pong["Echo"] = n.clone();
+    }
+    sock.send_to(pong.to_string().as_bytes(), from)?;
+    Ok(())
+}
+
+/// Discards every datagram waiting on `sock`, answering pings.
 fn drain(sock: &UdpSocket, buf: &mut [u8]) -> Result<()> {
     sock.set_nonblocking(true)?;
-    while sock.recv_from(buf).is_ok() {}
+    while let Ok((n, from)) = sock.recv_from(buf) {
+        answer_ping(sock, &buf[..n], from)?;
+    }
     sock.set_nonblocking(false)?;
     Ok(())
 }
