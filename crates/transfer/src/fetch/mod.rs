@@ -15,7 +15,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +34,10 @@ use crate::serve_rutella::hex;
 use crate::state::PartState;
 use crate::tree::Tree;
 use crate::wire::Status;
+
+mod sched;
+
+use sched::{Sched, Src, Take};
 
 /// Pieces a download is cut into, per connection: enough for the
 /// connections to end together, few enough that the serving side's cost
@@ -189,152 +192,6 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     written
 }
 
-struct InFlight {
-    id: u64,
-    groups: Range<u64>,
-    source: usize,
-    helped_by: Vec<usize>,
-}
-
-struct Src {
-    peer: SocketAddr,
-    bad: bool,
-    received: u64,
-    verified: u64,
-    outcome: Option<SourceOutcome>,
-}
-
-impl Src {
-    fn new(peer: SocketAddr) -> Src {
-        Src {
-            peer,
-            bad: false,
-            received: 0,
-            verified: 0,
-            outcome: None,
-        }
-    }
-}
-
-struct Sched {
-    state: PartState,
-    verified: u64,
-    total: u64,
-    /// Verified bytes, for progress.
-    done_bytes: u64,
-    /// Verified groups not yet recorded on disk.
-    dirty: bool,
-    pending: VecDeque<Range<u64>>,
-    in_flight: Vec<InFlight>,
-    next_id: u64,
-    piece_groups: u64,
-    sources: Vec<Src>,
-}
-
-enum Take {
-    Piece { id: u64, groups: Range<u64> },
-    Wait,
-    Stop,
-}
-
-impl Sched {
-    /// The next piece for `src`; with `help`, a piece another source is
-    /// slow on when nothing else is left.
-    fn take(&mut self, src: usize, help: bool) -> Take {
-        if self.sources[src].bad || self.verified == self.total {
-            return Take::Stop;
-        }
-        while let Some(mut r) = self.pending.pop_front() {
-            while r.start < r.end && self.state.get(r.start) {
-                r.start += 1;
-            }
-            if r.is_empty() {
-                continue;
-            }
-            let end = r.end.min(r.start + self.piece_groups);
-            if end < r.end {
-                self.pending.push_front(end..r.end);
-            }
-            return Take::Piece {
-                id: self.new_flight(r.start..end, src),
-                groups: r.start..end,
-            };
-        }
-        if !help {
-            return Take::Wait;
-        }
-        // Nothing unassigned: help with a piece another source is slow on.
-        let mut best: Option<(usize, Range<u64>)> = None;
-        for (k, f) in self.in_flight.iter().enumerate() {
-            if f.source == src || f.helped_by.contains(&src) {
-                continue;
-            }
-            let missing: Vec<u64> = f.groups.clone().filter(|&i| !self.state.get(i)).collect();
-            if let (Some(&a), Some(&b)) = (missing.first(), missing.last()) {
-                if best
-                    .as_ref()
-                    .is_none_or(|(_, r)| b + 1 - a > r.end - r.start)
-                {
-                    best = Some((k, a..b + 1));
-                }
-            }
-        }
-        match best {
-            Some((k, r)) => {
-                self.in_flight[k].helped_by.push(src);
-                Take::Piece {
-                    id: self.new_flight(r.clone(), src),
-                    groups: r,
-                }
-            }
-            None => Take::Wait,
-        }
-    }
-
-    fn new_flight(&mut self, groups: Range<u64>, source: usize) -> u64 {
-        self.next_id += 1;
-        self.in_flight.push(InFlight {
-            id: self.next_id,
-            groups,
-            source,
-            helped_by: Vec::new(),
-        });
-        self.next_id
-    }
-
-    /// A piece ended: its unverified groups that nobody else is fetching go
-    /// back to the front of the queue.
-    fn piece_done(&mut self, id: u64) {
-        let Some(k) = self.in_flight.iter().position(|f| f.id == id) else {
-            return;
-        };
-        let f = self.in_flight.swap_remove(k);
-        let mut run: Option<Range<u64>> = None;
-        let mut back = Vec::new();
-        for i in f.groups {
-            let covered = self.state.get(i) || self.in_flight.iter().any(|o| o.groups.contains(&i));
-            match (&mut run, covered) {
-                (Some(r), false) if r.end == i => r.end = i + 1,
-                (_, false) => {
-                    if let Some(r) = run.take() {
-                        back.push(r);
-                    }
-                    run = Some(i..i + 1);
-                }
-                (_, true) => {
-                    if let Some(r) = run.take() {
-                        back.push(r);
-                    }
-                }
-            }
-        }
-        back.extend(run);
-        for r in back.into_iter().rev() {
-            self.pending.push_front(r);
-        }
-    }
-}
-
 struct Shared {
     sched: Mutex<Sched>,
     /// Bumped, with a wake-up, whenever pieces go back to the queue or
@@ -444,15 +301,9 @@ impl Shared {
             let r = self.tree.group_range(i);
             let glen = r.end - r.start;
             pos += glen as usize;
-            if !s.state.get(i) {
-                s.state.set(i, true);
-                s.verified += 1;
-                s.sources[src].verified += glen;
-                s.done_bytes += glen;
-                s.dirty = true;
-            }
+            s.verified_group(src, i, glen);
         }
-        let finished = s.verified == s.total;
+        let finished = s.complete();
         let p = Progress {
             received: self.received.load(Ordering::Relaxed),
             done: s.done_bytes,
@@ -626,19 +477,6 @@ pub async fn fetch_by_hash_growing(
         })
         .await?;
     }
-    let mut pending = VecDeque::new();
-    let mut i = 0;
-    while i < total {
-        if state.get(i) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < total && !state.get(i) {
-            i += 1;
-        }
-        pending.push_back(start..i);
-    }
     let usable_sources = srcs.iter().filter(|s| !s.bad).count().max(1);
     let per_source = if usable_sources == 1 {
         req.single_source_connections.max(1)
@@ -656,18 +494,7 @@ pub async fn fetch_by_hash_growing(
     let done_bytes = resumed_from.max(verified_bytes(&state, &tree));
     let (done_tx, mut done_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        sched: Mutex::new(Sched {
-            state,
-            verified,
-            total,
-            done_bytes,
-            dirty: true,
-            pending,
-            in_flight: Vec::new(),
-            next_id: 0,
-            piece_groups,
-            sources: srcs,
-        }),
+        sched: Mutex::new(Sched::new(state, done_bytes, piece_groups, srcs)),
         changed: (Mutex::new(0), std::sync::Condvar::new()),
         tree: Arc::clone(&tree),
         received: AtomicU64::new(wire_bytes),
@@ -1003,6 +830,7 @@ async fn worker(src: usize, shared: Arc<Shared>, req: HashGet) {
     let peer = shared.lock().sources[src].peer;
     let mut busy_tries = 0u32;
     let mut reconnects = 0u32;
+    let mut cuts = 0u32;
     loop {
         let conn = match RutellaConn::connect(peer, req.connect_timeout, req.idle_timeout)
             .await
@@ -1025,17 +853,21 @@ async fn worker(src: usize, shared: Arc<Shared>, req: HashGet) {
             r
         })
         .await;
-        let (result, waited) = match ran {
+        let ended = match ran {
             Ok(r) => r,
-            Err(e) => (
-                Err(DownloadError::Connection {
-                    peer,
-                    reason: format!("the receiving thread failed: {e}"),
-                }),
-                false,
-            ),
+            Err(e) => Session::failed(DownloadError::Connection {
+                peer,
+                reason: format!("the receiving thread failed: {e}"),
+            }),
         };
-        match result {
+        let waited = ended.waited;
+        match ended.result {
+            // Another connection took over the rest of its requests; a
+            // new connection carries on with whatever is left.
+            Ok(()) if ended.cut_off && cuts < MAX_CUTS => {
+                cuts += 1;
+                tracing::debug!(%peer, "requests taken over by another source; reconnecting");
+            }
             Ok(()) => {
                 shared.set_outcome(src, SourceOutcome::Served);
                 return;
@@ -1078,6 +910,30 @@ struct Batch {
     ends: Option<u64>,
 }
 
+/// How a [`session`] ended.
+struct Session {
+    result: Result<(), DownloadError>,
+    /// The connection sat idle before it failed.
+    waited: bool,
+    /// It ended because another connection took over the rest of what it
+    /// had asked for.
+    cut_off: bool,
+}
+
+impl Session {
+    fn failed(e: DownloadError) -> Session {
+        Session {
+            result: Err(e),
+            waited: false,
+            cut_off: false,
+        }
+    }
+}
+
+/// Most times one connection to a source may be cut off and opened
+/// again because another source took over its requests.
+const MAX_CUTS: u32 = 1000;
+
 /// Requests kept in flight per connection: the next piece's data follows
 /// the current one's without a round trip in between.
 const AHEAD: usize = 2;
@@ -1089,11 +945,7 @@ const AHEAD: usize = 2;
 /// writes what verified and records it, so that reading and hashing
 /// overlap with writing, and nothing unverified is ever written. Also
 /// returns whether the connection sat idle before it failed.
-fn session(
-    mut conn: BlockingConn,
-    src: usize,
-    shared: &Shared,
-) -> (Result<(), DownloadError>, bool) {
+fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
     use std::io::Read;
     use std::sync::mpsc::sync_channel;
     let tree = &shared.tree;
@@ -1107,7 +959,7 @@ fn session(
             .push((key, s)),
         Err(e) => {
             let reason = format!("socket setup failed: {e}");
-            return (Err(DownloadError::Connection { peer, reason }), false);
+            return Session::failed(DownloadError::Connection { peer, reason });
         }
     }
     let (full_tx, full_rx) = sync_channel::<Batch>(RING);
@@ -1127,18 +979,16 @@ fn session(
                 let _ = free_tx.send(b);
             }
             Err(e) => {
-                return (
-                    Err(DownloadError::Connection {
-                        peer,
-                        reason: format!("no memory for buffers: {e}"),
-                    }),
-                    false,
-                )
+                return Session::failed(DownloadError::Connection {
+                    peer,
+                    reason: format!("no memory for buffers: {e}"),
+                })
             }
         }
     }
     let mut taken = Vec::new();
     let mut waited = false;
+    let mut cut_off = false;
     let (read, written) = std::thread::scope(|scope| {
         let writer = scope.spawn(move || write_batches(full_rx, free_tx, src, shared, peer));
         let mut queue: VecDeque<(u64, u64, u64)> = VecDeque::new();
@@ -1181,6 +1031,7 @@ fn session(
                 Err(e) => break Err(e),
             }
             let mut pos = start;
+            let mut claimed_to = start;
             while pos < end {
                 if shared.stop.load(Ordering::Acquire) {
                     break 'session Ok(());
@@ -1192,8 +1043,23 @@ fn session(
                 let want = (end - pos).min(buf.len() as u64) as usize;
                 let mut filled = 0;
                 let mut failure = None;
+                let mut cut = false;
                 while filled < want {
-                    match conn.stream.read(&mut buf[filled..want]) {
+                    let at = pos + filled as u64;
+                    if at >= claimed_to {
+                        // Claimed just before reading: what another
+                        // connection took over is never read here.
+                        let claim = shared.lock().claim(id, at >> tree.group_log());
+                        match claim {
+                            Some(to) => claimed_to = tree.group_range(to - 1).end.min(end),
+                            None => {
+                                cut = true;
+                                break;
+                            }
+                        }
+                    }
+                    let limit = (claimed_to - pos).min(want as u64) as usize;
+                    match conn.stream.read(&mut buf[filled..limit]) {
                         // Shut down by `halt`.
                         Ok(0) | Err(_) if shared.stop.load(Ordering::Acquire) => break,
                         Ok(0) => {
@@ -1240,6 +1106,13 @@ fn session(
                 if let Some(reason) = failure {
                     break 'session Err(DownloadError::Connection { peer, reason });
                 }
+                if cut {
+                    // The rest of what was asked is another connection's
+                    // now, and the source is sending it: this connection
+                    // ends here.
+                    cut_off = true;
+                    break 'session Ok(());
+                }
                 if short {
                     // Stopped while reading.
                     break 'session Ok(());
@@ -1269,9 +1142,14 @@ fn session(
         }
     }
     shared.notify_change();
-    match (read, written) {
-        (_, Err(e)) | (Err(e), _) => (Err(e), waited),
-        (Ok(()), Ok(())) => (Ok(()), waited),
+    let result = match (read, written) {
+        (_, Err(e)) | (Err(e), _) => Err(e),
+        (Ok(()), Ok(())) => Ok(()),
+    };
+    Session {
+        result,
+        waited,
+        cut_off,
     }
 }
 
