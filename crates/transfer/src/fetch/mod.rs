@@ -12,56 +12,42 @@
 //! that was verified; on resume the claimed groups are hashed again, and any
 //! that fail are fetched anew.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::buf::PageBuf;
-use crate::classic::{
-    blocking_io, read_failure, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
+use crate::client::rutella::RutellaConn;
+use crate::download::{
+    blocking_io, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
 };
-use crate::client::{BlockingConn, RutellaConn};
+use crate::hex::hex;
 use crate::lock::PartLock;
-use crate::names::{move_into_place, sanitize_basename};
-use crate::serve_rutella::hex;
-use crate::state::PartState;
+use crate::names::move_into_place;
 use crate::tree::Tree;
-use crate::wire::Status;
 
+mod part;
 mod sched;
+mod session;
+mod shared;
 
-use sched::{Sched, Src, Take};
+use part::{
+    checkpointer, decode_tree_file, encode_tree_file, open_part, verified_bytes, write_atomic,
+};
+pub use part::{part_paths, pending_progress, PartPaths};
+use sched::{Sched, Src};
+use session::{batch_size, outcome_of, worker};
+use shared::Shared;
 
 /// Pieces a download is cut into, per connection: enough for the
 /// connections to end together, few enough that the serving side's cost
 /// per request stays small (measured: 4 beats 8 and 16 on 1 GB).
 const PIECES_PER_CONNECTION: u64 = 4;
-/// Memory for batches in flight, shared by all the connections of one
-/// download.
-const BUFFER_BUDGET: usize = 24 << 20;
-/// Batches in flight per connection: one being read, one being verified
-/// and written, one spare.
-const RING: usize = 3;
-/// Largest batch: large reads and writes cost the fewest wake-ups and
-/// system calls (measured: 4 MiB batches beat 1 MiB ones by about a tenth).
-const MAX_BATCH: usize = 4 << 20;
-/// Smallest batch.
-const MIN_BATCH: usize = 256 << 10;
-
-/// The batch size for `connections` connections: the budget split among
-/// them, in whole groups of `group` bytes.
-fn batch_size(connections: usize, group: usize) -> usize {
-    let each = BUFFER_BUDGET / (connections.max(1) * RING);
-    let size = each.clamp(MIN_BATCH, MAX_BATCH);
-    (size / group).max(1) * group
-}
 
 /// A download by hash.
 #[derive(Debug, Clone)]
@@ -107,232 +93,6 @@ impl HashGet {
             max_piece: 256 << 20,
             checkpoint_every: Duration::from_secs(1),
             single_source_connections: 1,
-        }
-    }
-}
-
-/// Where a download by hash keeps its partial data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartPaths {
-    /// The partial file.
-    pub part: PathBuf,
-    /// The verified tree.
-    pub tree: PathBuf,
-    /// The verified-groups record.
-    pub state: PathBuf,
-    /// The sanitized base name of the final file.
-    pub base: String,
-}
-
-/// The partial-file paths of a download of `hash` named `name` into `dir`.
-pub fn part_paths(dir: &Path, name: &str, hash: &[u8; 32]) -> Result<PartPaths, DownloadError> {
-    let base = sanitize_basename(name).map_err(|source| DownloadError::InvalidName {
-        name: name.to_owned(),
-        source,
-    })?;
-    let stem = format!("{base}.{}.part", &hex(hash)[..16]);
-    Ok(PartPaths {
-        part: dir.join(&stem),
-        tree: dir.join(format!("{stem}.tree")),
-        state: dir.join(format!("{stem}.state")),
-        base,
-    })
-}
-
-/// Verified bytes and size recorded for an unfinished download, if any.
-pub fn pending_progress(dir: &Path, name: &str, hash: &[u8; 32]) -> Option<(u64, u64)> {
-    let paths = part_paths(dir, name, hash).ok()?;
-    let st = PartState::decode(&std::fs::read(paths.state).ok()?)?;
-    if st.hash != *hash {
-        return None;
-    }
-    let g = 1u64 << st.group_log;
-    let mut done = 0;
-    for i in 0..st.groups() {
-        if st.get(i) {
-            done += g.min(st.size - i * g);
-        }
-    }
-    Some((done, st.size))
-}
-
-fn encode_tree_file(tree: &Tree) -> Vec<u8> {
-    let mut out = b"RTLTREE1".to_vec();
-    out.push(tree.group_log());
-    out.extend_from_slice(&tree.size().to_le_bytes());
-    out.extend_from_slice(&tree.encode());
-    out
-}
-
-fn decode_tree_file(hash: &[u8; 32], buf: &[u8]) -> Option<Tree> {
-    if buf.len() < 17 || &buf[..8] != b"RTLTREE1" {
-        return None;
-    }
-    let gl = buf[8];
-    let size = u64::from_le_bytes(buf[9..17].try_into().ok()?);
-    Tree::decode(*hash, size, gl, &buf[17..]).ok()
-}
-
-/// Writes `data` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let written = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        // A full disk must not leave a stray temporary file.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
-struct Shared {
-    sched: Mutex<Sched>,
-    /// Bumped, with a wake-up, whenever pieces go back to the queue or
-    /// the download ends: what idle connections wait for.
-    changed: (Mutex<u64>, std::sync::Condvar),
-    tree: Arc<Tree>,
-    received: AtomicU64,
-    /// The partial file: sources write their verified bytes straight to it
-    /// (positioned writes, so they never share a file offset).
-    part: std::fs::File,
-    progress: watch::Sender<Progress>,
-    /// Set once every group is verified, or when writing failed.
-    done: watch::Sender<bool>,
-    /// Tells the receive loops to end.
-    stop: AtomicBool,
-    /// A local failure (the disk): it ends the download.
-    fatal: Mutex<Option<io::Error>>,
-    /// The sockets of the running receive loops, to wake a blocked read.
-    live: Mutex<Vec<(i32, std::net::TcpStream)>>,
-    /// Receive loops running, and a signal when one ends.
-    loops: AtomicUsize,
-    loops_ended: Notify,
-    /// Serializes writes to the partial file.
-    write_lock: Mutex<()>,
-    /// Bytes per batch.
-    batch: usize,
-}
-
-/// Verifies the whole groups of `data` (which starts at group-aligned
-/// `offset`; a shorter last group only at the end of the file): returns
-/// how many leading bytes passed, and where a failing group starts.
-fn verify_prefix(tree: &Tree, offset: u64, data: &[u8]) -> (usize, Option<u64>) {
-    let gl = tree.group_log();
-    let mut at = 0usize;
-    while at < data.len() {
-        let i = (offset + at as u64) >> gl;
-        let r = tree.group_range(i);
-        let glen = (r.end - r.start) as usize;
-        let Some(group) = data.get(at..at + glen) else {
-            break;
-        };
-        if !tree.verify_group(i, group) {
-            return (at, Some(r.start));
-        }
-        at += glen;
-    }
-    (at, None)
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Sched> {
-        // A poisoned lock only means a thread panicked mid-update; the
-        // schedule stays usable (verification is re-checked on resume).
-        self.sched.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    /// Wakes the connections waiting for work.
-    fn notify_change(&self) {
-        let mut g = self.changed.0.lock().unwrap_or_else(|e| e.into_inner());
-        *g = g.wrapping_add(1);
-        self.changed.1.notify_all();
-    }
-
-    /// Waits (at most `limit`) for [`Shared::notify_change`].
-    fn wait_change(&self, limit: Duration) {
-        let g = self.changed.0.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = *g;
-        let _ = self.changed.1.wait_timeout_while(g, limit, |n| {
-            *n == seen && !self.stop.load(Ordering::Acquire)
-        });
-    }
-
-    fn set_outcome(&self, src: usize, outcome: SourceOutcome) {
-        let mut s = self.lock();
-        if s.sources[src].outcome.is_none() {
-            s.sources[src].outcome = Some(outcome);
-        }
-    }
-
-    /// Ends the download because of a local failure.
-    fn fail(&self, e: io::Error) {
-        let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
-        if fatal.is_none() {
-            *fatal = Some(e);
-        }
-        drop(fatal);
-        self.stop.store(true, Ordering::Release);
-        self.done.send_replace(true);
-    }
-
-    /// Records `len` bytes from `src` at `offset` (`ok` of them written
-    /// after they verified; `bad_at`, where a failing group starts).
-    fn record(&self, src: usize, offset: u64, len: usize, ok: usize, bad_at: Option<u64>) {
-        let gl = self.tree.group_log();
-        let mut s = self.lock();
-        s.sources[src].received += len as u64;
-        if let Some(bad) = bad_at {
-            if !s.sources[src].bad {
-                s.sources[src].bad = true;
-                s.sources[src].outcome = Some(SourceOutcome::BadData);
-                tracing::warn!(peer = %s.sources[src].peer, offset = bad,
-                    "peer sent data that failed verification; discarded, and it is not asked again for this file");
-            }
-        }
-        let mut pos = 0usize;
-        while pos < ok {
-            let i = (offset + pos as u64) >> gl;
-            let r = self.tree.group_range(i);
-            let glen = r.end - r.start;
-            pos += glen as usize;
-            s.verified_group(src, i, glen);
-        }
-        let finished = s.complete();
-        let p = Progress {
-            received: self.received.load(Ordering::Relaxed),
-            done: s.done_bytes,
-            total: Some(self.tree.size()),
-        };
-        drop(s);
-        self.progress.send_replace(p);
-        if finished {
-            self.done.send_replace(true);
-            self.notify_change();
-        }
-    }
-
-    /// Stops every receive loop and waits until they have ended, so no
-    /// write to the partial file happens after this returns.
-    async fn halt(&self) {
-        self.stop.store(true, Ordering::Release);
-        for (_, s) in self.live.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-        self.notify_change();
-        loop {
-            let ended = self.loops_ended.notified();
-            if self.loops.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            // A loop checks the flag at least once per batch, and its read
-            // fails at once on the shut-down socket.
-            let _ = tokio::time::timeout(Duration::from_millis(50), ended).await;
         }
     }
 }
@@ -530,7 +290,12 @@ pub async fn fetch_by_hash_growing(
                 continue;
             }
             for _ in 0..per_source {
-                workers.spawn(worker(src, Arc::clone(&shared), req.clone()));
+                workers.spawn(worker(
+                    src,
+                    Arc::clone(&shared),
+                    req.connect_timeout,
+                    req.idle_timeout,
+                ));
             }
         }
         let mut more_open = true;
@@ -565,7 +330,12 @@ pub async fn fetch_by_hash_growing(
                         s.sources.len() - 1
                     };
                     tracing::debug!(%peer, "another source joins the download");
-                    workers.spawn(worker(src, Arc::clone(&shared), req.clone()));
+                    workers.spawn(worker(
+                    src,
+                    Arc::clone(&shared),
+                    req.connect_timeout,
+                    req.idle_timeout,
+                ));
                 }
             }
         }
@@ -694,504 +464,7 @@ fn reports(srcs: &[Src]) -> Vec<SourceReport> {
         .collect()
 }
 
-/// Whether an error makes a source bad for this file, and how it ended.
-fn outcome_of(e: &DownloadError) -> (bool, SourceOutcome) {
-    match e {
-        DownloadError::BadTree { .. } | DownloadError::BadData { .. } => {
-            (true, SourceOutcome::BadData)
-        }
-        DownloadError::Refusal {
-            status: Status::NotFound,
-            ..
-        } => (false, SourceOutcome::NotFound),
-        DownloadError::Refusal {
-            status: Status::Busy,
-            ..
-        } => (false, SourceOutcome::Busy),
-        other => (false, SourceOutcome::Failed(other.to_string())),
-    }
-}
-
 async fn get_tree(peer: SocketAddr, req: &HashGet) -> Result<(Tree, Vec<u8>), DownloadError> {
     let mut conn = RutellaConn::connect(peer, req.connect_timeout, req.idle_timeout).await?;
     conn.confirmed_tree(&req.hash).await
-}
-
-/// Opens (or creates) the partial file at the tree's size, loads the saved
-/// state, re-verifies the groups it claims, and records the confirmed last
-/// group if one was fetched. Returns the file, the state, the verified
-/// bytes found, and the size of the last group when it was recorded.
-fn open_part(
-    paths: &PartPaths,
-    tree: &Tree,
-    last: Option<Vec<u8>>,
-) -> io::Result<(std::fs::File, PartState, u64, Option<u64>)> {
-    use std::os::unix::fs::FileExt;
-    let part = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&paths.part)?;
-    if part.metadata()?.len() != tree.size() {
-        part.set_len(tree.size())?;
-    }
-    let mut state = std::fs::read(&paths.state)
-        .ok()
-        .and_then(|b| PartState::decode(&b))
-        .filter(|s| {
-            s.hash == *tree.hash() && s.size == tree.size() && s.group_log == tree.group_log()
-        })
-        .unwrap_or_else(|| PartState::empty(*tree.hash(), tree.size(), tree.group_log()));
-    let mut buf = vec![0u8; 1usize << tree.group_log()];
-    let mut done = 0;
-    for i in 0..tree.groups() {
-        if !state.get(i) {
-            continue;
-        }
-        let r = tree.group_range(i);
-        let slice = &mut buf[..(r.end - r.start) as usize];
-        let ok = part.read_exact_at(slice, r.start).is_ok() && tree.verify_group(i, slice);
-        if ok {
-            done += r.end - r.start;
-        } else {
-            tracing::warn!(part = %paths.part.display(), offset = r.start,
-                "a group recorded as verified no longer verifies; fetching it again");
-            state.set(i, false);
-        }
-    }
-    let mut wrote = None;
-    if let Some(last) = last {
-        let i = tree.groups().saturating_sub(1);
-        if tree.groups() > 0 && !state.get(i) && tree.verify_group(i, &last) {
-            part.write_all_at(&last, tree.group_range(i).start)?;
-            state.set(i, true);
-            wrote = Some(last.len() as u64);
-        }
-    }
-    Ok((part, state, done, wrote))
-}
-
-/// Every `every`, syncs the partial file and then records which groups
-/// are verified; once more when `stop` closes.
-fn checkpointer(
-    shared: &Shared,
-    paths: &PartPaths,
-    every: Duration,
-    stop: std::sync::mpsc::Receiver<()>,
-) -> io::Result<()> {
-    use std::sync::mpsc::RecvTimeoutError;
-    loop {
-        // A floor, so that a zero interval cannot make this spin.
-        let wait = every.max(Duration::from_millis(5));
-        let last = !matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout));
-        // Take the record before the sync: everything it claims was
-        // written before the sync began.
-        let snapshot = {
-            let mut s = shared.lock();
-            let due = s.dirty || last;
-            s.dirty = false;
-            due.then(|| (s.state.encode(), s.verified == s.total))
-        };
-        if let Some((bytes, complete)) = snapshot {
-            let saved = shared.part.sync_data().and_then(|()| {
-                if complete {
-                    // The file is about to be moved into place.
-                    Ok(())
-                } else {
-                    write_atomic(&paths.state, &bytes)
-                }
-            });
-            if let Err(e) = saved {
-                shared.fail(io::Error::new(e.kind(), e.to_string()));
-                return Err(e);
-            }
-        }
-        if last {
-            return Ok(());
-        }
-    }
-}
-
-fn verified_bytes(state: &PartState, tree: &Tree) -> u64 {
-    (0..tree.groups())
-        .filter(|&i| state.get(i))
-        .map(|i| {
-            let r = tree.group_range(i);
-            r.end - r.start
-        })
-        .sum()
-}
-
-/// One connection to a source: connects, then fetches pieces in a
-/// blocking session until nothing is left for it; reconnects when an idle
-/// connection was closed, retries a busy source a few times.
-async fn worker(src: usize, shared: Arc<Shared>, req: HashGet) {
-    let peer = shared.lock().sources[src].peer;
-    let mut busy_tries = 0u32;
-    let mut reconnects = 0u32;
-    let mut cuts = 0u32;
-    loop {
-        let conn = match RutellaConn::connect(peer, req.connect_timeout, req.idle_timeout)
-            .await
-            .and_then(RutellaConn::into_blocking)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("{e}");
-                let (_, outcome) = outcome_of(&e);
-                shared.set_outcome(src, outcome);
-                return;
-            }
-        };
-        let session_shared = Arc::clone(&shared);
-        session_shared.loops.fetch_add(1, Ordering::AcqRel);
-        let ran = tokio::task::spawn_blocking(move || {
-            let r = session(conn, src, &session_shared);
-            session_shared.loops.fetch_sub(1, Ordering::AcqRel);
-            session_shared.loops_ended.notify_waiters();
-            r
-        })
-        .await;
-        let ended = match ran {
-            Ok(r) => r,
-            Err(e) => Session::failed(DownloadError::Connection {
-                peer,
-                reason: format!("the receiving thread failed: {e}"),
-            }),
-        };
-        let waited = ended.waited;
-        match ended.result {
-            // Another connection took over the rest of its requests; a
-            // new connection carries on with whatever is left.
-            Ok(()) if ended.cut_off && cuts < MAX_CUTS => {
-                cuts += 1;
-                tracing::debug!(%peer, "requests taken over by another source; reconnecting");
-            }
-            Ok(()) => {
-                shared.set_outcome(src, SourceOutcome::Served);
-                return;
-            }
-            // An idle connection the server closed is no fault of the source.
-            Err(DownloadError::Connection { .. }) if waited && reconnects < 3 => {
-                reconnects += 1;
-                tracing::debug!(%peer, "idle connection was closed; reconnecting");
-            }
-            Err(e) => {
-                let (bad, outcome) = outcome_of(&e);
-                if outcome == SourceOutcome::Busy && busy_tries < 5 {
-                    busy_tries += 1;
-                    tracing::info!(%peer, "source busy; retrying shortly");
-                    tokio::time::sleep(Duration::from_millis(100 << busy_tries)).await;
-                    continue;
-                }
-                if bad {
-                    shared.lock().sources[src].bad = true;
-                }
-                tracing::warn!("dropping source: {e}");
-                shared.set_outcome(src, outcome);
-                shared.notify_change();
-                return;
-            }
-        }
-    }
-}
-
-/// A batch read from a source, on its way to verification.
-struct Batch {
-    pos: u64,
-    buf: PageBuf,
-    filled: usize,
-    /// The leading bytes that verified.
-    ok: usize,
-    /// Where a group that failed verification starts, if one did.
-    bad_at: Option<u64>,
-    /// The piece this batch completes.
-    ends: Option<u64>,
-}
-
-/// How a [`session`] ended.
-struct Session {
-    result: Result<(), DownloadError>,
-    /// The connection sat idle before it failed.
-    waited: bool,
-    /// It ended because another connection took over the rest of what it
-    /// had asked for.
-    cut_off: bool,
-}
-
-impl Session {
-    fn failed(e: DownloadError) -> Session {
-        Session {
-            result: Err(e),
-            waited: false,
-            cut_off: false,
-        }
-    }
-}
-
-/// Most times one connection to a source may be cut off and opened
-/// again because another source took over its requests.
-const MAX_CUTS: u32 = 1000;
-
-/// Requests kept in flight per connection: the next piece's data follows
-/// the current one's without a round trip in between.
-const AHEAD: usize = 2;
-
-/// Fetches pieces over one connection until none is left for it (`Ok`),
-/// or the connection or the source fails. Two threads: this one asks for
-/// pieces, keeping [`AHEAD`] requests in flight, reads their data in
-/// batches and verifies each batch while it is in the cache; a second
-/// writes what verified and records it, so that reading and hashing
-/// overlap with writing, and nothing unverified is ever written. Also
-/// returns whether the connection sat idle before it failed.
-fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
-    use std::io::Read;
-    use std::sync::mpsc::sync_channel;
-    let tree = &shared.tree;
-    let peer = conn.peer;
-    let key = std::os::fd::AsRawFd::as_raw_fd(&conn.stream);
-    match conn.stream.try_clone() {
-        Ok(s) => shared
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((key, s)),
-        Err(e) => {
-            let reason = format!("socket setup failed: {e}");
-            return Session::failed(DownloadError::Connection { peer, reason });
-        }
-    }
-    let (full_tx, full_rx) = sync_channel::<Batch>(RING);
-    let (free_tx, free_rx) = sync_channel::<PageBuf>(RING);
-    // A small file needs fewer and smaller buffers.
-    let group = 1u64 << tree.group_log();
-    let len = tree
-        .size()
-        .div_ceil(group)
-        .max(1)
-        .saturating_mul(group)
-        .min(shared.batch as u64) as usize;
-    let buffers = usize::try_from(tree.size().div_ceil(len as u64)).unwrap_or(RING);
-    for _ in 0..RING.min(buffers) {
-        match PageBuf::new(len) {
-            Ok(b) => {
-                let _ = free_tx.send(b);
-            }
-            Err(e) => {
-                return Session::failed(DownloadError::Connection {
-                    peer,
-                    reason: format!("no memory for buffers: {e}"),
-                })
-            }
-        }
-    }
-    let mut taken = Vec::new();
-    let mut waited = false;
-    let mut cut_off = false;
-    let (read, written) = std::thread::scope(|scope| {
-        let writer = scope.spawn(move || write_batches(full_rx, free_tx, src, shared, peer));
-        let mut queue: VecDeque<(u64, u64, u64)> = VecDeque::new();
-        let read = 'session: loop {
-            while queue.len() < AHEAD {
-                if shared.stop.load(Ordering::Acquire) {
-                    break 'session Ok(());
-                }
-                // Help another source only with nothing else to do.
-                let take = shared.lock().take(src, queue.is_empty());
-                match take {
-                    Take::Piece { id, groups } => {
-                        taken.push(id);
-                        let start = tree.group_range(groups.start).start;
-                        let end = tree.group_range(groups.end - 1).end;
-                        if let Err(e) = conn.request_range(tree.hash(), start, end - start) {
-                            break 'session Err(e);
-                        }
-                        queue.push_back((id, start, end));
-                    }
-                    Take::Stop if queue.is_empty() => break 'session Ok(()),
-                    Take::Wait if queue.is_empty() => {
-                        waited = true;
-                        shared.wait_change(Duration::from_millis(200));
-                    }
-                    Take::Stop | Take::Wait => break,
-                }
-            }
-            let Some((id, start, end)) = queue.pop_front() else {
-                continue;
-            };
-            match conn.range_header(end - start) {
-                Ok(size) if size == tree.size() => waited = false,
-                Ok(_) => {
-                    break Err(DownloadError::BadData {
-                        peer,
-                        offset: start,
-                    })
-                }
-                Err(e) => break Err(e),
-            }
-            let mut pos = start;
-            let mut claimed_to = start;
-            while pos < end {
-                if shared.stop.load(Ordering::Acquire) {
-                    break 'session Ok(());
-                }
-                // The writer ended early (bad data, or the disk failed).
-                let Ok(mut buf) = free_rx.recv() else {
-                    break 'session Ok(());
-                };
-                let want = (end - pos).min(buf.len() as u64) as usize;
-                let mut filled = 0;
-                let mut failure = None;
-                let mut cut = false;
-                while filled < want {
-                    let at = pos + filled as u64;
-                    if at >= claimed_to {
-                        // Claimed just before reading: what another
-                        // connection took over is never read here.
-                        let claim = shared.lock().claim(id, at >> tree.group_log());
-                        match claim {
-                            Some(to) => claimed_to = tree.group_range(to - 1).end.min(end),
-                            None => {
-                                cut = true;
-                                break;
-                            }
-                        }
-                    }
-                    let limit = (claimed_to - pos).min(want as u64) as usize;
-                    match conn.stream.read(&mut buf[filled..limit]) {
-                        // Shut down by `halt`.
-                        Ok(0) | Err(_) if shared.stop.load(Ordering::Acquire) => break,
-                        Ok(0) => {
-                            failure = Some("closed the connection mid-transfer".to_owned());
-                            break;
-                        }
-                        Ok(n) => {
-                            filled += n;
-                            shared.received.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            failure = read_failure(&e, conn.idle);
-                            if failure.is_some() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let short = filled < want;
-                let ends = (!short && pos + want as u64 == end).then_some(id);
-                // Verified here, while the batch is in this processor's
-                // cache. Whole groups that did arrive are worth checking
-                // even when the read ended early.
-                let whole = if !short || pos + filled as u64 == tree.size() {
-                    filled
-                } else {
-                    (filled >> tree.group_log()) << tree.group_log()
-                };
-                let (ok, bad_at) = verify_prefix(tree, pos, &buf[..whole]);
-                let batch = Batch {
-                    pos,
-                    buf,
-                    filled,
-                    ok,
-                    bad_at,
-                    ends,
-                };
-                if full_tx.send(batch).is_err() {
-                    break 'session Ok(());
-                }
-                if let Some(offset) = bad_at {
-                    break 'session Err(DownloadError::BadData { peer, offset });
-                }
-                if let Some(reason) = failure {
-                    break 'session Err(DownloadError::Connection { peer, reason });
-                }
-                if cut {
-                    // The rest of what was asked is another connection's
-                    // now, and the source is sending it: this connection
-                    // ends here.
-                    cut_off = true;
-                    break 'session Ok(());
-                }
-                if short {
-                    // Stopped while reading.
-                    break 'session Ok(());
-                }
-                pos += want as u64;
-            }
-        };
-        drop(full_tx);
-        let written = writer.join().unwrap_or_else(|_| {
-            Err(DownloadError::Connection {
-                peer,
-                reason: "the verifying thread failed".into(),
-            })
-        });
-        (read, written)
-    });
-    shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|(k, _)| *k != key);
-    // What this connection took and did not finish goes back to the queue.
-    {
-        let mut s = shared.lock();
-        for id in taken {
-            s.piece_done(id);
-        }
-    }
-    shared.notify_change();
-    let result = match (read, written) {
-        (_, Err(e)) | (Err(e), _) => Err(e),
-        (Ok(()), Ok(())) => Ok(()),
-    };
-    Session {
-        result,
-        waited,
-        cut_off,
-    }
-}
-
-/// The second stage of [`session`]: writes and records each batch's
-/// verified prefix, hands its buffer back, and ends each piece whose last
-/// batch it recorded.
-fn write_batches(
-    full: std::sync::mpsc::Receiver<Batch>,
-    free: std::sync::mpsc::SyncSender<PageBuf>,
-    src: usize,
-    shared: &Shared,
-    peer: SocketAddr,
-) -> Result<(), DownloadError> {
-    use std::os::unix::fs::FileExt;
-    for b in full {
-        let (ok, bad_at) = (b.ok, b.bad_at);
-        if ok > 0 {
-            // One writer at a time: concurrent writes to one file contend
-            // for its lock in the kernel, spinning rather than waiting.
-            let lock = shared.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-            let written = shared.part.write_all_at(&b.buf[..ok], b.pos);
-            drop(lock);
-            if let Err(e) = written {
-                shared.fail(e);
-                return Ok(());
-            }
-        }
-        shared.record(src, b.pos, b.filled, ok, bad_at);
-        if let Some(offset) = bad_at {
-            return Err(DownloadError::BadData { peer, offset });
-        }
-        if shared.lock().sources[src].bad {
-            return Err(DownloadError::BadData {
-                peer,
-                offset: b.pos,
-            });
-        }
-        if let Some(id) = b.ends {
-            shared.lock().piece_done(id);
-            shared.notify_change();
-        }
-        let _ = free.send(b.buf);
-    }
-    Ok(())
 }
