@@ -24,10 +24,12 @@ use crate::state::PartState;
 /// hundredths (at least one group).
 const DUPLICATE_PERCENT: u64 = 1;
 
-/// Most groups a connection claims at once; its claims start at one group
-/// per piece and double up to this, so a slow source holds few groups
-/// that others could not take over.
-const MAX_CLAIM: u64 = 64;
+/// Most groups a connection claims at once (4 MiB of 16 KiB groups, the
+/// largest batch, so that a fast connection's reads are not cut shorter
+/// than its batches); its claims start at one group per piece and double
+/// up to this, so a slow source holds few groups that others could not
+/// take over.
+const MAX_CLAIM: u64 = 256;
 
 /// A piece a connection was given.
 #[derive(Debug, Clone)]
