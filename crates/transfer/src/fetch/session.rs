@@ -205,7 +205,9 @@ const AHEAD: usize = 2;
 /// batches and verifies each batch while it is in the cache; a second
 /// writes what verified and records it, so that reading and hashing
 /// overlap with writing, and nothing unverified is ever written. Also
-/// returns whether the connection sat idle before it failed.
+/// tells whether the connection sat idle before it failed, and whether it
+/// was cut off because another connection took over the rest of its
+/// requests.
 fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
     use std::io::Read;
     use std::sync::mpsc::sync_channel;
