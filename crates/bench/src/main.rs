@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod sources;
+use sources::several_sources;
+
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark rutella against socat and raw TCP on loopback")]
 struct Args {
@@ -36,6 +39,17 @@ struct Args {
     /// Searches timed in the search-latency test.
     #[arg(long, default_value_t = 50)]
     searches: usize,
+    /// Size of the file for the multi-source downloads, in MiB.
+    #[arg(long, default_value_t = 100)]
+    sources_size_mib: u64,
+    /// Measure only the downloads by hash from 1, 2 and 3 sources.
+    #[arg(long)]
+    sources_only: bool,
+    /// Another rutella binary (an earlier build, say) to measure in the
+    /// downloads by hash from 1, 2 and 3 sources, alternated with
+    /// `--rutella`.
+    #[arg(long)]
+    compare: Option<PathBuf>,
     /// Tiny sizes and one run: checks that the benchmark still works.
     #[arg(long)]
     smoke: bool,
@@ -60,6 +74,7 @@ fn main() -> Result<()> {
         args.small_files = args.small_files.min(50);
         args.nodes = args.nodes.min(4);
         args.searches = args.searches.min(3);
+        args.sources_size_mib = args.sources_size_mib.min(8);
     }
     if !args.rutella.exists() {
         bail!(
@@ -92,12 +107,18 @@ fn main() -> Result<()> {
     )?;
     writeln!(report)?;
 
-    let big = big_file(&args, tmp.path())?;
-    report.push_str(&big);
-    let small = small_files(&args, tmp.path())?;
-    report.push_str(&small);
-    let search = search_latency(&args, tmp.path())?;
-    report.push_str(&search);
+    if !args.sources_only {
+        let big = big_file(&args, tmp.path())?;
+        report.push_str(&big);
+    }
+    let sources = several_sources(&args, tmp.path())?;
+    report.push_str(&sources);
+    if !args.sources_only {
+        let small = small_files(&args, tmp.path())?;
+        report.push_str(&small);
+        let search = search_latency(&args, tmp.path())?;
+        report.push_str(&search);
+    }
 
     println!("{report}");
     if let Some(doc) = &args.write_doc {

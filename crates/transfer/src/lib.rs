@@ -17,14 +17,12 @@
 #![warn(missing_docs)]
 
 mod buf;
-mod classic;
 mod client;
+mod download;
 mod fetch;
-mod guard;
+mod hex;
 mod lock;
 mod names;
-mod send;
-mod serve_rutella;
 mod server;
 pub mod state;
 pub mod tree;
@@ -33,20 +31,17 @@ pub mod wire;
 
 use std::path::PathBuf;
 
-pub use classic::{
-    classic_download, ClassicGet, DownloadError, DownloadReport, Progress, SourceOutcome,
-    SourceReport,
-};
-pub use client::{RutellaConn, MAX_VERIFIED_READ};
+pub use client::classic::{classic_download, ClassicGet};
+pub use client::rutella::{RutellaConn, MAX_VERIFIED_READ};
+pub use download::{DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport};
 pub use fetch::{
     fetch_by_hash, fetch_by_hash_growing, part_paths, pending_progress, HashGet, PartPaths,
 };
-pub use guard::ServerLimits;
 pub use names::{sanitize_basename, NameError};
-pub use send::SendError;
+pub use server::guard::ServerLimits;
 pub use server::{
-    run_server, serve_connection, Fault, Protocol, ServeError, ServeOutcome, ServeReport,
-    ServerConfig,
+    run_server, serve_connection, Fault, Protocol, SendError, ServeError, ServeOutcome,
+    ServeReport, ServerConfig,
 };
 pub use tree_cache::TreeCache;
 

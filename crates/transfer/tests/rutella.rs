@@ -643,3 +643,53 @@ async fn sources_found_later_join_a_running_download() {
     slow.stop().await;
     fast.stop().await;
 }
+
+/// Downloads from `n` full-speed sources and from sources of unequal
+/// speed: the bytes received stay within 2% of the file (the endgame
+/// splits what is left instead of fetching it twice).
+#[tokio::test]
+async fn several_sources_receive_the_file_about_once() {
+    let shared = tempfile::tempdir().unwrap();
+    let len = 16 * 1024 * 1024 + 4321;
+    let (source, data, hash) = shared_file(shared.path(), len, 31);
+    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    for (case, rates) in [
+        vec![None, None],
+        vec![None, None, None],
+        vec![None, Some(8 << 20)],
+        vec![Some(8 << 20), Some(4 << 20), Some(16 << 20)],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut servers = Vec::new();
+        for (ip, rate) in ips.iter().zip(&rates) {
+            let cfg = ServerConfig {
+                rate_limit: *rate,
+                ..quick_cfg()
+            };
+            servers.push(start_server(ip, source.clone(), cfg).await);
+        }
+        let out = tempfile::tempdir().unwrap();
+        let req = get(hash, servers.iter().map(|s| s.addr).collect(), out.path());
+        let report = tokio::time::timeout(Duration::from_secs(60), fetch_by_hash(req, progress()))
+            .await
+            .expect("the download ends")
+            .unwrap();
+        assert_eq!(std::fs::read(&report.path).unwrap(), data);
+        let over = report.bytes_received as f64 / len as f64 - 1.0;
+        println!(
+            "case {case} ({rates:?}): received {} for {len} ({:+.3}%)",
+            report.bytes_received,
+            over * 100.0
+        );
+        assert!(
+            report.bytes_received <= len as u64 + len as u64 / 50,
+            "case {case} ({rates:?}): received {} for a file of {len}",
+            report.bytes_received
+        );
+        for s in servers {
+            s.stop().await;
+        }
+    }
+}

@@ -8,24 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use crate::server::ServerConfig;
-
-/// Why an upload stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The peer took no data for the configured send timeout.
-    #[error("the peer accepted no data for {0:?}")]
-    Stalled(Duration),
-    /// Writing to the socket failed (usually: the peer went away).
-    #[error("writing to the socket failed: {0}")]
-    Socket(#[source] io::Error),
-    /// Reading the file failed.
-    #[error("reading the file failed: {0}")]
-    File(#[source] io::Error),
-    /// The file became shorter than announced while it was being sent.
-    #[error("the file became shorter while it was being sent")]
-    FileShrank,
-}
+use super::config::{Fault, SendError, ServerConfig};
 
 /// Sends `len` bytes of `file` from `offset`. Returns the bytes sent, or the
 /// bytes sent before the failure with its cause.
@@ -109,7 +92,7 @@ async fn copy_range(
             break Err((sent, SendError::FileShrank));
         }
         let mut buf = buf;
-        if cfg.fault == Some(crate::server::Fault::FlipBits) {
+        if cfg.fault == Some(Fault::FlipBits) {
             for at in (100..buf.len()).step_by(4096) {
                 buf[at] ^= 0x10;
             }

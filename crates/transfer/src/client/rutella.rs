@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::classic::{connect, read_failure, DownloadError};
+use crate::download::{connect, read_failure, DownloadError};
 use crate::tree::{group_count, Tree};
 use crate::wire::{self, Request, RequestKind, ResponseHeader, Status};
 

@@ -9,19 +9,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::guard::Slot;
-use crate::send::send_range;
-use crate::server::{
-    open_file, write_all_timed, Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig,
-};
+use super::config::{Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig};
+use super::guard::Slot;
+use super::send::send_range;
+use super::timed::{open_file, read_exact_by, write_all_timed};
+use crate::hex::hex;
 use crate::tree_cache::TreeLookupError;
 use crate::wire::{self, Request, RequestKind, ResponseHeader, Status};
 use crate::FileSource;
-
-/// Hex form of a hash, for logs.
-pub(crate) fn hex(hash: &[u8; 32]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Sends an error response with a message (cut to the protocol's limit).
 pub(crate) async fn reply_error(
@@ -140,8 +135,7 @@ async fn serve_session(
         if first < buf.len() {
             // The rest of a request that began must follow promptly.
             let deadline = (Instant::now() + cfg.limits.header_timeout).min(due);
-            crate::server::read_exact_by(&mut stream, &mut buf[first..], peer, deadline, &cfg)
-                .await?;
+            read_exact_by(&mut stream, &mut buf[first..], peer, deadline, &cfg).await?;
         }
         let req = match Request::decode(&buf) {
             Ok(r) => r,

@@ -1,0 +1,210 @@
+//! How the server behaves, and what it reports of each connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::guard::ServerLimits;
+use crate::tree_cache::TreeCache;
+
+/// How the server behaves. Build it with `ServerConfig { field: value,
+/// ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Upper bound on the bytes per second of each upload; `None` for no
+    /// limit (then the file is sent with `sendfile` where available).
+    pub rate_limit: Option<u64>,
+    /// Upload slots: most requests served at once; more wait (classic) or
+    /// are told the server is busy (rutella). Connections that have not
+    /// sent their request yet hold no slot.
+    pub max_connections: usize,
+    /// Deadlines and per-source caps against peers that hold connections
+    /// without using them.
+    pub limits: ServerLimits,
+    /// An upload that cannot write anything for this long is abandoned.
+    pub send_timeout: Duration,
+    /// On shutdown, how long uploads in flight may go on before being cut.
+    pub shutdown_grace: Duration,
+    /// Size of the read/write buffer of one upload (bytes).
+    pub buffer_size: usize,
+    /// Use `sendfile` (Linux) for uploads without a rate limit.
+    pub zero_copy: bool,
+    /// Verification trees of served files, computed on first request.
+    /// Servers may share one cache.
+    pub trees: Arc<TreeCache>,
+    /// Threads used to hash a large file for its tree.
+    pub hash_threads: usize,
+    /// Deliberate misbehaviour, for tests of downloaders only.
+    pub fault: Option<Fault>,
+}
+
+/// Deliberate misbehaviour of a test server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Flip one bit in every 4 KiB of file data sent (both exchanges).
+    FlipBits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            rate_limit: None,
+            max_connections: 64,
+            limits: ServerLimits::default(),
+            send_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(2),
+            buffer_size: 512 * 1024,
+            zero_copy: true,
+            trees: Arc::new(TreeCache::new(64 << 20)),
+            hash_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            fault: None,
+        }
+    }
+}
+
+/// Which exchange a connection used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The classic exchange: `u32` partial size, name, `u32` count, bytes.
+    Classic,
+    /// The rutella protocol (initial magic, request by hash).
+    Rutella,
+}
+
+/// How a request that was read in full was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServeOutcome {
+    /// The bytes asked for were sent in full.
+    Sent,
+    /// The file is not offered (or could not be opened): a classic peer got
+    /// a count of 0.
+    NotFound,
+    /// The name was not valid UTF-8 (classic peer got a count of 0).
+    InvalidName,
+    /// The classic partial size was past the end of the file (count 0).
+    OffsetPastEnd,
+    /// The file is 4 GiB or larger, which the classic exchange cannot carry
+    /// (count 0).
+    TooLargeForClassic,
+    /// A rutella session ended after answering this many requests.
+    Session {
+        /// Requests answered.
+        requests: u32,
+    },
+    /// Every slot was taken: a rutella peer was told so.
+    Busy,
+}
+
+/// What one connection did, for the log and the node's statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeReport {
+    /// The connecting peer.
+    pub peer: SocketAddr,
+    /// The exchange it used.
+    pub protocol: Protocol,
+    /// The name (classic) it asked for, lossily decoded, or the hex hash of
+    /// the last rutella request.
+    pub request: String,
+    /// The offset the (last) transfer started at.
+    pub offset: u64,
+    /// File bytes written to the peer.
+    pub bytes_sent: u64,
+    /// How the request was answered.
+    pub outcome: ServeOutcome,
+}
+
+/// Why serving a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The peer did not send a whole request in time.
+    #[error("peer {peer} sent no complete request within {after:?}; closed the connection")]
+    RequestTimeout {
+        /// The connecting peer.
+        peer: SocketAddr,
+        /// The configured request timeout.
+        after: Duration,
+    },
+    /// The request was read, but no upload slot could be given to it.
+    #[error("refused the request of peer {peer}: {reason}; closed the connection")]
+    Refused {
+        /// The connecting peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A rutella session took too few answers for too long and gave its
+    /// slot back.
+    #[error("closed the rutella session of peer {peer}: it took {bytes} bytes in {requests} requests in the last {after:?}, fewer than {min}")]
+    SessionIdle {
+        /// The connecting peer.
+        peer: SocketAddr,
+        /// The configured session idle timeout.
+        after: Duration,
+        /// Requests it sent in that time (0: it was idle).
+        requests: u32,
+        /// Bytes of answers it took in that time.
+        bytes: u64,
+        /// Bytes it had to take.
+        min: u64,
+    },
+    /// The peer closed the connection before its request was complete.
+    #[error("peer {peer} closed the connection before sending a whole request")]
+    ClosedEarly {
+        /// The connecting peer.
+        peer: SocketAddr,
+    },
+    /// The socket failed.
+    #[error("connection with peer {peer} failed while {during}: {source}")]
+    Io {
+        /// The connecting peer.
+        peer: SocketAddr,
+        /// What the server was doing.
+        during: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The peer sent a malformed rutella message (it was told so).
+    #[error("peer {peer} sent a bad request: {reason}; closed the connection")]
+    BadRequest {
+        /// The connecting peer.
+        peer: SocketAddr,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The upload stopped before the end.
+    #[error("upload of {request:?} to peer {peer} stopped after {sent} of {len} bytes: {source}")]
+    Upload {
+        /// The connecting peer.
+        peer: SocketAddr,
+        /// What was asked for.
+        request: String,
+        /// Bytes sent before the failure.
+        sent: u64,
+        /// Bytes that were to be sent.
+        len: u64,
+        /// The cause.
+        #[source]
+        source: SendError,
+    },
+}
+
+/// Why an upload stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The peer took no data for the configured send timeout.
+    #[error("the peer accepted no data for {0:?}")]
+    Stalled(Duration),
+    /// Writing to the socket failed (usually: the peer went away).
+    #[error("writing to the socket failed: {0}")]
+    Socket(#[source] io::Error),
+    /// Reading the file failed.
+    #[error("reading the file failed: {0}")]
+    File(#[source] io::Error),
+    /// The file became shorter than announced while it was being sent.
+    #[error("the file became shorter while it was being sent")]
+    FileShrank,
+}
