@@ -749,6 +749,7 @@ impl Client {
             downloads_dir: self.config.downloads_dir(),
             connect_timeout: self.config.connect_timeout,
             idle_timeout: self.config.idle_timeout,
+            align_resume: true,
         };
         let client = self.clone();
         self.track(name, vec![from], move |progress| async move {
@@ -757,9 +758,10 @@ impl Client {
                 .await
                 .map(|ps| ps.iter().any(|p| p.rutella && p.tcp() == from))
                 .unwrap_or(false);
-            if !known_rutella {
-                align_classic_resume(&req.downloads_dir, &req.name).await;
-            }
+            let req = ClassicGet {
+                align_resume: !known_rutella,
+                ..req
+            };
             rutella_transfer::classic_download(req, progress).await
         })
     }
@@ -961,44 +963,6 @@ impl Client {
     /// The folder downloads go to.
     pub fn downloads_dir(&self) -> PathBuf {
         self.config.downloads_dir()
-    }
-}
-
-/// Classic servers resend from the start of the 1024-byte block that holds
-/// the resume offset while announcing only `size - offset` bytes, which
-/// corrupts a resume from any other offset. Before resuming from a peer not
-/// known to be rutella, cut the partial copy back to a block boundary: every
-/// server, classic or correct, then continues it correctly, at the cost of
-/// at most 1023 bytes sent again.
-async fn align_classic_resume(dir: &Path, name: &str) {
-    let Ok(base) = rutella_transfer::sanitize_basename(name) else {
-        return;
-    };
-    let part = dir.join(format!("{base}.part"));
-    let Ok(meta) = tokio::fs::metadata(&part).await else {
-        return;
-    };
-    let len = meta.len();
-    let aligned = len - len % 1024;
-    if aligned == len {
-        return;
-    }
-    let result = async {
-        let f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&part)
-            .await?;
-        f.set_len(aligned).await?;
-        f.sync_all().await
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            tracing::debug!(part = %part.display(), from = len, to = aligned, "partial copy cut back to a 1024-byte boundary for a classic resume")
-        }
-        Err(e) => {
-            tracing::warn!(part = %part.display(), error = %e, "could not align the partial copy; resuming from its end")
-        }
     }
 }
 

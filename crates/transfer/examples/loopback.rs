@@ -146,6 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         downloads_dir: out.clone(),
                         connect_timeout: Duration::from_secs(5),
                         idle_timeout: Duration::from_secs(20),
+                        align_resume: false,
                     };
                     let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
                     rt.block_on(classic_download(req, tx))?;
@@ -200,6 +201,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             downloads_dir: outd.clone(),
                             connect_timeout: Duration::from_secs(5),
                             idle_timeout: Duration::from_secs(20),
+                            align_resume: false,
                         };
                         let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
                         rt.block_on(classic_download(req, tx))?;

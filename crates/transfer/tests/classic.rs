@@ -21,6 +21,7 @@ fn get(peer: std::net::SocketAddr, name: &str, dir: &std::path::Path) -> Classic
         downloads_dir: dir.to_owned(),
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(2),
+        align_resume: false,
     }
 }
 

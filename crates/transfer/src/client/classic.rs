@@ -29,6 +29,12 @@ pub struct ClassicGet {
     pub connect_timeout: Duration,
     /// Longest wait for any byte once connected.
     pub idle_timeout: Duration,
+    /// Cut a partial copy back to a 1024-byte boundary before resuming
+    /// (under the download's lock): a classic server resends from the
+    /// start of the block that holds the offset, so only a resume from a
+    /// multiple of 1024 is right with it. Set it for a peer not known to be
+    /// rutella; at most 1023 bytes are sent again.
+    pub align_resume: bool,
 }
 
 /// Downloads of at least this many bytes are synced to disk when they end.
@@ -79,7 +85,8 @@ pub async fn classic_download(
     // thread hop, which dominates the time of small downloads.
     let (file, resumed_from) = {
         let (dir2, part2) = (dir.clone(), part.clone());
-        blocking(&part, move || open_part(&dir2, &part2)).await??
+        let align = req.align_resume;
+        blocking(&part, move || open_part(&dir2, &part2, align)).await??
     };
     let fetched = fetch(&req, file, &part, resumed_from, &progress).await;
     let Fetched {
@@ -155,7 +162,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Creates the downloads folder and opens the partial file for appending;
 /// returns it and how much it already holds.
-fn open_part(dir: &Path, part: &Path) -> Result<(std::fs::File, u64), DownloadError> {
+fn open_part(dir: &Path, part: &Path, align: bool) -> Result<(std::fs::File, u64), DownloadError> {
     std::fs::create_dir_all(dir)
         .map_err(DownloadError::local("creating the downloads folder", dir))?;
     let file = std::fs::OpenOptions::new()
@@ -163,10 +170,18 @@ fn open_part(dir: &Path, part: &Path) -> Result<(std::fs::File, u64), DownloadEr
         .append(true)
         .open(part)
         .map_err(DownloadError::local("opening the partial file", part))?;
-    let len = file
+    let mut len = file
         .metadata()
         .map_err(DownloadError::local("reading the size of", part))?
         .len();
+    if align && len % 1024 != 0 {
+        let aligned = len - len % 1024;
+        file.set_len(aligned)
+            .and_then(|()| file.sync_all())
+            .map_err(DownloadError::local("cutting back", part))?;
+        tracing::debug!(part = %part.display(), from = len, to = aligned, "partial copy cut back to a 1024-byte boundary for a classic resume");
+        len = aligned;
+    }
     Ok((file, len))
 }
 
