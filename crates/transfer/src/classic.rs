@@ -208,7 +208,7 @@ pub enum DownloadError {
         reason: String,
     },
     /// The peer answered a rutella request with an error status.
-    #[error("peer {peer} answered {status:?}: {message}")]
+    #[error("peer {peer} answered {status:?}: {message:?}")]
     Refusal {
         /// The peer.
         peer: SocketAddr,
@@ -382,7 +382,7 @@ pub async fn classic_download(
         }
         (Ok(path), None) => path.unwrap_or_else(|| part.clone()),
     };
-    tracing::info!(peer = %req.peer, name = %req.name, path = %path.display(), size, resumed_from, "classic download complete");
+    tracing::info!(peer = %req.peer, name = ?req.name, path = %path.display(), size, resumed_from, "classic download complete");
     Ok(DownloadReport {
         path,
         size,
