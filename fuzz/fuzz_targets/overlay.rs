@@ -22,6 +22,8 @@ use rutella_proto::{
     Config, Event, HitFile, IncomingQuery, Mode, Overlay, ScalableConfig, MAX_DATAGRAM,
 };
 use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const MAX_PEERS: usize = 16;
@@ -47,6 +49,21 @@ const MAX_CATCH_UP: usize = 8;
 /// replies, bounds every call with room to spare.
 fn per_call_bound() -> usize {
     MAX_PEERS + MAX_DEGREE * (1 + MAX_SEARCHES) + HOST_CACHE + MAX_HITS + 8
+}
+
+/// Largest counts seen, printed when `RUTELLA_FUZZ_STATS` is set (to
+/// compare the bounds with what a corpus reaches).
+static MAX_SENT: AtomicUsize = AtomicUsize::new(0);
+static MAX_EVENTS: AtomicUsize = AtomicUsize::new(0);
+static MAX_PEERS_SEEN: AtomicUsize = AtomicUsize::new(0);
+
+fn record(max: &AtomicUsize, what: &str, n: usize) {
+    static ON: OnceLock<bool> = OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("RUTELLA_FUZZ_STATS").is_some())
+        && max.fetch_max(n, Ordering::Relaxed) < n
+    {
+        eprintln!("stats: most {what} so far: {n}");
+    }
 }
 
 #[derive(Debug)]
@@ -160,6 +177,7 @@ impl Driver {
             let len = t.encode(IPS[0]).len();
             assert!(len <= MAX_DATAGRAM, "{what}: a datagram of {len} bytes");
         }
+        record(&MAX_SENT, "datagrams queued by one call", sent);
         assert!(sent <= per_call_bound(), "{what}: {sent} datagrams queued");
         let mut events = 0;
         while let Some(e) = self.o.poll_event() {
@@ -171,8 +189,10 @@ impl Driver {
                 self.queries.push(q);
             }
         }
+        record(&MAX_EVENTS, "events queued by one call", events);
         assert!(events <= per_call_bound(), "{what}: {events} events queued");
         let peers = self.o.peers().len();
+        record(&MAX_PEERS_SEEN, "peers listed", peers);
         assert!(
             peers <= MAX_PEERS + MAX_DEGREE,
             "{what}: {peers} peers listed"
