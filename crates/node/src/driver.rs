@@ -538,7 +538,7 @@ impl EventLoop {
                     name: f.name,
                 })
                 .collect();
-            tracing::debug!(from = %q.reply_to, text = %q.text, hits = files.len(), "answering query");
+            tracing::debug!(from = %q.reply_to, text = ?q.text, hits = files.len(), "answering query");
             let _ = tx.send(Command::Answer(q, files)).await;
             in_flight.fetch_sub(1, Ordering::SeqCst);
         });
@@ -723,7 +723,7 @@ impl Client {
             };
             let sources: Vec<SocketAddrV4> =
                 p.sources.iter().filter_map(|s| s.parse().ok()).collect();
-            tracing::info!(name = %p.name, sources = sources.len(), "resuming an unfinished download");
+            tracing::info!(name = ?p.name, sources = sources.len(), "resuming an unfinished download");
             let _ = self.download_hash(hash, &p.name, p.size, sources);
         }
     }
@@ -746,7 +746,7 @@ impl Client {
         tokio::spawn(async move {
             let sent = match work(progress_tx).await {
                 Ok(report) => {
-                    tracing::info!(name = %name, path = %report.path.display(), bytes = report.bytes_received, "download complete");
+                    tracing::info!(name = ?name, path = ?report.path, bytes = report.bytes_received, "download complete");
                     downloads.set_state(id, DownloadState::Done(report.path.clone()));
                     let _ = events.send(NodeEvent::DownloadDone {
                         id,
@@ -757,7 +757,7 @@ impl Client {
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    tracing::warn!(name = %name, reason = %reason, "download failed");
+                    tracing::warn!(name = ?name, reason = ?reason, "download failed");
                     downloads.set_state(id, DownloadState::Failed(reason.clone()));
                     let _ = events.send(NodeEvent::DownloadFailed { id, name, reason });
                     Err(e)
