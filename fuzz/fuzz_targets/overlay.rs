@@ -128,6 +128,9 @@ impl<'a> Arbitrary<'a> for Input {
     }
 }
 
+/// A small configuration. `..Default::default()` keeps settings added to
+/// `Config` later at their defaults, so this target keeps building.
+#[allow(clippy::needless_update)]
 fn config(scalable: bool, seed: u64) -> Config {
     Config {
         udp_port: OWN_PORT,
@@ -159,6 +162,7 @@ fn config(scalable: bool, seed: u64) -> Config {
             join_walk: 2,
             ..ScalableConfig::default()
         },
+        ..Config::default()
     }
 }
 
