@@ -4,6 +4,7 @@ mod args;
 mod config_file;
 mod console;
 mod demo;
+mod escape;
 mod oneshot;
 
 use args::{Cli, Command, ConfigCommand};
@@ -117,7 +118,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("rutella: {}", friendly(&f.message));
+            eprintln!("rutella: {}", escape::escape(&friendly(&f.message)));
             ExitCode::from(f.code)
         }
     }

@@ -1,6 +1,7 @@
 //! `serve`, `search` and `get`: commands for scripts.
 
 use crate::args::{secs, GetArgs, SearchArgs, ServeArgs};
+use crate::escape::escape;
 use crate::{exit, Failure};
 use rutella_node::{Client, HitFile, Node, NodeConfig, NodeError, PeerAddr};
 use rutella_transfer::DownloadError;
@@ -152,8 +153,8 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
                 println!("{obj}");
             } else {
                 match f.size {
-                    Some(size) => println!("{peer}\t{size}\t{}", f.name),
-                    None => println!("{peer}\t-\t{}", f.name),
+                    Some(size) => println!("{peer}\t{size}\t{}", escape(&f.name)),
+                    None => println!("{peer}\t-\t{}", escape(&f.name)),
                 }
             }
         }
@@ -239,7 +240,7 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
                 });
                 println!("{obj}");
             } else {
-                println!("{}", report.path.display());
+                println!("{}", crate::escape::path(&report.path));
             }
             Ok(())
         }
@@ -347,7 +348,7 @@ async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<
         .next()
         .unwrap_or(&file.name)
         .to_string();
-    tracing::info!(name = %name, source = %first, "downloading by hash");
+    tracing::info!(name = ?name, source = %first, "downloading by hash");
     Ok(client
         .download_hash_growing(hash, &name, file.size, vec![first], more)
         .wait()

@@ -671,7 +671,7 @@ fn build_answer(
             name: f.name,
         })
         .collect();
-    tracing::debug!(from = %q.reply_to, text = %q.text, hits = files.len(), "answering query");
+    tracing::debug!(from = %q.reply_to, text = ?q.text, hits = files.len(), "answering query");
     plan.encode(own_ip, &files)
 }
 
@@ -863,7 +863,7 @@ impl Client {
             };
             let sources: Vec<SocketAddrV4> =
                 p.sources.iter().filter_map(|s| s.parse().ok()).collect();
-            tracing::info!(name = %p.name, sources = sources.len(), "resuming an unfinished download");
+            tracing::info!(name = ?p.name, sources = sources.len(), "resuming an unfinished download");
             let _ = self.download_hash(hash, &p.name, p.size, sources);
         }
     }
@@ -886,7 +886,7 @@ impl Client {
         tokio::spawn(async move {
             let sent = match work(progress_tx).await {
                 Ok(report) => {
-                    tracing::info!(name = %name, path = %report.path.display(), bytes = report.bytes_received, "download complete");
+                    tracing::info!(name = ?name, path = ?report.path, bytes = report.bytes_received, "download complete");
                     downloads.set_state(id, DownloadState::Done(report.path.clone()));
                     let _ = events.send(NodeEvent::DownloadDone {
                         id,
@@ -897,7 +897,7 @@ impl Client {
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    tracing::warn!(name = %name, reason = %reason, "download failed");
+                    tracing::warn!(name = ?name, reason = ?reason, "download failed");
                     downloads.set_state(id, DownloadState::Failed(reason.clone()));
                     let _ = events.send(NodeEvent::DownloadFailed { id, name, reason });
                     Err(e)

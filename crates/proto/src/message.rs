@@ -639,6 +639,16 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Unknown fields are kept as they are when a ping is forwarded, floats
+    /// too: parsing what we encoded gives back the same number (serde_json
+    /// parses floats exactly only with its `float_roundtrip` feature).
+    #[test]
+    fn unknown_float_fields_round_trip_exactly() {
+        let text = br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 1, "X": 1.0715660391465826e-75}"#;
+        let m = Message::parse(text).unwrap();
+        assert_eq!(Message::parse(&m.encode()).unwrap(), m);
+    }
+
     #[test]
     fn spec_examples_byte_for_byte() {
         let examples: [&str; 4] = [

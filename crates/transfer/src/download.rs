@@ -191,7 +191,7 @@ pub enum DownloadError {
         reason: String,
     },
     /// The peer answered a rutella request with an error status.
-    #[error("peer {peer} answered {status:?}: {message}")]
+    #[error("peer {peer} answered {status:?}: {message:?}")]
     Refusal {
         /// The peer.
         peer: SocketAddr,

@@ -275,6 +275,54 @@ impl ResponseHeader {
     }
 }
 
+/// Length of the fixed part of a classic request: the `u32` partial size.
+pub const CLASSIC_HEADER_LEN: usize = 4;
+
+/// Why a classic request names no file that could be looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClassicNameError {
+    /// Fewer than [`CLASSIC_HEADER_LEN`] bytes.
+    #[error("classic request shorter than its 4-byte header")]
+    Short,
+    /// The name is not UTF-8.
+    #[error("file name is not UTF-8")]
+    NotUtf8,
+    /// The name is empty.
+    #[error("no file name")]
+    Empty,
+}
+
+/// A classic request: the size of the partial copy the client holds, and
+/// the name of the file it wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassicRequest<'a> {
+    /// Bytes the client already has.
+    pub partial: u32,
+    /// The file name, as sent.
+    pub name: &'a str,
+}
+
+/// Decodes the name part of a classic request (everything after the
+/// 4-byte header that arrived with it).
+pub fn decode_classic_name(name: &[u8]) -> Result<&str, ClassicNameError> {
+    let name = std::str::from_utf8(name).map_err(|_| ClassicNameError::NotUtf8)?;
+    if name.is_empty() {
+        return Err(ClassicNameError::Empty);
+    }
+    Ok(name)
+}
+
+/// Decodes a whole classic request: the little-endian partial size, then
+/// the name to the end of `buf`.
+pub fn decode_classic_request(buf: &[u8]) -> Result<ClassicRequest<'_>, ClassicNameError> {
+    let head = take::<CLASSIC_HEADER_LEN>(buf).map_err(|_| ClassicNameError::Short)?;
+    let name = decode_classic_name(&buf[CLASSIC_HEADER_LEN..])?;
+    Ok(ClassicRequest {
+        partial: u32::from_le_bytes(head),
+        name,
+    })
+}
+
 fn take<const N: usize>(buf: &[u8]) -> Result<[u8; N], WireError> {
     buf.get(..N)
         .and_then(|s| <[u8; N]>::try_from(s).ok())
@@ -342,6 +390,30 @@ mod tests {
         fn hello_round_trips(v in 1u8..) {
             prop_assert_eq!(decode_hello(&encode_hello(v)), Ok(v));
         }
+    }
+
+    #[test]
+    fn classic_requests_decode() {
+        let mut req = 1024u32.to_le_bytes().to_vec();
+        req.extend_from_slice("music/a b.ogg".as_bytes());
+        assert_eq!(
+            decode_classic_request(&req),
+            Ok(ClassicRequest {
+                partial: 1024,
+                name: "music/a b.ogg"
+            })
+        );
+        assert_eq!(
+            decode_classic_request(&req[..3]),
+            Err(ClassicNameError::Short)
+        );
+        assert_eq!(
+            decode_classic_request(&req[..4]),
+            Err(ClassicNameError::Empty)
+        );
+        let mut bad = req[..4].to_vec();
+        bad.extend_from_slice(b"a\xffb");
+        assert_eq!(decode_classic_request(&bad), Err(ClassicNameError::NotUtf8));
     }
 
     #[test]

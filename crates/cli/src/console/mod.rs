@@ -7,6 +7,7 @@ mod results;
 pub(crate) mod setup;
 
 use crate::config_file::ConfigFile;
+use crate::escape::escape;
 use output::Output;
 use results::{Added, Results};
 use rustyline::error::ReadlineError;
@@ -284,7 +285,7 @@ impl Console {
                         rutella.iter().map(|p| results::peer_name(p)).collect();
                     println!(
                         "Downloading {} from {} ({}), every piece verified, into {} (type downloads to see it).",
-                        found.name,
+                        escape(&found.name),
                         plural(names.len(), "peer"),
                         names.join(", "),
                         self.client.downloads_dir().display()
@@ -322,7 +323,8 @@ impl Console {
         let dir = self.client.downloads_dir();
         let _ = self.client.download(tcp, name);
         println!(
-            "Downloading {name} from {from} into {} (type downloads to see it).",
+            "Downloading {} from {from} into {} (type downloads to see it).",
+            escape(name),
             dir.display()
         );
     }
@@ -399,14 +401,16 @@ impl Console {
                     1 => from[0].clone(),
                     n => plural(n, "peer"),
                 },
-                d.name
+                escape(&d.name)
             );
             if from.len() > 1 {
                 println!("{:>5}from {}", "", from.join(", "));
             }
             match &d.state {
-                DownloadState::Done(p) => println!("{:>5}→ {}", "", p.display()),
-                DownloadState::Failed(r) => println!("{:>5}✗ {}", "", friendly_reason(r)),
+                DownloadState::Done(p) => println!("{:>5}→ {}", "", crate::escape::path(p)),
+                DownloadState::Failed(r) => {
+                    println!("{:>5}✗ {}", "", escape(&friendly_reason(r)))
+                }
                 DownloadState::Running => {}
             }
         }

@@ -19,6 +19,7 @@
 //! the command's output and may overwrite a line of it.
 
 use super::results::bytes;
+use crate::escape::escape;
 use rustyline::ExternalPrinter;
 use rutella_node::{Client, DownloadInfo, DownloadState, NodeEvent};
 use std::io::Write;
@@ -94,12 +95,15 @@ impl Output {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 match events.recv().await {
-                    Ok(NodeEvent::DownloadDone { name, path, .. }) => {
-                        o.announce(format!("✓ Downloaded {name} to {}", path.display()))
-                    }
+                    Ok(NodeEvent::DownloadDone { name, path, .. }) => o.announce(format!(
+                        "✓ Downloaded {} to {}",
+                        escape(&name),
+                        crate::escape::path(&path)
+                    )),
                     Ok(NodeEvent::DownloadFailed { name, reason, .. }) => o.announce(format!(
-                        "✗ {name} failed: {}",
-                        super::friendly_reason(&reason)
+                        "✗ {} failed: {}",
+                        escape(&name),
+                        escape(&super::friendly_reason(&reason))
                     )),
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {}
@@ -302,7 +306,7 @@ pub(crate) fn bar(d: &DownloadInfo, width: usize) -> String {
         eta_text(f.eta)
     );
     let room = width.saturating_sub(tail.chars().count() + 2).max(8);
-    let line = format!("↓ {}{tail}", fit(&d.name, room));
+    let line = format!("↓ {}{tail}", fit(&escape(&d.name), room));
     // Very narrow terminals: cut the line rather than let it wrap.
     line.chars().take(width.max(1)).collect()
 }

@@ -1,6 +1,7 @@
 //! Search results as the console shows them: numbered across all peers in
 //! the order they arrive, identical files from several peers grouped.
 
+use crate::escape::escape;
 use rutella_node::{HitFile, Peer, PeerAddr};
 
 /// The most results one search keeps; later ones are counted, not kept.
@@ -104,7 +105,7 @@ pub(crate) fn bytes(n: u64) -> String {
 pub(crate) fn line(n: usize, f: &Found) -> String {
     let size = f.size.map(bytes).unwrap_or_else(|| "-".into());
     let peer = f.sources.first().map(peer_name).unwrap_or_default();
-    format!("{n:>4}  {peer:<21} {size:>10}  {}", f.name)
+    format!("{n:>4}  {peer:<21} {size:>10}  {}", escape(&f.name))
 }
 
 /// The line for one more peer offering result N.

@@ -135,7 +135,7 @@ pub async fn classic_download(
         }
         (Ok(path), None) => path.unwrap_or_else(|| part.clone()),
     };
-    tracing::info!(peer = %req.peer, name = %req.name, path = %path.display(), size, resumed_from, "classic download complete");
+    tracing::info!(peer = %req.peer, name = ?req.name, path = %path.display(), size, resumed_from, "classic download complete");
     Ok(DownloadReport {
         path,
         size,

@@ -10,6 +10,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use super::config::{Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig};
 use super::send::send_range;
 use super::timed::{open_file, write_all_timed};
+use crate::wire;
 use crate::FileSource;
 
 /// Longest classic file name read, as the classic server reads it.
@@ -90,16 +91,22 @@ pub(super) async fn answer_classic(
         let _ = stream.shutdown().await;
         Ok(report)
     };
-    let Ok(name) = std::str::from_utf8(name) else {
-        tracing::warn!(%peer, name = %request, "classic request with a file name that is not UTF-8; replied 0");
-        report.outcome = ServeOutcome::InvalidName;
-        return reply_zero(stream, report).await;
+    // The name came from the network: it is logged quoted and escaped
+    // (`?`), never raw, so that control characters in it cannot forge log
+    // lines or reach a terminal.
+    let name = match wire::decode_classic_name(name) {
+        Ok(name) => name,
+        Err(wire::ClassicNameError::Empty) => {
+            tracing::warn!(%peer, "classic request without a file name; replied 0");
+            report.outcome = ServeOutcome::InvalidName;
+            return reply_zero(stream, report).await;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, name = ?request, "classic request with a file name that is not UTF-8; replied 0");
+            report.outcome = ServeOutcome::InvalidName;
+            return reply_zero(stream, report).await;
+        }
     };
-    if name.is_empty() {
-        tracing::warn!(%peer, "classic request without a file name; replied 0");
-        report.outcome = ServeOutcome::InvalidName;
-        return reply_zero(stream, report).await;
-    }
     let Some(file) = source.by_name(name) else {
         tracing::info!(%peer, name, "classic request for a file not shared here; replied 0");
         return reply_zero(stream, report).await;
