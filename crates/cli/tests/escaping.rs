@@ -56,7 +56,8 @@ impl HostilePeer {
                 };
                 let me = json!({"IP": "127.0.0.1", "UdpPort": addr.port(), "TcpPort": closed});
                 let mut reply = match m["Command"].as_i64() {
-                    Some(1) => json!({"Command": 2}),
+                    // A pong echoing the ping's nonce, as rutella peers answer.
+                    Some(1) => json!({"Command": 2, "Echo": m["Nonce"]}),
                     Some(3) => json!({
                         "Command": 4,
                         "Contents": [EVIL, "plain.ogg"],
