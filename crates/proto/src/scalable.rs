@@ -518,7 +518,18 @@ impl Overlay {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let filter = TrigramBloom::from_names(names);
+        // Only the scalable overlay sends a filter: a classic node builds
+        // none.
+        if self.sc.is_some() {
+            self.set_filter(TrigramBloom::from_names(names));
+        }
+    }
+
+    /// Sets the trigram filter of the files this node shares, built by the
+    /// caller (with [`TrigramBloom::from_names`], which takes time for a
+    /// large library: a driver builds it off its event loop). Does nothing
+    /// in classic mode.
+    pub fn set_filter(&mut self, filter: TrigramBloom) {
         let Some(sc) = &mut self.sc else { return };
         if sc.filter == filter {
             return;
