@@ -693,19 +693,28 @@ impl Overlay {
             return;
         }
         let t = self.ping_to(dest);
-        let size = t.encode(Ipv4Addr::BROADCAST).len();
-        let ok = self.is_known(&dest)
-            || {
-                self.guard.entry(dest);
-                self.guard.spend(dest, size, self.config.amplification)
-            }
-            || self.guard.take_probe(now);
-        if !ok {
-            tracing::debug!(peer = %dest, "probe budget spent, not probing");
-            return;
+        if self.push_probe(now, t) {
+            self.guard.entry(dest).probed = Some(now);
         }
-        self.guard.entry(dest).probed = Some(now);
-        self.push_unchecked(t);
+    }
+
+    /// Queues a datagram that asks something of `t.dest` (a probe, a join
+    /// request, an offer): free toward a known address, else paid by what
+    /// that address sent us, else by the node-wide probe budget. Returns
+    /// whether it was queued.
+    pub(crate) fn push_probe(&mut self, now: Instant, t: Transmit) -> bool {
+        let dest = t.dest;
+        let ok = self.is_known(&dest) || {
+            let size = t.encode(Ipv4Addr::BROADCAST).len();
+            self.guard.entry(dest);
+            self.guard.spend(dest, size, self.config.amplification) || self.guard.take_probe(now)
+        };
+        if ok {
+            self.push_unchecked(t);
+        } else {
+            tracing::debug!(peer = %dest, "probe budget spent, not sending");
+        }
+        ok
     }
 
     fn on_hit(&mut self, _now: Instant, from: SocketAddrV4, hit: QueryHit) {

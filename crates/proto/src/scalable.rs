@@ -606,20 +606,11 @@ impl Overlay {
     /// asked only within the probe budget. Returns whether it was asked.
     fn send_join(&mut self, now: Instant, dest: SocketAddrV4) -> bool {
         let t = self.scalable_ping_to(dest, true);
-        let size = t.encode(Ipv4Addr::BROADCAST).len();
-        let ok = self.is_known(&dest)
-            || {
-                self.guard.entry(dest);
-                self.guard.spend(dest, size, self.config.amplification)
-            }
-            || self.guard.take_probe(now);
-        if !ok {
-            tracing::debug!(peer = %dest, "probe budget spent, not asking");
-            return false;
+        let sent = self.push_probe(now, t);
+        if sent {
+            self.guard.entry(dest).probed = Some(now);
         }
-        self.guard.entry(dest).probed = Some(now);
-        self.push_unchecked(t);
-        true
+        sent
     }
 
     /// Sends our filter to a neighbour; with `first`, its first part rides
@@ -973,17 +964,7 @@ impl Overlay {
             message,
             from_self: true,
         };
-        if self.is_known(&dest) {
-            self.push_unchecked(t);
-            return;
-        }
-        let size = t.encode(Ipv4Addr::BROADCAST).len();
-        self.guard.entry(dest);
-        if self.guard.spend(dest, size, self.config.amplification) || self.guard.take_probe(now) {
-            self.push_unchecked(t);
-        } else {
-            tracing::debug!(peer = %dest, "probe budget spent, not answering");
-        }
+        self.push_probe(now, t);
     }
 
     fn sc_on_pong(&mut self, now: Instant, from: SocketAddrV4, p: Pong) {
