@@ -232,6 +232,7 @@ async fn a_taken_port_is_named_in_the_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_answers_are_split_and_garbage_is_dropped() {
+    const CAP: usize = 16;
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..400)
@@ -241,11 +242,14 @@ async fn big_answers_are_split_and_garbage_is_dropped() {
         share_with(a.path(), &[(n.as_str(), b"x")]);
     }
     let lo = Ipv4Addr::LOCALHOST;
-    let na = Node::start(config(lo, 0, a.path())).await.unwrap();
+    let mut cfg_a = config(lo, 0, a.path());
+    cfg_a.overlay.max_peers = CAP;
+    let na = Node::start(cfg_a).await.unwrap();
     let target = na.client().udp_addr();
 
     // Hostile datagrams: not JSON, wrong types, oversized, unknown commands,
-    // pongs from many made-up peers.
+    // and classic pongs naming many made-up peers (on loopback addresses
+    // where nothing listens).
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let big = format!(
         r#"{{"Command": 3, "IP": "127.0.0.1", "Contents": "{}"}}"#,
@@ -264,8 +268,7 @@ async fn big_answers_are_split_and_garbage_is_dropped() {
     for i in 0..2000u32 {
         junk.push(
             format!(
-                r#"{{"Command": 2, "IP": "10.{}.{}.{}"}}"#,
-                i >> 16 & 255,
+                r#"{{"Command": 2, "IP": "127.77.{}.{}"}}"#,
                 i >> 8 & 255,
                 i & 255
             )
@@ -275,8 +278,58 @@ async fn big_answers_are_split_and_garbage_is_dropped() {
     for j in &junk {
         let _ = sock.send_to(j, target).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(na.client().peers().await.unwrap().len() <= 4096);
+
+    // Then more real peers than the cap, which the node pings and which
+    // answer. Each answers the ping before it probes the node in turn, so
+    // once every one of them has the node as a peer, the node has decided
+    // on each answer (and read the junk, sent earlier).
+    let mut others = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..CAP + 4 {
+        let d = tempfile::tempdir().unwrap();
+        others.push(Node::start(config(lo, 0, d.path())).await.unwrap());
+        dirs.push(d);
+    }
+    let real: BTreeSet<SocketAddrV4> = others.iter().map(|n| n.client().udp_addr()).collect();
+    for a in &real {
+        na.client()
+            .connect(a.to_string().parse().unwrap())
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in &others {
+        while !peer_set(&n.client()).await.contains(&target) {
+            assert!(Instant::now() < deadline, "a real peer never got an answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let known = peer_set(&na.client()).await;
+    // The cap is reached, and not passed.
+    assert_eq!(known.len(), CAP, "peers: {known:?}");
+    // No address a pong named became a peer. The junk's sender may: it
+    // sent classic pongs from an address the node had just pinged (its
+    // ping asked for that probe), which is all a classic peer can show.
+    let junk_sender = match sock.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        other => panic!("{other}"),
+    };
+    let mut allowed = real.clone();
+    allowed.insert(junk_sender);
+    assert!(known.is_subset(&allowed), "peers: {known:?}");
+    assert!(
+        known.iter().filter(|a| real.contains(a)).count() >= CAP - 1,
+        "peers: {known:?}"
+    );
+    for n in others {
+        n.shutdown().await;
+    }
+    // The silent peers are dropped, which makes room for the next one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !peer_set(&na.client()).await.is_empty() {
+        assert!(Instant::now() < deadline, "silent peers were not dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The node still works: a search from another node gets all 400 names,
     // which need several datagrams.

@@ -194,7 +194,15 @@ fn partial_downloads_appear_when_renamed_to_their_final_name() {
     let lib = Library::open(config(&s, true, NEVER)).unwrap();
     let part = s.share.join("film.mkv.part");
     write(&part, b"half");
-    std::thread::sleep(Duration::from_millis(200));
+    // A file written after the partial one: once the library offers it, it
+    // has seen the partial file too.
+    write(&s.share.join("marker.ogg"), b"after the partial file");
+    eventually("a file written later is offered", || {
+        lib.search("marker", 10)
+            .first()
+            .is_some_and(|f| f.hash == Some(b3(b"after the partial file")))
+    });
+    assert!(lib.wait_idle(DEADLINE));
     assert!(lib.search("film", 10).is_empty());
     write(&part, b"half and the rest");
     fs::rename(&part, s.share.join("film.mkv")).unwrap();

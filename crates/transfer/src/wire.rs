@@ -354,6 +354,22 @@ mod tests {
         ]
     }
 
+    /// Partial sizes for classic requests: most of them spell the first
+    /// one to four bytes of [`MAGIC`] (the rest random), so that the branch
+    /// where a classic request looks like a rutella hello is reached.
+    fn classic_partial() -> impl Strategy<Value = u32> {
+        let magic = u32::from_le_bytes([MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3]]);
+        prop_oneof![
+            1 => any::<u32>(),
+            3 => Just(magic),
+            2 => (1u32..4, any::<u32>()).prop_map(move |(k, r)| {
+                // Keep the first k bytes of the magic, randomise the rest.
+                let keep = (1u32 << (8 * k)) - 1;
+                (magic & keep) | (r & !keep)
+            }),
+        ]
+    }
+
     proptest! {
         #[test]
         fn request_round_trips(hash in any::<[u8; 32]>(), offset in any::<u64>(), len in any::<u64>(), tree in any::<bool>()) {
@@ -378,11 +394,19 @@ mod tests {
         }
 
         #[test]
-        fn classic_requests_are_never_rutella(partial in any::<u32>(), name in ".{1,64}") {
+        fn classic_requests_are_never_rutella(partial in classic_partial(), name in ".{1,64}") {
             let mut req = partial.to_le_bytes().to_vec();
             req.extend_from_slice(name.as_bytes());
             for cut in 0..=req.len() {
                 prop_assert_ne!(detect(&req[..cut]), Detect::Rutella);
+            }
+            // A whole request is always told apart, and as classic.
+            prop_assert_eq!(detect(&req), Detect::Classic);
+            // A partial size that spells a prefix of the magic keeps the
+            // detector waiting until the first byte of the name decides.
+            let agree = req.iter().zip(MAGIC.iter()).take_while(|(a, b)| a == b).count();
+            for cut in 0..=agree.min(4) {
+                prop_assert_eq!(detect(&req[..cut]), Detect::NeedMore);
             }
         }
 

@@ -415,13 +415,10 @@ async fn ranges_past_4_gib_are_served_and_verified() {
     server.stop().await;
 }
 
-/// Runs only as the child process of `resumes_after_sigkill`: downloads
-/// what the environment says, until killed.
-#[tokio::test]
-async fn sigkill_child() {
-    let Ok(spec) = std::env::var("RUTELLA_TRANSFER_CHILD") else {
-        return;
-    };
+/// The child process of `resumes_after_sigkill`: downloads what `spec`
+/// says, until killed. Not a test of its own; the test binary runs it when
+/// `resumes_after_sigkill` starts it with `RUTELLA_TRANSFER_CHILD` set.
+async fn sigkill_child(spec: &str) {
     let parts: Vec<&str> = spec.split('|').collect();
     let addr: SocketAddr = parts[0].parse().unwrap();
     let mut hash = [0u8; 32];
@@ -435,7 +432,8 @@ async fn sigkill_child() {
 
 #[tokio::test]
 async fn resumes_after_sigkill() {
-    if std::env::var("RUTELLA_TRANSFER_CHILD").is_ok() {
+    if let Ok(spec) = std::env::var("RUTELLA_TRANSFER_CHILD") {
+        sigkill_child(&spec).await;
         return;
     }
     let shared = tempfile::tempdir().unwrap();
@@ -456,7 +454,7 @@ async fn resumes_after_sigkill() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "sigkill_child",
+            "resumes_after_sigkill",
             "--nocapture",
             "--test-threads=1",
         ])
