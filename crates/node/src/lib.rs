@@ -6,16 +6,25 @@
 //! commands carry oneshot replies over a bounded channel.
 #![warn(missing_docs)]
 
+mod answer;
+mod client;
+mod command;
 mod config;
 mod downloads;
-mod driver;
+mod event_loop;
+mod node;
+mod own_address;
 mod pending;
 mod source;
+mod transfers;
 
+pub use client::Client;
+pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{NodeConfig, PeerAddr};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState};
-pub use driver::{Client, DownloadHandle, Node, NodeEvent, SearchHit, SearchStream};
+pub use node::Node;
 pub use rutella_proto::{HitFile, Peer};
+pub use transfers::DownloadHandle;
 
 /// Why the node could not start or a command failed.
 #[derive(Debug, thiserror::Error)]

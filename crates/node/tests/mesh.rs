@@ -352,3 +352,77 @@ async fn big_answers_are_split_and_garbage_is_dropped() {
     na.shutdown().await;
     nb.shutdown().await;
 }
+
+/// The overlay's timers follow tokio's clock: under a paused clock, a peer
+/// that stops answering is dropped after one ping round of a minute, in
+/// well under a second of real time. Real sockets on loopback work under
+/// a paused clock because tokio polls the sockets before it moves the
+/// paused clock forward, and a loopback datagram is queued at the receiver
+/// before `send_to` returns.
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_dropped_after_one_ping_round_on_the_paused_clock() {
+    let real_start = Instant::now();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let lo = Ipv4Addr::LOCALHOST;
+    let slow = |d: &Path| {
+        let mut cfg = config(lo, 0, d);
+        cfg.overlay.ping_interval = Duration::from_secs(60);
+        cfg.overlay.pong_timeout = Duration::from_secs(10);
+        cfg
+    };
+    let a = Node::start(slow(dirs[0].path())).await.unwrap();
+    let mut cfg = slow(dirs[1].path());
+    cfg.connect = vec![a.client().udp_addr().to_string().parse().unwrap()];
+    let b = Node::start(cfg).await.unwrap();
+    let (ca, cb) = (a.client(), b.client());
+    let mut joined = false;
+    for _ in 0..200 {
+        if peer_set(&ca).await.contains(&cb.udp_addr())
+            && peer_set(&cb).await.contains(&ca.udp_addr())
+        {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(joined, "the two nodes did not meet");
+    let mut events = ca.subscribe();
+    let b_addr = cb.udp_addr();
+    b.shutdown().await;
+    let silenced = tokio::time::Instant::now();
+
+    // Before the round's pong timeout nothing is dropped.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        peer_set(&ca).await.contains(&b_addr),
+        "dropped before its round"
+    );
+
+    // One round (60 s) and its pong timeout (10 s), with room to spare.
+    let removed = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.recv().await {
+                Ok(rutella_node::NodeEvent::PeerRemoved(p)) if p.udp == b_addr => return,
+                Ok(_) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        removed.is_ok(),
+        "the silent peer is still listed after 90 s"
+    );
+    let virtual_wait = silenced.elapsed();
+    assert!(
+        virtual_wait >= Duration::from_secs(60) && virtual_wait <= Duration::from_secs(90),
+        "dropped after {virtual_wait:?} of paused time"
+    );
+    assert!(!peer_set(&ca).await.contains(&b_addr));
+    let real = real_start.elapsed();
+    assert!(
+        real < Duration::from_secs(5),
+        "took {real:?} of real time: the timers did not follow the paused clock"
+    );
+    a.shutdown().await;
+}

@@ -1,0 +1,131 @@
+//! The [`Client`] handle: the user interface's only way to talk to a
+//! running node (peers, searches, the library; downloads are in
+//! `transfers`).
+
+use crate::command::{Command, NodeEvent, SearchStream};
+use crate::config::{NodeConfig, PeerAddr};
+use crate::downloads::{DownloadInfo, Downloads};
+use crate::pending::Journal;
+use crate::NodeError;
+use rutella_proto::{Drops, Peer};
+use rutella_store::Library;
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// A cloneable handle to a running node: the only way the user interface
+/// talks to it.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) downloads: Downloads,
+    pub(crate) journal: Journal,
+    pub(crate) library: Library,
+    pub(crate) config: Arc<NodeConfig>,
+    pub(crate) udp_addr: SocketAddrV4,
+    pub(crate) tcp_addr: SocketAddrV4,
+}
+
+impl Client {
+    async fn send(&self, cmd: Command) -> Result<(), NodeError> {
+        self.tx.send(cmd).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// The peers the node knows.
+    pub async fn peers(&self) -> Result<Vec<Peer>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Peers(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// How many known peers have answered at least once (a peer given by
+    /// address only counts once it answers).
+    pub async fn answered_peers(&self) -> Result<usize, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Answered(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Datagrams the node dropped so far for being over their source's
+    /// budget.
+    pub async fn budget_drops(&self) -> Result<Drops, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::BudgetDrops(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Joins the network through another peer.
+    pub async fn connect(&self, peer: PeerAddr) -> Result<(), NodeError> {
+        self.send(Command::Connect(peer)).await
+    }
+
+    /// Searches every known peer (and every peer that joins meanwhile).
+    pub async fn search(&self, text: &str) -> Result<SearchStream, NodeError> {
+        let (hits_tx, hits_rx) = mpsc::channel(1024);
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Search(text.to_string(), hits_tx, tx))
+            .await?;
+        let id = rx.await.map_err(|_| NodeError::Stopped)?;
+        Ok(SearchStream {
+            id,
+            rx: hits_rx,
+            tx: self.tx.clone(),
+        })
+    }
+
+    /// The downloads of this run, oldest first.
+    pub fn downloads(&self) -> Vec<DownloadInfo> {
+        self.downloads.list()
+    }
+
+    /// Node events (peers, finished downloads) from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Shares one more folder.
+    pub async fn share(&self, dir: &Path) -> Result<(), NodeError> {
+        let lib = self.library.clone();
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || lib.add_share(&dir))
+            .await
+            .map_err(|e| NodeError::Other(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Stops sharing a folder; returns whether it was shared.
+    pub async fn unshare(&self, dir: &Path) -> bool {
+        let lib = self.library.clone();
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || lib.remove_share(&dir))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The shared folders.
+    pub fn shares(&self) -> Vec<PathBuf> {
+        self.library.shares()
+    }
+
+    /// The library of shared files.
+    pub fn library(&self) -> &Library {
+        &self.library
+    }
+
+    /// The node's UDP address as bound.
+    pub fn udp_addr(&self) -> SocketAddrV4 {
+        self.udp_addr
+    }
+
+    /// The node's TCP address as bound.
+    pub fn tcp_addr(&self) -> SocketAddrV4 {
+        self.tcp_addr
+    }
+
+    /// The folder downloads go to.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.config.downloads_dir()
+    }
+}

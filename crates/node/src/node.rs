@@ -1,0 +1,311 @@
+//! Starting and stopping a node: the sockets, the library, and the tasks
+//! (event loop, library watch, transfer server).
+
+use crate::answer::InFlight;
+use crate::client::Client;
+use crate::command::Command;
+use crate::config::NodeConfig;
+use crate::downloads::Downloads;
+use crate::event_loop::{now, EventLoop};
+use crate::own_address::OwnAddress;
+use crate::pending::Journal;
+use crate::source::LibrarySource;
+use crate::NodeError;
+use rutella_proto::Overlay;
+use rutella_store::{Library, LibraryConfig};
+use rutella_transfer::ServerConfig;
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// A running node. Dropping it does not stop it: call [`Node::shutdown`].
+pub struct Node {
+    client: Client,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens the library, binds the UDP and TCP ports, and starts the event
+    /// loop and the transfer server.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let downloads_dir = config.downloads_dir();
+        // A folder the user named, or the one inside a share, is made now so
+        // that a problem shows at start; a node that shares nothing and was
+        // given no folder (a one-shot search) leaves the disk alone, and its
+        // downloads make the folder when they need it.
+        if config.downloads.is_some() || !config.shares.is_empty() {
+            std::fs::create_dir_all(&downloads_dir).map_err(|source| NodeError::Downloads {
+                path: downloads_dir.clone(),
+                source,
+            })?;
+        }
+        let udp = bind_udp(&config).await?;
+        set_recv_buffer(&udp, config.udp_recv_buffer);
+        let tcp = bind_tcp(&config).await?;
+        let udp_addr = v4(udp
+            .local_addr()
+            .map_err(|e| NodeError::Other(e.to_string()))?);
+        let tcp_addr = v4(tcp
+            .local_addr()
+            .map_err(|e| NodeError::Other(e.to_string()))?);
+        if let Some(parent) = config.db_path.as_ref().and_then(|p| p.parent()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                NodeError::Other(format!(
+                    "cannot create the folder {} for the library index: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let lib_cfg = LibraryConfig {
+            db_path: config.db_path.clone(),
+            watch: config.watch,
+            ..LibraryConfig::new(config.shares.clone())
+        };
+        let library = tokio::task::spawn_blocking(move || Library::open(lib_cfg))
+            .await
+            .map_err(|e| NodeError::Other(format!("library scan failed: {e}")))??;
+
+        let mut overlay_cfg = config.overlay.clone();
+        overlay_cfg.udp_port = udp_addr.port();
+        overlay_cfg.tcp_port = tcp_addr.port();
+        let now = now();
+        let mut overlay = Overlay::new(overlay_cfg, now);
+        let mut own = OwnAddress::new(config.bind, config.advertise);
+        for ip in own.initial_ips() {
+            overlay.add_own_ip(ip);
+        }
+        // The names a scalable overlay summarises for its neighbours.
+        let lib = library.clone();
+        let names = tokio::task::spawn_blocking(move || library_names(&lib))
+            .await
+            .unwrap_or_default();
+        overlay.set_library(names);
+        for p in &config.connect {
+            overlay.connect(now, p.udp, p.tcp_port.unwrap_or(0));
+        }
+        // Ask the own address for the bootstrap peers now so they are known as own.
+        for p in &config.connect {
+            let ip = own.for_dest(*p.udp.ip());
+            overlay.add_own_ip(ip);
+        }
+
+        let (tx, rx) = mpsc::channel(256);
+        let (events, _) = broadcast::channel(256);
+        let (stop, stop_rx) = watch::channel(false);
+        let client = Client {
+            tx: tx.clone(),
+            events: events.clone(),
+            downloads: Downloads::default(),
+            journal: Journal::new(&downloads_dir),
+            library: library.clone(),
+            config: Arc::new(config.clone()),
+            udp_addr,
+            tcp_addr,
+        };
+        tracing::info!(udp = %udp_addr, tcp = %tcp_addr, shares = ?config.shares, "node started");
+
+        let event_loop = EventLoop {
+            overlay,
+            socket: udp,
+            own,
+            library: library.clone(),
+            rx,
+            tx,
+            events,
+            searches: HashMap::new(),
+            in_flight: InFlight::default(),
+            answers: Vec::new(),
+        };
+        let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
+        tasks.push(tokio::spawn(watch_library(
+            library.clone(),
+            client.tx.clone(),
+            config.library_poll,
+            stop_rx.clone(),
+        )));
+        let server_cfg = ServerConfig {
+            rate_limit: config.upload_rate_limit,
+            max_connections: config.max_uploads,
+            limits: config.upload_limits.clone(),
+            fault: config.upload_fault,
+            shutdown_grace: config.shutdown_grace,
+            ..ServerConfig::default()
+        };
+        let source = Arc::new(LibrarySource(library));
+        let mut server_stop = stop_rx;
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = rutella_transfer::run_server(tcp, source, server_cfg, shutdown).await {
+                tracing::error!(error = %e, "transfer server stopped");
+            }
+        }));
+        client.resume_pending();
+        Ok(Node {
+            client,
+            stop,
+            tasks,
+        })
+    }
+
+    /// A handle for the user interface.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Stops the event loop and the transfer server and waits for them.
+    /// Running downloads stop; their partial data stays for a resume.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+/// Asks for a larger receive buffer, so that a burst of datagrams waits in
+/// the kernel instead of being lost before the loop reads it. The system
+/// may give less (on Linux, at most `net.core.rmem_max`); that is logged.
+fn set_recv_buffer(socket: &UdpSocket, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(bytes) {
+        tracing::warn!(error = %e, bytes, "could not set the UDP receive buffer size");
+        return;
+    }
+    match sock.recv_buffer_size() {
+        // Linux reports twice what it grants (the other half is its bookkeeping).
+        Ok(got) if got < bytes => tracing::info!(
+            asked = bytes,
+            got,
+            "the system gave a smaller UDP receive buffer than asked (see net.core.rmem_max)"
+        ),
+        Ok(got) => tracing::debug!(bytes = got, "UDP receive buffer"),
+        Err(e) => tracing::debug!(error = %e, "cannot read the UDP receive buffer size"),
+    }
+}
+
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()),
+    }
+}
+
+async fn bind_udp(config: &NodeConfig) -> Result<UdpSocket, NodeError> {
+    let first = UdpSocket::bind((config.bind, config.udp_port)).await;
+    match first {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.port_fallback => {
+            let s = UdpSocket::bind((config.bind, 0))
+                .await
+                .map_err(|source| bind_error("UDP", config.bind, 0, source))?;
+            if let Ok(a) = s.local_addr() {
+                tracing::warn!(
+                    "UDP port {} is in use, using {} instead",
+                    config.udp_port,
+                    a.port()
+                );
+            }
+            Ok(s)
+        }
+        Err(e) => Err(bind_error("UDP", config.bind, config.udp_port, e)),
+    }
+}
+
+async fn bind_tcp(config: &NodeConfig) -> Result<TcpListener, NodeError> {
+    let first = TcpListener::bind((config.bind, config.tcp_port)).await;
+    match first {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.port_fallback => {
+            let s = TcpListener::bind((config.bind, 0))
+                .await
+                .map_err(|source| bind_error("TCP", config.bind, 0, source))?;
+            if let Ok(a) = s.local_addr() {
+                tracing::warn!(
+                    "TCP port {} is in use, using {} instead",
+                    config.tcp_port,
+                    a.port()
+                );
+            }
+            Ok(s)
+        }
+        Err(e) => Err(bind_error("TCP", config.bind, config.tcp_port, e)),
+    }
+}
+
+fn bind_error(proto: &'static str, ip: Ipv4Addr, port: u16, source: io::Error) -> NodeError {
+    let flag = if proto == "UDP" {
+        "--udp-port"
+    } else {
+        "--tcp-port"
+    };
+    match source.kind() {
+        io::ErrorKind::AddrInUse => NodeError::PortInUse {
+            proto,
+            ip,
+            port,
+            flag,
+        },
+        _ => NodeError::Bind {
+            proto,
+            ip,
+            port,
+            source,
+        },
+    }
+}
+
+/// The file names of the library (last path components).
+fn library_names(library: &Library) -> Vec<String> {
+    library
+        .list()
+        .into_iter()
+        .map(|f| match f.name.rsplit_once('/') {
+            Some((_, base)) => base.to_string(),
+            None => f.name,
+        })
+        .collect()
+}
+
+/// Tells the overlay the library's names again whenever the library
+/// changed (a rescan or a refreshed path), checking every `every`.
+async fn watch_library(
+    library: Library,
+    tx: mpsc::Sender<Command>,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let generation = |l: &Library| {
+        let s = l.stats();
+        (s.rescans, s.refreshes, l.len())
+    };
+    let mut last = generation(&library);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = generation(&library);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let lib = library.clone();
+        let names = tokio::task::spawn_blocking(move || library_names(&lib))
+            .await
+            .unwrap_or_default();
+        if tx.send(Command::SetLibrary(names)).await.is_err() {
+            return;
+        }
+    }
+}

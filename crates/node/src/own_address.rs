@@ -1,0 +1,62 @@
+//! Which address of ours a peer is told to use.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// Which address of ours to write in `"IP"` for a given peer.
+pub(crate) struct OwnAddress {
+    bind: Ipv4Addr,
+    advertise: Option<Ipv4Addr>,
+    routes: HashMap<Ipv4Addr, Ipv4Addr>,
+}
+
+impl OwnAddress {
+    pub(crate) fn new(bind: Ipv4Addr, advertise: Option<Ipv4Addr>) -> Self {
+        OwnAddress {
+            bind,
+            advertise,
+            routes: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn initial_ips(&self) -> Vec<Ipv4Addr> {
+        let mut v = Vec::new();
+        v.extend(self.advertise);
+        if self.bind.is_unspecified() {
+            v.push(Ipv4Addr::LOCALHOST);
+        } else {
+            v.push(self.bind);
+        }
+        v
+    }
+
+    /// The advertised address, else the bound one, else the local address
+    /// the system routes to `dest` from (never 0.0.0.0).
+    pub(crate) fn for_dest(&mut self, dest: Ipv4Addr) -> Ipv4Addr {
+        if let Some(a) = self.advertise {
+            return a;
+        }
+        if !self.bind.is_unspecified() {
+            return self.bind;
+        }
+        if let Some(ip) = self.routes.get(&dest) {
+            return *ip;
+        }
+        let ip = route_source(dest).unwrap_or(Ipv4Addr::LOCALHOST);
+        if self.routes.len() >= 4096 {
+            self.routes.clear();
+        }
+        self.routes.insert(dest, ip);
+        ip
+    }
+}
+
+/// The source address the system picks for datagrams to `dest`.
+fn route_source(dest: Ipv4Addr) -> Option<Ipv4Addr> {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect((dest, 9)).ok()?;
+    match s.local_addr().ok()? {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
+        _ => None,
+    }
+}

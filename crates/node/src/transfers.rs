@@ -1,0 +1,203 @@
+//! Downloads started through the [`Client`]: classic and by hash, tracked
+//! in the downloads table, recorded in the pending journal until done.
+
+use crate::client::Client;
+use crate::command::NodeEvent;
+use crate::downloads::{DownloadId, DownloadState};
+use crate::pending::Pending;
+use crate::NodeError;
+use rutella_proto::HitFile;
+use rutella_transfer::{ClassicGet, DownloadReport, HashGet, Progress};
+use std::net::{SocketAddr, SocketAddrV4};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A download started by [`Client::download`].
+pub struct DownloadHandle {
+    /// Its id in the downloads table.
+    pub id: DownloadId,
+    result: oneshot::Receiver<Result<DownloadReport, rutella_transfer::DownloadError>>,
+}
+
+impl DownloadHandle {
+    /// Waits for the download to end.
+    pub async fn wait(self) -> Result<DownloadReport, NodeError> {
+        match self.result.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(NodeError::Download(e)),
+            Err(_) => Err(NodeError::Stopped),
+        }
+    }
+}
+
+impl Client {
+    /// Starts downloading `name` from the peer whose TCP address is `from`,
+    /// with the classic exchange, resuming a partial copy, in the background.
+    pub fn download(&self, from: SocketAddrV4, name: &str) -> DownloadHandle {
+        let req = ClassicGet {
+            peer: SocketAddr::V4(from),
+            name: name.to_string(),
+            downloads_dir: self.config.downloads_dir(),
+            connect_timeout: self.config.connect_timeout,
+            idle_timeout: self.config.idle_timeout,
+            align_resume: true,
+        };
+        let client = self.clone();
+        self.track(name, vec![from], move |progress| async move {
+            let known_rutella = client
+                .peers()
+                .await
+                .map(|ps| ps.iter().any(|p| p.rutella && p.tcp() == from))
+                .unwrap_or(false);
+            let req = ClassicGet {
+                align_resume: !known_rutella,
+                ..req
+            };
+            rutella_transfer::classic_download(req, progress).await
+        })
+    }
+
+    /// Starts downloading the file with this BLAKE3 hash from every source
+    /// at once (the rutella protocol: every block verified before it
+    /// counts), in the background. The download is recorded in the
+    /// downloads folder until it completes, so a node killed meanwhile
+    /// resumes it at its next start.
+    pub fn download_hash(
+        &self,
+        hash: [u8; 32],
+        name: &str,
+        size: Option<u64>,
+        sources: Vec<SocketAddrV4>,
+    ) -> DownloadHandle {
+        let (_, none) = mpsc::unbounded_channel();
+        self.download_hash_growing(hash, name, size, sources, none)
+    }
+
+    /// [`Client::download_hash`], with more sources to come: each peer
+    /// sent on `more` (while the download runs) joins it as a source.
+    pub fn download_hash_growing(
+        &self,
+        hash: [u8; 32],
+        name: &str,
+        size: Option<u64>,
+        sources: Vec<SocketAddrV4>,
+        mut more: mpsc::UnboundedReceiver<SocketAddrV4>,
+    ) -> DownloadHandle {
+        let dir = self.config.downloads_dir();
+        let entry = Pending {
+            hash: rutella_proto::message::hex32(&hash),
+            name: name.to_string(),
+            size,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut req = HashGet::new(
+            hash,
+            sources.iter().map(|s| SocketAddr::V4(*s)).collect(),
+            dir,
+            name,
+        );
+        req.size = size;
+        req.connect_timeout = self.config.connect_timeout;
+        req.idle_timeout = self.config.idle_timeout;
+        let journal = self.journal.clone();
+        self.track(name, sources, move |progress| async move {
+            let (hash, name) = (entry.hash.clone(), entry.name.clone());
+            let j = journal.clone();
+            let _ = tokio::task::spawn_blocking(move || j.add(entry)).await;
+            let (more_tx, more_rx) = mpsc::unbounded_channel();
+            let forward = tokio::spawn(async move {
+                while let Some(peer) = more.recv().await {
+                    if more_tx.send(SocketAddr::V4(peer)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let result = rutella_transfer::fetch_by_hash_growing(req, progress, more_rx).await;
+            forward.abort();
+            if result.is_ok() {
+                let _ = tokio::task::spawn_blocking(move || journal.remove(&hash, &name)).await;
+            }
+            result
+        })
+    }
+
+    /// Finds the peers that offer the file with this hash: asks every known
+    /// peer for it and waits for their answers (at most the search time).
+    /// Returns the file as one of them names it, and their TCP addresses.
+    pub async fn find_sources(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<(HitFile, Vec<SocketAddrV4>)>, NodeError> {
+        let mut stream = self.search(&rutella_proto::hash_query(hash)).await?;
+        let mut file = None;
+        let mut sources = Vec::new();
+        while let Some(hit) = stream.next().await {
+            if let Some(f) = hit
+                .files
+                .into_iter()
+                .find(|f| f.hash.as_ref() == Some(hash))
+            {
+                if !sources.contains(&hit.peer.tcp()) {
+                    sources.push(hit.peer.tcp());
+                }
+                file.get_or_insert(f);
+            }
+        }
+        Ok(file.map(|f| (f, sources)))
+    }
+
+    /// Resumes the downloads by hash that a previous run left unfinished.
+    pub(crate) fn resume_pending(&self) {
+        for p in self.journal.load() {
+            let Some(hash) = rutella_proto::message::parse_hex32(&p.hash) else {
+                continue;
+            };
+            let sources: Vec<SocketAddrV4> =
+                p.sources.iter().filter_map(|s| s.parse().ok()).collect();
+            tracing::info!(name = ?p.name, sources = sources.len(), "resuming an unfinished download");
+            let _ = self.download_hash(hash, &p.name, p.size, sources);
+        }
+    }
+
+    /// Runs one download in the background, recorded in the downloads
+    /// table, announced when it ends.
+    fn track<F, Fut>(&self, name: &str, sources: Vec<SocketAddrV4>, work: F) -> DownloadHandle
+    where
+        F: FnOnce(watch::Sender<Progress>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<DownloadReport, rutella_transfer::DownloadError>>
+            + Send
+            + 'static,
+    {
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let id = self.downloads.add(name.to_string(), sources, progress_rx);
+        let (done_tx, done_rx) = oneshot::channel();
+        let downloads = self.downloads.clone();
+        let events = self.events.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let sent = match work(progress_tx).await {
+                Ok(report) => {
+                    tracing::info!(name = ?name, path = ?report.path, bytes = report.bytes_received, "download complete");
+                    downloads.set_state(id, DownloadState::Done(report.path.clone()));
+                    let _ = events.send(NodeEvent::DownloadDone {
+                        id,
+                        name,
+                        path: report.path.clone(),
+                    });
+                    Ok(report)
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    tracing::warn!(name = ?name, reason = ?reason, "download failed");
+                    downloads.set_state(id, DownloadState::Failed(reason.clone()));
+                    let _ = events.send(NodeEvent::DownloadFailed { id, name, reason });
+                    Err(e)
+                }
+            };
+            let _ = done_tx.send(sent);
+        });
+        DownloadHandle {
+            id,
+            result: done_rx,
+        }
+    }
+}
