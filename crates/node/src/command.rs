@@ -75,5 +75,5 @@ pub(crate) enum Command {
     /// (possibly none), built off the loop.
     AnswerReady(Ipv4Addr, SocketAddrV4, Vec<Vec<u8>>),
     BudgetDrops(oneshot::Sender<Drops>),
-    SetLibrary(Vec<String>),
+    SetFilter(rutella_proto::TrigramBloom),
 }

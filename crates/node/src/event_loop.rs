@@ -118,7 +118,7 @@ impl EventLoop {
             Command::BudgetDrops(reply) => {
                 let _ = reply.send(self.overlay.budget_drops());
             }
-            Command::SetLibrary(names) => self.overlay.set_library(names),
+            Command::SetFilter(filter) => self.overlay.set_filter(filter),
         }
     }
 

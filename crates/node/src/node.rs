@@ -79,12 +79,15 @@ impl Node {
         for ip in own.initial_ips() {
             overlay.add_own_ip(ip);
         }
-        // The names a scalable overlay summarises for its neighbours.
-        let lib = library.clone();
-        let names = tokio::task::spawn_blocking(move || library_names(&lib))
-            .await
-            .unwrap_or_default();
-        overlay.set_library(names);
+        // The filter a scalable overlay sends its neighbours, built off the
+        // event loop (a classic overlay needs none).
+        let scalable = overlay.mode() == rutella_proto::Mode::Scalable;
+        if scalable {
+            let lib = library.clone();
+            if let Ok(filter) = tokio::task::spawn_blocking(move || library_filter(&lib)).await {
+                overlay.set_filter(filter);
+            }
+        }
         for p in &config.connect {
             overlay.connect(now, p.udp, p.tcp_port.unwrap_or(0));
         }
@@ -122,12 +125,14 @@ impl Node {
             answers: Vec::new(),
         };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
-        tasks.push(tokio::spawn(watch_library(
-            library.clone(),
-            client.tx.clone(),
-            config.library_poll,
-            stop_rx.clone(),
-        )));
+        if scalable {
+            tasks.push(tokio::spawn(watch_library(
+                library.clone(),
+                client.tx.clone(),
+                config.library_poll,
+                stop_rx.clone(),
+            )));
+        }
         let server_cfg = ServerConfig {
             rate_limit: config.upload_rate_limit,
             max_connections: config.max_uploads,
@@ -266,19 +271,23 @@ fn bind_error(proto: &'static str, ip: Ipv4Addr, port: u16, source: io::Error) -
 }
 
 /// The file names of the library (last path components).
-fn library_names(library: &Library) -> Vec<String> {
-    library
+/// The trigram filter of the library's names (their last components, as
+/// the library matches them), for a scalable overlay's neighbours.
+fn library_filter(library: &Library) -> rutella_proto::TrigramBloom {
+    let names: Vec<String> = library
         .list()
         .into_iter()
         .map(|f| match f.name.rsplit_once('/') {
             Some((_, base)) => base.to_string(),
             None => f.name,
         })
-        .collect()
+        .collect();
+    rutella_proto::TrigramBloom::from_names(names)
 }
 
-/// Tells the overlay the library's names again whenever the library
-/// changed (a rescan or a refreshed path), checking every `every`.
+/// Gives a scalable overlay the library's filter again, built off the
+/// event loop, whenever the library changed (a rescan or a refreshed
+/// path), checking every `every`.
 async fn watch_library(
     library: Library,
     tx: mpsc::Sender<Command>,
@@ -301,10 +310,10 @@ async fn watch_library(
         }
         last = now;
         let lib = library.clone();
-        let names = tokio::task::spawn_blocking(move || library_names(&lib))
-            .await
-            .unwrap_or_default();
-        if tx.send(Command::SetLibrary(names)).await.is_err() {
+        let Ok(filter) = tokio::task::spawn_blocking(move || library_filter(&lib)).await else {
+            continue;
+        };
+        if tx.send(Command::SetFilter(filter)).await.is_err() {
             return;
         }
     }
