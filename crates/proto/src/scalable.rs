@@ -5,7 +5,7 @@
 //! [`Mode::Scalable`](crate::Mode::Scalable), beside the classic code, which
 //! still serves classic peers (and rutella peers in classic mode). Every
 //! message of the scalable overlay is a classic message carrying the
-//! extension field `"Scalable": 1`; a message without it is handled
+//! extension field `"Scalable": 2`; a message without it is handled
 //! classically. The fields are described in `docs/PROTOCOL.md`.
 //!
 //! - **Neighbours.** A node keeps between [`ScalableConfig::min_degree`]
@@ -21,7 +21,7 @@
 //!   names, so substring search keeps working while queries skip the
 //!   neighbours that cannot answer (one-hop replication).
 //! - **Queries** carry the search id as a GUID (duplicates are suppressed),
-//!   a `"TTL"` and a `"Hops"` count. Hits go straight to the querier. The
+//!   a `"TTL"` and a `"Hops"` count. Hits go back along the query's path. The
 //!   querier grows a search in steps (dynamic querying): first every
 //!   neighbour with TTL 0 (each answers and asks those of its own
 //!   neighbours whose filter matches), then, while fewer than
