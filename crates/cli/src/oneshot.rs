@@ -4,7 +4,6 @@ use crate::args::{secs, GetArgs, SearchArgs, ServeArgs};
 use crate::escape::escape;
 use crate::{exit, Failure};
 use rutella_node::{Client, HitFile, Node, NodeConfig, NodeError, PeerAddr};
-use rutella_transfer::DownloadError;
 use std::collections::HashSet;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
@@ -243,15 +242,6 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
                 println!("{}", crate::escape::path(&report.path));
             }
             Ok(())
-        }
-        Err(NodeError::Download(e)) => {
-            let code = match &e {
-                DownloadError::NotFound { .. } => exit::NOT_FOUND,
-                DownloadError::InvalidName { .. } => exit::USAGE,
-                DownloadError::Local { .. } => exit::FAILURE,
-                _ => exit::NETWORK,
-            };
-            Err(Failure::new(code, e.to_string()))
         }
         Err(e) => Err(e.into()),
     }

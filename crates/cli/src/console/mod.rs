@@ -53,14 +53,11 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
-/// Turns a download failure into a sentence that says what to do.
+/// Words a download failure for the console, where a download is run
+/// again with `get`. What to do about it (a full disk, a folder that
+/// cannot be written) was chosen from the error's kind where it was made.
 pub(crate) fn friendly_reason(reason: &str) -> String {
-    if reason.contains("No space left") || reason.contains("os error 28") {
-        "the disk is full: free some space, then get the file again to resume (the partial copy is kept)"
-            .to_string()
-    } else {
-        reason.replace("run the same download again", "get the file again")
-    }
+    reason.replace("run the same download again", "get the file again")
 }
 
 /// Runs the prompt until `quit`, end of input, or a failed terminal.
@@ -552,8 +549,16 @@ mod tests {
 
     #[test]
     fn failures_say_what_to_do_in_the_console() {
-        let m = friendly_reason("writing /x/a.part failed: No space left on device (os error 28)");
-        assert!(m.starts_with("the disk is full: free some space"), "{m}");
+        let full = rutella_transfer::DownloadError::from(rutella_transfer::LocalError::Io {
+            what: "writing to",
+            path: PathBuf::from("/x/a.part"),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        let m = friendly_reason(&full.to_string());
+        assert!(
+            m.contains("the disk is full: free some space, then get the file again to resume"),
+            "{m}"
+        );
         let m =
             friendly_reason("stopped after 5 of 9 bytes; run the same download again to resume");
         assert!(m.ends_with("get the file again to resume"), "{m}");

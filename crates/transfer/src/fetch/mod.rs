@@ -23,9 +23,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::client::rutella::RutellaConn;
-use crate::download::{
-    blocking_io, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
-};
+use crate::download::{blocking_io, DownloadReport, Progress, SourceOutcome, SourceReport};
+use crate::error::{DownloadError, ExhaustedError, LocalError};
 use crate::hex::hex;
 use crate::lock::PartLock;
 use crate::names::move_into_place;
@@ -126,24 +125,20 @@ pub async fn fetch_by_hash_growing(
     let hash_hex = hex(&req.hash);
     let paths = part_paths(&req.out_dir, &req.name, &req.hash)?;
     if req.sources.is_empty() {
-        return Err(DownloadError::NoSources { hash: hash_hex });
+        return Err(ExhaustedError::NoSources { hash: hash_hex }.into());
     }
     tokio::fs::create_dir_all(&req.out_dir)
         .await
-        .map_err(DownloadError::local(
+        .map_err(LocalError::io(
             "creating the downloads folder",
             &req.out_dir,
         ))?;
     // One download per target: another one of the same file into the same
     // folder (another process, or a resumed one) is waited for. Held until
     // this function returns.
-    let (_lock, _waited) =
-        PartLock::acquire(&paths.part, &paths.base)
-            .await
-            .map_err(DownloadError::local(
-                "locking the partial file",
-                &paths.part,
-            ))?;
+    let (_lock, _waited) = PartLock::acquire(&paths.part, &paths.base)
+        .await
+        .map_err(LocalError::io("locking the partial file", &paths.part))?;
     // Already there, in full (a download that just finished, or the same
     // call made again): done.
     if let Some(report) = already_complete(&req, &paths).await {
@@ -197,12 +192,13 @@ pub async fn fetch_by_hash_growing(
                 }
             }
             let Some(t) = found else {
-                return Err(DownloadError::SourcesExhausted {
+                return Err(ExhaustedError::SourcesExhausted {
                     hash: hash_hex,
                     missing: req.size.unwrap_or(0),
                     size: req.size.unwrap_or(0),
                     sources: reports(&srcs),
-                });
+                }
+                .into());
             };
             t
         }
@@ -350,16 +346,13 @@ pub async fn fetch_by_hash_growing(
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(e) = fatal.map(Err).unwrap_or(saved).err() {
-            return Err(DownloadError::local(
-                "writing the partial file",
-                &paths.part,
-            )(e));
+            return Err(LocalError::io("writing the partial file", &paths.part)(e).into());
         }
     } else {
-        shared
-            .part
-            .sync_data()
-            .map_err(DownloadError::local("syncing", &paths.part))?;
+        // Everything was verified already (the last group came with the
+        // tree): only the sync is left, which may wait for the disk.
+        let part = Arc::clone(&shared);
+        blocking_io("syncing", &paths.part, move || part.part.sync_data()).await?;
     }
 
     let (complete, missing, sources, bytes_received) = {
@@ -383,12 +376,12 @@ pub async fn fetch_by_hash_growing(
         )
     };
     if !complete {
-        let e = DownloadError::SourcesExhausted {
+        let e = DownloadError::from(ExhaustedError::SourcesExhausted {
             hash: hash_hex,
             missing,
             size: tree.size(),
             sources,
-        };
+        });
         tracing::warn!("{e}");
         return Err(e);
     }
