@@ -210,6 +210,19 @@ mod tests {
     }
 
     #[test]
+    fn a_downloads_folder_on_a_full_disk_says_what_to_do() {
+        let e = |source| rutella_node::NodeError::Downloads {
+            path: PathBuf::from("/x/downloads"),
+            source,
+        };
+        let f = super::Failure::from(e(io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert_eq!(f.code, exit::FAILURE);
+        assert!(f.message.contains("free some space"), "{}", f.message);
+        let f = super::Failure::from(e(io::Error::from(io::ErrorKind::NotFound)));
+        assert!(!f.message.contains("free some space"), "{}", f.message);
+    }
+
+    #[test]
     fn a_refused_permission_is_a_failure_that_says_what_to_do() {
         let f = failure(local(io::Error::from(io::ErrorKind::PermissionDenied)));
         assert_eq!(f.code, exit::FAILURE);
