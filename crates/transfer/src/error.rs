@@ -197,6 +197,23 @@ impl Broken {
         }
     }
 
+    /// Whether the other side closed or reset the connection (rather than
+    /// stalling or breaking the protocol): what a server does to a
+    /// connection that sat idle.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Broken::Closed { .. } => true,
+            Broken::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            Broken::Stalled { .. } | Broken::Protocol(_) => false,
+        }
+    }
+
     /// A failed read with `idle` as its timeout, or `None` when it was
     /// only interrupted and should be retried.
     pub(crate) fn from_read(e: io::Error, idle: Duration, during: &'static str) -> Option<Broken> {
@@ -425,6 +442,24 @@ mod tests {
             Some(io::ErrorKind::ConnectionReset)
         );
         assert!(!e.is_disk_full());
+    }
+
+    #[test]
+    fn a_closed_connection_is_known_by_its_kind() {
+        let io = |kind: io::ErrorKind| Broken::Io {
+            during: "sending a request",
+            source: kind.into(),
+        };
+        assert!(Broken::Closed { during: "x" }.is_closed());
+        assert!(io(io::ErrorKind::ConnectionReset).is_closed());
+        assert!(io(io::ErrorKind::BrokenPipe).is_closed());
+        assert!(!io(io::ErrorKind::PermissionDenied).is_closed());
+        let stalled = Broken::Stalled {
+            idle: Duration::from_secs(1),
+            during: "x",
+        };
+        assert!(!stalled.is_closed());
+        assert!(!Broken::Protocol("connection reset".into()).is_closed());
     }
 
     #[test]

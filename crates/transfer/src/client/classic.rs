@@ -65,7 +65,7 @@ pub async fn classic_download(
     if waited {
         // The download waited for may have finished this very file.
         let done = dir.join(&base);
-        if !part.exists() {
+        if !tokio::fs::try_exists(&part).await.unwrap_or(true) {
             if let Ok(meta) = tokio::fs::metadata(&done).await {
                 if meta.is_file() {
                     tracing::info!(path = %done.display(), "the same download finished meanwhile");

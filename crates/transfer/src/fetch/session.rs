@@ -141,8 +141,8 @@ pub(super) async fn worker(
                 return;
             }
             // An idle connection the server closed is no fault of the source.
-            Err(DownloadError::Source(SourceError::Connection { .. }))
-                if waited && reconnects < 3 =>
+            Err(DownloadError::Source(SourceError::Connection { cause, .. }))
+                if waited && cause.is_closed() && reconnects < 3 =>
             {
                 reconnects += 1;
                 tracing::debug!(%peer, "idle connection was closed; reconnecting");
