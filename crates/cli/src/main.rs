@@ -11,8 +11,9 @@ use args::{Cli, Command, ConfigCommand};
 use clap::Parser;
 use std::process::ExitCode;
 
-/// Exit codes scripts can rely on, chosen from an error's layer and the
-/// kind of the I/O error it keeps, never from its text.
+/// Exit codes scripts can rely on, chosen from an error's type and
+/// variant, never from its text. (What the message advises, e.g. for a
+/// full disk, comes from the kind of the I/O error the error keeps.)
 pub(crate) mod exit {
     use rutella_transfer::{DownloadError, ExhaustedError, LocalError, SourceError};
 
