@@ -354,15 +354,7 @@ impl Scalable {
             .map(|(a, n)| Candidate {
                 addr: *a,
                 degree: n.degree,
-                key: 0,
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|mut c| {
-                if draw {
-                    c.key = cx.sh.rng.gen();
-                }
-                c
+                key: if draw { cx.sh.rng.gen() } else { 0 },
             })
             .collect();
         let step = next_step(&self.cfg, &candidates, &progress);

@@ -33,7 +33,8 @@ fn arb_neighbours() -> impl Strategy<Value = Vec<Candidate>> {
 }
 
 fn arb_cfg() -> impl Strategy<Value = ScalableConfig> {
-    (1usize..6, 0u32..20_000, 0i64..5).prop_map(|(e, b, t)| cfg(e, b, t))
+    // Small budgets too, so that steps run into them.
+    (1usize..6, prop_oneof![0u32..400, 0u32..20_000], 0i64..5).prop_map(|(e, b, t)| cfg(e, b, t))
 }
 
 /// The progress after a first step to the first `asked` neighbours (the
