@@ -275,7 +275,7 @@ impl Overlay {
         let peer = Peer::seen(from, hit.ports);
         self.mark_alive(from, hit.ports);
         let mut finished = false;
-        let grown = self.scalable_search_over(search);
+        let grown = self.growth_over(search);
         if let Some(state) = self.searches.get_mut(&search) {
             if !hit.more {
                 state.pending.remove(&from);

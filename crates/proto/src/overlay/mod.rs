@@ -69,7 +69,7 @@ impl Overlay {
 
     /// Runs `f` on the scalable sub-machine (if this node runs one) with
     /// the shared state and what the classic side knows.
-    fn scalable<R>(&mut self, f: impl FnOnce(&mut Scalable, &mut Ctx<'_>) -> R) -> Option<R> {
+    fn with_scalable<R>(&mut self, f: impl FnOnce(&mut Scalable, &mut Ctx<'_>) -> R) -> Option<R> {
         let sc = self.sc.as_mut()?;
         let peers = &self.peers;
         let bootstrap = &self.bootstrap;
@@ -136,7 +136,7 @@ impl Overlay {
 
     /// Adds a host to the scalable host cache: a candidate neighbour.
     pub fn add_known_host(&mut self, addr: SocketAddrV4) {
-        self.scalable(|sc, cx| sc.add_known_host(cx, addr));
+        self.with_scalable(|sc, cx| sc.add_known_host(cx, addr));
     }
 
     /// Sets the names of the files this node shares; in scalable mode they
@@ -159,7 +159,7 @@ impl Overlay {
     /// large library: a driver builds it off its event loop). Does nothing
     /// in classic mode.
     pub fn set_filter(&mut self, filter: TrigramBloom) {
-        self.scalable(|sc, cx| sc.set_filter(cx, filter));
+        self.with_scalable(|sc, cx| sc.set_filter(cx, filter));
     }
 
     /// Joins through `addr`: it is pinged at once, and becomes a peer when
@@ -172,7 +172,7 @@ impl Overlay {
             // Ask it to become a neighbour. A classic peer (or a rutella
             // peer in classic mode) answers with a plain pong, which makes
             // it a classic peer.
-            self.scalable(|sc, cx| sc.connect(cx, now, addr));
+            self.with_scalable(|sc, cx| sc.connect(cx, now, addr));
             return;
         }
         if self.sh.is_self(addr) {
@@ -230,7 +230,7 @@ impl Overlay {
         }
         let text = state.text.clone();
         self.searches.insert(id, state);
-        self.scalable(|sc, cx| sc.start_search(cx, now, id, text));
+        self.with_scalable(|sc, cx| sc.start_search(cx, now, id, text));
         id
     }
 
@@ -254,7 +254,7 @@ impl Overlay {
     }
 
     /// Whether the scalable part of a search, if any, has stopped growing.
-    fn scalable_search_over(&self, id: SearchId) -> bool {
+    fn growth_over(&self, id: SearchId) -> bool {
         self.sc.as_ref().is_none_or(|sc| sc.search_done(id))
     }
 
@@ -360,7 +360,7 @@ impl Overlay {
         // The scalable side takes the messages of the scalable overlay and
         // gives back every other one.
         let message = if self.sc.is_some() {
-            match self.scalable(|sc, cx| sc.handle(cx, now, from, message)) {
+            match self.with_scalable(|sc, cx| sc.handle(cx, now, from, message)) {
                 Some(Some(m)) => m,
                 _ => return,
             }
@@ -385,7 +385,7 @@ impl Overlay {
     /// searches whose time ran out.
     pub fn handle_timeout(&mut self, now: Instant) {
         let stopped = self
-            .scalable(|sc, cx| sc.handle_timeout(cx, now))
+            .with_scalable(|sc, cx| sc.handle_timeout(cx, now))
             .unwrap_or_default();
         for id in stopped {
             // Its scalable part stopped growing: it is over once every
@@ -425,7 +425,7 @@ impl Overlay {
 
     /// The scalable sub-machine, for tests.
     #[cfg(test)]
-    pub(crate) fn scalable_state(&self) -> Option<&Scalable> {
+    pub(crate) fn scalable_part(&self) -> Option<&Scalable> {
         self.sc.as_ref()
     }
 

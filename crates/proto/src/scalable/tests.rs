@@ -99,14 +99,14 @@ fn degrees_stay_in_range_and_filters_are_exchanged() {
     for (i, (_, o, _)) in net.nodes.iter().enumerate() {
         let d = o.degree();
         assert!((2..=6).contains(&d), "node {i} has degree {d}");
-        let sc = o.scalable_state().unwrap();
+        let sc = o.scalable_part().unwrap();
         assert!(sc.neighbours.values().all(|n| n.filter.is_some()));
         // Links are symmetric.
         for nb in sc.neighbours.keys() {
             let j = net.idx(*nb).unwrap();
             assert!(net.nodes[j]
                 .1
-                .scalable_state()
+                .scalable_part()
                 .unwrap()
                 .neighbours
                 .contains_key(&net.nodes[i].0));
@@ -195,7 +195,7 @@ fn dead_neighbours_are_replaced() {
         .filter(|&i| {
             net.nodes[i]
                 .1
-                .scalable_state()
+                .scalable_part()
                 .unwrap()
                 .neighbours
                 .contains_key(&victim)
@@ -208,7 +208,7 @@ fn dead_neighbours_are_replaced() {
     for i in watchers {
         let o = &net.nodes[i].1;
         assert!(
-            !o.scalable_state().unwrap().neighbours.contains_key(&victim),
+            !o.scalable_part().unwrap().neighbours.contains_key(&victim),
             "node {i}"
         );
         assert!(o.degree() >= 2, "node {i} degree {}", o.degree());
@@ -479,7 +479,7 @@ fn large_filters_are_split_under_the_datagram_limit() {
         })
         .count();
     assert!(parts > 1, "{parts} parts");
-    let sc = net.nodes[0].1.scalable_state().unwrap();
+    let sc = net.nodes[0].1.scalable_part().unwrap();
     let f = sc
         .neighbours
         .values()
