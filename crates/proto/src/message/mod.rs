@@ -454,7 +454,7 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 /// (an empty answer is still an answer).
 ///
 /// Linear in the number of files: sizes are added up name by name (see
-/// [`HitSizer`]) instead of encoding the datagram again after each name.
+/// `HitSizer`) instead of encoding the datagram again after each name.
 pub fn split_hits(template: &QueryHit, files: &[HitFile], limit: usize) -> Vec<QueryHit> {
     let parts = split_hit_indices(template, files, limit);
     let n = parts.len();

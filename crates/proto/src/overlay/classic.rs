@@ -51,7 +51,8 @@ impl Overlay {
             || self.sc.as_ref().is_some_and(|sc| sc.knows(addr))
     }
 
-    /// Queues a datagram within the guard's limits (see [`Shared::push_transmit`](crate::shared::Shared::push_transmit)).
+    /// Queues a datagram within the guard's limits (see
+    /// `Shared::push_transmit`).
     pub(super) fn push_transmit(&mut self, t: Transmit) {
         let known = self.is_known(&t.dest);
         self.sh.push_transmit(t, known);

@@ -9,8 +9,8 @@
 //!
 //! [`Overlay`] holds the classic overlay (`classic.rs`: peers, ping
 //! rounds, queries to every peer) and, in [`Mode::Scalable`], the scalable
-//! sub-machine ([`crate::scalable::Scalable`]). Both write into one
-//! [`Shared`] (configuration, random generator, guard, outbox), which the
+//! sub-machine (`scalable::Scalable`). Both write into one
+//! `Shared` (configuration, random generator, guard, outbox), which the
 //! overlay hands to the scalable side with every call.
 
 mod classic;

@@ -30,9 +30,9 @@
 //!   peers covered at each step, within [`ScalableConfig::query_budget`]
 //!   estimated messages.
 //!
-//! The scalable side is a sub-machine, [`Scalable`], that [`Overlay`]
+//! The scalable side is a sub-machine, `Scalable`, that [`Overlay`]
 //! owns in scalable mode. It is handed the shared state (configuration,
-//! random generator, guard, outbox) with every call, in a [`Ctx`], and
+//! random generator, guard, outbox) with every call, in a `Ctx`, and
 //! answers through it: `links.rs` keeps the neighbours and the host cache,
 //! `bloom.rs` the filters, `search.rs` the queries and answers, and
 //! `plan.rs` decides, as a pure function, each step of a growing search.
