@@ -12,6 +12,7 @@ pub mod matching;
 pub mod message;
 pub mod overlay;
 pub mod scalable;
+mod shared;
 #[cfg(test)]
 mod testnet;
 
