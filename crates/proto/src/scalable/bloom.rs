@@ -18,7 +18,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Calls `f` with the hash pair of every character trigram of the
 /// lowercased `text`.
 fn for_each_trigram(text: &str, mut f: impl FnMut(u32, u32)) {
-    let lower = text.to_lowercase();
+    let lower = crate::matching::fold(text);
     let starts: Vec<usize> = lower.char_indices().map(|(i, _)| i).collect();
     for w in 0..starts.len().saturating_sub(2) {
         let end = starts.get(w + 3).copied().unwrap_or(lower.len());
@@ -61,7 +61,7 @@ impl TrigramBloom {
     {
         let mut set = BTreeSet::new();
         for name in names {
-            for_each_trigram(name.as_ref(), |a, b| {
+            for_each_trigram(crate::matching::searched_part(name.as_ref()), |a, b| {
                 set.insert((a, b));
             });
         }
