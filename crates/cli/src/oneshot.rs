@@ -288,7 +288,7 @@ async fn get_by_name(
 /// file; the whole network is asked once discovery settles, and every
 /// other peer that has the file joins the running download.
 async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<Outcome, Failure> {
-    let (found_tx, mut found) = tokio::sync::mpsc::unbounded_channel::<(HitFile, SocketAddrV4)>();
+    let (found_tx, mut found) = tokio::sync::mpsc::channel::<(HitFile, SocketAddrV4)>(64);
     let early = {
         let (client, tx) = (client.clone(), found_tx.clone());
         tokio::spawn(async move {
@@ -299,7 +299,7 @@ async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<
             while let Some(hit) = stream.next().await {
                 for f in hit.files {
                     if f.hash == Some(hash) {
-                        let _ = tx.send((f, hit.peer.tcp()));
+                        let _ = tx.send((f, hit.peer.tcp())).await;
                     }
                 }
             }
@@ -312,7 +312,7 @@ async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<
             settle(&client, (wait / 2).min(Duration::from_secs(2))).await?;
             if let Some((file, sources)) = client.find_sources(&hash).await? {
                 for s in sources {
-                    let _ = found_tx.send((file.clone(), s));
+                    let _ = found_tx.send((file.clone(), s)).await;
                 }
             }
             Ok::<(), Failure>(())
@@ -334,10 +334,10 @@ async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<
             ),
         ));
     };
-    let (more_tx, more) = tokio::sync::mpsc::unbounded_channel();
+    let (more_tx, more) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         while let Some((_, peer)) = found.recv().await {
-            if more_tx.send(peer).is_err() {
+            if more_tx.send(peer).await.is_err() {
                 break;
             }
         }

@@ -16,6 +16,7 @@ mod node;
 mod own_address;
 mod pending;
 mod source;
+mod tasks;
 mod transfers;
 
 pub use client::Client;

@@ -10,6 +10,7 @@ use crate::event_loop::{now, EventLoop};
 use crate::own_address::OwnAddress;
 use crate::pending::Journal;
 use crate::source::LibrarySource;
+use crate::tasks::Tasks;
 use crate::NodeError;
 use rutella_proto::Overlay;
 use rutella_store::{Library, LibraryConfig};
@@ -20,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// A running node. Dropping it does not stop it: call [`Node::shutdown`].
 pub struct Node {
@@ -101,6 +102,7 @@ impl Node {
         let (events, _) = broadcast::channel(256);
         let (stop, stop_rx) = watch::channel(false);
         let client = Client {
+            tasks: Tasks::new(stop_rx.clone()),
             tx: tx.clone(),
             events: events.clone(),
             downloads: Downloads::default(),
@@ -123,6 +125,7 @@ impl Node {
             searches: HashMap::new(),
             in_flight: InFlight::default(),
             answers: Vec::new(),
+            answering: JoinSet::new(),
         };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
         if scalable {
@@ -164,10 +167,17 @@ impl Node {
         self.client.clone()
     }
 
-    /// Stops the event loop and the transfer server and waits for them.
-    /// Running downloads stop; their partial data stays for a resume.
+    /// Stops the event loop, the transfer server and the downloads, and
+    /// waits for them. A download by hash records its verified data and
+    /// releases its partial file before it ends, so the next start resumes
+    /// it; a classic download keeps its `.part` file. Downloads get at most
+    /// [`NodeConfig::stop_timeout`], uploads [`NodeConfig::shutdown_grace`].
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.client
+            .tasks
+            .close(self.client.config.stop_timeout)
+            .await;
         for t in self.tasks {
             let _ = t.await;
         }

@@ -35,7 +35,8 @@ pub use client::classic::{classic_download, ClassicGet};
 pub use client::rutella::{RutellaConn, MAX_VERIFIED_READ};
 pub use download::{DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport};
 pub use fetch::{
-    fetch_by_hash, fetch_by_hash_growing, part_paths, pending_progress, HashGet, PartPaths,
+    fetch_by_hash, fetch_by_hash_growing, fetch_by_hash_until, part_paths, pending_progress,
+    HashGet, PartPaths,
 };
 pub use names::{sanitize_basename, NameError};
 pub use server::guard::ServerLimits;
