@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+/// Answers to one search waiting for its reader; while the queue is full
+/// the loop drops further answers to it (it never waits on a reader).
+const SEARCH_HITS: usize = 1024;
+
 /// A cloneable handle to a running node: the only way the user interface
 /// talks to it.
 #[derive(Clone)]
@@ -65,7 +69,7 @@ impl Client {
 
     /// Searches every known peer (and every peer that joins meanwhile).
     pub async fn search(&self, text: &str) -> Result<SearchStream, NodeError> {
-        let (hits_tx, hits_rx) = mpsc::channel(1024);
+        let (hits_tx, hits_rx) = mpsc::channel(SEARCH_HITS);
         let (tx, rx) = oneshot::channel();
         self.send(Command::Search(text.to_string(), hits_tx, tx))
             .await?;

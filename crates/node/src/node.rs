@@ -23,6 +23,14 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+/// Commands waiting for the event loop; a [`Client`] call waits while the
+/// queue is full.
+const COMMAND_QUEUE: usize = 256;
+
+/// Events kept for each subscriber that has not read them yet; one that
+/// falls further behind loses the oldest (and is told how many).
+const EVENT_QUEUE: usize = 256;
+
 /// A running node. Dropping it does not stop it: call [`Node::shutdown`].
 pub struct Node {
     client: Client,
@@ -98,8 +106,8 @@ impl Node {
             overlay.add_own_ip(ip);
         }
 
-        let (tx, rx) = mpsc::channel(256);
-        let (events, _) = broadcast::channel(256);
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (events, _) = broadcast::channel(EVENT_QUEUE);
         let (stop, stop_rx) = watch::channel(false);
         let client = Client {
             tasks: Tasks::new(stop_rx.clone()),

@@ -306,7 +306,8 @@ where
     let mut was_cancelled = false;
 
     if verified < total {
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        // Only ever closed (dropped), never sent on.
+        let (stop_tx, stop_rx) = std::sync::mpsc::sync_channel::<()>(1);
         let checkpoints = {
             let shared = Arc::clone(&shared);
             let paths = paths.clone();
