@@ -12,6 +12,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A download started by [`Client::download`].
+#[derive(Debug)]
 pub struct DownloadHandle {
     /// Its id in the downloads table.
     pub id: DownloadId,
