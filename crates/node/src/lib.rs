@@ -1,9 +1,11 @@
 //! The rutella node: a thin tokio driver around the sans-I/O overlay, the
 //! shared-folder library and the transfer server.
 //!
-//! [`Node::start`] binds the sockets and spawns one event-loop task; the
-//! user interface talks to it only through the cloneable [`Client`], whose
-//! commands carry oneshot replies over a bounded channel.
+//! [`Node::start`] binds the sockets and spawns the event loop and the
+//! transfer server; the user interface talks to it only through the
+//! cloneable [`Client`], whose commands carry oneshot replies over a
+//! bounded channel, and which gets files with [`Client::get`]. Downloads
+//! belong to the node: [`Node::shutdown`] stops them and waits for them.
 #![warn(missing_docs)]
 
 mod answer;
