@@ -40,7 +40,8 @@ pub use error::{
     VerifyError,
 };
 pub use fetch::{
-    fetch_by_hash, fetch_by_hash_growing, part_paths, pending_progress, HashGet, PartPaths,
+    fetch_by_hash, fetch_by_hash_growing, fetch_by_hash_until, part_paths, pending_progress,
+    HashGet, PartPaths,
 };
 pub use names::{sanitize_basename, NameError};
 pub use server::guard::ServerLimits;

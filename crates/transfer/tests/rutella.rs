@@ -612,7 +612,7 @@ async fn sources_found_later_join_a_running_download() {
     let fast = start_server("127.0.0.2", source, quick_cfg()).await;
     let mut req = get(hash, vec![slow.addr], out.path());
     req.max_piece = 256 * 1024;
-    let (more_tx, more) = tokio::sync::mpsc::unbounded_channel();
+    let (more_tx, more) = tokio::sync::mpsc::channel(8);
     let (tx, mut rx) = watch::channel(Progress::default());
     let dl = tokio::spawn(rutella_transfer::fetch_by_hash_growing(req, tx, more));
     // Once the download runs, the second source turns up (twice, and the
@@ -625,7 +625,7 @@ async fn sources_found_later_join_a_running_download() {
     .await
     .unwrap();
     for peer in [fast.addr, fast.addr, slow.addr] {
-        more_tx.send(peer).unwrap();
+        more_tx.send(peer).await.unwrap();
     }
     let report = tokio::time::timeout(Duration::from_secs(20), dl)
         .await

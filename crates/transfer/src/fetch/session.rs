@@ -109,12 +109,21 @@ pub(super) async fn worker(
                 return;
             }
         };
+        let sessions = Arc::clone(&shared.sessions);
+        // Counted before the stop flag is read, and `halt` sets the flag
+        // before it reads the count: a session either sees the flag or is
+        // waited for.
+        sessions.start();
+        if shared.stop.load(Ordering::SeqCst) {
+            sessions.end();
+            return;
+        }
         let session_shared = Arc::clone(&shared);
-        session_shared.loops.fetch_add(1, Ordering::AcqRel);
         let ran = tokio::task::spawn_blocking(move || {
             let r = session(conn, src, &session_shared);
-            session_shared.loops.fetch_sub(1, Ordering::AcqRel);
-            session_shared.loops_ended.notify_waiters();
+            // Counted as ended only once it holds nothing shared.
+            drop(session_shared);
+            sessions.end();
             r
         })
         .await;
