@@ -8,6 +8,7 @@
 pub mod answer;
 pub mod budget;
 pub mod guard;
+pub mod lan;
 pub mod message;
 pub mod overlay;
 pub mod scalable;
