@@ -12,7 +12,7 @@ use rutella_store::Library;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// A cloneable handle to a running node: the only way the user interface
 /// talks to it.
@@ -26,11 +26,24 @@ pub struct Client {
     pub(crate) config: Arc<NodeConfig>,
     pub(crate) udp_addr: SocketAddrV4,
     pub(crate) tcp_addr: SocketAddrV4,
+    /// How many peers LAN discovery found so far.
+    pub(crate) lan_found: watch::Receiver<usize>,
 }
 
 impl Client {
     async fn send(&self, cmd: Command) -> Result<(), NodeError> {
         self.tx.send(cmd).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Whether the node looks for peers on the local link.
+    pub fn lan_discovery(&self) -> bool {
+        self.config.lan.is_some()
+    }
+
+    /// How many peers LAN discovery found so far (each handed to the
+    /// normal join; see [`Client::peers`] for those that answered).
+    pub fn lan_found(&self) -> watch::Receiver<usize> {
+        self.lan_found.clone()
     }
 
     /// The peers the node knows.

@@ -120,6 +120,8 @@ pub struct NodeConfig {
     /// Deliberately corrupt what this node uploads. Only for testing how
     /// downloaders deal with a bad peer; never set it otherwise.
     pub upload_fault: Option<rutella_transfer::Fault>,
+    /// Finding peers on the local link by multicast; `None`: off.
+    pub lan: Option<crate::lan::LanSettings>,
 }
 
 impl Default for NodeConfig {
@@ -145,6 +147,7 @@ impl Default for NodeConfig {
             library_poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(2),
             upload_fault: None,
+            lan: None,
         }
     }
 }

@@ -12,6 +12,7 @@ mod command;
 mod config;
 mod downloads;
 mod event_loop;
+mod lan;
 mod node;
 mod own_address;
 mod pending;
@@ -22,7 +23,9 @@ pub use client::Client;
 pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{NodeConfig, PeerAddr};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState};
+pub use lan::LanSettings;
 pub use node::Node;
+pub use rutella_proto::lan::LanConfig;
 pub use rutella_proto::{HitFile, Peer};
 pub use transfers::DownloadHandle;
 

@@ -100,6 +100,7 @@ impl Node {
         let (tx, rx) = mpsc::channel(256);
         let (events, _) = broadcast::channel(256);
         let (stop, stop_rx) = watch::channel(false);
+        let (lan_found_tx, lan_found) = watch::channel(0);
         let client = Client {
             tx: tx.clone(),
             events: events.clone(),
@@ -109,6 +110,7 @@ impl Node {
             config: Arc::new(config.clone()),
             udp_addr,
             tcp_addr,
+            lan_found,
         };
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, shares = ?config.shares, "node started");
 
@@ -125,6 +127,25 @@ impl Node {
             answers: Vec::new(),
         };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
+        if let Some(lan) = &config.lan {
+            match crate::lan::open(lan) {
+                Ok(socket) => tasks.push(tokio::spawn(crate::lan::run(
+                    socket,
+                    lan.clone(),
+                    udp_addr.port(),
+                    tcp_addr.port(),
+                    client.tx.clone(),
+                    lan_found_tx,
+                    stop_rx.clone(),
+                ))),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    group = %lan.group,
+                    port = lan.port,
+                    "cannot look for peers on the local network"
+                ),
+            }
+        }
         if scalable {
             tasks.push(tokio::spawn(watch_library(
                 library.clone(),
