@@ -187,6 +187,12 @@ impl Lab {
             &netns,
             &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
         )?;
+        // Multicast goes out on the link (the host has no default route),
+        // so that programs that find each other on a LAN can do so here.
+        self.exec(
+            &netns,
+            &["ip", "route", "add", "224.0.0.0/4", "dev", "eth0"],
+        )?;
         Ok(Host { netns, ip })
     }
 
