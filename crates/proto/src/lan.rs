@@ -3,7 +3,8 @@
 //! A node sends one fixed-size datagram to a multicast group on its link
 //! (time-to-live 1): an *announcement* every [`LanConfig::announce_interval`],
 //! and a *query* when it starts, which every node that hears it answers
-//! with an announcement (at most one per [`LanConfig::reply_gap`]). Both
+//! with an announcement (at most one per [`LanConfig::reply_gap`]; who asks
+//! within the gap is answered when it ends). Both
 //! carry the sender's overlay ports and a random instance number; the
 //! address is the datagram's source address, never a field.
 //!
@@ -141,7 +142,7 @@ impl Default for LanConfig {
     fn default() -> Self {
         LanConfig {
             announce_interval: Duration::from_secs(60),
-            reply_gap: Duration::from_secs(1),
+            reply_gap: Duration::from_millis(250),
             take_interval: Duration::from_secs(10),
             take_max: 8,
             retry_after: Duration::from_secs(300),
@@ -166,6 +167,8 @@ pub struct LanDiscovery {
     own: LanMessage,
     next_announce: Instant,
     last_reply: Option<Instant>,
+    /// A query came within the gap: the answer goes out when it ends.
+    reply_due: Option<Instant>,
     out: VecDeque<[u8; LEN]>,
     candidates: VecDeque<Candidate>,
     /// Address → when it was last taken.
@@ -210,6 +213,7 @@ impl LanDiscovery {
             own,
             next_announce,
             last_reply: None,
+            reply_due: None,
             out,
             candidates: VecDeque::new(),
             taken: HashMap::new(),
@@ -228,13 +232,15 @@ impl LanDiscovery {
         if m.instance == self.own.instance {
             return;
         }
-        if m.kind == Kind::Query
-            && self
-                .last_reply
-                .is_none_or(|t| now >= t + self.cfg.reply_gap)
-        {
-            self.last_reply = Some(now);
-            self.queue(self.own.encode());
+        if m.kind == Kind::Query {
+            match self.last_reply {
+                Some(t) if now < t + self.cfg.reply_gap => {
+                    // Answered another node just now: this one gets its
+                    // answer when the gap ends, however many ask meanwhile.
+                    self.reply_due = Some(t + self.cfg.reply_gap);
+                }
+                _ => self.reply(now),
+            }
         }
         let ip = *from.ip();
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
@@ -271,6 +277,12 @@ impl LanDiscovery {
         });
     }
 
+    fn reply(&mut self, now: Instant) {
+        self.last_reply = Some(now);
+        self.reply_due = None;
+        self.queue(self.own.encode());
+    }
+
     fn queue(&mut self, d: [u8; LEN]) {
         if self.out.len() < MAX_OUT && !self.out.contains(&d) {
             self.out.push_back(d);
@@ -279,6 +291,9 @@ impl LanDiscovery {
 
     /// The clock reached [`Self::poll_timeout`] (or later).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.reply_due.is_some_and(|t| now >= t) {
+            self.reply(now);
+        }
         if now >= self.next_announce {
             self.queue(self.own.encode());
             self.next_announce = now + self.cfg.announce_interval;
@@ -287,7 +302,10 @@ impl LanDiscovery {
 
     /// When to call [`Self::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_announce
+        match self.reply_due {
+            Some(t) => t.min(self.next_announce),
+            None => self.next_announce,
+        }
     }
 
     /// The next datagram to send to the group.
@@ -413,14 +431,20 @@ mod tests {
             None,
             "one answer per gap, however many ask"
         );
-        d.handle_datagram(
-            t0 + Duration::from_secs(1),
-            addr(20, 20_000),
-            &msg(Kind::Query, 20_000, 200),
-        );
+        // Those who asked within the gap get one answer when it ends.
+        let gap = Duration::from_millis(250);
+        assert_eq!(d.poll_timeout(), t0 + gap);
+        d.handle_timeout(t0 + gap - Duration::from_millis(1));
+        assert_eq!(d.poll_transmit(), None);
+        d.handle_timeout(t0 + gap);
+        assert!(d.poll_transmit().is_some(), "the deferred answer");
+        assert_eq!(d.poll_transmit(), None);
+        assert!(d.poll_timeout() > t0 + gap);
+        let t1 = t0 + 3 * gap;
+        d.handle_datagram(t1, addr(20, 20_000), &msg(Kind::Query, 20_000, 200));
         assert!(
             d.poll_transmit().is_some(),
-            "after the gap, a query is answered again"
+            "after the gap, a query is answered at once"
         );
         let c = d.poll_candidate().unwrap();
         assert_eq!(

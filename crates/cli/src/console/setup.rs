@@ -198,7 +198,7 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
         let found = rt.block_on(crate::lan::wait_found(
             &client,
             Duration::from_secs(3),
-            Duration::from_millis(300),
+            Duration::from_millis(500),
         ));
         println!("{}", crate::lan::found_line(found));
     } else if connect.is_empty() {
