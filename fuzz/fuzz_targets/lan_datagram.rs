@@ -1,7 +1,7 @@
 //! LAN discovery: `lan::LanMessage::parse` on raw bytes (an accepted
 //! datagram re-encodes to its first 18 bytes), then the
-//! `lan::LanDiscovery` state machine driven by the same bytes cut into
-//! steps (a datagram from one of 16 sources, or a clock step): never a
+//! `lan::LanDiscovery` state machine (announcing, or only looking, by
+//! the first byte) driven by the same bytes cut into steps (a datagram from one of 16 sources, or a clock step): never a
 //! panic; at most 2 datagrams queued; candidates per window ≤ `take_max`;
 //! addresses remembered ≤ `max_remembered`; after `handle_timeout`, the
 //! next timeout is in the future (no busy loop).
@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         take_max: 3,
         retry_after: Duration::from_millis(1000),
         max_remembered: 8,
+        announce: data.first().is_none_or(|b| b & 0x80 == 0),
     };
     let (take_max, max_remembered, take_interval) = (cfg.take_max, cfg.max_remembered, cfg.take_interval);
     let t0 = Instant::now();

@@ -8,6 +8,8 @@ use std::time::Duration;
 /// A one-shot search uses LAN discovery only when it is given no peer
 /// (and neither the flag nor the settings file turned it off): a search
 /// told where to go stays there, and sends nothing to the local network.
+/// It only looks: a probe, which nodes answer without taking it for a
+/// peer (it is gone a few seconds later).
 pub(crate) fn oneshot_search(cfg: &mut NodeConfig, connect: &[PeerAddr]) -> Result<(), Failure> {
     if !connect.is_empty() {
         cfg.lan = None;
@@ -19,6 +21,10 @@ pub(crate) fn oneshot_search(cfg: &mut NodeConfig, connect: &[PeerAddr]) -> Resu
         .unwrap_or(false);
     if off {
         cfg.lan = None;
+    }
+    // It looks, but is no node to join: it probes instead of announcing.
+    if let Some(lan) = cfg.lan.as_mut() {
+        lan.timers.announce = false;
     }
     if cfg.lan.is_none() {
         return Err(Failure::new(

@@ -152,6 +152,10 @@ fn two_nodes_with_no_address_find_each_other_and_search() {
         hit.to_string().contains(&a.ip.to_string()),
         "the hit is not from A: {hit}"
     );
+    // The search only looked: A answered its probe but did not take it
+    // for a peer (it is gone now); A found B and nobody else.
+    let text = log_text(&log_a);
+    assert_eq!(text.matches("found a peer on the LAN").count(), 1, "{text}");
 }
 
 /// A socket on `host` joined to the discovery group, reading without blocking.

@@ -39,6 +39,9 @@ pub enum Kind {
     Announce,
     /// "A rutella node is here and just started: please announce yourselves."
     Query,
+    /// "Someone is looking for nodes, but is not one to join (a one-shot
+    /// search): please announce yourselves."
+    Probe,
 }
 
 /// One LAN datagram.
@@ -87,6 +90,7 @@ impl LanMessage {
         let kind = match b[5] {
             1 => Kind::Announce,
             2 => Kind::Query,
+            3 => Kind::Probe,
             k => return Err(LanParseError::Kind(k)),
         };
         let udp_port = u16::from_be_bytes([b[6], b[7]]);
@@ -112,6 +116,7 @@ impl LanMessage {
         b[5] = match self.kind {
             Kind::Announce => 1,
             Kind::Query => 2,
+            Kind::Probe => 3,
         };
         b[6..8].copy_from_slice(&self.udp_port.to_be_bytes());
         b[8..10].copy_from_slice(&self.tcp_port.to_be_bytes());
@@ -136,6 +141,10 @@ pub struct LanConfig {
     pub retry_after: Duration,
     /// The most addresses remembered.
     pub max_remembered: usize,
+    /// Whether this node makes itself known. `false` for a node that only
+    /// looks (a one-shot search): it sends a probe at start, and neither
+    /// announces itself nor answers queries.
+    pub announce: bool,
 }
 
 impl Default for LanConfig {
@@ -147,6 +156,7 @@ impl Default for LanConfig {
             take_max: 8,
             retry_after: Duration::from_secs(300),
             max_remembered: 256,
+            announce: true,
         }
     }
 }
@@ -184,7 +194,8 @@ const MAX_OUT: usize = 2;
 
 impl LanDiscovery {
     /// A node with these overlay ports and random `instance` starting at
-    /// `now`: it queries the link and announces itself at once.
+    /// `now`: it queries the link at once (or probes it, when it does not
+    /// announce itself).
     pub fn new(cfg: LanConfig, udp_port: u16, tcp_port: u16, instance: u64, now: Instant) -> Self {
         let own = LanMessage {
             kind: Kind::Announce,
@@ -195,7 +206,11 @@ impl LanDiscovery {
         let mut out = VecDeque::with_capacity(MAX_OUT);
         out.push_back(
             LanMessage {
-                kind: Kind::Query,
+                kind: if cfg.announce {
+                    Kind::Query
+                } else {
+                    Kind::Probe
+                },
                 ..own
             }
             .encode(),
@@ -232,7 +247,7 @@ impl LanDiscovery {
         if m.instance == self.own.instance {
             return;
         }
-        if m.kind == Kind::Query {
+        if m.kind != Kind::Announce && self.cfg.announce {
             match self.last_reply {
                 Some(t) if now < t + self.cfg.reply_gap => {
                     // Answered another node just now: this one gets its
@@ -241,6 +256,10 @@ impl LanDiscovery {
                 }
                 _ => self.reply(now),
             }
+        }
+        if m.kind == Kind::Probe {
+            // Not a node to join.
+            return;
         }
         let ip = *from.ip();
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
@@ -295,7 +314,9 @@ impl LanDiscovery {
             self.reply(now);
         }
         if now >= self.next_announce {
-            self.queue(self.own.encode());
+            if self.cfg.announce {
+                self.queue(self.own.encode());
+            }
             self.next_announce = now + self.cfg.announce_interval;
         }
     }
@@ -373,8 +394,8 @@ mod tests {
         bad[4] = 2;
         assert_eq!(LanMessage::parse(&bad), Err(LanParseError::Version(2)));
         let mut bad = b;
-        bad[5] = 3;
-        assert_eq!(LanMessage::parse(&bad), Err(LanParseError::Kind(3)));
+        bad[5] = 4;
+        assert_eq!(LanMessage::parse(&bad), Err(LanParseError::Kind(4)));
         let mut bad = b;
         bad[6] = 0;
         bad[7] = 0;
@@ -537,5 +558,33 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 16);
+    }
+
+    #[test]
+    fn a_probe_is_answered_but_not_taken_and_a_looker_only_looks() {
+        let t0 = Instant::now();
+        let mut d = LanDiscovery::new(LanConfig::default(), 20_000, 10_000, 7, t0);
+        d.poll_transmit();
+        d.handle_datagram(t0, addr(5, 20_001), &msg(Kind::Probe, 20_001, 9));
+        let a = LanMessage::parse(&d.poll_transmit().unwrap()).unwrap();
+        assert_eq!(a.kind, Kind::Announce, "a probe is answered");
+        assert_eq!(d.poll_candidate(), None, "a prober is not a node to join");
+        assert_eq!(d.found(), 0);
+
+        let cfg = LanConfig {
+            announce: false,
+            announce_interval: Duration::from_secs(10),
+            ..LanConfig::default()
+        };
+        let mut looker = LanDiscovery::new(cfg, 20_002, 10_002, 8, t0);
+        let p = LanMessage::parse(&looker.poll_transmit().unwrap()).unwrap();
+        assert_eq!(p.kind, Kind::Probe);
+        looker.handle_datagram(t0, addr(6, 20_000), &msg(Kind::Query, 20_000, 10));
+        assert_eq!(looker.poll_transmit(), None, "a looker answers nothing");
+        assert_eq!(looker.poll_candidate().unwrap().udp, addr(6, 20_000));
+        for s in 1..=30 {
+            looker.handle_timeout(t0 + Duration::from_secs(s));
+        }
+        assert_eq!(looker.poll_transmit(), None, "nor announces itself");
     }
 }
