@@ -1,8 +1,10 @@
 //! LAN discovery: `lan::LanMessage::parse` on raw bytes (an accepted
 //! datagram re-encodes to its first 18 bytes), then the
-//! `lan::LanDiscovery` state machine (announcing, or only looking, by
-//! the first byte) driven by the same bytes cut into steps (a datagram from one of 16 sources, or a clock step): never a
-//! panic; at most 2 datagrams queued; candidates per window ≤ `take_max`;
+//! `lan::LanDiscovery` state machine (announcing, or only looking, by the
+//! first byte) driven by the same bytes cut into steps (a datagram from
+//! one of 16 sources, or a clock step): never a panic; at most 2
+//! datagrams queued; candidates in any window of `take_interval` at most
+//! 2 × `take_max` (a window of ours may straddle two of the machine's);
 //! addresses remembered ≤ `max_remembered`; after `handle_timeout`, the
 //! next timeout is in the future (no busy loop).
 #![no_main]
