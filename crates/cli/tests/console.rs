@@ -366,3 +366,47 @@ fn first_run_with_no_peer_and_nobody_around_says_so() {
     p.exp_string("rutella> ").unwrap();
     quit(p);
 }
+
+/// `lan_discovery = false` in the settings file: the console neither
+/// looks nor is found, though a node on the same group is running.
+#[test]
+fn the_settings_file_turns_lan_discovery_off() {
+    let net = [
+        "--bind",
+        "127.0.0.1",
+        "--udp-port",
+        "0",
+        "--tcp-port",
+        "0",
+        "--lan-port",
+        "20399",
+    ];
+    let s = tempfile::tempdir().unwrap();
+    let mut peer_args = vec!["--share", s.path().to_str().unwrap()];
+    peer_args.extend(net);
+    let peer = Serve::start(&peer_args);
+
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mine = tempfile::tempdir().unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "shares = [{:?}]\npeers = []\nlan_discovery = false\n",
+            mine.path().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut p = spawn(console_cmd(&config, &net));
+    p.exp_string("Waiting for peers to join you").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("peers").unwrap();
+    p.exp_string("No peers yet").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+    assert!(
+        !peer.log_text().contains("found a peer on the LAN"),
+        "{}",
+        peer.log_text()
+    );
+}
