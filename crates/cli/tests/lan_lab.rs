@@ -2,6 +2,7 @@
 //! bridge, 11.0.0.0/24, which exists only inside the lab): nodes started
 //! with no address find each other, and with `--no-lan-discovery` they
 //! send nothing to the group. Needs root; prints one skip line elsewhere.
+#![cfg(target_os = "linux")]
 
 mod common;
 use common::FAST;
