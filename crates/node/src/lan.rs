@@ -12,6 +12,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 /// Where and how often LAN discovery talks.
 #[derive(Debug, Clone)]
@@ -38,10 +39,42 @@ impl Default for LanSettings {
     }
 }
 
+/// Starts discovery when `settings` turn it on and its socket opens (a
+/// failure is logged: the node runs on without it).
+pub(crate) fn spawn(
+    settings: Option<&LanSettings>,
+    (udp_port, tcp_port): (u16, u16),
+    tx: mpsc::Sender<Command>,
+    found: watch::Sender<usize>,
+    stop: watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    let lan = settings?;
+    match open(lan) {
+        Ok(socket) => Some(tokio::spawn(run(
+            socket,
+            lan.clone(),
+            udp_port,
+            tcp_port,
+            tx,
+            found,
+            stop,
+        ))),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                group = %lan.group,
+                port = lan.port,
+                "cannot look for peers on the local network"
+            );
+            None
+        }
+    }
+}
+
 /// Opens the group's socket: bound to the group and port (shared with other
 /// nodes on this computer), joined on the interface, time-to-live 1 so
 /// nothing leaves the link.
-pub(crate) fn open(s: &LanSettings) -> io::Result<UdpSocket> {
+fn open(s: &LanSettings) -> io::Result<UdpSocket> {
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_reuse_address(true)?;
     #[cfg(unix)]
@@ -69,7 +102,7 @@ pub(crate) fn open(s: &LanSettings) -> io::Result<UdpSocket> {
 /// Runs discovery until `stop`: sends what the state machine queues,
 /// hands each peer heard to the event loop, and publishes how many
 /// were found.
-pub(crate) async fn run(
+async fn run(
     socket: UdpSocket,
     settings: LanSettings,
     udp_port: u16,

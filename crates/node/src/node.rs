@@ -127,25 +127,13 @@ impl Node {
             answers: Vec::new(),
         };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
-        if let Some(lan) = &config.lan {
-            match crate::lan::open(lan) {
-                Ok(socket) => tasks.push(tokio::spawn(crate::lan::run(
-                    socket,
-                    lan.clone(),
-                    udp_addr.port(),
-                    tcp_addr.port(),
-                    client.tx.clone(),
-                    lan_found_tx,
-                    stop_rx.clone(),
-                ))),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    group = %lan.group,
-                    port = lan.port,
-                    "cannot look for peers on the local network"
-                ),
-            }
-        }
+        tasks.extend(crate::lan::spawn(
+            config.lan.as_ref(),
+            (udp_addr.port(), tcp_addr.port()),
+            client.tx.clone(),
+            lan_found_tx,
+            stop_rx.clone(),
+        ));
         if scalable {
             tasks.push(tokio::spawn(watch_library(
                 library.clone(),
