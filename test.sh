@@ -10,6 +10,19 @@ if ! command -v python3 >/dev/null 2>&1; then
   echo "installing python3 (the interoperability tests run a classic peer written in Python)"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3; else sudo apt-get update -qq && sudo apt-get install -y -qq python3; fi
 fi
+# The network lab tests build routers in network namespaces: as root they
+# need iproute2, nftables, conntrack and miniupnpd/miniupnpc (elsewhere they
+# print one skip line each).
+if [ "$(id -u)" = 0 ]; then
+  missing=""
+  for tool in ip:iproute2 nft:nftables conntrack:conntrack miniupnpd:miniupnpd upnpc:miniupnpc; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool##*:}"
+  done
+  if [ -n "$missing" ]; then
+    echo "installing the network lab's tools:$missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+  fi
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

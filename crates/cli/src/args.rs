@@ -105,6 +105,40 @@ pub(crate) struct ConsoleArgs {
     /// How long a search collects answers.
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub(crate) search_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub(crate) lan: LanArgs,
+}
+
+/// Flags of LAN discovery.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct LanArgs {
+    /// Do not look for peers on the local network, nor tell it about this node.
+    #[arg(long)]
+    pub(crate) no_lan_discovery: bool,
+    /// UDP port of the LAN discovery group [default: 20099]. Given with a
+    /// loopback --bind, discovery runs on loopback (off there otherwise).
+    /// For tests.
+    #[arg(long, value_name = "N", hide = true)]
+    pub(crate) lan_port: Option<u16>,
+}
+
+impl LanArgs {
+    /// The LAN discovery settings for a node bound to `bind`: `None` when
+    /// turned off here or by the settings file (`off`), or when bound to
+    /// a loopback address without `--lan-port` (loopback is no network).
+    pub(crate) fn settings(&self, bind: Ipv4Addr, off: bool) -> Option<rutella_node::LanSettings> {
+        if self.no_lan_discovery || off || (bind.is_loopback() && self.lan_port.is_none()) {
+            return None;
+        }
+        let mut s = rutella_node::LanSettings {
+            interface: (!bind.is_unspecified()).then_some(bind),
+            ..rutella_node::LanSettings::default()
+        };
+        if let Some(p) = self.lan_port {
+            s.port = p;
+        }
+        Some(s)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +183,8 @@ pub(crate) struct NetArgs {
     /// For tests of small networks.
     #[arg(long, value_name = "N", hide = true)]
     pub(crate) join_walk: Option<u8>,
+    #[command(flatten)]
+    pub(crate) lan: LanArgs,
 }
 
 /// `--mode`.
@@ -185,8 +221,9 @@ pub(crate) struct ServeArgs {
 pub(crate) struct SearchArgs {
     /// Text to look for in file names (case-insensitive, partial).
     pub(crate) text: String,
-    /// A peer to join through: IP or IP:UDPPORT.
-    #[arg(long, value_name = "ADDR", required = true)]
+    /// A peer to join through: IP or IP:UDPPORT. Without it, the search
+    /// looks for peers on the local network.
+    #[arg(long, value_name = "ADDR")]
     pub(crate) connect: Vec<PeerAddr>,
     /// Seconds to wait for answers.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
@@ -289,6 +326,7 @@ impl NetArgs {
             sc.join_walk = i64::from(walk);
         }
         cfg.overlay.seed = seed();
+        cfg.lan = self.lan.settings(self.bind, false);
         cfg
     }
 }

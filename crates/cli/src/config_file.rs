@@ -37,6 +37,10 @@ pub(crate) struct ConfigFile {
     /// asked; empty: the node waits to be joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) peers: Option<Vec<String>>,
+    /// `false`: do not look for peers on the local network (as
+    /// `--no-lan-discovery`). Absent: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lan_discovery: Option<bool>,
 }
 
 /// Where the settings file is: `$RUTELLA_CONFIG`, else the platform's
@@ -143,6 +147,7 @@ mod tests {
             shares: vec!["/srv/music".into()],
             downloads: Some("/srv/dl".into()),
             udp_port: Some(20001),
+            lan_discovery: Some(false),
             ..ConfigFile::default()
         };
         assert!(c.remember_peer("192.168.1.100"));

@@ -5,6 +5,7 @@ mod config_file;
 mod console;
 mod demo;
 mod escape;
+mod lan;
 mod oneshot;
 
 use args::{Cli, Command, ConfigCommand};

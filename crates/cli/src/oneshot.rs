@@ -64,6 +64,9 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     cfg.upload_rate_limit = a.rate_limit;
     cfg.overlay.search_timeout = a.search_timeout;
     cfg.db_path = cfg.default_db_path();
+    if file.lan_discovery == Some(false) {
+        cfg.lan = None;
+    }
     let node = Node::start(cfg).await?;
     stop_signal().await;
     tracing::info!("stopping");
@@ -91,6 +94,7 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
     let mut cfg = a.net.node_config();
     cfg.overlay.search_timeout = wait;
+    crate::lan::oneshot_search(&mut cfg, &a.connect)?;
     let node = oneshot_node(cfg, a.connect.clone()).await?;
     let client = node.client();
     client.settle(settle_time(wait)).await?;
@@ -159,6 +163,8 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
         )
     })?;
     let mut cfg = a.net.node_config();
+    // A download names its peers: no LAN discovery.
+    cfg.lan = None;
     cfg.downloads = Some(a.out.clone());
     cfg.overlay.search_timeout = wait;
     let (node, result) = match a.from {

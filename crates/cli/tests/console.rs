@@ -300,3 +300,113 @@ fn first_time_hashing_shows_progress_at_the_prompt() {
     p.exp_string("Hashed the 2 shared file(s)").unwrap();
     quit(p);
 }
+
+/// LAN discovery on loopback (`--lan-port` turns it on there): the first
+/// run's peer question left empty, the console finds the two nodes
+/// running on this computer and says so.
+#[test]
+fn first_run_with_no_peer_finds_the_nodes_on_the_network() {
+    let lan = ["--lan-port", "20397"];
+    let net = ["--bind", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0"];
+    let s1 = tempfile::tempdir().unwrap();
+    let s2 = tempfile::tempdir().unwrap();
+    write_file(&s2.path().join("lan song.ogg"), b"la la la");
+    let peer_args = |s: &Path| {
+        let mut v: Vec<String> = vec!["--share".into(), s.to_str().unwrap().into()];
+        v.extend(net.iter().chain(&lan).map(|a| a.to_string()));
+        v
+    };
+    let a1 = peer_args(s1.path());
+    let a2 = peer_args(s2.path());
+    let _p1 = Serve::start(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let _p2 = Serve::start(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mine = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = net.iter().chain(&lan).copied().collect();
+    let mut p = spawn(console_cmd(&config, &args));
+    p.exp_string("Enter the shared folder path:").unwrap();
+    p.send_line(mine.path().to_str().unwrap()).unwrap();
+    p.exp_string("leave empty to look for peers on your network")
+        .unwrap();
+    p.send_line("").unwrap();
+    p.exp_string("Found 2 peers on your network.").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    // They are peers like any other: a search reaches them.
+    p.send_line("search lan song").unwrap();
+    p.exp_string("lan song.ogg").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+}
+
+/// With nobody on the network, the console says so and how to go on.
+#[test]
+fn first_run_with_no_peer_and_nobody_around_says_so() {
+    let args = [
+        "--bind",
+        "127.0.0.1",
+        "--udp-port",
+        "0",
+        "--tcp-port",
+        "0",
+        "--lan-port",
+        "20398",
+    ];
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mine = tempfile::tempdir().unwrap();
+    let mut p = spawn(console_cmd(&config, &args));
+    p.exp_string("Enter the shared folder path:").unwrap();
+    p.send_line(mine.path().to_str().unwrap()).unwrap();
+    p.exp_string("IP where you want to connect").unwrap();
+    p.send_line("").unwrap();
+    p.exp_string("No peers found yet: waiting for others, or type connect ADDR.")
+        .unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+}
+
+/// `lan_discovery = false` in the settings file: the console neither
+/// looks nor is found, though a node on the same group is running.
+#[test]
+fn the_settings_file_turns_lan_discovery_off() {
+    let net = [
+        "--bind",
+        "127.0.0.1",
+        "--udp-port",
+        "0",
+        "--tcp-port",
+        "0",
+        "--lan-port",
+        "20399",
+    ];
+    let s = tempfile::tempdir().unwrap();
+    let mut peer_args = vec!["--share", s.path().to_str().unwrap()];
+    peer_args.extend(net);
+    let peer = Serve::start(&peer_args);
+
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mine = tempfile::tempdir().unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "shares = [{:?}]\npeers = []\nlan_discovery = false\n",
+            mine.path().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut p = spawn(console_cmd(&config, &net));
+    p.exp_string("Waiting for peers to join you").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("peers").unwrap();
+    p.exp_string("No peers yet").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+    assert!(
+        !peer.log_text().contains("found a peer on the LAN"),
+        "{}",
+        peer.log_text()
+    );
+}

@@ -32,11 +32,24 @@ pub struct Client {
     pub(crate) udp_addr: SocketAddrV4,
     pub(crate) tcp_addr: SocketAddrV4,
     pub(crate) tasks: Tasks,
+    /// How many peers LAN discovery found so far.
+    pub(crate) lan_found: watch::Receiver<usize>,
 }
 
 impl Client {
     async fn send(&self, cmd: Command) -> Result<(), NodeError> {
         self.tx.send(cmd).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Whether the node looks for peers on the local link.
+    pub fn lan_discovery(&self) -> bool {
+        self.config.lan.is_some()
+    }
+
+    /// How many peers LAN discovery found so far (each handed to the
+    /// normal join; see [`Client::peers`] for those that answered).
+    pub fn lan_found(&self) -> watch::Receiver<usize> {
+        self.lan_found.clone()
     }
 
     /// The peers the node knows.

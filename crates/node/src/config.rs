@@ -123,6 +123,8 @@ pub struct NodeConfig {
     /// Deliberately corrupt what this node uploads. Only for testing how
     /// downloaders deal with a bad peer; never set it otherwise.
     pub upload_fault: Option<rutella_transfer::Fault>,
+    /// Finding peers on the local link by multicast; `None`: off.
+    pub lan: Option<crate::lan::LanSettings>,
 }
 
 impl Default for NodeConfig {
@@ -149,6 +151,7 @@ impl Default for NodeConfig {
             shutdown_grace: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(10),
             upload_fault: None,
+            lan: None,
         }
     }
 }

@@ -15,6 +15,7 @@ mod config;
 mod downloads;
 mod event_loop;
 mod get;
+mod lan;
 mod node;
 mod own_address;
 mod pending;
@@ -27,7 +28,9 @@ pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{NodeConfig, PeerAddr};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState};
 pub use get::{Got, Want};
+pub use lan::LanSettings;
 pub use node::Node;
+pub use rutella_proto::lan::LanConfig;
 pub use rutella_proto::{HitFile, Peer};
 pub use transfers::DownloadHandle;
 

@@ -109,6 +109,7 @@ impl Node {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let (stop, stop_rx) = watch::channel(false);
+        let (lan_found_tx, lan_found) = watch::channel(0);
         let client = Client {
             tasks: Tasks::new(stop_rx.clone()),
             tx: tx.clone(),
@@ -119,6 +120,7 @@ impl Node {
             config: Arc::new(config.clone()),
             udp_addr,
             tcp_addr,
+            lan_found,
         };
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, shares = ?config.shares, "node started");
 
@@ -136,6 +138,13 @@ impl Node {
             answering: JoinSet::new(),
         };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
+        tasks.extend(crate::lan::spawn(
+            config.lan.as_ref(),
+            (udp_addr.port(), tcp_addr.port()),
+            client.tx.clone(),
+            lan_found_tx,
+            stop_rx.clone(),
+        ));
         if scalable {
             tasks.push(tokio::spawn(watch_library(
                 library.clone(),

@@ -84,13 +84,14 @@ fn ask_share(rl: &mut Editor) -> Result<PathBuf, Failure> {
 
 /// Asks for a peer until the answer is an address, or empty (wait to be
 /// joined).
-fn ask_peer(rl: &mut Editor) -> Result<Option<PeerAddr>, Failure> {
+fn ask_peer(rl: &mut Editor, lan: bool) -> Result<Option<PeerAddr>, Failure> {
+    let question = if lan {
+        "IP where you want to connect (leave empty to look for peers on your network):"
+    } else {
+        "IP where you want to connect (leave empty to wait for others to join you):"
+    };
     loop {
-        let answer = ask(
-            rl,
-            "IP where you want to connect (leave empty to wait for others to join you):",
-            Mode::Plain,
-        )?;
+        let answer = ask(rl, question, Mode::Plain)?;
         if answer.is_empty() {
             return Ok(None);
         }
@@ -126,13 +127,18 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
     for s in &shares {
         crate::oneshot::check_share(s)?;
     }
+    let bind = args
+        .bind
+        .or(file.bind)
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    let lan = args.lan.settings(bind, file.lan_discovery == Some(false));
     let connect = if !args.connect.is_empty() {
         args.connect.clone()
     } else if file.peers.is_some() {
         file.peer_addrs()
     } else {
         asked = true;
-        let peer = ask_peer(&mut rl)?;
+        let peer = ask_peer(&mut rl, lan.is_some())?;
         file.peers = Some(peer.iter().map(|p| p.to_string()).collect());
         peer.into_iter().collect()
     };
@@ -144,10 +150,7 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
     let mut cfg = NodeConfig {
         shares,
         downloads: args.downloads.clone().or_else(|| file.downloads.clone()),
-        bind: args
-            .bind
-            .or(file.bind)
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        bind,
         udp_port: args
             .udp_port
             .or(file.udp_port)
@@ -158,6 +161,7 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
             .unwrap_or(rutella_proto::CLASSIC_TCP_PORT),
         advertise: args.advertise,
         connect: connect.clone(),
+        lan,
         ..NodeConfig::default()
     };
     if let Some(t) = args.ping_interval {
@@ -189,7 +193,15 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
         client.udp_addr(),
         client.tcp_addr()
     );
-    if connect.is_empty() {
+    if connect.is_empty() && client.lan_discovery() {
+        println!("Looking for peers on your network...");
+        let found = rt.block_on(crate::lan::wait_found(
+            &client,
+            Duration::from_secs(3),
+            Duration::from_millis(500),
+        ));
+        println!("{}", crate::lan::found_line(found));
+    } else if connect.is_empty() {
         println!("Waiting for peers to join you (or type connect ADDR).");
     } else {
         let joined = rt.block_on(wait_for_peers(&client, Duration::from_secs(2)));
