@@ -8,8 +8,8 @@
 pub mod answer;
 pub mod budget;
 pub mod guard;
-pub mod matching;
 pub mod lan;
+pub mod matching;
 pub mod message;
 pub mod overlay;
 pub mod scalable;
