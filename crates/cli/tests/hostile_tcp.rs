@@ -67,6 +67,8 @@ fn wait_hashed(peer: &str, text: &str, hash: &str) {
             return;
         }
         assert!(Instant::now() < deadline, "{peer} never offered {hash}");
+        // No event announces the end of indexing in another process:
+        // retry.
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -120,6 +122,8 @@ fn idle_connections_leave_downloads_working() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while classic_request(addr, 0, b"song.bin").0 == 0 {
         assert!(Instant::now() < deadline, "song.bin never offered");
+        // No event announces the end of indexing in another process:
+        // retry.
         std::thread::sleep(Duration::from_millis(100));
     }
     let rt = runtime();
@@ -127,6 +131,8 @@ fn idle_connections_leave_downloads_working() {
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 43, i)))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
+    // Told once every idle connection has been replaced once.
+    let (replaced_tx, replaced) = std::sync::mpsc::sync_channel::<()>(1);
     let flood = {
         let (stop, attackers) = (Arc::clone(&stop), attackers.clone());
         rt.spawn(async move {
@@ -155,7 +161,8 @@ fn idle_connections_leave_downloads_working() {
                         *slot = None;
                     }
                 }
-                // Time for the server to see them closed.
+                // Pacing: a moment between closing and re-opening, as a
+                // real client would leave (the test waits on nothing here).
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 for (k, slot) in held.iter_mut().enumerate() {
                     if slot.is_none() {
@@ -163,13 +170,20 @@ fn idle_connections_leave_downloads_working() {
                         opened += 1;
                     }
                 }
+                if opened >= 128 {
+                    let _ = replaced_tx.try_send(());
+                }
+                // Pacing of the attack (each connection lives 800 ms), not
+                // a wait for anything.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             opened
         })
     };
     // Every idle connection has been replaced once before the downloads.
-    std::thread::sleep(Duration::from_millis(1000));
+    replaced
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the idle connections were not all replaced within 30 s");
     let out = tempfile::tempdir().unwrap();
     let mut ok = 0;
     for i in 0..10u8 {
@@ -483,15 +497,13 @@ fn get_by_hash_again_after_sigkill() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Killed once verified progress is recorded (every second).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !names_in(out.path())
-        .iter()
-        .any(|n| n.ends_with(".part.state"))
-    {
-        assert!(Instant::now() < deadline, "no progress recorded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Killed once verified progress is recorded (every second). The other
+    // process announces nothing, so its folder is polled.
+    wait_until("no progress recorded", Duration::from_secs(20), || {
+        names_in(out.path())
+            .iter()
+            .any(|n| n.ends_with(".part.state"))
+    });
     get.kill().unwrap(); // SIGKILL
     let _ = get.wait();
     let left = names_in(out.path());

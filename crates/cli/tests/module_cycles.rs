@@ -280,9 +280,8 @@ fn parse_use_tree(p: &mut Parser<'_>, prefix: Vec<String>, out: &mut Vec<(String
                 p.pos += 1;
                 while p.peek(0).is_some() && !p.is(0, '}') {
                     parse_use_tree(p, segs.clone(), out);
-                    if p.is(0, ',') {
-                        p.pos += 1;
-                    } else if !p.is(0, '}') {
+                    // Past the `,` (or whatever else the tree left).
+                    if !p.is(0, '}') {
                         p.pos += 1;
                     }
                 }
