@@ -12,6 +12,8 @@ Driven through stdin, one command a line; it reports on stdout as JSON lines:
   peers                 -> {"peers": [...]}
   search TEXT           -> {"hit": IP, "names": [...]} per answer, then {"search_done": true}
   get IP NAME           -> {"got": NAME, "bytes": N} or {"get_failed": NAME}
+  rounds N              -> {"rounds_done": N, "peers": [...]} once N more ping
+                           rounds (ping, wait for pongs, drop the silent) are over
   quit
 Usage: classic_peer.py OWN_IP SHARED_DIR [JOIN_IP] [PING_INTERVAL] [PONG_WAIT]
 """
@@ -38,6 +40,9 @@ peers = []
 alive = set()
 hits_for_search = None
 out_lock = threading.Lock()
+# Ping rounds completed, for tests that wait on them instead of sleeping.
+rounds = 0
+rounds_changed = threading.Condition(lock)
 
 
 def report(obj):
@@ -111,10 +116,13 @@ def ping_loop():
         for p in targets:
             send({"Command": 1, "IP": own_ip, "TTL": 1}, p)
         time.sleep(pong_wait)
+        global rounds
         with lock:
             for p in targets:
                 if p not in alive and p in peers:
                     peers.remove(p)
+            rounds += 1
+            rounds_changed.notify_all()
 
 
 def serve_one(conn):
@@ -217,6 +225,12 @@ def main():
                 report({"get_failed": words[2]})
             else:
                 report({"got": words[2], "bytes": got})
+        elif words[0] == "rounds":
+            with lock:
+                want = rounds + int(words[1])
+                # Bounded: the test gives up long before.
+                rounds_changed.wait_for(lambda: rounds >= want, timeout=60)
+                report({"rounds_done": int(words[1]), "peers": sorted(peers)})
         elif words[0] == "quit":
             break
 

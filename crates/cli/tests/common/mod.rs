@@ -68,6 +68,21 @@ impl Lines {
         }
     }
 
+    /// Waits until more than `len` bytes have been written, or `deadline`;
+    /// whether they were.
+    pub fn wait_longer_than(&self, len: usize, deadline: Instant) -> bool {
+        let (text, cv) = &*self.seen;
+        let mut t = text.lock().unwrap();
+        while t.len() <= len {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            t = cv.wait_timeout(t, left).unwrap().0;
+        }
+        true
+    }
+
     /// Waits (bounded) until `needle` has been written.
     pub fn wait(&self, needle: &str, limit: Duration) {
         self.wait_count(needle, 1, limit);
