@@ -728,11 +728,6 @@ const KNOWN: &[(&str, &str, &[&str])] = &[
     // overlay holds the scalable state and calls into it); breaking it means
     // moving the shared types into a module of their own.
     ("crates/proto/src/lib.rs", "crate", &["overlay", "scalable"]),
-    // `core` keeps the monitor's `WatchSet` (so that every change of the
-    // folder list updates the watches at once) and the monitor thread reads
-    // the `Core`; moving `WatchSet` into a module of its own, which takes
-    // the folder list instead of a `DirMap`, removes the cycle.
-    ("crates/store/src/lib.rs", "crate", &["core", "monitor"]),
 ];
 
 fn is_known(root: &str, c: &Cycle) -> bool {
