@@ -226,7 +226,7 @@ async fn searches_from_another_address_succeed_during_a_flood() {
 
     // The flood: pings (each would be answered and forwarded), queries
     // (each a library lookup) and junk, from one address, 50,000 a second
-    // for 3 s. (An unoptimised test build of the node reads about 100,000
+    // for 6 s. (An unoptimised test build of the node reads about 100,000
     // a second on a busy machine; the release build keeps up with 100,000
     // a second using a fifth of a core, see bench/flood.sh.)
     let attacker = socket(ip(13), Duration::from_millis(10));
@@ -272,7 +272,7 @@ async fn searches_from_another_address_succeed_during_a_flood() {
         50_000,
         stop.clone(),
         sent.clone(),
-        Duration::from_secs(3),
+        Duration::from_secs(6),
     );
 
     let found = tokio::task::spawn_blocking(move || {
@@ -281,8 +281,8 @@ async fn searches_from_another_address_succeed_during_a_flood() {
         let mut ok = 0;
         let start = Instant::now();
         for k in 0..10u64 {
-            // One search every 250 ms, spread over the flood.
-            let slot = start + Duration::from_millis(250 * k);
+            // One search every 500 ms, spread over the flood.
+            let slot = start + Duration::from_millis(500 * k);
             std::thread::sleep(slot.saturating_duration_since(Instant::now()));
             let id = 1000 + k;
             let q = format!(
@@ -298,8 +298,12 @@ async fn searches_from_another_address_succeed_during_a_flood() {
             searcher.set_nonblocking(false).unwrap();
             let t = Instant::now();
             searcher.send_to(q.as_bytes(), target).unwrap();
-            // One try per search, as a user's search is one query per peer.
-            if wait_for(&searcher, &format!(r#""Id": {id}"#), t + Duration::from_millis(240)) {
+            // One try per search, as a user's search is one query per peer,
+            // answered within 490 ms (a margin for a machine busy with
+            // other work: with 240 ms, 8 of 10 came in time while a release
+            // build ran beside; with the budgets disabled, 4 of 10 come in
+            // 490 ms).
+            if wait_for(&searcher, &format!(r#""Id": {id}"#), t + Duration::from_millis(490)) {
                 ok += 1;
             }
         }
@@ -308,7 +312,7 @@ async fn searches_from_another_address_succeed_during_a_flood() {
     .await
     .unwrap();
     let during = started.elapsed();
-    // The flood runs its 3 s.
+    // The flood runs its 6 s.
     flooder.join().unwrap();
     let n = sent.load(Ordering::Relaxed);
     let flood_secs = started.elapsed().as_secs_f64();
@@ -346,7 +350,7 @@ async fn searches_from_another_address_succeed_during_a_flood() {
         n as f64 / flood_secs
     );
     assert!(
-        during < Duration::from_secs(3),
+        during < Duration::from_secs(6),
         "the searches outlasted the flood"
     );
     assert!(
