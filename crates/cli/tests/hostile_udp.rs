@@ -960,6 +960,7 @@ fn injected_query_hits_are_not_shown() {
                 for f in &fakes {
                     attacker.send(searcher, &bytes_of(f));
                 }
+                // Pacing of the attack, not a wait.
                 std::thread::sleep(Duration::from_millis(5));
             }
             attacker.sent_datagrams

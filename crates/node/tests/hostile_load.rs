@@ -118,6 +118,7 @@ fn flood(
         while !stop.load(Ordering::Relaxed) && start.elapsed() < limit {
             let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
             if n >= due {
+                // Pacing: ahead of the rate, so wait a little.
                 std::thread::sleep(Duration::from_micros(200));
                 continue;
             }

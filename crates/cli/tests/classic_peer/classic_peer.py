@@ -108,6 +108,7 @@ def udp_loop():
 
 
 def ping_loop():
+    # The sleeps here are the protocol's own timers, not waits for an event.
     while True:
         time.sleep(ping_interval)
         with lock:
@@ -171,6 +172,7 @@ def download(ip, name):
     partial = os.path.getsize(path) if os.path.isfile(path) else 0
     s = socket.create_connection((ip, TCP_PORT), timeout=10)
     s.sendall(struct.pack("<I", partial))
+    # The name in a second segment, as the original client sends it.
     time.sleep(0.02)
     s.sendall(name.encode())
     head = b""
@@ -216,6 +218,7 @@ def main():
                 targets = list(peers)
             for p in targets:
                 send({"Command": 3, "Contents": words[1], "IP": own_ip}, p)
+            # A classic search collects answers for a fixed time.
             time.sleep(pong_wait)
             hits_for_search = None
             report({"search_done": True})
