@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{check_size, hash_of, make_file, median, serve, Args, CLIENT_IP, SERVER_IP};
+use crate::util::{check_size, hash_of, make_file, median, serve};
+use crate::{Args, CLIENT_IP, SERVER_IP};
 
 /// Addresses of the extra sources of [`several_sources`].
 const MORE_SERVER_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 6, 4), Ipv4Addr::new(127, 0, 6, 5)];

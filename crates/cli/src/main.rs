@@ -11,8 +11,12 @@ use args::{Cli, Command, ConfigCommand};
 use clap::Parser;
 use std::process::ExitCode;
 
-/// Exit codes scripts can rely on.
+/// Exit codes scripts can rely on, chosen from an error's type and
+/// variant, never from its text. (What the message advises, e.g. for a
+/// full disk, comes from the kind of the I/O error the error keeps.)
 pub(crate) mod exit {
+    use rutella_transfer::{DownloadError, ExhaustedError, LocalError, SourceError};
+
     /// Something failed that is neither of the below.
     pub(crate) const FAILURE: u8 = 1;
     /// The command line was wrong (clap uses 2 too).
@@ -21,6 +25,25 @@ pub(crate) mod exit {
     pub(crate) const NETWORK: u8 = 3;
     /// Nothing matched, or the peer does not offer the file.
     pub(crate) const NOT_FOUND: u8 = 4;
+
+    /// The exit code of a failed download.
+    pub(crate) fn of_download(e: &DownloadError) -> u8 {
+        match e {
+            DownloadError::Source(SourceError::NotFound { .. }) => NOT_FOUND,
+            DownloadError::Source(_) | DownloadError::Verify(_) => NETWORK,
+            DownloadError::Exhausted(x) if x.nobody_has_it() => NOT_FOUND,
+            DownloadError::Exhausted(ExhaustedError::NoSources { .. }) => NOT_FOUND,
+            DownloadError::Exhausted(ExhaustedError::SourcesExhausted { .. }) => NETWORK,
+            DownloadError::Local(LocalError::InvalidName { .. }) => USAGE,
+            // A full disk or a folder that cannot be written is "any other
+            // failure": the message, chosen from the kind of the I/O error,
+            // says what to do.
+            DownloadError::Local(LocalError::Io { .. } | LocalError::PartialTooLarge { .. }) => {
+                FAILURE
+            }
+            DownloadError::Cancelled => FAILURE,
+        }
+    }
 }
 
 /// An error for the user: one sentence and the exit code.
@@ -44,18 +67,18 @@ impl From<rutella_node::NodeError> for Failure {
         use rutella_node::NodeError as E;
         let code = match &e {
             E::PortInUse { .. } | E::Bind { .. } => exit::NETWORK,
+            E::Download(d) => exit::of_download(d),
             _ => exit::FAILURE,
         };
-        Failure::new(code, e.to_string())
-    }
-}
-
-/// A full disk gets the advice it needs, whatever reported it.
-fn friendly(message: &str) -> String {
-    if message.contains("os error 28") || message.contains("No space left") {
-        format!("{message}. The disk is full: free some space, then run the same command again to resume")
-    } else {
-        message.to_string()
+        let mut message = e.to_string();
+        if let E::Downloads { source, .. } = &e {
+            if rutella_transfer::is_disk_full(source) {
+                message.push_str(
+                    "; the disk is full: free some space, then run the same command again",
+                );
+            }
+        }
+        Failure::new(code, message)
     }
 }
 
@@ -118,7 +141,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("rutella: {}", escape::escape(&friendly(&f.message)));
+            eprintln!("rutella: {}", escape::escape(&f.message));
             ExitCode::from(f.code)
         }
     }
@@ -126,10 +149,144 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use super::exit;
+    use rutella_transfer::{
+        Broken, DownloadError, ExhaustedError, LocalError, SourceError, SourceOutcome,
+        SourceReport, VerifyError,
+    };
+    use std::io;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    fn peer() -> SocketAddr {
+        ([127, 0, 0, 1], 10000).into()
+    }
+
+    fn local(source: io::Error) -> DownloadError {
+        LocalError::Io {
+            what: "writing to",
+            path: PathBuf::from("/x/a.part"),
+            source,
+        }
+        .into()
+    }
+
+    fn failure(e: DownloadError) -> super::Failure {
+        rutella_node::NodeError::Download(e).into()
+    }
+
+    fn exhausted(outcomes: &[SourceOutcome]) -> DownloadError {
+        ExhaustedError::SourcesExhausted {
+            hash: "00".into(),
+            missing: 1,
+            size: 1,
+            sources: outcomes
+                .iter()
+                .map(|o| SourceReport {
+                    peer: peer(),
+                    bytes_received: 0,
+                    bytes_verified: 0,
+                    outcome: o.clone(),
+                })
+                .collect(),
+        }
+        .into()
+    }
+
     #[test]
-    fn full_disk_says_what_to_do() {
-        let m = super::friendly("writing /x/a.part failed: No space left on device (os error 28)");
-        assert!(m.contains("free some space"), "{m}");
-        assert_eq!(super::friendly("peer down"), "peer down");
+    fn a_full_disk_is_a_failure_that_says_what_to_do() {
+        for e in [
+            io::Error::from_raw_os_error(libc::ENOSPC),
+            io::Error::from(io::ErrorKind::StorageFull),
+        ] {
+            let f = failure(local(e));
+            assert_eq!(f.code, exit::FAILURE);
+            assert!(f.message.contains("free some space"), "{}", f.message);
+        }
+        // Only the kind counts: the same words in another error do not.
+        let f = failure(local(io::Error::other(
+            "No space left on device (os error 28)",
+        )));
+        assert!(!f.message.contains("free some space"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_downloads_folder_on_a_full_disk_says_what_to_do() {
+        let e = |source| rutella_node::NodeError::Downloads {
+            path: PathBuf::from("/x/downloads"),
+            source,
+        };
+        let f = super::Failure::from(e(io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert_eq!(f.code, exit::FAILURE);
+        assert!(f.message.contains("free some space"), "{}", f.message);
+        let f = super::Failure::from(e(io::Error::from(io::ErrorKind::NotFound)));
+        assert!(!f.message.contains("free some space"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_refused_permission_is_a_failure_that_says_what_to_do() {
+        let f = failure(local(io::Error::from(io::ErrorKind::PermissionDenied)));
+        assert_eq!(f.code, exit::FAILURE);
+        assert!(f.message.contains("cannot be written"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_file_the_peer_does_not_offer_is_not_found() {
+        let e = SourceError::NotFound {
+            peer: peer(),
+            name: "a.mp3".into(),
+            partial: 0,
+            part: PathBuf::from("/x/a.mp3.part"),
+        };
+        assert_eq!(failure(e.into()).code, exit::NOT_FOUND);
+        let none = ExhaustedError::NoSources { hash: "00".into() };
+        assert_eq!(failure(none.into()).code, exit::NOT_FOUND);
+        let code = failure(exhausted(&[
+            SourceOutcome::NotFound,
+            SourceOutcome::NotFound,
+        ]))
+        .code;
+        assert_eq!(code, exit::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_broken_transfer_is_a_network_failure() {
+        let reset = SourceError::Connection {
+            peer: peer(),
+            cause: Broken::Io {
+                during: "receiving data",
+                source: io::ErrorKind::ConnectionReset.into(),
+            },
+        };
+        assert_eq!(failure(reset.into()).code, exit::NETWORK);
+        assert_eq!(
+            failure(SourceError::Refused { peer: peer() }.into()).code,
+            exit::NETWORK
+        );
+        let bad = VerifyError::BadData {
+            peer: peer(),
+            offset: 0,
+        };
+        assert_eq!(failure(bad.into()).code, exit::NETWORK);
+        let mixed = exhausted(&[SourceOutcome::NotFound, SourceOutcome::Busy]);
+        assert_eq!(failure(mixed).code, exit::NETWORK);
+    }
+
+    #[test]
+    fn a_name_that_cannot_be_stored_is_a_usage_error() {
+        let e =
+            rutella_transfer::sanitize_basename("..").map_err(|source| LocalError::InvalidName {
+                name: "..".into(),
+                source,
+            });
+        let Err(e) = e else {
+            panic!("\"..\" was accepted as a file name");
+        };
+        assert_eq!(failure(e.into()).code, exit::USAGE);
+    }
+
+    #[test]
+    fn a_cancelled_download_is_a_failure() {
+        assert_eq!(failure(DownloadError::Cancelled).code, exit::FAILURE);
     }
 }

@@ -3,11 +3,9 @@
 use crate::args::{secs, GetArgs, SearchArgs, ServeArgs};
 use crate::escape::escape;
 use crate::{exit, Failure};
-use rutella_node::{Client, HitFile, Node, NodeConfig, NodeError, PeerAddr};
-use rutella_transfer::DownloadError;
+use rutella_node::{Client, Got, Node, NodeConfig, NodeError, PeerAddr, Want};
 use std::collections::HashSet;
-use std::net::SocketAddrV4;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A shared folder must exist: otherwise a usage error that says so.
 pub(crate) fn check_share(dir: &std::path::Path) -> Result<(), Failure> {
@@ -82,41 +80,11 @@ async fn oneshot_node(mut cfg: NodeConfig, connect: Vec<PeerAddr>) -> Result<Nod
     Ok(Node::start(cfg).await?)
 }
 
-/// The least quiet time that ends discovery.
-const QUIET: Duration = Duration::from_millis(20);
-
-/// Waits until discovery settles: some peer has answered, and the peer
-/// list has then not changed for twice the time that first answer took
-/// (at least `QUIET`, at most `max` in all). Peers that answer later are
-/// still asked: a running search reaches every peer that joins while it runs.
-async fn settle(client: &Client, max: Duration) -> Result<(), Failure> {
-    let start = Instant::now();
-    let mut first_answer: Option<Duration> = None;
-    let mut last: Option<Vec<SocketAddrV4>> = None;
-    let mut stable_since = Instant::now();
-    while start.elapsed() < max {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if first_answer.is_none() && client.answered_peers().await? > 0 {
-            first_answer = Some(start.elapsed());
-        }
-        let mut now: Vec<SocketAddrV4> = client
-            .peers()
-            .await?
-            .iter()
-            .filter(|p| p.tcp_port != 0)
-            .map(|p| p.udp)
-            .collect();
-        now.sort();
-        if last.as_ref() != Some(&now) {
-            last = Some(now);
-            stable_since = Instant::now();
-        } else if let Some(rtt) = first_answer {
-            if stable_since.elapsed() >= QUIET.max(rtt * 2) {
-                break;
-            }
-        }
-    }
-    Ok(())
+/// The longest wait for discovery before a search: half the search time,
+/// at most 2 s. Peers that answer later are still asked: a running search
+/// reaches every peer that joins while it runs.
+fn settle_time(wait: Duration) -> Duration {
+    (wait / 2).min(Duration::from_secs(2))
 }
 
 pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
@@ -125,7 +93,7 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     cfg.overlay.search_timeout = wait;
     let node = oneshot_node(cfg, a.connect.clone()).await?;
     let client = node.client();
-    settle(&client, (wait / 2).min(Duration::from_secs(2))).await?;
+    client.settle(settle_time(wait)).await?;
     let mut stream = client.search(&a.text).await?;
     let mut seen = HashSet::new();
     let mut answered = 0usize;
@@ -244,15 +212,6 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Err(NodeError::Download(e)) => {
-            let code = match &e {
-                DownloadError::NotFound { .. } => exit::NOT_FOUND,
-                DownloadError::InvalidName { .. } => exit::USAGE,
-                DownloadError::Local { .. } => exit::FAILURE,
-                _ => exit::NETWORK,
-            };
-            Err(Failure::new(code, e.to_string()))
-        }
         Err(e) => Err(e.into()),
     }
 }
@@ -265,113 +224,34 @@ async fn get_by_name(
     name: &str,
     wait: Duration,
 ) -> Result<Outcome, Failure> {
-    let tcp = match from.tcp_port {
-        Some(port) => SocketAddrV4::new(*from.udp.ip(), port),
-        None => match learn_tcp_port(client, from.udp, wait).await? {
-            Some(tcp) => tcp,
-            None => {
-                return Err(Failure::new(
-                    exit::NETWORK,
-                    format!(
-                        "peer {from} did not answer within {:.1} s: check the address and that its node is running",
-                        wait.as_secs_f64()
-                    ),
-                ))
-            }
-        },
+    let want = Want::ByName {
+        from,
+        name: name.to_string(),
     };
-    Ok(client.download(tcp, name).wait().await)
+    match client.get(want, wait).await? {
+        Got::Started { handle, .. } => Ok(handle.wait().await),
+        _ => Err(Failure::new(
+            exit::NETWORK,
+            format!(
+                "peer {from} did not answer within {:.1} s: check the address and that its node is running",
+                wait.as_secs_f64()
+            ),
+        )),
+    }
 }
 
-/// Downloads by hash. The peers known at once (the one joined through)
-/// are asked at once, and the download starts with the first that has the
-/// file; the whole network is asked once discovery settles, and every
-/// other peer that has the file joins the running download.
+/// Downloads by hash: from the first peer that has the file, joined by
+/// every other one that answers (see [`Client::get`]).
 async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<Outcome, Failure> {
-    let (found_tx, mut found) = tokio::sync::mpsc::unbounded_channel::<(HitFile, SocketAddrV4)>();
-    let early = {
-        let (client, tx) = (client.clone(), found_tx.clone());
-        tokio::spawn(async move {
-            let mut stream = client
-                .search(&rutella_proto::hash_query(&hash))
-                .await
-                .map_err(Failure::from)?;
-            while let Some(hit) = stream.next().await {
-                for f in hit.files {
-                    if f.hash == Some(hash) {
-                        let _ = tx.send((f, hit.peer.tcp()));
-                    }
-                }
-            }
-            Ok::<(), Failure>(())
-        })
-    };
-    let full = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            settle(&client, (wait / 2).min(Duration::from_secs(2))).await?;
-            if let Some((file, sources)) = client.find_sources(&hash).await? {
-                for s in sources {
-                    let _ = found_tx.send((file.clone(), s));
-                }
-            }
-            Ok::<(), Failure>(())
-        })
-    };
-    // Ends (None) once both searches ended without the file.
-    let Some((file, first)) = found.recv().await else {
-        for task in [early, full] {
-            if let Ok(Err(e)) = task.await {
-                return Err(e);
-            }
-        }
-        return Err(Failure::new(
+    match client.get(Want::ByHash { hash, found: None }, wait).await? {
+        Got::Started { handle, .. } => Ok(handle.wait().await),
+        _ => Err(Failure::new(
             exit::NOT_FOUND,
             format!(
                 "no peer offers {} (asked every peer found within {:.1} s)",
                 rutella_proto::message::hex32(&hash),
                 wait.as_secs_f64()
             ),
-        ));
-    };
-    let (more_tx, more) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some((_, peer)) = found.recv().await {
-            if more_tx.send(peer).is_err() {
-                break;
-            }
-        }
-    });
-    let name = file
-        .name
-        .rsplit('/')
-        .next()
-        .unwrap_or(&file.name)
-        .to_string();
-    tracing::info!(name = ?name, source = %first, "downloading by hash");
-    Ok(client
-        .download_hash_growing(hash, &name, file.size, vec![first], more)
-        .wait()
-        .await)
-}
-
-/// A rutella peer named by its UDP address tells its TCP port in its pong.
-async fn learn_tcp_port(
-    client: &Client,
-    udp: SocketAddrV4,
-    wait: Duration,
-) -> Result<Option<SocketAddrV4>, Failure> {
-    let start = Instant::now();
-    while start.elapsed() < wait {
-        if let Some(p) = client
-            .peers()
-            .await?
-            .into_iter()
-            .find(|p| p.udp == udp && p.tcp_port != 0)
-        {
-            return Ok(Some(p.tcp()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        )),
     }
-    Ok(None)
 }

@@ -55,6 +55,7 @@ impl InFlight {
 /// [`Command::AnswerReady`], so the loop only sends them and a query,
 /// however many files it matches, never holds up pings.
 pub(crate) fn spawn(
+    tasks: &mut tokio::task::JoinSet<()>,
     library: Library,
     tx: mpsc::Sender<Command>,
     q: IncomingQuery,
@@ -62,7 +63,7 @@ pub(crate) fn spawn(
     own_ip: Ipv4Addr,
 ) {
     let source = *q.reply_to.ip();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let dest = plan.dest();
         let datagrams =
             tokio::task::spawn_blocking(move || build_answer(&library, &q, &plan, own_ip))

@@ -4,15 +4,20 @@
 
 use crate::command::{Command, NodeEvent, SearchStream};
 use crate::config::{NodeConfig, PeerAddr};
-use crate::downloads::{DownloadInfo, Downloads};
+use crate::downloads::{DownloadId, DownloadInfo, Downloads};
 use crate::pending::Journal;
+use crate::tasks::Tasks;
 use crate::NodeError;
 use rutella_proto::{Drops, Peer};
 use rutella_store::Library;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Answers to one search waiting for its reader; while the queue is full
+/// the loop drops further answers to it (it never waits on a reader).
+const SEARCH_HITS: usize = 1024;
 
 /// A cloneable handle to a running node: the only way the user interface
 /// talks to it.
@@ -26,6 +31,7 @@ pub struct Client {
     pub(crate) config: Arc<NodeConfig>,
     pub(crate) udp_addr: SocketAddrV4,
     pub(crate) tcp_addr: SocketAddrV4,
+    pub(crate) tasks: Tasks,
 }
 
 impl Client {
@@ -63,7 +69,7 @@ impl Client {
 
     /// Searches every known peer (and every peer that joins meanwhile).
     pub async fn search(&self, text: &str) -> Result<SearchStream, NodeError> {
-        let (hits_tx, hits_rx) = mpsc::channel(1024);
+        let (hits_tx, hits_rx) = mpsc::channel(SEARCH_HITS);
         let (tx, rx) = oneshot::channel();
         self.send(Command::Search(text.to_string(), hits_tx, tx))
             .await?;
@@ -78,6 +84,14 @@ impl Client {
     /// The downloads of this run, oldest first.
     pub fn downloads(&self) -> Vec<DownloadInfo> {
         self.downloads.list()
+    }
+
+    /// The progress of one download of this run, as it changes: waiting
+    /// on it replaces polling the table. Its senders are the download's
+    /// own; once the download has ended (every thread of it), the channel
+    /// is closed.
+    pub fn progress(&self, id: DownloadId) -> Option<watch::Receiver<rutella_transfer::Progress>> {
+        self.downloads.progress(id)
     }
 
     /// Node events (peers, finished downloads) from now on.

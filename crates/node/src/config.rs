@@ -117,6 +117,9 @@ pub struct NodeConfig {
     pub library_poll: Duration,
     /// On shutdown, how long uploads in progress may go on before they are cut.
     pub shutdown_grace: Duration,
+    /// On shutdown, how long downloads may take to record their progress
+    /// and stop before they are aborted.
+    pub stop_timeout: Duration,
     /// Deliberately corrupt what this node uploads. Only for testing how
     /// downloaders deal with a bad peer; never set it otherwise.
     pub upload_fault: Option<rutella_transfer::Fault>,
@@ -144,6 +147,7 @@ impl Default for NodeConfig {
             idle_timeout: Duration::from_secs(30),
             library_poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(2),
+            stop_timeout: Duration::from_secs(10),
             upload_fault: None,
         }
     }

@@ -110,6 +110,14 @@ impl Downloads {
         }
     }
 
+    pub(crate) fn progress(
+        &self,
+        id: DownloadId,
+    ) -> Option<watch::Receiver<rutella_transfer::Progress>> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.get(&id).map(|e| e.progress.clone())
+    }
+
     pub(crate) fn list(&self) -> Vec<DownloadInfo> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.1.values_mut()

@@ -11,6 +11,7 @@ use std::io;
 use std::net::SocketAddrV4;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinSet;
 
 /// Datagrams read in one go before the timer and the commands get a turn.
 const RECV_BATCH: usize = 256;
@@ -27,12 +28,16 @@ pub(crate) struct EventLoop {
     pub(crate) in_flight: InFlight,
     /// Ready answers waiting to be sent (at most one batch of commands' worth).
     pub(crate) answers: Vec<(SocketAddrV4, Vec<Vec<u8>>)>,
+    /// The tasks building answers (at most as many as `in_flight` allows),
+    /// owned by the loop and ended with it.
+    pub(crate) answering: JoinSet<()>,
 }
 
 impl EventLoop {
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut buf = vec![0u8; 65_536];
         loop {
+            while self.answering.try_join_next().is_some() {}
             self.flush().await;
             let timeout = self.overlay.poll_timeout();
             let sleep = async {
@@ -54,6 +59,8 @@ impl EventLoop {
                 Some(cmd) = self.rx.recv() => self.command(cmd),
             }
         }
+        // Answers still being built are of no use now.
+        self.answering.shutdown().await;
         let d = self.overlay.budget_drops();
         if d.total() > 0 {
             tracing::info!(
@@ -183,7 +190,14 @@ impl EventLoop {
         }
         let plan = self.overlay.plan_answer(&q);
         let own_ip = self.own.for_dest(*plan.dest().ip());
-        answer::spawn(self.library.clone(), self.tx.clone(), q, plan, own_ip);
+        answer::spawn(
+            &mut self.answering,
+            self.library.clone(),
+            self.tx.clone(),
+            q,
+            plan,
+            own_ip,
+        );
     }
 }
 

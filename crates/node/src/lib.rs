@@ -1,9 +1,11 @@
 //! The rutella node: a thin tokio driver around the sans-I/O overlay, the
 //! shared-folder library and the transfer server.
 //!
-//! [`Node::start`] binds the sockets and spawns one event-loop task; the
-//! user interface talks to it only through the cloneable [`Client`], whose
-//! commands carry oneshot replies over a bounded channel.
+//! [`Node::start`] binds the sockets and spawns the event loop and the
+//! transfer server; the user interface talks to it only through the
+//! cloneable [`Client`], whose commands carry oneshot replies over a
+//! bounded channel, and which gets files with [`Client::get`]. Downloads
+//! belong to the node: [`Node::shutdown`] stops them and waits for them.
 #![warn(missing_docs)]
 
 mod answer;
@@ -12,16 +14,19 @@ mod command;
 mod config;
 mod downloads;
 mod event_loop;
+mod get;
 mod node;
 mod own_address;
 mod pending;
 mod source;
+mod tasks;
 mod transfers;
 
 pub use client::Client;
 pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{NodeConfig, PeerAddr};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState};
+pub use get::{Got, Want};
 pub use node::Node;
 pub use rutella_proto::{HitFile, Peer};
 pub use transfers::DownloadHandle;

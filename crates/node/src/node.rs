@@ -10,6 +10,7 @@ use crate::event_loop::{now, EventLoop};
 use crate::own_address::OwnAddress;
 use crate::pending::Journal;
 use crate::source::LibrarySource;
+use crate::tasks::Tasks;
 use crate::NodeError;
 use rutella_proto::Overlay;
 use rutella_store::{Library, LibraryConfig};
@@ -20,7 +21,15 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Commands waiting for the event loop; a [`Client`] call waits while the
+/// queue is full.
+const COMMAND_QUEUE: usize = 256;
+
+/// Events kept for each subscriber that has not read them yet; one that
+/// falls further behind loses the oldest (and is told how many).
+const EVENT_QUEUE: usize = 256;
 
 /// A running node. Dropping it does not stop it: call [`Node::shutdown`].
 pub struct Node {
@@ -97,10 +106,11 @@ impl Node {
             overlay.add_own_ip(ip);
         }
 
-        let (tx, rx) = mpsc::channel(256);
-        let (events, _) = broadcast::channel(256);
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (events, _) = broadcast::channel(EVENT_QUEUE);
         let (stop, stop_rx) = watch::channel(false);
         let client = Client {
+            tasks: Tasks::new(stop_rx.clone()),
             tx: tx.clone(),
             events: events.clone(),
             downloads: Downloads::default(),
@@ -123,6 +133,7 @@ impl Node {
             searches: HashMap::new(),
             in_flight: InFlight::default(),
             answers: Vec::new(),
+            answering: JoinSet::new(),
         };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
         if scalable {
@@ -164,10 +175,17 @@ impl Node {
         self.client.clone()
     }
 
-    /// Stops the event loop and the transfer server and waits for them.
-    /// Running downloads stop; their partial data stays for a resume.
+    /// Stops the event loop, the transfer server and the downloads, and
+    /// waits for them. A download by hash records its verified data and
+    /// releases its partial file before it ends, so the next start resumes
+    /// it; a classic download keeps its `.part` file. Downloads get at most
+    /// [`NodeConfig::stop_timeout`], uploads [`NodeConfig::shutdown_grace`].
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.client
+            .tasks
+            .close(self.client.config.stop_timeout)
+            .await;
         for t in self.tasks {
             let _ = t.await;
         }

@@ -12,20 +12,17 @@ use std::net::{SocketAddr, SocketAddrV4};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A download started by [`Client::download`].
+#[derive(Debug)]
 pub struct DownloadHandle {
     /// Its id in the downloads table.
     pub id: DownloadId,
-    result: oneshot::Receiver<Result<DownloadReport, rutella_transfer::DownloadError>>,
+    result: oneshot::Receiver<Result<DownloadReport, NodeError>>,
 }
 
 impl DownloadHandle {
     /// Waits for the download to end.
     pub async fn wait(self) -> Result<DownloadReport, NodeError> {
-        match self.result.await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(NodeError::Download(e)),
-            Err(_) => Err(NodeError::Stopped),
-        }
+        self.result.await.unwrap_or(Err(NodeError::Stopped))
     }
 }
 
@@ -42,7 +39,7 @@ impl Client {
             align_resume: true,
         };
         let client = self.clone();
-        self.track(name, vec![from], move |progress| async move {
+        self.track(name, vec![from], false, move |progress| async move {
             let known_rutella = client
                 .peers()
                 .await
@@ -68,7 +65,7 @@ impl Client {
         size: Option<u64>,
         sources: Vec<SocketAddrV4>,
     ) -> DownloadHandle {
-        let (_, none) = mpsc::unbounded_channel();
+        let (_, none) = mpsc::channel(1);
         self.download_hash_growing(hash, name, size, sources, none)
     }
 
@@ -80,7 +77,7 @@ impl Client {
         name: &str,
         size: Option<u64>,
         sources: Vec<SocketAddrV4>,
-        mut more: mpsc::UnboundedReceiver<SocketAddrV4>,
+        more: mpsc::Receiver<SocketAddrV4>,
     ) -> DownloadHandle {
         let dir = self.config.downloads_dir();
         let entry = Pending {
@@ -99,20 +96,17 @@ impl Client {
         req.connect_timeout = self.config.connect_timeout;
         req.idle_timeout = self.config.idle_timeout;
         let journal = self.journal.clone();
-        self.track(name, sources, move |progress| async move {
+        let stopping = self.tasks.stopping();
+        self.track(name, sources, true, move |progress| async move {
             let (hash, name) = (entry.hash.clone(), entry.name.clone());
             let j = journal.clone();
             let _ = tokio::task::spawn_blocking(move || j.add(entry)).await;
-            let (more_tx, more_rx) = mpsc::unbounded_channel();
-            let forward = tokio::spawn(async move {
-                while let Some(peer) = more.recv().await {
-                    if more_tx.send(SocketAddr::V4(peer)).is_err() {
-                        break;
-                    }
-                }
-            });
-            let result = rutella_transfer::fetch_by_hash_growing(req, progress, more_rx).await;
-            forward.abort();
+            let (more_tx, more_rx) = mpsc::channel(MORE_SOURCES);
+            let fetch = rutella_transfer::fetch_by_hash_until(req, progress, more_rx, stopping);
+            let result = tokio::select! {
+                r = fetch => r,
+                never = forward(more, more_tx) => match never {},
+            };
             if result.is_ok() {
                 let _ = tokio::task::spawn_blocking(move || journal.remove(&hash, &name)).await;
             }
@@ -158,9 +152,16 @@ impl Client {
         }
     }
 
-    /// Runs one download in the background, recorded in the downloads
-    /// table, announced when it ends.
-    fn track<F, Fut>(&self, name: &str, sources: Vec<SocketAddrV4>, work: F) -> DownloadHandle
+    /// Runs one download in the background, owned by the node (stopped
+    /// and waited for at shutdown), recorded in the downloads table,
+    /// announced when it ends.
+    fn track<F, Fut>(
+        &self,
+        name: &str,
+        sources: Vec<SocketAddrV4>,
+        stops_itself: bool,
+        work: F,
+    ) -> DownloadHandle
     where
         F: FnOnce(watch::Sender<Progress>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<DownloadReport, rutella_transfer::DownloadError>>
@@ -173,9 +174,21 @@ impl Client {
         let downloads = self.downloads.clone();
         let events = self.events.clone();
         let name = name.to_string();
-        tokio::spawn(async move {
-            let sent = match work(progress_tx).await {
-                Ok(report) => {
+        let stopping = self.tasks.stopping();
+        let task = async move {
+            // A download that stops by itself when the node stops (by
+            // hash) is let finish its stop, so that its verified data is
+            // recorded; any other is dropped at the stop signal.
+            let ran = if stops_itself {
+                Some(work(progress_tx).await)
+            } else {
+                tokio::select! {
+                    r = work(progress_tx) => Some(r),
+                    () = stopping => None,
+                }
+            };
+            let sent = match ran {
+                Some(Ok(report)) => {
                     tracing::info!(name = ?name, path = ?report.path, bytes = report.bytes_received, "download complete");
                     downloads.set_state(id, DownloadState::Done(report.path.clone()));
                     let _ = events.send(NodeEvent::DownloadDone {
@@ -185,19 +198,55 @@ impl Client {
                     });
                     Ok(report)
                 }
-                Err(e) => {
+                Some(Err(e)) if !is_stop(&e) => {
                     let reason = e.to_string();
                     tracing::warn!(name = ?name, reason = ?reason, "download failed");
                     downloads.set_state(id, DownloadState::Failed(reason.clone()));
                     let _ = events.send(NodeEvent::DownloadFailed { id, name, reason });
-                    Err(e)
+                    Err(NodeError::Download(e))
+                }
+                _ => {
+                    tracing::info!(name = ?name, "download stopped with the node; it resumes at the next start");
+                    downloads.set_state(id, DownloadState::Failed(STOPPED.to_string()));
+                    Err(NodeError::Stopped)
                 }
             };
             let _ = done_tx.send(sent);
-        });
+        };
+        if !self.tasks.spawn(task) {
+            self.downloads
+                .set_state(id, DownloadState::Failed(STOPPED.to_string()));
+        }
         DownloadHandle {
             id,
             result: done_rx,
         }
     }
+}
+
+/// The state of a download the node's shutdown stopped.
+const STOPPED: &str = "the node stopped; the partial data is kept for a resume";
+
+/// Peers waiting to join a growing download: the sender waits when the
+/// download is this far behind.
+const MORE_SOURCES: usize = 64;
+
+/// Whether a download ended because it was told to stop.
+fn is_stop(e: &rutella_transfer::DownloadError) -> bool {
+    matches!(e, rutella_transfer::DownloadError::Cancelled)
+}
+
+/// Passes the peers arriving on `from` to a download (as the socket
+/// addresses it takes); once `from` closes, closes `to` and waits forever.
+async fn forward(
+    mut from: mpsc::Receiver<SocketAddrV4>,
+    to: mpsc::Sender<SocketAddr>,
+) -> std::convert::Infallible {
+    while let Some(peer) = from.recv().await {
+        if to.send(SocketAddr::V4(peer)).await.is_err() {
+            break;
+        }
+    }
+    drop(to);
+    std::future::pending().await
 }

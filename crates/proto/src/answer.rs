@@ -2,21 +2,19 @@
 //!
 //! The overlay decides *whether* and *how* a query is answered (the
 //! destination, the fields of the answer, how many files, whether an empty
-//! answer is sent) in [`Overlay::plan_answer`], which is cheap. Turning the
+//! answer is sent) in [`crate::Overlay::plan_answer`], which is cheap. Turning the
 //! files into datagrams ([`AnswerPlan::encode`]) is a pure function that
 //! costs time linear in the files, so a driver can run it off its event
 //! loop (next to the library lookup) and only send the ready datagrams.
 
 use crate::message::{split_hit_indices, split_hits, HitFile, Message, QueryHit, MAX_DATAGRAM};
-use crate::overlay::{IncomingQuery, Overlay};
-use serde_json::Map;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Room left in a datagram for the longest own address the driver may
 /// write instead of `0.0.0.0`.
 pub(crate) const ANSWER_LIMIT: usize = MAX_DATAGRAM - ("255.255.255.255".len() - "0.0.0.0".len());
 
-/// How to answer one query: made by [`Overlay::plan_answer`], carried out
+/// How to answer one query: made by [`crate::Overlay::plan_answer`], carried out
 /// by [`AnswerPlan::encode`] (anywhere, e.g. on a blocking thread).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnswerPlan {
@@ -31,6 +29,26 @@ pub struct AnswerPlan {
 }
 
 impl AnswerPlan {
+    /// The plan of an answer to `dest` with these fields, at most
+    /// `max_files` files and `limit` bytes per datagram (with `0.0.0.0`
+    /// as the address); `send_empty` when an answer naming no file is
+    /// still sent.
+    pub(crate) fn new(
+        dest: SocketAddrV4,
+        template: QueryHit,
+        limit: usize,
+        max_files: usize,
+        send_empty: bool,
+    ) -> Self {
+        AnswerPlan {
+            dest,
+            template,
+            limit,
+            max_files,
+            send_empty,
+        }
+    }
+
     /// Where the answer goes.
     pub fn dest(&self) -> SocketAddrV4 {
         self.dest
@@ -80,46 +98,11 @@ impl AnswerPlan {
     }
 }
 
-impl Overlay {
-    /// Decides how to answer a query reported by [`crate::Event::Query`];
-    /// the query counts as answered from now on. Cheap: the files are
-    /// turned into datagrams later, by [`AnswerPlan::encode`], which the
-    /// driver may run off its event loop. [`Overlay::answer_query`] does
-    /// both at once.
-    pub fn plan_answer(&mut self, query: &IncomingQuery) -> AnswerPlan {
-        let max_files = self.config.max_hits_per_answer;
-        if let Some(template) = self.scalable_answer_template(query) {
-            // Only the querier waits for answers, and only for files.
-            return AnswerPlan {
-                dest: query.reply_to,
-                template,
-                limit: crate::MAX_DATAGRAM - crate::scalable::HIT_ROOM,
-                max_files,
-                send_empty: false,
-            };
-        }
-        AnswerPlan {
-            dest: query.reply_to,
-            template: QueryHit {
-                ip: Ipv4Addr::UNSPECIFIED,
-                files: Vec::new(),
-                id: query.id,
-                more: false,
-                ports: self.own_ports(),
-                extra: Map::new(),
-            },
-            limit: ANSWER_LIMIT,
-            max_files,
-            send_empty: true,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::message::Ports;
-    use crate::overlay::{Config, Peer, Transmit};
+    use crate::overlay::{Config, IncomingQuery, Overlay, Peer, Transmit};
     use std::time::Instant;
 
     fn query(id: Option<u64>) -> IncomingQuery {

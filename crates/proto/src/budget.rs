@@ -418,13 +418,6 @@ impl Budget {
     }
 }
 
-impl crate::overlay::Overlay {
-    /// Datagrams dropped so far for being over their source's budget.
-    pub fn budget_drops(&self) -> Drops {
-        self.budget.drops()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

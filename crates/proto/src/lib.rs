@@ -8,9 +8,11 @@
 pub mod answer;
 pub mod budget;
 pub mod guard;
+pub mod matching;
 pub mod message;
 pub mod overlay;
 pub mod scalable;
+mod shared;
 #[cfg(test)]
 mod testnet;
 
@@ -23,11 +25,7 @@ pub use message::{
 pub use overlay::{Config, Event, IncomingQuery, Mode, Overlay, Peer, SearchId, Transmit};
 pub use scalable::{QueryTrigrams, ScalableConfig, TrigramBloom};
 
-/// Whether `name` matches a query: the query text is a case-insensitive
-/// substring of it. An empty query matches nothing.
-pub fn name_matches(query: &str, name: &str) -> bool {
-    !query.is_empty() && name.to_lowercase().contains(&query.to_lowercase())
-}
+pub use matching::name_matches;
 
 /// Prefix of a query for a content hash: `blake3:` and 64 hex digits.
 /// rutella peers answer it with the file that has that hash, whatever its

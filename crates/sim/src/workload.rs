@@ -3,6 +3,7 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rutella_proto::matching;
 use std::collections::{BTreeSet, HashMap};
 
 /// Zipf exponent of file popularity.
@@ -108,7 +109,7 @@ impl Workload {
         let single = (0..names.len() as u32)
             .filter(|f| holders[*f as usize].len() == 1)
             .collect();
-        let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+        let lower: Vec<String> = names.iter().map(|n| matching::folded_name(n)).collect();
         let mut index: HashMap<[u8; 3], Vec<u32>> = HashMap::new();
         for (f, n) in lower.iter().enumerate() {
             let b = n.as_bytes();
@@ -165,13 +166,14 @@ impl Workload {
         name[start..start + len].to_string()
     }
 
-    /// Every file whose name contains `text` (case-insensitive), sorted.
+    /// Every file whose name matches `text` by the matching rule
+    /// ([`rutella_proto::matching`]), sorted.
     pub fn matching(&self, text: &str) -> Vec<u32> {
-        let t = text.to_lowercase();
+        let t = matching::fold(text);
         let b = t.as_bytes();
         if b.len() < 3 {
             return (0..self.names.len() as u32)
-                .filter(|f| self.lower[*f as usize].contains(&t))
+                .filter(|f| matching::folded_matches(&t, &self.lower[*f as usize]))
                 .collect();
         }
         let mut best: Option<&Vec<u32>> = None;
@@ -188,7 +190,7 @@ impl Workload {
         best.map(|list| {
             list.iter()
                 .copied()
-                .filter(|f| self.lower[*f as usize].contains(&t))
+                .filter(|f| matching::folded_matches(&t, &self.lower[*f as usize]))
                 .collect()
         })
         .unwrap_or_default()

@@ -1,10 +1,13 @@
 //! In-memory name index: every offered file with a trigram → file-id
-//! posting map over the Unicode-lowercased file name (last component).
+//! posting map over its folded name (last component, Unicode lowercase),
+//! as [`rutella_proto::matching`] defines it. The posting lists and scans
+//! only narrow the candidates; the final decision is the rule's.
 //!
 //! Ids are handed out in increasing order and never reused until the index
 //! is compacted (which renumbers in the same order), so every posting list
 //! stays sorted.
 
+use rutella_proto::matching;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -18,7 +21,7 @@ pub(crate) struct Entry {
     /// Path relative to the share, `/`-separated (shared with the index
     /// maps and the hashing queue).
     pub(crate) rel: Arc<str>,
-    /// Unicode-lowercased last component of `rel`.
+    /// Folded name of `rel` ([`rutella_proto::matching::folded_name`]).
     pub(crate) name_lower: Box<str>,
     pub(crate) size: u64,
     pub(crate) mtime_ns: i64,
@@ -59,13 +62,10 @@ impl Ids {
     }
 }
 
-/// Lowercased last component of a `/`-separated relative name.
+/// Folded name of a `/`-separated relative name: what queries are
+/// matched against.
 pub(crate) fn name_lower(rel: &str) -> Box<str> {
-    rel.rsplit('/')
-        .next()
-        .unwrap_or(rel)
-        .to_lowercase()
-        .into_boxed_str()
+    matching::folded_name(rel).into_boxed_str()
 }
 
 /// The index.
@@ -350,22 +350,30 @@ impl Index {
         }
     }
 
-    /// Finds entries whose lowercased name contains `needle_lower`, in id
-    /// order, keeping those for which `keep` is true, at most `limit`.
+    /// Finds entries whose name matches `query` by the matching rule
+    /// ([`rutella_proto::matching`]), in id order, keeping those for which
+    /// `keep` is true, at most `limit`.
     pub(crate) fn search(
         &self,
-        needle_lower: &str,
+        query: &str,
         limit: usize,
         mut keep: impl FnMut(u32, &Entry) -> bool,
     ) -> Vec<u32> {
         let mut out = Vec::new();
+        let folded = matching::fold(query);
+        let needle_lower = folded.as_str();
         if needle_lower.is_empty() || limit == 0 {
             return out;
         }
+        // A scan hit lies inside one name unless the text holds the
+        // separator of the arena; then the name itself is checked too.
+        let scan_exact = !needle_lower.contains('\n');
         // `checked`: the scan already found the text in this very name.
         let mut visit = |id: u32, checked: bool, out: &mut Vec<u32>| -> bool {
             if let Some(e) = self.get(id) {
-                if (checked || e.name_lower.contains(needle_lower)) && keep(id, e) {
+                let hit = (checked && scan_exact)
+                    || matching::folded_matches(needle_lower, &e.name_lower);
+                if hit && keep(id, e) {
                     out.push(id);
                 }
             }
@@ -410,6 +418,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn entry(share: ShareId, rel: &str) -> Entry {
         Entry {
@@ -423,7 +432,7 @@ mod tests {
     }
 
     fn names(ix: &Index, q: &str) -> Vec<String> {
-        ix.search(&q.to_lowercase(), 100, |_, _| true)
+        ix.search(q, 100, |_, _| true)
             .into_iter()
             .filter_map(|id| ix.get(id).map(|e| e.rel.to_string()))
             .collect()
@@ -493,6 +502,54 @@ mod tests {
         assert!(ix.has_duplicates());
         ix.remove(dup);
         assert!(!ix.has_duplicates());
+    }
+
+    /// Relative names with folders, mixed case, letters whose lowercase
+    /// differs in length or depends on context, and the arena's separator.
+    fn rel() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            proptest::sample::select(vec![
+                '/', ' ', '.', '\n', 'Σ', 'İ', 'ß', 'Ä', 'a', 'b', 'c', 'A', 'B',
+            ]),
+            0..14,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        /// Whatever path the index takes (short scan, trigram lists, common
+        /// trigrams scan), its answer is the matching rule's.
+        #[test]
+        fn search_answers_exactly_what_the_rule_matches(
+            rels in proptest::collection::vec(rel(), 1..40),
+            removed in proptest::collection::vec(any::<usize>(), 0..10),
+            picks in proptest::collection::vec((any::<usize>(), any::<usize>(), 1usize..7), 1..10),
+            others in proptest::collection::vec(rel(), 0..5),
+        ) {
+            let mut ix = Index::default();
+            let mut ids = Vec::new();
+            for (i, r) in rels.iter().enumerate() {
+                ids.push(ix.insert(entry(i as ShareId, r)));
+            }
+            for k in removed {
+                ix.remove(ids[k % ids.len()]);
+            }
+            let mut queries = others;
+            for (i, start, len) in picks {
+                let chars: Vec<char> = rels[i % rels.len()].chars().collect();
+                let start = start % (chars.len() + 1);
+                let end = (start + len).min(chars.len());
+                queries.push(chars[start..end].iter().collect());
+            }
+            for q in &queries {
+                let want: Vec<u32> = ix
+                    .iter()
+                    .filter(|(_, e)| matching::name_matches(q, &e.rel))
+                    .map(|(id, _)| id)
+                    .collect();
+                prop_assert_eq!(ix.search(q, usize::MAX, |_, _| true), want, "{:?}", q);
+            }
+        }
     }
 
     #[test]

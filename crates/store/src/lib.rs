@@ -374,15 +374,15 @@ impl Library {
     }
 
     /// Files whose name (last path component) contains `text`, compared
-    /// case-insensitively (Unicode lowercase); at most `limit`, in index
-    /// order. Empty text matches nothing. Cheap: memory only.
+    /// case-insensitively (Unicode lowercase): the rule of
+    /// [`rutella_proto::matching`]. At most `limit`, in index order. Empty
+    /// text matches nothing. Cheap: memory only.
     pub fn search(&self, text: &str, limit: usize) -> Vec<SharedFile> {
         if text.is_empty() || limit == 0 {
             return Vec::new();
         }
-        let needle = text.to_lowercase();
         let st = self.core().read();
-        let ids = st.index.search(&needle, limit, |id, e| st.is_winner(id, e));
+        let ids = st.index.search(text, limit, |id, e| st.is_winner(id, e));
         ids.into_iter()
             .filter_map(|id| st.index.get(id))
             .map(|e| SharedFile {

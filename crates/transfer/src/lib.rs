@@ -19,6 +19,7 @@
 mod buf;
 mod client;
 mod download;
+mod error;
 mod fetch;
 mod hex;
 mod lock;
@@ -33,9 +34,14 @@ use std::path::PathBuf;
 
 pub use client::classic::{classic_download, ClassicGet};
 pub use client::rutella::{RutellaConn, MAX_VERIFIED_READ};
-pub use download::{DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport};
+pub use download::{DownloadReport, Progress, SourceOutcome, SourceReport};
+pub use error::{
+    is_disk_full, is_not_permitted, Broken, DownloadError, ExhaustedError, LocalError, SourceError,
+    VerifyError,
+};
 pub use fetch::{
-    fetch_by_hash, fetch_by_hash_growing, part_paths, pending_progress, HashGet, PartPaths,
+    fetch_by_hash, fetch_by_hash_growing, fetch_by_hash_until, part_paths, pending_progress,
+    HashGet, PartPaths,
 };
 pub use names::{sanitize_basename, NameError};
 pub use server::guard::ServerLimits;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{pattern, quick_cfg, start_server, MapSource};
 use rutella_transfer::{
-    classic_download, serve_connection, ClassicGet, DownloadError, Progress, ServeError,
-    ServeOutcome, ServerConfig, ServerLimits,
+    classic_download, serve_connection, ClassicGet, DownloadError, LocalError, Progress,
+    ServeError, ServeOutcome, ServerConfig, ServerLimits, SourceError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -113,7 +113,10 @@ async fn not_found_keeps_the_partial_file() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, DownloadError::NotFound { partial: 13, .. }),
+        matches!(
+            err,
+            DownloadError::Source(SourceError::NotFound { partial: 13, .. })
+        ),
         "{err}"
     );
     assert!(err.to_string().contains(&server.addr.to_string()), "{err}");
@@ -126,7 +129,10 @@ async fn not_found_keeps_the_partial_file() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, DownloadError::NotFound { partial: 0, .. }),
+        matches!(
+            err,
+            DownloadError::Source(SourceError::NotFound { partial: 0, .. })
+        ),
         "{err}"
     );
     assert!(!f.downloads.path().join("other.txt.part").exists());
@@ -161,9 +167,9 @@ async fn interrupted_download_keeps_part_and_resumes_elsewhere() {
     slow.kill().await;
     let err = dl.await.unwrap().unwrap_err();
     let (received, expected) = match err {
-        DownloadError::Interrupted {
+        DownloadError::Source(SourceError::Interrupted {
             received, expected, ..
-        } => (received, expected),
+        }) => (received, expected),
         other => panic!("expected Interrupted, got {other}"),
     };
     assert_eq!(expected, f.data.len() as u64);
@@ -217,7 +223,10 @@ async fn remote_path_components_never_escape_the_downloads_dir() {
     let err = classic_download(get(server.addr, "..", f.downloads.path()), progress())
         .await
         .unwrap_err();
-    assert!(matches!(err, DownloadError::InvalidName { .. }), "{err}");
+    assert!(
+        matches!(err, DownloadError::Local(LocalError::InvalidName { .. })),
+        "{err}"
+    );
     server.stop().await;
 }
 
@@ -230,7 +239,10 @@ async fn refused_connection_names_the_peer() {
     let err = classic_download(get(addr, "x.txt", dir.path()), progress())
         .await
         .unwrap_err();
-    assert!(matches!(err, DownloadError::Refused { .. }), "{err}");
+    assert!(
+        matches!(err, DownloadError::Source(SourceError::Refused { .. })),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains(&format!("peer {addr} refused the connection")),
@@ -392,11 +404,11 @@ async fn client_is_wire_compatible_with_a_raw_classic_server() {
     assert!(
         matches!(
             err,
-            DownloadError::Interrupted {
+            DownloadError::Source(SourceError::Interrupted {
                 received: 25_000,
                 expected: 50_000,
                 ..
-            }
+            })
         ),
         "{err}"
     );

@@ -16,7 +16,7 @@ use common::{pattern, quick_cfg, start_server, MapSource};
 use rutella_transfer::wire::{self, Request, RequestKind, ResponseHeader, Status};
 use rutella_transfer::{
     classic_download, fetch_by_hash, ClassicGet, DownloadError, HashGet, Progress, RutellaConn,
-    ServerConfig, ServerLimits,
+    ServerConfig, ServerLimits, SourceError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -276,10 +276,10 @@ async fn a_trickling_session_loses_its_slot() {
     let mut other = RutellaConn::connect(server.addr, t, t).await.unwrap();
     assert!(matches!(
         other.tree(&hash).await,
-        Err(DownloadError::Refusal {
+        Err(DownloadError::Source(SourceError::Refusal {
             status: Status::Busy,
             ..
-        })
+        }))
     ));
     // One 100-byte range every 100 ms: well within any request deadline,
     // but far below 64 KiB per 400 ms.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{pattern, quick_cfg, start_server, MapSource};
 use rutella_transfer::wire::{self, Request, RequestKind, ResponseHeader, Status};
 use rutella_transfer::{
-    fetch_by_hash, pending_progress, DownloadError, Fault, HashGet, Progress, RutellaConn,
-    ServerConfig, SourceOutcome,
+    fetch_by_hash, pending_progress, DownloadError, ExhaustedError, Fault, HashGet, Progress,
+    RutellaConn, ServerConfig, SourceError, SourceOutcome,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -96,10 +96,10 @@ async fn explicit_error_replies() {
     assert!(
         matches!(
             err,
-            DownloadError::Refusal {
+            DownloadError::Source(SourceError::Refusal {
                 status: Status::NotFound,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -107,10 +107,10 @@ async fn explicit_error_replies() {
     assert!(
         matches!(
             err,
-            DownloadError::Refusal {
+            DownloadError::Source(SourceError::Refusal {
                 status: Status::BadRange,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -162,10 +162,10 @@ async fn explicit_error_replies() {
     assert!(
         matches!(
             err,
-            DownloadError::Refusal {
+            DownloadError::Source(SourceError::Refusal {
                 status: Status::Busy,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -270,7 +270,10 @@ async fn resume_uses_verified_data_only() {
     slow.kill().await;
     let err = dl.await.unwrap().unwrap_err();
     assert!(
-        matches!(err, DownloadError::SourcesExhausted { .. }),
+        matches!(
+            err,
+            DownloadError::Exhausted(ExhaustedError::SourcesExhausted { .. })
+        ),
         "{err}"
     );
     let (verified, size) = pending_progress(out.path(), "movie.mkv", &hash).unwrap();
@@ -320,7 +323,7 @@ async fn bad_sources_only_fail_with_a_clear_error() {
     .unwrap_err();
     let msg = err.to_string();
     match &err {
-        DownloadError::SourcesExhausted { sources, .. } => {
+        DownloadError::Exhausted(ExhaustedError::SourcesExhausted { sources, .. }) => {
             assert_eq!(sources[0].outcome, SourceOutcome::BadData);
             assert!(matches!(sources[1].outcome, SourceOutcome::Failed(_)));
         }
@@ -596,7 +599,7 @@ async fn sources_found_later_join_a_running_download() {
     let fast = start_server("127.0.0.2", source, quick_cfg()).await;
     let mut req = get(hash, vec![slow.addr], out.path());
     req.max_piece = 256 * 1024;
-    let (more_tx, more) = tokio::sync::mpsc::unbounded_channel();
+    let (more_tx, more) = tokio::sync::mpsc::channel(8);
     let (tx, mut rx) = watch::channel(Progress::default());
     let dl = tokio::spawn(rutella_transfer::fetch_by_hash_growing(req, tx, more));
     // Once the download runs, the second source turns up (twice, and the
@@ -609,7 +612,7 @@ async fn sources_found_later_join_a_running_download() {
     .await
     .unwrap();
     for peer in [fast.addr, fast.addr, slow.addr] {
-        more_tx.send(peer).unwrap();
+        more_tx.send(peer).await.unwrap();
     }
     let report = tokio::time::timeout(Duration::from_secs(20), dl)
         .await

@@ -11,16 +11,24 @@ use crate::escape::escape;
 use output::Output;
 use results::{Added, Results};
 use rustyline::error::ReadlineError;
-use rutella_node::{Client, DownloadState, PeerAddr};
+use rutella_node::{Client, DownloadState, Got, HitFile, PeerAddr, Want};
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::runtime::Runtime;
 
 /// The settings file the console keeps up to date (peers that answered,
 /// shares added or removed); `None` for the demo.
 pub(crate) type Remember = Option<Arc<Mutex<(PathBuf, ConfigFile)>>>;
+
+/// How long a peer named by address has to answer (to `connect`, or to
+/// tell its TCP port to `get IP NAME`).
+const ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+/// A download by hash from a search's results also asks the network for
+/// more sources; discovery gets at most half of this before it does.
+const SEARCH_MORE: Duration = Duration::from_secs(4);
 
 const HELP: &[(&str, &str)] = &[
     (
@@ -53,14 +61,11 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
-/// Turns a download failure into a sentence that says what to do.
+/// Words a download failure for the console, where a download is run
+/// again with `get`. What to do about it (a full disk, a folder that
+/// cannot be written) was chosen from the error's kind where it was made.
 pub(crate) fn friendly_reason(reason: &str) -> String {
-    if reason.contains("No space left") || reason.contains("os error 28") {
-        "the disk is full: free some space, then get the file again to resume (the partial copy is kept)"
-            .to_string()
-    } else {
-        reason.replace("run the same download again", "get the file again")
-    }
+    reason.replace("run the same download again", "get the file again")
 }
 
 /// Runs the prompt until `quit`, end of input, or a failed terminal.
@@ -278,9 +283,18 @@ impl Console {
             match found.hash {
                 Some(hash) if !rutella.is_empty() => {
                     let tcp = rutella.iter().map(|p| p.tcp()).collect();
-                    let _ = self
-                        .client
-                        .download_hash(hash, &found.name, found.size, tcp);
+                    let file = HitFile {
+                        name: found.name.clone(),
+                        size: found.size,
+                        hash: Some(hash),
+                    };
+                    let want = Want::ByHash {
+                        hash,
+                        found: Some((file, tcp)),
+                    };
+                    if let Err(e) = self.client.get(want, SEARCH_MORE).await {
+                        return println!("{e}");
+                    }
                     let names: Vec<String> =
                         rutella.iter().map(|p| results::peer_name(p)).collect();
                     println!(
@@ -291,7 +305,14 @@ impl Console {
                         self.client.downloads_dir().display()
                     );
                 }
-                _ => self.start(peer.tcp(), &found.name, &results::peer_name(peer)),
+                _ => {
+                    let from = PeerAddr {
+                        udp: peer.udp,
+                        tcp_port: Some(peer.tcp_port),
+                    };
+                    self.start(from, &found.name, &results::peer_name(peer))
+                        .await
+                }
             }
             return;
         }
@@ -306,49 +327,27 @@ impl Console {
             Ok(a) => a,
             Err(e) => return println!("{e}"),
         };
-        let tcp = match addr.tcp_port {
-            Some(port) => SocketAddrV4::new(*addr.udp.ip(), port),
-            None => match self.learn_tcp(addr).await {
-                Some(t) => t,
-                None => {
-                    println!("Peer {addr} did not answer: check the address and that its node is running.");
-                    return;
-                }
-            },
-        };
-        self.start(tcp, name, &addr.to_string());
+        self.start(addr, name, &addr.to_string()).await;
     }
 
-    fn start(&self, tcp: SocketAddrV4, name: &str, from: &str) {
-        let dir = self.client.downloads_dir();
-        let _ = self.client.download(tcp, name);
-        println!(
-            "Downloading {} from {from} into {} (type downloads to see it).",
-            escape(name),
-            dir.display()
-        );
-    }
-
-    /// A rutella peer named by its UDP address announces its TCP port.
-    async fn learn_tcp(&self, addr: PeerAddr) -> Option<SocketAddrV4> {
-        let known = |peers: &[rutella_node::Peer]| {
-            peers
-                .iter()
-                .find(|p| p.udp == addr.udp && p.tcp_port != 0)
-                .map(|p| p.tcp())
+    /// Gets a file by name from one peer (whose TCP port, when not given,
+    /// it tells when it answers).
+    async fn start(&self, from: PeerAddr, name: &str, shown: &str) {
+        let want = Want::ByName {
+            from,
+            name: name.to_string(),
         };
-        if let Some(t) = known(&self.client.peers().await.ok()?) {
-            return Some(t);
+        match self.client.get(want, ANSWER_WAIT).await {
+            Ok(Got::Started { .. }) => println!(
+                "Downloading {} from {shown} into {} (type downloads to see it).",
+                escape(name),
+                self.client.downloads_dir().display()
+            ),
+            Ok(_) => println!(
+                "Peer {from} did not answer: check the address and that its node is running."
+            ),
+            Err(e) => println!("{e}"),
         }
-        self.client.connect(addr).await.ok()?;
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(3) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if let Some(t) = known(&self.client.peers().await.ok()?) {
-                return Some(t);
-            }
-        }
-        None
     }
 
     async fn downloads(&self) {
@@ -445,14 +444,10 @@ impl Console {
         if let Err(e) = self.client.connect(addr).await {
             return println!("{e}");
         }
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(3) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(Some(_)) = self.client.wait_peer(addr.udp, ANSWER_WAIT, |_| true).await {
             if let Ok(peers) = self.client.peers().await {
-                if peers.iter().any(|p| p.udp == addr.udp) {
-                    println!("Joined {addr}; {} peer(s) known.", peers.len());
-                    return;
-                }
+                println!("Joined {addr}; {} peer(s) known.", peers.len());
+                return;
             }
         }
         println!("Peer {addr} did not answer yet: check the address and that its node is running (it is tried again with every ping round).");
@@ -552,8 +547,16 @@ mod tests {
 
     #[test]
     fn failures_say_what_to_do_in_the_console() {
-        let m = friendly_reason("writing /x/a.part failed: No space left on device (os error 28)");
-        assert!(m.starts_with("the disk is full: free some space"), "{m}");
+        let full = rutella_transfer::DownloadError::from(rutella_transfer::LocalError::Io {
+            what: "writing to",
+            path: PathBuf::from("/x/a.part"),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        let m = friendly_reason(&full.to_string());
+        assert!(
+            m.contains("the disk is full: free some space, then get the file again to resume"),
+            "{m}"
+        );
         let m =
             friendly_reason("stopped after 5 of 9 bytes; run the same download again to resume");
         assert!(m.ends_with("get the file again to resume"), "{m}");

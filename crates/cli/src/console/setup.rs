@@ -221,16 +221,11 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
 
 /// Waits up to `max` for the first peers; returns how many are known.
 pub(crate) async fn wait_for_peers(client: &rutella_node::Client, max: Duration) -> usize {
-    let start = std::time::Instant::now();
-    let mut n = 0;
-    while start.elapsed() < max {
-        n = client.peers().await.map(|p| p.len()).unwrap_or(0);
-        if n > 0 {
-            // Give the rest of the network a moment to answer too.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return client.peers().await.map(|p| p.len()).unwrap_or(n);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let n = client.wait_any_peer(max).await.unwrap_or(0);
+    if n > 0 {
+        // Give the rest of the network a moment to answer too.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        return client.peers().await.map(|p| p.len()).unwrap_or(n);
     }
     n
 }

@@ -8,9 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use crate::download::{
-    connect, read_failure, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
-};
+use crate::download::{connect, DownloadReport, Progress, SourceOutcome, SourceReport};
+use crate::error::{Broken, DownloadError, LocalError, SourceError};
 use crate::names::{move_into_place, sanitize_basename};
 
 /// Receive buffer of large classic downloads: one huge page.
@@ -52,7 +51,7 @@ pub async fn classic_download(
     req: ClassicGet,
     progress: tokio::sync::watch::Sender<Progress>,
 ) -> Result<DownloadReport, DownloadError> {
-    let base = sanitize_basename(&req.name).map_err(|source| DownloadError::InvalidName {
+    let base = sanitize_basename(&req.name).map_err(|source| LocalError::InvalidName {
         name: req.name.clone(),
         source,
     })?;
@@ -62,11 +61,11 @@ pub async fn classic_download(
     // folder is waited for; held until this function returns.
     let (_lock, waited) = crate::lock::PartLock::acquire(&part, &base)
         .await
-        .map_err(DownloadError::local("locking the partial file", &part))?;
+        .map_err(LocalError::io("locking the partial file", &part))?;
     if waited {
         // The download waited for may have finished this very file.
         let done = dir.join(&base);
-        if !part.exists() {
+        if !tokio::fs::try_exists(&part).await.unwrap_or(true) {
             if let Ok(meta) = tokio::fs::metadata(&done).await {
                 if meta.is_file() {
                     tracing::info!(path = %done.display(), "the same download finished meanwhile");
@@ -123,13 +122,13 @@ pub async fn classic_download(
     let path = match (finished, cause) {
         (Err(e), _) => return Err(e),
         (Ok(_), Some(cause)) => {
-            let e = DownloadError::Interrupted {
+            let e = DownloadError::from(SourceError::Interrupted {
                 peer: req.peer,
                 received,
                 expected,
                 part: part.clone(),
                 cause,
-            };
+            });
             tracing::warn!("{e}");
             return Err(e);
         }
@@ -157,28 +156,27 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, DownloadError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| DownloadError::local("working on", part)(io::Error::other(e)))
+        .map_err(|e| LocalError::io("working on", part)(io::Error::other(e)).into())
 }
 
 /// Creates the downloads folder and opens the partial file for appending;
 /// returns it and how much it already holds.
 fn open_part(dir: &Path, part: &Path, align: bool) -> Result<(std::fs::File, u64), DownloadError> {
-    std::fs::create_dir_all(dir)
-        .map_err(DownloadError::local("creating the downloads folder", dir))?;
+    std::fs::create_dir_all(dir).map_err(LocalError::io("creating the downloads folder", dir))?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(part)
-        .map_err(DownloadError::local("opening the partial file", part))?;
+        .map_err(LocalError::io("opening the partial file", part))?;
     let mut len = file
         .metadata()
-        .map_err(DownloadError::local("reading the size of", part))?
+        .map_err(LocalError::io("reading the size of", part))?
         .len();
     if align && len % 1024 != 0 {
         let aligned = len - len % 1024;
         file.set_len(aligned)
             .and_then(|()| file.sync_all())
-            .map_err(DownloadError::local("cutting back", part))?;
+            .map_err(LocalError::io("cutting back", part))?;
         tracing::debug!(part = %part.display(), from = len, to = aligned, "partial copy cut back to a 1024-byte boundary for a classic resume");
         len = aligned;
     }
@@ -198,7 +196,7 @@ fn finish(
 ) -> Result<Option<PathBuf>, DownloadError> {
     use std::io::Write;
     file.write_all(buffered)
-        .map_err(DownloadError::local("writing to", part))?;
+        .map_err(LocalError::io("writing to", part))?;
     if !complete {
         return Ok(None);
     }
@@ -207,13 +205,12 @@ fn finish(
     // file, which would triple the time of many small downloads, so only
     // files large enough to be costly to fetch again are synced.
     if size >= SYNC_AT_LEAST {
-        file.sync_all()
-            .map_err(DownloadError::local("syncing", part))?;
+        file.sync_all().map_err(LocalError::io("syncing", part))?;
     }
     drop(file);
     move_into_place(part, dir, base)
         .map(Some)
-        .map_err(DownloadError::local("moving the finished download", part))
+        .map_err(|e| LocalError::io("moving the finished download", part)(e).into())
 }
 
 /// What the exchange brought.
@@ -227,7 +224,7 @@ struct Fetched {
     /// Received bytes not written yet.
     buffered: Vec<u8>,
     /// Why the transfer stopped early, if it did.
-    cause: Option<String>,
+    cause: Option<Broken>,
 }
 
 /// Answers up to this size are read into memory and written at the end;
@@ -243,7 +240,7 @@ fn receive(
     resumed_from: u64,
     idle: Duration,
     progress: &tokio::sync::watch::Sender<Progress>,
-) -> (std::fs::File, u64, Option<String>, Option<io::Error>) {
+) -> (std::fs::File, u64, Option<Broken>, Option<io::Error>) {
     use std::io::{Read, Write};
     let total = resumed_from + expected;
     let mut buf = match crate::buf::PageBuf::new(READ_BUF) {
@@ -258,7 +255,9 @@ fn receive(
                 return (
                     file,
                     received,
-                    Some("the peer closed the connection".to_owned()),
+                    Some(Broken::Closed {
+                        during: "receiving data",
+                    }),
                     None,
                 )
             }
@@ -274,8 +273,8 @@ fn receive(
                 });
             }
             Err(e) => {
-                if let Some(reason) = read_failure(&e, idle) {
-                    return (file, received, Some(reason), None);
+                if let Some(cause) = Broken::from_read(e, idle, "receiving data") {
+                    return (file, received, Some(cause), None);
                 }
             }
         }
@@ -292,18 +291,21 @@ async fn fetch(
     progress: &tokio::sync::watch::Sender<Progress>,
 ) -> Result<Fetched, DownloadError> {
     let peer = req.peer;
-    let partial = u32::try_from(resumed_from).map_err(|_| DownloadError::PartialTooLarge {
+    let partial = u32::try_from(resumed_from).map_err(|_| LocalError::PartialTooLarge {
         part: part.to_owned(),
         partial: resumed_from,
     })?;
     let mut stream = connect(peer, req.connect_timeout).await?;
-    let interrupted = |received: u64, expected: u64, cause: String| DownloadError::Interrupted {
-        peer,
-        received,
-        expected,
-        part: part.to_owned(),
-        cause,
+    let interrupted = |received: u64, expected: u64, cause: Broken| {
+        DownloadError::from(SourceError::Interrupted {
+            peer,
+            received,
+            expected,
+            part: part.to_owned(),
+            cause,
+        })
     };
+    let idle = req.idle_timeout;
     let send = async {
         stream.write_all(&partial.to_le_bytes()).await?;
         stream.flush().await?;
@@ -312,47 +314,43 @@ async fn fetch(
     };
     match timeout(req.idle_timeout, send).await {
         Err(_) => {
-            return Err(interrupted(
-                0,
-                0,
-                "the request could not be sent in time".into(),
-            ))
+            let during = "sending the request";
+            return Err(interrupted(0, 0, Broken::Stalled { idle, during }));
         }
-        Ok(Err(e)) => {
-            return Err(interrupted(
-                0,
-                0,
-                format!("sending the request failed: {e}"),
-            ))
+        Ok(Err(source)) => {
+            let during = "sending the request";
+            return Err(interrupted(0, 0, Broken::Io { during, source }));
         }
         Ok(Ok(())) => {}
     }
     let mut count = [0u8; 4];
     match timeout(req.idle_timeout, stream.read_exact(&mut count)).await {
         Err(_) => {
-            return Err(interrupted(
-                0,
-                0,
-                format!("no answer within {:?}", req.idle_timeout),
-            ))
+            let during = "waiting for the answer";
+            return Err(interrupted(0, 0, Broken::Stalled { idle, during }));
         }
         Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            return Err(DownloadError::NoReply {
+            return Err(SourceError::NoReply {
                 peer,
                 name: req.name.clone(),
-            })
+            }
+            .into())
         }
-        Ok(Err(e)) => return Err(interrupted(0, 0, format!("reading the answer failed: {e}"))),
+        Ok(Err(source)) => {
+            let during = "reading the answer";
+            return Err(interrupted(0, 0, Broken::Io { during, source }));
+        }
         Ok(Ok(_)) => {}
     }
     let expected = u64::from(u32::from_le_bytes(count));
     if expected == 0 {
-        return Err(DownloadError::NotFound {
+        return Err(SourceError::NotFound {
             peer,
             name: req.name.clone(),
             partial: resumed_from,
             part: part.to_owned(),
-        });
+        }
+        .into());
     }
     let total = resumed_from + expected;
     progress.send_replace(Progress {
@@ -365,11 +363,15 @@ async fn fetch(
         let mut buffered = vec![0u8; expected as usize];
         let mut received = 0usize;
         let mut cause = None;
+        let during = "receiving data";
         while received < buffered.len() {
             match timeout(req.idle_timeout, stream.read(&mut buffered[received..])).await {
-                Err(_) => cause = Some(format!("no data for {:?}", req.idle_timeout)),
-                Ok(Err(e)) => cause = Some(format!("reading failed: {e}")),
-                Ok(Ok(0)) => cause = Some("the peer closed the connection".to_owned()),
+                Err(_) => cause = Some(Broken::Stalled { idle, during }),
+                Ok(Err(e)) => match Broken::from_read(e, idle, during) {
+                    Some(c) => cause = Some(c),
+                    None => continue,
+                },
+                Ok(Ok(0)) => cause = Some(Broken::Closed { during }),
                 Ok(Ok(n)) => {
                     received += n;
                     continue;
@@ -399,15 +401,17 @@ async fn fetch(
         s.set_read_timeout(Some(req.idle_timeout))?;
         Ok(s)
     });
-    let std_stream =
-        setup.map_err(|e| interrupted(0, expected, format!("socket setup failed: {e}")))?;
+    let std_stream = setup.map_err(|source| {
+        let during = "setting up the socket";
+        interrupted(0, expected, Broken::Io { during, source })
+    })?;
     let (idle, progress_tx) = (req.idle_timeout, progress.clone());
     let (file, received, cause, write_error) = blocking(part, move || {
         receive(std_stream, file, expected, resumed_from, idle, &progress_tx)
     })
     .await?;
     if let Some(e) = write_error {
-        return Err(DownloadError::local("writing to", part)(e));
+        return Err(LocalError::io("writing to", part)(e).into());
     }
     Ok(Fetched {
         file,

@@ -7,7 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::download::{connect, read_failure, DownloadError};
+use crate::download::connect;
+use crate::error::{Broken, DownloadError, SourceError, VerifyError};
 use crate::tree::{group_count, Tree};
 use crate::wire::{self, Request, RequestKind, ResponseHeader, Status};
 
@@ -34,24 +35,26 @@ pub(crate) struct BlockingConn {
 }
 
 impl BlockingConn {
-    fn broken(&self, reason: impl Into<String>) -> DownloadError {
-        DownloadError::Connection {
+    fn broken(&self, cause: Broken) -> DownloadError {
+        SourceError::Connection {
             peer: self.peer,
-            reason: reason.into(),
+            cause,
         }
+        .into()
     }
 
-    fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), DownloadError> {
+    fn read_exact(&mut self, buf: &mut [u8], during: &'static str) -> Result<(), DownloadError> {
         use std::io::Read;
         match self.stream.read_exact(buf) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(self.broken(format!("closed while sending {what}")))
-            }
             // read_exact retries interrupted reads itself.
             Err(e) => {
-                let reason = read_failure(&e, self.idle).unwrap_or_else(|| e.to_string());
-                Err(self.broken(format!("{reason} (reading {what})")))
+                Err(self.broken(
+                    Broken::from_read(e, self.idle, during).unwrap_or(Broken::Io {
+                        during,
+                        source: std::io::ErrorKind::Interrupted.into(),
+                    }),
+                ))
             }
         }
     }
@@ -70,37 +73,45 @@ impl BlockingConn {
             hash: *hash,
             kind: RequestKind::Range { offset, len },
         };
-        self.stream
-            .write_all(&req.encode())
-            .map_err(|e| self.broken(format!("sending a request failed: {e}")))
+        self.stream.write_all(&req.encode()).map_err(|source| {
+            self.broken(Broken::Io {
+                during: "sending a request",
+                source,
+            })
+        })
     }
 
     /// Reads the header answering a range request of `len` bytes; the
     /// payload follows. Returns the file size the peer states.
     pub(crate) fn range_header(&mut self, len: u64) -> Result<u64, DownloadError> {
         let mut b = [0u8; wire::RESPONSE_LEN];
-        self.read_exact(&mut b, "a response header")?;
-        let h = ResponseHeader::decode(&b)
-            .map_err(|e| self.broken(format!("malformed response header: {e}")))?;
+        self.read_exact(&mut b, "reading a response header")?;
+        let h = ResponseHeader::decode(&b).map_err(|e| {
+            self.broken(Broken::Protocol(format!("malformed response header: {e}")))
+        })?;
         if h.status != Status::Ok {
             // The decoder bounds an error message's length.
             let mut msg = vec![0u8; h.len as usize];
-            self.read_exact(&mut msg, "an error message")?;
+            self.read_exact(&mut msg, "reading an error message")?;
             return Err(refusal(self.peer, h.status, &msg));
         }
         if h.len != len {
-            return Err(self.broken(format!("answered {} bytes for a {len}-byte range", h.len)));
+            return Err(self.broken(Broken::Protocol(format!(
+                "answered {} bytes for a {len}-byte range",
+                h.len
+            ))));
         }
         Ok(h.size)
     }
 }
 
 fn refusal(peer: SocketAddr, status: Status, msg: &[u8]) -> DownloadError {
-    DownloadError::Refusal {
+    SourceError::Refusal {
         peer,
         status,
         message: String::from_utf8_lossy(msg).into_owned(),
     }
+    .into()
 }
 
 impl RutellaConn {
@@ -111,7 +122,12 @@ impl RutellaConn {
         idle_timeout: Duration,
     ) -> Result<RutellaConn, DownloadError> {
         let mut stream = connect(peer, connect_timeout).await?;
-        let not_rutella = |reason: String| DownloadError::NotRutella { peer, reason };
+        let not_rutella =
+            |reason: Broken| DownloadError::from(SourceError::NotRutella { peer, reason });
+        let stalled = |during| Broken::Stalled {
+            idle: idle_timeout,
+            during,
+        };
         match timeout(
             idle_timeout,
             stream.write_all(&wire::encode_hello(wire::VERSION)),
@@ -119,13 +135,21 @@ impl RutellaConn {
         .await
         {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(not_rutella(format!("sending the hello failed: {e}"))),
-            Err(_) => return Err(not_rutella("the hello could not be sent".into())),
+            Ok(Err(source)) => {
+                let during = "sending the hello";
+                return Err(not_rutella(Broken::Io { during, source }));
+            }
+            Err(_) => return Err(not_rutella(stalled("sending the hello"))),
         }
         let mut hello = [0u8; wire::HELLO_LEN];
+        let during = "waiting for the hello";
         match timeout(idle_timeout, stream.read_exact(&mut hello)).await {
-            Err(_) => return Err(not_rutella(format!("no hello within {idle_timeout:?}"))),
-            Ok(Err(e)) => return Err(not_rutella(format!("no hello: {e}"))),
+            Err(_) => return Err(not_rutella(stalled(during))),
+            Ok(Err(e)) => {
+                let cause =
+                    Broken::from_read(e, idle_timeout, during).unwrap_or(Broken::Closed { during });
+                return Err(not_rutella(cause));
+            }
             Ok(Ok(_)) => {}
         }
         match wire::decode_hello(&hello) {
@@ -134,8 +158,8 @@ impl RutellaConn {
                 peer,
                 idle: idle_timeout,
             }),
-            Ok(v) => Err(not_rutella(format!("version {v}"))),
-            Err(e) => Err(not_rutella(e.to_string())),
+            Ok(v) => Err(not_rutella(Broken::Protocol(format!("version {v}")))),
+            Err(e) => Err(not_rutella(Broken::Protocol(e.to_string()))),
         }
     }
 
@@ -157,59 +181,82 @@ impl RutellaConn {
                 Ok(s)
             })
             .map(|stream| BlockingConn { stream, peer, idle })
-            .map_err(|e| DownloadError::Connection {
-                peer,
-                reason: format!("socket setup failed: {e}"),
+            .map_err(|source| {
+                let cause = Broken::Io {
+                    during: "setting up the socket",
+                    source,
+                };
+                SourceError::Connection { peer, cause }.into()
             })
     }
 
-    fn broken(&self, reason: impl Into<String>) -> DownloadError {
-        DownloadError::Connection {
+    fn broken(&self, cause: Broken) -> DownloadError {
+        SourceError::Connection {
             peer: self.peer,
-            reason: reason.into(),
+            cause,
         }
+        .into()
     }
 
-    async fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), DownloadError> {
+    fn stalled(&self, during: &'static str) -> DownloadError {
+        self.broken(Broken::Stalled {
+            idle: self.idle,
+            during,
+        })
+    }
+
+    async fn read_exact(
+        &mut self,
+        buf: &mut [u8],
+        during: &'static str,
+    ) -> Result<(), DownloadError> {
         match timeout(self.idle, self.stream.read_exact(buf)).await {
-            Err(_) => Err(self.broken(format!("no data for {:?} while reading {what}", self.idle))),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(self.broken(format!("closed while sending {what}")))
-            }
-            Ok(Err(e)) => Err(self.broken(format!("reading {what} failed: {e}"))),
+            Err(_) => Err(self.stalled(during)),
+            Ok(Err(e)) => Err(self.broken(
+                Broken::from_read(e, self.idle, during).unwrap_or(Broken::Closed { during }),
+            )),
             Ok(Ok(_)) => Ok(()),
         }
     }
 
     /// Reads some bytes of a payload (at least one), within the idle timeout.
     pub async fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, DownloadError> {
-        match timeout(self.idle, self.stream.read(buf)).await {
-            Err(_) => Err(self.broken(format!("stalled: no data for {:?}", self.idle))),
-            Ok(Err(e)) => Err(self.broken(format!("reading failed: {e}"))),
-            Ok(Ok(0)) => Err(self.broken("closed the connection mid-transfer")),
-            Ok(Ok(n)) => Ok(n),
+        let during = "receiving data";
+        loop {
+            match timeout(self.idle, self.stream.read(buf)).await {
+                Err(_) => return Err(self.stalled(during)),
+                Ok(Err(e)) => match Broken::from_read(e, self.idle, during) {
+                    Some(cause) => return Err(self.broken(cause)),
+                    None => continue,
+                },
+                Ok(Ok(0)) => return Err(self.broken(Broken::Closed { during })),
+                Ok(Ok(n)) => return Ok(n),
+            }
         }
     }
 
     async fn send(&mut self, req: Request) -> Result<(), DownloadError> {
+        let during = "sending a request";
         match timeout(self.idle, self.stream.write_all(&req.encode())).await {
-            Err(_) => Err(self.broken("the request could not be sent in time")),
-            Ok(Err(e)) => Err(self.broken(format!("sending a request failed: {e}"))),
+            Err(_) => Err(self.stalled(during)),
+            Ok(Err(source)) => Err(self.broken(Broken::Io { during, source })),
             Ok(Ok(())) => Ok(()),
         }
     }
 
     /// Reads a response header; an error status becomes
-    /// [`DownloadError::Refusal`] with the peer's message.
+    /// [`SourceError::Refusal`] with the peer's message.
     async fn header(&mut self) -> Result<ResponseHeader, DownloadError> {
         let mut b = [0u8; wire::RESPONSE_LEN];
-        self.read_exact(&mut b, "a response header").await?;
-        let h = ResponseHeader::decode(&b)
-            .map_err(|e| self.broken(format!("malformed response header: {e}")))?;
+        self.read_exact(&mut b, "reading a response header").await?;
+        let h = ResponseHeader::decode(&b).map_err(|e| {
+            self.broken(Broken::Protocol(format!("malformed response header: {e}")))
+        })?;
         if h.status != Status::Ok {
             // The decoder bounds an error message's length.
             let mut msg = vec![0u8; h.len as usize];
-            self.read_exact(&mut msg, "an error message").await?;
+            self.read_exact(&mut msg, "reading an error message")
+                .await?;
             return Err(refusal(self.peer, h.status, &msg));
         }
         Ok(h)
@@ -227,7 +274,7 @@ impl RutellaConn {
         .await?;
         let h = self.header().await?;
         let peer = self.peer;
-        let bad = |reason: String| DownloadError::BadTree { peer, reason };
+        let bad = |reason: String| DownloadError::from(VerifyError::BadTree { peer, reason });
         if !(wire::MIN_GROUP_LOG..=wire::MAX_GROUP_LOG).contains(&h.group_log) {
             return Err(bad(format!("group size 2^{}", h.group_log)));
         }
@@ -239,7 +286,7 @@ impl RutellaConn {
             )));
         }
         let mut payload = vec![0u8; h.len as usize];
-        self.read_exact(&mut payload, "a tree").await?;
+        self.read_exact(&mut payload, "reading a tree").await?;
         Tree::decode(*hash, h.size, h.group_log, &payload).map_err(|e| bad(e.to_string()))
     }
 
@@ -274,7 +321,10 @@ impl RutellaConn {
         .await?;
         let h = self.header().await?;
         if h.len != len {
-            return Err(self.broken(format!("answered {} bytes for a {len}-byte range", h.len)));
+            return Err(self.broken(Broken::Protocol(format!(
+                "answered {} bytes for a {len}-byte range",
+                h.len
+            ))));
         }
         Ok(h.size)
     }
@@ -291,15 +341,15 @@ impl RutellaConn {
         let end = offset
             .checked_add(len)
             .filter(|&e| e <= tree.size())
-            .ok_or_else(|| DownloadError::Connection {
-                peer: self.peer,
-                reason: format!("range {offset}+{len} is past the end of the file"),
+            .ok_or_else(|| {
+                self.broken(Broken::Protocol(format!(
+                    "range {offset}+{len} is past the end of the file"
+                )))
             })?;
         if len > MAX_VERIFIED_READ {
-            return Err(DownloadError::Connection {
-                peer: self.peer,
-                reason: format!("range of {len} bytes is larger than {MAX_VERIFIED_READ}"),
-            });
+            return Err(self.broken(Broken::Protocol(format!(
+                "range of {len} bytes is larger than {MAX_VERIFIED_READ}"
+            ))));
         }
         if len == 0 {
             return Ok(Vec::new());
@@ -311,10 +361,11 @@ impl RutellaConn {
         let stop = tree.group_range(last).end;
         let size = self.request_range(tree.hash(), start, stop - start).await?;
         if size != tree.size() {
-            return Err(DownloadError::BadData {
+            return Err(VerifyError::BadData {
                 peer: self.peer,
                 offset: start,
-            });
+            }
+            .into());
         }
         let mut buf = vec![0u8; (stop - start) as usize];
         let mut filled = 0;
@@ -325,10 +376,11 @@ impl RutellaConn {
             let r = tree.group_range(i);
             let slice = &buf[(r.start - start) as usize..(r.end - start) as usize];
             if !tree.verify_group(i, slice) {
-                return Err(DownloadError::BadData {
+                return Err(VerifyError::BadData {
                     peer: self.peer,
                     offset: r.start,
-                });
+                }
+                .into());
             }
         }
         Ok(buf[(offset - start) as usize..(end - start) as usize].to_vec())

@@ -15,17 +15,16 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::client::rutella::RutellaConn;
-use crate::download::{
-    blocking_io, DownloadError, DownloadReport, Progress, SourceOutcome, SourceReport,
-};
+use crate::download::{blocking_io, DownloadReport, Progress, SourceOutcome, SourceReport};
+use crate::error::{DownloadError, ExhaustedError, LocalError};
 use crate::hex::hex;
 use crate::lock::PartLock;
 use crate::names::move_into_place;
@@ -42,7 +41,7 @@ use part::{
 pub use part::{part_paths, pending_progress, PartPaths};
 use sched::{Sched, Src};
 use session::{batch_size, outcome_of, worker};
-use shared::Shared;
+use shared::{Sessions, Shared};
 
 /// Pieces a download is cut into, per connection: enough for the
 /// connections to end together, few enough that the serving side's cost
@@ -110,7 +109,7 @@ pub async fn fetch_by_hash(
     progress: watch::Sender<Progress>,
 ) -> Result<DownloadReport, DownloadError> {
     // No more sources: the sender is dropped here, not after the await.
-    let (_, none) = mpsc::unbounded_channel();
+    let (_, none) = mpsc::channel(1);
     fetch_by_hash_growing(req, progress, none).await
 }
 
@@ -121,29 +120,50 @@ pub async fn fetch_by_hash(
 pub async fn fetch_by_hash_growing(
     req: HashGet,
     progress: watch::Sender<Progress>,
-    mut more: mpsc::UnboundedReceiver<SocketAddr>,
+    more: mpsc::Receiver<SocketAddr>,
 ) -> Result<DownloadReport, DownloadError> {
+    fetch_by_hash_until(req, progress, more, std::future::pending()).await
+}
+
+/// [`fetch_by_hash_growing`], stopped when `cancel` completes: the
+/// connections end, what was verified is synced and recorded (so a later
+/// call resumes from it), the partial file's lock is released, and then
+/// this returns a [`DownloadError::Local`] whose cause is of kind
+/// [`io::ErrorKind::Interrupted`]. No thread of the download runs on after
+/// it returns.
+///
+/// Dropping the future instead also stops the connections' threads (they
+/// check a flag between reads, and their sockets are shut down), but
+/// without waiting for them.
+pub async fn fetch_by_hash_until<C>(
+    req: HashGet,
+    progress: watch::Sender<Progress>,
+    mut more: mpsc::Receiver<SocketAddr>,
+    cancel: C,
+) -> Result<DownloadReport, DownloadError>
+where
+    C: std::future::Future<Output = ()>,
+{
+    let mut cancel = std::pin::pin!(cancel);
     let hash_hex = hex(&req.hash);
     let paths = part_paths(&req.out_dir, &req.name, &req.hash)?;
     if req.sources.is_empty() {
-        return Err(DownloadError::NoSources { hash: hash_hex });
+        return Err(ExhaustedError::NoSources { hash: hash_hex }.into());
     }
     tokio::fs::create_dir_all(&req.out_dir)
         .await
-        .map_err(DownloadError::local(
+        .map_err(LocalError::io(
             "creating the downloads folder",
             &req.out_dir,
         ))?;
     // One download per target: another one of the same file into the same
     // folder (another process, or a resumed one) is waited for. Held until
     // this function returns.
-    let (_lock, _waited) =
-        PartLock::acquire(&paths.part, &paths.base)
-            .await
-            .map_err(DownloadError::local(
-                "locking the partial file",
-                &paths.part,
-            ))?;
+    let (_lock, _waited) = tokio::select! {
+        lock = PartLock::acquire(&paths.part, &paths.base) => lock
+            .map_err(LocalError::io("locking the partial file", &paths.part))?,
+        () = &mut cancel => return Err(cancelled(&paths.part)),
+    };
     // Already there, in full (a download that just finished, or the same
     // call made again): done.
     if let Some(report) = already_complete(&req, &paths).await {
@@ -179,7 +199,11 @@ pub async fn fetch_by_hash_growing(
             }
             let mut found = None;
             for (k, s) in srcs.iter_mut().enumerate() {
-                match get_tree(s.peer, &req).await {
+                let got = tokio::select! {
+                    got = get_tree(s.peer, &req) => got,
+                    () = &mut cancel => return Err(cancelled(&paths.part)),
+                };
+                match got {
                     Ok((t, last)) => {
                         tree_src = Some(k);
                         s.received += last.len() as u64;
@@ -197,12 +221,13 @@ pub async fn fetch_by_hash_growing(
                 }
             }
             let Some(t) = found else {
-                return Err(DownloadError::SourcesExhausted {
+                return Err(ExhaustedError::SourcesExhausted {
                     hash: hash_hex,
                     missing: req.size.unwrap_or(0),
                     size: req.size.unwrap_or(0),
                     sources: reports(&srcs),
-                });
+                }
+                .into());
             };
             t
         }
@@ -264,8 +289,7 @@ pub async fn fetch_by_hash_growing(
         stop: AtomicBool::new(false),
         fatal: Mutex::new(None),
         live: Mutex::new(Vec::new()),
-        loops: AtomicUsize::new(0),
-        loops_ended: Notify::new(),
+        sessions: Arc::new(Sessions::default()),
         write_lock: Mutex::new(()),
         batch,
     });
@@ -274,9 +298,13 @@ pub async fn fetch_by_hash_growing(
         done: done_bytes,
         total: Some(tree.size()),
     });
+    // From here on threads run: dropping this future stops them.
+    let _stop_threads = StopOnDrop(Arc::clone(&shared));
+    let mut was_cancelled = false;
 
     if verified < total {
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        // Only ever closed (dropped), never sent on.
+        let (stop_tx, stop_rx) = std::sync::mpsc::sync_channel::<()>(1);
         let checkpoints = {
             let shared = Arc::clone(&shared);
             let paths = paths.clone();
@@ -301,6 +329,10 @@ pub async fn fetch_by_hash_growing(
         let mut more_open = true;
         loop {
             tokio::select! {
+                () = &mut cancel => {
+                    was_cancelled = true;
+                    break;
+                }
                 r = done_rx.changed() => {
                     if r.is_err() || *done_rx.borrow() {
                         break;
@@ -350,16 +382,17 @@ pub async fn fetch_by_hash_growing(
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(e) = fatal.map(Err).unwrap_or(saved).err() {
-            return Err(DownloadError::local(
-                "writing the partial file",
-                &paths.part,
-            )(e));
+            return Err(LocalError::io("writing the partial file", &paths.part)(e).into());
+        }
+        if was_cancelled {
+            tracing::info!(hash = %hash_hex, "download stopped; its verified data is kept for a resume");
+            return Err(cancelled(&paths.part));
         }
     } else {
-        shared
-            .part
-            .sync_data()
-            .map_err(DownloadError::local("syncing", &paths.part))?;
+        // Everything was verified already (the last group came with the
+        // tree): only the sync is left, which may wait for the disk.
+        let part = Arc::clone(&shared);
+        blocking_io("syncing", &paths.part, move || part.part.sync_data()).await?;
     }
 
     let (complete, missing, sources, bytes_received) = {
@@ -383,12 +416,12 @@ pub async fn fetch_by_hash_growing(
         )
     };
     if !complete {
-        let e = DownloadError::SourcesExhausted {
+        let e = DownloadError::from(ExhaustedError::SourcesExhausted {
             hash: hash_hex,
             missing,
             size: tree.size(),
             sources,
-        };
+        });
         tracing::warn!("{e}");
         return Err(e);
     }
@@ -412,6 +445,22 @@ pub async fn fetch_by_hash_growing(
         bytes_received,
         sources,
     })
+}
+
+/// The error of a download stopped by its caller.
+fn cancelled(part: &std::path::Path) -> DownloadError {
+    tracing::debug!(part = %part.display(), "download stopped; the partial file is kept");
+    DownloadError::Cancelled
+}
+
+/// Stops the connections' threads when the download's future is dropped
+/// before it finished (they end on their own, soon after).
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop_now();
+    }
 }
 
 /// The finished file, when no partial download of it is left and the

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::download::DownloadError;
+use crate::error::{DownloadError, LocalError};
 use crate::hex::hex;
 use crate::names::sanitize_basename;
 use crate::state::PartState;
@@ -29,7 +29,7 @@ pub struct PartPaths {
 
 /// The partial-file paths of a download of `hash` named `name` into `dir`.
 pub fn part_paths(dir: &Path, name: &str, hash: &[u8; 32]) -> Result<PartPaths, DownloadError> {
-    let base = sanitize_basename(name).map_err(|source| DownloadError::InvalidName {
+    let base = sanitize_basename(name).map_err(|source| LocalError::InvalidName {
         name: name.to_owned(),
         source,
     })?;

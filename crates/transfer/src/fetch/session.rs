@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::buf::PageBuf;
 use crate::client::rutella::{BlockingConn, RutellaConn};
-use crate::download::{read_failure, DownloadError, SourceOutcome};
+use crate::download::SourceOutcome;
+use crate::error::{Broken, DownloadError, SourceError, VerifyError};
 use crate::tree::Tree;
 use crate::wire::Status;
 
@@ -64,19 +65,22 @@ fn verify_prefix(tree: &Tree, offset: u64, data: &[u8]) -> (usize, Option<u64>) 
 /// Whether an error makes a source bad for this file, and how it ended.
 pub(super) fn outcome_of(e: &DownloadError) -> (bool, SourceOutcome) {
     match e {
-        DownloadError::BadTree { .. } | DownloadError::BadData { .. } => {
-            (true, SourceOutcome::BadData)
-        }
-        DownloadError::Refusal {
+        DownloadError::Verify(_) => (true, SourceOutcome::BadData),
+        DownloadError::Source(SourceError::Refusal {
             status: Status::NotFound,
             ..
-        } => (false, SourceOutcome::NotFound),
-        DownloadError::Refusal {
+        }) => (false, SourceOutcome::NotFound),
+        DownloadError::Source(SourceError::Refusal {
             status: Status::Busy,
             ..
-        } => (false, SourceOutcome::Busy),
+        }) => (false, SourceOutcome::Busy),
         other => (false, SourceOutcome::Failed(other.to_string())),
     }
+}
+
+/// A connection with `peer` that broke because of `cause`.
+fn broken(peer: SocketAddr, cause: Broken) -> DownloadError {
+    SourceError::Connection { peer, cause }.into()
 }
 
 /// One connection to a source: connects, then fetches pieces in a
@@ -105,21 +109,33 @@ pub(super) async fn worker(
                 return;
             }
         };
+        let sessions = Arc::clone(&shared.sessions);
+        // Counted before the stop flag is read, and `halt` sets the flag
+        // before it reads the count: a session either sees the flag or is
+        // waited for.
+        sessions.start();
+        if shared.stop.load(Ordering::SeqCst) {
+            sessions.end();
+            return;
+        }
         let session_shared = Arc::clone(&shared);
-        session_shared.loops.fetch_add(1, Ordering::AcqRel);
         let ran = tokio::task::spawn_blocking(move || {
             let r = session(conn, src, &session_shared);
-            session_shared.loops.fetch_sub(1, Ordering::AcqRel);
-            session_shared.loops_ended.notify_waiters();
+            // Counted as ended only once it holds nothing shared.
+            drop(session_shared);
+            sessions.end();
             r
         })
         .await;
         let ended = match ran {
             Ok(r) => r,
-            Err(e) => Session::failed(DownloadError::Connection {
+            Err(e) => Session::failed(broken(
                 peer,
-                reason: format!("the receiving thread failed: {e}"),
-            }),
+                Broken::Io {
+                    during: "running the receiving thread",
+                    source: std::io::Error::other(e),
+                },
+            )),
         };
         let waited = ended.waited;
         match ended.result {
@@ -134,7 +150,9 @@ pub(super) async fn worker(
                 return;
             }
             // An idle connection the server closed is no fault of the source.
-            Err(DownloadError::Connection { .. }) if waited && reconnects < 3 => {
+            Err(DownloadError::Source(SourceError::Connection { cause, .. }))
+                if waited && cause.is_closed() && reconnects < 3 =>
+            {
                 reconnects += 1;
                 tracing::debug!(%peer, "idle connection was closed; reconnecting");
             }
@@ -220,9 +238,9 @@ fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((key, s)),
-        Err(e) => {
-            let reason = format!("socket setup failed: {e}");
-            return Session::failed(DownloadError::Connection { peer, reason });
+        Err(source) => {
+            let during = "setting up the socket";
+            return Session::failed(broken(peer, Broken::Io { during, source }));
         }
     }
     let (full_tx, full_rx) = sync_channel::<Batch>(RING);
@@ -241,11 +259,9 @@ fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
             Ok(b) => {
                 let _ = free_tx.send(b);
             }
-            Err(e) => {
-                return Session::failed(DownloadError::Connection {
-                    peer,
-                    reason: format!("no memory for buffers: {e}"),
-                })
+            Err(source) => {
+                let during = "allocating buffers";
+                return Session::failed(broken(peer, Broken::Io { during, source }));
             }
         }
     }
@@ -286,10 +302,11 @@ fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
             match conn.range_header(end - start) {
                 Ok(size) if size == tree.size() => waited = false,
                 Ok(_) => {
-                    break Err(DownloadError::BadData {
+                    break Err(VerifyError::BadData {
                         peer,
                         offset: start,
-                    })
+                    }
+                    .into())
                 }
                 Err(e) => break Err(e),
             }
@@ -326,7 +343,9 @@ fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
                         // Shut down by `halt`.
                         Ok(0) | Err(_) if shared.stop.load(Ordering::Acquire) => break,
                         Ok(0) => {
-                            failure = Some("closed the connection mid-transfer".to_owned());
+                            failure = Some(Broken::Closed {
+                                during: "receiving data",
+                            });
                             break;
                         }
                         Ok(n) => {
@@ -334,7 +353,7 @@ fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
                             shared.received.fetch_add(n as u64, Ordering::Relaxed);
                         }
                         Err(e) => {
-                            failure = read_failure(&e, conn.idle);
+                            failure = Broken::from_read(e, conn.idle, "receiving data");
                             if failure.is_some() {
                                 break;
                             }
@@ -364,10 +383,10 @@ fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
                     break 'session Ok(());
                 }
                 if let Some(offset) = bad_at {
-                    break 'session Err(DownloadError::BadData { peer, offset });
+                    break 'session Err(VerifyError::BadData { peer, offset }.into());
                 }
-                if let Some(reason) = failure {
-                    break 'session Err(DownloadError::Connection { peer, reason });
+                if let Some(cause) = failure {
+                    break 'session Err(broken(peer, cause));
                 }
                 if cut {
                     // The rest of what was asked is another connection's
@@ -385,10 +404,13 @@ fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
         };
         drop(full_tx);
         let written = writer.join().unwrap_or_else(|_| {
-            Err(DownloadError::Connection {
+            Err(broken(
                 peer,
-                reason: "the verifying thread failed".into(),
-            })
+                Broken::Io {
+                    during: "running the verifying thread",
+                    source: std::io::Error::other("the thread panicked"),
+                },
+            ))
         });
         (read, written)
     });
@@ -442,13 +464,14 @@ fn write_batches(
         }
         shared.record(src, b.pos, b.filled, ok, bad_at);
         if let Some(offset) = bad_at {
-            return Err(DownloadError::BadData { peer, offset });
+            return Err(VerifyError::BadData { peer, offset }.into());
         }
         if shared.lock().sources[src].bad {
-            return Err(DownloadError::BadData {
+            return Err(VerifyError::BadData {
                 peer,
                 offset: b.pos,
-            });
+            }
+            .into());
         }
         if let Some(id) = b.ends {
             shared.lock().piece_done(id);

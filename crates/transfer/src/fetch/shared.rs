@@ -32,13 +32,32 @@ pub(super) struct Shared {
     pub(super) fatal: Mutex<Option<io::Error>>,
     /// The sockets of the running receive loops, to wake a blocked read.
     pub(super) live: Mutex<Vec<(i32, std::net::TcpStream)>>,
-    /// Receive loops running, and a signal when one ends.
-    pub(super) loops: AtomicUsize,
-    pub(super) loops_ended: Notify,
+    /// Receive loops running, and a signal when one ends. Apart from
+    /// the rest, so that a loop counts as ended only once it let go of
+    /// everything shared.
+    pub(super) sessions: Arc<Sessions>,
     /// Serializes writes to the partial file.
     pub(super) write_lock: Mutex<()>,
     /// Bytes per batch.
     pub(super) batch: usize,
+}
+
+/// The count of running receive loops.
+#[derive(Default)]
+pub(super) struct Sessions {
+    running: AtomicUsize,
+    ended: Notify,
+}
+
+impl Sessions {
+    pub(super) fn start(&self) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(super) fn end(&self) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.ended.notify_waiters();
+    }
 }
 
 impl Shared {
@@ -124,17 +143,23 @@ impl Shared {
         }
     }
 
-    /// Stops every receive loop and waits until they have ended, so no
-    /// write to the partial file happens after this returns.
-    pub(super) async fn halt(&self) {
-        self.stop.store(true, Ordering::Release);
+    /// Tells every receive loop to end, and wakes those blocked in a read
+    /// or waiting for work; does not wait for them.
+    pub(super) fn stop_now(&self) {
+        self.stop.store(true, Ordering::SeqCst);
         for (_, s) in self.live.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         self.notify_change();
+    }
+
+    /// Stops every receive loop and waits until they have ended, so no
+    /// write to the partial file happens after this returns.
+    pub(super) async fn halt(&self) {
+        self.stop_now();
         loop {
-            let ended = self.loops_ended.notified();
-            if self.loops.load(Ordering::Acquire) == 0 {
+            let ended = self.sessions.ended.notified();
+            if self.sessions.running.load(Ordering::SeqCst) == 0 {
                 return;
             }
             // A loop checks the flag at least once per batch, and its read

@@ -9,7 +9,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use super::config::{Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig};
 use super::send::send_range;
-use super::timed::{open_file, write_all_timed};
+use super::timed::{lookup, not_opened, write_all_timed, Wanted};
 use crate::wire;
 use crate::FileSource;
 
@@ -107,11 +107,12 @@ pub(super) async fn answer_classic(
             return reply_zero(stream, report).await;
         }
     };
-    let Some(file) = source.by_name(name) else {
+    let Some(found) = lookup(source, Wanted::Name(name.to_owned()), true).await else {
         tracing::info!(%peer, name, "classic request for a file not shared here; replied 0");
         return reply_zero(stream, report).await;
     };
-    let opened = match open_file(&file.path).await {
+    let file = found.file;
+    let opened = match found.opened.unwrap_or_else(not_opened) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(%peer, name, path = %file.path.display(), error = %e,

@@ -12,7 +12,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use super::config::{Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig};
 use super::guard::Slot;
 use super::send::send_range;
-use super::timed::{open_file, read_exact_by, write_all_timed};
+use super::timed::{lookup, not_opened, read_exact_by, write_all_timed, Wanted};
 use crate::hex::hex;
 use crate::tree_cache::TreeLookupError;
 use crate::wire::{self, Request, RequestKind, ResponseHeader, Status};
@@ -151,7 +151,9 @@ async fn serve_session(
         asked = asked.saturating_add(1);
         report.request = hex(&req.hash);
         report.outcome = ServeOutcome::Session { requests };
-        let Some(file) = source.by_hash(&req.hash) else {
+        // A range needs the file open; a tree is read through the cache.
+        let open = matches!(req.kind, RequestKind::Range { .. });
+        let Some(found) = lookup(&source, Wanted::Hash(req.hash), open).await else {
             tracing::info!(%peer, hash = %report.request, "rutella request for a hash not shared here");
             reply_error(
                 &mut stream,
@@ -163,6 +165,7 @@ async fn serve_session(
             .map_err(io_err("replying not found"))?;
             continue;
         };
+        let file = found.file;
         match req.kind {
             RequestKind::Tree => {
                 let tree = match cfg.trees.get(&req.hash, &file, cfg.hash_threads).await {
@@ -195,7 +198,7 @@ async fn serve_session(
             }
             RequestKind::Range { offset, len } => {
                 report.offset = offset;
-                let (f, size) = match open_file(&file.path).await {
+                let (f, size) = match found.opened.unwrap_or_else(not_opened) {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(%peer, path = %file.path.display(), error = %e, "cannot open a shared file");

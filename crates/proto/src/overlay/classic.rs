@@ -1,0 +1,409 @@
+//! The classic overlay: a full mesh kept by ping rounds, every query sent
+//! to every known peer, and the guard's rules for addresses that have not
+//! proven themselves. Used by both modes: a scalable node still serves
+//! classic peers this way.
+
+use super::{Event, IncomingQuery, Overlay, Peer, SearchId, Transmit};
+use crate::message::{Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN};
+use crate::shared::{echo_of, nonce_of};
+use serde_json::Map;
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub(super) struct PeerState {
+    pub(super) info: Peer,
+    /// Pinged in the current round and not heard from since.
+    awaiting_pong: bool,
+    /// When a ping it started was last forwarded.
+    last_forward: Option<Instant>,
+}
+
+/// The classic part of one of our searches.
+#[derive(Debug)]
+pub(super) struct SearchState {
+    pub(super) text: String,
+    pub(super) deadline: Instant,
+    pub(super) started: u64,
+    /// Peers asked that have not sent their last part.
+    pub(super) pending: HashSet<SocketAddrV4>,
+    pub(super) asked: HashSet<SocketAddrV4>,
+}
+
+impl Overlay {
+    /// Handles a message of the classic overlay.
+    pub(super) fn handle_classic(&mut self, now: Instant, from: SocketAddrV4, message: Message) {
+        match message {
+            Message::Ping(ping) => self.on_ping(now, from, ping),
+            Message::Pong(pong) => self.on_pong(now, from, pong),
+            Message::Query(q) => self.on_query(now, from, q),
+            Message::QueryHit(hit) => self.on_hit(now, from, hit),
+        }
+    }
+
+    /// Whether sends to `addr` are not limited: a peer, a scalable
+    /// neighbour, an address that answered a probe, or one the user gave.
+    pub(super) fn is_known(&self, addr: &SocketAddrV4) -> bool {
+        self.peers.contains_key(addr)
+            || self.bootstrap.contains(addr)
+            || self.sh.guard.proven(addr)
+            || self.sc.as_ref().is_some_and(|sc| sc.knows(addr))
+    }
+
+    /// Queues a datagram within the guard's limits (see
+    /// `Shared::push_transmit`).
+    pub(super) fn push_transmit(&mut self, t: Transmit) {
+        let known = self.is_known(&t.dest);
+        self.sh.push_transmit(t, known);
+    }
+
+    pub(super) fn send_query(&mut self, id: SearchId, state: &mut SearchState, dest: SocketAddrV4) {
+        if !state.asked.insert(dest) {
+            return;
+        }
+        state.pending.insert(dest);
+        let message = Message::Query(Query {
+            ip: Ipv4Addr::UNSPECIFIED,
+            text: state.text.clone(),
+            id: Some(id.0),
+            ports: self.sh.own_ports(),
+            extra: Map::new(),
+        });
+        self.push_transmit(Transmit {
+            dest,
+            message,
+            from_self: true,
+        });
+    }
+
+    fn on_ping(&mut self, now: Instant, from: SocketAddrV4, ping: Ping) {
+        // The answer goes to the datagram's source, never to the address
+        // the message names (for a classic peer they are the same).
+        let mut extra = Map::new();
+        if let Some(n) = nonce_of(&ping.extra) {
+            extra.insert("Echo".into(), serde_json::Value::from(n));
+        }
+        self.push_transmit(Transmit {
+            dest: from,
+            message: Message::Pong(Pong {
+                ip: Ipv4Addr::UNSPECIFIED,
+                ports: self.sh.own_ports(),
+                extra,
+            }),
+            from_self: true,
+        });
+        let ttl = ping.ttl.clamp(0, self.sh.config.max_ping_ttl.max(0));
+        let named = Peer::from_ports(ping.ip, ping.ports).udp;
+        if ttl == 0 && named != from && self.peers.contains_key(&from) {
+            // A ping a peer forwarded: its originator may be new to us.
+            // It sent us nothing, so this is a probe from the global budget.
+            if !self.sh.is_self(named) && !named.ip().is_unspecified() && !self.is_known(&named) {
+                self.probe(now, named);
+            }
+            // Its ports are the originator's, not the forwarder's.
+            self.mark_alive(from, Ports::default());
+            return;
+        }
+        // Sent by `from` itself (behind a NAT its "IP" may differ: the
+        // address as seen is what counts).
+        let fwd = Ping {
+            ip: *from.ip(),
+            ttl: ttl - 1,
+            ports: Ports {
+                udp: (ping.ports.udp.is_some() || from.port() != crate::CLASSIC_UDP_PORT)
+                    .then_some(from.port()),
+                tcp: ping.ports.tcp,
+            },
+            extra: Map::new(),
+        };
+        if self.peers.contains_key(&from) {
+            self.mark_alive(from, ping.ports);
+            if ttl > 0 {
+                self.forward_ping(now, from, fwd);
+            }
+        } else {
+            if ttl > 0 {
+                self.sh.guard.entry(from).ping = Some(fwd);
+            }
+            self.probe(now, from);
+        }
+    }
+
+    fn on_pong(&mut self, now: Instant, from: SocketAddrV4, pong: Pong) {
+        let echo = echo_of(&pong.extra);
+        if echo.is_some_and(|e| e != self.sh.guard.token(from)) {
+            tracing::debug!(peer = %from, "pong with a wrong echo, dropped");
+            return;
+        }
+        if self.peers.contains_key(&from) {
+            self.mark_alive(from, pong.ports);
+            return;
+        }
+        // It answers one of our pings: it echoes the nonce we sent to
+        // this address, or (a classic peer, which cannot echo) it comes
+        // from an address we pinged within the pong timeout.
+        let answered = echo.is_some()
+            || !pong.ports.is_rutella()
+                && self.sh.guard.probed_within(
+                    &from,
+                    now,
+                    self.sh.config.pong_timeout.max(Duration::from_millis(1)) * 2,
+                );
+        if answered {
+            self.validate(now, from, pong.ports);
+        } else {
+            self.probe(now, from);
+        }
+    }
+
+    fn on_query(&mut self, now: Instant, from: SocketAddrV4, q: Query) {
+        if q.text.len() > MAX_QUERY_LEN {
+            tracing::debug!(%from, "dropping over-long query");
+            return;
+        }
+        if self.peers.contains_key(&from) || self.sh.guard.proven(&from) {
+            self.mark_alive(from, q.ports);
+            self.emit_query(from, q);
+        } else {
+            // Answered once it has shown it is at that address.
+            self.sh.guard.entry(from).query = Some((q, now));
+            self.probe(now, from);
+        }
+    }
+
+    fn emit_query(&mut self, from: SocketAddrV4, q: Query) {
+        self.sh.push_event(Event::Query(IncomingQuery {
+            reply_to: from,
+            from: Peer::seen(from, q.ports),
+            text: q.text,
+            id: q.id,
+        }));
+    }
+
+    /// `from` answered one of our pings: it becomes a peer; a ping it
+    /// sent is forwarded and a query it sent is answered now.
+    fn validate(&mut self, now: Instant, from: SocketAddrV4, ports: Ports) {
+        let e = self.sh.guard.entry(from);
+        e.proven = true;
+        let ping = e.ping.take();
+        let query = e.query.take();
+        self.add_peer(Peer::seen(from, ports));
+        if let Some(fwd) = ping {
+            if self.peers.contains_key(&from) {
+                self.forward_ping(now, from, fwd);
+            }
+        }
+        if let Some((q, at)) = query {
+            if now.saturating_duration_since(at) <= self.sh.config.search_timeout {
+                self.emit_query(from, q);
+            }
+        }
+    }
+
+    /// Forwards a ping that peer `from` started to every other peer, at
+    /// most once per half ping interval per originator, without fields we
+    /// do not know.
+    fn forward_ping(&mut self, now: Instant, from: SocketAddrV4, fwd: Ping) {
+        let window = self.sh.config.ping_interval / 2;
+        let Some(state) = self.peers.get_mut(&from) else {
+            return;
+        };
+        if state
+            .last_forward
+            .is_some_and(|t| now.saturating_duration_since(t) < window)
+        {
+            tracing::debug!(peer = %from, "ping forwarded lately, not again");
+            return;
+        }
+        state.last_forward = Some(now);
+        let message = Message::Ping(fwd);
+        if message.encode().len() > MAX_DATAGRAM {
+            return;
+        }
+        let dests: Vec<SocketAddrV4> = self.peers.keys().copied().filter(|d| *d != from).collect();
+        for dest in dests {
+            self.push_transmit(Transmit {
+                dest,
+                message: message.clone(),
+                from_self: false,
+            });
+        }
+    }
+
+    /// Sends `dest` a ping asking for a pong that echoes its nonce, at
+    /// most once per pong timeout, paid by what `dest` sent us or, failing
+    /// that, by the global probe budget.
+    fn probe(&mut self, now: Instant, dest: SocketAddrV4) {
+        if self.sh.is_self(dest) || dest.ip().is_unspecified() || dest.port() == 0 {
+            return;
+        }
+        if self
+            .sh
+            .guard
+            .probed_within(&dest, now, self.sh.config.pong_timeout)
+        {
+            return;
+        }
+        let t = self.ping_to(dest);
+        let known = self.is_known(&dest);
+        if self.sh.push_probe(now, t, known) {
+            self.sh.guard.entry(dest).probed = Some(now);
+        }
+    }
+
+    fn on_hit(&mut self, _now: Instant, from: SocketAddrV4, hit: QueryHit) {
+        // Only from a peer a search of ours asked, and for that search.
+        let search = match hit.id {
+            Some(id) => Some(SearchId(id)).filter(|s| {
+                self.searches
+                    .get(s)
+                    .is_some_and(|st| st.asked.contains(&from))
+            }),
+            // Classic answers carry no id: the newest search that asked
+            // this peer and still waits for it.
+            None => self
+                .searches
+                .iter()
+                .filter(|(_, s)| s.asked.contains(&from))
+                .max_by_key(|(_, s)| (s.pending.contains(&from), s.started))
+                .map(|(id, _)| *id),
+        };
+        let Some(search) = search else {
+            tracing::debug!(peer = %from, "dropping answer to no search that asked it");
+            return;
+        };
+        let peer = Peer::seen(from, hit.ports);
+        self.mark_alive(from, hit.ports);
+        let mut finished = false;
+        let grown = self.growth_over(search);
+        if let Some(state) = self.searches.get_mut(&search) {
+            if !hit.more {
+                state.pending.remove(&from);
+            }
+            // Nothing more is expected: every classic peer asked has
+            // answered and the scalable part, if any, is over.
+            finished = state.pending.is_empty() && grown;
+        }
+        self.sh.push_event(Event::SearchResult {
+            search,
+            peer,
+            files: hit.files,
+        });
+        if finished {
+            self.finish_search(search);
+        }
+    }
+
+    /// A message came from peer `from`: it is alive this round.
+    fn mark_alive(&mut self, from: SocketAddrV4, ports: Ports) {
+        if let Some(state) = self.peers.get_mut(&from) {
+            state.awaiting_pong = false;
+            state.info.rutella |= ports.is_rutella();
+            if let Some(tcp) = ports.tcp.filter(|p| *p != 0) {
+                state.info.tcp_port = tcp;
+            }
+        }
+    }
+
+    fn add_peer(&mut self, peer: Peer) {
+        if self.sh.is_self(peer.udp) || peer.udp.ip().is_unspecified() || peer.udp.port() == 0 {
+            return;
+        }
+        if self.peers.contains_key(&peer.udp) {
+            self.mark_alive(
+                peer.udp,
+                Ports {
+                    udp: peer.rutella.then_some(peer.udp.port()),
+                    tcp: Some(peer.tcp_port),
+                },
+            );
+            return;
+        }
+        if self.peers.len() >= self.sh.config.max_peers {
+            tracing::debug!(peer = %peer.udp, "peer list full, not adding");
+            return;
+        }
+        self.peers.insert(
+            peer.udp,
+            PeerState {
+                info: peer,
+                awaiting_pong: false,
+                last_forward: None,
+            },
+        );
+        self.sh.push_event(Event::PeerAdded(peer));
+        // A search that is running reaches the newcomer too.
+        let running: Vec<SearchId> = self.searches.keys().copied().collect();
+        for id in running {
+            if let Some(mut state) = self.searches.remove(&id) {
+                self.send_query(id, &mut state, peer.udp);
+                self.searches.insert(id, state);
+            }
+        }
+    }
+
+    /// Classic timers: ping rounds, and silent peers dropped.
+    pub(super) fn classic_timeout(&mut self, now: Instant) {
+        if self.round_deadline.is_some_and(|d| d <= now) {
+            self.round_deadline = None;
+            let silent: Vec<SocketAddrV4> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.awaiting_pong)
+                .map(|(a, _)| *a)
+                .collect();
+            for addr in silent {
+                if let Some(p) = self.peers.remove(&addr) {
+                    if let Some(e) = self.sh.guard.get_mut(&addr) {
+                        e.proven = false;
+                    }
+                    tracing::debug!(peer = %addr, "peer missed a ping round, removed");
+                    self.sh.push_event(Event::PeerRemoved(p.info));
+                }
+            }
+        }
+        if self.next_round.is_some_and(|t| t <= now) {
+            self.next_round = Some(now + self.sh.config.ping_interval);
+            self.round_deadline = Some(now + self.sh.config.pong_timeout);
+            if self.peers.is_empty() {
+                for addr in self.bootstrap.clone() {
+                    self.send_ping(now, addr);
+                }
+            }
+            let addrs: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
+            for addr in addrs {
+                if let Some(p) = self.peers.get_mut(&addr) {
+                    p.awaiting_pong = true;
+                }
+                self.send_ping(now, addr);
+            }
+        }
+    }
+
+    /// Our ping to `dest`, with the nonce its pong must echo.
+    fn ping_to(&self, dest: SocketAddrV4) -> Transmit {
+        let mut extra = Map::new();
+        extra.insert(
+            "Nonce".into(),
+            serde_json::Value::from(self.sh.guard.token(dest)),
+        );
+        Transmit {
+            dest,
+            message: Message::Ping(Ping {
+                ip: Ipv4Addr::UNSPECIFIED,
+                ttl: self.sh.config.ping_ttl,
+                ports: self.sh.own_ports(),
+                extra,
+            }),
+            from_self: true,
+        }
+    }
+
+    /// Pings a peer or an address the user gave.
+    pub(super) fn send_ping(&mut self, now: Instant, dest: SocketAddrV4) {
+        let t = self.ping_to(dest);
+        self.sh.guard.entry(dest).probed = Some(now);
+        self.push_transmit(t);
+    }
+}

@@ -1,0 +1,204 @@
+//! The overlay's public types: its settings, peers, datagrams to send and
+//! events.
+
+use crate::budget::BudgetConfig;
+use crate::message::{HitFile, Message, Ports};
+use crate::scalable::ScalableConfig;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+/// Settings of an overlay. Every interval and timeout is here so that tests
+/// can run in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our UDP port (announced as `"UdpPort"`).
+    pub udp_port: u16,
+    /// Our TCP port (announced as `"TcpPort"`).
+    pub tcp_port: u16,
+    /// Time between ping rounds (classic: 20 s).
+    pub ping_interval: Duration,
+    /// How long a ping round waits for pongs before dropping silent peers (classic: 5 s).
+    pub pong_timeout: Duration,
+    /// How long a search collects hits (classic: 5 s).
+    pub search_timeout: Duration,
+    /// TTL of the pings we start (classic: 1).
+    pub ping_ttl: i64,
+    /// The most peers kept in the list; others are ignored.
+    pub max_peers: usize,
+    /// The most searches running at once; the oldest is ended to make room.
+    pub max_searches: usize,
+    /// The most files named in one answer to a query.
+    pub max_hits_per_answer: usize,
+    /// Seed of the random generator (search ids, the key of the nonces).
+    /// The default is drawn from the system's random source; the
+    /// simulator and tests set it to be reproducible.
+    pub seed: u64,
+    /// Which overlay this peer builds with other rutella peers (default
+    /// [`Mode::Classic`]). Classic peers are always served classically.
+    pub mode: Mode,
+    /// Settings of the scalable overlay, used in [`Mode::Scalable`].
+    pub scalable: ScalableConfig,
+    /// Highest TTL honoured on a classic ping (higher ones are lowered).
+    /// The classic program sends 1; every forwarded copy is answered by
+    /// all the peers it reaches, so each step multiplies the traffic.
+    pub max_ping_ttl: i64,
+    /// Toward an address that has not answered us from that address, at
+    /// most this many times the bytes it sent us (see [`crate::guard`]).
+    pub amplification: u64,
+    /// Probes per second (pings asking for a pong) toward addresses that
+    /// sent us nothing or too little to pay for one: the originators of
+    /// forwarded pings, hosts named by others.
+    pub probes_per_sec: f64,
+    /// How many such probes may go at once after a quiet time.
+    pub probe_burst: f64,
+    /// Addresses remembered while they prove themselves (bytes in and out,
+    /// a ping to forward, a query to answer); the oldest is forgotten.
+    pub ledger_size: usize,
+    /// Per-source budgets of incoming datagrams (see [`crate::budget`]).
+    pub budget: BudgetConfig,
+}
+
+/// The overlay a peer builds with other rutella peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The original program's overlay: a full mesh kept by ping rounds,
+    /// every query sent to every known peer.
+    #[default]
+    Classic,
+    /// A bounded neighbour set, trigram Bloom filters of the neighbours'
+    /// libraries, and searches that grow only as far as needed (see
+    /// [`crate::scalable`]).
+    Scalable,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            udp_port: crate::CLASSIC_UDP_PORT,
+            tcp_port: crate::CLASSIC_TCP_PORT,
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(5),
+            search_timeout: Duration::from_secs(5),
+            ping_ttl: 1,
+            max_peers: 4096,
+            max_searches: 64,
+            max_hits_per_answer: 500,
+            // Search ids and nonces must not be predictable: a fresh seed
+            // from the system for every overlay, unless a test sets one.
+            seed: rand::random(),
+            mode: Mode::Classic,
+            scalable: ScalableConfig::default(),
+            max_ping_ttl: 1,
+            amplification: 3,
+            probes_per_sec: 20.0,
+            probe_burst: 40.0,
+            ledger_size: 4096,
+            budget: BudgetConfig::default(),
+        }
+    }
+}
+
+/// A peer of the overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// Its UDP address (IP and UDP port).
+    pub udp: SocketAddrV4,
+    /// Its TCP port, for downloads.
+    pub tcp_port: u16,
+    /// Whether it announced rutella's extensions.
+    pub rutella: bool,
+}
+
+impl Peer {
+    /// The peer whose datagram came from `from`: its address as seen, its
+    /// TCP port from the message (the classic one when absent).
+    pub fn seen(from: SocketAddrV4, ports: Ports) -> Self {
+        Peer {
+            udp: from,
+            tcp_port: ports.tcp_or_classic(),
+            rutella: ports.is_rutella(),
+        }
+    }
+
+    pub(crate) fn from_ports(ip: Ipv4Addr, ports: Ports) -> Self {
+        Peer {
+            udp: SocketAddrV4::new(ip, ports.udp_or_classic()),
+            tcp_port: ports.tcp_or_classic(),
+            rutella: ports.is_rutella(),
+        }
+    }
+
+    /// Its TCP address, for downloads.
+    pub fn tcp(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(*self.udp.ip(), self.tcp_port)
+    }
+}
+
+/// Identifies one search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SearchId(pub u64);
+
+/// A datagram the driver must send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// Where to.
+    pub dest: SocketAddrV4,
+    /// What.
+    pub message: Message,
+    /// The message speaks for us: the driver sets its `"IP"` to our address
+    /// as seen from `dest` (see [`Transmit::encode`]).
+    pub from_self: bool,
+}
+
+impl Transmit {
+    /// The bytes to send, with `own_ip` as our address when the message
+    /// speaks for us.
+    pub fn encode(&self, own_ip: Ipv4Addr) -> Vec<u8> {
+        if self.from_self {
+            let mut m = self.message.clone();
+            m.set_ip(own_ip);
+            m.encode()
+        } else {
+            self.message.encode()
+        }
+    }
+}
+
+/// A query from another peer that the driver should answer with
+/// [`crate::Overlay::answer_query`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingQuery {
+    /// Where the answer goes: the datagram's source.
+    pub reply_to: SocketAddrV4,
+    /// The querier.
+    pub from: Peer,
+    /// What is searched for.
+    pub text: String,
+    /// The querier's search id, echoed in the answer.
+    pub id: Option<u64>,
+}
+
+/// Something that happened, for the driver and the user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A peer joined our list.
+    PeerAdded(Peer),
+    /// A peer left our list (it missed a ping round).
+    PeerRemoved(Peer),
+    /// A peer asks for files: answer with [`crate::Overlay::answer_query`].
+    Query(IncomingQuery),
+    /// Part of a peer's answer to one of our searches (`files` may be empty).
+    SearchResult {
+        /// Our search.
+        search: SearchId,
+        /// Who answered.
+        peer: Peer,
+        /// The files it offers.
+        files: Vec<HitFile>,
+    },
+    /// A search ended: its time ran out, or every peer asked has answered.
+    SearchFinished {
+        /// Our search.
+        search: SearchId,
+    },
+}

@@ -1,0 +1,646 @@
+//! Neighbours: join requests and their walks, offers and confirmations,
+//! keep-alive pings, dropped links, the host cache, and the filters sent
+//! to the neighbours.
+
+use super::bloom::{take_part, PartialBloom};
+use super::{
+    base_extra, get_bool, get_i64, tick_interval, Ctx, Scalable, TrigramBloom, BLOOM_HASHES,
+    MAX_WALK, SCALABLE_VERSION,
+};
+use crate::message::{Message, Ping, Pong, Ports};
+use crate::overlay::{Event, Peer, Transmit};
+use crate::shared::{echo_of, nonce_of};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+
+/// A neighbour: a peer of the scalable overlay.
+#[derive(Debug)]
+pub(super) struct Neighbour {
+    pub(super) info: Peer,
+    /// The number of neighbours it announced.
+    pub(super) degree: usize,
+    /// Its filter, once every part has arrived.
+    pub(super) filter: Option<TrigramBloom>,
+    partial: Option<PartialBloom>,
+    last_heard: Instant,
+    ping_sent: Option<Instant>,
+    filter_sent: bool,
+    /// The nonce it gave us: our pongs to it echo it.
+    their_nonce: Option<u64>,
+}
+
+/// A bounded set of known hosts, with random replacement when full.
+#[derive(Debug, Default)]
+pub(super) struct HostCache {
+    pub(super) list: Vec<SocketAddrV4>,
+    /// Membership only (never iterated, so its order does not matter).
+    set: HashSet<SocketAddrV4>,
+}
+
+impl HostCache {
+    fn add(&mut self, addr: SocketAddrV4, cap: usize, rng: &mut impl Rng) {
+        if cap == 0 || self.set.contains(&addr) {
+            return;
+        }
+        if self.list.len() >= cap {
+            let i = rng.gen_range(0..self.list.len());
+            self.set.remove(&self.list[i]);
+            self.list[i] = addr;
+        } else {
+            self.list.push(addr);
+        }
+        self.set.insert(addr);
+    }
+
+    fn remove(&mut self, addr: &SocketAddrV4) {
+        if self.set.remove(addr) {
+            self.list.retain(|a| a != addr);
+        }
+    }
+}
+
+impl Scalable {
+    /// Adds a host to the scalable host cache: a candidate neighbour.
+    pub(crate) fn add_known_host(&mut self, cx: &mut Ctx<'_>, addr: SocketAddrV4) {
+        let cap = self.cfg.host_cache;
+        if cx.sh.is_self(addr) {
+            return;
+        }
+        self.hosts.add(addr, cap, &mut cx.sh.rng);
+    }
+
+    /// Sets the trigram filter of the files this node shares, built by the
+    /// caller (with [`TrigramBloom::from_names`], which takes time for a
+    /// large library: a driver builds it off its event loop), and sends it
+    /// to every neighbour when it changed.
+    pub(crate) fn set_filter(&mut self, cx: &mut Ctx<'_>, filter: TrigramBloom) {
+        if self.filter == filter {
+            return;
+        }
+        self.filter = filter;
+        self.filter_gen += 1;
+        let addrs: Vec<SocketAddrV4> = self.neighbours.keys().copied().collect();
+        for a in addrs {
+            self.send_filter(cx, a, None);
+        }
+    }
+
+    /// A scalable pong to `dest`; to a neighbour it echoes the nonce that
+    /// neighbour gave us, which is how it knows the pong is ours.
+    fn scalable_pong(
+        &self,
+        cx: &mut Ctx<'_>,
+        dest: SocketAddrV4,
+        mut extra: Map<String, Value>,
+    ) -> Message {
+        extra.insert("Scalable".into(), Value::from(SCALABLE_VERSION));
+        extra.insert("Degree".into(), Value::from(self.degree() as u64));
+        if !extra.contains_key("Echo") {
+            if let Some(n) = self.neighbours.get(&dest).and_then(|n| n.their_nonce) {
+                extra.insert("Echo".into(), Value::from(n));
+            }
+        }
+        Message::Pong(Pong {
+            ip: Ipv4Addr::UNSPECIFIED,
+            ports: cx.sh.own_ports(),
+            extra,
+        })
+    }
+
+    /// Our scalable ping to `dest`: a join request or a keep-alive. It
+    /// carries the nonce that `dest` must echo.
+    fn scalable_ping_to(&self, cx: &mut Ctx<'_>, dest: SocketAddrV4, join: bool) -> Transmit {
+        let mut extra = base_extra();
+        extra.insert("Degree".into(), Value::from(self.degree() as u64));
+        extra.insert("Nonce".into(), Value::from(cx.sh.guard.token(dest)));
+        if join {
+            extra.insert("Join".into(), Value::Bool(true));
+            let walk = self.cfg.join_walk.clamp(0, MAX_WALK);
+            if walk > 0 {
+                extra.insert("Walk".into(), Value::from(walk));
+            }
+        }
+        Transmit {
+            dest,
+            message: Message::Ping(Ping {
+                ip: Ipv4Addr::UNSPECIFIED,
+                ttl: 0,
+                ports: cx.sh.own_ports(),
+                extra,
+            }),
+            from_self: true,
+        }
+    }
+
+    fn send_scalable_ping(&mut self, cx: &mut Ctx<'_>, dest: SocketAddrV4, join: bool) {
+        let t = self.scalable_ping_to(cx, dest, join);
+        self.push_transmit(cx, t);
+    }
+
+    /// Asks `dest` to become a neighbour. A host that sent us nothing is
+    /// asked only within the probe budget. Returns whether it was asked.
+    fn send_join(&mut self, cx: &mut Ctx<'_>, now: Instant, dest: SocketAddrV4) -> bool {
+        let t = self.scalable_ping_to(cx, dest, true);
+        let sent = self.push_probe(cx, now, t);
+        if sent {
+            cx.sh.guard.entry(dest).probed = Some(now);
+        }
+        sent
+    }
+
+    /// Sends our filter to a neighbour; with `first`, its first part rides
+    /// in that pong (whose extra fields are given).
+    fn send_filter(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        dest: SocketAddrV4,
+        first: Option<Map<String, Value>>,
+    ) {
+        if let Some(n) = self.neighbours.get_mut(&dest) {
+            n.filter_sent = true;
+        }
+        let gen = self.filter_gen;
+        let bits = self.filter.bits();
+        let parts = self.filter.parts();
+        let mut first = first;
+        for (offset, data) in parts {
+            let mut extra = first.take().unwrap_or_default();
+            extra.insert("Bloom".into(), Value::from(data));
+            extra.insert("BloomBits".into(), Value::from(bits as u64));
+            extra.insert("BloomHashes".into(), Value::from(BLOOM_HASHES));
+            extra.insert("BloomOffset".into(), Value::from(offset as u64));
+            extra.insert("BloomGen".into(), Value::from(gen));
+            let m = self.scalable_pong(cx, dest, extra);
+            self.send_self(cx, dest, m);
+        }
+    }
+
+    fn hosts_value(&mut self, cx: &mut Ctx<'_>, exclude: SocketAddrV4) -> Value {
+        let want = self.cfg.hosts_per_pong;
+        // Random hosts of the cache (which holds the neighbours too).
+        let list = &self.hosts.list;
+        let picks: Vec<Value> =
+            rand::seq::index::sample(&mut cx.sh.rng, list.len(), want.min(list.len()))
+                .into_iter()
+                .map(|i| list[i])
+                .filter(|a| *a != exclude)
+                .map(|a| Value::from(a.to_string()))
+                .collect();
+        Value::Array(picks)
+    }
+
+    pub(crate) fn connect(&mut self, cx: &mut Ctx<'_>, now: Instant, addr: SocketAddrV4) {
+        if cx.sh.is_self(addr) {
+            return;
+        }
+        if !self.bootstrap.contains(&addr) && self.bootstrap.len() < 64 {
+            self.bootstrap.push(addr);
+        }
+        if self.neighbours.contains_key(&addr) {
+            return;
+        }
+        self.pending.insert(addr, now);
+        cx.sh.guard.entry(addr).probed = Some(now);
+        self.send_scalable_ping(cx, addr, true);
+    }
+
+    /// Whether there is room for one more neighbour of degree `degree`:
+    /// up to the target degree anyone is welcome; beyond it, up to the
+    /// maximum, only peers that are still below the target.
+    fn room_for(&self, degree: usize) -> bool {
+        let cfg = &self.cfg;
+        let limit = if degree < cfg.target_degree {
+            cfg.max_degree
+        } else {
+            cfg.target_degree
+        };
+        self.neighbours.len() + self.pending.len() < limit.min(cfg.max_degree)
+    }
+
+    fn add_neighbour(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        peer: Peer,
+        degree: usize,
+        limit: usize,
+        their_nonce: Option<u64>,
+    ) -> bool {
+        let max = limit.min(self.cfg.max_degree);
+        let cap = self.cfg.host_cache;
+        if let Some(n) = self.neighbours.get_mut(&peer.udp) {
+            if their_nonce.is_some() {
+                n.their_nonce = their_nonce;
+            }
+            return true;
+        }
+        // Links we asked for count against the limit as if made.
+        if self.neighbours.len() + self.pending.len() >= max {
+            return false;
+        }
+        self.hosts.add(peer.udp, cap, &mut cx.sh.rng);
+        self.neighbours.insert(
+            peer.udp,
+            Neighbour {
+                info: peer,
+                degree,
+                filter: None,
+                partial: None,
+                last_heard: now,
+                ping_sent: None,
+                filter_sent: false,
+                their_nonce,
+            },
+        );
+        cx.sh.push_event(Event::PeerAdded(peer));
+        true
+    }
+
+    fn remove_neighbour(&mut self, cx: &mut Ctx<'_>, addr: SocketAddrV4) {
+        if let Some(n) = self.neighbours.remove(&addr) {
+            tracing::debug!(peer = %addr, "neighbour dropped");
+            cx.sh.push_event(Event::PeerRemoved(n.info));
+        }
+    }
+
+    /// Asks more hosts to become neighbours while below the target degree.
+    /// At most `burst` requests at a time (more when below the minimum).
+    fn fill_degree(&mut self, cx: &mut Ctx<'_>, now: Instant, burst: usize) {
+        let target = self.cfg.target_degree;
+        let min = self.cfg.min_degree;
+        let have = self.neighbours.len() + self.pending.len();
+        if have >= target {
+            return;
+        }
+        let burst = if self.neighbours.len() < min {
+            burst.max(min - self.neighbours.len())
+        } else {
+            burst
+        };
+        let outstanding = self.pending.len();
+        if outstanding >= burst {
+            return;
+        }
+        // A random sample of the cache, without the hosts already linked,
+        // asked, or that refused lately.
+        let list = &self.hosts.list;
+        let sample = (4 * target).min(list.len());
+        let mut candidates: Vec<SocketAddrV4> =
+            rand::seq::index::sample(&mut cx.sh.rng, list.len(), sample)
+                .into_iter()
+                .map(|i| list[i])
+                .filter(|a| {
+                    !self.neighbours.contains_key(a)
+                        && !self.pending.contains_key(a)
+                        && !self.refused.contains_key(a)
+                })
+                .collect();
+        if self.neighbours.len() < min {
+            // Few neighbours: the bootstrap peers are candidates too.
+            let extra: Vec<SocketAddrV4> = self
+                .bootstrap
+                .iter()
+                .copied()
+                .filter(|a| {
+                    !self.neighbours.contains_key(a)
+                        && !self.pending.contains_key(a)
+                        && !candidates.contains(a)
+                })
+                .collect();
+            candidates.extend(extra);
+        }
+        if candidates.is_empty() {
+            // No other host known: join walks leave through the neighbours
+            // and go on elsewhere.
+            candidates = self
+                .neighbours
+                .keys()
+                .copied()
+                .filter(|a| !self.pending.contains_key(a))
+                .collect();
+        }
+        let want = (target - have).min(burst - outstanding);
+        let picks: Vec<SocketAddrV4> = candidates
+            .choose_multiple(&mut cx.sh.rng, want)
+            .copied()
+            .collect();
+        for a in picks {
+            if self.send_join(cx, now, a) {
+                self.pending.insert(a, now);
+            }
+        }
+    }
+
+    pub(super) fn heard_neighbour(
+        &mut self,
+        now: Instant,
+        addr: SocketAddrV4,
+        degree: Option<i64>,
+    ) {
+        if let Some(n) = self.neighbours.get_mut(&addr) {
+            n.last_heard = now;
+            n.ping_sent = None;
+            if let Some(d) = degree {
+                n.degree = d.clamp(0, 1024) as usize;
+            }
+        }
+    }
+
+    pub(super) fn on_ping(&mut self, cx: &mut Ctx<'_>, now: Instant, from: SocketAddrV4, p: Ping) {
+        let degree = get_i64(&p.extra, "Degree");
+        let join = get_bool(&p.extra, "Join") == Some(true);
+        let nonce = nonce_of(&p.extra);
+        let named = Peer::from_ports(p.ip, p.ports).udp;
+        // The joiner: the sender as seen, unless a neighbour passes on a
+        // walk that someone else started (whose first step named it as
+        // seen).
+        let walking = join && self.is_neighbour(&from) && named != from;
+        let joiner = if walking { named } else { from };
+        if cx.sh.is_self(joiner) || joiner.ip().is_unspecified() || joiner.port() == 0 {
+            return;
+        }
+        let walk = get_i64(&p.extra, "Walk").unwrap_or(0).min(MAX_WALK);
+        if join && walk > 0 {
+            // Pass the request on to a random neighbour, naming the joiner
+            // as seen and nothing we do not know.
+            let c: Vec<SocketAddrV4> = self
+                .neighbours
+                .keys()
+                .copied()
+                .filter(|a| *a != joiner && *a != from)
+                .collect();
+            let next = c.choose(&mut cx.sh.rng).copied();
+            if let Some(next) = next {
+                let mut extra = base_extra();
+                extra.insert("Join".into(), Value::Bool(true));
+                extra.insert("Walk".into(), Value::from(walk - 1));
+                if let Some(d) = degree {
+                    extra.insert("Degree".into(), Value::from(d.clamp(0, 1024)));
+                }
+                if let Some(n) = nonce {
+                    extra.insert("Nonce".into(), Value::from(n));
+                }
+                let fwd = Ping {
+                    ip: *joiner.ip(),
+                    ttl: 0,
+                    ports: Ports {
+                        udp: Some(joiner.port()),
+                        tcp: p.ports.tcp,
+                    },
+                    extra,
+                };
+                self.push_transmit(
+                    cx,
+                    Transmit {
+                        dest: next,
+                        message: Message::Ping(fwd),
+                        from_self: false,
+                    },
+                );
+                return;
+            }
+        }
+        if self.is_neighbour(&joiner) {
+            if !walking {
+                self.heard_neighbour(now, joiner, degree);
+            }
+            let mut extra = Map::new();
+            if join {
+                extra.insert("Accept".into(), Value::Bool(true));
+            }
+            if let Some(n) = nonce {
+                extra.insert("Echo".into(), Value::from(n));
+            }
+            extra.insert("Hosts".into(), self.hosts_value(cx, joiner));
+            let m = self.scalable_pong(cx, joiner, extra);
+            if walking {
+                self.send_unsolicited(cx, now, joiner, m);
+            } else {
+                self.send_self(cx, joiner, m);
+            }
+            return;
+        }
+        let mut extra = Map::new();
+        if let Some(n) = nonce {
+            extra.insert("Echo".into(), Value::from(n));
+        }
+        if join {
+            // An offer: the joiner becomes a neighbour only when it
+            // confirms, echoing our nonce from the address we sent it to.
+            let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+            extra.insert("Accept".into(), Value::Bool(self.room_for(d)));
+            extra.insert("Nonce".into(), Value::from(cx.sh.guard.token(joiner)));
+        } else {
+            // It pings us as a neighbour, but we have no link with it (a
+            // confirmation was lost, or we dropped it): it drops the link.
+            extra.insert("Accept".into(), Value::Bool(false));
+        }
+        let m = self.scalable_pong(cx, joiner, extra);
+        if walking {
+            // The joiner sent us nothing itself.
+            self.send_unsolicited(cx, now, joiner, m);
+        } else {
+            self.send_self(cx, joiner, m);
+        }
+    }
+
+    /// Sends a message to an address that sent us nothing, within the
+    /// probe budget.
+    fn send_unsolicited(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        dest: SocketAddrV4,
+        message: Message,
+    ) {
+        let t = Transmit {
+            dest,
+            message,
+            from_self: true,
+        };
+        self.push_probe(cx, now, t);
+    }
+
+    pub(super) fn on_pong(&mut self, cx: &mut Ctx<'_>, now: Instant, from: SocketAddrV4, p: Pong) {
+        let sender = Peer {
+            udp: from,
+            tcp_port: p.ports.tcp_or_classic(),
+            rutella: true,
+        };
+        let degree = get_i64(&p.extra, "Degree");
+        let accept = get_bool(&p.extra, "Accept");
+        let confirm = get_bool(&p.extra, "Confirm") == Some(true);
+        let echo = echo_of(&p.extra);
+        let their_nonce = nonce_of(&p.extra);
+        // A pong counts only if it echoes the nonce we gave its sender (a
+        // neighbour, or a host we pinged), or, for an offer from the end of
+        // a join walk, the nonce of one of our join requests.
+        let own_echo = echo.is_some_and(|e| e == cx.sh.guard.token(from));
+        let offer_for = match (accept, echo) {
+            (Some(_), Some(e)) if !own_echo => self
+                .pending
+                .keys()
+                .copied()
+                .find(|a| cx.sh.guard.token(*a) == e),
+            (Some(_), Some(_)) => Some(from),
+            _ => None,
+        };
+        if !own_echo && offer_for.is_none() {
+            tracing::debug!(peer = %from, "scalable pong without a valid echo, dropped");
+            return;
+        }
+        cx.sh.guard.entry(from).proven = true;
+        let neighbour = self.is_neighbour(&from);
+        if neighbour || offer_for.is_some() {
+            if let Some(Value::Array(hosts)) = p.extra.get("Hosts") {
+                for h in hosts.iter().take(64) {
+                    if let Some(a) = h.as_str().and_then(|s| s.parse::<SocketAddrV4>().ok()) {
+                        if !a.ip().is_unspecified() && a.port() != 0 {
+                            self.add_known_host(cx, a);
+                        }
+                    }
+                }
+            }
+        }
+        self.add_known_host(cx, from);
+        let before = self.degree();
+        if confirm && own_echo && !neighbour {
+            // The joiner confirms our offer from the address we sent it to.
+            let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+            let max = self.cfg.max_degree;
+            if self.room_for(d) && self.add_neighbour(cx, now, sender, d, max, their_nonce) {
+                let mut extra = Map::new();
+                extra.insert("Accept".into(), Value::Bool(true));
+                self.send_filter(cx, from, Some(extra));
+            } else {
+                let mut extra = Map::new();
+                extra.insert("Accept".into(), Value::Bool(false));
+                if let Some(n) = their_nonce {
+                    extra.insert("Echo".into(), Value::from(n));
+                }
+                let m = self.scalable_pong(cx, from, extra);
+                self.send_self(cx, from, m);
+            }
+        } else if let Some(asked) = offer_for {
+            // The answer to one of our join requests.
+            self.pending.remove(&asked);
+            match accept {
+                Some(true) if !neighbour => {
+                    let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+                    let max = self.cfg.max_degree;
+                    if self.add_neighbour(cx, now, sender, d, max, their_nonce) {
+                        let mut extra = Map::new();
+                        extra.insert("Confirm".into(), Value::Bool(true));
+                        extra.insert("Nonce".into(), Value::from(cx.sh.guard.token(from)));
+                        if let Some(n) = their_nonce {
+                            extra.insert("Echo".into(), Value::from(n));
+                        }
+                        self.send_filter(cx, from, Some(extra));
+                    }
+                }
+                Some(false) => {
+                    let until = now + self.cfg.ping_interval;
+                    if self.refused.len() < self.cfg.host_cache {
+                        self.refused.insert(asked, until);
+                    }
+                    if neighbour && own_echo {
+                        self.remove_neighbour(cx, from);
+                    }
+                }
+                _ => {}
+            }
+        } else if accept == Some(false) && neighbour {
+            // A neighbour drops the link.
+            let until = now + self.cfg.ping_interval;
+            if self.refused.len() < self.cfg.host_cache {
+                self.refused.insert(from, until);
+            }
+            self.remove_neighbour(cx, from);
+        }
+        self.heard_neighbour(now, from, degree);
+        if p.extra.contains_key("Bloom") {
+            self.take_filter_part(from, &p.extra);
+        }
+        if self.degree() > before {
+            // Progress: go on looking right away while below the minimum.
+            self.fill_degree(cx, now, 0);
+        }
+    }
+
+    /// Takes a part of a neighbour's filter.
+    fn take_filter_part(&mut self, addr: SocketAddrV4, extra: &Map<String, Value>) {
+        let Some(n) = self.neighbours.get_mut(&addr) else {
+            return;
+        };
+        if let Some(filter) = take_part(&mut n.partial, addr, extra) {
+            n.filter = Some(filter);
+        }
+    }
+
+    /// Maintenance: ping silent neighbours, drop dead ones, look for more.
+    pub(super) fn tick(&mut self, cx: &mut Ctx<'_>, now: Instant) {
+        let cfg = self.cfg.clone();
+        let own = SocketAddrV4::new(
+            cx.sh.own_ips_first().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            cx.sh.config.udp_port,
+        );
+        self.next_tick = now + tick_interval(&cfg);
+        let mut dead = Vec::new();
+        let mut ping = Vec::new();
+        for (addr, n) in &mut self.neighbours {
+            if let Some(sent) = n.ping_sent {
+                if now >= sent + cfg.pong_timeout {
+                    dead.push(*addr);
+                }
+                continue;
+            }
+            // The lower address pings; the other one only if the first
+            // stays silent, so that a link costs one ping and one pong.
+            let interval = if own < *addr {
+                cfg.ping_interval
+            } else {
+                cfg.ping_interval + cfg.pong_timeout * 2
+            };
+            if now >= n.last_heard + interval {
+                n.ping_sent = Some(now);
+                ping.push(*addr);
+            }
+        }
+        let expired: Vec<SocketAddrV4> = self
+            .pending
+            .iter()
+            .filter(|(_, t)| now >= **t + cfg.pong_timeout)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &expired {
+            self.pending.remove(a);
+            if self.refused.len() < cfg.host_cache {
+                self.refused.insert(*a, now + cfg.ping_interval);
+            }
+        }
+        self.refused.retain(|_, until| *until > now);
+        for a in &dead {
+            self.hosts.remove(a);
+        }
+        for a in dead {
+            self.remove_neighbour(cx, a);
+        }
+        for a in ping {
+            self.send_scalable_ping(cx, a, false);
+        }
+        self.fill_degree(cx, now, 2);
+        // Wake up again soon while something is awaited; otherwise at half
+        // the ping interval, when the next pings may be due.
+        let target = cfg.target_degree;
+        let busy = !self.pending.is_empty()
+            || self.neighbours.len() < target
+            || self.neighbours.values().any(|n| n.ping_sent.is_some());
+        if !busy {
+            self.next_tick = now + tick_interval(&cfg).max(cfg.ping_interval / 2);
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The scalable overlay: a bounded set of neighbours, trigram Bloom filters
+//! of their libraries, and searches that grow only as far as needed.
+//!
+//! It runs inside [`Overlay`] when [`Config::mode`](crate::Config::mode) is
+//! [`Mode::Scalable`](crate::Mode::Scalable), beside the classic code, which
+//! still serves classic peers (and rutella peers in classic mode). Every
+//! message of the scalable overlay is a classic message carrying the
+//! extension field `"Scalable": 2`; a message without it is handled
+//! classically. The fields are described in `docs/PROTOCOL.md`.
+//!
+//! - **Neighbours.** A node keeps between [`ScalableConfig::min_degree`]
+//!   and [`ScalableConfig::max_degree`] neighbours, aiming at
+//!   [`ScalableConfig::target_degree`]. It asks a host to become a neighbour
+//!   with a `Join` ping; the answer is a pong with `Accept`, carrying hosts
+//!   it knows (the host cache) and, when accepted, its Bloom filter. A
+//!   neighbour silent for a ping interval is pinged; one that does not
+//!   answer within the pong timeout is dropped and replaced from the cache.
+//! - **Filters.** Each node sends its neighbours a Bloom filter of the
+//!   character trigrams of its (lowercased) file names. A query whose
+//!   trigrams are not all in a neighbour's filter cannot match any of its
+//!   names, so substring search keeps working while queries skip the
+//!   neighbours that cannot answer (one-hop replication).
+//! - **Queries** carry the search id as a GUID (duplicates are suppressed),
+//!   a `"TTL"` and a `"Hops"` count. Hits go back along the query's path. The
+//!   querier grows a search in steps (dynamic querying): first every
+//!   neighbour with TTL 0 (each answers and asks those of its own
+//!   neighbours whose filter matches), then, while fewer than
+//!   [`ScalableConfig::enough_results`] peers have answered, deeper TTLs
+//!   through more and more neighbours, doubling the estimated number of
+//!   peers covered at each step, within [`ScalableConfig::query_budget`]
+//!   estimated messages.
+//!
+//! The scalable side is a sub-machine, `Scalable`, that [`Overlay`]
+//! owns in scalable mode. It is handed the shared state (configuration,
+//! random generator, guard, outbox) with every call, in a `Ctx`, and
+//! answers through it: `links.rs` keeps the neighbours and the host cache,
+//! `bloom.rs` the filters, `search.rs` the queries and answers, and
+//! `plan.rs` decides, as a pure function, each step of a growing search.
+//!
+//! [`Overlay`]: crate::Overlay
+
+mod bloom;
+mod links;
+mod plan;
+mod search;
+
+pub use bloom::{QueryTrigrams, TrigramBloom};
+
+use crate::message::Message;
+use crate::overlay::{Peer, SearchId, Transmit};
+use crate::shared::Shared;
+use links::{HostCache, Neighbour};
+use search::{Dq, Seen};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+/// Version of the scalable overlay, the value of the `"Scalable"` field.
+pub const SCALABLE_VERSION: u64 = 2;
+/// Largest filter part carried by one message, in bytes (before base64).
+pub const BLOOM_PART_BYTES: usize = 4096;
+/// Smallest and largest filter sizes, in bits.
+pub const BLOOM_MIN_BITS: usize = 256;
+/// Largest filter size, in bits (a library with more trigrams gets a
+/// fuller filter: more false positives, never a false negative).
+pub const BLOOM_MAX_BITS: usize = 1 << 20;
+/// Hash functions per trigram.
+pub const BLOOM_HASHES: u32 = 4;
+/// Highest TTL a node accepts on a query (higher ones are lowered): a
+/// query flooded four levels deep already reaches degree⁴ peers.
+pub const MAX_ACCEPTED_TTL: i64 = 4;
+/// Longest join walk a node starts or passes on.
+pub const MAX_WALK: i64 = 6;
+/// Bytes an answer leaves free under [`MAX_DATAGRAM`]: the longest own
+/// address the driver fills in, and what the first hop back adds.
+pub(crate) const HIT_ROOM: usize = 64;
+
+/// Settings of the scalable overlay. The defaults are those measured in
+/// `docs/SCALING.md`.
+#[derive(Debug, Clone)]
+pub struct ScalableConfig {
+    /// Below this many neighbours a node looks for more at every chance.
+    pub min_degree: usize,
+    /// The number of neighbours a node looks for.
+    pub target_degree: usize,
+    /// The most neighbours a node accepts.
+    pub max_degree: usize,
+    /// A neighbour silent this long is pinged.
+    pub ping_interval: Duration,
+    /// A pinged neighbour silent this long after the ping is dropped; also
+    /// how long a join request waits for its answer, and the period of the
+    /// maintenance timer.
+    pub pong_timeout: Duration,
+    /// The most hosts kept in the host cache.
+    pub host_cache: usize,
+    /// Hosts named in one pong.
+    pub hosts_per_pong: usize,
+    /// Time between two steps of a search.
+    pub step_wait: Duration,
+    /// The longest a scalable search runs.
+    pub max_search_time: Duration,
+    /// A search stops growing once this many peers have answered with files.
+    pub enough_results: usize,
+    /// Estimated messages a search may cost before it stops growing (a
+    /// quarter of it once some peer has answered).
+    pub query_budget: u32,
+    /// Highest TTL a search sends.
+    pub max_ttl: i64,
+    /// Queries remembered for duplicate suppression.
+    pub seen_queries: usize,
+    /// Length of the random walk a join request takes before a peer
+    /// decides on it, so that neighbours are spread over the network (at
+    /// most [`MAX_WALK`]).
+    pub join_walk: i64,
+    /// Answer datagrams of others passed back for one query, at most.
+    pub hits_forwarded_per_query: u32,
+}
+
+impl Default for ScalableConfig {
+    fn default() -> Self {
+        ScalableConfig {
+            min_degree: 8,
+            target_degree: 16,
+            max_degree: 32,
+            ping_interval: Duration::from_secs(60),
+            pong_timeout: Duration::from_secs(10),
+            host_cache: 1024,
+            hosts_per_pong: 8,
+            step_wait: Duration::from_millis(800),
+            max_search_time: Duration::from_secs(20),
+            enough_results: 3,
+            query_budget: 3000,
+            max_ttl: 3,
+            seen_queries: 4096,
+            join_walk: 6,
+            hits_forwarded_per_query: 64,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- filters
+
+// ---------------------------------------------------------------- fields
+
+fn get_i64(m: &Map<String, Value>, k: &str) -> Option<i64> {
+    m.get(k).and_then(Value::as_i64)
+}
+
+fn get_bool(m: &Map<String, Value>, k: &str) -> Option<bool> {
+    m.get(k).and_then(Value::as_bool)
+}
+
+/// Version 1 nodes (answers sent straight to the querier, links made
+/// without nonces) are served classically.
+fn is_scalable(m: &Map<String, Value>) -> bool {
+    get_i64(m, "Scalable").is_some_and(|v| v >= 2)
+}
+
+fn base_extra() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("Scalable".into(), Value::from(SCALABLE_VERSION));
+    m
+}
+
+// ---------------------------------------------------------------- state
+
+/// What the overlay hands the scalable side with every call: the state
+/// both modes share, and whether the classic side knows an address.
+pub(crate) struct Ctx<'a> {
+    /// Configuration, random generator, guard and outbox.
+    pub(crate) sh: &'a mut Shared,
+    /// Whether an address is a classic peer or one the user gave, to
+    /// which sends are not limited.
+    pub(crate) classic_knows: &'a dyn Fn(&SocketAddrV4) -> bool,
+}
+
+/// Neighbours, filters, host cache, duplicate table and running searches
+/// of a scalable node.
+#[derive(Debug)]
+pub(crate) struct Scalable {
+    cfg: ScalableConfig,
+    neighbours: BTreeMap<SocketAddrV4, Neighbour>,
+    /// Join requests sent and not answered, with when they were sent.
+    pending: BTreeMap<SocketAddrV4, Instant>,
+    hosts: HostCache,
+    /// Hosts that refused to be neighbours, not asked again before then.
+    refused: BTreeMap<SocketAddrV4, Instant>,
+    bootstrap: Vec<SocketAddrV4>,
+    filter: TrigramBloom,
+    filter_gen: u64,
+    /// Looked up only, never iterated (eviction follows `seen_order`).
+    seen: HashMap<u64, Seen>,
+    seen_order: VecDeque<u64>,
+    next_tick: Instant,
+    /// The scalable part of each of our searches.
+    searches: BTreeMap<SearchId, Dq>,
+}
+
+impl Scalable {
+    pub(crate) fn new(cfg: &ScalableConfig, now: Instant) -> Self {
+        Scalable {
+            cfg: cfg.clone(),
+            neighbours: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            hosts: HostCache::default(),
+            refused: BTreeMap::new(),
+            bootstrap: Vec::new(),
+            filter: TrigramBloom::from_names(std::iter::empty::<&str>()),
+            filter_gen: 0,
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            next_tick: now + tick_interval(cfg),
+            searches: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn neighbour_peers(&self) -> impl Iterator<Item = Peer> + '_ {
+        self.neighbours.values().map(|n| n.info)
+    }
+
+    /// Number of neighbours.
+    pub(crate) fn degree(&self) -> usize {
+        self.neighbours.len()
+    }
+
+    /// The hosts of the host cache.
+    pub(crate) fn known_hosts(&self) -> Vec<SocketAddrV4> {
+        self.hosts.list.clone()
+    }
+
+    /// Whether `addr` is a neighbour or a bootstrap peer the user gave.
+    pub(crate) fn knows(&self, addr: &SocketAddrV4) -> bool {
+        self.neighbours.contains_key(addr) || self.bootstrap.contains(addr)
+    }
+
+    fn is_neighbour(&self, addr: &SocketAddrV4) -> bool {
+        self.neighbours.contains_key(addr)
+    }
+
+    /// Whether sends to `addr` are not limited (see
+    /// [`crate::guard`]): known to either side, or proven.
+    fn known(&self, cx: &Ctx<'_>, addr: &SocketAddrV4) -> bool {
+        (cx.classic_knows)(addr) || cx.sh.guard.proven(addr) || self.knows(addr)
+    }
+
+    /// Queues a datagram within the guard's limits.
+    fn push_transmit(&self, cx: &mut Ctx<'_>, t: Transmit) {
+        let known = self.known(cx, &t.dest);
+        cx.sh.push_transmit(t, known);
+    }
+
+    /// Queues a datagram that asks something of its destination, within
+    /// the probe budget toward an unknown one. Returns whether it went.
+    fn push_probe(&self, cx: &mut Ctx<'_>, now: Instant, t: Transmit) -> bool {
+        let known = self.known(cx, &t.dest);
+        cx.sh.push_probe(now, t, known)
+    }
+
+    fn send_self(&self, cx: &mut Ctx<'_>, dest: SocketAddrV4, message: Message) {
+        self.push_transmit(
+            cx,
+            Transmit {
+                dest,
+                message,
+                from_self: true,
+            },
+        );
+    }
+
+    /// Handles a message of the scalable overlay; gives back any other
+    /// message for the classic code.
+    pub(crate) fn handle(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        from: SocketAddrV4,
+        message: Message,
+    ) -> Option<Message> {
+        let scalable = match &message {
+            Message::Ping(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
+            Message::Pong(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
+            Message::Query(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
+            Message::QueryHit(m) => is_scalable(&m.extra),
+        };
+        if !scalable {
+            return Some(message);
+        }
+        match message {
+            Message::Ping(p) => self.on_ping(cx, now, from, p),
+            Message::Pong(p) => self.on_pong(cx, now, from, p),
+            Message::Query(q) => self.on_query(cx, now, from, q),
+            Message::QueryHit(h) => self.on_hit(cx, now, from, h),
+        }
+        None
+    }
+
+    /// When [`Scalable::handle_timeout`] must run next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let steps = self
+            .searches
+            .values()
+            .filter(|d| !d.done)
+            .map(|d| d.next_step)
+            .min();
+        Some(steps.map_or(self.next_tick, |s| s.min(self.next_tick)))
+    }
+
+    /// Maintenance and search steps that are due. Returns the searches
+    /// that stopped growing in this call.
+    pub(crate) fn handle_timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) -> Vec<SearchId> {
+        if self.next_tick <= now {
+            self.tick(cx, now);
+        }
+        let due: Vec<SearchId> = self
+            .searches
+            .iter()
+            .filter(|(_, d)| !d.done && d.next_step <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut stopped = Vec::new();
+        for id in due {
+            if self.search_step(cx, now, id) {
+                stopped.push(id);
+            }
+        }
+        stopped
+    }
+}
+
+fn tick_interval(c: &ScalableConfig) -> Duration {
+    c.pong_timeout
+        .min(c.ping_interval)
+        .max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests;

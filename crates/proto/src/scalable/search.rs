@@ -1,0 +1,382 @@
+//! Queries and answers: queries passed on between neighbours with
+//! duplicate suppression, answers passed back the way their query came,
+//! and our own searches, grown step by step as [`super::plan`] decides.
+
+use super::plan::{first_step, may_grow, next_step, Candidate, Progress};
+use super::{base_extra, get_bool, get_i64, Ctx, QueryTrigrams, Scalable, MAX_ACCEPTED_TTL};
+use crate::message::{Message, Ports, Query, QueryHit, MAX_DATAGRAM};
+use crate::overlay::{Event, IncomingQuery, Peer, SearchId, Transmit};
+use rand::Rng;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+
+/// What a node remembers of a query it has seen.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Seen {
+    /// Highest TTL handled: -2 none yet, -1 answered only.
+    max_ttl: i64,
+    hops: u64,
+    /// The driver has not answered yet.
+    awaiting_answer: bool,
+    /// The neighbour it came from: answers go back there.
+    prev: SocketAddrV4,
+    /// Answers of others passed back for it so far.
+    hits_forwarded: u32,
+}
+
+/// The scalable part of one of our searches (dynamic querying).
+#[derive(Debug)]
+pub(super) struct Dq {
+    text: String,
+    /// No more steps: enough answers, nothing left to grow, or over budget.
+    pub(super) done: bool,
+    pub(super) next_step: Instant,
+    /// Peers that answered with at least one file.
+    responders: BTreeSet<SocketAddrV4>,
+    /// TTLs sent so far and the estimates of the planner.
+    progress: Progress,
+}
+
+impl Scalable {
+    fn remember(&mut self, id: u64, prev: SocketAddrV4) -> Seen {
+        let cap = self.cfg.seen_queries.max(1);
+        let fresh = Seen {
+            max_ttl: -2,
+            hops: 0,
+            awaiting_answer: false,
+            prev,
+            hits_forwarded: 0,
+        };
+        if let Some(s) = self.seen.get(&id) {
+            return *s;
+        }
+        while self.seen.len() >= cap {
+            match self.seen_order.pop_front() {
+                Some(old) => {
+                    self.seen.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.seen.insert(id, fresh);
+        self.seen_order.push_back(id);
+        fresh
+    }
+
+    pub(super) fn on_query(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        from: SocketAddrV4,
+        q: Query,
+    ) {
+        let Some(id) = q.id else {
+            tracing::debug!(%from, "scalable query without an id, dropped");
+            return;
+        };
+        if !self.is_neighbour(&from) {
+            // Queries travel between neighbours only; their answers go back
+            // the way they came.
+            tracing::debug!(%from, "scalable query from a host that is not a neighbour, dropped");
+            return;
+        }
+        if q.text.len() > crate::message::MAX_QUERY_LEN {
+            tracing::debug!(%from, "dropping over-long query");
+            return;
+        }
+        if self.searches.contains_key(&SearchId(id)) {
+            return;
+        }
+        self.heard_neighbour(now, from, get_i64(&q.extra, "Degree"));
+        let ttl = get_i64(&q.extra, "TTL")
+            .unwrap_or(0)
+            .clamp(-1, MAX_ACCEPTED_TTL);
+        let hops = get_i64(&q.extra, "Hops").unwrap_or(1).clamp(0, 255) as u64;
+        // Duplicates are known by the query id alone, whoever claims to
+        // have sent it.
+        let mut seen = self.remember(id, from);
+        let first = seen.max_ttl == -2;
+        let prev = seen.max_ttl;
+        if first {
+            seen.hops = hops;
+            seen.awaiting_answer = true;
+        }
+        seen.max_ttl = seen.max_ttl.max(ttl);
+        if let Some(s) = self.seen.get_mut(&id) {
+            *s = seen;
+        }
+        if first {
+            cx.sh.push_event(Event::Query(IncomingQuery {
+                reply_to: seen.prev,
+                from: Peer {
+                    udp: from,
+                    tcp_port: q.ports.tcp_or_classic(),
+                    rutella: true,
+                },
+                text: q.text.clone(),
+                id: Some(id),
+            }));
+        }
+        tracing::trace!(search = id, ttl, prev, %from, "query");
+        if ttl <= prev || ttl < 0 {
+            return;
+        }
+        let trigrams = (ttl == 0).then(|| QueryTrigrams::new(&q.text));
+        let targets: Vec<SocketAddrV4> = self
+            .neighbours
+            .iter()
+            .filter(|(a, _)| **a != from && **a != seen.prev)
+            .filter(|(_, n)| match &trigrams {
+                // TTL 0: only the neighbours whose filter may match.
+                Some(t) => n.filter.as_ref().is_none_or(|f| f.may_match(t)),
+                None => true,
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        let mut extra = base_extra();
+        extra.insert(
+            "TTL".into(),
+            Value::from(if ttl == 0 { -1 } else { ttl - 1 }),
+        );
+        extra.insert("Hops".into(), Value::from(hops + 1));
+        extra.insert("Degree".into(), Value::from(self.degree() as u64));
+        // Only the fields we know travel on.
+        let message = Message::Query(Query {
+            ip: q.ip,
+            text: q.text,
+            id: Some(id),
+            ports: q.ports,
+            extra,
+        });
+        for dest in targets {
+            self.push_transmit(
+                cx,
+                Transmit {
+                    dest,
+                    message: message.clone(),
+                    from_self: false,
+                },
+            );
+        }
+    }
+
+    /// The fields of the answer to a scalable query, which counts as
+    /// answered from now on; `None` when the query is not one (or was
+    /// answered already).
+    pub(crate) fn answer_template(
+        &mut self,
+        ports: Ports,
+        query: &IncomingQuery,
+    ) -> Option<QueryHit> {
+        let id = query.id?;
+        let seen = self.seen.get_mut(&id)?;
+        if !seen.awaiting_answer || seen.prev != query.reply_to {
+            return None;
+        }
+        seen.awaiting_answer = false;
+        let mut extra = base_extra();
+        extra.insert("Hops".into(), Value::from(seen.hops));
+        Some(QueryHit {
+            ip: Ipv4Addr::UNSPECIFIED,
+            files: Vec::new(),
+            id: Some(id),
+            more: false,
+            ports,
+            extra,
+        })
+    }
+
+    pub(super) fn on_hit(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        _now: Instant,
+        from: SocketAddrV4,
+        hit: QueryHit,
+    ) {
+        let Some(id) = hit.id else { return };
+        let search = SearchId(id);
+        let via = get_bool(&hit.extra, "Via") == Some(true);
+        if let Some(dq) = self.searches.get_mut(&search) {
+            // Ours: only from a neighbour the search was sent to.
+            if !dq.progress.depth.contains_key(&from) {
+                tracing::debug!(peer = %from, "dropping answer from a host the search did not reach");
+                return;
+            }
+            // The holder: the sender as seen, or, for an answer that came
+            // back through a neighbour, the address its first hop saw.
+            let peer = if via {
+                Peer::from_ports(hit.ip, hit.ports)
+            } else {
+                Peer {
+                    udp: from,
+                    tcp_port: hit.ports.tcp_or_classic(),
+                    rutella: true,
+                }
+            };
+            if !hit.files.is_empty() {
+                dq.responders.insert(peer.udp);
+            }
+            cx.sh.push_event(Event::SearchResult {
+                search,
+                peer,
+                files: hit.files,
+            });
+            return;
+        }
+        // Someone else's: back along the way the query came, from a
+        // neighbour only, a bounded number of datagrams per query.
+        if !self.is_neighbour(&from) {
+            return;
+        }
+        let cap = self.cfg.hits_forwarded_per_query;
+        let Some(seen) = self.seen.get_mut(&id) else {
+            tracing::debug!(peer = %from, "dropping answer to a query not seen");
+            return;
+        };
+        if seen.prev == from || seen.hits_forwarded >= cap {
+            return;
+        }
+        seen.hits_forwarded += 1;
+        let prev = seen.prev;
+        let mut extra = base_extra();
+        if let Some(h) = get_i64(&hit.extra, "Hops") {
+            extra.insert("Hops".into(), Value::from(h.clamp(0, 255)));
+        }
+        extra.insert("Via".into(), Value::Bool(true));
+        let (ip, ports) = if via {
+            (hit.ip, hit.ports)
+        } else {
+            (
+                *from.ip(),
+                Ports {
+                    udp: Some(from.port()),
+                    tcp: hit.ports.tcp,
+                },
+            )
+        };
+        let fwd = QueryHit {
+            ip,
+            files: hit.files,
+            id: Some(id),
+            more: hit.more,
+            ports,
+            extra,
+        };
+        let message = Message::QueryHit(fwd);
+        if message.encode().len() > MAX_DATAGRAM {
+            return;
+        }
+        self.push_transmit(
+            cx,
+            Transmit {
+                dest: prev,
+                message,
+                from_self: false,
+            },
+        );
+    }
+
+    fn send_scalable_query(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        dest: SocketAddrV4,
+        text: &str,
+        id: SearchId,
+        ttl: i64,
+    ) {
+        let mut extra = base_extra();
+        extra.insert("TTL".into(), Value::from(ttl));
+        extra.insert("Hops".into(), Value::from(1u64));
+        extra.insert("Degree".into(), Value::from(self.degree() as u64));
+        let message = Message::Query(Query {
+            ip: Ipv4Addr::UNSPECIFIED,
+            text: text.to_string(),
+            id: Some(id.0),
+            ports: cx.sh.own_ports(),
+            extra,
+        });
+        self.send_self(cx, dest, message);
+    }
+
+    /// Starts the scalable part of our search `id`: every neighbour is
+    /// asked with TTL 0.
+    pub(crate) fn start_search(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        id: SearchId,
+        text: String,
+    ) {
+        let neighbours: Vec<(SocketAddrV4, usize)> = self
+            .neighbours
+            .iter()
+            .map(|(a, n)| (*a, n.degree))
+            .collect();
+        let step = first_step(&neighbours);
+        for (dest, ttl) in &step.sends {
+            self.send_scalable_query(cx, *dest, &text, id, *ttl);
+        }
+        let dq = Dq {
+            text,
+            done: false,
+            next_step: now + self.cfg.step_wait,
+            responders: BTreeSet::new(),
+            progress: step.progress,
+        };
+        self.searches.insert(id, dq);
+    }
+
+    /// Forgets our search `id` (it ended).
+    pub(crate) fn forget_search(&mut self, id: SearchId) {
+        self.searches.remove(&id);
+    }
+
+    /// Whether the scalable part of search `id` is over (or there is none).
+    pub(crate) fn search_done(&self, id: SearchId) -> bool {
+        self.searches.get(&id).is_none_or(|d| d.done)
+    }
+
+    /// One step of dynamic querying: stop, or send deeper queries. Returns
+    /// whether the search stopped growing.
+    pub(super) fn search_step(&mut self, cx: &mut Ctx<'_>, now: Instant, id: SearchId) -> bool {
+        let Some(dq) = self.searches.get(&id) else {
+            return false;
+        };
+        let mut progress = dq.progress.clone();
+        progress.responders = dq.responders.len();
+        // The tie-break keys are drawn only when the search may grow.
+        let draw = may_grow(&self.cfg, progress.responders);
+        let candidates: Vec<Candidate> = self
+            .neighbours
+            .iter()
+            .map(|(a, n)| Candidate {
+                addr: *a,
+                degree: n.degree,
+                key: if draw { cx.sh.rng.gen() } else { 0 },
+            })
+            .collect();
+        let step = next_step(&self.cfg, &candidates, &progress);
+        let done = step.done();
+        tracing::debug!(
+            search = id.0,
+            responders = progress.responders,
+            sends = ?step.sends,
+            est_cost = step.progress.est_cost,
+            est_cover = step.progress.est_cover,
+            "search step"
+        );
+        let text = dq.text.clone();
+        for (dest, ttl) in &step.sends {
+            self.send_scalable_query(cx, *dest, &text, id, *ttl);
+        }
+        let wait = self.cfg.step_wait;
+        if let Some(dq) = self.searches.get_mut(&id) {
+            dq.progress = step.progress;
+            dq.done = done;
+            dq.next_step = now + wait;
+        }
+        done
+    }
+}

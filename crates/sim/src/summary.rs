@@ -1,0 +1,245 @@
+//! The figures of a simulation and the topology probes of its debug
+//! report.
+
+use crate::engine::{slot_of, Sim, MS, SEC};
+use crate::queries::{Class, QRec};
+use rutella_proto::Mode;
+use serde::Serialize;
+
+/// Figures for one class of queries.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ClassFigures {
+    /// Queries of this class issued.
+    pub queries: usize,
+    /// Share of them that got at least one hit.
+    pub success_rate: f64,
+    /// Median datagrams (queries and hits) caused by one query.
+    pub messages_median: f64,
+    /// 95th percentile of the same.
+    pub messages_p95: f64,
+    /// Median overlay hops from the querier to the first peer that answered.
+    pub hops_to_first_hit_median: f64,
+    /// Median virtual time from the search to its first hit, in ms.
+    pub time_to_first_hit_ms_median: f64,
+}
+
+/// The result of one simulation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// Peers.
+    pub nodes: usize,
+    /// `classic` or `scalable`.
+    pub mode: String,
+    /// The seed.
+    pub seed: u64,
+    /// Simulated minutes in all.
+    pub minutes: f64,
+    /// Minutes measured (after the warm-up).
+    pub measured_minutes: f64,
+    /// Median session length in seconds, if there was churn.
+    pub churn_median_secs: Option<f64>,
+    /// Datagram loss probability.
+    pub loss: f64,
+    /// Searches issued.
+    pub queries: usize,
+    /// Searches that some other peer could answer.
+    pub answerable_queries: usize,
+    /// Success rate over answerable searches.
+    pub success_rate: f64,
+    /// Figures over all answerable searches.
+    pub all: ClassFigures,
+    /// Searches for names held by at least 0.5% of the peers.
+    pub popular: ClassFigures,
+    /// Searches for names held by one peer only.
+    pub unique: ClassFigures,
+    /// Number of peers a query must reach to count as popular.
+    pub popular_threshold: usize,
+    /// Ping and pong datagrams per online peer per second, measured window.
+    pub maintenance_msgs_per_peer_per_sec: f64,
+    /// Datagrams sent in all.
+    pub datagrams: u64,
+    /// Largest datagram seen, in bytes (only measured with `wire`).
+    pub max_datagram_bytes: usize,
+    /// Degree (neighbours, or known peers in classic mode) at the end: min.
+    pub degree_min: usize,
+    /// Mean.
+    pub degree_mean: f64,
+    /// Max.
+    pub degree_max: usize,
+    /// Peers that left (and were replaced by newcomers).
+    pub departures: u64,
+    /// Events processed.
+    pub events: u64,
+}
+
+impl Sim {
+    pub(crate) fn neighbours_of(&self, slot: usize) -> Vec<usize> {
+        self.nodes[slot]
+            .overlay
+            .as_ref()
+            .map(|o| {
+                o.neighbours()
+                    .iter()
+                    .filter_map(|p| slot_of(&p.udp))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn bfs(&self, from: usize) -> Vec<u32> {
+        let mut d = vec![u32::MAX; self.nodes.len()];
+        d[from] = 0;
+        let mut q = std::collections::VecDeque::from([from]);
+        while let Some(x) = q.pop_front() {
+            for y in self.neighbours_of(x) {
+                if y < d.len() && d[y] == u32::MAX {
+                    d[y] = d[x] + 1;
+                    q.push_back(y);
+                }
+            }
+        }
+        d
+    }
+
+    pub(crate) fn ball(&self, from: usize) -> Vec<usize> {
+        let d = self.bfs(from);
+        let comp: Vec<usize> = (0..d.len()).filter(|i| d[*i] != u32::MAX).collect();
+        if comp.len() < self.nodes.len() / 2 {
+            let asym = comp
+                .iter()
+                .map(|&x| {
+                    self.neighbours_of(x)
+                        .iter()
+                        .filter(|&&y| !self.neighbours_of(y).contains(&x))
+                        .count()
+                })
+                .sum::<usize>();
+            tracing::info!(first = ?comp.iter().take(10).collect::<Vec<_>>(), last = ?comp.iter().rev().take(5).collect::<Vec<_>>(), asym, "small component");
+        }
+        (1..6)
+            .map(|r| d.iter().filter(|x| **x <= r).count())
+            .collect()
+    }
+
+    pub(crate) fn dist(&self, a: usize, b: usize) -> u32 {
+        self.bfs(a)[b]
+    }
+
+    pub(crate) fn summary(&self) -> Summary {
+        if std::env::var_os("RUTELLA_SIM_DEBUG").is_some() {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(o) = &n.overlay {
+                    if o.degree() < 4 {
+                        tracing::info!(slot = i, degree = o.degree(), hosts = o.known_hosts().len(), nb = ?o.neighbours().iter().map(|p| p.udp).collect::<Vec<_>>(), "low degree");
+                    }
+                }
+            }
+            for q in &self.queries {
+                if q.class != Class::Unanswerable && q.first_hit.is_none() {
+                    let (slot, gen) = q.querier.unwrap_or((0, 0));
+                    let deg = self.nodes[slot].overlay.as_ref().map(|o| o.degree());
+                    tracing::info!(
+                        text = %q.text, search = q.search.map(|s| s.0).unwrap_or(0), class = ?q.class, msgs = q.msgs, slot, gen,
+                        now_gen = self.nodes[slot].gen, ?deg,
+                        holders = self.work.holders_of(&q.matches, slot),
+                        ball = ?self.ball(slot),
+                        dist = ?q.matches.iter().flat_map(|f| self.work.holder_slots(*f)).map(|h| self.dist(slot, *h as usize)).collect::<Vec<_>>(),
+                        holder_slots = ?q.matches.iter().flat_map(|f| self.work.holder_slots(*f)).collect::<Vec<_>>(),
+                        "failed query"
+                    );
+                }
+            }
+        }
+        let figures = |pred: &dyn Fn(Class) -> bool| -> ClassFigures {
+            let qs: Vec<&QRec> = self
+                .queries
+                .iter()
+                .filter(|q| q.querier.is_some() && pred(q.class))
+                .collect();
+            let n = qs.len();
+            let ok = qs.iter().filter(|q| q.first_hit.is_some()).count();
+            let msgs: Vec<f64> = qs.iter().map(|q| q.msgs as f64).collect();
+            let hops: Vec<f64> = qs
+                .iter()
+                .filter_map(|q| q.first_hit.map(|h| h.1 as f64))
+                .collect();
+            let times: Vec<f64> = qs
+                .iter()
+                .filter_map(|q| q.first_hit.map(|h| h.0 as f64 / MS as f64))
+                .collect();
+            ClassFigures {
+                queries: n,
+                success_rate: if n == 0 { 0.0 } else { ok as f64 / n as f64 },
+                messages_median: quantile(&msgs, 0.5),
+                messages_p95: quantile(&msgs, 0.95),
+                hops_to_first_hit_median: quantile(&hops, 0.5),
+                time_to_first_hit_ms_median: quantile(&times, 0.5),
+            }
+        };
+        let all = figures(&|c| c != Class::Unanswerable);
+        let popular = figures(&|c| c == Class::Popular);
+        let unique = figures(&|c| c == Class::Unique);
+        let window = (self.end() - self.warmup().min(self.end())) as f64 / SEC as f64;
+        let online = self
+            .nodes
+            .iter()
+            .filter(|n| n.overlay.is_some())
+            .count()
+            .max(1);
+        let degrees: Vec<usize> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.overlay.as_ref())
+            .map(|o| match o.mode() {
+                Mode::Scalable => o.degree(),
+                Mode::Classic => o.peers().len(),
+            })
+            .collect();
+        Summary {
+            nodes: self.cfg.nodes,
+            mode: match self.cfg.mode {
+                Mode::Classic => "classic".into(),
+                Mode::Scalable => "scalable".into(),
+            },
+            seed: self.cfg.seed,
+            minutes: self.cfg.duration.as_secs_f64() / 60.0,
+            measured_minutes: window / 60.0,
+            churn_median_secs: self.cfg.churn_median.map(|d| d.as_secs_f64()),
+            loss: self.cfg.loss,
+            queries: self.queries.len(),
+            answerable_queries: all.queries,
+            success_rate: all.success_rate,
+            all,
+            popular,
+            unique,
+            popular_threshold: self.popular_threshold(),
+            maintenance_msgs_per_peer_per_sec: if window > 0.0 {
+                self.maintenance as f64 / online as f64 / window
+            } else {
+                0.0
+            },
+            datagrams: self.datagrams,
+            max_datagram_bytes: self.max_datagram,
+            degree_min: degrees.iter().copied().min().unwrap_or(0),
+            degree_mean: if degrees.is_empty() {
+                0.0
+            } else {
+                degrees.iter().sum::<usize>() as f64 / degrees.len() as f64
+            },
+            degree_max: degrees.iter().copied().max().unwrap_or(0),
+            departures: self.departures,
+            events: self.events,
+        }
+    }
+}
+
+/// The `q` quantile (nearest rank) of `v`; 0 when empty.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
