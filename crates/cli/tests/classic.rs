@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -22,8 +22,8 @@ fn search_json_across_three_processes() {
     let s0 = dirs[0].path().to_str().unwrap();
     let s1 = dirs[1].path().to_str().unwrap();
     let s2 = dirs[2].path().to_str().unwrap();
-    let _a = Serve::start(&["--share", s0, "--bind", "127.0.2.2"]);
-    let _b = Serve::start(&[
+    let a = Serve::start(&["--share", s0, "--bind", "127.0.2.2"]);
+    let b = Serve::start(&[
         "--share",
         s1,
         "--bind",
@@ -31,7 +31,7 @@ fn search_json_across_three_processes() {
         "--connect",
         "127.0.2.2",
     ]);
-    let _c = Serve::start(&[
+    let c = Serve::start(&[
         "--share",
         s2,
         "--bind",
@@ -39,8 +39,12 @@ fn search_json_across_three_processes() {
         "--connect",
         "127.0.2.3",
     ]);
-    // Let the mesh form (ping rounds every 300 ms).
-    std::thread::sleep(Duration::from_millis(1200));
+    // The chain a - b - c is formed once each link is up at both ends.
+    let t = Duration::from_secs(20);
+    a.wait_log("peer joined peer=127.0.2.3", t);
+    b.wait_log("peer joined peer=127.0.2.2", t);
+    b.wait_log("peer joined peer=127.0.2.4", t);
+    c.wait_log("peer joined peer=127.0.2.3", t);
 
     let out = run(&[
         "search",
@@ -145,11 +149,10 @@ fn interrupted_download_resumes_with_only_the_missing_bytes() {
         .spawn()
         .unwrap();
     let part = out_dir.path().join("big movie.bin.part");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 400_000 {
-        assert!(Instant::now() < deadline, "download did not progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // No event tells how far the other process has written: poll the file.
+    wait_until("download did not progress", Duration::from_secs(20), || {
+        std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) >= 400_000
+    });
     server.kill();
     let first = get.wait_with_output().unwrap();
     assert_eq!(
@@ -358,24 +361,17 @@ fn serve_takes_shares_and_peers_from_the_settings_file() {
         ),
     )
     .unwrap();
-    let log = cfg.path().join("serve.log");
     let mut child = bin()
         .env("RUTELLA_CONFIG", &config)
         .args(["serve", "--bind", "127.0.2.50"])
         .args(FAST)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("node started")
-    {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let lines = Lines::follow(child.stderr.take().unwrap(), None);
+    lines.wait("node started", Duration::from_secs(20));
     let out = run(&[
         "search",
         "SETTINGS",

@@ -28,7 +28,8 @@ fn spawn(cmd: Command) -> PtySession {
     spawn_command(cmd, Some(TIMEOUT_MS)).expect("start rutella in a pseudo-terminal")
 }
 
-/// Waits (bounded) for the process to end and returns its exit code.
+/// Waits (bounded) for the process to end and returns its exit code. Polled:
+/// the only event is a blocking `waitpid`, which has no time limit.
 fn exit_code(p: &PtySession) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -35,7 +35,8 @@ fn get_by_hash_from_several_processes() {
     ]);
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
-    // Hashing runs in the background after start: retry for a while.
+    // Hashing runs in the background after start and no event announces its
+    // end to another process: retry for a while.
     let deadline = Instant::now() + Duration::from_secs(20);
     let report = loop {
         let r = run(&[
@@ -133,21 +134,28 @@ fn a_downloader_killed_with_sigkill_resumes_on_its_next_start() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until verified progress has been recorded (checkpoints every second).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let state = loop {
-        let found = std::fs::read_dir(out.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.to_string_lossy().ends_with(".part.state"));
-        if let Some(s) = found {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no progress recorded");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    std::thread::sleep(Duration::from_millis(1200));
+    // Wait until verified progress has been recorded (checkpoints every
+    // second): a progress file whose bitmap (after its 64-byte head, before
+    // its 32-byte checksum) has a group set. The other process announces
+    // nothing, so the file is polled.
+    let mut state = None;
+    wait_until(
+        "no verified progress recorded",
+        Duration::from_secs(30),
+        || {
+            state = std::fs::read_dir(out.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(".part.state"));
+            let bytes = state
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .unwrap_or_default();
+            bytes.len() > 64 + 32 && bytes[64..bytes.len() - 32].iter().any(|b| *b != 0)
+        },
+    );
+    let state = state.unwrap();
     get.kill().unwrap(); // SIGKILL
     let _ = get.wait();
     assert!(state.exists());
@@ -207,6 +215,7 @@ fn wait_hashed(peer: &str, text: &str, hash: &str) {
             return;
         }
         assert!(Instant::now() < deadline, "{peer} never offered {hash}");
+        // No event announces the end of hashing in another process: retry.
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -126,6 +126,8 @@ fn pings_are_answered_while_a_peer_sends_one_letter_queries() {
     };
 
     // Let a backlog build up, then ping from another prefix, ten times.
+    // Part of the load scenario (a second of flood), not a wait for an
+    // event; the pings are paced over the flood in the same way.
     std::thread::sleep(Duration::from_secs(1));
     let pinger = UdpSocket::bind((Ipv4Addr::new(127, 0, 42, 3), 0)).unwrap();
     let pp = pinger.local_addr().unwrap().port();

@@ -73,9 +73,11 @@ impl Classic {
         }
     }
 
-    fn peers(&mut self) -> Vec<String> {
-        self.say("peers");
-        let (v, _) = self.expect(|v| v.get("peers").is_some());
+    /// The peer list once `n` more of the classic peer's ping rounds are
+    /// over.
+    fn peers_after_rounds(&mut self, n: u32) -> Vec<String> {
+        self.say(&format!("rounds {n}"));
+        let (v, _) = self.expect(|v| v.get("rounds_done").is_some());
         v["peers"]
             .as_array()
             .unwrap()
@@ -120,8 +122,7 @@ fn rutella_and_a_classic_peer_work_together_both_ways() {
     let mut classic = Classic::start("127.0.5.2", cdir.path(), "127.0.5.3");
     server.wait_log("peer=127.0.5.2:20000", Duration::from_secs(10));
     // Ping rounds go on: the classic peer keeps rutella in its list.
-    std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(classic.peers(), vec!["127.0.5.3".to_string()]);
+    assert_eq!(classic.peers_after_rounds(3), vec!["127.0.5.3".to_string()]);
 
     // The classic peer searches rutella: names relative to the share, no extension fields needed.
     classic.say("search CLOUD");

@@ -1,5 +1,6 @@
 //! Node settings.
 
+use rutella_proto::lan::{LanConfig, DEFAULT_GROUP, DEFAULT_PORT};
 use rutella_proto::{CLASSIC_TCP_PORT, CLASSIC_UDP_PORT};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -124,7 +125,7 @@ pub struct NodeConfig {
     /// downloaders deal with a bad peer; never set it otherwise.
     pub upload_fault: Option<rutella_transfer::Fault>,
     /// Finding peers on the local link by multicast; `None`: off.
-    pub lan: Option<crate::lan::LanSettings>,
+    pub lan: Option<LanSettings>,
 }
 
 impl Default for NodeConfig {
@@ -199,6 +200,31 @@ mod tests {
             "255.255.255.255",
         ] {
             assert!(bad.parse::<PeerAddr>().is_err(), "{bad}");
+        }
+    }
+}
+
+/// Where and how often LAN discovery talks.
+#[derive(Debug, Clone)]
+pub struct LanSettings {
+    /// The multicast group.
+    pub group: Ipv4Addr,
+    /// The group's port.
+    pub port: u16,
+    /// The address of the interface to send and listen on; `None`: the
+    /// interface the system routes the group to.
+    pub interface: Option<Ipv4Addr>,
+    /// Timers and limits.
+    pub timers: LanConfig,
+}
+
+impl Default for LanSettings {
+    fn default() -> Self {
+        LanSettings {
+            group: DEFAULT_GROUP,
+            port: DEFAULT_PORT,
+            interface: None,
+            timers: LanConfig::default(),
         }
     }
 }

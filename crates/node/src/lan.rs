@@ -4,40 +4,15 @@
 //! event loop as [`Command::Connect`], the same join as a typed address.
 
 use crate::command::Command;
-use crate::config::PeerAddr;
+use crate::config::{LanSettings, PeerAddr};
 use crate::event_loop::now;
-use rutella_proto::lan::{LanConfig, LanDiscovery, DEFAULT_GROUP, DEFAULT_PORT};
+use rutella_proto::lan::LanDiscovery;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-
-/// Where and how often LAN discovery talks.
-#[derive(Debug, Clone)]
-pub struct LanSettings {
-    /// The multicast group.
-    pub group: Ipv4Addr,
-    /// The group's port.
-    pub port: u16,
-    /// The address of the interface to send and listen on; `None`: the
-    /// interface the system routes the group to.
-    pub interface: Option<Ipv4Addr>,
-    /// Timers and limits.
-    pub timers: LanConfig,
-}
-
-impl Default for LanSettings {
-    fn default() -> Self {
-        LanSettings {
-            group: DEFAULT_GROUP,
-            port: DEFAULT_PORT,
-            interface: None,
-            timers: LanConfig::default(),
-        }
-    }
-}
 
 /// Starts discovery when `settings` turn it on and its socket opens (a
 /// failure is logged: the node runs on without it).

@@ -25,10 +25,9 @@ mod transfers;
 
 pub use client::Client;
 pub use command::{NodeEvent, SearchHit, SearchStream};
-pub use config::{NodeConfig, PeerAddr};
+pub use config::{LanSettings, NodeConfig, PeerAddr};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState};
 pub use get::{Got, Want};
-pub use lan::LanSettings;
 pub use node::Node;
 pub use rutella_proto::lan::LanConfig;
 pub use rutella_proto::{HitFile, Peer};

@@ -51,11 +51,14 @@ async fn wait_peers(c: &Client, n: usize) {
         < n
     {
         assert!(Instant::now() < deadline, "peers did not join");
+        // Polled: a peer's TCP port is learnt from a pong after it joined,
+        // which raises no event.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Searches until a hit for `name` carries a hash (hashing runs in the background).
+/// Searches until a hit for `name` carries a hash (hashing runs in the
+/// background and announces nothing, so the search is repeated).
 async fn hashed_hit(c: &Client, text: &str) -> Option<(SocketAddrV4, String, [u8; 32], u64)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -112,15 +115,22 @@ async fn three_sources_one_killed_one_lying() {
             found = r;
             break;
         }
+        // Retried: the peers hash in the background and announce nothing.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (file, sources) = found.expect("all three peers offer the hash");
     assert_eq!(file.size, Some(data.len() as u64));
 
     let handle = client.download_hash(*want.as_bytes(), "video.mkv", file.size, sources);
-    // Kill the slow source while the download runs.
+    // Kill the slow source while the download runs: once a third of the
+    // file has arrived (from the two honest sources at the same rate), it
+    // has served some. Progress raises no event: the table is polled.
     let dying_tcp = dying.client().tcp_addr();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.downloads().iter().map(|d| d.received).sum::<u64>() < data.len() as u64 / 3 {
+        assert!(Instant::now() < deadline, "the download did not progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     dying.shutdown().await;
     let report = tokio::time::timeout(Duration::from_secs(60), handle.wait())
         .await
@@ -191,6 +201,8 @@ async fn changes_on_disk_are_seen_while_running() {
             break;
         }
         assert!(Instant::now() < deadline, "new hash not offered: {hit:?}");
+        // Retried: the library notices the change on its own thread and
+        // announces nothing.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -206,6 +218,8 @@ async fn changes_on_disk_are_seen_while_running() {
             break;
         }
         assert!(Instant::now() < deadline, "deleted file still offered");
+        // Retried: the library notices the change on its own thread and
+        // announces nothing.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // And it cannot be fetched by name any more either.

@@ -118,6 +118,7 @@ fn flood(
         while !stop.load(Ordering::Relaxed) && start.elapsed() < limit {
             let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
             if n >= due {
+                // Pacing: ahead of the rate, so wait a little.
                 std::thread::sleep(Duration::from_micros(200));
                 continue;
             }
@@ -175,7 +176,8 @@ async fn pings_are_answered_while_one_letter_queries_hit_a_big_library() {
     );
 
     let ponged = tokio::task::spawn_blocking(move || {
-        // Let a backlog build up first, as it would on the old code.
+        // Let a backlog build up first, as it would on the old code. Part of
+        // the load scenario (a second of flood), not a wait for an event.
         std::thread::sleep(Duration::from_secs(1));
         let pinger = socket(ip(3), Duration::from_secs(1));
         let ping = format!(
@@ -188,6 +190,7 @@ async fn pings_are_answered_while_one_letter_queries_hit_a_big_library() {
             pinger.send_to(ping.as_bytes(), target).unwrap();
             let ok = wait_for(&pinger, r#""Command": 2"#, t + Duration::from_secs(1));
             latencies.push(ok.then(|| t.elapsed()));
+            // Pacing: the pings are spread over the flood.
             std::thread::sleep(Duration::from_millis(200));
         }
         latencies
@@ -224,7 +227,7 @@ async fn searches_from_another_address_succeed_during_a_flood() {
 
     // The flood: pings (each would be answered and forwarded), queries
     // (each a library lookup) and junk, from one address, 50,000 a second
-    // for 3 s. (An unoptimised test build of the node reads about 100,000
+    // for 6 s. (An unoptimised test build of the node reads about 100,000
     // a second on a busy machine; the release build keeps up with 100,000
     // a second using a fifth of a core, see bench/flood.sh.)
     let attacker = socket(ip(13), Duration::from_millis(10));
@@ -244,6 +247,8 @@ async fn searches_from_another_address_succeed_during_a_flood() {
     let back = attacker.try_clone().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let replies = Arc::new(AtomicU64::new(0));
+    // Told each time the reader finds its socket empty.
+    let (idle_tx, idle) = std::sync::mpsc::sync_channel::<()>(1);
     let reader = {
         let (stop, replies) = (stop.clone(), replies.clone());
         std::thread::spawn(move || {
@@ -253,6 +258,8 @@ async fn searches_from_another_address_succeed_during_a_flood() {
             while !stop.load(Ordering::Relaxed) {
                 if back.recv_from(&mut buf).is_ok() {
                     replies.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let _ = idle_tx.try_send(());
                 }
             }
         })
@@ -266,16 +273,17 @@ async fn searches_from_another_address_succeed_during_a_flood() {
         50_000,
         stop.clone(),
         sent.clone(),
-        Duration::from_secs(3),
+        Duration::from_secs(6),
     );
 
     let found = tokio::task::spawn_blocking(move || {
+        // Pacing: the first search comes once the flood is under way.
         std::thread::sleep(Duration::from_millis(250));
         let mut ok = 0;
         let start = Instant::now();
         for k in 0..10u64 {
-            // One search every 250 ms, spread over the flood.
-            let slot = start + Duration::from_millis(250 * k);
+            // One search every 500 ms, spread over the flood.
+            let slot = start + Duration::from_millis(500 * k);
             std::thread::sleep(slot.saturating_duration_since(Instant::now()));
             let id = 1000 + k;
             let q = format!(
@@ -291,8 +299,12 @@ async fn searches_from_another_address_succeed_during_a_flood() {
             searcher.set_nonblocking(false).unwrap();
             let t = Instant::now();
             searcher.send_to(q.as_bytes(), target).unwrap();
-            // One try per search, as a user's search is one query per peer.
-            if wait_for(&searcher, &format!(r#""Id": {id}"#), t + Duration::from_millis(240)) {
+            // One try per search, as a user's search is one query per peer,
+            // answered within 490 ms (a margin for a machine busy with
+            // other work: with 240 ms, 8 of 10 came in time while a release
+            // build ran beside; with the budgets disabled, 4 of 10 come in
+            // 490 ms).
+            if wait_for(&searcher, &format!(r#""Id": {id}"#), t + Duration::from_millis(490)) {
                 ok += 1;
             }
         }
@@ -301,12 +313,35 @@ async fn searches_from_another_address_succeed_during_a_flood() {
     .await
     .unwrap();
     let during = started.elapsed();
-    // The flood runs its 3 s.
+    // The flood runs its 6 s.
     flooder.join().unwrap();
     let n = sent.load(Ordering::Relaxed);
     let flood_secs = started.elapsed().as_secs_f64();
-    // Let the last replies arrive.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The last replies: a pong to a ping sent after the flood proves the
+    // node handled the flood (it handles datagrams in order and sends what
+    // each causes before the next), and the reader finding its socket empty
+    // after that proves it counted all that was sent before.
+    let last = tokio::task::spawn_blocking(move || {
+        let pinger = socket(ip(14), Duration::from_secs(1));
+        let ping = format!(
+            r#"{{"Command": 1, "IP": "127.0.40.14", "TTL": 0, "TcpPort": 1, "UdpPort": {}}}"#,
+            port(&pinger)
+        );
+        let mut ponged = false;
+        for _ in 0..5 {
+            let t = Instant::now();
+            pinger.send_to(ping.as_bytes(), target).unwrap();
+            if wait_for(&pinger, r#""Command": 2"#, t + Duration::from_secs(2)) {
+                ponged = true;
+                break;
+            }
+        }
+        assert!(ponged, "the node did not answer a ping after the flood");
+        while idle.try_recv().is_ok() {}
+        idle.recv_timeout(Duration::from_secs(10))
+            .expect("the reader never found its socket empty");
+    });
+    last.await.unwrap();
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
     let replies = replies.load(Ordering::Relaxed);
@@ -316,7 +351,7 @@ async fn searches_from_another_address_succeed_during_a_flood() {
         n as f64 / flood_secs
     );
     assert!(
-        during < Duration::from_secs(3),
+        during < Duration::from_secs(6),
         "the searches outlasted the flood"
     );
     assert!(

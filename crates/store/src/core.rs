@@ -4,8 +4,8 @@
 use crate::db::{Change, Db, Row};
 use crate::error::ResolveError;
 use crate::index::{self, Entry, Index, ShareId};
-use crate::monitor::WatchSet;
 use crate::walk::{self, Examined, Found};
+use crate::watch::{DirMap, WatchSet};
 use crate::{name, ResolvedFile};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
@@ -88,13 +88,6 @@ impl Scope<'_> {
             }
         }
     }
-}
-
-/// Folders being watched: canonical path → (share, relative name).
-#[derive(Debug, Default)]
-pub(crate) struct DirMap {
-    pub(crate) map: HashMap<PathBuf, (ShareId, String)>,
-    pub(crate) version: u64,
 }
 
 /// Files waiting to be hashed.

@@ -68,6 +68,7 @@ mod index;
 mod monitor;
 mod name;
 mod walk;
+mod watch;
 
 pub use error::{ResolveError, StoreError};
 pub use name::{validate_name, MAX_NAME_LEN};
@@ -254,7 +255,7 @@ impl Library {
         // Watches are in place before the first walk ends, so no change
         // after `open` returns is missed.
         let watch = if cfg.watch {
-            match monitor::Watch::new() {
+            match watch::Watch::new() {
                 Ok((set, rx)) => {
                     *core.watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(set);
                     Some(rx)

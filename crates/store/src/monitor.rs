@@ -2,13 +2,13 @@
 //! folder, turned into targeted refreshes, plus a periodic full rescan that
 //! catches whatever notifications missed.
 
-use crate::core::{Core, DirMap};
+use crate::core::Core;
 use crate::name;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use crate::watch::{Watch, QUEUE};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,92 +18,8 @@ const TICK: Duration = Duration::from_millis(50);
 const SETTLE: Duration = Duration::from_millis(50);
 /// Longest delay of a change under a steady stream of notifications.
 const MAX_DELAY: Duration = Duration::from_millis(500);
-/// Notifications buffered between the watcher and this thread; beyond
-/// that, a full rescan replaces them.
-const QUEUE: usize = 4096;
 /// Most distinct paths collected before a full rescan replaces them.
 const MAX_PENDING: usize = 10_000;
-
-type Events = Receiver<notify::Result<notify::Event>>;
-
-/// The watcher and the folders it watches. Lives in the library's core so
-/// that every update of the folder list adds its watches at once.
-pub(crate) struct WatchSet {
-    watcher: RecommendedWatcher,
-    watched: HashSet<PathBuf>,
-    version: u64,
-    warned: bool,
-}
-
-impl std::fmt::Debug for WatchSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchSet")
-            .field("watched", &self.watched.len())
-            .finish()
-    }
-}
-
-/// The receiving end of the watcher's notifications.
-pub(crate) struct Watch {
-    rx: Events,
-    overflow: Arc<AtomicBool>,
-}
-
-impl Watch {
-    /// Starts a watcher (watching nothing yet).
-    pub(crate) fn new() -> notify::Result<(WatchSet, Watch)> {
-        let (tx, rx): (SyncSender<_>, Events) = std::sync::mpsc::sync_channel(QUEUE);
-        let overflow = Arc::new(AtomicBool::new(false));
-        let flag = overflow.clone();
-        let watcher = notify::recommended_watcher(move |ev| {
-            if let Err(TrySendError::Full(_)) = tx.try_send(ev) {
-                flag.store(true, Ordering::Relaxed);
-            }
-        })?;
-        Ok((
-            WatchSet {
-                watcher,
-                watched: HashSet::new(),
-                version: u64::MAX,
-                warned: false,
-            },
-            Watch { rx, overflow },
-        ))
-    }
-}
-
-impl WatchSet {
-    /// Watches exactly the folders in `dirs` (each folder on its own: no
-    /// recursive watch, which would follow links out of shares).
-    pub(crate) fn sync(&mut self, dirs: &DirMap) {
-        if dirs.version == self.version {
-            return;
-        }
-        self.version = dirs.version;
-        let wanted: HashSet<PathBuf> = dirs.map.keys().cloned().collect();
-        let stale: Vec<PathBuf> = self.watched.difference(&wanted).cloned().collect();
-        for p in stale {
-            let _ = self.watcher.unwatch(&p);
-            self.watched.remove(&p);
-        }
-        for p in wanted {
-            if self.watched.contains(&p) {
-                continue;
-            }
-            match self.watcher.watch(&p, RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    self.watched.insert(p);
-                }
-                Err(e) => {
-                    if !self.warned {
-                        self.warned = true;
-                        tracing::warn!(dir = %p.display(), error = %e, "cannot watch a shared folder; its changes are seen at the next periodic rescan");
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Changes seen but not applied yet.
 #[derive(Default)]

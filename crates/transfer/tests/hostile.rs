@@ -94,6 +94,7 @@ fn idle_flood(
                     opened += 1;
                 }
             }
+            // Pacing of the attack.
             tokio::time::sleep(every).await;
         }
         opened
@@ -130,6 +131,8 @@ async fn idle_connections_leave_downloads_working() {
         Arc::clone(&stop),
     );
     // Let the idle connections take hold, and be closed and re-opened once.
+    // Part of the scenario (the attack runs for one header timeout): the
+    // downloads that follow must work whatever the attack has reached.
     tokio::time::sleep(header + Duration::from_millis(200)).await;
     let mut ok = 0;
     for _ in 0..10 {
@@ -309,6 +312,7 @@ async fn a_trickling_session_loses_its_slot() {
                 break;
             }
         }
+        // Pacing: the client trickles its requests; nothing is awaited.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let closed_after = closed_after.expect("the trickling session was never closed");
@@ -370,6 +374,7 @@ async fn a_session_taking_data_keeps_its_slot() {
         let at = (k * 65536) as usize;
         assert_eq!(body, data[at..at + 65536]);
         k += 1;
+        // Pacing: the client trickles its requests; nothing is awaited.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(k >= 6);

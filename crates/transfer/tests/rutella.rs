@@ -466,16 +466,18 @@ async fn resumes_after_sigkill() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait (bounded) until the child has recorded some verified data.
+    // Wait (bounded) until the child has recorded some verified data. The
+    // child is another process and announces nothing: its files are polled.
     let mut seen = 0;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         if let Some((v, _)) = pending_progress(out.path(), "movie.mkv", &hash) {
             if v >= 512 * 1024 {
                 seen = v;
                 break;
             }
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -501,30 +503,30 @@ async fn resumes_after_sigkill() {
 
 /// A relay between the downloader and a server that counts, per
 /// connection, the bytes the server sent.
-async fn counting_relay(to: SocketAddr) -> (SocketAddr, Arc<std::sync::Mutex<Vec<u64>>>) {
+async fn counting_relay(to: SocketAddr) -> (SocketAddr, tokio::sync::watch::Receiver<Vec<u64>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let counts = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let c = Arc::clone(&counts);
+    let (counts, seen) = tokio::sync::watch::channel(Vec::new());
+    let c = Arc::new(counts);
     tokio::spawn(async move {
         while let Ok((mut down, _)) = listener.accept().await {
             let c = Arc::clone(&c);
             tokio::spawn(async move {
                 let mut up = TcpStream::connect(to).await.unwrap();
-                let k = {
-                    let mut v = c.lock().unwrap();
+                let mut k = 0;
+                c.send_modify(|v| {
                     v.push(0);
-                    v.len() - 1
-                };
+                    k = v.len() - 1;
+                });
                 if let Ok((_, from_server)) =
                     tokio::io::copy_bidirectional(&mut down, &mut up).await
                 {
-                    c.lock().unwrap()[k] = from_server;
+                    c.send_modify(|v| v[k] = from_server);
                 }
             });
         }
     });
-    (addr, counts)
+    (addr, seen)
 }
 
 #[tokio::test]
@@ -533,31 +535,16 @@ async fn a_single_source_can_be_read_over_two_connections() {
     let out = tempfile::tempdir().unwrap();
     let (source, data, hash) = shared_file(shared.path(), 4 * 1024 * 1024, 21);
     let server = start_server("127.0.0.1", source, quick_cfg()).await;
-    let (relay, counts) = counting_relay(server.addr).await;
+    let (relay, mut counts) = counting_relay(server.addr).await;
     let mut req = get(hash, vec![relay], out.path());
     req.single_source_connections = 2;
     let report = fetch_by_hash(req, progress()).await.unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
     // The relay records a connection's count when it closes.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let busy = loop {
-        let busy = counts
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|&&n| n >= 512 * 1024)
-            .count();
-        if busy >= 2 || std::time::Instant::now() > deadline {
-            break busy;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(
-        busy,
-        2,
-        "two connections carried the file: {:?}",
-        counts.lock().unwrap()
-    );
+    let busy = |v: &Vec<u64>| v.iter().filter(|&&n| n >= 512 * 1024).count();
+    let _ = tokio::time::timeout(Duration::from_secs(20), counts.wait_for(|v| busy(v) >= 2)).await;
+    let v = counts.borrow().clone();
+    assert_eq!(busy(&v), 2, "two connections carried the file: {v:?}");
     server.stop().await;
 }
 

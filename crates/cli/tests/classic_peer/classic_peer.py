@@ -12,6 +12,8 @@ Driven through stdin, one command a line; it reports on stdout as JSON lines:
   peers                 -> {"peers": [...]}
   search TEXT           -> {"hit": IP, "names": [...]} per answer, then {"search_done": true}
   get IP NAME           -> {"got": NAME, "bytes": N} or {"get_failed": NAME}
+  rounds N              -> {"rounds_done": N, "peers": [...]} once N more ping
+                           rounds (ping, wait for pongs, drop the silent) are over
   quit
 Usage: classic_peer.py OWN_IP SHARED_DIR [JOIN_IP] [PING_INTERVAL] [PONG_WAIT]
 """
@@ -38,6 +40,9 @@ peers = []
 alive = set()
 hits_for_search = None
 out_lock = threading.Lock()
+# Ping rounds completed, for tests that wait on them instead of sleeping.
+rounds = 0
+rounds_changed = threading.Condition(lock)
 
 
 def report(obj):
@@ -103,6 +108,7 @@ def udp_loop():
 
 
 def ping_loop():
+    # The sleeps here are the protocol's own timers, not waits for an event.
     while True:
         time.sleep(ping_interval)
         with lock:
@@ -111,10 +117,13 @@ def ping_loop():
         for p in targets:
             send({"Command": 1, "IP": own_ip, "TTL": 1}, p)
         time.sleep(pong_wait)
+        global rounds
         with lock:
             for p in targets:
                 if p not in alive and p in peers:
                     peers.remove(p)
+            rounds += 1
+            rounds_changed.notify_all()
 
 
 def serve_one(conn):
@@ -163,6 +172,7 @@ def download(ip, name):
     partial = os.path.getsize(path) if os.path.isfile(path) else 0
     s = socket.create_connection((ip, TCP_PORT), timeout=10)
     s.sendall(struct.pack("<I", partial))
+    # The name in a second segment, as the original client sends it.
     time.sleep(0.02)
     s.sendall(name.encode())
     head = b""
@@ -208,6 +218,7 @@ def main():
                 targets = list(peers)
             for p in targets:
                 send({"Command": 3, "Contents": words[1], "IP": own_ip}, p)
+            # A classic search collects answers for a fixed time.
             time.sleep(pong_wait)
             hits_for_search = None
             report({"search_done": True})
@@ -217,6 +228,12 @@ def main():
                 report({"get_failed": words[2]})
             else:
                 report({"got": words[2], "bytes": got})
+        elif words[0] == "rounds":
+            with lock:
+                want = rounds + int(words[1])
+                # Bounded: the test gives up long before.
+                rounds_changed.wait_for(lambda: rounds >= want, timeout=60)
+                report({"rounds_done": int(words[1]), "peers": sorted(peers)})
         elif words[0] == "quit":
             break
 

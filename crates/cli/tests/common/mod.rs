@@ -1,10 +1,11 @@
 //! Runs the real `rutella` binary as separate processes.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub const FAST: [&str; 4] = ["--ping-interval", "300ms", "--pong-timeout", "150ms"];
@@ -17,10 +18,93 @@ pub fn bin() -> Command {
     c
 }
 
+/// The lines a child process writes, collected by a thread as they come
+/// (and copied to a file), so that a test waits for a line instead of
+/// sleeping.
+#[derive(Clone)]
+pub struct Lines {
+    seen: Arc<(Mutex<String>, Condvar)>,
+}
+
+impl Lines {
+    /// Follows `from` until it ends, copying every line to `copy`.
+    pub fn follow(from: impl Read + Send + 'static, mut copy: Option<std::fs::File>) -> Lines {
+        let seen = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let shared = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut from = BufReader::new(from);
+            let mut line = Vec::new();
+            while from.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                if let Some(f) = copy.as_mut() {
+                    let _ = f.write_all(&line);
+                }
+                let (text, cv) = &*shared;
+                text.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&line));
+                cv.notify_all();
+                line.clear();
+            }
+        });
+        Lines { seen }
+    }
+
+    pub fn text(&self) -> String {
+        self.seen.0.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `needle` has been written `times` times.
+    pub fn wait_count(&self, needle: &str, times: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let (text, cv) = &*self.seen;
+        let mut t = text.lock().unwrap();
+        while t.matches(needle).count() < times {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{needle:?} not written {times} times within {limit:?}:\n{t}"
+            );
+            t = cv.wait_timeout(t, left).unwrap().0;
+        }
+    }
+
+    /// Waits until more than `len` bytes have been written, or `deadline`;
+    /// whether they were.
+    pub fn wait_longer_than(&self, len: usize, deadline: Instant) -> bool {
+        let (text, cv) = &*self.seen;
+        let mut t = text.lock().unwrap();
+        while t.len() <= len {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            t = cv.wait_timeout(t, left).unwrap().0;
+        }
+        true
+    }
+
+    /// Waits (bounded) until `needle` has been written.
+    pub fn wait(&self, needle: &str, limit: Duration) {
+        self.wait_count(needle, 1, limit);
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, failing with `what` after
+/// `limit`. Only for conditions no event announces (a file another process
+/// writes, a process's exit status).
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} (waited {limit:?})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A `rutella serve` process, killed when dropped.
 pub struct Serve {
     pub child: Child,
     pub log: PathBuf,
+    pub lines: Lines,
     _dir: tempfile::TempDir,
 }
 
@@ -33,18 +117,21 @@ impl Serve {
     pub fn start_with(args: &[&str], fast: bool) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serve.log");
-        let child = bin()
+        let mut child = bin()
             .arg("serve")
             .args(if fast { &FAST[..] } else { &[] })
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Lines::follow(stderr, Some(std::fs::File::create(&log).unwrap()));
         let s = Serve {
             child,
             log,
+            lines,
             _dir: dir,
         };
         s.wait_log("node started", Duration::from_secs(20));
@@ -52,20 +139,12 @@ impl Serve {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.lines.text()
     }
 
     /// Waits (bounded) until the log contains `needle`.
     pub fn wait_log(&self, needle: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self.log_text().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.lines.wait(needle, limit);
     }
 
     pub fn kill(&mut self) {
@@ -108,6 +187,8 @@ pub fn classic_request(addr: SocketAddr, partial: u32, name: &[u8]) -> (u32, Vec
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_nodelay(true).unwrap();
     s.write_all(&partial.to_le_bytes()).unwrap();
+    // Not a wait for anything: the pause makes the two writes arrive as two
+    // segments, as they do from the classic downloader.
     std::thread::sleep(Duration::from_millis(30));
     s.write_all(name).unwrap();
     let mut n = [0u8; 4];
