@@ -37,6 +37,10 @@ pub(crate) struct ConfigFile {
     /// asked; empty: the node waits to be joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) peers: Option<Vec<String>>,
+    /// `false`: never ask the router to forward ports (`serve`'s
+    /// `--no-port-mapping`). Absent: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) port_mapping: Option<bool>,
 }
 
 /// Where the settings file is: `$RUTELLA_CONFIG`, else the platform's
@@ -163,6 +167,8 @@ mod tests {
     fn bad_file_is_one_clear_sentence() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
+        std::fs::write(&path, "port_mapping = false\n").unwrap();
+        assert_eq!(ConfigFile::load(&path).unwrap().port_mapping, Some(false));
         std::fs::write(&path, "udp_port = \"lots\"\n").unwrap();
         let e = ConfigFile::load(&path).unwrap_err();
         assert_eq!(e.code, exit::USAGE);

@@ -6,6 +6,7 @@ mod console;
 mod demo;
 mod escape;
 mod oneshot;
+mod reach;
 
 use args::{Cli, Command, ConfigCommand};
 use clap::Parser;

@@ -66,8 +66,19 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     cfg.upload_rate_limit = a.rate_limit;
     cfg.overlay.search_timeout = a.search_timeout;
     cfg.db_path = cfg.default_db_path();
+    // A node bound to loopback is out of reach of other machines anyway.
+    if !a.no_port_mapping && file.port_mapping != Some(false) && !cfg.bind.is_loopback() {
+        cfg.port_mapping = Some(rutella_node::PortMapConfig::default());
+    }
     let node = Node::start(cfg).await?;
+    let udp_port = node.client().udp_addr().port();
+    let reachability = node
+        .port_mapping()
+        .map(|s| tokio::spawn(crate::reach::tell(s, udp_port)));
     stop_signal().await;
+    if let Some(t) = reachability {
+        t.abort();
+    }
     tracing::info!("stopping");
     node.shutdown().await;
     Ok(())

@@ -120,6 +120,9 @@ pub struct NodeConfig {
     /// Deliberately corrupt what this node uploads. Only for testing how
     /// downloaders deal with a bad peer; never set it otherwise.
     pub upload_fault: Option<rutella_transfer::Fault>,
+    /// Ask the router to forward the ports (UPnP IGD, PCP, NAT-PMP) and
+    /// tell peers its external address; `None`: leave the router alone.
+    pub port_mapping: Option<crate::PortMapConfig>,
 }
 
 impl Default for NodeConfig {
@@ -145,6 +148,7 @@ impl Default for NodeConfig {
             library_poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(2),
             upload_fault: None,
+            port_mapping: None,
         }
     }
 }

@@ -15,6 +15,7 @@ mod event_loop;
 mod node;
 mod own_address;
 mod pending;
+mod portmap;
 mod source;
 mod transfers;
 
@@ -23,6 +24,7 @@ pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{NodeConfig, PeerAddr};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState};
 pub use node::Node;
+pub use portmap::{PortMapConfig, PortMapProtocol, PortMapStatus};
 pub use rutella_proto::{HitFile, Peer};
 pub use transfers::DownloadHandle;
 

@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use tokio::sync::watch;
 
 /// Which address of ours to write in `"IP"` for a given peer.
 pub(crate) struct OwnAddress {
     bind: Ipv4Addr,
     advertise: Option<Ipv4Addr>,
     routes: HashMap<Ipv4Addr, Ipv4Addr>,
+    /// The router's external address while the port mapper holds a mapping.
+    external: Option<watch::Receiver<Option<Ipv4Addr>>>,
 }
 
 impl OwnAddress {
@@ -16,7 +19,23 @@ impl OwnAddress {
             bind,
             advertise,
             routes: HashMap::new(),
+            external: None,
         }
+    }
+
+    /// Follows the port mapper's external address: while it holds one,
+    /// peers outside the local networks are told it.
+    pub(crate) fn follow_external(&mut self, external: watch::Receiver<Option<Ipv4Addr>>) {
+        self.external = Some(external);
+    }
+
+    /// A new external address from the port mapper, once per change.
+    pub(crate) fn new_external(&mut self) -> Option<Ipv4Addr> {
+        let rx = self.external.as_mut()?;
+        if !rx.has_changed().unwrap_or(false) {
+            return None;
+        }
+        *rx.borrow_and_update()
     }
 
     pub(crate) fn initial_ips(&self) -> Vec<Ipv4Addr> {
@@ -36,6 +55,11 @@ impl OwnAddress {
         if let Some(a) = self.advertise {
             return a;
         }
+        if let Some(ip) = self.external.as_ref().and_then(|e| *e.borrow()) {
+            if !is_local(dest) {
+                return ip;
+            }
+        }
         if !self.bind.is_unspecified() {
             return self.bind;
         }
@@ -51,8 +75,13 @@ impl OwnAddress {
     }
 }
 
+/// Addresses of the local networks: peers there reach us directly.
+fn is_local(ip: Ipv4Addr) -> bool {
+    ip.is_loopback() || ip.is_private() || ip.is_link_local()
+}
+
 /// The source address the system picks for datagrams to `dest`.
-fn route_source(dest: Ipv4Addr) -> Option<Ipv4Addr> {
+pub(crate) fn route_source(dest: Ipv4Addr) -> Option<Ipv4Addr> {
     let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
     s.connect((dest, 9)).ok()?;
     match s.local_addr().ok()? {
