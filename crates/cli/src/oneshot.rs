@@ -68,7 +68,10 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     cfg.db_path = cfg.default_db_path();
     // A node bound to loopback is out of reach of other machines anyway.
     if !a.no_port_mapping && file.port_mapping != Some(false) && !cfg.bind.is_loopback() {
-        cfg.port_mapping = Some(rutella_node::PortMapConfig::default());
+        cfg.port_mapping = Some(rutella_node::PortMapConfig {
+            protocols: a.port_mapping_protocol.iter().map(|&p| p.into()).collect(),
+            ..Default::default()
+        });
     }
     let node = Node::start(cfg).await?;
     let udp_port = node.client().udp_addr().port();

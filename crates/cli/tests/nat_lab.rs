@@ -114,7 +114,23 @@ fn mapped(list: &str, proto: &str, to: &str) -> bool {
 }
 
 #[test]
-fn behind_a_mapping_router_a_node_maps_its_ports_and_is_downloaded_from() {
+fn behind_a_mapping_router_a_node_maps_its_ports_with_upnp_and_is_downloaded_from() {
+    mapped_case(&[], "UPnP");
+}
+
+#[test]
+fn the_same_with_pcp() {
+    mapped_case(&["--port-mapping-protocol", "pcp"], "PCP");
+}
+
+#[test]
+fn the_same_with_nat_pmp() {
+    mapped_case(&["--port-mapping-protocol", "natpmp"], "NAT-PMP");
+}
+
+/// H1 behind R1 (miniupnpd) serves with `extra` flags; the mapping is made
+/// `by` that protocol.
+fn mapped_case(extra: &[&str], by: &str) {
     let Some(mut lab) = lab() else { return };
     if Command::new("miniupnpd").arg("--version").output().is_err() {
         eprintln!("skipped: miniupnpd is not installed");
@@ -147,13 +163,9 @@ fn behind_a_mapping_router_a_node_maps_its_ports_and_is_downloaded_from() {
         &["--share", p_share.to_str().unwrap()],
     );
     p_node.wait_for("node started");
-    let mut h1_node = Proc::serve(
-        &lab,
-        &h1,
-        dir.path(),
-        "h1",
-        &["--share", share.to_str().unwrap(), "--connect", "11.0.0.2"],
-    );
+    let mut h1_args = vec!["--share", share.to_str().unwrap(), "--connect", "11.0.0.2"];
+    h1_args.extend(extra);
+    let mut h1_node = Proc::serve(&lab, &h1, dir.path(), "h1", &h1_args);
     h1_node.wait_for("peer joined");
 
     // P finds the file at the router's address (hashing runs in the
@@ -225,7 +237,7 @@ fn behind_a_mapping_router_a_node_maps_its_ports_and_is_downloaded_from() {
     }
 
     // The user was told, and the router lists both mappings.
-    h1_node.wait_for("Reachable at 11.0.0.11:20000 (mapped by UPnP)");
+    h1_node.wait_for(&format!("Reachable at 11.0.0.11:20000 (mapped by {by})"));
     let list = upnpc_list(&h1);
     assert!(mapped(&list, "UDP", "192.168.1.10:20000"), "{list}");
     assert!(mapped(&list, "TCP", "192.168.1.10:10000"), "{list}");

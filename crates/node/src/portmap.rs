@@ -31,6 +31,8 @@ pub struct PortMapConfig {
     pub attempt_timeout: Duration,
     /// How long UPnP discovery (SSDP) waits for a router to answer.
     pub discovery_timeout: Duration,
+    /// The protocols to try, in order; empty: UPnP, PCP, NAT-PMP.
+    pub protocols: Vec<Protocol>,
 }
 
 impl Default for PortMapConfig {
@@ -41,6 +43,7 @@ impl Default for PortMapConfig {
             rounds: 3,
             attempt_timeout: Duration::from_secs(5),
             discovery_timeout: Duration::from_secs(2),
+            protocols: Vec::new(),
         }
     }
 }
@@ -77,11 +80,14 @@ pub(crate) async fn run(
     out: Outputs,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut machine = Machine::new(Timing {
-        lease: cfg.lease,
-        retry: cfg.retry,
-        rounds: cfg.rounds,
-    });
+    let mut machine = Machine::new(
+        Timing {
+            lease: cfg.lease,
+            retry: cfg.retry,
+            rounds: cfg.rounds,
+        },
+        &cfg.protocols,
+    );
     let ports = Ports {
         udp: udp_port,
         tcp: tcp_port,

@@ -88,15 +88,22 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct Machine {
     timing: Timing,
+    order: Vec<Protocol>,
     state: State,
     status: PortMapStatus,
     failed_rounds: u32,
 }
 
 impl Machine {
-    pub(crate) fn new(timing: Timing) -> Self {
+    /// Tries the protocols of `order` in turn (all of [`ORDER`] if empty).
+    pub(crate) fn new(timing: Timing, order: &[Protocol]) -> Self {
         Machine {
             timing,
+            order: if order.is_empty() {
+                ORDER.to_vec()
+            } else {
+                order.to_vec()
+            },
             state: State::Trying(0),
             status: PortMapStatus::Pending,
             failed_rounds: 0,
@@ -112,12 +119,12 @@ impl Machine {
     /// What to do at `now`.
     pub(crate) fn poll(&mut self, now: Instant) -> Step {
         match self.state {
-            State::Trying(i) => Step::Map(ORDER[i]),
+            State::Trying(i) => Step::Map(self.order[i]),
             State::Mapped { protocol, renew_at } if now >= renew_at => Step::Renew(protocol),
             State::Mapped { renew_at, .. } => Step::Wait(renew_at),
             State::Waiting(until) if now >= until => {
                 self.state = State::Trying(0);
-                Step::Map(ORDER[0])
+                Step::Map(self.order[0])
             }
             State::Waiting(until) => Step::Wait(until),
             State::GaveUp => Step::Done,
@@ -159,7 +166,7 @@ impl Machine {
                 self.state = State::Trying(0);
                 None
             }
-            State::Trying(i) if i + 1 < ORDER.len() => {
+            State::Trying(i) if i + 1 < self.order.len() => {
                 self.state = State::Trying(i + 1);
                 None
             }
@@ -201,7 +208,7 @@ mod tests {
     #[test]
     fn tries_each_protocol_in_order_and_renews_at_half_the_lease() {
         let t0 = Instant::now();
-        let mut m = Machine::new(timing());
+        let mut m = Machine::new(timing(), &[]);
         assert_eq!(m.status(), PortMapStatus::Pending);
         assert_eq!(m.poll(t0), Step::Map(Protocol::Upnp));
         assert_eq!(m.on_failed(t0), None, "one protocol failing says nothing");
@@ -228,7 +235,7 @@ mod tests {
     #[test]
     fn a_permanent_mapping_is_renewed_at_half_the_configured_lease() {
         let t0 = Instant::now();
-        let mut m = Machine::new(timing());
+        let mut m = Machine::new(timing(), &[]);
         m.poll(t0);
         m.on_mapped(t0, Protocol::Upnp, IP, Duration::ZERO);
         assert_eq!(m.poll(t0), Step::Wait(t0 + Duration::from_secs(1800)));
@@ -237,7 +244,7 @@ mod tests {
     #[test]
     fn a_failed_round_reports_unmapped_once_waits_and_gives_up_after_the_rounds() {
         let t0 = Instant::now();
-        let mut m = Machine::new(timing());
+        let mut m = Machine::new(timing(), &[]);
         let mut now = t0;
         let mut reports = Vec::new();
         for round in 0..3 {
@@ -259,7 +266,7 @@ mod tests {
     #[test]
     fn a_failed_renewal_tries_every_protocol_before_saying_unmapped() {
         let t0 = Instant::now();
-        let mut m = Machine::new(timing());
+        let mut m = Machine::new(timing(), &[]);
         m.poll(t0);
         m.on_mapped(t0, Protocol::Upnp, IP, Duration::from_secs(100));
         let t1 = t0 + Duration::from_secs(50);
@@ -279,5 +286,14 @@ mod tests {
             Some(PortMapStatus::Mapped { .. })
         ));
         assert_eq!(m.failed_rounds, 0);
+    }
+
+    #[test]
+    fn only_the_protocols_asked_for_are_tried() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(timing(), &[Protocol::NatPmp]);
+        assert_eq!(m.poll(t0), Step::Map(Protocol::NatPmp));
+        assert_eq!(m.on_failed(t0), Some(PortMapStatus::Unmapped));
+        assert_eq!(m.poll(t0), Step::Wait(t0 + Duration::from_secs(60)));
     }
 }
