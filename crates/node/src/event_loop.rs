@@ -123,9 +123,7 @@ impl EventLoop {
     }
 
     async fn flush(&mut self) {
-        if let Some(ip) = self.own.new_external() {
-            self.overlay.add_own_ip(ip);
-        }
+        self.own.refresh(&mut self.overlay);
         for (dest, datagrams) in std::mem::take(&mut self.answers) {
             for d in datagrams {
                 if let Err(e) = self.socket.send_to(&d, dest).await {

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod message;
 pub mod overlay;
 pub mod scalable;
+pub mod seen;
 #[cfg(test)]
 mod testnet;
 

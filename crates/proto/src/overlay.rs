@@ -252,6 +252,8 @@ pub struct Overlay {
     pub(crate) config: Config,
     pub(crate) rng: ChaCha8Rng,
     own_ips: HashSet<Ipv4Addr>,
+    /// Our address as rutella peers report seeing it (`"Seen"`).
+    seen: crate::seen::SeenAddress,
     peers: BTreeMap<SocketAddrV4, PeerState>,
     pub(crate) bootstrap: Vec<SocketAddrV4>,
     next_round: Option<Instant>,
@@ -294,6 +296,7 @@ impl Overlay {
             config,
             rng,
             own_ips: HashSet::new(),
+            seen: crate::seen::SeenAddress::default(),
             peers: BTreeMap::new(),
             bootstrap: Vec::new(),
             next_round,
@@ -314,6 +317,12 @@ impl Overlay {
     /// never adds itself to its list.
     pub fn add_own_ip(&mut self, ip: Ipv4Addr) {
         self.own_ips.insert(ip);
+    }
+
+    /// Our external address as two rutella peers at different addresses
+    /// report seeing it (`"Seen"` in their pongs), if they agree.
+    pub fn seen_address(&self) -> Option<Ipv4Addr> {
+        self.seen.learned()
     }
 
     /// The lowest of our own addresses, if any is known.
@@ -531,6 +540,8 @@ impl Overlay {
         let mut extra = Map::new();
         if let Some(n) = nonce_of(&ping.extra) {
             extra.insert("Echo".into(), serde_json::Value::from(n));
+            // Only to rutella pings: classic peers never see the field.
+            extra.insert("Seen".into(), serde_json::Value::from(from.to_string()));
         }
         self.push_transmit(Transmit {
             dest: from,
@@ -583,6 +594,11 @@ impl Overlay {
         if echo.is_some_and(|e| e != self.guard.token(from)) {
             tracing::debug!(peer = %from, "pong with a wrong echo, dropped");
             return;
+        }
+        if let (Some(_), Some(seen)) = (echo, crate::seen::parse_seen(&pong.extra)) {
+            if let Some(ip) = self.seen.report(*from.ip(), seen) {
+                tracing::debug!(external = %ip, "peers agree on our external address");
+            }
         }
         if self.peers.contains_key(&from) {
             self.mark_alive(from, pong.ports);
@@ -1107,6 +1123,86 @@ mod tests {
         drain(&mut o);
         while o.poll_event().is_some() {}
         (o, known)
+    }
+
+    #[test]
+    fn pongs_tell_rutella_pingers_where_they_are_seen_and_two_agreeing_peers_teach_it() {
+        let now = Instant::now();
+        let mut o = Overlay::new(cfg(20000), now);
+        o.add_own_ip(Ipv4Addr::new(192, 168, 1, 10));
+        // A classic ping gets a classic pong: no "Seen".
+        let src: SocketAddrV4 = "11.0.0.2:20000".parse().unwrap();
+        o.handle_datagram(
+            now,
+            SocketAddr::V4(src),
+            br#"{"Command": 1, "IP": "11.0.0.2", "TTL": 0}"#,
+        );
+        let sent = drain(&mut o);
+        let pong = sent[0].encode(Ipv4Addr::new(192, 168, 1, 10));
+        assert!(!String::from_utf8_lossy(&pong).contains("Seen"), "{sent:?}");
+        // A rutella ping (with a nonce) learns the address it came from.
+        let src2: SocketAddrV4 = "11.0.0.3:20001".parse().unwrap();
+        o.handle_datagram(
+            now,
+            SocketAddr::V4(src2),
+            br#"{"Command": 1, "IP": "1.2.3.4", "TTL": 0, "Nonce": 7, "UdpPort": 20001}"#,
+        );
+        let sent = drain(&mut o);
+        let pong =
+            String::from_utf8_lossy(&sent[0].encode(Ipv4Addr::new(192, 168, 1, 10))).into_owned();
+        assert!(pong.contains(r#""Seen": "11.0.0.3:20001""#), "{pong}");
+        // Two peers at different addresses that answer our pings with the
+        // right echo and the same "Seen" teach us our external address;
+        // one alone, or a wrong echo, does not.
+        let p1: SocketAddrV4 = "11.0.0.4:20000".parse().unwrap();
+        let p2: SocketAddrV4 = "11.0.0.5:20000".parse().unwrap();
+        for p in [p1, p2] {
+            o.connect(now, p, 0);
+        }
+        let nonces: Vec<(SocketAddrV4, u64)> = drain(&mut o)
+            .iter()
+            .filter_map(|t| match &t.message {
+                Message::Ping(pi) => nonce_of(&pi.extra).map(|n| (t.dest, n)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(nonces.len(), 2, "{nonces:?}");
+        let pong = |n: u64| {
+            format!(
+                r#"{{"Command": 2, "IP": "0.0.0.0", "Echo": {n}, "UdpPort": 20000, "Seen": "11.0.0.11:20000"}}"#
+            )
+        };
+        o.handle_datagram(
+            now,
+            SocketAddr::V4(nonces[0].0),
+            pong(nonces[0].1 ^ 1).as_bytes(),
+        );
+        o.handle_datagram(
+            now,
+            SocketAddr::V4(nonces[0].0),
+            pong(nonces[0].1).as_bytes(),
+        );
+        assert_eq!(o.seen_address(), None, "one reporter is not enough");
+        o.handle_datagram(
+            now,
+            SocketAddr::V4(nonces[1].0),
+            pong(nonces[1].1 ^ 1).as_bytes(),
+        );
+        assert_eq!(o.seen_address(), None, "a wrong echo does not count");
+        let unproven =
+            r#"{"Command": 2, "IP": "0.0.0.0", "UdpPort": 20000, "Seen": "11.0.0.11:20000"}"#;
+        o.handle_datagram(now, SocketAddr::V4(nonces[1].0), unproven.as_bytes());
+        assert_eq!(
+            o.seen_address(),
+            None,
+            "a pong without our nonce does not count"
+        );
+        o.handle_datagram(
+            now,
+            SocketAddr::V4(nonces[1].0),
+            pong(nonces[1].1).as_bytes(),
+        );
+        assert_eq!(o.seen_address(), Some(Ipv4Addr::new(11, 0, 0, 11)));
     }
 
     #[test]
