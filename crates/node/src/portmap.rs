@@ -122,19 +122,21 @@ pub(crate) async fn run(
                         r.unwrap_or_else(|_| Err("no answer in time".into()))
                     }
                 }
+                .map(|(ip, lease, h)| (ip, lease, Some(h)))
             }
             Step::Renew(_) => {
-                let Some((_, h)) = held.take() else {
+                let Some((_, h)) = held.as_mut() else {
                     machine.on_failed(crate::event_loop::now());
                     continue;
                 };
-                let attempt = renew(h, &cfg, ports);
+                let attempt = renew(h, ports);
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
                     r = tokio::time::timeout(cfg.attempt_timeout, attempt) => {
                         r.unwrap_or_else(|_| Err("no answer in time".into()))
                     }
                 }
+                .map(|(ip, lease)| (ip, lease, None))
             }
         };
         let protocol = match step {
@@ -143,8 +145,10 @@ pub(crate) async fn run(
         };
         let now = crate::event_loop::now();
         let change = match outcome {
-            Ok((ip, lease, h)) => {
-                held = Some((protocol, h));
+            Ok((ip, lease, new)) => {
+                if let Some(h) = new {
+                    held = Some((protocol, h));
+                }
                 tracing::debug!(%protocol, external = %ip, ?lease, "port mapping granted");
                 machine.on_mapped(now, protocol, ip, lease)
             }
@@ -191,32 +195,24 @@ async fn map(p: Protocol, cfg: &PortMapConfig, ports: Ports) -> Result<Granted, 
     }
 }
 
-async fn renew(h: Held, cfg: &PortMapConfig, ports: Ports) -> Result<Granted, String> {
+/// Renews the mappings held, in place: the handle stays held whatever
+/// happens, so that it is removed at exit or before the next attempt.
+async fn renew(h: &mut Held, ports: Ports) -> Result<(Ipv4Addr, Duration), String> {
     match h {
         Held::Upnp {
             gateway,
             local,
             lease,
         } => {
-            add_upnp(&gateway, local, ports, lease).await?;
-            let ip = upnp_external(&gateway).await?;
-            Ok((
-                ip,
-                secs(lease),
-                Held::Upnp {
-                    gateway,
-                    local,
-                    lease,
-                },
-            ))
+            add_upnp(gateway, *local, ports, *lease).await?;
+            let ip = upnp_external(gateway).await?;
+            Ok((ip, secs(*lease)))
         }
-        Held::Gateway { mut udp, mut tcp } => {
-            let _ = cfg;
+        Held::Gateway { udp, tcp } => {
             udp.renew().await.map_err(|e| e.to_string())?;
             tcp.renew().await.map_err(|e| e.to_string())?;
-            let ip = gateway_external(&udp).await?;
-            let lease = secs(udp.lifetime().min(tcp.lifetime()));
-            Ok((ip, lease, Held::Gateway { udp, tcp }))
+            let ip = gateway_external(udp).await?;
+            Ok((ip, secs(udp.lifetime().min(tcp.lifetime()))))
         }
     }
 }
