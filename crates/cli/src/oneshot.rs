@@ -67,7 +67,9 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     cfg.overlay.search_timeout = a.search_timeout;
     cfg.db_path = cfg.default_db_path();
     // A node bound to loopback is out of reach of other machines anyway.
-    if !a.no_port_mapping && file.port_mapping != Some(false) && !cfg.bind.is_loopback() {
+    if a.no_port_mapping || file.port_mapping == Some(false) {
+        tracing::info!("port mapping is off: the router is not asked to forward ports");
+    } else if !cfg.bind.is_loopback() {
         cfg.port_mapping = Some(rutella_node::PortMapConfig {
             protocols: a.port_mapping_protocol.iter().map(|&p| p.into()).collect(),
             ..Default::default()

@@ -268,3 +268,55 @@ fn behind_a_router_that_maps_nothing_the_node_says_so() {
     eprintln!("no mapping: line after {:?}", started.elapsed());
     assert!(!h2_node.stdout().contains("Reachable at"));
 }
+
+#[test]
+fn no_port_mapping_by_flag_or_settings_file_leaves_the_router_alone() {
+    let Some(mut lab) = lab() else { return };
+    if Command::new("miniupnpd").arg("--version").output().is_err() {
+        eprintln!("skipped: miniupnpd is not installed");
+        return;
+    }
+    let p = lab.public_host("p", 2).unwrap();
+    let upnp = RouterKind {
+        port_mapping: true,
+        ..Default::default()
+    };
+    let r1 = lab.router("r1", 11, upnp).unwrap();
+    let h1 = lab.host_behind(&r1, "h1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p_node = Proc::serve(&lab, &p, dir.path(), "p", &[]);
+    p_node.wait_for("node started");
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(&settings, "port_mapping = false\n").unwrap();
+    for (name, flags, config) in [
+        ("flag", &["--no-port-mapping"][..], None),
+        ("file", &[][..], Some(&settings)),
+    ] {
+        let mut args = vec!["--connect", "11.0.0.2"];
+        args.extend(flags);
+        let out = dir.path().join(format!("{name}.out"));
+        let err = dir.path().join(format!("{name}.err"));
+        let mut cmd = bin();
+        cmd.arg("serve").args(FAST).args(&args);
+        if let Some(c) = config {
+            cmd.env("RUTELLA_CONFIG", c);
+        }
+        let child = lab
+            .wrap(&h1, &cmd)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let node = Proc { child, out, err };
+        node.wait_for("port mapping is off");
+        node.wait_for("peer joined");
+        let list = upnpc_list(&h1);
+        assert!(!list.contains("->192.168.1.10:"), "{name}: {list}");
+        assert!(
+            !node.stdout().contains("eachable"),
+            "{name}: {}",
+            node.stdout()
+        );
+    }
+}
