@@ -187,6 +187,27 @@ pub(crate) struct NetArgs {
     pub(crate) lan: LanArgs,
 }
 
+/// `--port-mapping-protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum MapProtocol {
+    /// UPnP Internet Gateway Device.
+    Upnp,
+    /// Port Control Protocol.
+    Pcp,
+    /// NAT Port Mapping Protocol.
+    Natpmp,
+}
+
+impl From<MapProtocol> for rutella_node::PortMapProtocol {
+    fn from(p: MapProtocol) -> Self {
+        match p {
+            MapProtocol::Upnp => rutella_node::PortMapProtocol::Upnp,
+            MapProtocol::Pcp => rutella_node::PortMapProtocol::Pcp,
+            MapProtocol::Natpmp => rutella_node::PortMapProtocol::NatPmp,
+        }
+    }
+}
+
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum OverlayMode {
@@ -213,6 +234,14 @@ pub(crate) struct ServeArgs {
     /// How long a search collects answers.
     #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
     pub(crate) search_timeout: Duration,
+    /// Do not ask the router to forward the ports (UPnP, PCP, NAT-PMP).
+    /// Also `port_mapping = false` in the settings file.
+    #[arg(long)]
+    pub(crate) no_port_mapping: bool,
+    /// Try only this port-mapping protocol (repeat for several, in order).
+    /// For tests of each protocol.
+    #[arg(long, value_name = "PROTOCOL", value_enum, hide = true)]
+    pub(crate) port_mapping_protocol: Vec<MapProtocol>,
     #[command(flatten)]
     pub(crate) net: NetArgs,
 }

@@ -41,6 +41,10 @@ pub(crate) struct ConfigFile {
     /// `--no-lan-discovery`). Absent: on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) lan_discovery: Option<bool>,
+    /// `false`: never ask the router to forward ports (`serve`'s
+    /// `--no-port-mapping`). Absent: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) port_mapping: Option<bool>,
 }
 
 /// Where the settings file is: `$RUTELLA_CONFIG`, else the platform's
@@ -168,6 +172,8 @@ mod tests {
     fn bad_file_is_one_clear_sentence() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
+        std::fs::write(&path, "port_mapping = false\n").unwrap();
+        assert_eq!(ConfigFile::load(&path).unwrap().port_mapping, Some(false));
         std::fs::write(&path, "udp_port = \"lots\"\n").unwrap();
         let e = ConfigFile::load(&path).unwrap_err();
         assert_eq!(e.code, exit::USAGE);

@@ -7,6 +7,7 @@ mod demo;
 mod escape;
 mod lan;
 mod oneshot;
+mod reach;
 
 use args::{Cli, Command, ConfigCommand};
 use clap::Parser;

@@ -67,8 +67,24 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     if file.lan_discovery == Some(false) {
         cfg.lan = None;
     }
+    // A node bound to loopback is out of reach of other machines anyway.
+    if a.no_port_mapping || file.port_mapping == Some(false) {
+        tracing::info!("port mapping is off: the router is not asked to forward ports");
+    } else if !cfg.bind.is_loopback() {
+        cfg.port_mapping = Some(rutella_node::PortMapConfig {
+            protocols: a.port_mapping_protocol.iter().map(|&p| p.into()).collect(),
+            ..Default::default()
+        });
+    }
     let node = Node::start(cfg).await?;
+    let udp_port = node.client().udp_addr().port();
+    let reachability = node
+        .port_mapping()
+        .map(|s| tokio::spawn(crate::reach::tell(s, udp_port)));
     stop_signal().await;
+    if let Some(t) = reachability {
+        t.abort();
+    }
     tracing::info!("stopping");
     node.shutdown().await;
     Ok(())

@@ -126,6 +126,9 @@ pub struct NodeConfig {
     pub upload_fault: Option<rutella_transfer::Fault>,
     /// Finding peers on the local link by multicast; `None`: off.
     pub lan: Option<LanSettings>,
+    /// Ask the router to forward the ports (UPnP IGD, PCP, NAT-PMP) and
+    /// tell peers its external address; `None`: leave the router alone.
+    pub port_mapping: Option<crate::PortMapConfig>,
 }
 
 impl Default for NodeConfig {
@@ -153,6 +156,7 @@ impl Default for NodeConfig {
             stop_timeout: Duration::from_secs(10),
             upload_fault: None,
             lan: None,
+            port_mapping: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! else talks to it through bounded channels.
 
 use crate::answer::{self, InFlight};
+use crate::clock::now;
 use crate::command::{Command, NodeEvent, SearchHit};
 use crate::own_address::OwnAddress;
 use rutella_proto::{Event, IncomingQuery, Overlay, SearchId};
@@ -130,6 +131,7 @@ impl EventLoop {
     }
 
     async fn flush(&mut self) {
+        self.own.refresh(&mut self.overlay);
         for (dest, datagrams) in std::mem::take(&mut self.answers) {
             for d in datagrams {
                 if let Err(e) = self.socket.send_to(&d, dest).await {
@@ -199,10 +201,4 @@ impl EventLoop {
             own_ip,
         );
     }
-}
-
-/// The time on tokio's clock, as the overlay takes it: under a paused clock
-/// (`start_paused` tests) the overlay's timers follow the paused time.
-pub(crate) fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
 }

@@ -3,9 +3,9 @@
 //! to the multicast group on one interface; the peers it hears go to the
 //! event loop as [`Command::Connect`], the same join as a typed address.
 
+use crate::clock::now;
 use crate::command::Command;
 use crate::config::{LanSettings, PeerAddr};
-use crate::event_loop::now;
 use rutella_proto::lan::LanDiscovery;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;

@@ -10,6 +10,7 @@
 
 mod answer;
 mod client;
+mod clock;
 mod command;
 mod config;
 mod downloads;
@@ -19,6 +20,7 @@ mod lan;
 mod node;
 mod own_address;
 mod pending;
+mod portmap;
 mod source;
 mod tasks;
 mod transfers;
@@ -29,6 +31,7 @@ pub use config::{LanSettings, NodeConfig, PeerAddr};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState};
 pub use get::{Got, Want};
 pub use node::Node;
+pub use portmap::{PortMapConfig, PortMapProtocol, PortMapStatus};
 pub use rutella_proto::lan::LanConfig;
 pub use rutella_proto::{HitFile, Peer};
 pub use transfers::DownloadHandle;

@@ -3,10 +3,11 @@
 
 use crate::answer::InFlight;
 use crate::client::Client;
+use crate::clock::now;
 use crate::command::Command;
 use crate::config::NodeConfig;
 use crate::downloads::Downloads;
-use crate::event_loop::{now, EventLoop};
+use crate::event_loop::EventLoop;
 use crate::own_address::OwnAddress;
 use crate::pending::Journal;
 use crate::source::LibrarySource;
@@ -36,6 +37,7 @@ pub struct Node {
     client: Client,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    port_mapping: Option<watch::Receiver<crate::PortMapStatus>>,
 }
 
 impl Node {
@@ -124,7 +126,7 @@ impl Node {
         };
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, shares = ?config.shares, "node started");
 
-        let event_loop = EventLoop {
+        let mut event_loop = EventLoop {
             overlay,
             socket: udp,
             own,
@@ -137,6 +139,23 @@ impl Node {
             answers: Vec::new(),
             answering: JoinSet::new(),
         };
+        let (port_mapping, mapper) = match config.port_mapping.clone() {
+            Some(cfg) => {
+                let (external, external_rx) = watch::channel(None);
+                let (status, status_rx) = watch::channel(crate::PortMapStatus::Pending);
+                event_loop.own.follow_external(external_rx);
+                let out = crate::portmap::Outputs { external, status };
+                let task = crate::portmap::run(
+                    cfg,
+                    udp_addr.port(),
+                    tcp_addr.port(),
+                    out,
+                    stop_rx.clone(),
+                );
+                (Some(status_rx), Some(task))
+            }
+            None => (None, None),
+        };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
         tasks.extend(crate::lan::spawn(
             config.lan.as_ref(),
@@ -145,6 +164,7 @@ impl Node {
             lan_found_tx,
             stop_rx.clone(),
         ));
+        tasks.extend(mapper.map(tokio::spawn));
         if scalable {
             tasks.push(tokio::spawn(watch_library(
                 library.clone(),
@@ -176,12 +196,18 @@ impl Node {
             client,
             stop,
             tasks,
+            port_mapping,
         })
     }
 
     /// A handle for the user interface.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The port mapper's status, when port mapping is on.
+    pub fn port_mapping(&self) -> Option<watch::Receiver<crate::PortMapStatus>> {
+        self.port_mapping.clone()
     }
 
     /// Stops the event loop, the transfer server and the downloads, and

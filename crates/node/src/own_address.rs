@@ -2,12 +2,17 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use tokio::sync::watch;
 
 /// Which address of ours to write in `"IP"` for a given peer.
 pub(crate) struct OwnAddress {
     bind: Ipv4Addr,
     advertise: Option<Ipv4Addr>,
     routes: HashMap<Ipv4Addr, Ipv4Addr>,
+    /// The router's external address while the port mapper holds a mapping.
+    external: Option<watch::Receiver<Option<Ipv4Addr>>>,
+    /// Our address as rutella peers agree they see it (no mapping needed).
+    seen: Option<Ipv4Addr>,
 }
 
 impl OwnAddress {
@@ -16,7 +21,40 @@ impl OwnAddress {
             bind,
             advertise,
             routes: HashMap::new(),
+            external: None,
+            seen: None,
         }
+    }
+
+    /// Follows the port mapper's external address: while it holds one,
+    /// peers outside the local networks are told it.
+    pub(crate) fn follow_external(&mut self, external: watch::Receiver<Option<Ipv4Addr>>) {
+        self.external = Some(external);
+    }
+
+    /// Takes in what changed: the port mapper's external address and the
+    /// address peers report seeing us at; the overlay learns both as ours.
+    pub(crate) fn refresh(&mut self, overlay: &mut rutella_proto::Overlay) {
+        if let Some(ip) = self.new_external() {
+            overlay.add_own_ip(ip);
+        }
+        let seen = overlay.seen_address();
+        if seen != self.seen {
+            if let Some(ip) = seen {
+                tracing::info!(external = %ip, "peers report seeing us at this address");
+                overlay.add_own_ip(ip);
+            }
+            self.seen = seen;
+        }
+    }
+
+    /// A new external address from the port mapper, once per change.
+    pub(crate) fn new_external(&mut self) -> Option<Ipv4Addr> {
+        let rx = self.external.as_mut()?;
+        if !rx.has_changed().unwrap_or(false) {
+            return None;
+        }
+        *rx.borrow_and_update()
     }
 
     pub(crate) fn initial_ips(&self) -> Vec<Ipv4Addr> {
@@ -36,6 +74,12 @@ impl OwnAddress {
         if let Some(a) = self.advertise {
             return a;
         }
+        let mapped = self.external.as_ref().and_then(|e| *e.borrow());
+        if let Some(ip) = mapped.or(self.seen) {
+            if !is_local(dest) {
+                return ip;
+            }
+        }
         if !self.bind.is_unspecified() {
             return self.bind;
         }
@@ -51,12 +95,55 @@ impl OwnAddress {
     }
 }
 
+/// Addresses of the local networks: peers there reach us directly.
+fn is_local(ip: Ipv4Addr) -> bool {
+    ip.is_loopback() || ip.is_private() || ip.is_link_local()
+}
+
 /// The source address the system picks for datagrams to `dest`.
-fn route_source(dest: Ipv4Addr) -> Option<Ipv4Addr> {
+pub(crate) fn route_source(dest: Ipv4Addr) -> Option<Ipv4Addr> {
     let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
     s.connect((dest, 9)).ok()?;
     match s.local_addr().ok()? {
         SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mapped_external_address_goes_to_peers_outside_the_local_networks() {
+        let (tx, rx) = watch::channel(None);
+        let mut own = OwnAddress::new(Ipv4Addr::new(192, 168, 1, 10), None);
+        own.follow_external(rx);
+        let public = Ipv4Addr::new(11, 0, 0, 2);
+        assert_eq!(own.for_dest(public), Ipv4Addr::new(192, 168, 1, 10));
+        assert_eq!(own.new_external(), None);
+        let ext = Ipv4Addr::new(11, 0, 0, 11);
+        tx.send(Some(ext)).unwrap();
+        assert_eq!(own.new_external(), Some(ext));
+        assert_eq!(own.new_external(), None, "once per change");
+        assert_eq!(own.for_dest(public), ext);
+        assert_eq!(
+            own.for_dest(Ipv4Addr::new(192, 168, 1, 20)),
+            Ipv4Addr::new(192, 168, 1, 10),
+            "a LAN peer gets the LAN address"
+        );
+        tx.send(None).unwrap();
+        assert_eq!(own.for_dest(public), Ipv4Addr::new(192, 168, 1, 10));
+        // Without a mapping, the address peers agree they see us at.
+        own.seen = Some(Ipv4Addr::new(11, 0, 0, 12));
+        assert_eq!(own.for_dest(public), Ipv4Addr::new(11, 0, 0, 12));
+        tx.send(Some(ext)).unwrap();
+        assert_eq!(own.for_dest(public), ext, "the mapping comes first");
+        // --advertise wins over the mapping.
+        let (_tx, rx) = watch::channel(Some(ext));
+        let adv = Ipv4Addr::new(11, 0, 0, 99);
+        let mut own = OwnAddress::new(Ipv4Addr::UNSPECIFIED, Some(adv));
+        own.follow_external(rx);
+        assert_eq!(own.for_dest(public), adv);
     }
 }

@@ -13,6 +13,7 @@ pub mod matching;
 pub mod message;
 pub mod overlay;
 pub mod scalable;
+pub mod seen;
 mod shared;
 #[cfg(test)]
 mod testnet;

@@ -119,6 +119,8 @@ impl Serve {
         let log = dir.path().join("serve.log");
         let mut child = bin()
             .arg("serve")
+            // Tests never ask a router for anything.
+            .arg("--no-port-mapping")
             .args(if fast { &FAST[..] } else { &[] })
             .args(args)
             .stdin(Stdio::null())

@@ -83,6 +83,8 @@ impl Overlay {
         let mut extra = Map::new();
         if let Some(n) = nonce_of(&ping.extra) {
             extra.insert("Echo".into(), serde_json::Value::from(n));
+            // Only to rutella pings: classic peers never see the field.
+            extra.insert("Seen".into(), serde_json::Value::from(from.to_string()));
         }
         self.push_transmit(Transmit {
             dest: from,
@@ -135,6 +137,11 @@ impl Overlay {
         if echo.is_some_and(|e| e != self.sh.guard.token(from)) {
             tracing::debug!(peer = %from, "pong with a wrong echo, dropped");
             return;
+        }
+        if let (Some(_), Some(seen)) = (echo, crate::seen::parse_seen(&pong.extra)) {
+            if let Some(ip) = self.seen.report(*from.ip(), seen) {
+                tracing::debug!(external = %ip, "peers agree on our external address");
+            }
         }
         if self.peers.contains_key(&from) {
             self.mark_alive(from, pong.ports);

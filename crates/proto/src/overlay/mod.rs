@@ -46,6 +46,8 @@ pub struct Overlay {
     search_counter: u64,
     /// Neighbours, filters and host cache of the scalable mode.
     sc: Option<Scalable>,
+    /// Our address as rutella peers report seeing it (`"Seen"`).
+    seen: crate::seen::SeenAddress,
 }
 
 impl Overlay {
@@ -64,6 +66,7 @@ impl Overlay {
             searches: BTreeMap::new(),
             search_counter: 0,
             sc,
+            seen: crate::seen::SeenAddress::default(),
         }
     }
 
@@ -95,6 +98,12 @@ impl Overlay {
     /// never adds itself to its list.
     pub fn add_own_ip(&mut self, ip: Ipv4Addr) {
         self.sh.add_own_ip(ip);
+    }
+
+    /// Our external address as two rutella peers at different addresses
+    /// report seeing it (`"Seen"` in their pongs), if they agree.
+    pub fn seen_address(&self) -> Option<Ipv4Addr> {
+        self.seen.learned()
     }
 
     /// The peers currently known.

@@ -370,3 +370,83 @@ fn peer_list_is_bounded() {
     }
     assert_eq!(o.peers().len(), 10);
 }
+
+#[test]
+fn pongs_tell_rutella_pingers_where_they_are_seen_and_two_agreeing_peers_teach_it() {
+    let now = Instant::now();
+    let mut o = Overlay::new(cfg(20000), now);
+    o.add_own_ip(Ipv4Addr::new(192, 168, 1, 10));
+    // A classic ping gets a classic pong: no "Seen".
+    let src: SocketAddrV4 = "11.0.0.2:20000".parse().unwrap();
+    o.handle_datagram(
+        now,
+        SocketAddr::V4(src),
+        br#"{"Command": 1, "IP": "11.0.0.2", "TTL": 0}"#,
+    );
+    let sent = drain(&mut o);
+    let pong = sent[0].encode(Ipv4Addr::new(192, 168, 1, 10));
+    assert!(!String::from_utf8_lossy(&pong).contains("Seen"), "{sent:?}");
+    // A rutella ping (with a nonce) learns the address it came from.
+    let src2: SocketAddrV4 = "11.0.0.3:20001".parse().unwrap();
+    o.handle_datagram(
+        now,
+        SocketAddr::V4(src2),
+        br#"{"Command": 1, "IP": "1.2.3.4", "TTL": 0, "Nonce": 7, "UdpPort": 20001}"#,
+    );
+    let sent = drain(&mut o);
+    let pong =
+        String::from_utf8_lossy(&sent[0].encode(Ipv4Addr::new(192, 168, 1, 10))).into_owned();
+    assert!(pong.contains(r#""Seen": "11.0.0.3:20001""#), "{pong}");
+    // Two peers at different addresses that answer our pings with the
+    // right echo and the same "Seen" teach us our external address;
+    // one alone, or a wrong echo, does not.
+    let p1: SocketAddrV4 = "11.0.0.4:20000".parse().unwrap();
+    let p2: SocketAddrV4 = "11.0.0.5:20000".parse().unwrap();
+    for p in [p1, p2] {
+        o.connect(now, p, 0);
+    }
+    let nonces: Vec<(SocketAddrV4, u64)> = drain(&mut o)
+        .iter()
+        .filter_map(|t| match &t.message {
+            Message::Ping(pi) => nonce_of(&pi.extra).map(|n| (t.dest, n)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(nonces.len(), 2, "{nonces:?}");
+    let pong = |n: u64| {
+        format!(
+            r#"{{"Command": 2, "IP": "0.0.0.0", "Echo": {n}, "UdpPort": 20000, "Seen": "11.0.0.11:20000"}}"#
+        )
+    };
+    o.handle_datagram(
+        now,
+        SocketAddr::V4(nonces[0].0),
+        pong(nonces[0].1 ^ 1).as_bytes(),
+    );
+    o.handle_datagram(
+        now,
+        SocketAddr::V4(nonces[0].0),
+        pong(nonces[0].1).as_bytes(),
+    );
+    assert_eq!(o.seen_address(), None, "one reporter is not enough");
+    o.handle_datagram(
+        now,
+        SocketAddr::V4(nonces[1].0),
+        pong(nonces[1].1 ^ 1).as_bytes(),
+    );
+    assert_eq!(o.seen_address(), None, "a wrong echo does not count");
+    let unproven =
+        r#"{"Command": 2, "IP": "0.0.0.0", "UdpPort": 20000, "Seen": "11.0.0.11:20000"}"#;
+    o.handle_datagram(now, SocketAddr::V4(nonces[1].0), unproven.as_bytes());
+    assert_eq!(
+        o.seen_address(),
+        None,
+        "a pong without our nonce does not count"
+    );
+    o.handle_datagram(
+        now,
+        SocketAddr::V4(nonces[1].0),
+        pong(nonces[1].1).as_bytes(),
+    );
+    assert_eq!(o.seen_address(), Some(Ipv4Addr::new(11, 0, 0, 11)));
+}

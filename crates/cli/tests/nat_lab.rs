@@ -1,0 +1,322 @@
+//! A node behind a home router, in the network lab (crates/lab): with a
+//! router that maps ports (UPnP IGD, NAT-PMP, PCP), `rutella serve` maps
+//! its ports by itself, says where it is reachable, and a public peer
+//! downloads its files over a direct connection through the mapping; the
+//! mappings go when it quits. Behind a router that maps nothing it says
+//! it is not reachable. Needs root; prints one skip line elsewhere.
+//!
+//! Address plan: the lab's own internet, 11.0.0.0/24 (P at .2, routers
+//! at .11 and .12), and LANs 192.168.N.0/24 inside namespaces.
+
+mod common;
+use common::*;
+use rutella_lab::{Host, Lab, RouterKind};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The longest any one step may take.
+const STEP: Duration = Duration::from_secs(20);
+
+fn lab() -> Option<Lab> {
+    match Lab::new() {
+        Ok(lab) => Some(lab),
+        Err(why) => {
+            eprintln!("skipped: cannot build the network lab: {why}");
+            None
+        }
+    }
+}
+
+/// A `rutella serve` inside a lab host; killed when dropped.
+struct Proc {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Proc {
+    fn serve(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
+        let out = dir.join(format!("{name}.out"));
+        let err = dir.join(format!("{name}.err"));
+        let mut cmd = bin();
+        cmd.arg("serve").args(FAST).args(args);
+        let child = lab
+            .wrap(host, &cmd)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Proc { child, out, err }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until stdout or stderr contains `needle`.
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + STEP;
+        while !self.stdout().contains(needle) && !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {STEP:?}:\n{}\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-shot `rutella` command inside a lab host.
+fn run_in(lab: &Lab, host: &Host, args: &[&str]) -> Output {
+    let mut cmd = bin();
+    cmd.args(args);
+    lab.wrap(host, &cmd).stdin(Stdio::null()).output().unwrap()
+}
+
+fn upnpc_list(host: &Host) -> String {
+    let out = host.command("upnpc").arg("-l").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The mappings `upnpc -l` lists to `ip:port` over `proto`.
+fn mapped(list: &str, proto: &str, to: &str) -> bool {
+    list.lines()
+        .any(|l| l.contains(proto) && l.contains(&format!("->{to}")))
+}
+
+#[test]
+fn behind_a_mapping_router_a_node_maps_its_ports_with_upnp_and_is_downloaded_from() {
+    mapped_case(&[], "UPnP");
+}
+
+#[test]
+fn the_same_with_pcp() {
+    mapped_case(&["--port-mapping-protocol", "pcp"], "PCP");
+}
+
+#[test]
+fn the_same_with_nat_pmp() {
+    mapped_case(&["--port-mapping-protocol", "natpmp"], "NAT-PMP");
+}
+
+/// H1 behind R1 (miniupnpd) serves with `extra` flags; the mapping is made
+/// `by` that protocol.
+fn mapped_case(extra: &[&str], by: &str) {
+    let Some(mut lab) = lab() else { return };
+    if Command::new("miniupnpd").arg("--version").output().is_err() {
+        eprintln!("skipped: miniupnpd is not installed");
+        return;
+    }
+    let p = lab.public_host("p", 2).unwrap();
+    let r1 = lab
+        .router(
+            "r1",
+            11,
+            RouterKind {
+                port_mapping: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let h1 = lab.host_behind(&r1, "h1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    let data = pattern(1_500_000, 77);
+    write_file(&share.join("lab-song.ogg"), &data);
+    let p_share = dir.path().join("p-share");
+    std::fs::create_dir_all(&p_share).unwrap();
+
+    let p_node = Proc::serve(
+        &lab,
+        &p,
+        dir.path(),
+        "p",
+        &["--share", p_share.to_str().unwrap()],
+    );
+    p_node.wait_for("node started");
+    let mut h1_args = vec!["--share", share.to_str().unwrap(), "--connect", "11.0.0.2"];
+    h1_args.extend(extra);
+    let started = Instant::now();
+    let mut h1_node = Proc::serve(&lab, &h1, dir.path(), "h1", &h1_args);
+    // The user is told first.
+    h1_node.wait_for(&format!("Reachable at 11.0.0.11:20000 (mapped by {by})"));
+    eprintln!("{by}: reachable line after {:?}", started.elapsed());
+    h1_node.wait_for("peer joined");
+
+    // P finds the file at the router's address (hashing runs in the
+    // background after start: a few searches, bounded).
+    let deadline = Instant::now() + STEP;
+    let hit = loop {
+        let r = run_in(
+            &lab,
+            &p,
+            &[
+                "search",
+                "lab-song",
+                "--connect",
+                "11.0.0.2",
+                "--wait",
+                "1.5",
+                "--json",
+            ],
+        );
+        let hit = String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|h| h["hash"].is_string());
+        if let Some(hit) = hit {
+            break hit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "P never found H1's file: {}\nH1: {}\n{}",
+            String::from_utf8_lossy(&r.stderr),
+            h1_node.stderr(),
+            lab.miniupnpd_log("r1")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let peer = hit["peer"].as_str().unwrap().to_string();
+    let hash = hit["hash"].as_str().unwrap().to_string();
+    assert!(peer.starts_with("11.0.0.11"), "{hit}");
+    assert_eq!(hit["tcp"], "11.0.0.11:10000", "{hit}");
+
+    // By name from H1, and by hash through P: byte-exact, from H1 itself.
+    for (i, args) in [
+        vec!["get", "lab-song.ogg", "--from", peer.as_str()],
+        vec!["get", hash.as_str(), "--connect", "11.0.0.2"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("got{i}"));
+        let mut args = args;
+        args.extend(["--out", out.to_str().unwrap(), "--wait", "3", "--json"]);
+        let r = run_in(&lab, &p, &args);
+        assert!(
+            r.status.success(),
+            "{args:?}: {}\nH1: {}",
+            String::from_utf8_lossy(&r.stderr),
+            h1_node.stderr()
+        );
+        let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        let got = std::fs::read(report["path"].as_str().unwrap()).unwrap();
+        assert!(got == data, "{args:?}: not the same bytes");
+        let sources = report["sources"].as_array().unwrap();
+        assert!(
+            sources
+                .iter()
+                .any(|s| s["peer"].as_str().unwrap().starts_with("11.0.0.11")),
+            "{report}"
+        );
+    }
+
+    // The router lists both mappings.
+    let list = upnpc_list(&h1);
+    assert!(mapped(&list, "UDP", "192.168.1.10:20000"), "{list}");
+    assert!(mapped(&list, "TCP", "192.168.1.10:10000"), "{list}");
+
+    // A clean exit removes them.
+    let status = h1_node.terminate();
+    assert!(status.success(), "{status:?}: {}", h1_node.stderr());
+    let list = upnpc_list(&h1);
+    assert!(!list.contains("->192.168.1.10:"), "left behind: {list}");
+    drop(p_node);
+}
+
+#[test]
+fn behind_a_router_that_maps_nothing_the_node_says_so() {
+    let Some(mut lab) = lab() else { return };
+    let p = lab.public_host("p", 2).unwrap();
+    let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
+    let h2 = lab.host_behind(&r2, "h2").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p_node = Proc::serve(&lab, &p, dir.path(), "p", &[]);
+    p_node.wait_for("node started");
+    let started = Instant::now();
+    let h2_node = Proc::serve(&lab, &h2, dir.path(), "h2", &["--connect", "11.0.0.2"]);
+    h2_node.wait_for("Not reachable from the internet: no port mapping on your router");
+    eprintln!("no mapping: line after {:?}", started.elapsed());
+    assert!(!h2_node.stdout().contains("Reachable at"));
+}
+
+#[test]
+fn no_port_mapping_by_flag_or_settings_file_leaves_the_router_alone() {
+    let Some(mut lab) = lab() else { return };
+    if Command::new("miniupnpd").arg("--version").output().is_err() {
+        eprintln!("skipped: miniupnpd is not installed");
+        return;
+    }
+    let p = lab.public_host("p", 2).unwrap();
+    let upnp = RouterKind {
+        port_mapping: true,
+        ..Default::default()
+    };
+    let r1 = lab.router("r1", 11, upnp).unwrap();
+    let h1 = lab.host_behind(&r1, "h1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p_node = Proc::serve(&lab, &p, dir.path(), "p", &[]);
+    p_node.wait_for("node started");
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(&settings, "port_mapping = false\n").unwrap();
+    for (name, flags, config) in [
+        ("flag", &["--no-port-mapping"][..], None),
+        ("file", &[][..], Some(&settings)),
+    ] {
+        let mut args = vec!["--connect", "11.0.0.2"];
+        args.extend(flags);
+        let out = dir.path().join(format!("{name}.out"));
+        let err = dir.path().join(format!("{name}.err"));
+        let mut cmd = bin();
+        cmd.arg("serve").args(FAST).args(&args);
+        if let Some(c) = config {
+            cmd.env("RUTELLA_CONFIG", c);
+        }
+        let child = lab
+            .wrap(&h1, &cmd)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let node = Proc { child, out, err };
+        node.wait_for("port mapping is off");
+        node.wait_for("peer joined");
+        let list = upnpc_list(&h1);
+        assert!(!list.contains("->192.168.1.10:"), "{name}: {list}");
+        assert!(
+            !node.stdout().contains("eachable"),
+            "{name}: {}",
+            node.stdout()
+        );
+    }
+}
