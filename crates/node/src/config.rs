@@ -120,6 +120,9 @@ pub struct NodeConfig {
     /// Deliberately corrupt what this node uploads. Only for testing how
     /// downloaders deal with a bad peer; never set it otherwise.
     pub upload_fault: Option<rutella_transfer::Fault>,
+    /// The Mainline DHT: finding peers and sources without an address.
+    /// Off by default (the `rutella` program turns it on for its users).
+    pub dht: crate::dht::DhtConfig,
 }
 
 impl Default for NodeConfig {
@@ -145,6 +148,7 @@ impl Default for NodeConfig {
             library_poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(2),
             upload_fault: None,
+            dht: crate::dht::DhtConfig::default(),
         }
     }
 }
