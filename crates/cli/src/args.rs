@@ -105,6 +105,66 @@ pub(crate) struct ConsoleArgs {
     /// How long a search collects answers.
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub(crate) search_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub(crate) dht: DhtArgs,
+}
+
+/// The BitTorrent DHT flags, for every command that runs a node.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct DhtArgs {
+    /// Do not use the BitTorrent DHT to find peers and sources. With it,
+    /// the DHT learns your address and the hashes of the files you share.
+    #[arg(long, env = "RUTELLA_NO_DHT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) no_dht: bool,
+    /// A DHT node to bootstrap from instead of the public ones (repeat for
+    /// several).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) dht_bootstrap: Vec<String>,
+    /// The network to find on the DHT: nodes with different names never
+    /// find each other there [default: rutella].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) network: Option<String>,
+    /// Time between DHT announcements and lookups. For tests.
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
+    pub(crate) dht_interval: Option<Duration>,
+}
+
+impl DhtArgs {
+    /// The DHT settings of these flags and the settings file's keys (the
+    /// flags win): on with the public bootstrap nodes unless told otherwise.
+    /// `announce`: whether the node announces itself and its files (not a
+    /// one-shot command).
+    pub(crate) fn config(
+        &self,
+        file: Option<&crate::config_file::ConfigFile>,
+        announce: bool,
+    ) -> rutella_node::DhtConfig {
+        let file_off = file.and_then(|f| f.dht) == Some(false);
+        if self.no_dht || file_off {
+            return rutella_node::DhtConfig::default();
+        }
+        let mut cfg = rutella_node::DhtConfig::public();
+        if !self.dht_bootstrap.is_empty() {
+            cfg.bootstrap = self.dht_bootstrap.clone();
+        } else if let Some(b) = file.and_then(|f| f.dht_bootstrap.clone()) {
+            cfg.bootstrap = b;
+        }
+        if let Some(n) = self
+            .network
+            .clone()
+            .or_else(|| file.and_then(|f| f.network.clone()))
+        {
+            cfg.network = n;
+        }
+        if let Some(t) = self.dht_interval {
+            cfg.announce_interval = t;
+            cfg.lookup_interval = t;
+            cfg.hash_interval = t;
+            cfg.request_timeout = cfg.request_timeout.min(t.max(Duration::from_millis(100)));
+        }
+        cfg.announce = announce;
+        cfg
+    }
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +209,8 @@ pub(crate) struct NetArgs {
     /// For tests of small networks.
     #[arg(long, value_name = "N", hide = true)]
     pub(crate) join_walk: Option<u8>,
+    #[command(flatten)]
+    pub(crate) dht: DhtArgs,
 }
 
 /// `--mode`.
@@ -185,8 +247,9 @@ pub(crate) struct ServeArgs {
 pub(crate) struct SearchArgs {
     /// Text to look for in file names (case-insensitive, partial).
     pub(crate) text: String,
-    /// A peer to join through: IP or IP:UDPPORT.
-    #[arg(long, value_name = "ADDR", required = true)]
+    /// A peer to join through: IP or IP:UDPPORT (default: peers found
+    /// through the DHT).
+    #[arg(long, value_name = "ADDR")]
     pub(crate) connect: Vec<PeerAddr>,
     /// Seconds to wait for answers.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
@@ -205,15 +268,11 @@ pub(crate) struct GetArgs {
     #[arg(value_name = "NAME|HASH")]
     pub(crate) name: String,
     /// The peer to download from by name: IP or IP:UDPPORT.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        required_unless_present = "connect",
-        conflicts_with = "connect"
-    )]
+    #[arg(long, value_name = "ADDR", conflicts_with = "connect")]
     pub(crate) from: Option<PeerAddr>,
-    /// Download by hash: join through this peer, find every peer that offers
-    /// the hash, and fetch verified pieces from all of them at once.
+    /// Download by hash: join through this peer (default: the sources and
+    /// peers found through the DHT), find every peer that offers the hash,
+    /// and fetch verified pieces from all of them at once.
     #[arg(long, value_name = "ADDR")]
     pub(crate) connect: Vec<PeerAddr>,
     /// Folder to save into.
@@ -289,6 +348,7 @@ impl NetArgs {
             sc.join_walk = i64::from(walk);
         }
         cfg.overlay.seed = seed();
+        cfg.dht = self.dht.config(None, false);
         cfg
     }
 }

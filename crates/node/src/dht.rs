@@ -169,6 +169,8 @@ fn allowed_bootstrap(list: &[String]) -> Result<(), String> {
 pub(crate) struct Dht {
     dht: Arc<AsyncDht>,
     cfg: Arc<DhtConfig>,
+    /// Set once the first bootstrap query ended.
+    bootstrapped: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl Dht {
@@ -211,6 +213,7 @@ impl Dht {
                 Some(Dht {
                     dht: Arc::new(dht),
                     cfg: Arc::new(cfg.clone()),
+                    bootstrapped: Arc::new(tokio::sync::OnceCell::new()),
                 })
             }
             Ok(Err(e)) => {
@@ -230,6 +233,7 @@ impl Dht {
         let Ok(id) = Id::from_bytes(key) else {
             return Vec::new();
         };
+        self.wait_bootstrap().await;
         let mut found = Vec::new();
         let mut seen = HashSet::new();
         let mut stream = self.dht.get_peers(id);
@@ -243,10 +247,23 @@ impl Dht {
         found
     }
 
+    /// Waits (once) for the first bootstrap query to end: a lookup from an
+    /// empty routing table may end before it has asked anyone.
+    async fn wait_bootstrap(&self) {
+        self.bootstrapped
+            .get_or_init(|| async {
+                let ok = self.dht.bootstrapped().await;
+                tracing::debug!(ok, "DHT bootstrap done");
+                ok
+            })
+            .await;
+    }
+
     async fn announce(&self, key: [u8; 20], port: u16) -> bool {
         let Ok(id) = Id::from_bytes(key) else {
             return false;
         };
+        self.wait_bootstrap().await;
         match self.dht.announce_peer(id, Some(port)).await {
             Ok(_) => true,
             Err(e) => {

@@ -1,0 +1,120 @@
+//! `rutella get HASH` with no `--connect`: the sources are found through a
+//! Mainline DHT. The only DHT is a local `mainline::Testnet` bound to
+//! 127.0.0.1, given with `--dht-bootstrap`; `RUTELLA_TEST_NO_PUBLIC` stays
+//! set, so a public bootstrap node would be refused.
+//!
+//! Address plan: 127.0.0.1 (where the testnet is) with ports the system
+//! picks.
+
+mod common;
+use common::*;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn testnet() -> mainline::Testnet {
+    mainline::Testnet::builder(5)
+        .bind_address(Ipv4Addr::LOCALHOST)
+        .build()
+        .unwrap()
+}
+
+/// Loopback, ports the system picks.
+const LOCAL: [&str; 6] = ["--bind", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0"];
+
+/// The DHT flags for the local testnet, with fast timers.
+fn dht_args(net: &mainline::Testnet) -> Vec<String> {
+    let mut a = vec!["--dht-interval".to_string(), "100ms".to_string()];
+    for b in &net.bootstrap {
+        a.push("--dht-bootstrap".to_string());
+        a.push(b.clone());
+    }
+    a
+}
+
+/// `rutella serve` with the DHT on (the local testnet only).
+fn serve_with_dht(share: &str, dht: &[String]) -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let child = bin()
+        .env("RUTELLA_NO_DHT", "0")
+        .env("RUST_LOG", "info,rutella_node::dht=debug")
+        .args(["serve", "--share", share])
+        .args(LOCAL)
+        .args(FAST)
+        .args(["--rate-limit", "2000000"])
+        .args(dht)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let s = Serve {
+        child,
+        log,
+        _dir: dir,
+    };
+    s.wait_log("DHT started", Duration::from_secs(20));
+    s
+}
+
+#[test]
+fn get_by_hash_finds_two_sources_through_the_dht() {
+    let net = testnet();
+    let dht = dht_args(&net);
+    let data = pattern(3_000_001, 66);
+    let hash = blake3::hash(&data).to_hex().to_string();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    write_file(&dirs[0].path().join("one.iso"), &data);
+    write_file(&dirs[1].path().join("two.iso"), &data);
+    let a = serve_with_dht(dirs[0].path().to_str().unwrap(), &dht);
+    let b = serve_with_dht(dirs[1].path().to_str().unwrap(), &dht);
+    // Each has hashed its file and announced it on the DHT.
+    for s in [&a, &b] {
+        s.wait_log("file announced on the DHT", Duration::from_secs(30));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let start = Instant::now();
+    let r = bin()
+        .env("RUTELLA_NO_DHT", "0")
+        .args(["get", &hash, "--out", o, "--wait", "3", "--json"])
+        .args(LOCAL)
+        .args(&dht)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "{}\n--- first source:\n{}",
+        String::from_utf8_lossy(&r.stderr),
+        a.log_text()
+    );
+    println!(
+        "get through the DHT: {:.0} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let path = report["path"].as_str().unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data, "byte-exact");
+    let sources = report["sources"].as_array().unwrap();
+    let contributed: Vec<&str> = sources
+        .iter()
+        .filter(|s| s["verified"].as_u64().unwrap_or(0) > 0)
+        .map(|s| s["peer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contributed.len(),
+        2,
+        "two sources gave verified data: {report}"
+    );
+
+    // With the DHT off and no --connect there is no way in: a usage error.
+    let off = bin()
+        .args(["get", &hash, "--out", o])
+        .args(LOCAL)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(off.status.code(), Some(2));
+}
