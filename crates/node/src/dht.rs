@@ -324,53 +324,64 @@ pub(crate) async fn run(dht: Dht, client: Client, mut stop: watch::Receiver<bool
             _ = tokio::time::sleep_until(next) => {}
         }
         let now = Instant::now();
-        let work = async {
+        // The three run side by side: a lookup does not wait for an
+        // announcement's round trips.
+        let announce_self = async {
             if cfg.announce && now >= announce_at {
                 announce_at = now + cfg.announce_interval;
                 if dht.announce(net_key, udp_port).await {
                     tracing::debug!(port = udp_port, "announced on the DHT");
                 }
             }
-            if now >= lookup_at {
-                lookup_at = now + cfg.lookup_interval;
-                let answered = client.answered_peers().await.unwrap_or(0);
-                if answered < cfg.enough_peers {
-                    let known: HashSet<SocketAddrV4> = client
-                        .peers()
-                        .await
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|p| p.udp)
-                        .collect();
-                    let found = dht.lookup(net_key).await;
-                    let new: Vec<_> = found
-                        .into_iter()
-                        .filter(|a| !known.contains(a) && !is_self(&client, a))
-                        .collect();
-                    if !new.is_empty() {
-                        if !first_peer_logged {
-                            first_peer_logged = true;
-                            tracing::info!(
-                                after_ms = start.elapsed().as_millis() as u64,
-                                "first candidates found through the DHT"
-                            );
-                        }
-                        tracing::debug!(candidates = new.len(), "DHT candidates");
-                    }
-                    for a in new {
-                        let _ = client.connect(candidate(a)).await;
-                    }
-                }
+        };
+        let look_up = async {
+            if now < lookup_at {
+                return;
             }
+            lookup_at = now + cfg.lookup_interval;
+            let answered = client.answered_peers().await.unwrap_or(0);
+            if answered >= cfg.enough_peers {
+                return;
+            }
+            let known: HashSet<SocketAddrV4> = client
+                .peers()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.udp)
+                .collect();
+            let found = dht.lookup(net_key).await;
+            let new: Vec<_> = found
+                .into_iter()
+                .filter(|a| !known.contains(a) && !is_self(&client, a))
+                .collect();
+            if !new.is_empty() {
+                if !first_peer_logged {
+                    first_peer_logged = true;
+                    tracing::info!(
+                        after_ms = start.elapsed().as_millis() as u64,
+                        "first candidates found through the DHT"
+                    );
+                }
+                tracing::debug!(candidates = new.len(), "DHT candidates");
+            }
+            for a in new {
+                let _ = client.connect(candidate(a)).await;
+            }
+        };
+        let announce_file = async {
             if cfg.announce && now >= hash_at {
                 hash_at = now + cfg.hash_interval;
-                hashes.refresh(client.library());
+                hashes.refresh(client.library()).await;
                 if let Some(h) = hashes.next() {
                     if dht.announce(file_key(&cfg.network, &h), udp_port).await {
                         tracing::debug!(hash = %rutella_proto::message::hex32(&h), "file announced on the DHT");
                     }
                 }
             }
+        };
+        let work = async {
+            tokio::join!(announce_self, look_up, announce_file);
         };
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -406,7 +417,7 @@ impl HashQueue {
 
     /// Reads the library again if it changed since the last time, and
     /// every 20th call anyway (files hashed meanwhile get their turn).
-    fn refresh(&mut self, library: &Library) {
+    async fn refresh(&mut self, library: &Library) {
         let s = library.stats();
         let generation = (s.rescans, s.refreshes, library.len());
         self.calls = self.calls.wrapping_add(1);
@@ -414,8 +425,17 @@ impl HashQueue {
             return;
         }
         self.generation = Some(generation);
-        let hashes: Vec<[u8; 32]> = library.list().into_iter().filter_map(|f| f.hash).collect();
-        self.update(hashes);
+        let lib = library.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            lib.list()
+                .into_iter()
+                .filter_map(|f| f.hash)
+                .collect::<Vec<[u8; 32]>>()
+        })
+        .await;
+        if let Ok(hashes) = listed {
+            self.update(hashes);
+        }
     }
 
     /// Takes the library's hashes as they are now.

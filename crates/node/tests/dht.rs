@@ -30,7 +30,7 @@ fn dht(bootstrap: &[String], network: &str) -> DhtConfig {
         announce_interval: Duration::from_millis(300),
         lookup_interval: Duration::from_millis(100),
         hash_interval: Duration::from_millis(50),
-        request_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(100),
         ..DhtConfig::default()
     }
 }
