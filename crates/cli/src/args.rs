@@ -127,6 +127,10 @@ pub(crate) struct DhtArgs {
     /// Time between DHT announcements and lookups. For tests.
     #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
     pub(crate) dht_interval: Option<Duration>,
+    /// Peers that answered from which on the node stops looking the
+    /// network up on the DHT [default: 8]. For tests.
+    #[arg(long, value_name = "N", hide = true)]
+    pub(crate) dht_enough_peers: Option<usize>,
 }
 
 impl DhtArgs {
@@ -161,6 +165,9 @@ impl DhtArgs {
             cfg.lookup_interval = t;
             cfg.hash_interval = t;
             cfg.request_timeout = cfg.request_timeout.min(t.max(Duration::from_millis(100)));
+        }
+        if let Some(n) = self.dht_enough_peers {
+            cfg.enough_peers = n;
         }
         cfg.announce = announce;
         cfg
