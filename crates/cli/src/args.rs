@@ -383,6 +383,52 @@ mod tests {
     }
 
     #[test]
+    fn dht_flags_and_settings() {
+        use crate::config_file::ConfigFile;
+        // On for users, with the public list, announcing.
+        let on = DhtArgs::default().config(None, true);
+        assert!(on.enabled && on.announce);
+        assert_eq!(on.bootstrap.len(), rutella_node::PUBLIC_BOOTSTRAP.len());
+        assert_eq!(on.network, "rutella");
+        // --no-dht, or dht = false in the file: off.
+        let off = DhtArgs {
+            no_dht: true,
+            ..DhtArgs::default()
+        };
+        assert!(!off.config(None, true).enabled);
+        let file = ConfigFile {
+            dht: Some(false),
+            ..ConfigFile::default()
+        };
+        assert!(!DhtArgs::default().config(Some(&file), true).enabled);
+        // The file's bootstrap list and network, unless the flags say otherwise.
+        let file = ConfigFile {
+            dht_bootstrap: Some(vec!["127.0.0.1:6881".into()]),
+            network: Some("friends".into()),
+            ..ConfigFile::default()
+        };
+        let c = DhtArgs::default().config(Some(&file), false);
+        assert_eq!(c.bootstrap, vec!["127.0.0.1:6881".to_string()]);
+        assert_eq!(c.network, "friends");
+        assert!(!c.announce);
+        let flags = DhtArgs {
+            dht_bootstrap: vec!["127.0.0.2:1".into()],
+            network: Some("other".into()),
+            ..DhtArgs::default()
+        };
+        let c = flags.config(Some(&file), true);
+        assert_eq!(c.bootstrap, vec!["127.0.0.2:1".to_string()]);
+        assert_eq!(c.network, "other");
+        // The settings file's keys parse.
+        let f: ConfigFile = toml::from_str(
+            "dht = false\ndht_bootstrap = [\"127.0.0.1:6881\"]\nnetwork = \"friends\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.dht, Some(false));
+        assert_eq!(f.network.as_deref(), Some("friends"));
+    }
+
+    #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

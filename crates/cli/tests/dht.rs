@@ -38,6 +38,7 @@ fn serve_with_dht(share: &str, dht: &[String]) -> Serve {
     let log = dir.path().join("serve.log");
     let child = bin()
         .env("RUTELLA_NO_DHT", "0")
+        .env("RUTELLA_CONFIG", dir.path().join("settings.toml"))
         .env("RUST_LOG", "info,rutella_node::dht=debug")
         .args(["serve", "--share", share])
         .args(LOCAL)
@@ -110,6 +111,31 @@ fn get_by_hash_finds_two_sources_through_the_dht() {
         contributed.len(),
         2,
         "two sources gave verified data: {report}"
+    );
+
+    // The two servers found each other through the DHT; on a clean exit
+    // each writes the other into its settings file's peers.
+    let mut a = a;
+    a.wait_log("peer joined", Duration::from_secs(20));
+    // SAFETY: kill(2) on the id of a child this test started and has not reaped.
+    let rc = unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settings = std::fs::read_to_string(a._dir.path().join("settings.toml")).unwrap();
+    let b_udp = b
+        .log_text()
+        .lines()
+        .find_map(|l| l.split("udp=").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(
+        settings.contains(&format!("\"{b_udp}\"")),
+        "{b_udp} not in the settings file:\n{settings}"
     );
 
     // With the DHT off and no --connect there is no way in: a usage error.
