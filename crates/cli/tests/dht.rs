@@ -3,8 +3,9 @@
 //! 127.0.0.1, given with `--dht-bootstrap`; `RUTELLA_TEST_NO_PUBLIC` stays
 //! set, so a public bootstrap node would be refused.
 //!
-//! Address plan: 127.0.0.1 (where the testnet is) with ports the system
-//! picks.
+//! Address plan: the testnet on 127.0.0.1 (ports the system picks), the
+//! rutella processes on 127.0.66.0/24 with the classic ports (several
+//! nodes on one port, each on its own address).
 
 mod common;
 use common::*;
@@ -19,9 +20,6 @@ fn testnet() -> mainline::Testnet {
         .unwrap()
 }
 
-/// Loopback, ports the system picks.
-const LOCAL: [&str; 6] = ["--bind", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0"];
-
 /// The DHT flags for the local testnet, with fast timers.
 fn dht_args(net: &mainline::Testnet) -> Vec<String> {
     let mut a = vec!["--dht-interval".to_string(), "100ms".to_string()];
@@ -33,15 +31,14 @@ fn dht_args(net: &mainline::Testnet) -> Vec<String> {
 }
 
 /// `rutella serve` with the DHT on (the local testnet only).
-fn serve_with_dht(share: &str, dht: &[String]) -> Serve {
+fn serve_with_dht(share: &str, bind: &str, dht: &[String]) -> Serve {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serve.log");
     let child = bin()
         .env("RUTELLA_NO_DHT", "0")
         .env("RUTELLA_CONFIG", dir.path().join("settings.toml"))
         .env("RUST_LOG", "info,rutella_node::dht=debug")
-        .args(["serve", "--share", share])
-        .args(LOCAL)
+        .args(["serve", "--share", share, "--bind", bind])
         .args(FAST)
         .args(["--rate-limit", "2000000"])
         .args(dht)
@@ -68,8 +65,8 @@ fn get_by_hash_finds_two_sources_through_the_dht() {
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     write_file(&dirs[0].path().join("one.iso"), &data);
     write_file(&dirs[1].path().join("two.iso"), &data);
-    let a = serve_with_dht(dirs[0].path().to_str().unwrap(), &dht);
-    let b = serve_with_dht(dirs[1].path().to_str().unwrap(), &dht);
+    let a = serve_with_dht(dirs[0].path().to_str().unwrap(), "127.0.66.2", &dht);
+    let b = serve_with_dht(dirs[1].path().to_str().unwrap(), "127.0.66.3", &dht);
     // Each has hashed its file and announced it on the DHT.
     for s in [&a, &b] {
         s.wait_log("file announced on the DHT", Duration::from_secs(30));
@@ -82,8 +79,7 @@ fn get_by_hash_finds_two_sources_through_the_dht() {
         .args(["get", &hash, "--out", o, "--wait", "3", "--json"])
         // Only the lookup of the hash may find the sources here: the node
         // does not look the network up.
-        .args(["--dht-enough-peers", "0"])
-        .args(LOCAL)
+        .args(["--dht-enough-peers", "0", "--bind", "127.0.66.9"])
         .args(&dht)
         .stdin(Stdio::null())
         .output()
@@ -133,15 +129,16 @@ fn get_by_hash_finds_two_sources_through_the_dht() {
         .and_then(|r| r.split_whitespace().next())
         .unwrap()
         .to_string();
+    // A peer on the classic UDP port is written as its IP alone.
+    let b_name = b_udp.strip_suffix(":20000").unwrap_or(&b_udp);
     assert!(
-        settings.contains(&format!("\"{b_udp}\"")),
+        settings.contains(&format!("\"{b_name}\"")),
         "{b_udp} not in the settings file:\n{settings}"
     );
 
     // With the DHT off and no --connect there is no way in: a usage error.
     let off = bin()
-        .args(["get", &hash, "--out", o])
-        .args(LOCAL)
+        .args(["get", &hash, "--out", o, "--bind", "127.0.66.9"])
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -296,9 +296,17 @@ fn candidate(udp: SocketAddrV4) -> crate::PeerAddr {
 /// Whether an address is this node's own overlay address as the DHT may
 /// return it (the announcement of our own).
 fn is_self(client: &Client, a: &SocketAddrV4) -> bool {
-    let own = client.udp_addr();
+    is_own(a, client.udp_addr(), client.config.advertise)
+}
+
+/// `own`: the overlay socket's address as bound (0.0.0.0 when bound to
+/// every interface). Another node on another loopback address, or on
+/// another machine, may well use the same port.
+fn is_own(a: &SocketAddrV4, own: SocketAddrV4, advertise: Option<Ipv4Addr>) -> bool {
     a.port() == own.port()
-        && (a.ip().is_loopback() || a.ip() == own.ip() || client.config.advertise == Some(*a.ip()))
+        && (a.ip() == own.ip()
+            || (own.ip().is_unspecified() && a.ip().is_loopback())
+            || advertise == Some(*a.ip()))
 }
 
 /// The node's DHT task: announcements and lookups on their timers, until
@@ -505,6 +513,23 @@ mod tests {
         assert_eq!(q.next(), Some([3; 32]));
         assert_eq!(q.next(), Some([3; 32]));
         assert_eq!(q.queue.len(), 1);
+    }
+
+    #[test]
+    fn own_address() {
+        let own: SocketAddrV4 = "127.0.66.2:20000".parse().unwrap();
+        assert!(is_own(&own, own, None));
+        // Another node on another loopback address, same port: not us.
+        assert!(!is_own(&"127.0.66.3:20000".parse().unwrap(), own, None));
+        assert!(!is_own(&"127.0.66.2:20001".parse().unwrap(), own, None));
+        let any: SocketAddrV4 = "0.0.0.0:20000".parse().unwrap();
+        assert!(is_own(&"127.0.0.1:20000".parse().unwrap(), any, None));
+        assert!(!is_own(&"192.0.2.7:20000".parse().unwrap(), any, None));
+        assert!(is_own(
+            &"192.0.2.7:20000".parse().unwrap(),
+            any,
+            Some("192.0.2.7".parse().unwrap())
+        ));
     }
 
     #[test]
