@@ -109,6 +109,33 @@ fn get_by_hash_finds_two_sources_through_the_dht() {
         "two sources gave verified data: {report}"
     );
 
+    // A search with no --connect reaches both through the DHT.
+    let r = bin()
+        .env("RUTELLA_NO_DHT", "0")
+        .args([
+            "search",
+            ".iso",
+            "--wait",
+            "2",
+            "--json",
+            "--bind",
+            "127.0.66.10",
+        ])
+        .args(&dht)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mut names: Vec<String> = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["one.iso", "two.iso"]);
+
     // The two servers found each other through the DHT; on a clean exit
     // each writes the other into its settings file's peers.
     let mut a = a;
