@@ -2,6 +2,9 @@
 # Runs every test of the workspace. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Never the public DHT: runs start with it off, and accept only loopback
+# bootstrap nodes when a test turns it on.
+export RUTELLA_NO_DHT=1 RUTELLA_TEST_NO_PUBLIC=1
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required: install Rust from https://rustup.rs, then run ./test.sh again" >&2
   exit 1

@@ -6,6 +6,9 @@
 # --help), e.g. --secs 20 --rate 100000 --kind mixed --write-doc FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Never the public DHT: runs start with it off, and accept only loopback
+# bootstrap nodes when a test turns it on.
+export RUTELLA_NO_DHT=1 RUTELLA_TEST_NO_PUBLIC=1
 cargo build --release --locked -p rutella -p rutella-bench
 target_dir="${CARGO_TARGET_DIR:-target}"
 exec "$target_dir/release/rutella-flood" --rutella "$target_dir/release/rutella" "$@"

@@ -4,6 +4,9 @@
 # sizes; other flags go to rutella-bench (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Never the public DHT: runs start with it off, and accept only loopback
+# bootstrap nodes when a test turns it on.
+export RUTELLA_NO_DHT=1 RUTELLA_TEST_NO_PUBLIC=1
 if ! command -v socat >/dev/null 2>&1; then
   echo "installing socat (the raw TCP baseline)"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq socat; else sudo apt-get update -qq && sudo apt-get install -y -qq socat; fi

@@ -66,6 +66,8 @@ pub(crate) fn big_file(args: &Args, tmp: &Path) -> Result<String> {
         });
         let t = timed(
             Command::new(&args.rutella)
+                .env("RUTELLA_NO_DHT", "1")
+                .env("RUTELLA_TEST_NO_PUBLIC", "1")
                 .args(["get", "--from", &SERVER_IP.to_string(), "big.bin", "--out"])
                 .arg(&out)
                 .args(["--bind", &CLIENT_IP.to_string()]),
@@ -82,6 +84,8 @@ pub(crate) fn big_file(args: &Args, tmp: &Path) -> Result<String> {
             std::fs::create_dir_all(&out)?;
             match timed(
                 Command::new(&args.rutella)
+                    .env("RUTELLA_NO_DHT", "1")
+                    .env("RUTELLA_TEST_NO_PUBLIC", "1")
                     .args(["get", h, "--connect", &SERVER_IP.to_string(), "--out"])
                     .arg(&out)
                     .args(["--bind", &CLIENT_IP.to_string()]),

@@ -40,6 +40,8 @@ pub(crate) fn several_sources(args: &Args, tmp: &Path) -> Result<String> {
             let _ = std::fs::remove_dir_all(&out);
             std::fs::create_dir_all(&out)?;
             let ok = Command::new(&args.rutella)
+                .env("RUTELLA_NO_DHT", "1")
+                .env("RUTELLA_TEST_NO_PUBLIC", "1")
                 .args(["get", &hash, "--connect", &ip.to_string(), "--out"])
                 .arg(&out)
                 .args(["--bind", &CLIENT_IP.to_string(), "--wait", "1"])
@@ -77,6 +79,8 @@ pub(crate) fn several_sources(args: &Args, tmp: &Path) -> Result<String> {
                 let _ = std::fs::remove_dir_all(&out);
                 std::fs::create_dir_all(&out)?;
                 let mut cmd = Command::new(&contenders[c].1);
+                cmd.env("RUTELLA_NO_DHT", "1")
+                    .env("RUTELLA_TEST_NO_PUBLIC", "1");
                 cmd.args(["get", &hash]);
                 for ip in &ips[..n] {
                     cmd.arg("--connect").arg(ip.to_string());

@@ -93,6 +93,8 @@ pub(crate) fn serve(
     log: &Path,
 ) -> Result<Proc> {
     let mut cmd = Command::new(rutella);
+    cmd.env("RUTELLA_NO_DHT", "1")
+        .env("RUTELLA_TEST_NO_PUBLIC", "1");
     cmd.arg("serve")
         .arg("--share")
         .arg(share)

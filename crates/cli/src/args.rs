@@ -107,6 +107,8 @@ pub(crate) struct ConsoleArgs {
     pub(crate) search_timeout: Option<Duration>,
     #[command(flatten)]
     pub(crate) lan: LanArgs,
+    #[command(flatten)]
+    pub(crate) dht: DhtArgs,
 }
 
 /// Flags of LAN discovery.
@@ -138,6 +140,71 @@ impl LanArgs {
             s.port = p;
         }
         Some(s)
+    }
+}
+
+/// The BitTorrent DHT flags, for every command that runs a node.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct DhtArgs {
+    /// Do not use the BitTorrent DHT to find peers and sources. With it,
+    /// the DHT learns your address and the hashes of the files you share.
+    #[arg(long, env = "RUTELLA_NO_DHT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) no_dht: bool,
+    /// A DHT node to bootstrap from instead of the public ones (repeat for
+    /// several).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) dht_bootstrap: Vec<String>,
+    /// The network to find on the DHT: nodes with different names never
+    /// find each other there [default: rutella].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) network: Option<String>,
+    /// Time between DHT announcements and lookups. For tests.
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
+    pub(crate) dht_interval: Option<Duration>,
+    /// Peers that answered from which on the node stops looking the
+    /// network up on the DHT [default: 8]. For tests.
+    #[arg(long, value_name = "N", hide = true)]
+    pub(crate) dht_enough_peers: Option<usize>,
+}
+
+impl DhtArgs {
+    /// The DHT settings of these flags and the settings file's keys (the
+    /// flags win): on with the public bootstrap nodes unless told otherwise.
+    /// `announce`: whether the node announces itself and its files (not a
+    /// one-shot command).
+    pub(crate) fn config(
+        &self,
+        file: Option<&crate::config_file::ConfigFile>,
+        announce: bool,
+    ) -> rutella_node::DhtConfig {
+        let file_off = file.and_then(|f| f.dht) == Some(false);
+        if self.no_dht || file_off {
+            return rutella_node::DhtConfig::default();
+        }
+        let mut cfg = rutella_node::DhtConfig::public();
+        if !self.dht_bootstrap.is_empty() {
+            cfg.bootstrap = self.dht_bootstrap.clone();
+        } else if let Some(b) = file.and_then(|f| f.dht_bootstrap.clone()) {
+            cfg.bootstrap = b;
+        }
+        if let Some(n) = self
+            .network
+            .clone()
+            .or_else(|| file.and_then(|f| f.network.clone()))
+        {
+            cfg.network = n;
+        }
+        if let Some(t) = self.dht_interval {
+            cfg.announce_interval = t;
+            cfg.lookup_interval = t;
+            cfg.hash_interval = t;
+            cfg.request_timeout = cfg.request_timeout.min(t.max(Duration::from_millis(100)));
+        }
+        if let Some(n) = self.dht_enough_peers {
+            cfg.enough_peers = n;
+        }
+        cfg.announce = announce;
+        cfg
     }
 }
 
@@ -185,6 +252,8 @@ pub(crate) struct NetArgs {
     pub(crate) join_walk: Option<u8>,
     #[command(flatten)]
     pub(crate) lan: LanArgs,
+    #[command(flatten)]
+    pub(crate) dht: DhtArgs,
 }
 
 /// `--port-mapping-protocol`.
@@ -251,7 +320,7 @@ pub(crate) struct SearchArgs {
     /// Text to look for in file names (case-insensitive, partial).
     pub(crate) text: String,
     /// A peer to join through: IP or IP:UDPPORT. Without it, the search
-    /// looks for peers on the local network.
+    /// looks for peers on the local network and through the DHT.
     #[arg(long, value_name = "ADDR")]
     pub(crate) connect: Vec<PeerAddr>,
     /// Seconds to wait for answers.
@@ -271,15 +340,11 @@ pub(crate) struct GetArgs {
     #[arg(value_name = "NAME|HASH")]
     pub(crate) name: String,
     /// The peer to download from by name: IP or IP:UDPPORT.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        required_unless_present = "connect",
-        conflicts_with = "connect"
-    )]
+    #[arg(long, value_name = "ADDR", conflicts_with = "connect")]
     pub(crate) from: Option<PeerAddr>,
-    /// Download by hash: join through this peer, find every peer that offers
-    /// the hash, and fetch verified pieces from all of them at once.
+    /// Download by hash: join through this peer (default: the sources and
+    /// peers found through the DHT), find every peer that offers the hash,
+    /// and fetch verified pieces from all of them at once.
     #[arg(long, value_name = "ADDR")]
     pub(crate) connect: Vec<PeerAddr>,
     /// Folder to save into.
@@ -356,6 +421,7 @@ impl NetArgs {
         }
         cfg.overlay.seed = seed();
         cfg.lan = self.lan.settings(self.bind, false);
+        cfg.dht = self.dht.config(None, false);
         cfg
     }
 }
@@ -380,6 +446,52 @@ mod tests {
         for bad in ["", "x", "-1s", "1e30", "NaNs"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dht_flags_and_settings() {
+        use crate::config_file::ConfigFile;
+        // On for users, with the public list, announcing.
+        let on = DhtArgs::default().config(None, true);
+        assert!(on.enabled && on.announce);
+        assert_eq!(on.bootstrap.len(), rutella_node::PUBLIC_BOOTSTRAP.len());
+        assert_eq!(on.network, "rutella");
+        // --no-dht, or dht = false in the file: off.
+        let off = DhtArgs {
+            no_dht: true,
+            ..DhtArgs::default()
+        };
+        assert!(!off.config(None, true).enabled);
+        let file = ConfigFile {
+            dht: Some(false),
+            ..ConfigFile::default()
+        };
+        assert!(!DhtArgs::default().config(Some(&file), true).enabled);
+        // The file's bootstrap list and network, unless the flags say otherwise.
+        let file = ConfigFile {
+            dht_bootstrap: Some(vec!["127.0.0.1:6881".into()]),
+            network: Some("friends".into()),
+            ..ConfigFile::default()
+        };
+        let c = DhtArgs::default().config(Some(&file), false);
+        assert_eq!(c.bootstrap, vec!["127.0.0.1:6881".to_string()]);
+        assert_eq!(c.network, "friends");
+        assert!(!c.announce);
+        let flags = DhtArgs {
+            dht_bootstrap: vec!["127.0.0.2:1".into()],
+            network: Some("other".into()),
+            ..DhtArgs::default()
+        };
+        let c = flags.config(Some(&file), true);
+        assert_eq!(c.bootstrap, vec!["127.0.0.2:1".to_string()]);
+        assert_eq!(c.network, "other");
+        // The settings file's keys parse.
+        let f: ConfigFile = toml::from_str(
+            "dht = false\ndht_bootstrap = [\"127.0.0.1:6881\"]\nnetwork = \"friends\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.dht, Some(false));
+        assert_eq!(f.network.as_deref(), Some("friends"));
     }
 
     #[test]

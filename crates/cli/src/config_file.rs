@@ -45,6 +45,15 @@ pub(crate) struct ConfigFile {
     /// `--no-port-mapping`). Absent: on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) port_mapping: Option<bool>,
+    /// `false` turns the BitTorrent DHT off (as `--no-dht`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dht: Option<bool>,
+    /// DHT nodes to bootstrap from (`HOST:PORT`) instead of the public ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dht_bootstrap: Option<Vec<String>>,
+    /// The network to find on the DHT (as `--network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) network: Option<String>,
 }
 
 /// Where the settings file is: `$RUTELLA_CONFIG`, else the platform's

@@ -1,7 +1,6 @@
 //! When the command line uses LAN discovery, and what the console says
 //! about the peers it found.
 
-use crate::{exit, Failure};
 use rutella_node::{Client, NodeConfig, PeerAddr};
 use std::time::Duration;
 
@@ -10,10 +9,10 @@ use std::time::Duration;
 /// told where to go stays there, and sends nothing to the local network.
 /// It only looks: a probe, which nodes answer without taking it for a
 /// peer (it is gone a few seconds later).
-pub(crate) fn oneshot_search(cfg: &mut NodeConfig, connect: &[PeerAddr]) -> Result<(), Failure> {
+pub(crate) fn oneshot_search(cfg: &mut NodeConfig, connect: &[PeerAddr]) {
     if !connect.is_empty() {
         cfg.lan = None;
-        return Ok(());
+        return;
     }
     let off = crate::config_file::path()
         .and_then(|p| crate::config_file::ConfigFile::load(&p))
@@ -26,13 +25,6 @@ pub(crate) fn oneshot_search(cfg: &mut NodeConfig, connect: &[PeerAddr]) -> Resu
     if let Some(lan) = cfg.lan.as_mut() {
         lan.timers.announce = false;
     }
-    if cfg.lan.is_none() {
-        return Err(Failure::new(
-            exit::USAGE,
-            "no peer to search: give one with --connect ADDR (LAN discovery is off)",
-        ));
-    }
-    Ok(())
 }
 
 /// Waits (at most `max`) for LAN discovery to find a first peer, then a

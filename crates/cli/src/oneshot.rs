@@ -58,6 +58,7 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
         check_share(s)?;
     }
     let mut cfg = a.net.node_config();
+    cfg.dht = a.net.dht.config(Some(&file), true);
     cfg.shares = a.shares;
     cfg.connect = a.connect;
     cfg.downloads = a.downloads;
@@ -86,7 +87,49 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
         t.abort();
     }
     tracing::info!("stopping");
+    if node.client().dht_running() {
+        remember_peers(&node.client()).await;
+    }
     node.shutdown().await;
+    Ok(())
+}
+
+/// Writes the peers that answered into the settings file's peers, so the
+/// next start joins them without the DHT's help.
+async fn remember_peers(client: &Client) {
+    let Ok(path) = crate::config_file::path() else {
+        return;
+    };
+    let Ok(peers) = client.peers().await else {
+        return;
+    };
+    let Ok(mut file) = crate::config_file::ConfigFile::load(&path) else {
+        return;
+    };
+    let mut changed = false;
+    for p in peers.iter().filter(|p| p.tcp_port != 0) {
+        let name = PeerAddr {
+            udp: p.udp,
+            tcp_port: Some(p.tcp_port),
+        };
+        changed |= file.remember_peer(&name.to_string());
+    }
+    if changed {
+        if let Err(e) = file.save(&path) {
+            tracing::warn!("{}", e.message);
+        }
+    }
+}
+
+/// Without a peer to join, a one-shot command needs LAN discovery or the DHT.
+fn need_a_way_in(client: &Client, connect: &[PeerAddr], lan: bool) -> Result<(), Failure> {
+    if connect.is_empty() && !lan && !client.dht_running() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "no peer to join: give one with --connect ADDR, or leave LAN discovery or the DHT on"
+                .to_string(),
+        ));
+    }
     Ok(())
 }
 
@@ -110,9 +153,14 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
     let mut cfg = a.net.node_config();
     cfg.overlay.search_timeout = wait;
-    crate::lan::oneshot_search(&mut cfg, &a.connect)?;
+    crate::lan::oneshot_search(&mut cfg, &a.connect);
+    let lan = cfg.lan.is_some();
     let node = oneshot_node(cfg, a.connect.clone()).await?;
     let client = node.client();
+    if let Err(e) = need_a_way_in(&client, &a.connect, lan) {
+        node.shutdown().await;
+        return Err(e);
+    }
     client.settle(settle_time(wait)).await?;
     let mut stream = client.search(&a.text).await?;
     let mut seen = HashSet::new();
@@ -195,12 +243,16 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
                 return Err(Failure::new(
                     exit::USAGE,
                     format!(
-                        "{:?} is not a BLAKE3 hash (64 hex digits): with --connect give a hash, or use --from ADDR to download by name",
+                        "{:?} is not a BLAKE3 hash (64 hex digits): give a hash, or use --from ADDR to download by name",
                         a.name
                     ),
                 ));
             };
             let node = oneshot_node(cfg, a.connect.clone()).await?;
+            if let Err(e) = need_a_way_in(&node.client(), &a.connect, false) {
+                node.shutdown().await;
+                return Err(e);
+            }
             let r = get_by_hash(&node.client(), hash, wait).await;
             (node, r)
         }
@@ -265,6 +317,12 @@ async fn get_by_name(
 /// Downloads by hash: from the first peer that has the file, joined by
 /// every other one that answers (see [`Client::get`]).
 async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<Outcome, Failure> {
+    // The nodes that announced the hash on the DHT join the overlay as they
+    // answer; the search for the hash reaches them.
+    if client.dht_running() {
+        let c = client.clone();
+        tokio::spawn(async move { c.dht_sources(&hash).await });
+    }
     match client.get(Want::ByHash { hash, found: None }, wait).await? {
         Got::Started { handle, .. } => Ok(handle.wait().await),
         _ => Err(Failure::new(

@@ -18,6 +18,8 @@ const TIMEOUT_MS: u64 = 20_000;
 fn console_cmd(config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rutella"));
     c.args(args)
+        .env("RUTELLA_NO_DHT", "1")
+        .env("RUTELLA_TEST_NO_PUBLIC", "1")
         .env("RUTELLA_CONFIG", config)
         .env("TERM", "xterm")
         .env_remove("RUST_LOG");

@@ -173,6 +173,8 @@ fn console_shows_hostile_names_escaped() {
     let cfg = tempfile::tempdir().unwrap();
     let share = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rutella"));
+    cmd.env("RUTELLA_NO_DHT", "1")
+        .env("RUTELLA_TEST_NO_PUBLIC", "1");
     cmd.args([
         "--share",
         share.path().to_str().unwrap(),

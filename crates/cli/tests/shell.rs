@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 fn rutella(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rutella"))
         .args(args)
+        .env("RUTELLA_NO_DHT", "1")
+        .env("RUTELLA_TEST_NO_PUBLIC", "1")
         .env("RUTELLA_CONFIG", config)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

@@ -34,6 +34,7 @@ pub struct Client {
     pub(crate) tasks: Tasks,
     /// How many peers LAN discovery found so far.
     pub(crate) lan_found: watch::Receiver<usize>,
+    pub(crate) dht: Option<crate::dht::Dht>,
 }
 
 impl Client {
@@ -149,6 +150,22 @@ impl Client {
     /// The node's TCP address as bound.
     pub fn tcp_addr(&self) -> SocketAddrV4 {
         self.tcp_addr
+    }
+
+    /// Looks up on the DHT the nodes that announced a file, gives them to
+    /// the overlay to join (as `--connect` addresses) and returns their UDP
+    /// addresses; none when the DHT is off. A search by hash then reaches
+    /// them as they answer.
+    pub async fn dht_sources(&self, hash: &[u8; 32]) -> Vec<SocketAddrV4> {
+        match &self.dht {
+            Some(d) => d.join_sources(self, hash).await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether the node runs a DHT node.
+    pub fn dht_running(&self) -> bool {
+        self.dht.is_some()
     }
 
     /// The folder downloads go to.

@@ -129,6 +129,9 @@ pub struct NodeConfig {
     /// Ask the router to forward the ports (UPnP IGD, PCP, NAT-PMP) and
     /// tell peers its external address; `None`: leave the router alone.
     pub port_mapping: Option<crate::PortMapConfig>,
+    /// The Mainline DHT: finding peers and sources without an address.
+    /// Off by default (the `rutella` program turns it on for its users).
+    pub dht: crate::dht::DhtConfig,
 }
 
 impl Default for NodeConfig {
@@ -157,6 +160,7 @@ impl Default for NodeConfig {
             upload_fault: None,
             lan: None,
             port_mapping: None,
+            dht: crate::dht::DhtConfig::default(),
         }
     }
 }

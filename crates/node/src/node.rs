@@ -108,6 +108,7 @@ impl Node {
             overlay.add_own_ip(ip);
         }
 
+        let dht = crate::dht::Dht::start(&config.dht, config.bind).await;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let (stop, stop_rx) = watch::channel(false);
@@ -122,6 +123,7 @@ impl Node {
             config: Arc::new(config.clone()),
             udp_addr,
             tcp_addr,
+            dht: dht.clone(),
             lan_found,
         };
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, shares = ?config.shares, "node started");
@@ -170,6 +172,13 @@ impl Node {
                 library.clone(),
                 client.tx.clone(),
                 config.library_poll,
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(dht) = dht {
+            tasks.push(tokio::spawn(crate::dht::run(
+                dht,
+                client.clone(),
                 stop_rx.clone(),
             )));
         }

@@ -75,6 +75,8 @@ fn serve(
     log: &Path,
 ) -> Result<Proc> {
     let mut cmd = Command::new(rutella);
+    cmd.env("RUTELLA_NO_DHT", "1")
+        .env("RUTELLA_TEST_NO_PUBLIC", "1");
     cmd.arg("serve")
         .arg("--share")
         .arg(share)

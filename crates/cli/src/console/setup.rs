@@ -172,6 +172,7 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
         cfg.overlay.search_timeout = t;
     }
     cfg.overlay.seed = crate::args::seed();
+    cfg.dht = args.dht.config(Some(&file), true);
     cfg.db_path = cfg.default_db_path();
     let downloads = cfg.downloads_dir();
     let node = rt.block_on(Node::start(cfg))?;

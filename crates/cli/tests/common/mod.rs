@@ -15,6 +15,10 @@ pub fn bin() -> Command {
     // Never the settings file of whoever runs the tests.
     let no_config = std::env::temp_dir().join("rutella-tests-no-such-settings.toml");
     c.env("RUST_LOG", "info").env("RUTELLA_CONFIG", no_config);
+    // Never the public DHT: the DHT is off unless a test turns it on with a
+    // local bootstrap node, and loopback bootstrap nodes only either way.
+    c.env("RUTELLA_NO_DHT", "1")
+        .env("RUTELLA_TEST_NO_PUBLIC", "1");
     c
 }
 
@@ -105,7 +109,7 @@ pub struct Serve {
     pub child: Child,
     pub log: PathBuf,
     pub lines: Lines,
-    _dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
 }
 
 impl Serve {
