@@ -50,7 +50,9 @@ fn serve(
 ) -> PathBuf {
     let log = lab.dir().join(format!("{name}.log"));
     let mut cmd = common::bin();
+    // The lab's public hosts have no router to ask.
     cmd.arg("serve")
+        .arg("--no-port-mapping")
         .args(FAST)
         .arg("--share")
         .arg(share)
@@ -193,10 +195,14 @@ fn with_no_lan_discovery_nothing_is_sent_and_nobody_is_found() {
     let l = lab.public_host("l", 4).unwrap();
     let d = lab.public_host("d", 5).unwrap();
     let ear = listener(&l);
-    let s = share(&lab, "share", "x.txt");
+    // A library (and its database) each, so that neither waits for the other.
+    let (sa, sb) = (
+        share(&lab, "share-a", "x.txt"),
+        share(&lab, "share-b", "x.txt"),
+    );
     let off = ["--no-lan-discovery"];
-    let log_a = serve(&lab, &mut procs, &a, "a", &s, &off);
-    let log_b = serve(&lab, &mut procs, &b, "b", &s, &off);
+    let log_a = serve(&lab, &mut procs, &a, "a", &sa, &off);
+    let log_b = serve(&lab, &mut procs, &b, "b", &sb, &off);
     assert!(wait_log(&log_a, "node started", Duration::from_secs(20)));
     assert!(wait_log(&log_b, "node started", Duration::from_secs(20)));
     // A node with discovery on announces at once; give these a second.
@@ -205,7 +211,14 @@ fn with_no_lan_discovery_nothing_is_sent_and_nobody_is_found() {
 
     // The control: a node with discovery on, and the listener hears it
     // (so the silence above was the flag's doing).
-    let log_d = serve(&lab, &mut procs, &d, "d", &s, &[]);
+    let log_d = serve(
+        &lab,
+        &mut procs,
+        &d,
+        "d",
+        &share(&lab, "share-d", "x.txt"),
+        &[],
+    );
     assert!(wait_log(&log_d, "node started", Duration::from_secs(20)));
     let got = heard(&ear, Duration::from_secs(1));
     assert!(

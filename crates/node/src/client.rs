@@ -158,7 +158,24 @@ impl Client {
     /// them as they answer.
     pub async fn dht_sources(&self, hash: &[u8; 32]) -> Vec<SocketAddrV4> {
         match &self.dht {
-            Some(d) => d.join_sources(self, hash).await,
+            Some(d) => {
+                let found = d.lookup(crate::dht::file_key(d.network(), hash)).await;
+                let own = (self.udp_addr, self.config.advertise);
+                let found: Vec<SocketAddrV4> = found
+                    .into_iter()
+                    .filter(|a| !crate::dht::is_own(a, own.0, own.1))
+                    .collect();
+                tracing::info!(sources = found.len(), "sources found through the DHT");
+                for a in &found {
+                    let _ = self
+                        .connect(PeerAddr {
+                            udp: *a,
+                            tcp_port: None,
+                        })
+                        .await;
+                }
+                found
+            }
             None => Vec::new(),
         }
     }

@@ -21,7 +21,6 @@
 //! The DHT only ever hands out candidate addresses; nothing it returns is
 //! trusted further than that.
 
-use crate::client::Client;
 use futures_lite::StreamExt;
 use mainline::async_dht::AsyncDht;
 use mainline::Id;
@@ -30,8 +29,6 @@ use std::collections::{HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::time::Instant;
 
 /// The public DHT bootstrap nodes (those BitTorrent clients use). Only the
 /// `rutella` program uses them, as its users' default; the library never
@@ -175,6 +172,16 @@ pub(crate) struct Dht {
 
 impl Dht {
     /// Starts the DHT node, or says why not (the node runs on without it).
+    /// Its settings.
+    pub(crate) fn config(&self) -> &DhtConfig {
+        &self.cfg
+    }
+
+    /// The name of the network it finds and announces in.
+    pub(crate) fn network(&self) -> &str {
+        &self.cfg.network
+    }
+
     pub(crate) async fn start(cfg: &DhtConfig, bind: Ipv4Addr) -> Option<Dht> {
         if !cfg.enabled {
             return None;
@@ -229,7 +236,7 @@ impl Dht {
 
     /// The addresses announced under a key (at most `max_candidates`),
     /// once the lookup is done.
-    async fn lookup(&self, key: [u8; 20]) -> Vec<SocketAddrV4> {
+    pub(crate) async fn lookup(&self, key: [u8; 20]) -> Vec<SocketAddrV4> {
         let Ok(id) = Id::from_bytes(key) else {
             return Vec::new();
         };
@@ -259,7 +266,7 @@ impl Dht {
             .await;
     }
 
-    async fn announce(&self, key: [u8; 20], port: u16) -> bool {
+    pub(crate) async fn announce(&self, key: [u8; 20], port: u16) -> bool {
         let Ok(id) = Id::from_bytes(key) else {
             return false;
         };
@@ -272,130 +279,16 @@ impl Dht {
             }
         }
     }
-
-    /// Looks up who announced a file, gives every address found to the
-    /// overlay as a candidate, and returns them.
-    pub(crate) async fn join_sources(&self, client: &Client, hash: &[u8; 32]) -> Vec<SocketAddrV4> {
-        let found = self.lookup(file_key(&self.cfg.network, hash)).await;
-        let found: Vec<SocketAddrV4> = found.into_iter().filter(|a| !is_self(client, a)).collect();
-        tracing::info!(sources = found.len(), "sources found through the DHT");
-        for a in &found {
-            let _ = client.connect(candidate(*a)).await;
-        }
-        found
-    }
-}
-
-fn candidate(udp: SocketAddrV4) -> crate::PeerAddr {
-    crate::PeerAddr {
-        udp,
-        tcp_port: None,
-    }
-}
-
-/// Whether an address is this node's own overlay address as the DHT may
-/// return it (the announcement of our own).
-fn is_self(client: &Client, a: &SocketAddrV4) -> bool {
-    is_own(a, client.udp_addr(), client.config.advertise)
 }
 
 /// `own`: the overlay socket's address as bound (0.0.0.0 when bound to
 /// every interface). Another node on another loopback address, or on
 /// another machine, may well use the same port.
-fn is_own(a: &SocketAddrV4, own: SocketAddrV4, advertise: Option<Ipv4Addr>) -> bool {
+pub(crate) fn is_own(a: &SocketAddrV4, own: SocketAddrV4, advertise: Option<Ipv4Addr>) -> bool {
     a.port() == own.port()
         && (a.ip() == own.ip()
             || (own.ip().is_unspecified() && a.ip().is_loopback())
             || advertise == Some(*a.ip()))
-}
-
-/// The node's DHT task: announcements and lookups on their timers, until
-/// `stop`.
-pub(crate) async fn run(dht: Dht, client: Client, mut stop: watch::Receiver<bool>) {
-    let cfg = dht.cfg.clone();
-    let net_key = network_key(&cfg.network);
-    let udp_port = client.udp_addr().port();
-    let start = Instant::now();
-    let mut announce_at = start;
-    let mut lookup_at = start;
-    let mut hash_at = start;
-    let mut hashes = HashQueue::new(cfg.max_hashes);
-    let mut first_peer_logged = false;
-    loop {
-        let next = if cfg.announce {
-            announce_at.min(lookup_at).min(hash_at)
-        } else {
-            lookup_at
-        };
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let now = Instant::now();
-        // The three run side by side: a lookup does not wait for an
-        // announcement's round trips.
-        let announce_self = async {
-            if cfg.announce && now >= announce_at {
-                announce_at = now + cfg.announce_interval;
-                if dht.announce(net_key, udp_port).await {
-                    tracing::debug!(port = udp_port, "announced on the DHT");
-                }
-            }
-        };
-        let look_up = async {
-            if now < lookup_at {
-                return;
-            }
-            lookup_at = now + cfg.lookup_interval;
-            let answered = client.answered_peers().await.unwrap_or(0);
-            if answered >= cfg.enough_peers {
-                return;
-            }
-            let known: HashSet<SocketAddrV4> = client
-                .peers()
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .map(|p| p.udp)
-                .collect();
-            let found = dht.lookup(net_key).await;
-            let new: Vec<_> = found
-                .into_iter()
-                .filter(|a| !known.contains(a) && !is_self(&client, a))
-                .collect();
-            if !new.is_empty() {
-                if !first_peer_logged {
-                    first_peer_logged = true;
-                    tracing::info!(
-                        after_ms = start.elapsed().as_millis() as u64,
-                        "first candidates found through the DHT"
-                    );
-                }
-                tracing::debug!(candidates = new.len(), "DHT candidates");
-            }
-            for a in new {
-                let _ = client.connect(candidate(a)).await;
-            }
-        };
-        let announce_file = async {
-            if cfg.announce && now >= hash_at {
-                hash_at = now + cfg.hash_interval;
-                hashes.refresh(client.library()).await;
-                if let Some(h) = hashes.next() {
-                    if dht.announce(file_key(&cfg.network, &h), udp_port).await {
-                        tracing::debug!(hash = %rutella_proto::message::hex32(&h), "file announced on the DHT");
-                    }
-                }
-            }
-        };
-        let work = async {
-            tokio::join!(announce_self, look_up, announce_file);
-        };
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = work => {}
-        }
-    }
 }
 
 /// The hashes of the shared files in announcement order: a hash not seen
@@ -425,7 +318,7 @@ impl HashQueue {
 
     /// Reads the library again if it changed since the last time, and
     /// every 20th call anyway (files hashed meanwhile get their turn).
-    async fn refresh(&mut self, library: &Library) {
+    pub(crate) async fn refresh(&mut self, library: &Library) {
         let s = library.stats();
         let generation = (s.rescans, s.refreshes, library.len());
         self.calls = self.calls.wrapping_add(1);

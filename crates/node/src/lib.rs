@@ -14,6 +14,7 @@ mod clock;
 mod command;
 mod config;
 mod dht;
+mod dht_task;
 mod downloads;
 mod event_loop;
 mod get;

@@ -176,7 +176,7 @@ impl Node {
             )));
         }
         if let Some(dht) = dht {
-            tasks.push(tokio::spawn(crate::dht::run(
+            tasks.push(tokio::spawn(crate::dht_task::run(
                 dht,
                 client.clone(),
                 stop_rx.clone(),
