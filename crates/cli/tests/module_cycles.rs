@@ -720,19 +720,6 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The check fails on any other cycle, and also when one of these is gone,
 /// so that the list only ever shrinks.
 const KNOWN: &[(&str, &str, &[&str])] = &[
-    // The scalable protocol is written as an extension of the overlay
-    // (`scalable` uses the overlay's peers, nonces and events, and the
-    // overlay holds the scalable state and calls into it); breaking it means
-    // moving the shared types into a module of their own.
-    ("crates/proto/src/lib.rs", "crate", &["overlay", "scalable"]),
-    // `shared` (what both overlay modes share) takes `Config`, `Event` and
-    // `Transmit` from `overlay`, whose types name `scalable`'s
-    // `ScalableConfig`; moving those types into `shared` removes it.
-    (
-        "crates/proto/src/lib.rs",
-        "crate",
-        &["overlay", "scalable", "shared"],
-    ),
     // `queries` (the searches' bookkeeping) is written as methods of
     // `engine::Sim`, and the engine calls back into it (`hops_of`); moving
     // the bookkeeping types out of both removes it.

@@ -17,6 +17,7 @@ pub mod seen;
 mod shared;
 #[cfg(test)]
 mod testnet;
+mod types;
 
 pub use answer::AnswerPlan;
 pub use budget::{BudgetConfig, Drops, KindLimits, Limit};
@@ -24,8 +25,9 @@ pub use message::{
     HitFile, Message, ParseError, Ping, Pong, Ports, Query, QueryHit, CLASSIC_TCP_PORT,
     CLASSIC_UDP_PORT, MAX_DATAGRAM,
 };
-pub use overlay::{Config, Event, IncomingQuery, Mode, Overlay, Peer, SearchId, Transmit};
-pub use scalable::{QueryTrigrams, ScalableConfig, TrigramBloom};
+pub use overlay::Overlay;
+pub use scalable::{QueryTrigrams, TrigramBloom};
+pub use types::{Config, Event, IncomingQuery, Mode, Peer, ScalableConfig, SearchId, Transmit};
 
 pub use matching::name_matches;
 

@@ -5,7 +5,7 @@
 
 use crate::guard::Guard;
 use crate::message::Ports;
-use crate::overlay::{Config, Event, Transmit};
+use crate::types::{Config, Event, Transmit};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashSet, VecDeque};

@@ -14,9 +14,8 @@
 //! overlay hands to the scalable side with every call.
 
 mod classic;
-mod types;
 
-pub use types::{Config, Event, IncomingQuery, Mode, Peer, SearchId, Transmit};
+pub use crate::types::{Config, Event, IncomingQuery, Mode, Peer, SearchId, Transmit};
 
 use crate::answer::{AnswerPlan, ANSWER_LIMIT};
 use crate::budget::{Budget, Drops, Kind};

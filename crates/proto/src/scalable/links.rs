@@ -8,8 +8,8 @@ use super::{
     MAX_WALK, SCALABLE_VERSION,
 };
 use crate::message::{Message, Ping, Pong, Ports};
-use crate::overlay::{Event, Peer, Transmit};
 use crate::shared::{echo_of, nonce_of};
+use crate::types::{Event, Peer, Transmit};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{Map, Value};

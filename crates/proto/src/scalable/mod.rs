@@ -44,11 +44,12 @@ mod links;
 mod plan;
 mod search;
 
+pub use crate::types::ScalableConfig;
 pub use bloom::{QueryTrigrams, TrigramBloom};
 
 use crate::message::Message;
-use crate::overlay::{Peer, SearchId, Transmit};
 use crate::shared::Shared;
+use crate::types::{Peer, SearchId, Transmit};
 use links::{HostCache, Neighbour};
 use search::{Dq, Seen};
 use serde_json::{Map, Value};
@@ -75,69 +76,6 @@ pub const MAX_WALK: i64 = 6;
 /// Bytes an answer leaves free under [`MAX_DATAGRAM`]: the longest own
 /// address the driver fills in, and what the first hop back adds.
 pub(crate) const HIT_ROOM: usize = 64;
-
-/// Settings of the scalable overlay. The defaults are those measured in
-/// `docs/SCALING.md`.
-#[derive(Debug, Clone)]
-pub struct ScalableConfig {
-    /// Below this many neighbours a node looks for more at every chance.
-    pub min_degree: usize,
-    /// The number of neighbours a node looks for.
-    pub target_degree: usize,
-    /// The most neighbours a node accepts.
-    pub max_degree: usize,
-    /// A neighbour silent this long is pinged.
-    pub ping_interval: Duration,
-    /// A pinged neighbour silent this long after the ping is dropped; also
-    /// how long a join request waits for its answer, and the period of the
-    /// maintenance timer.
-    pub pong_timeout: Duration,
-    /// The most hosts kept in the host cache.
-    pub host_cache: usize,
-    /// Hosts named in one pong.
-    pub hosts_per_pong: usize,
-    /// Time between two steps of a search.
-    pub step_wait: Duration,
-    /// The longest a scalable search runs.
-    pub max_search_time: Duration,
-    /// A search stops growing once this many peers have answered with files.
-    pub enough_results: usize,
-    /// Estimated messages a search may cost before it stops growing (a
-    /// quarter of it once some peer has answered).
-    pub query_budget: u32,
-    /// Highest TTL a search sends.
-    pub max_ttl: i64,
-    /// Queries remembered for duplicate suppression.
-    pub seen_queries: usize,
-    /// Length of the random walk a join request takes before a peer
-    /// decides on it, so that neighbours are spread over the network (at
-    /// most [`MAX_WALK`]).
-    pub join_walk: i64,
-    /// Answer datagrams of others passed back for one query, at most.
-    pub hits_forwarded_per_query: u32,
-}
-
-impl Default for ScalableConfig {
-    fn default() -> Self {
-        ScalableConfig {
-            min_degree: 8,
-            target_degree: 16,
-            max_degree: 32,
-            ping_interval: Duration::from_secs(60),
-            pong_timeout: Duration::from_secs(10),
-            host_cache: 1024,
-            hosts_per_pong: 8,
-            step_wait: Duration::from_millis(800),
-            max_search_time: Duration::from_secs(20),
-            enough_results: 3,
-            query_budget: 3000,
-            max_ttl: 3,
-            seen_queries: 4096,
-            join_walk: 6,
-            hits_forwarded_per_query: 64,
-        }
-    }
-}
 
 // ---------------------------------------------------------------- filters
 

@@ -5,7 +5,7 @@
 use super::plan::{first_step, may_grow, next_step, Candidate, Progress};
 use super::{base_extra, get_bool, get_i64, Ctx, QueryTrigrams, Scalable, MAX_ACCEPTED_TTL};
 use crate::message::{Message, Ports, Query, QueryHit, MAX_DATAGRAM};
-use crate::overlay::{Event, IncomingQuery, Peer, SearchId, Transmit};
+use crate::types::{Event, IncomingQuery, Peer, SearchId, Transmit};
 use rand::Rng;
 use serde_json::Value;
 use std::collections::BTreeSet;
