@@ -720,10 +720,6 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The check fails on any other cycle, and also when one of these is gone,
 /// so that the list only ever shrinks.
 const KNOWN: &[(&str, &str, &[&str])] = &[
-    // `queries` (the searches' bookkeeping) is written as methods of
-    // `engine::Sim`, and the engine calls back into it (`hops_of`); moving
-    // the bookkeeping types out of both removes it.
-    ("crates/sim/src/lib.rs", "crate", &["engine", "queries"]),
     // `error::DownloadError` carries `download::SourceReport`s, and
     // `download` returns `DownloadError`; moving `SourceReport` next to the
     // error types removes it.

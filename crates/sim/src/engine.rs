@@ -2,7 +2,7 @@
 //! overlays, and the datagrams between them (latency, loss, churn).
 
 use crate::config::SimConfig;
-use crate::queries::{hops_of, Class, QRec};
+use crate::records::{hops_of, Class, QRec};
 use crate::workload::Workload;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

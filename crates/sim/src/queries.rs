@@ -2,30 +2,10 @@
 //! them from the peers' libraries, and counting their messages.
 
 use crate::engine::Sim;
+use crate::records::Class;
 use rand::Rng;
-use rutella_proto::{HitFile, IncomingQuery, SearchId};
+use rutella_proto::{HitFile, IncomingQuery};
 use std::rc::Rc;
-
-/// Which peers could answer a search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
-    Unanswerable,
-    Unique,
-    Middle,
-    Popular,
-}
-
-/// One search and what came of it.
-pub(crate) struct QRec {
-    pub(crate) t0: u64,
-    pub(crate) text: String,
-    pub(crate) matches: Rc<Vec<u32>>,
-    pub(crate) querier: Option<(usize, u32)>,
-    pub(crate) search: Option<SearchId>,
-    pub(crate) class: Class,
-    pub(crate) msgs: u64,
-    pub(crate) first_hit: Option<(u64, u64)>,
-}
 
 impl Sim {
     pub(crate) fn issue(&mut self, qi: usize) {
@@ -101,8 +81,4 @@ impl Sim {
             o.answer_query(q, &files);
         }
     }
-}
-
-pub(crate) fn hops_of(extra: &serde_json::Map<String, serde_json::Value>) -> u64 {
-    extra.get("Hops").and_then(|v| v.as_u64()).unwrap_or(1)
 }

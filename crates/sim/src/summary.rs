@@ -2,7 +2,7 @@
 //! report.
 
 use crate::engine::{slot_of, Sim, MS, SEC};
-use crate::queries::{Class, QRec};
+use crate::records::{Class, QRec};
 use rutella_proto::Mode;
 use serde::Serialize;
 
