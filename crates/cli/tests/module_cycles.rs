@@ -719,16 +719,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// take to remove it: (crate root, parent module, modules of the cycle).
 /// The check fails on any other cycle, and also when one of these is gone,
 /// so that the list only ever shrinks.
-const KNOWN: &[(&str, &str, &[&str])] = &[
-    // `error::DownloadError` carries `download::SourceReport`s, and
-    // `download` returns `DownloadError`; moving `SourceReport` next to the
-    // error types removes it.
-    (
-        "crates/transfer/src/lib.rs",
-        "crate",
-        &["download", "error"],
-    ),
-];
+const KNOWN: &[(&str, &str, &[&str])] = &[];
 
 fn is_known(root: &str, c: &Cycle) -> bool {
     let mut members: Vec<&str> = c.path.iter().map(String::as_str).collect();

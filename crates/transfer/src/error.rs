@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::download::SourceReport;
 use crate::names::NameError;
+use crate::report::{SourceOutcome, SourceReport};
 use crate::wire::Status;
 
 /// Why a download did not complete.
@@ -356,10 +356,7 @@ impl ExhaustedError {
         match self {
             ExhaustedError::NoSources { .. } => true,
             ExhaustedError::SourcesExhausted { sources, .. } => {
-                !sources.is_empty()
-                    && sources
-                        .iter()
-                        .all(|s| s.outcome == crate::SourceOutcome::NotFound)
+                !sources.is_empty() && sources.iter().all(|s| s.outcome == SourceOutcome::NotFound)
             }
         }
     }

@@ -24,6 +24,7 @@ mod fetch;
 mod hex;
 mod lock;
 mod names;
+mod report;
 mod server;
 pub mod state;
 pub mod tree;
@@ -34,7 +35,6 @@ use std::path::PathBuf;
 
 pub use client::classic::{classic_download, ClassicGet};
 pub use client::rutella::{RutellaConn, MAX_VERIFIED_READ};
-pub use download::{DownloadReport, Progress, SourceOutcome, SourceReport};
 pub use error::{
     is_disk_full, is_not_permitted, Broken, DownloadError, ExhaustedError, LocalError, SourceError,
     VerifyError,
@@ -44,6 +44,7 @@ pub use fetch::{
     HashGet, PartPaths,
 };
 pub use names::{sanitize_basename, NameError};
+pub use report::{DownloadReport, Progress, SourceOutcome, SourceReport};
 pub use server::guard::ServerLimits;
 pub use server::{
     run_server, serve_connection, Fault, Protocol, SendError, ServeError, ServeOutcome,

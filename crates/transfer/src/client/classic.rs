@@ -8,9 +8,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use crate::download::{connect, DownloadReport, Progress, SourceOutcome, SourceReport};
+use crate::download::connect;
 use crate::error::{Broken, DownloadError, LocalError, SourceError};
 use crate::names::{move_into_place, sanitize_basename};
+use crate::report::{DownloadReport, Progress, SourceOutcome, SourceReport};
 
 /// Receive buffer of large classic downloads: one huge page.
 const READ_BUF: usize = 2 << 20;

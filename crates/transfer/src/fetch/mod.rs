@@ -23,11 +23,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::client::rutella::RutellaConn;
-use crate::download::{blocking_io, DownloadReport, Progress, SourceOutcome, SourceReport};
+use crate::download::blocking_io;
 use crate::error::{DownloadError, ExhaustedError, LocalError};
 use crate::hex::hex;
 use crate::lock::PartLock;
 use crate::names::move_into_place;
+use crate::report::{DownloadReport, Progress, SourceOutcome, SourceReport};
 use crate::tree::Tree;
 
 mod part;

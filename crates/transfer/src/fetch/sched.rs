@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use crate::download::SourceOutcome;
+use crate::report::SourceOutcome;
 use crate::state::PartState;
 
 /// Share of the file's groups that the endgame may fetch twice, in

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::buf::PageBuf;
 use crate::client::rutella::{BlockingConn, RutellaConn};
-use crate::download::SourceOutcome;
 use crate::error::{Broken, DownloadError, SourceError, VerifyError};
+use crate::report::SourceOutcome;
 use crate::tree::Tree;
 use crate::wire::Status;
 

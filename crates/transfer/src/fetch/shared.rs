@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::download::{Progress, SourceOutcome};
+use crate::report::{Progress, SourceOutcome};
 use crate::tree::Tree;
 
 use super::sched::Sched;
