@@ -122,7 +122,10 @@ pub(crate) fn next_step(
                 break;
             }
             next.est_cost += cost;
-            let gain = est_cover(r, dn, mean_degree) - est_cover(c.0, dn, mean_degree);
+            // Asking deeper never covers fewer peers: where the estimate
+            // says so (a mean degree under 3, where TTL 1 is estimated
+            // below TTL 0) it counts as no gain.
+            let gain = (est_cover(r, dn, mean_degree) - est_cover(c.0, dn, mean_degree)).max(0.0);
             gained += gain;
             next.est_cover += gain;
             c.0 = r;
