@@ -44,13 +44,18 @@ pub(crate) fn discovery(args: &Args, dir: &Path) -> Result<String> {
         firsts.push(median(&mut t));
         lasts.push(t.iter().copied().fold(0.0, f64::max));
     }
+    let per_run = firsts
+        .iter()
+        .map(|t| format!("{:.0}", t * 1000.0))
+        .collect::<Vec<_>>()
+        .join(", ");
     writeln!(
         out,
         "Through a local DHT ({TESTNET} `mainline` nodes on 127.0.0.1; {DHT_NODES} `rutella serve` \
          with no `--connect`, `--dht-interval 100ms` so a 100 ms DHT request timeout; \
          {} runs): from each process's spawn to its first `{JOINED}` line, median over \
-         the nodes of a run {:.0} ms (median of runs), slowest node of a run {:.0} ms \
-         (median of runs).",
+         the nodes of a run {:.0} ms (median of runs; each run: {per_run} ms), slowest \
+         node of a run {:.0} ms (median of runs).",
         args.discovery_runs,
         median(&mut firsts) * 1000.0,
         median(&mut lasts) * 1000.0
