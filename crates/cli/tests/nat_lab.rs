@@ -266,11 +266,26 @@ fn mapped_case(extra: &[&str], by: &str) {
     drop(p_node);
 }
 
-/// With the DHT on, the DHT's own UDP port is mapped too, and removed at
-/// exit. The DHT bootstraps from a small local testnet on H1's own
-/// loopback (inside H1's namespace): it only has to start.
 #[test]
 fn with_the_dht_on_its_udp_port_is_mapped_too() {
+    dht_case(&[], "UPnP");
+}
+
+#[test]
+fn with_the_dht_on_the_same_with_pcp() {
+    dht_case(&["--port-mapping-protocol", "pcp"], "PCP");
+}
+
+#[test]
+fn with_the_dht_on_the_same_with_nat_pmp() {
+    dht_case(&["--port-mapping-protocol", "natpmp"], "NAT-PMP");
+}
+
+/// With the DHT on, the DHT's own UDP port is mapped too (`by` that
+/// protocol, with `extra` flags), and removed at exit. The DHT bootstraps
+/// from a small local testnet on H1's own loopback (inside H1's
+/// namespace): it only has to start.
+fn dht_case(extra: &[&str], by: &str) {
     let Some(mut lab) = lab() else { return };
     if Command::new("miniupnpd").arg("--version").output().is_err() {
         eprintln!("skipped: miniupnpd is not installed");
@@ -300,6 +315,7 @@ fn with_the_dht_on_its_udp_port_is_mapped_too() {
     for b in &testnet.bootstrap {
         args.extend(["--dht-bootstrap", b.as_str()]);
     }
+    args.extend(extra);
     let mut h1_node = Proc::serve_with(
         &lab,
         &h1,
@@ -319,7 +335,7 @@ fn with_the_dht_on_its_udp_port_is_mapped_too() {
         .map(|a| a.port())
         .unwrap_or_else(|| panic!("no DHT address in {}", h1_node.stderr()));
     assert_ne!(dht_port, 20000);
-    h1_node.wait_for("Reachable at 11.0.0.11:20000 (mapped by UPnP)");
+    h1_node.wait_for(&format!("Reachable at 11.0.0.11:20000 (mapped by {by})"));
 
     let list = upnpc_list(&h1);
     assert!(mapped(&list, "UDP", "192.168.1.10:20000"), "{list}");
