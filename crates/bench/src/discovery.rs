@@ -53,10 +53,10 @@ pub(crate) fn discovery(args: &Args, dir: &Path) -> Result<String> {
         out,
         "Through a local DHT ({TESTNET} `mainline` nodes on 127.0.0.1; {DHT_NODES} `rutella serve` \
          with no `--connect`, `--dht-interval 100ms` so a 100 ms DHT request timeout; \
-         {} runs): from each process's spawn to its first `{JOINED}` line, median over \
+         {}): from each process's spawn to its first `{JOINED}` line, median over \
          the nodes of a run {:.0} ms (median of runs; each run: {per_run} ms), slowest \
          node of a run {:.0} ms (median of runs).",
-        args.discovery_runs,
+        runs(args.discovery_runs),
         median(&mut firsts) * 1000.0,
         median(&mut lasts) * 1000.0
     )?;
@@ -71,9 +71,10 @@ pub(crate) fn discovery(args: &Args, dir: &Path) -> Result<String> {
                 .join(", ");
             writeln!(
                 out,
-                "Through the LAN (two namespaces on the lab's bridge, {n} runs): from the \
+                "Through the LAN (two namespaces on the lab's bridge, {}): from the \
                  second node's `node started` to its `{JOINED}` line, median {:.1} ms \
                  (all: {all} ms).",
+                runs(n),
                 median(&mut times) * 1000.0
             )?;
         }
@@ -84,6 +85,14 @@ pub(crate) fn discovery(args: &Args, dir: &Path) -> Result<String> {
     }
     writeln!(out)?;
     Ok(out)
+}
+
+fn runs(n: usize) -> String {
+    if n == 1 {
+        "1 run".into()
+    } else {
+        format!("{n} runs")
+    }
 }
 
 /// One run: a fresh testnet and [`DHT_NODES`] nodes; the seconds from each
