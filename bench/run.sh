@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks rutella against socat and raw TCP on loopback, and writes the
-# table into docs/PERFORMANCE.md. Pass --smoke for a quick check with tiny
-# sizes; other flags go to rutella-bench (see --help).
+# table into docs/PERFORMANCE.md; it ends with the time to the first peer
+# for nodes given no address (a local DHT on 127.0.0.1, and the LAN in
+# network namespaces when run as root). Pass --smoke for a quick check with
+# tiny sizes, --discovery for the time to the first peer alone; other flags
+# go to rutella-bench (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Never the public DHT: runs start with it off, and accept only loopback

@@ -12,12 +12,14 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 mod big_file;
+mod discovery;
 mod search;
 mod small_files;
 mod sources;
 mod util;
 
 use big_file::big_file;
+use discovery::discovery;
 use search::search_latency;
 use small_files::small_files;
 use sources::several_sources;
@@ -55,6 +57,13 @@ struct Args {
     /// `--rutella`.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// Measure only the time to the first peer with no address given
+    /// (through a local DHT, and through the LAN when run as root).
+    #[arg(long)]
+    discovery: bool,
+    /// Runs of the time to the first peer (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    discovery_runs: usize,
     /// Tiny sizes and one run: checks that the benchmark still works.
     #[arg(long)]
     smoke: bool,
@@ -80,6 +89,7 @@ fn main() -> Result<()> {
         args.nodes = args.nodes.min(4);
         args.searches = args.searches.min(3);
         args.sources_size_mib = args.sources_size_mib.min(8);
+        args.discovery_runs = 1;
     }
     if !args.rutella.exists() {
         bail!(
@@ -112,6 +122,15 @@ fn main() -> Result<()> {
     )?;
     writeln!(report)?;
 
+    if args.discovery {
+        let found = discovery(&args, tmp.path())?;
+        println!("{found}");
+        if let Some(doc) = &args.write_doc {
+            write_section(doc, DISCOVERY_BEGIN, DISCOVERY_END, &found)?;
+            eprintln!("wrote {}", doc.display());
+        }
+        return Ok(());
+    }
     if !args.sources_only {
         let big = big_file(&args, tmp.path())?;
         report.push_str(&big);
@@ -123,6 +142,8 @@ fn main() -> Result<()> {
         report.push_str(&small);
         let search = search_latency(&args, tmp.path())?;
         report.push_str(&search);
+        let found = discovery(&args, tmp.path())?;
+        report.push_str(&found);
     }
 
     println!("{report}");
@@ -136,11 +157,20 @@ fn main() -> Result<()> {
 const BEGIN: &str = "<!-- bench:begin -->";
 const END: &str = "<!-- bench:end -->";
 
+const DISCOVERY_BEGIN: &str = "<!-- bench:discovery:begin -->";
+const DISCOVERY_END: &str = "<!-- bench:discovery:end -->";
+
 fn write_doc(path: &Path, table: &str) -> Result<()> {
+    write_section(path, BEGIN, END, table)
+}
+
+/// Replaces the text between the markers `begin` and `end` (appends both
+/// with the text when they are missing).
+fn write_section(path: &Path, begin: &str, end: &str, table: &str) -> Result<()> {
     let doc = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (doc.find(BEGIN), doc.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{BEGIN}\n{table}{}", &doc[..b], &doc[e..]),
-        _ => format!("{doc}\n{BEGIN}\n{table}{END}\n"),
+    let new = match (doc.find(begin), doc.find(end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{begin}\n{table}{}", &doc[..b], &doc[e..]),
+        _ => format!("{doc}\n{begin}\n{table}{end}\n"),
     };
     std::fs::write(path, new)?;
     Ok(())

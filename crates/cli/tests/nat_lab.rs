@@ -37,10 +37,23 @@ struct Proc {
 
 impl Proc {
     fn serve(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
+        Proc::serve_with(lab, host, dir, name, args, &[])
+    }
+
+    /// The same with these environment variables set.
+    fn serve_with(
+        lab: &Lab,
+        host: &Host,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let out = dir.join(format!("{name}.out"));
         let err = dir.join(format!("{name}.err"));
         let mut cmd = bin();
         cmd.arg("serve").args(FAST).args(args);
+        cmd.envs(env.iter().copied());
         let child = lab
             .wrap(host, &cmd)
             .stdin(Stdio::null())
@@ -251,6 +264,92 @@ fn mapped_case(extra: &[&str], by: &str) {
     let list = upnpc_list(&h1);
     assert!(!list.contains("->192.168.1.10:"), "left behind: {list}");
     drop(p_node);
+}
+
+#[test]
+fn with_the_dht_on_its_udp_port_is_mapped_too() {
+    dht_case(&[], "UPnP");
+}
+
+#[test]
+fn with_the_dht_on_the_same_with_pcp() {
+    dht_case(&["--port-mapping-protocol", "pcp"], "PCP");
+}
+
+#[test]
+fn with_the_dht_on_the_same_with_nat_pmp() {
+    dht_case(&["--port-mapping-protocol", "natpmp"], "NAT-PMP");
+}
+
+/// With the DHT on, the DHT's own UDP port is mapped too (`by` that
+/// protocol, with `extra` flags), and removed at exit. The DHT bootstraps
+/// from a small local testnet on H1's own loopback (inside H1's
+/// namespace): it only has to start.
+fn dht_case(extra: &[&str], by: &str) {
+    let Some(mut lab) = lab() else { return };
+    if Command::new("miniupnpd").arg("--version").output().is_err() {
+        eprintln!("skipped: miniupnpd is not installed");
+        return;
+    }
+    let r1 = lab
+        .router(
+            "r1",
+            11,
+            RouterKind {
+                port_mapping: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let h1 = lab.host_behind(&r1, "h1").unwrap();
+    let testnet = h1
+        .enter(|| {
+            mainline::Testnet::builder(3)
+                .bind_address(std::net::Ipv4Addr::LOCALHOST)
+                .build()
+        })
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--dht-interval", "100ms"];
+    for b in &testnet.bootstrap {
+        args.extend(["--dht-bootstrap", b.as_str()]);
+    }
+    args.extend(extra);
+    let mut h1_node = Proc::serve_with(
+        &lab,
+        &h1,
+        dir.path(),
+        "h1",
+        &args,
+        &[("RUTELLA_NO_DHT", "0")],
+    );
+    h1_node.wait_for("DHT started");
+    let dht_port = h1_node
+        .stderr()
+        .lines()
+        .find(|l| l.contains("DHT started"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .unwrap_or_else(|| panic!("no DHT address in {}", h1_node.stderr()));
+    assert_ne!(dht_port, 20000);
+    h1_node.wait_for(&format!("Reachable at 11.0.0.11:20000 (mapped by {by})"));
+
+    let list = upnpc_list(&h1);
+    assert!(mapped(&list, "UDP", "192.168.1.10:20000"), "{list}");
+    assert!(mapped(&list, "TCP", "192.168.1.10:10000"), "{list}");
+    assert!(
+        mapped(&list, "UDP", &format!("192.168.1.10:{dht_port}")),
+        "no mapping of the DHT port {dht_port}: {list}"
+    );
+
+    let status = h1_node.terminate();
+    assert!(status.success(), "{status:?}: {}", h1_node.stderr());
+    let list = upnpc_list(&h1);
+    assert!(!list.contains("->192.168.1.10:"), "left behind: {list}");
+    drop(testnet);
 }
 
 #[test]

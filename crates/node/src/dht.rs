@@ -168,6 +168,8 @@ pub(crate) struct Dht {
     cfg: Arc<DhtConfig>,
     /// Set once the first bootstrap query ended.
     bootstrapped: Arc<tokio::sync::OnceCell<bool>>,
+    /// The UDP port its socket is bound to.
+    port: u16,
 }
 
 impl Dht {
@@ -175,6 +177,11 @@ impl Dht {
     /// Its settings.
     pub(crate) fn config(&self) -> &DhtConfig {
         &self.cfg
+    }
+
+    /// The UDP port the DHT's own socket is bound to.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     /// The name of the network it finds and announces in.
@@ -221,6 +228,7 @@ impl Dht {
                     dht: Arc::new(dht),
                     cfg: Arc::new(cfg.clone()),
                     bootstrapped: Arc::new(tokio::sync::OnceCell::new()),
+                    port: addr.port(),
                 })
             }
             Ok(Err(e)) => {

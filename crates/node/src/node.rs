@@ -151,6 +151,7 @@ impl Node {
                     cfg,
                     udp_addr.port(),
                     tcp_addr.port(),
+                    dht.as_ref().map(crate::dht::Dht::port),
                     out,
                     stop_rx.clone(),
                 );

@@ -1,5 +1,6 @@
 //! Port mapping: asks the home router to forward the node's UDP and TCP
-//! ports (UPnP IGD, then PCP, then NAT-PMP), renews the mapping at half
+//! ports, and the DHT's UDP port when the DHT runs (UPnP IGD, then PCP,
+//! then NAT-PMP), renews the mapping at half
 //! its lease, removes it when the node stops, and publishes the outcome:
 //! the router's external address goes to the event loop (it is what peers
 //! are told, unless `--advertise` was given) and the status to whoever
@@ -11,7 +12,7 @@
 mod gateway;
 pub(crate) mod machine;
 
-use machine::{Machine, Protocol, Step, Timing};
+use machine::{Machine, Mapping, Protocol, Step, Timing, Transport};
 pub use machine::{PortMapStatus, Protocol as PortMapProtocol};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroU16;
@@ -27,7 +28,7 @@ pub struct PortMapConfig {
     pub retry: Duration,
     /// Failed rounds before giving up.
     pub rounds: u32,
-    /// The longest one protocol's attempt (both ports) may take.
+    /// The longest one protocol's attempt (every port) may take.
     pub attempt_timeout: Duration,
     /// How long UPnP discovery (SSDP) waits for a router to answer.
     pub discovery_timeout: Duration,
@@ -51,17 +52,15 @@ impl Default for PortMapConfig {
 /// The name the mappings carry on the router.
 const DESCRIPTION: &str = "rutella";
 
-/// A mapping of both ports, held until renewed or removed.
+/// The mappings of every port, held until renewed or removed.
 enum Held {
     Upnp {
         gateway: igd_next::aio::Gateway<igd_next::aio::tokio::Tokio>,
         local: Ipv4Addr,
         lease: u32,
     },
-    Gateway {
-        udp: crab_nat::PortMapping,
-        tcp: crab_nat::PortMapping,
-    },
+    /// PCP or NAT-PMP: one handle per port, in the order of the ports.
+    Gateway(Vec<crab_nat::PortMapping>),
 }
 
 /// What the task publishes.
@@ -72,11 +71,13 @@ pub(crate) struct Outputs {
     pub(crate) status: watch::Sender<PortMapStatus>,
 }
 
-/// Maps `udp_port` and `tcp_port` until `stop`, then removes the mappings.
+/// Maps the overlay's `udp_port` and `tcp_port`, and `dht_port` (UDP)
+/// when the DHT runs, until `stop`, then removes the mappings.
 pub(crate) async fn run(
     cfg: PortMapConfig,
     udp_port: u16,
     tcp_port: u16,
+    dht_port: Option<u16>,
     out: Outputs,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -88,10 +89,13 @@ pub(crate) async fn run(
         },
         &cfg.protocols,
     );
-    let ports = Ports {
-        udp: udp_port,
-        tcp: tcp_port,
-    };
+    let wanted = machine::wanted(udp_port, tcp_port, dht_port);
+    let ports: &[Mapping] = &wanted;
+    let listed = ports
+        .iter()
+        .map(Mapping::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut held: Option<(Protocol, Held)> = None;
     loop {
         let step = machine.poll(crate::clock::now());
@@ -163,7 +167,7 @@ pub(crate) async fn run(
                     protocol,
                     external_ip,
                 } => {
-                    tracing::info!(%protocol, external = %external_ip, udp = udp_port, tcp = tcp_port, "ports mapped on the router");
+                    tracing::info!(%protocol, external = %external_ip, udp = udp_port, tcp = tcp_port, dht = ?dht_port, ports = %listed, "ports mapped on the router");
                     let _ = out.external.send(Some(external_ip));
                 }
                 _ => {
@@ -180,15 +184,9 @@ pub(crate) async fn run(
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Ports {
-    udp: u16,
-    tcp: u16,
-}
-
 type Granted = (Ipv4Addr, Duration, Held);
 
-async fn map(p: Protocol, cfg: &PortMapConfig, ports: Ports) -> Result<Granted, String> {
+async fn map(p: Protocol, cfg: &PortMapConfig, ports: &[Mapping]) -> Result<Granted, String> {
     match p {
         Protocol::Upnp => map_upnp(cfg, ports).await,
         Protocol::Pcp | Protocol::NatPmp => map_gateway(p, ports).await,
@@ -197,7 +195,7 @@ async fn map(p: Protocol, cfg: &PortMapConfig, ports: Ports) -> Result<Granted, 
 
 /// Renews the mappings held, in place: the handle stays held whatever
 /// happens, so that it is removed at exit or before the next attempt.
-async fn renew(h: &mut Held, ports: Ports) -> Result<(Ipv4Addr, Duration), String> {
+async fn renew(h: &mut Held, ports: &[Mapping]) -> Result<(Ipv4Addr, Duration), String> {
     match h {
         Held::Upnp {
             gateway,
@@ -208,20 +206,27 @@ async fn renew(h: &mut Held, ports: Ports) -> Result<(Ipv4Addr, Duration), Strin
             let ip = upnp_external(gateway).await?;
             Ok((ip, secs(*lease)))
         }
-        Held::Gateway { udp, tcp } => {
-            udp.renew().await.map_err(|e| e.to_string())?;
-            tcp.renew().await.map_err(|e| e.to_string())?;
-            let ip = gateway_external(udp).await?;
-            Ok((ip, secs(udp.lifetime().min(tcp.lifetime()))))
+        Held::Gateway(maps) => {
+            for m in maps.iter_mut() {
+                m.renew().await.map_err(|e| e.to_string())?;
+            }
+            let first = maps.first().ok_or("no port to renew")?;
+            let ip = gateway_external(first).await?;
+            Ok((ip, shortest(maps)))
         }
     }
+}
+
+/// The shortest lease among the handles.
+fn shortest(maps: &[crab_nat::PortMapping]) -> Duration {
+    secs(maps.iter().map(|m| m.lifetime()).min().unwrap_or(0))
 }
 
 fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))
 }
 
-async fn map_upnp(cfg: &PortMapConfig, ports: Ports) -> Result<Granted, String> {
+async fn map_upnp(cfg: &PortMapConfig, ports: &[Mapping]) -> Result<Granted, String> {
     let mut options = igd_next::SearchOptions::default();
     options.timeout = Some(cfg.discovery_timeout);
     options.single_search_timeout = Some(cfg.discovery_timeout);
@@ -263,20 +268,33 @@ async fn map_upnp(cfg: &PortMapConfig, ports: Ports) -> Result<Granted, String> 
 async fn add_upnp(
     gateway: &igd_next::aio::Gateway<igd_next::aio::tokio::Tokio>,
     local: Ipv4Addr,
-    ports: Ports,
+    ports: &[Mapping],
     lease: u32,
 ) -> Result<(), String> {
-    use igd_next::PortMappingProtocol as P;
-    for (proto, port) in [(P::UDP, ports.udp), (P::TCP, ports.tcp)] {
-        let to = SocketAddr::V4(SocketAddrV4::new(local, port));
-        if let Err(e) = gateway.add_port(proto, port, to, lease, DESCRIPTION).await {
-            if proto == P::TCP {
-                let _ = gateway.remove_port(P::UDP, ports.udp).await;
+    for (i, m) in ports.iter().enumerate() {
+        let to = SocketAddr::V4(SocketAddrV4::new(local, m.port));
+        let proto = upnp_protocol(m.transport);
+        if let Err(e) = gateway
+            .add_port(proto, m.port, to, lease, DESCRIPTION)
+            .await
+        {
+            // All or none: the ports mapped before this one go again.
+            for done in &ports[..i] {
+                let _ = gateway
+                    .remove_port(upnp_protocol(done.transport), done.port)
+                    .await;
             }
-            return Err(format!("UPnP {proto} {port}: {e}"));
+            return Err(format!("UPnP {m}: {e}"));
         }
     }
     Ok(())
+}
+
+fn upnp_protocol(t: Transport) -> igd_next::PortMappingProtocol {
+    match t {
+        Transport::Udp => igd_next::PortMappingProtocol::UDP,
+        Transport::Tcp => igd_next::PortMappingProtocol::TCP,
+    }
 }
 
 async fn upnp_external(
@@ -302,24 +320,32 @@ fn timeouts() -> crab_nat::TimeoutConfig {
     }
 }
 
-async fn map_gateway(p: Protocol, ports: Ports) -> Result<Granted, String> {
+async fn map_gateway(p: Protocol, ports: &[Mapping]) -> Result<Granted, String> {
     let router = gateway::read().ok_or("no default gateway")?;
     let local = crate::own_address::route_source(router)
         .ok_or_else(|| format!("no local address routes to {router}"))?;
-    let udp = map_one(p, router, local, crab_nat::InternetProtocol::Udp, ports.udp).await?;
-    let tcp = match map_one(p, router, local, crab_nat::InternetProtocol::Tcp, ports.tcp).await {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = udp.try_drop().await;
-            return Err(e);
+    let mut maps = Vec::with_capacity(ports.len());
+    for m in ports {
+        let proto = match m.transport {
+            Transport::Udp => crab_nat::InternetProtocol::Udp,
+            Transport::Tcp => crab_nat::InternetProtocol::Tcp,
+        };
+        match map_one(p, router, local, proto, m.port).await {
+            Ok(h) => maps.push(h),
+            Err(e) => {
+                // All or none: the ports mapped before this one go again.
+                drop_gateway(Held::Gateway(maps)).await;
+                return Err(e);
+            }
         }
+    }
+    let lease = shortest(&maps);
+    let Some(first) = maps.first() else {
+        return Err("no port to map".into());
     };
-    let lease = secs(udp.lifetime().min(tcp.lifetime()));
-    let held = Held::Gateway { udp, tcp };
-    let Held::Gateway { udp, .. } = &held else {
-        return Err("unreachable".into());
-    };
-    match gateway_external(udp).await {
+    let external = gateway_external(first).await;
+    let held = Held::Gateway(maps);
+    match external {
         Ok(ip) => Ok((ip, lease, held)),
         Err(e) => {
             drop_gateway(held).await;
@@ -389,25 +415,25 @@ async fn gateway_external(m: &crab_nat::PortMapping) -> Result<Ipv4Addr, String>
 }
 
 async fn drop_gateway(h: Held) {
-    if let Held::Gateway { udp, tcp } = h {
-        if let Err((e, _)) = udp.try_drop().await {
-            tracing::debug!(error = %e, "removing the UDP mapping failed");
-        }
-        if let Err((e, _)) = tcp.try_drop().await {
-            tracing::debug!(error = %e, "removing the TCP mapping failed");
+    if let Held::Gateway(maps) = h {
+        for m in maps {
+            let port = m.internal_port();
+            if let Err((e, _)) = m.try_drop().await {
+                tracing::debug!(port, error = %e, "removing a mapping failed");
+            }
         }
     }
 }
 
-/// Removes both mappings, bounded by the attempt timeout.
-async fn remove(h: Held, cfg: &PortMapConfig, ports: Ports) {
+/// Removes every mapping, bounded by the attempt timeout.
+async fn remove(h: Held, cfg: &PortMapConfig, ports: &[Mapping]) {
     let work = async move {
         match h {
             Held::Upnp { gateway, .. } => {
-                use igd_next::PortMappingProtocol as P;
-                for (proto, port) in [(P::UDP, ports.udp), (P::TCP, ports.tcp)] {
-                    if let Err(e) = gateway.remove_port(proto, port).await {
-                        tracing::debug!(%proto, port, error = %e, "removing a UPnP mapping failed");
+                for m in ports {
+                    let proto = upnp_protocol(m.transport);
+                    if let Err(e) = gateway.remove_port(proto, m.port).await {
+                        tracing::debug!(%proto, port = m.port, error = %e, "removing a UPnP mapping failed");
                     }
                 }
             }

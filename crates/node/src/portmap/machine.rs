@@ -28,6 +28,56 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// The transport a port is mapped for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        })
+    }
+}
+
+/// One port forwarded by the router, to the same port number here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub(crate) transport: Transport,
+    pub(crate) port: u16,
+}
+
+impl fmt::Display for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.transport, self.port)
+    }
+}
+
+/// The ports to map: the overlay's UDP and TCP ports, then the DHT's UDP
+/// port when the DHT runs; each once, none with port 0 (not bound).
+pub(crate) fn wanted(udp: u16, tcp: u16, dht: Option<u16>) -> Vec<Mapping> {
+    let mut out: Vec<Mapping> = Vec::with_capacity(3);
+    let all = [
+        (Transport::Udp, Some(udp)),
+        (Transport::Tcp, Some(tcp)),
+        (Transport::Udp, dht),
+    ];
+    for (transport, port) in all {
+        let Some(port) = port.filter(|p| *p != 0) else {
+            continue;
+        };
+        let m = Mapping { transport, port };
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
 /// The order protocols are tried in: UPnP first (the most common on home
 /// routers), then PCP, then its predecessor NAT-PMP.
 pub(crate) const ORDER: [Protocol; 3] = [Protocol::Upnp, Protocol::Pcp, Protocol::NatPmp];
@@ -286,6 +336,27 @@ mod tests {
             Some(PortMapStatus::Mapped { .. })
         ));
         assert_eq!(m.failed_rounds, 0);
+    }
+
+    #[test]
+    fn the_dht_port_is_mapped_as_a_third_port_when_the_dht_runs() {
+        let udp = |port| Mapping {
+            transport: Transport::Udp,
+            port,
+        };
+        let tcp = |port| Mapping {
+            transport: Transport::Tcp,
+            port,
+        };
+        assert_eq!(wanted(20000, 10000, None), vec![udp(20000), tcp(10000)]);
+        assert_eq!(
+            wanted(20000, 10000, Some(6881)),
+            vec![udp(20000), tcp(10000), udp(6881)]
+        );
+        // The same UDP port is asked for once; a TCP port may share its
+        // number with a UDP one.
+        assert_eq!(wanted(6881, 6881, Some(6881)), vec![udp(6881), tcp(6881)]);
+        assert_eq!(wanted(20000, 10000, Some(0)), vec![udp(20000), tcp(10000)]);
     }
 
     #[test]
