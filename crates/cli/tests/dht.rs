@@ -33,9 +33,8 @@ fn dht_args(net: &mainline::Testnet) -> Vec<String> {
 /// `rutella serve` with the DHT on (the local testnet only).
 fn serve_with_dht(share: &str, bind: &str, dht: &[String]) -> Serve {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("serve.log");
-    let mut child = bin()
-        .env("RUTELLA_NO_DHT", "0")
+    let mut cmd = bin();
+    cmd.env("RUTELLA_NO_DHT", "0")
         .env("RUTELLA_CONFIG", dir.path().join("settings.toml"))
         .env("RUST_LOG", "info,rutella_node::dht=debug")
         .args([
@@ -48,20 +47,8 @@ fn serve_with_dht(share: &str, bind: &str, dht: &[String]) -> Serve {
         ])
         .args(FAST)
         .args(["--rate-limit", "2000000"])
-        .args(dht)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = Lines::follow(stderr, Some(std::fs::File::create(&log).unwrap()));
-    let s = Serve {
-        child,
-        log,
-        lines,
-        _dir: dir,
-    };
+        .args(dht);
+    let s = Serve::spawn(cmd, dir);
     s.wait_log("DHT started", Duration::from_secs(20));
     s
 }

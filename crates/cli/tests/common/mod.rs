@@ -120,13 +120,23 @@ impl Serve {
     /// `fast`: add the short ping interval and pong timeout of [`FAST`].
     pub fn start_with(args: &[&str], fast: bool) -> Serve {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("serve.log");
-        let mut child = bin()
-            .arg("serve")
+        let mut cmd = bin();
+        cmd.arg("serve")
             // Tests never ask a router for anything.
             .arg("--no-port-mapping")
             .args(if fast { &FAST[..] } else { &[] })
-            .args(args)
+            .args(args);
+        let s = Serve::spawn(cmd, dir);
+        s.wait_log("node started", Duration::from_secs(20));
+        s
+    }
+
+    /// Starts `cmd` (a `rutella serve` command line) with its stderr
+    /// followed line by line and copied to `serve.log` in `dir`, which
+    /// lives as long as the `Serve`.
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Serve {
+        let log = dir.path().join("serve.log");
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -134,14 +144,12 @@ impl Serve {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let lines = Lines::follow(stderr, Some(std::fs::File::create(&log).unwrap()));
-        let s = Serve {
+        Serve {
             child,
             log,
             lines,
             _dir: dir,
-        };
-        s.wait_log("node started", Duration::from_secs(20));
-        s
+        }
     }
 
     pub fn log_text(&self) -> String {
