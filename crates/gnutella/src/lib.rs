@@ -1,0 +1,18 @@
+//! Gnutella 0.6 for rutella.
+//!
+//! The codecs are pure functions over bytes, no I/O: the handshake
+//! ([`handshake`]), descriptors ([`descriptor`]), GGEP ([`ggep`]), HUGE
+//! URNs ([`huge`]), query routing ([`qrp`]) and the zlib streams of
+//! compressed links ([`deflate`]). [`framer`] cuts a byte stream into
+//! descriptors.
+#![warn(missing_docs)]
+
+pub mod deflate;
+pub mod descriptor;
+pub mod framer;
+pub mod ggep;
+pub mod handshake;
+pub mod huge;
+pub mod qrp;
+
+pub use descriptor::{Descriptor, Guid, Header, Payload};
