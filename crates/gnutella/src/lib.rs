@@ -13,6 +13,8 @@ pub mod framer;
 pub mod ggep;
 pub mod handshake;
 pub mod huge;
+pub mod leaf;
+pub mod link;
 pub mod qrp;
 
 pub use descriptor::{Descriptor, Guid, Header, Payload};
