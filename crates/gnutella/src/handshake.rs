@@ -204,13 +204,18 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Handshake, usize)>, HandshakeError> {
         let l = text(l)?;
         if l.starts_with([' ', '\t']) {
             let last = headers.last_mut().ok_or(HandshakeError::BadHeader)?;
-            if last.1.len() + l.len() > MAX_LINE_LEN {
+            let more = l.trim();
+            if last.1.len() + more.len() + 1 > MAX_LINE_LEN {
                 return Err(HandshakeError::LineTooLong);
             }
-            if !last.1.is_empty() {
-                last.1.push(' ');
+            // A blank continuation adds nothing (so that the value written
+            // back parses to the same).
+            if !more.is_empty() {
+                if !last.1.is_empty() {
+                    last.1.push(' ');
+                }
+                last.1.push_str(more);
             }
-            last.1.push_str(l.trim());
             continue;
         }
         let (name, value) = l.split_once(':').ok_or(HandshakeError::BadHeader)?;

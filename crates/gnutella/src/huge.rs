@@ -35,20 +35,22 @@ impl Urn {
     /// base32 in either case) or any other `urn:` text. `None` for text that
     /// does not start with `urn:`, is too long or is a malformed SHA-1 URN.
     pub fn parse(text: &str) -> Option<Urn> {
-        if text.len() > MAX_URN_LEN || text.len() < 4 || !text[..4].eq_ignore_ascii_case("urn:") {
+        // Compared as bytes: the text may hold any UTF-8 from the network.
+        let prefix = |p: &str| {
+            text.as_bytes()
+                .get(..p.len())
+                .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
+        };
+        if text.len() > MAX_URN_LEN || !prefix("urn:") {
             return None;
         }
-        let lower_prefix = |p: &str| {
-            text.len() >= p.len()
-                && text.is_char_boundary(p.len())
-                && text[..p.len()].eq_ignore_ascii_case(p)
-        };
-        if lower_prefix("urn:sha1:") {
-            let b = base32_decode(&text[9..])?;
+        // The prefixes are ASCII, so slicing after them is on a boundary.
+        if prefix("urn:sha1:") {
+            let b = base32_decode(&text["urn:sha1:".len()..])?;
             return <[u8; 20]>::try_from(b.as_slice()).ok().map(Urn::Sha1);
         }
-        if lower_prefix("urn:bitprint:") {
-            let rest = &text[13..];
+        if prefix("urn:bitprint:") {
+            let rest = &text["urn:bitprint:".len()..];
             let (s, t) = rest.split_once('.')?;
             let s = <[u8; 20]>::try_from(base32_decode(s)?.as_slice()).ok()?;
             let t = <[u8; 24]>::try_from(base32_decode(t)?.as_slice()).ok()?;
@@ -189,6 +191,9 @@ mod tests {
         );
         assert_eq!(Urn::parse("urn:sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBY"), None);
         assert_eq!(Urn::parse("sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ"), None);
+        // Multi-byte characters where the prefix would be: no panic.
+        assert_eq!(Urn::parse("\u{de}\u{ca28a}?"), None);
+        assert_eq!(Urn::parse("urn:sha\u{e9}1:x"), None);
         assert_eq!(
             decode_ggep_h(&encode_ggep_h_sha1(&expect)),
             Some(Urn::Sha1(expect))
