@@ -563,6 +563,100 @@ mod tests {
         assert_eq!((hit.guid, hit.ttl, hit.hops), (q.guid, 2, 0));
     }
 
+    /// Every kind the leaf sends, captured from the session's output and
+    /// checked byte by byte against the layouts of the specification.
+    #[test]
+    fn wire_capture_of_every_kind_the_leaf_sends() {
+        fn hdr(guid: &Guid, kind: u8, ttl: u8, hops: u8, len: usize) -> Vec<u8> {
+            let mut v = guid.to_vec();
+            v.extend([kind, ttl, hops]);
+            v.extend((len as u32).to_le_bytes());
+            v
+        }
+        let mut s = session();
+        // Pong to a ping of hops 0: TTL 1, our port (LE), IP, files, kB.
+        s.handle(Descriptor {
+            guid: [1; 16],
+            ttl: 1,
+            hops: 0,
+            payload: Payload::Ping(Ping::default()),
+        });
+        let mut e = hdr(&[1; 16], 0x01, 1, 0, 14);
+        e.extend([0xca, 0x18, 127, 0, 0, 1, 2, 0, 0, 0, 10, 0, 0, 0]);
+        assert_eq!(s.poll_transmit().unwrap().encode(), e);
+        // Query: big-endian flags 0x8800, the text, NUL; TTL 4.
+        let g = s.query("free song", vec![]);
+        assert_eq!(g[8], 0xff, "marked GUID");
+        assert_eq!(g[15], 0);
+        let mut e = hdr(&g, 0x80, 4, 0, 12);
+        e.extend([0x88, 0x00]);
+        e.extend(b"free song\0");
+        assert_eq!(s.poll_transmit().unwrap().encode(), e);
+        // QueryHit answering a query of hops 2: TTL 3, one result, trailer
+        // RTLA with push meaningful and false, busy and uploaded false.
+        let q = IncomingQuery {
+            guid: [5; 16],
+            hops: 2,
+            query: Query {
+                flags: 0,
+                criteria: b"abc".to_vec(),
+                ext: Extensions::default(),
+            },
+        };
+        s.answer(
+            &q,
+            vec![HitResult {
+                index: 9,
+                size: 300,
+                name: b"abc.txt".to_vec(),
+                ext: Extensions::default(),
+            }],
+        );
+        let mut p = vec![1, 0xca, 0x18, 127, 0, 0, 1, 0, 0, 0, 0];
+        p.extend([9, 0, 0, 0, 0x2c, 0x01, 0, 0]);
+        p.extend(b"abc.txt\0\0");
+        p.extend(b"RTLA");
+        p.extend([2, 0x04 | 0x08, 0x01]);
+        p.extend([7; 16]);
+        let mut e = hdr(&[5; 16], 0x81, 3, 0, p.len());
+        e.extend(p);
+        assert_eq!(s.poll_transmit().unwrap().encode(), e);
+        // Keep-alive ping: TTL 1, hops 0, empty.
+        s.keepalive_ping();
+        let d = s.poll_transmit().unwrap();
+        assert_eq!(d.encode(), hdr(&d.guid, 0x00, 1, 0, 0));
+        // Route table: RESET 65536 slots, INFINITY 7; then zlib PATCHes of
+        // 4-bit entries, TTL 1.
+        s.send_route_table(&RouteTable::from_names(16, ["hello world"]));
+        let d = s.poll_transmit().unwrap();
+        let mut e = hdr(&d.guid, 0x30, 1, 0, 6);
+        e.extend([0x00, 0x00, 0x00, 0x01, 0x00, 0x07]);
+        assert_eq!(d.encode(), e);
+        let d = s.poll_transmit().unwrap();
+        let b = d.encode();
+        assert_eq!(&b[16..19], &[0x30, 1, 0]);
+        assert_eq!(b[23], 0x01, "PATCH");
+        assert_eq!(b[24], 1, "SEQ_NO");
+        assert_eq!((b[26], b[27]), (1, 4), "zlib, 4 bits");
+        assert_eq!(b[28], 0x78, "zlib header");
+        let pieces = b[25];
+        for _ in 1..pieces {
+            assert_eq!(s.poll_transmit().unwrap().payload.kind(), 0x30);
+        }
+        // Bye: code LE, the reason, a Server line, an empty line, NUL.
+        s.bye(200, "Done");
+        let d = s.poll_transmit().unwrap();
+        let text = format!(
+            "Done\r\nServer: rutella/{}\r\n\r\n\0",
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut e = hdr(&d.guid, 0x02, 1, 0, 2 + text.len());
+        e.extend([200, 0]);
+        e.extend(text.as_bytes());
+        assert_eq!(d.encode(), e);
+        assert_eq!(s.poll_transmit(), None);
+    }
+
     #[test]
     fn bye_is_last() {
         let mut s = session();
