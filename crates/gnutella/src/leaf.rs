@@ -165,6 +165,7 @@ pub struct LeafSession {
     events: VecDeque<LeafEvent>,
     drops: LeafDrops,
     closed: bool,
+    last_table: Option<RouteTable>,
 }
 
 impl LeafSession {
@@ -179,6 +180,7 @@ impl LeafSession {
             events: VecDeque::new(),
             drops: LeafDrops::default(),
             closed: false,
+            last_table: None,
         }
     }
 
@@ -387,9 +389,32 @@ impl LeafSession {
         });
     }
 
-    /// Sends our whole route table (RESET then compressed PATCHes, TTL 1).
+    /// Sends our route table (TTL 1, compressed 4-bit PATCHes): the first
+    /// time, or when its size changed, a RESET and the whole table; after
+    /// that only a patch of the slots that changed since the table last
+    /// sent (nothing when none did).
     pub fn send_route_table(&mut self, table: &RouteTable) {
-        for m in table.to_messages(qrp::DEFAULT_INFINITY, true, self.cfg.qrp_chunk) {
+        let opts = qrp::PatchOptions {
+            chunk: self.cfg.qrp_chunk,
+            ..qrp::PatchOptions::default()
+        };
+        let msgs = match &self.last_table {
+            Some(last) if last.len() == table.len() => {
+                if last == table {
+                    return;
+                }
+                table.patch_messages(Some(last), opts)
+            }
+            _ => table.to_messages(opts),
+        };
+        if self.closed || self.out.len() + msgs.len() > self.cfg.max_outgoing {
+            // A table sent in part would leave the ultrapeer's copy wrong:
+            // send none, and the whole table next time.
+            self.drops.outgoing_full += u64::from(!self.closed);
+            self.last_table = None;
+            return;
+        }
+        for m in msgs {
             self.send(Descriptor {
                 guid: new_guid(),
                 ttl: 1,
@@ -397,6 +422,7 @@ impl LeafSession {
                 payload: Payload::RouteTable(m),
             });
         }
+        self.last_table = Some(table.clone());
     }
 
     /// Queues a keep-alive ping (TTL 1, hops 0).
@@ -655,6 +681,33 @@ mod tests {
         e.extend(text.as_bytes());
         assert_eq!(d.encode(), e);
         assert_eq!(s.poll_transmit(), None);
+    }
+
+    #[test]
+    fn route_table_updates_are_incremental() {
+        let mut s = session();
+        let mut up = qrp::Receiver::new();
+        let mut apply = |s: &mut LeafSession| {
+            let mut n = 0;
+            while let Some(d) = s.poll_transmit() {
+                let Payload::RouteTable(m) = d.payload else {
+                    panic!("not a route table")
+                };
+                up.apply(&m).unwrap();
+                n += 1;
+            }
+            (n, up.matches_query("alpha"), up.matches_query("beta"))
+        };
+        s.send_route_table(&RouteTable::from_names(16, ["alpha.txt"]));
+        let (n, a, b) = apply(&mut s);
+        assert!(n >= 2, "RESET and PATCH");
+        assert!(a && !b);
+        s.send_route_table(&RouteTable::from_names(16, ["beta.txt"]));
+        let (n, a, b) = apply(&mut s);
+        assert_eq!(n, 1, "a patch alone, no RESET");
+        assert!(!a && b);
+        s.send_route_table(&RouteTable::from_names(16, ["beta.txt"]));
+        assert_eq!(apply(&mut s).0, 0, "nothing when nothing changed");
     }
 
     #[test]

@@ -149,54 +149,104 @@ impl RouteTable {
     }
 
     /// The messages that send this whole table to a peer that has none (or
-    /// whatever it had): a RESET then PATCH messages of at most `chunk`
-    /// data bytes each (at most 255 of them: the chunk grows if needed),
-    /// 4-bit entries, zlib-compressed when `compress`.
-    pub fn to_messages(
+    /// whatever it had): a RESET, then the patch from an empty table (see
+    /// [`RouteTable::patch_messages`]).
+    pub fn to_messages(&self, opts: PatchOptions) -> Vec<RouteTableMessage> {
+        let mut out = vec![RouteTableMessage::Reset {
+            table_length: self.present.len() as u32,
+            infinity: opts.infinity(),
+        }];
+        out.extend(self.patch_messages(None, opts));
+        out
+    }
+
+    /// The PATCH messages that turn `previous` (the table the peer holds;
+    /// `None` for the empty table a RESET leaves) into this one: each entry
+    /// is the change of its slot, `1 - INFINITY` for a word added (distance
+    /// 1), `INFINITY - 1` for one removed, 0 elsewhere; 4-bit entries are
+    /// packed high nibble first. The patch is deflated when asked and cut
+    /// into pieces of at most `chunk` bytes (at most 255 pieces: the piece
+    /// grows if needed). A `previous` of another size counts as empty.
+    pub fn patch_messages(
         &self,
-        infinity: u8,
-        compress: bool,
-        chunk: usize,
+        previous: Option<&RouteTable>,
+        opts: PatchOptions,
     ) -> Vec<RouteTableMessage> {
-        let infinity = infinity.clamp(2, 7);
-        // Entry for a present slot: distance 1 minus INFINITY, as 4 bits.
-        let set = ((1i8 - infinity as i8) as u8) & 0x0f;
-        let mut patch = vec![0u8; self.present.len() / 2];
-        for (i, pair) in self.present.chunks(2).enumerate() {
-            let hi = if pair[0] { set << 4 } else { 0 };
-            let lo = if pair.get(1).copied().unwrap_or(false) {
-                set
-            } else {
-                0
-            };
-            patch[i] = hi | lo;
-        }
-        let (compressor, data) = if compress {
+        let inf = opts.infinity() as i8;
+        let before = |i: usize| {
+            previous
+                .filter(|p| p.present.len() == self.present.len())
+                .is_some_and(|p| p.present[i])
+        };
+        let entry = |i: usize| -> i8 {
+            match (before(i), self.present[i]) {
+                (false, true) => 1 - inf,
+                (true, false) => inf - 1,
+                _ => 0,
+            }
+        };
+        let n = self.present.len();
+        let patch: Vec<u8> = if opts.entry_bits == 8 {
+            (0..n).map(|i| entry(i) as u8).collect()
+        } else {
+            (0..n / 2)
+                .map(|k| (((entry(2 * k) as u8) & 0x0f) << 4) | ((entry(2 * k + 1) as u8) & 0x0f))
+                .collect()
+        };
+        let (compressor, data) = if opts.compress {
             (Compressor::Zlib, deflate_all(&patch))
         } else {
             (Compressor::None, patch)
         };
-        let chunk = chunk.max(1).max(data.len().div_ceil(255));
+        let chunk = opts.chunk.max(1).max(data.len().div_ceil(255));
         let pieces: Vec<&[u8]> = if data.is_empty() {
             vec![&[][..]]
         } else {
             data.chunks(chunk).collect()
         };
         let size = pieces.len() as u8;
-        let mut out = vec![RouteTableMessage::Reset {
-            table_length: self.present.len() as u32,
-            infinity,
-        }];
-        for (i, p) in pieces.into_iter().enumerate() {
-            out.push(RouteTableMessage::Patch {
+        pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| RouteTableMessage::Patch {
                 seq_no: i as u8 + 1,
                 seq_size: size,
                 compressor,
-                entry_bits: 4,
+                entry_bits: if opts.entry_bits == 8 { 8 } else { 4 },
                 data: p.to_vec(),
-            });
+            })
+            .collect()
+    }
+}
+
+/// How [`RouteTable::to_messages`] and [`RouteTable::patch_messages`]
+/// write a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatchOptions {
+    /// INFINITY (clamped to 2..=7 so every entry fits 4 bits).
+    pub infinity: u8,
+    /// Bits per entry: 8, or 4 for anything else.
+    pub entry_bits: u8,
+    /// Deflate the patch (zlib).
+    pub compress: bool,
+    /// Data bytes per PATCH message.
+    pub chunk: usize,
+}
+
+impl PatchOptions {
+    fn infinity(&self) -> u8 {
+        self.infinity.clamp(2, 7)
+    }
+}
+
+impl Default for PatchOptions {
+    fn default() -> Self {
+        PatchOptions {
+            infinity: DEFAULT_INFINITY,
+            entry_bits: 4,
+            compress: true,
+            chunk: DEFAULT_PATCH_CHUNK,
         }
-        out
     }
 }
 
@@ -545,6 +595,15 @@ mod tests {
         assert_eq!(hash("qrp", 3), 7);
     }
 
+    fn opts(entry_bits: u8, compress: bool, chunk: usize) -> PatchOptions {
+        PatchOptions {
+            infinity: 7,
+            entry_bits,
+            compress,
+            chunk,
+        }
+    }
+
     fn payload(m: &RouteTableMessage) -> Vec<u8> {
         let mut v = Vec::new();
         m.encode(&mut v);
@@ -555,14 +614,14 @@ mod tests {
     fn appendix_b_messages_byte_by_byte() {
         let t = RouteTable::from_names(3, ["test"]);
         // Example 2: RESET 8/7, then one uncompressed 4-bit PATCH.
-        let m = t.to_messages(7, false, 1024);
+        let m = t.to_messages(opts(4, false, 1024));
         assert_eq!(payload(&m[0]), [0x00, 0x08, 0x00, 0x00, 0x00, 0x07]);
         assert_eq!(
             payload(&m[1]),
             [0x01, 0x01, 0x01, 0x00, 0x04, 0x00, 0xa0, 0x00, 0x00]
         );
         // Example 3: the same split in two pieces of 2 bytes.
-        let m = t.to_messages(7, false, 2);
+        let m = t.to_messages(opts(4, false, 2));
         assert_eq!(payload(&m[1]), [0x01, 0x01, 0x02, 0x00, 0x04, 0x00, 0xa0]);
         assert_eq!(payload(&m[2]), [0x01, 0x02, 0x02, 0x00, 0x04, 0x00, 0x00]);
         // Example 4: compressed; the spec's zlib bytes decode to our patch
@@ -575,12 +634,53 @@ mod tests {
             .unwrap();
         r.apply(&RouteTableMessage::decode(&spec).unwrap()).unwrap();
         assert_eq!(r.slots(), [7, 7, 1, 7, 7, 7, 7, 7]);
-        let m = t.to_messages(7, true, 1024);
+        let m = t.to_messages(opts(4, true, 1024));
         let mut r2 = Receiver::new();
         for x in &m {
             r2.apply(x).unwrap();
         }
         assert_eq!(r2.slots(), r.slots());
+    }
+
+    #[test]
+    fn appendix_b_incremental_patches_byte_by_byte() {
+        // Share "test", then also "qrp", then only "qrp": examples 1 (8
+        // bits), 2 (4 bits) and 3 (4 bits in pieces of 2 bytes).
+        let test = RouteTable::from_names(3, ["test"]);
+        let both = RouteTable::from_names(3, ["test", "qrp"]);
+        let qrp = RouteTable::from_names(3, ["qrp"]);
+        let steps = [(None, &test), (Some(&test), &both), (Some(&both), &qrp)];
+        let ex1: [&[u8]; 3] = [
+            &[1, 1, 1, 0, 8, 0, 0, 0xfa, 0, 0, 0, 0, 0],
+            &[1, 1, 1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0xfa],
+            &[1, 1, 1, 0, 8, 0, 0, 6, 0, 0, 0, 0, 0],
+        ];
+        // In the 4-bit examples the appendix puts "qrp" (slot 7, which its
+        // own 8-bit example sets) in the high nibble of the last byte, i.e.
+        // slot 6: an erratum, since it also says that the high nibble is the
+        // lower slot ("test", slot 2, is 0xa0 in byte 1), as LimeWire and
+        // gtk-gnutella read it. Our bytes for that step are the corrected
+        // ones (0x0a); the other steps are the appendix's own bytes.
+        let ex2: [&[u8]; 3] = [
+            &[1, 1, 1, 0, 4, 0, 0xa0, 0, 0],
+            &[1, 1, 1, 0, 4, 0, 0, 0, 0x0a],
+            &[1, 1, 1, 0, 4, 0, 0x60, 0, 0],
+        ];
+        let ex3: [[&[u8]; 2]; 3] = [
+            [&[1, 1, 2, 0, 4, 0, 0xa0], &[1, 2, 2, 0, 4, 0, 0]],
+            [&[1, 1, 2, 0, 4, 0, 0], &[1, 2, 2, 0, 4, 0, 0x0a]],
+            [&[1, 1, 2, 0, 4, 0, 0x60], &[1, 2, 2, 0, 4, 0, 0]],
+        ];
+        for (k, (prev, now)) in steps.into_iter().enumerate() {
+            let m = now.patch_messages(prev, opts(8, false, 1024));
+            assert_eq!(m.len(), 1);
+            assert_eq!(payload(&m[0]), ex1[k], "example 1 step {k}");
+            let m = now.patch_messages(prev, opts(4, false, 1024));
+            assert_eq!(payload(&m[0]), ex2[k], "example 2 step {k}");
+            let m = now.patch_messages(prev, opts(4, false, 2));
+            assert_eq!(payload(&m[0]), ex3[k][0], "example 3 step {k}");
+            assert_eq!(payload(&m[1]), ex3[k][1], "example 3 step {k}");
+        }
     }
 
     #[test]
@@ -708,9 +808,10 @@ mod tests {
         fn table_survives_the_wire(
             names in proptest::collection::vec("[a-zA-Z0-9 ._-]{0,40}", 0..30),
             bits in 8u8..=16, compress in any::<bool>(), chunk in 1usize..2000,
+            bits8 in prop_oneof![Just(4u8), Just(8u8)],
         ) {
             let t = RouteTable::from_names(bits, names.iter().map(|s| s.as_str()));
-            let msgs = t.to_messages(DEFAULT_INFINITY, compress, chunk);
+            let msgs = t.to_messages(PatchOptions { infinity: DEFAULT_INFINITY, entry_bits: bits8, compress, chunk });
             prop_assert!(msgs.len() <= 256);
             let mut r = Receiver::new();
             for m in &msgs {
