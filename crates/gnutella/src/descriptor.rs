@@ -823,8 +823,10 @@ fn encode_payload(p: &Payload, out: &mut Vec<u8>) {
                 out.push(open_len as u8);
                 out.extend_from_slice(&flags.encode());
                 out.extend_from_slice(&t.open_extra[..open_len - 2]);
-                out.extend_from_slice(&t.private);
+                // GGEP first: a reader looks for the block at the first
+                // 0xC3, which must then be ours, not a byte of the rest.
                 ggep::encode_block(&t.ggep, plain, out);
+                out.extend_from_slice(&t.private);
             }
             out.extend_from_slice(&h.servent);
         }

@@ -121,16 +121,19 @@ pub fn decode_block(bytes: &[u8]) -> Result<(Vec<Extension>, usize), GgepError> 
 
 /// Parses the GGEP blocks packed one after another at the start of `bytes`
 /// (a query's or a hit's extension area may hold several): all their
-/// extensions and the bytes used.
+/// extensions and the bytes used. The first block must parse; a later one
+/// that does not (or that would pass [`MAX_EXTENSIONS`]) ends the sequence
+/// and is left to the caller as other data.
 pub fn decode_blocks(bytes: &[u8]) -> Result<(Vec<Extension>, usize), GgepError> {
     let (mut all, mut used) = decode_block(bytes)?;
     while bytes.get(used) == Some(&MAGIC) {
-        let (more, n) = decode_block(&bytes[used..])?;
-        if all.len() + more.len() > MAX_EXTENSIONS {
-            return Err(GgepError::TooMany);
+        match decode_block(&bytes[used..]) {
+            Ok((more, n)) if all.len() + more.len() <= MAX_EXTENSIONS => {
+                all.extend(more);
+                used += n;
+            }
+            _ => break,
         }
-        all.extend(more);
-        used += n;
     }
     Ok((all, used))
 }

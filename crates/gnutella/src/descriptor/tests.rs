@@ -432,3 +432,21 @@ proptest! {
         }
     }
 }
+
+/// Found by the `gnutella_descriptor` fuzz target: a hit whose private
+/// data holds legacy bytes and GGEP blocks encoded back to bytes where
+/// another 0xC3 came first, so decoding again gave other extensions. The
+/// GGEP block now goes first, and a broken later block ends the sequence.
+#[test]
+fn hit_private_data_normalises_once() {
+    let input: &[u8] = &[
+        67, 195, 153, 195, 195, 195, 0, 0, 1, 64, 10, 0, 85, 0, 127, 0, 129, 210, 1, 63, 0, 0, 0,
+        1, 0, 0, 0, 0, 0, 0, 1, 255, 0, 0, 0, 0, 0, 0, 0, 70, 70, 65, 63, 0, 0, 0, 86, 0, 0, 3,
+        255, 255, 255, 86, 0, 195, 129, 252, 64, 1, 0, 195, 131, 70, 70, 70, 66, 1, 0, 148, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let d = Descriptor::decode_bytes(input).unwrap();
+    let d2 = Descriptor::decode_bytes(&d.encode()).unwrap();
+    let d3 = Descriptor::decode_bytes(&d2.encode()).unwrap();
+    assert_eq!(d3, d2);
+}
