@@ -528,3 +528,30 @@ async fn ultrapeer_bye_ends_the_link() {
     assert!(matches!(end, Err(LinkError::Closed)), "{end:?}");
     up.await.unwrap();
 }
+
+#[tokio::test]
+async fn silent_ultrapeer_times_the_handshake_out() {
+    let (l, addr) = listener().await;
+    let up = tokio::spawn(async move {
+        // Accept, read the request, never answer; hold the socket until
+        // the leaf gives up.
+        let (mut s, _) = l.accept().await.expect("accept");
+        let mut buf = Vec::new();
+        let _ = read_handshake(&mut s, &mut buf).await;
+        let mut rest = [0u8; 64];
+        let _ = timeout(LIMIT, s.read(&mut rest)).await;
+    });
+    let cfg = LeafConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..leaf_config()
+    };
+    let r = timeout(LIMIT, LeafLink::connect(addr, cfg))
+        .await
+        .expect("connect gives up on its own");
+    assert!(
+        matches!(r, Err(LinkError::HandshakeTimeout)),
+        "{:?}",
+        r.map(|_| ())
+    );
+    up.await.unwrap();
+}
