@@ -615,7 +615,7 @@ fn a_node_with_relaying_off_refuses_and_says_why() {
 fn bench_direct_punched_relayed() {
     let Some(w) = world(false) else { return };
     const SIZE: usize = 64 << 20;
-    const RUNS: usize = 3;
+    const RUNS: usize = 5;
     let (file, data) = shared_file(&w, "bench.bin", SIZE);
     let (relay, stop, relay_thread) = relay_on_p(&w, relay_cfg(1 << 40));
     // The direct server on P.
