@@ -115,10 +115,23 @@ impl Relay {
             }
         };
         let now = Instant::now().into_std();
-        let (admit, wait, limits) = {
+        let (tx, mut rx) = oneshot::channel();
+        // The decision and the table of waiting sides change together
+        // (locks always taken in this order), so that a second side never
+        // comes between a first side's admission and its entry.
+        let (admit, taken, wait, limits) = {
             let mut adm = self.lock();
             let admit = adm.arrive(now, peer.ip(), id, role);
-            (admit, adm.config().wait_timeout, adm.config().limits)
+            let mut waiting = self.lock_waiting();
+            let taken = match admit {
+                Admit::Wait => {
+                    waiting.insert(id, tx);
+                    None
+                }
+                Admit::Splice => waiting.remove(&id),
+                Admit::Refuse(_) => None,
+            };
+            (admit, taken, adm.config().wait_timeout, adm.config().limits)
         };
         match admit {
             Admit::Refuse(ans) => {
@@ -126,21 +139,21 @@ impl Relay {
                 answer(&mut stream, &ans).await;
             }
             Admit::Splice => {
-                let tx = self.lock_waiting().remove(&id);
-                let back = match tx {
+                let back = match taken {
                     Some(tx) => tx.send(stream).err(),
                     None => Some(stream),
                 };
                 if let Some(mut stream) = back {
-                    // The first side gave up at this very moment.
-                    self.lock().close(&id);
-                    let ans = self.lock().timed_out();
+                    // The first side's task is gone.
+                    let ans = {
+                        let mut adm = self.lock();
+                        adm.close(&id);
+                        adm.timed_out()
+                    };
                     answer(&mut stream, &ans).await;
                 }
             }
             Admit::Wait => {
-                let (tx, mut rx) = oneshot::channel();
-                self.lock_waiting().insert(id, tx);
                 let other = match timeout(wait, &mut rx).await {
                     Ok(Ok(s)) => Some(s),
                     _ => {
@@ -154,8 +167,9 @@ impl Relay {
                                 false
                             }
                         };
-                        // Not waiting any more: the second side is
-                        // handing its connection over right now.
+                        // Not waiting any more: the second side took our
+                        // entry (under the lock) and is handing its
+                        // connection over right now.
                         if gave_up {
                             None
                         } else {
@@ -515,5 +529,99 @@ where
             return;
         }
         count.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rutella_transfer::{FileSource, ServerConfig, SourceFile};
+
+    struct Nothing;
+    impl FileSource for Nothing {
+        fn by_name(&self, _: &str) -> Option<SourceFile> {
+            None
+        }
+        fn by_hash(&self, _: &[u8; 32]) -> Option<SourceFile> {
+            None
+        }
+    }
+
+    /// A transfer server on loopback with a relay; stops when the sender
+    /// is dropped.
+    async fn relay_server(cfg: RelayConfig) -> (SocketAddr, oneshot::Sender<()>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let scfg = ServerConfig {
+            relay: Some(Relay::new(cfg).hook()),
+            ..ServerConfig::default()
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(rutella_transfer::run_server(
+            listener,
+            Arc::new(Nothing),
+            scfg,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        (addr, tx)
+    }
+
+    fn cfg(wait_ms: u64, max_bytes: u64) -> RelayConfig {
+        RelayConfig {
+            wait_timeout: Duration::from_millis(wait_ms),
+            limits: CircuitLimits {
+                max_bytes,
+                max_duration: Duration::from_secs(10),
+                rate: None,
+            },
+            ..RelayConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_side_is_told_the_other_did_not_come() {
+        let (addr, _stop) = relay_server(cfg(100, 1000)).await;
+        let began = std::time::Instant::now();
+        let e = connect(addr, &[1; 16], Role::Server, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RelayError::Refused {
+                    status: Status::TimedOut,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("did not come within 100 ms"), "{e}");
+        assert!(began.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn two_sides_are_spliced_until_the_byte_limit() {
+        let (addr, _stop) = relay_server(cfg(2000, 1000)).await;
+        let id = [2; 16];
+        let (a, b) = tokio::join!(
+            connect(addr, &id, Role::Server, Duration::from_secs(5)),
+            async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                connect(addr, &id, Role::Client, Duration::from_secs(5)).await
+            }
+        );
+        let (mut a, mut b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.limits.max_bytes, 1000);
+        b.stream.write_all(b"request").await.unwrap();
+        let mut got = [0u8; 7];
+        a.stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"request");
+        // 7 bytes used; 993 more pass, then the circuit closes.
+        let _ = a.stream.write_all(&[7u8; 5000]).await;
+        let mut all = Vec::new();
+        let _ = timeout(Duration::from_secs(5), b.stream.read_to_end(&mut all)).await;
+        assert_eq!(all.len(), 993);
     }
 }
