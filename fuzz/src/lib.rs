@@ -31,6 +31,14 @@ pub const FIELDS: &[&str] = &[
     "BloomOffset",
     "BloomGen",
     "Hops",
+    "Step",
+    "PushId",
+    "Token",
+    "Peer",
+    "StartIn",
+    "Role",
+    "Circuit",
+    "Relay",
 ];
 
 /// Loopback addresses the generated messages speak of; the first is the
@@ -185,6 +193,27 @@ fn field_value(u: &mut Unstructured<'_>, field: &str, command: i64) -> Result<Va
             Value::Array(v)
         }
         "More" | "Join" | "Accept" => Value::Bool(u.arbitrary()?),
+        "Step" => Value::from(*u.choose(&["Ask", "Go", "ask", ""])?),
+        "Role" => Value::from(*u.choose(&["Client", "Server", "client"])?),
+        "PushId" | "Token" => match u.int_in_range(0u8..=3)? {
+            0 => Value::from(text(u)?),
+            1 => Value::from(&HEX[..15]),
+            _ => Value::from(format!("{:016x}", u.arbitrary::<u64>()?)),
+        },
+        "Circuit" => match u.int_in_range(0u8..=3)? {
+            0 => Value::from(text(u)?),
+            1 => Value::from(&HEX[..31]),
+            _ => Value::from(&HEX[..32]),
+        },
+        "Peer" | "Relay" => match u.int_in_range(0u8..=3)? {
+            0 => Value::from(text(u)?),
+            1 => Value::from("127.0.0.2:0"),
+            _ => Value::from(addr(u)?.to_string()),
+        },
+        "StartIn" => match u.int_in_range(0u8..=2)? {
+            0 => small_int(u)?,
+            _ => Value::from(u.int_in_range(0u64..=5000)?),
+        },
         "Hosts" => {
             let n = u.int_in_range(0usize..=9)?;
             let mut v = Vec::with_capacity(n);
@@ -232,8 +261,10 @@ pub struct Datagram(pub Vec<u8>);
 
 impl<'a> Arbitrary<'a> for Datagram {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        let command = match u.int_in_range(0u8..=9)? {
+        let command = match u.int_in_range(0u8..=11)? {
             0 => small_int(u)?.as_i64().unwrap_or(0),
+            10 => 8,
+            11 => 9,
             c => i64::from(1 + (c - 1) % 4),
         };
         let mut m = Map::new();
@@ -256,6 +287,8 @@ impl<'a> Arbitrary<'a> for Datagram {
                     | (2, "BloomHashes" | "BloomOffset" | "BloomGen")
                     | (3, "Contents" | "Id" | "TTL" | "Hops" | "Degree")
                     | (4, "Contents" | "Id" | "Sizes" | "Hashes" | "More" | "Hops")
+                    | (8, "Step" | "PushId" | "Token" | "Peer" | "StartIn" | "Role")
+                    | (9, "PushId" | "Circuit" | "Relay")
                     | (_, "UdpPort" | "TcpPort" | "Scalable")
             );
             let take = if typical {

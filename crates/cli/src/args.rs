@@ -307,6 +307,11 @@ pub(crate) struct ServeArgs {
     /// Also `port_mapping = false` in the settings file.
     #[arg(long)]
     pub(crate) no_port_mapping: bool,
+    /// Do not relay circuits for peers that cannot reach each other;
+    /// they are refused with this reason. Also `relay = false` in the
+    /// settings file.
+    #[arg(long)]
+    pub(crate) no_relay: bool,
     /// Try only this port-mapping protocol (repeat for several, in order).
     /// For tests of each protocol.
     #[arg(long, value_name = "PROTOCOL", value_enum, hide = true)]

@@ -45,6 +45,10 @@ pub(crate) struct ConfigFile {
     /// `--no-port-mapping`). Absent: on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) port_mapping: Option<bool>,
+    /// `false`: relay no circuits for other peers (as `serve`'s
+    /// `--no-relay`). Absent: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) relay: Option<bool>,
     /// `false` turns the BitTorrent DHT off (as `--no-dht`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) dht: Option<bool>,
@@ -183,6 +187,8 @@ mod tests {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, "port_mapping = false\n").unwrap();
         assert_eq!(ConfigFile::load(&path).unwrap().port_mapping, Some(false));
+        std::fs::write(&path, "relay = false\n").unwrap();
+        assert_eq!(ConfigFile::load(&path).unwrap().relay, Some(false));
         std::fs::write(&path, "udp_port = \"lots\"\n").unwrap();
         let e = ConfigFile::load(&path).unwrap_err();
         assert_eq!(e.code, exit::USAGE);

@@ -68,6 +68,10 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     if file.lan_discovery == Some(false) {
         cfg.lan = None;
     }
+    if a.no_relay || file.relay == Some(false) {
+        tracing::info!("relaying is off: circuits for other peers are refused");
+        cfg.relay.enabled = false;
+    }
     // A node bound to loopback is out of reach of other machines anyway.
     if a.no_port_mapping || file.port_mapping == Some(false) {
         tracing::info!("port mapping is off: the router is not asked to forward ports");

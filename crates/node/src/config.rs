@@ -132,6 +132,10 @@ pub struct NodeConfig {
     /// The Mainline DHT: finding peers and sources without an address.
     /// Off by default (the `rutella` program turns it on for its users).
     pub dht: crate::dht::DhtConfig,
+    /// Relaying circuits for peers that cannot reach each other: on, with
+    /// its limits, unless `enabled` is false (`--no-relay`), in which case
+    /// circuits are refused with that reason.
+    pub relay: rutella_proto::relay::RelayConfig,
 }
 
 impl Default for NodeConfig {
@@ -161,6 +165,7 @@ impl Default for NodeConfig {
             lan: None,
             port_mapping: None,
             dht: crate::dht::DhtConfig::default(),
+            relay: rutella_proto::relay::RelayConfig::default(),
         }
     }
 }

@@ -23,6 +23,8 @@ mod node;
 mod own_address;
 mod pending;
 mod portmap;
+pub mod punch;
+pub mod relay;
 mod source;
 mod tasks;
 mod transfers;

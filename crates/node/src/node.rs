@@ -189,6 +189,7 @@ impl Node {
             limits: config.upload_limits.clone(),
             fault: config.upload_fault,
             shutdown_grace: config.shutdown_grace,
+            relay: Some(crate::relay::Relay::new(config.relay.clone()).hook()),
             ..ServerConfig::default()
         };
         let source = Arc::new(LibrarySource(library));
@@ -291,12 +292,12 @@ async fn bind_udp(config: &NodeConfig) -> Result<UdpSocket, NodeError> {
 }
 
 async fn bind_tcp(config: &NodeConfig) -> Result<TcpListener, NodeError> {
-    let first = TcpListener::bind((config.bind, config.tcp_port)).await;
+    // Bound so that hole punching can use the same port (see punch.rs).
+    let first = crate::punch::listen((config.bind, config.tcp_port).into());
     match first {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.port_fallback => {
-            let s = TcpListener::bind((config.bind, 0))
-                .await
+            let s = crate::punch::listen((config.bind, 0).into())
                 .map_err(|source| bind_error("TCP", config.bind, 0, source))?;
             if let Ok(a) = s.local_addr() {
                 tracing::warn!(

@@ -152,6 +152,8 @@ impl Kind {
             Message::Pong(_) => None,
             Message::Query(_) => Some(Kind::Query),
             Message::QueryHit(_) => Some(Kind::Hit),
+            // Control messages of hole punching and relays count as pings.
+            Message::Punch(_) | Message::Relay(_) => Some(Kind::Ping),
         }
     }
 }

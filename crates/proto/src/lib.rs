@@ -12,6 +12,8 @@ pub mod lan;
 pub mod matching;
 pub mod message;
 pub mod overlay;
+pub mod punch;
+pub mod relay;
 pub mod scalable;
 pub mod seen;
 mod shared;
@@ -22,8 +24,8 @@ mod types;
 pub use answer::AnswerPlan;
 pub use budget::{BudgetConfig, Drops, KindLimits, Limit};
 pub use message::{
-    HitFile, Message, ParseError, Ping, Pong, Ports, Query, QueryHit, CLASSIC_TCP_PORT,
-    CLASSIC_UDP_PORT, MAX_DATAGRAM,
+    HitFile, Message, ParseError, Ping, Pong, Ports, Punch, PunchRole, PunchStep, Query, QueryHit,
+    RelayInvite, CLASSIC_TCP_PORT, CLASSIC_UDP_PORT, MAX_DATAGRAM,
 };
 pub use overlay::Overlay;
 pub use scalable::{QueryTrigrams, TrigramBloom};

@@ -47,7 +47,7 @@ pub use names::{sanitize_basename, NameError};
 pub use report::{DownloadReport, Progress, SourceOutcome, SourceReport};
 pub use server::guard::ServerLimits;
 pub use server::{
-    run_server, serve_connection, Fault, Protocol, SendError, ServeError, ServeOutcome,
+    run_server, serve_connection, Fault, Protocol, RelayHook, SendError, ServeError, ServeOutcome,
     ServeReport, ServerConfig,
 };
 pub use tree_cache::TreeCache;

@@ -69,14 +69,22 @@ pub enum WireError {
 pub enum Detect {
     /// A classic request (a `u32` partial size and a name).
     Classic,
-    /// The rutella hello.
+    /// The rutella hello (with 5 or 6 bytes: any introduction that starts
+    /// like it).
     Rutella,
+    /// A relay circuit's introduction (`RELAY_INTRO`, 7 bytes seen).
+    Relay,
     /// Not enough bytes yet to tell.
     NeedMore,
 }
 
+/// The first 8 bytes of a relay circuit's introduction: the first 5 bytes
+/// of [`MAGIC`], then `RL` and version 1 (see `rutella_proto::relay`).
+pub const RELAY_INTRO: [u8; 8] = [b'R', b'U', b'T', 0xFF, 0xFF, b'R', b'L', 1];
+
 /// Tells the classic exchange from the rutella protocol by the first bytes
-/// received. Needs at most 5 bytes.
+/// received. Needs at most 5 bytes, and 7 to tell a relay introduction
+/// from the hello.
 pub fn detect(prefix: &[u8]) -> Detect {
     let n = prefix.len().min(5);
     if prefix[..n] != MAGIC[..n] {
@@ -84,6 +92,8 @@ pub fn detect(prefix: &[u8]) -> Detect {
     }
     if n < 5 {
         Detect::NeedMore
+    } else if prefix.len() >= 7 && prefix[5..7] == RELAY_INTRO[5..7] {
+        Detect::Relay
     } else {
         Detect::Rutella
     }
@@ -447,6 +457,10 @@ mod tests {
             assert_eq!(detect(&h[..cut]), Detect::NeedMore);
         }
         assert_eq!(detect(&h), Detect::Rutella);
+        assert_eq!(detect(&RELAY_INTRO), Detect::Relay);
+        assert_eq!(detect(&RELAY_INTRO[..7]), Detect::Relay);
+        assert_eq!(detect(&RELAY_INTRO[..5]), Detect::Rutella);
+        assert!(decode_hello(&RELAY_INTRO).is_err());
         // A classic peer resuming from exactly that partial size, with a
         // UTF-8 name, stays classic.
         let mut classic = MAGIC[..4].to_vec();

@@ -30,7 +30,7 @@ pub enum ParseError {
     /// A field has the wrong type or an invalid value.
     #[error("invalid field {0:?}")]
     Invalid(&'static str),
-    /// `"Command"` is not 1 to 4.
+    /// `"Command"` is not 1 to 4, 8 or 9.
     #[error("unknown command {0}")]
     UnknownCommand(i64),
 }
@@ -146,6 +146,64 @@ pub struct QueryHit {
     pub extra: Map<String, Value>,
 }
 
+/// Which step of hole punching a [`Punch`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PunchStep {
+    /// `"Ask"`: a downloader asks a proxy of the firewalled peer.
+    Ask,
+    /// `"Go"`: the proxy tells a side whom to punch towards, and when.
+    Go,
+}
+
+/// Which end of the transfer the receiver of a go is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PunchRole {
+    /// `"Client"`: the downloader, which sends the request once connected.
+    Client,
+    /// `"Server"`: the firewalled uploader, which serves it.
+    Server,
+}
+
+/// `{"Command": 8}`: hole punching. Sent by the path machine once wired;
+/// see `docs/PROTOCOL.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Punch {
+    /// `"IP"`: the sender.
+    pub ip: Ipv4Addr,
+    /// `"Step"`.
+    pub step: PunchStep,
+    /// `"PushId"` (ask): the firewalled peer's push id, 16 hex digits.
+    pub push_id: Option<u64>,
+    /// `"Token"`: names this punch in both steps, 16 hex digits.
+    pub token: u64,
+    /// The ask's `"TcpPort"`: the downloader's TCP port as reachable.
+    pub ports: Ports,
+    /// `"Peer"` (go): the other side's external TCP address, `"IP:port"`.
+    pub peer: Option<std::net::SocketAddrV4>,
+    /// `"StartIn"` (go): milliseconds until both sides start.
+    pub start_in: Option<std::time::Duration>,
+    /// `"Role"` (go): which end of the transfer the receiver is.
+    pub role: Option<PunchRole>,
+    /// Unknown fields.
+    pub extra: Map<String, Value>,
+}
+
+/// `{"Command": 9}`: meet at a relay. Sent by the path machine once
+/// wired; see `docs/PROTOCOL.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayInvite {
+    /// `"IP"`: the downloader (as the proxy saw it, once forwarded).
+    pub ip: Ipv4Addr,
+    /// `"PushId"`: the firewalled peer's push id, on the way to its proxy.
+    pub push_id: Option<u64>,
+    /// `"Circuit"`: the circuit id, 32 hex digits.
+    pub circuit: [u8; 16],
+    /// `"Relay"`: the relay's TCP address, `"IP:port"`.
+    pub relay: std::net::SocketAddrV4,
+    /// Unknown fields.
+    pub extra: Map<String, Value>,
+}
+
 /// One UDP message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -157,6 +215,10 @@ pub enum Message {
     Query(Query),
     /// Command 4.
     QueryHit(QueryHit),
+    /// Command 8.
+    Punch(Punch),
+    /// Command 9.
+    Relay(RelayInvite),
 }
 
 impl Message {
@@ -167,6 +229,8 @@ impl Message {
             Message::Pong(m) => m.ip,
             Message::Query(m) => m.ip,
             Message::QueryHit(m) => m.ip,
+            Message::Punch(m) => m.ip,
+            Message::Relay(m) => m.ip,
         }
     }
 
@@ -177,6 +241,8 @@ impl Message {
             Message::Pong(m) => m.ip = ip,
             Message::Query(m) => m.ip = ip,
             Message::QueryHit(m) => m.ip = ip,
+            Message::Punch(m) => m.ip = ip,
+            Message::Relay(m) => m.ip = ip,
         }
     }
 
@@ -187,6 +253,8 @@ impl Message {
             Message::Pong(_) => 2,
             Message::Query(_) => 3,
             Message::QueryHit(_) => 4,
+            Message::Punch(_) => 8,
+            Message::Relay(_) => 9,
         }
     }
 
@@ -273,6 +341,70 @@ impl Message {
                     extra: obj,
                 }))
             }
+            8 => {
+                let step = match obj.remove("Step") {
+                    Some(Value::String(s)) if s == "Ask" => PunchStep::Ask,
+                    Some(Value::String(s)) if s == "Go" => PunchStep::Go,
+                    Some(_) => return Err(ParseError::Invalid("Step")),
+                    None => return Err(ParseError::Missing("Step")),
+                };
+                let push_id = take_hex64(&mut obj, "PushId")?;
+                let token = take_hex64(&mut obj, "Token")?.ok_or(ParseError::Missing("Token"))?;
+                let peer = take_addr(&mut obj, "Peer")?;
+                let start_in = take_u64(&mut obj, "StartIn")?.map(std::time::Duration::from_millis);
+                let role = match obj.remove("Role") {
+                    None => None,
+                    Some(Value::String(s)) if s == "Client" => Some(PunchRole::Client),
+                    Some(Value::String(s)) if s == "Server" => Some(PunchRole::Server),
+                    Some(_) => return Err(ParseError::Invalid("Role")),
+                };
+                match step {
+                    PunchStep::Ask if push_id.is_none() => {
+                        return Err(ParseError::Missing("PushId"))
+                    }
+                    PunchStep::Ask if ports.tcp.is_none() => {
+                        return Err(ParseError::Missing("TcpPort"))
+                    }
+                    PunchStep::Go if peer.is_none() => return Err(ParseError::Missing("Peer")),
+                    PunchStep::Go if start_in.is_none() => {
+                        return Err(ParseError::Missing("StartIn"))
+                    }
+                    PunchStep::Go if role.is_none() => return Err(ParseError::Missing("Role")),
+                    _ => {}
+                }
+                Ok(Message::Punch(Punch {
+                    ip,
+                    step,
+                    push_id,
+                    token,
+                    ports,
+                    peer,
+                    start_in,
+                    role,
+                    extra: obj,
+                }))
+            }
+            9 => {
+                let push_id = take_hex64(&mut obj, "PushId")?;
+                let circuit = match obj.remove("Circuit") {
+                    Some(Value::String(s)) => {
+                        parse_hex16(&s).ok_or(ParseError::Invalid("Circuit"))?
+                    }
+                    Some(_) => return Err(ParseError::Invalid("Circuit")),
+                    None => return Err(ParseError::Missing("Circuit")),
+                };
+                let relay = take_addr(&mut obj, "Relay")?.ok_or(ParseError::Missing("Relay"))?;
+                if ports.udp.is_some() || ports.tcp.is_some() {
+                    return Err(ParseError::Invalid("TcpPort"));
+                }
+                Ok(Message::Relay(RelayInvite {
+                    ip,
+                    push_id,
+                    circuit,
+                    relay,
+                    extra: obj,
+                }))
+            }
             other => Err(ParseError::UnknownCommand(other)),
         }
     }
@@ -317,6 +449,44 @@ impl Message {
                     fields.push(("More", Value::Bool(true)));
                 }
                 (m.ports, &m.extra)
+            }
+            Message::Punch(m) => {
+                let step = match m.step {
+                    PunchStep::Ask => "Ask",
+                    PunchStep::Go => "Go",
+                };
+                fields.push(("Step", Value::from(step)));
+                if let Some(id) = m.push_id {
+                    fields.push(("PushId", Value::from(format!("{id:016x}"))));
+                }
+                fields.push(("Token", Value::from(format!("{:016x}", m.token))));
+                if let Some(p) = m.peer {
+                    fields.push(("Peer", Value::from(p.to_string())));
+                }
+                if let Some(d) = m.start_in {
+                    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                    fields.push(("StartIn", Value::from(ms)));
+                }
+                if let Some(r) = m.role {
+                    let r = match r {
+                        PunchRole::Client => "Client",
+                        PunchRole::Server => "Server",
+                    };
+                    fields.push(("Role", Value::from(r)));
+                }
+                (m.ports, &m.extra)
+            }
+            Message::Relay(m) => {
+                if let Some(id) = m.push_id {
+                    fields.push(("PushId", Value::from(format!("{id:016x}"))));
+                }
+                let mut hex = String::with_capacity(32);
+                for b in m.circuit {
+                    let _ = write!(hex, "{b:02x}");
+                }
+                fields.push(("Circuit", Value::from(hex)));
+                fields.push(("Relay", Value::from(m.relay.to_string())));
+                (Ports::default(), &m.extra)
             }
         };
         fields.push(("Command", Value::from(self.command())));
@@ -408,6 +578,54 @@ fn take_port(obj: &mut Map<String, Value>, key: &'static str) -> Result<Option<u
         Some(p) if (1..=u16::MAX as u64).contains(&p) => Ok(Some(p as u16)),
         Some(_) => Err(ParseError::Invalid(key)),
     }
+}
+
+/// An optional 64-bit value written as exactly 16 lowercase hex digits.
+fn take_hex64(obj: &mut Map<String, Value>, key: &'static str) -> Result<Option<u64>, ParseError> {
+    match obj.remove(key) {
+        None => Ok(None),
+        Some(Value::String(s))
+            if s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            u64::from_str_radix(&s, 16)
+                .map(Some)
+                .map_err(|_| ParseError::Invalid(key))
+        }
+        Some(_) => Err(ParseError::Invalid(key)),
+    }
+}
+
+/// An optional `"IP:port"` with a port other than 0.
+fn take_addr(
+    obj: &mut Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<std::net::SocketAddrV4>, ParseError> {
+    match obj.remove(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => match s.parse::<std::net::SocketAddrV4>() {
+            Ok(a) if a.port() != 0 => Ok(Some(a)),
+            _ => Err(ParseError::Invalid(key)),
+        },
+        Some(_) => Err(ParseError::Invalid(key)),
+    }
+}
+
+/// 16 bytes from exactly 32 lowercase hex digits.
+fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 32 {
+        return None;
+    }
+    let nib = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = nib(b[2 * i])? << 4 | nib(b[2 * i + 1])?;
+    }
+    Some(out)
 }
 
 /// An optional array parallel to `"Contents"`; ignored (with its entries

@@ -39,6 +39,11 @@ impl Overlay {
             Message::Pong(pong) => self.on_pong(now, from, pong),
             Message::Query(q) => self.on_query(now, from, q),
             Message::QueryHit(hit) => self.on_hit(now, from, hit),
+            // Parsed and checked, but not acted on until the path machine
+            // that sends them is wired to the overlay.
+            Message::Punch(_) | Message::Relay(_) => {
+                tracing::trace!(%from, "punch or relay message ignored");
+            }
         }
     }
 

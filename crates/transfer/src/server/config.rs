@@ -37,6 +37,33 @@ pub struct ServerConfig {
     pub hash_threads: usize,
     /// Deliberate misbehaviour, for tests of downloaders only.
     pub fault: Option<Fault>,
+    /// Who takes connections that start with a relay introduction
+    /// ([`crate::wire::RELAY_INTRO`]); without one they are closed.
+    pub relay: Option<RelayHook>,
+}
+
+/// The taker of relay circuits: called with a connection whose first 8
+/// bytes (the relay introduction's) were read, and its peer. It runs in
+/// the connection's task, which holds one of the server's connections
+/// (in all and for the peer's address) until it returns, but no upload
+/// slot.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct RelayHook(
+    pub  Arc<
+        dyn Fn(
+                tokio::net::TcpStream,
+                std::net::SocketAddr,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl std::fmt::Debug for RelayHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayHook")
+    }
 }
 
 /// Deliberate misbehaviour of a test server.
@@ -61,6 +88,7 @@ impl Default for ServerConfig {
                 .map(|n| n.get())
                 .unwrap_or(1),
             fault: None,
+            relay: None,
         }
     }
 }
@@ -72,6 +100,8 @@ pub enum Protocol {
     Classic,
     /// The rutella protocol (initial magic, request by hash).
     Rutella,
+    /// A relay circuit's introduction, handed to the relay.
+    Relay,
 }
 
 /// How a request that was read in full was answered.
@@ -96,6 +126,9 @@ pub enum ServeOutcome {
     },
     /// Every slot was taken: a rutella peer was told so.
     Busy,
+    /// The connection was a relay circuit's side, handed to the relay
+    /// (or closed when this server has none).
+    Relayed,
 }
 
 /// What one connection did, for the log and the node's statistics.

@@ -9,7 +9,9 @@ mod rutella;
 mod send;
 mod timed;
 
-pub use config::{Fault, Protocol, SendError, ServeError, ServeOutcome, ServeReport, ServerConfig};
+pub use config::{
+    Fault, Protocol, RelayHook, SendError, ServeError, ServeOutcome, ServeReport, ServerConfig,
+};
 
 use std::future::Future;
 use std::io;
@@ -50,6 +52,24 @@ pub async fn serve_connection(
             answer_classic(stream, peer, partial, name, &source, &cfg).await
         }
         Detected::Rutella => rutella::serve(stream, peer, source, cfg).await,
+        Detected::Relay => Ok(hand_to_relay(stream, peer, &cfg).await),
+    }
+}
+
+/// Gives a connection that introduced a relay circuit to the relay, or
+/// closes it when this server has none.
+async fn hand_to_relay(stream: TcpStream, peer: SocketAddr, cfg: &ServerConfig) -> ServeReport {
+    match &cfg.relay {
+        Some(hook) => (hook.0)(stream, peer).await,
+        None => tracing::debug!(%peer, "relay introduction on a server without a relay; closed"),
+    }
+    ServeReport {
+        peer,
+        protocol: Protocol::Relay,
+        request: String::new(),
+        offset: 0,
+        bytes_sent: 0,
+        outcome: ServeOutcome::Relayed,
     }
 }
 
@@ -59,6 +79,8 @@ pub(crate) enum Detected {
     Classic { partial: u32, already: Vec<u8> },
     /// The rutella hello (fully read).
     Rutella,
+    /// A relay introduction's first 8 bytes (fully read).
+    Relay,
 }
 
 /// Reads just enough to tell the exchanges apart (4, 5 or 8 bytes).
@@ -85,6 +107,9 @@ pub(crate) async fn detect_protocol(
         });
     }
     read_exact_by(stream, &mut head[5..], peer, deadline, cfg).await?;
+    if head == wire::RELAY_INTRO {
+        return Ok(Detected::Relay);
+    }
     match wire::decode_hello(&head) {
         Ok(_version) => Ok(Detected::Rutella),
         Err(e) => {
@@ -210,6 +235,7 @@ async fn serve_guarded(
     let ip = source_of(peer.ip());
     let deadline = Instant::now() + cfg.limits.header_timeout;
     match detect_protocol(&mut stream, peer, deadline, &cfg).await? {
+        Detected::Relay => Ok(hand_to_relay(stream, peer, &cfg).await),
         Detected::Rutella => match slots.try_take(ip) {
             Ok(slot) => rutella::serve_with(stream, peer, source, cfg, slot).await,
             Err(why) => {
