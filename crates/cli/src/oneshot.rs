@@ -38,6 +38,42 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Ctrl-C and SIGTERM, caught from the moment this is made (a signal that
+/// comes before [`Stop::recv`] is waited for is kept for it).
+pub(crate) struct Stop {
+    #[cfg(unix)]
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Stop {
+    pub(crate) fn new() -> Stop {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Stop {
+                signals: signal(SignalKind::interrupt())
+                    .and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+                    .ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Stop {}
+    }
+
+    /// Waits for the next signal.
+    pub(crate) async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.signals {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     // The settings file gives what the flags leave out: shares, the
     // downloads folder and the peers to join.
@@ -150,6 +186,7 @@ fn settle_time(wait: Duration) -> Duration {
 }
 
 pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
+    let mut stop = Stop::new();
     let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
     let mut cfg = a.net.node_config();
     cfg.overlay.search_timeout = wait;
@@ -167,12 +204,10 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     let mut answered = 0usize;
     let mut hits = 0usize;
     let mut end = End::Done;
-    let interrupt = stop_signal();
-    tokio::pin!(interrupt);
     'answers: loop {
         let hit = tokio::select! {
             h = stream.next() => h,
-            _ = &mut interrupt => {
+            _ = stop.recv() => {
                 end = End::Interrupted;
                 None
             }
@@ -280,6 +315,7 @@ pub(crate) fn print_line(line: &str) -> Result<bool, Failure> {
 }
 
 pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
+    let mut stop = Stop::new();
     let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
     std::fs::create_dir_all(&a.out).map_err(|e| {
         Failure::new(
@@ -299,7 +335,7 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
     let (node, result) = match a.from {
         Some(from) => {
             let node = oneshot_node(cfg, vec![from]).await?;
-            let r = get_by_name(&node.client(), from, &a.name, wait, bar).await;
+            let r = get_by_name(&node.client(), from, &a.name, wait, bar, &mut stop).await;
             (node, r)
         }
         None => {
@@ -318,7 +354,7 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
                 node.shutdown().await;
                 return Err(e);
             }
-            let r = get_by_hash(&node.client(), hash, wait, bar).await;
+            let r = get_by_hash(&node.client(), hash, wait, bar, &mut stop).await;
             (node, r)
         }
     };
@@ -364,12 +400,11 @@ async fn follow(
     client: &Client,
     handle: rutella_node::DownloadHandle,
     bar: bool,
+    stop: &mut Stop,
 ) -> Result<Outcome, Failure> {
     let id = handle.id;
     let done = handle.wait();
     tokio::pin!(done);
-    let interrupt = stop_signal();
-    tokio::pin!(interrupt);
     let progress = bar.then(|| {
         let style = indicatif::ProgressStyle::with_template(
             "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta} left",
@@ -381,7 +416,7 @@ async fn follow(
     let outcome = loop {
         tokio::select! {
             r = &mut done => break Ok(r),
-            _ = &mut interrupt => break Err(Failure::new(
+            _ = stop.recv() => break Err(Failure::new(
                 exit::INTERRUPTED,
                 "download interrupted: run the same command again to resume it",
             )),
@@ -408,6 +443,7 @@ async fn get_by_name(
     name: &str,
     wait: Duration,
     bar: bool,
+    stop: &mut Stop,
 ) -> Result<Outcome, Failure> {
     let want = Want::ByName {
         from,
@@ -415,7 +451,7 @@ async fn get_by_name(
         listed_size: None,
     };
     match client.get(want, wait).await? {
-        Got::Started { handle, .. } => follow(client, handle, bar).await,
+        Got::Started { handle, .. } => follow(client, handle, bar, stop).await,
         _ => Err(Failure::new(
             exit::NETWORK,
             format!(
@@ -433,6 +469,7 @@ async fn get_by_hash(
     hash: [u8; 32],
     wait: Duration,
     bar: bool,
+    stop: &mut Stop,
 ) -> Result<Outcome, Failure> {
     // The nodes that announced the hash on the DHT join the overlay as they
     // answer; the search for the hash reaches them.
@@ -441,7 +478,7 @@ async fn get_by_hash(
         tokio::spawn(async move { c.dht_sources(&hash).await });
     }
     match client.get(Want::ByHash { hash, found: None }, wait).await? {
-        Got::Started { handle, .. } => follow(client, handle, bar).await,
+        Got::Started { handle, .. } => follow(client, handle, bar, stop).await,
         _ => Err(Failure::new(
             exit::NOT_FOUND,
             format!(
