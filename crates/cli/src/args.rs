@@ -34,14 +34,14 @@ pub(crate) enum Command {
         after_help = "Examples:\n  rutella serve --share ~/Music --connect 192.168.1.100\n  rutella serve --share ./files --bind 127.0.0.2"
     )]
     Serve(ServeArgs),
-    /// Search the network once and print the hits.
+    /// Search the network once for files whose path holds every word, and print the hits.
     #[command(
         after_help = "Examples:\n  rutella search despacito --connect 192.168.1.100\n  rutella search .png --connect 127.0.0.1:20002 --wait 2 --json"
     )]
     Search(SearchArgs),
-    /// Download one file from one peer and exit (0 only when the file is complete).
+    /// Download one file, by name from a peer or by hash from every peer that has it, and exit (0 only when the file is complete).
     #[command(
-        after_help = "Examples:\n  rutella get --from 192.168.1.100 \"Cloud - Cloud models.png\"\n  rutella get --from 127.0.0.1:20002 music/song.ogg --out ./downloads\n  rutella get 3f1c…(64 hex digits) --connect 192.168.1.100\n\nBy name, the file comes from one peer with the classic exchange. By hash, it\ncomes from every peer that offers it at once, every piece verified.\nRunning the same command again resumes an interrupted download."
+        after_help = "Examples:\n  rutella get --from 192.168.1.100 \"Cloud - Cloud models.png\"\n  rutella get --from 127.0.0.1:20002 music/song.ogg --out ./downloads\n  rutella get 3f1c…(64 hex digits) --connect 192.168.1.100\n\nBy name, the file comes from one peer with the classic exchange. By hash, it\ncomes from every peer that offers it at once, every piece verified.\nOn a terminal a progress bar is drawn (not on a pipe, nor with --json).\nRunning the same command again resumes an interrupted download (Ctrl-C\nstops it with exit code 130)."
     )]
     Get(GetArgs),
     /// Start three peers on this computer with sample files and open the console joined to them.

@@ -27,6 +27,8 @@ pub(crate) mod exit {
     pub(crate) const NETWORK: u8 = 3;
     /// Nothing matched, or the peer does not offer the file.
     pub(crate) const NOT_FOUND: u8 = 4;
+    /// Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+    pub(crate) const INTERRUPTED: u8 = 130;
 
     /// The exit code of a failed download.
     pub(crate) fn of_download(e: &DownloadError) -> u8 {
@@ -121,8 +123,10 @@ fn main() -> ExitCode {
         Some(Command::Completions { shell }) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "rutella", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "rutella", &mut script);
+            // A closed pipe (`| head -1`) ends it quietly.
+            oneshot::print_line(String::from_utf8_lossy(&script).trim_end_matches('\n')).map(|_| ())
         }
         Some(Command::Serve(a)) => {
             init_logging("info");

@@ -38,6 +38,42 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Ctrl-C and SIGTERM, caught from the moment this is made (a signal that
+/// comes before [`Stop::recv`] is waited for is kept for it).
+pub(crate) struct Stop {
+    #[cfg(unix)]
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Stop {
+    pub(crate) fn new() -> Stop {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Stop {
+                signals: signal(SignalKind::interrupt())
+                    .and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+                    .ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Stop {}
+    }
+
+    /// Waits for the next signal.
+    pub(crate) async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.signals {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     // The settings file gives what the flags leave out: shares, the
     // downloads folder and the peers to join.
@@ -154,6 +190,7 @@ fn settle_time(wait: Duration) -> Duration {
 }
 
 pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
+    let mut stop = Stop::new();
     let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
     let mut cfg = a.net.node_config();
     cfg.overlay.search_timeout = wait;
@@ -170,7 +207,16 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     let mut seen = HashSet::new();
     let mut answered = 0usize;
     let mut hits = 0usize;
-    while let Some(hit) = stream.next().await {
+    let mut end = End::Done;
+    'answers: loop {
+        let hit = tokio::select! {
+            h = stream.next() => h,
+            _ = stop.recv() => {
+                end = End::Interrupted;
+                None
+            }
+        };
+        let Some(hit) = hit else { break };
         answered += 1;
         let peer = PeerAddr {
             udp: hit.peer.udp,
@@ -181,26 +227,51 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
                 continue;
             }
             hits += 1;
-            if a.json {
-                let obj = serde_json::json!({
+            let line = if a.json {
+                serde_json::json!({
                     "peer": peer.to_string(),
                     "udp": hit.peer.udp.to_string(),
                     "tcp": hit.peer.tcp().to_string(),
                     "name": f.name,
                     "size": f.size,
                     "hash": f.hash.map(|h| rutella_proto::message::hex32(&h)),
-                });
-                println!("{obj}");
+                })
+                .to_string()
             } else {
                 match f.size {
-                    Some(size) => println!("{peer}\t{size}\t{}", escape(&f.name)),
-                    None => println!("{peer}\t-\t{}", escape(&f.name)),
+                    Some(size) => format!("{peer}\t{size}\t{}", escape(&f.name)),
+                    None => format!("{peer}\t-\t{}", escape(&f.name)),
+                }
+            };
+            match print_line(&line) {
+                Ok(true) => {}
+                Ok(false) => {
+                    end = End::PipeClosed;
+                    break 'answers;
+                }
+                Err(e) => {
+                    drop(stream);
+                    node.shutdown().await;
+                    return Err(e);
                 }
             }
         }
     }
     drop(stream);
     node.shutdown().await;
+    match end {
+        // Whoever read the results has all it wanted.
+        End::PipeClosed => return Ok(()),
+        End::Interrupted => {
+            return Err(Failure::new(
+                exit::INTERRUPTED,
+                format!(
+                    "search interrupted: {answered} peer(s) had answered, {hits} file(s) shown"
+                ),
+            ))
+        }
+        End::Done => {}
+    }
     if answered == 0 {
         return Err(Failure::new(
             exit::NETWORK,
@@ -214,7 +285,7 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
         return Err(Failure::new(
             exit::NOT_FOUND,
             format!(
-                "{answered} peer(s) answered, but no file name contains {:?}",
+                "{answered} peer(s) answered, but no file matches {:?}",
                 a.text
             ),
         ));
@@ -222,7 +293,33 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How a one-shot search ended.
+enum End {
+    /// Every peer asked answered, or the time ran out.
+    Done,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// Standard output was closed (`rutella search … | head -1`).
+    PipeClosed,
+}
+
+/// Writes one line to standard output: `Ok(false)` once the reader has
+/// closed it (a closed pipe ends the command quietly, with success).
+pub(crate) fn print_line(line: &str) -> Result<bool, Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::new(
+            exit::FAILURE,
+            format!("cannot write to standard output: {e}"),
+        )),
+    }
+}
+
 pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
+    let mut stop = Stop::new();
     let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
     std::fs::create_dir_all(&a.out).map_err(|e| {
         Failure::new(
@@ -235,10 +332,14 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
     cfg.lan = None;
     cfg.downloads = Some(a.out.clone());
     cfg.overlay.search_timeout = wait;
+    // A bar on a terminal, nothing on a pipe or with --json.
+    let bar = !a.json
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (node, result) = match a.from {
         Some(from) => {
             let node = oneshot_node(cfg, vec![from]).await?;
-            let r = get_by_name(&node.client(), from, &a.name, wait).await;
+            let r = get_by_name(&node.client(), from, &a.name, wait, bar, &mut stop).await;
             (node, r)
         }
         None => {
@@ -257,7 +358,7 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
                 node.shutdown().await;
                 return Err(e);
             }
-            let r = get_by_hash(&node.client(), hash, wait).await;
+            let r = get_by_hash(&node.client(), hash, wait, bar, &mut stop).await;
             (node, r)
         }
     };
@@ -284,9 +385,9 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
                     "received": report.bytes_received,
                     "sources": sources,
                 });
-                println!("{obj}");
+                print_line(&obj.to_string())?;
             } else {
-                println!("{}", crate::escape::path(&report.path));
+                print_line(&crate::escape::path(&report.path))?;
             }
             Ok(())
         }
@@ -296,18 +397,65 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
 
 type Outcome = Result<rutella_transfer::DownloadReport, NodeError>;
 
+/// Waits for a download to end, drawing a progress bar on standard error
+/// when `bar`; Ctrl-C or SIGTERM ends the wait with an interruption (the
+/// partial file stays, to be resumed).
+async fn follow(
+    client: &Client,
+    handle: rutella_node::DownloadHandle,
+    bar: bool,
+    stop: &mut Stop,
+) -> Result<Outcome, Failure> {
+    let id = handle.id;
+    let done = handle.wait();
+    tokio::pin!(done);
+    let progress = bar.then(|| {
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        indicatif::ProgressBar::new(0).with_style(style)
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let outcome = loop {
+        tokio::select! {
+            r = &mut done => break Ok(r),
+            _ = stop.recv() => break Err(Failure::new(
+                exit::INTERRUPTED,
+                "download interrupted: run the same command again to resume it",
+            )),
+            _ = tick.tick(), if progress.is_some() => {
+                if let (Some(p), Some(d)) = (&progress, client.downloads().into_iter().find(|d| d.id == id)) {
+                    if let Some(total) = d.total {
+                        p.set_length(total);
+                    }
+                    p.set_position(d.done);
+                    p.set_message(escape(&d.name).into_owned());
+                }
+            }
+        }
+    };
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    outcome
+}
+
 async fn get_by_name(
     client: &Client,
     from: PeerAddr,
     name: &str,
     wait: Duration,
+    bar: bool,
+    stop: &mut Stop,
 ) -> Result<Outcome, Failure> {
     let want = Want::ByName {
         from,
         name: name.to_string(),
+        listed_size: None,
     };
     match client.get(want, wait).await? {
-        Got::Started { handle, .. } => Ok(handle.wait().await),
+        Got::Started { handle, .. } => follow(client, handle, bar, stop).await,
         _ => Err(Failure::new(
             exit::NETWORK,
             format!(
@@ -320,7 +468,13 @@ async fn get_by_name(
 
 /// Downloads by hash: from the first peer that has the file, joined by
 /// every other one that answers (see [`Client::get`]).
-async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<Outcome, Failure> {
+async fn get_by_hash(
+    client: &Client,
+    hash: [u8; 32],
+    wait: Duration,
+    bar: bool,
+    stop: &mut Stop,
+) -> Result<Outcome, Failure> {
     // The nodes that announced the hash on the DHT join the overlay as they
     // answer; the search for the hash reaches them.
     if client.dht_running() {
@@ -328,7 +482,7 @@ async fn get_by_hash(client: &Client, hash: [u8; 32], wait: Duration) -> Result<
         tokio::spawn(async move { c.dht_sources(&hash).await });
     }
     match client.get(Want::ByHash { hash, found: None }, wait).await? {
-        Got::Started { handle, .. } => Ok(handle.wait().await),
+        Got::Started { handle, .. } => follow(client, handle, bar, stop).await,
         _ => Err(Failure::new(
             exit::NOT_FOUND,
             format!(

@@ -70,7 +70,7 @@ fn demo_search_get_and_the_file_is_identical() {
     p.exp_string("music/Aurora Lights - Northern Sky.ogg")
         .unwrap();
     p.exp_string("(same file as 1: 2 peers)").unwrap();
-    p.exp_string("1 file(s) from 3 answer(s), 1 of them on several peers")
+    p.exp_string("1 file(s) from 2 peers, 1 of them on several peers")
         .unwrap();
     p.exp_string("rutella> ").unwrap();
 

@@ -34,6 +34,9 @@ pub enum Want {
         from: PeerAddr,
         /// The file's name as the peer offers it.
         name: String,
+        /// The size its search answer gave, when it did: a reply
+        /// announcing more is refused.
+        listed_size: Option<u64>,
     },
     /// A file by content, from every peer that has it.
     ByHash {
@@ -76,7 +79,11 @@ impl Client {
     /// answers with the file joins the running download as a source.
     pub async fn get(&self, want: Want, wait: Duration) -> Result<Got, NodeError> {
         match want {
-            Want::ByName { from, name } => {
+            Want::ByName {
+                from,
+                name,
+                listed_size,
+            } => {
                 let tcp = match from.tcp_port {
                     Some(port) => SocketAddrV4::new(*from.udp.ip(), port),
                     None => match self.learn_tcp(from, wait).await? {
@@ -85,7 +92,7 @@ impl Client {
                     },
                 };
                 Ok(Got::Started {
-                    handle: self.download(tcp, &name),
+                    handle: self.download_listed(tcp, &name, listed_size),
                     name,
                     sources: vec![tcp],
                 })

@@ -334,18 +334,10 @@ fn bind_error(proto: &'static str, ip: Ipv4Addr, port: u16, source: io::Error) -
     }
 }
 
-/// The file names of the library (last path components).
-/// The trigram filter of the library's names (their last components, as
-/// the library matches them), for a scalable overlay's neighbours.
+/// The trigram filter of the library's relative paths (folders included,
+/// as the library matches them), for a scalable overlay's neighbours.
 fn library_filter(library: &Library) -> rutella_proto::TrigramBloom {
-    let names: Vec<String> = library
-        .list()
-        .into_iter()
-        .map(|f| match f.name.rsplit_once('/') {
-            Some((_, base)) => base.to_string(),
-            None => f.name,
-        })
-        .collect();
+    let names: Vec<String> = library.list().into_iter().map(|f| f.name).collect();
     rutella_proto::TrigramBloom::from_names(names)
 }
 

@@ -30,6 +30,17 @@ impl Client {
     /// Starts downloading `name` from the peer whose TCP address is `from`,
     /// with the classic exchange, resuming a partial copy, in the background.
     pub fn download(&self, from: SocketAddrV4, name: &str) -> DownloadHandle {
+        self.download_listed(from, name, None)
+    }
+
+    /// [`Client::download`] of a file whose search answer gave its size:
+    /// a reply announcing more is refused.
+    pub fn download_listed(
+        &self,
+        from: SocketAddrV4,
+        name: &str,
+        listed_size: Option<u64>,
+    ) -> DownloadHandle {
         let req = ClassicGet {
             peer: SocketAddr::V4(from),
             name: name.to_string(),
@@ -37,6 +48,7 @@ impl Client {
             connect_timeout: self.config.connect_timeout,
             idle_timeout: self.config.idle_timeout,
             align_resume: true,
+            listed_size,
         };
         let client = self.clone();
         self.track(name, vec![from], false, move |progress| async move {

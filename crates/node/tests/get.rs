@@ -127,6 +127,7 @@ async fn get_by_name_learns_the_tcp_port_or_says_the_peer_is_silent() {
     let want = Want::ByName {
         from,
         name: "notes.txt".into(),
+        listed_size: None,
     };
     let got = client.get(want, Duration::from_secs(5)).await.unwrap();
     let Got::Started {
@@ -147,6 +148,7 @@ async fn get_by_name_learns_the_tcp_port_or_says_the_peer_is_silent() {
     let want = Want::ByName {
         from: silent,
         name: "x".into(),
+        listed_size: None,
     };
     let got = client.get(want, Duration::from_millis(500)).await.unwrap();
     assert!(matches!(got, Got::PeerSilent), "{got:?}");

@@ -109,7 +109,7 @@ impl Workload {
         let single = (0..names.len() as u32)
             .filter(|f| holders[*f as usize].len() == 1)
             .collect();
-        let lower: Vec<String> = names.iter().map(|n| matching::folded_name(n)).collect();
+        let lower: Vec<String> = names.iter().map(|n| matching::folded_path(n)).collect();
         let mut index: HashMap<[u8; 3], Vec<u32>> = HashMap::new();
         for (f, n) in lower.iter().enumerate() {
             let b = n.as_bytes();
@@ -170,30 +170,29 @@ impl Workload {
     /// ([`rutella_proto::matching`]), sorted.
     pub fn matching(&self, text: &str) -> Vec<u32> {
         let t = matching::fold(text);
-        let b = t.as_bytes();
-        if b.len() < 3 {
-            return (0..self.names.len() as u32)
-                .filter(|f| matching::folded_matches(&t, &self.lower[*f as usize]))
-                .collect();
-        }
         let mut best: Option<&Vec<u32>> = None;
-        for w in b.windows(3) {
-            match self.index.get(&[w[0], w[1], w[2]]) {
-                None => return Vec::new(),
-                Some(list) => {
-                    if best.is_none_or(|x| list.len() < x.len()) {
-                        best = Some(list);
+        for word in matching::words(&t) {
+            for w in word.as_bytes().windows(3) {
+                match self.index.get(&[w[0], w[1], w[2]]) {
+                    None => return Vec::new(),
+                    Some(list) => {
+                        if best.is_none_or(|x| list.len() < x.len()) {
+                            best = Some(list);
+                        }
                     }
                 }
             }
         }
-        best.map(|list| {
-            list.iter()
+        match best {
+            Some(list) => list
+                .iter()
                 .copied()
                 .filter(|f| matching::folded_matches(&t, &self.lower[*f as usize]))
-                .collect()
-        })
-        .unwrap_or_default()
+                .collect(),
+            None => (0..self.names.len() as u32)
+                .filter(|f| matching::folded_matches(&t, &self.lower[*f as usize]))
+                .collect(),
+        }
     }
 
     /// The peer slots holding file `f`.

@@ -1,6 +1,6 @@
 //! In-memory name index: every offered file with a trigram → file-id
-//! posting map over its folded name (last component, Unicode lowercase),
-//! as [`rutella_proto::matching`] defines it. The posting lists and scans
+//! posting map over its folded relative path (folders included, Unicode
+//! lowercase), as [`rutella_proto::matching`] defines it. The posting lists and scans
 //! only narrow the candidates; the final decision is the rule's.
 //!
 //! Ids are handed out in increasing order and never reused until the index
@@ -21,7 +21,7 @@ pub(crate) struct Entry {
     /// Path relative to the share, `/`-separated (shared with the index
     /// maps and the hashing queue).
     pub(crate) rel: Arc<str>,
-    /// Folded name of `rel` ([`rutella_proto::matching::folded_name`]).
+    /// Folded path of `rel` ([`rutella_proto::matching::folded_path`]).
     pub(crate) name_lower: Box<str>,
     pub(crate) size: u64,
     pub(crate) mtime_ns: i64,
@@ -62,10 +62,10 @@ impl Ids {
     }
 }
 
-/// Folded name of a `/`-separated relative name: what queries are
+/// Folded form of a `/`-separated relative name: what queries are
 /// matched against.
 pub(crate) fn name_lower(rel: &str) -> Box<str> {
-    matching::folded_name(rel).into_boxed_str()
+    matching::folded_path(rel).into_boxed_str()
 }
 
 /// The index.
@@ -361,18 +361,20 @@ impl Index {
     ) -> Vec<u32> {
         let mut out = Vec::new();
         let folded = matching::fold(query);
-        let needle_lower = folded.as_str();
-        if needle_lower.is_empty() || limit == 0 {
+        // The longest word narrows the candidates; every word is checked.
+        let Some(needle_lower) = matching::words(&folded).max_by_key(|w| w.len()) else {
+            return out;
+        };
+        if limit == 0 {
             return out;
         }
-        // A scan hit lies inside one name unless the text holds the
-        // separator of the arena; then the name itself is checked too.
-        let scan_exact = !needle_lower.contains('\n');
-        // `checked`: the scan already found the text in this very name.
+        let one_word = matching::words(&folded).nth(1).is_none();
+        // A scan hit lies inside one name (a word never holds the arena's
+        // separator, which is white space): with one word it is a match.
+        // `checked`: the scan already found the word in this very name.
         let mut visit = |id: u32, checked: bool, out: &mut Vec<u32>| -> bool {
             if let Some(e) = self.get(id) {
-                let hit = (checked && scan_exact)
-                    || matching::folded_matches(needle_lower, &e.name_lower);
+                let hit = (checked && one_word) || matching::folded_matches(&folded, &e.name_lower);
                 if hit && keep(id, e) {
                     out.push(id);
                 }
@@ -439,19 +441,30 @@ mod tests {
     }
 
     #[test]
-    fn substring_case_insensitive_on_last_component() {
+    fn every_word_case_insensitive_over_the_whole_path() {
         let mut ix = Index::default();
         ix.insert(entry(0, "pop/Despacito.mp3"));
         ix.insert(entry(0, "esp/other.ogg"));
         ix.insert(entry(0, "ÜBER/Straße.FLAC"));
-        assert_eq!(names(&ix, "ESP"), vec!["pop/Despacito.mp3"]);
-        assert_eq!(names(&ix, "es"), vec!["pop/Despacito.mp3"]);
-        assert_eq!(names(&ix, "e").len(), 3);
+        ix.insert(entry(0, "photos/holiday 2019 - beach.jpg"));
+        assert_eq!(
+            names(&ix, "ESP"),
+            vec!["pop/Despacito.mp3", "esp/other.ogg"]
+        );
+        assert_eq!(names(&ix, "es"), vec!["pop/Despacito.mp3", "esp/other.ogg"]);
+        assert_eq!(names(&ix, "e").len(), 4);
         assert_eq!(names(&ix, "STRASSE"), Vec::<String>::new());
         assert_eq!(names(&ix, "straße.f"), vec!["ÜBER/Straße.FLAC"]);
-        assert_eq!(names(&ix, "über"), Vec::<String>::new());
+        assert_eq!(names(&ix, "über"), vec!["ÜBER/Straße.FLAC"]);
         assert_eq!(names(&ix, ""), Vec::<String>::new());
+        assert_eq!(names(&ix, "  "), Vec::<String>::new());
         assert_eq!(names(&ix, "zzz"), Vec::<String>::new());
+        let beach = vec!["photos/holiday 2019 - beach.jpg"];
+        assert_eq!(names(&ix, "photo"), beach);
+        assert_eq!(names(&ix, "holiday beach"), beach);
+        assert_eq!(names(&ix, "BEACH holiday"), beach);
+        assert_eq!(names(&ix, "be ho"), beach);
+        assert_eq!(names(&ix, "beach sea"), Vec::<String>::new());
     }
 
     #[test]
@@ -489,11 +502,13 @@ mod tests {
         }
         let brute = |q: &str| -> Vec<u32> {
             ix.iter()
-                .filter(|(_, e)| e.name_lower.contains(q))
+                .filter(|(_, e)| matching::folded_matches(q, &e.name_lower))
                 .map(|(id, _)| id)
                 .collect()
         };
-        for q in ["a", "ab", "b.", "song 1", "1 ab", "mp3", "zz", "g 19", "99"] {
+        for q in [
+            "a", "ab", "b.", "song 1", "1 ab", "mp3", "zz", "g 19", "99", "ab song",
+        ] {
             assert_eq!(ix.search(q, usize::MAX, |_, _| true), brute(q), "{q}");
         }
         assert_eq!(ix.search("ab", 5, |_, _| true), brute("ab")[..5]);
@@ -540,6 +555,10 @@ mod tests {
                 let start = start % (chars.len() + 1);
                 let end = (start + len).min(chars.len());
                 queries.push(chars[start..end].iter().collect());
+            }
+            // Several words, in another order.
+            for k in 1..queries.len() {
+                queries.push(format!("{} {}", queries[k], queries[k - 1]));
             }
             for q in &queries {
                 let want: Vec<u32> = ix

@@ -55,6 +55,10 @@ proptest! {
             let end = (start + len).min(chars.len());
             queries.push(chars[start..end].iter().collect());
         }
+        // Several words, in another order.
+        for k in 1..queries.len() {
+            queries.push(format!("{} {}", queries[k], queries[k - 1]));
+        }
         for q in &queries {
             let mut got: Vec<String> = lib
                 .search(q, usize::MAX)

@@ -99,7 +99,7 @@ fn lists_exactly_the_offered_files() {
 }
 
 #[test]
-fn search_matches_partial_case_insensitive_names() {
+fn search_matches_every_word_case_insensitive_in_the_path() {
     let t = tree();
     let lib = open(&t);
     let names = |q: &str| -> Vec<String> {
@@ -111,9 +111,11 @@ fn search_matches_partial_case_insensitive_names() {
     assert_eq!(names("inner"), vec!["music/deep/Inner.ogg"]);
     assert_eq!(
         names("music"),
-        Vec::<String>::new(),
-        "folders are not matched"
+        vec!["music/Despacito.mp3", "music/deep/Inner.ogg"],
+        "folders are matched"
     );
+    assert_eq!(names("ogg DEEP"), vec!["music/deep/Inner.ogg"]);
+    assert_eq!(names("deep despacito"), Vec::<String>::new());
     assert_eq!(names(""), Vec::<String>::new());
     assert_eq!(names("secret"), Vec::<String>::new());
     assert_eq!(names("hidden"), Vec::<String>::new());

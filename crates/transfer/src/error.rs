@@ -90,6 +90,30 @@ pub enum SourceError {
         /// The partial file (kept when it holds data).
         part: PathBuf,
     },
+    /// The reply does not start with a classic byte count: the first four
+    /// bytes are the start of a text or of another protocol (an HTTP
+    /// server's answer, a Gnutella handshake, a web page).
+    #[error("peer {peer} answered the request for {name:?} with {start:?}, which is not a classic answer: it is not a file-sharing peer of this network, or it speaks another protocol on that port")]
+    NotClassic {
+        /// The peer.
+        peer: SocketAddr,
+        /// The remote name.
+        name: String,
+        /// The first bytes of the reply, as text.
+        start: String,
+    },
+    /// The peer announced more bytes than the file it listed has.
+    #[error("peer {peer} announced {announced} bytes for {name:?}, more than the {listed} bytes its search answer gave; nothing was kept")]
+    TooLarge {
+        /// The peer.
+        peer: SocketAddr,
+        /// The remote name.
+        name: String,
+        /// What the partial copy plus the announced count come to.
+        announced: u64,
+        /// The size in the search answer.
+        listed: u64,
+    },
     /// The peer closed without sending the byte count.
     #[error("peer {peer} closed the connection without answering the request for {name:?}; try again later")]
     NoReply {

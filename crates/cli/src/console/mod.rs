@@ -2,6 +2,9 @@
 //! to the node only through its [`Client`].
 
 mod complete;
+mod get_args;
+mod have;
+mod no_echo;
 mod output;
 mod results;
 pub(crate) mod setup;
@@ -32,16 +35,20 @@ const SEARCH_MORE: Duration = Duration::from_secs(4);
 
 const HELP: &[(&str, &str)] = &[
     (
-        "search TEXT",
-        "search the network for file names containing TEXT (also: s TEXT)",
+        "search WORDS",
+        "search the network for files whose path holds every word (also: s WORDS)",
     ),
     (
         "get N",
-        "download result N of the last search, in the background",
+        "download result N of the last search (get 1 3, get 1-3: several)",
+    ),
+    (
+        "get N --again",
+        "download it although a copy is already here",
     ),
     (
         "get IP NAME",
-        "download the file NAME from the peer IP (or IP:UDPPORT)",
+        "download the file NAME from the peer IP (or IP:UDPPORT); quote a NAME with spaces",
     ),
     (
         "downloads",
@@ -222,120 +229,155 @@ impl Console {
         self.results = Results::default();
         self.last_search = Some(text.to_string());
         println!("Searching {asked} peer(s) for {text:?}… (Ctrl-C stops waiting)");
+        // Text typed meanwhile is not echoed into the results; it is kept
+        // for the next prompt.
+        let no_echo = no_echo::NoEcho::start();
         let mut answered = 0usize;
-        let mut shared = 0usize;
+        let mut with_files = std::collections::HashSet::new();
+        let mut stopped = false;
         loop {
             let hit = tokio::select! {
                 h = stream.next() => h,
-                _ = tokio::signal::ctrl_c() => None,
+                _ = tokio::signal::ctrl_c() => {
+                    stopped = true;
+                    None
+                }
             };
             let Some(hit) = hit else { break };
             answered += 1;
             for f in &hit.files {
-                match self.results.add(&hit.peer, f) {
-                    Added::New(n) => println!("{}", results::line(n, &self.results.items[n - 1])),
-                    Added::AlsoOn(n) => {
-                        let count = self.results.items[n - 1].sources.len();
-                        if count == 2 {
-                            shared += 1;
-                        }
-                        println!("{}", results::also_line(n, &hit.peer, count));
-                    }
-                    Added::Ignored => {}
+                if self.results.add(&hit.peer, f) != Added::Ignored {
+                    with_files.insert(hit.peer.udp);
                 }
             }
         }
+        drop(stream);
+        drop(no_echo);
+        // Results are shown when the search ends, each with the other
+        // peers offering the same file right under it.
+        let mut shared = 0usize;
+        for (i, item) in self.results.items.iter().enumerate() {
+            println!("{}", results::line(i + 1, item));
+            let count = item.sources.len();
+            if count > 1 {
+                shared += 1;
+            }
+            for p in item.sources.iter().skip(1) {
+                println!("{}", results::also_line(i + 1, p, count));
+            }
+        }
         let n = self.results.items.len();
+        let how = if stopped { "Search stopped: " } else { "" };
         if answered == 0 {
-            println!("No peer sent a response to your query.");
+            println!("{how}No peer sent a response to your query.");
         } else if n == 0 {
-            println!("{answered} peer(s) answered; no file name contains {text:?}.");
+            println!("{how}{answered} peer(s) answered; no file matches {text:?}.");
         } else {
             let grouped = if shared > 0 {
                 format!(", {shared} of them on several peers")
             } else {
                 String::new()
             };
-            println!("{n} file(s) from {answered} answer(s){grouped}. Type get N to download one.");
+            println!(
+                "{how}{n} file(s) from {}{grouped}. Type get N to download one.",
+                plural(with_files.len(), "peer")
+            );
         }
     }
 
     async fn get(&mut self, rest: &str) {
-        if rest.is_empty() {
-            println!("Get what? Type get N after a search, or get IP NAME.");
-            return;
-        }
-        if let Ok(n) = rest.parse::<usize>() {
-            let Some(found) = self.results.get(n).cloned() else {
-                match self.results.items.len() {
-                    0 => println!("There are no results: search first, then get N."),
-                    k => println!("There is no result {n}: the results are numbered 1 to {k}."),
+        match get_args::parse(rest) {
+            Err(e) => println!("{e}"),
+            Ok(get_args::GetCmd::ByName { addr, typed, name }) => {
+                self.start(addr, &name, None, &typed).await
+            }
+            Ok(get_args::GetCmd::Results { picks, again }) => {
+                let k = self.results.items.len();
+                if k == 0 {
+                    return println!("There are no results: search first, then get N.");
                 }
-                return;
-            };
-            let Some(peer) = found.sources.first() else {
-                return;
-            };
-            // rutella peers that know the file's hash serve verified pieces
-            // of it all at once; otherwise the file comes by name from one.
-            let rutella: Vec<&rutella_node::Peer> =
-                found.sources.iter().filter(|p| p.rutella).collect();
-            match found.hash {
-                Some(hash) if !rutella.is_empty() => {
-                    let tcp = rutella.iter().map(|p| p.tcp()).collect();
-                    let file = HitFile {
-                        name: found.name.clone(),
-                        size: found.size,
-                        hash: Some(hash),
-                    };
-                    let want = Want::ByHash {
-                        hash,
-                        found: Some((file, tcp)),
-                    };
-                    if let Err(e) = self.client.get(want, SEARCH_MORE).await {
-                        return println!("{e}");
+                if let Some(n) = picks.iter().find(|&&n| self.results.get(n).is_none()) {
+                    return println!("There is no result {n}: the results are numbered 1 to {k}.");
+                }
+                for n in picks {
+                    if let Some(found) = self.results.get(n).cloned() {
+                        self.get_result(n, &found, again).await;
                     }
-                    let names: Vec<String> =
-                        rutella.iter().map(|p| results::peer_name(p)).collect();
-                    println!(
-                        "Downloading {} from {} ({}), every piece verified, into {} (type downloads to see it).",
-                        escape(&found.name),
-                        plural(names.len(), "peer"),
-                        names.join(", "),
-                        self.client.downloads_dir().display()
-                    );
-                }
-                _ => {
-                    let from = PeerAddr {
-                        udp: peer.udp,
-                        tcp_port: Some(peer.tcp_port),
-                    };
-                    self.start(from, &found.name, &results::peer_name(peer))
-                        .await
                 }
             }
-            return;
         }
-        let Some((addr, name)) = rest.split_once(char::is_whitespace) else {
-            println!(
-                "Type get N after a search, or get IP NAME (e.g. get 192.168.1.100 song.ogg)."
-            );
+    }
+
+    /// Downloads result `n`, unless a copy is already here (and `again`
+    /// is false).
+    async fn get_result(&self, n: usize, found: &results::Found, again: bool) {
+        let Some(peer) = found.sources.first() else {
             return;
         };
-        let name = name.trim();
-        let addr: PeerAddr = match addr.parse() {
-            Ok(a) => a,
-            Err(e) => return println!("{e}"),
-        };
-        self.start(addr, name, &addr.to_string()).await;
+        if let (Some(hash), false) = (found.hash, again) {
+            let library = self.client.library().clone();
+            let downloads = self.client.downloads_dir();
+            let size = found.size;
+            let here =
+                tokio::task::spawn_blocking(move || have::find(&library, &downloads, &hash, size))
+                    .await
+                    .ok()
+                    .flatten();
+            if let Some(path) = here {
+                return println!(
+                    "You already have {}: {}. Type get {n} {} to download it anyway.",
+                    escape(&found.name),
+                    crate::escape::path(&path),
+                    get_args::AGAIN
+                );
+            }
+        }
+        // rutella peers that know the file's hash serve verified pieces
+        // of it all at once; otherwise the file comes by name from one.
+        let rutella: Vec<&rutella_node::Peer> =
+            found.sources.iter().filter(|p| p.rutella).collect();
+        match found.hash {
+            Some(hash) if !rutella.is_empty() => {
+                let tcp = rutella.iter().map(|p| p.tcp()).collect();
+                let file = HitFile {
+                    name: found.name.clone(),
+                    size: found.size,
+                    hash: Some(hash),
+                };
+                let want = Want::ByHash {
+                    hash,
+                    found: Some((file, tcp)),
+                };
+                if let Err(e) = self.client.get(want, SEARCH_MORE).await {
+                    return println!("{e}");
+                }
+                let names: Vec<String> = rutella.iter().map(|p| results::peer_name(p)).collect();
+                println!(
+                    "Downloading {} from {} ({}), every piece verified, into {} (type downloads to see it).",
+                    escape(&found.name),
+                    plural(names.len(), "peer"),
+                    names.join(", "),
+                    self.client.downloads_dir().display()
+                );
+            }
+            _ => {
+                let from = PeerAddr {
+                    udp: peer.udp,
+                    tcp_port: Some(peer.tcp_port),
+                };
+                self.start(from, &found.name, found.size, &results::peer_name(peer))
+                    .await
+            }
+        }
     }
 
     /// Gets a file by name from one peer (whose TCP port, when not given,
     /// it tells when it answers).
-    async fn start(&self, from: PeerAddr, name: &str, shown: &str) {
+    async fn start(&self, from: PeerAddr, name: &str, listed_size: Option<u64>, shown: &str) {
         let want = Want::ByName {
             from,
             name: name.to_string(),
+            listed_size,
         };
         match self.client.get(want, ANSWER_WAIT).await {
             Ok(Got::Started { .. }) => println!(
@@ -344,9 +386,9 @@ impl Console {
                 self.client.downloads_dir().display()
             ),
             Ok(_) => println!(
-                "Peer {from} did not answer: check the address and that its node is running."
+                "Peer {shown} did not answer: check the address and that its node is running."
             ),
-            Err(e) => println!("{e}"),
+            Err(e) => println!("Cannot get {} from {shown}: {e}", escape(name)),
         }
     }
 

@@ -15,21 +15,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Calls `f` with the hash pair of every character trigram of the
-/// lowercased `text`.
-fn for_each_trigram(text: &str, mut f: impl FnMut(u32, u32)) {
-    let lower = crate::matching::fold(text);
-    let starts: Vec<usize> = lower.char_indices().map(|(i, _)| i).collect();
+/// Calls `f` with the hash pair of every character trigram of `folded`
+/// (text already folded by the matching rule).
+fn for_each_trigram(folded: &str, mut f: impl FnMut(u32, u32)) {
+    let starts: Vec<usize> = folded.char_indices().map(|(i, _)| i).collect();
     for w in 0..starts.len().saturating_sub(2) {
-        let end = starts.get(w + 3).copied().unwrap_or(lower.len());
-        let h = fnv1a(&lower.as_bytes()[starts[w]..end]);
+        let end = starts.get(w + 3).copied().unwrap_or(folded.len());
+        let h = fnv1a(&folded.as_bytes()[starts[w]..end]);
         f(h as u32, ((h >> 32) as u32) | 1);
     }
 }
 
-/// The trigram hashes of a query, computed once and tested against many
-/// filters. A query of fewer than three characters has none and matches
-/// every filter.
+/// The trigram hashes of a query (of each of its words: a file matches
+/// only if every word is in its path), computed once and tested against
+/// many filters. A query whose words are all shorter than three characters
+/// has none and matches every filter.
 #[derive(Debug, Clone, Default)]
 pub struct QueryTrigrams(Vec<(u32, u32)>);
 
@@ -37,14 +37,17 @@ impl QueryTrigrams {
     /// The trigrams of `query`.
     pub fn new(query: &str) -> Self {
         let mut v = Vec::new();
-        for_each_trigram(query, |a, b| v.push((a, b)));
+        let folded = crate::matching::fold(query);
+        for word in crate::matching::words(&folded) {
+            for_each_trigram(word, |a, b| v.push((a, b)));
+        }
         v.sort_unstable();
         v.dedup();
         QueryTrigrams(v)
     }
 }
 
-/// A Bloom filter of the character trigrams of file names.
+/// A Bloom filter of the character trigrams of files' relative paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrigramBloom {
     bits: Vec<u8>,
@@ -52,7 +55,8 @@ pub struct TrigramBloom {
 }
 
 impl TrigramBloom {
-    /// The filter of these names, sized to their trigrams (a power of two
+    /// The filter of these relative paths (folders included, as the
+    /// matching rule reads them), sized to their trigrams (a power of two
     /// of at least 8 bits per trigram, within the protocol's limits).
     pub fn from_names<I, S>(names: I) -> Self
     where
@@ -61,7 +65,7 @@ impl TrigramBloom {
     {
         let mut set = BTreeSet::new();
         for name in names {
-            for_each_trigram(crate::matching::searched_part(name.as_ref()), |a, b| {
+            for_each_trigram(&crate::matching::folded_path(name.as_ref()), |a, b| {
                 set.insert((a, b));
             });
         }
@@ -97,7 +101,7 @@ impl TrigramBloom {
         })
     }
 
-    /// Whether a name of the library may contain the query (false
+    /// Whether a path of the library may match the query (false
     /// positives are possible, false negatives are not).
     pub fn may_match(&self, query: &QueryTrigrams) -> bool {
         query.0.iter().all(|(a, b)| self.contains(*a, *b))

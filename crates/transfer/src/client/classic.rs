@@ -35,6 +35,21 @@ pub struct ClassicGet {
     /// multiple of 1024 is right with it. Set it for a peer not known to be
     /// rutella; at most 1023 bytes are sent again.
     pub align_resume: bool,
+    /// The file's size as the peer's search answer gave it, when it did: a
+    /// reply announcing more is refused before anything is written.
+    pub listed_size: Option<u64>,
+}
+
+/// Starts of replies that cannot be a classic byte count (compared in
+/// ASCII upper case): an HTTP server's answer, a Gnutella handshake, a
+/// web page or XML, and a rutella introduction.
+const NOT_A_COUNT: &[&[u8; 4]] = &[b"HTTP", b"GNUT", b"<!DO", b"<HTM", b"<?XM", b"RUT\xFF"];
+
+/// Whether the first four bytes of a reply are the start of a text or of
+/// another protocol rather than a classic byte count.
+pub(crate) fn not_a_count(first: [u8; 4]) -> bool {
+    let upper = first.to_ascii_uppercase();
+    NOT_A_COUNT.iter().any(|t| upper == **t)
 }
 
 /// Downloads of at least this many bytes are synced to disk when they end.
@@ -44,7 +59,9 @@ const SYNC_AT_LEAST: u64 = 1 << 20;
 /// `downloads_dir/BASENAME.part` when it exists.
 ///
 /// Sends the partial size (`u32` LE) and then the name in a write of its
-/// own, reads the `u32` count and then exactly that many bytes, appending
+/// own, reads the `u32` count (refusing a reply that starts like a text or
+/// another protocol, or a count beyond [`ClassicGet::listed_size`], before
+/// anything is written) and then exactly that many bytes, appending
 /// them to the partial file. When complete the file is moved to
 /// `downloads_dir/BASENAME`, or to `BASENAME (N)` when that name is taken:
 /// an existing file is never replaced. `progress` is updated as bytes land.
@@ -343,7 +360,26 @@ async fn fetch(
         }
         Ok(Ok(_)) => {}
     }
+    if not_a_count(count) {
+        return Err(SourceError::NotClassic {
+            peer,
+            name: req.name.clone(),
+            start: String::from_utf8_lossy(&count).into_owned(),
+        }
+        .into());
+    }
     let expected = u64::from(u32::from_le_bytes(count));
+    if let Some(listed) = req.listed_size {
+        if resumed_from + expected > listed {
+            return Err(SourceError::TooLarge {
+                peer,
+                name: req.name.clone(),
+                announced: resumed_from + expected,
+                listed,
+            }
+            .into());
+        }
+    }
     if expected == 0 {
         return Err(SourceError::NotFound {
             peer,
