@@ -451,6 +451,7 @@ fn both_downloads(w: &World, way: Way, file: &Arc<OneFile>, data: &[u8], tag: &s
                 connect_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(10),
                 align_resume: false,
+                listed_size: None,
             },
             p,
         )
@@ -522,6 +523,7 @@ fn a_relay_byte_limit_below_the_file_size_fails_the_download_naming_the_limit() 
                 connect_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(5),
                 align_resume: false,
+                listed_size: None,
             },
             p,
         )
@@ -675,6 +677,7 @@ fn bench_direct_punched_relayed() {
                         connect_timeout: Duration::from_secs(5),
                         idle_timeout: Duration::from_secs(10),
                         align_resume: false,
+                        listed_size: None,
                     },
                     tx,
                 )
