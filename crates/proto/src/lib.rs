@@ -12,6 +12,8 @@ pub mod lan;
 pub mod matching;
 pub mod message;
 pub mod overlay;
+pub mod path;
+pub mod push;
 pub mod scalable;
 pub mod seen;
 mod shared;
@@ -22,10 +24,11 @@ mod types;
 pub use answer::AnswerPlan;
 pub use budget::{BudgetConfig, Drops, KindLimits, Limit};
 pub use message::{
-    HitFile, Message, ParseError, Ping, Pong, Ports, Query, QueryHit, CLASSIC_TCP_PORT,
+    HitFile, Message, ParseError, Ping, Pong, Ports, Push, Query, QueryHit, CLASSIC_TCP_PORT,
     CLASSIC_UDP_PORT, MAX_DATAGRAM,
 };
 pub use overlay::Overlay;
+pub use push::{PushConfig, PushInfo, PushRoute};
 pub use scalable::{QueryTrigrams, TrigramBloom};
 pub use types::{Config, Event, IncomingQuery, Mode, Peer, ScalableConfig, SearchId, Transmit};
 

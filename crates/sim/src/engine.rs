@@ -401,6 +401,7 @@ impl Sim {
                 }
                 Message::Query(q) => self.count_query_msg(q.id),
                 Message::QueryHit(h) => self.count_query_msg(h.id),
+                Message::Push(_) => {}
             }
             let payload = if self.cfg.wire {
                 let bytes = t.encode(*src.ip());

@@ -220,6 +220,7 @@ impl Scalable {
             Message::Pong(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
             Message::Query(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
             Message::QueryHit(m) => is_scalable(&m.extra),
+            Message::Push(_) => false,
         };
         if !scalable {
             return Some(message);
@@ -229,6 +230,7 @@ impl Scalable {
             Message::Pong(p) => self.on_pong(cx, now, from, p),
             Message::Query(q) => self.on_query(cx, now, from, q),
             Message::QueryHit(h) => self.on_hit(cx, now, from, h),
+            Message::Push(_) => {}
         }
         None
     }
