@@ -248,8 +248,10 @@ fn a_push_goes_only_to_a_current_peer() {
     assert!(!net.peer_set(0).contains(&F));
     assert_eq!(net.nodes[0].1.peer_push_id(&F), None);
     net.down.remove(&F);
+    prove(&mut net, D);
     let before = net.sent.len();
     deliver(&mut net, 0, D, &push_msg(f_id, 2, None));
+    assert!(net.peer_set(0).contains(&D));
     assert!(net.sent[before..]
         .iter()
         .all(|(_, to, m)| !(*to == F && matches!(m, Message::Push(_)))));
