@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use crate::download::connect;
 use crate::error::{Broken, DownloadError, LocalError, SourceError};
 use crate::names::{move_into_place, sanitize_basename};
 use crate::report::{DownloadReport, Progress, SourceOutcome, SourceReport};
@@ -35,6 +34,8 @@ pub struct ClassicGet {
     /// multiple of 1024 is right with it. Set it for a peer not known to be
     /// rutella; at most 1023 bytes are sent again.
     pub align_resume: bool,
+    /// How to get the connection; `None`: connect to `peer`.
+    pub dialer: Option<crate::dial::SharedDialer>,
 }
 
 /// Downloads of at least this many bytes are synced to disk when they end.
@@ -296,7 +297,7 @@ async fn fetch(
         part: part.to_owned(),
         partial: resumed_from,
     })?;
-    let mut stream = connect(peer, req.connect_timeout).await?;
+    let mut stream = crate::dial::dial(req.dialer.as_ref(), peer, req.connect_timeout).await?;
     let interrupted = |received: u64, expected: u64, cause: Broken| {
         DownloadError::from(SourceError::Interrupted {
             peer,

@@ -91,13 +91,14 @@ pub(super) async fn worker(
     shared: Arc<Shared>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    dialer: Option<crate::dial::SharedDialer>,
 ) {
     let peer = shared.lock().sources[src].peer;
     let mut busy_tries = 0u32;
     let mut reconnects = 0u32;
     let mut cuts = 0u32;
     loop {
-        let conn = match RutellaConn::connect(peer, connect_timeout, idle_timeout)
+        let conn = match RutellaConn::connect_with(dialer.as_ref(), peer, connect_timeout, idle_timeout)
             .await
             .and_then(RutellaConn::into_blocking)
         {

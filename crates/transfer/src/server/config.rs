@@ -37,6 +37,23 @@ pub struct ServerConfig {
     pub hash_threads: usize,
     /// Deliberate misbehaviour, for tests of downloaders only.
     pub fault: Option<Fault>,
+    /// Where connections introduced as pushed (a peer we asked to connect
+    /// to us) go, with their token; `None`: they are closed. A full
+    /// queue closes them too.
+    pub pushed: Option<tokio::sync::mpsc::Sender<PushedConn>>,
+}
+
+/// A connection that came in introduced as pushed: a peer we asked (with
+/// a Push) to connect to us. The introduction has been read; the
+/// downloading side speaks next, as if it had connected.
+#[derive(Debug)]
+pub struct PushedConn {
+    /// The token the introduction carried.
+    pub token: u64,
+    /// The connection.
+    pub stream: tokio::net::TcpStream,
+    /// Its remote address.
+    pub peer: std::net::SocketAddr,
 }
 
 /// Deliberate misbehaviour of a test server.
@@ -61,6 +78,7 @@ impl Default for ServerConfig {
                 .map(|n| n.get())
                 .unwrap_or(1),
             fault: None,
+            pushed: None,
         }
     }
 }
@@ -96,6 +114,8 @@ pub enum ServeOutcome {
     },
     /// Every slot was taken: a rutella peer was told so.
     Busy,
+    /// A pushed connection, handed to the download that waits for it.
+    Pushed,
 }
 
 /// What one connection did, for the log and the node's statistics.
