@@ -132,6 +132,14 @@ pub struct NodeConfig {
     /// The Mainline DHT: finding peers and sources without an address.
     /// Off by default (the `rutella` program turns it on for its users).
     pub dht: crate::dht::DhtConfig,
+    /// Whether peers can connect to this node: `None` unknown (the
+    /// default), `Some(false)` known not (answers then say
+    /// `"Firewalled"`, and downloaders push at once). See
+    /// [`rutella_proto::Overlay::set_reachable`].
+    pub reachable: Option<bool>,
+    /// How long a download waits for a pushed connection after sending
+    /// the push.
+    pub push_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -161,6 +169,8 @@ impl Default for NodeConfig {
             lan: None,
             port_mapping: None,
             dht: crate::dht::DhtConfig::default(),
+            reachable: None,
+            push_timeout: Duration::from_secs(10),
         }
     }
 }

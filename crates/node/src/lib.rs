@@ -23,6 +23,7 @@ mod node;
 mod own_address;
 mod pending;
 mod portmap;
+mod push;
 mod source;
 mod tasks;
 mod transfers;

@@ -37,6 +37,7 @@ impl Client {
             connect_timeout: self.config.connect_timeout,
             idle_timeout: self.config.idle_timeout,
             align_resume: true,
+            dialer: Some(self.dialer()),
         };
         let client = self.clone();
         self.track(name, vec![from], false, move |progress| async move {
@@ -95,6 +96,7 @@ impl Client {
         req.size = size;
         req.connect_timeout = self.config.connect_timeout;
         req.idle_timeout = self.config.idle_timeout;
+        req.dialer = Some(self.dialer());
         let journal = self.journal.clone();
         let stopping = self.tasks.stopping();
         self.track(name, sources, true, move |progress| async move {

@@ -481,7 +481,10 @@ mod tests {
     #[test]
     fn pushed_introductions_are_told_apart_from_the_hello() {
         let intro = encode_push_intro(0x0102_0304_0506_0708);
-        assert_eq!(&intro[..8], &[0x52, 0x55, 0x54, 0xFF, 0xFF, 0x47, 0x56, 0x01]);
+        assert_eq!(
+            &intro[..8],
+            &[0x52, 0x55, 0x54, 0xFF, 0xFF, 0x47, 0x56, 0x01]
+        );
         assert_eq!(detect(&intro[..5]), Detect::Rutella);
         assert_eq!(detect(&intro[..7]), Detect::Pushed);
         assert_eq!(detect(&intro), Detect::Pushed);

@@ -520,8 +520,12 @@ fn reports(srcs: &[Src]) -> Vec<SourceReport> {
 }
 
 async fn get_tree(peer: SocketAddr, req: &HashGet) -> Result<(Tree, Vec<u8>), DownloadError> {
-    let mut conn =
-        RutellaConn::connect_with(req.dialer.as_ref(), peer, req.connect_timeout, req.idle_timeout)
-            .await?;
+    let mut conn = RutellaConn::connect_with(
+        req.dialer.as_ref(),
+        peer,
+        req.connect_timeout,
+        req.idle_timeout,
+    )
+    .await?;
     conn.confirmed_tree(&req.hash).await
 }
