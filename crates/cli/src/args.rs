@@ -105,30 +105,10 @@ pub(crate) struct ConsoleArgs {
     /// How long a search collects answers.
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub(crate) search_timeout: Option<Duration>,
-    /// Whether peers can connect to this node: yes, no, or unknown (the
-    /// default). With "no", answers say so and downloaders push at once.
-    /// For tests until a reachability check decides it.
-    #[arg(long, value_name = "yes|no", hide = true, value_parser = parse_reachable)]
-    pub(crate) reachable: Option<bool>,
-    /// Time allowed to connect to a peer's TCP port.
-    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
-    pub(crate) connect_timeout: Option<Duration>,
-    /// How long a download waits for a pushed connection.
-    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
-    pub(crate) push_timeout: Option<Duration>,
     #[command(flatten)]
     pub(crate) lan: LanArgs,
     #[command(flatten)]
     pub(crate) dht: DhtArgs,
-}
-
-/// `--reachable yes|no`.
-fn parse_reachable(s: &str) -> Result<bool, String> {
-    match s {
-        "yes" => Ok(true),
-        "no" => Ok(false),
-        _ => Err(format!("{s:?}: write yes or no")),
-    }
 }
 
 /// Flags of LAN discovery.
