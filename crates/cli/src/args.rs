@@ -250,10 +250,30 @@ pub(crate) struct NetArgs {
     /// For tests of small networks.
     #[arg(long, value_name = "N", hide = true)]
     pub(crate) join_walk: Option<u8>,
+    /// Whether peers can connect to this node: yes, no, or unknown (the
+    /// default). With "no", answers say so and downloaders push at once.
+    /// For tests until a reachability check decides it.
+    #[arg(long, value_name = "yes|no", hide = true, value_parser = parse_reachable)]
+    pub(crate) reachable: Option<bool>,
+    /// Time allowed to connect to a peer's TCP port.
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
+    pub(crate) connect_timeout: Option<Duration>,
+    /// How long a download waits for a pushed connection.
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
+    pub(crate) push_timeout: Option<Duration>,
     #[command(flatten)]
     pub(crate) lan: LanArgs,
     #[command(flatten)]
     pub(crate) dht: DhtArgs,
+}
+
+/// `--reachable yes|no`.
+fn parse_reachable(s: &str) -> Result<bool, String> {
+    match s {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("{s:?}: write yes or no")),
+    }
 }
 
 /// `--port-mapping-protocol`.
@@ -345,11 +365,13 @@ pub(crate) struct GetArgs {
     #[arg(value_name = "NAME|HASH")]
     pub(crate) name: String,
     /// The peer to download from by name: IP or IP:UDPPORT.
-    #[arg(long, value_name = "ADDR", conflicts_with = "connect")]
+    #[arg(long, value_name = "ADDR")]
     pub(crate) from: Option<PeerAddr>,
     /// Download by hash: join through this peer (default: the sources and
     /// peers found through the DHT), find every peer that offers the hash,
-    /// and fetch verified pieces from all of them at once.
+    /// and fetch verified pieces from all of them at once. By name: peers
+    /// to join as well (through them a peer that cannot be reached
+    /// directly is asked to connect to us).
     #[arg(long, value_name = "ADDR")]
     pub(crate) connect: Vec<PeerAddr>,
     /// Folder to save into.
@@ -401,8 +423,15 @@ impl NetArgs {
             udp_port: self.udp_port,
             tcp_port: self.tcp_port,
             advertise: self.advertise,
+            reachable: self.reachable,
             ..NodeConfig::default()
         };
+        if let Some(t) = self.connect_timeout {
+            cfg.connect_timeout = t;
+        }
+        if let Some(t) = self.push_timeout {
+            cfg.push_timeout = t;
+        }
         if self.mode == OverlayMode::Scalable {
             cfg.overlay.mode = rutella_proto::Mode::Scalable;
         }

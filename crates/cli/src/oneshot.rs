@@ -235,6 +235,9 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
                     "name": f.name,
                     "size": f.size,
                     "hash": f.hash.map(|h| rutella_proto::message::hex32(&h)),
+                    "push_id": hit.push.push_id.map(rutella_proto::message::hex16),
+                    "proxies": hit.push.proxies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    "firewalled": hit.push.firewalled,
                 })
                 .to_string()
             } else {
@@ -338,7 +341,9 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (node, result) = match a.from {
         Some(from) => {
-            let node = oneshot_node(cfg, vec![from]).await?;
+            let mut join = vec![from];
+            join.extend(a.connect.iter().copied());
+            let node = oneshot_node(cfg, join).await?;
             let r = get_by_name(&node.client(), from, &a.name, wait, bar, &mut stop).await;
             (node, r)
         }
@@ -362,6 +367,7 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
             (node, r)
         }
     };
+    let client = node.client();
     node.shutdown().await;
     match result? {
         Ok(report) => {
@@ -370,11 +376,16 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
                     .sources
                     .iter()
                     .map(|s| {
+                        let path = match s.peer {
+                            std::net::SocketAddr::V4(p) => client.path_to(p),
+                            _ => None,
+                        };
                         serde_json::json!({
                             "peer": s.peer.to_string(),
                             "received": s.bytes_received,
                             "verified": s.bytes_verified,
                             "outcome": s.outcome.to_string(),
+                            "path": path,
                         })
                     })
                     .collect();

@@ -35,6 +35,8 @@ pub struct Client {
     /// How many peers LAN discovery found so far.
     pub(crate) lan_found: watch::Receiver<usize>,
     pub(crate) dht: Option<crate::dht::Dht>,
+    /// Pending pushes, what answers said of pushes, paths used.
+    pub(crate) push: Arc<crate::push::PushTable>,
 }
 
 impl Client {
@@ -97,7 +99,34 @@ impl Client {
 
     /// The downloads of this run, oldest first.
     pub fn downloads(&self) -> Vec<DownloadInfo> {
-        self.downloads.list()
+        let mut list = self.downloads.list();
+        for d in &mut list {
+            d.paths = d
+                .sources
+                .iter()
+                .filter_map(|s| Some((*s, self.push.path_of(s)?)))
+                .collect();
+        }
+        list
+    }
+
+    /// How the node last reached the source at this TCP address
+    /// (`"direct"`, `"push via IP:PORT"`, `"push to peer IP:PORT"`).
+    pub fn path_to(&self, source: SocketAddrV4) -> Option<String> {
+        self.push.path_of(&source)
+    }
+
+    /// The dialer of this node's downloads: direct, then by push.
+    pub(crate) fn dialer(&self) -> rutella_transfer::dial::SharedDialer {
+        Arc::new(crate::push::NodeDialer {
+            table: self.push.clone(),
+            tx: self.tx.clone(),
+            tcp_port: self.tcp_addr.port(),
+            own: rutella_proto::path::OwnFacts {
+                firewalled: self.config.reachable == Some(false),
+            },
+            push_timeout: self.config.push_timeout,
+        })
     }
 
     /// The progress of one download of this run, as it changes: waiting

@@ -3,7 +3,7 @@
 
 use crate::config::PeerAddr;
 use crate::downloads::DownloadId;
-use rutella_proto::{Drops, HitFile, Peer, SearchId};
+use rutella_proto::{Drops, HitFile, Peer, PushInfo, PushRoute, SearchId};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +42,9 @@ pub struct SearchHit {
     pub peer: Peer,
     /// What it offers (possibly nothing).
     pub files: Vec<HitFile>,
+    /// How it can be reached by push (`"PushId"`, `"Proxies"`,
+    /// `"Firewalled"` of its answer).
+    pub push: PushInfo,
 }
 
 /// The answers to one search, as they arrive. Ends when the search ends.
@@ -76,4 +79,14 @@ pub(crate) enum Command {
     AnswerReady(Ipv4Addr, SocketAddrV4, Vec<Vec<u8>>),
     BudgetDrops(oneshot::Sender<Drops>),
     SetFilter(rutella_proto::TrigramBloom),
+    /// Ask the source at this TCP address (whose answers said `info`) to
+    /// connect to our TCP port with this token; the reply says where the
+    /// push went, `None` when it could not be sent.
+    Push {
+        tcp: SocketAddrV4,
+        info: PushInfo,
+        token: u64,
+        tcp_port: u16,
+        reply: oneshot::Sender<Option<PushRoute>>,
+    },
 }

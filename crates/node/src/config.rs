@@ -136,6 +136,14 @@ pub struct NodeConfig {
     /// its limits, unless `enabled` is false (`--no-relay`), in which case
     /// circuits are refused with that reason.
     pub relay: rutella_proto::relay::RelayConfig,
+    /// Whether peers can connect to this node: `None` unknown (the
+    /// default), `Some(false)` known not (answers then say
+    /// `"Firewalled"`, and downloaders push at once). See
+    /// [`rutella_proto::Overlay::set_reachable`].
+    pub reachable: Option<bool>,
+    /// How long a download waits for a pushed connection after sending
+    /// the push.
+    pub push_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -166,6 +174,8 @@ impl Default for NodeConfig {
             port_mapping: None,
             dht: crate::dht::DhtConfig::default(),
             relay: rutella_proto::relay::RelayConfig::default(),
+            reachable: None,
+            push_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct DownloadInfo {
     pub name: String,
     /// The peers it comes from.
     pub sources: Vec<SocketAddrV4>,
+    /// How each source was reached, for those reached so far
+    /// (`"direct"`, `"push via IP:PORT"`).
+    pub paths: Vec<(SocketAddrV4, String)>,
     /// Its state.
     pub state: DownloadState,
     /// Bytes on disk so far.
@@ -82,6 +85,7 @@ impl Downloads {
             id,
             name,
             sources,
+            paths: Vec::new(),
             state: DownloadState::Running,
             done: 0,
             received: 0,

@@ -32,6 +32,15 @@ pub(crate) struct EventLoop {
     /// The tasks building answers (at most as many as `in_flight` allows),
     /// owned by the loop and ended with it.
     pub(crate) answering: JoinSet<()>,
+    /// Pushes, what answers said of them.
+    pub(crate) push: std::sync::Arc<crate::push::PushTable>,
+    /// Connections opened on a push go to the transfer server here.
+    pub(crate) pushed_out: mpsc::Sender<tokio::net::TcpStream>,
+    /// The connections being opened on a push (at most
+    /// [`crate::push::MAX_CONNECTING`]), owned by the loop.
+    pub(crate) pushing: JoinSet<()>,
+    /// Time allowed to open a connection on a push.
+    pub(crate) connect_timeout: std::time::Duration,
 }
 
 impl EventLoop {
@@ -39,6 +48,7 @@ impl EventLoop {
         let mut buf = vec![0u8; 65_536];
         loop {
             while self.answering.try_join_next().is_some() {}
+            while self.pushing.try_join_next().is_some() {}
             self.flush().await;
             let timeout = self.overlay.poll_timeout();
             let sleep = async {
@@ -62,6 +72,7 @@ impl EventLoop {
         }
         // Answers still being built are of no use now.
         self.answering.shutdown().await;
+        self.pushing.shutdown().await;
         let d = self.overlay.budget_drops();
         if d.total() > 0 {
             tracing::info!(
@@ -127,6 +138,16 @@ impl EventLoop {
                 let _ = reply.send(self.overlay.budget_drops());
             }
             Command::SetFilter(filter) => self.overlay.set_filter(filter),
+            Command::Push {
+                tcp,
+                info,
+                token,
+                tcp_port,
+                reply,
+            } => {
+                let route = self.overlay.send_push(tcp, &info, token, tcp_port);
+                let _ = reply.send(route);
+            }
         }
     }
 
@@ -161,9 +182,11 @@ impl EventLoop {
                     search,
                     peer,
                     files,
+                    push,
                 } => {
+                    self.push.note_source(peer.tcp(), push.clone());
                     if let Some(tx) = self.searches.get(&search) {
-                        match tx.try_send(SearchHit { peer, files }) {
+                        match tx.try_send(SearchHit { peer, files, push }) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 tracing::warn!("search results arrive faster than they are read; dropping some")
@@ -177,6 +200,19 @@ impl EventLoop {
                 }
                 Event::SearchFinished { search } => {
                     self.searches.remove(&search);
+                }
+                Event::PushRequest { target, token, via } => {
+                    if self.pushing.len() >= crate::push::MAX_CONNECTING {
+                        tracing::info!(%target, "too many pushed connections being opened; push dropped");
+                        continue;
+                    }
+                    tracing::info!(%target, %via, "asked to connect out for an upload (push)");
+                    self.pushing.spawn(crate::push::connect_out(
+                        target,
+                        token,
+                        self.connect_timeout,
+                        self.pushed_out.clone(),
+                    ));
                 }
             }
         }

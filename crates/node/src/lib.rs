@@ -24,6 +24,7 @@ mod own_address;
 mod pending;
 mod portmap;
 pub mod punch;
+mod push;
 pub mod relay;
 mod source;
 mod tasks;

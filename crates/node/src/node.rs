@@ -86,6 +86,7 @@ impl Node {
         overlay_cfg.tcp_port = tcp_addr.port();
         let now = now();
         let mut overlay = Overlay::new(overlay_cfg, now);
+        overlay.set_reachable(config.reachable);
         let mut own = OwnAddress::new(config.bind, config.advertise);
         for ip in own.initial_ips() {
             overlay.add_own_ip(ip);
@@ -125,7 +126,13 @@ impl Node {
             tcp_addr,
             dht: dht.clone(),
             lan_found,
+            push: Arc::new(crate::push::PushTable::default()),
         };
+        // Pushed connections: those that come in introduced with a token
+        // (we asked for them), and those we open on a peer's push (served
+        // as accepted ones).
+        let (pushed_in_tx, pushed_in) = mpsc::channel(crate::push::MAX_CONNECTING);
+        let (pushed_out, pushed_out_rx) = mpsc::channel(crate::push::MAX_CONNECTING);
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, shares = ?config.shares, "node started");
 
         let mut event_loop = EventLoop {
@@ -140,6 +147,10 @@ impl Node {
             in_flight: InFlight::default(),
             answers: Vec::new(),
             answering: JoinSet::new(),
+            push: client.push.clone(),
+            pushed_out,
+            pushing: JoinSet::new(),
+            connect_timeout: config.connect_timeout,
         };
         let (port_mapping, mapper) = match config.port_mapping.clone() {
             Some(cfg) => {
@@ -190,15 +201,23 @@ impl Node {
             fault: config.upload_fault,
             shutdown_grace: config.shutdown_grace,
             relay: Some(crate::relay::Relay::new(config.relay.clone()).hook()),
+            pushed: Some(pushed_in_tx),
             ..ServerConfig::default()
         };
+        tasks.push(tokio::spawn(crate::push::run_pushed(
+            client.push.clone(),
+            pushed_in,
+            stop_rx.clone(),
+        )));
         let source = Arc::new(LibrarySource(library));
         let mut server_stop = stop_rx;
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = rutella_transfer::run_server(tcp, source, server_cfg, shutdown).await {
+            let served =
+                rutella_transfer::run_server_with(tcp, source, server_cfg, shutdown, pushed_out_rx);
+            if let Err(e) = served.await {
                 tracing::error!(error = %e, "transfer server stopped");
             }
         }));

@@ -49,6 +49,7 @@ impl Client {
             idle_timeout: self.config.idle_timeout,
             align_resume: true,
             listed_size,
+            dialer: Some(self.dialer()),
         };
         let client = self.clone();
         self.track(name, vec![from], false, move |progress| async move {
@@ -107,6 +108,7 @@ impl Client {
         req.size = size;
         req.connect_timeout = self.config.connect_timeout;
         req.idle_timeout = self.config.idle_timeout;
+        req.dialer = Some(self.dialer());
         let journal = self.journal.clone();
         let stopping = self.tasks.stopping();
         self.track(name, sources, true, move |progress| async move {

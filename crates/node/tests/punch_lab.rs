@@ -452,6 +452,7 @@ fn both_downloads(w: &World, way: Way, file: &Arc<OneFile>, data: &[u8], tag: &s
                 idle_timeout: Duration::from_secs(10),
                 align_resume: false,
                 listed_size: None,
+                dialer: None,
             },
             p,
         )
@@ -524,6 +525,7 @@ fn a_relay_byte_limit_below_the_file_size_fails_the_download_naming_the_limit() 
                 idle_timeout: Duration::from_secs(5),
                 align_resume: false,
                 listed_size: None,
+                dialer: None,
             },
             p,
         )
@@ -678,6 +680,7 @@ fn bench_direct_punched_relayed() {
                         idle_timeout: Duration::from_secs(10),
                         align_resume: false,
                         listed_size: None,
+                        dialer: None,
                     },
                     tx,
                 )

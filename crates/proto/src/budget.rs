@@ -150,7 +150,9 @@ impl Kind {
         match message {
             Message::Ping(_) => Some(Kind::Ping),
             Message::Pong(_) => None,
-            Message::Query(_) => Some(Kind::Query),
+            // A push asks as much of the node as a query: one lookup and
+            // at most one datagram on.
+            Message::Query(_) | Message::Push(_) => Some(Kind::Query),
             Message::QueryHit(_) => Some(Kind::Hit),
             // Control messages of hole punching and relays count as pings.
             Message::Punch(_) | Message::Relay(_) => Some(Kind::Ping),

@@ -21,7 +21,7 @@
 //! addresses, the oldest forgotten first), so spoofed sources cannot grow
 //! memory.
 
-use crate::message::{Ping, Query};
+use crate::message::{Ping, Push, Query};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
@@ -45,6 +45,10 @@ pub(crate) struct Entry {
     pub(crate) ping: Option<Ping>,
     /// A query it sent us, to answer once it is proven, with its arrival.
     pub(crate) query: Option<(Query, Instant)>,
+    /// A push it sent us, to pass on once it is proven, with its arrival.
+    pub(crate) push: Option<(Push, Instant)>,
+    /// The push id its ping told, recorded once it is a peer.
+    pub(crate) push_id: Option<u64>,
 }
 
 /// The table of addresses, the secret for tokens and the probe budget.

@@ -12,7 +12,9 @@ pub mod lan;
 pub mod matching;
 pub mod message;
 pub mod overlay;
+pub mod path;
 pub mod punch;
+pub mod push;
 pub mod relay;
 pub mod scalable;
 pub mod seen;
@@ -24,10 +26,11 @@ mod types;
 pub use answer::AnswerPlan;
 pub use budget::{BudgetConfig, Drops, KindLimits, Limit};
 pub use message::{
-    HitFile, Message, ParseError, Ping, Pong, Ports, Punch, PunchRole, PunchStep, Query, QueryHit,
-    RelayInvite, CLASSIC_TCP_PORT, CLASSIC_UDP_PORT, MAX_DATAGRAM,
+    HitFile, Message, ParseError, Ping, Pong, Ports, Punch, PunchRole, PunchStep, Push, Query,
+    QueryHit, RelayInvite, CLASSIC_TCP_PORT, CLASSIC_UDP_PORT, MAX_DATAGRAM,
 };
 pub use overlay::Overlay;
+pub use push::{PushConfig, PushInfo, PushRoute};
 pub use scalable::{QueryTrigrams, TrigramBloom};
 pub use types::{Config, Event, IncomingQuery, Mode, Peer, ScalableConfig, SearchId, Transmit};
 

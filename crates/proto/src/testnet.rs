@@ -19,6 +19,10 @@ pub(crate) struct Net {
     pub(crate) finished: Vec<(usize, SearchId)>,
     /// (from, to, message) of every datagram sent by a node that is up.
     pub(crate) sent: Vec<(SocketAddrV4, SocketAddrV4, Message)>,
+    /// (node, answering peer, what its answer said of pushes).
+    pub(crate) push_infos: Vec<(usize, SocketAddrV4, crate::PushInfo)>,
+    /// (node, event) of every push request.
+    pub(crate) push_requests: Vec<(usize, Event)>,
 }
 
 impl Net {
@@ -31,6 +35,8 @@ impl Net {
             results: vec![],
             finished: vec![],
             sent: vec![],
+            push_infos: vec![],
+            push_requests: vec![],
         }
     }
 
@@ -64,12 +70,17 @@ impl Net {
                             search,
                             peer,
                             files,
-                        } => self.results.push((
-                            i,
-                            search,
-                            peer.udp,
-                            files.into_iter().map(|f| f.name).collect(),
-                        )),
+                            push,
+                        } => {
+                            self.push_infos.push((i, peer.udp, push));
+                            self.results.push((
+                                i,
+                                search,
+                                peer.udp,
+                                files.into_iter().map(|f| f.name).collect(),
+                            ))
+                        }
+                        e @ Event::PushRequest { .. } => self.push_requests.push((i, e)),
                         Event::SearchFinished { search } => self.finished.push((i, search)),
                         _ => {}
                     }

@@ -5,6 +5,7 @@
 
 use crate::budget::BudgetConfig;
 use crate::message::{HitFile, Message, Ports};
+use crate::push::{PushConfig, PushInfo};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct Config {
     pub ledger_size: usize,
     /// Per-source budgets of incoming datagrams (see [`crate::budget`]).
     pub budget: BudgetConfig,
+    /// Limits of pushes (see [`crate::push`]).
+    pub push: PushConfig,
 }
 
 /// The overlay a peer builds with other rutella peers.
@@ -95,6 +98,7 @@ impl Default for Config {
             probe_burst: 40.0,
             ledger_size: 4096,
             budget: BudgetConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -196,11 +200,25 @@ pub enum Event {
         peer: Peer,
         /// The files it offers.
         files: Vec<HitFile>,
+        /// How it can be reached other than directly (`"PushId"`,
+        /// `"Proxies"`, `"Firewalled"`).
+        push: PushInfo,
     },
     /// A search ended: its time ran out, or every peer asked has answered.
     SearchFinished {
         /// Our search.
         search: SearchId,
+    },
+    /// A peer passed on a downloader's push: connect to `target` (TCP) and
+    /// start the connection with the pushed introduction and `token`.
+    PushRequest {
+        /// The downloader's TCP address: the IP its push came from as the
+        /// proxy saw it, and the port it gave.
+        target: SocketAddrV4,
+        /// What the connection is introduced with.
+        token: u64,
+        /// The peer that passed the push on.
+        via: SocketAddrV4,
     },
 }
 

@@ -401,7 +401,7 @@ impl Sim {
                 }
                 Message::Query(q) => self.count_query_msg(q.id),
                 Message::QueryHit(h) => self.count_query_msg(h.id),
-                Message::Punch(_) | Message::Relay(_) => {}
+                Message::Push(_) | Message::Punch(_) | Message::Relay(_) => {}
             }
             let payload = if self.cfg.wire {
                 let bytes = t.encode(*src.ip());

@@ -148,6 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         idle_timeout: Duration::from_secs(20),
                         align_resume: false,
                         listed_size: None,
+                        dialer: None,
                     };
                     let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
                     rt.block_on(classic_download(req, tx))?;
@@ -204,6 +205,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             idle_timeout: Duration::from_secs(20),
                             align_resume: false,
                             listed_size: None,
+                            dialer: None,
                         };
                         let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
                         rt.block_on(classic_download(req, tx))?;

@@ -18,6 +18,7 @@
 
 mod buf;
 mod client;
+pub mod dial;
 mod download;
 mod error;
 mod fetch;
@@ -47,8 +48,8 @@ pub use names::{sanitize_basename, NameError};
 pub use report::{DownloadReport, Progress, SourceOutcome, SourceReport};
 pub use server::guard::ServerLimits;
 pub use server::{
-    run_server, serve_connection, Fault, Protocol, RelayHook, SendError, ServeError, ServeOutcome,
-    ServeReport, ServerConfig,
+    run_server, run_server_with, serve_connection, Fault, Protocol, PushedConn, RelayHook,
+    SendError, ServeError, ServeOutcome, ServeReport, ServerConfig,
 };
 pub use tree_cache::TreeCache;
 

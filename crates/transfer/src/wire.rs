@@ -69,11 +69,14 @@ pub enum WireError {
 pub enum Detect {
     /// A classic request (a `u32` partial size and a name).
     Classic,
-    /// The rutella hello (with 5 or 6 bytes: any introduction that starts
-    /// like it).
+    /// The rutella hello (or, from 7 bytes on, a rutella introduction
+    /// other than a pushed connection or a relay circuit).
     Rutella,
     /// A relay circuit's introduction (`RELAY_INTRO`, 7 bytes seen).
     Relay,
+    /// A pushed connection's introduction ([`PUSH_MAGIC`]): a peer we
+    /// asked to connect to us, followed by the 8-byte token we gave.
+    Pushed,
     /// Not enough bytes yet to tell.
     NeedMore,
 }
@@ -82,9 +85,17 @@ pub enum Detect {
 /// of [`MAGIC`], then `RL` and version 1 (see `rutella_proto::relay`).
 pub const RELAY_INTRO: [u8; 8] = [b'R', b'U', b'T', 0xFF, 0xFF, b'R', b'L', 1];
 
+/// The introduction of a pushed connection: the first 5 bytes of
+/// [`MAGIC`], then `GV`; a version byte and an 8-byte little-endian token
+/// follow.
+pub const PUSH_MAGIC: [u8; 7] = [b'R', b'U', b'T', 0xFF, 0xFF, b'G', b'V'];
+
+/// Length of a pushed connection's introduction: magic, version, token.
+pub const PUSH_INTRO_LEN: usize = 16;
+
 /// Tells the classic exchange from the rutella protocol by the first bytes
-/// received. Needs at most 5 bytes, and 7 to tell a relay introduction
-/// from the hello.
+/// received: 5 bytes tell a classic request from a rutella introduction,
+/// 7 tell a relay circuit or a pushed connection from the hello.
 pub fn detect(prefix: &[u8]) -> Detect {
     let n = prefix.len().min(5);
     if prefix[..n] != MAGIC[..n] {
@@ -94,9 +105,34 @@ pub fn detect(prefix: &[u8]) -> Detect {
         Detect::NeedMore
     } else if prefix.len() >= 7 && prefix[5..7] == RELAY_INTRO[5..7] {
         Detect::Relay
+    } else if prefix.len() >= 7 && prefix[5..7] == PUSH_MAGIC[5..7] {
+        Detect::Pushed
     } else {
         Detect::Rutella
     }
+}
+
+/// The introduction a pushed connection starts with.
+pub fn encode_push_intro(token: u64) -> [u8; PUSH_INTRO_LEN] {
+    let mut out = [0u8; PUSH_INTRO_LEN];
+    out[..7].copy_from_slice(&PUSH_MAGIC);
+    out[7] = VERSION;
+    out[8..].copy_from_slice(&token.to_le_bytes());
+    out
+}
+
+/// The token of a pushed connection's introduction.
+pub fn decode_push_intro(buf: &[u8]) -> Result<u64, WireError> {
+    let b = take::<PUSH_INTRO_LEN>(buf)?;
+    if b[..7] != PUSH_MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    if b[7] != VERSION {
+        return Err(WireError::BadVersion(b[7]));
+    }
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&b[8..]);
+    Ok(u64::from_le_bytes(t))
 }
 
 /// Encodes a hello for `version`.
@@ -448,6 +484,25 @@ mod tests {
         let mut bad = req[..4].to_vec();
         bad.extend_from_slice(b"a\xffb");
         assert_eq!(decode_classic_request(&bad), Err(ClassicNameError::NotUtf8));
+    }
+
+    #[test]
+    fn pushed_introductions_are_told_apart_from_the_hello() {
+        let intro = encode_push_intro(0x0102_0304_0506_0708);
+        assert_eq!(
+            &intro[..8],
+            &[0x52, 0x55, 0x54, 0xFF, 0xFF, 0x47, 0x56, 0x01]
+        );
+        assert_eq!(detect(&intro[..5]), Detect::Rutella);
+        assert_eq!(detect(&intro[..7]), Detect::Pushed);
+        assert_eq!(detect(&intro), Detect::Pushed);
+        assert_eq!(detect(&encode_hello(VERSION)), Detect::Rutella);
+        assert_eq!(decode_push_intro(&intro), Ok(0x0102_0304_0506_0708));
+        assert!(decode_push_intro(&intro[..15]).is_err());
+        let mut bad = intro;
+        bad[7] = 2;
+        assert!(decode_push_intro(&bad).is_err());
+        assert!(decode_push_intro(&encode_hello(VERSION)).is_err());
     }
 
     #[test]

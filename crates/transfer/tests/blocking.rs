@@ -102,6 +102,7 @@ async fn classic_requests_look_files_up_off_the_runtime() {
         idle_timeout: Duration::from_secs(2),
         align_resume: false,
         listed_size: None,
+        dialer: None,
     };
     let report = classic_download(req, watch::channel(Progress::default()).0)
         .await

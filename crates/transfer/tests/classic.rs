@@ -23,6 +23,7 @@ fn get(peer: std::net::SocketAddr, name: &str, dir: &std::path::Path) -> Classic
         idle_timeout: Duration::from_secs(2),
         align_resume: false,
         listed_size: None,
+        dialer: None,
     }
 }
 

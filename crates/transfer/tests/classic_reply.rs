@@ -33,6 +33,7 @@ fn get(peer: std::net::SocketAddr, dir: &std::path::Path, listed: Option<u64>) -
         idle_timeout: Duration::from_secs(5),
         align_resume: true,
         listed_size: listed,
+        dialer: None,
     }
 }
 

@@ -58,6 +58,7 @@ async fn classic_get(server: SocketAddr, name: &str) -> Result<Vec<u8>, Download
         idle_timeout: Duration::from_secs(2),
         align_resume: false,
         listed_size: None,
+        dialer: None,
     };
     let report = classic_download(req, progress()).await?;
     Ok(std::fs::read(report.path).unwrap())

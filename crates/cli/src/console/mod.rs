@@ -447,6 +447,10 @@ impl Console {
             if from.len() > 1 {
                 println!("{:>5}from {}", "", from.join(", "));
             }
+            // How sources that were not connected to directly were reached.
+            for (src, path) in d.paths.iter().filter(|(_, p)| p != "direct") {
+                println!("{:>5}{}: {}", "", source_name(src), escape(path));
+            }
             match &d.state {
                 DownloadState::Done(p) => println!("{:>5}→ {}", "", crate::escape::path(p)),
                 DownloadState::Failed(r) => {

@@ -330,6 +330,7 @@ mod tests {
             id: 1,
             name: "a rather long file name that goes on and on and on.mp4".into(),
             sources: vec![],
+            paths: vec![],
             state: DownloadState::Running,
             done,
             received: done,

@@ -30,7 +30,7 @@ pub enum ParseError {
     /// A field has the wrong type or an invalid value.
     #[error("invalid field {0:?}")]
     Invalid(&'static str),
-    /// `"Command"` is not 1 to 4, 8 or 9.
+    /// `"Command"` is not 1 to 5, 8 or 9.
     #[error("unknown command {0}")]
     UnknownCommand(i64),
 }
@@ -204,6 +204,23 @@ pub struct RelayInvite {
     pub extra: Map<String, Value>,
 }
 
+/// `{"Command": 5}`: a downloader asks a peer that cannot be connected to
+/// (through a push proxy, see [`crate::push`]) to open a TCP connection
+/// to it and introduce it with `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// `"IP"`: absent from the downloader; the proxy sets it to the
+    /// downloader's address as the proxy saw it.
+    pub ip: Option<Ipv4Addr>,
+    /// `"PushId"`: the push id of the peer asked to connect.
+    pub push_id: u64,
+    /// `"Token"`: what the pushed connection starts with, so that the
+    /// downloader knows which request it answers.
+    pub token: u64,
+    /// `"TcpPort"`: the downloader's TCP port, where to connect.
+    pub tcp_port: u16,
+}
+
 /// One UDP message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -219,6 +236,8 @@ pub enum Message {
     Punch(Punch),
     /// Command 9.
     Relay(RelayInvite),
+    /// Command 5.
+    Push(Push),
 }
 
 impl Message {
@@ -231,6 +250,7 @@ impl Message {
             Message::QueryHit(m) => m.ip,
             Message::Punch(m) => m.ip,
             Message::Relay(m) => m.ip,
+            Message::Push(m) => m.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
         }
     }
 
@@ -243,6 +263,9 @@ impl Message {
             Message::QueryHit(m) => m.ip = ip,
             Message::Punch(m) => m.ip = ip,
             Message::Relay(m) => m.ip = ip,
+            // A push never speaks for its sender: its "IP" is set by the
+            // proxy, to the address the downloader was seen at.
+            Message::Push(_) => {}
         }
     }
 
@@ -255,6 +278,7 @@ impl Message {
             Message::QueryHit(_) => 4,
             Message::Punch(_) => 8,
             Message::Relay(_) => 9,
+            Message::Push(_) => 5,
         }
     }
 
@@ -266,6 +290,9 @@ impl Message {
             return Err(ParseError::NotJson("not an object".into()));
         };
         let command = take_i64(&mut obj, "Command")?.ok_or(ParseError::Missing("Command"))?;
+        if command == 5 {
+            return parse_push(&mut obj).map(Message::Push);
+        }
         let ip = match obj.remove("IP") {
             Some(Value::String(s)) => s.parse().map_err(|_| ParseError::Invalid("IP"))?,
             Some(_) => return Err(ParseError::Invalid("IP")),
@@ -388,7 +415,7 @@ impl Message {
                 let push_id = take_hex64(&mut obj, "PushId")?;
                 let circuit = match obj.remove("Circuit") {
                     Some(Value::String(s)) => {
-                        parse_hex16(&s).ok_or(ParseError::Invalid("Circuit"))?
+                        parse_hex128(&s).ok_or(ParseError::Invalid("Circuit"))?
                     }
                     Some(_) => return Err(ParseError::Invalid("Circuit")),
                     None => return Err(ParseError::Missing("Circuit")),
@@ -412,7 +439,19 @@ impl Message {
     /// Encodes the message as the classic program writes JSON.
     pub fn encode(&self) -> Vec<u8> {
         let mut fields: Vec<(&str, Value)> = Vec::with_capacity(8);
+        let empty = Map::new();
         let (ports, extra) = match self {
+            Message::Push(m) => {
+                fields.push(("PushId", Value::from(hex16(m.push_id))));
+                fields.push(("Token", Value::from(hex16(m.token))));
+                (
+                    Ports {
+                        udp: None,
+                        tcp: Some(m.tcp_port),
+                    },
+                    &empty,
+                )
+            }
             Message::Ping(m) => {
                 fields.push(("TTL", Value::from(m.ttl)));
                 (m.ports, &m.extra)
@@ -490,7 +529,10 @@ impl Message {
             }
         };
         fields.push(("Command", Value::from(self.command())));
-        fields.push(("IP", Value::from(self.ip().to_string())));
+        match self {
+            Message::Push(Push { ip: None, .. }) => {}
+            _ => fields.push(("IP", Value::from(self.ip().to_string()))),
+        }
         if let Some(p) = ports.udp {
             fields.push(("UdpPort", Value::from(p)));
         }
@@ -584,13 +626,7 @@ fn take_port(obj: &mut Map<String, Value>, key: &'static str) -> Result<Option<u
 fn take_hex64(obj: &mut Map<String, Value>, key: &'static str) -> Result<Option<u64>, ParseError> {
     match obj.remove(key) {
         None => Ok(None),
-        Some(Value::String(s))
-            if s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
-        {
-            u64::from_str_radix(&s, 16)
-                .map(Some)
-                .map_err(|_| ParseError::Invalid(key))
-        }
+        Some(Value::String(s)) => parse_hex16(&s).map(Some).ok_or(ParseError::Invalid(key)),
         Some(_) => Err(ParseError::Invalid(key)),
     }
 }
@@ -611,7 +647,7 @@ fn take_addr(
 }
 
 /// 16 bytes from exactly 32 lowercase hex digits.
-fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+fn parse_hex128(s: &str) -> Option<[u8; 16]> {
     let b = s.as_bytes();
     if b.len() != 32 {
         return None;
@@ -640,6 +676,37 @@ fn take_parallel<T>(
         Some(Value::Array(items)) if items.len() == len => Some(items.iter().map(f).collect()),
         _ => None,
     }
+}
+
+/// The fields of a Push (Command 5), whose `"IP"` is optional.
+fn parse_push(obj: &mut Map<String, Value>) -> Result<Push, ParseError> {
+    let ip = match obj.remove("IP") {
+        Some(Value::String(s)) => Some(s.parse().map_err(|_| ParseError::Invalid("IP"))?),
+        Some(_) => return Err(ParseError::Invalid("IP")),
+        None => None,
+    };
+    let push_id = take_hex64(obj, "PushId")?.ok_or(ParseError::Missing("PushId"))?;
+    let token = take_hex64(obj, "Token")?.ok_or(ParseError::Missing("Token"))?;
+    let tcp_port = take_port(obj, "TcpPort")?.ok_or(ParseError::Missing("TcpPort"))?;
+    Ok(Push {
+        ip,
+        push_id,
+        token,
+        tcp_port,
+    })
+}
+
+/// A 64-bit number as 16 lowercase hex digits (push ids, tokens).
+pub fn hex16(n: u64) -> String {
+    format!("{n:016x}")
+}
+
+/// Parses exactly 16 lowercase hex digits.
+pub fn parse_hex16(s: &str) -> Option<u64> {
+    if s.len() != 16 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
 }
 
 /// Lowercase hex of a 32-byte hash.

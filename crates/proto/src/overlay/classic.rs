@@ -4,7 +4,10 @@
 //! classic peers this way.
 
 use super::{Event, IncomingQuery, Overlay, Peer, SearchId, Transmit};
-use crate::message::{Message, Ping, Pong, Ports, Query, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN};
+use crate::message::{
+    hex16, Message, Ping, Pong, Ports, Push, Query, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN,
+};
+use crate::push::{push_id_of, PushInfo};
 use crate::shared::{echo_of, nonce_of};
 use serde_json::Map;
 use std::collections::HashSet;
@@ -18,6 +21,8 @@ pub(super) struct PeerState {
     awaiting_pong: bool,
     /// When a ping it started was last forwarded.
     last_forward: Option<Instant>,
+    /// Order of arrival: lower is older.
+    pub(super) joined: u64,
 }
 
 /// The classic part of one of our searches.
@@ -44,6 +49,7 @@ impl Overlay {
             Message::Punch(_) | Message::Relay(_) => {
                 tracing::trace!(%from, "punch or relay message ignored");
             }
+            Message::Push(push) => self.on_push(now, from, push),
         }
     }
 
@@ -86,6 +92,16 @@ impl Overlay {
         // The answer goes to the datagram's source, never to the address
         // the message names (for a classic peer they are the same).
         let mut extra = Map::new();
+        // A rutella ping of the sender itself (forwarded ones carry no
+        // unknown fields) tells its push id: we relay pushes to it while
+        // it is a peer.
+        if let (Some(_), Some(id)) = (nonce_of(&ping.extra), push_id_of(&ping.extra)) {
+            if self.peers.contains_key(&from) {
+                self.push.record(from, id);
+            } else {
+                self.sh.guard.entry(from).push_id = Some(id);
+            }
+        }
         if let Some(n) = nonce_of(&ping.extra) {
             extra.insert("Echo".into(), serde_json::Value::from(n));
             // Only to rutella pings: classic peers never see the field.
@@ -200,7 +216,17 @@ impl Overlay {
         e.proven = true;
         let ping = e.ping.take();
         let query = e.query.take();
+        let push = e.push.take();
+        let push_id = e.push_id.take();
         self.add_peer(Peer::seen(from, ports));
+        if let Some(id) = push_id.filter(|_| self.peers.contains_key(&from)) {
+            self.push.record(from, id);
+        }
+        if let Some((p, at)) = push {
+            if now.saturating_duration_since(at) <= self.sh.config.search_timeout {
+                self.forward_push(now, from, p);
+            }
+        }
         if let Some(fwd) = ping {
             if self.peers.contains_key(&from) {
                 self.forward_ping(now, from, fwd);
@@ -286,6 +312,7 @@ impl Overlay {
             return;
         };
         let peer = Peer::seen(from, hit.ports);
+        let push = PushInfo::from_extra(&hit.extra);
         self.mark_alive(from, hit.ports);
         let mut finished = false;
         let grown = self.growth_over(search);
@@ -301,6 +328,7 @@ impl Overlay {
             search,
             peer,
             files: hit.files,
+            push,
         });
         if finished {
             self.finish_search(search);
@@ -336,12 +364,14 @@ impl Overlay {
             tracing::debug!(peer = %peer.udp, "peer list full, not adding");
             return;
         }
+        self.joined += 1;
         self.peers.insert(
             peer.udp,
             PeerState {
                 info: peer,
                 awaiting_pong: false,
                 last_forward: None,
+                joined: self.joined,
             },
         );
         self.sh.push_event(Event::PeerAdded(peer));
@@ -370,6 +400,7 @@ impl Overlay {
                     if let Some(e) = self.sh.guard.get_mut(&addr) {
                         e.proven = false;
                     }
+                    self.push.forget(&addr);
                     tracing::debug!(peer = %addr, "peer missed a ping round, removed");
                     self.sh.push_event(Event::PeerRemoved(p.info));
                 }
@@ -400,6 +431,10 @@ impl Overlay {
             "Nonce".into(),
             serde_json::Value::from(self.sh.guard.token(dest)),
         );
+        extra.insert(
+            "PushId".into(),
+            serde_json::Value::from(hex16(self.push.own_id)),
+        );
         Transmit {
             dest,
             message: Message::Ping(Ping {
@@ -417,5 +452,71 @@ impl Overlay {
         let t = self.ping_to(dest);
         self.sh.guard.entry(dest).probed = Some(now);
         self.push_transmit(t);
+    }
+}
+
+impl Overlay {
+    /// A Push: for us (our push id), from a current peer, it asks us to
+    /// connect out; for a peer of ours, we pass it on from a proven
+    /// address (an unproven one is probed first, and its push passed on
+    /// once it answers).
+    fn on_push(&mut self, now: Instant, from: SocketAddrV4, push: Push) {
+        if push.push_id == self.push.own_id {
+            if !self.peers.contains_key(&from) {
+                tracing::debug!(%from, "push from an address that is not a peer, dropped");
+                return;
+            }
+            self.mark_alive(from, Ports::default());
+            // Passed on by a proxy: the downloader as the proxy saw it;
+            // sent by the downloader itself: its address as seen here.
+            let ip = push.ip.unwrap_or(*from.ip());
+            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+                tracing::debug!(%from, %ip, "push to an address that cannot be one, dropped");
+                return;
+            }
+            if let Err(why) = self.push.allow_connect(ip, now) {
+                tracing::debug!(%from, target = %ip, ?why, "push over its budget, dropped");
+                return;
+            }
+            self.sh.push_event(Event::PushRequest {
+                target: SocketAddrV4::new(ip, push.tcp_port),
+                token: push.token,
+                via: from,
+            });
+            return;
+        }
+        if self.peers.contains_key(&from) || self.sh.guard.proven(&from) {
+            self.mark_alive(from, Ports::default());
+            self.forward_push(now, from, push);
+        } else {
+            self.sh.guard.entry(from).push = Some((push, now));
+            self.probe(now, from);
+        }
+    }
+
+    /// Passes a push from proven address `from` on to the peer with its
+    /// push id, naming `from`'s IP as the downloader, within the budgets.
+    pub(super) fn forward_push(&mut self, now: Instant, from: SocketAddrV4, push: Push) {
+        let Some(peer) = self
+            .push
+            .peer_of(push.push_id)
+            .filter(|p| self.peers.contains_key(p) && *p != from)
+        else {
+            tracing::debug!(%from, "push for no current peer, dropped");
+            return;
+        };
+        if let Err(why) = self.push.allow_forward(*from.ip(), now) {
+            tracing::debug!(%from, ?why, "push over its budget, dropped");
+            return;
+        }
+        tracing::debug!(%from, to = %peer, "passing a push on");
+        self.push_transmit(Transmit {
+            dest: peer,
+            message: Message::Push(Push {
+                ip: Some(*from.ip()),
+                ..push
+            }),
+            from_self: false,
+        });
     }
 }

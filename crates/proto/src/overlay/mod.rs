@@ -19,7 +19,8 @@ pub use crate::types::{Config, Event, IncomingQuery, Mode, Peer, SearchId, Trans
 
 use crate::answer::{AnswerPlan, ANSWER_LIMIT};
 use crate::budget::{Budget, Drops, Kind};
-use crate::message::{HitFile, Message, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN};
+use crate::message::{HitFile, Message, Push, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN};
+use crate::push::{is_local, PushInfo, PushRoute, PushState, MAX_PROXIES};
 use crate::scalable::{Ctx, Scalable, TrigramBloom, HIT_ROOM};
 use crate::shared::Shared;
 use classic::{PeerState, SearchState};
@@ -47,6 +48,10 @@ pub struct Overlay {
     sc: Option<Scalable>,
     /// Our address as rutella peers report seeing it (`"Seen"`).
     seen: crate::seen::SeenAddress,
+    /// Our push id, the push ids of our peers, the push budgets.
+    push: PushState,
+    /// Peers added so far (orders peers by age).
+    joined: u64,
 }
 
 impl Overlay {
@@ -55,8 +60,11 @@ impl Overlay {
         let next_round = Some(now + config.ping_interval);
         let sc = (config.mode == Mode::Scalable).then(|| Scalable::new(&config.scalable, now));
         let budget = Budget::new(config.budget.clone());
+        let push_cfg = config.push.clone();
+        let mut sh = Shared::new(config, now);
+        let push = PushState::new(push_cfg, sh.rng.next_u64(), now);
         Overlay {
-            sh: Shared::new(config, now),
+            sh,
             budget,
             peers: BTreeMap::new(),
             bootstrap: Vec::new(),
@@ -66,7 +74,128 @@ impl Overlay {
             search_counter: 0,
             sc,
             seen: crate::seen::SeenAddress::default(),
+            push,
+            joined: 0,
         }
+    }
+
+    /// Our push id (drawn at start), sent in our pings as `"PushId"`.
+    pub fn push_id(&self) -> u64 {
+        self.push.own_id
+    }
+
+    /// Whether this node can be connected to from outside: `Some(true)`
+    /// known reachable, `Some(false)` known not, `None` unknown. A node not
+    /// known to be reachable names its push proxies in its answers, and
+    /// says `"Firewalled"` when known not to be.
+    pub fn set_reachable(&mut self, reachable: Option<bool>) {
+        self.push.reachable = reachable;
+    }
+
+    /// What [`Overlay::set_reachable`] set.
+    pub fn reachable(&self) -> Option<bool> {
+        self.push.reachable
+    }
+
+    /// What our answers say about reaching us by push: nothing when we are
+    /// known to be reachable, or not known to be unreachable and without a
+    /// proxy; else our push id, up to four proven rutella peers as proxies
+    /// (addresses outside the local networks first, then the
+    /// longest-lived), and whether we know we are not reachable.
+    pub fn own_push_info(&self) -> PushInfo {
+        if self.push.reachable == Some(true) {
+            return PushInfo::default();
+        }
+        let mut peers: Vec<(bool, u64, SocketAddrV4)> = self
+            .peers
+            .values()
+            .filter(|p| p.info.rutella)
+            .map(|p| (is_local(p.info.udp.ip()), p.joined, p.info.udp))
+            .collect();
+        peers.sort();
+        let firewalled = self.push.reachable == Some(false);
+        if peers.is_empty() && !firewalled {
+            // No way to push to us: the answer stays as it was.
+            return PushInfo::default();
+        }
+        PushInfo {
+            push_id: Some(self.push.own_id),
+            proxies: peers
+                .into_iter()
+                .take(MAX_PROXIES)
+                .map(|(_, _, a)| a)
+                .collect(),
+            firewalled,
+        }
+    }
+
+    /// The push id peer `udp` told us in its pings, if it is a peer.
+    pub fn peer_push_id(&self, udp: &SocketAddrV4) -> Option<u64> {
+        self.push
+            .id_of(udp)
+            .filter(|_| self.peers.contains_key(udp))
+    }
+
+    /// Asks a source to connect to our TCP port `tcp_port` and introduce the
+    /// connection with `token`. `tcp` is the source's TCP address as known,
+    /// `info` what its answers said. The push goes straight to the source
+    /// when it is a peer of ours that told us its push id (the peer whose
+    /// TCP address is `tcp`, or the one with `info`'s push id), else to
+    /// each of its proxies. `None` when there is no way to ask.
+    pub fn send_push(
+        &mut self,
+        tcp: SocketAddrV4,
+        info: &PushInfo,
+        token: u64,
+        tcp_port: u16,
+    ) -> Option<PushRoute> {
+        let direct = self
+            .peers
+            .values()
+            .find(|p| p.info.tcp() == tcp && self.push.id_of(&p.info.udp).is_some())
+            .map(|p| p.info.udp)
+            .or_else(|| {
+                info.push_id
+                    .and_then(|id| self.push.peer_of(id))
+                    .filter(|p| self.peers.contains_key(p))
+            });
+        let (push_id, route) = match direct {
+            Some(peer) => (self.push.id_of(&peer)?, PushRoute::Peer(peer)),
+            None => {
+                let id = info.push_id?;
+                let proxies: Vec<SocketAddrV4> = info
+                    .proxies
+                    .iter()
+                    .copied()
+                    .filter(|p| !self.sh.is_self(*p))
+                    .take(MAX_PROXIES)
+                    .collect();
+                if proxies.is_empty() {
+                    return None;
+                }
+                (id, PushRoute::Proxies(proxies))
+            }
+        };
+        let message = Message::Push(Push {
+            ip: None,
+            push_id,
+            token,
+            tcp_port,
+        });
+        let dests = match &route {
+            PushRoute::Peer(p) => vec![*p],
+            PushRoute::Proxies(list) => list.clone(),
+        };
+        for dest in dests {
+            // Asked for by our user, like a connect: not an answer to
+            // anything, so not limited by what the address sent us.
+            self.sh.push_unchecked(Transmit {
+                dest,
+                message: message.clone(),
+                from_self: false,
+            });
+        }
+        Some(route)
     }
 
     /// Runs `f` on the scalable sub-machine (if this node runs one) with
@@ -289,10 +418,15 @@ impl Overlay {
     pub fn plan_answer(&mut self, query: &IncomingQuery) -> AnswerPlan {
         let max_files = self.sh.config.max_hits_per_answer;
         let ports = self.sh.own_ports();
+        let push = self.own_push_info();
         let scalable = self
             .sc
             .as_mut()
-            .and_then(|sc| sc.answer_template(ports, query));
+            .and_then(|sc| sc.answer_template(ports, query))
+            .map(|mut t| {
+                push.write_extra(&mut t.extra);
+                t
+            });
         if let Some(template) = scalable {
             // Only the querier waits for answers, and only for files.
             return AnswerPlan::new(
@@ -303,13 +437,17 @@ impl Overlay {
                 false,
             );
         }
+        let mut extra = Map::new();
+        if query.from.rutella {
+            self.own_push_info().write_extra(&mut extra);
+        }
         let template = QueryHit {
             ip: Ipv4Addr::UNSPECIFIED,
             files: Vec::new(),
             id: query.id,
             more: false,
             ports,
-            extra: Map::new(),
+            extra,
         };
         AnswerPlan::new(query.reply_to, template, ANSWER_LIMIT, max_files, true)
     }

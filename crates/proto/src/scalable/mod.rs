@@ -220,7 +220,7 @@ impl Scalable {
             Message::Pong(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
             Message::Query(m) => is_scalable(&m.extra) && m.ports.is_rutella(),
             Message::QueryHit(m) => is_scalable(&m.extra),
-            Message::Punch(_) | Message::Relay(_) => false,
+            Message::Push(_) | Message::Punch(_) | Message::Relay(_) => false,
         };
         if !scalable {
             return Some(message);
@@ -230,7 +230,7 @@ impl Scalable {
             Message::Pong(p) => self.on_pong(cx, now, from, p),
             Message::Query(q) => self.on_query(cx, now, from, q),
             Message::QueryHit(h) => self.on_hit(cx, now, from, h),
-            Message::Punch(_) | Message::Relay(_) => {}
+            Message::Push(_) | Message::Punch(_) | Message::Relay(_) => {}
         }
         None
     }

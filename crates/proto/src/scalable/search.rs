@@ -218,10 +218,12 @@ impl Scalable {
             if !hit.files.is_empty() {
                 dq.responders.insert(peer.udp);
             }
+            let push = crate::push::PushInfo::from_extra(&hit.extra);
             cx.sh.push_event(Event::SearchResult {
                 search,
                 peer,
                 files: hit.files,
+                push,
             });
             return;
         }
@@ -245,6 +247,8 @@ impl Scalable {
             extra.insert("Hops".into(), Value::from(h.clamp(0, 255)));
         }
         extra.insert("Via".into(), Value::Bool(true));
+        // How to reach the answering peer by push travels with its answer.
+        crate::push::PushInfo::copy_fields(&hit.extra, &mut extra);
         let (ip, ports) = if via {
             (hit.ip, hit.ports)
         } else {

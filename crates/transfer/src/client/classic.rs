@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use crate::download::connect;
 use crate::error::{Broken, DownloadError, LocalError, SourceError};
 use crate::names::{move_into_place, sanitize_basename};
 use crate::report::{DownloadReport, Progress, SourceOutcome, SourceReport};
@@ -38,6 +37,8 @@ pub struct ClassicGet {
     /// The file's size as the peer's search answer gave it, when it did: a
     /// reply announcing more is refused before anything is written.
     pub listed_size: Option<u64>,
+    /// How to get the connection; `None`: connect to `peer`.
+    pub dialer: Option<crate::dial::SharedDialer>,
 }
 
 /// Starts of replies that cannot be a classic byte count (compared in
@@ -313,7 +314,7 @@ async fn fetch(
         part: part.to_owned(),
         partial: resumed_from,
     })?;
-    let mut stream = connect(peer, req.connect_timeout).await?;
+    let mut stream = crate::dial::dial(req.dialer.as_ref(), peer, req.connect_timeout).await?;
     let interrupted = |received: u64, expected: u64, cause: Broken| {
         DownloadError::from(SourceError::Interrupted {
             peer,

@@ -7,7 +7,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::download::connect;
 use crate::error::{Broken, DownloadError, SourceError, VerifyError};
 use crate::tree::{group_count, Tree};
 use crate::wire::{self, Request, RequestKind, ResponseHeader, Status};
@@ -121,7 +120,18 @@ impl RutellaConn {
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Result<RutellaConn, DownloadError> {
-        let mut stream = connect(peer, connect_timeout).await?;
+        Self::connect_with(None, peer, connect_timeout, idle_timeout).await
+    }
+
+    /// [`RutellaConn::connect`], getting the connection through `dialer`
+    /// when there is one.
+    pub async fn connect_with(
+        dialer: Option<&crate::dial::SharedDialer>,
+        peer: SocketAddr,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<RutellaConn, DownloadError> {
+        let mut stream = crate::dial::dial(dialer, peer, connect_timeout).await?;
         let not_rutella =
             |reason: Broken| DownloadError::from(SourceError::NotRutella { peer, reason });
         let stalled = |during| Broken::Stalled {

@@ -76,6 +76,8 @@ pub struct HashGet {
     /// more can help where one TCP connection cannot fill a long path.
     /// With several sources each gets one connection.
     pub single_source_connections: usize,
+    /// How to get a source's connections; `None`: connect to its address.
+    pub dialer: Option<crate::dial::SharedDialer>,
 }
 
 impl HashGet {
@@ -93,6 +95,7 @@ impl HashGet {
             max_piece: 256 << 20,
             checkpoint_every: Duration::from_secs(1),
             single_source_connections: 1,
+            dialer: None,
         }
     }
 }
@@ -324,6 +327,7 @@ where
                     Arc::clone(&shared),
                     req.connect_timeout,
                     req.idle_timeout,
+                    req.dialer.clone(),
                 ));
             }
         }
@@ -368,6 +372,7 @@ where
                     Arc::clone(&shared),
                     req.connect_timeout,
                     req.idle_timeout,
+                    req.dialer.clone(),
                 ));
                 }
             }
@@ -515,6 +520,12 @@ fn reports(srcs: &[Src]) -> Vec<SourceReport> {
 }
 
 async fn get_tree(peer: SocketAddr, req: &HashGet) -> Result<(Tree, Vec<u8>), DownloadError> {
-    let mut conn = RutellaConn::connect(peer, req.connect_timeout, req.idle_timeout).await?;
+    let mut conn = RutellaConn::connect_with(
+        req.dialer.as_ref(),
+        peer,
+        req.connect_timeout,
+        req.idle_timeout,
+    )
+    .await?;
     conn.confirmed_tree(&req.hash).await
 }

@@ -91,24 +91,26 @@ pub(super) async fn worker(
     shared: Arc<Shared>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    dialer: Option<crate::dial::SharedDialer>,
 ) {
     let peer = shared.lock().sources[src].peer;
     let mut busy_tries = 0u32;
     let mut reconnects = 0u32;
     let mut cuts = 0u32;
     loop {
-        let conn = match RutellaConn::connect(peer, connect_timeout, idle_timeout)
-            .await
-            .and_then(RutellaConn::into_blocking)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("{e}");
-                let (_, outcome) = outcome_of(&e);
-                shared.set_outcome(src, outcome);
-                return;
-            }
-        };
+        let conn =
+            match RutellaConn::connect_with(dialer.as_ref(), peer, connect_timeout, idle_timeout)
+                .await
+                .and_then(RutellaConn::into_blocking)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    let (_, outcome) = outcome_of(&e);
+                    shared.set_outcome(src, outcome);
+                    return;
+                }
+            };
         let sessions = Arc::clone(&shared.sessions);
         // Counted before the stop flag is read, and `halt` sets the flag
         // before it reads the count: a session either sees the flag or is

@@ -40,6 +40,23 @@ pub struct ServerConfig {
     /// Who takes connections that start with a relay introduction
     /// ([`crate::wire::RELAY_INTRO`]); without one they are closed.
     pub relay: Option<RelayHook>,
+    /// Where connections introduced as pushed (a peer we asked to connect
+    /// to us) go, with their token; `None`: they are closed. A full
+    /// queue closes them too.
+    pub pushed: Option<tokio::sync::mpsc::Sender<PushedConn>>,
+}
+
+/// A connection that came in introduced as pushed: a peer we asked (with
+/// a Push) to connect to us. The introduction has been read; the
+/// downloading side speaks next, as if it had connected.
+#[derive(Debug)]
+pub struct PushedConn {
+    /// The token the introduction carried.
+    pub token: u64,
+    /// The connection.
+    pub stream: tokio::net::TcpStream,
+    /// Its remote address.
+    pub peer: std::net::SocketAddr,
 }
 
 /// The taker of relay circuits: called with a connection whose first 8
@@ -89,6 +106,7 @@ impl Default for ServerConfig {
                 .unwrap_or(1),
             fault: None,
             relay: None,
+            pushed: None,
         }
     }
 }
@@ -129,6 +147,8 @@ pub enum ServeOutcome {
     /// The connection was a relay circuit's side, handed to the relay
     /// (or closed when this server has none).
     Relayed,
+    /// A pushed connection, handed to the download that waits for it.
+    Pushed,
 }
 
 /// What one connection did, for the log and the node's statistics.

@@ -10,7 +10,8 @@ mod send;
 mod timed;
 
 pub use config::{
-    Fault, Protocol, RelayHook, SendError, ServeError, ServeOutcome, ServeReport, ServerConfig,
+    Fault, Protocol, PushedConn, RelayHook, SendError, ServeError, ServeOutcome, ServeReport,
+    ServerConfig,
 };
 
 use std::future::Future;
@@ -53,6 +54,7 @@ pub async fn serve_connection(
         }
         Detected::Rutella => rutella::serve(stream, peer, source, cfg).await,
         Detected::Relay => Ok(hand_to_relay(stream, peer, &cfg).await),
+        Detected::Pushed(token) => hand_pushed(stream, peer, token, &cfg),
     }
 }
 
@@ -73,6 +75,40 @@ async fn hand_to_relay(stream: TcpStream, peer: SocketAddr, cfg: &ServerConfig) 
     }
 }
 
+/// Gives a pushed connection to whoever waits for pushed connections.
+fn hand_pushed(
+    stream: TcpStream,
+    peer: SocketAddr,
+    token: u64,
+    cfg: &ServerConfig,
+) -> Result<ServeReport, ServeError> {
+    let Some(tx) = &cfg.pushed else {
+        return Err(ServeError::BadRequest {
+            peer,
+            reason: "a pushed connection, and no download waits for one".into(),
+        });
+    };
+    if let Err(e) = tx.try_send(PushedConn {
+        token,
+        stream,
+        peer,
+    }) {
+        let _ = e.into_inner().stream.set_zero_linger();
+        return Err(ServeError::BadRequest {
+            peer,
+            reason: "a pushed connection, and the queue of them is full".into(),
+        });
+    }
+    Ok(ServeReport {
+        peer,
+        protocol: Protocol::Rutella,
+        request: String::new(),
+        offset: 0,
+        bytes_sent: 0,
+        outcome: ServeOutcome::Pushed,
+    })
+}
+
 /// What the first bytes of a connection said.
 pub(crate) enum Detected {
     /// A classic request; `already` holds name bytes read while deciding.
@@ -81,6 +117,8 @@ pub(crate) enum Detected {
     Rutella,
     /// A relay introduction's first 8 bytes (fully read).
     Relay,
+    /// A pushed connection's introduction (fully read), with its token.
+    Pushed(u64),
 }
 
 /// Reads just enough to tell the exchanges apart (4, 5 or 8 bytes).
@@ -109,6 +147,18 @@ pub(crate) async fn detect_protocol(
     read_exact_by(stream, &mut head[5..], peer, deadline, cfg).await?;
     if head == wire::RELAY_INTRO {
         return Ok(Detected::Relay);
+    }
+    if wire::detect(&head) == wire::Detect::Pushed {
+        let mut intro = [0u8; wire::PUSH_INTRO_LEN];
+        intro[..wire::HELLO_LEN].copy_from_slice(&head);
+        read_exact_by(stream, &mut intro[wire::HELLO_LEN..], peer, deadline, cfg).await?;
+        return match wire::decode_push_intro(&intro) {
+            Ok(token) => Ok(Detected::Pushed(token)),
+            Err(e) => Err(ServeError::BadRequest {
+                peer,
+                reason: format!("malformed pushed introduction: {e}"),
+            }),
+        };
     }
     match wire::decode_hello(&head) {
         Ok(_version) => Ok(Detected::Rutella),
@@ -141,7 +191,24 @@ pub async fn run_server(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    // Nothing is ever sent on it: only accepted connections are served.
+    let (_none, outgoing) = tokio::sync::mpsc::channel(1);
+    run_server_with(listener, source, cfg, shutdown, outgoing).await
+}
+
+/// [`run_server`], also serving the connections that arrive on
+/// `outgoing`: connections this node opened itself because a downloader
+/// asked it to (a push), served exactly as accepted ones, under the same
+/// caps, slots and deadlines.
+pub async fn run_server_with(
+    listener: TcpListener,
+    source: Arc<dyn FileSource>,
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+    mut outgoing: tokio::sync::mpsc::Receiver<TcpStream>,
+) -> io::Result<()> {
     let cfg = Arc::new(cfg);
+    let mut outgoing_open = true;
     let conns = Conns::new(&cfg.limits);
     let slots = Slots::new(cfg.max_connections, &cfg.limits);
     let flood = Arc::new(FloodLog::new(cfg.limits.flood_log_interval));
@@ -160,6 +227,16 @@ pub async fn run_server(
                 flood.tick();
                 continue;
             }
+            opened = outgoing.recv(), if outgoing_open => match opened {
+                Some(stream) => match stream.peer_addr() {
+                    Ok(peer) => (stream, peer),
+                    Err(_) => continue,
+                },
+                None => {
+                    outgoing_open = false;
+                    continue;
+                }
+            },
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
                 Err(e) => {
@@ -243,6 +320,7 @@ async fn serve_guarded(
                 reply_busy(stream, peer, &cfg, &slots, why).await
             }
         },
+        Detected::Pushed(token) => hand_pushed(stream, peer, token, &cfg),
         Detected::Classic { partial, already } => {
             let name = read_classic_name(&mut stream, peer, &already, deadline, &cfg).await?;
             let wait_until = Instant::now() + cfg.limits.queue_timeout;

@@ -1,0 +1,438 @@
+//! Pushes in the network lab (crates/lab): H2, behind a home router that
+//! maps nothing and drops every unsolicited packet, joins the public peer
+//! P. A downloader on P's host cannot connect to H2, so it asks H2 to
+//! connect to it (a push): the file arrives byte-exact by name and by
+//! hash, a download killed midway resumes, and a download by hash takes
+//! one source directly (the public Q) and the other (H2) by push. Needs
+//! root; prints one skip line elsewhere.
+//!
+//! Address plan: the lab's internet 11.0.0.0/24 (P at .2, Q at .3, the
+//! router at .12), H2's LAN 192.168.1.0/24.
+
+mod common;
+use common::*;
+use rutella_lab::{Host, Lab, RouterKind};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The longest any one step may take.
+const STEP: Duration = Duration::from_secs(30);
+
+/// Flags of every downloader and search: short ping rounds (so that H2,
+/// which P introduces, becomes a peer at once), a direct connection that
+/// the router drops is given up after 1 s, a push waits up to 10 s.
+const GET: [&str; 8] = [
+    "--ping-interval",
+    "300ms",
+    "--pong-timeout",
+    "150ms",
+    "--connect-timeout",
+    "1s",
+    "--push-timeout",
+    "10s",
+];
+
+fn lab() -> Option<Lab> {
+    match Lab::new() {
+        Ok(lab) => Some(lab),
+        Err(why) => {
+            eprintln!("skipped: cannot build the network lab: {why}");
+            None
+        }
+    }
+}
+
+/// A `rutella` process inside a lab host, its output in files; killed when
+/// dropped.
+struct Proc {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Proc {
+    fn spawn(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
+        let out = dir.join(format!("{name}.out"));
+        let err = dir.join(format!("{name}.err"));
+        let mut cmd = bin();
+        cmd.args(args);
+        let child = lab
+            .wrap(host, &cmd)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Proc { child, out, err }
+    }
+
+    fn serve(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
+        let mut all = vec!["serve"];
+        all.extend(FAST);
+        all.extend(args);
+        Proc::spawn(lab, host, dir, name, &all)
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until stdout or stderr contains `needle`.
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + STEP;
+        while !self.stdout().contains(needle) && !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {STEP:?}:\n{}\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGKILL to process `pid` and its descendants (`ip netns exec` may run
+/// the program as its child), children first.
+fn kill_tree(pid: u32) {
+    let children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|c| {
+            // The parent's id is the second field after the command name.
+            std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect();
+    for c in children {
+        kill_tree(c);
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// A process whose command line holds `needle`.
+fn running_with(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+}
+
+/// A one-shot `rutella` command inside a lab host.
+fn run_in(lab: &Lab, host: &Host, args: &[&str]) -> Output {
+    let mut cmd = bin();
+    cmd.args(args);
+    lab.wrap(host, &cmd).stdin(Stdio::null()).output().unwrap()
+}
+
+/// The JSON report of a successful `get --json`.
+fn report(r: &Output, what: &str, h2: &Proc) -> serde_json::Value {
+    assert!(
+        r.status.success(),
+        "{what}: {}\nH2: {}",
+        String::from_utf8_lossy(&r.stderr),
+        h2.stderr()
+    );
+    serde_json::from_slice(&r.stdout).unwrap()
+}
+
+/// The source of a report whose peer starts with `prefix`.
+fn source<'a>(report: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Value {
+    report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["peer"].as_str().unwrap().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no source {prefix} in {report}"))
+}
+
+/// The lab: P public, H2 behind a router without port mapping sharing
+/// `data` as `name`, joined to P.
+struct Setup {
+    lab: Lab,
+    p: Host,
+    dir: tempfile::TempDir,
+    _p_node: Proc,
+    h2_node: Proc,
+}
+
+fn setup(name: &str, data: &[u8], h2_rate: &str) -> Option<Setup> {
+    let mut lab = lab()?;
+    let p = lab.public_host("p", 2).unwrap();
+    let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
+    let h2 = lab.host_behind(&r2, "h2").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("h2-share");
+    write_file(&share.join(name), data);
+    let p_share = dir.path().join("p-share");
+    std::fs::create_dir_all(&p_share).unwrap();
+    let p_node = Proc::serve(
+        &lab,
+        &p,
+        dir.path(),
+        "p",
+        &["--share", p_share.to_str().unwrap(), "--no-port-mapping"],
+    );
+    p_node.wait_for("node started");
+    let h2_node = Proc::serve(
+        &lab,
+        &h2,
+        dir.path(),
+        "h2",
+        &[
+            "--share",
+            share.to_str().unwrap(),
+            "--connect",
+            "11.0.0.2",
+            "--rate-limit",
+            h2_rate,
+        ],
+    );
+    h2_node.wait_for("peer joined");
+    Some(Setup {
+        lab,
+        p,
+        dir,
+        _p_node: p_node,
+        h2_node,
+    })
+}
+
+/// P's search for `text` until H2 answers with a hashed file: the hit.
+fn find(s: &Setup, text: &str) -> serde_json::Value {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let mut args = vec![
+            "search",
+            text,
+            "--connect",
+            "11.0.0.2",
+            "--wait",
+            "1.5",
+            "--json",
+        ];
+        args.extend(GET);
+        let r = run_in(&s.lab, &s.p, &args);
+        let hit = String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|h| {
+                h["hash"].is_string() && h["peer"].as_str().unwrap().starts_with("11.0.0.12")
+            });
+        if let Some(hit) = hit {
+            return hit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "P never found H2's file: {}\nH2: {}",
+            String::from_utf8_lossy(&r.stderr),
+            s.h2_node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pushed_by_name_and_by_hash_and_a_killed_download_resumes() {
+    // 12 MB at 1.5 MB/s: the first verified batch (4 MiB) is recorded
+    // well before the end, so the download can be killed in between.
+    let data = pattern(12_000_000, 91);
+    let Some(s) = setup("lab-push.ogg", &data, "1500000") else {
+        return;
+    };
+    let hit = find(&s, "lab-push");
+    eprintln!("hit: {hit}");
+    // H2 names its push id and, first, P as its push proxy (its oldest
+    // peer; the searching node, a peer of H2 by now, may follow).
+    assert_eq!(hit["proxies"][0], "11.0.0.2:20000", "{hit}");
+    assert!(hit["push_id"].is_string(), "{hit}");
+    let peer = hit["peer"].as_str().unwrap().to_string();
+    let hash = hit["hash"].as_str().unwrap().to_string();
+
+    // By name: the direct connection to the router's address fails, then
+    // H2 connects to us.
+    let out = s.dir.path().join("by-name");
+    let mut args = vec![
+        "get",
+        "lab-push.ogg",
+        "--from",
+        peer.as_str(),
+        "--connect",
+        "11.0.0.2",
+    ];
+    args.extend(GET);
+    args.extend(["--out", out.to_str().unwrap(), "--wait", "5", "--json"]);
+    let started = Instant::now();
+    let r = report(&run_in(&s.lab, &s.p, &args), "by name", &s.h2_node);
+    eprintln!("by name: {r} in {:?}", started.elapsed());
+    let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
+    assert!(got == data, "by name: not the same bytes");
+    let src = source(&r, "11.0.0.12");
+    assert!(src["path"].as_str().unwrap().starts_with("push"), "{r}");
+
+    // By hash, killed once part of it is verified and on disk.
+    let out = s.dir.path().join("by-hash");
+    let mut args = vec!["get", hash.as_str(), "--connect", "11.0.0.2"];
+    args.extend(GET);
+    args.extend(["--out", out.to_str().unwrap(), "--wait", "5", "--json"]);
+    let started = Instant::now();
+    let mut first = Proc::spawn(&s.lab, &s.p, s.dir.path(), "get1", &args);
+    // The state file is written at the first checkpoint (every second)
+    // after verified data reached the disk: polled, nothing announces it.
+    let deadline = Instant::now() + STEP;
+    let state_written = || {
+        std::fs::read_dir(&out)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".part.state"))
+            })
+            .unwrap_or(false)
+    };
+    while !state_written() {
+        assert!(
+            first.child.try_wait().unwrap().is_none(),
+            "the first download ended early: {}\n{}",
+            first.stdout(),
+            first.stderr()
+        );
+        assert!(Instant::now() < deadline, "no progress: {}", first.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The first record holds the last group only (checked with the tree);
+    // the first 4 MiB batch is recorded about 3 s into the transfer at
+    // 1.5 MB/s. Nothing announces it: a deliberate wait.
+    std::thread::sleep(Duration::from_millis(4000));
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the first download ended before it was killed"
+    );
+    kill_tree(first.child.id());
+    first.child.wait().unwrap();
+    // Whatever runs with this download's folder in its command line is
+    // that download (the folder is this test's own): none may be left.
+    let deadline = Instant::now() + STEP;
+    while let Some(pid) = running_with(out.to_str().unwrap()) {
+        assert!(Instant::now() < deadline, "the first download survived");
+        kill_tree(pid);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "first run killed after {:?}:\n{}",
+        started.elapsed(),
+        first.stderr()
+    );
+    assert!(
+        first.stderr().contains("connected by push"),
+        "{}",
+        first.stderr()
+    );
+    let again = run_in(&s.lab, &s.p, &args);
+    let r = report(&again, "by hash, again", &s.h2_node);
+    eprintln!("by hash, again: {r}");
+    let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
+    assert!(got == data, "by hash: not the same bytes");
+    // The node of the second run resumes the unfinished download from its
+    // journal as it starts (the command's own request then finds the file
+    // complete): its log says from where, and that it came by push.
+    let log = String::from_utf8_lossy(&again.stderr);
+    let done = log
+        .lines()
+        .find(|l| l.contains("download by hash complete"))
+        .unwrap_or_else(|| panic!("no completion in {log}"));
+    let resumed: u64 = done
+        .split("resumed_from=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {done}"));
+    eprintln!("resumed from {resumed}");
+    assert!(resumed > 1 << 20 && resumed < data.len() as u64, "{done}");
+    assert!(log.contains("connected by push"), "{log}");
+}
+
+#[test]
+fn one_source_direct_and_one_pushed_in_one_download() {
+    let data = pattern(6_000_000, 92);
+    let Some(mut s) = setup("lab-mixed.ogg", &data, "1000000") else {
+        return;
+    };
+    // Q, a public host, shares the same file and joins P.
+    let q = s.lab.public_host("q", 3).unwrap();
+    let q_share = s.dir.path().join("q-share");
+    write_file(&q_share.join("copy of lab-mixed.ogg"), &data);
+    let q_node = Proc::serve(
+        &s.lab,
+        &q,
+        s.dir.path(),
+        "q",
+        &[
+            "--share",
+            q_share.to_str().unwrap(),
+            "--connect",
+            "11.0.0.2",
+            "--no-port-mapping",
+            "--rate-limit",
+            "1000000",
+        ],
+    );
+    q_node.wait_for("peer joined");
+    let hit = find(&s, "lab-mixed");
+    let hash = hit["hash"].as_str().unwrap().to_string();
+    // Q hashes in the background too: wait until it answers for the hash.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let mut args = vec!["search", "copy of lab-mixed", "--connect", "11.0.0.2"];
+        args.extend(["--wait", "1.5", "--json"]);
+        args.extend(GET);
+        let r = run_in(&s.lab, &s.p, &args);
+        if String::from_utf8_lossy(&r.stdout).contains(&hash) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Q never answered with the hash");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = s.dir.path().join("mixed");
+    let mut args = vec!["get", hash.as_str(), "--connect", "11.0.0.2"];
+    args.extend(GET);
+    args.extend(["--out", out.to_str().unwrap(), "--wait", "5", "--json"]);
+    let r = report(&run_in(&s.lab, &s.p, &args), "mixed", &s.h2_node);
+    eprintln!("mixed: {r}");
+    let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
+    assert!(got == data, "mixed: not the same bytes");
+    let direct = source(&r, "11.0.0.3");
+    let pushed = source(&r, "11.0.0.12");
+    assert_eq!(direct["path"], "direct", "{r}");
+    assert!(pushed["path"].as_str().unwrap().starts_with("push"), "{r}");
+    assert!(direct["verified"].as_u64().unwrap() > 0, "{r}");
+    assert!(pushed["verified"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(
+        direct["verified"].as_u64().unwrap() + pushed["verified"].as_u64().unwrap(),
+        data.len() as u64,
+        "{r}"
+    );
+    drop(q_node);
+}
