@@ -12,6 +12,7 @@ pub mod descriptor;
 pub mod framer;
 pub mod ggep;
 pub mod handshake;
+pub mod http;
 pub mod huge;
 pub mod leaf;
 pub mod link;
