@@ -9,6 +9,7 @@
 
 pub mod deflate;
 pub mod descriptor;
+pub mod download;
 pub mod framer;
 pub mod ggep;
 pub mod handshake;
@@ -17,5 +18,6 @@ pub mod huge;
 pub mod leaf;
 pub mod link;
 pub mod qrp;
+pub mod upload;
 
 pub use descriptor::{Descriptor, Guid, Header, Payload};
