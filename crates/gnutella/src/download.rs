@@ -148,8 +148,26 @@ pub async fn file_sha1(path: &Path) -> std::io::Result<[u8; 20]> {
 }
 
 /// Fetches `d` into `part` (resuming from what it holds), checks it, and
-/// renames it to `dest`.
+/// renames it to `dest`. On failure a partial file is kept for a later
+/// resume, unless it is empty or its content was found wrong.
 pub async fn download(
+    d: &Download,
+    part: &Path,
+    dest: &Path,
+    config: &DownloadConfig,
+) -> Result<Downloaded, DownloadError> {
+    let r = fetch(d, part, dest, config).await;
+    if r.is_err() {
+        if let Ok(m) = tokio::fs::metadata(part).await {
+            if m.len() == 0 {
+                let _ = tokio::fs::remove_file(part).await;
+            }
+        }
+    }
+    r
+}
+
+async fn fetch(
     d: &Download,
     part: &Path,
     dest: &Path,

@@ -237,6 +237,8 @@ async fn not_found() {
     let e = f.get(wrong_name).await.unwrap_err();
     assert!(matches!(e, DownloadError::NotFound), "{e:?}");
     assert!(!f.dest().exists());
+    // No empty partial file is left behind.
+    assert!(!f.part().exists());
 }
 
 /// Sends raw request bytes on `s` and reads one response head and `body`
@@ -722,4 +724,59 @@ async fn an_endless_reply_head_is_refused() {
         matches!(e, DownloadError::Malformed(HttpError::TooLong)),
         "{e:?}"
     );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed() {
+    let config = UploadConfig {
+        max_connections: 1,
+        ..UploadConfig::default()
+    };
+    let f = fixture("conns", config).await;
+    let mut first = TcpStream::connect(f.addr).await.unwrap();
+    let (r, _) = exchange(
+        &mut first,
+        "HEAD /get/5/Song%20%C3%A9%201.ogg HTTP/1.1\r\n\r\n",
+        0,
+    )
+    .await;
+    assert_eq!(r.code, 200);
+    // The first connection is still open: a second one is closed unanswered.
+    let mut second = TcpStream::connect(f.addr).await.unwrap();
+    let _ = second
+        .write_all(b"HEAD /get/5/Song%20%C3%A9%201.ogg HTTP/1.1\r\n\r\n")
+        .await;
+    let mut got = Vec::new();
+    let read = timeout(Duration::from_secs(3), second.read_to_end(&mut got))
+        .await
+        .expect("closed at once");
+    assert!(read.is_err() || got.is_empty(), "answered: {got:?}");
+    drop(first);
+}
+
+#[tokio::test]
+async fn pieces_per_file_are_bounded() {
+    let data = content(10, 4);
+    let piece = |i: usize| {
+        body_reply(
+            &format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {i}-{i}/10\r\n\r\n"),
+            &data[i..=i],
+        )
+    };
+    let (addr, _) = fake((0..10).map(piece).collect()).await;
+    let config = DownloadConfig {
+        max_requests: 3,
+        ..quick_download()
+    };
+    let (r, dir) = fetch_from(
+        addr,
+        Target::Sha1(sha1(&data)),
+        None,
+        Some(&data[..0]),
+        config,
+    )
+    .await;
+    assert!(matches!(r, Err(DownloadError::TooManyRequests)), "{r:?}");
+    // What came is kept for a later resume.
+    assert_eq!(std::fs::read(dir.join("part")).unwrap(), &data[..3]);
 }
