@@ -6,7 +6,7 @@
 //! `/get/INDEX/NAME`, with one `Range`, `200`, `206`, `404`, `416`, and
 //! `503` with `Retry-After` when every upload slot is taken. Each request
 //! head must arrive within [`UploadConfig::header_timeout`] and fit
-//! [`http::MAX_HEAD_LEN`](crate::http::MAX_HEAD_LEN).
+//! [`http::MAX_HEAD_LEN`].
 
 use std::io::SeekFrom;
 use std::net::SocketAddrV4;
@@ -32,7 +32,7 @@ pub struct SharedFile {
     /// The SHA-1 of its content.
     pub sha1: [u8; 20],
     /// Other servents known to have it (sent as `X-Alt`, at most
-    /// [`http::MAX_ALT_LOCS`](crate::http::MAX_ALT_LOCS)).
+    /// [`http::MAX_ALT_LOCS`]).
     pub alt_locs: Vec<SocketAddrV4>,
 }
 
