@@ -481,6 +481,10 @@ pub fn percent_decode(s: &str) -> Option<String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = b.get(i + 1..i + 3)?;
+            // from_str_radix would take a sign: only two hex digits pass.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let hex = std::str::from_utf8(hex).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
@@ -829,6 +833,7 @@ mod tests {
             "/get/1/",
             "/get/1/a%00b",
             "/get/1/bad%zz",
+            "/get/1/bad%2",
             "/get/x/name",
             "/get/4294967296/name",
             "/etc/passwd",
@@ -846,6 +851,18 @@ mod tests {
         assert_eq!(
             req("GET /get/1/a HTTP/2.0\r\n\r\n"),
             Err(HttpError::BadStartLine)
+        );
+    }
+
+    #[test]
+    fn percent_escapes_are_two_hex_digits() {
+        assert_eq!(percent_decode("a%20b%C3%A9").as_deref(), Some("a bé"));
+        for bad in ["%+1", "%-1", "%2", "%", "%g0", "%C3"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+        assert_eq!(
+            percent_decode(&percent_encode("a/b é+%")).as_deref(),
+            Some("a/b é+%")
         );
     }
 
