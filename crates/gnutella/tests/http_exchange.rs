@@ -126,6 +126,12 @@ async fn fixture(name: &str, config: UploadConfig) -> Fixture {
     }
 }
 
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Fixture {
     async fn get(
         &self,
