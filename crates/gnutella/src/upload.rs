@@ -1,0 +1,385 @@
+//! Serving files to Gnutella servents over HTTP (the tokio side, thin).
+//!
+//! The files come from a [`Library`] the owner implements (by SHA-1 and by
+//! the index and name of a hit). [`Uploader::serve`] answers the requests
+//! of one connection: `GET` and `HEAD` of `/uri-res/N2R?urn:sha1:…` and
+//! `/get/INDEX/NAME`, with one `Range`, `200`, `206`, `404`, `416`, and
+//! `503` with `Retry-After` when every upload slot is taken. Each request
+//! head must arrive within [`UploadConfig::header_timeout`] and fit
+//! [`http::MAX_HEAD_LEN`].
+
+use std::io::SeekFrom;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+
+use crate::http::{self, Headers, HttpError, Method, Request, Response, Target};
+use crate::huge::Urn;
+
+/// One shared file, as the library describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedFile {
+    /// Where its bytes are.
+    pub path: PathBuf,
+    /// Its size in bytes (a file on disk of another size is not served).
+    pub size: u64,
+    /// The SHA-1 of its content.
+    pub sha1: [u8; 20],
+    /// Other servents known to have it (sent as `X-Alt`, at most
+    /// [`http::MAX_ALT_LOCS`]).
+    pub alt_locs: Vec<SocketAddrV4>,
+}
+
+/// What the uploader serves.
+pub trait Library: Send + Sync + 'static {
+    /// The file with this SHA-1, if shared.
+    fn by_sha1(&self, sha1: &[u8; 20]) -> Option<SharedFile>;
+    /// The file of this index, if shared under this name.
+    fn by_index(&self, index: u32, name: &str) -> Option<SharedFile>;
+}
+
+/// Limits and timers of the uploader.
+#[derive(Clone, Debug)]
+pub struct UploadConfig {
+    /// Uploads (GET of a file) at once; more get `503`.
+    pub slots: usize,
+    /// Connections served at once by [`Uploader::run`]; more are closed.
+    pub max_connections: usize,
+    /// Time allowed for each request head (from the end of the previous
+    /// answer, or from the connection).
+    pub header_timeout: Duration,
+    /// Time allowed for each write toward the peer.
+    pub write_timeout: Duration,
+    /// The `Retry-After` sent with a `503`.
+    pub retry_after: Duration,
+    /// Requests served on one kept-alive connection.
+    pub max_requests: usize,
+    /// The `Server` header.
+    pub server: String,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            slots: 4,
+            max_connections: 64,
+            header_timeout: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(60),
+            retry_after: Duration::from_secs(60),
+            max_requests: 256,
+            server: concat!("rutella/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+/// Why a connection ended other than by the peer closing it.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// No complete request head within the deadline.
+    #[error("no request head within the deadline")]
+    HeaderTimeout,
+    /// A request that does not parse (answered `400`).
+    #[error("bad request: {0}")]
+    BadRequest(#[from] HttpError),
+    /// A write took longer than the deadline.
+    #[error("write deadline passed")]
+    WriteTimeout,
+    /// The file ended before its announced size.
+    #[error("shared file shorter than announced")]
+    FileChanged,
+    /// The socket or the file failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How one connection went.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Requests answered.
+    pub requests: usize,
+    /// Body bytes sent.
+    pub bytes: u64,
+    /// `503` answers.
+    pub busy: usize,
+}
+
+/// Serves a [`Library`] with a bounded number of upload slots.
+pub struct Uploader<L: Library> {
+    library: Arc<L>,
+    config: UploadConfig,
+    slots: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
+}
+
+impl<L: Library> Clone for Uploader<L> {
+    fn clone(&self) -> Self {
+        Uploader {
+            library: self.library.clone(),
+            config: self.config.clone(),
+            slots: self.slots.clone(),
+            connections: self.connections.clone(),
+        }
+    }
+}
+
+/// A head parser of [`http`].
+pub(crate) type HeadParser<T> = fn(&[u8]) -> Result<Option<(T, usize)>, HttpError>;
+
+/// Reads one head from `s` into `buf` with `parse`: `Ok(None)` when the
+/// peer closed before sending a byte of it.
+pub(crate) async fn read_head<S, T>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    parse: HeadParser<T>,
+) -> Result<Option<(T, usize)>, HeadError>
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        if !buf.is_empty() {
+            if let Some(done) = parse(buf)? {
+                return Ok(Some(done));
+            }
+        }
+        let mut chunk = [0u8; 2048];
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(HeadError::Closed)
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Why a head could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HeadError {
+    #[error("{0}")]
+    Http(#[from] HttpError),
+    #[error("closed in the middle of a head")]
+    Closed,
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl<L: Library> Uploader<L> {
+    /// An uploader of `library`.
+    pub fn new(library: Arc<L>, config: UploadConfig) -> Self {
+        let slots = Arc::new(Semaphore::new(config.slots));
+        let connections = Arc::new(Semaphore::new(config.max_connections));
+        Uploader {
+            library,
+            config,
+            slots,
+            connections,
+        }
+    }
+
+    /// Accepts connections and serves each in its own task, at most
+    /// [`UploadConfig::max_connections`] at once (more are closed at once).
+    /// Returns when accepting fails.
+    pub async fn run(self, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "gnutella upload: too many connections");
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = me.serve(stream).await;
+                tracing::debug!(%peer, ?r, "gnutella upload connection ended");
+                drop(permit);
+            });
+        }
+    }
+
+    async fn write<S: AsyncWrite + Unpin>(&self, s: &mut S, b: &[u8]) -> Result<(), UploadError> {
+        timeout(self.config.write_timeout, s.write_all(b))
+            .await
+            .map_err(|_| UploadError::WriteTimeout)??;
+        Ok(())
+    }
+
+    fn head(&self, code: u16, mut headers: Vec<(String, String)>, close: bool) -> Vec<u8> {
+        headers.insert(0, ("Server".into(), self.config.server.clone()));
+        if close {
+            headers.push(("Connection".into(), "close".into()));
+        }
+        Response::new(code, headers).encode()
+    }
+
+    /// Serves the requests of one connection (accepted, or opened by us
+    /// after a push) until the peer closes it, asks to close, or breaks a
+    /// rule.
+    pub async fn serve<S>(&self, mut stream: S) -> Result<Served, UploadError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut served = Served::default();
+        let mut buf = Vec::new();
+        let mut slot = None;
+        while served.requests < self.config.max_requests {
+            let head = timeout(
+                self.config.header_timeout,
+                read_head(&mut stream, &mut buf, http::parse_request),
+            )
+            .await
+            .map_err(|_| UploadError::HeaderTimeout)?;
+            let (req, used) = match head {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(served),
+                Err(HeadError::Http(e)) => {
+                    let h = self.head(400, vec![("Content-Length".into(), "0".into())], true);
+                    let _ = self.write(&mut stream, &h).await;
+                    return Err(UploadError::BadRequest(e));
+                }
+                Err(HeadError::Closed) => return Ok(served),
+                Err(HeadError::Io(e)) => return Err(e.into()),
+            };
+            buf.drain(..used);
+            served.requests += 1;
+            let last = !req.keep_alive() || served.requests >= self.config.max_requests;
+            match self.answer(&mut stream, &req, last, &mut slot).await? {
+                Answer::Sent(n) => served.bytes += n,
+                Answer::Busy => {
+                    served.busy += 1;
+                    return Ok(served);
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        let _ = stream.shutdown().await;
+        Ok(served)
+    }
+
+    async fn answer<S>(
+        &self,
+        stream: &mut S,
+        req: &Request,
+        last: bool,
+        slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Answer, UploadError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let found = match &req.target {
+            Target::Sha1(h) => self.library.by_sha1(h),
+            Target::Index { index, name } => self.library.by_index(*index, name),
+        };
+        let no_body = vec![("Content-Length".to_string(), "0".to_string())];
+        // A file that cannot be opened, or whose size on disk is not the
+        // one the library gave, is not served.
+        let opened = match found {
+            Some(f) => match tokio::fs::File::open(&f.path).await {
+                Ok(file) => match file.metadata().await {
+                    Ok(m) if m.len() == f.size => Some((f, file)),
+                    _ => None,
+                },
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let Some((f, mut file)) = opened else {
+            self.write(stream, &self.head(404, no_body, last)).await?;
+            return Ok(Answer::Sent(0));
+        };
+        let urn = (
+            "X-Gnutella-Content-URN".to_string(),
+            Urn::Sha1(f.sha1).to_string(),
+        );
+        let (start, end, partial) = match req.range() {
+            Ok(None) => (0, f.size, false),
+            Ok(Some(r)) => match r.resolve(f.size) {
+                Some((s, e)) => (s, e, true),
+                None => {
+                    let h = vec![
+                        ("Content-Range".into(), format!("bytes */{}", f.size)),
+                        ("Content-Length".into(), "0".into()),
+                        urn,
+                    ];
+                    self.write(stream, &self.head(416, h, last)).await?;
+                    return Ok(Answer::Sent(0));
+                }
+            },
+            Err(_) => {
+                let h = vec![
+                    ("Content-Range".into(), format!("bytes */{}", f.size)),
+                    ("Content-Length".into(), "0".into()),
+                ];
+                self.write(stream, &self.head(416, h, last)).await?;
+                return Ok(Answer::Sent(0));
+            }
+        };
+        if req.method == Method::Get && slot.is_none() {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(p) => *slot = Some(p),
+                Err(_) => {
+                    let h = vec![
+                        (
+                            "Retry-After".into(),
+                            self.config.retry_after.as_secs().to_string(),
+                        ),
+                        ("Content-Length".into(), "0".into()),
+                    ];
+                    self.write(stream, &self.head(503, h, true)).await?;
+                    return Ok(Answer::Busy);
+                }
+            }
+        }
+        let mut headers = vec![
+            ("Content-Type".to_string(), "application/binary".to_string()),
+            ("Content-Length".to_string(), (end - start).to_string()),
+            urn,
+        ];
+        if partial {
+            headers.push((
+                "Content-Range".into(),
+                format!("bytes {}-{}/{}", start, end - 1, f.size),
+            ));
+        }
+        if !f.alt_locs.is_empty() {
+            let alts: Vec<String> = f
+                .alt_locs
+                .iter()
+                .take(http::MAX_ALT_LOCS)
+                .map(ToString::to_string)
+                .collect();
+            headers.push(("X-Alt".into(), alts.join(", ")));
+        }
+        let code = if partial { 206 } else { 200 };
+        self.write(stream, &self.head(code, headers, last)).await?;
+        if req.method == Method::Head {
+            return Ok(Answer::Sent(0));
+        }
+        file.seek(SeekFrom::Start(start)).await?;
+        let mut left = end - start;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let want = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+            let n = file.read(&mut chunk[..want]).await?;
+            if n == 0 {
+                return Err(UploadError::FileChanged);
+            }
+            self.write(stream, &chunk[..n]).await?;
+            left -= n as u64;
+        }
+        Ok(Answer::Sent(end - start))
+    }
+}
+
+enum Answer {
+    Sent(u64),
+    Busy,
+}
