@@ -11,6 +11,14 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+/// The field by which a short-lived node marks its pings and pongs.
+const TRANSIENT: &str = "Transient";
+
+/// Whether a ping or pong comes from a short-lived node.
+fn is_transient(extra: &Map<String, serde_json::Value>) -> bool {
+    extra.get(TRANSIENT).and_then(serde_json::Value::as_bool) == Some(true)
+}
+
 #[derive(Debug)]
 pub(super) struct PeerState {
     pub(super) info: Peer,
@@ -85,6 +93,9 @@ impl Overlay {
             extra.insert("Echo".into(), serde_json::Value::from(n));
             // Only to rutella pings: classic peers never see the field.
             extra.insert("Seen".into(), serde_json::Value::from(from.to_string()));
+            if self.sh.config.transient {
+                extra.insert(TRANSIENT.into(), serde_json::Value::Bool(true));
+            }
         }
         self.push_transmit(Transmit {
             dest: from,
@@ -125,7 +136,9 @@ impl Overlay {
                 self.forward_ping(now, from, fwd);
             }
         } else {
-            if ttl > 0 {
+            // A short-lived node's ping is not passed on: nobody is to
+            // take it for a peer.
+            if ttl > 0 && !is_transient(&ping.extra) {
                 self.sh.guard.entry(from).ping = Some(fwd);
             }
             self.probe(now, from);
@@ -157,7 +170,9 @@ impl Overlay {
                     now,
                     self.sh.config.pong_timeout.max(Duration::from_millis(1)) * 2,
                 );
-        if answered {
+        if answered && is_transient(&pong.extra) {
+            self.validate_transient(now, from);
+        } else if answered {
             self.validate(now, from, pong.ports);
         } else {
             self.probe(now, from);
@@ -201,6 +216,22 @@ impl Overlay {
                 self.forward_ping(now, from, fwd);
             }
         }
+        if let Some((q, at)) = query {
+            if now.saturating_duration_since(at) <= self.sh.config.search_timeout {
+                self.emit_query(from, q);
+            }
+        }
+    }
+
+    /// `from` answered one of our pings but is a short-lived node (a
+    /// one-shot command): its address is proven, so its query is answered
+    /// and sends to it are not limited, but it does not become a peer (it
+    /// is not announced, remembered, pinged or asked).
+    fn validate_transient(&mut self, now: Instant, from: SocketAddrV4) {
+        let e = self.sh.guard.entry(from);
+        e.proven = true;
+        e.ping = None;
+        let query = e.query.take();
         if let Some((q, at)) = query {
             if now.saturating_duration_since(at) <= self.sh.config.search_timeout {
                 self.emit_query(from, q);
@@ -395,6 +426,9 @@ impl Overlay {
             "Nonce".into(),
             serde_json::Value::from(self.sh.guard.token(dest)),
         );
+        if self.sh.config.transient {
+            extra.insert(TRANSIENT.into(), serde_json::Value::Bool(true));
+        }
         Transmit {
             dest,
             message: Message::Ping(Ping {
