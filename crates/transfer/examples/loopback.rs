@@ -147,6 +147,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         connect_timeout: Duration::from_secs(5),
                         idle_timeout: Duration::from_secs(20),
                         align_resume: false,
+                        limit: None,
                     };
                     let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
                     rt.block_on(classic_download(req, tx))?;
@@ -202,6 +203,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             connect_timeout: Duration::from_secs(5),
                             idle_timeout: Duration::from_secs(20),
                             align_resume: false,
+                            limit: None,
                         };
                         let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
                         rt.block_on(classic_download(req, tx))?;

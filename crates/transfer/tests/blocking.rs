@@ -101,6 +101,7 @@ async fn classic_requests_look_files_up_off_the_runtime() {
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(2),
         align_resume: false,
+        limit: None,
     };
     let report = classic_download(req, watch::channel(Progress::default()).0)
         .await

@@ -22,6 +22,7 @@ fn get(peer: std::net::SocketAddr, name: &str, dir: &std::path::Path) -> Classic
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(2),
         align_resume: false,
+        limit: None,
     }
 }
 

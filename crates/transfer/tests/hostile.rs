@@ -57,6 +57,7 @@ async fn classic_get(server: SocketAddr, name: &str) -> Result<Vec<u8>, Download
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(2),
         align_resume: false,
+        limit: None,
     };
     let report = classic_download(req, progress()).await?;
     Ok(std::fs::read(report.path).unwrap())

@@ -35,6 +35,8 @@ pub struct ClassicGet {
     /// multiple of 1024 is right with it. Set it for a peer not known to be
     /// rutella; at most 1023 bytes are sent again.
     pub align_resume: bool,
+    /// A download rate limit shared with other transfers; `None`: none.
+    pub limit: Option<crate::RateLimiter>,
 }
 
 /// Downloads of at least this many bytes are synced to disk when they end.
@@ -241,6 +243,7 @@ fn receive(
     resumed_from: u64,
     idle: Duration,
     progress: &tokio::sync::watch::Sender<Progress>,
+    limit: Option<&crate::RateLimiter>,
 ) -> (std::fs::File, u64, Option<Broken>, Option<io::Error>) {
     use std::io::{Read, Write};
     let total = resumed_from + expected;
@@ -250,7 +253,11 @@ fn receive(
     };
     let mut received = 0u64;
     while received < expected {
-        let want = usize::try_from((expected - received).min(READ_BUF as u64)).unwrap_or(READ_BUF);
+        let mut want =
+            usize::try_from((expected - received).min(READ_BUF as u64)).unwrap_or(READ_BUF);
+        if let Some(l) = limit {
+            want = want.min(l.slice());
+        }
         match stream.read(&mut buf[..want]) {
             Ok(0) => {
                 return (
@@ -267,6 +274,9 @@ fn receive(
                     return (file, received, None, Some(e));
                 }
                 received += n as u64;
+                if let Some(l) = limit {
+                    l.take_blocking(n as u64);
+                }
                 progress.send_replace(Progress {
                     received,
                     done: resumed_from + received,
@@ -381,6 +391,9 @@ async fn fetch(
             break;
         }
         buffered.truncate(received);
+        if let Some(l) = &req.limit {
+            l.take(received as u64).await;
+        }
         progress.send_replace(Progress {
             received: received as u64,
             done: resumed_from + received as u64,
@@ -407,8 +420,17 @@ async fn fetch(
         interrupted(0, expected, Broken::Io { during, source })
     })?;
     let (idle, progress_tx) = (req.idle_timeout, progress.clone());
+    let limit = req.limit.clone();
     let (file, received, cause, write_error) = blocking(part, move || {
-        receive(std_stream, file, expected, resumed_from, idle, &progress_tx)
+        receive(
+            std_stream,
+            file,
+            expected,
+            resumed_from,
+            idle,
+            &progress_tx,
+            limit.as_ref(),
+        )
     })
     .await?;
     if let Some(e) = write_error {

@@ -76,6 +76,8 @@ pub struct HashGet {
     /// more can help where one TCP connection cannot fill a long path.
     /// With several sources each gets one connection.
     pub single_source_connections: usize,
+    /// A download rate limit shared with other transfers; `None`: none.
+    pub limit: Option<crate::RateLimiter>,
 }
 
 impl HashGet {
@@ -93,6 +95,7 @@ impl HashGet {
             max_piece: 256 << 20,
             checkpoint_every: Duration::from_secs(1),
             single_source_connections: 1,
+            limit: None,
         }
     }
 }
@@ -293,6 +296,7 @@ where
         sessions: Arc::new(Sessions::default()),
         write_lock: Mutex::new(()),
         batch,
+        limit: req.limit.clone(),
     });
     progress.send_replace(Progress {
         received: wire_bytes,

@@ -9,7 +9,10 @@ mod rutella;
 mod send;
 mod timed;
 
-pub use config::{Fault, Protocol, SendError, ServeError, ServeOutcome, ServeReport, ServerConfig};
+pub use config::{
+    Fault, Protocol, SendError, ServeError, ServeOutcome, ServeReport, ServerConfig, UploadEvent,
+    UploadNotice,
+};
 
 use std::future::Future;
 use std::io;
