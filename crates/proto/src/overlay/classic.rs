@@ -136,9 +136,7 @@ impl Overlay {
                 self.forward_ping(now, from, fwd);
             }
         } else {
-            // A short-lived node's ping is not passed on: nobody is to
-            // take it for a peer.
-            if ttl > 0 && !is_transient(&ping.extra) {
+            if ttl > 0 {
                 self.sh.guard.entry(from).ping = Some(fwd);
             }
             self.probe(now, from);
@@ -226,12 +224,29 @@ impl Overlay {
     /// `from` answered one of our pings but is a short-lived node (a
     /// one-shot command): its address is proven, so its query is answered
     /// and sends to it are not limited, but it does not become a peer (it
-    /// is not announced, remembered, pinged or asked).
+    /// is not announced, remembered, pinged or asked). Its ping is passed
+    /// on, so that the other peers answer it and it finds the network
+    /// (at most once per pong timeout: its address is probed no more
+    /// often).
     fn validate_transient(&mut self, now: Instant, from: SocketAddrV4) {
         let e = self.sh.guard.entry(from);
         e.proven = true;
-        e.ping = None;
+        let ping = e.ping.take();
         let query = e.query.take();
+        if let Some(fwd) = ping {
+            let message = Message::Ping(fwd);
+            if message.encode().len() <= MAX_DATAGRAM {
+                let dests: Vec<SocketAddrV4> =
+                    self.peers.keys().copied().filter(|d| *d != from).collect();
+                for dest in dests {
+                    self.push_transmit(Transmit {
+                        dest,
+                        message: message.clone(),
+                        from_self: false,
+                    });
+                }
+            }
+        }
         if let Some((q, at)) = query {
             if now.saturating_duration_since(at) <= self.sh.config.search_timeout {
                 self.emit_query(from, q);

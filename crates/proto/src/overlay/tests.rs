@@ -377,8 +377,22 @@ fn a_transient_node_is_answered_but_never_becomes_a_peer() {
             .any(|r| r.0 == 2 && r.1 == id && r.3 == ["File-0.txt"]),
         "node 0 did not answer the transient node"
     );
-    // ... but nobody keeps it as a peer, nor heard of it through a
-    // forwarded ping.
+    // It found node 1 through node 0 (which passed its ping on), and node
+    // 1 answers it too ...
+    assert!(
+        net.peer_set(2).contains(&net.nodes[1].0),
+        "{:?}",
+        net.peer_set(2)
+    );
+    let id = net.nodes[2].1.search(now, "FILE-1");
+    net.pump();
+    assert!(
+        net.results
+            .iter()
+            .any(|r| r.0 == 2 && r.1 == id && r.3 == ["File-1.txt"]),
+        "node 1 did not answer the transient node"
+    );
+    // ... but nobody keeps it as a peer.
     for i in 0..2 {
         assert!(
             !net.peer_set(i).contains(&transient),
