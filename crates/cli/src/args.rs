@@ -84,9 +84,12 @@ pub(crate) struct ConsoleArgs {
     /// A peer to join through: IP (classic ports) or IP:UDPPORT (repeat for several).
     #[arg(long, value_name = "ADDR")]
     pub(crate) connect: Vec<PeerAddr>,
-    /// Where downloads go (default: downloads/ inside the first share).
+    /// Where downloads go [default: the platform's download folder, e.g.
+    /// ~/Downloads, unless it is shared].
     #[arg(long, value_name = "DIR")]
     pub(crate) downloads: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
     /// Address to bind the UDP and TCP ports to [default: 0.0.0.0].
     #[arg(long, value_name = "IP")]
     pub(crate) bind: Option<Ipv4Addr>,
@@ -109,6 +112,51 @@ pub(crate) struct ConsoleArgs {
     pub(crate) lan: LanArgs,
     #[command(flatten)]
     pub(crate) dht: DhtArgs,
+}
+
+/// Speed limits over all transfers (flags win over the settings file's
+/// `upload_limit` and `download_limit`).
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct LimitArgs {
+    /// Upload speed limit of all uploads together: bytes per second, or
+    /// with K, M or G (1024-based), e.g. 500K.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub(crate) upload_limit: Option<u64>,
+    /// Download speed limit of all downloads together: bytes per second,
+    /// or with K, M or G, e.g. 2M.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub(crate) download_limit: Option<u64>,
+}
+
+impl LimitArgs {
+    /// Sets the node's limits from these flags, else from the settings
+    /// file.
+    pub(crate) fn apply(&self, cfg: &mut NodeConfig, file: &crate::config_file::ConfigFile) {
+        cfg.upload_limit = self.upload_limit.or(file.upload_limit);
+        cfg.download_limit = self.download_limit.or(file.download_limit);
+    }
+}
+
+/// `500000`, `500K`, `2M`, `1G` (1024-based), at least 1.
+pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, scale) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    match num
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a speed: write bytes per second, e.g. 500000, 500K or 2M"
+        )),
+    }
 }
 
 /// Flags of LAN discovery.
@@ -317,9 +365,12 @@ pub(crate) struct ServeArgs {
     /// Where downloads go (default: downloads/ inside the first share).
     #[arg(long, value_name = "DIR")]
     pub(crate) downloads: Option<PathBuf>,
-    /// Upload speed limit per upload, in bytes per second.
+    /// Upload speed limit of each upload, in bytes per second (see
+    /// --upload-limit for all uploads together).
     #[arg(long, value_name = "BYTES")]
     pub(crate) rate_limit: Option<u64>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
     /// How long a search collects answers.
     #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
     pub(crate) search_timeout: Duration,
@@ -470,6 +521,17 @@ pub(crate) fn seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("500000").unwrap(), 500_000);
+        assert_eq!(parse_rate("500K").unwrap(), 500 << 10);
+        assert_eq!(parse_rate("2m").unwrap(), 2 << 20);
+        assert_eq!(parse_rate("1G").unwrap(), 1 << 30);
+        for bad in ["", "0", "K", "-1", "1.5M", "99999999999G"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

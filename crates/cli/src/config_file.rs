@@ -5,14 +5,27 @@
 use crate::{exit, Failure};
 use rutella_node::PeerAddr;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use toml_edit::{DocumentMut, Item};
 
 /// Environment variable naming another settings file.
 pub(crate) const ENV: &str = "RUTELLA_CONFIG";
 
 /// The most peers remembered; the oldest are forgotten first.
 const MAX_PEERS: usize = 64;
+
+/// A remembered peer not seen answering for this long is forgotten.
+pub(crate) const PEER_MAX_AGE: u64 = 14 * 24 * 3600;
+
+/// Seconds since 1970, now.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// What the settings file holds. Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +50,10 @@ pub(crate) struct ConfigFile {
     /// asked; empty: the node waits to be joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) peers: Option<Vec<String>>,
+    /// When each of `peers` was last seen answering (seconds since
+    /// 1970); a peer not seen for [`PEER_MAX_AGE`] is forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) peers_seen: Option<BTreeMap<String, u64>>,
     /// `false`: do not look for peers on the local network (as
     /// `--no-lan-discovery`). Absent: on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +72,18 @@ pub(crate) struct ConfigFile {
     /// DHT nodes to bootstrap from (`HOST:PORT`) instead of the public ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) dht_bootstrap: Option<Vec<String>>,
+    /// Upload speed limit of all uploads together, bytes per second (as
+    /// `--upload-limit`). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upload_limit: Option<u64>,
+    /// Download speed limit of all downloads together, bytes per second
+    /// (as `--download-limit`). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) download_limit: Option<u64>,
+    /// `false`: the console does not announce peers joining and
+    /// downloads from this node. Absent: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) notices: Option<bool>,
     /// The network to find on the DHT (as `--network`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) network: Option<String>,
@@ -103,6 +132,9 @@ impl ConfigFile {
     }
 
     /// Writes the file (creating its folder), replacing it atomically.
+    /// What the user wrote around the settings (comments, blank lines,
+    /// the order of the keys) is kept: only the keys whose value changed
+    /// are rewritten, new keys are added at the end, removed ones go.
     pub(crate) fn save(&self, path: &Path) -> Result<(), Failure> {
         let fail = |e: std::io::Error| {
             Failure::new(
@@ -115,8 +147,21 @@ impl ConfigFile {
         }
         let text = toml::to_string_pretty(self)
             .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write settings: {e}")))?;
+        let fresh: DocumentMut = text
+            .parse()
+            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write settings: {e}")))?;
+        let old = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.parse::<DocumentMut>().ok());
+        let doc = match old {
+            Some(mut doc) => {
+                merge(&mut doc, &fresh);
+                doc.to_string()
+            }
+            None => format!("# rutella settings\n{fresh}"),
+        };
         let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, format!("# rutella settings\n{text}")).map_err(fail)?;
+        std::fs::write(&tmp, doc).map_err(fail)?;
         std::fs::rename(&tmp, path).map_err(fail)
     }
 
@@ -137,9 +182,20 @@ impl ConfigFile {
 
     /// Remembers a peer that answered; returns whether anything changed.
     pub(crate) fn remember_peer(&mut self, peer: &str) -> bool {
+        self.remember_peer_at(peer, now_secs())
+    }
+
+    /// Remembers a peer that answered at `now` (seconds since 1970).
+    pub(crate) fn remember_peer_at(&mut self, peer: &str, now: u64) -> bool {
+        let seen = self.peers_seen.get_or_insert_with(BTreeMap::new);
+        // Seen again within the hour: not worth a write.
+        let fresh = seen
+            .get(peer)
+            .is_some_and(|t| now.saturating_sub(*t) < 3600);
+        seen.insert(peer.to_string(), now);
         let peers = self.peers.get_or_insert_with(Vec::new);
         if peers.last().map(String::as_str) == Some(peer) {
-            return false;
+            return !fresh;
         }
         peers.retain(|p| p != peer);
         peers.push(peer.to_string());
@@ -147,7 +203,93 @@ impl ConfigFile {
             let extra = peers.len() - MAX_PEERS;
             peers.drain(..extra);
         }
+        self.tidy_seen();
         true
+    }
+
+    /// Forgets the remembered peers not seen answering for
+    /// [`PEER_MAX_AGE`]; a peer with no date (written by hand) is dated
+    /// now and ages from there. Returns whether anything changed.
+    pub(crate) fn forget_stale(&mut self, now: u64) -> bool {
+        let Some(peers) = self.peers.as_mut() else {
+            return false;
+        };
+        let seen = self.peers_seen.get_or_insert_with(BTreeMap::new);
+        let mut changed = false;
+        peers.retain(|p| match seen.get(p) {
+            Some(t) if now.saturating_sub(*t) > PEER_MAX_AGE => {
+                changed = true;
+                false
+            }
+            Some(_) => true,
+            None => {
+                seen.insert(p.clone(), now);
+                changed = true;
+                true
+            }
+        });
+        changed |= self.tidy_seen();
+        changed
+    }
+
+    /// Keeps dates only for remembered peers.
+    fn tidy_seen(&mut self) -> bool {
+        let peers = self.peers.as_deref().unwrap_or_default();
+        let Some(seen) = self.peers_seen.as_mut() else {
+            return false;
+        };
+        let before = seen.len();
+        seen.retain(|p, _| peers.contains(p));
+        if seen.is_empty() {
+            self.peers_seen = None;
+        }
+        before != self.peers_seen.as_ref().map_or(0, BTreeMap::len)
+    }
+}
+
+/// Brings `doc` (the file as the user left it) to the values of `fresh`
+/// (the settings as written from scratch), keeping the comments and the
+/// layout of every key whose value did not change, and the comments
+/// around those that did.
+fn merge(doc: &mut DocumentMut, fresh: &DocumentMut) {
+    let gone: Vec<String> = doc
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .filter(|k| !fresh.contains_key(k))
+        .collect();
+    for k in gone {
+        doc.remove(&k);
+    }
+    for (k, new) in fresh.iter() {
+        match doc.get_mut(k) {
+            Some(old) if same(old, new) => {}
+            Some(Item::Value(old)) if new.is_value() => {
+                let decor = old.decor().clone();
+                if let Some(v) = new.as_value() {
+                    *old = v.clone();
+                    *old.decor_mut() = decor;
+                }
+            }
+            Some(old) => *old = new.clone(),
+            None => {
+                doc.insert(k, new.clone());
+            }
+        }
+    }
+}
+
+/// Whether two settings have the same value, whatever their layout.
+fn same(a: &Item, b: &Item) -> bool {
+    let parse = |i: &Item| {
+        let mut i = i.clone();
+        if let Some(v) = i.as_value_mut() {
+            v.decor_mut().clear();
+        }
+        toml::from_str::<toml::Table>(&format!("x = {i}")).ok()
+    };
+    match (parse(a), parse(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
     }
 }
 
@@ -193,6 +335,69 @@ mod tests {
         let e = ConfigFile::load(&path).unwrap_err();
         assert_eq!(e.code, exit::USAGE);
         assert!(e.message.contains("fix it or delete it"), "{}", e.message);
+    }
+
+    #[test]
+    fn comments_and_layout_survive_a_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let text = "# my settings\n\n# the music I share\nshares = [\"/srv/music\"] # keep\n\n# my friend\npeers = [\"192.168.1.100\"]\nudp_port = 20001 # fixed for the router\n";
+        std::fs::write(&path, text).unwrap();
+        let mut c = ConfigFile::load(&path).unwrap();
+        // Nothing changed: the file is written back as it was.
+        c.save(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        assert!(c.remember_peer("127.0.0.1:20002"));
+        c.tcp_port = Some(10001);
+        c.save(&path).unwrap();
+        let saved = std::fs::read_to_string(&path).unwrap();
+        for kept in [
+            "# my settings",
+            "# the music I share\nshares = [\"/srv/music\"] # keep",
+            "# my friend\npeers",
+            "udp_port = 20001 # fixed for the router",
+        ] {
+            assert!(saved.contains(kept), "{kept:?} lost:\n{saved}");
+        }
+        let back = ConfigFile::load(&path).unwrap();
+        assert_eq!(back, c);
+        // A key set back to nothing goes; its neighbours stay.
+        c.udp_port = None;
+        c.save(&path).unwrap();
+        let saved = std::fs::read_to_string(&path).unwrap();
+        assert!(!saved.contains("udp_port"), "{saved}");
+        assert!(saved.contains("# the music I share"), "{saved}");
+    }
+
+    #[test]
+    fn peers_not_seen_for_long_are_forgotten() {
+        let day = 24 * 3600;
+        let t0 = 1_800_000_000;
+        let mut c = ConfigFile {
+            // One written by hand, without a date.
+            peers: Some(vec!["192.168.1.5".into()]),
+            ..ConfigFile::default()
+        };
+        assert!(c.remember_peer_at("10.0.0.1", t0));
+        assert!(c.remember_peer_at("10.0.0.2", t0));
+        // The hand-written one is dated now.
+        assert!(c.forget_stale(t0 + day));
+        assert_eq!(c.peers.as_ref().unwrap().len(), 3);
+        assert!(c.remember_peer_at("10.0.0.2", t0 + 10 * day));
+        // 10.0.0.1 was last seen 15 days ago: gone; the others stay.
+        assert!(c.forget_stale(t0 + 15 * day));
+        assert_eq!(
+            c.peers.as_deref().unwrap(),
+            ["192.168.1.5", "10.0.0.2"],
+            "{c:?}"
+        );
+        assert!(!c.peers_seen.as_ref().unwrap().contains_key("10.0.0.1"));
+        assert!(!c.forget_stale(t0 + 15 * day));
+        // A round trip keeps the dates.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        c.save(&path).unwrap();
+        assert_eq!(ConfigFile::load(&path).unwrap(), c);
     }
 
     #[test]

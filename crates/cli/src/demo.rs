@@ -173,8 +173,34 @@ pub(crate) fn run(rt: &Runtime, args: DemoArgs) -> Result<(), Failure> {
             node.shutdown().await;
         }
     });
+    // Threads of a download stopped by the quit may still be closing
+    // files in the folder: remove it until it is gone (bounded).
+    if !remove_all(&root, REMOVE_TRIES, REMOVE_PAUSE) {
+        eprintln!(
+            "rutella: could not remove the demo folder {}: delete it by hand",
+            root.display()
+        );
+    }
     drop(dir);
     result
+}
+
+/// Attempts to remove the demo folder, and the pause between them.
+const REMOVE_TRIES: usize = 40;
+const REMOVE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Removes `root` and everything in it, trying again while something in
+/// it is still being written; returns whether it is gone.
+fn remove_all(root: &Path, tries: usize, pause: Duration) -> bool {
+    for _ in 0..tries {
+        match std::fs::remove_dir_all(root) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(e) => tracing::debug!(error = %e, "the demo folder is still in use"),
+        }
+        std::thread::sleep(pause);
+    }
+    !root.exists()
 }
 
 /// When the demo is killed (terminal closed, `kill`), remove its files and

@@ -93,12 +93,18 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     for s in &a.shares {
         check_share(s)?;
     }
+    if a.shares.is_empty() {
+        tracing::warn!(
+            "nothing is shared: searches are answered with nothing and nobody can download from you; give --share DIR, or shares = [\"DIR\"] in the settings file"
+        );
+    }
     let mut cfg = a.net.node_config();
     cfg.dht = a.net.dht.config(Some(&file), true);
     cfg.shares = a.shares;
     cfg.connect = a.connect;
     cfg.downloads = a.downloads;
     cfg.upload_rate_limit = a.rate_limit;
+    a.limits.apply(&mut cfg, &file);
     cfg.overlay.search_timeout = a.search_timeout;
     cfg.db_path = cfg.default_db_path();
     if file.lan_discovery == Some(false) {
@@ -117,12 +123,16 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
             ..Default::default()
         });
     }
+    let answer_wait = cfg.overlay.pong_timeout * 2;
+    let joins = cfg.connect.clone();
     let node = Node::start(cfg).await?;
+    let dead = tokio::spawn(report_dead_peers(node.client(), joins, answer_wait));
     let udp_port = node.client().udp_addr().port();
     let reachability = node
         .port_mapping()
         .map(|s| tokio::spawn(crate::reach::tell(s, udp_port)));
     stop_signal().await;
+    dead.abort();
     if let Some(t) = reachability {
         t.abort();
     }
@@ -132,6 +142,33 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// Says which of the peers to join (given or from the settings file) did
+/// not answer within `wait`; they are still tried at every ping round.
+async fn report_dead_peers(client: Client, peers: Vec<PeerAddr>, wait: Duration) {
+    let mut waits = tokio::task::JoinSet::new();
+    for p in peers {
+        let client = client.clone();
+        waits.spawn(async move {
+            if let Ok(None) = client.wait_peer(p.udp, wait, |_| true).await {
+                tracing::warn!(
+                    "peer {p} did not answer within {:.1} s: check the address and that its node is running (it is tried again at every ping round)",
+                    wait.as_secs_f64()
+                );
+            }
+        });
+    }
+    while waits.join_next().await.is_some() {}
+}
+
+/// The peers remembered in the settings file, for a one-shot command given
+/// none: a missing file is none, a broken one is a usage error.
+fn remembered_peers() -> Result<Vec<PeerAddr>, Failure> {
+    match crate::config_file::path() {
+        Ok(path) => Ok(crate::config_file::ConfigFile::load(&path)?.peer_addrs()),
+        Err(_) => Ok(Vec::new()),
+    }
 }
 
 /// Writes the peers that answered into the settings file's peers, so the
@@ -146,7 +183,7 @@ async fn remember_peers(client: &Client) {
     let Ok(mut file) = crate::config_file::ConfigFile::load(&path) else {
         return;
     };
-    let mut changed = false;
+    let mut changed = file.forget_stale(crate::config_file::now_secs());
     for p in peers.iter().filter(|p| p.tcp_port != 0) {
         let name = PeerAddr {
             udp: p.udp,
@@ -166,7 +203,7 @@ fn need_a_way_in(client: &Client, connect: &[PeerAddr], lan: bool) -> Result<(),
     if connect.is_empty() && !lan && !client.dht_running() {
         return Err(Failure::new(
             exit::USAGE,
-            "no peer to join: give one with --connect ADDR, or leave LAN discovery or the DHT on"
+            "no peer to join: give one with --connect ADDR, remember one in the settings file (peers = [\"ADDR\"]), or leave LAN discovery or the DHT on"
                 .to_string(),
         ));
     }
@@ -178,6 +215,9 @@ fn need_a_way_in(client: &Client, connect: &[PeerAddr], lan: bool) -> Result<(),
 async fn oneshot_node(mut cfg: NodeConfig, connect: Vec<PeerAddr>) -> Result<Node, Failure> {
     cfg.port_fallback = true;
     cfg.watch = false;
+    // Gone in seconds: the nodes it meets answer it but do not keep or
+    // remember it as a peer.
+    cfg.overlay.transient = true;
     cfg.connect = connect;
     Ok(Node::start(cfg).await?)
 }
@@ -196,9 +236,15 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     cfg.overlay.search_timeout = wait;
     crate::lan::oneshot_search(&mut cfg, &a.connect);
     let lan = cfg.lan.is_some();
-    let node = oneshot_node(cfg, a.connect.clone()).await?;
+    // Given no peer, the peers the console or serve remembered.
+    let connect = if a.connect.is_empty() {
+        remembered_peers()?
+    } else {
+        a.connect.clone()
+    };
+    let node = oneshot_node(cfg, connect.clone()).await?;
     let client = node.client();
-    if let Err(e) = need_a_way_in(&client, &a.connect, lan) {
+    if let Err(e) = need_a_way_in(&client, &connect, lan) {
         node.shutdown().await;
         return Err(e);
     }
@@ -358,8 +404,13 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
                     ),
                 ));
             };
-            let node = oneshot_node(cfg, a.connect.clone()).await?;
-            if let Err(e) = need_a_way_in(&node.client(), &a.connect, false) {
+            let connect = if a.connect.is_empty() {
+                remembered_peers()?
+            } else {
+                a.connect.clone()
+            };
+            let node = oneshot_node(cfg, connect.clone()).await?;
+            if let Err(e) = need_a_way_in(&node.client(), &connect, false) {
                 node.shutdown().await;
                 return Err(e);
             }

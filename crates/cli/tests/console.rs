@@ -22,6 +22,12 @@ fn console_cmd(config: &Path, args: &[&str]) -> Command {
         .env("RUTELLA_TEST_NO_PUBLIC", "1")
         .env("RUTELLA_CONFIG", config)
         .env("TERM", "xterm")
+        // The default downloads folder is the platform's, in the home
+        // folder: a test's own.
+        .env("HOME", config.parent().unwrap())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_DOWNLOAD_DIR")
         .env_remove("RUST_LOG");
     c
 }
@@ -210,10 +216,12 @@ fn peers_that_answered_are_remembered_and_rejoined() {
     p.exp_regex(r"Downloaded remembered\.txt to [^\r\n]+")
         .unwrap();
     quit(p);
+    // Downloads go to the platform's download folder, not into a share.
     assert_eq!(
-        std::fs::read(mine.path().join("downloads/remembered.txt")).unwrap(),
+        std::fs::read(cfg.path().join("Downloads/remembered.txt")).unwrap(),
         b"hello"
     );
+    assert!(!mine.path().join("downloads").exists());
 }
 
 #[test]
@@ -412,4 +420,340 @@ fn the_settings_file_turns_lan_discovery_off() {
         "{}",
         peer.log_text()
     );
+}
+
+/// A settings file that asks nothing: these shares, no peers, no LAN.
+fn settings(config: &Path, shares: &[&Path], extra: &str) {
+    let shares: Vec<String> = shares
+        .iter()
+        .map(|s| format!("{:?}", s.to_str().unwrap()))
+        .collect();
+    std::fs::write(
+        config,
+        format!(
+            "shares = [{}]\npeers = []\nlan_discovery = false\n{extra}",
+            shares.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
+/// `connect` to an address where nobody answers says so, and keeps
+/// nothing: not in `peers`, not in the settings file.
+#[test]
+fn connect_to_nobody_says_so_and_keeps_nothing() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mine = tempfile::tempdir().unwrap();
+    settings(&config, &[mine.path()], "");
+    let args = ["--bind", "127.0.4.10", "--ping-interval", "300ms"];
+    let mut p = spawn(console_cmd(&config, &args));
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("connect 127.0.4.99").unwrap();
+    p.exp_string("No answer from 127.0.4.99 within 3 s")
+        .unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("peers").unwrap();
+    p.exp_string("No peers yet").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(!saved.contains("127.0.4.99"), "{saved}");
+}
+
+/// Tab after `unshare`, `get` and `connect` offers what the node knows:
+/// the shared folders, the results, the peers.
+#[test]
+fn tab_completes_shares_results_and_peers() {
+    let theirs = tempfile::tempdir().unwrap();
+    write_file(&theirs.path().join("completion song.ogg"), b"la la");
+    let _peer = Serve::start(&[
+        "--share",
+        theirs.path().to_str().unwrap(),
+        "--bind",
+        "127.0.4.11",
+    ]);
+
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mine = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let other = std::fs::canonicalize(other.path()).unwrap();
+    settings(&config, &[mine.path(), &other], "");
+    let args = ["--bind", "127.0.4.12", "--ping-interval", "300ms"];
+    let mut p = spawn(console_cmd(&config, &args));
+    p.exp_string("rutella> ").unwrap();
+    // The peer, from the peers the node knows of (none yet: it was given
+    // nowhere): typed in full, then remembered and offered.
+    p.send_line("connect 127.0.4.11").unwrap();
+    p.exp_string("Joined 127.0.4.11").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    // `connect 127.0.4.1` + Tab: the one peer known.
+    p.send("connect 127.0.4.1").unwrap();
+    p.send("\t").unwrap();
+    p.flush().unwrap();
+    p.send_line("").unwrap();
+    p.exp_string("Joined 127.0.4.11").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    // `unshare` + the start of the second share's path + Tab: the share.
+    let path = other.to_str().unwrap();
+    let typed = &path[..path.len() - 3];
+    p.send(&format!("unshare {typed}")).unwrap();
+    p.send("\t").unwrap();
+    p.flush().unwrap();
+    p.send_line("").unwrap();
+    p.exp_string(&format!("Stopped sharing {path}")).unwrap();
+    p.exp_string("rutella> ").unwrap();
+    // `get` + a part of a result's name + Tab: its number.
+    p.send_line("search completion").unwrap();
+    p.exp_string("completion song.ogg").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send("get song").unwrap();
+    p.send("\t").unwrap();
+    p.flush().unwrap();
+    p.send_line("").unwrap();
+    p.exp_string("Downloading completion song.ogg from")
+        .unwrap();
+    p.exp_string("Downloaded completion song.ogg").unwrap();
+    quit(p);
+}
+
+/// Peers joining and downloads from this node are announced, unless
+/// turned off (which the settings file keeps); sharing a folder twice
+/// says so.
+#[test]
+fn joins_and_uploads_are_announced_until_turned_off() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mine = tempfile::tempdir().unwrap();
+    write_file(&mine.path().join("shared tune.ogg"), b"tra la la");
+    settings(&config, &[mine.path()], "");
+    let args = ["--bind", "127.0.4.13", "--ping-interval", "300ms"];
+    let mut p = spawn(console_cmd(&config, &args));
+    p.exp_string("rutella> ").unwrap();
+    p.send_line(&format!("share {}", mine.path().display()))
+        .unwrap();
+    p.exp_string("is already shared").unwrap();
+    p.exp_string("rutella> ").unwrap();
+
+    // A node joins.
+    let theirs = tempfile::tempdir().unwrap();
+    let s = theirs.path().to_str().unwrap();
+    let _peer = Serve::start(&[
+        "--share",
+        s,
+        "--bind",
+        "127.0.4.14",
+        "--connect",
+        "127.0.4.13",
+    ]);
+    p.exp_string("+ Peer 127.0.4.14 joined.").unwrap();
+    // Someone downloads from us.
+    let out = tempfile::tempdir().unwrap();
+    let get = |out: &Path| {
+        bin()
+            .args([
+                "get",
+                "--from",
+                "127.0.4.13",
+                "shared tune.ogg",
+                "--bind",
+                "127.0.4.15",
+            ])
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let got = get(out.path());
+    assert!(got.status.success(), "{got:?}");
+    // (The download's TCP connection comes from the address the system
+    // picks, not the one-shot's --bind.)
+    p.exp_string(" is downloading shared tune.ogg from you.")
+        .unwrap();
+    p.exp_string(" stopped downloading shared tune.ogg (9 B sent).")
+        .unwrap();
+
+    // Off: the next download is not announced, and the setting is kept.
+    p.send_line("notices off").unwrap();
+    p.exp_string("Notices off").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    let out2 = tempfile::tempdir().unwrap();
+    assert!(get(out2.path()).status.success());
+    p.send_line("peers").unwrap();
+    p.exp_string("1 peer(s):").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("quit").unwrap();
+    let rest = p.exp_eof().unwrap();
+    assert!(
+        !rest.contains("is downloading"),
+        "announced while off: {rest}"
+    );
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(saved.contains("notices = false"), "{saved}");
+}
+
+/// `quit` while a download runs removes the demo's folder, every time.
+#[test]
+fn quitting_the_demo_during_a_download_removes_its_folder() {
+    for round in 0..3 {
+        let cfg = tempfile::tempdir().unwrap();
+        let mut p = spawn(console_cmd(&cfg.path().join("c.toml"), &["demo"]));
+        let (_, line) = p
+            .exp_regex(r"peer 1 +127\.0\.0\.1:\d+ +shares ([^\r\n]+)")
+            .unwrap();
+        let share = PathBuf::from(line.split(" shares ").nth(1).unwrap().trim());
+        let root = share.parent().unwrap().to_path_buf();
+        p.exp_string("rutella> ").unwrap();
+        p.send_line("s rabbit").unwrap();
+        p.exp_string("rutella> ").unwrap();
+        p.send_line("get 1").unwrap();
+        p.exp_regex(r"Rabbit\.mp4 +\[[#-]{12}\]").unwrap();
+        quit(p);
+        assert!(
+            !root.exists(),
+            "round {round}: the demo left {root:?} behind"
+        );
+    }
+}
+
+/// A failed download can be removed from the list; `pause`, `resume`
+/// and `cancel` control a running one.
+#[test]
+fn downloads_are_paused_resumed_cancelled_and_removed() {
+    let cfg = tempfile::tempdir().unwrap();
+    let mut p = spawn(console_cmd(&cfg.path().join("c.toml"), &["demo"]));
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("get 127.0.4.50 missing.txt").unwrap();
+    p.exp_string("missing.txt failed").unwrap();
+    p.send_line("downloads").unwrap();
+    p.exp_regex(r"1 +failed").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("remove").unwrap();
+    p.exp_string("Removed 1 finished download from the list.")
+        .unwrap();
+    p.send_line("downloads").unwrap();
+    p.exp_string("No downloads yet").unwrap();
+    p.exp_string("rutella> ").unwrap();
+
+    p.send_line("s rabbit").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    // Cancelled while it runs: gone from the list.
+    p.send_line("get 1").unwrap();
+    p.exp_regex(r"Rabbit\.mp4 +\[[#-]{12}\]").unwrap();
+    p.send_line("cancel 2").unwrap();
+    p.exp_string("Cancelled 2").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("downloads").unwrap();
+    p.exp_string("No downloads yet").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    // Paused, then resumed to the end.
+    p.send_line("get 1").unwrap();
+    p.exp_regex(r"Rabbit\.mp4 +\[[#-]{12}\]").unwrap();
+    p.send_line("pause 3").unwrap();
+    p.exp_string("Paused 3").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("downloads").unwrap();
+    p.exp_regex(r"3 +paused").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    p.send_line("resume 3").unwrap();
+    p.exp_string("Resuming 3").unwrap();
+    p.exp_string("Downloaded video/Big Buck Rabbit.mp4")
+        .unwrap();
+    p.send_line("cancel 3").unwrap();
+    p.exp_string("Download 3 is complete.").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+}
+
+/// The first run saves an absolute share, says where downloads go
+/// (outside the shares) and which address a friend types; comments in
+/// the settings file survive the console's saves.
+#[test]
+fn first_run_saves_absolute_paths_and_tells_where_things_are() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let work = tempfile::tempdir().unwrap();
+    let work_dir = std::fs::canonicalize(work.path()).unwrap();
+    std::fs::create_dir(work_dir.join("share")).unwrap();
+    let mut cmd = console_cmd(&config, &["--bind", "127.0.4.16"]);
+    cmd.current_dir(&work_dir);
+    let mut p = spawn(cmd);
+    p.exp_string("Enter the shared folder path:").unwrap();
+    p.send_line("share").unwrap();
+    p.exp_string("IP where you want to connect").unwrap();
+    p.send_line("").unwrap();
+    p.exp_string("Saved to").unwrap();
+    p.exp_string(&format!(
+        "Downloads go to {}",
+        cfg.path().join("Downloads").display()
+    ))
+    .unwrap();
+    p.exp_string("A friend joins you by typing: connect 127.0.4.16")
+        .unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+    let saved = std::fs::read_to_string(&config).unwrap();
+    let v: toml::Table = toml::from_str(&saved).unwrap();
+    assert_eq!(
+        v["shares"].as_array().unwrap()[0].as_str().unwrap(),
+        work_dir.join("share").to_str().unwrap(),
+        "{saved}"
+    );
+
+    // A comment written by hand survives a peer being remembered.
+    let theirs = tempfile::tempdir().unwrap();
+    let _peer = Serve::start(&[
+        "--share",
+        theirs.path().to_str().unwrap(),
+        "--bind",
+        "127.0.4.17",
+    ]);
+    std::fs::write(&config, format!("# my own notes\n{saved}")).unwrap();
+    let mut p = spawn(console_cmd(
+        &config,
+        &["--bind", "127.0.4.16", "--connect", "127.0.4.17"],
+    ));
+    p.exp_string("Joined the network through 127.0.4.17")
+        .unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(saved.contains("\"127.0.4.17\""), "{saved}");
+    assert!(saved.starts_with("# my own notes\n"), "{saved}");
+}
+
+/// A one-shot search through a console leaves no trace in its peers or
+/// its settings file.
+#[test]
+fn one_shot_commands_are_not_kept_as_peers() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    let mine = tempfile::tempdir().unwrap();
+    write_file(&mine.path().join("kept.txt"), b"kept");
+    settings(&config, &[mine.path()], "");
+    let args = ["--bind", "127.0.4.18", "--ping-interval", "300ms"];
+    let mut p = spawn(console_cmd(&config, &args));
+    p.exp_string("rutella> ").unwrap();
+    let out = bin()
+        .args([
+            "search",
+            "kept",
+            "--connect",
+            "127.0.4.18",
+            "--bind",
+            "127.0.4.19",
+            "--wait",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept.txt"));
+    p.send_line("peers").unwrap();
+    p.exp_string("No peers yet").unwrap();
+    p.exp_string("rutella> ").unwrap();
+    quit(p);
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(!saved.contains("127.0.4.19"), "{saved}");
 }

@@ -37,6 +37,8 @@ pub struct Client {
     pub(crate) dht: Option<crate::dht::Dht>,
     /// Pending pushes, what answers said of pushes, paths used.
     pub(crate) push: Arc<crate::push::PushTable>,
+    /// The limit all downloads share, when set.
+    pub(crate) download_limit: Option<rutella_transfer::RateLimiter>,
 }
 
 impl Client {
@@ -81,6 +83,12 @@ impl Client {
     /// Joins the network through another peer.
     pub async fn connect(&self, peer: PeerAddr) -> Result<(), NodeError> {
         self.send(Command::Connect(peer)).await
+    }
+
+    /// Gives up on an address given to [`Client::connect`] that did not
+    /// answer: it is not pinged again (a peer it became stays).
+    pub async fn forget(&self, udp: SocketAddrV4) -> Result<(), NodeError> {
+        self.send(Command::Forget(udp)).await
     }
 
     /// Searches every known peer (and every peer that joins meanwhile).

@@ -33,6 +33,22 @@ pub enum NodeEvent {
         /// Why, in one sentence.
         reason: String,
     },
+    /// A peer started downloading a shared file from this node.
+    UploadStarted {
+        /// The downloading peer (its TCP address).
+        peer: std::net::SocketAddr,
+        /// The file, as named inside its shared folder.
+        name: String,
+    },
+    /// A peer's download from this node ended (complete or not).
+    UploadEnded {
+        /// The downloading peer (its TCP address).
+        peer: std::net::SocketAddr,
+        /// The file, as named inside its shared folder.
+        name: String,
+        /// File bytes sent in that connection.
+        bytes: u64,
+    },
 }
 
 /// One peer's answer (or part of it) to a search.
@@ -72,6 +88,7 @@ pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<Peer>>),
     Answered(oneshot::Sender<usize>),
     Connect(PeerAddr),
+    Forget(SocketAddrV4),
     Search(String, mpsc::Sender<SearchHit>, oneshot::Sender<SearchId>),
     CancelSearch(SearchId),
     /// The ready datagrams of an answer to a query from this querier

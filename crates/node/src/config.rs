@@ -98,6 +98,10 @@ pub struct NodeConfig {
     pub udp_recv_buffer: usize,
     /// Upload speed limit per upload, bytes per second.
     pub upload_rate_limit: Option<u64>,
+    /// Upload speed limit of all uploads together, bytes per second.
+    pub upload_limit: Option<u64>,
+    /// Download speed limit of all downloads together, bytes per second.
+    pub download_limit: Option<u64>,
     /// The most uploads served at once.
     pub max_uploads: usize,
     /// Deadlines and per-source caps of the transfer server: the time to
@@ -160,6 +164,8 @@ impl Default for NodeConfig {
             overlay: rutella_proto::Config::default(),
             udp_recv_buffer: 4 << 20,
             upload_rate_limit: None,
+            upload_limit: None,
+            download_limit: None,
             max_uploads: 32,
             upload_limits: rutella_transfer::ServerLimits::default(),
             db_path: None,

@@ -117,6 +117,7 @@ impl EventLoop {
                 self.overlay.add_own_ip(ip);
                 self.overlay.connect(now, p.udp, p.tcp_port.unwrap_or(0));
             }
+            Command::Forget(udp) => self.overlay.forget(udp),
             Command::Search(text, hits, reply) => {
                 let id = self.overlay.search(now, &text);
                 if self.overlay.search_running(id) {

@@ -34,7 +34,7 @@ pub use client::Client;
 pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{LanSettings, NodeConfig, PeerAddr};
 pub use dht::{file_key, network_key, DhtConfig, DEFAULT_NETWORK, NO_PUBLIC_ENV, PUBLIC_BOOTSTRAP};
-pub use downloads::{DownloadId, DownloadInfo, DownloadState};
+pub use downloads::{ControlError, DownloadId, DownloadInfo, DownloadState};
 pub use get::{Got, Want};
 pub use node::Node;
 pub use portmap::{PortMapConfig, PortMapProtocol, PortMapStatus};

@@ -4,7 +4,7 @@
 use crate::answer::InFlight;
 use crate::client::Client;
 use crate::clock::now;
-use crate::command::Command;
+use crate::command::{Command, NodeEvent};
 use crate::config::NodeConfig;
 use crate::downloads::Downloads;
 use crate::event_loop::EventLoop;
@@ -127,6 +127,9 @@ impl Node {
             dht: dht.clone(),
             lan_found,
             push: Arc::new(crate::push::PushTable::default()),
+            download_limit: config
+                .download_limit
+                .map(rutella_transfer::RateLimiter::new),
         };
         // Pushed connections: those that come in introduced with a token
         // (we asked for them), and those we open on a peer's push (served
@@ -194,7 +197,16 @@ impl Node {
                 stop_rx.clone(),
             )));
         }
+        let (uploads_tx, uploads_rx) = broadcast::channel(EVENT_QUEUE);
+        tasks.push(tokio::spawn(announce_uploads(
+            uploads_rx,
+            library.clone(),
+            client.events.clone(),
+            stop_rx.clone(),
+        )));
         let server_cfg = ServerConfig {
+            uploads: Some(uploads_tx),
+            total_limit: config.upload_limit.map(rutella_transfer::RateLimiter::new),
             rate_limit: config.upload_rate_limit,
             max_connections: config.max_uploads,
             limits: config.upload_limits.clone(),
@@ -255,6 +267,46 @@ impl Node {
             let _ = t.await;
         }
         tracing::info!("node stopped");
+    }
+}
+
+/// Turns the transfer server's upload notices into node events, naming
+/// each file as it is shared (its path inside its shared folder).
+async fn announce_uploads(
+    mut rx: broadcast::Receiver<rutella_transfer::UploadNotice>,
+    library: Library,
+    events: broadcast::Sender<NodeEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use rutella_transfer::UploadEvent;
+    loop {
+        let notice = tokio::select! {
+            n = rx.recv() => match n {
+                Ok(n) => n,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let name = library
+            .shares()
+            .iter()
+            .find_map(|s| notice.file.strip_prefix(s).ok())
+            .unwrap_or(&notice.file)
+            .to_string_lossy()
+            .into_owned();
+        let event = match notice.event {
+            UploadEvent::Started => NodeEvent::UploadStarted {
+                peer: notice.peer,
+                name,
+            },
+            UploadEvent::Ended { bytes } => NodeEvent::UploadEnded {
+                peer: notice.peer,
+                name,
+                bytes,
+            },
+        };
+        let _ = events.send(event);
     }
 }
 

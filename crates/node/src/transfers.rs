@@ -3,7 +3,7 @@
 
 use crate::client::Client;
 use crate::command::NodeEvent;
-use crate::downloads::{DownloadId, DownloadState};
+use crate::downloads::{Control, ControlError, DownloadId, DownloadState, Recipe};
 use crate::pending::Pending;
 use crate::NodeError;
 use rutella_proto::HitFile;
@@ -41,6 +41,27 @@ impl Client {
         name: &str,
         listed_size: Option<u64>,
     ) -> DownloadHandle {
+        let recipe = Recipe::Classic {
+            from,
+            name: name.to_string(),
+        };
+        let row = self.downloads_row(name, vec![from], recipe);
+        self.run_classic(row, from, name, listed_size)
+    }
+
+    /// [`Client::download`] again, into the row `again` (a resume).
+    fn download_again(&self, again: Row, from: SocketAddrV4, name: &str) -> DownloadHandle {
+        self.run_classic(again, from, name, None)
+    }
+
+    /// Runs a classic download of `name` from `from` in the row `row`.
+    fn run_classic(
+        &self,
+        row: Row,
+        from: SocketAddrV4,
+        name: &str,
+        listed_size: Option<u64>,
+    ) -> DownloadHandle {
         let req = ClassicGet {
             peer: SocketAddr::V4(from),
             name: name.to_string(),
@@ -50,9 +71,10 @@ impl Client {
             align_resume: true,
             listed_size,
             dialer: Some(self.dialer()),
+            limit: self.download_limit.clone(),
         };
         let client = self.clone();
-        self.track(name, vec![from], false, move |progress| async move {
+        self.run_tracked(row, name, false, move |progress, _stop| async move {
             let known_rutella = client
                 .peers()
                 .await
@@ -92,6 +114,26 @@ impl Client {
         sources: Vec<SocketAddrV4>,
         more: mpsc::Receiver<SocketAddrV4>,
     ) -> DownloadHandle {
+        let recipe = Recipe::Hash {
+            hash,
+            name: name.to_string(),
+            size,
+            sources: sources.clone(),
+        };
+        let row = self.downloads_row(name, sources.clone(), recipe);
+        self.hash_download(row, hash, name, size, sources, more)
+    }
+
+    /// A download by hash in the row given (new or resumed).
+    fn hash_download(
+        &self,
+        row: Row,
+        hash: [u8; 32],
+        name: &str,
+        size: Option<u64>,
+        sources: Vec<SocketAddrV4>,
+        more: mpsc::Receiver<SocketAddrV4>,
+    ) -> DownloadHandle {
         let dir = self.config.downloads_dir();
         let entry = Pending {
             hash: rutella_proto::message::hex32(&hash),
@@ -109,9 +151,9 @@ impl Client {
         req.connect_timeout = self.config.connect_timeout;
         req.idle_timeout = self.config.idle_timeout;
         req.dialer = Some(self.dialer());
+        req.limit = self.download_limit.clone();
         let journal = self.journal.clone();
-        let stopping = self.tasks.stopping();
-        self.track(name, sources, true, move |progress| async move {
+        self.run_tracked(row, name, true, move |progress, stopping| async move {
             let (hash, name) = (entry.hash.clone(), entry.name.clone());
             let j = journal.clone();
             let _ = tokio::task::spawn_blocking(move || j.add(entry)).await;
@@ -166,43 +208,169 @@ impl Client {
         }
     }
 
+    /// Pauses a running download: it stops, keeping its partial data (by
+    /// hash, every verified piece is recorded), until
+    /// [`Client::resume`]. Returns once it stopped (at most the node's
+    /// `stop_timeout`).
+    pub async fn pause(&self, id: DownloadId) -> Result<(), ControlError> {
+        self.downloads.signal(id, Control::Pause)?;
+        self.downloads
+            .wait_stopped(id, self.config.stop_timeout)
+            .await;
+        Ok(())
+    }
+
+    /// Cancels a download: a running one stops; its partial data is
+    /// deleted and its row removed. Returns once that is done (for a
+    /// running one, at most the node's `stop_timeout`).
+    pub async fn cancel(&self, id: DownloadId) -> Result<(), ControlError> {
+        match self.downloads.get(id) {
+            None => Err(ControlError::NoSuch(id)),
+            Some((DownloadState::Done(_), _)) => Err(ControlError::Done(id)),
+            Some((DownloadState::Running, _)) => {
+                self.downloads.signal(id, Control::Cancel)?;
+                self.downloads
+                    .wait_stopped(id, self.config.stop_timeout)
+                    .await;
+                Ok(())
+            }
+            Some((_, recipe)) => {
+                self.downloads.remove(id)?;
+                self.delete_partial(recipe).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Resumes a paused or failed download from its partial data, from
+    /// the sources it had.
+    pub fn resume(&self, id: DownloadId) -> Result<DownloadHandle, ControlError> {
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let (recipe, control) = self.downloads.restart(id, progress_rx)?;
+        let row = Row {
+            id,
+            progress: progress_tx,
+            control,
+            recipe: recipe.clone(),
+        };
+        Ok(match recipe {
+            Recipe::Classic { from, name } => self.download_again(row, from, &name),
+            Recipe::Hash {
+                hash,
+                name,
+                size,
+                sources,
+            } => {
+                let (_, none) = mpsc::channel(1);
+                self.hash_download(row, hash, &name, size, sources, none)
+            }
+        })
+    }
+
+    /// Removes a download that does not run from the table (its files
+    /// stay: a complete file, or partial data that `get` resumes).
+    pub fn remove(&self, id: DownloadId) -> Result<(), ControlError> {
+        self.downloads.remove(id)
+    }
+
+    /// Removes every complete and failed download from the table;
+    /// returns how many.
+    pub fn clear_finished(&self) -> usize {
+        self.downloads.clear_finished()
+    }
+
+    /// Deletes what a download left to resume from.
+    async fn delete_partial(&self, recipe: Recipe) {
+        let dir = self.config.downloads_dir();
+        let journal = self.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let files: Vec<std::path::PathBuf> = match &recipe {
+                Recipe::Classic { name, .. } => rutella_transfer::sanitize_basename(name)
+                    .map(|b| vec![dir.join(format!("{b}.part"))])
+                    .unwrap_or_default(),
+                Recipe::Hash { hash, name, .. } => {
+                    journal.remove(&rutella_proto::message::hex32(hash), name);
+                    rutella_transfer::part_paths(&dir, name, hash)
+                        .map(|p| vec![p.part, p.tree, p.state])
+                        .unwrap_or_default()
+                }
+            };
+            for f in files {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => tracing::info!(path = ?f, "deleted the partial data of a cancelled download"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(path = ?f, error = %e, "cannot delete the partial data of a cancelled download"),
+                }
+            }
+        })
+        .await;
+    }
+
+    /// A new row in the downloads table.
+    fn downloads_row(&self, name: &str, sources: Vec<SocketAddrV4>, recipe: Recipe) -> Row {
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let (id, control) =
+            self.downloads
+                .add(name.to_string(), sources, progress_rx, recipe.clone());
+        Row {
+            id,
+            progress: progress_tx,
+            control,
+            recipe,
+        }
+    }
+
     /// Runs one download in the background, owned by the node (stopped
-    /// and waited for at shutdown), recorded in the downloads table,
-    /// announced when it ends.
-    fn track<F, Fut>(
+    /// and waited for at shutdown, or when the user pauses or cancels
+    /// it), recorded in the downloads table, announced when it ends.
+    /// `work` is given the progress to report and the stop signal.
+    fn run_tracked<F, Fut>(
         &self,
+        row: Row,
         name: &str,
-        sources: Vec<SocketAddrV4>,
         stops_itself: bool,
         work: F,
     ) -> DownloadHandle
     where
-        F: FnOnce(watch::Sender<Progress>) -> Fut + Send + 'static,
+        F: FnOnce(watch::Sender<Progress>, StopSignal) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<DownloadReport, rutella_transfer::DownloadError>>
             + Send
             + 'static,
     {
-        let (progress_tx, progress_rx) = watch::channel(Progress::default());
-        let id = self.downloads.add(name.to_string(), sources, progress_rx);
+        let Row {
+            id,
+            progress: progress_tx,
+            control,
+            recipe,
+        } = row;
         let (done_tx, done_rx) = oneshot::channel();
         let downloads = self.downloads.clone();
         let events = self.events.clone();
         let name = name.to_string();
-        let stopping = self.tasks.stopping();
+        let node_stop = self.tasks.stopping();
+        let client = self.clone();
         let task = async move {
-            // A download that stops by itself when the node stops (by
-            // hash) is let finish its stop, so that its verified data is
-            // recorded; any other is dropped at the stop signal.
+            let mut asked = control.clone();
+            let stop: StopSignal = Box::pin(async move {
+                tokio::select! {
+                    () = node_stop => {}
+                    _ = asked.wait_for(|c| *c != Control::Run) => {}
+                }
+            });
+            // A download that stops by itself (by hash) is let finish its
+            // stop, so that its verified data is recorded; any other is
+            // dropped at the stop signal.
             let ran = if stops_itself {
-                Some(work(progress_tx).await)
+                Some(work(progress_tx, stop).await)
             } else {
                 tokio::select! {
-                    r = work(progress_tx) => Some(r),
-                    () = stopping => None,
+                    r = work(progress_tx, Box::pin(std::future::pending())) => Some(r),
+                    () = stop => None,
                 }
             };
-            let sent = match ran {
-                Some(Ok(report)) => {
+            let asked = *control.borrow();
+            let sent = match (ran, asked) {
+                (Some(Ok(report)), _) => {
                     tracing::info!(name = ?name, path = ?report.path, bytes = report.bytes_received, "download complete");
                     downloads.set_state(id, DownloadState::Done(report.path.clone()));
                     let _ = events.send(NodeEvent::DownloadDone {
@@ -212,7 +380,23 @@ impl Client {
                     });
                     Ok(report)
                 }
-                Some(Err(e)) if !is_stop(&e) => {
+                (_, Control::Pause) => {
+                    tracing::info!(name = ?name, "download paused");
+                    downloads.set_state(id, DownloadState::Paused);
+                    Err(NodeError::Download(
+                        rutella_transfer::DownloadError::Cancelled,
+                    ))
+                }
+                (_, Control::Cancel) => {
+                    tracing::info!(name = ?name, "download cancelled");
+                    client.delete_partial(recipe).await;
+                    downloads.set_state(id, DownloadState::Failed("cancelled".into()));
+                    let _ = downloads.remove(id);
+                    Err(NodeError::Download(
+                        rutella_transfer::DownloadError::Cancelled,
+                    ))
+                }
+                (Some(Err(e)), Control::Run) if !is_stop(&e) => {
                     let reason = e.to_string();
                     tracing::warn!(name = ?name, reason = ?reason, "download failed");
                     downloads.set_state(id, DownloadState::Failed(reason.clone()));
@@ -236,6 +420,18 @@ impl Client {
             result: done_rx,
         }
     }
+}
+
+/// Completes when a download is to stop: the node stops, or the user
+/// paused or cancelled it.
+type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A row of the downloads table a run reports to.
+struct Row {
+    id: DownloadId,
+    progress: watch::Sender<Progress>,
+    control: watch::Receiver<Control>,
+    recipe: Recipe,
 }
 
 /// The state of a download the node's shutdown stopped.

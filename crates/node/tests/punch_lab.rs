@@ -453,6 +453,7 @@ fn both_downloads(w: &World, way: Way, file: &Arc<OneFile>, data: &[u8], tag: &s
                 align_resume: false,
                 listed_size: None,
                 dialer: None,
+                limit: None,
             },
             p,
         )
@@ -526,6 +527,7 @@ fn a_relay_byte_limit_below_the_file_size_fails_the_download_naming_the_limit() 
                 align_resume: false,
                 listed_size: None,
                 dialer: None,
+                limit: None,
             },
             p,
         )
@@ -681,6 +683,7 @@ fn bench_direct_punched_relayed() {
                         align_resume: false,
                         listed_size: None,
                         dialer: None,
+                        limit: None,
                     },
                     tx,
                 )

@@ -44,6 +44,10 @@ pub struct Config {
     /// The classic program sends 1; every forwarded copy is answered by
     /// all the peers it reaches, so each step multiplies the traffic.
     pub max_ping_ttl: i64,
+    /// A short-lived node (a one-shot search or download): its pings and
+    /// pongs say `"Transient": true`, so that other nodes answer it but do
+    /// not take it for a peer (nor remember or forward it).
+    pub transient: bool,
     /// Toward an address that has not answered us from that address, at
     /// most this many times the bytes it sent us (see [`crate::guard`]).
     pub amplification: u64,
@@ -93,6 +97,7 @@ impl Default for Config {
             mode: Mode::Classic,
             scalable: ScalableConfig::default(),
             max_ping_ttl: 1,
+            transient: false,
             amplification: 3,
             probes_per_sec: 20.0,
             probe_burst: 40.0,

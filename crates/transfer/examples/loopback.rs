@@ -149,6 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         align_resume: false,
                         listed_size: None,
                         dialer: None,
+                        limit: None,
                     };
                     let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
                     rt.block_on(classic_download(req, tx))?;
@@ -206,6 +207,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             align_resume: false,
                             listed_size: None,
                             dialer: None,
+                            limit: None,
                         };
                         let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
                         rt.block_on(classic_download(req, tx))?;

@@ -23,6 +23,7 @@ mod download;
 mod error;
 mod fetch;
 mod hex;
+mod limit;
 mod lock;
 mod names;
 mod report;
@@ -44,12 +45,13 @@ pub use fetch::{
     fetch_by_hash, fetch_by_hash_growing, fetch_by_hash_until, part_paths, pending_progress,
     HashGet, PartPaths,
 };
+pub use limit::RateLimiter;
 pub use names::{sanitize_basename, NameError};
 pub use report::{DownloadReport, Progress, SourceOutcome, SourceReport};
 pub use server::guard::ServerLimits;
 pub use server::{
     run_server, run_server_with, serve_connection, Fault, Protocol, PushedConn, RelayHook,
-    SendError, ServeError, ServeOutcome, ServeReport, ServerConfig,
+    SendError, ServeError, ServeOutcome, ServeReport, ServerConfig, UploadEvent, UploadNotice,
 };
 pub use tree_cache::TreeCache;
 

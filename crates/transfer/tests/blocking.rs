@@ -103,6 +103,7 @@ async fn classic_requests_look_files_up_off_the_runtime() {
         align_resume: false,
         listed_size: None,
         dialer: None,
+        limit: None,
     };
     let report = classic_download(req, watch::channel(Progress::default()).0)
         .await

@@ -24,6 +24,7 @@ fn get(peer: std::net::SocketAddr, name: &str, dir: &std::path::Path) -> Classic
         align_resume: false,
         listed_size: None,
         dialer: None,
+        limit: None,
     }
 }
 

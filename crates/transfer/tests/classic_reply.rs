@@ -34,6 +34,7 @@ fn get(peer: std::net::SocketAddr, dir: &std::path::Path, listed: Option<u64>) -
         align_resume: true,
         listed_size: listed,
         dialer: None,
+        limit: None,
     }
 }
 

@@ -59,6 +59,7 @@ async fn classic_get(server: SocketAddr, name: &str) -> Result<Vec<u8>, Download
         align_resume: false,
         listed_size: None,
         dialer: None,
+        limit: None,
     };
     let report = classic_download(req, progress()).await?;
     Ok(std::fs::read(report.path).unwrap())

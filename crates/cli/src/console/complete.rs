@@ -6,7 +6,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::Context;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 /// The line editor of the console.
 pub(crate) type Editor = rustyline::Editor<Helper, rustyline::history::DefaultHistory>;
@@ -22,10 +22,23 @@ pub(crate) enum Mode {
     Plain,
 }
 
+/// What Tab offers after a command word, from the node's state as it was
+/// when the prompt was shown.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Live {
+    /// The shared folders (for `unshare`).
+    pub(crate) shares: Vec<String>,
+    /// The last search's results, numbered from 1, by name (for `get`).
+    pub(crate) results: Vec<String>,
+    /// Known and remembered peers, as typed (for `connect`).
+    pub(crate) peers: Vec<String>,
+}
+
 /// Completes console commands and paths.
 pub(crate) struct Helper {
     files: FilenameCompleter,
     mode: Cell<Mode>,
+    live: RefCell<Live>,
 }
 
 impl Helper {
@@ -33,12 +46,65 @@ impl Helper {
         Helper {
             files: FilenameCompleter::new(),
             mode: Cell::new(Mode::Command),
+            live: RefCell::new(Live::default()),
         }
     }
 
     pub(crate) fn set_mode(&self, mode: Mode) {
         self.mode.set(mode);
     }
+
+    /// What Tab offers after `unshare`, `get` and `connect` from now on.
+    pub(crate) fn set_live(&self, live: Live) {
+        *self.live.borrow_mut() = live;
+    }
+
+    /// Candidates for the argument of `cmd`, typed so far as `arg`.
+    fn arguments(&self, cmd: &str, arg: &str) -> Option<Vec<Pair>> {
+        let live = self.live.borrow();
+        let pairs = match cmd {
+            "unshare" => live
+                .shares
+                .iter()
+                .filter(|s| s.starts_with(&unescape(arg)))
+                .map(|s| Pair {
+                    display: s.clone(),
+                    replacement: s.replace(' ', "\\ "),
+                })
+                .collect(),
+            "connect" | "c" => live
+                .peers
+                .iter()
+                .filter(|p| p.starts_with(arg))
+                .map(|p| Pair {
+                    display: p.clone(),
+                    replacement: p.clone(),
+                })
+                .collect(),
+            "get" | "g" => {
+                let lower = arg.to_lowercase();
+                live.results
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| (i + 1, name))
+                    .filter(|(n, name)| {
+                        n.to_string().starts_with(arg) || name.to_lowercase().contains(&lower)
+                    })
+                    .map(|(n, name)| Pair {
+                        display: format!("{n} {name}"),
+                        replacement: n.to_string(),
+                    })
+                    .collect()
+            }
+            _ => return None,
+        };
+        Some(pairs)
+    }
+}
+
+/// `my\ folder` as typed is `my folder`.
+fn unescape(s: &str) -> String {
+    s.replace("\\ ", " ")
 }
 
 /// Command words offered by Tab.
@@ -48,8 +114,13 @@ const COMMANDS: &[&str] = &[
     "downloads",
     "peers",
     "connect",
+    "pause",
+    "resume",
+    "cancel",
+    "remove",
     "share",
     "unshare",
+    "notices",
     "help",
     "quit",
 ];
@@ -68,6 +139,19 @@ impl Completer for Helper {
             Mode::Path => self.files.complete(line, pos, ctx),
             Mode::Command => {
                 let before = &line[..pos];
+                if let Some((cmd, arg)) = before.split_once(' ') {
+                    // `get` takes several numbers: the last word is completed.
+                    let (start, word) = match cmd {
+                        "get" | "g" => {
+                            let at = arg.rfind(' ').map_or(0, |i| i + 1);
+                            (cmd.len() + 1 + at, &arg[at..])
+                        }
+                        _ => (cmd.len() + 1, arg),
+                    };
+                    if let Some(pairs) = self.arguments(cmd, word) {
+                        return Ok((start, pairs));
+                    }
+                }
                 match before.split_once(' ') {
                     None => Ok((
                         0,
@@ -80,7 +164,7 @@ impl Completer for Helper {
                             })
                             .collect(),
                     )),
-                    Some(("share" | "unshare", _)) => self.files.complete(line, pos, ctx),
+                    Some(("share", _)) => self.files.complete(line, pos, ctx),
                     Some(_) => Ok((pos, Vec::new())),
                 }
             }
@@ -123,5 +207,30 @@ mod tests {
         assert!(c.iter().any(|r| r.ends_with("music/")), "{c:?}");
         h.set_mode(Mode::Plain);
         assert!(complete(&h, "se").1.is_empty());
+    }
+
+    #[test]
+    fn arguments_come_from_the_node() {
+        let h = Helper::new();
+        h.set_live(Live {
+            shares: vec!["/srv/my music".into(), "/srv/films".into()],
+            results: vec!["music/a.ogg".into(), "photos/b.jpg".into()],
+            peers: vec!["192.168.1.100".into(), "127.0.0.1:20002".into()],
+        });
+        // The shared folders, not the current directory.
+        assert_eq!(
+            complete(&h, "unshare /srv/m"),
+            (8, vec!["/srv/my\\ music".to_string()])
+        );
+        assert_eq!(complete(&h, "unshare ").1.len(), 2);
+        // Results by number or by a part of the name.
+        assert_eq!(complete(&h, "get 2"), (4, vec!["2".to_string()]));
+        assert_eq!(complete(&h, "get ogg"), (4, vec!["1".to_string()]));
+        assert_eq!(complete(&h, "get 1 ph"), (6, vec!["2".to_string()]));
+        // Known peers.
+        assert_eq!(
+            complete(&h, "connect 19"),
+            (8, vec!["192.168.1.100".to_string()])
+        );
     }
 }

@@ -54,12 +54,26 @@ const HELP: &[(&str, &str)] = &[
         "downloads",
         "list downloads with state, percent, speed, time left and sources",
     ),
+    (
+        "pause N",
+        "pause download N, keeping what it got (resume N goes on)",
+    ),
+    ("resume N", "go on with a paused or failed download N"),
+    ("cancel N", "stop download N and delete its partial data"),
+    (
+        "remove [N]",
+        "remove download N from the list, or all finished and failed",
+    ),
     ("peers", "list the peers this node knows"),
     (
         "connect ADDR",
         "join the network through a peer: IP or IP:UDPPORT",
     ),
     ("share DIR", "share one more folder"),
+    (
+        "notices on|off",
+        "announce peers joining and downloads from you, or not",
+    ),
     ("unshare DIR", "stop sharing a folder"),
     ("help", "show this list"),
     (
@@ -86,7 +100,11 @@ pub(crate) fn run(
         .create_external_printer()
         .ok()
         .map(|p| Box::new(p) as Box<dyn rustyline::ExternalPrinter + Send>);
-    let (out, thread) = Output::start(client.clone(), printer, rt.handle());
+    let notices = remember
+        .as_ref()
+        .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).1.notices != Some(false))
+        .unwrap_or(true);
+    let (out, thread) = Output::start(client.clone(), printer, rt.handle(), notices);
     if let Some(r) = &remember {
         remember_peers(rt, &client, r.clone());
     }
@@ -95,11 +113,13 @@ pub(crate) fn run(
         results: Results::default(),
         remember,
         last_search: None,
+        out: out.clone(),
     };
     let result = loop {
         output::flush_pending(&out);
         if let Some(h) = rl.helper() {
             h.set_mode(complete::Mode::Command);
+            h.set_live(rt.block_on(console.live()));
         }
         out.enter_prompt();
         let line = rl.readline("rutella> ");
@@ -184,9 +204,41 @@ struct Console {
     results: Results,
     remember: Remember,
     last_search: Option<String>,
+    out: Output,
 }
 
 impl Console {
+    /// What Tab completes from: the shares, the last results, the peers
+    /// known now and those remembered in the settings file.
+    async fn live(&self) -> complete::Live {
+        let mut peers: Vec<String> = self
+            .client
+            .peers()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(results::peer_name)
+            .collect();
+        if let Some(r) = &self.remember {
+            let g = r.lock().unwrap_or_else(|e| e.into_inner());
+            for p in g.1.peers.iter().flatten() {
+                if !peers.contains(p) {
+                    peers.push(p.clone());
+                }
+            }
+        }
+        complete::Live {
+            shares: self
+                .client
+                .shares()
+                .iter()
+                .map(|s| s.display().to_string())
+                .collect(),
+            results: self.results.items.iter().map(|f| f.name.clone()).collect(),
+            peers,
+        }
+    }
+
     async fn command(&mut self, line: &str) -> Flow {
         let (cmd, rest) = match line.split_once(char::is_whitespace) {
             Some((c, r)) => (c, r.trim()),
@@ -200,6 +252,11 @@ impl Console {
             "connect" | "c" => self.connect(rest).await,
             "share" => self.share(rest).await,
             "unshare" => self.unshare(rest).await,
+            "notices" => self.notices(rest),
+            "pause" => self.control(rest, "pause").await,
+            "resume" => self.control(rest, "resume").await,
+            "cancel" => self.control(rest, "cancel").await,
+            "remove" | "rm" => self.control(rest, "remove").await,
             "help" | "h" | "?" => help(),
             "quit" | "exit" | "q" => return Flow::Quit,
             _ => println!("Unknown command {cmd:?}: type help to see the commands."),
@@ -417,6 +474,7 @@ impl Console {
                 DownloadState::Running => "running",
                 DownloadState::Done(_) => "done",
                 DownloadState::Failed(_) => "failed",
+                DownloadState::Paused => "paused",
             };
             let pct = f
                 .percent
@@ -456,7 +514,7 @@ impl Console {
                 DownloadState::Failed(r) => {
                     println!("{:>5}✗ {}", "", escape(&friendly_reason(r)))
                 }
-                DownloadState::Running => {}
+                DownloadState::Running | DownloadState::Paused => {}
             }
         }
     }
@@ -496,7 +554,12 @@ impl Console {
                 return;
             }
         }
-        println!("Peer {addr} did not answer yet: check the address and that its node is running (it is tried again with every ping round).");
+        // Not kept: it is not pinged again, nor remembered.
+        let _ = self.client.forget(addr.udp).await;
+        println!(
+            "No answer from {addr} within {} s: check the address and that its node is running, then connect again.",
+            ANSWER_WAIT.as_secs()
+        );
     }
 
     async fn share(&self, rest: &str) {
@@ -515,6 +578,15 @@ impl Console {
             println!(
                 "No folder at {}: type the path of an existing folder.",
                 dir.display()
+            );
+            return;
+        }
+        let dir = setup::absolute(&dir);
+        if let Some(s) = self.client.shares().iter().find(|s| same_dir(s, &dir)) {
+            println!(
+                "{} is already shared ({} files shared in all).",
+                s.display(),
+                self.client.library().len()
             );
             return;
         }
@@ -553,6 +625,68 @@ impl Console {
         }
     }
 
+    /// `pause N`, `resume N`, `cancel N`, `remove N`; `remove` alone
+    /// clears the complete and failed downloads from the list.
+    async fn control(&self, rest: &str, what: &str) {
+        if rest.is_empty() && what == "remove" {
+            let n = self.client.clear_finished();
+            return println!("Removed {} from the list.", plural(n, "finished download"));
+        }
+        let Ok(id) = rest.parse::<rutella_node::DownloadId>() else {
+            return println!("Type {what} N, with N a number of the downloads list.");
+        };
+        let name = self
+            .client
+            .downloads()
+            .into_iter()
+            .find(|d| d.id == id)
+            .map(|d| escape(&d.name).into_owned())
+            .unwrap_or_default();
+        let done = match what {
+            "pause" => self.client.pause(id).await.map(|()| {
+                format!("Paused {id} ({name}); what it got is kept: resume {id} goes on from it.")
+            }),
+            "resume" => self
+                .client
+                .resume(id)
+                .map(|_| format!("Resuming {id} ({name}).")),
+            "cancel" => self
+                .client
+                .cancel(id)
+                .await
+                .map(|()| format!("Cancelled {id} ({name}); its partial data is deleted.")),
+            _ => self
+                .client
+                .remove(id)
+                .map(|()| format!("Removed {id} ({name}) from the list.")),
+        };
+        match done {
+            Ok(line) => println!("{line}"),
+            Err(e) => println!("{}.", capitalise(&e.to_string())),
+        }
+    }
+
+    /// `notices on|off`: announce peers joining and uploads, or not.
+    fn notices(&self, rest: &str) {
+        let on = match rest.to_ascii_lowercase().as_str() {
+            "" => {
+                let now = if self.out.notices() { "on" } else { "off" };
+                println!("Notices are {now}: notices on|off to change it.");
+                return;
+            }
+            "on" => true,
+            "off" => false,
+            _ => return println!("Type notices on or notices off."),
+        };
+        self.out.set_notices(on);
+        self.update_config(|c| c.notices = (!on).then_some(false));
+        if on {
+            println!("Notices on: peers joining and downloads from you are announced.");
+        } else {
+            println!("Notices off: peers joining and downloads from you are not announced.");
+        }
+    }
+
     fn update_config(&self, f: impl FnOnce(&mut ConfigFile)) {
         if let Some(r) = &self.remember {
             let mut g = r.lock().unwrap_or_else(|e| e.into_inner());
@@ -562,6 +696,14 @@ impl Console {
                 println!("{}", e.message);
             }
         }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -583,7 +725,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 
 fn help() {
     for (cmd, what) in HELP {
-        println!("  {cmd:<13} {what}");
+        println!("  {cmd:<15} {what}");
     }
 }
 

@@ -73,6 +73,8 @@ struct State {
 pub(crate) struct Output {
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
+    /// Whether peers joining and uploads are announced.
+    notices: Arc<AtomicBool>,
 }
 
 impl Output {
@@ -83,10 +85,12 @@ impl Output {
         client: Client,
         printer: Option<Box<dyn ExternalPrinter + Send>>,
         rt: &tokio::runtime::Handle,
+        notices: bool,
     ) -> (Output, std::thread::JoinHandle<()>) {
         let out = Output {
             state: Arc::new(Mutex::new(State::default())),
             stop: Arc::new(AtomicBool::new(false)),
+            notices: Arc::new(AtomicBool::new(notices)),
         };
         // Node events become announcements.
         let mut events = client.subscribe();
@@ -105,6 +109,22 @@ impl Output {
                         escape(&name),
                         escape(&super::friendly_reason(&reason))
                     )),
+                    Ok(NodeEvent::PeerAdded(p)) if o.notices() => {
+                        o.announce(format!("+ Peer {} joined.", super::results::peer_name(&p)))
+                    }
+                    Ok(NodeEvent::UploadStarted { peer, name }) if o.notices() => o.announce(
+                        format!("↑ {} is downloading {} from you.", peer.ip(), escape(&name)),
+                    ),
+                    Ok(NodeEvent::UploadEnded {
+                        peer,
+                        name,
+                        bytes: n,
+                    }) if o.notices() => o.announce(format!(
+                        "↑ {} stopped downloading {} ({} sent).",
+                        peer.ip(),
+                        escape(&name),
+                        bytes(n)
+                    )),
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break,
@@ -118,6 +138,16 @@ impl Output {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether peers joining and uploads are announced.
+    pub(crate) fn notices(&self) -> bool {
+        self.notices.load(Ordering::Relaxed)
+    }
+
+    /// Turns the announcements of peers joining and uploads on or off.
+    pub(crate) fn set_notices(&self, on: bool) {
+        self.notices.store(on, Ordering::Relaxed);
     }
 
     /// Queues a line to print once.

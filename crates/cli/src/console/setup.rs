@@ -7,7 +7,7 @@ use crate::config_file::{self, ConfigFile};
 use crate::{exit, Failure};
 use rustyline::error::ReadlineError;
 use rutella_node::{Node, NodeConfig, PeerAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -38,6 +38,102 @@ pub(crate) fn expand_home(s: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// A folder as an absolute path (resolved through links when it exists),
+/// so that the settings file means the same folder wherever rutella is
+/// started from.
+pub(crate) fn absolute(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir)
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Whether `dir` is `share` or inside it.
+fn inside(dir: &Path, share: &Path) -> bool {
+    absolute(dir).starts_with(absolute(share))
+}
+
+/// The downloads folder when neither a flag nor the settings file names
+/// one: the platform's download folder (`~/Downloads`), or, when that is
+/// shared (downloads would be shared again), `downloads` in rutella's own
+/// data folder.
+pub(crate) fn default_downloads(shares: &[PathBuf]) -> PathBuf {
+    let dirs = directories::UserDirs::new();
+    let platform = dirs.as_ref().and_then(|d| {
+        d.download_dir()
+            .map(Path::to_path_buf)
+            .or_else(|| Some(d.home_dir().join("Downloads")))
+    });
+    let own =
+        directories::ProjectDirs::from("", "", "rutella").map(|d| d.data_dir().join("downloads"));
+    [platform, own]
+        .into_iter()
+        .flatten()
+        .find(|d| !shares.iter().any(|s| inside(d, s)))
+        .unwrap_or_else(|| PathBuf::from("downloads"))
+}
+
+/// The addresses a friend types to join this node: the bound address, or
+/// else every IPv4 address of this computer's interfaces that are up
+/// (loopback only when there is nothing else), with the UDP port when it
+/// is not the classic one.
+pub(crate) fn join_addresses(bind: std::net::Ipv4Addr, udp_port: u16) -> Vec<String> {
+    let ips = if bind.is_unspecified() {
+        let mut ips = interface_addresses();
+        if ips.iter().any(|ip| !ip.is_loopback()) {
+            ips.retain(|ip| !ip.is_loopback());
+        }
+        ips
+    } else {
+        vec![bind]
+    };
+    ips.into_iter()
+        .map(|ip| {
+            PeerAddr {
+                udp: std::net::SocketAddrV4::new(ip, udp_port),
+                tcp_port: None,
+            }
+            .to_string()
+        })
+        .collect()
+}
+
+/// The IPv4 addresses of the interfaces that are up.
+fn interface_addresses() -> Vec<std::net::Ipv4Addr> {
+    let mut out = Vec::new();
+    #[cfg(unix)]
+    {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs fills `list` with a linked list it allocated,
+        // read only on success and freed with freeifaddrs below.
+        if unsafe { libc::getifaddrs(&mut list) } != 0 {
+            return out;
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            // SAFETY: `cur` is a node of the list getifaddrs returned.
+            let ifa = unsafe { &*cur };
+            let up = ifa.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
+            if up && !ifa.ifa_addr.is_null() {
+                // SAFETY: a non-null ifa_addr points to a sockaddr whose
+                // family says its type.
+                let family = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
+                if family == libc::AF_INET {
+                    // SAFETY: an AF_INET address is a sockaddr_in.
+                    let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                    let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                    if !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        // SAFETY: `list` came from a successful getifaddrs.
+        unsafe { libc::freeifaddrs(list) };
+    }
+    out
+}
+
 fn ask(rl: &mut Editor, question: &str, mode: Mode) -> Result<String, Failure> {
     println!("{question}");
     if let Some(h) = rl.helper() {
@@ -66,7 +162,7 @@ fn ask_share(rl: &mut Editor) -> Result<PathBuf, Failure> {
         }
         let dir = expand_home(&answer);
         if dir.is_dir() {
-            return Ok(dir);
+            return Ok(absolute(&dir));
         }
         if dir.exists() {
             println!(
@@ -109,6 +205,8 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
     let mut file = ConfigFile::load(&path)?;
     let mut rl = editor()?;
     let mut asked = false;
+    // Peers not seen answering for long are not tried again.
+    let stale = file.forget_stale(config_file::now_secs());
 
     let shares = if !args.shares.is_empty() {
         args.shares.clone()
@@ -145,11 +243,25 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
     if asked {
         file.save(&path)?;
         println!("Saved to {}.", path.display());
+    } else if stale {
+        file.save(&path)?;
     }
 
+    let downloads = args
+        .downloads
+        .clone()
+        .or_else(|| file.downloads.clone())
+        .unwrap_or_else(|| default_downloads(&shares));
+    if asked && args.downloads.is_none() && file.downloads.is_none() {
+        println!(
+            "Downloads go to {} (to change it, set downloads = \"FOLDER\" in {}).",
+            downloads.display(),
+            path.display()
+        );
+    }
     let mut cfg = NodeConfig {
         shares,
-        downloads: args.downloads.clone().or_else(|| file.downloads.clone()),
+        downloads: Some(downloads.clone()),
         bind,
         udp_port: args
             .udp_port
@@ -172,9 +284,9 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
         cfg.overlay.search_timeout = t;
     }
     cfg.overlay.seed = crate::args::seed();
+    args.limits.apply(&mut cfg, &file);
     cfg.dht = args.dht.config(Some(&file), true);
     cfg.db_path = cfg.default_db_path();
-    let downloads = cfg.downloads_dir();
     let node = rt.block_on(Node::start(cfg))?;
     let client = node.client();
     let files = client.library().len();
@@ -194,6 +306,13 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
         client.udp_addr(),
         client.tcp_addr()
     );
+    let join = join_addresses(bind, client.udp_addr().port());
+    if !join.is_empty() {
+        println!(
+            "A friend joins you by typing: connect {}",
+            join.join(" or connect ")
+        );
+    }
     if connect.is_empty() && client.lan_discovery() {
         println!("Looking for peers on your network...");
         let found = rt.block_on(crate::lan::wait_found(
@@ -213,10 +332,23 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
                 names.join(", ")
             );
         } else {
+            let known = rt.block_on(client.peers()).unwrap_or_default();
+            let (up, down): (Vec<&PeerAddr>, Vec<&PeerAddr>) = connect
+                .iter()
+                .partition(|p| known.iter().any(|k| k.udp == p.udp));
+            let up: Vec<String> = up.iter().map(|p| p.to_string()).collect();
+            let through = if up.is_empty() { names.clone() } else { up };
             println!(
                 "Joined the network through {}: {joined} peer(s) known.",
-                names.join(", ")
+                through.join(", ")
             );
+            if !down.is_empty() {
+                let down: Vec<String> = down.iter().map(|p| p.to_string()).collect();
+                println!(
+                    "No answer yet from {} (tried again with every ping round).",
+                    down.join(", ")
+                );
+            }
         }
     }
     println!("Type help for the commands.");

@@ -14,6 +14,14 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+/// The field by which a short-lived node marks its pings and pongs.
+const TRANSIENT: &str = "Transient";
+
+/// Whether a ping or pong comes from a short-lived node.
+fn is_transient(extra: &Map<String, serde_json::Value>) -> bool {
+    extra.get(TRANSIENT).and_then(serde_json::Value::as_bool) == Some(true)
+}
+
 #[derive(Debug)]
 pub(super) struct PeerState {
     pub(super) info: Peer,
@@ -106,6 +114,9 @@ impl Overlay {
             extra.insert("Echo".into(), serde_json::Value::from(n));
             // Only to rutella pings: classic peers never see the field.
             extra.insert("Seen".into(), serde_json::Value::from(from.to_string()));
+            if self.sh.config.transient {
+                extra.insert(TRANSIENT.into(), serde_json::Value::Bool(true));
+            }
         }
         self.push_transmit(Transmit {
             dest: from,
@@ -178,7 +189,9 @@ impl Overlay {
                     now,
                     self.sh.config.pong_timeout.max(Duration::from_millis(1)) * 2,
                 );
-        if answered {
+        if answered && is_transient(&pong.extra) {
+            self.validate_transient(now, from);
+        } else if answered {
             self.validate(now, from, pong.ports);
         } else {
             self.probe(now, from);
@@ -230,6 +243,39 @@ impl Overlay {
         if let Some(fwd) = ping {
             if self.peers.contains_key(&from) {
                 self.forward_ping(now, from, fwd);
+            }
+        }
+        if let Some((q, at)) = query {
+            if now.saturating_duration_since(at) <= self.sh.config.search_timeout {
+                self.emit_query(from, q);
+            }
+        }
+    }
+
+    /// `from` answered one of our pings but is a short-lived node (a
+    /// one-shot command): its address is proven, so its query is answered
+    /// and sends to it are not limited, but it does not become a peer (it
+    /// is not announced, remembered, pinged or asked). Its ping is passed
+    /// on, so that the other peers answer it and it finds the network
+    /// (at most once per pong timeout: its address is probed no more
+    /// often).
+    fn validate_transient(&mut self, now: Instant, from: SocketAddrV4) {
+        let e = self.sh.guard.entry(from);
+        e.proven = true;
+        let ping = e.ping.take();
+        let query = e.query.take();
+        if let Some(fwd) = ping {
+            let message = Message::Ping(fwd);
+            if message.encode().len() <= MAX_DATAGRAM {
+                let dests: Vec<SocketAddrV4> =
+                    self.peers.keys().copied().filter(|d| *d != from).collect();
+                for dest in dests {
+                    self.push_transmit(Transmit {
+                        dest,
+                        message: message.clone(),
+                        from_self: false,
+                    });
+                }
             }
         }
         if let Some((q, at)) = query {
@@ -435,6 +481,9 @@ impl Overlay {
             "PushId".into(),
             serde_json::Value::from(hex16(self.push.own_id)),
         );
+        if self.sh.config.transient {
+            extra.insert(TRANSIENT.into(), serde_json::Value::Bool(true));
+        }
         Transmit {
             dest,
             message: Message::Ping(Ping {

@@ -321,6 +321,13 @@ impl Overlay {
         self.send_ping(now, addr);
     }
 
+    /// Forgets an address given to [`Overlay::connect`] that never
+    /// answered: it is no longer pinged at every round. A peer it already
+    /// became stays (it answered).
+    pub fn forget(&mut self, addr: SocketAddrV4) {
+        self.bootstrap.retain(|a| *a != addr);
+    }
+
     /// Starts a search: a Query goes to every known peer, and to every peer
     /// that joins while the search runs. Results arrive as
     /// [`Event::SearchResult`], then one [`Event::SearchFinished`].

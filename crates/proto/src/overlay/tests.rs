@@ -352,6 +352,73 @@ fn a_dead_bootstrap_is_retried_while_alone() {
 }
 
 #[test]
+fn a_transient_node_is_answered_but_never_becomes_a_peer() {
+    let mut net = classic_net(3);
+    // Node 2 is short-lived (a one-shot search); both join through node 0.
+    let now = net.now;
+    let mut c = cfg(net.nodes[2].0.port());
+    c.transient = true;
+    net.nodes[2].1 = Overlay::new(c, now);
+    net.nodes[2].1.add_own_ip(Ipv4Addr::LOCALHOST);
+    let first = net.nodes[0].0;
+    net.nodes[1].1.connect(now, first, 1);
+    net.nodes[2].1.connect(now, first, 1);
+    net.pump();
+    net.advance(Duration::from_millis(450));
+    let transient = net.nodes[2].0;
+    // It knows node 0 (and may search it) ...
+    assert!(net.peer_set(2).contains(&first));
+    let now = net.now;
+    let id = net.nodes[2].1.search(now, "FILE-0");
+    net.pump();
+    assert!(
+        net.results
+            .iter()
+            .any(|r| r.0 == 2 && r.1 == id && r.3 == ["File-0.txt"]),
+        "node 0 did not answer the transient node"
+    );
+    // It found node 1 through node 0 (which passed its ping on), and node
+    // 1 answers it too ...
+    assert!(
+        net.peer_set(2).contains(&net.nodes[1].0),
+        "{:?}",
+        net.peer_set(2)
+    );
+    let id = net.nodes[2].1.search(now, "FILE-1");
+    net.pump();
+    assert!(
+        net.results
+            .iter()
+            .any(|r| r.0 == 2 && r.1 == id && r.3 == ["File-1.txt"]),
+        "node 1 did not answer the transient node"
+    );
+    // ... but nobody keeps it as a peer.
+    for i in 0..2 {
+        assert!(
+            !net.peer_set(i).contains(&transient),
+            "node {i} took a transient node for a peer"
+        );
+    }
+}
+
+#[test]
+fn a_forgotten_address_is_not_retried() {
+    let mut net = classic_net(2);
+    let first = net.nodes[0].0;
+    net.down.insert(first);
+    let now = net.now;
+    net.nodes[1].1.connect(now, first, 1);
+    net.pump();
+    net.nodes[1].1.forget(first);
+    net.down.clear();
+    net.advance(Duration::from_millis(600));
+    assert!(
+        net.peer_set(1).is_empty(),
+        "a forgotten address was pinged again"
+    );
+}
+
+#[test]
 fn peer_list_is_bounded() {
     let now = Instant::now();
     let mut o = Overlay::new(

@@ -39,6 +39,8 @@ pub struct ClassicGet {
     pub listed_size: Option<u64>,
     /// How to get the connection; `None`: connect to `peer`.
     pub dialer: Option<crate::dial::SharedDialer>,
+    /// A download rate limit shared with other transfers; `None`: none.
+    pub limit: Option<crate::RateLimiter>,
 }
 
 /// Starts of replies that cannot be a classic byte count (compared in
@@ -259,6 +261,7 @@ fn receive(
     resumed_from: u64,
     idle: Duration,
     progress: &tokio::sync::watch::Sender<Progress>,
+    limit: Option<&crate::RateLimiter>,
 ) -> (std::fs::File, u64, Option<Broken>, Option<io::Error>) {
     use std::io::{Read, Write};
     let total = resumed_from + expected;
@@ -268,7 +271,11 @@ fn receive(
     };
     let mut received = 0u64;
     while received < expected {
-        let want = usize::try_from((expected - received).min(READ_BUF as u64)).unwrap_or(READ_BUF);
+        let mut want =
+            usize::try_from((expected - received).min(READ_BUF as u64)).unwrap_or(READ_BUF);
+        if let Some(l) = limit {
+            want = want.min(l.slice());
+        }
         match stream.read(&mut buf[..want]) {
             Ok(0) => {
                 return (
@@ -285,6 +292,9 @@ fn receive(
                     return (file, received, None, Some(e));
                 }
                 received += n as u64;
+                if let Some(l) = limit {
+                    l.take_blocking(n as u64);
+                }
                 progress.send_replace(Progress {
                     received,
                     done: resumed_from + received,
@@ -418,6 +428,9 @@ async fn fetch(
             break;
         }
         buffered.truncate(received);
+        if let Some(l) = &req.limit {
+            l.take(received as u64).await;
+        }
         progress.send_replace(Progress {
             received: received as u64,
             done: resumed_from + received as u64,
@@ -444,8 +457,17 @@ async fn fetch(
         interrupted(0, expected, Broken::Io { during, source })
     })?;
     let (idle, progress_tx) = (req.idle_timeout, progress.clone());
+    let limit = req.limit.clone();
     let (file, received, cause, write_error) = blocking(part, move || {
-        receive(std_stream, file, expected, resumed_from, idle, &progress_tx)
+        receive(
+            std_stream,
+            file,
+            expected,
+            resumed_from,
+            idle,
+            &progress_tx,
+            limit.as_ref(),
+        )
     })
     .await?;
     if let Some(e) = write_error {

@@ -78,6 +78,8 @@ pub struct HashGet {
     pub single_source_connections: usize,
     /// How to get a source's connections; `None`: connect to its address.
     pub dialer: Option<crate::dial::SharedDialer>,
+    /// A download rate limit shared with other transfers; `None`: none.
+    pub limit: Option<crate::RateLimiter>,
 }
 
 impl HashGet {
@@ -96,6 +98,7 @@ impl HashGet {
             checkpoint_every: Duration::from_secs(1),
             single_source_connections: 1,
             dialer: None,
+            limit: None,
         }
     }
 }
@@ -296,6 +299,7 @@ where
         sessions: Arc::new(Sessions::default()),
         write_lock: Mutex::new(()),
         batch,
+        limit: req.limit.clone(),
     });
     progress.send_replace(Progress {
         received: wire_bytes,

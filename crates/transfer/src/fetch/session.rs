@@ -340,7 +340,10 @@ fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
                             }
                         }
                     }
-                    let limit = (claimed_to - pos).min(want as u64) as usize;
+                    let mut limit = (claimed_to - pos).min(want as u64) as usize;
+                    if let Some(l) = &shared.limit {
+                        limit = limit.min(filled + l.slice());
+                    }
                     match conn.stream.read(&mut buf[filled..limit]) {
                         // Shut down by `halt`.
                         Ok(0) | Err(_) if shared.stop.load(Ordering::Acquire) => break,
@@ -353,6 +356,9 @@ fn session(mut conn: BlockingConn, src: usize, shared: &Shared) -> Session {
                         Ok(n) => {
                             filled += n;
                             shared.received.fetch_add(n as u64, Ordering::Relaxed);
+                            if let Some(l) = &shared.limit {
+                                l.take_blocking(n as u64);
+                            }
                         }
                         Err(e) => {
                             failure = Broken::from_read(e, conn.idle, "receiving data");

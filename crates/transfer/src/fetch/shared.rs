@@ -40,6 +40,8 @@ pub(super) struct Shared {
     pub(super) write_lock: Mutex<()>,
     /// Bytes per batch.
     pub(super) batch: usize,
+    /// The download rate limit shared with other transfers.
+    pub(super) limit: Option<crate::RateLimiter>,
 }
 
 /// The count of running receive loops.

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use super::config::{Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig};
+use super::config::{Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig, UploadEvent};
 use super::send::send_range;
 use super::timed::{lookup, not_opened, write_all_timed, Wanted};
 use crate::wire;
@@ -144,7 +144,13 @@ pub(super) async fn answer_classic(
             source: e,
         })?;
     tracing::debug!(%peer, name, offset, len, "classic upload starts");
+    cfg.notify(peer, &file.path, UploadEvent::Started);
     let sent = send_range(&mut stream, std_file, offset, len, cfg).await;
+    let bytes = match &sent {
+        Ok(n) => *n,
+        Err((n, _)) => *n,
+    };
+    cfg.notify(peer, &file.path, UploadEvent::Ended { bytes });
     match sent {
         Ok(sent) => {
             report.bytes_sent = sent;

@@ -44,6 +44,12 @@ pub struct ServerConfig {
     /// to us) go, with their token; `None`: they are closed. A full
     /// queue closes them too.
     pub pushed: Option<tokio::sync::mpsc::Sender<PushedConn>>,
+    /// Where uploads are announced as they start and end (for a user
+    /// interface); `None`: nowhere. A slow reader loses the oldest.
+    pub uploads: Option<tokio::sync::broadcast::Sender<UploadNotice>>,
+    /// A limit shared by every upload (and whatever else holds a clone),
+    /// on top of `rate_limit`; `None`: none.
+    pub total_limit: Option<crate::RateLimiter>,
 }
 
 /// A connection that came in introduced as pushed: a peer we asked (with
@@ -83,6 +89,43 @@ impl std::fmt::Debug for RelayHook {
     }
 }
 
+/// An upload starting or ending, for the user interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadNotice {
+    /// The downloading peer.
+    pub peer: SocketAddr,
+    /// The shared file sent.
+    pub file: std::path::PathBuf,
+    /// Started, or ended with the bytes sent.
+    pub event: UploadEvent,
+}
+
+/// What happened to an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadEvent {
+    /// The first bytes go out.
+    Started,
+    /// The connection (classic) or session (rutella) ended after sending
+    /// these bytes of the file.
+    Ended {
+        /// File bytes sent.
+        bytes: u64,
+    },
+}
+
+impl ServerConfig {
+    /// Announces an upload event, when someone listens.
+    pub(crate) fn notify(&self, peer: SocketAddr, file: &std::path::Path, event: UploadEvent) {
+        if let Some(tx) = &self.uploads {
+            let _ = tx.send(UploadNotice {
+                peer,
+                file: file.to_path_buf(),
+                event,
+            });
+        }
+    }
+}
+
 /// Deliberate misbehaviour of a test server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -107,6 +150,8 @@ impl Default for ServerConfig {
             fault: None,
             relay: None,
             pushed: None,
+            uploads: None,
+            total_limit: None,
         }
     }
 }

@@ -11,7 +11,7 @@ mod timed;
 
 pub use config::{
     Fault, Protocol, PushedConn, RelayHook, SendError, ServeError, ServeOutcome, ServeReport,
-    ServerConfig,
+    ServerConfig, UploadEvent, UploadNotice,
 };
 
 use std::future::Future;

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use super::config::{Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig};
+use super::config::{Protocol, ServeError, ServeOutcome, ServeReport, ServerConfig, UploadEvent};
 use super::guard::Slot;
 use super::send::send_range;
 use super::timed::{lookup, not_opened, read_exact_by, write_all_timed, Wanted};
@@ -93,6 +93,9 @@ async fn serve_session(
         outcome: ServeOutcome::Session { requests: 0 },
     };
     let mut requests = 0u32;
+    // The file this session sends, announced once it starts and again
+    // when the session ends.
+    let mut sending: Option<std::path::PathBuf> = None;
     // The session keeps its slot while it takes at least `min` bytes of
     // answers per `idle`: each time it has, the clock starts again.
     let (idle, min) = (
@@ -229,23 +232,52 @@ async fn serve_session(
                 write_all_timed(&mut stream, &head.encode(), cfg.send_timeout)
                     .await
                     .map_err(io_err("sending a response header"))?;
+                if sending.as_ref() != Some(&file.path) {
+                    if let Some(before) = sending.take() {
+                        cfg.notify(
+                            peer,
+                            &before,
+                            UploadEvent::Ended {
+                                bytes: report.bytes_sent,
+                            },
+                        );
+                    }
+                    cfg.notify(peer, &file.path, UploadEvent::Started);
+                    sending = Some(file.path.clone());
+                }
                 match send_range(&mut stream, f, offset, len, &cfg).await {
                     Ok(n) => {
                         report.bytes_sent += n;
                         answered += n;
                     }
                     Err((sent, e)) => {
+                        cfg.notify(
+                            peer,
+                            &file.path,
+                            UploadEvent::Ended {
+                                bytes: report.bytes_sent + sent,
+                            },
+                        );
                         return Err(ServeError::Upload {
                             peer,
                             request: report.request.clone(),
                             sent,
                             len,
                             source: e,
-                        })
+                        });
                     }
                 }
             }
         }
+    }
+    if let Some(file) = sending {
+        cfg.notify(
+            peer,
+            &file,
+            UploadEvent::Ended {
+                bytes: report.bytes_sent,
+            },
+        );
     }
     let _ = timeout(cfg.send_timeout, stream.shutdown()).await;
     tracing::info!(%peer, requests, bytes = report.bytes_sent, "rutella session ended");

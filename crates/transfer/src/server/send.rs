@@ -23,7 +23,8 @@ pub(crate) async fn send_range(
         return Ok(0);
     }
     #[cfg(target_os = "linux")]
-    if cfg.zero_copy && cfg.rate_limit.is_none() && cfg.fault.is_none() {
+    if cfg.zero_copy && cfg.rate_limit.is_none() && cfg.total_limit.is_none() && cfg.fault.is_none()
+    {
         return sendfile_range(stream, &file, offset, len, cfg.send_timeout).await;
     }
     copy_range(stream, file, offset, len, cfg).await
@@ -43,6 +44,9 @@ async fn copy_range(
         // Pace in slices of about 1/20 s so the limit holds over short spans.
         let slice = usize::try_from((rate / 20).max(1024)).unwrap_or(usize::MAX);
         chunk = chunk.min(slice);
+    }
+    if let Some(l) = &cfg.total_limit {
+        chunk = chunk.min(l.slice());
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Vec<u8>>>(2);
     let (ret_tx, ret_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
@@ -103,6 +107,9 @@ async fn copy_range(
             Ok(Ok(())) => {}
         }
         sent += buf.len() as u64;
+        if let Some(l) = &cfg.total_limit {
+            l.take(buf.len() as u64).await;
+        }
         let _ = ret_tx.send(buf);
         if let Some(rate) = cfg.rate_limit {
             let due = start + Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
