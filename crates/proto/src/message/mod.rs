@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// UDP port of every classic peer.
 pub const CLASSIC_UDP_PORT: u16 = 20000;
@@ -72,7 +72,7 @@ impl Ports {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ping {
     /// The peer that started the ping (unchanged when forwarded).
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// How many more times it may be forwarded.
     pub ttl: i64,
     /// Ports of the originator.
@@ -85,7 +85,7 @@ pub struct Ping {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pong {
     /// The sender.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Ports of the sender.
     pub ports: Ports,
     /// Unknown fields.
@@ -96,7 +96,7 @@ pub struct Pong {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     /// The querier.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// The text searched for.
     pub text: String,
     /// rutella extension `"Id"`: the search this query belongs to, echoed in hits.
@@ -133,7 +133,7 @@ impl HitFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryHit {
     /// The answering peer.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Matching files (`"Contents"` holds their names).
     pub files: Vec<HitFile>,
     /// rutella extension `"Id"`: the query's id.
@@ -161,7 +161,7 @@ pub enum Message {
 
 impl Message {
     /// The `"IP"` field.
-    pub fn ip(&self) -> Ipv4Addr {
+    pub fn ip(&self) -> IpAddr {
         match self {
             Message::Ping(m) => m.ip,
             Message::Pong(m) => m.ip,
@@ -171,7 +171,7 @@ impl Message {
     }
 
     /// Replaces the `"IP"` field.
-    pub fn set_ip(&mut self, ip: Ipv4Addr) {
+    pub fn set_ip(&mut self, ip: IpAddr) {
         match self {
             Message::Ping(m) => m.ip = ip,
             Message::Pong(m) => m.ip = ip,
@@ -199,7 +199,10 @@ impl Message {
         };
         let command = take_i64(&mut obj, "Command")?.ok_or(ParseError::Missing("Command"))?;
         let ip = match obj.remove("IP") {
-            Some(Value::String(s)) => s.parse().map_err(|_| ParseError::Invalid("IP"))?,
+            Some(Value::String(s)) => s
+                .parse()
+                .map(crate::addr::normalize_ip)
+                .map_err(|_| ParseError::Invalid("IP"))?,
             Some(_) => return Err(ParseError::Invalid("IP")),
             None => return Err(ParseError::Missing("IP")),
         };
@@ -207,6 +210,11 @@ impl Message {
             udp: take_port(&mut obj, "UdpPort")?,
             tcp: take_port(&mut obj, "TcpPort")?,
         };
+        // Classic peers are IPv4 only: an IPv6 "IP" comes from a rutella
+        // peer, which always writes "UdpPort".
+        if ip.is_ipv6() && !ports.is_rutella() {
+            return Err(ParseError::Invalid("IP"));
+        }
         match command {
             1 => {
                 let ttl = take_i64(&mut obj, "TTL")?.ok_or(ParseError::Missing("TTL"))?;

@@ -1,6 +1,7 @@
 use super::*;
+use std::net::{IpAddr, Ipv4Addr};
 
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
@@ -240,7 +241,7 @@ fn arb_template() -> impl proptest::strategy::Strategy<Value = QueryHit> {
                 extra.insert("Zeta".into(), Value::from(o));
             }
             QueryHit {
-                ip: Ipv4Addr::from(ip),
+                ip: IpAddr::V4(Ipv4Addr::from(ip)),
                 files: Vec::new(),
                 id,
                 more: false,
@@ -274,7 +275,7 @@ proptest::proptest! {
 
     #[test]
     fn query_round_trips(text in ".{0,60}", id in proptest::option::of(0u64..u64::MAX), a in 0u32..u32::MAX) {
-        let m = Message::Query(Query { ip: Ipv4Addr::from(a), text, id, ports: Ports::default(), extra: Map::new() });
+        let m = Message::Query(Query { ip: IpAddr::V4(Ipv4Addr::from(a)), text, id, ports: Ports::default(), extra: Map::new() });
         proptest::prop_assert_eq!(Message::parse(&m.encode()).unwrap(), m);
     }
 }

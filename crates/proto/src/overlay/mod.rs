@@ -26,7 +26,7 @@ use classic::{PeerState, SearchState};
 use rand::RngCore;
 use serde_json::Map;
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 /// The overlay state machine of one peer: the classic overlay, and the
@@ -37,8 +37,8 @@ pub struct Overlay {
     sh: Shared,
     /// Per-source budgets of incoming datagrams.
     budget: Budget,
-    peers: BTreeMap<SocketAddrV4, PeerState>,
-    bootstrap: Vec<SocketAddrV4>,
+    peers: BTreeMap<SocketAddr, PeerState>,
+    bootstrap: Vec<SocketAddr>,
     next_round: Option<Instant>,
     round_deadline: Option<Instant>,
     searches: BTreeMap<SearchId, SearchState>,
@@ -75,7 +75,7 @@ impl Overlay {
         let sc = self.sc.as_mut()?;
         let peers = &self.peers;
         let bootstrap = &self.bootstrap;
-        let classic_knows = |a: &SocketAddrV4| peers.contains_key(a) || bootstrap.contains(a);
+        let classic_knows = |a: &SocketAddr| peers.contains_key(a) || bootstrap.contains(a);
         let mut cx = Ctx {
             sh: &mut self.sh,
             classic_knows: &classic_knows,
@@ -95,7 +95,7 @@ impl Overlay {
 
     /// Tells the overlay one of the addresses that name this peer, so that it
     /// never adds itself to its list.
-    pub fn add_own_ip(&mut self, ip: Ipv4Addr) {
+    pub fn add_own_ip(&mut self, ip: IpAddr) {
         self.sh.add_own_ip(ip);
     }
 
@@ -135,7 +135,7 @@ impl Overlay {
 
     /// The hosts of the scalable host cache (to save and give back with
     /// [`Overlay::add_known_host`] at the next start).
-    pub fn known_hosts(&self) -> Vec<SocketAddrV4> {
+    pub fn known_hosts(&self) -> Vec<SocketAddr> {
         self.sc
             .as_ref()
             .map(Scalable::known_hosts)
@@ -143,7 +143,7 @@ impl Overlay {
     }
 
     /// Adds a host to the scalable host cache: a candidate neighbour.
-    pub fn add_known_host(&mut self, addr: SocketAddrV4) {
+    pub fn add_known_host(&mut self, addr: SocketAddr) {
         self.with_scalable(|sc, cx| sc.add_known_host(cx, addr));
     }
 
@@ -174,7 +174,7 @@ impl Overlay {
     /// it answers. It is also remembered, and pinged again at every round
     /// while the list is empty, so a node whose only peer was down rejoins
     /// when it comes back. `tcp_port` is unused: the answer tells it.
-    pub fn connect(&mut self, now: Instant, addr: SocketAddrV4, tcp_port: u16) {
+    pub fn connect(&mut self, now: Instant, addr: SocketAddr, tcp_port: u16) {
         let _ = tcp_port;
         if self.sc.is_some() {
             // Ask it to become a neighbour. A classic peer (or a rutella
@@ -232,7 +232,7 @@ impl Overlay {
             let extra = self.sh.config.scalable.max_search_time;
             state.deadline = state.deadline.max(now + extra);
         }
-        let targets: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
+        let targets: Vec<SocketAddr> = self.peers.keys().copied().collect();
         for dest in targets {
             self.send_query(id, &mut state, dest);
         }
@@ -304,7 +304,7 @@ impl Overlay {
             );
         }
         let template = QueryHit {
-            ip: Ipv4Addr::UNSPECIFIED,
+            ip: Ipv4Addr::UNSPECIFIED.into(),
             files: Vec::new(),
             id: query.id,
             more: false,
@@ -319,13 +319,11 @@ impl Overlay {
     /// debug log.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         // Over its source's budget: dropped before parsing, and counted.
+        // One address per peer whichever socket saw it.
+        let from = crate::addr::normalize(from);
         if !self.budget.allow(now, from.ip(), Kind::Datagram) {
             return;
         }
-        let SocketAddr::V4(from) = from else {
-            tracing::debug!(%from, "dropping datagram from an IPv6 address");
-            return;
-        };
         if bytes.len() > MAX_DATAGRAM {
             tracing::debug!(%from, len = bytes.len(), "dropping over-long datagram");
             return;
@@ -338,7 +336,7 @@ impl Overlay {
             }
         };
         if let Some(kind) = Kind::of(&message) {
-            if !self.budget.allow(now, (*from.ip()).into(), kind) {
+            if !self.budget.allow(now, from.ip(), kind) {
                 return;
             }
         }
@@ -346,18 +344,24 @@ impl Overlay {
     }
 
     /// Feeds one parsed message (see [`Overlay::handle_datagram`]).
-    pub fn handle_message(&mut self, now: Instant, from: SocketAddrV4, message: Message) {
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, message: Message) {
         self.handle_parsed(now, from, message, None);
     }
 
     fn handle_parsed(
         &mut self,
         now: Instant,
-        from: SocketAddrV4,
+        from: SocketAddr,
         message: Message,
         len: Option<usize>,
     ) {
         if self.sh.is_self(from) || from.ip().is_unspecified() || from.port() == 0 {
+            return;
+        }
+        if from.is_ipv6() && !message_ports(&message).is_rutella() {
+            // Classic peers are IPv4 only: what comes over IPv6 without
+            // "UdpPort" is no peer of ours.
+            tracing::debug!(%from, "dropping a classic message from an IPv6 address");
             return;
         }
         if !self.is_known(&from) {
@@ -439,8 +443,18 @@ impl Overlay {
 
     /// The nonce a pong from `addr` must echo, for tests.
     #[cfg(test)]
-    pub(crate) fn token(&self, addr: SocketAddrV4) -> u64 {
+    pub(crate) fn token(&self, addr: SocketAddr) -> u64 {
         self.sh.guard.token(addr)
+    }
+}
+
+/// The `"UdpPort"`/`"TcpPort"` of a message.
+fn message_ports(message: &Message) -> crate::message::Ports {
+    match message {
+        Message::Ping(m) => m.ports,
+        Message::Pong(m) => m.ports,
+        Message::Query(m) => m.ports,
+        Message::QueryHit(m) => m.ports,
     }
 }
 
