@@ -427,3 +427,178 @@ fn pongs_tell_rutella_pingers_where_they_are_seen_and_two_agreeing_peers_teach_i
     o.handle_datagram(now, nonces[1].0, pong(nonces[1].1).as_bytes());
     assert_eq!(o.seen_address(), Some(Ipv4Addr::new(11, 0, 0, 11)));
 }
+
+/// `n` classic-mode rutella overlays at 2001:db8::1, ::2, ...
+fn ipv6_net(n: usize) -> Net {
+    let now = Instant::now();
+    let nodes = (0..n)
+        .map(|i| {
+            let addr = SocketAddr::new(format!("2001:db8::{}", i + 1).parse().unwrap(), 20000);
+            let mut o = Overlay::new(cfg(addr.port()), now);
+            o.add_own_ip(addr.ip());
+            (addr, o, vec![format!("File-{i}.txt")])
+        })
+        .collect();
+    Net::new(now, nodes)
+}
+
+#[test]
+fn ipv6_peers_join_and_search() {
+    let mut net = ipv6_net(4);
+    let first = net.nodes[0].0;
+    for i in 1..4 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, 0);
+        net.pump();
+    }
+    net.advance(Duration::from_millis(450));
+    for i in 0..4 {
+        assert_eq!(net.peer_set(i).len(), 3, "node {i}");
+    }
+    let now = net.now;
+    let id = net.nodes[1].1.search(now, "file-3");
+    net.pump();
+    let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
+    assert_eq!(hits.len(), 3, "every peer answers: {hits:?}");
+    let found: Vec<_> = hits.iter().filter(|r| !r.3.is_empty()).collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].2, net.nodes[3].0);
+    let peer = net.nodes[1]
+        .1
+        .peers()
+        .into_iter()
+        .find(|p| p.udp == net.nodes[3].0);
+    assert_eq!(
+        peer.map(|p| p.tcp()),
+        Some("[2001:db8::4]:20001".parse().unwrap()),
+        "downloads go to the IPv6 address"
+    );
+    assert!(net.sent.iter().all(|(_, _, m)| m.ip().is_ipv6()));
+}
+
+#[test]
+fn an_ipv4_mapped_source_is_the_ipv4_peer() {
+    let now = Instant::now();
+    let mut o = Overlay::new(cfg(20000), now);
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let known: SocketAddr = "127.0.0.3:20000".parse().unwrap();
+    o.connect(now, known, 10000);
+    drain(&mut o);
+    // The classic peer answers; a dual-stack socket reports it mapped.
+    let mapped: SocketAddr = "[::ffff:127.0.0.3]:20000".parse().unwrap();
+    o.handle_datagram(now, mapped, br#"{"Command": 2, "IP": "127.0.0.3"}"#);
+    assert_eq!(o.peers().len(), 1);
+    assert_eq!(o.peers()[0].udp, known);
+    // What it sends next from either form is the same peer's.
+    o.handle_datagram(
+        now,
+        mapped,
+        br#"{"Command": 3, "Contents": "x", "IP": "127.0.0.3"}"#,
+    );
+    o.handle_datagram(
+        now,
+        known,
+        br#"{"Command": 3, "Contents": "y", "IP": "127.0.0.3"}"#,
+    );
+    let queries: Vec<_> = std::iter::from_fn(|| o.poll_event())
+        .filter_map(|e| match e {
+            Event::Query(q) => Some(q.reply_to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(queries, vec![known, known]);
+    assert_eq!(o.peers().len(), 1);
+}
+
+#[test]
+fn classic_peers_never_get_an_ipv6_address() {
+    let now = Instant::now();
+    let (mut o, classic) = with_classic_peer(now);
+    o.add_own_ip("2001:db8::2".parse().unwrap());
+    // A classic message over IPv6 is nobody's: no answer, no peer.
+    let v6: SocketAddr = "[2001:db8::9]:20000".parse().unwrap();
+    o.handle_datagram(now, v6, br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 1}"#);
+    assert!(drain(&mut o).is_empty());
+    // A rutella peer at an IPv6 address joins; its ping is answered and
+    // it is probed.
+    let ping = br#"{"Command": 1, "IP": "2001:db8::9", "TTL": 1, "UdpPort": 20000}"#;
+    o.handle_datagram(now, v6, ping);
+    let sent = drain(&mut o);
+    assert!(sent.iter().all(|t| t.dest == v6), "{sent:?}");
+    let Some(nonce) = sent.iter().find_map(|t| match &t.message {
+        Message::Ping(p) => nonce_of(&p.extra),
+        _ => None,
+    }) else {
+        panic!("no probe: {sent:?}")
+    };
+    let pong =
+        format!(r#"{{"Command": 2, "IP": "2001:db8::9", "Echo": {nonce}, "UdpPort": 20000}}"#);
+    o.handle_datagram(now, v6, pong.as_bytes());
+    assert!(o.peers().iter().any(|p| p.udp == v6));
+    // Its ping, which names it, is not forwarded to the classic peer.
+    let fwd = drain(&mut o);
+    assert!(fwd.iter().all(|t| t.dest != classic), "{fwd:?}");
+    // A search reaches both; what speaks for us leaves "IP" to the
+    // driver, which writes an address of the destination's family.
+    o.search(now, "x");
+    let sent = drain(&mut o);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|t| t.from_self));
+    // Whatever went to the classic peer named an IPv4 address only.
+    let mut all = fwd;
+    all.extend(sent);
+    for t in all.iter().filter(|t| t.dest == classic) {
+        assert!(t.from_self || t.message.ip().is_ipv4(), "{t:?}");
+    }
+}
+
+#[test]
+fn a_ping_from_an_ipv6_peer_is_forwarded_to_rutella_peers_only() {
+    let now = Instant::now();
+    let (mut o, classic) = with_classic_peer(now);
+    // An IPv4 rutella peer and an IPv6 one, both proven.
+    let r4: SocketAddr = "127.0.0.5:20000".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::9]:20000".parse().unwrap();
+    for (addr, name) in [(r4, "127.0.0.5"), (v6, "2001:db8::9")] {
+        o.connect(now, addr, 0);
+        let nonce = drain(&mut o)
+            .iter()
+            .find_map(|t| match &t.message {
+                Message::Ping(p) => nonce_of(&p.extra),
+                _ => None,
+            })
+            .unwrap();
+        let pong =
+            format!(r#"{{"Command": 2, "IP": "{name}", "Echo": {nonce}, "UdpPort": 20000}}"#);
+        o.handle_datagram(now, addr, pong.as_bytes());
+    }
+    assert_eq!(o.peers().len(), 3);
+    drain(&mut o);
+    o.handle_datagram(
+        now,
+        v6,
+        br#"{"Command": 1, "IP": "2001:db8::9", "TTL": 1, "UdpPort": 20000}"#,
+    );
+    let fwd: Vec<_> = drain(&mut o)
+        .into_iter()
+        .filter(|t| matches!(&t.message, Message::Ping(p) if p.ttl == 0))
+        .collect();
+    assert_eq!(fwd.len(), 1, "{fwd:?}");
+    assert_eq!(fwd[0].dest, r4);
+    assert_eq!(
+        fwd[0].encode(IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9))),
+        br#"{"Command": 1, "IP": "2001:db8::9", "TTL": 0, "UdpPort": 20000}"#
+    );
+    // An IPv4 originator's ping still reaches the classic peer.
+    o.handle_datagram(
+        now,
+        r4,
+        br#"{"Command": 1, "IP": "127.0.0.5", "TTL": 1, "UdpPort": 20000}"#,
+    );
+    let fwd: Vec<_> = drain(&mut o)
+        .into_iter()
+        .filter(|t| matches!(&t.message, Message::Ping(p) if p.ttl == 0))
+        .map(|t| t.dest)
+        .collect();
+    assert!(fwd.contains(&classic) && fwd.contains(&v6), "{fwd:?}");
+}

@@ -67,10 +67,17 @@ fn scfg(port: u16, seed: u64) -> Config {
 
 /// `n` scalable overlays, each sharing a file of its own and a common one.
 fn scalable_net(n: usize) -> Net {
+    scalable_net_at(n, |i| {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + i as u8)), 30000)
+    })
+}
+
+/// The same at the addresses `addr` gives.
+fn scalable_net_at(n: usize, addr: impl Fn(usize) -> SocketAddr) -> Net {
     let now = Instant::now();
     let nodes = (0..n)
         .map(|i| {
-            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + i as u8)), 30000);
+            let addr = addr(i);
             let mut o = Overlay::new(scfg(30000, i as u64), now);
             o.add_own_ip(addr.ip());
             let lib = vec![format!("Unique-{i}.txt"), "common.TXT".to_string()];
@@ -82,7 +89,11 @@ fn scalable_net(n: usize) -> Net {
 }
 
 fn joined(n: usize) -> Net {
-    let mut net = scalable_net(n);
+    join_all(scalable_net(n))
+}
+
+fn join_all(mut net: Net) -> Net {
+    let n = net.nodes.len();
     let first = net.nodes[0].0;
     for i in 1..n {
         let now = net.now;
@@ -486,4 +497,31 @@ fn large_filters_are_split_under_the_datagram_limit() {
         .unwrap();
     assert!(f.may_match(&QueryTrigrams::new(&names[2021][3..12])));
     assert_eq!(f, &TrigramBloom::from_names(&names));
+}
+
+#[test]
+fn ipv6_nodes_build_the_scalable_overlay_and_find_a_unique_file() {
+    let v6 = |i: usize| SocketAddr::new(format!("2001:db8::{:x}", i + 1).parse().unwrap(), 30000);
+    let mut net = join_all(scalable_net_at(20, v6));
+    for (i, (addr, o, _)) in net.nodes.iter().enumerate() {
+        let d = o.degree();
+        assert!((2..=6).contains(&d), "node {i} has degree {d}");
+        assert!(o.neighbours().iter().all(|p| p.udp.is_ipv6() && p.rutella));
+        assert!(addr.is_ipv6());
+    }
+    // Hosts named in pongs ("Hosts", as "[IP]:port") reached the host caches.
+    assert!(net.nodes.iter().any(|(_, o, _)| o
+        .known_hosts()
+        .iter()
+        .any(|h| h.is_ipv6() && h.ip() != net.nodes[0].0.ip())));
+    net.sent.clear();
+    let now = net.now;
+    let id = net.nodes[3].1.search(now, "unique-17.");
+    net.pump();
+    net.advance(Duration::from_millis(1000));
+    let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].2, net.nodes[17].0);
+    // Every message named an IPv6 address in "IP".
+    assert!(net.sent.iter().all(|(_, _, m)| m.ip().is_ipv6()));
 }
