@@ -5,7 +5,7 @@
 use crate::{exit, Failure};
 use rutella_node::PeerAddr;
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Environment variable naming another settings file.
@@ -26,14 +26,14 @@ pub(crate) struct ConfigFile {
     pub(crate) downloads: Option<PathBuf>,
     /// Address to bind to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) bind: Option<Ipv4Addr>,
+    pub(crate) bind: Option<IpAddr>,
     /// UDP port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) udp_port: Option<u16>,
     /// TCP port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tcp_port: Option<u16>,
-    /// Known peers (`IP` or `IP:UDPPORT`), newest last. Absent: never
+    /// Known peers (`IP`, `IP:UDPPORT` or `[IPv6]:UDPPORT`), newest last. Absent: never
     /// asked; empty: the node waits to be joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) peers: Option<Vec<String>>,

@@ -4,7 +4,7 @@
 use crate::config::PeerAddr;
 use crate::downloads::DownloadId;
 use rutella_proto::{Drops, HitFile, Peer, SearchId};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
 
@@ -73,7 +73,7 @@ pub(crate) enum Command {
     CancelSearch(SearchId),
     /// The ready datagrams of an answer to a query from this querier
     /// (possibly none), built off the loop.
-    AnswerReady(Ipv4Addr, SocketAddrV4, Vec<Vec<u8>>),
+    AnswerReady(IpAddr, SocketAddr, Vec<Vec<u8>>),
     BudgetDrops(oneshot::Sender<Drops>),
     SetFilter(rutella_proto::TrigramBloom),
 }

@@ -1,7 +1,7 @@
 //! The node's table of downloads, for the user interface.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -29,7 +29,7 @@ pub struct DownloadInfo {
     /// The name asked for.
     pub name: String,
     /// The peers it comes from.
-    pub sources: Vec<SocketAddrV4>,
+    pub sources: Vec<SocketAddr>,
     /// Its state.
     pub state: DownloadState,
     /// Bytes on disk so far.
@@ -72,7 +72,7 @@ impl Downloads {
     pub(crate) fn add(
         &self,
         name: String,
-        sources: Vec<SocketAddrV4>,
+        sources: Vec<SocketAddr>,
         progress: watch::Receiver<rutella_transfer::Progress>,
     ) -> DownloadId {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -48,7 +48,7 @@ pub enum NodeError {
         /// "UDP" or "TCP".
         proto: &'static str,
         /// The address.
-        ip: std::net::Ipv4Addr,
+        ip: std::net::IpAddr,
         /// The port.
         port: u16,
         /// The flag that changes it.
@@ -60,7 +60,7 @@ pub enum NodeError {
         /// "UDP" or "TCP".
         proto: &'static str,
         /// The address.
-        ip: std::net::Ipv4Addr,
+        ip: std::net::IpAddr,
         /// The port.
         port: u16,
         /// The cause.

@@ -130,7 +130,7 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
     let bind = args
         .bind
         .or(file.bind)
-        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let lan = args.lan.settings(bind, file.lan_discovery == Some(false));
     let connect = if !args.connect.is_empty() {
         args.connect.clone()
