@@ -142,13 +142,17 @@ fn route_source_ip(dest: IpAddr) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn the_mapped_external_address_goes_to_peers_outside_the_local_networks() {
         let (tx, rx) = watch::channel(None);
-        let mut own = OwnAddress::new(Ipv4Addr::new(192, 168, 1, 10), None);
+        let mut own = OwnAddress::new(ip("192.168.1.10"), None);
         own.follow_external(rx);
-        let public = Ipv4Addr::new(11, 0, 0, 2);
-        assert_eq!(own.for_dest(public), Ipv4Addr::new(192, 168, 1, 10));
+        let public = ip("11.0.0.2");
+        assert_eq!(own.for_dest(public), ip("192.168.1.10"));
         assert_eq!(own.new_external(), None);
         let ext = Ipv4Addr::new(11, 0, 0, 11);
         tx.send(Some(ext)).unwrap();
@@ -156,22 +160,49 @@ mod tests {
         assert_eq!(own.new_external(), None, "once per change");
         assert_eq!(own.for_dest(public), ext);
         assert_eq!(
-            own.for_dest(Ipv4Addr::new(192, 168, 1, 20)),
-            Ipv4Addr::new(192, 168, 1, 10),
+            own.for_dest(ip("192.168.1.20")),
+            ip("192.168.1.10"),
             "a LAN peer gets the LAN address"
         );
         tx.send(None).unwrap();
-        assert_eq!(own.for_dest(public), Ipv4Addr::new(192, 168, 1, 10));
+        assert_eq!(own.for_dest(public), ip("192.168.1.10"));
         // Without a mapping, the address peers agree they see us at.
         own.seen = Some(Ipv4Addr::new(11, 0, 0, 12));
-        assert_eq!(own.for_dest(public), Ipv4Addr::new(11, 0, 0, 12));
+        assert_eq!(own.for_dest(public), ip("11.0.0.12"));
         tx.send(Some(ext)).unwrap();
         assert_eq!(own.for_dest(public), ext, "the mapping comes first");
         // --advertise wins over the mapping.
         let (_tx, rx) = watch::channel(Some(ext));
-        let adv = Ipv4Addr::new(11, 0, 0, 99);
-        let mut own = OwnAddress::new(Ipv4Addr::UNSPECIFIED, Some(adv));
+        let adv = ip("11.0.0.99");
+        let mut own = OwnAddress::new(ip("0.0.0.0"), Some(adv));
         own.follow_external(rx);
         assert_eq!(own.for_dest(public), adv);
+    }
+
+    #[test]
+    fn a_peer_is_told_an_address_of_its_own_family() {
+        // Bound to ::, with an IPv4 and an IPv6 address to advertise in
+        // turn, a mapping and a seen address: IPv4 peers (classic ones
+        // among them) only ever get IPv4, IPv6 peers IPv6.
+        let (_tx, rx) = watch::channel(Some(Ipv4Addr::new(11, 0, 0, 11)));
+        for adv in [None, Some(ip("11.0.0.99")), Some(ip("2001:db8::99"))] {
+            let mut own = OwnAddress::new(ip("::"), adv);
+            own.follow_external(rx.clone());
+            own.seen = Some(Ipv4Addr::new(11, 0, 0, 12));
+            for dest in ["127.0.0.1", "11.0.0.2", "::ffff:11.0.0.2", "192.168.1.20"] {
+                assert!(own.for_dest(ip(dest)).is_ipv4(), "{dest} {adv:?}");
+            }
+            for dest in ["::1", "2001:db8::7"] {
+                assert!(own.for_dest(ip(dest)).is_ipv6(), "{dest} {adv:?}");
+            }
+        }
+        let mut own = OwnAddress::new(ip("::"), Some(ip("2001:db8::99")));
+        assert_eq!(own.for_dest(ip("2001:db8::7")), ip("2001:db8::99"));
+        // Bound to one address, that one to its family.
+        let mut own = OwnAddress::new(ip("::1"), None);
+        assert_eq!(own.for_dest(ip("::1")), ip("::1"));
+        assert_eq!(own.initial_ips(), vec![ip("::1")]);
+        let own = OwnAddress::new(ip("::"), None);
+        assert_eq!(own.initial_ips(), vec![ip("127.0.0.1"), ip("::1")]);
     }
 }
