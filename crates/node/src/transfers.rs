@@ -86,7 +86,7 @@ impl Client {
             size,
             sources: sources.iter().map(|s| s.to_string()).collect(),
         };
-        let mut req = HashGet::new(hash, sources.iter().map(|s| *s).collect(), dir, name);
+        let mut req = HashGet::new(hash, sources.clone(), dir, name);
         req.size = size;
         req.connect_timeout = self.config.connect_timeout;
         req.idle_timeout = self.config.idle_timeout;
