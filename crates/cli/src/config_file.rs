@@ -190,6 +190,24 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_peers_and_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "bind = \"::\"\npeers = [\"[::1]:20001\", \"2001:db8::5\", \"192.168.1.100\"]\n",
+        )
+        .unwrap();
+        let c = ConfigFile::load(&path).unwrap();
+        assert_eq!(c.bind, Some("::".parse().unwrap()));
+        let peers: Vec<String> = c.peer_addrs().iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            peers,
+            vec!["[::1]:20001", "[2001:db8::5]:20000", "192.168.1.100"]
+        );
+    }
+
+    #[test]
     fn peers_are_bounded() {
         let mut c = ConfigFile::default();
         for i in 0..100 {
