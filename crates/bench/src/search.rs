@@ -34,10 +34,10 @@ pub(crate) fn search_latency(args: &Args, tmp: &Path) -> Result<String> {
         .build()?;
     let (mut first_hits, mut last_hits) = rt.block_on(async {
         let node = Node::start(NodeConfig {
-            bind: CLIENT_IP,
+            bind: CLIENT_IP.into(),
             udp_port: 0,
             tcp_port: 0,
-            connect: vec![PeerAddr::classic(first)],
+            connect: vec![PeerAddr::classic(first.into())],
             watch: false,
             ..NodeConfig::default()
         })

@@ -31,7 +31,7 @@ pub(crate) fn small_files(args: &Args, tmp: &Path) -> Result<String> {
     let (rutella_times, raw_times) = rt.block_on(async {
         let mut cfg = NodeConfig {
             shares: vec![share.clone()],
-            bind: SERVER_IP,
+            bind: SERVER_IP.into(),
             udp_port: 0,
             tcp_port: 0,
             watch: false,
@@ -41,7 +41,7 @@ pub(crate) fn small_files(args: &Args, tmp: &Path) -> Result<String> {
         let server = Node::start(cfg).await?;
         let tcp = server.client().tcp_addr();
         let client_node = Node::start(NodeConfig {
-            bind: CLIENT_IP,
+            bind: CLIENT_IP.into(),
             udp_port: 0,
             tcp_port: 0,
             downloads: Some(out_dir.clone()),

@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use rutella_node::{NodeConfig, PeerAddr};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -90,9 +90,10 @@ pub(crate) struct ConsoleArgs {
     pub(crate) downloads: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
-    /// Address to bind the UDP and TCP ports to [default: 0.0.0.0].
+    /// Address to bind the UDP and TCP ports to [default: 0.0.0.0]; `::`
+    /// for IPv6 and IPv4 on the same sockets.
     #[arg(long, value_name = "IP")]
-    pub(crate) bind: Option<Ipv4Addr>,
+    pub(crate) bind: Option<IpAddr>,
     /// UDP port for pings and searches [default: 20000].
     #[arg(long, value_name = "N")]
     pub(crate) udp_port: Option<u16>,
@@ -101,7 +102,7 @@ pub(crate) struct ConsoleArgs {
     pub(crate) tcp_port: Option<u16>,
     /// Address announced to peers.
     #[arg(long, value_name = "IP")]
-    pub(crate) advertise: Option<Ipv4Addr>,
+    pub(crate) advertise: Option<IpAddr>,
     /// Time between ping rounds (e.g. 20s, 500ms).
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub(crate) ping_interval: Option<Duration>,
@@ -176,7 +177,14 @@ impl LanArgs {
     /// The LAN discovery settings for a node bound to `bind`: `None` when
     /// turned off here or by the settings file (`off`), or when bound to
     /// a loopback address without `--lan-port` (loopback is no network).
-    pub(crate) fn settings(&self, bind: Ipv4Addr, off: bool) -> Option<rutella_node::LanSettings> {
+    pub(crate) fn settings(&self, bind: IpAddr, off: bool) -> Option<rutella_node::LanSettings> {
+        // LAN discovery is IPv4: `::` takes its peers, a node bound to one
+        // IPv6 address could not talk to them.
+        let bind = match bind {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(ip) if ip.is_unspecified() => Ipv4Addr::UNSPECIFIED,
+            IpAddr::V6(_) => return None,
+        };
         if self.no_lan_discovery || off || (bind.is_loopback() && self.lan_port.is_none()) {
             return None;
         }
@@ -266,9 +274,10 @@ pub(crate) struct DemoArgs {
 /// Flags every command that runs a node takes.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct NetArgs {
-    /// Address to bind the UDP and TCP ports to.
+    /// Address to bind the UDP and TCP ports to; `::` for IPv6 and IPv4 on
+    /// the same sockets.
     #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
-    pub(crate) bind: Ipv4Addr,
+    pub(crate) bind: IpAddr,
     /// UDP port for pings and searches.
     #[arg(long, value_name = "N", default_value_t = rutella_proto::CLASSIC_UDP_PORT)]
     pub(crate) udp_port: u16,
@@ -277,7 +286,7 @@ pub(crate) struct NetArgs {
     pub(crate) tcp_port: u16,
     /// Address announced to peers (default: the local address that routes to each peer).
     #[arg(long, value_name = "IP")]
-    pub(crate) advertise: Option<Ipv4Addr>,
+    pub(crate) advertise: Option<IpAddr>,
     /// Overlay with other rutella peers: classic (a full mesh, as the
     /// original program) or scalable (bounded neighbours, searches that grow
     /// only as far as needed). Classic peers are served classically in both.

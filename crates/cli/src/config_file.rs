@@ -6,7 +6,7 @@ use crate::{exit, Failure};
 use rutella_node::PeerAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use toml_edit::{DocumentMut, Item};
 
@@ -39,14 +39,14 @@ pub(crate) struct ConfigFile {
     pub(crate) downloads: Option<PathBuf>,
     /// Address to bind to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) bind: Option<Ipv4Addr>,
+    pub(crate) bind: Option<IpAddr>,
     /// UDP port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) udp_port: Option<u16>,
     /// TCP port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tcp_port: Option<u16>,
-    /// Known peers (`IP` or `IP:UDPPORT`), newest last. Absent: never
+    /// Known peers (`IP`, `IP:UDPPORT` or `[IPv6]:UDPPORT`), newest last. Absent: never
     /// asked; empty: the node waits to be joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) peers: Option<Vec<String>>,
@@ -398,6 +398,24 @@ mod tests {
         let path = dir.path().join("config.toml");
         c.save(&path).unwrap();
         assert_eq!(ConfigFile::load(&path).unwrap(), c);
+    }
+
+    #[test]
+    fn ipv6_peers_and_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "bind = \"::\"\npeers = [\"[::1]:20001\", \"2001:db8::5\", \"192.168.1.100\"]\n",
+        )
+        .unwrap();
+        let c = ConfigFile::load(&path).unwrap();
+        assert_eq!(c.bind, Some("::".parse().unwrap()));
+        let peers: Vec<String> = c.peer_addrs().iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            peers,
+            vec!["[::1]:20001", "[2001:db8::5]:20000", "192.168.1.100"]
+        );
     }
 
     #[test]

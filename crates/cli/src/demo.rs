@@ -78,7 +78,7 @@ fn write_samples(root: &Path, peers: usize) -> std::io::Result<usize> {
 fn node_config(shares: Vec<std::path::PathBuf>, connect: Vec<PeerAddr>) -> NodeConfig {
     let mut cfg = NodeConfig {
         shares,
-        bind: Ipv4Addr::LOCALHOST,
+        bind: Ipv4Addr::LOCALHOST.into(),
         udp_port: 0,
         tcp_port: 0,
         connect,

@@ -427,10 +427,7 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
                     .sources
                     .iter()
                     .map(|s| {
-                        let path = match s.peer {
-                            std::net::SocketAddr::V4(p) => client.path_to(p),
-                            _ => None,
-                        };
+                        let path = client.path_to(s.peer);
                         serde_json::json!({
                             "peer": s.peer.to_string(),
                             "received": s.bytes_received,

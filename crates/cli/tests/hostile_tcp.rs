@@ -274,7 +274,7 @@ fn liar(rt: &tokio::runtime::Runtime, dir: &Path) -> Node {
     rt.block_on(async {
         let mut cfg = NodeConfig {
             shares: vec![dir.to_path_buf()],
-            bind: Ipv4Addr::new(127, 0, 43, 30),
+            bind: Ipv4Addr::new(127, 0, 43, 30).into(),
             udp_port: 0,
             tcp_port: 0,
             watch: false,

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -194,6 +194,39 @@ impl Lab {
             &["ip", "route", "add", "224.0.0.0/4", "dev", "eth0"],
         )?;
         Ok(Host { netns, ip })
+    }
+
+    /// A host on the internet's link with only an IPv6 address,
+    /// `2001:db8::LAST/64` (the documentation prefix, which exists only
+    /// inside the lab), and no IPv4 address but loopback: its `Host::ip`
+    /// is 0.0.0.0. Fails, saying why, where IPv6 is turned off.
+    pub fn ipv6_host(&mut self, name: &str, last: u16) -> Result<(Host, Ipv6Addr), Unavailable> {
+        let netns = self.netns(name)?;
+        self.exec(
+            &netns,
+            &["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0"],
+        )?;
+        self.plug(&netns, "eth0")?;
+        let ip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last);
+        // No duplicate address detection: the address is usable at once.
+        self.exec(
+            &netns,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        let host = Host {
+            netns,
+            ip: Ipv4Addr::UNSPECIFIED,
+        };
+        Ok((host, ip6))
     }
 
     /// A home router with WAN address `INTERNET.last` and LAN

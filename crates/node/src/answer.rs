@@ -6,7 +6,7 @@ use crate::command::Command;
 use rutella_proto::{AnswerPlan, HitFile, IncomingQuery};
 use rutella_store::Library;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use tokio::sync::mpsc;
 
 /// Answers to queries being computed at once; more are dropped.
@@ -22,11 +22,11 @@ const MAX_ANSWER_FILES: usize = 500;
 pub(crate) struct InFlight {
     total: usize,
     /// At most [`MAX_QUERIES_IN_FLIGHT`] entries.
-    by_source: HashMap<Ipv4Addr, usize>,
+    by_source: HashMap<IpAddr, usize>,
 }
 
 impl InFlight {
-    pub(crate) fn start(&mut self, source: Ipv4Addr) -> bool {
+    pub(crate) fn start(&mut self, source: IpAddr) -> bool {
         let mine = self.by_source.entry(source).or_insert(0);
         if self.total >= MAX_QUERIES_IN_FLIGHT || *mine >= MAX_QUERIES_IN_FLIGHT_PER_SOURCE {
             if *mine == 0 {
@@ -39,7 +39,7 @@ impl InFlight {
         true
     }
 
-    pub(crate) fn end(&mut self, source: Ipv4Addr) {
+    pub(crate) fn end(&mut self, source: IpAddr) {
         if let Some(n) = self.by_source.get_mut(&source) {
             *n -= 1;
             self.total -= 1;
@@ -60,9 +60,9 @@ pub(crate) fn spawn(
     tx: mpsc::Sender<Command>,
     q: IncomingQuery,
     plan: AnswerPlan,
-    own_ip: Ipv4Addr,
+    own_ip: IpAddr,
 ) {
-    let source = *q.reply_to.ip();
+    let source = q.reply_to.ip();
     tasks.spawn(async move {
         let dest = plan.dest();
         let datagrams =
@@ -79,7 +79,7 @@ fn build_answer(
     library: &Library,
     q: &IncomingQuery,
     plan: &AnswerPlan,
-    own_ip: Ipv4Addr,
+    own_ip: IpAddr,
 ) -> Vec<Vec<u8>> {
     let rutella = q.from.rutella;
     let found: Vec<HitFile> = match rutella_proto::parse_hash_query(&q.text) {

@@ -10,7 +10,7 @@ use crate::tasks::Tasks;
 use crate::NodeError;
 use rutella_proto::{Drops, Peer};
 use rutella_store::Library;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -29,8 +29,8 @@ pub struct Client {
     pub(crate) journal: Journal,
     pub(crate) library: Library,
     pub(crate) config: Arc<NodeConfig>,
-    pub(crate) udp_addr: SocketAddrV4,
-    pub(crate) tcp_addr: SocketAddrV4,
+    pub(crate) udp_addr: SocketAddr,
+    pub(crate) tcp_addr: SocketAddr,
     pub(crate) tasks: Tasks,
     /// How many peers LAN discovery found so far.
     pub(crate) lan_found: watch::Receiver<usize>,
@@ -87,7 +87,7 @@ impl Client {
 
     /// Gives up on an address given to [`Client::connect`] that did not
     /// answer: it is not pinged again (a peer it became stays).
-    pub async fn forget(&self, udp: SocketAddrV4) -> Result<(), NodeError> {
+    pub async fn forget(&self, udp: SocketAddr) -> Result<(), NodeError> {
         self.send(Command::Forget(udp)).await
     }
 
@@ -120,7 +120,7 @@ impl Client {
 
     /// How the node last reached the source at this TCP address
     /// (`"direct"`, `"push via IP:PORT"`, `"push to peer IP:PORT"`).
-    pub fn path_to(&self, source: SocketAddrV4) -> Option<String> {
+    pub fn path_to(&self, source: SocketAddr) -> Option<String> {
         self.push.path_of(&source)
     }
 
@@ -180,12 +180,12 @@ impl Client {
     }
 
     /// The node's UDP address as bound.
-    pub fn udp_addr(&self) -> SocketAddrV4 {
+    pub fn udp_addr(&self) -> SocketAddr {
         self.udp_addr
     }
 
     /// The node's TCP address as bound.
-    pub fn tcp_addr(&self) -> SocketAddrV4 {
+    pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
     }
 
@@ -193,12 +193,12 @@ impl Client {
     /// the overlay to join (as `--connect` addresses) and returns their UDP
     /// addresses; none when the DHT is off. A search by hash then reaches
     /// them as they answer.
-    pub async fn dht_sources(&self, hash: &[u8; 32]) -> Vec<SocketAddrV4> {
+    pub async fn dht_sources(&self, hash: &[u8; 32]) -> Vec<SocketAddr> {
         match &self.dht {
             Some(d) => {
                 let found = d.lookup(crate::dht::file_key(d.network(), hash)).await;
                 let own = (self.udp_addr, self.config.advertise);
-                let found: Vec<SocketAddrV4> = found
+                let found: Vec<SocketAddr> = found
                     .into_iter()
                     .filter(|a| !crate::dht::is_own(a, own.0, own.1))
                     .collect();

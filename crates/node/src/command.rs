@@ -4,7 +4,7 @@
 use crate::config::PeerAddr;
 use crate::downloads::DownloadId;
 use rutella_proto::{Drops, HitFile, Peer, PushInfo, PushRoute, SearchId};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
 
@@ -88,19 +88,19 @@ pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<Peer>>),
     Answered(oneshot::Sender<usize>),
     Connect(PeerAddr),
-    Forget(SocketAddrV4),
+    Forget(SocketAddr),
     Search(String, mpsc::Sender<SearchHit>, oneshot::Sender<SearchId>),
     CancelSearch(SearchId),
     /// The ready datagrams of an answer to a query from this querier
     /// (possibly none), built off the loop.
-    AnswerReady(Ipv4Addr, SocketAddrV4, Vec<Vec<u8>>),
+    AnswerReady(IpAddr, SocketAddr, Vec<Vec<u8>>),
     BudgetDrops(oneshot::Sender<Drops>),
     SetFilter(rutella_proto::TrigramBloom),
     /// Ask the source at this TCP address (whose answers said `info`) to
     /// connect to our TCP port with this token; the reply says where the
     /// push went, `None` when it could not be sent.
     Push {
-        tcp: SocketAddrV4,
+        tcp: SocketAddr,
         info: PushInfo,
         token: u64,
         tcp_port: u16,

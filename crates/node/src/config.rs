@@ -3,26 +3,28 @@
 use rutella_proto::lan::{LanConfig, DEFAULT_GROUP, DEFAULT_PORT};
 use rutella_proto::{CLASSIC_TCP_PORT, CLASSIC_UDP_PORT};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 /// How a peer is named by the user: `IP` (a classic peer: UDP 20000, TCP
-/// 10000) or `IP:UDPPORT` (a rutella peer, whose TCP port it announces).
+/// 10000) or `IP:UDPPORT` (a rutella peer, whose TCP port it announces);
+/// an IPv6 address is written `[IP]:UDPPORT` (or bare, for the classic
+/// ports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerAddr {
-    /// Its UDP address.
-    pub udp: SocketAddrV4,
+    /// Its UDP address (never IPv4-mapped).
+    pub udp: SocketAddr,
     /// Its TCP port, when known.
     pub tcp_port: Option<u16>,
 }
 
 impl PeerAddr {
     /// A peer at this address with the classic ports.
-    pub fn classic(ip: Ipv4Addr) -> Self {
+    pub fn classic(ip: IpAddr) -> Self {
         PeerAddr {
-            udp: SocketAddrV4::new(ip, CLASSIC_UDP_PORT),
+            udp: SocketAddr::new(rutella_proto::addr::normalize_ip(ip), CLASSIC_UDP_PORT),
             tcp_port: Some(CLASSIC_TCP_PORT),
         }
     }
@@ -33,16 +35,23 @@ impl FromStr for PeerAddr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        if let Ok(ip) = s.parse::<Ipv4Addr>() {
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(s);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
             return check(PeerAddr::classic(ip));
         }
-        match s.parse::<SocketAddrV4>() {
-            Ok(udp) if udp.port() != 0 => check(PeerAddr {
-                udp,
-                tcp_port: (udp.port() == CLASSIC_UDP_PORT).then_some(CLASSIC_TCP_PORT),
-            }),
+        match s.parse::<SocketAddr>() {
+            Ok(udp) if udp.port() != 0 => {
+                let udp = rutella_proto::addr::normalize(udp);
+                check(PeerAddr {
+                    udp,
+                    tcp_port: (udp.port() == CLASSIC_UDP_PORT).then_some(CLASSIC_TCP_PORT),
+                })
+            }
             _ => Err(format!(
-                "{s:?} is not a peer address: write an IPv4 address such as 192.168.1.100, or IP:UDPPORT such as 127.0.0.1:20001"
+                "{s:?} is not a peer address: write an IP address such as 192.168.1.100, or IP:UDPPORT such as 127.0.0.1:20001 or [2001:db8::5]:20000"
             )),
         }
     }
@@ -50,7 +59,8 @@ impl FromStr for PeerAddr {
 
 fn check(p: PeerAddr) -> Result<PeerAddr, String> {
     let ip = p.udp.ip();
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || broadcast || ip.is_multicast() {
         return Err(format!(
             "{ip} cannot be a peer's address: give the address of a computer running rutella"
         ));
@@ -60,7 +70,7 @@ fn check(p: PeerAddr) -> Result<PeerAddr, String> {
 
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.udp.port() == CLASSIC_UDP_PORT {
+        if self.udp.port() == CLASSIC_UDP_PORT && self.udp.is_ipv4() {
             write!(f, "{}", self.udp.ip())
         } else {
             write!(f, "{}", self.udp)
@@ -76,8 +86,10 @@ pub struct NodeConfig {
     /// Where downloads go; default: `downloads/` inside the first share
     /// (or the current folder when nothing is shared).
     pub downloads: Option<PathBuf>,
-    /// Address the sockets bind to.
-    pub bind: Ipv4Addr,
+    /// Address the sockets bind to. An IPv6 address makes dual-stack
+    /// sockets (`::` also takes IPv4 peers); LAN discovery and port mapping
+    /// stay IPv4.
+    pub bind: IpAddr,
     /// UDP port.
     pub udp_port: u16,
     /// TCP port.
@@ -87,7 +99,7 @@ pub struct NodeConfig {
     pub port_fallback: bool,
     /// Address announced to peers; default: the local address the system
     /// routes to each peer from.
-    pub advertise: Option<Ipv4Addr>,
+    pub advertise: Option<IpAddr>,
     /// Peers to join through.
     pub connect: Vec<PeerAddr>,
     /// Overlay timers and limits.
@@ -155,7 +167,7 @@ impl Default for NodeConfig {
         NodeConfig {
             shares: Vec::new(),
             downloads: None,
-            bind: Ipv4Addr::UNSPECIFIED,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             udp_port: CLASSIC_UDP_PORT,
             tcp_port: CLASSIC_TCP_PORT,
             port_fallback: false,
@@ -225,11 +237,38 @@ mod tests {
             "0.0.0.0",
             "1.2.3.4:0",
             "1.2.3.4:99999",
-            "::1",
+            "::",
+            "[::]:20000",
+            "[::1]:0",
+            "::1:20000x",
+            "ff02::1",
+            "[ff02::1]:20000",
             "255.255.255.255",
         ] {
             assert!(bad.parse::<PeerAddr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ipv6_peer_addresses() {
+        let p: PeerAddr = "[2001:db8::5]:20001".parse().unwrap();
+        assert_eq!(p.udp, "[2001:db8::5]:20001".parse().unwrap());
+        assert_eq!(p.tcp_port, None);
+        assert_eq!(p.to_string(), "[2001:db8::5]:20001");
+        // Bare (with or without brackets): the default ports, printed with
+        // brackets so that the port cannot be mistaken for part of it.
+        for bare in ["::1", "[::1]", "[::1]:20000"] {
+            let p: PeerAddr = bare.parse().unwrap();
+            assert_eq!(p.udp, "[::1]:20000".parse().unwrap(), "{bare}");
+            assert_eq!(p.tcp_port, Some(10000));
+            assert_eq!(p.to_string(), "[::1]:20000");
+            assert_eq!(p.to_string().parse::<PeerAddr>().unwrap(), p);
+        }
+        // An IPv4-mapped address is the IPv4 peer.
+        let p: PeerAddr = "[::ffff:192.0.2.7]:20001".parse().unwrap();
+        assert_eq!(p.udp, "192.0.2.7:20001".parse().unwrap());
+        let p: PeerAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(p.to_string(), "192.0.2.7");
     }
 }
 

@@ -26,7 +26,7 @@ use mainline::async_dht::AsyncDht;
 use mainline::Id;
 use rutella_store::Library;
 use std::collections::{HashSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -244,7 +244,8 @@ impl Dht {
 
     /// The addresses announced under a key (at most `max_candidates`),
     /// once the lookup is done.
-    pub(crate) async fn lookup(&self, key: [u8; 20]) -> Vec<SocketAddrV4> {
+    /// The DHT (BEP 5) is IPv4: its addresses come back as IPv4 ones.
+    pub(crate) async fn lookup(&self, key: [u8; 20]) -> Vec<SocketAddr> {
         let Ok(id) = Id::from_bytes(key) else {
             return Vec::new();
         };
@@ -255,7 +256,7 @@ impl Dht {
         while let Some(batch) = stream.next().await {
             for a in batch {
                 if found.len() < self.cfg.max_candidates && seen.insert(a) {
-                    found.push(a);
+                    found.push(SocketAddr::V4(a));
                 }
             }
         }
@@ -292,11 +293,11 @@ impl Dht {
 /// `own`: the overlay socket's address as bound (0.0.0.0 when bound to
 /// every interface). Another node on another loopback address, or on
 /// another machine, may well use the same port.
-pub(crate) fn is_own(a: &SocketAddrV4, own: SocketAddrV4, advertise: Option<Ipv4Addr>) -> bool {
+pub(crate) fn is_own(a: &SocketAddr, own: SocketAddr, advertise: Option<IpAddr>) -> bool {
     a.port() == own.port()
         && (a.ip() == own.ip()
             || (own.ip().is_unspecified() && a.ip().is_loopback())
-            || advertise == Some(*a.ip()))
+            || advertise == Some(a.ip()))
 }
 
 /// The hashes of the shared files in announcement order: a hash not seen
@@ -418,12 +419,12 @@ mod tests {
 
     #[test]
     fn own_address() {
-        let own: SocketAddrV4 = "127.0.66.2:20000".parse().unwrap();
+        let own: SocketAddr = "127.0.66.2:20000".parse().unwrap();
         assert!(is_own(&own, own, None));
         // Another node on another loopback address, same port: not us.
         assert!(!is_own(&"127.0.66.3:20000".parse().unwrap(), own, None));
         assert!(!is_own(&"127.0.66.2:20001".parse().unwrap(), own, None));
-        let any: SocketAddrV4 = "0.0.0.0:20000".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:20000".parse().unwrap();
         assert!(is_own(&"127.0.0.1:20000".parse().unwrap(), any, None));
         assert!(!is_own(&"192.0.2.7:20000".parse().unwrap(), any, None));
         assert!(is_own(

@@ -5,11 +5,11 @@
 use crate::client::Client;
 use crate::dht::{file_key, is_own, network_key, Dht, HashQueue};
 use std::collections::HashSet;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub(crate) fn candidate(udp: SocketAddrV4) -> crate::PeerAddr {
+pub(crate) fn candidate(udp: SocketAddr) -> crate::PeerAddr {
     crate::PeerAddr {
         udp,
         tcp_port: None,
@@ -18,7 +18,7 @@ pub(crate) fn candidate(udp: SocketAddrV4) -> crate::PeerAddr {
 
 /// Whether an address is this node's own overlay address as the DHT may
 /// return it (the announcement of our own).
-pub(crate) fn is_self(client: &Client, a: &SocketAddrV4) -> bool {
+pub(crate) fn is_self(client: &Client, a: &SocketAddr) -> bool {
     is_own(a, client.udp_addr(), client.config.advertise)
 }
 
@@ -64,7 +64,7 @@ pub(crate) async fn run(dht: Dht, client: Client, mut stop: watch::Receiver<bool
             if answered >= cfg.enough_peers {
                 return;
             }
-            let known: HashSet<SocketAddrV4> = client
+            let known: HashSet<SocketAddr> = client
                 .peers()
                 .await
                 .unwrap_or_default()

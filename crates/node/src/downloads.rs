@@ -1,7 +1,7 @@
 //! The node's table of downloads, for the user interface.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -36,13 +36,13 @@ pub(crate) enum Control {
 #[derive(Debug, Clone)]
 pub(crate) enum Recipe {
     /// By name from one peer (its TCP address).
-    Classic { from: SocketAddrV4, name: String },
+    Classic { from: SocketAddr, name: String },
     /// By hash from these sources.
     Hash {
         hash: [u8; 32],
         name: String,
         size: Option<u64>,
-        sources: Vec<SocketAddrV4>,
+        sources: Vec<SocketAddr>,
     },
 }
 
@@ -71,10 +71,10 @@ pub struct DownloadInfo {
     /// The name asked for.
     pub name: String,
     /// The peers it comes from.
-    pub sources: Vec<SocketAddrV4>,
+    pub sources: Vec<SocketAddr>,
     /// How each source was reached, for those reached so far
     /// (`"direct"`, `"push via IP:PORT"`).
-    pub paths: Vec<(SocketAddrV4, String)>,
+    pub paths: Vec<(SocketAddr, String)>,
     /// Its state.
     pub state: DownloadState,
     /// Bytes on disk so far.
@@ -122,7 +122,7 @@ impl Downloads {
     pub(crate) fn add(
         &self,
         name: String,
-        sources: Vec<SocketAddrV4>,
+        sources: Vec<SocketAddr>,
         progress: watch::Receiver<rutella_transfer::Progress>,
         recipe: Recipe,
     ) -> (DownloadId, watch::Receiver<Control>) {

@@ -9,7 +9,7 @@ use rutella_proto::{Event, IncomingQuery, Overlay, SearchId};
 use rutella_store::Library;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
@@ -20,6 +20,8 @@ const RECV_BATCH: usize = 256;
 pub(crate) struct EventLoop {
     pub(crate) overlay: Overlay,
     pub(crate) socket: UdpSocket,
+    /// The socket is IPv6 (dual-stack): IPv4 destinations go to it mapped.
+    pub(crate) ipv6_socket: bool,
     pub(crate) own: OwnAddress,
     pub(crate) library: Library,
     pub(crate) rx: mpsc::Receiver<Command>,
@@ -28,7 +30,7 @@ pub(crate) struct EventLoop {
     pub(crate) searches: HashMap<SearchId, mpsc::Sender<SearchHit>>,
     pub(crate) in_flight: InFlight,
     /// Ready answers waiting to be sent (at most one batch of commands' worth).
-    pub(crate) answers: Vec<(SocketAddrV4, Vec<Vec<u8>>)>,
+    pub(crate) answers: Vec<(SocketAddr, Vec<Vec<u8>>)>,
     /// The tasks building answers (at most as many as `in_flight` allows),
     /// owned by the loop and ended with it.
     pub(crate) answering: JoinSet<()>,
@@ -113,7 +115,7 @@ impl EventLoop {
                 let _ = reply.send(self.overlay.answered_peers());
             }
             Command::Connect(p) => {
-                let ip = self.own.for_dest(*p.udp.ip());
+                let ip = self.own.for_dest(p.udp.ip());
                 self.overlay.add_own_ip(ip);
                 self.overlay.connect(now, p.udp, p.tcp_port.unwrap_or(0));
             }
@@ -156,15 +158,17 @@ impl EventLoop {
         self.own.refresh(&mut self.overlay);
         for (dest, datagrams) in std::mem::take(&mut self.answers) {
             for d in datagrams {
-                if let Err(e) = self.socket.send_to(&d, dest).await {
+                let to = rutella_proto::addr::for_socket(dest, self.ipv6_socket);
+                if let Err(e) = self.socket.send_to(&d, to).await {
                     tracing::debug!(%dest, error = %e, "UDP send failed");
                 }
             }
         }
         while let Some(t) = self.overlay.poll_transmit() {
-            let ip = self.own.for_dest(*t.dest.ip());
+            let ip = self.own.for_dest(t.dest.ip());
             let bytes = t.encode(ip);
-            if let Err(e) = self.socket.send_to(&bytes, t.dest).await {
+            let to = rutella_proto::addr::for_socket(t.dest, self.ipv6_socket);
+            if let Err(e) = self.socket.send_to(&bytes, to).await {
                 tracing::debug!(dest = %t.dest, error = %e, "UDP send failed");
             }
         }
@@ -222,13 +226,13 @@ impl EventLoop {
     /// Plans the answer to a query here and builds it off the loop, unless
     /// too many are in flight already.
     fn answer(&mut self, q: IncomingQuery) {
-        let source = *q.reply_to.ip();
+        let source = q.reply_to.ip();
         if !self.in_flight.start(source) {
             tracing::debug!(from = %q.reply_to, "too many queries at once, dropping one");
             return;
         }
         let plan = self.overlay.plan_answer(&q);
-        let own_ip = self.own.for_dest(*plan.dest().ip());
+        let own_ip = self.own.for_dest(plan.dest().ip());
         answer::spawn(
             &mut self.answering,
             self.library.clone(),

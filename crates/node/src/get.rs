@@ -9,7 +9,7 @@ use crate::config::PeerAddr;
 use crate::transfers::DownloadHandle;
 use crate::NodeError;
 use rutella_proto::{HitFile, Peer};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -44,7 +44,7 @@ pub enum Want {
         hash: [u8; 32],
         /// The file as a search found it, with the TCP addresses of the
         /// peers that offer it; with none, the network is searched first.
-        found: Option<(HitFile, Vec<SocketAddrV4>)>,
+        found: Option<(HitFile, Vec<SocketAddr>)>,
     },
 }
 
@@ -58,7 +58,7 @@ pub enum Got {
         /// The name it is saved under (before any ` (N)` for a name taken).
         name: String,
         /// The peers it started with (TCP addresses).
-        sources: Vec<SocketAddrV4>,
+        sources: Vec<SocketAddr>,
     },
     /// The peer named did not tell its TCP port within the time given.
     PeerSilent,
@@ -85,7 +85,7 @@ impl Client {
                 listed_size,
             } => {
                 let tcp = match from.tcp_port {
-                    Some(port) => SocketAddrV4::new(*from.udp.ip(), port),
+                    Some(port) => SocketAddr::new(from.udp.ip(), port),
                     None => match self.learn_tcp(from, wait).await? {
                         Some(tcp) => tcp,
                         None => return Ok(Got::PeerSilent),
@@ -104,7 +104,7 @@ impl Client {
     async fn get_by_hash(
         &self,
         hash: [u8; 32],
-        found: Option<(HitFile, Vec<SocketAddrV4>)>,
+        found: Option<(HitFile, Vec<SocketAddr>)>,
         wait: Duration,
     ) -> Result<Got, NodeError> {
         let (found_tx, mut found_rx) = mpsc::channel(FOUND_QUEUE);
@@ -180,13 +180,13 @@ impl Client {
         let start = Instant::now();
         let deadline = start + max;
         let mut first_answer: Option<Duration> = None;
-        let mut last: Option<Vec<SocketAddrV4>> = None;
+        let mut last: Option<Vec<SocketAddr>> = None;
         let mut stable_since = start;
         loop {
             if first_answer.is_none() && self.answered_peers().await? > 0 {
                 first_answer = Some(start.elapsed());
             }
-            let mut now: Vec<SocketAddrV4> = self
+            let mut now: Vec<SocketAddr> = self
                 .peers()
                 .await?
                 .iter()
@@ -220,7 +220,7 @@ impl Client {
     /// list and `ok` says it is the one wanted.
     pub async fn wait_peer(
         &self,
-        udp: SocketAddrV4,
+        udp: SocketAddr,
         max: Duration,
         ok: impl Fn(&Peer) -> bool,
     ) -> Result<Option<Peer>, NodeError> {
@@ -271,7 +271,7 @@ impl Client {
         &self,
         from: PeerAddr,
         wait: Duration,
-    ) -> Result<Option<SocketAddrV4>, NodeError> {
+    ) -> Result<Option<SocketAddr>, NodeError> {
         let has_tcp = |p: &Peer| p.tcp_port != 0;
         if !self.peers().await?.iter().any(|p| p.udp == from.udp) {
             self.connect(from).await?;
@@ -291,9 +291,9 @@ async fn find_sources(
     client: Client,
     hash: [u8; 32],
     settle: Duration,
-    tx: mpsc::Sender<(HitFile, SocketAddrV4)>,
+    tx: mpsc::Sender<(HitFile, SocketAddr)>,
 ) -> Result<(), NodeError> {
-    let ask = |client: Client, tx: mpsc::Sender<(HitFile, SocketAddrV4)>| async move {
+    let ask = |client: Client, tx: mpsc::Sender<(HitFile, SocketAddr)>| async move {
         let mut stream = client.search(&rutella_proto::hash_query(&hash)).await?;
         while let Some(hit) = stream.next().await {
             for f in hit.files {

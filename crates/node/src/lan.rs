@@ -99,7 +99,7 @@ async fn run(
         while let Some(c) = lan.poll_candidate() {
             tracing::info!(peer = %c.udp, "found a peer on the LAN");
             let p = PeerAddr {
-                udp: c.udp,
+                udp: SocketAddr::V4(c.udp),
                 tcp_port: Some(c.tcp_port),
             };
             if tx.send(Command::Connect(p)).await.is_err() {

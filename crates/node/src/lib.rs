@@ -51,7 +51,7 @@ pub enum NodeError {
         /// "UDP" or "TCP".
         proto: &'static str,
         /// The address.
-        ip: std::net::Ipv4Addr,
+        ip: std::net::IpAddr,
         /// The port.
         port: u16,
         /// The flag that changes it.
@@ -63,7 +63,7 @@ pub enum NodeError {
         /// "UDP" or "TCP".
         proto: &'static str,
         /// The address.
-        ip: std::net::Ipv4Addr,
+        ip: std::net::IpAddr,
         /// The port.
         port: u16,
         /// The cause.

@@ -18,7 +18,7 @@ use rutella_store::{Library, LibraryConfig};
 use rutella_transfer::ServerConfig;
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -58,12 +58,12 @@ impl Node {
         let udp = bind_udp(&config).await?;
         set_recv_buffer(&udp, config.udp_recv_buffer);
         let tcp = bind_tcp(&config).await?;
-        let udp_addr = v4(udp
+        let udp_addr = udp
             .local_addr()
-            .map_err(|e| NodeError::Other(e.to_string()))?);
-        let tcp_addr = v4(tcp
+            .map_err(|e| NodeError::Other(e.to_string()))?;
+        let tcp_addr = tcp
             .local_addr()
-            .map_err(|e| NodeError::Other(e.to_string()))?);
+            .map_err(|e| NodeError::Other(e.to_string()))?;
         if let Some(parent) = config.db_path.as_ref().and_then(|p| p.parent()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 NodeError::Other(format!(
@@ -105,11 +105,19 @@ impl Node {
         }
         // Ask the own address for the bootstrap peers now so they are known as own.
         for p in &config.connect {
-            let ip = own.for_dest(*p.udp.ip());
+            let ip = own.for_dest(p.udp.ip());
             overlay.add_own_ip(ip);
         }
 
-        let dht = crate::dht::Dht::start(&config.dht, config.bind).await;
+        let dht = match dht_bind(config.bind) {
+            Some(bind) => crate::dht::Dht::start(&config.dht, bind).await,
+            None => {
+                if config.dht.enabled {
+                    tracing::warn!(bind = %config.bind, "DHT not started: it is IPv4 only, and the node is bound to one IPv6 address");
+                }
+                None
+            }
+        };
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let (stop, stop_rx) = watch::channel(false);
@@ -140,6 +148,7 @@ impl Node {
 
         let mut event_loop = EventLoop {
             overlay,
+            ipv6_socket: udp_addr.is_ipv6(),
             socket: udp,
             own,
             library: library.clone(),
@@ -334,19 +343,39 @@ fn set_recv_buffer(socket: &UdpSocket, bytes: usize) {
     }
 }
 
-fn v4(a: SocketAddr) -> SocketAddrV4 {
-    match a {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(a) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()),
+/// The address the DHT (IPv4 only) binds to: the node's IPv4 address, every
+/// interface for `::`, loopback for `::1`, none for another IPv6 address.
+fn dht_bind(bind: IpAddr) -> Option<Ipv4Addr> {
+    match bind {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) if ip.is_unspecified() => Some(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(ip) if ip.is_loopback() => Some(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => None,
     }
 }
 
+/// A UDP socket at `ip`: an IPv6 address gives a dual-stack socket
+/// (`IPV6_V6ONLY` off), so that with `::` IPv4 peers reach the same socket
+/// (their addresses arrive IPv4-mapped and are normalized by the overlay).
+async fn udp_at(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
+    if ip.is_ipv4() {
+        return UdpSocket::bind((ip, port)).await;
+    }
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_only_v6(false)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::new(ip, port).into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// A TCP listener at `ip`, dual-stack for an IPv6 address as [`udp_at`].
 async fn bind_udp(config: &NodeConfig) -> Result<UdpSocket, NodeError> {
-    let first = UdpSocket::bind((config.bind, config.udp_port)).await;
+    let first = udp_at(config.bind, config.udp_port).await;
     match first {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.port_fallback => {
-            let s = UdpSocket::bind((config.bind, 0))
+            let s = udp_at(config.bind, 0)
                 .await
                 .map_err(|source| bind_error("UDP", config.bind, 0, source))?;
             if let Ok(a) = s.local_addr() {
@@ -364,11 +393,11 @@ async fn bind_udp(config: &NodeConfig) -> Result<UdpSocket, NodeError> {
 
 async fn bind_tcp(config: &NodeConfig) -> Result<TcpListener, NodeError> {
     // Bound so that hole punching can use the same port (see punch.rs).
-    let first = crate::punch::listen((config.bind, config.tcp_port).into());
+    let first = crate::punch::listen(SocketAddr::new(config.bind, config.tcp_port));
     match first {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.port_fallback => {
-            let s = crate::punch::listen((config.bind, 0).into())
+            let s = crate::punch::listen(SocketAddr::new(config.bind, 0))
                 .map_err(|source| bind_error("TCP", config.bind, 0, source))?;
             if let Ok(a) = s.local_addr() {
                 tracing::warn!(
@@ -383,7 +412,7 @@ async fn bind_tcp(config: &NodeConfig) -> Result<TcpListener, NodeError> {
     }
 }
 
-fn bind_error(proto: &'static str, ip: Ipv4Addr, port: u16, source: io::Error) -> NodeError {
+fn bind_error(proto: &'static str, ip: IpAddr, port: u16, source: io::Error) -> NodeError {
     let flag = if proto == "UDP" {
         "--udp-port"
     } else {

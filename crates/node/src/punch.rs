@@ -141,22 +141,28 @@ fn punching_socket(local_tcp_port: u16, remote: SocketAddr) -> io::Result<TcpSoc
 /// probed with a socket that shares it with nobody: a port another program
 /// listens on fails here with `AddrInUse`, as a plain bind would.
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let new = || match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    use socket2::{Domain, Protocol, Socket, Type};
+    let new = || -> io::Result<Socket> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            // `::` serves IPv4 peers on the same socket.
+            s.set_only_v6(false)?;
+        }
+        // Connections of an earlier run in TIME_WAIT do not count.
+        s.set_reuse_address(true)?;
+        Ok(s)
     };
     if addr.port() != 0 {
         let probe = new()?;
-        // Connections of an earlier run in TIME_WAIT do not count.
-        probe.set_reuseaddr(true)?;
-        probe.bind(addr)?;
+        probe.bind(&addr.into())?;
         drop(probe);
     }
     let socket = new()?;
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 #[cfg(test)]

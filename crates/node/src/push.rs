@@ -18,7 +18,7 @@ use rutella_transfer::dial::{DialFuture, Dialer};
 use rutella_transfer::{DownloadError, PushedConn, SourceError};
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -83,8 +83,8 @@ impl<K: std::hash::Hash + Eq + Copy, V> Bounded<K, V> {
 #[derive(Debug)]
 pub(crate) struct PushTable {
     pending: Mutex<Bounded<u64, (Instant, oneshot::Sender<TcpStream>)>>,
-    sources: Mutex<Bounded<SocketAddrV4, PushInfo>>,
-    paths: Mutex<Bounded<SocketAddrV4, (Path, String)>>,
+    sources: Mutex<Bounded<SocketAddr, PushInfo>>,
+    paths: Mutex<Bounded<SocketAddr, (Path, String)>>,
 }
 
 impl Default for PushTable {
@@ -103,22 +103,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl PushTable {
     /// An answer from the peer at TCP address `tcp` said this.
-    pub(crate) fn note_source(&self, tcp: SocketAddrV4, info: PushInfo) {
+    pub(crate) fn note_source(&self, tcp: SocketAddr, info: PushInfo) {
         if info.push_id.is_some() || info.firewalled {
             lock(&self.sources).insert(tcp, info);
         }
     }
 
-    fn source(&self, tcp: &SocketAddrV4) -> PushInfo {
+    fn source(&self, tcp: &SocketAddr) -> PushInfo {
         lock(&self.sources).get(tcp).cloned().unwrap_or_default()
     }
 
     /// The path last used to reach `tcp`, in words.
-    pub(crate) fn path_of(&self, tcp: &SocketAddrV4) -> Option<String> {
+    pub(crate) fn path_of(&self, tcp: &SocketAddr) -> Option<String> {
         lock(&self.paths).get(tcp).map(|(_, s)| s.clone())
     }
 
-    fn set_path(&self, tcp: SocketAddrV4, path: Path, words: String) {
+    fn set_path(&self, tcp: SocketAddr, path: Path, words: String) {
         lock(&self.paths).insert(tcp, (path, words));
     }
 
@@ -190,7 +190,7 @@ pub(crate) async fn run_pushed(
 /// Uploading side: connects to `target` (at most `limit`), introduces the
 /// connection with `token`, and gives it to the transfer server.
 pub(crate) async fn connect_out(
-    target: SocketAddrV4,
+    target: SocketAddr,
     token: u64,
     limit: Duration,
     server: mpsc::Sender<TcpStream>,
@@ -246,9 +246,7 @@ impl NodeDialer {
         peer: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<TcpStream, DownloadError> {
-        let SocketAddr::V4(tcp) = peer else {
-            return rutella_transfer::dial::connect_direct(peer, connect_timeout).await;
-        };
+        let tcp = rutella_proto::addr::normalize(peer);
         let info = self.table.source(&tcp);
         let cfg = PathConfig {
             direct_timeout: connect_timeout,
@@ -344,7 +342,7 @@ impl NodeDialer {
     /// `deadline`. On failure, why, and where the push went if it went.
     async fn push(
         &self,
-        tcp: SocketAddrV4,
+        tcp: SocketAddr,
         info: &PushInfo,
         deadline: Instant,
     ) -> Result<(TcpStream, String), (Failure, Option<String>)> {

@@ -8,7 +8,7 @@ use crate::pending::Pending;
 use crate::NodeError;
 use rutella_proto::HitFile;
 use rutella_transfer::{ClassicGet, DownloadReport, HashGet, Progress};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A download started by [`Client::download`].
@@ -29,7 +29,7 @@ impl DownloadHandle {
 impl Client {
     /// Starts downloading `name` from the peer whose TCP address is `from`,
     /// with the classic exchange, resuming a partial copy, in the background.
-    pub fn download(&self, from: SocketAddrV4, name: &str) -> DownloadHandle {
+    pub fn download(&self, from: SocketAddr, name: &str) -> DownloadHandle {
         self.download_listed(from, name, None)
     }
 
@@ -37,7 +37,7 @@ impl Client {
     /// a reply announcing more is refused.
     pub fn download_listed(
         &self,
-        from: SocketAddrV4,
+        from: SocketAddr,
         name: &str,
         listed_size: Option<u64>,
     ) -> DownloadHandle {
@@ -50,7 +50,7 @@ impl Client {
     }
 
     /// [`Client::download`] again, into the row `again` (a resume).
-    fn download_again(&self, again: Row, from: SocketAddrV4, name: &str) -> DownloadHandle {
+    fn download_again(&self, again: Row, from: SocketAddr, name: &str) -> DownloadHandle {
         self.run_classic(again, from, name, None)
     }
 
@@ -58,12 +58,12 @@ impl Client {
     fn run_classic(
         &self,
         row: Row,
-        from: SocketAddrV4,
+        from: SocketAddr,
         name: &str,
         listed_size: Option<u64>,
     ) -> DownloadHandle {
         let req = ClassicGet {
-            peer: SocketAddr::V4(from),
+            peer: from,
             name: name.to_string(),
             downloads_dir: self.config.downloads_dir(),
             connect_timeout: self.config.connect_timeout,
@@ -98,7 +98,7 @@ impl Client {
         hash: [u8; 32],
         name: &str,
         size: Option<u64>,
-        sources: Vec<SocketAddrV4>,
+        sources: Vec<SocketAddr>,
     ) -> DownloadHandle {
         let (_, none) = mpsc::channel(1);
         self.download_hash_growing(hash, name, size, sources, none)
@@ -111,8 +111,8 @@ impl Client {
         hash: [u8; 32],
         name: &str,
         size: Option<u64>,
-        sources: Vec<SocketAddrV4>,
-        more: mpsc::Receiver<SocketAddrV4>,
+        sources: Vec<SocketAddr>,
+        more: mpsc::Receiver<SocketAddr>,
     ) -> DownloadHandle {
         let recipe = Recipe::Hash {
             hash,
@@ -131,8 +131,8 @@ impl Client {
         hash: [u8; 32],
         name: &str,
         size: Option<u64>,
-        sources: Vec<SocketAddrV4>,
-        more: mpsc::Receiver<SocketAddrV4>,
+        sources: Vec<SocketAddr>,
+        more: mpsc::Receiver<SocketAddr>,
     ) -> DownloadHandle {
         let dir = self.config.downloads_dir();
         let entry = Pending {
@@ -141,12 +141,7 @@ impl Client {
             size,
             sources: sources.iter().map(|s| s.to_string()).collect(),
         };
-        let mut req = HashGet::new(
-            hash,
-            sources.iter().map(|s| SocketAddr::V4(*s)).collect(),
-            dir,
-            name,
-        );
+        let mut req = HashGet::new(hash, sources.clone(), dir, name);
         req.size = size;
         req.connect_timeout = self.config.connect_timeout;
         req.idle_timeout = self.config.idle_timeout;
@@ -176,7 +171,7 @@ impl Client {
     pub async fn find_sources(
         &self,
         hash: &[u8; 32],
-    ) -> Result<Option<(HitFile, Vec<SocketAddrV4>)>, NodeError> {
+    ) -> Result<Option<(HitFile, Vec<SocketAddr>)>, NodeError> {
         let mut stream = self.search(&rutella_proto::hash_query(hash)).await?;
         let mut file = None;
         let mut sources = Vec::new();
@@ -201,7 +196,7 @@ impl Client {
             let Some(hash) = rutella_proto::message::parse_hex32(&p.hash) else {
                 continue;
             };
-            let sources: Vec<SocketAddrV4> =
+            let sources: Vec<SocketAddr> =
                 p.sources.iter().filter_map(|s| s.parse().ok()).collect();
             tracing::info!(name = ?p.name, sources = sources.len(), "resuming an unfinished download");
             let _ = self.download_hash(hash, &p.name, p.size, sources);
@@ -307,7 +302,7 @@ impl Client {
     }
 
     /// A new row in the downloads table.
-    fn downloads_row(&self, name: &str, sources: Vec<SocketAddrV4>, recipe: Recipe) -> Row {
+    fn downloads_row(&self, name: &str, sources: Vec<SocketAddr>, recipe: Recipe) -> Row {
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let (id, control) =
             self.downloads
@@ -449,11 +444,11 @@ fn is_stop(e: &rutella_transfer::DownloadError) -> bool {
 /// Passes the peers arriving on `from` to a download (as the socket
 /// addresses it takes); once `from` closes, closes `to` and waits forever.
 async fn forward(
-    mut from: mpsc::Receiver<SocketAddrV4>,
+    mut from: mpsc::Receiver<SocketAddr>,
     to: mpsc::Sender<SocketAddr>,
 ) -> std::convert::Infallible {
     while let Some(peer) = from.recv().await {
-        if to.send(SocketAddr::V4(peer)).await.is_err() {
+        if to.send(peer).await.is_err() {
             break;
         }
     }

@@ -18,7 +18,7 @@ const KEEP: u64 = 4 << 20;
 
 fn config(last: u8) -> NodeConfig {
     let mut cfg = NodeConfig {
-        bind: Ipv4Addr::new(127, 0, 52, last),
+        bind: Ipv4Addr::new(127, 0, 52, last).into(),
         udp_port: 0,
         tcp_port: 0,
         watch: false,

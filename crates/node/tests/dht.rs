@@ -6,7 +6,7 @@
 
 use rutella_node::{Client, DhtConfig, Node, NodeConfig, NO_PUBLIC_ENV};
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ fn dht(bootstrap: &[String], network: &str) -> DhtConfig {
 fn config(share: &Path, dht: DhtConfig) -> NodeConfig {
     let mut cfg = NodeConfig {
         shares: vec![share.to_path_buf()],
-        bind: Ipv4Addr::LOCALHOST,
+        bind: Ipv4Addr::LOCALHOST.into(),
         udp_port: 0,
         tcp_port: 0,
         watch: false,
@@ -51,7 +51,7 @@ fn config(share: &Path, dht: DhtConfig) -> NodeConfig {
     cfg
 }
 
-async fn peer_set(c: &Client) -> BTreeSet<SocketAddrV4> {
+async fn peer_set(c: &Client) -> BTreeSet<SocketAddr> {
     c.peers()
         .await
         .unwrap()
@@ -68,7 +68,7 @@ async fn wait_groups(groups: &[&[Client]], limit: Duration) {
         let mut ok = true;
         for g in groups {
             for c in g.iter() {
-                let expect: BTreeSet<SocketAddrV4> = g
+                let expect: BTreeSet<SocketAddr> = g
                     .iter()
                     .map(|o| o.udp_addr())
                     .filter(|a| *a != c.udp_addr())
@@ -185,11 +185,10 @@ async fn sources_of_a_hash_are_found_through_the_dht() {
         nodes.push(Node::start(config(dirs[i].path(), d)).await.unwrap());
     }
     let clients: Vec<Client> = nodes.iter().map(|n| n.client()).collect();
-    let expect: BTreeSet<SocketAddrV4> = [clients[1].udp_addr(), clients[2].udp_addr()].into();
+    let expect: BTreeSet<SocketAddr> = [clients[1].udp_addr(), clients[2].udp_addr()].into();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found: BTreeSet<SocketAddrV4> =
-            clients[0].dht_sources(&hash).await.into_iter().collect();
+        let found: BTreeSet<SocketAddr> = clients[0].dht_sources(&hash).await.into_iter().collect();
         if found == expect {
             break;
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 fn config(last: u8) -> NodeConfig {
     let mut cfg = NodeConfig {
-        bind: Ipv4Addr::new(127, 0, 51, last),
+        bind: Ipv4Addr::new(127, 0, 51, last).into(),
         udp_port: 0,
         tcp_port: 0,
         watch: false,

@@ -5,14 +5,14 @@
 
 use rutella_node::{Client, Node, NodeConfig, PeerAddr};
 use rutella_transfer::{Fault, SourceOutcome};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn config(share: &Path) -> NodeConfig {
     let mut cfg = NodeConfig {
         shares: vec![share.to_path_buf()],
-        bind: Ipv4Addr::LOCALHOST,
+        bind: Ipv4Addr::LOCALHOST.into(),
         udp_port: 0,
         tcp_port: 0,
         ..NodeConfig::default()
@@ -59,7 +59,7 @@ async fn wait_peers(c: &Client, n: usize) {
 
 /// Searches until a hit for `name` carries a hash (hashing runs in the
 /// background and announces nothing, so the search is repeated).
-async fn hashed_hit(c: &Client, text: &str) -> Option<(SocketAddrV4, String, [u8; 32], u64)> {
+async fn hashed_hit(c: &Client, text: &str) -> Option<(SocketAddr, String, [u8; 32], u64)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let mut s = c.search(text).await.unwrap();
@@ -138,11 +138,11 @@ async fn three_sources_one_killed_one_lying() {
         .expect("download completed with one good source");
     let got = std::fs::read(&report.path).unwrap();
     assert_eq!(blake3::hash(&got), want);
-    let of = |addr: SocketAddrV4| {
+    let of = |addr: SocketAddr| {
         report
             .sources
             .iter()
-            .find(|s| s.peer == std::net::SocketAddr::V4(addr))
+            .find(|s| s.peer == addr)
             .unwrap_or_else(|| panic!("{addr} in {:?}", report.sources))
             .clone()
     };

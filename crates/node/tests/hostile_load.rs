@@ -7,7 +7,7 @@
 
 use rutella_node::{Node, NodeConfig};
 use rutella_proto::BudgetConfig;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ fn ip(last: u8) -> Ipv4Addr {
 fn config(bind: Ipv4Addr, share: &Path) -> NodeConfig {
     NodeConfig {
         shares: vec![share.to_path_buf()],
-        bind,
+        bind: bind.into(),
         udp_port: 0,
         tcp_port: 0,
         watch: false,
@@ -66,7 +66,7 @@ fn wait_for(s: &UdpSocket, needle: &str, deadline: Instant) -> bool {
 /// Makes `s` a peer of the node at `target`, as any stranger must be before
 /// its queries are answered: it pings the node and answers the node's ping
 /// (echoing its nonce) from the same address.
-fn prove(s: &UdpSocket, target: SocketAddrV4) {
+fn prove(s: &UdpSocket, target: SocketAddr) {
     let me = s.local_addr().unwrap();
     let ping = format!(
         r#"{{"Command": 1, "IP": "{}", "TTL": 0, "TcpPort": 1, "UdpPort": {}}}"#,
@@ -80,7 +80,7 @@ fn prove(s: &UdpSocket, target: SocketAddrV4) {
         let Ok((n, from)) = s.recv_from(&mut buf) else {
             continue;
         };
-        if from != std::net::SocketAddr::V4(target) {
+        if from != target {
             continue;
         }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf[..n]) else {
@@ -104,7 +104,7 @@ fn prove(s: &UdpSocket, target: SocketAddrV4) {
 /// until `stop`; counts what was sent in `sent`.
 fn flood(
     from: UdpSocket,
-    to: SocketAddrV4,
+    to: SocketAddr,
     datagrams: Vec<Vec<u8>>,
     rate: u64,
     stop: Arc<AtomicBool>,

@@ -16,7 +16,7 @@ fn group(n: u8) -> Ipv4Addr {
 
 fn config(lan: Option<Ipv4Addr>) -> NodeConfig {
     let mut cfg = NodeConfig {
-        bind: Ipv4Addr::LOCALHOST,
+        bind: Ipv4Addr::LOCALHOST.into(),
         udp_port: 0,
         tcp_port: 0,
         watch: false,

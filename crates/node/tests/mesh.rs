@@ -5,14 +5,14 @@
 
 use rutella_node::{Client, Node, NodeConfig, PeerAddr};
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn config(bind: Ipv4Addr, port: u16, share: &Path) -> NodeConfig {
     let mut cfg = NodeConfig {
         shares: vec![share.to_path_buf()],
-        bind,
+        bind: bind.into(),
         udp_port: port,
         tcp_port: if port == 0 { 0 } else { 10000 },
         watch: false,
@@ -32,7 +32,7 @@ fn share_with(dir: &Path, files: &[(&str, &[u8])]) {
     }
 }
 
-async fn peer_set(c: &Client) -> BTreeSet<SocketAddrV4> {
+async fn peer_set(c: &Client) -> BTreeSet<SocketAddr> {
     c.peers().await.unwrap().iter().map(|p| p.udp).collect()
 }
 
@@ -87,7 +87,7 @@ async fn wait_full_mesh(clients: &[Client]) {
         "nodes did not form a full mesh",
         || async {
             for c in clients {
-                let expect: BTreeSet<SocketAddrV4> = clients
+                let expect: BTreeSet<SocketAddr> = clients
                     .iter()
                     .map(|o| o.udp_addr())
                     .filter(|a| *a != c.udp_addr())
@@ -102,7 +102,7 @@ async fn wait_full_mesh(clients: &[Client]) {
     .await;
 }
 
-async fn search_all(c: &Client, text: &str) -> BTreeSet<(SocketAddrV4, String)> {
+async fn search_all(c: &Client, text: &str) -> BTreeSet<(SocketAddr, String)> {
     let mut s = c.search(text).await.unwrap();
     let mut out = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -129,7 +129,7 @@ async fn classic_ports_on_distinct_loopback_addresses() {
         let mut cfg = config(*ip, 20000, dirs[i].path());
         if i > 0 {
             // Each joins through the previous one: classic addresses, IP only.
-            cfg.connect = vec![PeerAddr::classic(ips[i - 1])];
+            cfg.connect = vec![PeerAddr::classic(ips[i - 1].into())];
         }
         nodes.push(Node::start(cfg).await.unwrap());
     }
@@ -148,7 +148,7 @@ async fn classic_ports_on_distinct_loopback_addresses() {
     assert_eq!(
         hits,
         BTreeSet::from([(
-            SocketAddrV4::new(ips[1], 20000),
+            SocketAddr::new(ips[1].into(), 20000),
             "music/Despacito.MP3".to_string()
         )])
     );
@@ -334,7 +334,7 @@ async fn big_answers_are_split_and_garbage_is_dropped() {
         others.push(Node::start(patient(d.path())).await.unwrap());
         dirs.push(d);
     }
-    let real: BTreeSet<SocketAddrV4> = others.iter().map(|n| n.client().udp_addr()).collect();
+    let real: BTreeSet<SocketAddr> = others.iter().map(|n| n.client().udp_addr()).collect();
     for a in &real {
         na.client()
             .connect(a.to_string().parse().unwrap())
@@ -362,10 +362,7 @@ async fn big_answers_are_split_and_garbage_is_dropped() {
     // No address a pong named became a peer. The junk's sender may: it
     // sent classic pongs from an address the node had just pinged (its
     // ping asked for that probe), which is all a classic peer can show.
-    let junk_sender = match sock.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        other => panic!("{other}"),
-    };
+    let junk_sender = sock.local_addr().unwrap();
     let mut allowed = real.clone();
     allowed.insert(junk_sender);
     assert!(known.is_subset(&allowed), "peers: {known:?}");

@@ -577,7 +577,7 @@ fn a_node_with_relaying_off_refuses_and_says_why() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let node = on(&w.p, move || async move {
         let mut cfg = rutella_node::NodeConfig {
-            bind: p_ip,
+            bind: p_ip.into(),
             udp_port: 0,
             tcp_port: 0,
             watch: false,
@@ -589,7 +589,7 @@ fn a_node_with_relaying_off_refuses_and_says_why() {
         let _ = stop_rx.await;
         node.shutdown().await;
     });
-    let relay = SocketAddr::V4(addr_rx.recv().unwrap());
+    let relay = addr_rx.recv().unwrap();
     let r = on(&w.h2, move || async move {
         relay::connect(relay, &[9; 16], Role::Client, Duration::from_secs(5)).await
     })

@@ -5,7 +5,7 @@
 //! with a token nobody waits for is closed.
 
 use rutella_node::{Client, Got, Node, NodeConfig, PeerAddr, Want};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,7 +17,7 @@ const D_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 41, 2);
 fn config(ip: Ipv4Addr, share: &Path) -> NodeConfig {
     let mut cfg = NodeConfig {
         shares: vec![share.to_path_buf()],
-        bind: ip,
+        bind: ip.into(),
         udp_port: 0,
         tcp_port: 0,
         push_timeout: Duration::from_secs(5),
@@ -189,7 +189,7 @@ async fn a_pushed_connection_with_an_unknown_token_is_closed() {
     let node = Node::start(config(Ipv4Addr::new(127, 0, 41, 5), dir.path()))
         .await
         .unwrap();
-    let tcp: SocketAddrV4 = node.client().tcp_addr();
+    let tcp: std::net::SocketAddr = node.client().tcp_addr();
     let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
     s.write_all(&rutella_transfer::wire::encode_push_intro(0x1234_5678))
         .await

@@ -8,7 +8,7 @@
 //! loop (next to the library lookup) and only send the ready datagrams.
 
 use crate::message::{split_hit_indices, split_hits, HitFile, Message, QueryHit, MAX_DATAGRAM};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Room left in a datagram for the longest own address the driver may
 /// write instead of `0.0.0.0`.
@@ -18,7 +18,7 @@ pub(crate) const ANSWER_LIMIT: usize = MAX_DATAGRAM - ("255.255.255.255".len() -
 /// by [`AnswerPlan::encode`] (anywhere, e.g. on a blocking thread).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnswerPlan {
-    dest: SocketAddrV4,
+    dest: SocketAddr,
     /// Every field of the answer but its files; `"IP"` unspecified.
     template: QueryHit,
     /// Most bytes per datagram with `0.0.0.0` as the address.
@@ -34,7 +34,7 @@ impl AnswerPlan {
     /// as the address); `send_empty` when an answer naming no file is
     /// still sent.
     pub(crate) fn new(
-        dest: SocketAddrV4,
+        dest: SocketAddr,
         template: QueryHit,
         limit: usize,
         max_files: usize,
@@ -50,7 +50,7 @@ impl AnswerPlan {
     }
 
     /// Where the answer goes.
-    pub fn dest(&self) -> SocketAddrV4 {
+    pub fn dest(&self) -> SocketAddr {
         self.dest
     }
 
@@ -62,13 +62,22 @@ impl AnswerPlan {
         if files.is_empty() && !self.send_empty {
             return Vec::new();
         }
-        split_hits(&self.template, files, self.limit)
+        split_hits(&self.template, files, self.room())
+    }
+
+    /// Most bytes per datagram with `0.0.0.0` as the address, leaving room
+    /// for the longest own address of the destination's family: `limit`
+    /// has room for an IPv4 one, an IPv6 one takes up to 24 bytes more.
+    fn room(&self) -> usize {
+        let widest = crate::addr::widest_ip(self.dest).to_string().len();
+        let v4 = Ipv4Addr::BROADCAST.to_string().len();
+        self.limit.saturating_sub(widest.saturating_sub(v4))
     }
 
     /// The answer's datagrams with `own_ip` as our address: the same bytes
     /// as [`AnswerPlan::hits`] encoded with [`crate::Transmit::encode`],
     /// each datagram encoded once (time linear in the files). Pure.
-    pub fn encode(&self, own_ip: Ipv4Addr, files: &[HitFile]) -> Vec<Vec<u8>> {
+    pub fn encode(&self, own_ip: IpAddr, files: &[HitFile]) -> Vec<Vec<u8>> {
         let files = &files[..files.len().min(self.max_files)];
         if files.is_empty() && !self.send_empty {
             return Vec::new();
@@ -80,7 +89,7 @@ impl AnswerPlan {
         // The split is made for `0.0.0.0`; every length differs from that
         // by the same number of bytes with our own address in.
         let own_len = own_ip.to_string().len();
-        let limit = self.limit + own_len - Ipv4Addr::UNSPECIFIED.to_string().len();
+        let limit = self.room() + own_len - Ipv4Addr::UNSPECIFIED.to_string().len();
         let parts = split_hit_indices(&template, files, limit);
         let n = parts.len();
         parts
@@ -106,7 +115,7 @@ mod tests {
     use std::time::Instant;
 
     fn query(id: Option<u64>) -> IncomingQuery {
-        let reply_to: SocketAddrV4 = "127.0.0.7:40000".parse().unwrap();
+        let reply_to: SocketAddr = "127.0.0.7:40000".parse().unwrap();
         IncomingQuery {
             reply_to,
             from: Peer {
@@ -116,6 +125,19 @@ mod tests {
             },
             text: "a".into(),
             id,
+        }
+    }
+
+    fn query6(id: Option<u64>) -> IncomingQuery {
+        let reply_to: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();
+        IncomingQuery {
+            reply_to,
+            from: Peer {
+                udp: reply_to,
+                tcp_port: 1,
+                rutella: true,
+            },
+            ..query(id)
         }
     }
 
@@ -135,13 +157,19 @@ mod tests {
         #[test]
         fn encoded_answers_equal_queued_ones(
             files in proptest::collection::vec(arb_file(), 0..700),
-            own in proptest::num::u32::ANY,
+            own in proptest::num::u128::ANY,
             id in proptest::option::of(proptest::num::u64::ANY),
+            v6 in proptest::bool::ANY,
         ) {
             let now = Instant::now();
-            let own = Ipv4Addr::from(own);
+            // Our address is of the querier's family, as the driver picks it.
+            let own = if v6 {
+                IpAddr::V6(std::net::Ipv6Addr::from(own))
+            } else {
+                IpAddr::V4(Ipv4Addr::from(own as u32))
+            };
             let mut o = Overlay::new(Config::default(), now);
-            let q = query(id);
+            let q = if v6 { query6(id) } else { query(id) };
             // Queries come only from addresses we may answer: here, one
             // the user gave.
             o.connect(now, q.reply_to, 1);
@@ -179,7 +207,7 @@ mod tests {
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].files.len(), 3);
         assert_eq!(hits[0].ports, Ports::rutella(5, 6));
-        let empty = plan.encode(Ipv4Addr::LOCALHOST, &[]);
+        let empty = plan.encode(IpAddr::V4(Ipv4Addr::LOCALHOST), &[]);
         assert_eq!(
             empty,
             vec![br#"{"Command": 4, "Contents": [], "IP": "127.0.0.1", "Id": 4, "TcpPort": 6, "UdpPort": 5}"#.to_vec()]

@@ -23,7 +23,7 @@
 
 use crate::message::{Ping, Push, Query};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Tokens are 48-bit numbers: short on the wire, and an off-path spoofer
@@ -54,9 +54,9 @@ pub(crate) struct Entry {
 /// The table of addresses, the secret for tokens and the probe budget.
 #[derive(Debug)]
 pub(crate) struct Guard {
-    entries: HashMap<SocketAddrV4, Entry>,
+    entries: HashMap<SocketAddr, Entry>,
     /// Insertion order, for forgetting the oldest.
-    order: VecDeque<SocketAddrV4>,
+    order: VecDeque<SocketAddr>,
     cap: usize,
     key: [u8; 32],
     /// Probes that may be sent now to addresses that sent us nothing.
@@ -87,18 +87,28 @@ impl Guard {
     }
 
     /// The nonce our pings to `addr` carry, and that its pongs must echo.
-    pub(crate) fn token(&self, addr: SocketAddrV4) -> u64 {
-        let mut input = [0u8; 6];
-        input[..4].copy_from_slice(&addr.ip().octets());
-        input[4..].copy_from_slice(&addr.port().to_be_bytes());
-        let h = blake3::keyed_hash(&self.key, &input);
+    pub(crate) fn token(&self, addr: SocketAddr) -> u64 {
+        // IPv4 hashes its 6 bytes as before; IPv6 its 18.
+        let mut input = [0u8; 18];
+        let len = match addr.ip() {
+            std::net::IpAddr::V4(ip) => {
+                input[..4].copy_from_slice(&ip.octets());
+                4
+            }
+            std::net::IpAddr::V6(ip) => {
+                input[..16].copy_from_slice(&ip.octets());
+                16
+            }
+        };
+        input[len..len + 2].copy_from_slice(&addr.port().to_be_bytes());
+        let h = blake3::keyed_hash(&self.key, &input[..len + 2]);
         let mut b = [0u8; 8];
         b.copy_from_slice(&h.as_bytes()[..8]);
         u64::from_le_bytes(b) & TOKEN_MASK
     }
 
     /// The entry of `addr`, created (and the oldest forgotten) if new.
-    pub(crate) fn entry(&mut self, addr: SocketAddrV4) -> &mut Entry {
+    pub(crate) fn entry(&mut self, addr: SocketAddr) -> &mut Entry {
         if !self.entries.contains_key(&addr) {
             while self.entries.len() >= self.cap {
                 match self.order.pop_front() {
@@ -113,24 +123,24 @@ impl Guard {
         self.entries.entry(addr).or_default()
     }
 
-    pub(crate) fn get_mut(&mut self, addr: &SocketAddrV4) -> Option<&mut Entry> {
+    pub(crate) fn get_mut(&mut self, addr: &SocketAddr) -> Option<&mut Entry> {
         self.entries.get_mut(addr)
     }
 
     /// Whether `addr` answered one of our probes.
-    pub(crate) fn proven(&self, addr: &SocketAddrV4) -> bool {
+    pub(crate) fn proven(&self, addr: &SocketAddr) -> bool {
         self.entries.get(addr).is_some_and(|e| e.proven)
     }
 
     /// Counts bytes that arrived from `addr`.
-    pub(crate) fn received(&mut self, addr: SocketAddrV4, bytes: usize) {
+    pub(crate) fn received(&mut self, addr: SocketAddr, bytes: usize) {
         let e = self.entry(addr);
         e.received = e.received.saturating_add(bytes as u64);
     }
 
     /// Whether `bytes` more may go to unproven `addr` under a limit of
     /// `factor` times what it sent; if so they are counted as sent.
-    pub(crate) fn spend(&mut self, addr: SocketAddrV4, bytes: usize, factor: u64) -> bool {
+    pub(crate) fn spend(&mut self, addr: SocketAddr, bytes: usize, factor: u64) -> bool {
         let Some(e) = self.entries.get_mut(&addr) else {
             return false;
         };
@@ -160,12 +170,7 @@ impl Guard {
     }
 
     /// Whether `addr` was probed less than `within` ago.
-    pub(crate) fn probed_within(
-        &self,
-        addr: &SocketAddrV4,
-        now: Instant,
-        within: Duration,
-    ) -> bool {
+    pub(crate) fn probed_within(&self, addr: &SocketAddr, now: Instant, within: Duration) -> bool {
         self.entries
             .get(addr)
             .and_then(|e| e.probed)
@@ -183,8 +188,8 @@ impl Guard {
 mod tests {
     use super::*;
 
-    fn addr(i: u32) -> SocketAddrV4 {
-        SocketAddrV4::new(std::net::Ipv4Addr::from(0x0a00_0000 + i), 20000)
+    fn addr(i: u32) -> SocketAddr {
+        SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), 20000)
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! datagrams and events out.
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod answer;
 pub mod budget;
 pub mod guard;

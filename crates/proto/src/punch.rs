@@ -9,7 +9,7 @@
 //! (`rutella_node::punch`).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::message::{Ports, Punch, PunchRole, PunchStep};
@@ -50,7 +50,7 @@ impl Default for PunchConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Side {
     /// Where its datagrams come from (the go is sent there).
-    pub udp: SocketAddrV4,
+    pub udp: SocketAddr,
     /// Its TCP port as reachable (its own, or the one mapped for it).
     pub tcp_port: u16,
     /// Round-trip time measured to it, when known: its go leaves half of
@@ -61,8 +61,8 @@ pub struct Side {
 impl Side {
     /// Its external TCP address, as the proxy sees it (the IP its
     /// datagrams come from, never one it claims).
-    pub fn external(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(*self.udp.ip(), self.tcp_port)
+    pub fn external(&self) -> SocketAddr {
+        SocketAddr::new(self.udp.ip(), self.tcp_port)
     }
 }
 
@@ -88,7 +88,7 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct Rendezvous {
     cfg: PunchConfig,
-    recent: VecDeque<(Instant, Ipv4Addr)>,
+    recent: VecDeque<(Instant, IpAddr)>,
 }
 
 impl Rendezvous {
@@ -109,7 +109,7 @@ impl Rendezvous {
         from: Side,
         ask: &Punch,
         target: Option<Side>,
-    ) -> Result<[(SocketAddrV4, Punch); 2], Refusal> {
+    ) -> Result<[(SocketAddr, Punch); 2], Refusal> {
         if ask.step != PunchStep::Ask {
             return Err(Refusal::NotAsk);
         }
@@ -121,7 +121,7 @@ impl Rendezvous {
                 break;
             }
         }
-        let ip = *from.udp.ip();
+        let ip = from.udp.ip();
         let mine = self.recent.iter().filter(|(_, i)| *i == ip).count();
         if self.recent.len() >= self.cfg.in_all as usize || mine >= self.cfg.per_source as usize {
             return Err(Refusal::OverBudget);
@@ -130,7 +130,7 @@ impl Rendezvous {
         let go = |to: &Side, other: &Side, role| {
             let half = to.rtt.map(|r| r / 2).unwrap_or_default();
             Punch {
-                ip: Ipv4Addr::UNSPECIFIED,
+                ip: Ipv4Addr::UNSPECIFIED.into(),
                 step: PunchStep::Go,
                 push_id: None,
                 token: ask.token,
@@ -155,7 +155,7 @@ pub enum Action {
     /// report [`Attempt::connected`] or [`Attempt::failed`].
     Punch {
         /// The other side's external TCP address.
-        peer: SocketAddrV4,
+        peer: SocketAddr,
         /// The start moment.
         at: Instant,
         /// How long to try.
@@ -304,7 +304,7 @@ mod tests {
 
     fn side(last: u8, tcp: u16, rtt_ms: Option<u64>) -> Side {
         Side {
-            udp: SocketAddrV4::new(Ipv4Addr::new(11, 0, 0, last), 20000),
+            udp: SocketAddr::from((Ipv4Addr::new(11, 0, 0, last), 20000)),
             tcp_port: tcp,
             rtt: rtt_ms.map(Duration::from_millis),
         }
@@ -312,7 +312,7 @@ mod tests {
 
     fn ask(token: u64) -> Punch {
         Punch {
-            ip: Ipv4Addr::new(11, 0, 0, 12),
+            ip: Ipv4Addr::new(11, 0, 0, 12).into(),
             step: PunchStep::Ask,
             push_id: Some(0xabcd),
             token,
@@ -421,7 +421,7 @@ mod tests {
         assert_eq!(
             act,
             Action::Punch {
-                peer: SocketAddrV4::new(Ipv4Addr::new(11, 0, 0, 11), 7000),
+                peer: SocketAddr::from((Ipv4Addr::new(11, 0, 0, 11), 7000)),
                 at: start,
                 window: Duration::from_millis(300),
                 role: PunchRole::Client,

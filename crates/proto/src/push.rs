@@ -28,7 +28,7 @@
 use crate::message::{hex16, parse_hex16};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// The most proxies named in one answer.
@@ -90,7 +90,7 @@ pub struct PushInfo {
     /// `"PushId"`: the sender's push id.
     pub push_id: Option<u64>,
     /// `"Proxies"`: UDP addresses of peers that relay pushes to it.
-    pub proxies: Vec<SocketAddrV4>,
+    pub proxies: Vec<SocketAddr>,
     /// `"Firewalled": true`: the sender knows it cannot be connected to.
     pub firewalled: bool,
 }
@@ -103,7 +103,12 @@ impl PushInfo {
         let proxies = match extra.get("Proxies") {
             Some(Value::Array(items)) => items
                 .iter()
-                .filter_map(|v| v.as_str()?.parse::<SocketAddrV4>().ok())
+                .filter_map(|v| {
+                    v.as_str()?
+                        .parse::<SocketAddr>()
+                        .ok()
+                        .map(crate::addr::normalize)
+                })
                 .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
                 .take(MAX_PROXIES)
                 .collect(),
@@ -242,11 +247,11 @@ pub(crate) struct PushState {
     pub(crate) own_id: u64,
     /// Whether we can be connected to: `None` while unknown.
     pub(crate) reachable: Option<bool>,
-    ids: HashMap<u64, SocketAddrV4>,
-    by_peer: HashMap<SocketAddrV4, u64>,
-    forward_prefix: Buckets<[u8; 3]>,
+    ids: HashMap<u64, SocketAddr>,
+    by_peer: HashMap<SocketAddr, u64>,
+    forward_prefix: Buckets<IpAddr>,
     forward_total: Bucket,
-    connect_ip: Buckets<Ipv4Addr>,
+    connect_ip: Buckets<IpAddr>,
     connect_total: Bucket,
 }
 
@@ -268,7 +273,7 @@ impl PushState {
     /// Peer `peer` told its push id: we are its proxy from now on. A peer
     /// has one id (a new one replaces the old); an id taken by another
     /// peer is not moved (the first keeps it until it leaves).
-    pub(crate) fn record(&mut self, peer: SocketAddrV4, id: u64) {
+    pub(crate) fn record(&mut self, peer: SocketAddr, id: u64) {
         if id == self.own_id {
             return;
         }
@@ -290,29 +295,29 @@ impl PushState {
     }
 
     /// Peer `peer` left: its push id goes with it.
-    pub(crate) fn forget(&mut self, peer: &SocketAddrV4) {
+    pub(crate) fn forget(&mut self, peer: &SocketAddr) {
         if let Some(id) = self.by_peer.remove(peer) {
             self.ids.remove(&id);
         }
     }
 
     /// The peer holding push id `id`.
-    pub(crate) fn peer_of(&self, id: u64) -> Option<SocketAddrV4> {
+    pub(crate) fn peer_of(&self, id: u64) -> Option<SocketAddr> {
         self.ids.get(&id).copied()
     }
 
     /// The push id peer `peer` told.
-    pub(crate) fn id_of(&self, peer: &SocketAddrV4) -> Option<u64> {
+    pub(crate) fn id_of(&self, peer: &SocketAddr) -> Option<u64> {
         self.by_peer.get(peer).copied()
     }
 
     /// Takes a forwarding token for a push from `source`.
-    pub(crate) fn allow_forward(&mut self, source: Ipv4Addr, now: Instant) -> Result<(), PushDrop> {
-        let o = source.octets();
-        if !self
-            .forward_prefix
-            .take([o[0], o[1], o[2]], self.cfg.forward_per_prefix, now)
-        {
+    pub(crate) fn allow_forward(&mut self, source: IpAddr, now: Instant) -> Result<(), PushDrop> {
+        if !self.forward_prefix.take(
+            crate::budget::prefix_of(source),
+            self.cfg.forward_per_prefix,
+            now,
+        ) {
             return Err(PushDrop::PrefixBudget);
         }
         if !self.forward_total.take(self.cfg.forward_total, now) {
@@ -322,7 +327,7 @@ impl PushState {
     }
 
     /// Takes a connection token toward `target`.
-    pub(crate) fn allow_connect(&mut self, target: Ipv4Addr, now: Instant) -> Result<(), PushDrop> {
+    pub(crate) fn allow_connect(&mut self, target: IpAddr, now: Instant) -> Result<(), PushDrop> {
         if !self.connect_ip.take(target, self.cfg.connect_per_ip, now) {
             return Err(PushDrop::TargetBudget);
         }
@@ -336,22 +341,33 @@ impl PushState {
 /// Whether an address is of a local network (loopback, private,
 /// link-local, shared or unspecified): a proxy there helps only a
 /// downloader on the same network.
-pub fn is_local(ip: &Ipv4Addr) -> bool {
-    let o = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || (o[0] == 100 && (64..128).contains(&o[1]))
+pub fn is_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let o = ip.octets();
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00 // unique local, fc00::/7
+                || (first & 0xffc0) == 0xfe80 // link-local, fe80::/10
+        }
+    }
 }
 
 /// How a download reaches a source: where the Push went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushRoute {
     /// Straight to the source, which is a peer of ours.
-    Peer(SocketAddrV4),
+    Peer(SocketAddr),
     /// Through these proxies.
-    Proxies(Vec<SocketAddrV4>),
+    Proxies(Vec<SocketAddr>),
 }
 
 impl std::fmt::Display for PushRoute {

@@ -9,7 +9,7 @@ use crate::types::{Config, Event, Transmit};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Cap on queued events and datagrams: a driver that polls after every call
@@ -21,7 +21,7 @@ const MAX_QUEUE: usize = 65_536;
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) rng: ChaCha8Rng,
-    own_ips: HashSet<Ipv4Addr>,
+    own_ips: HashSet<IpAddr>,
     /// Addresses that have not proven themselves yet (see [`crate::guard`]).
     pub(crate) guard: Guard,
     transmits: VecDeque<Transmit>,
@@ -50,17 +50,17 @@ impl Shared {
         }
     }
 
-    pub(crate) fn add_own_ip(&mut self, ip: Ipv4Addr) {
-        self.own_ips.insert(ip);
+    pub(crate) fn add_own_ip(&mut self, ip: IpAddr) {
+        self.own_ips.insert(crate::addr::normalize_ip(ip));
     }
 
     /// The lowest of our own addresses, if any is known.
-    pub(crate) fn own_ips_first(&self) -> Option<Ipv4Addr> {
+    pub(crate) fn own_ips_first(&self) -> Option<IpAddr> {
         self.own_ips.iter().min().copied()
     }
 
-    pub(crate) fn is_self(&self, addr: SocketAddrV4) -> bool {
-        addr.port() == self.config.udp_port && self.own_ips.contains(addr.ip())
+    pub(crate) fn is_self(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.config.udp_port && self.own_ips.contains(&addr.ip())
     }
 
     pub(crate) fn own_ports(&self) -> Ports {
@@ -72,7 +72,7 @@ impl Shared {
     /// (see [`crate::guard`]).
     pub(crate) fn push_transmit(&mut self, t: Transmit, known: bool) {
         if !known {
-            let size = t.encode(Ipv4Addr::BROADCAST).len();
+            let size = t.encode(crate::addr::widest_ip(t.dest)).len();
             self.guard.entry(t.dest);
             if !self.guard.spend(t.dest, size, self.config.amplification) {
                 tracing::debug!(dest = %t.dest, size, "not sending more to an unproven address");
@@ -89,7 +89,7 @@ impl Shared {
     pub(crate) fn push_probe(&mut self, now: Instant, t: Transmit, known: bool) -> bool {
         let dest = t.dest;
         let ok = known || {
-            let size = t.encode(Ipv4Addr::BROADCAST).len();
+            let size = t.encode(crate::addr::widest_ip(t.dest)).len();
             self.guard.entry(dest);
             self.guard.spend(dest, size, self.config.amplification) || self.guard.take_probe(now)
         };

@@ -3,30 +3,30 @@
 
 use crate::{Event, HitFile, Message, Overlay, SearchId, MAX_DATAGRAM};
 use std::collections::HashSet;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The network: each node with its address, overlay and file names.
 pub(crate) struct Net {
     pub(crate) now: Instant,
-    pub(crate) nodes: Vec<(SocketAddrV4, Overlay, Vec<String>)>,
+    pub(crate) nodes: Vec<(SocketAddr, Overlay, Vec<String>)>,
     /// Nodes that are down: they neither send nor receive.
-    pub(crate) down: HashSet<SocketAddrV4>,
+    pub(crate) down: HashSet<SocketAddr>,
     /// Datagrams delivered so far.
     pub(crate) delivered: usize,
     /// (node, search, answering peer, names) for every answer.
-    pub(crate) results: Vec<(usize, SearchId, SocketAddrV4, Vec<String>)>,
+    pub(crate) results: Vec<(usize, SearchId, SocketAddr, Vec<String>)>,
     pub(crate) finished: Vec<(usize, SearchId)>,
     /// (from, to, message) of every datagram sent by a node that is up.
-    pub(crate) sent: Vec<(SocketAddrV4, SocketAddrV4, Message)>,
+    pub(crate) sent: Vec<(SocketAddr, SocketAddr, Message)>,
     /// (node, answering peer, what its answer said of pushes).
-    pub(crate) push_infos: Vec<(usize, SocketAddrV4, crate::PushInfo)>,
+    pub(crate) push_infos: Vec<(usize, SocketAddr, crate::PushInfo)>,
     /// (node, event) of every push request.
     pub(crate) push_requests: Vec<(usize, Event)>,
 }
 
 impl Net {
-    pub(crate) fn new(now: Instant, nodes: Vec<(SocketAddrV4, Overlay, Vec<String>)>) -> Net {
+    pub(crate) fn new(now: Instant, nodes: Vec<(SocketAddr, Overlay, Vec<String>)>) -> Net {
         Net {
             now,
             nodes,
@@ -40,7 +40,7 @@ impl Net {
         }
     }
 
-    pub(crate) fn idx(&self, a: SocketAddrV4) -> Option<usize> {
+    pub(crate) fn idx(&self, a: SocketAddr) -> Option<usize> {
         self.nodes.iter().position(|(x, _, _)| *x == a)
     }
 
@@ -87,7 +87,7 @@ impl Net {
                 }
                 while let Some(t) = self.nodes[i].1.poll_transmit() {
                     moved = true;
-                    let bytes = t.encode(*src.ip());
+                    let bytes = t.encode(src.ip());
                     assert!(bytes.len() <= MAX_DATAGRAM);
                     self.sent
                         .push((src, t.dest, Message::parse(&bytes).unwrap()));
@@ -97,9 +97,7 @@ impl Net {
                     if let Some(j) = self.idx(t.dest) {
                         self.delivered += 1;
                         let now = self.now;
-                        self.nodes[j]
-                            .1
-                            .handle_datagram(now, SocketAddr::V4(src), &bytes);
+                        self.nodes[j].1.handle_datagram(now, src, &bytes);
                     }
                 }
             }
@@ -138,7 +136,7 @@ impl Net {
     }
 
     /// The peers node `i` knows, sorted.
-    pub(crate) fn peer_set(&self, i: usize) -> Vec<SocketAddrV4> {
+    pub(crate) fn peer_set(&self, i: usize) -> Vec<SocketAddr> {
         let mut v: Vec<_> = self.nodes[i].1.peers().iter().map(|p| p.udp).collect();
         v.sort();
         v

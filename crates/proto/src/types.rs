@@ -6,7 +6,7 @@
 use crate::budget::BudgetConfig;
 use crate::message::{HitFile, Message, Ports};
 use crate::push::{PushConfig, PushInfo};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Settings of an overlay. Every interval and timeout is here so that tests
@@ -111,8 +111,8 @@ impl Default for Config {
 /// A peer of the overlay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Peer {
-    /// Its UDP address (IP and UDP port).
-    pub udp: SocketAddrV4,
+    /// Its UDP address (IP and UDP port), IPv4 or IPv6 (never IPv4-mapped).
+    pub udp: SocketAddr,
     /// Its TCP port, for downloads.
     pub tcp_port: u16,
     /// Whether it announced rutella's extensions.
@@ -122,7 +122,7 @@ pub struct Peer {
 impl Peer {
     /// The peer whose datagram came from `from`: its address as seen, its
     /// TCP port from the message (the classic one when absent).
-    pub fn seen(from: SocketAddrV4, ports: Ports) -> Self {
+    pub fn seen(from: SocketAddr, ports: Ports) -> Self {
         Peer {
             udp: from,
             tcp_port: ports.tcp_or_classic(),
@@ -130,17 +130,17 @@ impl Peer {
         }
     }
 
-    pub(crate) fn from_ports(ip: Ipv4Addr, ports: Ports) -> Self {
+    pub(crate) fn from_ports(ip: IpAddr, ports: Ports) -> Self {
         Peer {
-            udp: SocketAddrV4::new(ip, ports.udp_or_classic()),
+            udp: SocketAddr::new(ip, ports.udp_or_classic()),
             tcp_port: ports.tcp_or_classic(),
             rutella: ports.is_rutella(),
         }
     }
 
     /// Its TCP address, for downloads.
-    pub fn tcp(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(*self.udp.ip(), self.tcp_port)
+    pub fn tcp(&self) -> SocketAddr {
+        SocketAddr::new(self.udp.ip(), self.tcp_port)
     }
 }
 
@@ -152,7 +152,7 @@ pub struct SearchId(pub u64);
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transmit {
     /// Where to.
-    pub dest: SocketAddrV4,
+    pub dest: SocketAddr,
     /// What.
     pub message: Message,
     /// The message speaks for us: the driver sets its `"IP"` to our address
@@ -163,7 +163,7 @@ pub struct Transmit {
 impl Transmit {
     /// The bytes to send, with `own_ip` as our address when the message
     /// speaks for us.
-    pub fn encode(&self, own_ip: Ipv4Addr) -> Vec<u8> {
+    pub fn encode(&self, own_ip: IpAddr) -> Vec<u8> {
         if self.from_self {
             let mut m = self.message.clone();
             m.set_ip(own_ip);
@@ -179,7 +179,7 @@ impl Transmit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingQuery {
     /// Where the answer goes: the datagram's source.
-    pub reply_to: SocketAddrV4,
+    pub reply_to: SocketAddr,
     /// The querier.
     pub from: Peer,
     /// What is searched for.
@@ -219,11 +219,11 @@ pub enum Event {
     PushRequest {
         /// The downloader's TCP address: the IP its push came from as the
         /// proxy saw it, and the port it gave.
-        target: SocketAddrV4,
+        target: SocketAddr,
         /// What the connection is introduced with.
         token: u64,
         /// The peer that passed the push on.
-        via: SocketAddrV4,
+        via: SocketAddr,
     },
 }
 

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rutella_proto::{Config, Event, Message, Overlay, MAX_DATAGRAM};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ pub(crate) enum Ev {
     Deliver {
         to: usize,
         gen: u32,
-        from: SocketAddrV4,
+        from: SocketAddr,
         payload: Payload,
     },
     Timer {
@@ -73,7 +73,7 @@ impl Ord for Entry {
 /// of one that left, with a new generation `gen`).
 pub(crate) struct Node {
     pub(crate) gen: u32,
-    pub(crate) addr: SocketAddrV4,
+    pub(crate) addr: SocketAddr,
     pub(crate) overlay: Option<Overlay>,
     pub(crate) timer_at: Option<u64>,
     /// Access latency in ns (half of a link's base latency).
@@ -109,12 +109,15 @@ pub(crate) struct Sim {
     pub(crate) trace: Option<Ipv4Addr>,
 }
 
-pub(crate) fn addr_of(slot: usize, gen: u32) -> SocketAddrV4 {
+pub(crate) fn addr_of(slot: usize, gen: u32) -> SocketAddr {
     let ip = Ipv4Addr::from(0x7f00_0002u32 + slot as u32);
-    SocketAddrV4::new(ip, 21000u16.wrapping_add((gen % 40000) as u16))
+    SocketAddr::new(IpAddr::V4(ip), 21000u16.wrapping_add((gen % 40000) as u16))
 }
 
-pub(crate) fn slot_of(addr: &SocketAddrV4) -> Option<usize> {
+pub(crate) fn slot_of(addr: &SocketAddr) -> Option<usize> {
+    let SocketAddr::V4(addr) = addr else {
+        return None;
+    };
     u32::from(*addr.ip())
         .checked_sub(0x7f00_0002)
         .map(|s| s as usize)
@@ -248,7 +251,7 @@ impl Sim {
         let addr = addr_of(slot, gen);
         let now = self.instant(self.now);
         let mut o = Overlay::new(self.node_config(slot, gen), now);
-        o.add_own_ip(*addr.ip());
+        o.add_own_ip(addr.ip());
         o.set_library(self.work.library(slot).iter().map(|&f| self.work.name(f)));
         // Join through peers already online and connected: one at the first
         // start (as a user types one address), three from a saved host list
@@ -334,7 +337,7 @@ impl Sim {
         }
     }
 
-    pub(crate) fn deliver(&mut self, to: usize, gen: u32, from: SocketAddrV4, payload: Payload) {
+    pub(crate) fn deliver(&mut self, to: usize, gen: u32, from: SocketAddr, payload: Payload) {
         let now = self.instant(self.now);
         let Some(node) = self.nodes.get_mut(to) else {
             return;
@@ -355,7 +358,7 @@ impl Sim {
                 if let Ok(Message::QueryHit(h)) = Message::parse(&b) {
                     self.delivering_hops = hops_of(&h.extra);
                 }
-                o.handle_datagram(now, SocketAddr::V4(from), &b);
+                o.handle_datagram(now, from, &b);
             }
         }
         self.drain(to);
@@ -404,7 +407,7 @@ impl Sim {
                 Message::Push(_) | Message::Punch(_) | Message::Relay(_) => {}
             }
             let payload = if self.cfg.wire {
-                let bytes = t.encode(*src.ip());
+                let bytes = t.encode(src.ip());
                 self.max_datagram = self.max_datagram.max(bytes.len());
                 if bytes.len() > MAX_DATAGRAM {
                     tracing::warn!(len = bytes.len(), "datagram over the limit");
@@ -413,7 +416,7 @@ impl Sim {
             } else {
                 let mut m = t.message;
                 if t.from_self {
-                    m.set_ip(*src.ip());
+                    m.set_ip(src.ip());
                 }
                 Payload::Msg(Box::new(m))
             };
@@ -421,7 +424,7 @@ impl Sim {
                 continue;
             }
             if let Some(w) = &self.trace {
-                if *w == *src.ip() || *w == *t.dest.ip() {
+                if *w == src.ip() || *w == t.dest.ip() {
                     tracing::info!(t = self.now, %src, dest = %t.dest, msg = ?payload, "send");
                 }
             }

@@ -15,7 +15,7 @@ use output::Output;
 use results::{Added, Results};
 use rustyline::error::ReadlineError;
 use rutella_node::{Client, DownloadState, Got, HitFile, PeerAddr, Want};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -453,7 +453,7 @@ impl Console {
         let list = self.client.downloads();
         // Sources are download (TCP) addresses; show peers as they are typed.
         let peers = self.client.peers().await.unwrap_or_default();
-        let source_name = |s: &SocketAddrV4| {
+        let source_name = |s: &SocketAddr| {
             peers
                 .iter()
                 .find(|p| p.tcp() == *s)

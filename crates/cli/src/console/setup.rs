@@ -76,9 +76,10 @@ pub(crate) fn default_downloads(shares: &[PathBuf]) -> PathBuf {
 /// else every IPv4 address of this computer's interfaces that are up
 /// (loopback only when there is nothing else), with the UDP port when it
 /// is not the classic one.
-pub(crate) fn join_addresses(bind: std::net::Ipv4Addr, udp_port: u16) -> Vec<String> {
-    let ips = if bind.is_unspecified() {
-        let mut ips = interface_addresses();
+pub(crate) fn join_addresses(bind: std::net::IpAddr, udp_port: u16) -> Vec<String> {
+    let ips: Vec<std::net::IpAddr> = if bind.is_unspecified() {
+        let mut ips: Vec<std::net::IpAddr> =
+            interface_addresses().into_iter().map(Into::into).collect();
         if ips.iter().any(|ip| !ip.is_loopback()) {
             ips.retain(|ip| !ip.is_loopback());
         }
@@ -89,7 +90,7 @@ pub(crate) fn join_addresses(bind: std::net::Ipv4Addr, udp_port: u16) -> Vec<Str
     ips.into_iter()
         .map(|ip| {
             PeerAddr {
-                udp: std::net::SocketAddrV4::new(ip, udp_port),
+                udp: std::net::SocketAddr::new(ip, udp_port),
                 tcp_port: None,
             }
             .to_string()
@@ -228,7 +229,7 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
     let bind = args
         .bind
         .or(file.bind)
-        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let lan = args.lan.settings(bind, file.lan_discovery == Some(false));
     let connect = if !args.connect.is_empty() {
         args.connect.clone()

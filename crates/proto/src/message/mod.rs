@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 
 /// UDP port of every classic peer.
 pub const CLASSIC_UDP_PORT: u16 = 20000;
@@ -72,7 +72,7 @@ impl Ports {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ping {
     /// The peer that started the ping (unchanged when forwarded).
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// How many more times it may be forwarded.
     pub ttl: i64,
     /// Ports of the originator.
@@ -85,7 +85,7 @@ pub struct Ping {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pong {
     /// The sender.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Ports of the sender.
     pub ports: Ports,
     /// Unknown fields.
@@ -96,7 +96,7 @@ pub struct Pong {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     /// The querier.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// The text searched for.
     pub text: String,
     /// rutella extension `"Id"`: the search this query belongs to, echoed in hits.
@@ -133,7 +133,7 @@ impl HitFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryHit {
     /// The answering peer.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Matching files (`"Contents"` holds their names).
     pub files: Vec<HitFile>,
     /// rutella extension `"Id"`: the query's id.
@@ -169,7 +169,7 @@ pub enum PunchRole {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Punch {
     /// `"IP"`: the sender.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// `"Step"`.
     pub step: PunchStep,
     /// `"PushId"` (ask): the firewalled peer's push id, 16 hex digits.
@@ -179,7 +179,7 @@ pub struct Punch {
     /// The ask's `"TcpPort"`: the downloader's TCP port as reachable.
     pub ports: Ports,
     /// `"Peer"` (go): the other side's external TCP address, `"IP:port"`.
-    pub peer: Option<std::net::SocketAddrV4>,
+    pub peer: Option<SocketAddr>,
     /// `"StartIn"` (go): milliseconds until both sides start.
     pub start_in: Option<std::time::Duration>,
     /// `"Role"` (go): which end of the transfer the receiver is.
@@ -193,13 +193,13 @@ pub struct Punch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RelayInvite {
     /// `"IP"`: the downloader (as the proxy saw it, once forwarded).
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// `"PushId"`: the firewalled peer's push id, on the way to its proxy.
     pub push_id: Option<u64>,
     /// `"Circuit"`: the circuit id, 32 hex digits.
     pub circuit: [u8; 16],
     /// `"Relay"`: the relay's TCP address, `"IP:port"`.
-    pub relay: std::net::SocketAddrV4,
+    pub relay: SocketAddr,
     /// Unknown fields.
     pub extra: Map<String, Value>,
 }
@@ -211,7 +211,7 @@ pub struct RelayInvite {
 pub struct Push {
     /// `"IP"`: absent from the downloader; the proxy sets it to the
     /// downloader's address as the proxy saw it.
-    pub ip: Option<Ipv4Addr>,
+    pub ip: Option<IpAddr>,
     /// `"PushId"`: the push id of the peer asked to connect.
     pub push_id: u64,
     /// `"Token"`: what the pushed connection starts with, so that the
@@ -242,7 +242,7 @@ pub enum Message {
 
 impl Message {
     /// The `"IP"` field.
-    pub fn ip(&self) -> Ipv4Addr {
+    pub fn ip(&self) -> IpAddr {
         match self {
             Message::Ping(m) => m.ip,
             Message::Pong(m) => m.ip,
@@ -250,12 +250,12 @@ impl Message {
             Message::QueryHit(m) => m.ip,
             Message::Punch(m) => m.ip,
             Message::Relay(m) => m.ip,
-            Message::Push(m) => m.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            Message::Push(m) => m.ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
         }
     }
 
     /// Replaces the `"IP"` field.
-    pub fn set_ip(&mut self, ip: Ipv4Addr) {
+    pub fn set_ip(&mut self, ip: IpAddr) {
         match self {
             Message::Ping(m) => m.ip = ip,
             Message::Pong(m) => m.ip = ip,
@@ -294,7 +294,10 @@ impl Message {
             return parse_push(&mut obj).map(Message::Push);
         }
         let ip = match obj.remove("IP") {
-            Some(Value::String(s)) => s.parse().map_err(|_| ParseError::Invalid("IP"))?,
+            Some(Value::String(s)) => s
+                .parse()
+                .map(crate::addr::normalize_ip)
+                .map_err(|_| ParseError::Invalid("IP"))?,
             Some(_) => return Err(ParseError::Invalid("IP")),
             None => return Err(ParseError::Missing("IP")),
         };
@@ -302,6 +305,11 @@ impl Message {
             udp: take_port(&mut obj, "UdpPort")?,
             tcp: take_port(&mut obj, "TcpPort")?,
         };
+        // Classic peers are IPv4 only: an IPv6 "IP" comes from a rutella
+        // peer, which always writes "UdpPort".
+        if ip.is_ipv6() && !ports.is_rutella() {
+            return Err(ParseError::Invalid("IP"));
+        }
         match command {
             1 => {
                 let ttl = take_i64(&mut obj, "TTL")?.ok_or(ParseError::Missing("TTL"))?;
@@ -635,10 +643,10 @@ fn take_hex64(obj: &mut Map<String, Value>, key: &'static str) -> Result<Option<
 fn take_addr(
     obj: &mut Map<String, Value>,
     key: &'static str,
-) -> Result<Option<std::net::SocketAddrV4>, ParseError> {
+) -> Result<Option<SocketAddr>, ParseError> {
     match obj.remove(key) {
         None => Ok(None),
-        Some(Value::String(s)) => match s.parse::<std::net::SocketAddrV4>() {
+        Some(Value::String(s)) => match s.parse::<SocketAddr>().map(crate::addr::normalize) {
             Ok(a) if a.port() != 0 => Ok(Some(a)),
             _ => Err(ParseError::Invalid(key)),
         },

@@ -1,6 +1,7 @@
 use super::*;
+use std::net::{IpAddr, Ipv4Addr};
 
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
@@ -240,7 +241,7 @@ fn arb_template() -> impl proptest::strategy::Strategy<Value = QueryHit> {
                 extra.insert("Zeta".into(), Value::from(o));
             }
             QueryHit {
-                ip: Ipv4Addr::from(ip),
+                ip: IpAddr::V4(Ipv4Addr::from(ip)),
                 files: Vec::new(),
                 id,
                 more: false,
@@ -274,7 +275,50 @@ proptest::proptest! {
 
     #[test]
     fn query_round_trips(text in ".{0,60}", id in proptest::option::of(0u64..u64::MAX), a in 0u32..u32::MAX) {
-        let m = Message::Query(Query { ip: Ipv4Addr::from(a), text, id, ports: Ports::default(), extra: Map::new() });
+        let m = Message::Query(Query { ip: IpAddr::V4(Ipv4Addr::from(a)), text, id, ports: Ports::default(), extra: Map::new() });
+        proptest::prop_assert_eq!(Message::parse(&m.encode()).unwrap(), m);
+    }
+}
+
+#[test]
+fn ipv6_addresses_are_for_rutella_messages_only() {
+    let wire = br#"{"Command": 2, "IP": "2001:db8::5", "UdpPort": 20000}"#;
+    let m = Message::parse(wire).unwrap();
+    assert_eq!(m.ip(), "2001:db8::5".parse::<IpAddr>().unwrap());
+    assert_eq!(m.encode(), wire.to_vec());
+    // Without "UdpPort" a message is classic, and classic peers are IPv4.
+    for classic in [
+        &br#"{"Command": 2, "IP": "2001:db8::5"}"#[..],
+        br#"{"Command": 2, "IP": "2001:db8::5", "TcpPort": 10000}"#,
+        br#"{"Command": 1, "IP": "::1", "TTL": 1}"#,
+    ] {
+        assert_eq!(Message::parse(classic), Err(ParseError::Invalid("IP")));
+    }
+    // An IPv4-mapped address is the IPv4 address, classic or not.
+    let m = Message::parse(br#"{"Command": 2, "IP": "::ffff:192.0.2.1"}"#).unwrap();
+    assert_eq!(m.ip(), ip("192.0.2.1"));
+    // "IP" is an address, not a socket address.
+    for bad in [
+        &br#"{"Command": 2, "IP": "[::1]", "UdpPort": 1}"#[..],
+        br#"{"Command": 2, "IP": "[::1]:20000", "UdpPort": 1}"#,
+        br#"{"Command": 2, "IP": "fe80::1%eth0", "UdpPort": 1}"#,
+    ] {
+        assert_eq!(Message::parse(bad), Err(ParseError::Invalid("IP")));
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn rutella_messages_round_trip_with_ipv6(
+        text in ".{0,60}",
+        id in proptest::option::of(0u64..u64::MAX),
+        a in proptest::num::u128::ANY,
+        udp in 1u16..,
+    ) {
+        let a = std::net::Ipv6Addr::from(a);
+        proptest::prop_assume!(a.to_ipv4_mapped().is_none());
+        let ports = Ports { udp: Some(udp), tcp: None };
+        let m = Message::Query(Query { ip: IpAddr::V6(a), text, id, ports, extra: Map::new() });
         proptest::prop_assert_eq!(Message::parse(&m.encode()).unwrap(), m);
     }
 }

@@ -11,7 +11,7 @@ use crate::push::{push_id_of, PushInfo};
 use crate::shared::{echo_of, nonce_of};
 use serde_json::Map;
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// The field by which a short-lived node marks its pings and pongs.
@@ -40,13 +40,13 @@ pub(super) struct SearchState {
     pub(super) deadline: Instant,
     pub(super) started: u64,
     /// Peers asked that have not sent their last part.
-    pub(super) pending: HashSet<SocketAddrV4>,
-    pub(super) asked: HashSet<SocketAddrV4>,
+    pub(super) pending: HashSet<SocketAddr>,
+    pub(super) asked: HashSet<SocketAddr>,
 }
 
 impl Overlay {
     /// Handles a message of the classic overlay.
-    pub(super) fn handle_classic(&mut self, now: Instant, from: SocketAddrV4, message: Message) {
+    pub(super) fn handle_classic(&mut self, now: Instant, from: SocketAddr, message: Message) {
         match message {
             Message::Ping(ping) => self.on_ping(now, from, ping),
             Message::Pong(pong) => self.on_pong(now, from, pong),
@@ -63,7 +63,7 @@ impl Overlay {
 
     /// Whether sends to `addr` are not limited: a peer, a scalable
     /// neighbour, an address that answered a probe, or one the user gave.
-    pub(super) fn is_known(&self, addr: &SocketAddrV4) -> bool {
+    pub(super) fn is_known(&self, addr: &SocketAddr) -> bool {
         self.peers.contains_key(addr)
             || self.bootstrap.contains(addr)
             || self.sh.guard.proven(addr)
@@ -77,13 +77,13 @@ impl Overlay {
         self.sh.push_transmit(t, known);
     }
 
-    pub(super) fn send_query(&mut self, id: SearchId, state: &mut SearchState, dest: SocketAddrV4) {
+    pub(super) fn send_query(&mut self, id: SearchId, state: &mut SearchState, dest: SocketAddr) {
         if !state.asked.insert(dest) {
             return;
         }
         state.pending.insert(dest);
         let message = Message::Query(Query {
-            ip: Ipv4Addr::UNSPECIFIED,
+            ip: Ipv4Addr::UNSPECIFIED.into(),
             text: state.text.clone(),
             id: Some(id.0),
             ports: self.sh.own_ports(),
@@ -96,7 +96,7 @@ impl Overlay {
         });
     }
 
-    fn on_ping(&mut self, now: Instant, from: SocketAddrV4, ping: Ping) {
+    fn on_ping(&mut self, now: Instant, from: SocketAddr, ping: Ping) {
         // The answer goes to the datagram's source, never to the address
         // the message names (for a classic peer they are the same).
         let mut extra = Map::new();
@@ -121,7 +121,7 @@ impl Overlay {
         self.push_transmit(Transmit {
             dest: from,
             message: Message::Pong(Pong {
-                ip: Ipv4Addr::UNSPECIFIED,
+                ip: Ipv4Addr::UNSPECIFIED.into(),
                 ports: self.sh.own_ports(),
                 extra,
             }),
@@ -142,7 +142,7 @@ impl Overlay {
         // Sent by `from` itself (behind a NAT its "IP" may differ: the
         // address as seen is what counts).
         let fwd = Ping {
-            ip: *from.ip(),
+            ip: from.ip(),
             ttl: ttl - 1,
             ports: Ports {
                 udp: (ping.ports.udp.is_some() || from.port() != crate::CLASSIC_UDP_PORT)
@@ -164,14 +164,16 @@ impl Overlay {
         }
     }
 
-    fn on_pong(&mut self, now: Instant, from: SocketAddrV4, pong: Pong) {
+    fn on_pong(&mut self, now: Instant, from: SocketAddr, pong: Pong) {
         let echo = echo_of(&pong.extra);
         if echo.is_some_and(|e| e != self.sh.guard.token(from)) {
             tracing::debug!(peer = %from, "pong with a wrong echo, dropped");
             return;
         }
-        if let (Some(_), Some(seen)) = (echo, crate::seen::parse_seen(&pong.extra)) {
-            if let Some(ip) = self.seen.report(*from.ip(), seen) {
+        // Only IPv4 addresses are learned this way (the NAT's external one).
+        let seen = crate::seen::parse_seen(&pong.extra);
+        if let (Some(_), Some(seen), IpAddr::V4(reporter)) = (echo, seen, from.ip()) {
+            if let Some(ip) = self.seen.report(reporter, seen) {
                 tracing::debug!(external = %ip, "peers agree on our external address");
             }
         }
@@ -198,7 +200,7 @@ impl Overlay {
         }
     }
 
-    fn on_query(&mut self, now: Instant, from: SocketAddrV4, q: Query) {
+    fn on_query(&mut self, now: Instant, from: SocketAddr, q: Query) {
         if q.text.len() > MAX_QUERY_LEN {
             tracing::debug!(%from, "dropping over-long query");
             return;
@@ -213,7 +215,7 @@ impl Overlay {
         }
     }
 
-    fn emit_query(&mut self, from: SocketAddrV4, q: Query) {
+    fn emit_query(&mut self, from: SocketAddr, q: Query) {
         self.sh.push_event(Event::Query(IncomingQuery {
             reply_to: from,
             from: Peer::seen(from, q.ports),
@@ -224,7 +226,7 @@ impl Overlay {
 
     /// `from` answered one of our pings: it becomes a peer; a ping it
     /// sent is forwarded and a query it sent is answered now.
-    fn validate(&mut self, now: Instant, from: SocketAddrV4, ports: Ports) {
+    fn validate(&mut self, now: Instant, from: SocketAddr, ports: Ports) {
         let e = self.sh.guard.entry(from);
         e.proven = true;
         let ping = e.ping.take();
@@ -259,7 +261,7 @@ impl Overlay {
     /// on, so that the other peers answer it and it finds the network
     /// (at most once per pong timeout: its address is probed no more
     /// often).
-    fn validate_transient(&mut self, now: Instant, from: SocketAddrV4) {
+    fn validate_transient(&mut self, now: Instant, from: SocketAddr) {
         let e = self.sh.guard.entry(from);
         e.proven = true;
         let ping = e.ping.take();
@@ -267,7 +269,7 @@ impl Overlay {
         if let Some(fwd) = ping {
             let message = Message::Ping(fwd);
             if message.encode().len() <= MAX_DATAGRAM {
-                let dests: Vec<SocketAddrV4> =
+                let dests: Vec<SocketAddr> =
                     self.peers.keys().copied().filter(|d| *d != from).collect();
                 for dest in dests {
                     self.push_transmit(Transmit {
@@ -288,7 +290,7 @@ impl Overlay {
     /// Forwards a ping that peer `from` started to every other peer, at
     /// most once per half ping interval per originator, without fields we
     /// do not know.
-    fn forward_ping(&mut self, now: Instant, from: SocketAddrV4, fwd: Ping) {
+    fn forward_ping(&mut self, now: Instant, from: SocketAddr, fwd: Ping) {
         let window = self.sh.config.ping_interval / 2;
         let Some(state) = self.peers.get_mut(&from) else {
             return;
@@ -305,7 +307,14 @@ impl Overlay {
         if message.encode().len() > MAX_DATAGRAM {
             return;
         }
-        let dests: Vec<SocketAddrV4> = self.peers.keys().copied().filter(|d| *d != from).collect();
+        // A classic peer never sees an IPv6 address.
+        let to_classic = message.ip().is_ipv4();
+        let dests: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(d, p)| **d != from && (to_classic || p.info.rutella))
+            .map(|(d, _)| *d)
+            .collect();
         for dest in dests {
             self.push_transmit(Transmit {
                 dest,
@@ -318,7 +327,7 @@ impl Overlay {
     /// Sends `dest` a ping asking for a pong that echoes its nonce, at
     /// most once per pong timeout, paid by what `dest` sent us or, failing
     /// that, by the global probe budget.
-    fn probe(&mut self, now: Instant, dest: SocketAddrV4) {
+    fn probe(&mut self, now: Instant, dest: SocketAddr) {
         if self.sh.is_self(dest) || dest.ip().is_unspecified() || dest.port() == 0 {
             return;
         }
@@ -336,7 +345,7 @@ impl Overlay {
         }
     }
 
-    fn on_hit(&mut self, _now: Instant, from: SocketAddrV4, hit: QueryHit) {
+    fn on_hit(&mut self, _now: Instant, from: SocketAddr, hit: QueryHit) {
         // Only from a peer a search of ours asked, and for that search.
         let search = match hit.id {
             Some(id) => Some(SearchId(id)).filter(|s| {
@@ -382,7 +391,7 @@ impl Overlay {
     }
 
     /// A message came from peer `from`: it is alive this round.
-    fn mark_alive(&mut self, from: SocketAddrV4, ports: Ports) {
+    fn mark_alive(&mut self, from: SocketAddr, ports: Ports) {
         if let Some(state) = self.peers.get_mut(&from) {
             state.awaiting_pong = false;
             state.info.rutella |= ports.is_rutella();
@@ -435,7 +444,7 @@ impl Overlay {
     pub(super) fn classic_timeout(&mut self, now: Instant) {
         if self.round_deadline.is_some_and(|d| d <= now) {
             self.round_deadline = None;
-            let silent: Vec<SocketAddrV4> = self
+            let silent: Vec<SocketAddr> = self
                 .peers
                 .iter()
                 .filter(|(_, p)| p.awaiting_pong)
@@ -460,7 +469,7 @@ impl Overlay {
                     self.send_ping(now, addr);
                 }
             }
-            let addrs: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
+            let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
             for addr in addrs {
                 if let Some(p) = self.peers.get_mut(&addr) {
                     p.awaiting_pong = true;
@@ -471,7 +480,7 @@ impl Overlay {
     }
 
     /// Our ping to `dest`, with the nonce its pong must echo.
-    fn ping_to(&self, dest: SocketAddrV4) -> Transmit {
+    fn ping_to(&self, dest: SocketAddr) -> Transmit {
         let mut extra = Map::new();
         extra.insert(
             "Nonce".into(),
@@ -487,7 +496,7 @@ impl Overlay {
         Transmit {
             dest,
             message: Message::Ping(Ping {
-                ip: Ipv4Addr::UNSPECIFIED,
+                ip: Ipv4Addr::UNSPECIFIED.into(),
                 ttl: self.sh.config.ping_ttl,
                 ports: self.sh.own_ports(),
                 extra,
@@ -497,7 +506,7 @@ impl Overlay {
     }
 
     /// Pings a peer or an address the user gave.
-    pub(super) fn send_ping(&mut self, now: Instant, dest: SocketAddrV4) {
+    pub(super) fn send_ping(&mut self, now: Instant, dest: SocketAddr) {
         let t = self.ping_to(dest);
         self.sh.guard.entry(dest).probed = Some(now);
         self.push_transmit(t);
@@ -509,7 +518,7 @@ impl Overlay {
     /// connect out; for a peer of ours, we pass it on from a proven
     /// address (an unproven one is probed first, and its push passed on
     /// once it answers).
-    fn on_push(&mut self, now: Instant, from: SocketAddrV4, push: Push) {
+    fn on_push(&mut self, now: Instant, from: SocketAddr, push: Push) {
         if push.push_id == self.push.own_id {
             if !self.peers.contains_key(&from) {
                 tracing::debug!(%from, "push from an address that is not a peer, dropped");
@@ -518,8 +527,8 @@ impl Overlay {
             self.mark_alive(from, Ports::default());
             // Passed on by a proxy: the downloader as the proxy saw it;
             // sent by the downloader itself: its address as seen here.
-            let ip = push.ip.unwrap_or(*from.ip());
-            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            let ip = push.ip.unwrap_or(from.ip());
+            if ip.is_unspecified() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) || ip.is_multicast() {
                 tracing::debug!(%from, %ip, "push to an address that cannot be one, dropped");
                 return;
             }
@@ -528,7 +537,7 @@ impl Overlay {
                 return;
             }
             self.sh.push_event(Event::PushRequest {
-                target: SocketAddrV4::new(ip, push.tcp_port),
+                target: SocketAddr::new(ip, push.tcp_port),
                 token: push.token,
                 via: from,
             });
@@ -545,7 +554,7 @@ impl Overlay {
 
     /// Passes a push from proven address `from` on to the peer with its
     /// push id, naming `from`'s IP as the downloader, within the budgets.
-    pub(super) fn forward_push(&mut self, now: Instant, from: SocketAddrV4, push: Push) {
+    pub(super) fn forward_push(&mut self, now: Instant, from: SocketAddr, push: Push) {
         let Some(peer) = self
             .push
             .peer_of(push.push_id)
@@ -554,7 +563,7 @@ impl Overlay {
             tracing::debug!(%from, "push for no current peer, dropped");
             return;
         };
-        if let Err(why) = self.push.allow_forward(*from.ip(), now) {
+        if let Err(why) = self.push.allow_forward(from.ip(), now) {
             tracing::debug!(%from, ?why, "push over its budget, dropped");
             return;
         }
@@ -562,7 +571,7 @@ impl Overlay {
         self.push_transmit(Transmit {
             dest: peer,
             message: Message::Push(Push {
-                ip: Some(*from.ip()),
+                ip: Some(from.ip()),
                 ..push
             }),
             from_self: false,

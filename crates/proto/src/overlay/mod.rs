@@ -27,7 +27,7 @@ use classic::{PeerState, SearchState};
 use rand::RngCore;
 use serde_json::Map;
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 /// The overlay state machine of one peer: the classic overlay, and the
@@ -38,8 +38,8 @@ pub struct Overlay {
     sh: Shared,
     /// Per-source budgets of incoming datagrams.
     budget: Budget,
-    peers: BTreeMap<SocketAddrV4, PeerState>,
-    bootstrap: Vec<SocketAddrV4>,
+    peers: BTreeMap<SocketAddr, PeerState>,
+    bootstrap: Vec<SocketAddr>,
     next_round: Option<Instant>,
     round_deadline: Option<Instant>,
     searches: BTreeMap<SearchId, SearchState>,
@@ -106,11 +106,11 @@ impl Overlay {
         if self.push.reachable == Some(true) {
             return PushInfo::default();
         }
-        let mut peers: Vec<(bool, u64, SocketAddrV4)> = self
+        let mut peers: Vec<(bool, u64, SocketAddr)> = self
             .peers
             .values()
             .filter(|p| p.info.rutella)
-            .map(|p| (is_local(p.info.udp.ip()), p.joined, p.info.udp))
+            .map(|p| (is_local(&p.info.udp.ip()), p.joined, p.info.udp))
             .collect();
         peers.sort();
         let firewalled = self.push.reachable == Some(false);
@@ -130,7 +130,7 @@ impl Overlay {
     }
 
     /// The push id peer `udp` told us in its pings, if it is a peer.
-    pub fn peer_push_id(&self, udp: &SocketAddrV4) -> Option<u64> {
+    pub fn peer_push_id(&self, udp: &SocketAddr) -> Option<u64> {
         self.push
             .id_of(udp)
             .filter(|_| self.peers.contains_key(udp))
@@ -144,7 +144,7 @@ impl Overlay {
     /// each of its proxies. `None` when there is no way to ask.
     pub fn send_push(
         &mut self,
-        tcp: SocketAddrV4,
+        tcp: SocketAddr,
         info: &PushInfo,
         token: u64,
         tcp_port: u16,
@@ -163,7 +163,7 @@ impl Overlay {
             Some(peer) => (self.push.id_of(&peer)?, PushRoute::Peer(peer)),
             None => {
                 let id = info.push_id?;
-                let proxies: Vec<SocketAddrV4> = info
+                let proxies: Vec<SocketAddr> = info
                     .proxies
                     .iter()
                     .copied()
@@ -204,7 +204,7 @@ impl Overlay {
         let sc = self.sc.as_mut()?;
         let peers = &self.peers;
         let bootstrap = &self.bootstrap;
-        let classic_knows = |a: &SocketAddrV4| peers.contains_key(a) || bootstrap.contains(a);
+        let classic_knows = |a: &SocketAddr| peers.contains_key(a) || bootstrap.contains(a);
         let mut cx = Ctx {
             sh: &mut self.sh,
             classic_knows: &classic_knows,
@@ -224,7 +224,7 @@ impl Overlay {
 
     /// Tells the overlay one of the addresses that name this peer, so that it
     /// never adds itself to its list.
-    pub fn add_own_ip(&mut self, ip: Ipv4Addr) {
+    pub fn add_own_ip(&mut self, ip: IpAddr) {
         self.sh.add_own_ip(ip);
     }
 
@@ -264,7 +264,7 @@ impl Overlay {
 
     /// The hosts of the scalable host cache (to save and give back with
     /// [`Overlay::add_known_host`] at the next start).
-    pub fn known_hosts(&self) -> Vec<SocketAddrV4> {
+    pub fn known_hosts(&self) -> Vec<SocketAddr> {
         self.sc
             .as_ref()
             .map(Scalable::known_hosts)
@@ -272,7 +272,7 @@ impl Overlay {
     }
 
     /// Adds a host to the scalable host cache: a candidate neighbour.
-    pub fn add_known_host(&mut self, addr: SocketAddrV4) {
+    pub fn add_known_host(&mut self, addr: SocketAddr) {
         self.with_scalable(|sc, cx| sc.add_known_host(cx, addr));
     }
 
@@ -303,7 +303,7 @@ impl Overlay {
     /// it answers. It is also remembered, and pinged again at every round
     /// while the list is empty, so a node whose only peer was down rejoins
     /// when it comes back. `tcp_port` is unused: the answer tells it.
-    pub fn connect(&mut self, now: Instant, addr: SocketAddrV4, tcp_port: u16) {
+    pub fn connect(&mut self, now: Instant, addr: SocketAddr, tcp_port: u16) {
         let _ = tcp_port;
         if self.sc.is_some() {
             // Ask it to become a neighbour. A classic peer (or a rutella
@@ -324,7 +324,7 @@ impl Overlay {
     /// Forgets an address given to [`Overlay::connect`] that never
     /// answered: it is no longer pinged at every round. A peer it already
     /// became stays (it answered).
-    pub fn forget(&mut self, addr: SocketAddrV4) {
+    pub fn forget(&mut self, addr: SocketAddr) {
         self.bootstrap.retain(|a| *a != addr);
     }
 
@@ -368,7 +368,7 @@ impl Overlay {
             let extra = self.sh.config.scalable.max_search_time;
             state.deadline = state.deadline.max(now + extra);
         }
-        let targets: Vec<SocketAddrV4> = self.peers.keys().copied().collect();
+        let targets: Vec<SocketAddr> = self.peers.keys().copied().collect();
         for dest in targets {
             self.send_query(id, &mut state, dest);
         }
@@ -449,7 +449,7 @@ impl Overlay {
             self.own_push_info().write_extra(&mut extra);
         }
         let template = QueryHit {
-            ip: Ipv4Addr::UNSPECIFIED,
+            ip: Ipv4Addr::UNSPECIFIED.into(),
             files: Vec::new(),
             id: query.id,
             more: false,
@@ -464,13 +464,11 @@ impl Overlay {
     /// debug log.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         // Over its source's budget: dropped before parsing, and counted.
+        // One address per peer whichever socket saw it.
+        let from = crate::addr::normalize(from);
         if !self.budget.allow(now, from.ip(), Kind::Datagram) {
             return;
         }
-        let SocketAddr::V4(from) = from else {
-            tracing::debug!(%from, "dropping datagram from an IPv6 address");
-            return;
-        };
         if bytes.len() > MAX_DATAGRAM {
             tracing::debug!(%from, len = bytes.len(), "dropping over-long datagram");
             return;
@@ -483,7 +481,7 @@ impl Overlay {
             }
         };
         if let Some(kind) = Kind::of(&message) {
-            if !self.budget.allow(now, (*from.ip()).into(), kind) {
+            if !self.budget.allow(now, from.ip(), kind) {
                 return;
             }
         }
@@ -491,18 +489,24 @@ impl Overlay {
     }
 
     /// Feeds one parsed message (see [`Overlay::handle_datagram`]).
-    pub fn handle_message(&mut self, now: Instant, from: SocketAddrV4, message: Message) {
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, message: Message) {
         self.handle_parsed(now, from, message, None);
     }
 
     fn handle_parsed(
         &mut self,
         now: Instant,
-        from: SocketAddrV4,
+        from: SocketAddr,
         message: Message,
         len: Option<usize>,
     ) {
         if self.sh.is_self(from) || from.ip().is_unspecified() || from.port() == 0 {
+            return;
+        }
+        if from.is_ipv6() && !speaks_rutella(&message) {
+            // Classic peers are IPv4 only: what comes over IPv6 without
+            // "UdpPort" is no peer of ours.
+            tracing::debug!(%from, "dropping a classic message from an IPv6 address");
             return;
         }
         if !self.is_known(&from) {
@@ -584,8 +588,20 @@ impl Overlay {
 
     /// The nonce a pong from `addr` must echo, for tests.
     #[cfg(test)]
-    pub(crate) fn token(&self, addr: SocketAddrV4) -> u64 {
+    pub(crate) fn token(&self, addr: SocketAddr) -> u64 {
         self.sh.guard.token(addr)
+    }
+}
+
+/// Whether a message is a rutella one: classic messages carry no
+/// `"UdpPort"`, and only rutella peers send Push, Punch and Relay.
+fn speaks_rutella(message: &Message) -> bool {
+    match message {
+        Message::Ping(m) => m.ports.is_rutella(),
+        Message::Pong(m) => m.ports.is_rutella(),
+        Message::Query(m) => m.ports.is_rutella(),
+        Message::QueryHit(m) => m.ports.is_rutella(),
+        Message::Push(_) | Message::Punch(_) | Message::Relay(_) => true,
     }
 }
 

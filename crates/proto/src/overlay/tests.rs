@@ -20,9 +20,12 @@ fn classic_net(n: usize) -> Net {
     let now = Instant::now();
     let nodes = (0..n)
         .map(|i| {
-            let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 20000 + 2 * i as u16);
+            let addr = SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+                20000 + 2 * i as u16,
+            );
             let mut o = Overlay::new(cfg(addr.port()), now);
-            o.add_own_ip(*addr.ip());
+            o.add_own_ip(addr.ip());
             (
                 addr,
                 o,
@@ -130,17 +133,13 @@ fn drain(o: &mut Overlay) -> Vec<Transmit> {
 }
 
 /// An overlay at 127.0.0.2:20000 with one classic peer, 127.0.0.3.
-fn with_classic_peer(now: Instant) -> (Overlay, SocketAddrV4) {
+fn with_classic_peer(now: Instant) -> (Overlay, SocketAddr) {
     let mut o = Overlay::new(cfg(20000), now);
-    o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
-    let known = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), 20000);
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let known = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), 20000);
     o.connect(now, known, 10000);
     drain(&mut o);
-    o.handle_datagram(
-        now,
-        SocketAddr::V4(known),
-        br#"{"Command": 2, "IP": "127.0.0.3"}"#,
-    );
+    o.handle_datagram(now, known, br#"{"Command": 2, "IP": "127.0.0.3"}"#);
     assert_eq!(o.peers().len(), 1);
     drain(&mut o);
     while o.poll_event().is_some() {}
@@ -151,10 +150,10 @@ fn with_classic_peer(now: Instant) -> (Overlay, SocketAddrV4) {
 fn pings_are_answered_at_their_source_and_forwarded_once_it_answered() {
     let now = Instant::now();
     let (mut o, known) = with_classic_peer(now);
-    let src: SocketAddrV4 = "127.0.0.9:5555".parse().unwrap();
+    let src: SocketAddr = "127.0.0.9:5555".parse().unwrap();
     // "IP" names someone else: only the source matters.
     let ping = br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 1000000000, "Extra": 5}"#;
-    o.handle_datagram(now, SocketAddr::V4(src), ping);
+    o.handle_datagram(now, src, ping);
     let sent = drain(&mut o);
     assert!(sent.iter().all(|t| t.dest == src), "{sent:?}");
     assert!(matches!(sent[0].message, Message::Pong(_)));
@@ -166,17 +165,17 @@ fn pings_are_answered_at_their_source_and_forwarded_once_it_answered() {
     // It answers from that address: it is a peer, and its ping goes on
     // with TTL 0, naming it as seen and nothing we do not know.
     let pong = format!(r#"{{"Command": 2, "IP": "127.0.0.9", "Echo": {nonce}, "UdpPort": 5555}}"#);
-    o.handle_datagram(now, SocketAddr::V4(src), pong.as_bytes());
+    o.handle_datagram(now, src, pong.as_bytes());
     assert!(o.peers().iter().any(|p| p.udp == src));
     let fwd = drain(&mut o);
     assert_eq!(fwd.len(), 1, "{fwd:?}");
     assert_eq!(fwd[0].dest, known, "never back to its sender");
     assert_eq!(
-        fwd[0].encode(Ipv4Addr::new(9, 9, 9, 9)),
+        fwd[0].encode(IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9))),
         br#"{"Command": 1, "IP": "127.0.0.9", "TTL": 0, "UdpPort": 5555}"#
     );
     // The same originator again soon after: answered, not forwarded.
-    o.handle_datagram(now, SocketAddr::V4(src), ping);
+    o.handle_datagram(now, src, ping);
     let again = drain(&mut o);
     assert_eq!(again.len(), 1);
     assert!(matches!(again[0].message, Message::Pong(_)));
@@ -188,10 +187,10 @@ fn a_forwarded_ping_makes_one_probe_of_its_originator() {
     let (mut o, known) = with_classic_peer(now);
     let fwd = br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 0}"#;
     for _ in 0..5 {
-        o.handle_datagram(now, SocketAddr::V4(known), fwd);
+        o.handle_datagram(now, known, fwd);
     }
     let sent = drain(&mut o);
-    let origin: SocketAddrV4 = "127.0.0.4:20000".parse().unwrap();
+    let origin: SocketAddr = "127.0.0.4:20000".parse().unwrap();
     let probes: Vec<_> = sent.iter().filter(|t| t.dest == origin).collect();
     assert_eq!(probes.len(), 1, "{sent:?}");
     assert!(matches!(probes[0].message, Message::Ping(_)));
@@ -226,14 +225,16 @@ fn an_unproven_address_gets_at_most_three_times_its_bytes() {
         o.handle_datagram(now, attacker, q);
     }
     let sent = drain(&mut o);
-    assert!(sent.iter().all(|t| SocketAddr::V4(t.dest) == attacker));
+    assert!(sent.iter().all(|t| t.dest == attacker));
     let bytes: usize = sent
         .iter()
-        .map(|t| t.encode(Ipv4Addr::BROADCAST).len())
+        .map(|t| t.encode(IpAddr::V4(Ipv4Addr::BROADCAST)).len())
         .sum();
     assert!(bytes <= 3 * received, "{bytes} for {received}");
     assert!(
-        o.peers().iter().all(|p| p.udp.ip().octets()[1] != 1),
+        o.peers()
+            .iter()
+            .all(|p| !matches!(p.udp.ip(), IpAddr::V4(ip) if ip.octets()[1] == 1)),
         "named addresses are not peers"
     );
     assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
@@ -266,7 +267,7 @@ fn a_query_from_an_unproven_address_is_answered_once_it_answered() {
     );
     assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
     let probe = o.poll_transmit().unwrap();
-    assert_eq!(SocketAddr::V4(probe.dest), src);
+    assert_eq!(probe.dest, src);
     // A classic peer answers the probe with a plain pong.
     o.handle_datagram(now, src, br#"{"Command": 2, "IP": "127.0.0.7"}"#);
     let mut q = None;
@@ -279,9 +280,9 @@ fn a_query_from_an_unproven_address_is_answered_once_it_answered() {
     assert_eq!(q.text, "cl");
     o.answer_query(&q, &[]);
     let t = o.poll_transmit().unwrap();
-    assert_eq!(SocketAddr::V4(t.dest), src);
+    assert_eq!(t.dest, src);
     assert!(t
-        .encode(Ipv4Addr::new(127, 0, 0, 2))
+        .encode(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
         .starts_with(br#"{"Command": 4, "Contents": [], "IP": "127.0.0.2""#));
     assert_eq!(o.peers()[0].udp, "127.0.0.7:20000".parse().unwrap());
     assert!(!o.peers()[0].rutella);
@@ -291,20 +292,16 @@ fn a_query_from_an_unproven_address_is_answered_once_it_answered() {
 fn classic_hits_without_id_go_to_the_newest_search() {
     let now = Instant::now();
     let mut o = Overlay::new(cfg(20000), now);
-    let classic = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), 20000);
+    let classic = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), 20000);
     o.connect(now, classic, 10000);
-    o.handle_datagram(
-        now,
-        SocketAddr::V4(classic),
-        br#"{"Command": 2, "IP": "127.0.0.3"}"#,
-    );
+    o.handle_datagram(now, classic, br#"{"Command": 2, "IP": "127.0.0.3"}"#);
     let _old = o.search(now, "a");
     let new = o.search(now, "b");
     while o.poll_transmit().is_some() {}
     while o.poll_event().is_some() {}
     o.handle_datagram(
         now,
-        SocketAddr::V4(classic),
+        classic,
         br#"{"Command": 4, "Contents": ["b.txt"], "IP": "127.0.0.3"}"#,
     );
     let evs: Vec<Event> = std::iter::from_fn(|| o.poll_event()).collect();
@@ -359,7 +356,7 @@ fn a_transient_node_is_answered_but_never_becomes_a_peer() {
     let mut c = cfg(net.nodes[2].0.port());
     c.transient = true;
     net.nodes[2].1 = Overlay::new(c, now);
-    net.nodes[2].1.add_own_ip(Ipv4Addr::LOCALHOST);
+    net.nodes[2].1.add_own_ip(Ipv4Addr::LOCALHOST.into());
     let first = net.nodes[0].0;
     net.nodes[1].1.connect(now, first, 1);
     net.nodes[2].1.connect(now, first, 1);
@@ -442,37 +439,33 @@ fn peer_list_is_bounded() {
 fn pongs_tell_rutella_pingers_where_they_are_seen_and_two_agreeing_peers_teach_it() {
     let now = Instant::now();
     let mut o = Overlay::new(cfg(20000), now);
-    o.add_own_ip(Ipv4Addr::new(192, 168, 1, 10));
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10)));
     // A classic ping gets a classic pong: no "Seen".
-    let src: SocketAddrV4 = "11.0.0.2:20000".parse().unwrap();
-    o.handle_datagram(
-        now,
-        SocketAddr::V4(src),
-        br#"{"Command": 1, "IP": "11.0.0.2", "TTL": 0}"#,
-    );
+    let src: SocketAddr = "11.0.0.2:20000".parse().unwrap();
+    o.handle_datagram(now, src, br#"{"Command": 1, "IP": "11.0.0.2", "TTL": 0}"#);
     let sent = drain(&mut o);
-    let pong = sent[0].encode(Ipv4Addr::new(192, 168, 1, 10));
+    let pong = sent[0].encode(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10)));
     assert!(!String::from_utf8_lossy(&pong).contains("Seen"), "{sent:?}");
     // A rutella ping (with a nonce) learns the address it came from.
-    let src2: SocketAddrV4 = "11.0.0.3:20001".parse().unwrap();
+    let src2: SocketAddr = "11.0.0.3:20001".parse().unwrap();
     o.handle_datagram(
         now,
-        SocketAddr::V4(src2),
+        src2,
         br#"{"Command": 1, "IP": "1.2.3.4", "TTL": 0, "Nonce": 7, "UdpPort": 20001}"#,
     );
     let sent = drain(&mut o);
-    let pong =
-        String::from_utf8_lossy(&sent[0].encode(Ipv4Addr::new(192, 168, 1, 10))).into_owned();
+    let pong = String::from_utf8_lossy(&sent[0].encode(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10))))
+        .into_owned();
     assert!(pong.contains(r#""Seen": "11.0.0.3:20001""#), "{pong}");
     // Two peers at different addresses that answer our pings with the
     // right echo and the same "Seen" teach us our external address;
     // one alone, or a wrong echo, does not.
-    let p1: SocketAddrV4 = "11.0.0.4:20000".parse().unwrap();
-    let p2: SocketAddrV4 = "11.0.0.5:20000".parse().unwrap();
+    let p1: SocketAddr = "11.0.0.4:20000".parse().unwrap();
+    let p2: SocketAddr = "11.0.0.5:20000".parse().unwrap();
     for p in [p1, p2] {
         o.connect(now, p, 0);
     }
-    let nonces: Vec<(SocketAddrV4, u64)> = drain(&mut o)
+    let nonces: Vec<(SocketAddr, u64)> = drain(&mut o)
         .iter()
         .filter_map(|t| match &t.message {
             Message::Ping(pi) => nonce_of(&pi.extra).map(|n| (t.dest, n)),
@@ -485,35 +478,194 @@ fn pongs_tell_rutella_pingers_where_they_are_seen_and_two_agreeing_peers_teach_i
             r#"{{"Command": 2, "IP": "0.0.0.0", "Echo": {n}, "UdpPort": 20000, "Seen": "11.0.0.11:20000"}}"#
         )
     };
-    o.handle_datagram(
-        now,
-        SocketAddr::V4(nonces[0].0),
-        pong(nonces[0].1 ^ 1).as_bytes(),
-    );
-    o.handle_datagram(
-        now,
-        SocketAddr::V4(nonces[0].0),
-        pong(nonces[0].1).as_bytes(),
-    );
+    o.handle_datagram(now, nonces[0].0, pong(nonces[0].1 ^ 1).as_bytes());
+    o.handle_datagram(now, nonces[0].0, pong(nonces[0].1).as_bytes());
     assert_eq!(o.seen_address(), None, "one reporter is not enough");
-    o.handle_datagram(
-        now,
-        SocketAddr::V4(nonces[1].0),
-        pong(nonces[1].1 ^ 1).as_bytes(),
-    );
+    o.handle_datagram(now, nonces[1].0, pong(nonces[1].1 ^ 1).as_bytes());
     assert_eq!(o.seen_address(), None, "a wrong echo does not count");
     let unproven =
         r#"{"Command": 2, "IP": "0.0.0.0", "UdpPort": 20000, "Seen": "11.0.0.11:20000"}"#;
-    o.handle_datagram(now, SocketAddr::V4(nonces[1].0), unproven.as_bytes());
+    o.handle_datagram(now, nonces[1].0, unproven.as_bytes());
     assert_eq!(
         o.seen_address(),
         None,
         "a pong without our nonce does not count"
     );
+    o.handle_datagram(now, nonces[1].0, pong(nonces[1].1).as_bytes());
+    assert_eq!(o.seen_address(), Some(Ipv4Addr::new(11, 0, 0, 11)));
+}
+
+/// `n` classic-mode rutella overlays at 2001:db8::1, ::2, ...
+fn ipv6_net(n: usize) -> Net {
+    let now = Instant::now();
+    let nodes = (0..n)
+        .map(|i| {
+            let addr = SocketAddr::new(format!("2001:db8::{}", i + 1).parse().unwrap(), 20000);
+            let mut o = Overlay::new(cfg(addr.port()), now);
+            o.add_own_ip(addr.ip());
+            (addr, o, vec![format!("File-{i}.txt")])
+        })
+        .collect();
+    Net::new(now, nodes)
+}
+
+#[test]
+fn ipv6_peers_join_and_search() {
+    let mut net = ipv6_net(4);
+    let first = net.nodes[0].0;
+    for i in 1..4 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, 0);
+        net.pump();
+    }
+    net.advance(Duration::from_millis(450));
+    for i in 0..4 {
+        assert_eq!(net.peer_set(i).len(), 3, "node {i}");
+    }
+    let now = net.now;
+    let id = net.nodes[1].1.search(now, "file-3");
+    net.pump();
+    let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
+    assert_eq!(hits.len(), 3, "every peer answers: {hits:?}");
+    let found: Vec<_> = hits.iter().filter(|r| !r.3.is_empty()).collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].2, net.nodes[3].0);
+    let peer = net.nodes[1]
+        .1
+        .peers()
+        .into_iter()
+        .find(|p| p.udp == net.nodes[3].0);
+    assert_eq!(
+        peer.map(|p| p.tcp()),
+        Some("[2001:db8::4]:20001".parse().unwrap()),
+        "downloads go to the IPv6 address"
+    );
+    assert!(net.sent.iter().all(|(_, _, m)| m.ip().is_ipv6()));
+}
+
+#[test]
+fn an_ipv4_mapped_source_is_the_ipv4_peer() {
+    let now = Instant::now();
+    let mut o = Overlay::new(cfg(20000), now);
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let known: SocketAddr = "127.0.0.3:20000".parse().unwrap();
+    o.connect(now, known, 10000);
+    drain(&mut o);
+    // The classic peer answers; a dual-stack socket reports it mapped.
+    let mapped: SocketAddr = "[::ffff:127.0.0.3]:20000".parse().unwrap();
+    o.handle_datagram(now, mapped, br#"{"Command": 2, "IP": "127.0.0.3"}"#);
+    assert_eq!(o.peers().len(), 1);
+    assert_eq!(o.peers()[0].udp, known);
+    // What it sends next from either form is the same peer's.
     o.handle_datagram(
         now,
-        SocketAddr::V4(nonces[1].0),
-        pong(nonces[1].1).as_bytes(),
+        mapped,
+        br#"{"Command": 3, "Contents": "x", "IP": "127.0.0.3"}"#,
     );
-    assert_eq!(o.seen_address(), Some(Ipv4Addr::new(11, 0, 0, 11)));
+    o.handle_datagram(
+        now,
+        known,
+        br#"{"Command": 3, "Contents": "y", "IP": "127.0.0.3"}"#,
+    );
+    let queries: Vec<_> = std::iter::from_fn(|| o.poll_event())
+        .filter_map(|e| match e {
+            Event::Query(q) => Some(q.reply_to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(queries, vec![known, known]);
+    assert_eq!(o.peers().len(), 1);
+}
+
+#[test]
+fn classic_peers_never_get_an_ipv6_address() {
+    let now = Instant::now();
+    let (mut o, classic) = with_classic_peer(now);
+    o.add_own_ip("2001:db8::2".parse().unwrap());
+    // A classic message over IPv6 is nobody's: no answer, no peer.
+    let v6: SocketAddr = "[2001:db8::9]:20000".parse().unwrap();
+    o.handle_datagram(now, v6, br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 1}"#);
+    assert!(drain(&mut o).is_empty());
+    // A rutella peer at an IPv6 address joins; its ping is answered and
+    // it is probed.
+    let ping = br#"{"Command": 1, "IP": "2001:db8::9", "TTL": 1, "UdpPort": 20000}"#;
+    o.handle_datagram(now, v6, ping);
+    let sent = drain(&mut o);
+    assert!(sent.iter().all(|t| t.dest == v6), "{sent:?}");
+    let Some(nonce) = sent.iter().find_map(|t| match &t.message {
+        Message::Ping(p) => nonce_of(&p.extra),
+        _ => None,
+    }) else {
+        panic!("no probe: {sent:?}")
+    };
+    let pong =
+        format!(r#"{{"Command": 2, "IP": "2001:db8::9", "Echo": {nonce}, "UdpPort": 20000}}"#);
+    o.handle_datagram(now, v6, pong.as_bytes());
+    assert!(o.peers().iter().any(|p| p.udp == v6));
+    // Its ping, which names it, is not forwarded to the classic peer.
+    let fwd = drain(&mut o);
+    assert!(fwd.iter().all(|t| t.dest != classic), "{fwd:?}");
+    // A search reaches both; what speaks for us leaves "IP" to the
+    // driver, which writes an address of the destination's family.
+    o.search(now, "x");
+    let sent = drain(&mut o);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|t| t.from_self));
+    // Whatever went to the classic peer named an IPv4 address only.
+    let mut all = fwd;
+    all.extend(sent);
+    for t in all.iter().filter(|t| t.dest == classic) {
+        assert!(t.from_self || t.message.ip().is_ipv4(), "{t:?}");
+    }
+}
+
+#[test]
+fn a_ping_from_an_ipv6_peer_is_forwarded_to_rutella_peers_only() {
+    let now = Instant::now();
+    let (mut o, classic) = with_classic_peer(now);
+    // An IPv4 rutella peer and an IPv6 one, both proven.
+    let r4: SocketAddr = "127.0.0.5:20000".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::9]:20000".parse().unwrap();
+    for (addr, name) in [(r4, "127.0.0.5"), (v6, "2001:db8::9")] {
+        o.connect(now, addr, 0);
+        let nonce = drain(&mut o)
+            .iter()
+            .find_map(|t| match &t.message {
+                Message::Ping(p) => nonce_of(&p.extra),
+                _ => None,
+            })
+            .unwrap();
+        let pong =
+            format!(r#"{{"Command": 2, "IP": "{name}", "Echo": {nonce}, "UdpPort": 20000}}"#);
+        o.handle_datagram(now, addr, pong.as_bytes());
+    }
+    assert_eq!(o.peers().len(), 3);
+    drain(&mut o);
+    o.handle_datagram(
+        now,
+        v6,
+        br#"{"Command": 1, "IP": "2001:db8::9", "TTL": 1, "UdpPort": 20000}"#,
+    );
+    let fwd: Vec<_> = drain(&mut o)
+        .into_iter()
+        .filter(|t| matches!(&t.message, Message::Ping(p) if p.ttl == 0))
+        .collect();
+    assert_eq!(fwd.len(), 1, "{fwd:?}");
+    assert_eq!(fwd[0].dest, r4);
+    assert_eq!(
+        fwd[0].encode(IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9))),
+        br#"{"Command": 1, "IP": "2001:db8::9", "TTL": 0, "UdpPort": 20000}"#
+    );
+    // An IPv4 originator's ping still reaches the classic peer.
+    o.handle_datagram(
+        now,
+        r4,
+        br#"{"Command": 1, "IP": "127.0.0.5", "TTL": 1, "UdpPort": 20000}"#,
+    );
+    let fwd: Vec<_> = drain(&mut o)
+        .into_iter()
+        .filter(|t| matches!(&t.message, Message::Ping(p) if p.ttl == 0))
+        .map(|t| t.dest)
+        .collect();
+    assert!(fwd.contains(&classic) && fwd.contains(&v6), "{fwd:?}");
 }

@@ -2,12 +2,12 @@ use super::*;
 use crate::message::{Message, Pong, Ports, Push};
 use crate::testnet::Net;
 use crate::{Config, Event, Overlay};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
-const P: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 20000);
-const F: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 20000);
+const P: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 20000));
+const F: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 20000));
 /// A downloader outside the net: its datagrams are made by hand.
-const D: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 3), 20000);
+const D: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 3), 20000));
 
 fn cfg(push: PushConfig) -> Config {
     Config {
@@ -28,7 +28,7 @@ fn net(push: PushConfig) -> Net {
         .into_iter()
         .map(|(a, name)| {
             let mut o = Overlay::new(cfg(push.clone()), now);
-            o.add_own_ip(*a.ip());
+            o.add_own_ip(a.ip());
             (a, o, vec![name.to_string()])
         })
         .collect();
@@ -40,15 +40,13 @@ fn net(push: PushConfig) -> Net {
     net
 }
 
-fn deliver(net: &mut Net, to: usize, from: SocketAddrV4, m: &Message) {
+fn deliver(net: &mut Net, to: usize, from: SocketAddr, m: &Message) {
     let now = net.now;
-    net.nodes[to]
-        .1
-        .handle_datagram(now, SocketAddr::V4(from), &m.encode());
+    net.nodes[to].1.handle_datagram(now, from, &m.encode());
     net.pump();
 }
 
-fn push_msg(push_id: u64, token: u64, ip: Option<Ipv4Addr>) -> Message {
+fn push_msg(push_id: u64, token: u64, ip: Option<IpAddr>) -> Message {
     Message::Push(Push {
         ip,
         push_id,
@@ -58,19 +56,19 @@ fn push_msg(push_id: u64, token: u64, ip: Option<Ipv4Addr>) -> Message {
 }
 
 /// D proves itself to P: it answers P's probe.
-fn prove(net: &mut Net, d: SocketAddrV4) {
+fn prove(net: &mut Net, d: SocketAddr) {
     let echo = net.nodes[0].1.token(d);
     let mut extra = serde_json::Map::new();
     extra.insert("Echo".into(), echo.into());
     let pong = Message::Pong(Pong {
-        ip: *d.ip(),
+        ip: d.ip(),
         ports: Ports::rutella(d.port(), 10777),
         extra,
     });
     deliver(net, 0, d, &pong);
 }
 
-fn pushes_to(net: &Net, dest: SocketAddrV4) -> Vec<Push> {
+fn pushes_to(net: &Net, dest: SocketAddr) -> Vec<Push> {
     net.sent
         .iter()
         .filter(|(_, to, _)| *to == dest)
@@ -81,7 +79,7 @@ fn pushes_to(net: &Net, dest: SocketAddrV4) -> Vec<Push> {
         .collect()
 }
 
-fn requests(net: &Net) -> Vec<(SocketAddrV4, u64)> {
+fn requests(net: &Net) -> Vec<(SocketAddr, u64)> {
     net.push_requests
         .iter()
         .filter_map(|(i, e)| match e {
@@ -93,7 +91,7 @@ fn requests(net: &Net) -> Vec<(SocketAddrV4, u64)> {
 
 #[test]
 fn messages_and_fields_round_trip() {
-    for ip in [None, Some(Ipv4Addr::new(11, 0, 0, 2))] {
+    for ip in [None, Some(Ipv4Addr::new(11, 0, 0, 2).into())] {
         let m = push_msg(0x0123_4567_89ab_cdef, 42, ip);
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(text.contains(r#""PushId": "0123456789abcdef""#), "{text}");
@@ -163,7 +161,7 @@ fn a_proxy_learns_the_push_id_and_answers_name_proxies() {
 fn proxies_outside_the_local_networks_come_first_then_the_oldest() {
     let now = Instant::now();
     let mut o = Overlay::new(cfg(PushConfig::default()), now);
-    o.add_own_ip(Ipv4Addr::new(192, 168, 1, 10));
+    o.add_own_ip(Ipv4Addr::new(192, 168, 1, 10).into());
     let peers = [
         "192.168.1.2:20000",
         "11.0.0.5:20000",
@@ -173,7 +171,7 @@ fn proxies_outside_the_local_networks_come_first_then_the_oldest() {
         "11.0.0.4:20000",
     ];
     for p in peers {
-        let a: SocketAddrV4 = p.parse().unwrap();
+        let a: SocketAddr = p.parse().unwrap();
         let echo = o.token(a);
         let mut extra = Map::new();
         extra.insert("Echo".into(), echo.into());
@@ -181,7 +179,7 @@ fn proxies_outside_the_local_networks_come_first_then_the_oldest() {
             now,
             a,
             Message::Pong(Pong {
-                ip: *a.ip(),
+                ip: a.ip(),
                 ports: Ports::rutella(20000, 10000),
                 extra,
             }),
@@ -210,7 +208,7 @@ fn a_proxy_passes_a_push_on_only_from_a_proven_address_with_the_ip_as_seen() {
     let f_id = net.nodes[1].1.push_id();
     // D has sent nothing before: it is probed, nothing goes to F yet. It
     // claims another IP, which must not count.
-    let liar = Some(Ipv4Addr::new(6, 6, 6, 6));
+    let liar = Some(Ipv4Addr::new(6, 6, 6, 6).into());
     deliver(&mut net, 0, D, &push_msg(f_id, 99, liar));
     assert!(pushes_to(&net, F).is_empty());
     assert!(requests(&net).is_empty());
@@ -222,16 +220,13 @@ fn a_proxy_passes_a_push_on_only_from_a_proven_address_with_the_ip_as_seen() {
     prove(&mut net, D);
     let fwd = pushes_to(&net, F);
     assert_eq!(fwd.len(), 1, "{fwd:?}");
-    assert_eq!(fwd[0].ip, Some(*D.ip()));
+    assert_eq!(fwd[0].ip, Some(D.ip()));
     assert_eq!((fwd[0].token, fwd[0].tcp_port), (99, 10777));
-    assert_eq!(
-        requests(&net),
-        vec![(SocketAddrV4::new(*D.ip(), 10777), 99)]
-    );
+    assert_eq!(requests(&net), vec![(SocketAddr::new(D.ip(), 10777), 99)]);
     // Once proven, a push goes on at once, the claimed IP replaced again.
     deliver(&mut net, 0, D, &push_msg(f_id, 100, liar));
     assert_eq!(pushes_to(&net, F).len(), 2);
-    assert_eq!(requests(&net)[1], (SocketAddrV4::new(*D.ip(), 10777), 100));
+    assert_eq!(requests(&net)[1], (SocketAddr::new(D.ip(), 10777), 100));
 }
 
 #[test]
@@ -262,12 +257,12 @@ fn the_firewalled_node_acts_only_on_pushes_from_its_peers() {
     let mut net = net(PushConfig::default());
     let f_id = net.nodes[1].1.push_id();
     // Straight from D, which is not F's peer: dropped, even with an IP.
-    deliver(&mut net, 1, D, &push_msg(f_id, 5, Some(*D.ip())));
+    deliver(&mut net, 1, D, &push_msg(f_id, 5, Some(D.ip())));
     assert!(requests(&net).is_empty());
     // From its peer P without an IP: P's own address is the target (P
     // downloads from F itself).
     deliver(&mut net, 1, P, &push_msg(f_id, 6, None));
-    assert_eq!(requests(&net), vec![(SocketAddrV4::new(*P.ip(), 10777), 6)]);
+    assert_eq!(requests(&net), vec![(SocketAddr::new(P.ip(), 10777), 6)]);
     // A push with someone else's id is not for F, which holds no peer of
     // that id either.
     deliver(&mut net, 1, P, &push_msg(f_id ^ 1, 7, None));
@@ -278,21 +273,21 @@ fn the_firewalled_node_acts_only_on_pushes_from_its_peers() {
 fn a_downloader_that_is_a_peer_pushes_straight_to_it() {
     let mut net = net(PushConfig::default());
     let f_id = net.nodes[1].1.push_id();
-    let f_tcp = SocketAddrV4::new(*F.ip(), 10000);
+    let f_tcp = SocketAddr::new(F.ip(), 10000);
     // P knows F's push id from its pings: no proxy needed.
     let route = net.nodes[0]
         .1
         .send_push(f_tcp, &PushInfo::default(), 8, 10555);
     assert_eq!(route, Some(PushRoute::Peer(F)));
     net.pump();
-    assert_eq!(requests(&net), vec![(SocketAddrV4::new(*P.ip(), 10555), 8)]);
+    assert_eq!(requests(&net), vec![(SocketAddr::new(P.ip(), 10555), 8)]);
     // A stranger's push info names proxies: they are used.
     let info = PushInfo {
         push_id: Some(f_id ^ 1),
         proxies: vec![D],
         firewalled: true,
     };
-    let other: SocketAddrV4 = "127.0.0.7:10000".parse().unwrap();
+    let other: SocketAddr = "127.0.0.7:10000".parse().unwrap();
     let route = net.nodes[0].1.send_push(other, &info, 9, 10555);
     assert_eq!(route, Some(PushRoute::Proxies(vec![D])));
     assert_eq!(route.unwrap().to_string(), format!("push via {D}"));
@@ -316,7 +311,7 @@ fn forwarding_is_budgeted_per_source_prefix_and_in_all() {
     let f_id = net.nodes[1].1.push_id();
     prove(&mut net, D);
     // Another address of D's /24 shares its budget.
-    let d2 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 4), 20000);
+    let d2 = SocketAddr::from((Ipv4Addr::new(127, 0, 1, 4), 20000));
     deliver(&mut net, 0, d2, &push_msg(f_id, 0, None));
     prove(&mut net, d2);
     for t in 1..5 {
@@ -324,7 +319,7 @@ fn forwarding_is_budgeted_per_source_prefix_and_in_all() {
     }
     assert_eq!(pushes_to(&net, F).len(), 2, "per /24");
     // Another /24 has its own budget, but the node's total is 3.
-    let e = SocketAddrV4::new(Ipv4Addr::new(127, 0, 2, 5), 20000);
+    let e = SocketAddr::from((Ipv4Addr::new(127, 0, 2, 5), 20000));
     deliver(&mut net, 0, e, &push_msg(f_id, 10, None));
     prove(&mut net, e);
     deliver(&mut net, 0, e, &push_msg(f_id, 11, None));
@@ -352,7 +347,7 @@ fn connections_on_request_are_budgeted_per_target_and_in_all() {
     }
     assert_eq!(pushes_to(&net, F).len(), 4);
     assert_eq!(requests(&net).len(), 2, "per target IP");
-    let e = SocketAddrV4::new(Ipv4Addr::new(127, 0, 2, 5), 20000);
+    let e = SocketAddr::from((Ipv4Addr::new(127, 0, 2, 5), 20000));
     deliver(&mut net, 0, e, &push_msg(f_id, 10, None));
     prove(&mut net, e);
     deliver(&mut net, 0, e, &push_msg(f_id, 11, None));
@@ -375,22 +370,22 @@ fn tables_are_bounded() {
     let mut s = PushState::new(cfg, 1, now);
     for i in 0..5u8 {
         s.record(
-            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i), 1),
+            SocketAddr::from((Ipv4Addr::new(10, 0, 0, i), 1)),
             100 + u64::from(i),
         );
     }
     assert_eq!(s.ids.len(), 2);
     // Our own id is never taken for a peer's, nor one another peer holds.
-    s.record(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 1), 1);
+    s.record(SocketAddr::from((Ipv4Addr::new(10, 0, 0, 9), 1)), 1);
     assert_eq!(s.peer_of(1), None);
-    s.record(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 1), 100);
+    s.record(SocketAddr::from((Ipv4Addr::new(10, 0, 0, 9), 1)), 100);
     assert_eq!(
         s.peer_of(100),
-        Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 0), 1))
+        Some(SocketAddr::from((Ipv4Addr::new(10, 0, 0, 0), 1)))
     );
     for i in 0..50u8 {
-        let _ = s.allow_connect(Ipv4Addr::new(10, 0, 1, i), now);
-        let _ = s.allow_forward(Ipv4Addr::new(10, 0, i, 1), now);
+        let _ = s.allow_connect(Ipv4Addr::new(10, 0, 1, i).into(), now);
+        let _ = s.allow_forward(Ipv4Addr::new(10, 0, i, 1).into(), now);
     }
     assert!(s.connect_ip.map.len() <= 2 && s.forward_prefix.map.len() <= 2);
 }

@@ -3,7 +3,7 @@
 use super::{get_i64, BLOOM_HASHES, BLOOM_MAX_BITS, BLOOM_MIN_BITS, BLOOM_PART_BYTES};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 /// FNV-1a, 64 bits: the trigram hash of the protocol.
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -132,7 +132,7 @@ impl TrigramBloom {
 /// parts are ignored.
 pub(super) fn take_part(
     partial: &mut Option<PartialBloom>,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     extra: &Map<String, Value>,
 ) -> Option<TrigramBloom> {
     let (Some(bits), Some(hashes), Some(offset), Some(gen), Some(data)) = (

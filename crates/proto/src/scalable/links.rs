@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 /// A neighbour: a peer of the scalable overlay.
@@ -36,13 +36,13 @@ pub(super) struct Neighbour {
 /// A bounded set of known hosts, with random replacement when full.
 #[derive(Debug, Default)]
 pub(super) struct HostCache {
-    pub(super) list: Vec<SocketAddrV4>,
+    pub(super) list: Vec<SocketAddr>,
     /// Membership only (never iterated, so its order does not matter).
-    set: HashSet<SocketAddrV4>,
+    set: HashSet<SocketAddr>,
 }
 
 impl HostCache {
-    fn add(&mut self, addr: SocketAddrV4, cap: usize, rng: &mut impl Rng) {
+    fn add(&mut self, addr: SocketAddr, cap: usize, rng: &mut impl Rng) {
         if cap == 0 || self.set.contains(&addr) {
             return;
         }
@@ -56,7 +56,7 @@ impl HostCache {
         self.set.insert(addr);
     }
 
-    fn remove(&mut self, addr: &SocketAddrV4) {
+    fn remove(&mut self, addr: &SocketAddr) {
         if self.set.remove(addr) {
             self.list.retain(|a| a != addr);
         }
@@ -65,7 +65,7 @@ impl HostCache {
 
 impl Scalable {
     /// Adds a host to the scalable host cache: a candidate neighbour.
-    pub(crate) fn add_known_host(&mut self, cx: &mut Ctx<'_>, addr: SocketAddrV4) {
+    pub(crate) fn add_known_host(&mut self, cx: &mut Ctx<'_>, addr: SocketAddr) {
         let cap = self.cfg.host_cache;
         if cx.sh.is_self(addr) {
             return;
@@ -83,7 +83,7 @@ impl Scalable {
         }
         self.filter = filter;
         self.filter_gen += 1;
-        let addrs: Vec<SocketAddrV4> = self.neighbours.keys().copied().collect();
+        let addrs: Vec<SocketAddr> = self.neighbours.keys().copied().collect();
         for a in addrs {
             self.send_filter(cx, a, None);
         }
@@ -94,7 +94,7 @@ impl Scalable {
     fn scalable_pong(
         &self,
         cx: &mut Ctx<'_>,
-        dest: SocketAddrV4,
+        dest: SocketAddr,
         mut extra: Map<String, Value>,
     ) -> Message {
         extra.insert("Scalable".into(), Value::from(SCALABLE_VERSION));
@@ -105,7 +105,7 @@ impl Scalable {
             }
         }
         Message::Pong(Pong {
-            ip: Ipv4Addr::UNSPECIFIED,
+            ip: Ipv4Addr::UNSPECIFIED.into(),
             ports: cx.sh.own_ports(),
             extra,
         })
@@ -113,7 +113,7 @@ impl Scalable {
 
     /// Our scalable ping to `dest`: a join request or a keep-alive. It
     /// carries the nonce that `dest` must echo.
-    fn scalable_ping_to(&self, cx: &mut Ctx<'_>, dest: SocketAddrV4, join: bool) -> Transmit {
+    fn scalable_ping_to(&self, cx: &mut Ctx<'_>, dest: SocketAddr, join: bool) -> Transmit {
         let mut extra = base_extra();
         extra.insert("Degree".into(), Value::from(self.degree() as u64));
         extra.insert("Nonce".into(), Value::from(cx.sh.guard.token(dest)));
@@ -127,7 +127,7 @@ impl Scalable {
         Transmit {
             dest,
             message: Message::Ping(Ping {
-                ip: Ipv4Addr::UNSPECIFIED,
+                ip: Ipv4Addr::UNSPECIFIED.into(),
                 ttl: 0,
                 ports: cx.sh.own_ports(),
                 extra,
@@ -136,14 +136,14 @@ impl Scalable {
         }
     }
 
-    fn send_scalable_ping(&mut self, cx: &mut Ctx<'_>, dest: SocketAddrV4, join: bool) {
+    fn send_scalable_ping(&mut self, cx: &mut Ctx<'_>, dest: SocketAddr, join: bool) {
         let t = self.scalable_ping_to(cx, dest, join);
         self.push_transmit(cx, t);
     }
 
     /// Asks `dest` to become a neighbour. A host that sent us nothing is
     /// asked only within the probe budget. Returns whether it was asked.
-    fn send_join(&mut self, cx: &mut Ctx<'_>, now: Instant, dest: SocketAddrV4) -> bool {
+    fn send_join(&mut self, cx: &mut Ctx<'_>, now: Instant, dest: SocketAddr) -> bool {
         let t = self.scalable_ping_to(cx, dest, true);
         let sent = self.push_probe(cx, now, t);
         if sent {
@@ -157,7 +157,7 @@ impl Scalable {
     fn send_filter(
         &mut self,
         cx: &mut Ctx<'_>,
-        dest: SocketAddrV4,
+        dest: SocketAddr,
         first: Option<Map<String, Value>>,
     ) {
         if let Some(n) = self.neighbours.get_mut(&dest) {
@@ -179,7 +179,7 @@ impl Scalable {
         }
     }
 
-    fn hosts_value(&mut self, cx: &mut Ctx<'_>, exclude: SocketAddrV4) -> Value {
+    fn hosts_value(&mut self, cx: &mut Ctx<'_>, exclude: SocketAddr) -> Value {
         let want = self.cfg.hosts_per_pong;
         // Random hosts of the cache (which holds the neighbours too).
         let list = &self.hosts.list;
@@ -193,7 +193,7 @@ impl Scalable {
         Value::Array(picks)
     }
 
-    pub(crate) fn connect(&mut self, cx: &mut Ctx<'_>, now: Instant, addr: SocketAddrV4) {
+    pub(crate) fn connect(&mut self, cx: &mut Ctx<'_>, now: Instant, addr: SocketAddr) {
         if cx.sh.is_self(addr) {
             return;
         }
@@ -260,7 +260,7 @@ impl Scalable {
         true
     }
 
-    fn remove_neighbour(&mut self, cx: &mut Ctx<'_>, addr: SocketAddrV4) {
+    fn remove_neighbour(&mut self, cx: &mut Ctx<'_>, addr: SocketAddr) {
         if let Some(n) = self.neighbours.remove(&addr) {
             tracing::debug!(peer = %addr, "neighbour dropped");
             cx.sh.push_event(Event::PeerRemoved(n.info));
@@ -289,7 +289,7 @@ impl Scalable {
         // asked, or that refused lately.
         let list = &self.hosts.list;
         let sample = (4 * target).min(list.len());
-        let mut candidates: Vec<SocketAddrV4> =
+        let mut candidates: Vec<SocketAddr> =
             rand::seq::index::sample(&mut cx.sh.rng, list.len(), sample)
                 .into_iter()
                 .map(|i| list[i])
@@ -301,7 +301,7 @@ impl Scalable {
                 .collect();
         if self.neighbours.len() < min {
             // Few neighbours: the bootstrap peers are candidates too.
-            let extra: Vec<SocketAddrV4> = self
+            let extra: Vec<SocketAddr> = self
                 .bootstrap
                 .iter()
                 .copied()
@@ -324,7 +324,7 @@ impl Scalable {
                 .collect();
         }
         let want = (target - have).min(burst - outstanding);
-        let picks: Vec<SocketAddrV4> = candidates
+        let picks: Vec<SocketAddr> = candidates
             .choose_multiple(&mut cx.sh.rng, want)
             .copied()
             .collect();
@@ -335,12 +335,7 @@ impl Scalable {
         }
     }
 
-    pub(super) fn heard_neighbour(
-        &mut self,
-        now: Instant,
-        addr: SocketAddrV4,
-        degree: Option<i64>,
-    ) {
+    pub(super) fn heard_neighbour(&mut self, now: Instant, addr: SocketAddr, degree: Option<i64>) {
         if let Some(n) = self.neighbours.get_mut(&addr) {
             n.last_heard = now;
             n.ping_sent = None;
@@ -350,7 +345,7 @@ impl Scalable {
         }
     }
 
-    pub(super) fn on_ping(&mut self, cx: &mut Ctx<'_>, now: Instant, from: SocketAddrV4, p: Ping) {
+    pub(super) fn on_ping(&mut self, cx: &mut Ctx<'_>, now: Instant, from: SocketAddr, p: Ping) {
         let degree = get_i64(&p.extra, "Degree");
         let join = get_bool(&p.extra, "Join") == Some(true);
         let nonce = nonce_of(&p.extra);
@@ -367,7 +362,7 @@ impl Scalable {
         if join && walk > 0 {
             // Pass the request on to a random neighbour, naming the joiner
             // as seen and nothing we do not know.
-            let c: Vec<SocketAddrV4> = self
+            let c: Vec<SocketAddr> = self
                 .neighbours
                 .keys()
                 .copied()
@@ -385,7 +380,7 @@ impl Scalable {
                     extra.insert("Nonce".into(), Value::from(n));
                 }
                 let fwd = Ping {
-                    ip: *joiner.ip(),
+                    ip: joiner.ip(),
                     ttl: 0,
                     ports: Ports {
                         udp: Some(joiner.port()),
@@ -454,7 +449,7 @@ impl Scalable {
         &mut self,
         cx: &mut Ctx<'_>,
         now: Instant,
-        dest: SocketAddrV4,
+        dest: SocketAddr,
         message: Message,
     ) {
         let t = Transmit {
@@ -465,7 +460,7 @@ impl Scalable {
         self.push_probe(cx, now, t);
     }
 
-    pub(super) fn on_pong(&mut self, cx: &mut Ctx<'_>, now: Instant, from: SocketAddrV4, p: Pong) {
+    pub(super) fn on_pong(&mut self, cx: &mut Ctx<'_>, now: Instant, from: SocketAddr, p: Pong) {
         let sender = Peer {
             udp: from,
             tcp_port: p.ports.tcp_or_classic(),
@@ -498,7 +493,11 @@ impl Scalable {
         if neighbour || offer_for.is_some() {
             if let Some(Value::Array(hosts)) = p.extra.get("Hosts") {
                 for h in hosts.iter().take(64) {
-                    if let Some(a) = h.as_str().and_then(|s| s.parse::<SocketAddrV4>().ok()) {
+                    if let Some(a) = h
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .map(crate::addr::normalize)
+                    {
                         if !a.ip().is_unspecified() && a.port() != 0 {
                             self.add_known_host(cx, a);
                         }
@@ -572,7 +571,7 @@ impl Scalable {
     }
 
     /// Takes a part of a neighbour's filter.
-    fn take_filter_part(&mut self, addr: SocketAddrV4, extra: &Map<String, Value>) {
+    fn take_filter_part(&mut self, addr: SocketAddr, extra: &Map<String, Value>) {
         let Some(n) = self.neighbours.get_mut(&addr) else {
             return;
         };
@@ -584,8 +583,10 @@ impl Scalable {
     /// Maintenance: ping silent neighbours, drop dead ones, look for more.
     pub(super) fn tick(&mut self, cx: &mut Ctx<'_>, now: Instant) {
         let cfg = self.cfg.clone();
-        let own = SocketAddrV4::new(
-            cx.sh.own_ips_first().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        let own = SocketAddr::new(
+            cx.sh
+                .own_ips_first()
+                .unwrap_or(Ipv4Addr::UNSPECIFIED.into()),
             cx.sh.config.udp_port,
         );
         self.next_tick = now + tick_interval(&cfg);
@@ -610,7 +611,7 @@ impl Scalable {
                 ping.push(*addr);
             }
         }
-        let expired: Vec<SocketAddrV4> = self
+        let expired: Vec<SocketAddr> = self
             .pending
             .iter()
             .filter(|(_, t)| now >= **t + cfg.pong_timeout)

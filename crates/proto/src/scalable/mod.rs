@@ -54,7 +54,7 @@ use links::{HostCache, Neighbour};
 use search::{Dq, Seen};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Version of the scalable overlay, the value of the `"Scalable"` field.
@@ -110,7 +110,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) sh: &'a mut Shared,
     /// Whether an address is a classic peer or one the user gave, to
     /// which sends are not limited.
-    pub(crate) classic_knows: &'a dyn Fn(&SocketAddrV4) -> bool,
+    pub(crate) classic_knows: &'a dyn Fn(&SocketAddr) -> bool,
 }
 
 /// Neighbours, filters, host cache, duplicate table and running searches
@@ -118,13 +118,13 @@ pub(crate) struct Ctx<'a> {
 #[derive(Debug)]
 pub(crate) struct Scalable {
     cfg: ScalableConfig,
-    neighbours: BTreeMap<SocketAddrV4, Neighbour>,
+    neighbours: BTreeMap<SocketAddr, Neighbour>,
     /// Join requests sent and not answered, with when they were sent.
-    pending: BTreeMap<SocketAddrV4, Instant>,
+    pending: BTreeMap<SocketAddr, Instant>,
     hosts: HostCache,
     /// Hosts that refused to be neighbours, not asked again before then.
-    refused: BTreeMap<SocketAddrV4, Instant>,
-    bootstrap: Vec<SocketAddrV4>,
+    refused: BTreeMap<SocketAddr, Instant>,
+    bootstrap: Vec<SocketAddr>,
     filter: TrigramBloom,
     filter_gen: u64,
     /// Looked up only, never iterated (eviction follows `seen_order`).
@@ -163,22 +163,22 @@ impl Scalable {
     }
 
     /// The hosts of the host cache.
-    pub(crate) fn known_hosts(&self) -> Vec<SocketAddrV4> {
+    pub(crate) fn known_hosts(&self) -> Vec<SocketAddr> {
         self.hosts.list.clone()
     }
 
     /// Whether `addr` is a neighbour or a bootstrap peer the user gave.
-    pub(crate) fn knows(&self, addr: &SocketAddrV4) -> bool {
+    pub(crate) fn knows(&self, addr: &SocketAddr) -> bool {
         self.neighbours.contains_key(addr) || self.bootstrap.contains(addr)
     }
 
-    fn is_neighbour(&self, addr: &SocketAddrV4) -> bool {
+    fn is_neighbour(&self, addr: &SocketAddr) -> bool {
         self.neighbours.contains_key(addr)
     }
 
     /// Whether sends to `addr` are not limited (see
     /// [`crate::guard`]): known to either side, or proven.
-    fn known(&self, cx: &Ctx<'_>, addr: &SocketAddrV4) -> bool {
+    fn known(&self, cx: &Ctx<'_>, addr: &SocketAddr) -> bool {
         (cx.classic_knows)(addr) || cx.sh.guard.proven(addr) || self.knows(addr)
     }
 
@@ -195,7 +195,7 @@ impl Scalable {
         cx.sh.push_probe(now, t, known)
     }
 
-    fn send_self(&self, cx: &mut Ctx<'_>, dest: SocketAddrV4, message: Message) {
+    fn send_self(&self, cx: &mut Ctx<'_>, dest: SocketAddr, message: Message) {
         self.push_transmit(
             cx,
             Transmit {
@@ -212,7 +212,7 @@ impl Scalable {
         &mut self,
         cx: &mut Ctx<'_>,
         now: Instant,
-        from: SocketAddrV4,
+        from: SocketAddr,
         message: Message,
     ) -> Option<Message> {
         let scalable = match &message {

@@ -13,13 +13,13 @@
 
 use super::ScalableConfig;
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 /// A neighbour a search may ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Candidate {
     /// Its address.
-    pub(crate) addr: SocketAddrV4,
+    pub(crate) addr: SocketAddr,
     /// The number of neighbours it announced.
     pub(crate) degree: usize,
     /// Breaks ties between neighbours asked equally deep (random).
@@ -30,7 +30,7 @@ pub(crate) struct Candidate {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Progress {
     /// The highest TTL sent to each neighbour asked.
-    pub(crate) depth: BTreeMap<SocketAddrV4, i64>,
+    pub(crate) depth: BTreeMap<SocketAddr, i64>,
     /// Peers that answered with at least one file.
     pub(crate) responders: usize,
     /// Estimated messages caused so far.
@@ -44,7 +44,7 @@ pub(crate) struct Progress {
 pub(crate) struct Step {
     /// (neighbour, TTL), in the order to send them. A neighbour may appear
     /// more than once, each time deeper; only the last counts for it.
-    pub(crate) sends: Vec<(SocketAddrV4, i64)>,
+    pub(crate) sends: Vec<(SocketAddr, i64)>,
     /// The progress after this step.
     pub(crate) progress: Progress,
 }
@@ -63,7 +63,7 @@ pub(crate) fn may_grow(cfg: &ScalableConfig, responders: usize) -> bool {
 }
 
 /// The first step: every neighbour (address, degree) with TTL 0.
-pub(crate) fn first_step(neighbours: &[(SocketAddrV4, usize)]) -> Step {
+pub(crate) fn first_step(neighbours: &[(SocketAddr, usize)]) -> Step {
     let mut progress = Progress::default();
     let mut sends = Vec::with_capacity(neighbours.len());
     for (addr, degree) in neighbours {
@@ -93,7 +93,7 @@ pub(crate) fn next_step(
             .sum::<f64>()
             / n)
             .max(2.0);
-        let mut cands: Vec<(i64, u64, SocketAddrV4, usize)> = neighbours
+        let mut cands: Vec<(i64, u64, SocketAddr, usize)> = neighbours
             .iter()
             .map(|c| {
                 let depth = *progress.depth.get(&c.addr).unwrap_or(&-1);

@@ -9,7 +9,7 @@ use crate::types::{Event, IncomingQuery, Peer, SearchId, Transmit};
 use rand::Rng;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 /// What a node remembers of a query it has seen.
@@ -21,7 +21,7 @@ pub(super) struct Seen {
     /// The driver has not answered yet.
     awaiting_answer: bool,
     /// The neighbour it came from: answers go back there.
-    prev: SocketAddrV4,
+    prev: SocketAddr,
     /// Answers of others passed back for it so far.
     hits_forwarded: u32,
 }
@@ -34,13 +34,13 @@ pub(super) struct Dq {
     pub(super) done: bool,
     pub(super) next_step: Instant,
     /// Peers that answered with at least one file.
-    responders: BTreeSet<SocketAddrV4>,
+    responders: BTreeSet<SocketAddr>,
     /// TTLs sent so far and the estimates of the planner.
     progress: Progress,
 }
 
 impl Scalable {
-    fn remember(&mut self, id: u64, prev: SocketAddrV4) -> Seen {
+    fn remember(&mut self, id: u64, prev: SocketAddr) -> Seen {
         let cap = self.cfg.seen_queries.max(1);
         let fresh = Seen {
             max_ttl: -2,
@@ -65,13 +65,7 @@ impl Scalable {
         fresh
     }
 
-    pub(super) fn on_query(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        from: SocketAddrV4,
-        q: Query,
-    ) {
+    pub(super) fn on_query(&mut self, cx: &mut Ctx<'_>, now: Instant, from: SocketAddr, q: Query) {
         let Some(id) = q.id else {
             tracing::debug!(%from, "scalable query without an id, dropped");
             return;
@@ -124,7 +118,7 @@ impl Scalable {
             return;
         }
         let trigrams = (ttl == 0).then(|| QueryTrigrams::new(&q.text));
-        let targets: Vec<SocketAddrV4> = self
+        let targets: Vec<SocketAddr> = self
             .neighbours
             .iter()
             .filter(|(a, _)| **a != from && **a != seen.prev)
@@ -179,7 +173,7 @@ impl Scalable {
         let mut extra = base_extra();
         extra.insert("Hops".into(), Value::from(seen.hops));
         Some(QueryHit {
-            ip: Ipv4Addr::UNSPECIFIED,
+            ip: Ipv4Addr::UNSPECIFIED.into(),
             files: Vec::new(),
             id: Some(id),
             more: false,
@@ -192,7 +186,7 @@ impl Scalable {
         &mut self,
         cx: &mut Ctx<'_>,
         _now: Instant,
-        from: SocketAddrV4,
+        from: SocketAddr,
         hit: QueryHit,
     ) {
         let Some(id) = hit.id else { return };
@@ -253,7 +247,7 @@ impl Scalable {
             (hit.ip, hit.ports)
         } else {
             (
-                *from.ip(),
+                from.ip(),
                 Ports {
                     udp: Some(from.port()),
                     tcp: hit.ports.tcp,
@@ -285,7 +279,7 @@ impl Scalable {
     fn send_scalable_query(
         &mut self,
         cx: &mut Ctx<'_>,
-        dest: SocketAddrV4,
+        dest: SocketAddr,
         text: &str,
         id: SearchId,
         ttl: i64,
@@ -295,7 +289,7 @@ impl Scalable {
         extra.insert("Hops".into(), Value::from(1u64));
         extra.insert("Degree".into(), Value::from(self.degree() as u64));
         let message = Message::Query(Query {
-            ip: Ipv4Addr::UNSPECIFIED,
+            ip: Ipv4Addr::UNSPECIFIED.into(),
             text: text.to_string(),
             id: Some(id.0),
             ports: cx.sh.own_ports(),
@@ -313,7 +307,7 @@ impl Scalable {
         id: SearchId,
         text: String,
     ) {
-        let neighbours: Vec<(SocketAddrV4, usize)> = self
+        let neighbours: Vec<(SocketAddr, usize)> = self
             .neighbours
             .iter()
             .map(|(a, n)| (*a, n.degree))

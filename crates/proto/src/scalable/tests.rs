@@ -4,8 +4,8 @@ use crate::shared::{echo_of, nonce_of};
 use crate::testnet::Net;
 use crate::HitFile;
 use crate::{Config, Event, Mode, Overlay};
-use std::net::Ipv4Addr;
 use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 #[test]
 fn base64_round_trips() {
@@ -67,12 +67,19 @@ fn scfg(port: u16, seed: u64) -> Config {
 
 /// `n` scalable overlays, each sharing a file of its own and a common one.
 fn scalable_net(n: usize) -> Net {
+    scalable_net_at(n, |i| {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + i as u8)), 30000)
+    })
+}
+
+/// The same at the addresses `addr` gives.
+fn scalable_net_at(n: usize, addr: impl Fn(usize) -> SocketAddr) -> Net {
     let now = Instant::now();
     let nodes = (0..n)
         .map(|i| {
-            let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 1 + i as u8), 30000);
+            let addr = addr(i);
             let mut o = Overlay::new(scfg(30000, i as u64), now);
-            o.add_own_ip(*addr.ip());
+            o.add_own_ip(addr.ip());
             let lib = vec![format!("Unique-{i}.txt"), "common.TXT".to_string()];
             o.set_library(&lib);
             (addr, o, lib)
@@ -82,7 +89,11 @@ fn scalable_net(n: usize) -> Net {
 }
 
 fn joined(n: usize) -> Net {
-    let mut net = scalable_net(n);
+    join_all(scalable_net(n))
+}
+
+fn join_all(mut net: Net) -> Net {
+    let n = net.nodes.len();
     let first = net.nodes[0].0;
     for i in 1..n {
         let now = net.now;
@@ -130,7 +141,7 @@ fn unique_file_is_found_and_hits_come_back_the_way_the_query_went() {
     assert_eq!(hits[0].3, vec!["Unique-17.txt".to_string()]);
     // Every answer datagram went to a neighbour of its sender, never
     // straight to an address named in the query.
-    let neighbours_of = |a: SocketAddrV4| -> Vec<SocketAddrV4> {
+    let neighbours_of = |a: SocketAddr| -> Vec<SocketAddr> {
         let i = net.idx(a).unwrap();
         net.nodes[i].1.neighbours().iter().map(|p| p.udp).collect()
     };
@@ -203,7 +214,7 @@ fn dead_neighbours_are_replaced() {
         .collect();
     assert!(!watchers.is_empty());
     // Node 5 goes silent: a fresh overlay at another port never answers.
-    net.nodes[5].0 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 9, 9), 1);
+    net.nodes[5].0 = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 9, 9)), 1);
     net.advance(Duration::from_millis(1500));
     for i in watchers {
         let o = &net.nodes[i].1;
@@ -219,17 +230,17 @@ fn dead_neighbours_are_replaced() {
 fn a_classic_peer_is_served_classically() {
     let now = Instant::now();
     let mut o = Overlay::new(scfg(30000, 1), now);
-    o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     let src: SocketAddr = "127.0.0.7:20000".parse().unwrap();
     o.handle_datagram(now, src, br#"{"Command": 1, "IP": "127.0.0.7", "TTL": 1}"#);
     let t = o.poll_transmit().unwrap();
     assert_eq!(
-        t.encode(Ipv4Addr::new(127, 0, 0, 2)),
+        t.encode(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))),
         br#"{"Command": 2, "IP": "127.0.0.2", "TcpPort": 30001, "UdpPort": 30000}"#
     );
     // It is asked to show it is there, and answers as a classic peer.
     let probe = o.poll_transmit().unwrap();
-    assert_eq!(SocketAddr::V4(probe.dest), src);
+    assert_eq!(probe.dest, src);
     assert!(matches!(probe.message, Message::Ping(_)));
     o.handle_datagram(now, src, br#"{"Command": 2, "IP": "127.0.0.7"}"#);
     o.handle_datagram(
@@ -246,9 +257,9 @@ fn a_classic_peer_is_served_classically() {
     while o.poll_transmit().is_some() {}
     o.answer_query(&q, &[]);
     let t = o.poll_transmit().unwrap();
-    assert_eq!(SocketAddr::V4(t.dest), src);
+    assert_eq!(t.dest, src);
     assert!(t
-        .encode(Ipv4Addr::new(127, 0, 0, 2))
+        .encode(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
         .starts_with(br#"{"Command": 4, "Contents": [], "IP": "127.0.0.2""#));
     assert_eq!(o.degree(), 0);
     assert_eq!(o.peers().len(), 1);
@@ -258,23 +269,19 @@ fn a_classic_peer_is_served_classically() {
 fn a_classic_bootstrap_becomes_a_classic_peer() {
     let now = Instant::now();
     let mut o = Overlay::new(scfg(30000, 1), now);
-    o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
-    let classic = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 7), 20000);
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let classic = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7)), 20000);
     o.connect(now, classic, 10000);
     let t = o.poll_transmit().unwrap();
     // A join request is a plain TTL-0 ping to a classic peer.
-    let text = String::from_utf8(t.encode(Ipv4Addr::new(127, 0, 0, 2))).unwrap();
+    let text = String::from_utf8(t.encode(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))).unwrap();
     assert!(
         text.starts_with(
             r#"{"Command": 1, "Degree": 0, "IP": "127.0.0.2", "Join": true, "Nonce": "#
         ) && text.contains(r#""Scalable": 2, "TTL": 0"#),
         "{text}"
     );
-    o.handle_datagram(
-        now,
-        SocketAddr::V4(classic),
-        br#"{"Command": 2, "IP": "127.0.0.7"}"#,
-    );
+    o.handle_datagram(now, classic, br#"{"Command": 2, "IP": "127.0.0.7"}"#);
     assert_eq!(o.degree(), 0);
     let peers = o.peers();
     assert_eq!(peers.len(), 1);
@@ -283,13 +290,13 @@ fn a_classic_bootstrap_becomes_a_classic_peer() {
 
 /// Makes `addr` a neighbour of `o` through the whole handshake: its
 /// join request, our offer, its confirmation echoing our nonce.
-fn link(o: &mut Overlay, now: Instant, addr: SocketAddrV4) {
+fn link(o: &mut Overlay, now: Instant, addr: SocketAddr) {
     let join = format!(
         r#"{{"Command": 1, "IP": "{}", "TTL": 0, "Scalable": 2, "Join": true, "Nonce": 5, "UdpPort": {}, "TcpPort": 1}}"#,
         addr.ip(),
         addr.port()
     );
-    o.handle_datagram(now, SocketAddr::V4(addr), join.as_bytes());
+    o.handle_datagram(now, addr, join.as_bytes());
     let offer = std::iter::from_fn(|| o.poll_transmit())
         .find(|t| t.dest == addr)
         .unwrap();
@@ -305,7 +312,7 @@ fn link(o: &mut Overlay, now: Instant, addr: SocketAddrV4) {
         nonce_of(&p.extra).unwrap(),
         addr.port()
     );
-    o.handle_datagram(now, SocketAddr::V4(addr), confirm.as_bytes());
+    o.handle_datagram(now, addr, confirm.as_bytes());
     assert!(o.neighbours().iter().any(|n| n.udp == addr));
     while o.poll_transmit().is_some() {}
 }
@@ -314,8 +321,8 @@ fn link(o: &mut Overlay, now: Instant, addr: SocketAddrV4) {
 fn join_requests_walk_on_naming_the_joiner_as_seen() {
     let now = Instant::now();
     let mut o = Overlay::new(scfg(30000, 1), now);
-    o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
-    let a: SocketAddrV4 = "127.0.0.10:30000".parse().unwrap();
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
     link(&mut o, now, a);
     assert_eq!(o.degree(), 1);
     // B names someone else in "IP": the walk names B as it was seen.
@@ -347,7 +354,7 @@ fn join_requests_walk_on_naming_the_joiner_as_seen() {
 fn join_pings_naming_another_address_make_no_neighbour_of_it() {
     let now = Instant::now();
     let mut o = Overlay::new(scfg(30000, 1), now);
-    o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     let attacker: SocketAddr = "127.0.0.66:4000".parse().unwrap();
     let victim = "127.0.0.99";
     let mut sent_bytes = 0;
@@ -363,7 +370,7 @@ fn join_pings_naming_another_address_make_no_neighbour_of_it() {
     assert!(out.iter().all(|t| t.dest.ip().to_string() != victim));
     let to_attacker: usize = out
         .iter()
-        .map(|t| t.encode(Ipv4Addr::BROADCAST).len())
+        .map(|t| t.encode(IpAddr::V4(Ipv4Addr::BROADCAST)).len())
         .sum();
     assert!(
         to_attacker <= 3 * sent_bytes,
@@ -376,23 +383,23 @@ fn join_pings_naming_another_address_make_no_neighbour_of_it() {
 fn refusals_without_our_nonce_do_not_cut_a_link() {
     let now = Instant::now();
     let mut o = Overlay::new(scfg(30000, 1), now);
-    o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
-    let a: SocketAddrV4 = "127.0.0.10:30000".parse().unwrap();
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
     link(&mut o, now, a);
     // From a third address naming the neighbour, and from the
     // neighbour's own address without the nonce we gave it.
     let spoof = br#"{"Command": 2, "IP": "127.0.0.10", "Scalable": 2, "Accept": false, "UdpPort": 30000, "TcpPort": 1}"#;
     o.handle_datagram(now, "127.0.0.66:4000".parse().unwrap(), spoof);
-    o.handle_datagram(now, SocketAddr::V4(a), spoof);
+    o.handle_datagram(now, a, spoof);
     let wrong = br#"{"Command": 2, "IP": "127.0.0.10", "Scalable": 2, "Accept": false, "Echo": 12345, "UdpPort": 30000, "TcpPort": 1}"#;
-    o.handle_datagram(now, SocketAddr::V4(a), wrong);
+    o.handle_datagram(now, a, wrong);
     assert_eq!(o.degree(), 1);
     // With the nonce, the neighbour itself can end the link.
     let real = format!(
         r#"{{"Command": 2, "IP": "127.0.0.10", "Scalable": 2, "Accept": false, "Echo": {}, "UdpPort": 30000, "TcpPort": 1}}"#,
         o.token(a)
     );
-    o.handle_datagram(now, SocketAddr::V4(a), real.as_bytes());
+    o.handle_datagram(now, a, real.as_bytes());
     assert_eq!(o.degree(), 0);
 }
 
@@ -400,14 +407,14 @@ fn refusals_without_our_nonce_do_not_cut_a_link() {
 fn queries_from_strangers_are_not_answered_and_answers_go_to_the_sender() {
     let now = Instant::now();
     let mut o = Overlay::new(scfg(30000, 1), now);
-    o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     let q = br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.99", "Id": 7, "Scalable": 2, "TTL": 0, "UdpPort": 1, "TcpPort": 1}"#;
     o.handle_datagram(now, "127.0.0.66:4000".parse().unwrap(), q);
     assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
     // From a neighbour, naming a victim: the answer goes to the neighbour.
-    let a: SocketAddrV4 = "127.0.0.10:30000".parse().unwrap();
+    let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
     link(&mut o, now, a);
-    o.handle_datagram(now, SocketAddr::V4(a), q);
+    o.handle_datagram(now, a, q);
     let iq = std::iter::from_fn(|| o.poll_event())
         .find_map(|e| match e {
             Event::Query(q) => Some(q),
@@ -419,7 +426,7 @@ fn queries_from_strangers_are_not_answered_and_answers_go_to_the_sender() {
     assert_eq!(t.dest, a);
     // The same id again with another port is a duplicate.
     let q2 = br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.99", "Id": 7, "Scalable": 2, "TTL": 0, "UdpPort": 2, "TcpPort": 1}"#;
-    o.handle_datagram(now, SocketAddr::V4(a), q2);
+    o.handle_datagram(now, a, q2);
     assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
 }
 
@@ -427,8 +434,8 @@ fn queries_from_strangers_are_not_answered_and_answers_go_to_the_sender() {
 fn hits_count_only_from_where_the_search_went() {
     let now = Instant::now();
     let mut o = Overlay::new(scfg(30000, 1), now);
-    o.add_own_ip(Ipv4Addr::new(127, 0, 0, 2));
-    let a: SocketAddrV4 = "127.0.0.10:30000".parse().unwrap();
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
     link(&mut o, now, a);
     let id = o.search(now, "x");
     while o.poll_transmit().is_some() {}
@@ -439,7 +446,7 @@ fn hits_count_only_from_where_the_search_went() {
     );
     o.handle_datagram(now, "127.0.0.66:30000".parse().unwrap(), hit.as_bytes());
     assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::SearchResult { .. })));
-    o.handle_datagram(now, SocketAddr::V4(a), hit.as_bytes());
+    o.handle_datagram(now, a, hit.as_bytes());
     let peer = std::iter::from_fn(|| o.poll_event())
         .find_map(|e| match e {
             Event::SearchResult { peer, .. } => Some(peer),
@@ -490,4 +497,31 @@ fn large_filters_are_split_under_the_datagram_limit() {
         .unwrap();
     assert!(f.may_match(&QueryTrigrams::new(&names[2021][3..12])));
     assert_eq!(f, &TrigramBloom::from_names(&names));
+}
+
+#[test]
+fn ipv6_nodes_build_the_scalable_overlay_and_find_a_unique_file() {
+    let v6 = |i: usize| SocketAddr::new(format!("2001:db8::{:x}", i + 1).parse().unwrap(), 30000);
+    let mut net = join_all(scalable_net_at(20, v6));
+    for (i, (addr, o, _)) in net.nodes.iter().enumerate() {
+        let d = o.degree();
+        assert!((2..=6).contains(&d), "node {i} has degree {d}");
+        assert!(o.neighbours().iter().all(|p| p.udp.is_ipv6() && p.rutella));
+        assert!(addr.is_ipv6());
+    }
+    // Hosts named in pongs ("Hosts", as "[IP]:port") reached the host caches.
+    assert!(net.nodes.iter().any(|(_, o, _)| o
+        .known_hosts()
+        .iter()
+        .any(|h| h.is_ipv6() && h.ip() != net.nodes[0].0.ip())));
+    net.sent.clear();
+    let now = net.now;
+    let id = net.nodes[3].1.search(now, "unique-17.");
+    net.pump();
+    net.advance(Duration::from_millis(1000));
+    let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].2, net.nodes[17].0);
+    // Every message named an IPv6 address in "IP".
+    assert!(net.sent.iter().all(|(_, _, m)| m.ip().is_ipv6()));
 }

@@ -43,8 +43,10 @@ pub async fn serve_connection(
     source: Arc<dyn FileSource>,
     cfg: Arc<ServerConfig>,
 ) -> Result<ServeReport, ServeError> {
+    // A dual-stack listener reports IPv4 peers IPv4-mapped: shown as IPv4.
     let peer = stream
         .peer_addr()
+        .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let deadline = Instant::now() + cfg.limits.header_timeout;
     match detect_protocol(&mut stream, peer, deadline, &cfg).await? {
@@ -238,7 +240,8 @@ pub async fn run_server_with(
                 }
             },
             accepted = listener.accept() => match accepted {
-                Ok(x) => x,
+                // A dual-stack listener reports IPv4 peers IPv4-mapped.
+                Ok((s, a)) => (s, SocketAddr::new(a.ip().to_canonical(), a.port())),
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little.
                     tracing::warn!(%local, error = %e, "accept failed; retrying shortly");

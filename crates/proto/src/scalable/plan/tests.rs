@@ -1,10 +1,10 @@
 use super::*;
 use proptest::prelude::*;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-fn addr(i: usize) -> SocketAddrV4 {
-    SocketAddrV4::new(
-        Ipv4Addr::new(127, 0, (i / 250) as u8, (i % 250) as u8 + 1),
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(127, 0, (i / 250) as u8, (i % 250) as u8 + 1)),
         30000,
     )
 }
@@ -40,7 +40,7 @@ fn arb_cfg() -> impl Strategy<Value = ScalableConfig> {
 /// The progress after a first step to the first `asked` neighbours (the
 /// others joined later).
 fn started(neighbours: &[Candidate], asked: usize, responders: usize) -> Progress {
-    let first: Vec<(SocketAddrV4, usize)> = neighbours
+    let first: Vec<(SocketAddr, usize)> = neighbours
         .iter()
         .take(asked)
         .map(|c| (c.addr, c.degree))
@@ -52,7 +52,7 @@ fn started(neighbours: &[Candidate], asked: usize, responders: usize) -> Progres
 
 #[test]
 fn the_first_step_asks_every_neighbour_once_with_ttl_0() {
-    let n: Vec<(SocketAddrV4, usize)> = (0..5).map(|i| (addr(i), i * 3)).collect();
+    let n: Vec<(SocketAddr, usize)> = (0..5).map(|i| (addr(i), i * 3)).collect();
     let s = first_step(&n);
     assert_eq!(s.sends, n.iter().map(|(a, _)| (*a, 0)).collect::<Vec<_>>());
     assert_eq!(s.progress.est_cost, 5.0);
