@@ -12,6 +12,7 @@ pub mod lan;
 pub mod matching;
 pub mod message;
 pub mod overlay;
+pub mod reach;
 pub mod scalable;
 pub mod seen;
 mod shared;
@@ -26,6 +27,7 @@ pub use message::{
     CLASSIC_UDP_PORT, MAX_DATAGRAM,
 };
 pub use overlay::Overlay;
+pub use reach::{Reach, ReachConfig, Reachability};
 pub use scalable::{QueryTrigrams, TrigramBloom};
 pub use types::{Config, Event, IncomingQuery, Mode, Peer, ScalableConfig, SearchId, Transmit};
 

@@ -202,6 +202,16 @@ pub enum Event {
         /// Our search.
         search: SearchId,
     },
+    /// A dial-back message (`"Command"` 6 or 7): for [`crate::Reach`].
+    DialBack {
+        /// Its source address.
+        from: SocketAddrV4,
+        /// Whether the source is a proven rutella peer (a classic peer
+        /// or a scalable neighbour that answered our ping with its ports).
+        proven_peer: bool,
+        /// The message.
+        message: crate::message::DialBack,
+    },
 }
 
 /// Settings of the scalable overlay. The defaults are those measured in

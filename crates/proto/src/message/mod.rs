@@ -5,6 +5,9 @@
 //! order, a space after `:` and `,`), so the examples of the wire format
 //! come out byte for byte.
 
+mod dialback;
+
+pub use dialback::{parse_token, token_hex, DialBack, DIALBACK_REQUEST, DIALBACK_RESULT};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -198,6 +201,11 @@ impl Message {
             return Err(ParseError::NotJson("not an object".into()));
         };
         let command = take_i64(&mut obj, "Command")?.ok_or(ParseError::Missing("Command"))?;
+        // Other commands (the dial-back ones, 6 and 7, parsed by
+        // `DialBack::parse`) have no "IP".
+        if !(1..=4).contains(&command) {
+            return Err(ParseError::UnknownCommand(command));
+        }
         let ip = match obj.remove("IP") {
             Some(Value::String(s)) => s.parse().map_err(|_| ParseError::Invalid("IP"))?,
             Some(_) => return Err(ParseError::Invalid("IP")),
