@@ -35,6 +35,10 @@ pub struct Client {
     /// How many peers LAN discovery found so far.
     pub(crate) lan_found: watch::Receiver<usize>,
     pub(crate) dht: Option<crate::dht::Dht>,
+    /// The reachability check's verdict.
+    pub(crate) reachability: watch::Receiver<rutella_proto::Reachability>,
+    /// The port mapper's status, when it runs.
+    pub(crate) port_mapping: Option<watch::Receiver<crate::PortMapStatus>>,
 }
 
 impl Client {
@@ -51,6 +55,17 @@ impl Client {
     /// normal join; see [`Client::peers`] for those that answered).
     pub fn lan_found(&self) -> watch::Receiver<usize> {
         self.lan_found.clone()
+    }
+
+    /// Whether others can reach this node, as last checked; it changes as
+    /// checks conclude (a [`NodeEvent::Reachability`] says so too).
+    pub fn reachability(&self) -> watch::Receiver<rutella_proto::Reachability> {
+        self.reachability.clone()
+    }
+
+    /// The port mapper's status, when port mapping is on.
+    pub fn port_mapping(&self) -> Option<watch::Receiver<crate::PortMapStatus>> {
+        self.port_mapping.clone()
     }
 
     /// The peers the node knows.

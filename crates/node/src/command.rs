@@ -33,6 +33,8 @@ pub enum NodeEvent {
         /// Why, in one sentence.
         reason: String,
     },
+    /// The reachability check came to a new verdict.
+    Reachability(rutella_proto::Reachability),
 }
 
 /// One peer's answer (or part of it) to a search.
@@ -76,4 +78,6 @@ pub(crate) enum Command {
     AnswerReady(Ipv4Addr, SocketAddrV4, Vec<Vec<u8>>),
     BudgetDrops(oneshot::Sender<Drops>),
     SetFilter(rutella_proto::TrigramBloom),
+    /// A dial-back for a peer ended: whether the TCP connection worked.
+    DialDone(rutella_proto::reach::Dial, bool),
 }

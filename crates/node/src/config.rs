@@ -132,6 +132,9 @@ pub struct NodeConfig {
     /// The Mainline DHT: finding peers and sources without an address.
     /// Off by default (the `rutella` program turns it on for its users).
     pub dht: crate::dht::DhtConfig,
+    /// The reachability check: asking peers to connect back, and doing it
+    /// for peers that ask.
+    pub reach: crate::ReachSettings,
 }
 
 impl Default for NodeConfig {
@@ -161,6 +164,7 @@ impl Default for NodeConfig {
             lan: None,
             port_mapping: None,
             dht: crate::dht::DhtConfig::default(),
+            reach: crate::ReachSettings::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ mod node;
 mod own_address;
 mod pending;
 mod portmap;
+mod reach;
 mod source;
 mod tasks;
 mod transfers;
@@ -35,7 +36,9 @@ pub use downloads::{DownloadId, DownloadInfo, DownloadState};
 pub use get::{Got, Want};
 pub use node::Node;
 pub use portmap::{PortMapConfig, PortMapProtocol, PortMapStatus};
+pub use reach::ReachSettings;
 pub use rutella_proto::lan::LanConfig;
+pub use rutella_proto::reach::{MappedBy, ReachConfig, Reachability};
 pub use rutella_proto::{HitFile, Peer};
 pub use transfers::DownloadHandle;
 

@@ -53,6 +53,9 @@ use std::time::{Duration, Instant};
 /// Timers and limits of the dial-back check, both sides.
 #[derive(Debug, Clone)]
 pub struct ReachConfig {
+    /// Whether this node checks its own reachability. Off, it still
+    /// answers the requests of others.
+    pub check: bool,
     /// The TCP port a prober is asked to connect to: the one we believe is
     /// our external one (mapped ports equal our own).
     pub tcp_port: u16,
@@ -92,6 +95,7 @@ pub struct ReachConfig {
 impl Default for ReachConfig {
     fn default() -> Self {
         ReachConfig {
+            check: true,
             tcp_port: crate::CLASSIC_TCP_PORT,
             udp_port: crate::CLASSIC_UDP_PORT,
             timeout: Duration::from_secs(10),
@@ -261,8 +265,14 @@ pub struct Reach {
     tokens: f64,
     refilled: Instant,
     running: usize,
+    /// Requests from addresses not proven yet (the overlay is checking
+    /// them), kept until they are or until `timeout`.
+    waiting: Vec<(Instant, SocketAddrV4, u64, u16, u16)>,
     drops: ProberDrops,
 }
+
+/// Requests kept while their sources are being proven.
+const MAX_WAITING: usize = 64;
 
 /// Queued datagrams and dial-backs are bounded by the caps above; this only
 /// bounds memory for a driver that does not poll.
@@ -289,6 +299,7 @@ impl Reach {
             tokens,
             refilled: now,
             running: 0,
+            waiting: Vec::new(),
             drops: ProberDrops::default(),
         }
     }
@@ -319,9 +330,16 @@ impl Reach {
     }
 
     /// A proven rutella peer joined (non-rutella peers do not answer
-    /// dial-backs: do not give them).
+    /// dial-backs: do not give them). A request it sent before it was
+    /// proven is served now.
     pub fn add_peer(&mut self, now: Instant, peer: SocketAddrV4) {
-        if self.candidates.len() < 4096 {
+        let timeout = self.cfg.timeout;
+        self.waiting.retain(|w| now < w.0 + timeout);
+        if let Some(i) = self.waiting.iter().position(|w| w.1 == peer) {
+            let (_, from, token, tcp, udp) = self.waiting.swap_remove(i);
+            self.on_request(now, from, true, token, tcp, udp);
+        }
+        if self.cfg.check && self.candidates.len() < 4096 {
             self.candidates.entry(peer).or_insert(None);
         }
         self.handle_timeout(now);
@@ -551,8 +569,18 @@ impl Reach {
         udp_port: u16,
     ) {
         if !proven_peer {
-            self.drops.unproven += 1;
-            tracing::debug!(%from, "dial-back request from an address that is not a proven peer, ignored");
+            // Often the requester has just joined us and our check of its
+            // address is under way: the request waits for it, and is
+            // served only if the address proves itself (a spoofed source
+            // never does).
+            let timeout = self.cfg.timeout;
+            self.waiting.retain(|w| now < w.0 + timeout && w.1 != from);
+            if self.waiting.len() < MAX_WAITING {
+                self.waiting.push((now, from, token, tcp_port, udp_port));
+            } else {
+                self.drops.unproven += 1;
+                tracing::debug!(%from, "dial-back request from an address that is not a proven peer, ignored");
+            }
             return;
         }
         let ip = *from.ip();

@@ -273,16 +273,22 @@ fn a_new_mapping_or_external_address_starts_a_new_check_soon() {
 #[test]
 fn a_prober_answers_proven_peers_only_and_dials_the_source_address() {
     let t0 = Instant::now();
-    let mut r = Reach::new(cfg(), t0);
+    let c = ReachConfig {
+        check: false,
+        ..cfg()
+    };
+    let mut r = Reach::new(c, t0);
     let req = DialBack::Request {
         token: 42,
         tcp_port: 10000,
         udp_port: 20000,
     };
+    // Not proven: kept until the address proves itself.
     r.handle_message(t0, a("11.0.0.11:20000"), false, req);
     assert_eq!(r.poll_dial(), None);
-    assert_eq!(r.prober_drops().unproven, 1);
-    r.handle_message(t0, a("11.0.0.11:20000"), true, req);
+    r.add_peer(t0 + ms(50), a("11.0.0.12:20000"));
+    assert_eq!(r.poll_dial(), None, "another peer proves nothing for it");
+    r.add_peer(t0 + ms(50), a("11.0.0.11:20000"));
     let d = r.poll_dial().unwrap();
     assert_eq!(d.tcp, a("11.0.0.11:10000"));
     assert_eq!(d.udp, a("11.0.0.11:20000"));
@@ -303,6 +309,49 @@ fn a_prober_answers_proven_peers_only_and_dials_the_source_address() {
             }
         ))
     );
+    // One never proven is forgotten after the timeout, and the table of
+    // waiting requests is bounded.
+    let spoofed = a("11.0.0.13:20000");
+    r.handle_message(
+        t0,
+        spoofed,
+        false,
+        DialBack::Request {
+            token: 1,
+            tcp_port: 10000,
+            udp_port: 20000,
+        },
+    );
+    r.add_peer(t0 + ms(100), spoofed);
+    assert_eq!(r.poll_dial(), None);
+    for i in 0..=MAX_WAITING as u16 {
+        let src = SocketAddrV4::new(Ipv4Addr::new(11, 0, 2, 1), 1000 + i);
+        r.handle_message(t0 + ms(200), src, false, req);
+    }
+    assert_eq!(r.waiting.len(), MAX_WAITING);
+    assert_eq!(r.prober_drops().unproven, 1);
+}
+
+#[test]
+fn a_node_that_does_not_check_still_answers() {
+    let t0 = Instant::now();
+    let mut r = Reach::new(
+        ReachConfig {
+            check: false,
+            ..cfg()
+        },
+        t0,
+    );
+    r.add_peer(t0, a("11.0.0.2:20000"));
+    assert_eq!(r.poll_transmit(), None);
+    assert_eq!(r.poll_timeout(), None);
+    let req = DialBack::Request {
+        token: 1,
+        tcp_port: 1,
+        udp_port: 2,
+    };
+    r.handle_message(t0, a("11.0.0.2:20000"), true, req);
+    assert!(r.poll_dial().is_some());
 }
 
 #[test]
