@@ -78,14 +78,9 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
         });
     }
     let node = Node::start(cfg).await?;
-    let udp_port = node.client().udp_addr().port();
-    let reachability = node
-        .port_mapping()
-        .map(|s| tokio::spawn(crate::reach::tell(s, udp_port)));
+    let reachability = tokio::spawn(crate::reach::tell(node.client()));
     stop_signal().await;
-    if let Some(t) = reachability {
-        t.abort();
-    }
+    reachability.abort();
     tracing::info!("stopping");
     if node.client().dht_running() {
         remember_peers(&node.client()).await;

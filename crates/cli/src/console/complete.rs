@@ -47,6 +47,7 @@ const COMMANDS: &[&str] = &[
     "get",
     "downloads",
     "peers",
+    "status",
     "connect",
     "share",
     "unshare",

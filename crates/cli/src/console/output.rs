@@ -105,6 +105,7 @@ impl Output {
                         escape(&name),
                         escape(&super::friendly_reason(&reason))
                     )),
+                    Ok(NodeEvent::Reachability(v)) => o.announce(crate::reach::line(v)),
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break,
