@@ -105,10 +105,24 @@ impl Output {
                         escape(&name),
                         escape(&super::friendly_reason(&reason))
                     )),
-                    Ok(NodeEvent::Reachability(v)) => o.announce(crate::reach::line(v)),
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        // The reachability verdict, as it stands (it may have come while
+        // the console started) and at every change.
+        let mut reach = client.reachability();
+        let o = out.clone();
+        rt.spawn(async move {
+            loop {
+                let v = *reach.borrow_and_update();
+                if v != rutella_node::Reachability::Unknown {
+                    o.announce(crate::reach::line(v));
+                }
+                if reach.changed().await.is_err() {
+                    break;
                 }
             }
         });
