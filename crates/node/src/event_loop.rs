@@ -85,6 +85,15 @@ impl EventLoop {
         // Answers still being built, and dial-backs, are of no use now.
         self.answering.shutdown().await;
         self.dialing.shutdown().await;
+        let r = self.reach.prober_drops();
+        if r != rutella_proto::reach::ProberDrops::default() {
+            tracing::info!(
+                unproven = r.unproven,
+                per_source = r.per_source,
+                node = r.node,
+                "dial-back requests refused since start"
+            );
+        }
         let d = self.overlay.budget_drops();
         if d.total() > 0 {
             tracing::info!(
