@@ -228,6 +228,8 @@ struct Asked {
     /// Until when the UDP datagram may still arrive after the report.
     settle: Option<Instant>,
     udp: bool,
+    /// Done as of the last `handle_timeout` (no timer needed any more).
+    finished: bool,
 }
 
 impl Asked {
@@ -404,7 +406,13 @@ impl Reach {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if !self.check.is_empty() {
-            return self.check.iter().map(Asked::next_time).min();
+            // Only probers still awaited: a finished one's time is past.
+            return self
+                .check
+                .iter()
+                .filter(|a| !a.finished)
+                .map(Asked::next_time)
+                .min();
         }
         (self.mapping != Mapping::Pending && self.has_prober()).then_some(self.next_check)
     }
@@ -413,7 +421,10 @@ impl Reach {
     /// done, starts one when due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if !self.check.is_empty() {
-            if self.check.iter().all(|a| a.done(now)) {
+            for a in &mut self.check {
+                a.finished |= a.done(now);
+            }
+            if self.check.iter().all(|a| a.finished) {
                 self.conclude(now);
             }
             return;
@@ -456,6 +467,7 @@ impl Reach {
                 report: None,
                 settle: None,
                 udp: false,
+                finished: false,
             });
             tracing::debug!(%peer, "asking a peer to connect back to us");
             self.push_transmit(

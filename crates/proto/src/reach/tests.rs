@@ -408,3 +408,23 @@ fn a_prober_limits_each_source_and_the_whole_node() {
     assert_eq!(r.prober_drops().node, 2, "bucket empty");
     assert_eq!(r.poll_dial(), None);
 }
+
+#[test]
+fn a_prober_done_early_does_not_make_the_timer_fire_in_the_past() {
+    let t0 = Instant::now();
+    let mut r = Reach::new(cfg(), t0);
+    r.set_mapping(t0, Mapping::Pending);
+    r.add_peer(t0, a("11.0.0.2:20000"));
+    r.add_peer(t0, a("11.0.0.3:20000"));
+    r.set_mapping(t0, Mapping::None);
+    let asked = requests(&mut r);
+    // One reports at once (TCP only); its grace ends while the other is
+    // still awaited.
+    report(&mut r, t0 + ms(1), asked[0].0, asked[0].1, true);
+    let t1 = t0 + ms(30);
+    r.handle_timeout(t1);
+    assert!(r.checking());
+    let next = r.poll_timeout().unwrap();
+    assert!(next > t1, "the timer would fire again at once");
+    assert_eq!(next, t0 + ms(100), "the other prober's deadline");
+}
