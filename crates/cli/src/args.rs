@@ -109,6 +109,10 @@ pub(crate) struct ConsoleArgs {
     /// How long a search collects answers.
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub(crate) search_timeout: Option<Duration>,
+    /// Do not ask the router to forward the ports (UPnP, PCP, NAT-PMP).
+    /// Also `port_mapping = false` in the settings file.
+    #[arg(long)]
+    pub(crate) no_port_mapping: bool,
     #[command(flatten)]
     pub(crate) lan: LanArgs,
     #[command(flatten)]

@@ -127,15 +127,10 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
     let joins = cfg.connect.clone();
     let node = Node::start(cfg).await?;
     let dead = tokio::spawn(report_dead_peers(node.client(), joins, answer_wait));
-    let udp_port = node.client().udp_addr().port();
-    let reachability = node
-        .port_mapping()
-        .map(|s| tokio::spawn(crate::reach::tell(s, udp_port)));
+    let reachability = tokio::spawn(crate::reach::tell(node.client()));
     stop_signal().await;
     dead.abort();
-    if let Some(t) = reachability {
-        t.abort();
-    }
+    reachability.abort();
     tracing::info!("stopping");
     if node.client().dht_running() {
         remember_peers(&node.client()).await;
@@ -216,8 +211,10 @@ async fn oneshot_node(mut cfg: NodeConfig, connect: Vec<PeerAddr>) -> Result<Nod
     cfg.port_fallback = true;
     cfg.watch = false;
     // Gone in seconds: the nodes it meets answer it but do not keep or
-    // remember it as a peer.
+    // remember it as a peer, and nobody needs to know whether it can be
+    // reached.
     cfg.overlay.transient = true;
+    cfg.reach.machine.check = false;
     cfg.connect = connect;
     Ok(Node::start(cfg).await?)
 }

@@ -39,6 +39,10 @@ pub struct Client {
     pub(crate) push: Arc<crate::push::PushTable>,
     /// The limit all downloads share, when set.
     pub(crate) download_limit: Option<rutella_transfer::RateLimiter>,
+    /// The reachability check's verdict.
+    pub(crate) reachability: watch::Receiver<rutella_proto::Reachability>,
+    /// The port mapper's status, when it runs.
+    pub(crate) port_mapping: Option<watch::Receiver<crate::PortMapStatus>>,
 }
 
 impl Client {
@@ -55,6 +59,17 @@ impl Client {
     /// normal join; see [`Client::peers`] for those that answered).
     pub fn lan_found(&self) -> watch::Receiver<usize> {
         self.lan_found.clone()
+    }
+
+    /// Whether others can reach this node, as last checked; it changes as
+    /// checks conclude (a [`NodeEvent::Reachability`] says so too).
+    pub fn reachability(&self) -> watch::Receiver<rutella_proto::Reachability> {
+        self.reachability.clone()
+    }
+
+    /// The port mapper's status, when port mapping is on.
+    pub fn port_mapping(&self) -> Option<watch::Receiver<crate::PortMapStatus>> {
+        self.port_mapping.clone()
     }
 
     /// The peers the node knows.
@@ -131,7 +146,12 @@ impl Client {
             tx: self.tx.clone(),
             tcp_port: self.tcp_addr.port(),
             own: rutella_proto::path::OwnFacts {
-                firewalled: self.config.reachable == Some(false),
+                // A setting wins over the check's verdict.
+                firewalled: self
+                    .config
+                    .reachable
+                    .or_else(|| self.reachability.borrow().tcp_reachable())
+                    == Some(false),
             },
             push_timeout: self.config.push_timeout,
         })

@@ -49,6 +49,8 @@ pub enum NodeEvent {
         /// File bytes sent in that connection.
         bytes: u64,
     },
+    /// The reachability check came to a new verdict.
+    Reachability(rutella_proto::Reachability),
 }
 
 /// One peer's answer (or part of it) to a search.
@@ -106,4 +108,6 @@ pub(crate) enum Command {
         tcp_port: u16,
         reply: oneshot::Sender<Option<PushRoute>>,
     },
+    /// A dial-back for a peer ended: whether the TCP connection worked.
+    DialDone(rutella_proto::reach::Dial, bool),
 }

@@ -160,6 +160,9 @@ pub struct NodeConfig {
     /// How long a download waits for a pushed connection after sending
     /// the push.
     pub push_timeout: Duration,
+    /// The reachability check: asking peers to connect back, and doing it
+    /// for peers that ask.
+    pub reach: ReachSettings,
 }
 
 impl Default for NodeConfig {
@@ -194,6 +197,7 @@ impl Default for NodeConfig {
             relay: rutella_proto::relay::RelayConfig::default(),
             reachable: None,
             push_timeout: Duration::from_secs(10),
+            reach: ReachSettings::default(),
         }
     }
 }
@@ -295,4 +299,60 @@ impl Default for LanSettings {
             timers: LanConfig::default(),
         }
     }
+}
+
+/// Settings of the reachability check.
+#[derive(Debug, Clone)]
+pub struct ReachSettings {
+    /// The state machine's timers and budgets (whether to check at all,
+    /// how long probers have, how often to check again, the prober side's
+    /// rate limits). Its ports and seed are filled in at start.
+    pub machine: rutella_proto::reach::ReachConfig,
+    /// The TCP port probers are asked to connect to; default: ours (a
+    /// port mapping keeps the number). Only for tests and odd setups.
+    pub external_tcp_port: Option<u16>,
+    /// The UDP port probers send their datagram to; default: ours.
+    pub external_udp_port: Option<u16>,
+    /// Prober side: the time allowed to connect and exchange the hello.
+    pub dial_timeout: Duration,
+}
+
+impl Default for ReachSettings {
+    fn default() -> Self {
+        ReachSettings {
+            machine: rutella_proto::reach::ReachConfig::default(),
+            external_tcp_port: None,
+            external_udp_port: None,
+            dial_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ReachSettings {
+    /// The machine's configuration for a node bound to these ports.
+    pub(crate) fn machine_config(
+        &self,
+        udp_port: u16,
+        tcp_port: u16,
+    ) -> rutella_proto::reach::ReachConfig {
+        let mut c = self.machine.clone();
+        c.udp_port = self.external_udp_port.unwrap_or(udp_port);
+        c.tcp_port = self.external_tcp_port.unwrap_or(tcp_port);
+        if c.seed == 0 {
+            c.seed = random_seed();
+        }
+        // A prober must be given the time to try before it is given up on.
+        c.timeout = c
+            .timeout
+            .max(self.dial_timeout + Duration::from_millis(500));
+        c
+    }
+}
+
+/// Tokens must not be guessed: drawn from the process's random keys.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    h.finish()
 }

@@ -5,11 +5,14 @@ use crate::answer::{self, InFlight};
 use crate::clock::now;
 use crate::command::{Command, NodeEvent, SearchHit};
 use crate::own_address::OwnAddress;
+use crate::portmap::PortMapStatus;
+use rutella_proto::reach::{Reach, Reachability};
 use rutella_proto::{Event, IncomingQuery, Overlay, SearchId};
 use rutella_store::Library;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
@@ -43,6 +46,21 @@ pub(crate) struct EventLoop {
     pub(crate) pushing: JoinSet<()>,
     /// Time allowed to open a connection on a push.
     pub(crate) connect_timeout: std::time::Duration,
+    /// The reachability check (both sides).
+    pub(crate) reach: Reach,
+    /// Whether the settings fixed our reachability (`NodeConfig::reachable`),
+    /// which the check's verdict then does not override.
+    pub(crate) reachable_forced: bool,
+    /// Its verdict, for the handles.
+    pub(crate) reachability: watch::Sender<Reachability>,
+    /// The port mapper's status, when it runs.
+    pub(crate) mapping: Option<watch::Receiver<PortMapStatus>>,
+    /// Dial-backs done for peers that asked (at most the machine's cap).
+    pub(crate) dialing: JoinSet<()>,
+    /// Where fresh sockets of dial-backs bind.
+    pub(crate) bind: IpAddr,
+    /// The time a dial-back may take to connect and exchange the hello.
+    pub(crate) dial_timeout: Duration,
 }
 
 impl EventLoop {
@@ -51,8 +69,12 @@ impl EventLoop {
         loop {
             while self.answering.try_join_next().is_some() {}
             while self.pushing.try_join_next().is_some() {}
+            while self.dialing.try_join_next().is_some() {}
             self.flush().await;
-            let timeout = self.overlay.poll_timeout();
+            let timeout = [self.overlay.poll_timeout(), self.reach.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = async {
                 match timeout {
                     Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -68,13 +90,26 @@ impl EventLoop {
                     }
                     Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
                 },
-                _ = sleep => self.overlay.handle_timeout(now()),
+                _ = sleep => self.timeout(),
                 Some(cmd) = self.rx.recv() => self.command(cmd),
+                Some(status) = mapping_changed(&mut self.mapping) => {
+                    self.reach.set_mapping(now(), crate::reach::mapping(status));
+                }
             }
         }
-        // Answers still being built are of no use now.
+        // Answers still being built, and dial-backs, are of no use now.
         self.answering.shutdown().await;
         self.pushing.shutdown().await;
+        self.dialing.shutdown().await;
+        let r = self.reach.prober_drops();
+        if r != rutella_proto::reach::ProberDrops::default() {
+            tracing::info!(
+                unproven = r.unproven,
+                per_source = r.per_source,
+                node = r.node,
+                "dial-back requests refused since start"
+            );
+        }
         let d = self.overlay.budget_drops();
         if d.total() > 0 {
             tracing::info!(
@@ -84,6 +119,17 @@ impl EventLoop {
                 hits = d.hits,
                 "dropped since start for being over their sources' budgets"
             );
+        }
+    }
+
+    /// Runs whichever timers are due.
+    fn timeout(&mut self) {
+        let now = now();
+        if self.overlay.poll_timeout().is_some_and(|t| t <= now) {
+            self.overlay.handle_timeout(now);
+        }
+        if self.reach.poll_timeout().is_some_and(|t| t <= now) {
+            self.reach.handle_timeout(now);
         }
     }
 
@@ -151,6 +197,7 @@ impl EventLoop {
                 let route = self.overlay.send_push(tcp, &info, token, tcp_port);
                 let _ = reply.send(route);
             }
+            Command::DialDone(dial, tcp) => self.reach.dial_done(dial, tcp),
         }
     }
 
@@ -176,12 +223,21 @@ impl EventLoop {
             match ev {
                 Event::PeerAdded(p) => {
                     tracing::info!(peer = %p.udp, rutella = p.rutella, degree = self.overlay.degree(), "peer joined");
+                    if p.rutella {
+                        self.reach.add_peer(now(), p.udp);
+                    }
                     let _ = self.events.send(NodeEvent::PeerAdded(p));
                 }
                 Event::PeerRemoved(p) => {
                     tracing::info!(peer = %p.udp, degree = self.overlay.degree(), "peer left");
+                    self.reach.remove_peer(p.udp);
                     let _ = self.events.send(NodeEvent::PeerRemoved(p));
                 }
+                Event::DialBack {
+                    from,
+                    proven_peer,
+                    message,
+                } => self.reach.handle_message(now(), from, proven_peer, message),
                 Event::Query(q) => self.answer(q),
                 Event::SearchResult {
                     search,
@@ -221,6 +277,42 @@ impl EventLoop {
                 }
             }
         }
+        self.flush_reach().await;
+    }
+
+    /// Sends what the reachability check queued, starts the dial-backs it
+    /// asks for, and publishes its verdict when it changes.
+    async fn flush_reach(&mut self) {
+        self.reach.set_seen(now(), self.overlay.seen_address());
+        while let Some((dest, m)) = self.reach.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&m.encode(), dest).await {
+                tracing::debug!(%dest, error = %e, "UDP send failed");
+            }
+        }
+        while let Some(dial) = self.reach.poll_dial() {
+            // The machine caps dial-backs running at once.
+            self.dialing.spawn(crate::reach::dial_back(
+                dial,
+                self.bind,
+                self.dial_timeout,
+                self.tx.clone(),
+            ));
+        }
+        if let Some(v) = self.reach.poll_verdict() {
+            self.reachability_changed(v);
+        }
+    }
+
+    /// The one place that tells the rest of the node how reachable it is:
+    /// the handles (a watch and an event). What peers are told about us
+    /// (whether our hits need a push) follows `v.tcp_reachable()` here.
+    fn reachability_changed(&mut self, v: Reachability) {
+        tracing::info!(verdict = ?v, "reachability checked");
+        self.reachability.send_replace(v);
+        if !self.reachable_forced {
+            self.overlay.set_reachable(v.tcp_reachable());
+        }
+        let _ = self.events.send(NodeEvent::Reachability(v));
     }
 
     /// Plans the answer to a query here and builds it off the loop, unless
@@ -242,4 +334,17 @@ impl EventLoop {
             own_ip,
         );
     }
+}
+
+/// The port mapper's next status; never resolves when no mapper runs or
+/// it has ended.
+async fn mapping_changed(m: &mut Option<watch::Receiver<PortMapStatus>>) -> Option<PortMapStatus> {
+    if let Some(rx) = m {
+        if rx.changed().await.is_ok() {
+            return Some(*rx.borrow_and_update());
+        }
+        // The mapper ended: its last word stands.
+        *m = None;
+    }
+    std::future::pending().await
 }

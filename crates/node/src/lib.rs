@@ -25,6 +25,7 @@ mod pending;
 mod portmap;
 pub mod punch;
 mod push;
+mod reach;
 pub mod relay;
 mod source;
 mod tasks;
@@ -32,13 +33,14 @@ mod transfers;
 
 pub use client::Client;
 pub use command::{NodeEvent, SearchHit, SearchStream};
-pub use config::{LanSettings, NodeConfig, PeerAddr};
+pub use config::{LanSettings, NodeConfig, PeerAddr, ReachSettings};
 pub use dht::{file_key, network_key, DhtConfig, DEFAULT_NETWORK, NO_PUBLIC_ENV, PUBLIC_BOOTSTRAP};
 pub use downloads::{ControlError, DownloadId, DownloadInfo, DownloadState};
 pub use get::{Got, Want};
 pub use node::Node;
 pub use portmap::{PortMapConfig, PortMapProtocol, PortMapStatus};
 pub use rutella_proto::lan::LanConfig;
+pub use rutella_proto::reach::{MappedBy, ReachConfig, Reachability};
 pub use rutella_proto::{HitFile, Peer};
 pub use transfers::DownloadHandle;
 

@@ -40,6 +40,22 @@ pub struct Node {
     port_mapping: Option<watch::Receiver<crate::PortMapStatus>>,
 }
 
+/// The reachability check's state machine, told whether a port mapper runs.
+fn reach_machine(
+    config: &NodeConfig,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    mapper: bool,
+) -> rutella_proto::Reach {
+    let now = now();
+    let cfg = config.reach.machine_config(udp.port(), tcp.port());
+    let mut reach = rutella_proto::Reach::new(cfg, now);
+    if mapper {
+        reach.set_mapping(now, rutella_proto::reach::Mapping::Pending);
+    }
+    reach
+}
+
 impl Node {
     /// Opens the library, binds the UDP and TCP ports, and starts the event
     /// loop and the transfer server.
@@ -122,6 +138,10 @@ impl Node {
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let (stop, stop_rx) = watch::channel(false);
         let (lan_found_tx, lan_found) = watch::channel(0);
+        let (reachability, reachability_rx) = watch::channel(rutella_proto::Reachability::Unknown);
+        let (external, external_rx) = watch::channel(None);
+        let (status, status_rx) = watch::channel(crate::PortMapStatus::Pending);
+        let port_mapping = config.port_mapping.is_some().then_some(status_rx);
         let client = Client {
             tasks: Tasks::new(stop_rx.clone()),
             tx: tx.clone(),
@@ -138,6 +158,8 @@ impl Node {
             download_limit: config
                 .download_limit
                 .map(rutella_transfer::RateLimiter::new),
+            reachability: reachability_rx,
+            port_mapping: port_mapping.clone(),
         };
         // Pushed connections: those that come in introduced with a token
         // (we asked for them), and those we open on a peer's push (served
@@ -163,11 +185,16 @@ impl Node {
             pushed_out,
             pushing: JoinSet::new(),
             connect_timeout: config.connect_timeout,
+            reach: reach_machine(&config, udp_addr, tcp_addr, port_mapping.is_some()),
+            reachable_forced: config.reachable.is_some(),
+            reachability,
+            mapping: port_mapping.clone(),
+            dialing: JoinSet::new(),
+            bind: config.bind,
+            dial_timeout: config.reach.dial_timeout,
         };
-        let (port_mapping, mapper) = match config.port_mapping.clone() {
+        let mapper = match config.port_mapping.clone() {
             Some(cfg) => {
-                let (external, external_rx) = watch::channel(None);
-                let (status, status_rx) = watch::channel(crate::PortMapStatus::Pending);
                 event_loop.own.follow_external(external_rx);
                 let out = crate::portmap::Outputs { external, status };
                 let task = crate::portmap::run(
@@ -178,9 +205,9 @@ impl Node {
                     out,
                     stop_rx.clone(),
                 );
-                (Some(status_rx), Some(task))
+                Some(task)
             }
-            None => (None, None),
+            None => None,
         };
         let mut tasks = vec![tokio::spawn(event_loop.run(stop_rx.clone()))];
         tasks.extend(crate::lan::spawn(
@@ -254,6 +281,12 @@ impl Node {
     /// A handle for the user interface.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Whether others can reach this node, as last checked (see
+    /// `rutella_proto::reach`); it changes as checks conclude.
+    pub fn reachability(&self) -> watch::Receiver<rutella_proto::Reachability> {
+        self.client.reachability()
     }
 
     /// The port mapper's status, when port mapping is on.

@@ -16,6 +16,7 @@ pub mod overlay;
 pub mod path;
 pub mod punch;
 pub mod push;
+pub mod reach;
 pub mod relay;
 pub mod scalable;
 pub mod seen;
@@ -32,6 +33,7 @@ pub use message::{
 };
 pub use overlay::Overlay;
 pub use push::{PushConfig, PushInfo, PushRoute};
+pub use reach::{Reach, ReachConfig, Reachability};
 pub use scalable::{QueryTrigrams, TrigramBloom};
 pub use types::{Config, Event, IncomingQuery, Mode, Peer, ScalableConfig, SearchId, Transmit};
 

@@ -225,6 +225,16 @@ pub enum Event {
         /// The peer that passed the push on.
         via: SocketAddr,
     },
+    /// A dial-back message (`"Command"` 6 or 7): for [`crate::Reach`].
+    DialBack {
+        /// Its source address.
+        from: SocketAddr,
+        /// Whether the source is a proven rutella peer (a classic peer
+        /// or a scalable neighbour that answered our ping with its ports).
+        proven_peer: bool,
+        /// The message.
+        message: crate::message::DialBack,
+    },
 }
 
 /// Settings of the scalable overlay. The defaults are those measured in

@@ -113,6 +113,7 @@ const COMMANDS: &[&str] = &[
     "get",
     "downloads",
     "peers",
+    "status",
     "connect",
     "pause",
     "resume",
@@ -195,7 +196,7 @@ mod tests {
     fn commands_then_paths() {
         let h = Helper::new();
         assert_eq!(complete(&h, "se"), (0, vec!["search ".to_string()]));
-        assert_eq!(complete(&h, "s").1, vec!["search ", "share "]);
+        assert_eq!(complete(&h, "s").1, vec!["search ", "status ", "share "]);
         assert!(complete(&h, "get 1").1.is_empty());
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("music")).unwrap();

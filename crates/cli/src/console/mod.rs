@@ -66,6 +66,10 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("peers", "list the peers this node knows"),
     (
+        "status",
+        "addresses, peers, shares, port mapping, and whether others can reach you",
+    ),
+    (
         "connect ADDR",
         "join the network through a peer: IP or IP:UDPPORT",
     ),
@@ -249,6 +253,11 @@ impl Console {
             "get" | "g" => self.get(rest).await,
             "downloads" | "d" | "dl" => self.downloads().await,
             "peers" | "p" => self.peers().await,
+            "status" | "st" => {
+                for l in crate::reach::status(&self.client).await {
+                    println!("{l}");
+                }
+            }
             "connect" | "c" => self.connect(rest).await,
             "share" => self.share(rest).await,
             "unshare" => self.unshare(rest).await,

@@ -131,6 +131,21 @@ impl Output {
                 }
             }
         });
+        // The reachability verdict, as it stands (it may have come while
+        // the console started) and at every change.
+        let mut reach = client.reachability();
+        let o = out.clone();
+        rt.spawn(async move {
+            loop {
+                let v = *reach.borrow_and_update();
+                if v != rutella_node::Reachability::Unknown {
+                    o.announce(crate::reach::line(v));
+                }
+                if reach.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
         let o = out.clone();
         let thread = std::thread::spawn(move || o.run(client, printer));
         (out, thread)

@@ -288,6 +288,10 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
     args.limits.apply(&mut cfg, &file);
     cfg.dht = args.dht.config(Some(&file), true);
     cfg.db_path = cfg.default_db_path();
+    // As `serve`: a node bound to loopback is out of reach anyway.
+    if !(args.no_port_mapping || file.port_mapping == Some(false) || bind.is_loopback()) {
+        cfg.port_mapping = Some(rutella_node::PortMapConfig::default());
+    }
     let node = rt.block_on(Node::start(cfg))?;
     let client = node.client();
     let files = client.library().len();

@@ -5,6 +5,9 @@
 //! order, a space after `:` and `,`), so the examples of the wire format
 //! come out byte for byte.
 
+mod dialback;
+
+pub use dialback::{parse_token, token_hex, DialBack, DIALBACK_REQUEST, DIALBACK_RESULT};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -292,6 +295,11 @@ impl Message {
         let command = take_i64(&mut obj, "Command")?.ok_or(ParseError::Missing("Command"))?;
         if command == 5 {
             return parse_push(&mut obj).map(Message::Push);
+        }
+        // Other commands (the dial-back ones, 6 and 7, parsed by
+        // `DialBack::parse`) have no "IP".
+        if !matches!(command, 1..=4 | 8 | 9) {
+            return Err(ParseError::UnknownCommand(command));
         }
         let ip = match obj.remove("IP") {
             Some(Value::String(s)) => s

@@ -19,7 +19,9 @@ pub use crate::types::{Config, Event, IncomingQuery, Mode, Peer, SearchId, Trans
 
 use crate::answer::{AnswerPlan, ANSWER_LIMIT};
 use crate::budget::{Budget, Drops, Kind};
-use crate::message::{HitFile, Message, Push, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN};
+use crate::message::{
+    DialBack, HitFile, Message, ParseError, Push, QueryHit, MAX_DATAGRAM, MAX_QUERY_LEN,
+};
 use crate::push::{is_local, PushInfo, PushRoute, PushState, MAX_PROXIES};
 use crate::scalable::{Ctx, Scalable, TrigramBloom, HIT_ROOM};
 use crate::shared::Shared;
@@ -475,6 +477,10 @@ impl Overlay {
         }
         let message = match Message::parse(bytes) {
             Ok(m) => m,
+            Err(ParseError::UnknownCommand(6 | 7)) => {
+                self.on_dial_back(from, bytes);
+                return;
+            }
             Err(e) => {
                 tracing::debug!(%from, error = %e, "dropping invalid datagram");
                 return;
@@ -525,6 +531,36 @@ impl Overlay {
             message
         };
         self.handle_classic(now, from, message);
+    }
+
+    /// A dial-back message goes to the driver's [`crate::Reach`], with
+    /// whether its source is a proven rutella peer.
+    fn on_dial_back(&mut self, from: SocketAddr, bytes: &[u8]) {
+        if self.sh.is_self(from) {
+            return;
+        }
+        match DialBack::parse(bytes) {
+            Ok(message) => {
+                let proven_peer = self.is_rutella_peer(&from);
+                self.sh.push_event(Event::DialBack {
+                    from,
+                    proven_peer,
+                    message,
+                });
+            }
+            Err(e) => tracing::debug!(%from, error = %e, "dropping invalid dial-back datagram"),
+        }
+    }
+
+    /// Whether `addr` is a proven rutella peer: in the peer list (it
+    /// answered our ping from that address) with rutella's ports, or a
+    /// scalable neighbour.
+    pub fn is_rutella_peer(&self, addr: &SocketAddr) -> bool {
+        self.peers.get(addr).is_some_and(|p| p.info.rutella)
+            || self
+                .sc
+                .as_ref()
+                .is_some_and(|sc| sc.neighbour_peers().any(|p| p.udp == *addr))
     }
 
     /// When the driver must call [`Overlay::handle_timeout`] next.

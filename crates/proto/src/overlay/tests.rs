@@ -669,3 +669,44 @@ fn a_ping_from_an_ipv6_peer_is_forwarded_to_rutella_peers_only() {
         .collect();
     assert!(fwd.contains(&classic) && fwd.contains(&v6), "{fwd:?}");
 }
+
+#[test]
+fn dial_back_messages_go_to_the_driver_saying_whether_the_source_is_a_proven_rutella_peer() {
+    let mut net = star(2);
+    let (a, b) = (net.nodes[0].0, net.nodes[1].0);
+    let now = net.now;
+    let o = &mut net.nodes[0].1;
+    while o.poll_event().is_some() {}
+    assert!(o.is_rutella_peer(&b));
+    let req = crate::message::DialBack::Request {
+        token: 9,
+        tcp_port: 10000,
+        udp_port: 20000,
+    };
+    let stranger = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 9), 20000));
+    for (from, proven) in [(b, true), (stranger, false)] {
+        o.handle_datagram(now, from, &req.encode());
+        let events: Vec<Event> = std::iter::from_fn(|| o.poll_event()).collect();
+        assert!(
+            matches!(
+                events.as_slice(),
+                [Event::DialBack { from: f, proven_peer, message }]
+                    if *f == from && *proven_peer == proven && *message == req
+            ),
+            "{events:?}"
+        );
+        assert!(drain(o).is_empty(), "the overlay answers nothing itself");
+    }
+    // A classic peer (no ports) is not a rutella peer.
+    let (mut c, classic) = with_classic_peer(now);
+    assert!(!c.is_rutella_peer(&classic));
+    c.handle_datagram(now, classic, &req.encode());
+    assert!(matches!(
+        c.poll_event(),
+        Some(Event::DialBack {
+            proven_peer: false,
+            ..
+        })
+    ));
+    let _ = a;
+}
