@@ -206,14 +206,20 @@ fn need_a_way_in(client: &Client, connect: &[PeerAddr], lan: bool) -> Result<(),
 }
 
 /// Starts a node for a one-shot command: no shares, and a free port when
-/// the default one is taken by a node running on this machine.
-async fn oneshot_node(mut cfg: NodeConfig, connect: Vec<PeerAddr>) -> Result<Node, Failure> {
+/// the default one is taken by a node running on this machine. A
+/// `transient` one (a search, gone in seconds) is answered by the nodes it
+/// meets but not kept or remembered as a peer. A download is not
+/// transient: the node it downloads from by push must know it as a peer
+/// (its push id, its address proven) to connect back to it. Nobody needs
+/// to know whether either can be reached.
+async fn oneshot_node(
+    mut cfg: NodeConfig,
+    connect: Vec<PeerAddr>,
+    transient: bool,
+) -> Result<Node, Failure> {
     cfg.port_fallback = true;
     cfg.watch = false;
-    // Gone in seconds: the nodes it meets answer it but do not keep or
-    // remember it as a peer, and nobody needs to know whether it can be
-    // reached.
-    cfg.overlay.transient = true;
+    cfg.overlay.transient = transient;
     cfg.reach.machine.check = false;
     cfg.connect = connect;
     Ok(Node::start(cfg).await?)
@@ -239,7 +245,7 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     } else {
         a.connect.clone()
     };
-    let node = oneshot_node(cfg, connect.clone()).await?;
+    let node = oneshot_node(cfg, connect.clone(), true).await?;
     let client = node.client();
     if let Err(e) = need_a_way_in(&client, &connect, lan) {
         node.shutdown().await;
@@ -386,7 +392,7 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
         Some(from) => {
             let mut join = vec![from];
             join.extend(a.connect.iter().copied());
-            let node = oneshot_node(cfg, join).await?;
+            let node = oneshot_node(cfg, join, false).await?;
             let r = get_by_name(&node.client(), from, &a.name, wait, bar, &mut stop).await;
             (node, r)
         }
@@ -406,7 +412,7 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
             } else {
                 a.connect.clone()
             };
-            let node = oneshot_node(cfg, connect.clone()).await?;
+            let node = oneshot_node(cfg, connect.clone(), false).await?;
             if let Err(e) = need_a_way_in(&node.client(), &connect, false) {
                 node.shutdown().await;
                 return Err(e);

@@ -86,15 +86,16 @@ fn ipv6_only_hosts_join_search_and_download() {
         out.starts_with(&format!("{peer}\t900007\tonly six.bin")),
         "{out}"
     );
-    assert!(
-        text().contains(&format!("peer joined peer=[{b6}]:")),
-        "{}",
-        text()
-    );
     let dl = tempfile::tempdir().unwrap();
     let o = dl.path().to_str().unwrap();
     check(&on_b(&["get", "only six.bin", "--from", &peer, "--out", o]));
     assert!(std::fs::read(dl.path().join("only six.bin")).unwrap() == data);
+    // A served B at its IPv6 address.
+    assert!(
+        text().contains(&format!("upload complete peer=[{b6}]:")),
+        "{}",
+        text()
+    );
     let hash = blake3::hash(&data).to_hex().to_string();
     let dl2 = tempfile::tempdir().unwrap();
     let o2 = dl2.path().to_str().unwrap();

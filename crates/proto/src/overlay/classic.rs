@@ -520,14 +520,22 @@ impl Overlay {
     /// once it answers).
     fn on_push(&mut self, now: Instant, from: SocketAddr, push: Push) {
         if push.push_id == self.push.own_id {
-            if !self.peers.contains_key(&from) {
-                tracing::debug!(%from, "push from an address that is not a peer, dropped");
+            // From a peer (a proxy, or the downloader itself), or from an
+            // address that proved itself by echoing our nonce (a one-shot
+            // downloader, which is not kept as a peer): never from an
+            // address that could be forged.
+            let ip = if self.peers.contains_key(&from) {
+                self.mark_alive(from, Ports::default());
+                // Passed on by a proxy: the downloader as the proxy saw
+                // it; sent by the downloader itself: its address as seen.
+                push.ip.unwrap_or(from.ip())
+            } else if self.sh.guard.proven(&from) {
+                // Not a proxy: it can only ask us to connect to itself.
+                from.ip()
+            } else {
+                tracing::debug!(%from, "push from an address that is neither a peer nor proven, dropped");
                 return;
-            }
-            self.mark_alive(from, Ports::default());
-            // Passed on by a proxy: the downloader as the proxy saw it;
-            // sent by the downloader itself: its address as seen here.
-            let ip = push.ip.unwrap_or(from.ip());
+            };
             if ip.is_unspecified() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) || ip.is_multicast() {
                 tracing::debug!(%from, %ip, "push to an address that cannot be one, dropped");
                 return;
