@@ -253,12 +253,14 @@ impl NodeDialer {
         let cfg = PathConfig {
             direct_timeout: connect_timeout,
             push_timeout: self.push_timeout,
+            ..PathConfig::default()
         };
         // Whether a push can be asked is known only to the event loop (a
         // peer that told its push id); it says so when asked.
         let facts = SourceFacts {
             firewalled: info.firewalled,
             pushable: true,
+            ..SourceFacts::default()
         };
         let mut sel = PathSelector::new(cfg, facts, self.own);
         if let Some((Path::Push, _)) = lock(&self.table.paths).get(&tcp).cloned() {
@@ -298,6 +300,11 @@ impl NodeDialer {
                                 sel.failed(Path::Push, why);
                             }
                         },
+                        // Not planned: the facts above name no rendezvous
+                        // proxy and no relay.
+                        Path::Punch | Path::Relay => {
+                            sel.failed(path, Failure::Failed("not available".into()));
+                        }
                     }
                 }
                 // Every attempt above ends before the next poll.
