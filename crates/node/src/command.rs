@@ -89,4 +89,22 @@ pub(crate) enum Command {
         tcp_port: u16,
         reply: oneshot::Sender<Option<PushRoute>>,
     },
+    /// Ask the proxies of a source (whose answers said `info`) that are
+    /// peers of ours for a hole punch towards our TCP port; the reply
+    /// names the first proxy asked, `None` when none could be.
+    PunchAsk {
+        info: PushInfo,
+        token: u64,
+        tcp_port: u16,
+        reply: oneshot::Sender<Option<SocketAddrV4>>,
+    },
+    /// Invite a source (whose answers said `info`) through a proxy that is
+    /// a peer of ours to circuit `circuit` at that proxy's relay; the
+    /// reply is the relay's TCP address, `None` when there is no such
+    /// proxy.
+    RelayInvite {
+        info: PushInfo,
+        circuit: [u8; 16],
+        reply: oneshot::Sender<Option<SocketAddrV4>>,
+    },
 }

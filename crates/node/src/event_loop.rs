@@ -148,6 +148,41 @@ impl EventLoop {
                 let route = self.overlay.send_push(tcp, &info, token, tcp_port);
                 let _ = reply.send(route);
             }
+            Command::PunchAsk {
+                info,
+                token,
+                tcp_port,
+                reply,
+            } => {
+                let mut first = None;
+                if let Some(id) = info.push_id {
+                    for proxy in self.overlay.peer_proxies(&info.proxies) {
+                        if self.overlay.send_punch_ask(proxy, id, token, tcp_port) {
+                            first = first.or(Some(proxy));
+                        }
+                    }
+                }
+                let _ = reply.send(first);
+            }
+            Command::RelayInvite {
+                info,
+                circuit,
+                reply,
+            } => {
+                let mut relay = None;
+                if let Some(id) = info.push_id {
+                    for proxy in self.overlay.peer_proxies(&info.proxies) {
+                        let Some(tcp) = self.overlay.peer_tcp(&proxy) else {
+                            continue;
+                        };
+                        if self.overlay.send_relay_invite(proxy, id, circuit, tcp) {
+                            relay = Some(tcp);
+                            break;
+                        }
+                    }
+                }
+                let _ = reply.send(relay);
+            }
         }
     }
 
@@ -210,6 +245,53 @@ impl EventLoop {
                     self.pushing.spawn(crate::push::connect_out(
                         target,
                         token,
+                        self.connect_timeout,
+                        self.pushed_out.clone(),
+                    ));
+                }
+                Event::PunchGo {
+                    peer,
+                    start_in,
+                    role: rutella_proto::message::PunchRole::Client,
+                    token,
+                    via,
+                } => {
+                    if !self.push.deliver_go(token, peer, start_in) {
+                        tracing::debug!(%via, "punch go for no punch of ours; dropped");
+                    }
+                }
+                Event::PunchGo {
+                    peer,
+                    start_in,
+                    role: rutella_proto::message::PunchRole::Server,
+                    via,
+                    ..
+                } => {
+                    if self.pushing.len() >= crate::push::MAX_CONNECTING {
+                        tracing::info!(%peer, "too many connections being opened; punch dropped");
+                        continue;
+                    }
+                    tracing::info!(%peer, %via, "asked to punch for an upload");
+                    self.pushing.spawn(crate::paths::serve_punched(
+                        self.overlay.config().tcp_port,
+                        peer,
+                        start_in,
+                        self.pushed_out.clone(),
+                    ));
+                }
+                Event::RelayInvite {
+                    relay,
+                    circuit,
+                    via,
+                } => {
+                    if self.pushing.len() >= crate::push::MAX_CONNECTING {
+                        tracing::info!(%relay, "too many connections being opened; relay invite dropped");
+                        continue;
+                    }
+                    tracing::info!(%relay, %via, "invited to a relay circuit for an upload");
+                    self.pushing.spawn(crate::paths::serve_relayed(
+                        relay,
+                        circuit,
                         self.connect_timeout,
                         self.pushed_out.clone(),
                     ));

@@ -85,7 +85,13 @@ pub(crate) struct PushTable {
     pending: Mutex<Bounded<u64, (Instant, oneshot::Sender<TcpStream>)>>,
     sources: Mutex<Bounded<SocketAddrV4, PushInfo>>,
     paths: Mutex<Bounded<SocketAddrV4, (Path, String)>>,
+    /// Punches asked for (token → the download waiting for the go).
+    gos: Mutex<Bounded<u64, GoWaiter>>,
 }
+
+/// A download waiting for a punch go: until when, and where the go (the
+/// source's external address, the time until the start) goes.
+type GoWaiter = (Instant, oneshot::Sender<(SocketAddrV4, Duration)>);
 
 impl Default for PushTable {
     fn default() -> Self {
@@ -93,6 +99,7 @@ impl Default for PushTable {
             pending: Mutex::new(Bounded::new(MAX_PENDING)),
             sources: Mutex::new(Bounded::new(MAX_SOURCES)),
             paths: Mutex::new(Bounded::new(MAX_SOURCES)),
+            gos: Mutex::new(Bounded::new(MAX_PENDING)),
         }
     }
 }
@@ -143,6 +150,45 @@ impl PushTable {
         let (tx, rx) = oneshot::channel();
         g.insert(token, (deadline, tx));
         Some(rx)
+    }
+
+    /// Waits for the punch go with `token` until `deadline`; `None` when
+    /// too many punches are pending already.
+    pub(crate) fn register_go(
+        &self,
+        token: u64,
+        deadline: Instant,
+    ) -> Option<oneshot::Receiver<(SocketAddrV4, Duration)>> {
+        let mut g = lock(&self.gos);
+        let now = Instant::now();
+        let expired: Vec<u64> = g
+            .map
+            .iter()
+            .filter(|(_, (d, _))| *d <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            g.remove(&t);
+        }
+        if g.map.len() >= MAX_PENDING {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        g.insert(token, (deadline, tx));
+        Some(rx)
+    }
+
+    pub(crate) fn forget_go(&self, token: u64) {
+        lock(&self.gos).remove(&token);
+    }
+
+    /// Gives a go to the download that asked with `token`; `false` when
+    /// none waits (a go we did not ask for).
+    pub(crate) fn deliver_go(&self, token: u64, peer: SocketAddrV4, start_in: Duration) -> bool {
+        let Some((deadline, tx)) = lock(&self.gos).remove(&token) else {
+            return false;
+        };
+        deadline > Instant::now() && tx.send((peer, start_in)).is_ok()
     }
 
     fn forget(&self, token: u64) {
@@ -257,15 +303,23 @@ impl NodeDialer {
         };
         // Whether a push can be asked is known only to the event loop (a
         // peer that told its push id); it says so when asked.
+        // A punch and a relay go through a proxy of the source that is a
+        // peer of ours; the event loop says whether there is one when
+        // asked.
+        let by_proxy = info.push_id.is_some() && !info.proxies.is_empty();
         let facts = SourceFacts {
             firewalled: info.firewalled,
             pushable: true,
-            ..SourceFacts::default()
+            punchable: by_proxy,
+            relayable: by_proxy,
         };
         let mut sel = PathSelector::new(cfg, facts, self.own);
-        if let Some((Path::Push, _)) = lock(&self.table.paths).get(&tcp).cloned() {
-            sel = sel.starting_with(Path::Push);
+        if let Some((path @ (Path::Push | Path::Punch | Path::Relay), _)) =
+            lock(&self.table.paths).get(&tcp).cloned()
+        {
+            sel = sel.starting_with(path);
         }
+        let mut went_further = false;
         let mut direct_error: Option<DownloadError> = None;
         let mut push_words: Option<String> = None;
         loop {
@@ -300,10 +354,32 @@ impl NodeDialer {
                                 sel.failed(Path::Push, why);
                             }
                         },
-                        // Not planned: the facts above name no rendezvous
-                        // proxy and no relay.
                         Path::Punch | Path::Relay => {
-                            sel.failed(path, Failure::Failed("not available".into()));
+                            let got = if path == Path::Punch {
+                                crate::paths::punch(
+                                    &self.table,
+                                    &self.tx,
+                                    self.tcp_port,
+                                    &info,
+                                    deadline,
+                                )
+                                .await
+                            } else {
+                                crate::paths::relay(&self.tx, &info, deadline).await
+                            };
+                            match got {
+                                Ok((s, words)) => {
+                                    sel.connected(path);
+                                    tracing::info!(%peer, path = %words, "connected");
+                                    self.table.set_path(tcp, path, words);
+                                    return Ok(s);
+                                }
+                                Err(why) => {
+                                    tracing::info!(%peer, %path, error = %why, "path failed");
+                                    went_further = true;
+                                    sel.failed(path, why);
+                                }
+                            }
                         }
                     }
                 }
@@ -319,6 +395,16 @@ impl NodeDialer {
                     let said: Vec<String> =
                         failures.iter().map(|(p, f)| format!("{p}: {f}")).collect();
                     tracing::info!(%peer, tried = ?said, "no path to the source");
+                    if went_further {
+                        return Err(SourceError::Connect {
+                            peer,
+                            source: io::Error::other(format!(
+                                "no path to the source: {}",
+                                said.join("; ")
+                            )),
+                        }
+                        .into());
+                    }
                     // A source that could not be pushed to fails as it did
                     // directly; otherwise with what the push came to.
                     let pushed = failures.iter().find(|(p, _)| *p == Path::Push);

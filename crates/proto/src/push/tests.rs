@@ -394,3 +394,5 @@ fn tables_are_bounded() {
     }
     assert!(s.connect_ip.map.len() <= 2 && s.forward_prefix.map.len() <= 2);
 }
+
+mod punch;

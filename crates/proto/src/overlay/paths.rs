@@ -1,0 +1,243 @@
+//! What the overlay does with hole punching (Command 8) and relay invites
+//! (Command 9): as a proxy it sets up punches between a proven downloader
+//! and a peer whose push id it holds, and passes relay invites on; as the
+//! firewalled peer, or the downloader, it turns a go or an invite from a
+//! current peer into an event for the driver, within the push budgets.
+
+use super::Overlay;
+use crate::message::{Message, Ports, Punch, PunchRole, PunchStep, RelayInvite};
+use crate::punch::Side;
+use crate::push::MAX_PROXIES;
+use crate::types::{Event, Transmit};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+
+/// Whether `ip` can be connected to at all.
+fn connectable(ip: &Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast())
+}
+
+impl Overlay {
+    /// The proxies of a source that are current peers of ours (a punch
+    /// ask and a relay invite go only to those: they must know us).
+    pub fn peer_proxies(&self, proxies: &[SocketAddrV4]) -> Vec<SocketAddrV4> {
+        proxies
+            .iter()
+            .copied()
+            .filter(|p| self.peers.contains_key(p) && !self.sh.is_self(*p))
+            .take(MAX_PROXIES)
+            .collect()
+    }
+
+    /// The TCP address of current peer `udp`, if it is one.
+    pub fn peer_tcp(&self, udp: &SocketAddrV4) -> Option<SocketAddrV4> {
+        self.peers.get(udp).map(|p| p.info.tcp())
+    }
+
+    /// Asks `proxy` (a current peer) to set up a hole punch with the peer
+    /// of push id `push_id`; our TCP port `tcp_port` is where the other
+    /// side sends its SYNs. `false` when `proxy` is not a peer.
+    pub fn send_punch_ask(
+        &mut self,
+        proxy: SocketAddrV4,
+        push_id: u64,
+        token: u64,
+        tcp_port: u16,
+    ) -> bool {
+        if !self.peers.contains_key(&proxy) {
+            return false;
+        }
+        let message = Message::Punch(Punch {
+            ip: Ipv4Addr::UNSPECIFIED,
+            step: PunchStep::Ask,
+            push_id: Some(push_id),
+            token,
+            ports: Ports {
+                udp: None,
+                tcp: Some(tcp_port),
+            },
+            peer: None,
+            start_in: None,
+            role: None,
+            extra: Default::default(),
+        });
+        // Asked for by our user, like a push.
+        self.sh.push_unchecked(Transmit {
+            dest: proxy,
+            message,
+            from_self: true,
+        });
+        true
+    }
+
+    /// Sends `proxy` (a current peer) a relay invite for the peer of push
+    /// id `push_id`: connect to `relay` as the server side of `circuit`.
+    /// `false` when `proxy` is not a peer.
+    pub fn send_relay_invite(
+        &mut self,
+        proxy: SocketAddrV4,
+        push_id: u64,
+        circuit: [u8; 16],
+        relay: SocketAddrV4,
+    ) -> bool {
+        if !self.peers.contains_key(&proxy) {
+            return false;
+        }
+        self.sh.push_unchecked(Transmit {
+            dest: proxy,
+            message: Message::Relay(RelayInvite {
+                ip: Ipv4Addr::UNSPECIFIED,
+                push_id: Some(push_id),
+                circuit,
+                relay,
+                extra: Default::default(),
+            }),
+            from_self: true,
+        });
+        true
+    }
+
+    /// A Punch: an ask from a proven address for a peer of ours is set up
+    /// (both sides get a go, within the rendezvous budgets); a go from a
+    /// current peer becomes [`Event::PunchGo`] (as the server side, within
+    /// the budget of connections opened on request; each token once).
+    pub(super) fn on_punch(&mut self, now: Instant, from: SocketAddrV4, p: Punch) {
+        match p.step {
+            PunchStep::Ask => self.on_punch_ask(now, from, p),
+            PunchStep::Go => self.on_punch_go(now, from, p),
+        }
+    }
+
+    fn on_punch_ask(&mut self, now: Instant, from: SocketAddrV4, p: Punch) {
+        if !(self.peers.contains_key(&from) || self.sh.guard.proven(&from)) {
+            tracing::debug!(%from, "punch ask from an unproven address, dropped");
+            return;
+        }
+        let (Some(id), Some(tcp_port)) = (p.push_id, p.ports.tcp) else {
+            return;
+        };
+        if tcp_port == 0 {
+            return;
+        }
+        self.mark_alive(from, Ports::default());
+        let target = self
+            .push
+            .peer_of(id)
+            .filter(|t| *t != from)
+            .and_then(|t| self.peers.get(&t))
+            .map(|t| Side {
+                udp: t.info.udp,
+                tcp_port: t.info.tcp_port,
+                rtt: None,
+            });
+        let asker = Side {
+            udp: from,
+            tcp_port,
+            rtt: None,
+        };
+        match self.rendezvous.ask(now, asker, &p, target) {
+            Ok(goes) => {
+                tracing::debug!(%from, "setting up a punch");
+                for (dest, go) in goes {
+                    self.sh.push_unchecked(Transmit {
+                        dest,
+                        message: Message::Punch(go),
+                        from_self: true,
+                    });
+                }
+            }
+            Err(why) => tracing::debug!(%from, %why, "punch not set up"),
+        }
+    }
+
+    fn on_punch_go(&mut self, now: Instant, from: SocketAddrV4, p: Punch) {
+        if !self.peers.contains_key(&from) {
+            tracing::debug!(%from, "punch go from an address that is not a peer, dropped");
+            return;
+        }
+        let (Some(peer), Some(start_in), Some(role)) = (p.peer, p.start_in, p.role) else {
+            return;
+        };
+        if !connectable(peer.ip()) || peer.port() == 0 {
+            tracing::debug!(%from, %peer, "punch towards an address that cannot be one, dropped");
+            return;
+        }
+        // A go cannot set a start far away: at most one punching window.
+        if start_in > self.push.cfg.punch.window {
+            tracing::debug!(%from, "punch go starting too late, dropped");
+            return;
+        }
+        self.mark_alive(from, Ports::default());
+        if !self.punch_seen.first_time(p.token) {
+            tracing::debug!(%from, "punch go already acted on, dropped");
+            return;
+        }
+        if role == PunchRole::Server {
+            if let Err(why) = self.push.allow_connect(*peer.ip(), now) {
+                tracing::debug!(%from, target = %peer, ?why, "punch over its budget, dropped");
+                return;
+            }
+        }
+        self.sh.push_event(Event::PunchGo {
+            peer,
+            start_in,
+            role,
+            token: p.token,
+            via: from,
+        });
+    }
+
+    /// A relay invite: for a peer of ours (its push id) from a proven
+    /// address, passed on within the forwarding budgets; for us from a
+    /// current peer, [`Event::RelayInvite`] within the budget of
+    /// connections opened on request.
+    pub(super) fn on_relay_invite(&mut self, now: Instant, from: SocketAddrV4, r: RelayInvite) {
+        if !connectable(r.relay.ip()) || r.relay.port() == 0 {
+            tracing::debug!(%from, relay = %r.relay, "relay invite to an address that cannot be one, dropped");
+            return;
+        }
+        let for_us = r.push_id.is_none_or(|id| id == self.push.own_id);
+        if for_us {
+            if !self.peers.contains_key(&from) {
+                tracing::debug!(%from, "relay invite from an address that is not a peer, dropped");
+                return;
+            }
+            self.mark_alive(from, Ports::default());
+            if let Err(why) = self.push.allow_connect(*r.relay.ip(), now) {
+                tracing::debug!(%from, relay = %r.relay, ?why, "relay invite over its budget, dropped");
+                return;
+            }
+            self.sh.push_event(Event::RelayInvite {
+                relay: r.relay,
+                circuit: r.circuit,
+                via: from,
+            });
+            return;
+        }
+        if !(self.peers.contains_key(&from) || self.sh.guard.proven(&from)) {
+            tracing::debug!(%from, "relay invite from an unproven address, dropped");
+            return;
+        }
+        let Some(peer) = r
+            .push_id
+            .and_then(|id| self.push.peer_of(id))
+            .filter(|p| self.peers.contains_key(p) && *p != from)
+        else {
+            tracing::debug!(%from, "relay invite for no current peer, dropped");
+            return;
+        };
+        if let Err(why) = self.push.allow_forward(*from.ip(), now) {
+            tracing::debug!(%from, ?why, "relay invite over its budget, dropped");
+            return;
+        }
+        self.mark_alive(from, Ports::default());
+        self.push_transmit(Transmit {
+            dest: peer,
+            message: Message::Relay(RelayInvite {
+                ip: *from.ip(),
+                ..r
+            }),
+            from_self: false,
+        });
+    }
+}
