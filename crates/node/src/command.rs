@@ -93,6 +93,7 @@ pub(crate) enum Command {
     /// peers of ours for a hole punch towards our TCP port; the reply
     /// names the first proxy asked, `None` when none could be.
     PunchAsk {
+        tcp: SocketAddrV4,
         info: PushInfo,
         token: u64,
         tcp_port: u16,
@@ -103,6 +104,7 @@ pub(crate) enum Command {
     /// reply is the relay's TCP address, `None` when there is no such
     /// proxy.
     RelayInvite {
+        tcp: SocketAddrV4,
         info: PushInfo,
         circuit: [u8; 16],
         reply: oneshot::Sender<Option<SocketAddrV4>>,

@@ -149,14 +149,15 @@ impl EventLoop {
                 let _ = reply.send(route);
             }
             Command::PunchAsk {
+                tcp,
                 info,
                 token,
                 tcp_port,
                 reply,
             } => {
                 let mut first = None;
-                if let Some(id) = info.push_id {
-                    for proxy in self.overlay.peer_proxies(&info.proxies) {
+                if let Some((id, proxies)) = self.overlay.punch_route(tcp, &info) {
+                    for proxy in proxies {
                         if self.overlay.send_punch_ask(proxy, id, token, tcp_port) {
                             first = first.or(Some(proxy));
                         }
@@ -165,13 +166,14 @@ impl EventLoop {
                 let _ = reply.send(first);
             }
             Command::RelayInvite {
+                tcp,
                 info,
                 circuit,
                 reply,
             } => {
                 let mut relay = None;
-                if let Some(id) = info.push_id {
-                    for proxy in self.overlay.peer_proxies(&info.proxies) {
+                if let Some((id, proxies)) = self.overlay.punch_route(tcp, &info) {
+                    for proxy in proxies {
                         let Some(tcp) = self.overlay.peer_tcp(&proxy) else {
                             continue;
                         };

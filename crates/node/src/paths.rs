@@ -75,6 +75,7 @@ pub(crate) async fn punch(
     table: &crate::push::PushTable,
     tx: &mpsc::Sender<Command>,
     tcp_port: u16,
+    tcp: SocketAddrV4,
     info: &PushInfo,
     deadline: Instant,
 ) -> Result<(TcpStream, String), Failure> {
@@ -84,6 +85,7 @@ pub(crate) async fn punch(
     };
     let (reply, proxy) = oneshot::channel();
     let cmd = Command::PunchAsk {
+        tcp,
         info: info.clone(),
         token,
         tcp_port,
@@ -120,12 +122,14 @@ pub(crate) async fn punch(
 /// client. On success, the stream and the path in words (`relay IP:port`).
 pub(crate) async fn relay(
     tx: &mpsc::Sender<Command>,
+    tcp: SocketAddrV4,
     info: &PushInfo,
     deadline: Instant,
 ) -> Result<(TcpStream, String), Failure> {
     let circuit: [u8; 16] = rand::random();
     let (reply, relay) = oneshot::channel();
     let cmd = Command::RelayInvite {
+        tcp,
         info: info.clone(),
         circuit,
         reply,

@@ -306,12 +306,11 @@ impl NodeDialer {
         // A punch and a relay go through a proxy of the source that is a
         // peer of ours; the event loop says whether there is one when
         // asked.
-        let by_proxy = info.push_id.is_some() && !info.proxies.is_empty();
         let facts = SourceFacts {
             firewalled: info.firewalled,
             pushable: true,
-            punchable: by_proxy,
-            relayable: by_proxy,
+            punchable: true,
+            relayable: true,
         };
         let mut sel = PathSelector::new(cfg, facts, self.own);
         if let Some((path @ (Path::Push | Path::Punch | Path::Relay), _)) =
@@ -360,12 +359,13 @@ impl NodeDialer {
                                     &self.table,
                                     &self.tx,
                                     self.tcp_port,
+                                    tcp,
                                     &info,
                                     deadline,
                                 )
                                 .await
                             } else {
-                                crate::paths::relay(&self.tx, &info, deadline).await
+                                crate::paths::relay(&self.tx, tcp, &info, deadline).await
                             };
                             match got {
                                 Ok((s, words)) => {

@@ -29,6 +29,40 @@ impl Overlay {
             .collect()
     }
 
+    /// Where to ask for a punch or send a relay invite for the source at
+    /// TCP address `tcp` whose answers said `info`: its push id (from
+    /// `info`, or told by the source itself when it is a peer of ours),
+    /// and its proxies that are peers of ours; when its answers named
+    /// none, up to four of our rutella peers other than the source (only
+    /// one holding the push id acts on it). `None` without a push id or
+    /// a proxy.
+    pub fn punch_route(
+        &self,
+        tcp: SocketAddrV4,
+        info: &crate::push::PushInfo,
+    ) -> Option<(u64, Vec<SocketAddrV4>)> {
+        let source = self.peers.values().find(|p| p.info.tcp() == tcp);
+        let id = info
+            .push_id
+            .or_else(|| source.and_then(|s| self.push.id_of(&s.info.udp)))?;
+        let mut proxies = self.peer_proxies(&info.proxies);
+        if proxies.is_empty() {
+            let mut peers: Vec<(bool, u64, SocketAddrV4)> = self
+                .peers
+                .values()
+                .filter(|p| p.info.rutella && p.info.tcp() != tcp)
+                .map(|p| (crate::push::is_local(p.info.udp.ip()), p.joined, p.info.udp))
+                .collect();
+            peers.sort();
+            proxies = peers
+                .into_iter()
+                .take(MAX_PROXIES)
+                .map(|(_, _, a)| a)
+                .collect();
+        }
+        (!proxies.is_empty()).then_some((id, proxies))
+    }
+
     /// The TCP address of current peer `udp`, if it is one.
     pub fn peer_tcp(&self, udp: &SocketAddrV4) -> Option<SocketAddrV4> {
         self.peers.get(udp).map(|p| p.info.tcp())
