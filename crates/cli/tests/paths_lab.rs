@@ -140,7 +140,7 @@ fn source<'a>(report: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Va
 
 /// The lab: P public (with `p_args`), H1 behind router 1 sharing `data`
 /// as `name` and joined to P, H2 behind router 2 (a new external port for
-/// every TCP connection when `symmetric_tcp`).
+/// every TCP connection when `symmetric_tcp`); P shares `p_files`.
 struct Setup {
     lab: Lab,
     h2: Host,
@@ -149,7 +149,13 @@ struct Setup {
     h1_node: Proc,
 }
 
-fn setup(name: &str, data: &[u8], symmetric_tcp: bool, p_args: &[&str]) -> Option<Setup> {
+fn setup(
+    name: &str,
+    data: &[u8],
+    symmetric_tcp: bool,
+    p_args: &[&str],
+    p_files: &[(&str, &[u8])],
+) -> Option<Setup> {
     let mut lab = lab()?;
     let p = lab.public_host("p", 2).unwrap();
     let r1 = lab.router("r1", 11, RouterKind::default()).unwrap();
@@ -181,6 +187,9 @@ fn setup(name: &str, data: &[u8], symmetric_tcp: bool, p_args: &[&str]) -> Optio
     write_file(&share.join(name), data);
     let p_share = dir.path().join("p-share");
     std::fs::create_dir_all(&p_share).unwrap();
+    for (file, bytes) in p_files {
+        write_file(&p_share.join(file), bytes);
+    }
     let mut args = vec!["--share", p_share.to_str().unwrap(), "--no-port-mapping"];
     args.extend(p_args);
     let p_node = Proc::serve(&lab, &p, dir.path(), "p", &args);
@@ -272,7 +281,7 @@ fn h1_path(r: &serde_json::Value) -> String {
 #[test]
 fn punched_by_name_and_by_hash() {
     let data = pattern(3_000_000, 131);
-    let Some(s) = setup("lab-punch.ogg", &data, false, &[]) else {
+    let Some(s) = setup("lab-punch.ogg", &data, false, &[], &[]) else {
         return;
     };
     let hit = find(&s, "lab-punch");
@@ -308,7 +317,7 @@ fn punched_by_name_and_by_hash() {
 #[test]
 fn relayed_when_router_2_is_symmetric_for_tcp() {
     let data = pattern(2_000_000, 132);
-    let Some(s) = setup("lab-relay.ogg", &data, true, &[]) else {
+    let Some(s) = setup("lab-relay.ogg", &data, true, &[], &[]) else {
         return;
     };
     let hit = find(&s, "lab-relay");
@@ -331,7 +340,7 @@ fn relayed_when_router_2_is_symmetric_for_tcp() {
 #[test]
 fn a_node_with_no_relay_refuses_and_the_downloader_says_so() {
     let data = pattern(500_000, 133);
-    let Some(s) = setup("lab-norelay.ogg", &data, true, &["--no-relay"]) else {
+    let Some(s) = setup("lab-norelay.ogg", &data, true, &["--no-relay"], &[]) else {
         return;
     };
     let hit = find(&s, "lab-norelay");
@@ -354,4 +363,61 @@ fn a_node_with_no_relay_refuses_and_the_downloader_says_so() {
         })
         .unwrap_or(false);
     assert!(!complete, "a file appeared");
+}
+
+#[test]
+fn one_source_punched_and_one_direct_in_one_download() {
+    // P serves its copy at 500 kB/s, so that H1's punched connection
+    // (after the direct and push attempts fail, about 3.5 s) takes a part.
+    let data = pattern(6_000_000, 134);
+    let Some(s) = setup(
+        "lab-mixed.ogg",
+        &data,
+        false,
+        &["--rate-limit", "500000"],
+        &[("copy of lab-mixed.ogg", &data)],
+    ) else {
+        return;
+    };
+    let hit = find(&s, "lab-mixed");
+    let hash = hit["hash"].as_str().unwrap().to_string();
+    // P hashes in the background too: wait until it answers for the hash.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let mut args = vec!["search", "copy of lab-mixed", "--connect", "11.0.0.2"];
+        args.extend(["--wait", "1.5", "--json"]);
+        args.extend(GET);
+        let r = run_in(&s.lab, &s.h2, &args);
+        if String::from_utf8_lossy(&r.stdout).contains(&hash) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "P never answered with the hash");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = s.dir.path().join("mixed");
+    // Retried while H1 was not yet a peer of the one-shot node: a
+    // download from P alone is not this case.
+    let mut r = serde_json::Value::Null;
+    for _ in 0..10 {
+        let g = get_hash(&s, &hash, &out);
+        r = report(&g, "mixed", &s.h1_node);
+        if r["sources"].as_array().is_some_and(|a| a.len() == 2) {
+            break;
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    eprintln!("mixed: {r}");
+    let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
+    assert!(got == data, "mixed: not the same bytes");
+    let direct = source(&r, "11.0.0.2:");
+    let punched = source(&r, "11.0.0.11");
+    assert_eq!(direct["path"], "direct", "{r}");
+    assert_eq!(punched["path"], "punch", "{r}");
+    assert!(direct["verified"].as_u64().unwrap() > 0, "{r}");
+    assert!(punched["verified"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(
+        direct["verified"].as_u64().unwrap() + punched["verified"].as_u64().unwrap(),
+        data.len() as u64,
+        "{r}"
+    );
 }
