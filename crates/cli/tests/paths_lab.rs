@@ -338,6 +338,42 @@ fn relayed_when_router_2_is_symmetric_for_tcp() {
 }
 
 #[test]
+fn a_relay_limit_below_the_file_size_stops_the_download_naming_it() {
+    let data = pattern(2_000_000, 135);
+    let Some(s) = setup(
+        "lab-limit.ogg",
+        &data,
+        true,
+        &["--relay-max-bytes", "1000000"],
+        &[],
+    ) else {
+        return;
+    };
+    let hit = find(&s, "lab-limit");
+    let hash = hit["hash"].as_str().unwrap().to_string();
+    let out = s.dir.path().join("limited");
+    let g = get_hash(&s, &hash, &out);
+    let said = String::from_utf8_lossy(&g.stderr).to_string();
+    eprintln!("limited: {said}");
+    assert!(!g.status.success(), "{said}");
+    assert!(
+        said.contains("the relay closes it after 1000000 bytes"),
+        "{said}"
+    );
+    assert!(said.contains("download failed"), "{said}");
+    // No file under the name: only a partial one, whose verified part is
+    // the file's.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!names.iter().any(|n| n == "lab-limit.ogg"), "{names:?}");
+}
+
+#[test]
 fn a_node_with_no_relay_refuses_and_the_downloader_says_so() {
     let data = pattern(500_000, 133);
     let Some(s) = setup("lab-norelay.ogg", &data, true, &["--no-relay"], &[]) else {

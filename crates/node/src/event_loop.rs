@@ -278,6 +278,7 @@ impl EventLoop {
                         self.overlay.config().tcp_port,
                         peer,
                         start_in,
+                        self.overlay.config().push.punch.window,
                         self.pushed_out.clone(),
                     ));
                 }

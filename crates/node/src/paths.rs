@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// The punching window when a go is acted on (the overlay's default).
+/// The punching window of a download (the overlay's default).
 fn window() -> Duration {
     rutella_proto::punch::PunchConfig::default().window
 }
@@ -33,10 +33,11 @@ pub(crate) async fn serve_punched(
     tcp_port: u16,
     peer: SocketAddrV4,
     start_in: Duration,
+    window: Duration,
     server: mpsc::Sender<TcpStream>,
 ) {
     let at = Instant::now() + start_in;
-    match crate::punch::connect(tcp_port, SocketAddr::V4(peer), at, window()).await {
+    match crate::punch::connect(tcp_port, SocketAddr::V4(peer), at, window).await {
         Ok(stream) => {
             tracing::info!(%peer, path = "punch", "punched connection open; serving it");
             if server.try_send(stream).is_err() {
@@ -147,7 +148,14 @@ pub(crate) async fn relay(
     let wait = deadline.saturating_duration_since(Instant::now());
     match crate::relay::connect(SocketAddr::V4(relay), &circuit, Role::Client, wait).await {
         Ok(c) => {
-            tracing::info!(%relay, limits = ?c.limits, "relay circuit spliced");
+            tracing::info!(
+                %relay,
+                max_bytes = c.limits.max_bytes,
+                max_duration = ?c.limits.max_duration,
+                "relay circuit spliced; the relay closes it after {} bytes or {:?}",
+                c.limits.max_bytes,
+                c.limits.max_duration,
+            );
             Ok((c.stream, format!("relay {relay}")))
         }
         Err(e) => Err(Failure::Failed(e.to_string())),
