@@ -80,6 +80,10 @@ impl Proc {
         Proc::spawn(lab, host, dir, name, &all)
     }
 
+    fn child_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     fn stdout(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
@@ -108,6 +112,44 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// SIGKILL to process `pid` and its descendants (`ip netns exec` may run
+/// the program as its child), children first.
+fn kill_tree(pid: u32) {
+    let children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|c| {
+            // The parent's id is the second field after the command name.
+            std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect();
+    for c in children {
+        kill_tree(c);
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// A process whose command line holds `needle`.
+fn running_with(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
 }
 
 /// A one-shot `rutella` command inside a lab host.
@@ -155,6 +197,7 @@ fn setup(
     symmetric_tcp: bool,
     p_args: &[&str],
     p_files: &[(&str, &[u8])],
+    h1_args: &[&str],
 ) -> Option<Setup> {
     let mut lab = lab()?;
     let p = lab.public_host("p", 2).unwrap();
@@ -194,13 +237,9 @@ fn setup(
     args.extend(p_args);
     let p_node = Proc::serve(&lab, &p, dir.path(), "p", &args);
     p_node.wait_for("node started");
-    let h1_node = Proc::serve(
-        &lab,
-        &h1,
-        dir.path(),
-        "h1",
-        &["--share", share.to_str().unwrap(), "--connect", "11.0.0.2"],
-    );
+    let mut args = vec!["--share", share.to_str().unwrap(), "--connect", "11.0.0.2"];
+    args.extend(h1_args);
+    let h1_node = Proc::serve(&lab, &h1, dir.path(), "h1", &args);
     h1_node.wait_for("peer joined");
     Some(Setup {
         lab,
@@ -281,7 +320,7 @@ fn h1_path(r: &serde_json::Value) -> String {
 #[test]
 fn punched_by_name_and_by_hash() {
     let data = pattern(3_000_000, 131);
-    let Some(s) = setup("lab-punch.ogg", &data, false, &[], &[]) else {
+    let Some(s) = setup("lab-punch.ogg", &data, false, &[], &[], &[]) else {
         return;
     };
     let hit = find(&s, "lab-punch");
@@ -317,7 +356,7 @@ fn punched_by_name_and_by_hash() {
 #[test]
 fn relayed_when_router_2_is_symmetric_for_tcp() {
     let data = pattern(2_000_000, 132);
-    let Some(s) = setup("lab-relay.ogg", &data, true, &[], &[]) else {
+    let Some(s) = setup("lab-relay.ogg", &data, true, &[], &[], &[]) else {
         return;
     };
     let hit = find(&s, "lab-relay");
@@ -345,6 +384,7 @@ fn a_relay_limit_below_the_file_size_stops_the_download_naming_it() {
         &data,
         true,
         &["--relay-max-bytes", "1000000"],
+        &[],
         &[],
     ) else {
         return;
@@ -376,7 +416,7 @@ fn a_relay_limit_below_the_file_size_stops_the_download_naming_it() {
 #[test]
 fn a_node_with_no_relay_refuses_and_the_downloader_says_so() {
     let data = pattern(500_000, 133);
-    let Some(s) = setup("lab-norelay.ogg", &data, true, &["--no-relay"], &[]) else {
+    let Some(s) = setup("lab-norelay.ogg", &data, true, &["--no-relay"], &[], &[]) else {
         return;
     };
     let hit = find(&s, "lab-norelay");
@@ -412,6 +452,7 @@ fn one_source_punched_and_one_direct_in_one_download() {
         false,
         &["--rate-limit", "500000"],
         &[("copy of lab-mixed.ogg", &data)],
+        &[],
     ) else {
         return;
     };
@@ -456,4 +497,91 @@ fn one_source_punched_and_one_direct_in_one_download() {
         data.len() as u64,
         "{r}"
     );
+}
+
+#[test]
+fn a_killed_download_over_a_punched_connection_resumes() {
+    // 12 MB at 1.5 MB/s: the first verified batch (4 MiB) is recorded
+    // well before the end, so the download can be killed in between.
+    let data = pattern(12_000_000, 136);
+    let Some(s) = setup(
+        "lab-resume.ogg",
+        &data,
+        false,
+        &[],
+        &[],
+        &["--rate-limit", "1500000"],
+    ) else {
+        return;
+    };
+    let hit = find(&s, "lab-resume");
+    let hash = hit["hash"].as_str().unwrap().to_string();
+    let out = s.dir.path().join("resumed");
+    let mut args = vec!["get", hash.as_str(), "--connect", "11.0.0.2"];
+    args.extend(GET);
+    args.extend(["--out", out.to_str().unwrap(), "--wait", "5", "--json"]);
+    // Started again while the one-shot node asked only P (see get_hash).
+    let mut first = None;
+    for i in 0..10 {
+        let mut p = Proc::spawn(&s.lab, &s.h2, s.dir.path(), &format!("get{i}"), &args);
+        let deadline = Instant::now() + STEP;
+        while p.child_alive() && !p.stderr().contains("connected peer=") {
+            assert!(Instant::now() < deadline, "no connection: {}", p.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if p.stderr().contains("connected peer=") {
+            first = Some(p);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut first = first.expect("the first download never connected");
+    // The state file is written at the first checkpoint after verified
+    // data reached the disk: polled, nothing announces it.
+    let deadline = Instant::now() + STEP;
+    let state_written = || {
+        std::fs::read_dir(&out)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".part.state"))
+            })
+            .unwrap_or(false)
+    };
+    while !state_written() {
+        assert!(first.child_alive(), "ended early: {}", first.stderr());
+        assert!(Instant::now() < deadline, "no progress: {}", first.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The first 4 MiB batch is recorded about 3 s into the transfer at
+    // 1.5 MB/s. Nothing announces it: a deliberate wait.
+    std::thread::sleep(Duration::from_millis(4000));
+    assert!(first.child_alive(), "ended before it was killed");
+    kill_tree(first.child.id());
+    first.child.wait().unwrap();
+    let deadline = Instant::now() + STEP;
+    while let Some(pid) = running_with(out.to_str().unwrap()) {
+        assert!(Instant::now() < deadline, "the first download survived");
+        kill_tree(pid);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(first.stderr().contains("path=punch"), "{}", first.stderr());
+    let again = get_hash(&s, &hash, &out);
+    let r = report(&again, "resumed", &s.h1_node);
+    eprintln!("resumed: {r}");
+    let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
+    assert!(got == data, "resumed: not the same bytes");
+    let log = String::from_utf8_lossy(&again.stderr);
+    let done = log
+        .lines()
+        .find(|l| l.contains("download by hash complete"))
+        .unwrap_or_else(|| panic!("no completion in {log}"));
+    let resumed: u64 = done
+        .split("resumed_from=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {done}"));
+    eprintln!("resumed from {resumed}");
+    assert!(resumed > 1 << 20 && resumed < data.len() as u64, "{done}");
+    assert!(log.contains("path=punch"), "{log}");
 }
