@@ -377,7 +377,7 @@ fn relayed_when_router_2_is_symmetric_for_tcp() {
 }
 
 #[test]
-fn a_relay_limit_below_the_file_size_stops_the_download_naming_it() {
+fn a_relay_limit_below_the_file_size_stops_the_download_and_the_log_names_it() {
     let data = pattern(2_000_000, 135);
     let Some(s) = setup(
         "lab-limit.ogg",
