@@ -258,7 +258,7 @@ impl EventLoop {
                     token,
                     via,
                 } => {
-                    if !self.push.deliver_go(token, peer, start_in) {
+                    if !self.push.gos.deliver(token, peer, start_in) {
                         tracing::debug!(%via, "punch go for no punch of ours; dropped");
                     }
                 }

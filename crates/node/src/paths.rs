@@ -15,11 +15,61 @@ use crate::command::Command;
 use rutella_proto::path::Failure;
 use rutella_proto::relay::Role;
 use rutella_proto::PushInfo;
+use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+/// Punch goes awaited at most.
+const MAX_AWAITED: usize = 256;
+
+/// A go for a download: the source's external address, the time until
+/// the start.
+type Go = (SocketAddrV4, Duration);
+
+/// The punches our downloads asked for (token → until when, and the
+/// download waiting for the go). At most [`MAX_AWAITED`]; expired entries
+/// are dropped when a new one comes.
+#[derive(Debug, Default)]
+pub(crate) struct GoTable {
+    awaited: Mutex<HashMap<u64, (Instant, oneshot::Sender<Go>)>>,
+}
+
+impl GoTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, oneshot::Sender<Go>)>> {
+        self.awaited.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the go with `token` until `deadline`; `None` when too many
+    /// are awaited already.
+    fn register(&self, token: u64, deadline: Instant) -> Option<oneshot::Receiver<Go>> {
+        let mut g = self.lock();
+        let now = Instant::now();
+        g.retain(|_, (d, _)| *d > now);
+        if g.len() >= MAX_AWAITED {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        g.insert(token, (deadline, tx));
+        Some(rx)
+    }
+
+    fn forget(&self, token: u64) {
+        self.lock().remove(&token);
+    }
+
+    /// Gives a go to the download that asked with `token`; `false` when
+    /// none waits (a go we did not ask for).
+    pub(crate) fn deliver(&self, token: u64, peer: SocketAddrV4, start_in: Duration) -> bool {
+        let Some((deadline, tx)) = self.lock().remove(&token) else {
+            return false;
+        };
+        deadline > Instant::now() && tx.send((peer, start_in)).is_ok()
+    }
+}
 
 /// The punching window of a download (the overlay's default).
 fn window() -> Duration {
@@ -73,7 +123,7 @@ pub(crate) async fn serve_relayed(
 /// rendezvous, waits for the go until `deadline`, then punches from
 /// `tcp_port`. On success, the stream and the path in words.
 pub(crate) async fn punch(
-    table: &crate::push::PushTable,
+    gos: &GoTable,
     tx: &mpsc::Sender<Command>,
     tcp_port: u16,
     tcp: SocketAddrV4,
@@ -81,7 +131,7 @@ pub(crate) async fn punch(
     deadline: Instant,
 ) -> Result<(TcpStream, String), Failure> {
     let token: u64 = rand::random();
-    let Some(go) = table.register_go(token, deadline) else {
+    let Some(go) = gos.register(token, deadline) else {
         return Err(Failure::Failed("too many punches pending".into()));
     };
     let (reply, proxy) = oneshot::channel();
@@ -97,7 +147,7 @@ pub(crate) async fn punch(
         Err(_) => None,
     };
     let Some(proxy) = proxy else {
-        table.forget_go(token);
+        gos.forget(token);
         return Err(Failure::Failed(
             "no proxy of the source is a peer of ours to set up a punch".into(),
         ));
@@ -106,7 +156,7 @@ pub(crate) async fn punch(
     let (peer, start_in) = match tokio::time::timeout_at(deadline, go).await {
         Ok(Ok(g)) => g,
         _ => {
-            table.forget_go(token);
+            gos.forget(token);
             return Err(Failure::Failed(format!("no punch go from {proxy}")));
         }
     };

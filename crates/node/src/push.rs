@@ -85,13 +85,9 @@ pub(crate) struct PushTable {
     pending: Mutex<Bounded<u64, (Instant, oneshot::Sender<TcpStream>)>>,
     sources: Mutex<Bounded<SocketAddrV4, PushInfo>>,
     paths: Mutex<Bounded<SocketAddrV4, (Path, String)>>,
-    /// Punches asked for (token → the download waiting for the go).
-    gos: Mutex<Bounded<u64, GoWaiter>>,
+    /// Punches asked for, waiting for their go.
+    pub(crate) gos: crate::paths::GoTable,
 }
-
-/// A download waiting for a punch go: until when, and where the go (the
-/// source's external address, the time until the start) goes.
-type GoWaiter = (Instant, oneshot::Sender<(SocketAddrV4, Duration)>);
 
 impl Default for PushTable {
     fn default() -> Self {
@@ -99,7 +95,7 @@ impl Default for PushTable {
             pending: Mutex::new(Bounded::new(MAX_PENDING)),
             sources: Mutex::new(Bounded::new(MAX_SOURCES)),
             paths: Mutex::new(Bounded::new(MAX_SOURCES)),
-            gos: Mutex::new(Bounded::new(MAX_PENDING)),
+            gos: crate::paths::GoTable::default(),
         }
     }
 }
@@ -150,45 +146,6 @@ impl PushTable {
         let (tx, rx) = oneshot::channel();
         g.insert(token, (deadline, tx));
         Some(rx)
-    }
-
-    /// Waits for the punch go with `token` until `deadline`; `None` when
-    /// too many punches are pending already.
-    pub(crate) fn register_go(
-        &self,
-        token: u64,
-        deadline: Instant,
-    ) -> Option<oneshot::Receiver<(SocketAddrV4, Duration)>> {
-        let mut g = lock(&self.gos);
-        let now = Instant::now();
-        let expired: Vec<u64> = g
-            .map
-            .iter()
-            .filter(|(_, (d, _))| *d <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in expired {
-            g.remove(&t);
-        }
-        if g.map.len() >= MAX_PENDING {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        g.insert(token, (deadline, tx));
-        Some(rx)
-    }
-
-    pub(crate) fn forget_go(&self, token: u64) {
-        lock(&self.gos).remove(&token);
-    }
-
-    /// Gives a go to the download that asked with `token`; `false` when
-    /// none waits (a go we did not ask for).
-    pub(crate) fn deliver_go(&self, token: u64, peer: SocketAddrV4, start_in: Duration) -> bool {
-        let Some((deadline, tx)) = lock(&self.gos).remove(&token) else {
-            return false;
-        };
-        deadline > Instant::now() && tx.send((peer, start_in)).is_ok()
     }
 
     fn forget(&self, token: u64) {
@@ -356,7 +313,7 @@ impl NodeDialer {
                         Path::Punch | Path::Relay => {
                             let got = if path == Path::Punch {
                                 crate::paths::punch(
-                                    &self.table,
+                                    &self.table.gos,
                                     &self.tx,
                                     self.tcp_port,
                                     tcp,

@@ -377,4 +377,6 @@ impl std::fmt::Display for PushRoute {
 }
 
 #[cfg(test)]
+mod punch_tests;
+#[cfg(test)]
 mod tests;

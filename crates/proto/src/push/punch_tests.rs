@@ -1,9 +1,12 @@
 //! Commands 8 and 9 in the overlay: the proxy's rendezvous, the goes and
 //! relay invites turned into events, and their budgets.
 
+use super::tests::{cfg, deliver, net, prove, D, F, P};
 use super::*;
-use crate::message::{PunchRole, PunchStep, RelayInvite};
+use crate::message::{Message, Ports, PunchRole, PunchStep, RelayInvite};
 use crate::punch::PunchConfig;
+use crate::testnet::Net;
+use crate::{Event, Overlay};
 
 /// A second downloader that is a node of the net (a peer of P).
 const D2: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), 20000);
