@@ -396,6 +396,10 @@ pub(crate) struct ServeArgs {
     /// settings file.
     #[arg(long)]
     pub(crate) no_relay: bool,
+    /// The most bytes one relayed circuit carries (both ways together);
+    /// a circuit that reaches it is closed [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) relay_max_bytes: Option<u64>,
     /// Try only this port-mapping protocol (repeat for several, in order).
     /// For tests of each protocol.
     #[arg(long, value_name = "PROTOCOL", value_enum, hide = true)]

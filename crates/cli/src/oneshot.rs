@@ -114,6 +114,9 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
         tracing::info!("relaying is off: circuits for other peers are refused");
         cfg.relay.enabled = false;
     }
+    if let Some(n) = a.relay_max_bytes {
+        cfg.relay.limits.max_bytes = n;
+    }
     // A node bound to loopback is out of reach of other machines anyway.
     if a.no_port_mapping || file.port_mapping == Some(false) {
         tracing::info!("port mapping is off: the router is not asked to forward ports");

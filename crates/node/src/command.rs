@@ -110,4 +110,24 @@ pub(crate) enum Command {
     },
     /// A dial-back for a peer ended: whether the TCP connection worked.
     DialDone(rutella_proto::reach::Dial, bool),
+    /// Ask the proxies of a source (whose answers said `info`) that are
+    /// peers of ours for a hole punch towards our TCP port; the reply
+    /// names the first proxy asked, `None` when none could be.
+    PunchAsk {
+        tcp: SocketAddr,
+        info: PushInfo,
+        token: u64,
+        tcp_port: u16,
+        reply: oneshot::Sender<Option<SocketAddr>>,
+    },
+    /// Invite a source (whose answers said `info`) through a proxy that is
+    /// a peer of ours to circuit `circuit` at that proxy's relay; the
+    /// reply is the relay's TCP address, `None` when there is no such
+    /// proxy.
+    RelayInvite {
+        tcp: SocketAddr,
+        info: PushInfo,
+        circuit: [u8; 16],
+        reply: oneshot::Sender<Option<SocketAddr>>,
+    },
 }

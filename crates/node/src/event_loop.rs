@@ -198,6 +198,43 @@ impl EventLoop {
                 let _ = reply.send(route);
             }
             Command::DialDone(dial, tcp) => self.reach.dial_done(dial, tcp),
+            Command::PunchAsk {
+                tcp,
+                info,
+                token,
+                tcp_port,
+                reply,
+            } => {
+                let mut first = None;
+                if let Some((id, proxies)) = self.overlay.punch_route(tcp, &info) {
+                    for proxy in proxies {
+                        if self.overlay.send_punch_ask(proxy, id, token, tcp_port) {
+                            first = first.or(Some(proxy));
+                        }
+                    }
+                }
+                let _ = reply.send(first);
+            }
+            Command::RelayInvite {
+                tcp,
+                info,
+                circuit,
+                reply,
+            } => {
+                let mut relay = None;
+                if let Some((id, proxies)) = self.overlay.punch_route(tcp, &info) {
+                    for proxy in proxies {
+                        let Some(tcp) = self.overlay.peer_tcp(&proxy) else {
+                            continue;
+                        };
+                        if self.overlay.send_relay_invite(proxy, id, circuit, tcp) {
+                            relay = Some(tcp);
+                            break;
+                        }
+                    }
+                }
+                let _ = reply.send(relay);
+            }
         }
     }
 
@@ -271,6 +308,54 @@ impl EventLoop {
                     self.pushing.spawn(crate::push::connect_out(
                         target,
                         token,
+                        self.connect_timeout,
+                        self.pushed_out.clone(),
+                    ));
+                }
+                Event::PunchGo {
+                    peer,
+                    start_in,
+                    role: rutella_proto::message::PunchRole::Client,
+                    token,
+                    via,
+                } => {
+                    if !self.push.gos.deliver(token, peer, start_in) {
+                        tracing::debug!(%via, "punch go for no punch of ours; dropped");
+                    }
+                }
+                Event::PunchGo {
+                    peer,
+                    start_in,
+                    role: rutella_proto::message::PunchRole::Server,
+                    via,
+                    ..
+                } => {
+                    if self.pushing.len() >= crate::push::MAX_CONNECTING {
+                        tracing::info!(%peer, "too many connections being opened; punch dropped");
+                        continue;
+                    }
+                    tracing::info!(%peer, %via, "asked to punch for an upload");
+                    self.pushing.spawn(crate::paths::serve_punched(
+                        self.overlay.config().tcp_port,
+                        peer,
+                        start_in,
+                        self.overlay.config().push.punch.window,
+                        self.pushed_out.clone(),
+                    ));
+                }
+                Event::RelayInvite {
+                    relay,
+                    circuit,
+                    via,
+                } => {
+                    if self.pushing.len() >= crate::push::MAX_CONNECTING {
+                        tracing::info!(%relay, "too many connections being opened; relay invite dropped");
+                        continue;
+                    }
+                    tracing::info!(%relay, %via, "invited to a relay circuit for an upload");
+                    self.pushing.spawn(crate::paths::serve_relayed(
+                        relay,
+                        circuit,
                         self.connect_timeout,
                         self.pushed_out.clone(),
                     ));

@@ -21,6 +21,7 @@ mod get;
 mod lan;
 mod node;
 mod own_address;
+mod paths;
 mod pending;
 mod portmap;
 pub mod punch;

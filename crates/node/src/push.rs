@@ -85,6 +85,8 @@ pub(crate) struct PushTable {
     pending: Mutex<Bounded<u64, (Instant, oneshot::Sender<TcpStream>)>>,
     sources: Mutex<Bounded<SocketAddr, PushInfo>>,
     paths: Mutex<Bounded<SocketAddr, (Path, String)>>,
+    /// Punches asked for, waiting for their go.
+    pub(crate) gos: crate::paths::GoTable,
 }
 
 impl Default for PushTable {
@@ -93,6 +95,7 @@ impl Default for PushTable {
             pending: Mutex::new(Bounded::new(MAX_PENDING)),
             sources: Mutex::new(Bounded::new(MAX_SOURCES)),
             paths: Mutex::new(Bounded::new(MAX_SOURCES)),
+            gos: crate::paths::GoTable::default(),
         }
     }
 }
@@ -251,17 +254,26 @@ impl NodeDialer {
         let cfg = PathConfig {
             direct_timeout: connect_timeout,
             push_timeout: self.push_timeout,
+            ..PathConfig::default()
         };
         // Whether a push can be asked is known only to the event loop (a
         // peer that told its push id); it says so when asked.
+        // A punch and a relay go through a proxy of the source that is a
+        // peer of ours; the event loop says whether there is one when
+        // asked.
         let facts = SourceFacts {
             firewalled: info.firewalled,
             pushable: true,
+            punchable: true,
+            relayable: true,
         };
         let mut sel = PathSelector::new(cfg, facts, self.own);
-        if let Some((Path::Push, _)) = lock(&self.table.paths).get(&tcp).cloned() {
-            sel = sel.starting_with(Path::Push);
+        if let Some((path @ (Path::Push | Path::Punch | Path::Relay), _)) =
+            lock(&self.table.paths).get(&tcp).cloned()
+        {
+            sel = sel.starting_with(path);
         }
+        let mut went_further = false;
         let mut direct_error: Option<DownloadError> = None;
         let mut push_words: Option<String> = None;
         loop {
@@ -296,6 +308,34 @@ impl NodeDialer {
                                 sel.failed(Path::Push, why);
                             }
                         },
+                        Path::Punch | Path::Relay => {
+                            let got = if path == Path::Punch {
+                                crate::paths::punch(
+                                    &self.table.gos,
+                                    &self.tx,
+                                    self.tcp_port,
+                                    tcp,
+                                    &info,
+                                    deadline,
+                                )
+                                .await
+                            } else {
+                                crate::paths::relay(&self.tx, tcp, &info, deadline).await
+                            };
+                            match got {
+                                Ok((s, words)) => {
+                                    sel.connected(path);
+                                    tracing::info!(%peer, path = %words, "connected");
+                                    self.table.set_path(tcp, path, words);
+                                    return Ok(s);
+                                }
+                                Err(why) => {
+                                    tracing::info!(%peer, %path, error = %why, "path failed");
+                                    went_further = true;
+                                    sel.failed(path, why);
+                                }
+                            }
+                        }
                     }
                 }
                 // Every attempt above ends before the next poll.
@@ -310,6 +350,16 @@ impl NodeDialer {
                     let said: Vec<String> =
                         failures.iter().map(|(p, f)| format!("{p}: {f}")).collect();
                     tracing::info!(%peer, tried = ?said, "no path to the source");
+                    if went_further {
+                        return Err(SourceError::Connect {
+                            peer,
+                            source: io::Error::other(format!(
+                                "no path to the source: {}",
+                                said.join("; ")
+                            )),
+                        }
+                        .into());
+                    }
                     // A source that could not be pushed to fails as it did
                     // directly; otherwise with what the push came to.
                     let pushed = failures.iter().find(|(p, _)| *p == Path::Push);

@@ -9,9 +9,12 @@
 //!
 //! The order is: a direct connection (skipped for a source that says it
 //! is firewalled), then a push through its proxies (skipped when no push
-//! can be asked, or when we are known not to be reachable ourselves).
-//! Further ways (hole punching, a relay) are more [`Path`]s appended to
-//! the plan by [`PathSelector::new`]; the machine itself does not change.
+//! can be asked, or when we are known not to be reachable ourselves),
+//! then hole punching through a proxy that is a peer of both (skipped
+//! when no such proxy is known), then a relay circuit (skipped when no
+//! relay is known). Punching and relaying are the ways left when neither
+//! side can take a connection, so they do not depend on our own
+//! reachability.
 //!
 //! No I/O and no clock: the time is passed in.
 
@@ -26,6 +29,11 @@ pub enum Path {
     Direct,
     /// Ask it, through its push proxies, to connect to us.
     Push,
+    /// Ask a proxy of both for a rendezvous, then open a TCP connection
+    /// from both sides at the same moment.
+    Punch,
+    /// Both sides connect out to a reachable relay, which splices them.
+    Relay,
 }
 
 impl fmt::Display for Path {
@@ -33,6 +41,8 @@ impl fmt::Display for Path {
         f.write_str(match self {
             Path::Direct => "direct",
             Path::Push => "push",
+            Path::Punch => "punch",
+            Path::Relay => "relay",
         })
     }
 }
@@ -64,6 +74,13 @@ pub struct SourceFacts {
     /// A push can be asked of it: its push id and a proxy, or it is a
     /// peer of ours that told us its push id.
     pub pushable: bool,
+    /// A hole punch can be asked for: a proxy holding its push id is a
+    /// current peer of ours.
+    pub punchable: bool,
+    /// A relay is known that can be invited to: a reachable peer that
+    /// relays, through which (or through a proxy) the source can be told
+    /// the circuit.
+    pub relayable: bool,
 }
 
 /// What is known of ourselves.
@@ -81,6 +98,11 @@ pub struct PathConfig {
     pub direct_timeout: Duration,
     /// From sending a push to the pushed connection's arrival.
     pub push_timeout: Duration,
+    /// From asking for a punch to the punched connection (the wait for
+    /// the go, the lead and the punching window).
+    pub punch_timeout: Duration,
+    /// From sending the relay invite to the circuit's splice.
+    pub relay_timeout: Duration,
 }
 
 impl Default for PathConfig {
@@ -88,6 +110,8 @@ impl Default for PathConfig {
         PathConfig {
             direct_timeout: Duration::from_secs(5),
             push_timeout: Duration::from_secs(10),
+            punch_timeout: Duration::from_secs(9),
+            relay_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -133,6 +157,12 @@ impl PathSelector {
         if source.pushable && !own.firewalled {
             plan.push_back(Path::Push);
         }
+        if source.punchable {
+            plan.push_back(Path::Punch);
+        }
+        if source.relayable {
+            plan.push_back(Path::Relay);
+        }
         PathSelector {
             cfg,
             plan,
@@ -161,6 +191,8 @@ impl PathSelector {
         match path {
             Path::Direct => self.cfg.direct_timeout,
             Path::Push => self.cfg.push_timeout,
+            Path::Punch => self.cfg.punch_timeout,
+            Path::Relay => self.cfg.relay_timeout,
         }
     }
 
@@ -217,6 +249,8 @@ mod tests {
         PathConfig {
             direct_timeout: Duration::from_millis(100),
             push_timeout: Duration::from_millis(300),
+            punch_timeout: Duration::from_millis(700),
+            relay_timeout: Duration::from_millis(1100),
         }
     }
 
@@ -224,6 +258,16 @@ mod tests {
         SourceFacts {
             firewalled: false,
             pushable: true,
+            ..SourceFacts::default()
+        }
+    }
+
+    fn every_way() -> SourceFacts {
+        SourceFacts {
+            firewalled: false,
+            pushable: true,
+            punchable: true,
+            relayable: true,
         }
     }
 
@@ -281,6 +325,7 @@ mod tests {
         let src = SourceFacts {
             firewalled: true,
             pushable: true,
+            ..SourceFacts::default()
         };
         let mut s = PathSelector::new(cfg(), src, OwnFacts::default());
         assert!(matches!(
@@ -319,6 +364,7 @@ mod tests {
         let src = SourceFacts {
             firewalled: false,
             pushable: false,
+            ..SourceFacts::default()
         };
         let s = PathSelector::new(cfg(), src, OwnFacts::default());
         assert_eq!(s.plan().collect::<Vec<_>>(), vec![Path::Direct]);
@@ -329,6 +375,7 @@ mod tests {
         let src = SourceFacts {
             firewalled: true,
             pushable: true,
+            ..SourceFacts::default()
         };
         let mut s = PathSelector::new(cfg(), src, OwnFacts { firewalled: true });
         assert_eq!(s.poll(t0), Next::Exhausted(vec![]));
@@ -338,5 +385,124 @@ mod tests {
     fn a_path_that_worked_goes_first() {
         let s = PathSelector::new(cfg(), open(), OwnFacts::default()).starting_with(Path::Push);
         assert_eq!(s.plan().collect::<Vec<_>>(), vec![Path::Push, Path::Direct]);
+    }
+
+    #[test]
+    fn the_order_is_direct_push_punch_relay_each_after_the_last_times_out() {
+        let t0 = Instant::now();
+        let mut s = PathSelector::new(cfg(), every_way(), OwnFacts::default());
+        assert_eq!(
+            s.plan().collect::<Vec<_>>(),
+            vec![Path::Direct, Path::Push, Path::Punch, Path::Relay]
+        );
+        let mut now = t0;
+        let mut started = Vec::new();
+        for (path, ms) in [
+            (Path::Direct, 100),
+            (Path::Push, 300),
+            (Path::Punch, 700),
+            (Path::Relay, 1100),
+        ] {
+            let deadline = now + Duration::from_millis(ms);
+            assert_eq!(s.poll(now), Next::Start { path, deadline });
+            // Just before the deadline it still waits.
+            assert_eq!(
+                s.poll(deadline - Duration::from_millis(1)),
+                Next::Wait(deadline)
+            );
+            started.push(path);
+            now = deadline;
+        }
+        assert_eq!(
+            s.poll(now),
+            Next::Exhausted(started.iter().map(|p| (*p, Failure::TimedOut)).collect())
+        );
+    }
+
+    #[test]
+    fn both_firewalled_punch_first_then_relay() {
+        let t0 = Instant::now();
+        let src = SourceFacts {
+            firewalled: true,
+            pushable: true,
+            punchable: true,
+            relayable: true,
+        };
+        let mut s = PathSelector::new(cfg(), src, OwnFacts { firewalled: true });
+        assert_eq!(s.plan().collect::<Vec<_>>(), vec![Path::Punch, Path::Relay]);
+        let Next::Start { path, .. } = s.poll(t0) else {
+            panic!("nothing started")
+        };
+        assert_eq!(path, Path::Punch);
+        // The punch fails early (no go came, or the SYNs met nothing):
+        // the relay starts at once, with its own deadline.
+        let t1 = t0 + Duration::from_millis(20);
+        s.failed(Path::Punch, Failure::Failed("no go".into()));
+        assert_eq!(
+            s.poll(t1),
+            Next::Start {
+                path: Path::Relay,
+                deadline: t1 + Duration::from_millis(1100)
+            }
+        );
+        s.connected(Path::Relay);
+        assert_eq!(s.poll(t1), Next::Connected(Path::Relay));
+    }
+
+    #[test]
+    fn a_relay_refusal_is_kept_with_its_words() {
+        let t0 = Instant::now();
+        let src = SourceFacts {
+            firewalled: true,
+            relayable: true,
+            ..SourceFacts::default()
+        };
+        let mut s = PathSelector::new(cfg(), src, OwnFacts { firewalled: true });
+        let _ = s.poll(t0);
+        s.failed(
+            Path::Relay,
+            Failure::Failed("relay refused: relaying is off".into()),
+        );
+        assert_eq!(
+            s.poll(t0),
+            Next::Exhausted(vec![(
+                Path::Relay,
+                Failure::Failed("relay refused: relaying is off".into())
+            )])
+        );
+    }
+
+    #[test]
+    fn a_punch_that_worked_goes_first_and_late_reports_change_nothing() {
+        let t0 = Instant::now();
+        let mut s =
+            PathSelector::new(cfg(), every_way(), OwnFacts::default()).starting_with(Path::Punch);
+        assert_eq!(
+            s.plan().collect::<Vec<_>>(),
+            vec![Path::Punch, Path::Direct, Path::Push, Path::Relay]
+        );
+        let Next::Start { deadline, .. } = s.poll(t0) else {
+            panic!("nothing started")
+        };
+        // The punch times out; the direct attempt starts.
+        assert!(matches!(
+            s.poll(deadline),
+            Next::Start {
+                path: Path::Direct,
+                ..
+            }
+        ));
+        // The punched connection comes late: it is not taken.
+        s.connected(Path::Punch);
+        assert!(matches!(s.poll(deadline), Next::Wait(_)));
+    }
+
+    #[test]
+    fn paths_are_named_as_shown() {
+        let names: Vec<String> = [Path::Direct, Path::Push, Path::Punch, Path::Relay]
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(names, ["direct", "push", "punch", "relay"]);
     }
 }

@@ -68,6 +68,9 @@ pub struct PushConfig {
     /// Source prefixes and target addresses tracked by the budgets; the
     /// oldest is forgotten first. Default 1024.
     pub max_tracked: usize,
+    /// Timers and budgets of the hole punches this node sets up as a
+    /// proxy (see [`crate::punch`]).
+    pub punch: crate::punch::PunchConfig,
 }
 
 impl Default for PushConfig {
@@ -80,6 +83,7 @@ impl Default for PushConfig {
             connect_total: Rate::new(32, ten),
             max_push_ids: 4096,
             max_tracked: 1024,
+            punch: crate::punch::PunchConfig::default(),
         }
     }
 }
@@ -388,5 +392,7 @@ impl std::fmt::Display for PushRoute {
     }
 }
 
+#[cfg(test)]
+mod punch_tests;
 #[cfg(test)]
 mod tests;

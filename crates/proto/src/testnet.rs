@@ -80,7 +80,9 @@ impl Net {
                                 files.into_iter().map(|f| f.name).collect(),
                             ))
                         }
-                        e @ Event::PushRequest { .. } => self.push_requests.push((i, e)),
+                        e @ (Event::PushRequest { .. }
+                        | Event::PunchGo { .. }
+                        | Event::RelayInvite { .. }) => self.push_requests.push((i, e)),
                         Event::SearchFinished { search } => self.finished.push((i, search)),
                         _ => {}
                     }

@@ -4,7 +4,7 @@
 //! scalable sub-machine.
 
 use crate::budget::BudgetConfig;
-use crate::message::{HitFile, Message, Ports};
+use crate::message::{HitFile, Message, Ports, PunchRole};
 use crate::push::{PushConfig, PushInfo};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -234,6 +234,33 @@ pub enum Event {
         proven_peer: bool,
         /// The message.
         message: crate::message::DialBack,
+    },
+    /// A proxy (a current peer) set up a hole punch: from the start
+    /// moment, open a TCP connection to `peer` from our listening port.
+    /// As [`PunchRole::Server`] (we are the firewalled uploader) serve it
+    /// like a pushed connection; as [`PunchRole::Client`] it answers an ask
+    /// of ours with `token` (the driver drops a go it did not ask for).
+    PunchGo {
+        /// The other side's external TCP address as the proxy saw it.
+        peer: SocketAddr,
+        /// Time until both sides start.
+        start_in: std::time::Duration,
+        /// Which end of the transfer we are.
+        role: PunchRole,
+        /// The punch's token.
+        token: u64,
+        /// The proxy.
+        via: SocketAddr,
+    },
+    /// A downloader, through a proxy (a current peer), invites us to a
+    /// relay circuit: connect to `relay` as the server side of `circuit`.
+    RelayInvite {
+        /// The relay's TCP address.
+        relay: SocketAddr,
+        /// The circuit id.
+        circuit: [u8; 16],
+        /// The proxy.
+        via: SocketAddr,
     },
 }
 

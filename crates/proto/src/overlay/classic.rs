@@ -52,11 +52,8 @@ impl Overlay {
             Message::Pong(pong) => self.on_pong(now, from, pong),
             Message::Query(q) => self.on_query(now, from, q),
             Message::QueryHit(hit) => self.on_hit(now, from, hit),
-            // Parsed and checked, but not acted on until the path machine
-            // that sends them is wired to the overlay.
-            Message::Punch(_) | Message::Relay(_) => {
-                tracing::trace!(%from, "punch or relay message ignored");
-            }
+            Message::Punch(p) => self.on_punch(now, from, p),
+            Message::Relay(r) => self.on_relay_invite(now, from, r),
             Message::Push(push) => self.on_push(now, from, push),
         }
     }
@@ -327,7 +324,7 @@ impl Overlay {
     /// Sends `dest` a ping asking for a pong that echoes its nonce, at
     /// most once per pong timeout, paid by what `dest` sent us or, failing
     /// that, by the global probe budget.
-    fn probe(&mut self, now: Instant, dest: SocketAddr) {
+    pub(super) fn probe(&mut self, now: Instant, dest: SocketAddr) {
         if self.sh.is_self(dest) || dest.ip().is_unspecified() || dest.port() == 0 {
             return;
         }
@@ -391,7 +388,7 @@ impl Overlay {
     }
 
     /// A message came from peer `from`: it is alive this round.
-    fn mark_alive(&mut self, from: SocketAddr, ports: Ports) {
+    pub(super) fn mark_alive(&mut self, from: SocketAddr, ports: Ports) {
         if let Some(state) = self.peers.get_mut(&from) {
             state.awaiting_pong = false;
             state.info.rutella |= ports.is_rutella();

@@ -14,6 +14,7 @@
 //! overlay hands to the scalable side with every call.
 
 mod classic;
+mod paths;
 
 pub use crate::types::{Config, Event, IncomingQuery, Mode, Peer, SearchId, Transmit};
 
@@ -52,6 +53,10 @@ pub struct Overlay {
     seen: crate::seen::SeenAddress,
     /// Our push id, the push ids of our peers, the push budgets.
     push: PushState,
+    /// The punches we set up as a proxy, and their budgets.
+    rendezvous: crate::punch::Rendezvous,
+    /// Tokens of the punch goes we acted on.
+    punch_seen: crate::punch::SeenTokens,
     /// Peers added so far (orders peers by age).
     joined: u64,
 }
@@ -63,6 +68,7 @@ impl Overlay {
         let sc = (config.mode == Mode::Scalable).then(|| Scalable::new(&config.scalable, now));
         let budget = Budget::new(config.budget.clone());
         let push_cfg = config.push.clone();
+        let rendezvous = crate::punch::Rendezvous::new(push_cfg.punch);
         let mut sh = Shared::new(config, now);
         let push = PushState::new(push_cfg, sh.rng.next_u64(), now);
         Overlay {
@@ -77,6 +83,8 @@ impl Overlay {
             sc,
             seen: crate::seen::SeenAddress::default(),
             push,
+            rendezvous,
+            punch_seen: crate::punch::SeenTokens::default(),
             joined: 0,
         }
     }

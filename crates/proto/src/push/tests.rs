@@ -4,12 +4,15 @@ use crate::testnet::Net;
 use crate::{Config, Event, Overlay};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
-const P: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 20000));
-const F: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 20000));
+pub(super) const P: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 20000));
+pub(super) const F: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 20000));
 /// A downloader outside the net: its datagrams are made by hand.
-const D: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 3), 20000));
+pub(super) const D: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 3), 20000));
 
-fn cfg(push: PushConfig) -> Config {
+pub(super) fn cfg(push: PushConfig) -> Config {
     Config {
         udp_port: 20000,
         tcp_port: 10000,
@@ -22,7 +25,7 @@ fn cfg(push: PushConfig) -> Config {
 }
 
 /// P (a proxy) and F (firewalled, joined through P).
-fn net(push: PushConfig) -> Net {
+pub(super) fn net(push: PushConfig) -> Net {
     let now = Instant::now();
     let nodes = [(P, "p.txt"), (F, "song.ogg")]
         .into_iter()
@@ -40,7 +43,7 @@ fn net(push: PushConfig) -> Net {
     net
 }
 
-fn deliver(net: &mut Net, to: usize, from: SocketAddr, m: &Message) {
+pub(super) fn deliver(net: &mut Net, to: usize, from: SocketAddr, m: &Message) {
     let now = net.now;
     net.nodes[to].1.handle_datagram(now, from, &m.encode());
     net.pump();
@@ -56,7 +59,7 @@ fn push_msg(push_id: u64, token: u64, ip: Option<IpAddr>) -> Message {
 }
 
 /// D proves itself to P: it answers P's probe.
-fn prove(net: &mut Net, d: SocketAddr) {
+pub(super) fn prove(net: &mut Net, d: SocketAddr) {
     let echo = net.nodes[0].1.token(d);
     let mut extra = serde_json::Map::new();
     extra.insert("Echo".into(), echo.into());
