@@ -211,10 +211,10 @@ fn need_a_way_in(client: &Client, connect: &[PeerAddr], lan: bool) -> Result<(),
 /// Starts a node for a one-shot command: no shares, and a free port when
 /// the default one is taken by a node running on this machine. A
 /// `transient` one (a search, gone in seconds) is answered by the nodes it
-/// meets but not kept or remembered as a peer. A download is not
-/// transient: the node it downloads from by push must know it as a peer
-/// (its push id, its address proven) to connect back to it. Nobody needs
-/// to know whether either can be reached.
+/// meets (which tell it of some of their peers) but not kept or remembered
+/// as a peer. A download is not transient: a source behind a router that
+/// it reaches by push must know it as a peer. Nobody needs to know
+/// whether either can be reached.
 async fn oneshot_node(
     mut cfg: NodeConfig,
     connect: Vec<PeerAddr>,

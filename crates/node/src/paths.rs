@@ -79,6 +79,15 @@ fn window() -> Duration {
 /// Uploading side of a punch: from `start_in` on, opens a TCP connection
 /// to `peer` from our listening port, and gives it to the transfer
 /// server.
+const NO_PROXY_PUNCH: &str = "no proxy of the source is a peer of ours to set up a punch";
+const NO_PROXY_RELAY: &str = "no proxy of the source is a peer of ours to relay";
+
+/// Whether a punch or relay attempt failed before anyone was asked (no
+/// proxy of the source is a peer of ours).
+pub(crate) fn nobody_to_ask(f: &rutella_proto::path::Failure) -> bool {
+    matches!(f, rutella_proto::path::Failure::Failed(w) if w == NO_PROXY_PUNCH || w == NO_PROXY_RELAY)
+}
+
 pub(crate) async fn serve_punched(
     tcp_port: u16,
     peer: SocketAddr,
@@ -148,9 +157,7 @@ pub(crate) async fn punch(
     };
     let Some(proxy) = proxy else {
         gos.forget(token);
-        return Err(Failure::Failed(
-            "no proxy of the source is a peer of ours to set up a punch".into(),
-        ));
+        return Err(Failure::Failed(NO_PROXY_PUNCH.into()));
     };
     tracing::info!(%proxy, "asked for a hole punch");
     let (peer, start_in) = match tokio::time::timeout_at(deadline, go).await {
@@ -190,9 +197,7 @@ pub(crate) async fn relay(
         Err(_) => None,
     };
     let Some(relay) = relay else {
-        return Err(Failure::Failed(
-            "no proxy of the source is a peer of ours to relay".into(),
-        ));
+        return Err(Failure::Failed(NO_PROXY_RELAY.into()));
     };
     tracing::info!(%relay, "invited the source to a relay circuit");
     let wait = deadline.saturating_duration_since(Instant::now());

@@ -331,7 +331,9 @@ impl NodeDialer {
                                 }
                                 Err(why) => {
                                     tracing::info!(%peer, %path, error = %why, "path failed");
-                                    went_further = true;
+                                    // Only a path that got as far as asking
+                                    // someone changes what the failure says.
+                                    went_further |= !crate::paths::nobody_to_ask(&why);
                                     sel.failed(path, why);
                                 }
                             }

@@ -44,6 +44,10 @@ pub(super) struct SearchState {
     pub(super) asked: HashSet<SocketAddr>,
 }
 
+/// How many of our peers a short-lived node is told of when it proves its
+/// address (it is not a peer, so it hears of no others).
+const INTRODUCED: usize = 16;
+
 impl Overlay {
     /// Handles a message of the classic overlay.
     pub(super) fn handle_classic(&mut self, now: Instant, from: SocketAddr, message: Message) {
@@ -157,6 +161,12 @@ impl Overlay {
             if ttl > 0 {
                 self.sh.guard.entry(from).ping = Some(fwd);
             }
+            // A rutella ping from it says the way back is open now: behind
+            // a router, a probe we sent before it sent to us was dropped.
+            // So it is probed again, paid by what it sent.
+            if nonce_of(&ping.extra).is_some() {
+                self.sh.guard.entry(from).probed = None;
+            }
             self.probe(now, from);
         }
     }
@@ -230,7 +240,11 @@ impl Overlay {
         let query = e.query.take();
         let push = e.push.take();
         let push_id = e.push_id.take();
+        let new = !self.peers.contains_key(&from);
         self.add_peer(Peer::seen(from, ports));
+        if new && ports.is_rutella() && self.peers.contains_key(&from) {
+            self.introduce(from);
+        }
         if let Some(id) = push_id.filter(|_| self.peers.contains_key(&from)) {
             self.push.record(from, id);
         }
@@ -276,11 +290,44 @@ impl Overlay {
                     });
                 }
             }
+            // It is not a peer, so the pings of our peers are not passed
+            // on to it: it is told of some of them once.
+            self.introduce(from);
         }
         if let Some((q, at)) = query {
             if now.saturating_duration_since(at) <= self.sh.config.search_timeout {
                 self.emit_query(from, q);
             }
+        }
+    }
+
+    /// Tells `to` (a rutella node that just proved its address) of up to
+    /// [`INTRODUCED`] of our peers at once, as a forwarded ping names its
+    /// originator, rather than over the next ping rounds. Each side then
+    /// probes the other, which also opens both sides' routers (a peer
+    /// behind a NAT answers only whom it sent to).
+    fn introduce(&mut self, to: SocketAddr) {
+        let intro: Vec<Ping> = self
+            .peers
+            .iter()
+            .filter(|(d, _)| **d != to)
+            .take(INTRODUCED)
+            .map(|(d, p)| Ping {
+                ip: d.ip(),
+                ttl: 0,
+                ports: Ports {
+                    udp: p.info.rutella.then_some(d.port()),
+                    tcp: p.info.rutella.then_some(p.info.tcp_port),
+                },
+                extra: Map::new(),
+            })
+            .collect();
+        for ping in intro {
+            self.push_transmit(Transmit {
+                dest: to,
+                message: Message::Ping(ping),
+                from_self: false,
+            });
         }
     }
 
