@@ -167,12 +167,18 @@ fn pings_are_answered_at_their_source_and_forwarded_once_it_answered() {
     let pong = format!(r#"{{"Command": 2, "IP": "127.0.0.9", "Echo": {nonce}, "UdpPort": 5555}}"#);
     o.handle_datagram(now, src, pong.as_bytes());
     assert!(o.peers().iter().any(|p| p.udp == src));
-    let fwd = drain(&mut o);
+    let (fwd, intro): (Vec<_>, Vec<_>) = drain(&mut o).into_iter().partition(|t| t.dest != src);
     assert_eq!(fwd.len(), 1, "{fwd:?}");
     assert_eq!(fwd[0].dest, known, "never back to its sender");
     assert_eq!(
         fwd[0].encode(IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9))),
         br#"{"Command": 1, "IP": "127.0.0.9", "TTL": 0, "UdpPort": 5555}"#
+    );
+    // The new rutella peer is told of our (classic) peer at once.
+    assert_eq!(intro.len(), 1, "{intro:?}");
+    assert_eq!(
+        intro[0].encode(IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9))),
+        br#"{"Command": 1, "IP": "127.0.0.3", "TTL": 0}"#
     );
     // The same originator again soon after: answered, not forwarded.
     o.handle_datagram(now, src, ping);
