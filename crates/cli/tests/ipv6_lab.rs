@@ -9,16 +9,6 @@ use common::*;
 use rutella_lab::Lab;
 use std::time::{Duration, Instant};
 
-fn lab() -> Option<Lab> {
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            eprintln!("skipped: cannot build the network lab: {why}");
-            None
-        }
-    }
-}
-
 /// A process killed when dropped (before the lab, declared first).
 struct Kill(std::process::Child);
 
@@ -31,7 +21,9 @@ impl Drop for Kill {
 
 #[test]
 fn ipv6_only_hosts_join_search_and_download() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     let (a, a6) = match lab.ipv6_host("a", 1) {
         Ok(h) => h,
         Err(why) => return eprintln!("skipped: no IPv6 in the lab: {why}"),

@@ -15,16 +15,6 @@ use std::time::{Duration, Instant};
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 82, 84);
 const PORT: u16 = 20_099;
 
-fn lab() -> Option<Lab> {
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            eprintln!("skipped: cannot build the network lab: {why}");
-            None
-        }
-    }
-}
-
 /// Processes killed when dropped (before the lab, which is declared first).
 #[derive(Default)]
 struct Procs(Vec<Child>);
@@ -106,7 +96,9 @@ fn share(lab: &Lab, name: &str, file: &str) -> PathBuf {
 
 #[test]
 fn two_nodes_with_no_address_find_each_other_and_search() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     let mut procs = Procs::default();
     let a = lab.public_host("a", 2).unwrap();
     let b = lab.public_host("b", 3).unwrap();
@@ -188,7 +180,9 @@ fn heard(s: &UdpSocket, limit: Duration) -> Vec<std::net::SocketAddr> {
 
 #[test]
 fn with_no_lan_discovery_nothing_is_sent_and_nobody_is_found() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     let mut procs = Procs::default();
     let a = lab.public_host("a", 2).unwrap();
     let b = lab.public_host("b", 3).unwrap();

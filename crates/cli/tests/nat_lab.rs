@@ -19,16 +19,6 @@ use std::time::{Duration, Instant};
 /// The longest any one step may take.
 const STEP: Duration = Duration::from_secs(20);
 
-fn lab() -> Option<Lab> {
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            eprintln!("skipped: cannot build the network lab: {why}");
-            None
-        }
-    }
-}
-
 /// A `rutella serve` inside a lab host; killed when dropped.
 struct Proc {
     child: Child,
@@ -145,7 +135,9 @@ fn the_same_with_nat_pmp() {
 /// H1 behind R1 (miniupnpd) serves with `extra` flags; the mapping is made
 /// `by` that protocol.
 fn mapped_case(extra: &[&str], by: &str) {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     if Command::new("miniupnpd").arg("--version").output().is_err() {
         eprintln!("skipped: miniupnpd is not installed");
         return;
@@ -292,7 +284,9 @@ fn with_the_dht_on_the_same_with_nat_pmp() {
 /// from a small local testnet on H1's own loopback (inside H1's
 /// namespace): it only has to start.
 fn dht_case(extra: &[&str], by: &str) {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     if Command::new("miniupnpd").arg("--version").output().is_err() {
         eprintln!("skipped: miniupnpd is not installed");
         return;
@@ -363,7 +357,9 @@ fn dht_case(extra: &[&str], by: &str) {
 
 #[test]
 fn behind_a_router_that_maps_nothing_the_node_says_so() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     let p = lab.public_host("p", 2).unwrap();
     let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
     let h2 = lab.host_behind(&r2, "h2").unwrap();
@@ -380,7 +376,9 @@ fn behind_a_router_that_maps_nothing_the_node_says_so() {
 
 #[test]
 fn no_port_mapping_by_flag_or_settings_file_leaves_the_router_alone() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     if Command::new("miniupnpd").arg("--version").output().is_err() {
         eprintln!("skipped: miniupnpd is not installed");
         return;

@@ -39,16 +39,6 @@ const GET: [&str; 8] = [
     "2s",
 ];
 
-fn lab() -> Option<Lab> {
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            eprintln!("skipped: cannot build the network lab: {why}");
-            None
-        }
-    }
-}
-
 /// A `rutella` process inside a lab host, its output in files; killed when
 /// dropped.
 struct Proc {
@@ -199,7 +189,7 @@ fn setup(
     p_files: &[(&str, &[u8])],
     h1_args: &[&str],
 ) -> Option<Setup> {
-    let mut lab = lab()?;
+    let mut lab = Lab::or_skip()?;
     let p = lab.public_host("p", 2).unwrap();
     let r1 = lab.router("r1", 11, RouterKind::default()).unwrap();
     let h1 = lab.host_behind(&r1, "h1").unwrap();

@@ -33,16 +33,6 @@ const GET: [&str; 8] = [
     "10s",
 ];
 
-fn lab() -> Option<Lab> {
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            eprintln!("skipped: cannot build the network lab: {why}");
-            None
-        }
-    }
-}
-
 /// A `rutella` process inside a lab host, its output in files; killed when
 /// dropped.
 struct Proc {
@@ -181,7 +171,7 @@ struct Setup {
 }
 
 fn setup(name: &str, data: &[u8], h2_rate: &str) -> Option<Setup> {
-    let mut lab = lab()?;
+    let mut lab = Lab::or_skip()?;
     let p = lab.public_host("p", 2).unwrap();
     let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
     let h2 = lab.host_behind(&r2, "h2").unwrap();

@@ -20,16 +20,6 @@ use std::time::{Duration, Instant};
 /// The longest any one step may take.
 const STEP: Duration = Duration::from_secs(25);
 
-fn lab() -> Option<Lab> {
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            eprintln!("skipped: cannot build the network lab: {why}");
-            None
-        }
-    }
-}
-
 /// A `rutella serve` inside a lab host; killed when dropped.
 struct Serve {
     child: Child,
@@ -89,7 +79,9 @@ impl Drop for Serve {
 
 #[test]
 fn behind_a_upnp_router_the_console_says_reachable_and_status_says_the_same() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     if Command::new("miniupnpd").arg("--version").output().is_err() {
         eprintln!("skipped: miniupnpd is not installed");
         return;
@@ -147,7 +139,9 @@ fn behind_a_upnp_router_the_console_says_reachable_and_status_says_the_same() {
 
 #[test]
 fn behind_a_router_that_maps_nothing_serve_says_not_reachable_and_push_is_the_way() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     let p = lab.public_host("p", 2).unwrap();
     let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
     let h2 = lab.host_behind(&r2, "h2").unwrap();

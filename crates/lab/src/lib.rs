@@ -147,6 +147,18 @@ impl Lab {
         Ok(lab)
     }
 
+    /// A lab, or `None` after printing the one line that says why the
+    /// test is skipped (no root, no network namespaces).
+    pub fn or_skip() -> Option<Lab> {
+        match Lab::new() {
+            Ok(lab) => Some(lab),
+            Err(why) => {
+                eprintln!("skipped: cannot build the network lab: {why}");
+                None
+            }
+        }
+    }
+
     /// A scratch directory that lives as long as the lab.
     pub fn dir(&self) -> &Path {
         self.dir.path()

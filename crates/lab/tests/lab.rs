@@ -11,19 +11,11 @@ use rutella_lab::{Lab, RouterKind};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn lab() -> Option<Lab> {
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            eprintln!("skipped: cannot build the network lab: {why}");
-            None
-        }
-    }
-}
-
 #[test]
 fn behind_a_router_out_works_in_does_not_until_mapped() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = Lab::or_skip() else {
+        return;
+    };
     let p = lab.public_host("p", 2).unwrap();
     let upnp = RouterKind {
         port_mapping: Command::new("miniupnpd").arg("--version").output().is_ok(),
