@@ -10,10 +10,10 @@
 //! router at .12), H2's LAN 192.168.1.0/24.
 
 mod common;
+use common::lab::*;
 use common::*;
 use rutella_lab::{Host, Lab, RouterKind};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 /// The longest any one step may take.
@@ -33,113 +33,6 @@ const GET: [&str; 8] = [
     "10s",
 ];
 
-/// A `rutella` process inside a lab host, its output in files; killed when
-/// dropped.
-struct Proc {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Proc {
-    fn spawn(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
-        let out = dir.join(format!("{name}.out"));
-        let err = dir.join(format!("{name}.err"));
-        let mut cmd = bin();
-        cmd.args(args);
-        let child = lab
-            .wrap(host, &cmd)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        Proc { child, out, err }
-    }
-
-    fn serve(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
-        let mut all = vec!["serve"];
-        all.extend(FAST);
-        all.extend(args);
-        Proc::spawn(lab, host, dir, name, &all)
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until stdout or stderr contains `needle`.
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + STEP;
-        while !self.stdout().contains(needle) && !self.stderr().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within {STEP:?}:\n{}\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// SIGKILL to process `pid` and its descendants (`ip netns exec` may run
-/// the program as its child), children first.
-fn kill_tree(pid: u32) {
-    let children: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|c| {
-            // The parent's id is the second field after the command name.
-            std::fs::read_to_string(format!("/proc/{c}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .collect();
-    for c in children {
-        kill_tree(c);
-    }
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
-/// A process whose command line holds `needle`.
-fn running_with(needle: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-}
-
-/// A one-shot `rutella` command inside a lab host.
-fn run_in(lab: &Lab, host: &Host, args: &[&str]) -> Output {
-    let mut cmd = bin();
-    cmd.args(args);
-    lab.wrap(host, &cmd).stdin(Stdio::null()).output().unwrap()
-}
-
-/// The JSON report of a successful `get --json`.
 fn report(r: &Output, what: &str, h2: &Proc) -> serde_json::Value {
     assert!(
         r.status.success(),
@@ -148,16 +41,6 @@ fn report(r: &Output, what: &str, h2: &Proc) -> serde_json::Value {
         h2.stderr()
     );
     serde_json::from_slice(&r.stdout).unwrap()
-}
-
-/// The source of a report whose peer starts with `prefix`.
-fn source<'a>(report: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Value {
-    report["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["peer"].as_str().unwrap().starts_with(prefix))
-        .unwrap_or_else(|| panic!("no source {prefix} in {report}"))
 }
 
 /// The lab: P public, H2 behind a router without port mapping sharing

@@ -1,6 +1,8 @@
 //! Runs the real `rutella` binary as separate processes.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod lab;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
