@@ -11,7 +11,7 @@
 use libfuzzer_sys::fuzz_target;
 use rutella_proto::message::DialBack;
 use rutella_proto::reach::{Reach, ReachConfig};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 fuzz_target!(|data: &[u8]| {
@@ -35,7 +35,24 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let mut r = Reach::new(cfg, now);
     let mut running = Vec::new();
-    let src = |b: u8| SocketAddrV4::new(Ipv4Addr::new(11, 0, 0, b & 15), 20000);
+    // Sixteen sources: eight IPv4, eight IPv6.
+    let src = |b: u8| {
+        let ip = if b & 8 == 0 {
+            IpAddr::V4(Ipv4Addr::new(11, 0, 0, b & 7))
+        } else {
+            IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                u16::from(b & 7),
+            ))
+        };
+        SocketAddr::new(ip, 20000)
+    };
     for step in data.chunks(12).take(64) {
         let (&op, rest) = match step.split_first() {
             Some(x) => x,

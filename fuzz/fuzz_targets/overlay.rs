@@ -21,7 +21,7 @@ use rutella_fuzz::{addr, name, Datagram, IPS, OWN_PORT};
 use rutella_proto::{
     Config, Event, HitFile, IncomingQuery, Mode, Overlay, ScalableConfig, MAX_DATAGRAM,
 };
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -68,10 +68,10 @@ fn record(max: &AtomicUsize, what: &str, n: usize) {
 
 #[derive(Debug)]
 enum Step {
-    Datagram(SocketAddrV4, Datagram),
-    Raw(SocketAddrV4, Vec<u8>),
+    Datagram(SocketAddr, Datagram),
+    Raw(SocketAddr, Vec<u8>),
     Advance(Duration),
-    Connect(SocketAddrV4),
+    Connect(SocketAddr),
     Search(String),
     Answer(usize, Vec<HitFile>),
 }
@@ -233,11 +233,11 @@ fuzz_target!(|input: Input| {
     for step in input.steps {
         match step {
             Step::Datagram(from, dg) => {
-                d.o.handle_datagram(d.now, SocketAddr::V4(from), &dg.0);
+                d.o.handle_datagram(d.now, from, &dg.0);
                 d.drain("handle_datagram");
             }
             Step::Raw(from, bytes) => {
-                d.o.handle_datagram(d.now, SocketAddr::V4(from), &bytes);
+                d.o.handle_datagram(d.now, from, &bytes);
                 d.drain("handle_datagram (raw)");
             }
             Step::Advance(by) => d.now += by,

@@ -6,7 +6,7 @@
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 use serde_json::{Map, Value};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Every field name of the UDP messages (docs/PROTOCOL.md), after the two
 /// every message needs (`Command`, `IP`).
@@ -39,17 +39,29 @@ pub const FIELDS: &[&str] = &[
     "Role",
     "Circuit",
     "Relay",
+    "Nonce",
+    "Echo",
+    "Confirm",
+    "Seen",
+    "Firewalled",
+    "Proxies",
+    "Transient",
+    "Check",
+    "Tcp",
 ];
 
-/// Loopback addresses the generated messages speak of; the first is the
-/// fuzzed overlay's own.
-pub const IPS: [Ipv4Addr; 6] = [
-    Ipv4Addr::new(127, 0, 0, 1),
-    Ipv4Addr::new(127, 0, 0, 2),
-    Ipv4Addr::new(127, 0, 0, 3),
-    Ipv4Addr::new(127, 0, 0, 4),
-    Ipv4Addr::new(127, 0, 0, 5),
-    Ipv4Addr::new(127, 0, 0, 6),
+/// Addresses the generated messages speak of (loopback, a public-looking
+/// one, a private one and IPv6 ones); the first is the fuzzed overlay's own.
+pub const IPS: [IpAddr; 9] = [
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)),
+    IpAddr::V4(Ipv4Addr::new(11, 0, 0, 5)),
+    IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10)),
+    IpAddr::V6(Ipv6Addr::LOCALHOST),
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
+    IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
 ];
 
 /// UDP ports the generated messages speak of; the first is the fuzzed
@@ -61,8 +73,8 @@ pub const OWN_PORT: u16 = PORTS[0];
 
 /// A source address among a small set, so that sequences of datagrams
 /// come from the same peers again.
-pub fn addr(u: &mut Unstructured<'_>) -> Result<SocketAddrV4> {
-    Ok(SocketAddrV4::new(*u.choose(&IPS)?, *u.choose(&PORTS)?))
+pub fn addr(u: &mut Unstructured<'_>) -> Result<SocketAddr> {
+    Ok(SocketAddr::new(*u.choose(&IPS)?, *u.choose(&PORTS)?))
 }
 
 const NAMES: &[&str] = &[
@@ -192,7 +204,31 @@ fn field_value(u: &mut Unstructured<'_>, field: &str, command: i64) -> Result<Va
             }
             Value::Array(v)
         }
-        "More" | "Join" | "Accept" => Value::Bool(u.arbitrary()?),
+        "More" | "Join" | "Accept" | "Confirm" | "Firewalled" | "Transient" | "Tcp" => {
+            Value::Bool(u.arbitrary()?)
+        }
+        "Nonce" | "Echo" => match u.int_in_range(0u8..=2)? {
+            0 => small_int(u)?,
+            _ => Value::from(u.arbitrary::<u64>()?),
+        },
+        "Check" => Value::from(*u.choose(&["udp", "tcp", ""])?),
+        "Seen" => match u.int_in_range(0u8..=3)? {
+            0 => Value::from(text(u)?),
+            1 => Value::from("[::1]"),
+            _ => Value::from(addr(u)?.to_string()),
+        },
+        "Proxies" => {
+            let n = u.int_in_range(0usize..=5)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push(if u.ratio(7, 8)? {
+                    Value::from(addr(u)?.to_string())
+                } else {
+                    any_value(u, 0)?
+                });
+            }
+            Value::Array(v)
+        }
         "Step" => Value::from(*u.choose(&["Ask", "Go", "ask", ""])?),
         "Role" => Value::from(*u.choose(&["Client", "Server", "client"])?),
         "PushId" | "Token" => match u.int_in_range(0u8..=3)? {
@@ -261,10 +297,9 @@ pub struct Datagram(pub Vec<u8>);
 
 impl<'a> Arbitrary<'a> for Datagram {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        let command = match u.int_in_range(0u8..=11)? {
+        let command = match u.int_in_range(0u8..=14)? {
             0 => small_int(u)?.as_i64().unwrap_or(0),
-            10 => 8,
-            11 => 9,
+            c @ 9..=13 => i64::from(c - 4),
             c => i64::from(1 + (c - 1) % 4),
         };
         let mut m = Map::new();
@@ -287,6 +322,16 @@ impl<'a> Arbitrary<'a> for Datagram {
                     | (2, "BloomHashes" | "BloomOffset" | "BloomGen")
                     | (3, "Contents" | "Id" | "TTL" | "Hops" | "Degree")
                     | (4, "Contents" | "Id" | "Sizes" | "Hashes" | "More" | "Hops")
+                    | (1, "Nonce" | "Transient")
+                    | (
+                        2,
+                        "Seen" | "Echo" | "Confirm" | "Nonce" | "PushId" | "Proxies"
+                    )
+                    | (2, "Firewalled")
+                    | (4, "PushId" | "Proxies" | "Firewalled")
+                    | (5, "PushId" | "Token")
+                    | (6, "Token")
+                    | (7, "Token" | "Check" | "Tcp" | "Seen")
                     | (8, "Step" | "PushId" | "Token" | "Peer" | "StartIn" | "Role")
                     | (9, "PushId" | "Circuit" | "Relay")
                     | (_, "UdpPort" | "TcpPort" | "Scalable")
