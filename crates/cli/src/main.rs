@@ -3,6 +3,7 @@
 mod args;
 mod config_file;
 mod console;
+mod daemon;
 mod demo;
 mod escape;
 mod lan;
@@ -131,6 +132,10 @@ fn main() -> ExitCode {
         Some(Command::Serve(a)) => {
             init_logging("info");
             runtime.block_on(oneshot::serve(a))
+        }
+        Some(Command::Daemon(a)) => {
+            init_logging("info");
+            runtime.block_on(daemon::run(a))
         }
         Some(Command::Search(a)) => {
             // Failures end in one sentence; logs would only repeat it.
