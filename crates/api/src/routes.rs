@@ -109,7 +109,7 @@ pub(crate) fn router(client: Client, config: ApiConfig) -> Router {
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(api);
     let protected = Router::new()
-        .nest("/api/v1", v1)
+        .nest("/v1", v1)
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(token, crate::auth::require));
     Router::new()
