@@ -721,9 +721,27 @@ fn an_api_beyond_loopback_needs_the_token_first() {
     let cfg = tempfile::tempdir().unwrap();
     let downloads = tempfile::tempdir().unwrap();
     let mut cmd = daemon_cmd(cfg.path(), downloads.path(), "0.0.0.0:0", "127.0.47.21");
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon started with its API beyond loopback and no token");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("without a token"), "{stderr}");
     assert!(!cfg.path().join("api-token").exists());
     assert!(!cfg.path().join("api.json").exists());
