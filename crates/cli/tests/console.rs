@@ -264,10 +264,13 @@ fn progress_bars_run_while_typing_and_endings_are_announced_once() {
     p.exp_string("Downloaded video/Big Buck Rabbit.mp4 to")
         .unwrap();
 
-    // A peer that is not there: the failure and its reason, once.
+    // A peer that is not there: the failure and its reason, once, naming
+    // the peer as typed.
     p.send_line("get 127.0.4.50 missing.txt").unwrap();
-    p.exp_regex(r"missing\.txt failed: peer 127\.0\.4\.50:10000 refused the connection[^\r\n]*")
-        .unwrap();
+    p.exp_regex(
+        r"missing\.txt failed: peer 127\.0\.4\.50 \(TCP port 10000\) refused the connection[^\r\n]*",
+    )
+    .unwrap();
     p.send_line("help").unwrap();
     p.exp_string("unshare DIR").unwrap();
     p.send_line("quit").unwrap();

@@ -145,6 +145,19 @@ fn several_results_at_once_quoting_and_errors_that_name_what_was_typed() {
     let (_, done) = p.exp_regex(r"Downloaded [^\r\n]+ to [^\r\n]+").unwrap();
     assert!(done.contains("Blue Harbor - Tides"), "{done}");
     assert!(!done.contains('"'), "{done}");
+    // A file the peer does not offer: the failure, announced and listed,
+    // names the peer as typed (with the TCP port it was downloaded on).
+    p.send_line(&format!("get {peer1} \"no such song.ogg\""))
+        .unwrap();
+    let (_, failed) = p.exp_regex(r"no such song\.ogg failed: [^\r\n]+").unwrap();
+    let named = format!("peer {peer1} (TCP port ");
+    assert!(failed.contains(&named), "{failed}");
+    p.send_line("downloads").unwrap();
+    p.exp_string("TIME LEFT").unwrap();
+    let (_, listed) = p
+        .exp_regex(r#"peer [^\r\n]+ does not offer "no such song\.ogg""#)
+        .unwrap();
+    assert!(listed.contains(&named), "{listed}");
     quit(p);
 }
 

@@ -446,15 +446,26 @@ impl Console {
             listed_size,
         };
         match self.client.get(want, ANSWER_WAIT).await {
-            Ok(Got::Started { .. }) => println!(
-                "Downloading {} from {shown} into {} (type downloads to see it).",
-                escape(name),
-                self.client.downloads_dir().display()
-            ),
+            Ok(Got::Started {
+                handle, sources, ..
+            }) => {
+                if let Some(tcp) = sources.first() {
+                    self.out.remember_typed(handle.id, *tcp, shown);
+                }
+                println!(
+                    "Downloading {} from {shown} into {} (type downloads to see it).",
+                    escape(name),
+                    self.client.downloads_dir().display()
+                )
+            }
             Ok(_) => println!(
                 "Peer {shown} did not answer: check the address and that its node is running."
             ),
-            Err(e) => println!("Cannot get {} from {shown}: {e}", escape(name)),
+            Err(e) => println!(
+                "Cannot get {} from {shown}: {}",
+                escape(name),
+                escape(&e.to_string())
+            ),
         }
     }
 
@@ -520,9 +531,11 @@ impl Console {
             }
             match &d.state {
                 DownloadState::Done(p) => println!("{:>5}→ {}", "", crate::escape::path(p)),
-                DownloadState::Failed(r) => {
-                    println!("{:>5}✗ {}", "", escape(&friendly_reason(r)))
-                }
+                DownloadState::Failed(r) => println!(
+                    "{:>5}✗ {}",
+                    "",
+                    escape(&friendly_reason(&self.out.in_typed_words(d.id, r)))
+                ),
                 DownloadState::Running | DownloadState::Paused => {}
             }
         }
