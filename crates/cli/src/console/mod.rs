@@ -167,7 +167,18 @@ pub(crate) fn run(
     result
 }
 
-/// Remembers every peer that answers, so the next start rejoins by itself.
+/// How long a peer that joined has to stay before it is remembered: a
+/// one-shot `rutella get` is a peer while it runs (so that a source
+/// behind a router can push to it), then stops answering and is dropped
+/// at the next ping round; it is not worth a line in the settings file.
+const REMEMBER_AFTER: Duration = Duration::from_secs(60);
+
+/// Peers that joined and wait for [`REMEMBER_AFTER`], at most.
+const MAX_JOINED: usize = 1024;
+
+/// Remembers the peers known when the console starts (those it was told
+/// to join, or remembered) and every peer that joins later once it stayed
+/// [`REMEMBER_AFTER`], so the next start rejoins by itself.
 fn remember_peers(rt: &Runtime, client: &Client, remember: Arc<Mutex<(PathBuf, ConfigFile)>>) {
     let mut events = client.subscribe();
     let client = client.clone();
@@ -188,11 +199,43 @@ fn remember_peers(rt: &Runtime, client: &Client, remember: Arc<Mutex<(PathBuf, C
         };
         // Peers that answered before the console started.
         save(&client.peers().await.unwrap_or_default());
+        let mut joined: std::collections::HashMap<SocketAddr, tokio::time::Instant> =
+            std::collections::HashMap::new();
+        let mut tick = tokio::time::interval(REMEMBER_AFTER / 4);
         loop {
-            match events.recv().await {
-                Ok(rutella_node::NodeEvent::PeerAdded(p)) => save(&[p]),
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break,
+            tokio::select! {
+                e = events.recv() => match e {
+                    Ok(rutella_node::NodeEvent::PeerAdded(p)) => {
+                        if joined.len() < MAX_JOINED {
+                            joined.entry(p.udp).or_insert_with(tokio::time::Instant::now);
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                },
+                _ = tick.tick(), if !joined.is_empty() => {
+                    let now = tokio::time::Instant::now();
+                    let due: Vec<SocketAddr> = joined
+                        .iter()
+                        .filter(|(_, since)| now.duration_since(**since) >= REMEMBER_AFTER)
+                        .map(|(a, _)| *a)
+                        .collect();
+                    if due.is_empty() {
+                        continue;
+                    }
+                    for a in &due {
+                        joined.remove(a);
+                    }
+                    // Still a peer after all that time: a lasting one.
+                    let stayed: Vec<rutella_node::Peer> = client
+                        .peers()
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|p| due.contains(&p.udp))
+                        .collect();
+                    save(&stayed);
+                }
             }
         }
     });
@@ -570,9 +613,13 @@ impl Console {
         if let Err(e) = self.client.connect(addr).await {
             return println!("{e}");
         }
-        if let Ok(Some(_)) = self.client.wait_peer(addr.udp, ANSWER_WAIT, |_| true).await {
+        if let Ok(Some(p)) = self.client.wait_peer(addr.udp, ANSWER_WAIT, |_| true).await {
             if let Ok(peers) = self.client.peers().await {
                 println!("Joined {addr}; {} peer(s) known.", peers.len());
+                // Typed by the user and answering: kept at once.
+                self.update_config(|c| {
+                    c.remember_peer(&results::peer_name(&p));
+                });
                 return;
             }
         }
