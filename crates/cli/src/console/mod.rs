@@ -354,27 +354,31 @@ impl Console {
             };
             let Some(hit) = hit else { break };
             answered += 1;
+            // Each result is shown as it arrives; a later copy of a file
+            // already shown gets its `+` line then, naming its number.
             for f in &hit.files {
-                if self.results.add(&hit.peer, f) != Added::Ignored {
+                let line = match self.results.add(&hit.peer, f) {
+                    Added::New(n) => self.results.get(n).map(|item| results::line(n, item)),
+                    Added::AlsoOn(n) => self
+                        .results
+                        .get(n)
+                        .map(|item| results::also_line(n, &hit.peer, item.sources.len())),
+                    Added::Ignored => None,
+                };
+                if let Some(line) = line {
                     with_files.insert(hit.peer.udp);
+                    println!("{line}");
                 }
             }
         }
         drop(stream);
         drop(no_echo);
-        // Results are shown when the search ends, each with the other
-        // peers offering the same file right under it.
-        let mut shared = 0usize;
-        for (i, item) in self.results.items.iter().enumerate() {
-            println!("{}", results::line(i + 1, item));
-            let count = item.sources.len();
-            if count > 1 {
-                shared += 1;
-            }
-            for p in item.sources.iter().skip(1) {
-                println!("{}", results::also_line(i + 1, p, count));
-            }
-        }
+        let shared = self
+            .results
+            .items
+            .iter()
+            .filter(|i| i.sources.len() > 1)
+            .count();
         let n = self.results.items.len();
         let how = if stopped { "Search stopped: " } else { "" };
         if answered == 0 {
