@@ -242,7 +242,10 @@ pub(crate) async fn connect_out(
 pub(crate) struct NodeDialer {
     pub(crate) table: Arc<PushTable>,
     pub(crate) tx: mpsc::Sender<Command>,
-    /// Our TCP port, where pushed connections come.
+    /// Our TCP port, where pushed connections come: the `TcpPort` of our
+    /// Push. It is also the router's external port whenever the port
+    /// mapper holds a mapping, since the mapper asks for this very port
+    /// and gives up a mapping the router makes on any other.
     pub(crate) tcp_port: u16,
     pub(crate) own: OwnFacts,
     pub(crate) push_timeout: Duration,
