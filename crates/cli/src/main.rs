@@ -146,8 +146,12 @@ fn main() -> ExitCode {
         Some(Command::Get(a)) => {
             init_logging("error");
             runtime.block_on(async {
-                // A folder of its own is a download of its own.
-                match remote::Daemon::unless(a.standalone || a.out.is_some()).await {
+                // A folder of its own is a download of its own; so is one
+                // by name from a peer whose download port is not known
+                // (IP:UDPPORT off the classic ports: the node asks it).
+                let own =
+                    a.standalone || a.out.is_some() || a.from.is_some_and(|f| f.tcp_port.is_none());
+                match remote::Daemon::unless(own).await {
                     Some(d) => remote::commands::get(d, a).await,
                     None => oneshot::get(a).await,
                 }

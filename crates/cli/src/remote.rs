@@ -356,6 +356,58 @@ impl Events {
     }
 }
 
+/// The daemon's peers by IP address, to name the peers of search results
+/// (which the API gives by their download (TCP) address) as the standalone
+/// commands do, by their UDP address.
+#[derive(Debug, Default)]
+pub(crate) struct PeerMap {
+    /// The UDP address of the one peer at each IP; `None` for an IP with
+    /// several peers (then the TCP address is shown).
+    by_ip: std::collections::HashMap<std::net::IpAddr, Option<std::net::SocketAddr>>,
+}
+
+impl PeerMap {
+    /// The daemon's peers now (none when it does not say).
+    pub(crate) async fn load(d: &Daemon) -> PeerMap {
+        #[derive(Deserialize)]
+        struct P {
+            addr: String,
+        }
+        let list: Vec<P> = d.get("/peers").await.unwrap_or_default();
+        PeerMap::from_udp(list.iter().filter_map(|p| p.addr.parse().ok()))
+    }
+
+    pub(crate) fn from_udp(peers: impl IntoIterator<Item = std::net::SocketAddr>) -> PeerMap {
+        let mut by_ip = std::collections::HashMap::new();
+        for udp in peers {
+            by_ip
+                .entry(udp.ip())
+                .and_modify(|e: &mut Option<std::net::SocketAddr>| {
+                    if *e != Some(udp) {
+                        *e = None
+                    }
+                })
+                .or_insert(Some(udp));
+        }
+        PeerMap { by_ip }
+    }
+
+    /// The UDP address of the peer whose download address is `tcp`, when
+    /// it is the only peer at that IP.
+    pub(crate) fn udp_of(&self, tcp: &str) -> Option<std::net::SocketAddr> {
+        let tcp: std::net::SocketAddr = tcp.parse().ok()?;
+        self.by_ip.get(&tcp.ip()).copied().flatten()
+    }
+
+    /// A peer of a result as the standalone commands write it.
+    pub(crate) fn name(&self, tcp: &str) -> String {
+        match self.udp_of(tcp) {
+            Some(udp) => peer_text(&udp.to_string()),
+            None => tcp.to_string(),
+        }
+    }
+}
+
 /// A peer as the standalone commands write it: the address alone when its
 /// port is the classic one.
 pub(crate) fn peer_text(addr: &str) -> String {
@@ -404,6 +456,21 @@ mod tests {
         assert_eq!(ApiError::Status(404, String::new()).code(), exit::NOT_FOUND);
         assert_eq!(ApiError::Status(504, String::new()).code(), exit::NETWORK);
         assert_eq!(ApiError::Status(400, String::new()).code(), exit::USAGE);
+    }
+
+    #[test]
+    fn result_peers_are_named_by_their_udp_address_when_known() {
+        let m = PeerMap::from_udp([
+            "127.0.0.1:20000".parse().unwrap(),
+            "127.0.0.2:20001".parse().unwrap(),
+            "127.0.0.3:20000".parse().unwrap(),
+            "127.0.0.3:20002".parse().unwrap(),
+        ]);
+        assert_eq!(m.name("127.0.0.1:10000"), "127.0.0.1");
+        assert_eq!(m.name("127.0.0.2:10001"), "127.0.0.2:20001");
+        // Two peers at one IP: which one is not known.
+        assert_eq!(m.name("127.0.0.3:10000"), "127.0.0.3:10000");
+        assert_eq!(m.name("127.0.0.4:10000"), "127.0.0.4:10000");
     }
 
     #[test]

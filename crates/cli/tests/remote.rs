@@ -274,7 +274,7 @@ fn search_get_and_downloads_go_through_the_running_daemon() {
     let (status, started) = d.api(
         reqwest::Method::POST,
         "/downloads",
-        Some(serde_json::json!({ "from": "127.0.71.2:20000", "name": WEB })),
+        Some(serde_json::json!({ "from": "127.0.71.2:10000", "name": WEB })),
     );
     assert_eq!(status, 201, "{started}");
     let id = started["id"].as_u64().unwrap();
@@ -337,8 +337,6 @@ fn standalone_share_and_a_stale_daemon_file() {
             format!("127.0.71.2\t{size}\t{SONG}"),
         ]
     );
-    // The standalone node asked peer 1 itself.
-    assert!(n.a.log_text().contains("127.0.71.9"), "{}", n.a.log_text());
 
     // share and unshare through the daemon: at once.
     let extra = tempfile::tempdir().unwrap();

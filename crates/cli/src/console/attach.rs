@@ -216,8 +216,9 @@ impl Attached {
             "get" | "g" => self.get(rest).await,
             "downloads" | "d" | "dl" => {
                 let list: Result<Vec<Download>, _> = self.d.get("/downloads").await;
+                let names = crate::remote::PeerMap::load(&self.d).await;
                 list.map(|l| {
-                    for line in api::downloads_table(&l) {
+                    for line in api::downloads_table(&l, &names) {
                         println!("{line}");
                     }
                 })
@@ -331,10 +332,11 @@ impl Attached {
             }
         }
         drop(no_echo);
+        let names = crate::remote::PeerMap::load(&self.d).await;
         let mut with_files = std::collections::HashSet::new();
         let mut shared = 0usize;
         for (n, f) in self.results.values().enumerate() {
-            println!("{}", result_line(n + 1, f));
+            println!("{}", result_line(n + 1, f, &names));
             with_files.extend(f.peers.iter().cloned());
             if f.peers.len() > 1 {
                 shared += 1;
@@ -343,7 +345,7 @@ impl Attached {
                 println!(
                     "{:>4}  {:<21} {:>10}  (same file as {}: {} peers)",
                     "+",
-                    escape(&crate::remote::peer_text(p)),
+                    escape(&names.name(p)),
                     "",
                     n + 1,
                     f.peers.len()
@@ -381,7 +383,17 @@ impl Attached {
         match get_args::parse(rest) {
             Err(e) => println!("{e}"),
             Ok(GetCmd::ByName { addr, typed, name }) => {
-                let body = serde_json::json!({ "from": addr.udp.to_string(), "name": name });
+                // The daemon takes the peer's download (TCP) address.
+                let Some(tcp) = addr.tcp_port else {
+                    println!(
+                        "Cannot get {} from {}: attached, give the peer as IP alone (classic ports); its download port is not known.",
+                        escape(&name),
+                        escape(&typed)
+                    );
+                    return Ok(());
+                };
+                let tcp = std::net::SocketAddr::new(addr.udp.ip(), tcp);
+                let body = serde_json::json!({ "from": tcp.to_string(), "name": name });
                 match self.d.post::<Download>("/downloads", &body).await {
                     Ok(dl) => println!(
                         "Downloading {} from {} (download {}; type downloads to see it).",
@@ -415,11 +427,9 @@ impl Attached {
                     let index = indexes[n - 1];
                     let body = serde_json::json!({ "search": search, "index": index });
                     let dl: Download = self.d.post("/downloads", &body).await?;
-                    let from: Vec<String> = dl
-                        .sources
-                        .iter()
-                        .map(|s| crate::remote::peer_text(&s.addr))
-                        .collect();
+                    let names = crate::remote::PeerMap::load(&self.d).await;
+                    let from: Vec<String> =
+                        dl.sources.iter().map(|s| names.name(&s.addr)).collect();
                     let from = if from.is_empty() {
                         String::new()
                     } else {
@@ -585,16 +595,12 @@ impl Attached {
 }
 
 /// One result line: number, first peer, size, name (the console's columns).
-fn result_line(n: usize, f: &Found) -> String {
+fn result_line(n: usize, f: &Found, names: &crate::remote::PeerMap) -> String {
     let size = f
         .size
         .map(super::results::bytes)
         .unwrap_or_else(|| "-".into());
-    let peer = f
-        .peers
-        .first()
-        .map(|p| crate::remote::peer_text(p))
-        .unwrap_or_default();
+    let peer = f.peers.first().map(|p| names.name(p)).unwrap_or_default();
     format!(
         "{n:>4}  {:<21} {size:>10}  {}",
         escape(&peer),

@@ -200,6 +200,8 @@ async fn follow_search(
     stop: &mut Stop,
 ) -> Result<(End, usize, usize), Failure> {
     let mut events = d.events(&format!("/searches/{id}/events")).await?;
+    let mut peers = super::PeerMap::load(d).await;
+    let mut reloaded = false;
     let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);
     let mut shown: HashSet<(String, String)> = HashSet::new();
@@ -222,11 +224,16 @@ async fn follow_search(
                 };
                 for peer in &found.peers {
                     answered.insert(peer.clone());
+                    // A peer that joined since: its name once more.
+                    if peers.udp_of(peer).is_none() && !reloaded {
+                        peers = super::PeerMap::load(d).await;
+                        reloaded = true;
+                    }
                     if !shown.insert((peer.clone(), found.name.clone())) {
                         continue;
                     }
                     hits += 1;
-                    match print_line(&hit_line(peer, &found, a.json)) {
+                    match print_line(&hit_line(peer, &found, a.json, &peers)) {
                         Ok(true) => {}
                         Ok(false) => return Ok((End::PipeClosed, answered.len(), hits)),
                         Err(e) => return Err(e),
@@ -249,15 +256,16 @@ async fn follow_search(
     }
 }
 
-/// One line of `rutella search`'s output for a file and one of its peers,
-/// as the standalone command writes it. What the daemon does not tell of
-/// a peer (its TCP port, how to push to it) is `null`.
-pub(crate) fn hit_line(peer: &str, f: &Found, json: bool) -> String {
+/// One line of `rutella search`'s output for a file and one of its peers
+/// (`tcp`, its download address), as the standalone command writes it.
+/// What the daemon does not tell of a peer (how to push to it; its UDP
+/// address when several peers share its IP) is `null`.
+pub(crate) fn hit_line(tcp: &str, f: &Found, json: bool, peers: &super::PeerMap) -> String {
     if json {
         serde_json::json!({
-            "peer": super::peer_text(peer),
-            "udp": peer,
-            "tcp": null,
+            "peer": peers.name(tcp),
+            "udp": peers.udp_of(tcp).map(|u| u.to_string()),
+            "tcp": tcp,
             "name": f.name,
             "size": f.size,
             "hash": f.hex(),
@@ -267,7 +275,7 @@ pub(crate) fn hit_line(peer: &str, f: &Found, json: bool) -> String {
         })
         .to_string()
     } else {
-        let peer = super::peer_text(peer);
+        let peer = peers.name(tcp);
         match f.size {
             Some(size) => format!("{peer}\t{size}\t{}", escape(&f.name)),
             None => format!("{peer}\t-\t{}", escape(&f.name)),
@@ -280,36 +288,38 @@ pub(crate) fn hit_line(peer: &str, f: &Found, json: bool) -> String {
 /// or a JSON report) once it is complete.
 pub(crate) async fn get(d: Daemon, a: GetArgs) -> Result<(), Failure> {
     let mut stop = Stop::new();
-    let body = match a.from {
-        Some(from) => {
-            let mut addr = from.udp.to_string();
-            if let Some(tcp) = from.tcp_port {
-                addr = std::net::SocketAddr::new(from.udp.ip(), tcp).to_string();
-            }
-            serde_json::json!({ "from": addr, "name": a.name })
-        }
-        None => {
-            let hex = a.name.to_ascii_lowercase();
-            if rutella_proto::message::parse_hex32(&hex).is_none() {
+    let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
+    let hash = match a.from {
+        Some(_) => None,
+        None => match rutella_proto::message::parse_hex32(&a.name.to_ascii_lowercase()) {
+            Some(h) => Some(h),
+            None => {
                 return Err(Failure::new(
                     exit::USAGE,
                     format!(
                         "{:?} is not a BLAKE3 hash (64 hex digits): give a hash, or use --from ADDR to download by name",
                         a.name
                     ),
-                ));
+                ))
             }
-            let sources: Vec<String> = a.connect.iter().map(|p| p.udp.to_string()).collect();
-            serde_json::json!({ "hash": format!("blake3:{hex}"), "sources": sources })
-        }
+        },
     };
     d.say_using();
-    if a.from.is_some() {
-        join(&d, &a.connect).await?;
-    }
+    join(&d, &a.connect).await?;
     // Listening before the download starts: no event is missed.
     let mut events = d.events("/events").await?;
-    let started: Download = d.post("/downloads", &body).await?;
+    let started: Download = match (a.from, hash) {
+        (Some(from), _) => {
+            // The daemon downloads by name from the peer's TCP address
+            // (known for classic ports; see main.rs for the others).
+            let tcp =
+                std::net::SocketAddr::new(from.udp.ip(), from.tcp_port.unwrap_or(from.udp.port()));
+            let body = serde_json::json!({ "from": tcp.to_string(), "name": a.name });
+            d.post("/downloads", &body).await?
+        }
+        (None, Some(hash)) => by_hash(&d, &hash, wait, &mut stop).await?,
+        (None, None) => return Err(Failure::new(exit::USAGE, "nothing to get")),
+    };
     if a.no_wait {
         eprintln!(
             "rutella: download {} started in the daemon: rutella downloads shows it",
@@ -422,6 +432,76 @@ pub(crate) async fn get(d: Daemon, a: GetArgs) -> Result<(), Failure> {
     }
 }
 
+/// Starts a download by hash in the daemon: asks the network for the hash
+/// (a search, as the standalone command does), then downloads the file as
+/// its peers name it, from every peer that answered within `wait`.
+async fn by_hash(
+    d: &Daemon,
+    hash: &[u8; 32],
+    wait: Duration,
+    stop: &mut Stop,
+) -> Result<Download, Failure> {
+    #[derive(Deserialize)]
+    struct Created {
+        id: u64,
+    }
+    let hex = rutella_proto::message::hex32(hash);
+    let query = rutella_proto::hash_query(hash);
+    let created: Created = d
+        .post("/searches", &serde_json::json!({ "query": query }))
+        .await?;
+    let id = created.id;
+    let found = async {
+        let mut events = d.events(&format!("/searches/{id}/events")).await?;
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        let mut index = None;
+        loop {
+            let ev = tokio::select! {
+                e = events.next() => e?,
+                _ = &mut deadline => break,
+                _ = stop.recv() => return Err(Failure::new(
+                    exit::INTERRUPTED,
+                    "download interrupted before it started",
+                )),
+            };
+            let Some(ev) = ev else { break };
+            match ev.event.as_str() {
+                "result" => {
+                    if let Ok(f) = serde_json::from_str::<Found>(&ev.data) {
+                        if f.hex().is_some_and(|h| h.eq_ignore_ascii_case(&hex)) {
+                            index = Some(f.index);
+                        }
+                    }
+                }
+                "done" => break,
+                _ => {}
+            }
+        }
+        Ok::<_, Failure>(index)
+    }
+    .await;
+    let started = match found {
+        Ok(Some(index)) => d
+            .post(
+                "/downloads",
+                &serde_json::json!({ "search": id, "index": index }),
+            )
+            .await
+            .map_err(Failure::from),
+        Ok(None) => Err(Failure::new(
+            exit::NOT_FOUND,
+            format!(
+                "no peer offers {hex} (asked every peer found within {:.1} s)",
+                wait.as_secs_f64()
+            ),
+        )),
+        Err(e) => Err(e),
+    };
+    let _ = d.delete(&format!("/searches/{id}"), None).await;
+    started
+}
+
 /// `rutella downloads`: the daemon's downloads, as the console lists them,
 /// or one JSON object (`DOWNLOAD`) per line.
 pub(crate) async fn downloads(d: Daemon, json: bool) -> Result<(), Failure> {
@@ -438,7 +518,8 @@ pub(crate) async fn downloads(d: Daemon, json: bool) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    for line in downloads_table(&list) {
+    let names = super::PeerMap::load(&d).await;
+    for line in downloads_table(&list, &names) {
         if !print_line(&line)? {
             break;
         }
@@ -446,8 +527,9 @@ pub(crate) async fn downloads(d: Daemon, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The downloads table, in the console's words and columns.
-pub(crate) fn downloads_table(list: &[Download]) -> Vec<String> {
+/// The downloads table, in the console's words and columns (sources
+/// named by `names` as the console names them).
+pub(crate) fn downloads_table(list: &[Download], names: &super::PeerMap) -> Vec<String> {
     let mut out = Vec::new();
     if list.is_empty() {
         out.push("No downloads yet: search, then get N.".to_string());
@@ -479,11 +561,7 @@ pub(crate) fn downloads_table(list: &[Download]) -> Vec<String> {
         } else {
             "-".into()
         };
-        let from: Vec<String> = dl
-            .sources
-            .iter()
-            .map(|s| super::peer_text(&s.addr))
-            .collect();
+        let from: Vec<String> = dl.sources.iter().map(|s| names.name(&s.addr)).collect();
         out.push(format!(
             "{:>3}  {:<8} {:>5} {:>11} {:>12}  {:<21} {}",
             dl.id,
@@ -505,7 +583,7 @@ pub(crate) fn downloads_table(list: &[Download]) -> Vec<String> {
                 out.push(format!(
                     "{:>5}{}: {}",
                     "",
-                    escape(&super::peer_text(&s.addr)),
+                    escape(&names.name(&s.addr)),
                     escape(path)
                 ));
             }
@@ -695,17 +773,23 @@ mod tests {
     #[test]
     fn hit_lines_are_the_standalone_ones() {
         let f = found(Some(7));
+        let peers = super::super::PeerMap::from_udp([
+            "127.0.0.1:20001".parse().unwrap(),
+            "127.0.0.2:20000".parse().unwrap(),
+        ]);
         assert_eq!(
-            hit_line("127.0.0.1:20001", &f, false),
+            hit_line("127.0.0.1:10001", &f, false, &peers),
             "127.0.0.1:20001\t7\ta\\x1bb.ogg"
         );
         assert_eq!(
-            hit_line("127.0.0.1:20000", &found(None), false),
-            "127.0.0.1\t-\ta\\x1bb.ogg"
+            hit_line("127.0.0.2:10000", &found(None), false, &peers),
+            "127.0.0.2\t-\ta\\x1bb.ogg"
         );
         let v: serde_json::Value =
-            serde_json::from_str(&hit_line("127.0.0.1:20001", &f, true)).unwrap();
+            serde_json::from_str(&hit_line("127.0.0.1:10001", &f, true, &peers)).unwrap();
         assert_eq!(v["peer"], "127.0.0.1:20001");
+        assert_eq!(v["udp"], "127.0.0.1:20001");
+        assert_eq!(v["tcp"], "127.0.0.1:10001");
         assert_eq!(v["name"], "a\u{1b}b.ogg");
         assert_eq!(v["size"], 7);
         assert_eq!(v["hash"], "ab".repeat(32));
@@ -728,11 +812,14 @@ mod tests {
             file: Some(PathBuf::from("/d/x.bin")),
             error: None,
         };
-        let t = downloads_table(&[dl]);
+        let t = downloads_table(&[dl], &super::super::PeerMap::default());
         assert!(t[0].starts_with("  #  STATE"), "{t:?}");
         assert!(t[1].contains("done") && t[1].contains("100%") && t[1].ends_with("x.bin"));
         assert!(t[2].contains("push via 127.0.0.1:20002"), "{t:?}");
         assert!(t[3].ends_with("→ /d/x.bin"), "{t:?}");
-        assert_eq!(downloads_table(&[]).len(), 1);
+        assert_eq!(
+            downloads_table(&[], &super::super::PeerMap::default()).len(),
+            1
+        );
     }
 }
