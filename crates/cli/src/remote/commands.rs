@@ -13,6 +13,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// How often `get` looks at the daemon's list while it follows a download.
+const LIST_CHECK: Duration = Duration::from_secs(2);
+
 /// One distinct file of a search (`RESULT` in docs/API.md).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Found {
@@ -348,12 +351,24 @@ pub(crate) async fn get(d: Daemon, a: GetArgs) -> Result<(), Failure> {
     };
     let id = started.id;
     let mut last = started;
+    // A download cancelled elsewhere (the web page) is forgotten without an
+    // event: the list is looked at now and then.
+    let mut check = tokio::time::interval(LIST_CHECK);
+    check.tick().await;
     let end = loop {
         if matches!(last.state.as_str(), "done" | "failed" | "cancelled") {
             break Ok(last.clone());
         }
         let ev = tokio::select! {
             e = events.next() => e,
+            _ = check.tick() => {
+                let list: Vec<Download> = d.get("/downloads").await?;
+                match list.into_iter().find(|x| x.id == id) {
+                    Some(dl) => last = dl,
+                    None => last.state = "cancelled".into(),
+                }
+                continue;
+            }
             _ = stop.recv() => break Err(Failure::new(
                 exit::INTERRUPTED,
                 format!("stopped following download {id}: the daemon goes on with it (rutella downloads shows it)"),
