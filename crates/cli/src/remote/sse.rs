@@ -1,5 +1,6 @@
 //! Server-Sent Events cut out of a byte stream: a pure decoder, fed the
-//! bytes as they come, every line and event bounded.
+//! bytes as they come, every line and event bounded. It uses nothing but
+//! std, so that the fuzz target `remote_sse` includes this file as it is.
 
 /// The longest line kept; a longer one is an error (the daemon's events are
 /// one JSON object of at most a few kilobytes each).
@@ -15,12 +16,21 @@ pub(crate) struct Event {
 }
 
 /// Why a stream cannot be read as events.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SseError {
-    #[error("an event stream line is longer than {MAX_LINE} bytes")]
     LineTooLong,
-    #[error("an event is longer than {MAX_DATA} bytes")]
     EventTooLong,
+}
+
+impl std::fmt::Display for SseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SseError::LineTooLong => {
+                write!(f, "an event stream line is longer than {MAX_LINE} bytes")
+            }
+            SseError::EventTooLong => write!(f, "an event is longer than {MAX_DATA} bytes"),
+        }
+    }
 }
 
 /// The decoder's state between two pieces of the stream.
