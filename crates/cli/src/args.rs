@@ -34,6 +34,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  rutella serve --share ~/Music --connect 192.168.1.100\n  rutella serve --share ./files --bind 127.0.0.2"
     )]
     Serve(ServeArgs),
+    /// Run a node with an HTTP JSON control API (and web page) on 127.0.0.1: for a node left running, e.g. as a service.
+    #[command(
+        after_help = "Examples:\n  rutella daemon --share ~/Music\n  rutella daemon --api-listen 127.0.0.1:8080\n\nThe API address goes into api.json and its token into api-token, both beside\nthe settings file (see `rutella config path`). SIGTERM or Ctrl-C stops it;\nunfinished downloads resume at the next start. See docs/API.md."
+    )]
+    Daemon(DaemonArgs),
     /// Search the network once for files whose path holds every word, and print the hits.
     #[command(
         after_help = "Examples:\n  rutella search despacito --connect 192.168.1.100\n  rutella search .png --connect 127.0.0.1:20002 --wait 2 --json"
@@ -438,6 +443,17 @@ pub(crate) struct ServeArgs {
     pub(crate) port_mapping_protocol: Vec<MapProtocol>,
     #[command(flatten)]
     pub(crate) net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    /// Where the control API listens [default: 127.0.0.1:6347, or a free
+    /// port when it is taken]. An address other than loopback is refused
+    /// until the token file exists (it is made at the first start).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) api_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
 }
 
 #[derive(Debug, Args)]

@@ -80,6 +80,14 @@ pub(crate) struct ConfigFile {
     /// (as `--download-limit`). Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) download_limit: Option<u64>,
+    /// Uploads served at once (`rutella daemon`, changed live through its
+    /// API). Absent: the node's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upload_slots: Option<usize>,
+    /// Where `rutella daemon` serves its control API (`IP:PORT`, as
+    /// `--api-listen`). Absent: 127.0.0.1:6347.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) api_listen: Option<std::net::SocketAddr>,
     /// `false`: the console does not announce peers joining and
     /// downloads from this node. Absent: on.
     #[serde(default, skip_serializing_if = "Option::is_none")]

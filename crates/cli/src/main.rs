@@ -3,6 +3,7 @@
 mod args;
 mod config_file;
 mod console;
+mod daemon;
 mod demo;
 mod escape;
 mod lan;
@@ -132,6 +133,10 @@ fn main() -> ExitCode {
         Some(Command::Serve(a)) => {
             init_logging("info");
             runtime.block_on(oneshot::serve(a))
+        }
+        Some(Command::Daemon(a)) => {
+            init_logging("info");
+            runtime.block_on(daemon::run(a))
         }
         Some(Command::Search(a)) => {
             // Failures end in one sentence; logs would only repeat it.

@@ -23,7 +23,7 @@ pub(crate) fn check_share(dir: &std::path::Path) -> Result<(), Failure> {
 }
 
 /// Waits for Ctrl-C or SIGTERM.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -74,7 +74,39 @@ impl Stop {
     }
 }
 
-pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
+pub(crate) async fn serve(a: ServeArgs) -> Result<(), Failure> {
+    let serving = start_serving(a, |_| {}).await?;
+    stop_signal().await;
+    serving.stop().await;
+    Ok(())
+}
+
+/// A node started by [`start_serving`], with the tasks that report on it.
+pub(crate) struct Serving {
+    pub(crate) node: Node,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Stops the node cleanly (partial downloads stay resumable).
+    pub(crate) async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        tracing::info!("stopping");
+        if self.node.client().dht_running() {
+            remember_peers(&self.node.client()).await;
+        }
+        self.node.shutdown().await;
+    }
+}
+
+/// Starts the node `serve` runs, from the flags and the settings file;
+/// `adjust` may change its settings last (the daemon's upload slots).
+pub(crate) async fn start_serving(
+    mut a: ServeArgs,
+    adjust: impl FnOnce(&mut NodeConfig),
+) -> Result<Serving, Failure> {
     // The settings file gives what the flags leave out: shares, the
     // downloads folder and the peers to join.
     let file = match crate::config_file::path() {
@@ -126,20 +158,16 @@ pub(crate) async fn serve(mut a: ServeArgs) -> Result<(), Failure> {
             ..Default::default()
         });
     }
+    adjust(&mut cfg);
     let answer_wait = cfg.overlay.pong_timeout * 2;
     let joins = cfg.connect.clone();
     let node = Node::start(cfg).await?;
     let dead = tokio::spawn(report_dead_peers(node.client(), joins, answer_wait));
     let reachability = tokio::spawn(crate::reach::tell(node.client()));
-    stop_signal().await;
-    dead.abort();
-    reachability.abort();
-    tracing::info!("stopping");
-    if node.client().dht_running() {
-        remember_peers(&node.client()).await;
-    }
-    node.shutdown().await;
-    Ok(())
+    Ok(Serving {
+        node,
+        tasks: vec![dead, reachability],
+    })
 }
 
 /// Says which of the peers to join (given or from the settings file) did

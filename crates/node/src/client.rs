@@ -19,6 +19,17 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 /// the loop drops further answers to it (it never waits on a reader).
 const SEARCH_HITS: usize = 1024;
 
+/// The global limits of a node, shared by all its transfers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes per second of all uploads together; `None`: no limit.
+    pub upload_limit: Option<u64>,
+    /// Bytes per second of all downloads together; `None`: no limit.
+    pub download_limit: Option<u64>,
+    /// Uploads served at once (at least 1).
+    pub upload_slots: usize,
+}
+
 /// A cloneable handle to a running node: the only way the user interface
 /// talks to it.
 #[derive(Clone)]
@@ -37,8 +48,14 @@ pub struct Client {
     pub(crate) dht: Option<crate::dht::Dht>,
     /// Pending pushes, what answers said of pushes, paths used.
     pub(crate) push: Arc<crate::push::PushTable>,
-    /// The limit all downloads share, when set.
-    pub(crate) download_limit: Option<rutella_transfer::RateLimiter>,
+    /// The limit all downloads share (unlimited until set).
+    pub(crate) download_limit: rutella_transfer::RateLimiter,
+    /// The limit all uploads share (unlimited until set).
+    pub(crate) upload_limit: rutella_transfer::RateLimiter,
+    /// The upload slots of the transfer server.
+    pub(crate) upload_slots: rutella_transfer::UploadSlots,
+    /// Uploads in progress.
+    pub(crate) uploads: crate::uploads::Uploads,
     /// The reachability check's verdict.
     pub(crate) reachability: watch::Receiver<rutella_proto::Reachability>,
     /// The port mapper's status, when it runs.
@@ -240,6 +257,40 @@ impl Client {
     /// Whether the node runs a DHT node.
     pub fn dht_running(&self) -> bool {
         self.dht.is_some()
+    }
+
+    /// The global limits in force now.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            upload_limit: self.upload_limit.rate(),
+            download_limit: self.download_limit.rate(),
+            upload_slots: self.upload_slots.total(),
+        }
+    }
+
+    /// Changes the global limits, live: every transfer running and to
+    /// come follows them from its next wait (upload slots: more are given
+    /// at once; fewer are taken back as uploads end).
+    pub fn set_limits(&self, limits: Limits) {
+        self.upload_limit.set_rate(limits.upload_limit);
+        self.download_limit.set_rate(limits.download_limit);
+        self.upload_slots.set_total(limits.upload_slots);
+        tracing::info!(
+            upload_limit = ?limits.upload_limit,
+            download_limit = ?limits.download_limit,
+            upload_slots = limits.upload_slots,
+            "limits changed"
+        );
+    }
+
+    /// Uploads in progress, oldest first.
+    pub fn uploads(&self) -> Vec<crate::UploadInfo> {
+        self.uploads.list()
+    }
+
+    /// File bytes sent by uploads that ended, since the start.
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.uploads.sent()
     }
 
     /// The folder downloads go to.

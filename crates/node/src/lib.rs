@@ -31,8 +31,10 @@ pub mod relay;
 mod source;
 mod tasks;
 mod transfers;
+mod uploads;
 
-pub use client::Client;
+pub use client::{Client, Limits};
+pub use uploads::UploadInfo;
 pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{LanSettings, NodeConfig, PeerAddr, ReachSettings};
 pub use dht::{file_key, network_key, DhtConfig, DEFAULT_NETWORK, NO_PUBLIC_ENV, PUBLIC_BOOTSTRAP};

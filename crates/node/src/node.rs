@@ -155,9 +155,13 @@ impl Node {
             dht: dht.clone(),
             lan_found,
             push: Arc::new(crate::push::PushTable::default()),
-            download_limit: config
-                .download_limit
-                .map(rutella_transfer::RateLimiter::new),
+            download_limit: limiter(config.download_limit),
+            upload_limit: limiter(config.upload_limit),
+            upload_slots: rutella_transfer::UploadSlots::new(
+                config.max_uploads,
+                &config.upload_limits,
+            ),
+            uploads: crate::uploads::Uploads::default(),
             reachability: reachability_rx,
             port_mapping: port_mapping.clone(),
         };
@@ -237,12 +241,14 @@ impl Node {
         tasks.push(tokio::spawn(announce_uploads(
             uploads_rx,
             library.clone(),
+            client.uploads.clone(),
             client.events.clone(),
             stop_rx.clone(),
         )));
         let server_cfg = ServerConfig {
             uploads: Some(uploads_tx),
-            total_limit: config.upload_limit.map(rutella_transfer::RateLimiter::new),
+            total_limit: Some(client.upload_limit.clone()),
+            slots: Some(client.upload_slots.clone()),
             rate_limit: config.upload_rate_limit,
             max_connections: config.max_uploads,
             limits: config.upload_limits.clone(),
@@ -314,9 +320,18 @@ impl Node {
 
 /// Turns the transfer server's upload notices into node events, naming
 /// each file as it is shared (its path inside its shared folder).
+/// A limiter shared by all transfers of one direction, unlimited until
+/// set (it may be set, changed or lifted while the node runs).
+fn limiter(rate: Option<u64>) -> rutella_transfer::RateLimiter {
+    let l = rutella_transfer::RateLimiter::unlimited();
+    l.set_rate(rate);
+    l
+}
+
 async fn announce_uploads(
     mut rx: broadcast::Receiver<rutella_transfer::UploadNotice>,
     library: Library,
+    uploads: crate::uploads::Uploads,
     events: broadcast::Sender<NodeEvent>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -338,15 +353,32 @@ async fn announce_uploads(
             .to_string_lossy()
             .into_owned();
         let event = match notice.event {
-            UploadEvent::Started => NodeEvent::UploadStarted {
-                peer: notice.peer,
-                name,
-            },
-            UploadEvent::Ended { bytes } => NodeEvent::UploadEnded {
+            UploadEvent::Started => {
+                let file = notice.file.clone();
+                let size = tokio::task::spawn_blocking(move || std::fs::metadata(file).ok())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|m| m.len());
+                uploads.started(crate::uploads::UploadInfo {
+                    peer: notice.peer,
+                    name: name.clone(),
+                    size,
+                    started: std::time::Instant::now(),
+                });
+                NodeEvent::UploadStarted {
+                    peer: notice.peer,
+                    name,
+                }
+            }
+            UploadEvent::Ended { bytes } => {
+                uploads.ended(notice.peer, &name, bytes);
+                NodeEvent::UploadEnded {
                 peer: notice.peer,
                 name,
                 bytes,
-            },
+                }
+            }
         };
         let _ = events.send(event);
     }

@@ -71,7 +71,7 @@ impl Client {
             align_resume: true,
             listed_size,
             dialer: Some(self.dialer()),
-            limit: self.download_limit.clone(),
+            limit: Some(self.download_limit.clone()),
         };
         let client = self.clone();
         self.run_tracked(row, name, false, move |progress, _stop| async move {
@@ -146,7 +146,7 @@ impl Client {
         req.connect_timeout = self.config.connect_timeout;
         req.idle_timeout = self.config.idle_timeout;
         req.dialer = Some(self.dialer());
-        req.limit = self.download_limit.clone();
+        req.limit = Some(self.download_limit.clone());
         let journal = self.journal.clone();
         self.run_tracked(row, name, true, move |progress, stopping| async move {
             let (hash, name) = (entry.hash.clone(), entry.name.clone());

@@ -317,6 +317,23 @@ impl Library {
             .collect()
     }
 
+    /// Each shared folder, as given, with the files indexed in it and
+    /// their bytes. Walks the index once.
+    pub fn share_totals(&self) -> Vec<(PathBuf, usize, u64)> {
+        let st = self.core().read();
+        st.shares
+            .iter()
+            .map(|s| {
+                let (files, bytes) = st
+                    .index
+                    .iter()
+                    .filter(|(_, e)| e.share == s.id)
+                    .fold((0usize, 0u64), |(n, b), (_, e)| (n + 1, b + e.size));
+                (s.given.clone(), files, bytes)
+            })
+            .collect()
+    }
+
     /// Adds a shared folder (last in precedence) and walks it. Blocks for
     /// the walk. Adding a folder already shared does nothing. Fails if
     /// `dir` is not an existing directory.

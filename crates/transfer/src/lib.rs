@@ -48,7 +48,7 @@ pub use fetch::{
 pub use limit::RateLimiter;
 pub use names::{sanitize_basename, NameError};
 pub use report::{DownloadReport, Progress, SourceOutcome, SourceReport};
-pub use server::guard::ServerLimits;
+pub use server::guard::{ServerLimits, UploadSlots};
 pub use server::{
     run_server, run_server_with, serve_connection, Fault, Protocol, PushedConn, RelayHook,
     SendError, ServeError, ServeOutcome, ServeReport, ServerConfig, UploadEvent, UploadNotice,

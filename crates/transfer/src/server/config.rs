@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// A limit shared by every upload (and whatever else holds a clone),
     /// on top of `rate_limit`; `None`: none.
     pub total_limit: Option<crate::RateLimiter>,
+    /// Upload slots whose number may change while the server runs; `None`:
+    /// `max_connections` fixed slots.
+    pub slots: Option<crate::UploadSlots>,
 }
 
 /// A connection that came in introduced as pushed: a peer we asked (with
@@ -152,6 +155,7 @@ impl Default for ServerConfig {
             pushed: None,
             uploads: None,
             total_limit: None,
+            slots: None,
         }
     }
 }

@@ -184,7 +184,10 @@ struct Waiter {
 }
 
 struct SlotState {
-    free: usize,
+    /// Every slot there is (it may change while slots are held).
+    total: usize,
+    /// Slots held now (above `total` for a while after it was lowered).
+    held: usize,
     active: HashMap<IpAddr, usize>,
     waiting: VecDeque<Waiter>,
     next_id: u64,
@@ -192,16 +195,20 @@ struct SlotState {
 
 impl SlotState {
     fn can_grant(&self, ip: IpAddr, per_ip: usize) -> bool {
-        self.free > 0 && self.active.get(&ip).copied().unwrap_or(0) < per_ip
+        self.free() > 0 && self.active.get(&ip).copied().unwrap_or(0) < per_ip
+    }
+
+    fn free(&self) -> usize {
+        self.total.saturating_sub(self.held)
     }
 
     fn grant(&mut self, ip: IpAddr) {
-        self.free -= 1;
+        self.held += 1;
         *self.active.entry(ip).or_insert(0) += 1;
     }
 
     fn ungrant(&mut self, ip: IpAddr) {
-        self.free += 1;
+        self.held = self.held.saturating_sub(1);
         if let Some(n) = self.active.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -213,7 +220,7 @@ impl SlotState {
     /// Gives free slots to the oldest waiters whose address is below its
     /// cap (a waiter from an address at its cap lets the others pass).
     fn dispatch(&mut self, per_ip: usize) {
-        while self.free > 0 {
+        while self.free() > 0 {
             let Some(k) = self
                 .waiting
                 .iter()
@@ -236,7 +243,6 @@ impl SlotState {
 /// bounded queue in which each address has at most `waiting_per_ip`
 /// places.
 pub(crate) struct Slots {
-    total: usize,
     per_ip: usize,
     max_waiting: usize,
     waiting_per_ip: usize,
@@ -289,12 +295,12 @@ impl Slots {
     pub(crate) fn new(total: usize, limits: &ServerLimits) -> Arc<Slots> {
         let total = total.max(1);
         Arc::new(Slots {
-            total,
             per_ip: limits.max_slots_per_ip.max(1),
             max_waiting: limits.max_waiting,
             waiting_per_ip: limits.max_waiting_per_ip,
             st: Mutex::new(SlotState {
-                free: total,
+                total,
+                held: 0,
                 active: HashMap::new(),
                 waiting: VecDeque::new(),
                 next_id: 0,
@@ -304,7 +310,15 @@ impl Slots {
 
     /// Every slot there is.
     pub(crate) fn total(&self) -> usize {
-        self.total
+        lock(&self.st).total
+    }
+
+    /// Changes how many slots there are (at least 1): more are given to
+    /// waiters at once; fewer are taken back as uploads end (none is cut).
+    pub(crate) fn set_total(&self, total: usize) {
+        let mut st = lock(&self.st);
+        st.total = total.max(1);
+        st.dispatch(self.per_ip);
     }
 
     /// A slot for `ip` now, or why not.
@@ -319,7 +333,7 @@ impl Slots {
                 ip,
             });
         }
-        if st.free == 0 {
+        if st.free() == 0 {
             Err(Refusal::Slots)
         } else {
             Err(Refusal::SlotsPerSource)
@@ -380,7 +394,46 @@ impl Slots {
     #[cfg(test)]
     fn usage(&self) -> (usize, usize) {
         let st = lock(&self.st);
-        (self.total - st.free, st.waiting.len())
+        (st.held, st.waiting.len())
+    }
+}
+
+/// The upload slots of a server, as a handle that changes their number
+/// while it runs: give it as [`crate::ServerConfig::slots`].
+#[derive(Clone)]
+pub struct UploadSlots(Arc<Slots>);
+
+impl std::fmt::Debug for UploadSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UploadSlots({})", self.total())
+    }
+}
+
+impl UploadSlots {
+    /// `total` slots (at least 1) under these limits (per address, queue).
+    pub fn new(total: usize, limits: &ServerLimits) -> UploadSlots {
+        UploadSlots(Slots::new(total, limits))
+    }
+
+    /// Every slot there is.
+    pub fn total(&self) -> usize {
+        self.0.total()
+    }
+
+    /// Slots held now.
+    pub fn held(&self) -> usize {
+        lock(&self.0.st).held
+    }
+
+    /// Changes the number of slots (at least 1), live: more are given to
+    /// waiting requests at once; with fewer, no upload is cut, new ones
+    /// wait until enough have ended.
+    pub fn set_total(&self, total: usize) {
+        self.0.set_total(total);
+    }
+
+    pub(crate) fn slots(&self) -> Arc<Slots> {
+        Arc::clone(&self.0)
     }
 }
 

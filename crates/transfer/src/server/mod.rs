@@ -212,7 +212,10 @@ pub async fn run_server_with(
     let cfg = Arc::new(cfg);
     let mut outgoing_open = true;
     let conns = Conns::new(&cfg.limits);
-    let slots = Slots::new(cfg.max_connections, &cfg.limits);
+    let slots = match &cfg.slots {
+        Some(s) => s.slots(),
+        None => Slots::new(cfg.max_connections, &cfg.limits),
+    };
     let flood = Arc::new(FloodLog::new(cfg.limits.flood_log_interval));
     let mut tick =
         tokio::time::interval(cfg.limits.flood_log_interval.max(Duration::from_millis(10)));

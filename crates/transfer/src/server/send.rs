@@ -23,9 +23,15 @@ pub(crate) async fn send_range(
         return Ok(0);
     }
     #[cfg(target_os = "linux")]
-    if cfg.zero_copy && cfg.rate_limit.is_none() && cfg.total_limit.is_none() && cfg.fault.is_none()
+    // A shared limiter without a rate (it may get one later) keeps
+    // zero-copy: the send then paces itself whenever the limiter has one.
+    if cfg.zero_copy
+        && cfg.rate_limit.is_none()
+        && cfg.total_limit.as_ref().is_none_or(|l| !l.is_limited())
+        && cfg.fault.is_none()
     {
-        return sendfile_range(stream, &file, offset, len, cfg.send_timeout).await;
+        let limit = cfg.total_limit.as_ref();
+        return sendfile_range(stream, &file, offset, len, cfg.send_timeout, limit).await;
     }
     copy_range(stream, file, offset, len, cfg).await
 }
@@ -130,6 +136,7 @@ async fn sendfile_range(
     offset: u64,
     len: u64,
     stall: Duration,
+    limit: Option<&crate::RateLimiter>,
 ) -> Result<u64, (u64, SendError)> {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
@@ -144,7 +151,11 @@ async fn sendfile_range(
             Ok(Ok(())) => {}
         }
         // Linux moves at most 0x7ffff000 bytes per call.
-        let count = usize::try_from((len - sent).min(0x4000_0000)).unwrap_or(0x4000_0000);
+        let mut count = usize::try_from((len - sent).min(0x4000_0000)).unwrap_or(0x4000_0000);
+        let paced = limit.filter(|l| l.is_limited());
+        if let Some(l) = paced {
+            count = count.min(l.slice());
+        }
         let pos = offset + sent;
         let r = stream.try_io(Interest::WRITABLE, || {
             let mut off = libc::off_t::try_from(pos)
@@ -160,7 +171,12 @@ async fn sendfile_range(
         });
         match r {
             Ok(0) => return Err((sent, SendError::FileShrank)),
-            Ok(n) => sent += n as u64,
+            Ok(n) => {
+                sent += n as u64;
+                if let Some(l) = paced {
+                    l.take(n as u64).await;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
