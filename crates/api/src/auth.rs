@@ -76,11 +76,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The middleware in front of `/api/`.
-pub(crate) async fn require(
-    State(token): State<Arc<str>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn require(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
     match check(req.headers(), &token) {
         Ok(()) => next.run(req).await,
         Err(why) => {
@@ -104,7 +100,10 @@ mod tests {
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(k.clone(), HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")));
+            h.insert(
+                k.clone(),
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+            );
         }
         h
     }

@@ -32,5 +32,8 @@ fn asset(name: &str) -> Response {
 pub(crate) fn router() -> Router {
     Router::new()
         .route("/", get(|| async { asset("index.html") }))
-        .route("/ui/{*file}", get(|Path(file): Path<String>| async move { asset(&file) }))
+        .route(
+            "/ui/{*file}",
+            get(|Path(file): Path<String>| async move { asset(&file) }),
+        )
 }

@@ -3,9 +3,9 @@
 //! daemon's API instead of starting a node of their own; `--standalone`
 //! and a stale `api.json` run a node as before.
 //!
-//! Address plan: 127.0.71.0/24 on classic ports (the peers .1 and .2, the
-//! daemon .3, standalone one-shots .9); the daemon's API on 127.0.0.1 with
-//! a free port.
+//! Address plan: one of 127.0.71.0/24 to 127.0.73.0/24 per test, on
+//! classic ports (the peers .1 and .2, the daemon .3, standalone one-shots
+//! .9); the daemon's API on 127.0.0.1 with a free port.
 
 mod common;
 use common::*;
@@ -156,7 +156,9 @@ struct Net {
     _shares: (tempfile::TempDir, tempfile::TempDir),
 }
 
-fn net() -> Net {
+/// The network of one test: its addresses are 127.0.`net`.x.
+fn net(net: u8) -> Net {
+    let ip = |host: u8| format!("127.0.{net}.{host}");
     let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let song = pattern(300_000, 1);
     let other = pattern(70_000, 2);
@@ -165,21 +167,16 @@ fn net() -> Net {
     write_file(&sb.path().join(SONG), &song);
     write_file(&sa.path().join(OTHER), &other);
     write_file(&sb.path().join(WEB), &web);
-    let a = Serve::start(&[
-        "--share",
-        sa.path().to_str().unwrap(),
-        "--bind",
-        "127.0.71.1",
-    ]);
+    let a = Serve::start(&["--share", sa.path().to_str().unwrap(), "--bind", &ip(1)]);
     let b = Serve::start(&[
         "--share",
         sb.path().to_str().unwrap(),
         "--bind",
-        "127.0.71.2",
+        &ip(2),
         "--connect",
-        "127.0.71.1",
+        &ip(1),
     ]);
-    let d = Daemon::start("127.0.71.3", &["127.0.71.1", "127.0.71.2"]);
+    let d = Daemon::start(&ip(3), &[&ip(1), &ip(2)]);
     wait_until("the daemon joins both peers", LIMIT, || d.peers() == 2);
     // Hashing runs in the background after a node starts, and no event
     // of another process announces its end: searched until both peers'
@@ -213,7 +210,7 @@ fn lines(out: &Output) -> Vec<String> {
 
 #[test]
 fn search_get_and_downloads_go_through_the_running_daemon() {
-    let n = net();
+    let n = net(71);
     let d = &n.d;
     let (joined_a, joined_b) = (joined(&n.a), joined(&n.b));
 
@@ -312,7 +309,7 @@ fn search_get_and_downloads_go_through_the_running_daemon() {
 
 #[test]
 fn standalone_share_and_a_stale_daemon_file() {
-    let n = net();
+    let n = net(72);
     let d = &n.d;
     // --standalone: a node of its own (the daemon is not used).
     let out = d.run(&[
@@ -320,9 +317,9 @@ fn standalone_share_and_a_stale_daemon_file() {
         "song",
         "--standalone",
         "--connect",
-        "127.0.71.1",
+        "127.0.72.1",
         "--bind",
-        "127.0.71.9",
+        "127.0.72.9",
         "--wait",
         "3",
     ]);
@@ -333,8 +330,8 @@ fn standalone_share_and_a_stale_daemon_file() {
     assert_eq!(
         lines(&out),
         vec![
-            format!("127.0.71.1\t{size}\t{SONG}"),
-            format!("127.0.71.2\t{size}\t{SONG}"),
+            format!("127.0.72.1\t{size}\t{SONG}"),
+            format!("127.0.72.2\t{size}\t{SONG}"),
         ]
     );
 
@@ -383,9 +380,9 @@ fn standalone_share_and_a_stale_daemon_file() {
             "search",
             "song",
             "--connect",
-            "127.0.71.1",
+            "127.0.72.1",
             "--bind",
-            "127.0.71.9",
+            "127.0.72.9",
             "--wait",
             "3",
         ],
@@ -408,10 +405,15 @@ fn standalone_share_and_a_stale_daemon_file() {
 #[test]
 fn the_console_attaches_to_the_running_daemon() {
     use rexpect::session::spawn_command;
-    let n = net();
+    let n = net(73);
     let d = &n.d;
-    let mut cmd = rutella(&d.config, &[]);
-    cmd.env("TERM", "xterm")
+    // The terminal is standard input too (not rutella()'s null).
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rutella"));
+    cmd.env("RUTELLA_NO_DHT", "1")
+        .env("RUTELLA_TEST_NO_PUBLIC", "1")
+        .env("RUTELLA_CONFIG", &d.config)
+        .env_remove("RUST_LOG")
+        .env("TERM", "xterm")
         .env("HOME", d.config.parent().unwrap());
     let joined_a = joined(&n.a);
     let mut p = spawn_command(cmd, Some(LIMIT.as_millis() as u64)).unwrap();
