@@ -113,7 +113,7 @@ mod tests {
         let t = "abc123";
         let ok = (header::AUTHORIZATION, "Bearer abc123");
         let host = (header::HOST, "127.0.0.1:6347");
-        assert_eq!(check(&headers(&[ok.clone()]), t), Ok(()));
+        assert_eq!(check(&headers(std::slice::from_ref(&ok)), t), Ok(()));
         assert_eq!(check(&headers(&[]), t), Err(Refusal::Missing));
         assert_eq!(
             check(&headers(&[(header::AUTHORIZATION, "Bearer abc124")]), t),

@@ -59,22 +59,20 @@ pub(crate) fn search_events(
         if st.over {
             return None;
         }
-        loop {
-            match st.rx.recv().await {
-                Ok(Update::Result(r)) => return Some((Ok(event("result", &r)), st)),
-                Ok(Update::Done { peers_answered }) => {
-                    st.over = true;
-                    let e = event(
-                        "done",
-                        &serde_json::json!({"peers_answered": peers_answered}),
-                    );
-                    return Some((Ok(e), st));
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    return Some((Ok(event("lagged", &serde_json::json!({"missed": n}))), st));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        match st.rx.recv().await {
+            Ok(Update::Result(r)) => Some((Ok(event("result", &r)), st)),
+            Ok(Update::Done { peers_answered }) => {
+                st.over = true;
+                let e = event(
+                    "done",
+                    &serde_json::json!({"peers_answered": peers_answered}),
+                );
+                Some((Ok(e), st))
             }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                Some((Ok(event("lagged", &serde_json::json!({"missed": n}))), st))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     })
 }

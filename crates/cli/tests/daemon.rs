@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The peer and the daemon of the first test; the second uses .12 and .11.
 const PEER: &str = "127.0.47.2";
 const DAEMON: &str = "127.0.47.1";
+const PEER2: &str = "127.0.47.12";
+const DAEMON2: &str = "127.0.47.11";
 
 /// A `rutella daemon` process with its settings folder, killed when dropped.
 struct Daemon {
@@ -22,7 +25,7 @@ struct Daemon {
     token: String,
 }
 
-fn daemon_cmd(cfg: &Path, downloads: &Path, api: &str) -> Command {
+fn daemon_cmd(cfg: &Path, downloads: &Path, api: &str, ip: &str) -> Command {
     let mut cmd = bin();
     cmd.env("RUTELLA_CONFIG", cfg.join("config.toml"))
         .arg("daemon")
@@ -33,15 +36,15 @@ fn daemon_cmd(cfg: &Path, downloads: &Path, api: &str) -> Command {
             "--no-lan-discovery",
         ])
         .args(FAST)
-        .args(["--bind", DAEMON, "--downloads", downloads.to_str().unwrap()]);
+        .args(["--bind", ip, "--downloads", downloads.to_str().unwrap()]);
     cmd
 }
 
 impl Daemon {
-    fn start(cfg: &Path, downloads: &Path) -> Daemon {
+    fn start(cfg: &Path, downloads: &Path, ip: &str) -> Daemon {
         let api_json = cfg.join("api.json");
         let _ = std::fs::remove_file(&api_json);
-        let cmd = daemon_cmd(cfg, downloads, "127.0.0.1:0");
+        let cmd = daemon_cmd(cfg, downloads, "127.0.0.1:0", ip);
         let serve = Serve::spawn(cmd, tempfile::tempdir().unwrap());
         serve.wait_log("control API listening", Duration::from_secs(30));
         wait_until("api.json written", Duration::from_secs(10), || {
@@ -185,7 +188,7 @@ impl Sse {
     }
 }
 
-fn peer_with(files: &[(&str, &[u8])]) -> (Serve, tempfile::TempDir) {
+fn peer_with(ip: &str, files: &[(&str, &[u8])]) -> (Serve, tempfile::TempDir) {
     let share = tempfile::tempdir().unwrap();
     for (name, data) in files {
         write_file(&share.path().join(name), data);
@@ -194,7 +197,7 @@ fn peer_with(files: &[(&str, &[u8])]) -> (Serve, tempfile::TempDir) {
         "--share",
         share.path().to_str().unwrap(),
         "--bind",
-        PEER,
+        ip,
         "--no-lan-discovery",
     ]);
     (peer, share)
@@ -221,10 +224,10 @@ async fn wait_state(d: &Daemon, id: u64, state: &str) -> Value {
 async fn every_endpoint_of_a_real_daemon() {
     let tune = pattern(1 << 20, 7);
     let small = pattern(70_000, 8);
-    let (_peer, _share) = peer_with(&[("music/tune.ogg", &tune), ("small.bin", &small)]);
+    let (_peer, _share) = peer_with(PEER, &[("music/tune.ogg", &tune), ("small.bin", &small)]);
     let cfg = tempfile::tempdir().unwrap();
     let downloads = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(cfg.path(), downloads.path());
+    let mut d = Daemon::start(cfg.path(), downloads.path(), DAEMON);
     let http = reqwest::Client::new();
 
     // The token: private, required, compared; a foreign Origin refused.
@@ -661,17 +664,17 @@ async fn every_endpoint_of_a_real_daemon() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_stopped_by_sigterm_resumes_after_a_restart() {
     let data = pattern(1 << 20, 11);
-    let (_peer, _share) = peer_with(&[("big.bin", &data)]);
+    let (_peer, _share) = peer_with(PEER2, &[("big.bin", &data)]);
     let cfg = tempfile::tempdir().unwrap();
     std::fs::write(cfg.path().join("config.toml"), "download_limit = 100000\n").unwrap();
     let downloads = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(cfg.path(), downloads.path());
+    let mut d = Daemon::start(cfg.path(), downloads.path(), DAEMON2);
     let hash = format!("blake3:{}", blake3::hash(&data).to_hex());
     let (st, dl) = d
         .call(
             reqwest::Method::POST,
             "/downloads",
-            Some(json!({"hash": hash, "size": data.len(), "name": "big.bin", "sources": [format!("{PEER}:10000")]})),
+            Some(json!({"hash": hash, "size": data.len(), "name": "big.bin", "sources": [format!("{PEER2}:10000")]})),
         )
         .await;
     assert_eq!(st, 201, "{dl}");
@@ -691,7 +694,7 @@ async fn a_download_stopped_by_sigterm_resumes_after_a_restart() {
 
     // The same settings folder without the limit: it resumes by itself.
     std::fs::write(cfg.path().join("config.toml"), "").unwrap();
-    let d = Daemon::start(cfg.path(), downloads.path());
+    let d = Daemon::start(cfg.path(), downloads.path(), DAEMON2);
     assert_eq!(d.token, token, "the token is reused");
     d.serve
         .wait_log("resuming an unfinished download", Duration::from_secs(10));
@@ -717,10 +720,28 @@ async fn a_download_stopped_by_sigterm_resumes_after_a_restart() {
 fn an_api_beyond_loopback_needs_the_token_first() {
     let cfg = tempfile::tempdir().unwrap();
     let downloads = tempfile::tempdir().unwrap();
-    let mut cmd = daemon_cmd(cfg.path(), downloads.path(), "0.0.0.0:0");
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = daemon_cmd(cfg.path(), downloads.path(), "0.0.0.0:0", "127.0.47.21");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon started with its API beyond loopback and no token");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("without a token"), "{stderr}");
     assert!(!cfg.path().join("api-token").exists());
     assert!(!cfg.path().join("api.json").exists());
