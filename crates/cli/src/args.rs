@@ -54,6 +54,30 @@ pub(crate) enum Command {
         after_help = "Examples:\n  rutella demo\n  then type: search ogg   get 1   downloads   quit\n\nEverything the demo creates is removed when it ends."
     )]
     Demo(DemoArgs),
+    /// List the downloads of the running daemon (`rutella daemon`), with state, percent, speed and sources.
+    #[command(
+        after_help = "Examples:\n  rutella downloads\n  rutella downloads --json\n\nThe daemon is found through the settings folder (api.json, api-token);\nwithout one running there is nothing to list (exit code 1)."
+    )]
+    Downloads {
+        /// One JSON object per download, one per line (as GET /api/v1/downloads).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the running daemon's addresses, peers, shares and reachability, as the console's status.
+    #[command(after_help = "Examples:\n  rutella status")]
+    Status,
+    /// Share one more folder: at once in the running daemon, else from the next start on (settings file).
+    #[command(after_help = "Examples:\n  rutella share ~/Music")]
+    Share {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// Stop sharing a folder: at once in the running daemon, else from the next start on (settings file).
+    #[command(after_help = "Examples:\n  rutella unshare ~/Music")]
+    Unshare {
+        /// The folder.
+        dir: PathBuf,
+    },
     /// Show where the settings file is.
     #[command(
         after_help = "Examples:\n  rutella config path\n  RUTELLA_CONFIG=./test.toml rutella config path"
@@ -122,6 +146,14 @@ pub(crate) struct ConsoleArgs {
     pub(crate) lan: LanArgs,
     #[command(flatten)]
     pub(crate) dht: DhtArgs,
+    /// Drive the running daemon (`rutella daemon`) instead of starting a
+    /// node; fails when none runs. Without it the console attaches to a
+    /// running daemon by itself, unless --standalone.
+    #[arg(long, conflicts_with = "standalone")]
+    pub(crate) attach: bool,
+    /// Start a node of its own even when a daemon runs.
+    #[arg(long)]
+    pub(crate) standalone: bool,
 }
 
 /// Speed limits over all transfers (flags win over the settings file's
@@ -438,6 +470,10 @@ pub(crate) struct SearchArgs {
     /// One JSON object per hit, one per line.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Start a node of its own even when a daemon runs (without it, a
+    /// running daemon searches, and the node flags below are not used).
+    #[arg(long)]
+    pub(crate) standalone: bool,
     #[command(flatten)]
     pub(crate) net: NetArgs,
 }
@@ -458,15 +494,26 @@ pub(crate) struct GetArgs {
     /// directly is asked to connect to us).
     #[arg(long, value_name = "ADDR")]
     pub(crate) connect: Vec<PeerAddr>,
-    /// Folder to save into.
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    pub(crate) out: PathBuf,
+    /// Folder to save into [default: the current folder; through a
+    /// running daemon, the daemon's downloads folder]. Given, the download
+    /// runs in a node of its own.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
     /// Seconds to wait for peers to answer.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub(crate) wait: f64,
     /// Print a JSON report (path, size, resumed_from, received, sources) instead of the path.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Start a node of its own even when a daemon runs (without it, a
+    /// running daemon downloads into its downloads folder, and the node
+    /// flags below are not used).
+    #[arg(long)]
+    pub(crate) standalone: bool,
+    /// Through a running daemon: start the download, print its number and
+    /// exit at once (`rutella downloads` follows it).
+    #[arg(long, conflicts_with = "standalone")]
+    pub(crate) no_wait: bool,
     #[command(flatten)]
     pub(crate) net: NetArgs,
 }

@@ -9,6 +9,7 @@ mod escape;
 mod lan;
 mod oneshot;
 mod reach;
+mod remote;
 
 use args::{Cli, Command, ConfigCommand};
 use clap::Parser;
@@ -140,11 +141,50 @@ fn main() -> ExitCode {
         Some(Command::Search(a)) => {
             // Failures end in one sentence; logs would only repeat it.
             init_logging("error");
-            runtime.block_on(oneshot::search(a))
+            runtime.block_on(async {
+                match remote::Daemon::unless(a.standalone).await {
+                    Some(d) => remote::commands::search(d, a).await,
+                    None => oneshot::search(a).await,
+                }
+            })
         }
         Some(Command::Get(a)) => {
             init_logging("error");
-            runtime.block_on(oneshot::get(a))
+            runtime.block_on(async {
+                // A folder of its own is a download of its own; so is one
+                // by name from a peer whose download port is not known
+                // (IP:UDPPORT off the classic ports: the node asks it).
+                let own =
+                    a.standalone || a.out.is_some() || a.from.is_some_and(|f| f.tcp_port.is_none());
+                match remote::Daemon::unless(own).await {
+                    Some(d) => remote::commands::get(d, a).await,
+                    None => oneshot::get(a).await,
+                }
+            })
+        }
+        Some(Command::Downloads { json }) => {
+            init_logging("error");
+            runtime.block_on(async {
+                remote::commands::downloads(
+                    remote::Daemon::needed("rutella downloads").await?,
+                    json,
+                )
+                .await
+            })
+        }
+        Some(Command::Status) => {
+            init_logging("error");
+            runtime.block_on(async {
+                remote::commands::status(remote::Daemon::needed("rutella status").await?).await
+            })
+        }
+        Some(Command::Share { dir }) => {
+            init_logging("error");
+            runtime.block_on(remote::commands::share_or_remember(&dir, true))
+        }
+        Some(Command::Unshare { dir }) => {
+            init_logging("error");
+            runtime.block_on(remote::commands::share_or_remember(&dir, false))
         }
     };
     // Blocking library threads must not keep the process alive.

@@ -404,16 +404,26 @@ pub(crate) fn print_line(line: &str) -> Result<bool, Failure> {
 pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
     let mut stop = Stop::new();
     let wait = secs(a.wait).map_err(|m| Failure::new(exit::USAGE, m))?;
-    std::fs::create_dir_all(&a.out).map_err(|e| {
+    if a.no_wait {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--no-wait needs a running daemon (rutella daemon) to go on with the download",
+        ));
+    }
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    std::fs::create_dir_all(&out).map_err(|e| {
         Failure::new(
             exit::FAILURE,
-            format!("cannot create the folder {}: {e}", a.out.display()),
+            format!("cannot create the folder {}: {e}", out.display()),
         )
     })?;
     let mut cfg = a.net.node_config();
     // A download names its peers: no LAN discovery.
     cfg.lan = None;
-    cfg.downloads = Some(a.out.clone());
+    cfg.downloads = Some(out);
     cfg.overlay.search_timeout = wait;
     // A bar on a terminal, nothing on a pipe or with --json.
     let bar = !a.json

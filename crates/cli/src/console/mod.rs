@@ -1,6 +1,7 @@
 //! The interactive console: a prompt with line editing and history, talking
 //! to the node only through its [`Client`].
 
+mod attach;
 mod complete;
 mod get_args;
 mod have;
@@ -8,6 +9,9 @@ mod no_echo;
 mod output;
 mod results;
 pub(crate) mod setup;
+
+pub(crate) use output::eta_text;
+pub(crate) use results::bytes as bytes_text;
 
 use crate::config_file::ConfigFile;
 use crate::escape::escape;
