@@ -2,13 +2,13 @@
 //! overlays, and the datagrams between them (latency, loss, churn).
 
 use crate::config::SimConfig;
+use crate::queue::EventQueue;
 use crate::records::{hops_of, Class, QRec};
 use crate::workload::Workload;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rutella_proto::{Config, Event, Message, Overlay, MAX_DATAGRAM};
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -45,30 +45,6 @@ pub(crate) enum Ev {
     },
 }
 
-/// An event in the queue, ordered by time then by insertion.
-pub(crate) struct Entry {
-    pub(crate) t: u64,
-    pub(crate) seq: u64,
-    pub(crate) ev: Ev,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.t, self.seq) == (o.t, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.t, o.seq).cmp(&(self.t, self.seq))
-    }
-}
-
 /// One peer slot: the peer online in it now (a newcomer takes the slot
 /// of one that left, with a new generation `gen`).
 pub(crate) struct Node {
@@ -89,8 +65,7 @@ pub(crate) struct Sim {
     pub(crate) cfg: SimConfig,
     pub(crate) base: Instant,
     pub(crate) now: u64,
-    pub(crate) seq: u64,
-    pub(crate) queue: BinaryHeap<Entry>,
+    pub(crate) queue: EventQueue<Ev>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) nodes: Vec<Node>,
     pub(crate) work: Workload,
@@ -132,8 +107,7 @@ impl Sim {
             cfg: cfg.clone(),
             base: Instant::now(),
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             rng,
             nodes: Vec::with_capacity(cfg.nodes),
             work,
@@ -153,12 +127,7 @@ impl Sim {
     }
 
     pub(crate) fn push(&mut self, t: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Entry {
-            t,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(t, ev);
     }
 
     pub(crate) fn end(&self) -> u64 {

@@ -17,6 +17,7 @@ mod config;
 mod engine;
 pub mod figures;
 mod queries;
+mod queue;
 mod records;
 mod summary;
 mod workload;
