@@ -22,7 +22,7 @@ mod records;
 mod summary;
 mod workload;
 
-pub use config::SimConfig;
+pub use config::{Hostile, SimConfig};
 pub use summary::{quantile, ClassFigures, Summary};
 pub use workload::Workload;
 

@@ -76,6 +76,21 @@ struct Args {
     /// Scalable: milliseconds between search steps.
     #[arg(long)]
     step_wait_ms: Option<u64>,
+    /// Share of peers that drop every query (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    hostile_drop: f64,
+    /// Share of peers that answer every query with a file they do not have.
+    #[arg(long, default_value_t = 0.0)]
+    hostile_false_hits: f64,
+    /// Share of peers that start a search every --flood-interval-secs.
+    #[arg(long, default_value_t = 0.0)]
+    hostile_flood: f64,
+    /// Share of peers that announce the largest accepted degree.
+    #[arg(long, default_value_t = 0.0)]
+    hostile_liar: f64,
+    /// Seconds between two searches of a flooding peer.
+    #[arg(long, default_value_t = 1.0)]
+    flood_interval_secs: f64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -124,6 +139,23 @@ fn config(a: &Args) -> Result<SimConfig> {
     c.loss = a.loss;
     c.latency_median = secs(a.latency_ms / 1000.0)?;
     c.wire = a.wire;
+    let shares = [
+        a.hostile_drop,
+        a.hostile_false_hits,
+        a.hostile_flood,
+        a.hostile_liar,
+    ];
+    if shares.iter().any(|s| !(0.0..=1.0).contains(s)) || shares.iter().sum::<f64>() > 1.0 {
+        bail!("hostile shares are between 0 and 1, and at most 1 together");
+    }
+    c.hostile.drop = a.hostile_drop;
+    c.hostile.false_hits = a.hostile_false_hits;
+    c.hostile.flood = a.hostile_flood;
+    c.hostile.liar = a.hostile_liar;
+    c.hostile.flood_interval = secs(a.flood_interval_secs)?;
+    if c.hostile.flood_interval.is_zero() {
+        bail!("--flood-interval-secs must be positive");
+    }
     let s = &mut c.scalable;
     if let Some(d) = a.degree {
         s.target_degree = d;
