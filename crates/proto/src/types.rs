@@ -303,6 +303,17 @@ pub struct ScalableConfig {
     pub join_walk: i64,
     /// Answer datagrams of others passed back for one query, at most.
     pub hits_forwarded_per_query: u32,
+    /// A neighbour may start one search (a query it sends as its first
+    /// hop) per this interval on average...
+    pub neighbour_search_interval: Duration,
+    /// ...and this many in a burst. Searches beyond are dropped.
+    pub neighbour_search_burst: u32,
+    /// A neighbour whose searches were dropped this many times since its
+    /// allowance was last full is dropped and refused for
+    /// [`ScalableConfig::flooder_refused_for`].
+    pub flooder_drops: u32,
+    /// How long a neighbour dropped for flooding is refused.
+    pub flooder_refused_for: Duration,
 }
 
 impl Default for ScalableConfig {
@@ -323,6 +334,10 @@ impl Default for ScalableConfig {
             seen_queries: 4096,
             join_walk: 6,
             hits_forwarded_per_query: 64,
+            neighbour_search_interval: Duration::from_secs(30),
+            neighbour_search_burst: 3,
+            flooder_drops: 10,
+            flooder_refused_for: Duration::from_secs(600),
         }
     }
 }

@@ -31,6 +31,35 @@ pub struct SimConfig {
     pub scalable: ScalableConfig,
     /// Classic ping interval.
     pub classic_ping_interval: Duration,
+    /// Shares of hostile peers.
+    pub hostile: Hostile,
+}
+
+/// Shares of peer slots (0 to 1 each, at most 1 together) that behave in a
+/// hostile way; a newcomer in such a slot behaves the same. Searches are
+/// issued by honest peers only, and a search counts as answerable only if
+/// a peer that answers truthfully holds a match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hostile {
+    /// Peers that drop every query they receive (no answer, no forwarding).
+    pub drop: f64,
+    /// Peers that answer every query with a file that does not exist.
+    pub false_hits: f64,
+    /// Peers that search again and again, one new search every
+    /// `flood_interval`, with random texts.
+    pub flood: f64,
+    /// Peers that announce the largest degree the protocol accepts in
+    /// every message instead of their own.
+    pub liar: f64,
+    /// Time between two searches of a flooding peer.
+    pub flood_interval: Duration,
+}
+
+impl Hostile {
+    /// Whether no peer is hostile.
+    pub fn none(&self) -> bool {
+        self.drop + self.false_hits + self.flood + self.liar <= 0.0
+    }
 }
 
 impl SimConfig {
@@ -49,6 +78,10 @@ impl SimConfig {
             wire: false,
             scalable: ScalableConfig::default(),
             classic_ping_interval: Config::default().ping_interval,
+            hostile: Hostile {
+                flood_interval: Duration::from_secs(1),
+                ..Hostile::default()
+            },
         }
     }
 }

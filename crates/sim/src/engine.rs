@@ -2,13 +2,13 @@
 //! overlays, and the datagrams between them (latency, loss, churn).
 
 use crate::config::SimConfig;
+use crate::queue::EventQueue;
 use crate::records::{hops_of, Class, QRec};
 use crate::workload::Workload;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rutella_proto::{Config, Event, Message, Overlay, MAX_DATAGRAM};
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -43,29 +43,26 @@ pub(crate) enum Ev {
     Query {
         qi: usize,
     },
+    /// A flooding peer starts one more search.
+    Flood {
+        slot: usize,
+    },
 }
 
-/// An event in the queue, ordered by time then by insertion.
-pub(crate) struct Entry {
-    pub(crate) t: u64,
-    pub(crate) seq: u64,
-    pub(crate) ev: Ev,
+/// How the peer of a slot behaves (see [`crate::Hostile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Honest,
+    Drop,
+    FalseHits,
+    Flood,
+    Liar,
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.t, self.seq) == (o.t, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.t, o.seq).cmp(&(self.t, self.seq))
+impl Role {
+    /// Whether the peer answers queries with what it really holds.
+    pub(crate) fn answers_truly(self) -> bool {
+        !matches!(self, Role::Drop | Role::FalseHits)
     }
 }
 
@@ -89,8 +86,7 @@ pub(crate) struct Sim {
     pub(crate) cfg: SimConfig,
     pub(crate) base: Instant,
     pub(crate) now: u64,
-    pub(crate) seq: u64,
-    pub(crate) queue: BinaryHeap<Entry>,
+    pub(crate) queue: EventQueue<Ev>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) nodes: Vec<Node>,
     pub(crate) work: Workload,
@@ -105,6 +101,15 @@ pub(crate) struct Sim {
     pub(crate) events: u64,
     /// Hops of the hit being delivered, for the first-hit figure.
     pub(crate) delivering_hops: u64,
+    /// The behaviour of each slot.
+    pub(crate) roles: Vec<Role>,
+    /// Datagrams delivered to each slot during the measured window.
+    pub(crate) load: Vec<u32>,
+    /// Answers from peers that hold nothing of the kind, received by
+    /// honest searchers.
+    pub(crate) false_hits: u64,
+    /// Searches started by flooding peers.
+    pub(crate) flood_searches: u64,
     /// Datagrams from or to this address are logged (`RUTELLA_SIM_TRACE`).
     pub(crate) trace: Option<Ipv4Addr>,
 }
@@ -132,8 +137,7 @@ impl Sim {
             cfg: cfg.clone(),
             base: Instant::now(),
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             rng,
             nodes: Vec::with_capacity(cfg.nodes),
             work,
@@ -146,6 +150,10 @@ impl Sim {
             departures: 0,
             events: 0,
             delivering_hops: 0,
+            roles: Vec::new(),
+            load: Vec::new(),
+            false_hits: 0,
+            flood_searches: 0,
             trace: std::env::var("RUTELLA_SIM_TRACE")
                 .ok()
                 .and_then(|s| s.parse().ok()),
@@ -153,12 +161,7 @@ impl Sim {
     }
 
     pub(crate) fn push(&mut self, t: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Entry {
-            t,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(t, ev);
     }
 
     pub(crate) fn end(&self) -> u64 {
@@ -187,6 +190,16 @@ impl Sim {
                 timer_at: None,
                 access,
             });
+        }
+        self.roles = assign_roles(&self.cfg);
+        self.load = vec![0; n];
+        // Flooding peers start searching once the overlay has formed.
+        for slot in 0..n {
+            if self.roles[slot] == Role::Flood {
+                let every = self.cfg.hostile.flood_interval.as_nanos().max(1) as u64;
+                let t = self.warmup() + self.rng.gen_range(0..every);
+                self.push(t, Ev::Flood { slot });
+            }
         }
         // Peers arrive over the first minute (a tenth of the warm-up at most).
         let spread = (self.warmup() / 3).clamp(1, 60 * SEC);
@@ -333,6 +346,7 @@ impl Sim {
                     payload,
                 } => self.deliver(to, gen, from, payload),
                 Ev::Query { qi } => self.issue(qi),
+                Ev::Flood { slot } => self.flood(slot),
             }
         }
     }
@@ -346,6 +360,20 @@ impl Sim {
             return;
         }
         let Some(o) = &mut node.overlay else { return };
+        if self.now >= self.cfg.warmup.as_nanos() as u64 {
+            if let Some(l) = self.load.get_mut(to) {
+                *l = l.saturating_add(1);
+            }
+        }
+        if self.roles.get(to) == Some(&Role::Drop) {
+            let query = match &payload {
+                Payload::Msg(m) => matches!(**m, Message::Query(_)),
+                Payload::Bytes(b) => matches!(Message::parse(b), Ok(Message::Query(_))),
+            };
+            if query {
+                return;
+            }
+        }
         self.delivering_hops = 1;
         match payload {
             Payload::Msg(m) => {
@@ -375,13 +403,28 @@ impl Sim {
             let Some(ev) = o.poll_event() else { break };
             match ev {
                 Event::Query(q) => self.answer(slot, &q),
-                Event::SearchResult { search, files, .. } => {
+                Event::SearchResult {
+                    search,
+                    files,
+                    peer,
+                    ..
+                } => {
                     if files.is_empty() {
                         continue;
                     }
                     if let Some(&qi) = self.by_id.get(&search.0) {
+                        let truthful = slot_of(&peer.udp)
+                            .and_then(|s| self.roles.get(s))
+                            .is_none_or(|r| r.answers_truly());
                         let q = &mut self.queries[qi];
-                        if q.querier == Some((slot, gen)) && q.first_hit.is_none() {
+                        if q.querier != Some((slot, gen)) {
+                            continue;
+                        }
+                        if !truthful {
+                            self.false_hits += 1;
+                            continue;
+                        }
+                        if q.first_hit.is_none() {
                             q.first_hit = Some((self.now - q.t0, self.delivering_hops));
                         }
                     }
@@ -405,6 +448,10 @@ impl Sim {
                 Message::Query(q) => self.count_query_msg(q.id),
                 Message::QueryHit(h) => self.count_query_msg(h.id),
                 Message::Push(_) | Message::Punch(_) | Message::Relay(_) => {}
+            }
+            let mut t = t;
+            if self.roles[slot] == Role::Liar {
+                lie_about_degree(&mut t.message);
             }
             let payload = if self.cfg.wire {
                 let bytes = t.encode(src.ip());
@@ -461,6 +508,55 @@ impl Sim {
             }
         }
     }
+}
+
+/// The highest degree a node believes (it clamps what it hears).
+const LIE_DEGREE: i64 = 1024;
+
+/// Makes a message announce the largest believable degree.
+fn lie_about_degree(m: &mut Message) {
+    let extra = match m {
+        Message::Ping(p) => &mut p.extra,
+        Message::Pong(p) => &mut p.extra,
+        Message::Query(q) => &mut q.extra,
+        _ => return,
+    };
+    if extra.contains_key("Degree") {
+        extra.insert("Degree".into(), serde_json::Value::from(LIE_DEGREE));
+    }
+}
+
+/// The role of every slot, drawn from its own generator so that the
+/// honest peers' randomness does not depend on the hostile shares. Slot 0
+/// (the peer of last resort for joining) stays honest.
+fn assign_roles(cfg: &SimConfig) -> Vec<Role> {
+    let h = &cfg.hostile;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x686f_7374_696c_6521);
+    (0..cfg.nodes)
+        .map(|slot| {
+            if h.none() || slot == 0 {
+                return Role::Honest;
+            }
+            let u: f64 = rng.gen();
+            let mut acc = h.drop;
+            if u < acc {
+                return Role::Drop;
+            }
+            acc += h.false_hits;
+            if u < acc {
+                return Role::FalseHits;
+            }
+            acc += h.flood;
+            if u < acc {
+                return Role::Flood;
+            }
+            acc += h.liar;
+            if u < acc {
+                return Role::Liar;
+            }
+            Role::Honest
+        })
+        .collect()
 }
 
 /// Standard normal draw (Box-Muller).

@@ -17,11 +17,12 @@ mod config;
 mod engine;
 pub mod figures;
 mod queries;
+mod queue;
 mod records;
 mod summary;
 mod workload;
 
-pub use config::SimConfig;
+pub use config::{Hostile, SimConfig};
 pub use summary::{quantile, ClassFigures, Summary};
 pub use workload::Workload;
 

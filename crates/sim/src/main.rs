@@ -76,9 +76,30 @@ struct Args {
     /// Scalable: milliseconds between search steps.
     #[arg(long)]
     step_wait_ms: Option<u64>,
+    /// Share of peers that drop every query (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    hostile_drop: f64,
+    /// Share of peers that answer every query with a file they do not have.
+    #[arg(long, default_value_t = 0.0)]
+    hostile_false_hits: f64,
+    /// Share of peers that start a search every --flood-interval-secs.
+    #[arg(long, default_value_t = 0.0)]
+    hostile_flood: f64,
+    /// Share of peers that announce the largest accepted degree.
+    #[arg(long, default_value_t = 0.0)]
+    hostile_liar: f64,
+    /// Seconds between two searches of a flooding peer.
+    #[arg(long, default_value_t = 1.0)]
+    flood_interval_secs: f64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Add what the run cost on this machine (wall and CPU time, peak
+    /// memory, memory per simulated peer) to the JSON as `"resources"`.
+    /// These figures vary from run to run; the rest stays identical for a
+    /// given seed.
+    #[arg(long)]
+    resources: bool,
     /// Run the scaling study instead and write CSV and PNG files here.
     #[arg(long)]
     sweep: Option<PathBuf>,
@@ -118,6 +139,23 @@ fn config(a: &Args) -> Result<SimConfig> {
     c.loss = a.loss;
     c.latency_median = secs(a.latency_ms / 1000.0)?;
     c.wire = a.wire;
+    let shares = [
+        a.hostile_drop,
+        a.hostile_false_hits,
+        a.hostile_flood,
+        a.hostile_liar,
+    ];
+    if shares.iter().any(|s| !(0.0..=1.0).contains(s)) || shares.iter().sum::<f64>() > 1.0 {
+        bail!("hostile shares are between 0 and 1, and at most 1 together");
+    }
+    c.hostile.drop = a.hostile_drop;
+    c.hostile.false_hits = a.hostile_false_hits;
+    c.hostile.flood = a.hostile_flood;
+    c.hostile.liar = a.hostile_liar;
+    c.hostile.flood_interval = secs(a.flood_interval_secs)?;
+    if c.hostile.flood_interval.is_zero() {
+        bail!("--flood-interval-secs must be positive");
+    }
     let s = &mut c.scalable;
     if let Some(d) = a.degree {
         s.target_degree = d;
@@ -148,6 +186,61 @@ fn config(a: &Args) -> Result<SimConfig> {
     Ok(c)
 }
 
+/// The JSON printed: the summary, and what the run cost if asked.
+#[derive(serde::Serialize)]
+struct Output<'a> {
+    #[serde(flatten)]
+    summary: &'a rutella_sim::Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<&'a Resources>,
+}
+
+/// What a run cost on this machine.
+#[derive(Debug, serde::Serialize)]
+struct Resources {
+    /// Wall time of the simulation, in seconds.
+    wall_secs: f64,
+    /// CPU time of the process (user and system), in seconds.
+    cpu_secs: f64,
+    /// Peak resident memory of the process, in bytes.
+    peak_rss_bytes: u64,
+    /// Peak resident memory divided by the number of peers.
+    bytes_per_peer: f64,
+}
+
+impl Resources {
+    /// Reads the process's CPU time and peak memory from `/proc` (zero
+    /// where it cannot be read).
+    fn measure(wall_secs: f64, nodes: usize) -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let peak_rss_bytes = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024;
+        // Fields 14 and 15 of /proc/self/stat, after the command name.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|f| f.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        Resources {
+            wall_secs,
+            // The kernel's clock ticks are 100 per second on Linux.
+            cpu_secs: ticks as f64 / 100.0,
+            peak_rss_bytes,
+            bytes_per_peer: peak_rss_bytes as f64 / nodes.max(1) as f64,
+        }
+    }
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -161,9 +254,20 @@ fn main() -> Result<()> {
     let cfg = config(&args)?;
     let started = std::time::Instant::now();
     let summary = run(&cfg);
-    eprintln!("wall time: {:.1} s", started.elapsed().as_secs_f64());
+    let wall = started.elapsed().as_secs_f64();
+    let used = Resources::measure(wall, cfg.nodes);
+    eprintln!(
+        "wall time: {wall:.1} s, CPU time: {:.1} s, peak memory: {:.0} MiB ({:.1} KiB per peer)",
+        used.cpu_secs,
+        used.peak_rss_bytes as f64 / 1048576.0,
+        used.bytes_per_peer / 1024.0
+    );
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let out = Output {
+            summary: &summary,
+            resources: args.resources.then_some(&used),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{summary:#?}");
     }

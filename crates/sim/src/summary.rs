@@ -70,6 +70,27 @@ pub struct Summary {
     pub departures: u64,
     /// Events processed.
     pub events: u64,
+    /// Shares of hostile peers: dropping queries, answering falsely,
+    /// flooding searches, lying about their degree.
+    pub hostile_drop: f64,
+    /// See `hostile_drop`.
+    pub hostile_false_hits: f64,
+    /// See `hostile_drop`.
+    pub hostile_flood: f64,
+    /// See `hostile_drop`.
+    pub hostile_liar: f64,
+    /// Answers from peers that answer falsely, received by honest searchers
+    /// (not counted as successes).
+    pub false_hits: u64,
+    /// Searches started by flooding peers.
+    pub flood_searches: u64,
+    /// Datagrams received per second by an honest peer slot in the
+    /// measured window: mean over honest slots.
+    pub honest_load_mean: f64,
+    /// Same, 99th percentile.
+    pub honest_load_p99: f64,
+    /// Same, the busiest honest slot.
+    pub honest_load_max: f64,
 }
 
 impl Sim {
@@ -195,6 +216,20 @@ impl Sim {
                 Mode::Classic => o.peers().len(),
             })
             .collect();
+        let loads: Vec<f64> = self
+            .load
+            .iter()
+            .zip(&self.roles)
+            .filter(|(_, r)| **r == crate::engine::Role::Honest)
+            .map(|(l, _)| {
+                if window > 0.0 {
+                    f64::from(*l) / window
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let h = &self.cfg.hostile;
         Summary {
             nodes: self.cfg.nodes,
             mode: match self.cfg.mode {
@@ -229,6 +264,19 @@ impl Sim {
             degree_max: degrees.iter().copied().max().unwrap_or(0),
             departures: self.departures,
             events: self.events,
+            hostile_drop: h.drop,
+            hostile_false_hits: h.false_hits,
+            hostile_flood: h.flood,
+            hostile_liar: h.liar,
+            false_hits: self.false_hits,
+            flood_searches: self.flood_searches,
+            honest_load_mean: if loads.is_empty() {
+                0.0
+            } else {
+                loads.iter().sum::<f64>() / loads.len() as f64
+            },
+            honest_load_p99: quantile(&loads, 0.99),
+            honest_load_max: quantile(&loads, 1.0),
         }
     }
 }

@@ -76,3 +76,24 @@ fn churn_and_wire_encoding_keep_working() {
     );
     assert!(s.success_rate >= 0.85, "{s:#?}");
 }
+
+#[test]
+fn hostile_peers_are_simulated_and_counted_apart() {
+    let mut c = small(200, Mode::Scalable, 150, 11, 180);
+    c.hostile.drop = 0.1;
+    c.hostile.false_hits = 0.1;
+    c.hostile.flood = 0.05;
+    c.hostile.liar = 0.05;
+    c.hostile.flood_interval = Duration::from_secs(5);
+    let s = run(&c);
+    // False answers reach honest searchers and are not successes.
+    assert!(s.false_hits > 0, "{s:#?}");
+    assert!(s.flood_searches > 0, "{s:#?}");
+    assert!(s.answerable_queries > 100, "{s:#?}");
+    assert!(s.honest_load_mean > 0.0 && s.honest_load_max >= s.honest_load_p99);
+    assert_eq!((s.hostile_drop, s.hostile_liar), (0.1, 0.05));
+    // Without hostile peers nothing is false.
+    let honest = run(&small(200, Mode::Scalable, 150, 11, 180));
+    assert_eq!(honest.false_hits, 0);
+    assert_eq!(honest.flood_searches, 0);
+}

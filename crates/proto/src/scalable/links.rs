@@ -31,6 +31,12 @@ pub(super) struct Neighbour {
     filter_sent: bool,
     /// The nonce it gave us: our pongs to it echo it.
     their_nonce: Option<u64>,
+    /// Searches it may still start now (refilled over time).
+    pub(super) search_allowance: f64,
+    /// When the allowance was last refilled.
+    pub(super) allowance_at: Instant,
+    /// Its searches dropped in a row for going over the allowance.
+    pub(super) searches_dropped: u32,
 }
 
 /// A bounded set of known hosts, with random replacement when full.
@@ -63,7 +69,28 @@ impl HostCache {
     }
 }
 
+/// The degree a neighbour announced, believed up to our own maximum: a
+/// peer that claims more (to look like a better relay) counts as one with
+/// that many neighbours, so that its claim cannot swell a search's
+/// estimates.
+pub(super) fn believed_degree(cfg: &super::ScalableConfig, announced: i64) -> usize {
+    announced.clamp(0, cfg.max_degree.min(1024) as i64) as usize
+}
+
 impl Scalable {
+    /// Drops a neighbour that floods us with searches, and refuses it for
+    /// a while.
+    pub(super) fn drop_flooder(&mut self, cx: &mut Ctx<'_>, now: Instant, addr: SocketAddr) {
+        tracing::debug!(peer = %addr, "neighbour floods searches, dropped");
+        self.refused
+            .insert(addr, now + self.cfg.flooder_refused_for);
+        let mut extra = Map::new();
+        extra.insert("Accept".into(), Value::Bool(false));
+        let m = self.scalable_pong(cx, addr, extra);
+        self.send_self(cx, addr, m);
+        self.remove_neighbour(cx, addr);
+    }
+
     /// Adds a host to the scalable host cache: a candidate neighbour.
     pub(crate) fn add_known_host(&mut self, cx: &mut Ctx<'_>, addr: SocketAddr) {
         let cap = self.cfg.host_cache;
@@ -254,6 +281,11 @@ impl Scalable {
                 ping_sent: None,
                 filter_sent: false,
                 their_nonce,
+                // A new link grants one search, not a whole burst: a
+                // flooder that keeps making new links gains little.
+                search_allowance: 1.0_f64.min(f64::from(self.cfg.neighbour_search_burst)),
+                allowance_at: now,
+                searches_dropped: 0,
             },
         );
         cx.sh.push_event(Event::PeerAdded(peer));
@@ -340,7 +372,7 @@ impl Scalable {
             n.last_heard = now;
             n.ping_sent = None;
             if let Some(d) = degree {
-                n.degree = d.clamp(0, 1024) as usize;
+                n.degree = believed_degree(&self.cfg, d);
             }
         }
     }
@@ -426,7 +458,7 @@ impl Scalable {
         if join {
             // An offer: the joiner becomes a neighbour only when it
             // confirms, echoing our nonce from the address we sent it to.
-            let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+            let d = believed_degree(&self.cfg, degree.unwrap_or(0));
             extra.insert("Accept".into(), Value::Bool(self.room_for(d)));
             extra.insert("Nonce".into(), Value::from(cx.sh.guard.token(joiner)));
         } else {
@@ -509,7 +541,7 @@ impl Scalable {
         let before = self.degree();
         if confirm && own_echo && !neighbour {
             // The joiner confirms our offer from the address we sent it to.
-            let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+            let d = believed_degree(&self.cfg, degree.unwrap_or(0));
             let max = self.cfg.max_degree;
             if self.room_for(d) && self.add_neighbour(cx, now, sender, d, max, their_nonce) {
                 let mut extra = Map::new();
@@ -529,7 +561,7 @@ impl Scalable {
             self.pending.remove(&asked);
             match accept {
                 Some(true) if !neighbour => {
-                    let d = degree.unwrap_or(0).clamp(0, 1024) as usize;
+                    let d = believed_degree(&self.cfg, degree.unwrap_or(0));
                     let max = self.cfg.max_degree;
                     if self.add_neighbour(cx, now, sender, d, max, their_nonce) {
                         let mut extra = Map::new();

@@ -119,7 +119,11 @@ pub(crate) fn next_step(
             let dn = c.3 as f64;
             let cost = est_cost(r, dn, mean_degree);
             if next.est_cost + cost > budget {
-                break;
+                // Too dear for what is left: the others may still fit
+                // (one neighbour with a large degree does not end the
+                // search).
+                cands.remove(0);
+                continue;
             }
             next.est_cost += cost;
             // Asking deeper never covers fewer peers: where the estimate

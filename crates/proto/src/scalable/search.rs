@@ -65,6 +65,47 @@ impl Scalable {
         fresh
     }
 
+    /// Whether neighbour `from` may start one more search now (a token
+    /// bucket: [`ScalableConfig::neighbour_search_burst`] searches, one
+    /// more per [`ScalableConfig::neighbour_search_interval`]). One whose
+    /// searches were dropped [`ScalableConfig::flooder_drops`] times since
+    /// its allowance was last full is dropped.
+    ///
+    /// [`ScalableConfig::flooder_drops`]: super::ScalableConfig::flooder_drops
+    ///
+    /// [`ScalableConfig::neighbour_search_burst`]: super::ScalableConfig::neighbour_search_burst
+    /// [`ScalableConfig::neighbour_search_interval`]: super::ScalableConfig::neighbour_search_interval
+    fn allow_search(&mut self, cx: &mut Ctx<'_>, now: Instant, from: SocketAddr) -> bool {
+        let burst = f64::from(self.cfg.neighbour_search_burst);
+        let every = self.cfg.neighbour_search_interval.as_secs_f64();
+        let limit = self.cfg.flooder_drops;
+        let Some(n) = self.neighbours.get_mut(&from) else {
+            return false;
+        };
+        let elapsed = now.saturating_duration_since(n.allowance_at).as_secs_f64();
+        n.allowance_at = now;
+        n.search_allowance = if every > 0.0 {
+            (n.search_allowance + elapsed / every).min(burst)
+        } else {
+            burst
+        };
+        if n.search_allowance >= burst {
+            // Quiet long enough to be back at a full allowance: earlier
+            // excesses are forgiven.
+            n.searches_dropped = 0;
+        }
+        if n.search_allowance >= 1.0 {
+            n.search_allowance -= 1.0;
+            return true;
+        }
+        n.searches_dropped += 1;
+        tracing::debug!(peer = %from, "search over the neighbour's allowance, dropped");
+        if n.searches_dropped >= limit {
+            self.drop_flooder(cx, now, from);
+        }
+        false
+    }
+
     pub(super) fn on_query(&mut self, cx: &mut Ctx<'_>, now: Instant, from: SocketAddr, q: Query) {
         let Some(id) = q.id else {
             tracing::debug!(%from, "scalable query without an id, dropped");
@@ -84,10 +125,13 @@ impl Scalable {
             return;
         }
         self.heard_neighbour(now, from, get_i64(&q.extra, "Degree"));
+        let hops = get_i64(&q.extra, "Hops").unwrap_or(1).clamp(0, 255) as u64;
+        if hops <= 1 && !self.seen.contains_key(&id) && !self.allow_search(cx, now, from) {
+            return;
+        }
         let ttl = get_i64(&q.extra, "TTL")
             .unwrap_or(0)
             .clamp(-1, MAX_ACCEPTED_TTL);
-        let hops = get_i64(&q.extra, "Hops").unwrap_or(1).clamp(0, 255) as u64;
         // Duplicates are known by the query id alone, whoever claims to
         // have sent it.
         let mut seen = self.remember(id, from);

@@ -525,3 +525,63 @@ fn ipv6_nodes_build_the_scalable_overlay_and_find_a_unique_file() {
     // Every message named an IPv6 address in "IP".
     assert!(net.sent.iter().all(|(_, _, m)| m.ip().is_ipv6()));
 }
+
+/// A scalable query from `from`'s point of view: id, hops, TTL 0.
+fn query_from(o: &mut Overlay, now: Instant, from: SocketAddr, id: u64, hops: u64) -> bool {
+    let q = format!(
+        r#"{{"Command": 3, "Contents": "zz", "IP": "{}", "Id": {id}, "Scalable": 2, "TTL": 0, "Hops": {hops}, "UdpPort": {}, "TcpPort": 1}}"#,
+        from.ip(),
+        from.port()
+    );
+    o.handle_datagram(now, from, q.as_bytes());
+    while o.poll_transmit().is_some() {}
+    std::iter::from_fn(|| o.poll_event()).any(|e| matches!(e, Event::Query(_)))
+}
+
+#[test]
+fn a_neighbour_that_floods_searches_is_limited_then_dropped() {
+    let now = Instant::now();
+    let mut o = Overlay::new(scfg(30000, 1), now);
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
+    link(&mut o, now, a);
+    let c = ScalableConfig::default();
+    assert_eq!(c.neighbour_search_burst, 3);
+    // Queries it passes on for others (more than one hop) are not limited.
+    for id in 100..120 {
+        assert!(query_from(&mut o, now, a, id, 2), "relayed query {id}");
+    }
+    // Its own searches: one at first (a new link), then one per interval
+    // up to a burst of three.
+    assert!(query_from(&mut o, now, a, 1, 1));
+    let later = now + c.neighbour_search_interval * 10;
+    for id in 2..=4 {
+        assert!(query_from(&mut o, later, a, id, 1), "search {id}");
+    }
+    assert!(!query_from(&mut o, later, a, 5, 1));
+    // Going on over the allowance (one search dropped so far) costs the
+    // link, although some searches got through in between.
+    for id in 6..5 + u64::from(c.flooder_drops) {
+        assert_eq!(o.degree(), 1, "still linked before search {id}");
+        assert!(!query_from(&mut o, later, a, id, 1));
+    }
+    assert_eq!(o.degree(), 0, "the flooder is dropped");
+}
+
+#[test]
+fn announced_degrees_are_believed_up_to_the_maximum() {
+    let now = Instant::now();
+    let mut o = Overlay::new(scfg(30000, 1), now);
+    o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
+    link(&mut o, now, a);
+    let ping = format!(
+        r#"{{"Command": 1, "IP": "{}", "TTL": 0, "Scalable": 2, "Degree": 1000, "Nonce": 9, "UdpPort": {}, "TcpPort": 1}}"#,
+        a.ip(),
+        a.port()
+    );
+    o.handle_datagram(now, a, ping.as_bytes());
+    let sc = o.scalable_part().unwrap();
+    let max = scfg(30000, 1).scalable.max_degree;
+    assert_eq!(sc.neighbours[&a].degree, max);
+}

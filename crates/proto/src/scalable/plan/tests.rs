@@ -163,3 +163,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_neighbour_too_dear_to_ask_deeper_does_not_stop_the_others() {
+    // One neighbour claims a large degree and sorts first: asking it one
+    // TTL deeper would go over the budget, asking the others does not.
+    let c = cfg(3, 3000, 3);
+    let n: Vec<Candidate> = [100, 10, 10]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Candidate {
+            addr: addr(i),
+            degree: *d,
+            key: i as u64,
+        })
+        .collect();
+    let mut p = started(&n, 3, 0);
+    // All at depth 1 already.
+    for i in 0..3 {
+        p.depth.insert(addr(i), 1);
+    }
+    let s = next_step(&c, &n, &p);
+    assert_eq!(s.sends, vec![(addr(1), 2)]);
+}
