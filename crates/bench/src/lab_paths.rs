@@ -178,6 +178,10 @@ pub(crate) fn lab_paths(args: &Args, tmp: &Path) -> Result<Option<String>> {
     let socat = which("socat");
     let size = args.lab_size_mib << 20;
 
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
     eprintln!("lab: building the network and starting the nodes");
     let p = host(lab.public_host("p", 2))?;
     let q = host(lab.public_host("q", 3))?;
@@ -398,6 +402,14 @@ pub(crate) fn lab_paths(args: &Args, tmp: &Path) -> Result<Option<String>> {
         args.lab_size_mib
     )?;
     writeln!(s)?;
+    writeln!(
+        s,
+        "Machine: {}; load average {load} at the start (other programs ran alongside). \
+         Binary: `{}`. Command: `rutella-bench --lab{}`.",
+        crate::util::machine().trim_end_matches(", Linux loopback"),
+        args.rutella.display(),
+        if args.smoke { " --smoke" } else { "" }
+    )?;
     writeln!(
         s,
         "Routes (data flows right to left): {}.",
@@ -859,6 +871,10 @@ impl World {
         let got = PathBuf::from(report["path"].as_str().unwrap_or_default());
         if hash_of(&got).as_deref() != Some(case.hash.as_str()) {
             bail!("{}: not the file's bytes", got.display());
+        }
+        // How the path was found, for the log.
+        for l in stderr.lines().filter(|l| l.contains("path")) {
+            eprintln!("lab:     {l}");
         }
         let ttfb = ttfb.unwrap_or(total);
         Ok(Run {
