@@ -405,9 +405,9 @@ pub(crate) fn lab_paths(args: &Args, tmp: &Path) -> Result<Option<String>> {
     writeln!(
         s,
         "Machine: {}; load average {load} at the start (other programs ran alongside). \
-         Binary: `{}`. Command: `rutella-bench --lab{}`.",
+         Binary: the {} build of `rutella`. Command: `rutella-bench --lab{}`.",
         crate::util::machine().trim_end_matches(", Linux loopback"),
-        args.rutella.display(),
+        build_of(&args.rutella),
         if args.smoke { " --smoke" } else { "" }
     )?;
     writeln!(
@@ -538,6 +538,18 @@ pub(crate) fn clean_up_on_signals(folder: &Path) {
             std::process::exit(128 + sig);
         }
     });
+}
+
+/// "release" or "debug", from the binary's folder.
+fn build_of(binary: &Path) -> &'static str {
+    let has = |name: &str| binary.components().any(|c| c.as_os_str() == name);
+    if has("release") {
+        "release"
+    } else if has("debug") {
+        "debug"
+    } else {
+        "given"
+    }
 }
 
 fn host<T>(r: Result<T, rutella_lab::Unavailable>) -> Result<T> {
@@ -995,4 +1007,39 @@ fn wait_listening(host: &Host, port: u16) -> Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     bail!("nothing listens on port {port} in {}", host.netns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_at_its_ip_with_or_without_a_port() {
+        assert!(is_at("11.0.0.2", "11.0.0.2"));
+        assert!(is_at("11.0.0.2:10000", "11.0.0.2"));
+        assert!(!is_at("11.0.0.22:10000", "11.0.0.2"));
+        assert!(!is_at("11.0.0.11", "11.0.0.1"));
+    }
+
+    #[test]
+    fn the_first_byte_is_on_disk_once_the_part_file_has_blocks_or_the_file_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "f.bin";
+        assert!(!first_byte_on_disk(dir.path(), name));
+        // rutella sizes its .part file at once: a sparse file, no data.
+        let part = dir.path().join("f.bin.0011223344556677.part");
+        let f = std::fs::File::create(&part).unwrap();
+        f.set_len(8 << 20).unwrap();
+        std::fs::write(dir.path().join("f.bin.0011223344556677.part.state"), b"x").unwrap();
+        assert!(!first_byte_on_disk(dir.path(), name));
+        // The first verified batch written.
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&[1u8; 4096], 4 << 20).unwrap();
+        assert!(first_byte_on_disk(dir.path(), name));
+        // Or the complete file, renamed.
+        std::fs::remove_file(&part).unwrap();
+        assert!(!first_byte_on_disk(dir.path(), name));
+        std::fs::write(dir.path().join(name), b"done").unwrap();
+        assert!(first_byte_on_disk(dir.path(), name));
+    }
 }
