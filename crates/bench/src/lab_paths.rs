@@ -314,9 +314,14 @@ pub(crate) fn lab_paths(args: &Args, tmp: &Path) -> Result<Option<String>> {
 
     let mut rutella: Vec<Series> = cases.iter().map(|_| Series::default()).collect();
     let mut raw: Vec<Series> = cases.iter().map(|_| Series::default()).collect();
-    for run in 0..args.runs {
+    for run in 0..args.lab_runs {
         for (i, case) in cases.iter().enumerate() {
-            eprintln!("lab: run {}/{}, {}", run + 1, args.runs, case.kind.name());
+            eprintln!(
+                "lab: run {}/{}, {}",
+                run + 1,
+                args.lab_runs,
+                case.kind.name()
+            );
             // Alternated: rutella first in even runs, the raw copy first
             // in odd ones.
             for contender in [run % 2 == 0, run % 2 == 1] {
@@ -369,17 +374,29 @@ pub(crate) fn lab_paths(args: &Args, tmp: &Path) -> Result<Option<String>> {
         }
     }
 
-    // Hole punching, again and again, with a small file.
-    let punch = Case {
-        file: dir.join("h2-share/lab-punch.bin"),
-        name: "lab-punch.bin".into(),
-        hash: hashes[3].clone(),
-        ..behind_r2(Kind::Punched, &h3, "11.0.0.13")
-    };
-    world.find(&punch, args, &dir)?;
+    // Hole punching, again and again, with a small file, each time from
+    // a host behind a new cone router of its own: after about five
+    // one-shot nodes from one address behind a NAT, the sources stopped
+    // meeting the next ones (seen in this lab; not explained yet), which
+    // would count as failed punches.
     let mut punched = 0;
     let mut other = Vec::new();
     for attempt in 0..args.punch_attempts {
+        let last = 30 + (attempt % 200) as u8;
+        let router = host(
+            world
+                .lab
+                .router(&format!("rp{attempt}"), last, RouterKind::default()),
+        )?;
+        let downloader = host(world.lab.host_behind(&router, &format!("hp{attempt}")))?;
+        world.routers.push(router);
+        let public: &'static str = Box::leak(format!("11.0.0.{last}").into_boxed_str());
+        let punch = Case {
+            file: dir.join("h2-share/lab-punch.bin"),
+            name: "lab-punch.bin".into(),
+            hash: hashes[3].clone(),
+            ..behind_r2(Kind::Punched, &downloader, public)
+        };
         let out = dir.join(format!("out-punch-{attempt}"));
         match world.get(&punch, args, &dir, &out) {
             Ok(r) if Kind::Punched.took(&r.path) => punched += 1,
@@ -430,7 +447,7 @@ pub(crate) fn lab_paths(args: &Args, tmp: &Path) -> Result<Option<String>> {
         args.lab_connect_timeout,
         args.lab_push_timeout,
         PINGS.join(" "),
-        args.runs
+        args.lab_runs
     )?;
     writeln!(s)?;
     writeln!(
@@ -484,7 +501,7 @@ pub(crate) fn lab_paths(args: &Args, tmp: &Path) -> Result<Option<String>> {
     }
     writeln!(s)?;
     let line = format!(
-        "punched {punched} of {} (H3 behind R3 from H2 behind R2, both cone; a {} KiB file by \
+        "punched {punched} of {} (from H2 behind R2 to a new host behind a new router each time, both cone; a {} KiB file by \
          hash each time, counted when the report's path is `punch` and the BLAKE3 matches)",
         args.punch_attempts, args.punch_size_kib
     );

@@ -73,6 +73,9 @@ struct Args {
     /// only; one skip line elsewhere).
     #[arg(long)]
     lab: bool,
+    /// Runs of each path in the lab (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    lab_runs: usize,
     /// Size of the file downloaded on each path of the lab, in MiB.
     #[arg(long, default_value_t = 64)]
     lab_size_mib: u64,
@@ -118,6 +121,7 @@ fn main() -> Result<()> {
         args.sources_size_mib = args.sources_size_mib.min(8);
         args.discovery_runs = 1;
         args.lab_size_mib = args.lab_size_mib.min(1);
+        args.lab_runs = 1;
         args.punch_attempts = args.punch_attempts.min(2);
         args.punch_size_kib = args.punch_size_kib.min(64);
     }
