@@ -2,9 +2,12 @@
 # Benchmarks rutella against socat and raw TCP on loopback, and writes the
 # table into docs/PERFORMANCE.md; it ends with the time to the first peer
 # for nodes given no address (a local DHT on 127.0.0.1, and the LAN in
-# network namespaces when run as root). Pass --smoke for a quick check with
-# tiny sizes, --discovery for the time to the first peer alone; other flags
-# go to rutella-bench (see --help).
+# network namespaces when run as root) and, as root, every download path
+# (direct, mapped, pushed, punched, relayed) in a network lab of
+# namespaces whose addresses exist only inside it (one skip line
+# otherwise). Pass --smoke for a quick check with tiny sizes, --discovery
+# for the time to the first peer alone, --lab for the lab's paths alone;
+# other flags go to rutella-bench (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Never the public DHT: runs start with it off, and accept only loopback

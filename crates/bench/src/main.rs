@@ -3,7 +3,9 @@
 //! machine noise hits them alike; prints a table and writes it into
 //! `docs/PERFORMANCE.md`.
 //!
-//! Loopback only: every process and socket here is on 127.0.6.0/24.
+//! Loopback only: every process and socket here is on 127.0.6.0/24,
+//! except the lab section (`lab_paths`), whose addresses exist only inside
+//! the network namespaces it makes (root only).
 
 use anyhow::{bail, Result};
 use clap::Parser;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 mod big_file;
 mod daemon;
 mod discovery;
+mod lab_paths;
 mod search;
 mod small_files;
 mod sources;
@@ -21,6 +24,7 @@ mod util;
 
 use big_file::big_file;
 use discovery::discovery;
+use lab_paths::lab_paths;
 use search::search_latency;
 use small_files::small_files;
 use sources::several_sources;
@@ -69,6 +73,32 @@ struct Args {
     /// global upload limit shared by three downloaders.
     #[arg(long)]
     daemon: bool,
+    /// Measure only every download path in the network lab (direct,
+    /// mapped, pushed, punched, relayed) and the punching success (root
+    /// only; one skip line elsewhere).
+    #[arg(long)]
+    lab: bool,
+    /// Runs of each path in the lab (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    lab_runs: usize,
+    /// Size of the file downloaded on each path of the lab, in MiB.
+    #[arg(long, default_value_t = 64)]
+    lab_size_mib: u64,
+    /// Hole punching attempts in the lab (cone routers).
+    #[arg(long, default_value_t = 20)]
+    punch_attempts: usize,
+    /// Size of the file of each punching attempt, in KiB.
+    #[arg(long, default_value_t = 256)]
+    punch_size_kib: u64,
+    /// The downloads' `--connect-timeout` in the lab (a direct connection
+    /// that a router drops is given up after it).
+    #[arg(long, default_value = "1s")]
+    lab_connect_timeout: String,
+    /// The downloads' `--push-timeout` in the lab (the wait for a pushed
+    /// connection, which cannot come in through the downloader's router
+    /// in the punched and relayed cases).
+    #[arg(long, default_value = "2s")]
+    lab_push_timeout: String,
     /// Tiny sizes and one run: checks that the benchmark still works.
     #[arg(long)]
     smoke: bool,
@@ -95,6 +125,10 @@ fn main() -> Result<()> {
         args.searches = args.searches.min(3);
         args.sources_size_mib = args.sources_size_mib.min(8);
         args.discovery_runs = 1;
+        args.lab_size_mib = args.lab_size_mib.min(1);
+        args.lab_runs = 1;
+        args.punch_attempts = args.punch_attempts.min(2);
+        args.punch_size_kib = args.punch_size_kib.min(64);
     }
     if !args.rutella.exists() {
         bail!(
@@ -113,6 +147,8 @@ fn main() -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("rutella-bench")
         .tempdir_in(&work_dir)?;
+    // The lab's namespaces and the files go also when a signal ends us.
+    lab_paths::clean_up_on_signals(tmp.path());
     let mut report = String::new();
     let machine = machine();
     writeln!(
@@ -145,6 +181,16 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    if args.lab {
+        if let Some(table) = lab_paths(&args, tmp.path())? {
+            println!("{table}");
+            if let Some(doc) = &args.write_doc {
+                write_section(doc, LAB_BEGIN, LAB_END, &table)?;
+                eprintln!("wrote {}", doc.display());
+            }
+        }
+        return Ok(());
+    }
     if !args.sources_only {
         let big = big_file(&args, tmp.path())?;
         report.push_str(&big);
@@ -165,6 +211,15 @@ fn main() -> Result<()> {
         write_doc(doc, &report)?;
         eprintln!("wrote {}", doc.display());
     }
+    if !args.sources_only {
+        if let Some(table) = lab_paths(&args, tmp.path())? {
+            println!("{table}");
+            if let Some(doc) = &args.write_doc {
+                write_section(doc, LAB_BEGIN, LAB_END, &table)?;
+                eprintln!("wrote {}", doc.display());
+            }
+        }
+    }
     Ok(())
 }
 
@@ -176,6 +231,8 @@ const DISCOVERY_END: &str = "<!-- bench:discovery:end -->";
 
 const DAEMON_BEGIN: &str = "<!-- bench:daemon:begin -->";
 const DAEMON_END: &str = "<!-- bench:daemon:end -->";
+const LAB_BEGIN: &str = "<!-- bench:lab:begin -->";
+const LAB_END: &str = "<!-- bench:lab:end -->";
 
 fn write_doc(path: &Path, table: &str) -> Result<()> {
     write_section(path, BEGIN, END, table)

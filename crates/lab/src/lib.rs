@@ -450,19 +450,46 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         for ns in self.namespaces.iter().rev() {
-            // Anything still running inside (a program a test started
-            // without the lab) goes with its namespace.
-            if let Ok(pids) = ip(&["netns", "pids", ns]) {
-                for pid in pids
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok())
-                {
-                    // SAFETY: kill has no memory-safety preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-            let _ = ip(&["netns", "del", ns]);
+            remove_netns(ns);
         }
+    }
+}
+
+/// Kills what runs inside namespace `ns` and deletes it.
+fn remove_netns(ns: &str) {
+    // Anything still running inside (a program a test started without the
+    // lab) goes with its namespace.
+    if let Ok(pids) = ip(&["netns", "pids", ns]) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let _ = ip(&["netns", "del", ns]);
+}
+
+/// Deletes the namespaces of every lab this process made, killing what
+/// runs inside them: for a program that ends on a signal, where no `Lab`
+/// is dropped. Labs of other processes are left alone.
+pub fn remove_labs_of_this_process() {
+    let prefix = format!("rl{}x", std::process::id());
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
+    let mine: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| {
+            // rl{pid}x{n}-{name}: the pid must end where the prefix does.
+            n.strip_prefix(&prefix)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .collect();
+    for ns in mine.into_iter().rev() {
+        remove_netns(ns);
     }
 }
 
