@@ -76,11 +76,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The middleware in front of `/api/`.
-pub(crate) async fn require(
-    State(token): State<Arc<str>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn require(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
     match check(req.headers(), &token) {
         Ok(()) => next.run(req).await,
         Err(why) => {
@@ -104,7 +100,10 @@ mod tests {
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(k.clone(), HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")));
+            h.insert(
+                k.clone(),
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+            );
         }
         h
     }
@@ -114,7 +113,7 @@ mod tests {
         let t = "abc123";
         let ok = (header::AUTHORIZATION, "Bearer abc123");
         let host = (header::HOST, "127.0.0.1:6347");
-        assert_eq!(check(&headers(&[ok.clone()]), t), Ok(()));
+        assert_eq!(check(&headers(std::slice::from_ref(&ok)), t), Ok(()));
         assert_eq!(check(&headers(&[]), t), Err(Refusal::Missing));
         assert_eq!(
             check(&headers(&[(header::AUTHORIZATION, "Bearer abc124")]), t),

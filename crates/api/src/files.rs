@@ -28,7 +28,9 @@ pub enum FileError {
     #[error("{0} holds no token: delete it and start the daemon again to make a new one")]
     Empty(PathBuf),
     /// The token file can be read by others.
-    #[error("{0} can be read by other users: run chmod 600 on it (or delete it to make a new token)")]
+    #[error(
+        "{0} can be read by other users: run chmod 600 on it (or delete it to make a new token)"
+    )]
     Open(PathBuf),
 }
 
@@ -163,7 +165,10 @@ mod tests {
             assert_eq!(again, t);
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
                 .unwrap_or_else(|e| panic!("{e}"));
-            assert!(matches!(load_or_create_token(&path), Err(FileError::Open(_))));
+            assert!(matches!(
+                load_or_create_token(&path),
+                Err(FileError::Open(_))
+            ));
         }
         assert_ne!(new_token(), t);
     }

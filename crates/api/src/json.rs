@@ -128,12 +128,7 @@ impl From<&DownloadInfo> for DownloadJson {
             }
             _ => None,
         };
-        let path_of = |s: &SocketAddr| {
-            d.paths
-                .iter()
-                .find(|(a, _)| a == s)
-                .map(|(_, p)| p.clone())
-        };
+        let path_of = |s: &SocketAddr| d.paths.iter().find(|(a, _)| a == s).map(|(_, p)| p.clone());
         DownloadJson {
             id: d.id,
             name: d.name.clone(),

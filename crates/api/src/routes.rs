@@ -109,9 +109,12 @@ pub(crate) fn router(client: Client, config: ApiConfig) -> Router {
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(api);
     let protected = Router::new()
-        .nest("/api/v1", v1)
+        .nest("/v1", v1)
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(token, crate::auth::require));
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            crate::auth::require,
+        ));
     Router::new()
         .nest("/api", protected)
         .merge(crate::web::router())
@@ -149,7 +152,14 @@ async fn status(State(api): Shared) -> Result<Json<serde_json::Value>, ApiError>
 }
 
 async fn peers(State(api): Shared) -> Result<Json<Vec<PeerJson>>, ApiError> {
-    Ok(Json(api.client.peers().await?.iter().map(PeerJson::from).collect()))
+    Ok(Json(
+        api.client
+            .peers()
+            .await?
+            .iter()
+            .map(PeerJson::from)
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -248,10 +258,7 @@ struct SearchBody {
     query: String,
 }
 
-async fn start_search(
-    State(api): Shared,
-    Body(b): Body<SearchBody>,
-) -> Result<Response, ApiError> {
+async fn start_search(State(api): Shared, Body(b): Body<SearchBody>) -> Result<Response, ApiError> {
     let query = b.query.trim().to_string();
     if query.is_empty() {
         return Err(err(StatusCode::BAD_REQUEST, "the query is empty"));
@@ -279,7 +286,10 @@ fn find_search(api: &Api, id: u64) -> Result<Arc<Search>, ApiError> {
         .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("there is no search {id}")))
 }
 
-async fn search(State(api): Shared, Path(id): Path<u64>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn search(
+    State(api): Shared,
+    Path(id): Path<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let s = find_search(&api, id)?;
     let f = s.found.lock().unwrap_or_else(|e| e.into_inner());
     Ok(Json(serde_json::json!({
@@ -355,8 +365,12 @@ enum StartBody {
 fn addrs(list: &[String]) -> Result<Vec<SocketAddr>, ApiError> {
     list.iter()
         .map(|s| {
-            s.parse()
-                .map_err(|_| err(StatusCode::BAD_REQUEST, format!("{s:?} is not an ip:port address")))
+            s.parse().map_err(|_| {
+                err(
+                    StatusCode::BAD_REQUEST,
+                    format!("{s:?} is not an ip:port address"),
+                )
+            })
         })
         .collect()
 }

@@ -91,7 +91,11 @@ impl Search {
         let mut f = self.found.lock().unwrap_or_else(|e| e.into_inner());
         f.answered.insert(hit.peer.udp);
         let tcp = hit.peer.tcp();
-        let network = if hit.peer.rutella { "rutella" } else { "classic" };
+        let network = if hit.peer.rutella {
+            "rutella"
+        } else {
+            "classic"
+        };
         for file in hit.files {
             let key = match file.hash {
                 Some(h) => Key::Hash(h),

@@ -23,7 +23,11 @@ fn event(name: &str, data: &impl Serialize) -> Event {
 pub(crate) fn respond(
     stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive"))
+    Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    )
 }
 
 /// A search's results so far, then each new or grown one, then `done`.
@@ -55,19 +59,20 @@ pub(crate) fn search_events(
         if st.over {
             return None;
         }
-        loop {
-            match st.rx.recv().await {
-                Ok(Update::Result(r)) => return Some((Ok(event("result", &r)), st)),
-                Ok(Update::Done { peers_answered }) => {
-                    st.over = true;
-                    let e = event("done", &serde_json::json!({"peers_answered": peers_answered}));
-                    return Some((Ok(e), st));
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    return Some((Ok(event("lagged", &serde_json::json!({"missed": n}))), st));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        match st.rx.recv().await {
+            Ok(Update::Result(r)) => Some((Ok(event("result", &r)), st)),
+            Ok(Update::Done { peers_answered }) => {
+                st.over = true;
+                let e = event(
+                    "done",
+                    &serde_json::json!({"peers_answered": peers_answered}),
+                );
+                Some((Ok(e), st))
             }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                Some((Ok(event("lagged", &serde_json::json!({"missed": n}))), st))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     })
 }
@@ -138,8 +143,13 @@ fn download(client: &Client, id: u64) -> Option<DownloadJson> {
 
 fn node_event(client: &Client, ev: NodeEvent) -> Option<Event> {
     Some(match ev {
-        NodeEvent::PeerAdded(p) => event("peer_joined", &serde_json::json!({"addr": p.udp.to_string()})),
-        NodeEvent::PeerRemoved(p) => event("peer_left", &serde_json::json!({"addr": p.udp.to_string()})),
+        NodeEvent::PeerAdded(p) => event(
+            "peer_joined",
+            &serde_json::json!({"addr": p.udp.to_string()}),
+        ),
+        NodeEvent::PeerRemoved(p) => {
+            event("peer_left", &serde_json::json!({"addr": p.udp.to_string()}))
+        }
         NodeEvent::DownloadDone { id, name, path } => match download(client, id) {
             Some(d) => event("download_done", &d),
             None => event(

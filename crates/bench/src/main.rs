@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 mod big_file;
+mod daemon;
 mod discovery;
 mod search;
 mod small_files;
@@ -64,6 +65,10 @@ struct Args {
     /// Runs of the time to the first peer (medians are reported).
     #[arg(long, default_value_t = 5)]
     discovery_runs: usize,
+    /// Measure only `rutella daemon`: idle memory with the API on, and a
+    /// global upload limit shared by three downloaders.
+    #[arg(long)]
+    daemon: bool,
     /// Tiny sizes and one run: checks that the benchmark still works.
     #[arg(long)]
     smoke: bool,
@@ -131,6 +136,15 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    if args.daemon {
+        let figures = daemon::daemon(&args, tmp.path())?;
+        println!("{figures}");
+        if let Some(doc) = &args.write_doc {
+            write_section(doc, DAEMON_BEGIN, DAEMON_END, &figures)?;
+            eprintln!("wrote {}", doc.display());
+        }
+        return Ok(());
+    }
     if !args.sources_only {
         let big = big_file(&args, tmp.path())?;
         report.push_str(&big);
@@ -159,6 +173,9 @@ const END: &str = "<!-- bench:end -->";
 
 const DISCOVERY_BEGIN: &str = "<!-- bench:discovery:begin -->";
 const DISCOVERY_END: &str = "<!-- bench:discovery:end -->";
+
+const DAEMON_BEGIN: &str = "<!-- bench:daemon:begin -->";
+const DAEMON_END: &str = "<!-- bench:daemon:end -->";
 
 fn write_doc(path: &Path, table: &str) -> Result<()> {
     write_section(path, BEGIN, END, table)

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Where the API listens unless told otherwise.
-pub(crate) const DEFAULT_API: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6347);
+pub(crate) const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6347);
 
 fn file_failure(e: files::FileError) -> Failure {
     Failure::new(exit::FAILURE, e.to_string())

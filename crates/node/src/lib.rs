@@ -34,7 +34,6 @@ mod transfers;
 mod uploads;
 
 pub use client::{Client, Limits};
-pub use uploads::UploadInfo;
 pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{LanSettings, NodeConfig, PeerAddr, ReachSettings};
 pub use dht::{file_key, network_key, DhtConfig, DEFAULT_NETWORK, NO_PUBLIC_ENV, PUBLIC_BOOTSTRAP};
@@ -46,6 +45,7 @@ pub use rutella_proto::lan::LanConfig;
 pub use rutella_proto::reach::{MappedBy, ReachConfig, Reachability};
 pub use rutella_proto::{HitFile, Peer};
 pub use transfers::DownloadHandle;
+pub use uploads::UploadInfo;
 
 /// Why the node could not start or a command failed.
 #[derive(Debug, thiserror::Error)]

@@ -374,9 +374,9 @@ async fn announce_uploads(
             UploadEvent::Ended { bytes } => {
                 uploads.ended(notice.peer, &name, bytes);
                 NodeEvent::UploadEnded {
-                peer: notice.peer,
-                name,
-                bytes,
+                    peer: notice.peer,
+                    name,
+                    bytes,
                 }
             }
         };

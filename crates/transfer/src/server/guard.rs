@@ -615,6 +615,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_number_of_slots_changes_while_they_are_held() {
+        let limits = ServerLimits {
+            max_slots_per_ip: 8,
+            ..ServerLimits::default()
+        };
+        let handle = UploadSlots::new(1, &limits);
+        let slots = handle.slots();
+        let far = Instant::now() + Duration::from_secs(60);
+        let a = slots
+            .try_take(ip(1))
+            .unwrap_or_else(|_| panic!("a free slot"));
+        assert_eq!(slots.try_take(ip(2)).err(), Some(Refusal::Slots));
+        let s = Arc::clone(&slots);
+        let waiter = tokio::spawn(async move { s.take(ip(2), far).await });
+        tokio::task::yield_now().await;
+        // More slots: the waiter is served at once, without a release.
+        handle.set_total(2);
+        let b = waiter.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(b.is_ok());
+        assert_eq!((handle.total(), handle.held()), (2, 2));
+        // Fewer: nobody is cut, and a new request waits until enough ended.
+        handle.set_total(1);
+        assert_eq!(handle.held(), 2);
+        assert_eq!(slots.try_take(ip(3)).err(), Some(Refusal::Slots));
+        drop(a);
+        assert_eq!(slots.try_take(ip(3)).err(), Some(Refusal::Slots));
+        drop(b);
+        assert!(slots.try_take(ip(3)).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn refusals_are_logged_at_most_once_per_interval() {
         let log = FloodLog::new(Duration::from_secs(10));
         // The first is told at once.
