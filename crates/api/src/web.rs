@@ -78,7 +78,7 @@ fn file(status: StatusCode, content_type: &'static str, body: &'static str) -> R
 mod tests {
     use super::*;
 
-    fn header_of<'a>(r: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header_of(r: &Response, name: header::HeaderName) -> &str {
         r.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
