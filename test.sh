@@ -26,6 +26,12 @@ if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
   fi
 fi
+# The web interface test drives Debian's headless Chromium (elsewhere it
+# prints one skip line).
+if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium (the web interface test drives it headless)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
