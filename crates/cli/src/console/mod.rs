@@ -311,8 +311,12 @@ impl Console {
             };
             let Some(hit) = hit else { break };
             answered += 1;
-            for f in &hit.files {
-                if self.results.add(&hit.peer, f) != Added::Ignored {
+            for (i, f) in hit.files.iter().enumerate() {
+                let added = self.results.add(&hit.peer, f);
+                if let (Added::New(n), Some(g)) = (&added, &hit.gnutella) {
+                    self.results.set_gnutella(*n, g, i);
+                }
+                if added != Added::Ignored {
                     with_files.insert(hit.peer.udp);
                 }
             }
@@ -402,6 +406,34 @@ impl Console {
         // of it all at once; otherwise the file comes by name from one.
         let rutella: Vec<&rutella_node::Peer> =
             found.sources.iter().filter(|p| p.rutella).collect();
+        if let (Some((g, i)), true) = (&found.gnutella, rutella.is_empty()) {
+            let Some(file) = g.files.get(*i).copied() else {
+                return;
+            };
+            println!(
+                "Downloading {} from the Gnutella servent {} over HTTP into {}.",
+                escape(&found.name),
+                g.servent,
+                self.client.downloads_dir().display()
+            );
+            let (client, g, name, size) = (
+                self.client.clone(),
+                g.clone(),
+                found.name.clone(),
+                found.size,
+            );
+            tokio::spawn(async move {
+                match client.get_gnutella(&g, &name, file, size).await {
+                    Ok(path) => println!(
+                        "Downloaded {} (SHA-1 checked): {}",
+                        escape(&name),
+                        crate::escape::path(&path)
+                    ),
+                    Err(e) => println!("{}: {e}", escape(&name)),
+                }
+            });
+            return;
+        }
         match found.hash {
             Some(hash) if !rutella.is_empty() => {
                 let tcp = rutella.iter().map(|p| p.tcp()).collect();
