@@ -275,6 +275,7 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
             udp: hit.peer.udp,
             tcp_port: Some(hit.peer.tcp_port),
         };
+        let network = hit.network();
         for (i, f) in hit.files.into_iter().enumerate() {
             if !seen.insert((hit.peer.udp, f.name.clone())) {
                 continue;
@@ -291,7 +292,7 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
                     "push_id": hit.push.push_id.map(rutella_proto::message::hex16),
                     "proxies": hit.push.proxies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                     "firewalled": hit.push.firewalled,
-                    "network": hit.network(),
+                    "network": network,
                     "sha1": hit.gnutella.as_ref().and_then(|g| g.files.get(i)).and_then(|f| f.sha1).map(|h| rutella_gnutella::huge::Urn::Sha1(h).to_string()),
                     "index": hit.gnutella.as_ref().and_then(|g| g.files.get(i)).map(|f| f.index),
                     "vendor": hit.gnutella.as_ref().map(|g| g.vendor.clone()),
