@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 mod big_file;
 mod discovery;
+mod gnutella;
 mod search;
 mod small_files;
 mod sources;
@@ -64,6 +65,10 @@ struct Args {
     /// Runs of the time to the first peer (medians are reported).
     #[arg(long, default_value_t = 5)]
     discovery_runs: usize,
+    /// Measure only Gnutella 0.6 next to rutella (time to first hit,
+    /// download throughput), in this process, against the test ultrapeer.
+    #[arg(long)]
+    gnutella: bool,
     /// Tiny sizes and one run: checks that the benchmark still works.
     #[arg(long)]
     smoke: bool,
@@ -90,6 +95,16 @@ fn main() -> Result<()> {
         args.searches = args.searches.min(3);
         args.sources_size_mib = args.sources_size_mib.min(8);
         args.discovery_runs = 1;
+    }
+    if args.gnutella {
+        let tmp = tempfile::tempdir()?;
+        let g = gnutella::gnutella(&args, tmp.path())?;
+        println!("{g}");
+        if let Some(doc) = &args.write_doc {
+            write_section(doc, GNUTELLA_BEGIN, GNUTELLA_END, &g)?;
+            eprintln!("wrote {}", doc.display());
+        }
+        return Ok(());
     }
     if !args.rutella.exists() {
         bail!(
@@ -144,6 +159,11 @@ fn main() -> Result<()> {
         report.push_str(&search);
         let found = discovery(&args, tmp.path())?;
         report.push_str(&found);
+        let g = gnutella::gnutella(&args, tmp.path())?;
+        println!("{g}");
+        if let Some(doc) = &args.write_doc {
+            write_section(doc, GNUTELLA_BEGIN, GNUTELLA_END, &g)?;
+        }
     }
 
     println!("{report}");
@@ -156,6 +176,9 @@ fn main() -> Result<()> {
 
 const BEGIN: &str = "<!-- bench:begin -->";
 const END: &str = "<!-- bench:end -->";
+
+const GNUTELLA_BEGIN: &str = "<!-- bench:gnutella:begin -->";
+const GNUTELLA_END: &str = "<!-- bench:gnutella:end -->";
 
 const DISCOVERY_BEGIN: &str = "<!-- bench:discovery:begin -->";
 const DISCOVERY_END: &str = "<!-- bench:discovery:end -->";
