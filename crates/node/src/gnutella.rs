@@ -237,7 +237,7 @@ impl Manager {
                     Some(c) => self.command(c).await,
                     None => break,
                 },
-                Some(e) = ev_rx.recv() => self.from_link(e).await,
+                Some(e) = ev_rx.recv() => self.link_said(e).await,
                 _ = tick.tick() => {
                     self.refresh_table().await;
                     self.expire();
@@ -339,7 +339,7 @@ impl Manager {
         cfg
     }
 
-    async fn from_link(&mut self, e: FromLink) {
+    async fn link_said(&mut self, e: FromLink) {
         match e {
             FromLink::Up(addr, tx) => {
                 self.connecting.remove(&addr);
@@ -448,15 +448,14 @@ impl Manager {
                     let _ = tx.try_send(LinkCmd::Answer(q, results));
                 }
             }
-            LeafEvent::Pong(p) => {
+            LeafEvent::Pong(p)
                 if p.port != 0
                     && !p.ip.is_unspecified()
                     && !p.ip.is_broadcast()
-                    && !p.ip.is_multicast()
-                {
-                    self.hosts
-                        .add(SocketAddr::V4(SocketAddrV4::new(p.ip, p.port)));
-                }
+                    && !p.ip.is_multicast() =>
+            {
+                self.hosts
+                    .add(SocketAddr::V4(SocketAddrV4::new(p.ip, p.port)));
             }
             _ => {}
         }
