@@ -282,4 +282,49 @@ mod tests {
         let one = tempfile::tempdir().unwrap();
         assert!(write_samples(one.path(), 1).unwrap() < SAMPLES.len());
     }
+
+    /// What quitting during a download meets: the download's last writes
+    /// (its checkpoint, written as a temporary file then renamed) land in
+    /// the downloads folder while the folder is being removed, so one
+    /// removal finds the folder not empty at its end. The folder is gone
+    /// all the same once the writes stop.
+    #[test]
+    fn the_folder_goes_even_while_a_download_still_writes_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rutella-demo-x");
+        let downloads = root.join("downloads");
+        std::fs::create_dir_all(&downloads).unwrap();
+        // Enough files that a removal takes a while.
+        for i in 0..3000 {
+            std::fs::write(downloads.join(format!("f{i}")), b"x").unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (writing, started) = std::sync::mpsc::channel();
+        let writer = {
+            let (downloads, stop) = (downloads.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let began = std::time::Instant::now();
+                let mut i = 0u32;
+                // Like a checkpoint: never makes the folder, only writes
+                // into it while it is there; bounded in time.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && began.elapsed() < Duration::from_millis(400)
+                {
+                    let tmp = downloads.join(format!("s{i}.state.tmp"));
+                    if std::fs::write(&tmp, b"state").is_ok() {
+                        let _ = std::fs::rename(&tmp, downloads.join(format!("s{i}.state")));
+                    }
+                    if i == 0 {
+                        let _ = writing.send(());
+                    }
+                    i += 1;
+                }
+            })
+        };
+        started.recv().unwrap();
+        let gone = remove_all(&root, REMOVE_TRIES, REMOVE_PAUSE);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(gone && !root.exists(), "the demo folder was left behind");
+    }
 }

@@ -462,7 +462,16 @@ pub(crate) async fn get(a: GetArgs) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            let mut f = Failure::from(e);
+            // What the stream could not say (a relay's byte limit).
+            for d in client.downloads() {
+                for note in d.sources.iter().filter_map(|s| client.path_note(*s)) {
+                    f.message.push_str(&format!("; {note}"));
+                }
+            }
+            Err(f)
+        }
     }
 }
 

@@ -84,8 +84,9 @@ fn the_same_file_is_shown_under_its_result_and_empty_answers_do_not_count() {
         out.contains("1 file(s) from 2 peers, 1 of them on several peers."),
         "{out}"
     );
-    // Three files from three peers: the second source of the shared one
-    // comes right under it, whatever order the answers came in.
+    // Three files from three peers, shown as they arrive: the second
+    // source of the shared one comes after it, naming its number, whatever
+    // order the answers came in.
     for _ in 0..3 {
         let out = ask(&mut p, "search ogg");
         let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
@@ -94,9 +95,12 @@ fn the_same_file_is_shown_under_its_result_and_empty_answers_do_not_count() {
             .position(|l| l.ends_with("Northern Sky.ogg"))
             .unwrap_or_else(|| panic!("{out}"));
         let n = lines[at].split_whitespace().next().unwrap_or_default();
+        let also = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with('+'))
+            .unwrap_or_else(|| panic!("{out}"));
         assert!(
-            lines[at + 1].trim_start().starts_with('+')
-                && lines[at + 1].ends_with(&format!("(same file as {n}: 2 peers)")),
+            also > at && lines[also].ends_with(&format!("(same file as {n}: 2 peers)")),
             "{out}"
         );
         assert_eq!(out.matches("(same file as").count(), 1, "{out}");
@@ -145,7 +149,93 @@ fn several_results_at_once_quoting_and_errors_that_name_what_was_typed() {
     let (_, done) = p.exp_regex(r"Downloaded [^\r\n]+ to [^\r\n]+").unwrap();
     assert!(done.contains("Blue Harbor - Tides"), "{done}");
     assert!(!done.contains('"'), "{done}");
+    // A file the peer does not offer: the failure, announced and listed,
+    // names the peer as typed (with the TCP port it was downloaded on).
+    p.send_line(&format!("get {peer1} \"no such song.ogg\""))
+        .unwrap();
+    let (_, failed) = p.exp_regex(r"no such song\.ogg failed: [^\r\n]+").unwrap();
+    let named = format!("peer {peer1} (TCP port ");
+    assert!(failed.contains(&named), "{failed}");
+    p.send_line("downloads").unwrap();
+    p.exp_string("TIME LEFT").unwrap();
+    let (_, listed) = p
+        .exp_regex(r#"peer [^\r\n]+ does not offer "no such song\.ogg""#)
+        .unwrap();
+    assert!(listed.contains(&named), "{listed}");
     quit(p);
+}
+
+/// Results are printed as they arrive: a fast peer's result is on the
+/// screen while a slow peer has not answered yet, and the summary comes
+/// when the search ends.
+#[cfg(unix)]
+#[test]
+fn a_fast_peer_s_result_is_shown_before_a_slow_peer_answers() {
+    let fast_share = tempfile::tempdir().unwrap();
+    write_file(&fast_share.path().join("quick tune.ogg"), b"fast");
+    let slow_share = tempfile::tempdir().unwrap();
+    write_file(&slow_share.path().join("late tune.ogg"), b"slow");
+    let serve = |share: &Path, ip: &str| {
+        Serve::start_with(
+            &[
+                "--share",
+                share.to_str().unwrap(),
+                "--bind",
+                ip,
+                "--search-timeout",
+                "30s",
+            ],
+            false,
+        )
+    };
+    let mut fast = serve(fast_share.path(), "127.0.8.3");
+    let mut slow = serve(slow_share.path(), "127.0.8.4");
+    let cfg = tempfile::tempdir().unwrap();
+    let mine = tempfile::tempdir().unwrap();
+    let mut p = spawn(console_cmd(
+        &cfg.path().join("c.toml"),
+        &[
+            "--share",
+            mine.path().to_str().unwrap(),
+            "--bind",
+            "127.0.8.5",
+            "--connect",
+            "127.0.8.3",
+            "--connect",
+            "127.0.8.4",
+            "--search-timeout",
+            "30s",
+        ],
+    ));
+    p.exp_string("rutella> ").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ask(&mut p, "peers").contains("2 peer(s)") {
+        assert!(
+            Instant::now() < deadline,
+            "the console never knew both peers"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The slow peer stops answering for a while (but stays known).
+    let pid = libc::pid_t::try_from(slow.child.id()).unwrap();
+    // SAFETY: kill with a valid pid and signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    p.send_line("search tune").unwrap();
+    // The slow peer cannot answer while stopped, and the search waits
+    // for it (30 s, longer than any expectation here): the fast result is
+    // on the screen before the search ends.
+    let before = p.exp_string("quick tune.ogg").unwrap();
+    assert!(before.contains("Searching 2 peer(s)"), "{before}");
+    assert!(!before.contains("file(s) from"), "{before}");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let rest = p.exp_string("rutella> ").unwrap();
+    assert!(rest.contains("late tune.ogg"), "{rest}");
+    assert!(rest.contains("2 file(s) from 2 peers"), "{rest}");
+    fast.kill();
+    slow.kill();
+    p.send_line("quit").unwrap();
+    p.exp_eof().unwrap();
 }
 
 #[test]

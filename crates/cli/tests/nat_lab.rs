@@ -10,101 +10,14 @@
 //! at .11 and .12), and LANs 192.168.N.0/24 inside namespaces.
 
 mod common;
+use common::lab::*;
 use common::*;
 use rutella_lab::{Host, Lab, RouterKind};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The longest any one step may take.
 const STEP: Duration = Duration::from_secs(20);
-
-/// A `rutella serve` inside a lab host; killed when dropped.
-struct Proc {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Proc {
-    fn serve(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
-        Proc::serve_with(lab, host, dir, name, args, &[])
-    }
-
-    /// The same with these environment variables set.
-    fn serve_with(
-        lab: &Lab,
-        host: &Host,
-        dir: &Path,
-        name: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Proc {
-        let out = dir.join(format!("{name}.out"));
-        let err = dir.join(format!("{name}.err"));
-        let mut cmd = bin();
-        cmd.arg("serve").args(FAST).args(args);
-        cmd.envs(env.iter().copied());
-        let child = lab
-            .wrap(host, &cmd)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        Proc { child, out, err }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until stdout or stderr contains `needle`.
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + STEP;
-        while !self.stdout().contains(needle) && !self.stderr().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within {STEP:?}:\n{}\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then waits (bounded) for the exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + STEP;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A one-shot `rutella` command inside a lab host.
-fn run_in(lab: &Lab, host: &Host, args: &[&str]) -> Output {
-    let mut cmd = bin();
-    cmd.args(args);
-    lab.wrap(host, &cmd).stdin(Stdio::null()).output().unwrap()
-}
 
 fn upnpc_list(host: &Host) -> String {
     let out = host.command("upnpc").arg("-l").output().unwrap();
@@ -401,21 +314,11 @@ fn no_port_mapping_by_flag_or_settings_file_leaves_the_router_alone() {
     ] {
         let mut args = vec!["--connect", "11.0.0.2"];
         args.extend(flags);
-        let out = dir.path().join(format!("{name}.out"));
-        let err = dir.path().join(format!("{name}.err"));
-        let mut cmd = bin();
-        cmd.arg("serve").args(FAST).args(&args);
+        let mut env = vec![];
         if let Some(c) = config {
-            cmd.env("RUTELLA_CONFIG", c);
+            env.push(("RUTELLA_CONFIG", c.to_str().unwrap()));
         }
-        let child = lab
-            .wrap(&h1, &cmd)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let node = Proc { child, out, err };
+        let node = Proc::serve_with(&lab, &h1, dir.path(), name, &args, &env);
         node.wait_for("port mapping is off");
         node.wait_for("peer joined");
         let list = upnpc_list(&h1);

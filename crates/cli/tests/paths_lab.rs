@@ -247,7 +247,7 @@ fn relayed_when_router_2_is_symmetric_for_tcp() {
 }
 
 #[test]
-fn a_relay_limit_below_the_file_size_stops_the_download_and_the_log_names_it() {
+fn a_relay_limit_below_the_file_size_stops_the_download_and_the_error_names_it() {
     let data = pattern(2_000_000, 135);
     let Some(s) = setup(
         "lab-limit.ogg",
@@ -271,6 +271,17 @@ fn a_relay_limit_below_the_file_size_stops_the_download_and_the_log_names_it() {
         "{said}"
     );
     assert!(said.contains("download failed"), "{said}");
+    // The final error, not only the log, names the relay and its limit.
+    let last = said
+        .lines()
+        .rfind(|l| l.starts_with("rutella: "))
+        .unwrap_or_else(|| panic!("no final error: {said}"));
+    assert!(
+        last.contains(
+            "relay 11.0.0.2 closed the circuit at its limit of 1000000 bytes per circuit"
+        ),
+        "{last}"
+    );
     // No file under the name: only a partial one, whose verified part is
     // the file's.
     let names: Vec<String> = std::fs::read_dir(&out)

@@ -10,71 +10,23 @@
 //! at .11 and .12), and LANs 192.168.N.0/24 inside namespaces.
 
 mod common;
+use common::lab::*;
 use common::*;
 use rexpect::session::spawn_command;
 use rutella_lab::{Host, Lab, RouterKind};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The longest any one step may take.
 const STEP: Duration = Duration::from_secs(25);
 
-/// A `rutella serve` inside a lab host; killed when dropped.
-struct Serve {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Serve {
-    fn start(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Serve {
-        let out = dir.join(format!("{name}.out"));
-        let err = dir.join(format!("{name}.err"));
-        let mut cmd = bin();
-        cmd.arg("serve")
-            .args(FAST)
-            .arg("--no-lan-discovery")
-            .args(args);
-        let child = lab
-            .wrap(host, &cmd)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        Serve { child, out, err }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until stdout or stderr contains `needle`; polls the
-    /// files the child writes (nothing announces a write).
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + STEP;
-        while !self.stdout().contains(needle) && !self.stderr().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within {STEP:?}:\n{}\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `rutella serve` inside a lab host, without LAN discovery; killed
+/// when dropped.
+fn serve(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let mut all = vec!["--no-lan-discovery"];
+    all.extend(args);
+    Proc::serve(lab, host, dir, name, &all)
 }
 
 #[test]
@@ -97,7 +49,7 @@ fn behind_a_upnp_router_the_console_says_reachable_and_status_says_the_same() {
     let share = dir.path().join("share");
     write_file(&share.join("a.txt"), b"hello");
 
-    let p_node = Serve::start(&lab, &p, dir.path(), "p", &[]);
+    let p_node = serve(&lab, &p, dir.path(), "p", &[]);
     p_node.wait_for("node started");
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rutella"));
@@ -146,10 +98,10 @@ fn behind_a_router_that_maps_nothing_serve_says_not_reachable_and_push_is_the_wa
     let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
     let h2 = lab.host_behind(&r2, "h2").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let p_node = Serve::start(&lab, &p, dir.path(), "p", &[]);
+    let p_node = serve(&lab, &p, dir.path(), "p", &[]);
     p_node.wait_for("node started");
     let started = Instant::now();
-    let h2_node = Serve::start(&lab, &h2, dir.path(), "h2", &["--connect", "11.0.0.2"]);
+    let h2_node = serve(&lab, &h2, dir.path(), "h2", &["--connect", "11.0.0.2"]);
     // The mapping's result first, then the checked answer.
     h2_node.wait_for("No port mapping on your router; checking whether peers can reach you");
     h2_node.wait_for(

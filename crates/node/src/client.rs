@@ -160,6 +160,13 @@ impl Client {
         self.push.path_of(&source)
     }
 
+    /// Why the last path to the source at this TCP address ended early,
+    /// when the stream could not say it (`relay IP closed the circuit at
+    /// its limit of N bytes per circuit`).
+    pub fn path_note(&self, source: SocketAddr) -> Option<String> {
+        self.push.note_of(&source)
+    }
+
     /// The dialer of this node's downloads: direct, then by push.
     pub(crate) fn dialer(&self) -> rutella_transfer::dial::SharedDialer {
         Arc::new(crate::push::NodeDialer {

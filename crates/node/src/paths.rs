@@ -177,13 +177,14 @@ pub(crate) async fn punch(
 
 /// Downloading side of a relay: invites the source through a proxy that
 /// is a peer of ours to a circuit at that proxy, and joins it as the
-/// client. On success, the stream and the path in words (`relay IP:port`).
+/// client. On success, the circuit and the path in words (`relay
+/// IP:port`).
 pub(crate) async fn relay(
     tx: &mpsc::Sender<Command>,
     tcp: SocketAddr,
     info: &PushInfo,
     deadline: Instant,
-) -> Result<(TcpStream, String), Failure> {
+) -> Result<(crate::relay::Circuit, String), Failure> {
     let circuit: [u8; 16] = rand::random();
     let (reply, relay) = oneshot::channel();
     let cmd = Command::RelayInvite {
@@ -211,7 +212,7 @@ pub(crate) async fn relay(
                 c.limits.max_bytes,
                 c.limits.max_duration,
             );
-            Ok((c.stream, format!("relay {relay}")))
+            Ok((c, format!("relay {relay}")))
         }
         Err(e) => Err(Failure::Failed(e.to_string())),
     }

@@ -85,6 +85,9 @@ pub(crate) struct PushTable {
     pending: Mutex<Bounded<u64, (Instant, oneshot::Sender<TcpStream>)>>,
     sources: Mutex<Bounded<SocketAddr, PushInfo>>,
     paths: Mutex<Bounded<SocketAddr, (Path, String)>>,
+    /// Why the last path to a source ended early, for people (a relay's
+    /// byte limit).
+    notes: Mutex<Bounded<SocketAddr, String>>,
     /// Punches asked for, waiting for their go.
     pub(crate) gos: crate::paths::GoTable,
 }
@@ -95,6 +98,7 @@ impl Default for PushTable {
             pending: Mutex::new(Bounded::new(MAX_PENDING)),
             sources: Mutex::new(Bounded::new(MAX_SOURCES)),
             paths: Mutex::new(Bounded::new(MAX_SOURCES)),
+            notes: Mutex::new(Bounded::new(MAX_SOURCES)),
             gos: crate::paths::GoTable::default(),
         }
     }
@@ -119,6 +123,13 @@ impl PushTable {
     /// The path last used to reach `tcp`, in words.
     pub(crate) fn path_of(&self, tcp: &SocketAddr) -> Option<String> {
         lock(&self.paths).get(tcp).map(|(_, s)| s.clone())
+    }
+
+    /// Why the last path to `tcp` ended early, when it did for a reason
+    /// the downloader cannot see in the stream: `relay IP closed the
+    /// circuit at its limit of N bytes per circuit`.
+    pub(crate) fn note_of(&self, tcp: &SocketAddr) -> Option<String> {
+        lock(&self.notes).get(tcp).cloned()
     }
 
     fn set_path(&self, tcp: SocketAddr, path: Path, words: String) {
@@ -231,7 +242,10 @@ pub(crate) async fn connect_out(
 pub(crate) struct NodeDialer {
     pub(crate) table: Arc<PushTable>,
     pub(crate) tx: mpsc::Sender<Command>,
-    /// Our TCP port, where pushed connections come.
+    /// Our TCP port, where pushed connections come: the `TcpPort` of our
+    /// Push. It is also the router's external port whenever the port
+    /// mapper holds a mapping, since the mapper asks for this very port
+    /// and gives up a mapping the router makes on any other.
     pub(crate) tcp_port: u16,
     pub(crate) own: OwnFacts,
     pub(crate) push_timeout: Duration,
@@ -320,7 +334,14 @@ impl NodeDialer {
                                 )
                                 .await
                             } else {
-                                crate::paths::relay(&self.tx, tcp, &info, deadline).await
+                                match crate::paths::relay(&self.tx, tcp, &info, deadline).await {
+                                    Ok((circuit, words)) => self
+                                        .watch_relayed(tcp, circuit)
+                                        .await
+                                        .map(|s| (s, words))
+                                        .map_err(|e| Failure::Failed(e.to_string())),
+                                    Err(why) => Err(why),
+                                }
                             };
                             match got {
                                 Ok((s, words)) => {
@@ -388,6 +409,22 @@ impl NodeDialer {
                 }
             }
         }
+    }
+
+    /// A relayed circuit to source `tcp`, counted on its way to the
+    /// transfer client: when the relay ends it at its byte limit, the
+    /// source's note says so (see [`PushTable::note_of`]).
+    async fn watch_relayed(
+        &self,
+        tcp: SocketAddr,
+        circuit: crate::relay::Circuit,
+    ) -> io::Result<TcpStream> {
+        lock(&self.table.notes).remove(&tcp);
+        let table = Arc::clone(&self.table);
+        crate::relay::watch_limit(circuit, move |note| {
+            lock(&table.notes).insert(tcp, note);
+        })
+        .await
     }
 
     /// One push attempt: sends the Push, waits for the connection until

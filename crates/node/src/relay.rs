@@ -513,6 +513,71 @@ async fn bridge_one(local: TcpStream, path: Path) -> Bridged {
     }
 }
 
+/// Why a relay ended a circuit that carried `carried` bytes (both
+/// directions), when that reaches its announced byte limit: the words a
+/// failed download ends with.
+pub fn limit_note(relay: SocketAddr, limits: &CircuitLimits, carried: u64) -> Option<String> {
+    (carried >= limits.max_bytes).then(|| {
+        format!(
+            "relay {} closed the circuit at its limit of {} bytes per circuit",
+            rutella_proto::addr::normalize_ip(relay.ip()),
+            limits.max_bytes
+        )
+    })
+}
+
+/// Gives a relayed circuit to a transfer client as a plain loopback
+/// connection, counting what passes both ways. When the relay closes the
+/// circuit having carried its byte limit, `on_limit` gets
+/// [`limit_note`]'s words before the client sees the end of the stream,
+/// so that the download's failure can name the limit.
+pub async fn watch_limit(
+    circuit: Circuit,
+    on_limit: impl FnOnce(String) + Send + 'static,
+) -> io::Result<TcpStream> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let client = TcpStream::connect(listener.local_addr()?).await?;
+    let ours = client.local_addr()?;
+    // Only our own connection: another one on loopback is turned away.
+    let local = loop {
+        let (s, from) = timeout(INTRO_TIMEOUT, listener.accept())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "loopback accept"))??;
+        if from == ours {
+            break s;
+        }
+    };
+    drop(listener);
+    let _ = local.set_nodelay(true);
+    let _ = client.set_nodelay(true);
+    let Circuit {
+        stream,
+        relay,
+        limits,
+    } = circuit;
+    tokio::spawn(async move {
+        let (mut lr, mut lw) = local.into_split();
+        let (mut rr, mut rw) = stream.into_split();
+        let (up_n, down_n) = (AtomicU64::new(0), AtomicU64::new(0));
+        let up = async {
+            copy_counted(&mut lr, &mut rw, &up_n).await;
+            let _ = rw.shutdown().await;
+        };
+        let down = async {
+            copy_counted(&mut rr, &mut lw, &down_n).await;
+            // The relay's end: named before the client reads it.
+            let carried = up_n.load(Ordering::Relaxed) + down_n.load(Ordering::Relaxed);
+            if let Some(note) = limit_note(relay, &limits, carried) {
+                tracing::info!(%relay, carried, "{note}");
+                on_limit(note);
+            }
+            let _ = lw.shutdown().await;
+        };
+        tokio::join!(up, down);
+    });
+    Ok(client)
+}
+
 /// Copies until EOF or an error, counting what was written.
 async fn copy_counted<R, W>(r: &mut R, w: &mut W, count: &AtomicU64)
 where
@@ -623,5 +688,67 @@ mod tests {
         let mut all = Vec::new();
         let _ = timeout(Duration::from_secs(5), b.stream.read_to_end(&mut all)).await;
         assert_eq!(all.len(), 993);
+    }
+
+    /// Two spliced sides of a circuit at a relay with a 1000-byte limit.
+    async fn spliced_pair(addr: SocketAddr, id: CircuitId) -> (Circuit, Circuit) {
+        let (a, b) = tokio::join!(
+            connect(addr, &id, Role::Server, Duration::from_secs(5)),
+            async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                connect(addr, &id, Role::Client, Duration::from_secs(5)).await
+            }
+        );
+        (a.unwrap(), b.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_downloader_names_the_limit_before_its_client_sees_the_end() {
+        let (addr, _stop) = relay_server(cfg(2000, 1000)).await;
+        let (mut server, client) = spliced_pair(addr, [3; 16]).await;
+        let said = Arc::new(Mutex::new(None::<String>));
+        let s = Arc::clone(&said);
+        let mut local = watch_limit(client, move |note| {
+            *s.lock().unwrap() = Some(note);
+        })
+        .await
+        .unwrap();
+        local.write_all(b"request").await.unwrap();
+        let mut got = [0u8; 7];
+        server.stream.read_exact(&mut got).await.unwrap();
+        let _ = server.stream.write_all(&[7u8; 5000]).await;
+        let mut all = Vec::new();
+        timeout(Duration::from_secs(5), local.read_to_end(&mut all))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(all.len(), 993);
+        // Named by the time the client read the end of the stream.
+        assert_eq!(
+            said.lock().unwrap().as_deref(),
+            Some("relay 127.0.0.1 closed the circuit at its limit of 1000 bytes per circuit")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_circuit_the_source_closes_below_the_limit_names_nothing() {
+        let (addr, _stop) = relay_server(cfg(2000, 1000)).await;
+        let (mut server, client) = spliced_pair(addr, [4; 16]).await;
+        let said = Arc::new(Mutex::new(None::<String>));
+        let s = Arc::clone(&said);
+        let mut local = watch_limit(client, move |note| {
+            *s.lock().unwrap() = Some(note);
+        })
+        .await
+        .unwrap();
+        server.stream.write_all(&[1u8; 500]).await.unwrap();
+        server.stream.shutdown().await.unwrap();
+        let mut all = Vec::new();
+        timeout(Duration::from_secs(5), local.read_to_end(&mut all))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(all, vec![1u8; 500]);
+        assert_eq!(*said.lock().unwrap(), None);
     }
 }

@@ -167,7 +167,18 @@ pub(crate) fn run(
     result
 }
 
-/// Remembers every peer that answers, so the next start rejoins by itself.
+/// How long a peer that joined has to stay before it is remembered: a
+/// one-shot `rutella get` is a peer while it runs (so that a source
+/// behind a router can push to it), then stops answering and is dropped
+/// at the next ping round; it is not worth a line in the settings file.
+const REMEMBER_AFTER: Duration = Duration::from_secs(60);
+
+/// Peers that joined and wait for [`REMEMBER_AFTER`], at most.
+const MAX_JOINED: usize = 1024;
+
+/// Remembers the peers known when the console starts (those it was told
+/// to join, or remembered) and every peer that joins later once it stayed
+/// [`REMEMBER_AFTER`], so the next start rejoins by itself.
 fn remember_peers(rt: &Runtime, client: &Client, remember: Arc<Mutex<(PathBuf, ConfigFile)>>) {
     let mut events = client.subscribe();
     let client = client.clone();
@@ -188,11 +199,43 @@ fn remember_peers(rt: &Runtime, client: &Client, remember: Arc<Mutex<(PathBuf, C
         };
         // Peers that answered before the console started.
         save(&client.peers().await.unwrap_or_default());
+        let mut joined: std::collections::HashMap<SocketAddr, tokio::time::Instant> =
+            std::collections::HashMap::new();
+        let mut tick = tokio::time::interval(REMEMBER_AFTER / 4);
         loop {
-            match events.recv().await {
-                Ok(rutella_node::NodeEvent::PeerAdded(p)) => save(&[p]),
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break,
+            tokio::select! {
+                e = events.recv() => match e {
+                    Ok(rutella_node::NodeEvent::PeerAdded(p)) => {
+                        if joined.len() < MAX_JOINED {
+                            joined.entry(p.udp).or_insert_with(tokio::time::Instant::now);
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                },
+                _ = tick.tick(), if !joined.is_empty() => {
+                    let now = tokio::time::Instant::now();
+                    let due: Vec<SocketAddr> = joined
+                        .iter()
+                        .filter(|(_, since)| now.duration_since(**since) >= REMEMBER_AFTER)
+                        .map(|(a, _)| *a)
+                        .collect();
+                    if due.is_empty() {
+                        continue;
+                    }
+                    for a in &due {
+                        joined.remove(a);
+                    }
+                    // Still a peer after all that time: a lasting one.
+                    let stayed: Vec<rutella_node::Peer> = client
+                        .peers()
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|p| due.contains(&p.udp))
+                        .collect();
+                    save(&stayed);
+                }
             }
         }
     });
@@ -282,7 +325,12 @@ impl Console {
             Ok(p) => p.len(),
             Err(e) => return println!("{e}"),
         };
-        if asked == 0 {
+        let gnutella = self
+            .client
+            .gnutella_links()
+            .map(|l| *l.borrow())
+            .unwrap_or(0);
+        if asked == 0 && gnutella == 0 {
             println!(
                 "No peer to ask yet: connect ADDR to join one, or wait until a peer joins you."
             );
@@ -294,7 +342,13 @@ impl Console {
         };
         self.results = Results::default();
         self.last_search = Some(text.to_string());
-        println!("Searching {asked} peer(s) for {text:?}… (Ctrl-C stops waiting)");
+        if gnutella > 0 {
+            println!(
+                "Searching {asked} peer(s) and {gnutella} Gnutella ultrapeer(s) for {text:?}… (Ctrl-C stops waiting)"
+            );
+        } else {
+            println!("Searching {asked} peer(s) for {text:?}… (Ctrl-C stops waiting)");
+        }
         // Text typed meanwhile is not echoed into the results; it is kept
         // for the next prompt.
         let no_echo = no_echo::NoEcho::start();
@@ -311,31 +365,35 @@ impl Console {
             };
             let Some(hit) = hit else { break };
             answered += 1;
+            // Each result is shown as it arrives; a later copy of a file
+            // already shown gets its `+` line then, naming its number.
             for (i, f) in hit.files.iter().enumerate() {
                 let added = self.results.add(&hit.peer, f);
                 if let (Added::New(n), Some(g)) = (&added, &hit.gnutella) {
                     self.results.set_gnutella(*n, g, i);
                 }
-                if added != Added::Ignored {
+                let line = match added {
+                    Added::New(n) => self.results.get(n).map(|item| results::line(n, item)),
+                    Added::AlsoOn(n) => self
+                        .results
+                        .get(n)
+                        .map(|item| results::also_line(n, &hit.peer, item.sources.len())),
+                    Added::Ignored => None,
+                };
+                if let Some(line) = line {
                     with_files.insert(hit.peer.udp);
+                    println!("{line}");
                 }
             }
         }
         drop(stream);
         drop(no_echo);
-        // Results are shown when the search ends, each with the other
-        // peers offering the same file right under it.
-        let mut shared = 0usize;
-        for (i, item) in self.results.items.iter().enumerate() {
-            println!("{}", results::line(i + 1, item));
-            let count = item.sources.len();
-            if count > 1 {
-                shared += 1;
-            }
-            for p in item.sources.iter().skip(1) {
-                println!("{}", results::also_line(i + 1, p, count));
-            }
-        }
+        let shared = self
+            .results
+            .items
+            .iter()
+            .filter(|i| i.sources.len() > 1)
+            .count();
         let n = self.results.items.len();
         let how = if stopped { "Search stopped: " } else { "" };
         if answered == 0 {
@@ -478,15 +536,26 @@ impl Console {
             listed_size,
         };
         match self.client.get(want, ANSWER_WAIT).await {
-            Ok(Got::Started { .. }) => println!(
-                "Downloading {} from {shown} into {} (type downloads to see it).",
-                escape(name),
-                self.client.downloads_dir().display()
-            ),
+            Ok(Got::Started {
+                handle, sources, ..
+            }) => {
+                if let Some(tcp) = sources.first() {
+                    self.out.remember_typed(handle.id, *tcp, shown);
+                }
+                println!(
+                    "Downloading {} from {shown} into {} (type downloads to see it).",
+                    escape(name),
+                    self.client.downloads_dir().display()
+                )
+            }
             Ok(_) => println!(
                 "Peer {shown} did not answer: check the address and that its node is running."
             ),
-            Err(e) => println!("Cannot get {} from {shown}: {e}", escape(name)),
+            Err(e) => println!(
+                "Cannot get {} from {shown}: {}",
+                escape(name),
+                escape(&e.to_string())
+            ),
         }
     }
 
@@ -552,9 +621,11 @@ impl Console {
             }
             match &d.state {
                 DownloadState::Done(p) => println!("{:>5}→ {}", "", crate::escape::path(p)),
-                DownloadState::Failed(r) => {
-                    println!("{:>5}✗ {}", "", escape(&friendly_reason(r)))
-                }
+                DownloadState::Failed(r) => println!(
+                    "{:>5}✗ {}",
+                    "",
+                    escape(&friendly_reason(&self.out.in_typed_words(d.id, r)))
+                ),
                 DownloadState::Running | DownloadState::Paused => {}
             }
         }
@@ -589,9 +660,13 @@ impl Console {
         if let Err(e) = self.client.connect(addr).await {
             return println!("{e}");
         }
-        if let Ok(Some(_)) = self.client.wait_peer(addr.udp, ANSWER_WAIT, |_| true).await {
+        if let Ok(Some(p)) = self.client.wait_peer(addr.udp, ANSWER_WAIT, |_| true).await {
             if let Ok(peers) = self.client.peers().await {
                 println!("Joined {addr}; {} peer(s) known.", peers.len());
+                // Typed by the user and answering: kept at once.
+                self.update_config(|c| {
+                    c.remember_peer(&results::peer_name(&p));
+                });
                 return;
             }
         }

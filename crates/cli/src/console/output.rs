@@ -21,8 +21,10 @@
 use super::results::bytes;
 use crate::escape::escape;
 use rustyline::ExternalPrinter;
-use rutella_node::{Client, DownloadInfo, DownloadState, NodeEvent};
+use rutella_node::{Client, DownloadId, DownloadInfo, DownloadState, NodeEvent};
+use std::collections::HashMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,6 +56,13 @@ fn term_width() -> usize {
 /// Most announcements kept while no prompt is shown.
 const MAX_PENDING: usize = 256;
 
+/// An announcement not yet printed.
+struct Pending {
+    /// The download it is about, if one.
+    about: Option<DownloadId>,
+    line: String,
+}
+
 #[derive(Default)]
 struct State {
     /// The prompt is shown (the line editor owns the terminal).
@@ -61,12 +70,15 @@ struct State {
     /// Lines of bars drawn right above the current prompt.
     bar_lines: usize,
     /// Announcements not yet printed.
-    pending: Vec<String>,
+    pending: Vec<Pending>,
     /// Since when the bars are gone but no announcement replaced them.
     orphan_since: Option<Instant>,
     /// The library was still hashing at the last refresh.
     hashing: bool,
 }
+
+/// Most downloads whose source is remembered as the user typed it.
+const MAX_TYPED: usize = 1024;
 
 /// Shared between the console loop and the printing thread.
 #[derive(Clone)]
@@ -75,6 +87,18 @@ pub(crate) struct Output {
     stop: Arc<AtomicBool>,
     /// Whether peers joining and uploads are announced.
     notices: Arc<AtomicBool>,
+    /// Downloads of `get IP NAME`: the source's TCP address, and the
+    /// address as the user typed it.
+    typed: Arc<Mutex<HashMap<DownloadId, (SocketAddr, String)>>>,
+}
+
+/// `text` with the TCP address `tcp` of a source named as the user typed
+/// it: `peer 10.0.0.5 (TCP port 6346) refused the connection`.
+pub(crate) fn as_typed(text: &str, tcp: SocketAddr, typed: &str) -> String {
+    text.replace(
+        &tcp.to_string(),
+        &format!("{typed} (TCP port {})", tcp.port()),
+    )
 }
 
 impl Output {
@@ -91,6 +115,7 @@ impl Output {
             state: Arc::new(Mutex::new(State::default())),
             stop: Arc::new(AtomicBool::new(false)),
             notices: Arc::new(AtomicBool::new(notices)),
+            typed: Arc::new(Mutex::new(HashMap::new())),
         };
         // Node events become announcements.
         let mut events = client.subscribe();
@@ -104,11 +129,14 @@ impl Output {
                         escape(&name),
                         crate::escape::path(&path)
                     )),
-                    Ok(NodeEvent::DownloadFailed { name, reason, .. }) => o.announce(format!(
-                        "✗ {} failed: {}",
-                        escape(&name),
-                        escape(&super::friendly_reason(&reason))
-                    )),
+                    Ok(NodeEvent::DownloadFailed { id, name, reason }) => o.announce_about(
+                        id,
+                        format!(
+                            "✗ {} failed: {}",
+                            escape(&name),
+                            escape(&super::friendly_reason(&reason))
+                        ),
+                    ),
                     Ok(NodeEvent::PeerAdded(p)) if o.notices() => {
                         o.announce(format!("+ Peer {} joined.", super::results::peer_name(&p)))
                     }
@@ -165,11 +193,42 @@ impl Output {
         self.notices.store(on, Ordering::Relaxed);
     }
 
+    /// Download `id` comes from the source at `tcp`, which the user typed
+    /// as `typed`: what is said of it names it so.
+    pub(crate) fn remember_typed(&self, id: DownloadId, tcp: SocketAddr, typed: &str) {
+        let mut t = self.typed.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() >= MAX_TYPED {
+            t.clear();
+        }
+        t.insert(id, (tcp, typed.to_string()));
+    }
+
+    /// `text` about download `id`, its source named as the user typed it
+    /// (see [`Output::remember_typed`]).
+    pub(crate) fn in_typed_words(&self, id: DownloadId, text: &str) -> String {
+        let t = self.typed.lock().unwrap_or_else(|e| e.into_inner());
+        match t.get(&id) {
+            Some((tcp, typed)) => as_typed(text, *tcp, typed),
+            None => text.to_string(),
+        }
+    }
+
+    /// Queues a line about download `id` to print once.
+    fn announce_about(&self, id: DownloadId, line: String) {
+        let mut s = self.lock();
+        if s.pending.len() < MAX_PENDING {
+            s.pending.push(Pending {
+                about: Some(id),
+                line,
+            });
+        }
+    }
+
     /// Queues a line to print once.
     pub(crate) fn announce(&self, line: String) {
         let mut s = self.lock();
         if s.pending.len() < MAX_PENDING {
-            s.pending.push(line);
+            s.pending.push(Pending { about: None, line });
         }
     }
 
@@ -189,7 +248,18 @@ impl Output {
 
     /// Announcements waiting, for printing between commands.
     pub(crate) fn take_pending(&self) -> Vec<String> {
-        std::mem::take(&mut self.lock().pending)
+        let pending = std::mem::take(&mut self.lock().pending);
+        pending.into_iter().map(|p| self.words(p)).collect()
+    }
+
+    /// A pending line as printed now: a download's source as the user
+    /// typed it (known once its `get` printed its answer, which comes
+    /// before any announcement is printed).
+    fn words(&self, p: Pending) -> String {
+        match p.about {
+            Some(id) => self.in_typed_words(id, &p.line),
+            None => p.line,
+        }
     }
 
     /// Stops the printing thread.
@@ -221,10 +291,13 @@ impl Output {
                 bars.push(hashing_line(&hashing));
                 s.hashing = true;
             } else if std::mem::take(&mut s.hashing) {
-                s.pending.push(format!(
-                    "Hashed the {} shared file(s): hits now carry their hashes.",
-                    hashing.files_total
-                ));
+                s.pending.push(Pending {
+                    about: None,
+                    line: format!(
+                        "Hashed the {} shared file(s): hits now carry their hashes.",
+                        hashing.files_total
+                    ),
+                });
             }
             if s.pending.is_empty() && bars.is_empty() {
                 // A download ended: its announcement is on its way; leave
@@ -242,8 +315,9 @@ impl Output {
             if s.bar_lines > 0 {
                 msg.push_str(&format!("\x1b[{}A\r\x1b[J", s.bar_lines));
             }
-            for line in s.pending.drain(..) {
-                msg.push_str(&line);
+            let pending: Vec<Pending> = s.pending.drain(..).collect();
+            for p in pending {
+                msg.push_str(&self.words(p));
                 msg.push('\n');
             }
             msg.push_str(&bars.join("\n"));

@@ -21,10 +21,23 @@ pub(crate) struct Proc {
 
 impl Proc {
     pub(crate) fn spawn(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
+        Proc::spawn_with(lab, host, dir, name, args, &[])
+    }
+
+    /// [`Proc::spawn`] with these environment variables set.
+    pub(crate) fn spawn_with(
+        lab: &Lab,
+        host: &Host,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let out = dir.join(format!("{name}.out"));
         let err = dir.join(format!("{name}.err"));
         let mut cmd = bin();
         cmd.args(args);
+        cmd.envs(env.iter().copied());
         let child = lab
             .wrap(host, &cmd)
             .stdin(Stdio::null())
@@ -36,10 +49,36 @@ impl Proc {
     }
 
     pub(crate) fn serve(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc {
+        Proc::serve_with(lab, host, dir, name, args, &[])
+    }
+
+    /// [`Proc::serve`] with these environment variables set.
+    pub(crate) fn serve_with(
+        lab: &Lab,
+        host: &Host,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let mut all = vec!["serve"];
         all.extend(FAST);
         all.extend(args);
-        Proc::spawn(lab, host, dir, name, &all)
+        Proc::spawn_with(lab, host, dir, name, &all, env)
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit.
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub(crate) fn child_alive(&mut self) -> bool {

@@ -212,6 +212,61 @@ fn a_forwarded_ping_makes_one_probe_of_its_originator() {
 }
 
 #[test]
+fn a_rutella_ping_from_an_address_probed_before_re_arms_its_probe() {
+    let now = Instant::now();
+    let (mut o, known) = with_classic_peer(now);
+    // Our peer tells us of 127.0.0.4: it is probed once. Behind a router
+    // that has not seen us yet, that probe is dropped.
+    o.handle_datagram(
+        now,
+        known,
+        br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 0}"#,
+    );
+    let origin: SocketAddr = "127.0.0.4:20000".parse().unwrap();
+    let probes = |sent: &[Transmit]| {
+        sent.iter()
+            .filter(|t| t.dest == origin && matches!(t.message, Message::Ping(_)))
+            .count()
+    };
+    assert_eq!(probes(&drain(&mut o)), 1);
+    // A classic ping from it (no nonce) within the probe's wait: answered,
+    // not probed again.
+    o.handle_datagram(
+        now,
+        origin,
+        br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 1}"#,
+    );
+    let sent = drain(&mut o);
+    assert!(sent
+        .iter()
+        .any(|t| t.dest == origin && matches!(t.message, Message::Pong(_))));
+    assert_eq!(probes(&sent), 0, "{sent:?}");
+    // Its own rutella ping says the way back is open now: it is probed
+    // again at once, within the first probe's wait.
+    o.handle_datagram(
+        now,
+        origin,
+        br#"{"Command": 1, "IP": "127.0.0.4", "TTL": 1, "Nonce": 7, "UdpPort": 20000, "TcpPort": 10000}"#,
+    );
+    let sent = drain(&mut o);
+    assert_eq!(probes(&sent), 1, "{sent:?}");
+    // Its answer to that probe makes it a peer.
+    let Some(Message::Ping(probe)) = sent
+        .iter()
+        .find(|t| t.dest == origin && matches!(t.message, Message::Ping(_)))
+        .map(|t| &t.message)
+    else {
+        panic!("{sent:?}")
+    };
+    let nonce = nonce_of(&probe.extra).unwrap();
+    let pong = format!(
+        r#"{{"Command": 2, "IP": "127.0.0.4", "Echo": {nonce}, "UdpPort": 20000, "TcpPort": 10000}}"#
+    );
+    o.handle_datagram(now, origin, pong.as_bytes());
+    assert!(o.peers().iter().any(|p| p.udp == origin));
+}
+
+#[test]
 fn an_unproven_address_gets_at_most_three_times_its_bytes() {
     let now = Instant::now();
     let (mut o, _) = with_classic_peer(now);
