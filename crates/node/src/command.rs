@@ -65,7 +65,7 @@ pub struct SearchHit {
     pub push: PushInfo,
     /// For a Gnutella servent's hit: how to fetch its files; `None` for a
     /// classic or rutella peer's answer.
-    pub gnutella: Option<crate::GnutellaSource>,
+    pub gnutella: Option<crate::gnutella_types::GnutellaSource>,
 }
 
 impl SearchHit {

@@ -165,7 +165,7 @@ pub struct NodeConfig {
     pub reach: ReachSettings,
     /// Being a leaf of the Gnutella 0.6 network; `None`: off (the
     /// `rutella` program turns it on unless told `--no-gnutella`).
-    pub gnutella: Option<crate::GnutellaSettings>,
+    pub gnutella: Option<crate::gnutella_types::GnutellaSettings>,
 }
 
 impl Default for NodeConfig {

@@ -13,7 +13,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rutella_gnutella::descriptor::{Extensions, Guid, HitResult};
 use rutella_gnutella::handshake::Refusal;
@@ -28,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::command::SearchHit;
+use crate::gnutella_types::{GnutellaFile, GnutellaSettings, GnutellaSource};
 
 /// Searches waiting to go out to the manager.
 const COMMAND_QUEUE: usize = 64;
@@ -37,72 +37,6 @@ const EVENT_QUEUE: usize = 1024;
 const LINK_QUEUE: usize = 64;
 /// Bytes read at most from the host cache file.
 const MAX_HOST_FILE: u64 = 256 * 1024;
-
-/// The Gnutella leaf's settings. Every timer and bound is here so tests
-/// run in milliseconds.
-#[derive(Debug, Clone)]
-pub struct GnutellaSettings {
-    /// Ultrapeers to join first (`--gnutella-connect IP:PORT`).
-    pub connect: Vec<SocketAddr>,
-    /// Ultrapeer links kept at once.
-    pub max_ultrapeers: usize,
-    /// File that keeps learned ultrapeer addresses across runs (one
-    /// `IP:PORT` a line); `None`: kept in memory only.
-    pub host_cache: Option<PathBuf>,
-    /// Addresses kept in the host cache (oldest dropped first).
-    pub host_cache_max: usize,
-    /// Time before an address that failed or ended is tried again.
-    pub retry: Duration,
-    /// How often the manager checks its links, searches and the library.
-    pub tick: Duration,
-    /// Files in one answer to a routed query.
-    pub max_results: usize,
-    /// Searches running at once (more: the oldest is forgotten).
-    pub max_searches: usize,
-    /// The link's own settings (timers, bounds, deflate); its `listen`,
-    /// `servent_guid` and `shared` are set by the node.
-    pub leaf: LeafConfig,
-}
-
-impl Default for GnutellaSettings {
-    fn default() -> Self {
-        GnutellaSettings {
-            connect: Vec::new(),
-            max_ultrapeers: 3,
-            host_cache: None,
-            host_cache_max: 1000,
-            retry: Duration::from_secs(60),
-            tick: Duration::from_millis(250),
-            max_results: 64,
-            max_searches: 64,
-            leaf: LeafConfig::default(),
-        }
-    }
-}
-
-/// Where a Gnutella hit came from and how to fetch its files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GnutellaSource {
-    /// The servent's address (HTTP).
-    pub servent: SocketAddr,
-    /// The servent's GUID (for a Push).
-    pub servent_guid: [u8; 16],
-    /// The servent says it is firewalled.
-    pub push: bool,
-    /// Its vendor code (four printable ASCII characters, else `?`).
-    pub vendor: String,
-    /// Per file of the hit (same order as its `files`): index and SHA-1.
-    pub files: Vec<GnutellaFile>,
-}
-
-/// What a Gnutella servent said of one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GnutellaFile {
-    /// Its index for `/get/INDEX/NAME`.
-    pub index: u32,
-    /// Its SHA-1 (`urn:sha1`), when the hit gave one.
-    pub sha1: Option<[u8; 20]>,
-}
 
 /// The index our hits give a shared file: a hash of its shared name (so
 /// `/get/INDEX/NAME` finds it again without a table).
@@ -666,70 +600,6 @@ fn read_bounded(p: &std::path::Path) -> std::io::Result<String> {
     let mut s = String::new();
     f.take(MAX_HOST_FILE).read_to_string(&mut s)?;
     Ok(s)
-}
-
-impl crate::Client {
-    /// Downloads one file of a Gnutella hit over HTTP/1.1 into the
-    /// downloads folder: by `urn:sha1` (N2R) when the hit gave one, else
-    /// by `/get/INDEX/NAME`; a `NAME.part` left by an earlier try is
-    /// resumed with `Range`; the SHA-1 is checked at the end. Returns the
-    /// file's path. A firewalled servent (one that asks for a Push) is not
-    /// reached: Gnutella pushes are not sent yet.
-    pub async fn get_gnutella(
-        &self,
-        source: &GnutellaSource,
-        name: &str,
-        file: GnutellaFile,
-        size: Option<u64>,
-    ) -> Result<PathBuf, crate::NodeError> {
-        use rutella_gnutella::download::{download, Download, DownloadConfig};
-        use rutella_gnutella::http::Target;
-        if source.push {
-            return Err(crate::NodeError::Other(
-                "this Gnutella servent is firewalled (it asks for a push), which rutella does not send yet".into(),
-            ));
-        }
-        let base = rutella_transfer::sanitize_basename(name).map_err(|e| {
-            crate::NodeError::Other(format!("cannot save a file of that name: {e}"))
-        })?;
-        let dir = self.downloads_dir();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|source| crate::NodeError::Downloads {
-                path: dir.clone(),
-                source,
-            })?;
-        let dest = dir.join(&base);
-        if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
-            return Err(crate::NodeError::Other(format!(
-                "{} already exists",
-                dest.display()
-            )));
-        }
-        let part = dir.join(format!("{base}.part"));
-        let target = match file.sha1 {
-            Some(h) => Target::Sha1(h),
-            None => Target::Index {
-                index: file.index,
-                name: name.to_string(),
-            },
-        };
-        let cfg = DownloadConfig {
-            connect_timeout: self.config.connect_timeout,
-            read_timeout: self.config.idle_timeout,
-            ..DownloadConfig::default()
-        };
-        let d = Download {
-            addr: source.servent,
-            target,
-            sha1: file.sha1,
-            size,
-        };
-        download(&d, &part, &dest, &cfg)
-            .await
-            .map_err(|e| crate::NodeError::Other(format!("Gnutella download failed: {e}")))?;
-        Ok(dest)
-    }
 }
 
 /// The library as the Gnutella uploader sees it: files by SHA-1, or by
