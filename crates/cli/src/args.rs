@@ -316,6 +316,10 @@ impl GnutellaArgs {
                 .filter(|p| p.exists())
                 .and_then(|p| p.parent().map(|d| d.join("gnutella_hosts")));
         }
+        // Nothing to join (no address given, none cached): stay out.
+        if s.connect.is_empty() && !s.host_cache.as_ref().is_some_and(|p| p.exists()) {
+            return None;
+        }
         Some(s)
     }
 }
