@@ -17,6 +17,7 @@ mod big_file;
 mod daemon;
 mod discovery;
 mod lab_paths;
+mod gnutella;
 mod search;
 mod small_files;
 mod sources;
@@ -99,6 +100,10 @@ struct Args {
     /// in the punched and relayed cases).
     #[arg(long, default_value = "2s")]
     lab_push_timeout: String,
+    /// Measure only Gnutella 0.6 next to rutella (time to first hit,
+    /// download throughput), in this process, against the test ultrapeer.
+    #[arg(long)]
+    gnutella: bool,
     /// Tiny sizes and one run: checks that the benchmark still works.
     #[arg(long)]
     smoke: bool,
@@ -129,6 +134,16 @@ fn main() -> Result<()> {
         args.lab_runs = 1;
         args.punch_attempts = args.punch_attempts.min(2);
         args.punch_size_kib = args.punch_size_kib.min(64);
+    }
+    if args.gnutella {
+        let tmp = tempfile::tempdir()?;
+        let g = gnutella::gnutella(&args, tmp.path())?;
+        println!("{g}");
+        if let Some(doc) = &args.write_doc {
+            write_section(doc, GNUTELLA_BEGIN, GNUTELLA_END, &g)?;
+            eprintln!("wrote {}", doc.display());
+        }
+        return Ok(());
     }
     if !args.rutella.exists() {
         bail!(
@@ -204,6 +219,11 @@ fn main() -> Result<()> {
         report.push_str(&search);
         let found = discovery(&args, tmp.path())?;
         report.push_str(&found);
+        let g = gnutella::gnutella(&args, tmp.path())?;
+        println!("{g}");
+        if let Some(doc) = &args.write_doc {
+            write_section(doc, GNUTELLA_BEGIN, GNUTELLA_END, &g)?;
+        }
     }
 
     println!("{report}");
@@ -225,6 +245,9 @@ fn main() -> Result<()> {
 
 const BEGIN: &str = "<!-- bench:begin -->";
 const END: &str = "<!-- bench:end -->";
+
+const GNUTELLA_BEGIN: &str = "<!-- bench:gnutella:begin -->";
+const GNUTELLA_END: &str = "<!-- bench:gnutella:end -->";
 
 const DISCOVERY_BEGIN: &str = "<!-- bench:discovery:begin -->";
 const DISCOVERY_END: &str = "<!-- bench:discovery:end -->";

@@ -154,6 +154,8 @@ pub(crate) struct ConsoleArgs {
     /// Start a node of its own even when a daemon runs.
     #[arg(long)]
     pub(crate) standalone: bool,
+    #[command(flatten)]
+    pub(crate) gnutella: GnutellaArgs,
 }
 
 /// Speed limits over all transfers (flags win over the settings file's
@@ -305,6 +307,60 @@ impl DhtArgs {
     }
 }
 
+/// The Gnutella 0.6 flags, for every command that runs a node.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct GnutellaArgs {
+    /// Stay out of the Gnutella network (no ultrapeer is joined, nothing
+    /// is searched or shared there). Also `gnutella = false` in the
+    /// settings file.
+    #[arg(long, env = "RUTELLA_NO_GNUTELLA", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) no_gnutella: bool,
+    /// A Gnutella 0.6 ultrapeer to join as a leaf, IP:PORT (repeat for
+    /// several), e.g. 192.0.2.7:6346. Ultrapeers learned meanwhile are
+    /// kept in a host cache beside the settings file.
+    #[arg(long, value_name = "IP:PORT")]
+    pub(crate) gnutella_connect: Vec<std::net::SocketAddr>,
+    /// Time before a Gnutella ultrapeer that failed is tried again. For
+    /// tests.
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
+    pub(crate) gnutella_retry: Option<Duration>,
+}
+
+impl GnutellaArgs {
+    /// The Gnutella settings of these flags and the settings file (the
+    /// flags win): on unless told otherwise, with a host cache file
+    /// beside the settings file when there is one.
+    pub(crate) fn config(
+        &self,
+        file: Option<&crate::config_file::ConfigFile>,
+    ) -> Option<rutella_node::GnutellaSettings> {
+        if self.no_gnutella || file.and_then(|f| f.gnutella) == Some(false) {
+            return None;
+        }
+        let mut s = rutella_node::GnutellaSettings {
+            connect: self.gnutella_connect.clone(),
+            ..rutella_node::GnutellaSettings::default()
+        };
+        if let Some(t) = self.gnutella_retry {
+            s.retry = t;
+            s.tick = s.tick.min(t);
+        }
+        if file.is_some() {
+            // Only beside a settings file that exists (never in a shared
+            // temporary folder).
+            s.host_cache = crate::config_file::path()
+                .ok()
+                .filter(|p| p.exists())
+                .and_then(|p| p.parent().map(|d| d.join("gnutella_hosts")));
+        }
+        // Nothing to join (no address given, none cached): stay out.
+        if s.connect.is_empty() && !s.host_cache.as_ref().is_some_and(|p| p.exists()) {
+            return None;
+        }
+        Some(s)
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// How many sample peers to start (1 to 8).
@@ -363,6 +419,8 @@ pub(crate) struct NetArgs {
     pub(crate) lan: LanArgs,
     #[command(flatten)]
     pub(crate) dht: DhtArgs,
+    #[command(flatten)]
+    pub(crate) gnutella: GnutellaArgs,
 }
 
 /// `--reachable yes|no`.
@@ -587,6 +645,7 @@ impl NetArgs {
         cfg.overlay.seed = seed();
         cfg.lan = self.lan.settings(self.bind, false);
         cfg.dht = self.dht.config(None, false);
+        cfg.gnutella = self.gnutella.config(None);
         cfg
     }
 }

@@ -69,6 +69,9 @@ pub(crate) struct ConfigFile {
     /// `false` turns the BitTorrent DHT off (as `--no-dht`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) dht: Option<bool>,
+    /// `false`: stay out of the Gnutella network (as `--no-gnutella`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gnutella: Option<bool>,
     /// DHT nodes to bootstrap from (`HOST:PORT`) instead of the public ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) dht_bootstrap: Option<Vec<String>>,

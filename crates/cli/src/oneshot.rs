@@ -132,6 +132,7 @@ pub(crate) async fn start_serving(
     }
     let mut cfg = a.net.node_config();
     cfg.dht = a.net.dht.config(Some(&file), true);
+    cfg.gnutella = a.net.gnutella.config(Some(&file));
     cfg.shares = a.shares;
     cfg.connect = a.connect;
     cfg.downloads = a.downloads;
@@ -226,7 +227,7 @@ async fn remember_peers(client: &Client) {
 
 /// Without a peer to join, a one-shot command needs LAN discovery or the DHT.
 fn need_a_way_in(client: &Client, connect: &[PeerAddr], lan: bool) -> Result<(), Failure> {
-    if connect.is_empty() && !lan && !client.dht_running() {
+    if connect.is_empty() && !lan && !client.dht_running() && !client.gnutella_configured() {
         return Err(Failure::new(
             exit::USAGE,
             "no peer to join: give one with --connect ADDR, remember one in the settings file (peers = [\"ADDR\"]), or leave LAN discovery or the DHT on"
@@ -302,7 +303,8 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
             udp: hit.peer.udp,
             tcp_port: Some(hit.peer.tcp_port),
         };
-        for f in hit.files {
+        let network = hit.network();
+        for (i, f) in hit.files.into_iter().enumerate() {
             if !seen.insert((hit.peer.udp, f.name.clone())) {
                 continue;
             }
@@ -318,6 +320,10 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
                     "push_id": hit.push.push_id.map(rutella_proto::message::hex16),
                     "proxies": hit.push.proxies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                     "firewalled": hit.push.firewalled,
+                    "network": network,
+                    "sha1": hit.gnutella.as_ref().and_then(|g| g.files.get(i)).and_then(|f| f.sha1).map(|h| rutella_gnutella::huge::Urn::Sha1(h).to_string()),
+                    "index": hit.gnutella.as_ref().and_then(|g| g.files.get(i)).map(|f| f.index),
+                    "vendor": hit.gnutella.as_ref().map(|g| g.vendor.clone()),
                 })
                 .to_string()
             } else {

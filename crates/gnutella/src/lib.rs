@@ -22,6 +22,7 @@ pub mod huge;
 pub mod leaf;
 pub mod link;
 pub mod qrp;
+pub mod testkit;
 pub mod upload;
 
 pub use descriptor::{Descriptor, Guid, Header, Payload};

@@ -125,6 +125,24 @@ impl LeafLink {
         Ok(guid)
     }
 
+    /// Sends a query under a GUID chosen by the caller (the same search
+    /// going out on several links); its hits arrive as [`LeafEvent::Hit`].
+    pub async fn query_with_guid(
+        &self,
+        guid: Guid,
+        text: &str,
+        urns: Vec<Urn>,
+    ) -> Result<(), LinkError> {
+        self.commands
+            .send(Command::Query {
+                guid,
+                text: text.to_string(),
+                urns,
+            })
+            .await
+            .map_err(|_| LinkError::Gone)
+    }
+
     /// Answers a query the ultrapeer routed to us.
     pub async fn answer(
         &self,

@@ -404,7 +404,7 @@ impl RouteTableMessage {
 /// RESET and PATCH messages in order. Memory is bounded by
 /// [`MAX_TABLE_LEN`] slots plus one reassembled patch of at most a
 /// table's worth of data.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Receiver {
     table: Vec<u8>,
     infinity: u8,

@@ -221,12 +221,22 @@ impl<L: Library> Uploader<L> {
     /// Serves the requests of one connection (accepted, or opened by us
     /// after a push) until the peer closes it, asks to close, or breaks a
     /// rule.
-    pub async fn serve<S>(&self, mut stream: S) -> Result<Served, UploadError>
+    pub async fn serve<S>(&self, stream: S) -> Result<Served, UploadError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.serve_after(stream, &[]).await
+    }
+
+    /// As [`Uploader::serve`], for a connection whose first bytes
+    /// (`already`, at most a few: e.g. those read to tell HTTP from another
+    /// protocol) were read by the caller.
+    pub async fn serve_after<S>(&self, mut stream: S, already: &[u8]) -> Result<Served, UploadError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut served = Served::default();
-        let mut buf = Vec::new();
+        let mut buf = already.to_vec();
         let mut slot = None;
         while served.requests < self.config.max_requests {
             let head = timeout(

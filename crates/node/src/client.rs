@@ -60,6 +60,8 @@ pub struct Client {
     pub(crate) reachability: watch::Receiver<rutella_proto::Reachability>,
     /// The port mapper's status, when it runs.
     pub(crate) port_mapping: Option<watch::Receiver<crate::PortMapStatus>>,
+    /// The Gnutella leaf, when on.
+    pub(crate) gnutella: Option<crate::gnutella::GnutellaHandle>,
 }
 
 impl Client {
@@ -127,14 +129,33 @@ impl Client {
     pub async fn search(&self, text: &str) -> Result<SearchStream, NodeError> {
         let (hits_tx, hits_rx) = mpsc::channel(SEARCH_HITS);
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Search(text.to_string(), hits_tx, tx))
+        self.send(Command::Search(text.to_string(), hits_tx.clone(), tx))
             .await?;
         let id = rx.await.map_err(|_| NodeError::Stopped)?;
+        if let Some(g) = &self.gnutella {
+            let until = tokio::time::Instant::now() + self.config.overlay.search_timeout;
+            g.search(text, hits_tx, until).await;
+        }
         Ok(SearchStream {
             id,
             rx: hits_rx,
             tx: self.tx.clone(),
         })
+    }
+
+    /// Whether Gnutella is on with an ultrapeer to join given
+    /// (`--gnutella-connect`).
+    pub fn gnutella_configured(&self) -> bool {
+        self.config
+            .gnutella
+            .as_ref()
+            .is_some_and(|g| !g.connect.is_empty())
+    }
+
+    /// How many Gnutella ultrapeers the node is a leaf of, as it changes;
+    /// `None` when Gnutella is off.
+    pub fn gnutella_links(&self) -> Option<watch::Receiver<usize>> {
+        self.gnutella.as_ref().map(|g| g.links())
     }
 
     /// The downloads of this run, oldest first.

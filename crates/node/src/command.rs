@@ -63,6 +63,23 @@ pub struct SearchHit {
     /// How it can be reached by push (`"PushId"`, `"Proxies"`,
     /// `"Firewalled"` of its answer).
     pub push: PushInfo,
+    /// For a Gnutella servent's hit: how to fetch its files; `None` for a
+    /// classic or rutella peer's answer.
+    pub gnutella: Option<crate::gnutella_types::GnutellaSource>,
+}
+
+impl SearchHit {
+    /// The network the answer came from: `"gnutella"`, `"rutella"` or
+    /// `"classic"`.
+    pub fn network(&self) -> &'static str {
+        if self.gnutella.is_some() {
+            "gnutella"
+        } else if self.peer.rutella {
+            "rutella"
+        } else {
+            "classic"
+        }
+    }
 }
 
 /// The answers to one search, as they arrive. Ends when the search ends.

@@ -163,6 +163,9 @@ pub struct NodeConfig {
     /// The reachability check: asking peers to connect back, and doing it
     /// for peers that ask.
     pub reach: ReachSettings,
+    /// Being a leaf of the Gnutella 0.6 network; `None`: off (the
+    /// `rutella` program turns it on unless told `--no-gnutella`).
+    pub gnutella: Option<crate::gnutella_types::GnutellaSettings>,
 }
 
 impl Default for NodeConfig {
@@ -198,6 +201,7 @@ impl Default for NodeConfig {
             reachable: None,
             push_timeout: Duration::from_secs(10),
             reach: ReachSettings::default(),
+            gnutella: None,
         }
     }
 }

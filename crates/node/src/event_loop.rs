@@ -284,7 +284,12 @@ impl EventLoop {
                 } => {
                     self.push.note_source(peer.tcp(), push.clone());
                     if let Some(tx) = self.searches.get(&search) {
-                        match tx.try_send(SearchHit { peer, files, push }) {
+                        match tx.try_send(SearchHit {
+                            peer,
+                            files,
+                            push,
+                            gnutella: None,
+                        }) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 tracing::warn!("search results arrive faster than they are read; dropping some")

@@ -142,6 +142,20 @@ impl Node {
         let (external, external_rx) = watch::channel(None);
         let (status, status_rx) = watch::channel(crate::PortMapStatus::Pending);
         let port_mapping = config.port_mapping.is_some().then_some(status_rx);
+        let (gnutella, gnutella_task) = match config.gnutella.clone() {
+            Some(s) => {
+                let ctx = crate::gnutella::Context {
+                    library: library.clone(),
+                    bind: config.bind,
+                    advertise: config.advertise,
+                    tcp_port: tcp_addr.port(),
+                    firewalled: config.reachable == Some(false),
+                };
+                let (h, t) = crate::gnutella::spawn(s, ctx, stop_rx.clone());
+                (Some(h), Some(t))
+            }
+            None => (None, None),
+        };
         let client = Client {
             tasks: Tasks::new(stop_rx.clone()),
             tx: tx.clone(),
@@ -164,6 +178,7 @@ impl Node {
             uploads: crate::uploads::Uploads::default(),
             reachability: reachability_rx,
             port_mapping: port_mapping.clone(),
+            gnutella,
         };
         // Pushed connections: those that come in introduced with a token
         // (we asked for them), and those we open on a peer's push (served
@@ -222,6 +237,7 @@ impl Node {
             stop_rx.clone(),
         ));
         tasks.extend(mapper.map(tokio::spawn));
+        tasks.extend(gnutella_task);
         if scalable {
             tasks.push(tokio::spawn(watch_library(
                 library.clone(),
@@ -255,6 +271,10 @@ impl Node {
             fault: config.upload_fault,
             shutdown_grace: config.shutdown_grace,
             relay: Some(crate::relay::Relay::new(config.relay.clone()).hook()),
+            http: client
+                .gnutella
+                .is_some()
+                .then(|| crate::gnutella::http_hook(library.clone(), config.max_uploads)),
             pushed: Some(pushed_in_tx),
             ..ServerConfig::default()
         };

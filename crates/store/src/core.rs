@@ -276,7 +276,7 @@ impl Core {
                         .and_then(|id| st.index.get(id))
                     {
                         Some(e) if e.size == f.size && e.mtime_ns == f.mtime_ns => {
-                            if e.hash.is_none() {
+                            if e.hash.is_none() || e.sha1.is_none() {
                                 to_hash.push(e.rel.clone());
                             }
                         }
@@ -305,6 +305,7 @@ impl Core {
                                 size: f.size,
                                 mtime_ns: f.mtime_ns,
                                 hash: None,
+                                sha1: None,
                             },
                         });
                     }
@@ -318,13 +319,17 @@ impl Core {
                 } else {
                     db.get(&key, &f.rel).ok().flatten()
                 };
-                let hash = known
+                // Both hashes or none: a row without SHA-1 (an older
+                // library) is hashed again.
+                let (hash, sha1) = known
                     .filter(|r| r.size == f.size && r.mtime_ns == f.mtime_ns)
-                    .and_then(|r| r.hash);
+                    .and_then(|r| r.hash.zip(r.sha1))
+                    .unzip();
                 let row = Row {
                     size: f.size,
                     mtime_ns: f.mtime_ns,
                     hash,
+                    sha1,
                 };
                 if known != Some(row) {
                     changes.push(Change::Upsert {
@@ -343,6 +348,7 @@ impl Core {
                     size: f.size,
                     mtime_ns: f.mtime_ns,
                     hash,
+                    sha1,
                 });
             }
             for id in gone {
@@ -438,19 +444,21 @@ impl Core {
         }
         let size = meta.len();
         let mtime = walk::mtime_ns(&meta);
-        let hash = {
+        let (hash, sha1) = {
             let st = self.read();
             st.index
                 .find(share.id, name)
                 .and_then(|id| st.index.get(id))
                 .filter(|e| e.size == size && e.mtime_ns == mtime)
-                .and_then(|e| e.hash)
+                .map(|e| (e.hash, e.sha1))
+                .unwrap_or_default()
         };
         Ok(ResolvedFile {
             path: canon,
             name: name.to_string(),
             size,
             hash,
+            sha1,
         })
     }
 }

@@ -14,6 +14,9 @@ pub(crate) struct Row {
     pub(crate) size: u64,
     pub(crate) mtime_ns: i64,
     pub(crate) hash: Option<[u8; 32]>,
+    /// SHA-1 (Gnutella's `urn:sha1`); a row from before this column has
+    /// none, and its file is hashed again.
+    pub(crate) sha1: Option<[u8; 20]>,
 }
 
 /// A computed hash to record.
@@ -24,6 +27,7 @@ pub(crate) struct HashRecord {
     pub(crate) size: u64,
     pub(crate) mtime_ns: i64,
     pub(crate) hash: [u8; 32],
+    pub(crate) sha1: [u8; 20],
 }
 
 /// A change to write.
@@ -48,6 +52,23 @@ impl std::fmt::Debug for Db {
 
 fn hash_of(blob: Option<Vec<u8>>) -> Option<[u8; 32]> {
     blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+}
+
+fn sha1_of(blob: Option<Vec<u8>>) -> Option<[u8; 20]> {
+    blob.and_then(|b| <[u8; 20]>::try_from(b.as_slice()).ok())
+}
+
+/// Schema migrations: columns added since the first schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_sha1 = conn
+        .prepare("SELECT 1 FROM pragma_table_info('files') WHERE name = 'sha1'")?
+        .exists([])?;
+    if !has_sha1 {
+        // Rows of older libraries get NULL: their files are hashed again
+        // (both hashes in one pass) at the next scan.
+        conn.execute_batch("ALTER TABLE files ADD COLUMN sha1 BLOB;")?;
+    }
+    Ok(())
 }
 
 impl Db {
@@ -93,6 +114,7 @@ impl Db {
             CREATE INDEX IF NOT EXISTS files_hash ON files(hash);",
         )
         .map_err(err)?;
+        migrate(&conn).map_err(err)?;
         Ok(Db { conn, path: shown })
     }
 
@@ -107,7 +129,7 @@ impl Db {
     pub(crate) fn load_share(&self, share: &str) -> Result<HashMap<String, Row>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT rel, size, mtime_ns, hash FROM files WHERE share = ?1")
+            .prepare_cached("SELECT rel, size, mtime_ns, hash, sha1 FROM files WHERE share = ?1")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([share], |r| {
@@ -117,6 +139,7 @@ impl Db {
                         size: r.get::<_, i64>(1)? as u64,
                         mtime_ns: r.get(2)?,
                         hash: hash_of(r.get(3)?),
+                        sha1: sha1_of(r.get(4)?),
                     },
                 ))
             })
@@ -133,13 +156,16 @@ impl Db {
     pub(crate) fn get(&self, share: &str, rel: &str) -> Result<Option<Row>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT size, mtime_ns, hash FROM files WHERE share = ?1 AND rel = ?2")
+            .prepare_cached(
+                "SELECT size, mtime_ns, hash, sha1 FROM files WHERE share = ?1 AND rel = ?2",
+            )
             .map_err(|e| self.err(e))?;
         stmt.query_row(params![share, rel], |r| {
             Ok(Row {
                 size: r.get::<_, i64>(0)? as u64,
                 mtime_ns: r.get(1)?,
                 hash: hash_of(r.get(2)?),
+                sha1: sha1_of(r.get(3)?),
             })
         })
         .optional()
@@ -157,8 +183,8 @@ impl Db {
         })?;
         let res = (|| -> rusqlite::Result<()> {
             let mut up = tx.prepare_cached(
-                "INSERT OR REPLACE INTO files (share, rel, size, mtime_ns, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO files (share, rel, size, mtime_ns, hash, sha1)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut rm = tx.prepare_cached("DELETE FROM files WHERE share = ?1 AND rel = ?2")?;
             for c in changes {
@@ -169,7 +195,8 @@ impl Db {
                             rel,
                             row.size as i64,
                             row.mtime_ns,
-                            row.hash.as_ref().map(|h| h.as_slice())
+                            row.hash.as_ref().map(|h| h.as_slice()),
+                            row.sha1.as_ref().map(|h| h.as_slice())
                         ])?;
                     }
                     Change::Remove { rel } => {
@@ -206,7 +233,7 @@ impl Db {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "UPDATE files SET hash = ?1
+                    "UPDATE files SET hash = ?1, sha1 = ?6
                      WHERE share = ?2 AND rel = ?3 AND size = ?4 AND mtime_ns = ?5",
                 )
                 .map_err(err)?;
@@ -216,7 +243,8 @@ impl Db {
                     r.share,
                     &*r.rel,
                     r.size as i64,
-                    r.mtime_ns
+                    r.mtime_ns,
+                    &r.sha1[..]
                 ])
                 .map_err(err)?;
             }
@@ -244,6 +272,7 @@ mod tests {
             size,
             mtime_ns: 5,
             hash: None,
+            sha1: None,
         };
         let up = |rel: &str, size| Change::Upsert {
             rel: rel.to_string(),
@@ -260,10 +289,12 @@ mod tests {
             size,
             mtime_ns: 5,
             hash: [9; 32],
+            sha1: [8; 20],
         };
         // The second is stale (other size): ignored.
         db.set_hashes(&[rec("a_b/x", 1), rec("a_b/y", 99)]).unwrap();
         assert_eq!(db.get("s", "a_b/x").unwrap().unwrap().hash, Some([9; 32]));
+        assert_eq!(db.get("s", "a_b/x").unwrap().unwrap().sha1, Some([8; 20]));
         assert_eq!(db.get("s", "a_b/y").unwrap().unwrap().hash, None);
         db.apply(
             "s",
@@ -278,5 +309,41 @@ mod tests {
         assert_eq!(names, vec!["a_b", "a_b/x", "axb/z"]);
         db.remove_share("s").unwrap();
         assert!(db.load_share("s").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_older_library_gains_the_sha1_column_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE files (share TEXT NOT NULL, rel TEXT NOT NULL,
+                 size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, hash BLOB,
+                 PRIMARY KEY (share, rel));",
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO files VALUES ('s', 'old', 3, 4, ?1)",
+                [&[1u8; 32][..]],
+            )
+            .unwrap();
+        }
+        let db = Db::open(Some(&path)).unwrap();
+        let row = db.get("s", "old").unwrap().unwrap();
+        assert_eq!((row.size, row.hash, row.sha1), (3, Some([1; 32]), None));
+        drop(db);
+        // Opening again finds the column in place.
+        let mut db = Db::open(Some(&path)).unwrap();
+        db.set_hashes(&[HashRecord {
+            share: "s".into(),
+            rel: "old".into(),
+            size: 3,
+            mtime_ns: 4,
+            hash: [1; 32],
+            sha1: [2; 20],
+        }])
+        .unwrap();
+        assert_eq!(db.get("s", "old").unwrap().unwrap().sha1, Some([2; 20]));
     }
 }

@@ -1,4 +1,5 @@
-//! Background hashing of shared files (BLAKE3, the value `b3sum` prints).
+//! Background hashing of shared files: BLAKE3 (the value `b3sum` prints)
+//! and, in the same pass over the bytes, SHA-1 (Gnutella's `urn:sha1`).
 
 use crate::core::Core;
 use crate::db::HashRecord;
@@ -19,6 +20,7 @@ pub(crate) enum Hashed {
     /// The hash of the file, which had this size and time throughout.
     Done {
         hash: [u8; 32],
+        sha1: [u8; 20],
         size: u64,
         mtime_ns: i64,
     },
@@ -33,6 +35,7 @@ pub(crate) fn hash_file(path: &Path, stop: impl Fn() -> bool) -> io::Result<Hash
     let mut file = File::open(path)?;
     let before = file.metadata()?;
     let mut hasher = blake3::Hasher::new();
+    let mut sha1 = sha1_smol::Sha1::new();
     let mut buf = vec![0u8; BUF];
     loop {
         if stop() {
@@ -45,6 +48,7 @@ pub(crate) fn hash_file(path: &Path, stop: impl Fn() -> bool) -> io::Result<Hash
             Err(e) => return Err(e),
         };
         hasher.update(&buf[..n]);
+        sha1.update(&buf[..n]);
     }
     let after = file.metadata()?;
     let (size, mtime_ns) = (before.len(), walk::mtime_ns(&before));
@@ -53,6 +57,7 @@ pub(crate) fn hash_file(path: &Path, stop: impl Fn() -> bool) -> io::Result<Hash
     }
     Ok(Hashed::Done {
         hash: *hasher.finalize().as_bytes(),
+        sha1: sha1.digest().bytes(),
         size,
         mtime_ns,
     })
@@ -135,7 +140,7 @@ fn hash_one(core: &Core, share_id: u32, rel: &Arc<str>) -> Option<HashRecord> {
             .index
             .find(share_id, rel)
             .and_then(|id| st.index.get(id))
-            .is_some_and(|e| e.hash.is_none());
+            .is_some_and(|e| e.hash.is_none() || e.sha1.is_none());
         if !needed {
             return None;
         }
@@ -158,6 +163,7 @@ fn hash_one(core: &Core, share_id: u32, rel: &Arc<str>) -> Option<HashRecord> {
     };
     let Hashed::Done {
         hash,
+        sha1,
         size,
         mtime_ns,
     } = result
@@ -179,7 +185,7 @@ fn hash_one(core: &Core, share_id: u32, rel: &Arc<str>) -> Option<HashRecord> {
                     .get(id)
                     .is_some_and(|e| e.size == size && e.mtime_ns == mtime_ns) =>
             {
-                st.index.set_hash(id, Some(hash));
+                st.index.set_hashes(id, Some(hash), Some(sha1));
                 true
             }
             _ => false,
@@ -195,6 +201,7 @@ fn hash_one(core: &Core, share_id: u32, rel: &Arc<str>) -> Option<HashRecord> {
         size,
         mtime_ns,
         hash,
+        sha1,
     })
 }
 

@@ -26,6 +26,8 @@ pub(crate) struct Entry {
     pub(crate) size: u64,
     pub(crate) mtime_ns: i64,
     pub(crate) hash: Option<[u8; 32]>,
+    /// SHA-1 of the content (Gnutella's `urn:sha1`), computed with `hash`.
+    pub(crate) sha1: Option<[u8; 20]>,
 }
 
 /// Packs three chars into one key (21 bits each: no collisions).
@@ -78,6 +80,8 @@ pub(crate) struct Index {
     grams: HashMap<u64, Vec<u32>>,
     /// hash → ids of entries whose content has that hash.
     by_hash: HashMap<[u8; 32], Vec<u32>>,
+    /// SHA-1 → ids of entries whose content has that SHA-1.
+    by_sha1: HashMap<[u8; 20], Vec<u32>>,
     total_bytes: u64,
     hashed_files: usize,
     hashed_bytes: u64,
@@ -148,21 +152,53 @@ impl Index {
         self.hashed_bytes += size;
     }
 
-    /// Sets or clears the hash of an entry.
+    /// Ids of entries whose SHA-1 is `sha1`.
+    pub(crate) fn ids_for_sha1(&self, sha1: &[u8; 20]) -> &[u32] {
+        self.by_sha1.get(sha1).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn unlink_sha1(&mut self, id: u32, sha1: &[u8; 20]) {
+        if let Some(ids) = self.by_sha1.get_mut(sha1) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_sha1.remove(sha1);
+            }
+        }
+    }
+
+    /// Sets or clears the BLAKE3 hash of an entry (clearing it clears the
+    /// SHA-1 too: both describe the same content).
     pub(crate) fn set_hash(&mut self, id: u32, hash: Option<[u8; 32]>) {
+        let sha1 = match hash {
+            Some(_) => self.get(id).and_then(|e| e.sha1),
+            None => None,
+        };
+        self.set_hashes(id, hash, sha1);
+    }
+
+    /// Sets or clears both hashes of an entry.
+    pub(crate) fn set_hashes(&mut self, id: u32, hash: Option<[u8; 32]>, sha1: Option<[u8; 20]>) {
         let Some(e) = self.get(id) else { return };
-        let (old, size) = (e.hash, e.size);
-        if old == hash {
-            return;
+        let (old, old_sha1, size) = (e.hash, e.sha1, e.size);
+        if old != hash {
+            if let Some(h) = old {
+                self.unlink_hash(id, &h, size);
+            }
+            if let Some(h) = hash {
+                self.link_hash(id, h, size);
+            }
         }
-        if let Some(h) = old {
-            self.unlink_hash(id, &h, size);
-        }
-        if let Some(h) = hash {
-            self.link_hash(id, h, size);
+        if old_sha1 != sha1 {
+            if let Some(s) = old_sha1 {
+                self.unlink_sha1(id, &s);
+            }
+            if let Some(s) = sha1 {
+                self.by_sha1.entry(s).or_default().push(id);
+            }
         }
         if let Some(Some(e)) = self.entries.get_mut(id as usize) {
             e.hash = hash;
+            e.sha1 = sha1;
         }
     }
 
@@ -231,6 +267,9 @@ impl Index {
         if let Some(h) = entry.hash {
             self.link_hash(id, h, entry.size);
         }
+        if let Some(s) = entry.sha1 {
+            self.by_sha1.entry(s).or_default().push(id);
+        }
         self.entries.push(Some(entry));
         self.live += 1;
         id
@@ -243,6 +282,9 @@ impl Index {
         self.total_bytes -= entry.size;
         if let Some(h) = entry.hash {
             self.unlink_hash(id, &h, entry.size);
+        }
+        if let Some(s) = entry.sha1 {
+            self.unlink_sha1(id, &s);
         }
         for_each_gram(&entry.name_lower, |k| {
             if let Some(list) = self.grams.get_mut(&k) {
@@ -430,6 +472,7 @@ mod tests {
             size: 1,
             mtime_ns: 0,
             hash: None,
+            sha1: None,
         }
     }
 

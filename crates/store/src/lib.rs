@@ -24,8 +24,9 @@
 //! # Index, hashes and changes
 //!
 //! Every shared file is recorded in SQLite ([`LibraryConfig::db_path`]):
-//! share, relative path, size, modification time (ns) and BLAKE3 hash (the
-//! value `b3sum` prints). Hashes are computed once, by a background thread,
+//! share, relative path, size, modification time (ns), BLAKE3 hash (the
+//! value `b3sum` prints) and SHA-1 (Gnutella's `urn:sha1`, computed in the
+//! same pass). Hashes are computed once, by a background thread,
 //! and reused while size and modification time are unchanged, also across
 //! restarts. Files not hashed yet are listed with `hash: None`.
 //!
@@ -122,6 +123,8 @@ pub struct SharedFile {
     pub size: u64,
     /// BLAKE3 hash of the content, once computed.
     pub hash: Option<[u8; 32]>,
+    /// SHA-1 of the content (Gnutella's `urn:sha1`), computed with `hash`.
+    pub sha1: Option<[u8; 20]>,
 }
 
 /// A file that may be served, as returned by [`Library::resolve`].
@@ -136,6 +139,8 @@ pub struct ResolvedFile {
     /// BLAKE3 hash of the content, if known for the file as it is now
     /// (same size and modification time as when it was hashed).
     pub hash: Option<[u8; 32]>,
+    /// SHA-1 of the content, known under the same condition as `hash`.
+    pub sha1: Option<[u8; 20]>,
 }
 
 /// Progress of hashing: totals over all indexed files, and how much of
@@ -406,6 +411,7 @@ impl Library {
                 name: e.rel.to_string(),
                 size: e.size,
                 hash: e.hash,
+                sha1: e.sha1,
             })
             .collect()
     }
@@ -421,6 +427,7 @@ impl Library {
                 name: e.rel.to_string(),
                 size: e.size,
                 hash: e.hash,
+                sha1: e.sha1,
             })
             .collect()
     }
@@ -502,6 +509,27 @@ impl Library {
                 .resolve_in(&share, &rel, &excludes)
                 .ok()
                 .filter(|f| f.hash.as_ref() == Some(hash))
+        })
+    }
+
+    /// A shared file whose current content has SHA-1 `sha1` (Gnutella's
+    /// `urn:sha1`), checked as [`Library::by_hash`] checks its hash.
+    pub fn by_sha1(&self, sha1: &[u8; 20]) -> Option<ResolvedFile> {
+        let candidates: Vec<(Share, Arc<str>)> = {
+            let st = self.core().read();
+            st.index
+                .ids_for_sha1(sha1)
+                .iter()
+                .filter_map(|&id| st.index.get(id))
+                .filter_map(|e| st.share(e.share).map(|s| (s.clone(), e.rel.clone())))
+                .collect()
+        };
+        let excludes = self.core().excludes();
+        candidates.into_iter().find_map(|(share, rel)| {
+            self.core()
+                .resolve_in(&share, &rel, &excludes)
+                .ok()
+                .filter(|f| f.sha1.as_ref() == Some(sha1))
         })
     }
 

@@ -239,3 +239,77 @@ fn hashes_are_in_the_database_once_idle() {
     assert_eq!(second.stats().files_hashed, 0);
     drop(first);
 }
+
+fn sha1(data: &[u8]) -> [u8; 20] {
+    sha1_smol::Sha1::from(data).digest().bytes()
+}
+
+fn sha1_of(lib: &Library, name: &str) -> Option<[u8; 20]> {
+    lib.list()
+        .into_iter()
+        .find(|f| f.name == name)
+        .and_then(|f| f.sha1)
+}
+
+#[test]
+fn sha1_is_kept_beside_blake3_and_found_by_lookup() {
+    let s = setup();
+    {
+        let lib = Library::open(config(&s, false, NEVER)).unwrap();
+        assert!(lib.wait_idle(DEADLINE));
+        assert_eq!(sha1_of(&lib, "one.txt"), Some(sha1(b"first file")));
+        assert_eq!(
+            sha1_of(&lib, "dir/two.bin"),
+            Some(sha1(&vec![7u8; 3 * 1024 * 1024 + 5]))
+        );
+        assert_eq!(sha1_of(&lib, "dir/sub/three.mp3"), Some(sha1(b"")));
+        let found = lib.by_sha1(&sha1(b"first file")).unwrap();
+        assert_eq!(found.name, "one.txt");
+        assert_eq!(found.sha1, Some(sha1(b"first file")));
+        assert_eq!(found.hash, Some(b3(b"first file")));
+        assert!(lib.by_sha1(&[0; 20]).is_none());
+        assert_eq!(
+            lib.resolve("one.txt").unwrap().sha1,
+            Some(sha1(b"first file"))
+        );
+    }
+    // Reopened: both hashes come from the database, nothing is read again.
+    let lib = Library::open(config(&s, false, NEVER)).unwrap();
+    assert_eq!(sha1_of(&lib, "one.txt"), Some(sha1(b"first file")));
+    assert!(lib.wait_idle(DEADLINE));
+    assert_eq!(lib.stats().files_hashed, 0);
+    // A changed file loses its old SHA-1 at once and gets the new one.
+    write(&s.share.join("one.txt"), b"first file, edited");
+    lib.rescan().unwrap();
+    assert!(lib.by_sha1(&sha1(b"first file")).is_none());
+    assert!(lib.wait_idle(DEADLINE));
+    assert_eq!(
+        lib.by_sha1(&sha1(b"first file, edited")).map(|f| f.name),
+        Some("one.txt".to_string())
+    );
+}
+
+#[test]
+fn a_library_from_before_sha1_is_migrated_and_hashed_again_once() {
+    let s = setup();
+    {
+        let lib = Library::open(config(&s, false, NEVER)).unwrap();
+        assert!(lib.wait_idle(DEADLINE));
+    }
+    // Make it a library of the first schema: no sha1 column.
+    {
+        let c = rusqlite::Connection::open(&s.db).unwrap();
+        c.execute_batch("ALTER TABLE files DROP COLUMN sha1;")
+            .unwrap();
+    }
+    {
+        let lib = Library::open(config(&s, false, NEVER)).unwrap();
+        assert!(lib.wait_idle(DEADLINE));
+        assert_eq!(lib.stats().files_hashed, 3, "hashed again for SHA-1");
+        assert_eq!(sha1_of(&lib, "one.txt"), Some(sha1(b"first file")));
+        assert_eq!(hash_of(&lib, "one.txt"), Some(b3(b"first file")));
+    }
+    let lib = Library::open(config(&s, false, NEVER)).unwrap();
+    assert!(lib.wait_idle(DEADLINE));
+    assert_eq!(lib.stats().files_hashed, 0, "only once");
+}

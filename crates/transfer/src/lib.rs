@@ -50,8 +50,9 @@ pub use names::{sanitize_basename, NameError};
 pub use report::{DownloadReport, Progress, SourceOutcome, SourceReport};
 pub use server::guard::{ServerLimits, UploadSlots};
 pub use server::{
-    run_server, run_server_with, serve_connection, Fault, Protocol, PushedConn, RelayHook,
-    SendError, ServeError, ServeOutcome, ServeReport, ServerConfig, UploadEvent, UploadNotice,
+    run_server, run_server_with, serve_connection, Fault, HttpHook, Protocol, PushedConn,
+    RelayHook, SendError, ServeError, ServeOutcome, ServeReport, ServerConfig, UploadEvent,
+    UploadNotice,
 };
 pub use tree_cache::TreeCache;
 

@@ -329,7 +329,12 @@ impl Console {
             Ok(p) => p.len(),
             Err(e) => return println!("{e}"),
         };
-        if asked == 0 {
+        let gnutella = self
+            .client
+            .gnutella_links()
+            .map(|l| *l.borrow())
+            .unwrap_or(0);
+        if asked == 0 && gnutella == 0 {
             println!(
                 "No peer to ask yet: connect ADDR to join one, or wait until a peer joins you."
             );
@@ -341,7 +346,13 @@ impl Console {
         };
         self.results = Results::default();
         self.last_search = Some(text.to_string());
-        println!("Searching {asked} peer(s) for {text:?}… (Ctrl-C stops waiting)");
+        if gnutella > 0 {
+            println!(
+                "Searching {asked} peer(s) and {gnutella} Gnutella ultrapeer(s) for {text:?}… (Ctrl-C stops waiting)"
+            );
+        } else {
+            println!("Searching {asked} peer(s) for {text:?}… (Ctrl-C stops waiting)");
+        }
         // Text typed meanwhile is not echoed into the results; it is kept
         // for the next prompt.
         let no_echo = no_echo::NoEcho::start();
@@ -360,8 +371,12 @@ impl Console {
             answered += 1;
             // Each result is shown as it arrives; a later copy of a file
             // already shown gets its `+` line then, naming its number.
-            for f in &hit.files {
-                let line = match self.results.add(&hit.peer, f) {
+            for (i, f) in hit.files.iter().enumerate() {
+                let added = self.results.add(&hit.peer, f);
+                if let (Added::New(n), Some(g)) = (&added, &hit.gnutella) {
+                    self.results.set_gnutella(*n, g, i);
+                }
+                let line = match added {
                     Added::New(n) => self.results.get(n).map(|item| results::line(n, item)),
                     Added::AlsoOn(n) => self
                         .results
@@ -453,6 +468,34 @@ impl Console {
         // of it all at once; otherwise the file comes by name from one.
         let rutella: Vec<&rutella_node::Peer> =
             found.sources.iter().filter(|p| p.rutella).collect();
+        if let (Some((g, i)), true) = (&found.gnutella, rutella.is_empty()) {
+            let Some(file) = g.files.get(*i).copied() else {
+                return;
+            };
+            println!(
+                "Downloading {} from the Gnutella servent {} over HTTP into {}.",
+                escape(&found.name),
+                g.servent,
+                self.client.downloads_dir().display()
+            );
+            let (client, g, name, size) = (
+                self.client.clone(),
+                g.clone(),
+                found.name.clone(),
+                found.size,
+            );
+            tokio::spawn(async move {
+                match client.get_gnutella(&g, &name, file, size).await {
+                    Ok(path) => println!(
+                        "Downloaded {} (SHA-1 checked): {}",
+                        escape(&name),
+                        crate::escape::path(&path)
+                    ),
+                    Err(e) => println!("{}: {e}", escape(&name)),
+                }
+            });
+            return;
+        }
         match found.hash {
             Some(hash) if !rutella.is_empty() => {
                 let tcp = rutella.iter().map(|p| p.tcp()).collect();

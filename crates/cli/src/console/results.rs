@@ -15,6 +15,9 @@ pub(crate) struct Found {
     pub(crate) hash: Option<[u8; 32]>,
     /// The peers offering it, first answer first.
     pub(crate) sources: Vec<Peer>,
+    /// When it came first from a Gnutella servent: that hit, and the
+    /// file's place in it.
+    pub(crate) gnutella: Option<(rutella_node::GnutellaSource, usize)>,
 }
 
 /// What adding a hit did, for printing.
@@ -64,8 +67,17 @@ impl Results {
             size: f.size,
             hash: f.hash,
             sources: vec![*peer],
+            gnutella: None,
         });
         Added::New(self.items.len())
+    }
+
+    /// Records that new result `n` came from a Gnutella hit (file `i` of
+    /// it).
+    pub(crate) fn set_gnutella(&mut self, n: usize, g: &rutella_node::GnutellaSource, i: usize) {
+        if let Some(item) = n.checked_sub(1).and_then(|i| self.items.get_mut(i)) {
+            item.gnutella = Some((g.clone(), i));
+        }
     }
 
     pub(crate) fn get(&self, n: usize) -> Option<&Found> {
@@ -101,11 +113,13 @@ pub(crate) fn bytes(n: u64) -> String {
     }
 }
 
-/// One result line: number, peer, size, name.
+/// One result line: number, peer, size, name; `[g]` before the name of a
+/// file found on the Gnutella network.
 pub(crate) fn line(n: usize, f: &Found) -> String {
     let size = f.size.map(bytes).unwrap_or_else(|| "-".into());
     let peer = f.sources.first().map(peer_name).unwrap_or_default();
-    format!("{n:>4}  {peer:<21} {size:>10}  {}", escape(&f.name))
+    let tag = if f.gnutella.is_some() { "[g] " } else { "" };
+    format!("{n:>4}  {peer:<21} {size:>10}  {tag}{}", escape(&f.name))
 }
 
 /// The line for one more peer offering result N.

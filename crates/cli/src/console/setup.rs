@@ -295,6 +295,7 @@ pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
     cfg.overlay.seed = crate::args::seed();
     args.limits.apply(&mut cfg, &file);
     cfg.dht = args.dht.config(Some(&file), true);
+    cfg.gnutella = args.gnutella.config(Some(&file));
     cfg.db_path = cfg.default_db_path();
     // As `serve`: a node bound to loopback is out of reach anyway.
     if !(args.no_port_mapping || file.port_mapping == Some(false) || bind.is_loopback()) {

@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// Who takes connections that start with a relay introduction
     /// ([`crate::wire::RELAY_INTRO`]); without one they are closed.
     pub relay: Option<RelayHook>,
+    /// Who takes connections that start with an HTTP request (`GET ` or
+    /// `HEAD`: Gnutella servents fetching files); without one such
+    /// connections are read as classic requests.
+    pub http: Option<HttpHook>,
     /// Where connections introduced as pushed (a peer we asked to connect
     /// to us) go, with their token; `None`: they are closed. A full
     /// queue closes them too.
@@ -89,6 +93,31 @@ pub struct RelayHook(
 impl std::fmt::Debug for RelayHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RelayHook")
+    }
+}
+
+/// The taker of HTTP connections: called with a connection whose first 4
+/// bytes (`GET ` or `HEAD`, given as the third argument) were read, and
+/// its peer. It runs in the connection's task, which holds one of the
+/// server's connections (in all and for the peer's address) until it
+/// returns.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct HttpHook(
+    pub  Arc<
+        dyn Fn(
+                tokio::net::TcpStream,
+                std::net::SocketAddr,
+                [u8; 4],
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl std::fmt::Debug for HttpHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpHook")
     }
 }
 
@@ -152,6 +181,7 @@ impl Default for ServerConfig {
                 .unwrap_or(1),
             fault: None,
             relay: None,
+            http: None,
             pushed: None,
             uploads: None,
             total_limit: None,
@@ -169,6 +199,8 @@ pub enum Protocol {
     Rutella,
     /// A relay circuit's introduction, handed to the relay.
     Relay,
+    /// An HTTP request (a Gnutella servent), handed to the HTTP hook.
+    Http,
 }
 
 /// How a request that was read in full was answered.
@@ -198,6 +230,8 @@ pub enum ServeOutcome {
     Relayed,
     /// A pushed connection, handed to the download that waits for it.
     Pushed,
+    /// An HTTP connection, handed to the HTTP hook.
+    Http,
 }
 
 /// What one connection did, for the log and the node's statistics.

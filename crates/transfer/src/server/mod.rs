@@ -10,8 +10,8 @@ mod send;
 mod timed;
 
 pub use config::{
-    Fault, Protocol, PushedConn, RelayHook, SendError, ServeError, ServeOutcome, ServeReport,
-    ServerConfig, UploadEvent, UploadNotice,
+    Fault, HttpHook, Protocol, PushedConn, RelayHook, SendError, ServeError, ServeOutcome,
+    ServeReport, ServerConfig, UploadEvent, UploadNotice,
 };
 
 use std::future::Future;
@@ -57,6 +57,28 @@ pub async fn serve_connection(
         Detected::Rutella => rutella::serve(stream, peer, source, cfg).await,
         Detected::Relay => Ok(hand_to_relay(stream, peer, &cfg).await),
         Detected::Pushed(token) => hand_pushed(stream, peer, token, &cfg),
+        Detected::Http(prefix) => Ok(hand_to_http(stream, peer, prefix, &cfg).await),
+    }
+}
+
+/// Gives a connection that started with an HTTP request to the HTTP hook.
+async fn hand_to_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    prefix: [u8; 4],
+    cfg: &ServerConfig,
+) -> ServeReport {
+    let bytes_sent = match &cfg.http {
+        Some(hook) => (hook.0)(stream, peer, prefix).await,
+        None => 0,
+    };
+    ServeReport {
+        peer,
+        protocol: Protocol::Http,
+        request: String::new(),
+        offset: 0,
+        bytes_sent,
+        outcome: ServeOutcome::Http,
     }
 }
 
@@ -121,6 +143,8 @@ pub(crate) enum Detected {
     Relay,
     /// A pushed connection's introduction (fully read), with its token.
     Pushed(u64),
+    /// The first 4 bytes of an HTTP request (`GET ` or `HEAD`).
+    Http([u8; 4]),
 }
 
 /// Reads just enough to tell the exchanges apart (4, 5 or 8 bytes).
@@ -133,6 +157,9 @@ pub(crate) async fn detect_protocol(
     let mut head = [0u8; wire::HELLO_LEN];
     read_exact_by(stream, &mut head[..4], peer, deadline, cfg).await?;
     let partial = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    if cfg.http.is_some() && (&head[..4] == b"GET " || &head[..4] == b"HEAD") {
+        return Ok(Detected::Http([head[0], head[1], head[2], head[3]]));
+    }
     if wire::detect(&head[..4]) == wire::Detect::Classic {
         return Ok(Detected::Classic {
             partial,
@@ -327,6 +354,19 @@ async fn serve_guarded(
             }
         },
         Detected::Pushed(token) => hand_pushed(stream, peer, token, &cfg),
+        // An HTTP connection holds one of the same upload slots while it
+        // lasts; without one it is closed (its servent tries again later).
+        Detected::Http(prefix) => match slots.try_take(ip) {
+            Ok(_slot) => Ok(hand_to_http(stream, peer, prefix, &cfg).await),
+            Err(why) => {
+                flood.note(ip, why);
+                let _ = stream.set_zero_linger();
+                Err(ServeError::Refused {
+                    peer,
+                    reason: why.reason(),
+                })
+            }
+        },
         Detected::Classic { partial, already } => {
             let name = read_classic_name(&mut stream, peer, &already, deadline, &cfg).await?;
             let wait_until = Instant::now() + cfg.limits.queue_timeout;

@@ -1,0 +1,74 @@
+//! The Gnutella leaf's settings and what its hits say (types only, so
+//! that the configuration and the search results need nothing else of
+//! the leaf).
+
+use rutella_gnutella::leaf::LeafConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The Gnutella leaf's settings. Every timer and bound is here so tests
+/// run in milliseconds.
+#[derive(Debug, Clone)]
+pub struct GnutellaSettings {
+    /// Ultrapeers to join first (`--gnutella-connect IP:PORT`).
+    pub connect: Vec<SocketAddr>,
+    /// Ultrapeer links kept at once.
+    pub max_ultrapeers: usize,
+    /// File that keeps learned ultrapeer addresses across runs (one
+    /// `IP:PORT` a line); `None`: kept in memory only.
+    pub host_cache: Option<PathBuf>,
+    /// Addresses kept in the host cache (oldest dropped first).
+    pub host_cache_max: usize,
+    /// Time before an address that failed or ended is tried again.
+    pub retry: Duration,
+    /// How often the manager checks its links, searches and the library.
+    pub tick: Duration,
+    /// Files in one answer to a routed query.
+    pub max_results: usize,
+    /// Searches running at once (more: the oldest is forgotten).
+    pub max_searches: usize,
+    /// The link's own settings (timers, bounds, deflate); its `listen`,
+    /// `servent_guid` and `shared` are set by the node.
+    pub leaf: LeafConfig,
+}
+
+impl Default for GnutellaSettings {
+    fn default() -> Self {
+        GnutellaSettings {
+            connect: Vec::new(),
+            max_ultrapeers: 3,
+            host_cache: None,
+            host_cache_max: 1000,
+            retry: Duration::from_secs(60),
+            tick: Duration::from_millis(250),
+            max_results: 64,
+            max_searches: 64,
+            leaf: LeafConfig::default(),
+        }
+    }
+}
+
+/// Where a Gnutella hit came from and how to fetch its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GnutellaSource {
+    /// The servent's address (HTTP).
+    pub servent: SocketAddr,
+    /// The servent's GUID (for a Push).
+    pub servent_guid: [u8; 16],
+    /// The servent says it is firewalled.
+    pub push: bool,
+    /// Its vendor code (four printable ASCII characters, else `?`).
+    pub vendor: String,
+    /// Per file of the hit (same order as its `files`): index and SHA-1.
+    pub files: Vec<GnutellaFile>,
+}
+
+/// What a Gnutella servent said of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GnutellaFile {
+    /// Its index for `/get/INDEX/NAME`.
+    pub index: u32,
+    /// Its SHA-1 (`urn:sha1`), when the hit gave one.
+    pub sha1: Option<[u8; 20]>,
+}
