@@ -113,7 +113,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => {
             init_logging("error");
-            console::setup::console(&runtime, cli.console)
+            remote::attach::console_or_attach(&runtime, cli.console)
         }
         Some(Command::Demo(a)) => {
             init_logging("error");

@@ -2,8 +2,9 @@
 //! it (`api.json` and `api-token` beside the settings file, then
 //! `GET /api/v1/status`), and a small client of its HTTP JSON API
 //! (docs/API.md). The one-shot commands that go through it are in
-//! `remote/commands.rs`; the console's attached mode is `console/attach.rs`.
+//! `remote/commands.rs`; the console's attached mode is `remote/attach.rs`.
 
+pub(crate) mod attach;
 pub(crate) mod commands;
 pub(crate) mod sse;
 

@@ -1,13 +1,12 @@
 //! The interactive console: a prompt with line editing and history, talking
 //! to the node only through its [`Client`].
 
-mod attach;
-mod complete;
-mod get_args;
+pub(crate) mod complete;
+pub(crate) mod get_args;
 mod have;
-mod no_echo;
+pub(crate) mod no_echo;
 mod output;
-mod results;
+pub(crate) mod results;
 pub(crate) mod setup;
 
 pub(crate) use output::eta_text;

@@ -202,14 +202,6 @@ fn ask_peer(rl: &mut Editor, lan: bool) -> Result<Option<PeerAddr>, Failure> {
 /// Opens the console with the settings of the flags, the settings file and
 /// the answers to the first-run questions.
 pub(crate) fn console(rt: &Runtime, args: ConsoleArgs) -> Result<(), Failure> {
-    // A running daemon is driven rather than a second node started.
-    if args.attach {
-        let d = rt.block_on(crate::remote::Daemon::needed("rutella --attach"))?;
-        return super::attach::run(rt, d);
-    }
-    if let Some(d) = rt.block_on(crate::remote::Daemon::unless(args.standalone)) {
-        return super::attach::run(rt, d);
-    }
     let path = config_file::path()?;
     let mut file = ConfigFile::load(&path)?;
     let mut rl = editor()?;

@@ -2,11 +2,11 @@
 //! every command a request to the daemon's API (docs/API.md). `quit`
 //! leaves the daemon running.
 
-use super::complete;
-use super::get_args::{self, GetCmd};
+use super::commands::{self as api, Download, Found};
+use super::{ApiError, Daemon};
+use crate::console::complete;
+use crate::console::get_args::{self, GetCmd};
 use crate::escape::escape;
-use crate::remote::commands::{self as api, Download, Found};
-use crate::remote::{ApiError, Daemon};
 use crate::Failure;
 use rustyline::error::ReadlineError;
 use serde::Deserialize;
@@ -57,9 +57,26 @@ const NOT_ATTACHED: &[(&str, &str)] = &[(
     "notices are not available attached to a daemon: the console announces finished and failed downloads only",
 )];
 
+/// Opens the console: attached to the running daemon (always with
+/// `--attach`, and by itself when one runs, unless `--standalone`), or on a
+/// node of its own.
+pub(crate) fn console_or_attach(
+    rt: &Runtime,
+    args: crate::args::ConsoleArgs,
+) -> Result<(), Failure> {
+    if args.attach {
+        let d = rt.block_on(Daemon::needed("rutella --attach"))?;
+        return run(rt, d);
+    }
+    if let Some(d) = rt.block_on(Daemon::unless(args.standalone)) {
+        return run(rt, d);
+    }
+    crate::console::setup::console(rt, args)
+}
+
 /// Runs the attached console until `quit` or end of input.
 pub(crate) fn run(rt: &Runtime, d: Daemon) -> Result<(), Failure> {
-    let mut rl = super::setup::editor()?;
+    let mut rl = crate::console::setup::editor()?;
     println!(
         "Attached to the running daemon at {} (quit leaves it running; --standalone starts a node of its own).",
         d.url()
@@ -153,7 +170,9 @@ async fn announce(
             "download_failed" => format!(
                 "✗ {} failed: {}",
                 escape(&dl.name),
-                escape(&super::friendly_reason(dl.error.as_deref().unwrap_or("")))
+                escape(&crate::console::friendly_reason(
+                    dl.error.as_deref().unwrap_or("")
+                ))
             ),
             _ => continue,
         };
@@ -197,10 +216,7 @@ impl Attached {
                 .map(|s| s.path.display().to_string())
                 .collect(),
             results: self.results.values().map(|f| f.name.clone()).collect(),
-            peers: peers
-                .iter()
-                .map(|p| crate::remote::peer_text(&p.addr))
-                .collect(),
+            peers: peers.iter().map(|p| super::peer_text(&p.addr)).collect(),
         }
     }
 
@@ -216,7 +232,7 @@ impl Attached {
             "get" | "g" => self.get(rest).await,
             "downloads" | "d" | "dl" => {
                 let list: Result<Vec<Download>, _> = self.d.get("/downloads").await;
-                let names = crate::remote::PeerMap::load(&self.d).await;
+                let names = super::PeerMap::load(&self.d).await;
                 list.map(|l| {
                     for line in api::downloads_table(&l, &names) {
                         println!("{line}");
@@ -295,7 +311,7 @@ impl Attached {
             .d
             .events(&format!("/searches/{}/events", created.id))
             .await?;
-        let no_echo = super::no_echo::NoEcho::start();
+        let no_echo = crate::console::no_echo::NoEcho::start();
         let mut stopped = false;
         let mut answered: Option<u64> = None;
         loop {
@@ -310,7 +326,7 @@ impl Attached {
             match ev.event.as_str() {
                 "result" => {
                     if let Ok(f) = serde_json::from_str::<Found>(&ev.data) {
-                        if self.results.len() < super::results::MAX_RESULTS
+                        if self.results.len() < crate::console::results::MAX_RESULTS
                             || self.results.contains_key(&f.index)
                         {
                             self.results.insert(f.index, f);
@@ -332,7 +348,7 @@ impl Attached {
             }
         }
         drop(no_echo);
-        let names = crate::remote::PeerMap::load(&self.d).await;
+        let names = super::PeerMap::load(&self.d).await;
         let mut with_files = std::collections::HashSet::new();
         let mut shared = 0usize;
         for (n, f) in self.results.values().enumerate() {
@@ -427,7 +443,7 @@ impl Attached {
                     let index = indexes[n - 1];
                     let body = serde_json::json!({ "search": search, "index": index });
                     let dl: Download = self.d.post("/downloads", &body).await?;
-                    let names = crate::remote::PeerMap::load(&self.d).await;
+                    let names = super::PeerMap::load(&self.d).await;
                     let from: Vec<String> =
                         dl.sources.iter().map(|s| names.name(&s.addr)).collect();
                     let from = if from.is_empty() {
@@ -456,7 +472,7 @@ impl Attached {
         for p in peers {
             println!(
                 "  {:<21}  {}",
-                escape(&crate::remote::peer_text(&p.addr)),
+                escape(&super::peer_text(&p.addr)),
                 escape(&p.kind)
             );
         }
@@ -496,7 +512,7 @@ impl Attached {
             }
             return Ok(());
         }
-        let dir = super::setup::expand_home(rest);
+        let dir = crate::console::setup::expand_home(rest);
         if !dir.is_dir() {
             println!(
                 "No folder at {}: type the path of an existing folder.",
@@ -504,7 +520,7 @@ impl Attached {
             );
             return Ok(());
         }
-        let dir = super::setup::absolute(&dir);
+        let dir = crate::console::setup::absolute(&dir);
         let s: api::Share = self
             .d
             .post("/shares", &serde_json::json!({ "path": dir }))
@@ -522,8 +538,8 @@ impl Attached {
             println!("Unshare which folder? Type share to list them.");
             return Ok(());
         }
-        let dir = super::setup::expand_home(rest);
-        let abs = super::setup::absolute(&dir);
+        let dir = crate::console::setup::expand_home(rest);
+        let abs = crate::console::setup::absolute(&dir);
         let mut r = self
             .d
             .delete("/shares", Some(&serde_json::json!({ "path": abs })))
@@ -595,10 +611,10 @@ impl Attached {
 }
 
 /// One result line: number, first peer, size, name (the console's columns).
-fn result_line(n: usize, f: &Found, names: &crate::remote::PeerMap) -> String {
+fn result_line(n: usize, f: &Found, names: &super::PeerMap) -> String {
     let size = f
         .size
-        .map(super::results::bytes)
+        .map(crate::console::results::bytes)
         .unwrap_or_else(|| "-".into());
     let peer = f.peers.first().map(|p| names.name(p)).unwrap_or_default();
     format!(
