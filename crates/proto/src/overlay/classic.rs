@@ -159,7 +159,7 @@ impl Overlay {
             }
         } else {
             if ttl > 0 {
-                self.sh.guard.entry(from).ping = Some(fwd);
+                self.sh.guard.entry(from).held().ping = Some(fwd);
             }
             // A rutella ping from it says the way back is open now: behind
             // a router, a probe we sent before it sent to us was dropped.
@@ -217,7 +217,7 @@ impl Overlay {
             self.emit_query(from, q);
         } else {
             // Answered once it has shown it is at that address.
-            self.sh.guard.entry(from).query = Some((q, now));
+            self.sh.guard.entry(from).held().query = Some((q, now));
             self.probe(now, from);
         }
     }
@@ -236,9 +236,10 @@ impl Overlay {
     fn validate(&mut self, now: Instant, from: SocketAddr, ports: Ports) {
         let e = self.sh.guard.entry(from);
         e.proven = true;
-        let ping = e.ping.take();
-        let query = e.query.take();
-        let push = e.push.take();
+        let (ping, query, push) = match e.held.take() {
+            Some(h) => (h.ping, h.query, h.push),
+            None => (None, None, None),
+        };
         let push_id = e.push_id.take();
         let new = !self.peers.contains_key(&from);
         self.add_peer(Peer::seen(from, ports));
@@ -275,8 +276,10 @@ impl Overlay {
     fn validate_transient(&mut self, now: Instant, from: SocketAddr) {
         let e = self.sh.guard.entry(from);
         e.proven = true;
-        let ping = e.ping.take();
-        let query = e.query.take();
+        let (ping, query) = match e.held.as_mut() {
+            Some(h) => (h.ping.take(), h.query.take()),
+            None => (None, None),
+        };
         if let Some(fwd) = ping {
             let message = Message::Ping(fwd);
             if message.encode().len() <= MAX_DATAGRAM {
@@ -599,7 +602,7 @@ impl Overlay {
             self.mark_alive(from, Ports::default());
             self.forward_push(now, from, push);
         } else {
-            self.sh.guard.entry(from).push = Some((push, now));
+            self.sh.guard.entry(from).held().push = Some((push, now));
             self.probe(now, from);
         }
     }
