@@ -65,10 +65,12 @@ impl Overlay {
     /// Whether sends to `addr` are not limited: a peer, a scalable
     /// neighbour, an address that answered a probe, or one the user gave.
     pub(super) fn is_known(&self, addr: &SocketAddr) -> bool {
+        // The cheapest tests first: a scalable neighbour is the usual
+        // sender, and the guard is the largest table.
         self.peers.contains_key(addr)
+            || self.sc.as_ref().is_some_and(|sc| sc.knows(addr))
             || self.bootstrap.contains(addr)
             || self.sh.guard.proven(addr)
-            || self.sc.as_ref().is_some_and(|sc| sc.knows(addr))
     }
 
     /// Queues a datagram within the guard's limits (see
