@@ -649,26 +649,29 @@ pub struct ServedFile {
     pub sha1: [u8; 20],
 }
 
-struct ServedLibrary(Vec<ServedFile>);
+struct ServedLibrary(Vec<ServedFile>, Vec<SocketAddrV4>);
 
 impl upload::Library for ServedLibrary {
     fn by_sha1(&self, sha1: &[u8; 20]) -> Option<upload::SharedFile> {
-        self.0.iter().find(|f| &f.sha1 == sha1).map(shared)
+        self.0
+            .iter()
+            .find(|f| &f.sha1 == sha1)
+            .map(|f| shared(f, &self.1))
     }
     fn by_index(&self, index: u32, name: &str) -> Option<upload::SharedFile> {
         self.0
             .iter()
             .find(|f| f.index == index && f.name == name)
-            .map(shared)
+            .map(|f| shared(f, &self.1))
     }
 }
 
-fn shared(f: &ServedFile) -> upload::SharedFile {
+fn shared(f: &ServedFile, alt_locs: &[SocketAddrV4]) -> upload::SharedFile {
     upload::SharedFile {
         path: f.path.clone(),
         size: f.size,
         sha1: f.sha1,
-        alt_locs: vec![],
+        alt_locs: alt_locs.to_vec(),
     }
 }
 
@@ -687,12 +690,23 @@ impl Drop for TestServent {
 impl TestServent {
     /// Serves `files` on `127.0.0.1`, any port.
     pub async fn start(files: Vec<ServedFile>) -> std::io::Result<TestServent> {
+        TestServent::start_with_alts(files, vec![]).await
+    }
+
+    /// Serves `files`, naming `alt_locs` in `X-Alt`.
+    pub async fn start_with_alts(
+        files: Vec<ServedFile>,
+        alt_locs: Vec<SocketAddrV4>,
+    ) -> std::io::Result<TestServent> {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = match l.local_addr()? {
             SocketAddr::V4(a) => a,
             SocketAddr::V6(_) => return Err(std::io::ErrorKind::InvalidInput.into()),
         };
-        let up = Uploader::new(Arc::new(ServedLibrary(files)), UploadConfig::default());
+        let up = Uploader::new(
+            Arc::new(ServedLibrary(files, alt_locs)),
+            UploadConfig::default(),
+        );
         let task = tokio::spawn(async move {
             let _ = up.run(l).await;
         });
@@ -727,7 +741,7 @@ impl FirewalledServent {
         let givs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = givs.clone();
         let up = Uploader::new(
-            Arc::new(ServedLibrary(files.clone())),
+            Arc::new(ServedLibrary(files.clone(), vec![])),
             UploadConfig::default(),
         );
         let task = tokio::spawn(async move {
