@@ -213,6 +213,16 @@ impl RangePlan {
             .sum()
     }
 
+    /// Bytes at the start of the file that are on disk without a gap.
+    pub fn contiguous(&self) -> u64 {
+        let n = self
+            .chunks
+            .iter()
+            .take_while(|c| matches!(c, Chunk::Done(_)))
+            .count();
+        (n as u64 * self.chunk).min(self.size)
+    }
+
     /// Starts checking source `s`'s copy: every range it did not serve is
     /// fetched again from it alone.
     pub fn check_copy_of(&mut self, s: usize) {
@@ -334,7 +344,17 @@ pub async fn multi_download(
         part: part.to_path_buf(),
         config: config.clone(),
     };
-    run_workers(&shared, &job, multi, &report).await?;
+    if let Err(e) = run_workers(&shared, &job, multi, &report).await {
+        // Keep only what a later resume (from the start) can use.
+        let keep = shared.plan().contiguous();
+        if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(part).await {
+            let _ = f.set_len(keep).await;
+        }
+        if keep == 0 {
+            let _ = tokio::fs::remove_file(part).await;
+        }
+        return Err(e);
+    }
     // The SHA-1 of the whole file; when wrong, find whose copy is right.
     let mut ok = file_sha1(part).await? == sha1;
     if !ok {

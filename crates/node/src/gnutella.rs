@@ -70,7 +70,15 @@ enum Cmd {
         index: u32,
         reply: oneshot::Sender<Result<SocketAddr, String>>,
     },
+    Sources {
+        sha1: [u8; 20],
+        reply: oneshot::Sender<Vec<SocketAddr>>,
+    },
 }
+
+/// Files whose servents are remembered (from hits), and servents per file.
+const SEEN_FILES: usize = 1024;
+const SERVENTS_PER_FILE: usize = 16;
 
 enum LinkCmd {
     Query(Guid, String),
@@ -135,6 +143,15 @@ impl GnutellaHandle {
             .map_err(|_| "the Gnutella leaf has stopped".to_string())?
     }
 
+    /// The servents (that take connections) whose hits named this SHA-1.
+    pub(crate) async fn sources_of(&self, sha1: [u8; 20]) -> Vec<SocketAddr> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Sources { sha1, reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// The hook that takes HTTP connections (and `GIV` connections)
     /// on the node's TCP port.
     pub(crate) fn http_hook(&self) -> rutella_transfer::HttpHook {
@@ -194,6 +211,8 @@ pub(crate) fn spawn(
     let settings = Arc::new(s.clone());
     let (cb_tx, cb_rx) = mpsc::channel(s.push.max_connect_backs.max(1));
     let m = Manager {
+        seen: HashMap::new(),
+        seen_order: VecDeque::new(),
         gate: PushGate::new(s.push.clone()),
         uploader: uploader.clone(),
         cb_tx,
@@ -230,6 +249,9 @@ struct Search {
 }
 
 struct Manager {
+    /// Servents (direct) by the SHA-1 of files their hits named.
+    seen: HashMap<[u8; 20], Vec<SocketAddr>>,
+    seen_order: VecDeque<[u8; 20]>,
     gate: PushGate,
     uploader: Uploader<UploadLibrary>,
     /// Connect-backs that ended (their gate ids).
@@ -305,6 +327,9 @@ impl Manager {
                 reply,
             } => {
                 let _ = reply.send(self.send_push(via, servent, index));
+            }
+            Cmd::Sources { sha1, reply } => {
+                let _ = reply.send(self.seen.get(&sha1).cloned().unwrap_or_default());
             }
         }
     }
@@ -438,9 +463,9 @@ impl Manager {
     fn event(&mut self, addr: SocketAddr, ev: LeafEvent) {
         match ev {
             LeafEvent::Hit { query, hit } => {
-                let Some(s) = self.searches.get(&query) else {
+                if !self.searches.contains_key(&query) {
                     return;
-                };
+                }
                 let servent = SocketAddr::new(IpAddr::V4(hit.ip), hit.port);
                 if hit.port == 0 || hit.ip.is_unspecified() || hit.results.is_empty() {
                     return;
@@ -462,6 +487,16 @@ impl Manager {
                     })
                     .unwrap_or_default();
                 let push = hit.needs_push();
+                if !push {
+                    for r in &hit.results {
+                        if let Some(h) = r.ext.urns.iter().find_map(|u| u.sha1().copied()) {
+                            remember(&mut self.seen, &mut self.seen_order, h, servent);
+                        }
+                    }
+                }
+                let Some(s) = self.searches.get(&query) else {
+                    return;
+                };
                 let files = hit
                     .results
                     .iter()
@@ -635,6 +670,27 @@ impl Manager {
             let _ = tx.try_send(LinkCmd::Table(table.clone()));
         }
         self.table = Some(table);
+    }
+}
+
+/// Notes that `servent` has the file of `sha1` (bounded both ways).
+fn remember(
+    seen: &mut HashMap<[u8; 20], Vec<SocketAddr>>,
+    order: &mut VecDeque<[u8; 20]>,
+    sha1: [u8; 20],
+    servent: SocketAddr,
+) {
+    let list = seen.entry(sha1).or_insert_with(|| {
+        order.push_back(sha1);
+        Vec::new()
+    });
+    if !list.contains(&servent) && list.len() < SERVENTS_PER_FILE {
+        list.push(servent);
+    }
+    while order.len() > SEEN_FILES {
+        if let Some(old) = order.pop_front() {
+            seen.remove(&old);
+        }
     }
 }
 

@@ -222,7 +222,55 @@ impl crate::Client {
             sources: Vec::new(),
         };
         let reachable = handle.reachable();
-        if !source.push {
+        // A file of known SHA-1 and size from a servent that takes
+        // connections: from every servent known to have it at once.
+        if let (false, Some(sha1), Some(size)) = (source.push, file.sha1, size) {
+            let mut sources = vec![source.servent];
+            for s in handle.sources_of(sha1).await {
+                if !sources.contains(&s) {
+                    sources.push(s);
+                }
+            }
+            self.downloads.set_sources(id, sources.clone());
+            for s in &sources {
+                self.downloads.set_path(id, *s, "direct".to_string());
+            }
+            let multi = handle.settings().multi.clone();
+            let r = rutella_gnutella::multi::multi_download(
+                sources,
+                d.target.clone(),
+                sha1,
+                size,
+                &part,
+                &dest,
+                &cfg,
+                &multi,
+                &report,
+            )
+            .await;
+            match r {
+                Ok(got) => {
+                    let all: Vec<std::net::SocketAddr> =
+                        got.sources.iter().map(|s| s.addr).collect();
+                    self.downloads.set_sources(id, all);
+                    for s in got.sources.iter().filter(|s| s.dropped.is_some()) {
+                        tracing::info!(source = %s.addr, reason = ?s.dropped, "Gnutella source dropped");
+                    }
+                    return Ok(DownloadReport {
+                        path: dest.clone(),
+                        size: got.size,
+                        resumed_from: 0,
+                        bytes_received: got.fetched,
+                        sources: Vec::new(),
+                    });
+                }
+                Err(DownloadError::Unreachable(why)) if should_push(false, true, reachable) => {
+                    tracing::info!(servent = %source.servent, "{why}; asking for a push");
+                    self.downloads.set_sources(id, vec![source.servent]);
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        } else if !source.push {
             let mut direct = Direct {
                 addr: source.servent,
                 timeout: cfg.connect_timeout,

@@ -30,6 +30,8 @@ pub struct GnutellaSettings {
     pub max_searches: usize,
     /// Push limits and timers (both ways).
     pub push: rutella_gnutella::push::PushConfig,
+    /// Downloads from several servents at once.
+    pub multi: rutella_gnutella::multi::MultiConfig,
     /// The link's own settings (timers, bounds, deflate); its `listen`,
     /// `servent_guid` and `shared` are set by the node.
     pub leaf: LeafConfig,
@@ -47,6 +49,7 @@ impl Default for GnutellaSettings {
             max_results: 64,
             max_searches: 64,
             push: rutella_gnutella::push::PushConfig::default(),
+            multi: rutella_gnutella::multi::MultiConfig::default(),
             leaf: LeafConfig::default(),
         }
     }

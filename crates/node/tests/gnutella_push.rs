@@ -372,3 +372,86 @@ async fn a_push_makes_the_node_connect_back_and_serve() {
     );
     node.shutdown().await;
 }
+
+/// Two ultrapeers whose hits name two servents with the same file (same
+/// `urn:sha1`): the download takes ranges from both, and the row lists
+/// both sources.
+#[tokio::test]
+async fn hits_with_the_same_sha1_are_fetched_from_every_servent() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["share", "downloads"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 23 % 239) as u8).collect();
+    let path = dir.path().join("twice.bin");
+    std::fs::write(&path, &data).unwrap();
+    let served = ServedFile {
+        index: 4,
+        name: "twice.bin".into(),
+        path,
+        size: data.len() as u64,
+        sha1: sha1(&data),
+    };
+    let mut ups = Vec::new();
+    let mut servents = Vec::new();
+    for _ in 0..2 {
+        let s = rutella_gnutella::testkit::TestServent::start(vec![served.clone()])
+            .await
+            .unwrap();
+        ups.push(
+            TestUltrapeer::start(UltrapeerConfig {
+                files: vec![TestFile {
+                    name: served.name.clone(),
+                    size: served.size,
+                    sha1: Some(served.sha1),
+                    index: served.index,
+                }],
+                servent: s.addr(),
+                ..UltrapeerConfig::default()
+            })
+            .await
+            .unwrap(),
+        );
+        servents.push(s);
+    }
+    let mut s = settings(ups[0].addr(), PushConfig::default());
+    s.connect.push(ups[1].addr());
+    s.multi.chunk = 16 * 1024;
+    let node = Node::start(config(
+        &dir.path().join("share"),
+        &dir.path().join("downloads"),
+        s,
+    ))
+    .await
+    .unwrap();
+    let client = node.client();
+    let mut links = client.gnutella_links().unwrap();
+    tokio::time::timeout(LIMIT, links.wait_for(|n| *n == 2))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stream = client.search("twice").await.unwrap();
+    let mut hits = Vec::new();
+    while hits.len() < 2 {
+        hits.push(
+            tokio::time::timeout(LIMIT, stream.next())
+                .await
+                .unwrap()
+                .expect("a hit"),
+        );
+    }
+    let h = &hits[0];
+    let g = h.gnutella.clone().unwrap();
+    let path = client
+        .get_gnutella(&g, &h.files[0].name, g.files[0], h.files[0].size)
+        .await
+        .expect("downloaded");
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    let rows = client.downloads();
+    let mut srcs = rows[0].sources.clone();
+    srcs.sort();
+    let mut want: Vec<SocketAddr> = servents.iter().map(|s| SocketAddr::V4(s.addr())).collect();
+    want.sort();
+    assert_eq!(srcs, want, "both servents are sources");
+    node.shutdown().await;
+}
