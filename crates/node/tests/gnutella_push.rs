@@ -282,6 +282,9 @@ async fn a_push_makes_the_node_connect_back_and_serve() {
     let share = w.dir.path().join("share");
     let song: Vec<u8> = (0..60_000u32).map(|i| (i * 17 % 241) as u8).collect();
     std::fs::write(share.join("Pushed Song.mp3"), &song).unwrap();
+    for i in 1..4 {
+        std::fs::write(share.join(format!("Pushed Other {i}.mp3")), b"other").unwrap();
+    }
     let node = start(
         &w,
         PushConfig {
@@ -297,9 +300,14 @@ async fn a_push_makes_the_node_connect_back_and_serve() {
         .await
         .unwrap());
     w.up.wait_table(1, LIMIT).await.expect("a route table");
-    let (_, hits) = w.up.route_query("pushed song", vec![], 1, LIMIT).await;
+    let (_, hits) = w.up.route_query("pushed", vec![], 4, LIMIT).await;
     let hit = hits.first().expect("the node's hit");
-    let r = &hit.results[0];
+    assert_eq!(hit.results.len(), 4);
+    let r = hit
+        .results
+        .iter()
+        .find(|r| r.name == b"Pushed Song.mp3")
+        .unwrap();
     let l = TcpListener::bind((IP, 0)).await.unwrap();
     let me = match l.local_addr().unwrap() {
         SocketAddr::V4(a) => a,
@@ -342,24 +350,33 @@ async fn a_push_makes_the_node_connect_back_and_serve() {
     assert_eq!(got.size, song.len() as u64);
     assert_eq!(std::fs::read(&dest).unwrap(), song);
 
-    // A flood of Pushes for the same address: one more is answered (the
-    // budget is two per address), the rest are not.
-    for _ in 0..6 {
-        w.up.deliver_push(push.clone()).await;
+    // A flood of Pushes for the same address, for each of the four
+    // files: one more is answered (the budget is two per address), the
+    // rest are not (without the budget, four would be: the concurrency
+    // bound).
+    for i in 0..8 {
+        w.up.deliver_push(Push {
+            index: hit.results[i % 4].index,
+            ..push.clone()
+        })
+        .await;
     }
     let mut accepted = 0;
     while let Ok(Ok((s, _))) = tokio::time::timeout(Duration::from_millis(700), l.accept()).await {
         accepted += 1;
         drop(s);
-        assert!(accepted <= 6, "bounded anyway");
+        assert!(accepted <= 8, "bounded anyway");
     }
     assert_eq!(accepted, 1, "two connect-backs in all for this address");
 
     // A Push for a file the node does not share is not answered.
     let other = TcpListener::bind((IP, 0)).await.unwrap();
     let port = other.local_addr().unwrap().port();
+    let unknown = (0..u32::MAX)
+        .find(|i| hit.results.iter().all(|r| r.index != *i))
+        .unwrap();
     w.up.deliver_push(Push {
-        index: r.index.wrapping_add(1),
+        index: unknown,
         port,
         ..push
     })
