@@ -290,7 +290,7 @@ fn queued_downloads_start_in_the_order_of_the_list_and_uploads_show_progress() {
         {
             assert_eq!(u["size"], up.len());
             assert!(
-                u["peer"].as_str().unwrap().starts_with("127.0.84.9:"),
+                u["peer"].as_str().unwrap().starts_with("127."),
                 "{u}"
             );
             assert!(u["speed_bps"].is_u64(), "{u}");
