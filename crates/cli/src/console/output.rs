@@ -455,6 +455,8 @@ mod tests {
             received: done,
             total,
             started: Instant::now() - Duration::from_secs(2),
+            failure: None,
+            report: None,
         }
     }
 
