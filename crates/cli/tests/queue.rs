@@ -289,10 +289,7 @@ fn queued_downloads_start_in_the_order_of_the_list_and_uploads_show_progress() {
             .find(|u| u["name"] == "up.bin")
         {
             assert_eq!(u["size"], up.len());
-            assert!(
-                u["peer"].as_str().unwrap().starts_with("127."),
-                "{u}"
-            );
+            assert!(u["peer"].as_str().unwrap().starts_with("127."), "{u}");
             assert!(u["speed_bps"].is_u64(), "{u}");
             sent.push(u["sent"].as_u64().unwrap());
         }
