@@ -170,6 +170,10 @@ pub(crate) struct LimitArgs {
     /// or with K, M or G, e.g. 2M.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub(crate) download_limit: Option<u64>,
+    /// Downloads running at once; further ones wait, queued, and start
+    /// in the list's order as slots free. Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) max_downloads: Option<u64>,
 }
 
 impl LimitArgs {
@@ -178,6 +182,11 @@ impl LimitArgs {
     pub(crate) fn apply(&self, cfg: &mut NodeConfig, file: &crate::config_file::ConfigFile) {
         cfg.upload_limit = self.upload_limit.or(file.upload_limit);
         cfg.download_limit = self.download_limit.or(file.download_limit);
+        cfg.max_active_downloads = self
+            .max_downloads
+            .and_then(|n| usize::try_from(n).ok())
+            .or(file.max_downloads)
+            .unwrap_or(0);
     }
 }
 

@@ -41,7 +41,7 @@ pub use client::{Client, Limits};
 pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{LanSettings, NodeConfig, PeerAddr, ReachSettings};
 pub use dht::{file_key, network_key, DhtConfig, DEFAULT_NETWORK, NO_PUBLIC_ENV, PUBLIC_BOOTSTRAP};
-pub use downloads::{ControlError, DownloadId, DownloadInfo, DownloadState};
+pub use downloads::{ControlError, DownloadId, DownloadInfo, DownloadState, FailureKind};
 pub use get::{Got, Want};
 pub use gnutella_types::{GnutellaFile, GnutellaSettings, GnutellaSource};
 pub use node::Node;

@@ -161,7 +161,11 @@ impl Node {
             tasks: Tasks::new(stop_rx.clone()),
             tx: tx.clone(),
             events: events.clone(),
-            downloads: Downloads::default(),
+            downloads: {
+                let d = Downloads::default();
+                d.set_max_active(config.max_active_downloads);
+                d
+            },
             journal: Journal::new(&downloads_dir),
             library: library.clone(),
             config: Arc::new(config.clone()),
@@ -381,12 +385,17 @@ async fn announce_uploads(
                     .ok()
                     .flatten()
                     .map(|m| m.len());
-                uploads.started(crate::uploads::UploadInfo {
-                    peer: notice.peer,
-                    name: name.clone(),
-                    size,
-                    started: std::time::Instant::now(),
-                });
+                uploads.started(
+                    crate::uploads::UploadInfo {
+                        peer: notice.peer,
+                        name: name.clone(),
+                        size,
+                        started: std::time::Instant::now(),
+                        sent: 0,
+                        speed: 0.0,
+                    },
+                    notice.sent.clone(),
+                );
                 NodeEvent::UploadStarted {
                     peer: notice.peer,
                     name,

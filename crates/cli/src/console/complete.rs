@@ -119,6 +119,8 @@ const COMMANDS: &[&str] = &[
     "resume",
     "cancel",
     "remove",
+    "move",
+    "uploads",
     "share",
     "unshare",
     "notices",

@@ -67,6 +67,14 @@ const HELP: &[(&str, &str)] = &[
         "remove [N]",
         "remove download N from the list, or all finished and failed",
     ),
+    (
+        "move N up|down|top|bottom|P",
+        "move download N in the list: queued downloads start in its order",
+    ),
+    (
+        "uploads",
+        "list uploads in progress: peer, bytes sent, speed, file",
+    ),
     ("peers", "list the peers this node knows"),
     (
         "status",
@@ -88,6 +96,70 @@ const HELP: &[(&str, &str)] = &[
         "stop the node and leave (partial downloads resume next time)",
     ),
 ];
+
+/// `move N WHERE` read against the list's ids in order: the download and
+/// its new place (0 = first), or what to type instead.
+pub(crate) fn move_target(ids: &[u64], rest: &str) -> Result<(u64, usize), String> {
+    const HOW: &str = "Type move N up, down, top, bottom or a place (1 = first), with N a number of the downloads list.";
+    let mut words = rest.split_whitespace();
+    let (Some(n), Some(to), None) = (words.next(), words.next(), words.next()) else {
+        return Err(HOW.into());
+    };
+    let Ok(id) = n.parse::<u64>() else {
+        return Err(HOW.into());
+    };
+    let Some(now) = ids.iter().position(|i| *i == id) else {
+        return Err(format!(
+            "There is no download {id}: type downloads to see them."
+        ));
+    };
+    let last = ids.len().saturating_sub(1);
+    let at = match to.to_ascii_lowercase().as_str() {
+        "up" => now.saturating_sub(1),
+        "down" => (now + 1).min(last),
+        "top" | "first" => 0,
+        "bottom" | "last" => last,
+        p => match p.parse::<usize>() {
+            Ok(p) if p >= 1 => (p - 1).min(last),
+            _ => return Err(HOW.into()),
+        },
+    };
+    Ok((id, at))
+}
+
+/// One upload in progress, as the `uploads` table shows it.
+pub(crate) struct UploadRow {
+    pub(crate) peer: String,
+    pub(crate) name: String,
+    pub(crate) size: Option<u64>,
+    pub(crate) sent: u64,
+    pub(crate) speed_bps: u64,
+}
+
+/// The `uploads` table: peer, bytes sent of the size, speed, file.
+pub(crate) fn uploads_table(list: &[UploadRow]) -> Vec<String> {
+    if list.is_empty() {
+        return vec!["No uploads in progress.".into()];
+    }
+    let mut out = vec![format!(
+        "{:<21} {:>21} {:>11}  FILE",
+        "PEER", "SENT", "SPEED"
+    )];
+    for u in list {
+        let sent = match u.size {
+            Some(size) => format!("{} of {}", results::bytes(u.sent), results::bytes(size)),
+            None => results::bytes(u.sent),
+        };
+        out.push(format!(
+            "{:<21} {:>21} {:>11}  {}",
+            u.peer,
+            sent,
+            format!("{}/s", results::bytes(u.speed_bps)),
+            escape(&u.name)
+        ));
+    }
+    out
+}
 
 /// Words a download failure for the console, where a download is run
 /// again with `get`. What to do about it (a full disk, a folder that
@@ -312,6 +384,24 @@ impl Console {
             "resume" => self.control(rest, "resume").await,
             "cancel" => self.control(rest, "cancel").await,
             "remove" | "rm" => self.control(rest, "remove").await,
+            "move" | "mv" => self.move_download(rest),
+            "uploads" | "u" | "ul" => {
+                let list: Vec<UploadRow> = self
+                    .client
+                    .uploads()
+                    .iter()
+                    .map(|u| UploadRow {
+                        peer: u.peer.to_string(),
+                        name: u.name.clone(),
+                        size: u.size,
+                        sent: u.sent,
+                        speed_bps: u.speed.max(0.0) as u64,
+                    })
+                    .collect();
+                for l in uploads_table(&list) {
+                    println!("{l}");
+                }
+            }
             "help" | "h" | "?" => help(),
             "quit" | "exit" | "q" => return Flow::Quit,
             _ => println!("Unknown command {cmd:?}: type help to see the commands."),
@@ -584,6 +674,7 @@ impl Console {
         for d in &list {
             let f = output::figures(d);
             let state = match &d.state {
+                DownloadState::Queued => "queued",
                 DownloadState::Running => "running",
                 DownloadState::Done(_) => "done",
                 DownloadState::Failed(_) => "failed",
@@ -634,7 +725,7 @@ impl Console {
                     "",
                     escape(&friendly_reason(&self.out.in_typed_words(d.id, r)))
                 ),
-                DownloadState::Running | DownloadState::Paused => {}
+                DownloadState::Running | DownloadState::Paused | DownloadState::Queued => {}
             }
         }
     }
@@ -787,6 +878,18 @@ impl Console {
         match done {
             Ok(line) => println!("{line}"),
             Err(e) => println!("{}.", capitalise(&e.to_string())),
+        }
+    }
+
+    /// `move N up|down|top|bottom|P`: moves a download in the list.
+    fn move_download(&self, rest: &str) {
+        let ids: Vec<u64> = self.client.downloads().iter().map(|d| d.id).collect();
+        match move_target(&ids, rest) {
+            Ok((id, at)) => match self.client.move_download(id, at) {
+                Ok(()) => println!("Moved {id} to place {} of the list.", at + 1),
+                Err(e) => println!("{}.", capitalise(&e.to_string())),
+            },
+            Err(why) => println!("{why}"),
         }
     }
 

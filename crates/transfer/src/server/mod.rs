@@ -11,7 +11,7 @@ mod timed;
 
 pub use config::{
     Fault, HttpHook, Protocol, PushedConn, RelayHook, SendError, ServeError, ServeOutcome,
-    ServeReport, ServerConfig, UploadEvent, UploadNotice,
+    ServeReport, ServerConfig, UploadEvent, UploadMeter, UploadNotice,
 };
 
 use std::future::Future;
