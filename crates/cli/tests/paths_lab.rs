@@ -466,3 +466,185 @@ fn a_killed_download_over_a_punched_connection_resumes() {
     assert!(resumed > 1 << 20 && resumed < data.len() as u64, "{done}");
     assert!(log.contains("path=punch"), "{log}");
 }
+
+/// P public and H1 behind router 1 sharing `data` as `name`, both
+/// with ping rounds `pings` (P without port mapping), H1 joined to P; H2
+/// behind router 2; the hash of the file once H2 finds it.
+fn setup_with_pings(
+    name: &str,
+    data: &[u8],
+    pings: &[&str],
+) -> Option<(Lab, Host, tempfile::TempDir, Proc, Proc, String)> {
+    let mut lab = Lab::or_skip()?;
+    let p = lab.public_host("p", 2).unwrap();
+    let r1 = lab.router("r1", 11, RouterKind::default()).unwrap();
+    let h1 = lab.host_behind(&r1, "h1").unwrap();
+    let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
+    let h2 = lab.host_behind(&r2, "h2").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("h1-share");
+    write_file(&share.join(name), data);
+    let p_share = dir.path().join("p-share");
+    std::fs::create_dir_all(&p_share).unwrap();
+    let mut args = vec!["serve", "--share", p_share.to_str().unwrap()];
+    args.extend(["--no-port-mapping"]);
+    args.extend(pings);
+    let p_node = Proc::spawn(&lab, &p, dir.path(), "p", &args);
+    p_node.wait_for("node started");
+    let mut args = vec!["serve", "--share", share.to_str().unwrap()];
+    args.extend(["--connect", "11.0.0.2"]);
+    args.extend(pings);
+    let h1_node = Proc::spawn(&lab, &h1, dir.path(), "h1", &args);
+    h1_node.wait_for("peer joined");
+    // H1 hashes its file in the background: found once before the gets.
+    let deadline = Instant::now() + STEP;
+    let hash = loop {
+        let mut args = vec!["search", name, "--connect", "11.0.0.2"];
+        args.extend(["--wait", "1.5", "--json"]);
+        args.extend(GET);
+        let r = run_in(&lab, &h2, &args);
+        let hash = String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|h| h["hash"].as_str().map(str::to_string));
+        if let Some(hash) = hash {
+            break hash;
+        }
+        assert!(Instant::now() < deadline, "H2 never found H1's file");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    Some((lab, h2, dir, p_node, h1_node, hash))
+}
+
+/// H2's one-shot get of `hash` (with `extra` flags) into `out`: the file
+/// must come from H1, byte-exact; the path it took.
+#[allow(clippy::too_many_arguments)]
+fn get_from_h1(
+    lab: &Lab,
+    h2: &Host,
+    hash: &str,
+    extra: &[&str],
+    out: &Path,
+    data: &[u8],
+    what: &str,
+    nodes: [&Proc; 2],
+) -> String {
+    let mut args = vec!["get", hash, "--connect", "11.0.0.2"];
+    args.extend(GET);
+    args.extend(extra);
+    args.extend(["--out", out.to_str().unwrap(), "--wait", "5", "--json"]);
+    let started = Instant::now();
+    let g = run_in(lab, h2, &args);
+    let log = String::from_utf8_lossy(&g.stderr).to_string();
+    let said = || format!("{log}\nP: {}\nH1: {}", nodes[0].stderr(), nodes[1].stderr());
+    assert!(g.status.success(), "{what}: {}", said());
+    let r: serde_json::Value = serde_json::from_slice(&g.stdout).unwrap();
+    let path = h1_path(&r);
+    eprintln!("{what}: {path} in {:?}", started.elapsed());
+    let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
+    assert!(got == data, "{what}: not the same bytes");
+    // A punch, or a relay once the punch budgets for H2's address (4
+    // per 10 s, two punches a download) are spent.
+    assert!(
+        path == "punch" || path.starts_with("relay 11.0.0.2:"),
+        "{what}: {r}\n{}",
+        said()
+    );
+    path
+}
+
+/// The sharing nodes' ping rounds in [`repeated_one_shot_gets_from_one_address`]:
+/// rounds of 1 s whose pongs may take 5 s (as a loaded machine needs), so
+/// that a one-shot node that left is still a peer of theirs when the next
+/// one starts at the same address.
+const SLOW_PINGS: [&str; 4] = ["--ping-interval", "1s", "--pong-timeout", "5s"];
+
+/// One-shot gets, one after the other, from one address behind router 2
+/// (the same external address and ports every time): each is a new node
+/// there, which P introduces to H1 again, so every one meets H1 and takes
+/// the file from it.
+#[test]
+fn repeated_one_shot_gets_from_one_address() {
+    let data = pattern(200_000, 137);
+    let Some((lab, h2, dir, p_node, h1_node, hash)) =
+        setup_with_pings("lab-again.ogg", &data, &SLOW_PINGS)
+    else {
+        return;
+    };
+    for i in 0..5 {
+        let out = dir.path().join(format!("again-{i}"));
+        let what = format!("get {i}");
+        let path = get_from_h1(
+            &lab,
+            &h2,
+            &hash,
+            &[],
+            &out,
+            &data,
+            &what,
+            [&p_node, &h1_node],
+        );
+        if i == 0 {
+            assert_eq!(path, "punch");
+        }
+    }
+}
+
+/// Many one-shot nodes behind router 2, each at a port of its own, join P
+/// and leave; with pongs allowed longer than a ping round, P and H1 still
+/// drop each one a pong timeout after it went silent. So the later gets
+/// are introduced to H1 (P introduces at most 16 of its peers, which
+/// would otherwise be mostly the ones gone) and take the file from it.
+#[test]
+fn one_shot_nodes_that_left_are_dropped_and_later_gets_still_meet_the_source() {
+    const GONE: u16 = 30;
+    let data = pattern(100_000, 138);
+    let pings = ["--ping-interval", "300ms", "--pong-timeout", "1s"];
+    let Some((lab, h2, dir, p_node, h1_node, hash)) =
+        setup_with_pings("lab-gone.ogg", &data, &pings)
+    else {
+        return;
+    };
+    let nothing = "0".repeat(64);
+    for i in 0..GONE {
+        let port = (21_000 + i).to_string();
+        let mut args = vec!["get", nothing.as_str(), "--connect", "11.0.0.2"];
+        args.extend(GET);
+        args.extend(["--udp-port", &port, "--wait", "0.3"]);
+        let g = run_in(&lab, &h2, &args);
+        assert!(!g.status.success(), "found nothing: {:?}", g);
+    }
+    // P heard of them all; each is gone a pong timeout (1 s) after its
+    // last message.
+    p_node.wait_for("peer joined peer=11.0.0.12:21029");
+    let deadline = Instant::now() + STEP;
+    while p_node
+        .stderr()
+        .matches("peer left peer=11.0.0.12:21")
+        .count()
+        < GONE as usize
+    {
+        assert!(
+            Instant::now() < deadline,
+            "P kept one-shot nodes that left: {}",
+            p_node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..3u16 {
+        let port = (22_000 + i).to_string();
+        let out = dir.path().join(format!("gone-{i}"));
+        let what = format!("get {i}");
+        let extra = ["--udp-port", port.as_str()];
+        get_from_h1(
+            &lab,
+            &h2,
+            &hash,
+            &extra,
+            &out,
+            &data,
+            &what,
+            [&p_node, &h1_node],
+        );
+    }
+}

@@ -49,6 +49,9 @@ pub(crate) struct Entry {
     pub(crate) push: Option<(Push, Instant)>,
     /// The push id its ping told, recorded once it is a peer.
     pub(crate) push_id: Option<u64>,
+    /// The `"Nonce"` of its pings: which node it is, recorded once it is
+    /// a peer.
+    pub(crate) nonce: Option<u64>,
 }
 
 /// The table of addresses, the secret for tokens and the probe budget.
