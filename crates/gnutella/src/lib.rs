@@ -11,6 +11,7 @@
 //! them.
 #![warn(missing_docs)]
 
+pub mod browse;
 pub mod deflate;
 pub mod descriptor;
 pub mod download;

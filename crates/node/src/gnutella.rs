@@ -109,6 +109,8 @@ pub(crate) struct Context {
     pub(crate) advertise: Option<IpAddr>,
     pub(crate) tcp_port: u16,
     pub(crate) firewalled: bool,
+    /// Our servent GUID (hits, browse host, pushes).
+    pub(crate) servent_guid: Guid,
 }
 
 /// Starts the manager.
@@ -121,7 +123,7 @@ pub(crate) fn spawn(
     let (links_tx, links) = watch::channel(0);
     let hosts = HostCache::load(&s);
     let mut leaf = s.leaf.clone();
-    leaf.servent_guid = new_guid();
+    leaf.servent_guid = ctx.servent_guid;
     let m = Manager {
         s,
         ctx,
@@ -603,8 +605,9 @@ fn read_bounded(p: &std::path::Path) -> std::io::Result<String> {
 }
 
 /// The library as the Gnutella uploader sees it: files by SHA-1, or by
-/// the index and name our hits gave them.
-struct UploadLibrary(Library);
+/// the index and name our hits gave them, and (for browse host) every file
+/// as a result with the origin our hits name.
+struct UploadLibrary(Library, Option<rutella_gnutella::browse::HitOrigin>);
 
 impl rutella_gnutella::upload::Library for UploadLibrary {
     fn by_sha1(&self, sha1: &[u8; 20]) -> Option<rutella_gnutella::upload::SharedFile> {
@@ -636,19 +639,90 @@ impl rutella_gnutella::upload::Library for UploadLibrary {
             alt_locs: Vec::new(),
         })
     }
+
+    fn browse(&self, max: usize) -> Option<(rutella_gnutella::browse::HitOrigin, Vec<HitResult>)> {
+        let origin = self.1?;
+        Some((origin, browse_results(&self.0, max)))
+    }
+}
+
+/// What the hits of browse host say of us, but the address a connection
+/// came in on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Origin {
+    /// `--advertise`: named instead of the connection's local address.
+    pub(crate) advertise: Option<IpAddr>,
+    /// Our TCP port.
+    pub(crate) tcp_port: u16,
+    /// Configured as not reachable: the hits ask for a push.
+    pub(crate) firewalled: bool,
+    /// Our servent GUID.
+    pub(crate) servent_guid: Guid,
+}
+
+impl Origin {
+    /// The origin for a connection that came in on `local` (IPv4 only:
+    /// hits carry an IPv4 address; `None` otherwise).
+    pub(crate) fn for_connection(
+        &self,
+        local: Option<SocketAddr>,
+    ) -> Option<rutella_gnutella::browse::HitOrigin> {
+        let ip = match (self.advertise, local.map(|a| a.ip().to_canonical())) {
+            (Some(IpAddr::V4(a)), _) => a,
+            (_, Some(IpAddr::V4(a))) => a,
+            _ => return None,
+        };
+        Some(rutella_gnutella::browse::HitOrigin {
+            ip,
+            port: self.tcp_port,
+            servent: self.servent_guid,
+            push: self.firewalled,
+            vendor: rutella_gnutella::leaf::VENDOR_CODE,
+        })
+    }
+}
+
+/// Every shared file as a browse result (at most `max`), as our query hits
+/// give them: the last name component, the index that `/get/` finds again,
+/// `urn:sha1` once hashed.
+fn browse_results(lib: &Library, max: usize) -> Vec<HitResult> {
+    let mut files = lib.list();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files
+        .into_iter()
+        .take(max)
+        .map(|f| HitResult {
+            index: index_of(&f.name),
+            size: f.size,
+            name: file_name(&f.name).as_bytes().to_vec(),
+            ext: Extensions {
+                urns: f.sha1.map(Urn::Sha1).into_iter().collect(),
+                ..Extensions::default()
+            },
+        })
+        .collect()
 }
 
 /// The hook that takes HTTP connections on the node's TCP port and serves
 /// the library to Gnutella servents (N2R and `/get/`, with `Range` and
 /// `HEAD`), `slots` uploads at once.
-pub(crate) fn http_hook(library: Library, slots: usize) -> rutella_transfer::HttpHook {
+pub(crate) fn http_hook(
+    library: Library,
+    slots: usize,
+    origin: Origin,
+) -> rutella_transfer::HttpHook {
     let cfg = rutella_gnutella::upload::UploadConfig {
         slots: slots.max(1),
         ..rutella_gnutella::upload::UploadConfig::default()
     };
-    let up = rutella_gnutella::upload::Uploader::new(Arc::new(UploadLibrary(library)), cfg);
+    let up = rutella_gnutella::upload::Uploader::new(
+        Arc::new(UploadLibrary(library.clone(), None)),
+        cfg,
+    );
     rutella_transfer::HttpHook(Arc::new(move |stream, peer, prefix| {
-        let up = up.clone();
+        // Browse host names the address this connection came in on.
+        let hits = origin.for_connection(stream.local_addr().ok());
+        let up = up.with_library(Arc::new(UploadLibrary(library.clone(), hits)));
         Box::pin(async move {
             match up.serve_after(stream, &prefix).await {
                 Ok(s) => {

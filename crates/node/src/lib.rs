@@ -19,6 +19,7 @@ mod downloads;
 mod event_loop;
 mod get;
 mod gnutella;
+mod gnutella_browse;
 mod gnutella_get;
 mod gnutella_types;
 mod lan;

@@ -142,6 +142,7 @@ impl Node {
         let (external, external_rx) = watch::channel(None);
         let (status, status_rx) = watch::channel(crate::PortMapStatus::Pending);
         let port_mapping = config.port_mapping.is_some().then_some(status_rx);
+        let servent_guid = rutella_gnutella::leaf::new_guid();
         let (gnutella, gnutella_task) = match config.gnutella.clone() {
             Some(s) => {
                 let ctx = crate::gnutella::Context {
@@ -150,6 +151,7 @@ impl Node {
                     advertise: config.advertise,
                     tcp_port: tcp_addr.port(),
                     firewalled: config.reachable == Some(false),
+                    servent_guid,
                 };
                 let (h, t) = crate::gnutella::spawn(s, ctx, stop_rx.clone());
                 (Some(h), Some(t))
@@ -271,10 +273,18 @@ impl Node {
             fault: config.upload_fault,
             shutdown_grace: config.shutdown_grace,
             relay: Some(crate::relay::Relay::new(config.relay.clone()).hook()),
-            http: client
-                .gnutella
-                .is_some()
-                .then(|| crate::gnutella::http_hook(library.clone(), config.max_uploads)),
+            http: client.gnutella.is_some().then(|| {
+                crate::gnutella::http_hook(
+                    library.clone(),
+                    config.max_uploads,
+                    crate::gnutella::Origin {
+                        advertise: config.advertise,
+                        tcp_port: tcp_addr.port(),
+                        firewalled: config.reachable == Some(false),
+                        servent_guid,
+                    },
+                )
+            }),
             pushed: Some(pushed_in_tx),
             ..ServerConfig::default()
         };
