@@ -190,6 +190,12 @@ impl Manager {
     async fn command(&mut self, c: Cmd) {
         match c {
             Cmd::Search { text, hits, until } => {
+                // No link up and none being opened: nothing could answer,
+                // and holding `hits` would keep the search open until its
+                // time runs out although every other peer has answered.
+                if self.links.is_empty() && self.connecting.is_empty() {
+                    return;
+                }
                 let guid = new_guid();
                 for tx in self.links.values() {
                     let _ = tx.try_send(LinkCmd::Query(guid, text.clone()));
@@ -297,6 +303,10 @@ impl Manager {
                     self.links_tx.send_replace(self.links.len());
                 } else {
                     tracing::debug!(ultrapeer = %addr, reason = %why, "could not join a Gnutella ultrapeer");
+                }
+                // Nothing left that could answer: the searches end here.
+                if self.links.is_empty() && self.connecting.is_empty() {
+                    self.searches.clear();
                 }
                 for t in tries {
                     self.hosts.add(SocketAddr::V4(t));
