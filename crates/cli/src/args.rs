@@ -44,6 +44,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  rutella search despacito --connect 192.168.1.100\n  rutella search .png --connect 127.0.0.1:20002 --wait 2 --json"
     )]
     Search(SearchArgs),
+    /// List the shared files of a Gnutella servent (browse host), and exit.
+    #[command(
+        after_help = "Examples:\n  rutella browse 192.168.1.7:6346\n  rutella browse 127.0.0.1:6346 --json\n\nIn the console, browse IP:PORT lists them as results that get N downloads."
+    )]
+    Browse(BrowseArgs),
     /// Download one file, by name from a peer or by hash from every peer that has it, and exit (0 only when the file is complete).
     #[command(
         after_help = "Examples:\n  rutella get --from 192.168.1.100 \"Cloud - Cloud models.png\"\n  rutella get --from 127.0.0.1:20002 music/song.ogg --out ./downloads\n  rutella get 3f1c…(64 hex digits) --connect 192.168.1.100\n\nBy name, the file comes from one peer with the classic exchange. By hash, it\ncomes from every peer that offers it at once, every piece verified.\nOn a terminal a progress bar is drawn (not on a pipe, nor with --json).\nRunning the same command again resumes an interrupted download (Ctrl-C\nstops it with exit code 130)."
@@ -534,6 +539,19 @@ pub(crate) struct SearchArgs {
     pub(crate) standalone: bool,
     #[command(flatten)]
     pub(crate) net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BrowseArgs {
+    /// The servent: IP:PORT (its Gnutella port), or IP for port 6346.
+    #[arg(value_name = "IP:PORT")]
+    pub(crate) addr: String,
+    /// Seconds the whole listing may take.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub(crate) wait: f64,
+    /// One JSON object per file, one per line.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
