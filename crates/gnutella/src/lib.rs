@@ -18,6 +18,7 @@ pub mod download;
 pub mod framer;
 pub mod ggep;
 pub mod handshake;
+pub mod hostcache;
 pub mod http;
 pub mod huge;
 pub mod leaf;

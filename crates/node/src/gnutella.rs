@@ -164,6 +164,17 @@ struct Manager {
 impl Manager {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, mut stop: watch::Receiver<bool>) {
         let (ev_tx, mut ev_rx) = mpsc::channel(EVENT_QUEUE);
+        // Nothing to join: ask the host caches, once per start.
+        let (boot_tx, mut boot_rx) = tokio::sync::oneshot::channel();
+        let mut booting = self.s.connect.is_empty()
+            && self.hosts.iter().next().is_none()
+            && !(self.s.gwebcaches.is_empty() && self.s.udp_host_caches.is_empty());
+        let boot_task = booting.then(|| {
+            let s = self.s.clone();
+            tokio::spawn(async move {
+                let _ = boot_tx.send(crate::gnutella_bootstrap::bootstrap(&s).await);
+            })
+        });
         let mut tick = tokio::time::interval(self.s.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -174,6 +185,15 @@ impl Manager {
                     None => break,
                 },
                 Some(e) = ev_rx.recv() => self.link_said(e).await,
+                found = &mut boot_rx, if booting => {
+                    booting = false;
+                    let found = found.unwrap_or_default();
+                    tracing::info!(hosts = found.len(), "Gnutella host caches asked");
+                    for a in found {
+                        self.hosts.add(SocketAddr::V4(a));
+                    }
+                    self.maintain(&ev_tx);
+                }
                 _ = tick.tick() => {
                     self.refresh_table().await;
                     self.expire();
@@ -181,6 +201,9 @@ impl Manager {
                     self.hosts.save_if_dirty();
                 }
             }
+        }
+        if let Some(t) = boot_task {
+            t.abort();
         }
         // Dropping the link senders makes each link say Bye.
         self.links.clear();
