@@ -325,6 +325,15 @@ pub(crate) struct GnutellaArgs {
     /// kept in a host cache beside the settings file.
     #[arg(long, value_name = "IP:PORT")]
     pub(crate) gnutella_connect: Vec<std::net::SocketAddr>,
+    /// A GWebCache to ask for ultrapeers when there is nothing to join,
+    /// http://HOST[:PORT]/PATH (repeat for several; replaces the usual
+    /// public ones).
+    #[arg(long, value_name = "URL")]
+    pub(crate) gnutella_cache: Vec<String>,
+    /// A UDP host cache to ask for ultrapeers, HOST:PORT (repeat for
+    /// several; replaces the usual public ones).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) gnutella_uhc: Vec<String>,
     /// Time before a Gnutella ultrapeer that failed is tried again. For
     /// tests.
     #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
@@ -358,8 +367,31 @@ impl GnutellaArgs {
                 .filter(|p| p.exists())
                 .and_then(|p| p.parent().map(|d| d.join("gnutella_hosts")));
         }
-        // Nothing to join (no address given, none cached): stay out.
-        if s.connect.is_empty() && !s.host_cache.as_ref().is_some_and(|p| p.exists()) {
+        // The host caches: those given, else the usual public ones
+        // (never under the test guard).
+        let no_public =
+            std::env::var(rutella_node::NO_PUBLIC_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+        let given = !self.gnutella_cache.is_empty() || !self.gnutella_uhc.is_empty();
+        if given {
+            s.gwebcaches = self.gnutella_cache.clone();
+            s.udp_host_caches = self.gnutella_uhc.clone();
+        } else if !no_public {
+            s.gwebcaches = rutella_node::GWEBCACHES
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            s.udp_host_caches = rutella_node::UDP_HOST_CACHES
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+        }
+        // Nothing to join (no address given, none cached, no host cache to
+        // ask): stay out.
+        if s.connect.is_empty()
+            && !s.host_cache.as_ref().is_some_and(|p| p.exists())
+            && s.gwebcaches.is_empty()
+            && s.udp_host_caches.is_empty()
+        {
             return None;
         }
         Some(s)
