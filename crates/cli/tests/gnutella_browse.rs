@@ -31,7 +31,11 @@ fn browse_lists_a_servents_files() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        if out.status.success() && hits.len() == 2 && hits.iter().all(|h| h["sha1"].is_string()) {
+        if out.status.success()
+            && hits
+                .iter()
+                .any(|h| h["name"] == "free song.ogg" && h["sha1"].is_string())
+        {
             break hits;
         }
         assert!(
@@ -62,7 +66,6 @@ fn browse_lists_a_servents_files() {
         "{text}"
     );
     assert!(!text.contains('\u{1b}'), "a raw escape: {text:?}");
-    assert_eq!(text.lines().count(), 2);
 
     // Nobody there: a network failure, not a hang.
     let out = run(&["browse", "127.0.9.12:10000", "--wait", "3"]);
