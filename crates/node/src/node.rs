@@ -142,6 +142,7 @@ impl Node {
         let (external, external_rx) = watch::channel(None);
         let (status, status_rx) = watch::channel(crate::PortMapStatus::Pending);
         let port_mapping = config.port_mapping.is_some().then_some(status_rx);
+        let servent_guid = rutella_gnutella::leaf::new_guid();
         let (gnutella, gnutella_task) = match config.gnutella.clone() {
             Some(s) => {
                 let ctx = crate::gnutella::Context {
@@ -151,6 +152,7 @@ impl Node {
                     tcp_port: tcp_addr.port(),
                     firewalled: config.reachable == Some(false),
                     slots: config.max_uploads,
+                    servent_guid,
                 };
                 let (h, t) = crate::gnutella::spawn(s, ctx, stop_rx.clone());
                 (Some(h), Some(t))

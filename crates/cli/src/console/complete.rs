@@ -111,6 +111,7 @@ fn unescape(s: &str) -> String {
 const COMMANDS: &[&str] = &[
     "search",
     "get",
+    "browse",
     "downloads",
     "peers",
     "status",

@@ -54,6 +54,10 @@ const HELP: &[(&str, &str)] = &[
         "download the file NAME from the peer IP (or IP:UDPPORT); quote a NAME with spaces",
     ),
     (
+        "browse IP:PORT",
+        "list the shared files of a Gnutella servent (get N downloads one)",
+    ),
+    (
         "downloads",
         "list downloads with state, percent, speed, time left and sources",
     ),
@@ -369,6 +373,7 @@ impl Console {
         match cmd.to_ascii_lowercase().as_str() {
             "search" | "s" | "find" => self.search(rest).await,
             "get" | "g" => self.get(rest).await,
+            "browse" | "b" => self.browse(rest).await,
             "downloads" | "d" | "dl" => self.downloads().await,
             "peers" | "p" => self.peers().await,
             "status" | "st" => {
@@ -503,6 +508,47 @@ impl Console {
                 "{how}{n} file(s) from {}{grouped}. Type get N to download one.",
                 plural(with_files.len(), "peer")
             );
+        }
+    }
+
+    /// `browse IP:PORT`: a Gnutella servent's shared files, as results
+    /// that `get N` downloads.
+    async fn browse(&mut self, rest: &str) {
+        if rest.is_empty() {
+            println!("Browse whom? Give a Gnutella servent's IP:PORT, for example: browse 192.168.1.7:6346");
+            return;
+        }
+        let addr = match crate::browse::parse_addr(rest) {
+            Ok(a) => a,
+            Err(e) => return println!("{}.", capitalise(&e)),
+        };
+        println!("Browsing {addr}… (Ctrl-C stops waiting)");
+        let hits = tokio::select! {
+            h = self.client.browse(addr) => h,
+            _ = tokio::signal::ctrl_c() => return println!("Browse stopped."),
+        };
+        let hits = match hits {
+            Ok(h) => h,
+            Err(e) => return println!("{}.", capitalise(&escape(&e.to_string()))),
+        };
+        self.results = Results::default();
+        self.last_search = None;
+        for hit in &hits {
+            for (i, f) in hit.files.iter().enumerate() {
+                let added = self.results.add(&hit.peer, f);
+                if let (Added::New(n), Some(g)) = (&added, &hit.gnutella) {
+                    self.results.set_gnutella(*n, g, i);
+                }
+                if let Added::New(n) = added {
+                    if let Some(item) = self.results.get(n) {
+                        println!("{}", results::line(n, item));
+                    }
+                }
+            }
+        }
+        match self.results.items.len() {
+            0 => println!("{addr} shares no file."),
+            n => println!("{n} file(s) on {addr}. Type get N to download one."),
         }
     }
 

@@ -96,9 +96,9 @@ impl std::fmt::Debug for RelayHook {
     }
 }
 
-/// The taker of HTTP connections: called with a connection whose first 4
-/// bytes (`GET ` or `HEAD`, given as the third argument) were read, and
-/// its peer. It runs in the connection's task, which holds one of the
+/// The taker of HTTP connections: called with a connection whose first
+/// bytes (its whole request line, and whatever arrived with it, given as
+/// the third argument) were read, and its peer. It runs in the connection's task, which holds one of the
 /// server's connections (in all and for the peer's address) until it
 /// returns.
 #[derive(Clone)]
@@ -108,7 +108,7 @@ pub struct HttpHook(
         dyn Fn(
                 tokio::net::TcpStream,
                 std::net::SocketAddr,
-                [u8; 4],
+                Vec<u8>,
             ) -> std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>
             + Send
             + Sync,
