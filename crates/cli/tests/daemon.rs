@@ -396,7 +396,7 @@ async fn every_endpoint_of_a_real_daemon() {
     assert_eq!(st, 200, "{set}");
     assert_eq!(
         set,
-        json!({"upload_limit_bps": null, "download_limit_bps": 100_000, "upload_slots": 3})
+        json!({"upload_limit_bps": null, "download_limit_bps": 100_000, "upload_slots": 3, "max_downloads": null})
     );
     assert_eq!(d.get("/settings").await, set);
     let saved = std::fs::read_to_string(cfg.path().join("config.toml")).unwrap();

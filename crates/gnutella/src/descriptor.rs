@@ -23,6 +23,15 @@ use crate::ggep::{self, EncodeOptions, Extension};
 use crate::huge::{self, Urn};
 use crate::qrp::{QrpError, RouteTableMessage};
 
+/// A new message GUID, marked as modern servents mark theirs (byte 8 all
+/// ones, byte 15 zero).
+pub fn new_guid() -> Guid {
+    let mut g: Guid = rand::random();
+    g[8] = 0xff;
+    g[15] = 0;
+    g
+}
+
 /// A message GUID (also a servent's identity in hits and pushes).
 pub type Guid = [u8; 16];
 

@@ -91,14 +91,7 @@ impl Default for LeafConfig {
     }
 }
 
-/// A new message GUID, marked as modern servents mark theirs (byte 8 all
-/// ones, byte 15 zero).
-pub fn new_guid() -> Guid {
-    let mut g: Guid = rand::random();
-    g[8] = 0xff;
-    g[15] = 0;
-    g
-}
+pub use crate::descriptor::new_guid;
 
 /// A query routed to us, to answer with [`LeafSession::answer`].
 #[derive(Clone, Debug, PartialEq, Eq)]

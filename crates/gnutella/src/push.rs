@@ -18,9 +18,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use crate::descriptor::new_guid;
 use crate::descriptor::{Descriptor, Guid, Payload, Push};
 use crate::http::Giv;
-use crate::leaf::new_guid;
 
 /// Limits and timers of pushes, both ways.
 #[derive(Clone, Debug)]

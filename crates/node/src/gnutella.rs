@@ -32,6 +32,8 @@ use tokio::time::Instant;
 use crate::command::SearchHit;
 use crate::gnutella_types::{GnutellaFile, GnutellaSettings, GnutellaSource};
 
+pub(crate) mod push;
+
 /// Searches waiting to go out to the manager.
 const COMMAND_QUEUE: usize = 64;
 /// Events from all links waiting for the manager.
@@ -98,7 +100,7 @@ enum FromLink {
 pub(crate) struct GnutellaHandle {
     tx: mpsc::Sender<Cmd>,
     links: watch::Receiver<usize>,
-    hub: crate::gnutella_push::GivHub,
+    hub: crate::gnutella::push::GivHub,
     uploader: Uploader<UploadLibrary>,
     library: Library,
     origin: Origin,
@@ -108,7 +110,7 @@ pub(crate) struct GnutellaHandle {
 
 impl GnutellaHandle {
     /// Downloads waiting for a `GIV`.
-    pub(crate) fn hub(&self) -> &crate::gnutella_push::GivHub {
+    pub(crate) fn hub(&self) -> &crate::gnutella::push::GivHub {
         &self.hub
     }
 
@@ -208,7 +210,7 @@ pub(crate) fn spawn(
     let hosts = HostCache::load(&s);
     let mut leaf = s.leaf.clone();
     leaf.servent_guid = ctx.servent_guid;
-    let hub = crate::gnutella_push::GivHub::new(s.push.clone(), s.leaf.handshake_timeout);
+    let hub = crate::gnutella::push::GivHub::new(s.push.clone(), s.leaf.handshake_timeout);
     let uploader = Uploader::new(
         Arc::new(UploadLibrary(ctx.library.clone(), None)),
         UploadConfig {
@@ -306,6 +308,10 @@ impl Manager {
                 let _ = boot_tx.send(crate::gnutella_bootstrap::bootstrap(&s).await);
             })
         });
+        // Links are opened before any command is read, so that a search
+        // sent at once finds them being opened (and is not dropped as one
+        // nothing could answer).
+        self.maintain(&ev_tx);
         let mut tick = tokio::time::interval(self.s.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -644,7 +650,7 @@ impl Manager {
         let done = self.cb_tx.clone();
         let limit = self.s.push.connect_timeout;
         tokio::spawn(async move {
-            let r = crate::gnutella_push::connect_back(cb.to, giv, limit, up).await;
+            let r = crate::gnutella::push::connect_back(cb.to, giv, limit, up).await;
             tracing::debug!(to = %cb.to, ?r, "Gnutella connect-back ended");
             let _ = done.send(cb.id).await;
         });
@@ -985,7 +991,7 @@ fn browse_results(lib: &Library, max: usize) -> Vec<HitResult> {
 /// `GIV ` goes to the download waiting for it.
 fn http_hook(
     up: Uploader<UploadLibrary>,
-    hub: crate::gnutella_push::GivHub,
+    hub: crate::gnutella::push::GivHub,
     library: Library,
     origin: Origin,
 ) -> rutella_transfer::HttpHook {

@@ -10,14 +10,8 @@ use rutella_gnutella::download::{
 };
 use rutella_gnutella::http::Target;
 use rutella_transfer::{DownloadReport, Progress};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tokio::sync::{oneshot, watch};
-
-/// Where the partial file of a Gnutella download of `name` is kept.
-pub(crate) fn part_path(dir: &Path, name: &str) -> Option<PathBuf> {
-    let base = rutella_transfer::sanitize_basename(name).ok()?;
-    Some(dir.join(format!("{base}.part")))
-}
 
 impl crate::Client {
     /// Downloads one file of a Gnutella hit over HTTP/1.1 into the
@@ -162,10 +156,12 @@ impl crate::Client {
                 }
             };
             let _ = done_tx.send(sent);
+            // Its slot is free: the next queued download starts.
+            client.start_queued();
         };
-        if !self.tasks.spawn(task) {
-            self.downloads
-                .set_state(id, DownloadState::Failed("the node stopped".into()));
+        // Gnutella downloads wait in the same queue as the others.
+        if let Some(job) = self.downloads.admit(id, Box::pin(task)) {
+            self.spawn_download(id, job);
         }
         DownloadHandle {
             id,
@@ -291,7 +287,7 @@ impl crate::Client {
             ));
         }
         let wait = handle.settings().push.giv_timeout;
-        let mut pc = crate::gnutella_push::PushConnector {
+        let mut pc = crate::gnutella::push::PushConnector {
             handle,
             via: source.via,
             servent: source.servent,

@@ -114,3 +114,9 @@ pub struct GnutellaFile {
     /// Its SHA-1 (`urn:sha1`), when the hit gave one.
     pub sha1: Option<[u8; 20]>,
 }
+
+/// Where the partial file of a Gnutella download of `name` is kept.
+pub(crate) fn part_path(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    let base = rutella_transfer::sanitize_basename(name).ok()?;
+    Some(dir.join(format!("{base}.part")))
+}

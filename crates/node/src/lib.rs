@@ -22,7 +22,6 @@ mod gnutella;
 mod gnutella_bootstrap;
 mod gnutella_browse;
 mod gnutella_get;
-mod gnutella_push;
 mod gnutella_types;
 mod lan;
 mod node;

@@ -293,7 +293,7 @@ impl Client {
                 Recipe::Classic { name, .. } => rutella_transfer::sanitize_basename(name)
                     .map(|b| vec![dir.join(format!("{b}.part"))])
                     .unwrap_or_default(),
-                Recipe::Gnutella { name, .. } => crate::gnutella_get::part_path(&dir, name)
+                Recipe::Gnutella { name, .. } => crate::gnutella_types::part_path(&dir, name)
                     .map(|p| vec![p])
                     .unwrap_or_default(),
                 Recipe::Hash { hash, name, .. } => {

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use crate::gnutella::GnutellaHandle;
+use super::GnutellaHandle;
 
 /// Bytes of a GIV read at most (its line and the empty line).
 const MAX_GIV: usize = 4 * 1024;
