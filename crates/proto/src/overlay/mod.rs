@@ -264,6 +264,28 @@ impl Overlay {
         self.sc.as_ref().map_or(0, Scalable::degree)
     }
 
+    /// Whether this node is an ultrapeer of the scalable overlay (`None`
+    /// in classic mode; otherwise a leaf).
+    pub fn is_ultrapeer(&self) -> Option<bool> {
+        self.sc.as_ref().map(Scalable::is_ultrapeer)
+    }
+
+    /// Number of leaves of this ultrapeer (0 for a leaf or in classic
+    /// mode).
+    pub fn leaf_count(&self) -> usize {
+        self.sc.as_ref().map_or(0, Scalable::leaf_count)
+    }
+
+    /// Tells the scalable overlay whether others can reach this node
+    /// unasked (not firewalled) and its upload bandwidth in kB/s: what it
+    /// needs to become an ultrapeer (with its uptime, which it counts
+    /// itself). Until told, a node counts as firewalled.
+    pub fn set_capability(&mut self, reachable: bool, bandwidth_kbps: u32) {
+        if let Some(sc) = &mut self.sc {
+            sc.set_capability(reachable, bandwidth_kbps);
+        }
+    }
+
     /// The neighbours in the scalable overlay (empty in classic mode).
     pub fn neighbours(&self) -> Vec<Peer> {
         self.sc
