@@ -110,6 +110,8 @@ pub(crate) struct Sim {
     pub(crate) false_hits: u64,
     /// Searches started by flooding peers.
     pub(crate) flood_searches: u64,
+    /// What each slot could offer as an ultrapeer.
+    pub(crate) caps: Vec<crate::capability::Capability>,
     /// Datagrams from or to this address are logged (`RUTELLA_SIM_TRACE`).
     pub(crate) trace: Option<Ipv4Addr>,
 }
@@ -154,6 +156,7 @@ impl Sim {
             load: Vec::new(),
             false_hits: 0,
             flood_searches: 0,
+            caps: crate::capability::capabilities(cfg),
             trace: std::env::var("RUTELLA_SIM_TRACE")
                 .ok()
                 .and_then(|s| s.parse().ok()),
@@ -265,6 +268,8 @@ impl Sim {
         let now = self.instant(self.now);
         let mut o = Overlay::new(self.node_config(slot, gen), now);
         o.add_own_ip(addr.ip());
+        let cap = self.caps[slot];
+        o.set_capability(cap.reachable, cap.bandwidth);
         o.set_library(self.work.library(slot).iter().map(|&f| self.work.name(f)));
         // Join through peers already online and connected: one at the first
         // start (as a user types one address), three from a saved host list

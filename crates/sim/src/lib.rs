@@ -13,6 +13,7 @@
 //! collection whose order matters is ordered.
 #![warn(missing_docs)]
 
+mod capability;
 mod config;
 mod engine;
 pub mod figures;

@@ -2,7 +2,7 @@
 //! duplicate suppression, answers passed back the way their query came,
 //! and our own searches, grown step by step as [`super::plan`] decides.
 
-use super::plan::{first_step, may_grow, next_step, Candidate, Progress};
+use super::plan::{first_step_with_leaves, may_grow, next_step, Candidate, Progress};
 use super::{base_extra, get_bool, get_i64, Ctx, QueryTrigrams, Scalable, MAX_ACCEPTED_TTL};
 use crate::message::{Message, Ports, Query, QueryHit, MAX_DATAGRAM};
 use crate::types::{Event, IncomingQuery, Peer, SearchId, Transmit};
@@ -536,7 +536,7 @@ impl Scalable {
             .filter(|(_, n)| !n.leaf)
             .map(|(a, n)| (*a, n.degree))
             .collect();
-        let mut step = first_step(&neighbours);
+        let mut step = first_step_with_leaves(&neighbours, self.n_leaves);
         for (dest, ttl) in &step.sends {
             self.send_scalable_query(cx, *dest, &text, id, *ttl);
         }
