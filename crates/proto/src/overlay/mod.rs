@@ -100,6 +100,10 @@ impl Overlay {
     /// says `"Firewalled"` when known not to be.
     pub fn set_reachable(&mut self, reachable: Option<bool>) {
         self.push.reachable = reachable;
+        if let Some(sc) = &mut self.sc {
+            // Only a node known to be reachable may become an ultrapeer.
+            sc.set_reachable(reachable == Some(true));
+        }
     }
 
     /// What [`Overlay::set_reachable`] set.
@@ -282,7 +286,17 @@ impl Overlay {
     /// itself). Until told, a node counts as firewalled.
     pub fn set_capability(&mut self, reachable: bool, bandwidth_kbps: u32) {
         if let Some(sc) = &mut self.sc {
-            sc.set_capability(reachable, bandwidth_kbps);
+            sc.set_reachable(reachable);
+            sc.set_bandwidth(bandwidth_kbps);
+        }
+    }
+
+    /// Tells the scalable overlay our upload bandwidth in kB/s (see
+    /// [`Overlay::set_capability`]); the reachability comes from
+    /// [`Overlay::set_reachable`].
+    pub fn set_bandwidth(&mut self, bandwidth_kbps: u32) {
+        if let Some(sc) = &mut self.sc {
+            sc.set_bandwidth(bandwidth_kbps);
         }
     }
 

@@ -193,10 +193,14 @@ impl Scalable {
         self.n_leaves
     }
 
-    /// Tells whether others can reach us unasked, and our upload
-    /// bandwidth in kB/s: what becoming an ultrapeer needs.
-    pub(crate) fn set_capability(&mut self, reachable: bool, bandwidth: u32) {
+    /// Tells whether others can reach us unasked (with the bandwidth,
+    /// what becoming an ultrapeer needs).
+    pub(crate) fn set_reachable(&mut self, reachable: bool) {
         self.reachable = reachable;
+    }
+
+    /// Tells our upload bandwidth in kB/s.
+    pub(crate) fn set_bandwidth(&mut self, bandwidth: u32) {
         self.bandwidth = bandwidth;
     }
 
