@@ -101,6 +101,8 @@ pub(crate) struct SourceJson {
 pub(crate) struct DownloadJson {
     pub(crate) id: u64,
     pub(crate) name: String,
+    /// `"classic"`, `"rutella"` or `"gnutella"`.
+    pub(crate) network: &'static str,
     pub(crate) state: &'static str,
     pub(crate) size: Option<u64>,
     pub(crate) done: u64,
@@ -132,6 +134,7 @@ impl From<&DownloadInfo> for DownloadJson {
         DownloadJson {
             id: d.id,
             name: d.name.clone(),
+            network: d.network,
             state,
             size: d.total,
             done: d.done,

@@ -128,9 +128,57 @@ pub enum DownloadError {
     /// Too many requests for one file.
     #[error("too many requests for one file")]
     TooManyRequests,
+    /// The servent could not be reached (directly or by a Push).
+    #[error("{0}")]
+    Unreachable(String),
     /// Socket or file failure.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// How far a download is, for a user interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DownloadProgress {
+    /// Bytes of the file on disk (resumed part included).
+    pub have: u64,
+    /// Body bytes received in this run.
+    pub fetched: u64,
+    /// The file's size, once known.
+    pub total: Option<u64>,
+}
+
+/// How a download reaches its servent: a connection on which the HTTP
+/// request is sent next.
+pub trait Connector: Send {
+    /// A new connection to the servent.
+    fn connect(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<TcpStream, DownloadError>> + Send;
+}
+
+/// Connects to the servent's address.
+pub struct Direct {
+    /// The servent.
+    pub addr: SocketAddr,
+    /// Time allowed to connect.
+    pub timeout: Duration,
+}
+
+impl Connector for Direct {
+    async fn connect(&mut self) -> Result<TcpStream, DownloadError> {
+        match timeout(self.timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(DownloadError::Unreachable(format!(
+                "cannot connect to {}: {e}",
+                self.addr
+            ))),
+            Err(_) => Err(DownloadError::Unreachable(format!(
+                "{} did not answer the connection within {} ms",
+                self.addr,
+                self.timeout.as_millis()
+            ))),
+        }
+    }
 }
 
 /// The SHA-1 of a file's content.
@@ -156,7 +204,24 @@ pub async fn download(
     dest: &Path,
     config: &DownloadConfig,
 ) -> Result<Downloaded, DownloadError> {
-    let r = fetch(d, part, dest, config).await;
+    let mut direct = Direct {
+        addr: d.addr,
+        timeout: config.connect_timeout,
+    };
+    download_via(d, part, dest, config, &mut direct, &|_| {}).await
+}
+
+/// [`download`] over the connections `connector` opens (e.g. each one
+/// after a Push), telling `progress` how far it is after each piece.
+pub async fn download_via<C: Connector>(
+    d: &Download,
+    part: &Path,
+    dest: &Path,
+    config: &DownloadConfig,
+    connector: &mut C,
+    progress: &(dyn Fn(DownloadProgress) + Send + Sync),
+) -> Result<Downloaded, DownloadError> {
+    let r = fetch(d, part, dest, config, connector, progress).await;
     if r.is_err() {
         if let Ok(m) = tokio::fs::metadata(part).await {
             if m.len() == 0 {
@@ -167,11 +232,13 @@ pub async fn download(
     r
 }
 
-async fn fetch(
+async fn fetch<C: Connector>(
     d: &Download,
     part: &Path,
     dest: &Path,
     config: &DownloadConfig,
+    connector: &mut C,
+    progress: &(dyn Fn(DownloadProgress) + Send + Sync),
 ) -> Result<Downloaded, DownloadError> {
     let mut expected = d.sha1;
     if let Target::Sha1(h) = &d.target {
@@ -201,6 +268,14 @@ async fn fetch(
     let mut alt_locs = Vec::new();
     let mut server = None;
     let mut requests = 0;
+    let report = |have: u64, fetched: u64, total: Option<u64>| {
+        progress(DownloadProgress {
+            have,
+            fetched,
+            total,
+        })
+    };
+    report(have, 0, total);
     loop {
         if total.is_some_and(|t| have >= t) {
             break;
@@ -209,7 +284,17 @@ async fn fetch(
             return Err(DownloadError::TooManyRequests);
         }
         requests += 1;
-        let got = fetch_piece(d, &mut file, have, config, &mut expected, &mut total).await?;
+        let stream = connector.connect().await?;
+        let got = fetch_piece(
+            d,
+            stream,
+            &mut file,
+            have,
+            config,
+            &mut expected,
+            &mut total,
+        )
+        .await?;
         if got.restarted {
             fetched = 0;
             resumed_from = 0;
@@ -222,6 +307,7 @@ async fn fetch(
             }
         }
         server = got.server.or(server);
+        report(have, fetched, total);
     }
     file.flush().await?;
     drop(file);
@@ -252,15 +338,13 @@ struct Piece {
 
 async fn fetch_piece(
     d: &Download,
+    mut s: TcpStream,
     file: &mut tokio::fs::File,
     have: u64,
     config: &DownloadConfig,
     expected: &mut Option<[u8; 20]>,
     total: &mut Option<u64>,
 ) -> Result<Piece, DownloadError> {
-    let mut s = timeout(config.connect_timeout, TcpStream::connect(d.addr))
-        .await
-        .map_err(|_| DownloadError::Timeout("connecting"))??;
     let mut headers = vec![
         ("Host".to_string(), d.addr.to_string()),
         ("User-Agent".to_string(), config.user_agent.clone()),

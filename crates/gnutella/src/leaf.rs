@@ -348,6 +348,14 @@ impl LeafSession {
         });
     }
 
+    /// Sends a Push (fresh GUID, hops 0) asking the firewalled `servent`
+    /// to connect to `to` and offer file `index`.
+    pub fn push(&mut self, servent: Guid, index: u32, to: SocketAddrV4, ttl: u8) {
+        let d = crate::push::push_descriptor(servent, index, to, ttl);
+        self.first_sight(d.guid);
+        self.send(d);
+    }
+
     /// Stops collecting hits for a query.
     pub fn forget_query(&mut self, guid: &Guid) {
         self.queries.retain(|g| g != guid);

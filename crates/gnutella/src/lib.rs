@@ -21,6 +21,8 @@ pub mod http;
 pub mod huge;
 pub mod leaf;
 pub mod link;
+pub mod multi;
+pub mod push;
 pub mod qrp;
 pub mod testkit;
 pub mod upload;

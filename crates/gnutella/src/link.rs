@@ -71,6 +71,12 @@ enum Command {
         results: Vec<HitResult>,
     },
     RouteTable(RouteTable),
+    Push {
+        servent: Guid,
+        index: u32,
+        to: std::net::SocketAddrV4,
+        ttl: u8,
+    },
     Drops(oneshot::Sender<LeafDrops>),
     Bye {
         code: u16,
@@ -159,6 +165,26 @@ impl LeafLink {
     pub async fn send_route_table(&self, table: RouteTable) -> Result<(), LinkError> {
         self.commands
             .send(Command::RouteTable(table))
+            .await
+            .map_err(|_| LinkError::Gone)
+    }
+
+    /// Sends a Push asking the firewalled `servent` to connect to `to`
+    /// and offer file `index`.
+    pub async fn push(
+        &self,
+        servent: Guid,
+        index: u32,
+        to: std::net::SocketAddrV4,
+        ttl: u8,
+    ) -> Result<(), LinkError> {
+        self.commands
+            .send(Command::Push {
+                servent,
+                index,
+                to,
+                ttl,
+            })
             .await
             .map_err(|_| LinkError::Gone)
     }
@@ -384,6 +410,7 @@ async fn run(
                 Some(Command::Query { guid, text, urns }) => session.query_with_guid(guid, &text, urns),
                 Some(Command::Answer { query, results }) => session.answer(&query, results),
                 Some(Command::RouteTable(t)) => session.send_route_table(&t),
+                Some(Command::Push { servent, index, to, ttl }) => session.push(servent, index, to, ttl),
                 Some(Command::Drops(tx)) => { let _ = tx.send(session.drops()); }
                 Some(Command::Bye { code, reason }) => session.bye(code, &reason),
                 None => {

@@ -21,13 +21,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::deflate::{Deflater, Inflater};
 use crate::descriptor::{
-    Descriptor, Extensions, Guid, HitFlags, HitResult, Payload, Pong, Query, QueryHit, Trailer,
+    Descriptor, Extensions, Guid, HitFlags, HitResult, Payload, Pong, Push, Query, QueryHit,
+    Trailer,
 };
 use crate::framer::Framer;
 use crate::handshake::{self, Handshake, StartLine};
@@ -74,6 +75,8 @@ pub struct UltrapeerConfig {
     pub try_ultrapeers: Vec<SocketAddrV4>,
     /// Time before a leaf's query is answered.
     pub hit_delay: Duration,
+    /// The servent GUID the hits give (the one Pushes name).
+    pub servent_guid: Guid,
 }
 
 impl Default for UltrapeerConfig {
@@ -87,6 +90,7 @@ impl Default for UltrapeerConfig {
             pong_hosts: Vec::new(),
             try_ultrapeers: Vec::new(),
             hit_delay: Duration::ZERO,
+            servent_guid: [7; 16],
         }
     }
 }
@@ -119,6 +123,8 @@ struct State {
     hits: HashMap<Guid, Vec<QueryHit>>,
     /// Byes received.
     byes: Vec<(u16, String)>,
+    /// Pushes received from leaves.
+    pushes: Vec<Push>,
 }
 
 struct Shared {
@@ -126,6 +132,8 @@ struct Shared {
     addr: SocketAddr,
     state: Mutex<State>,
     changed: watch::Sender<u64>,
+    /// Pushes from leaves, for the firewalled servents of the test.
+    push_tx: broadcast::Sender<Push>,
 }
 
 impl Shared {
@@ -173,6 +181,7 @@ impl TestUltrapeer {
             addr,
             state: Mutex::new(State::default()),
             changed,
+            push_tx: broadcast::channel(64).0,
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {
@@ -266,6 +275,36 @@ impl TestUltrapeer {
     /// Byes received from leaves so far (code, message lossily decoded).
     pub fn byes(&self) -> Vec<(u16, String)> {
         self.shared.read(|s| s.byes.clone())
+    }
+
+    /// Pushes received from leaves so far.
+    pub fn pushes(&self) -> Vec<Push> {
+        self.shared.read(|s| s.pushes.clone())
+    }
+
+    /// Waits until `n` Pushes have come from leaves; returns them.
+    pub async fn wait_pushes(&self, n: usize, limit: Duration) -> Option<Vec<Push>> {
+        self.wait(limit, |s| (s.pushes.len() >= n).then(|| s.pushes.clone()))
+            .await
+    }
+
+    /// Delivers a Push (TTL 1, hops 1, as routed from another servent) to
+    /// every leaf; returns how many leaves it went to.
+    pub async fn deliver_push(&self, push: Push) -> usize {
+        let d = Descriptor {
+            guid: new_guid(),
+            ttl: 1,
+            hops: 1,
+            payload: Payload::Push(push),
+        };
+        let targets: Vec<mpsc::Sender<Descriptor>> = self
+            .shared
+            .read(|s| s.leaves.values().map(|(_, tx)| tx.clone()).collect());
+        let mut n = 0;
+        for tx in targets {
+            n += usize::from(tx.send(d.clone()).await.is_ok());
+        }
+        n
     }
 
     /// Routes a query (TTL 1, hops 1, as from another servent) to every
@@ -364,7 +403,7 @@ fn hit_for(cfg: &UltrapeerConfig, files: Vec<HitResult>) -> QueryHit {
             ggep: vec![],
             private: vec![],
         }),
-        servent: [7; 16],
+        servent: cfg.servent_guid,
     }
 }
 
@@ -551,6 +590,10 @@ async fn leaf_loop(
                 Payload::QueryHit(hit) => {
                     sh.update(|st| st.hits.entry(d.guid).or_default().push(hit));
                 }
+                Payload::Push(p) => {
+                    let _ = sh.push_tx.send(p.clone());
+                    sh.update(|st| st.pushes.push(p));
+                }
                 Payload::Bye(b) => {
                     let msg = String::from_utf8_lossy(&b.message).into_owned();
                     sh.update(|st| st.byes.push((b.code, msg)));
@@ -606,26 +649,29 @@ pub struct ServedFile {
     pub sha1: [u8; 20],
 }
 
-struct ServedLibrary(Vec<ServedFile>);
+struct ServedLibrary(Vec<ServedFile>, Vec<SocketAddrV4>);
 
 impl upload::Library for ServedLibrary {
     fn by_sha1(&self, sha1: &[u8; 20]) -> Option<upload::SharedFile> {
-        self.0.iter().find(|f| &f.sha1 == sha1).map(shared)
+        self.0
+            .iter()
+            .find(|f| &f.sha1 == sha1)
+            .map(|f| shared(f, &self.1))
     }
     fn by_index(&self, index: u32, name: &str) -> Option<upload::SharedFile> {
         self.0
             .iter()
             .find(|f| f.index == index && f.name == name)
-            .map(shared)
+            .map(|f| shared(f, &self.1))
     }
 }
 
-fn shared(f: &ServedFile) -> upload::SharedFile {
+fn shared(f: &ServedFile, alt_locs: &[SocketAddrV4]) -> upload::SharedFile {
     upload::SharedFile {
         path: f.path.clone(),
         size: f.size,
         sha1: f.sha1,
-        alt_locs: vec![],
+        alt_locs: alt_locs.to_vec(),
     }
 }
 
@@ -644,12 +690,23 @@ impl Drop for TestServent {
 impl TestServent {
     /// Serves `files` on `127.0.0.1`, any port.
     pub async fn start(files: Vec<ServedFile>) -> std::io::Result<TestServent> {
+        TestServent::start_with_alts(files, vec![]).await
+    }
+
+    /// Serves `files`, naming `alt_locs` in `X-Alt`.
+    pub async fn start_with_alts(
+        files: Vec<ServedFile>,
+        alt_locs: Vec<SocketAddrV4>,
+    ) -> std::io::Result<TestServent> {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = match l.local_addr()? {
             SocketAddr::V4(a) => a,
             SocketAddr::V6(_) => return Err(std::io::ErrorKind::InvalidInput.into()),
         };
-        let up = Uploader::new(Arc::new(ServedLibrary(files)), UploadConfig::default());
+        let up = Uploader::new(
+            Arc::new(ServedLibrary(files, alt_locs)),
+            UploadConfig::default(),
+        );
         let task = tokio::spawn(async move {
             let _ = up.run(l).await;
         });
@@ -660,4 +717,106 @@ impl TestServent {
     pub fn addr(&self) -> SocketAddrV4 {
         self.addr
     }
+}
+
+/// A firewalled servent: it accepts no connection, but answers each Push
+/// for its GUID that reaches the test ultrapeer by connecting to the
+/// address the Push names, sending `GIV INDEX:GUID/NAME` and serving the
+/// HTTP requests that follow with the crate's uploader.
+pub struct FirewalledServent {
+    task: JoinHandle<()>,
+    givs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for FirewalledServent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FirewalledServent {
+    /// Serves `files` under `guid` through the Pushes `ultrapeer` receives.
+    pub fn start(guid: Guid, files: Vec<ServedFile>, ultrapeer: &TestUltrapeer) -> Self {
+        let mut pushes = ultrapeer.shared.push_tx.subscribe();
+        let givs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = givs.clone();
+        let up = Uploader::new(
+            Arc::new(ServedLibrary(files.clone(), vec![])),
+            UploadConfig::default(),
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let p = match pushes.recv().await {
+                    Ok(p) => p,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if p.servent != guid {
+                    continue;
+                }
+                let name = files
+                    .iter()
+                    .find(|f| f.index == p.index)
+                    .map(|f| f.name.clone())
+                    .unwrap_or_default();
+                let up = up.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let to = SocketAddrV4::new(p.ip, p.port);
+                    let Ok(Ok(mut s)) =
+                        timeout(Duration::from_secs(5), TcpStream::connect(to)).await
+                    else {
+                        return;
+                    };
+                    let giv = crate::http::Giv {
+                        index: p.index,
+                        guid,
+                        name,
+                    };
+                    if s.write_all(&giv.encode()).await.is_err() {
+                        return;
+                    }
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let r = up.serve(s).await;
+                    tracing::debug!(%to, ?r, "firewalled test servent: pushed connection ended");
+                });
+            }
+        });
+        FirewalledServent { task, givs }
+    }
+
+    /// GIV connections opened so far.
+    pub fn givs(&self) -> usize {
+        self.givs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Reads the `GIV` line a servent sends first on a connection it opened
+/// for a Push, within `limit`: the GIV and the connection (nothing follows
+/// a GIV before our request).
+pub async fn read_giv(
+    mut s: TcpStream,
+    limit: Duration,
+) -> std::io::Result<(crate::http::Giv, TcpStream)> {
+    let mut buf = Vec::new();
+    let giv = timeout(limit, async {
+        loop {
+            if !buf.is_empty() {
+                match crate::http::parse_giv(&buf) {
+                    Ok(Some((g, used))) if used == buf.len() => return Ok(g),
+                    Ok(Some(_)) | Err(_) => return Err(bad(())),
+                    Ok(None) => {}
+                }
+            }
+            let mut chunk = [0u8; 512];
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    Ok((giv, s))
 }

@@ -169,7 +169,8 @@ impl Client {
     /// The downloads of this run, oldest first.
     pub fn downloads(&self) -> Vec<DownloadInfo> {
         let mut list = self.downloads.list();
-        for d in &mut list {
+        // Gnutella rows say their paths themselves.
+        for d in list.iter_mut().filter(|d| d.network != "gnutella") {
             d.paths = d
                 .sources
                 .iter()

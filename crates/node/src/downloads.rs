@@ -44,6 +44,24 @@ pub(crate) enum Recipe {
         size: Option<u64>,
         sources: Vec<SocketAddr>,
     },
+    /// One file of a Gnutella hit, over HTTP.
+    Gnutella {
+        source: crate::gnutella_types::GnutellaSource,
+        name: String,
+        file: crate::gnutella_types::GnutellaFile,
+        size: Option<u64>,
+    },
+}
+
+impl Recipe {
+    /// The network the download comes from.
+    fn network(&self) -> &'static str {
+        match self {
+            Recipe::Classic { .. } => "classic",
+            Recipe::Hash { .. } => "rutella",
+            Recipe::Gnutella { .. } => "gnutella",
+        }
+    }
 }
 
 /// Why a download cannot be controlled as asked.
@@ -85,6 +103,9 @@ pub struct DownloadInfo {
     pub total: Option<u64>,
     /// When this run started.
     pub started: Instant,
+    /// The network it comes from: `"classic"`, `"rutella"` or
+    /// `"gnutella"`.
+    pub network: &'static str,
 }
 
 impl DownloadInfo {
@@ -139,6 +160,7 @@ impl Downloads {
             received: 0,
             total: None,
             started: Instant::now(),
+            network: recipe.network(),
         };
         let (control, control_rx) = watch::channel(Control::Run);
         g.1.insert(
@@ -258,6 +280,23 @@ impl Downloads {
             }
         };
         let _ = tokio::time::timeout(max, stopped).await;
+    }
+
+    /// Replaces the sources of a row (a download that found more).
+    pub(crate) fn set_sources(&self, id: DownloadId, sources: Vec<SocketAddr>) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = g.1.get_mut(&id) {
+            e.info.sources = sources;
+        }
+    }
+
+    /// Notes how a source was reached (`"direct"`, `"push via …"`).
+    pub(crate) fn set_path(&self, id: DownloadId, source: SocketAddr, path: String) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = g.1.get_mut(&id) {
+            e.info.paths.retain(|(s, _)| *s != source);
+            e.info.paths.push((source, path));
+        }
     }
 
     pub(crate) fn progress(

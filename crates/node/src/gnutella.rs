@@ -16,13 +16,16 @@ use std::sync::Arc;
 
 use rutella_gnutella::descriptor::{Extensions, Guid, HitResult};
 use rutella_gnutella::handshake::Refusal;
+use rutella_gnutella::http::Giv;
 use rutella_gnutella::huge::Urn;
 use rutella_gnutella::leaf::{new_guid, IncomingQuery, LeafConfig, LeafEvent};
 use rutella_gnutella::link::{LeafLink, LinkError};
+use rutella_gnutella::push::PushGate;
 use rutella_gnutella::qrp::RouteTable;
+use rutella_gnutella::upload::{UploadConfig, Uploader};
 use rutella_proto::{HitFile, Peer, PushInfo};
 use rutella_store::Library;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -61,12 +64,27 @@ enum Cmd {
         hits: mpsc::Sender<SearchHit>,
         until: Instant,
     },
+    Push {
+        via: Option<SocketAddr>,
+        servent: Guid,
+        index: u32,
+        reply: oneshot::Sender<Result<SocketAddr, String>>,
+    },
+    Sources {
+        sha1: [u8; 20],
+        reply: oneshot::Sender<Vec<SocketAddr>>,
+    },
 }
+
+/// Files whose servents are remembered (from hits), and servents per file.
+const SEEN_FILES: usize = 1024;
+const SERVENTS_PER_FILE: usize = 16;
 
 enum LinkCmd {
     Query(Guid, String),
     Answer(IncomingQuery, Vec<HitResult>),
     Table(Arc<RouteTable>),
+    Push(Guid, u32, SocketAddrV4),
 }
 
 enum FromLink {
@@ -80,9 +98,66 @@ enum FromLink {
 pub(crate) struct GnutellaHandle {
     tx: mpsc::Sender<Cmd>,
     links: watch::Receiver<usize>,
+    hub: crate::gnutella_push::GivHub,
+    uploader: Uploader<UploadLibrary>,
+    reachable: bool,
+    settings: Arc<GnutellaSettings>,
 }
 
 impl GnutellaHandle {
+    /// Downloads waiting for a `GIV`.
+    pub(crate) fn hub(&self) -> &crate::gnutella_push::GivHub {
+        &self.hub
+    }
+
+    /// Whether servents can connect to us (so a Push can be answered).
+    pub(crate) fn reachable(&self) -> bool {
+        self.reachable
+    }
+
+    /// The settings.
+    pub(crate) fn settings(&self) -> &GnutellaSettings {
+        &self.settings
+    }
+
+    /// Sends a Push for file `index` of `servent` through the ultrapeer
+    /// `via` (when it is still linked; else through every link). Returns
+    /// the ultrapeer it went through.
+    pub(crate) async fn push(
+        &self,
+        via: Option<SocketAddr>,
+        servent: Guid,
+        index: u32,
+    ) -> Result<SocketAddr, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Push {
+                via,
+                servent,
+                index,
+                reply,
+            })
+            .await
+            .map_err(|_| "the Gnutella leaf has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the Gnutella leaf has stopped".to_string())?
+    }
+
+    /// The servents (that take connections) whose hits named this SHA-1.
+    pub(crate) async fn sources_of(&self, sha1: [u8; 20]) -> Vec<SocketAddr> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Sources { sha1, reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The hook that takes HTTP connections (and `GIV` connections)
+    /// on the node's TCP port.
+    pub(crate) fn http_hook(&self) -> rutella_transfer::HttpHook {
+        http_hook(self.uploader.clone(), self.hub.clone())
+    }
+
     /// Sends a search out on every link (and on links that come up while
     /// it runs); hits go to `hits` until `until`.
     pub(crate) async fn search(&self, text: &str, hits: mpsc::Sender<SearchHit>, until: Instant) {
@@ -109,6 +184,8 @@ pub(crate) struct Context {
     pub(crate) advertise: Option<IpAddr>,
     pub(crate) tcp_port: u16,
     pub(crate) firewalled: bool,
+    /// Upload slots of Gnutella HTTP (inbound and pushed connections).
+    pub(crate) slots: usize,
 }
 
 /// Starts the manager.
@@ -122,7 +199,23 @@ pub(crate) fn spawn(
     let hosts = HostCache::load(&s);
     let mut leaf = s.leaf.clone();
     leaf.servent_guid = new_guid();
+    let hub = crate::gnutella_push::GivHub::new(s.push.clone(), s.leaf.handshake_timeout);
+    let uploader = Uploader::new(
+        Arc::new(UploadLibrary(ctx.library.clone())),
+        UploadConfig {
+            slots: ctx.slots.max(1),
+            ..UploadConfig::default()
+        },
+    );
+    let reachable = !ctx.firewalled;
+    let settings = Arc::new(s.clone());
+    let (cb_tx, cb_rx) = mpsc::channel(s.push.max_connect_backs.max(1));
     let m = Manager {
+        seen: HashMap::new(),
+        seen_order: VecDeque::new(),
+        gate: PushGate::new(s.push.clone()),
+        uploader: uploader.clone(),
+        cb_tx,
         s,
         ctx,
         leaf,
@@ -135,8 +228,18 @@ pub(crate) fn spawn(
         library_gen: None,
         links_tx,
     };
-    let task = tokio::spawn(m.run(rx, stop));
-    (GnutellaHandle { tx, links }, task)
+    let task = tokio::spawn(m.run(rx, cb_rx, stop));
+    (
+        GnutellaHandle {
+            tx,
+            links,
+            hub,
+            uploader,
+            reachable,
+            settings,
+        },
+        task,
+    )
 }
 
 struct Search {
@@ -146,6 +249,13 @@ struct Search {
 }
 
 struct Manager {
+    /// Servents (direct) by the SHA-1 of files their hits named.
+    seen: HashMap<[u8; 20], Vec<SocketAddr>>,
+    seen_order: VecDeque<[u8; 20]>,
+    gate: PushGate,
+    uploader: Uploader<UploadLibrary>,
+    /// Connect-backs that ended (their gate ids).
+    cb_tx: mpsc::Sender<u64>,
     s: GnutellaSettings,
     ctx: Context,
     leaf: LeafConfig,
@@ -160,7 +270,12 @@ struct Manager {
 }
 
 impl Manager {
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut cb_rx: mpsc::Receiver<u64>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let (ev_tx, mut ev_rx) = mpsc::channel(EVENT_QUEUE);
         let mut tick = tokio::time::interval(self.s.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,6 +287,7 @@ impl Manager {
                     None => break,
                 },
                 Some(e) = ev_rx.recv() => self.link_said(e).await,
+                Some(id) = cb_rx.recv() => self.gate.finished(id),
                 _ = tick.tick() => {
                     self.refresh_table().await;
                     self.expire();
@@ -204,7 +320,47 @@ impl Manager {
                 }
                 self.searches.insert(guid, Search { text, hits, until });
             }
+            Cmd::Push {
+                via,
+                servent,
+                index,
+                reply,
+            } => {
+                let _ = reply.send(self.send_push(via, servent, index));
+            }
+            Cmd::Sources { sha1, reply } => {
+                let _ = reply.send(self.seen.get(&sha1).cloned().unwrap_or_default());
+            }
         }
+    }
+
+    /// Sends a Push through `via` when it is linked, else through every
+    /// link; says which ultrapeer it went through.
+    fn send_push(
+        &self,
+        via: Option<SocketAddr>,
+        servent: Guid,
+        index: u32,
+    ) -> Result<SocketAddr, String> {
+        if self.ctx.firewalled {
+            return Err("this node does not accept connections, so it cannot take a GIV".into());
+        }
+        let targets: Vec<SocketAddr> = match via.filter(|v| self.links.contains_key(v)) {
+            Some(v) => vec![v],
+            None => self.links.keys().copied().collect(),
+        };
+        let mut sent = None;
+        for up in targets {
+            let Some(me) = self.link_config(up).listen else {
+                continue;
+            };
+            if let Some(tx) = self.links.get(&up) {
+                if tx.try_send(LinkCmd::Push(servent, index, me)).is_ok() {
+                    sent = sent.or(Some(up));
+                }
+            }
+        }
+        sent.ok_or_else(|| "no ultrapeer link to send the push through".to_string())
     }
 
     fn expire(&mut self) {
@@ -244,7 +400,7 @@ impl Manager {
             self.connecting.insert(addr);
             let cfg = self.link_config(addr);
             let tx = ev_tx.clone();
-            tokio::spawn(run_link(addr, cfg, tx));
+            tokio::spawn(run_link(addr, cfg, self.s.push.push_ttl, tx));
         }
         // Forget old attempts (bounded by the candidates anyway).
         if self.tried.len() > 4 * self.s.host_cache_max.max(16) {
@@ -307,9 +463,9 @@ impl Manager {
     fn event(&mut self, addr: SocketAddr, ev: LeafEvent) {
         match ev {
             LeafEvent::Hit { query, hit } => {
-                let Some(s) = self.searches.get(&query) else {
+                if !self.searches.contains_key(&query) {
                     return;
-                };
+                }
                 let servent = SocketAddr::new(IpAddr::V4(hit.ip), hit.port);
                 if hit.port == 0 || hit.ip.is_unspecified() || hit.results.is_empty() {
                     return;
@@ -331,6 +487,16 @@ impl Manager {
                     })
                     .unwrap_or_default();
                 let push = hit.needs_push();
+                if !push {
+                    for r in &hit.results {
+                        if let Some(h) = r.ext.urns.iter().find_map(|u| u.sha1().copied()) {
+                            remember(&mut self.seen, &mut self.seen_order, h, servent);
+                        }
+                    }
+                }
+                let Some(s) = self.searches.get(&query) else {
+                    return;
+                };
                 let files = hit
                     .results
                     .iter()
@@ -360,6 +526,7 @@ impl Manager {
                         ..PushInfo::default()
                     },
                     gnutella: Some(GnutellaSource {
+                        via: Some(addr),
                         servent,
                         servent_guid: hit.servent,
                         push,
@@ -382,6 +549,7 @@ impl Manager {
                     let _ = tx.try_send(LinkCmd::Answer(q, results));
                 }
             }
+            LeafEvent::Push(p) => self.pushed(addr, p),
             LeafEvent::Pong(p)
                 if p.port != 0
                     && !p.ip.is_unspecified()
@@ -393,6 +561,42 @@ impl Manager {
             }
             _ => {}
         }
+    }
+
+    /// A Push that names us: connect back when the gate admits it (only
+    /// to the address it names, within the budgets) and the index is one
+    /// of our files.
+    fn pushed(&mut self, via: SocketAddr, p: rutella_gnutella::descriptor::Push) {
+        let Some(rel) = self
+            .ctx
+            .library
+            .list()
+            .into_iter()
+            .find(|f| index_of(&f.name) == p.index)
+        else {
+            tracing::debug!(ultrapeer = %via, index = p.index, "push for a file we do not share; ignored");
+            return;
+        };
+        let cb = match self.gate.admit(&p, std::time::Instant::now()) {
+            Ok(cb) => cb,
+            Err(e) => {
+                tracing::debug!(ultrapeer = %via, to = %SocketAddrV4::new(p.ip, p.port), "push not answered: {e}");
+                return;
+            }
+        };
+        let giv = Giv {
+            index: cb.index,
+            guid: self.leaf.servent_guid,
+            name: file_name(&rel.name).to_string(),
+        };
+        let up = self.uploader.clone();
+        let done = self.cb_tx.clone();
+        let limit = self.s.push.connect_timeout;
+        tokio::spawn(async move {
+            let r = crate::gnutella_push::connect_back(cb.to, giv, limit, up).await;
+            tracing::debug!(to = %cb.to, ?r, "Gnutella connect-back ended");
+            let _ = done.send(cb.id).await;
+        });
     }
 
     /// The library's files that match a routed query (by words, or by
@@ -469,7 +673,28 @@ impl Manager {
     }
 }
 
-async fn run_link(addr: SocketAddr, cfg: LeafConfig, to_mgr: mpsc::Sender<FromLink>) {
+/// Notes that `servent` has the file of `sha1` (bounded both ways).
+fn remember(
+    seen: &mut HashMap<[u8; 20], Vec<SocketAddr>>,
+    order: &mut VecDeque<[u8; 20]>,
+    sha1: [u8; 20],
+    servent: SocketAddr,
+) {
+    let list = seen.entry(sha1).or_insert_with(|| {
+        order.push_back(sha1);
+        Vec::new()
+    });
+    if !list.contains(&servent) && list.len() < SERVENTS_PER_FILE {
+        list.push(servent);
+    }
+    while order.len() > SEEN_FILES {
+        if let Some(old) = order.pop_front() {
+            seen.remove(&old);
+        }
+    }
+}
+
+async fn run_link(addr: SocketAddr, cfg: LeafConfig, push_ttl: u8, to_mgr: mpsc::Sender<FromLink>) {
     let mut link = match LeafLink::connect(addr, cfg).await {
         Ok(l) => l,
         Err(e) => {
@@ -505,6 +730,7 @@ async fn run_link(addr: SocketAddr, cfg: LeafConfig, to_mgr: mpsc::Sender<FromLi
                     Some(LinkCmd::Query(g, text)) => link.query_with_guid(g, &text, vec![]).await,
                     Some(LinkCmd::Answer(q, r)) => link.answer(q, r).await,
                     Some(LinkCmd::Table(t)) => link.send_route_table((*t).clone()).await,
+                    Some(LinkCmd::Push(g, i, me)) => link.push(g, i, me, push_ttl).await,
                     None => {
                         let r = link.bye(200, "Closing").await;
                         tracing::debug!(ultrapeer = %addr, ?r, "Gnutella link closed");
@@ -604,7 +830,7 @@ fn read_bounded(p: &std::path::Path) -> std::io::Result<String> {
 
 /// The library as the Gnutella uploader sees it: files by SHA-1, or by
 /// the index and name our hits gave them.
-struct UploadLibrary(Library);
+pub(crate) struct UploadLibrary(Library);
 
 impl rutella_gnutella::upload::Library for UploadLibrary {
     fn by_sha1(&self, sha1: &[u8; 20]) -> Option<rutella_gnutella::upload::SharedFile> {
@@ -640,16 +866,20 @@ impl rutella_gnutella::upload::Library for UploadLibrary {
 
 /// The hook that takes HTTP connections on the node's TCP port and serves
 /// the library to Gnutella servents (N2R and `/get/`, with `Range` and
-/// `HEAD`), `slots` uploads at once.
-pub(crate) fn http_hook(library: Library, slots: usize) -> rutella_transfer::HttpHook {
-    let cfg = rutella_gnutella::upload::UploadConfig {
-        slots: slots.max(1),
-        ..rutella_gnutella::upload::UploadConfig::default()
-    };
-    let up = rutella_gnutella::upload::Uploader::new(Arc::new(UploadLibrary(library)), cfg);
+/// `HEAD`) with `up`; a connection that starts with `GIV ` goes to the
+/// download waiting for it.
+fn http_hook(
+    up: Uploader<UploadLibrary>,
+    hub: crate::gnutella_push::GivHub,
+) -> rutella_transfer::HttpHook {
     rutella_transfer::HttpHook(Arc::new(move |stream, peer, prefix| {
         let up = up.clone();
+        let hub = hub.clone();
         Box::pin(async move {
+            if &prefix == b"GIV " {
+                hub.take(stream, peer).await;
+                return 0;
+            }
             match up.serve_after(stream, &prefix).await {
                 Ok(s) => {
                     tracing::debug!(%peer, requests = s.requests, bytes = s.bytes, "Gnutella HTTP connection ended");

@@ -28,6 +28,10 @@ pub struct GnutellaSettings {
     pub max_results: usize,
     /// Searches running at once (more: the oldest is forgotten).
     pub max_searches: usize,
+    /// Push limits and timers (both ways).
+    pub push: rutella_gnutella::push::PushConfig,
+    /// Downloads from several servents at once.
+    pub multi: rutella_gnutella::multi::MultiConfig,
     /// The link's own settings (timers, bounds, deflate); its `listen`,
     /// `servent_guid` and `shared` are set by the node.
     pub leaf: LeafConfig,
@@ -44,6 +48,8 @@ impl Default for GnutellaSettings {
             tick: Duration::from_millis(250),
             max_results: 64,
             max_searches: 64,
+            push: rutella_gnutella::push::PushConfig::default(),
+            multi: rutella_gnutella::multi::MultiConfig::default(),
             leaf: LeafConfig::default(),
         }
     }
@@ -52,6 +58,8 @@ impl Default for GnutellaSettings {
 /// Where a Gnutella hit came from and how to fetch its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GnutellaSource {
+    /// The ultrapeer the hit came through (where a Push goes).
+    pub via: Option<SocketAddr>,
     /// The servent's address (HTTP).
     pub servent: SocketAddr,
     /// The servent's GUID (for a Push).

@@ -20,6 +20,7 @@ mod event_loop;
 mod get;
 mod gnutella;
 mod gnutella_get;
+mod gnutella_push;
 mod gnutella_types;
 mod lan;
 mod node;

@@ -157,6 +157,7 @@ impl Node {
                     advertise: config.advertise,
                     tcp_port: tcp_addr.port(),
                     firewalled: config.reachable == Some(false),
+                    slots: config.max_uploads,
                 };
                 let (h, t) = crate::gnutella::spawn(s, ctx, stop_rx.clone());
                 (Some(h), Some(t))
@@ -280,8 +281,8 @@ impl Node {
             relay: Some(crate::relay::Relay::new(config.relay.clone()).hook()),
             http: client
                 .gnutella
-                .is_some()
-                .then(|| crate::gnutella::http_hook(library.clone(), config.max_uploads)),
+                .as_ref()
+                .map(crate::gnutella::GnutellaHandle::http_hook),
             pushed: Some(pushed_in_tx),
             ..ServerConfig::default()
         };

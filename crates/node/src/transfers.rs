@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub struct DownloadHandle {
     /// Its id in the downloads table.
     pub id: DownloadId,
-    result: oneshot::Receiver<Result<DownloadReport, NodeError>>,
+    pub(crate) result: oneshot::Receiver<Result<DownloadReport, NodeError>>,
 }
 
 impl DownloadHandle {
@@ -259,6 +259,12 @@ impl Client {
                 let (_, none) = mpsc::channel(1);
                 self.hash_download(row, hash, &name, size, sources, none)
             }
+            Recipe::Gnutella {
+                source,
+                name,
+                file,
+                size,
+            } => self.gnutella_again(row.id, row.progress, row.control, source, name, file, size),
         })
     }
 
@@ -275,13 +281,16 @@ impl Client {
     }
 
     /// Deletes what a download left to resume from.
-    async fn delete_partial(&self, recipe: Recipe) {
+    pub(crate) async fn delete_partial(&self, recipe: Recipe) {
         let dir = self.config.downloads_dir();
         let journal = self.journal.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let files: Vec<std::path::PathBuf> = match &recipe {
                 Recipe::Classic { name, .. } => rutella_transfer::sanitize_basename(name)
                     .map(|b| vec![dir.join(format!("{b}.part"))])
+                    .unwrap_or_default(),
+                Recipe::Gnutella { name, .. } => crate::gnutella_get::part_path(&dir, name)
+                    .map(|p| vec![p])
                     .unwrap_or_default(),
                 Recipe::Hash { hash, name, .. } => {
                     journal.remove(&rutella_proto::message::hex32(hash), name);

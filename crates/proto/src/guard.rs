@@ -41,14 +41,29 @@ pub(crate) struct Entry {
     pub(crate) probed: Option<Instant>,
     /// It answered a probe: sends to it are no longer limited.
     pub(crate) proven: bool,
+    /// The push id its ping told, recorded once it is a peer.
+    pub(crate) push_id: Option<u64>,
+    /// Messages it sent, held until it is proven: few addresses have any,
+    /// so they live apart and the table stays small.
+    pub(crate) held: Option<Box<Held>>,
+}
+
+/// Messages from an unproven address, held until it proves it is there.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
     /// A ping it sent us, to forward once it is proven (classic mode).
     pub(crate) ping: Option<Ping>,
     /// A query it sent us, to answer once it is proven, with its arrival.
     pub(crate) query: Option<(Query, Instant)>,
     /// A push it sent us, to pass on once it is proven, with its arrival.
     pub(crate) push: Option<(Push, Instant)>,
-    /// The push id its ping told, recorded once it is a peer.
-    pub(crate) push_id: Option<u64>,
+}
+
+impl Entry {
+    /// The messages held for this address (created empty if none).
+    pub(crate) fn held(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Box::default)
+    }
 }
 
 /// The table of addresses, the secret for tokens and the probe budget.

@@ -165,9 +165,7 @@ impl Transmit {
     /// speaks for us.
     pub fn encode(&self, own_ip: IpAddr) -> Vec<u8> {
         if self.from_self {
-            let mut m = self.message.clone();
-            m.set_ip(own_ip);
-            m.encode()
+            self.message.encode_as(Some(own_ip))
         } else {
             self.message.encode()
         }

@@ -1,17 +1,28 @@
-//! The event engine: one queue of events in virtual time, the peers'
-//! overlays, and the datagrams between them (latency, loss, churn).
+//! The simulation state and its main loop: the peers are split into
+//! partitions that play a window of virtual time each on their own thread
+//! (see [`crate::part`]), and exchange their datagrams between windows.
+//!
+//! No datagram arrives sooner than the smallest link latency, twice the
+//! access latency floor ([`access_floor`]), and the windows are exactly
+//! that long: what a peer sends during a window arrives in a later one, so
+//! the partitions need not see each other's datagrams until the window
+//! ends. Every event is ordered by (time, sending peer, that peer's own
+//! count of events), every random draw of a peer comes from its own
+//! generator, and what a peer reads of the others (who is online to join
+//! through) is a snapshot taken at the start of the window: the run is the
+//! same for any number of partitions, bit for bit.
 
 use crate::config::SimConfig;
-use crate::queue::EventQueue;
-use crate::records::{hops_of, Class, QRec};
+use crate::part::{Part, Shared, Snap};
+use crate::records::{Class, QRec};
 use crate::workload::Workload;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rutella_proto::{Config, Event, Message, Overlay, MAX_DATAGRAM};
-use std::collections::{BTreeMap, HashMap};
+use rutella_proto::{Config, Message, Overlay};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// A datagram in flight: parsed, or as bytes with `wire`.
 #[derive(Debug)]
@@ -20,12 +31,14 @@ pub(crate) enum Payload {
     Bytes(Vec<u8>),
 }
 
-/// What happens at an instant of virtual time.
+/// What happens at an instant of virtual time, to one peer slot.
 #[derive(Debug)]
 pub(crate) enum Ev {
+    /// A datagram for the peer at `dest` (dropped if another peer holds
+    /// the slot by then).
     Deliver {
         to: usize,
-        gen: u32,
+        dest: SocketAddr,
         from: SocketAddr,
         payload: Payload,
     },
@@ -40,13 +53,30 @@ pub(crate) enum Ev {
         slot: usize,
         gen: u32,
     },
-    Query {
+    /// The peer of `slot` (if still generation `gen`) starts search `qi`.
+    Issue {
         qi: usize,
+        slot: usize,
+        gen: u32,
     },
     /// A flooding peer starts one more search.
     Flood {
         slot: usize,
     },
+}
+
+impl Ev {
+    /// The slot whose peer the event is for.
+    pub(crate) fn slot(&self) -> usize {
+        match *self {
+            Ev::Deliver { to, .. } => to,
+            Ev::Timer { slot, .. }
+            | Ev::Start { slot }
+            | Ev::Leave { slot, .. }
+            | Ev::Issue { slot, .. }
+            | Ev::Flood { slot } => slot,
+        }
+    }
 }
 
 /// How the peer of a slot behaves (see [`crate::Hostile`]).
@@ -73,9 +103,33 @@ pub(crate) struct Node {
     pub(crate) addr: SocketAddr,
     pub(crate) overlay: Option<Overlay>,
     pub(crate) timer_at: Option<u64>,
-    /// Access latency in ns (half of a link's base latency).
-    pub(crate) access: f64,
+    /// The slot's own random generator (loss, latency, sessions, joins).
+    pub(crate) rng: ChaCha8Rng,
+    /// Events this slot has queued, for their order among equal times.
+    pub(crate) sent: u64,
+    /// Datagrams delivered to the slot during the measured window.
+    pub(crate) load: u32,
+    /// Whether the slot had an event in the current window.
+    pub(crate) touched: bool,
 }
+
+impl Node {
+    /// The key of the next event this slot queues.
+    pub(crate) fn next_key(&mut self, slot: usize) -> u64 {
+        self.sent += 1;
+        key(slot, self.sent)
+    }
+}
+
+/// The order among events at the same time: by sending slot, then by the
+/// sender's count. Searches issued by the simulator come after the peers'
+/// own events.
+pub(crate) fn key(src: usize, n: u64) -> u64 {
+    ((src as u64).min(SIM_SRC) << 40) | (n & ((1 << 40) - 1))
+}
+
+/// The sender number of the simulator itself (searches).
+const SIM_SRC: u64 = (1 << 24) - 1;
 
 /// Nanoseconds of virtual time.
 pub(crate) const MS: u64 = 1_000_000;
@@ -85,22 +139,21 @@ pub(crate) const SEC: u64 = 1_000_000_000;
 pub(crate) struct Sim {
     pub(crate) cfg: SimConfig,
     pub(crate) base: Instant,
-    pub(crate) now: u64,
-    pub(crate) queue: EventQueue<Ev>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) nodes: Vec<Node>,
+    /// Access latency of each slot in ns (half of a link's base latency).
+    pub(crate) access: Vec<f64>,
     pub(crate) work: Workload,
     pub(crate) queries: Vec<QRec>,
-    pub(crate) by_id: BTreeMap<u64, usize>,
     /// Looked up only, never iterated.
-    pub(crate) text_matches: HashMap<String, Rc<Vec<u32>>>,
+    pub(crate) by_id: HashMap<u64, usize>,
+    /// Looked up only, never iterated.
+    pub(crate) text_matches: HashMap<String, Arc<Vec<u32>>>,
     pub(crate) datagrams: u64,
     pub(crate) maintenance: u64,
     pub(crate) max_datagram: usize,
     pub(crate) departures: u64,
     pub(crate) events: u64,
-    /// Hops of the hit being delivered, for the first-hit figure.
-    pub(crate) delivering_hops: u64,
     /// The behaviour of each slot.
     pub(crate) roles: Vec<Role>,
     /// Datagrams delivered to each slot during the measured window.
@@ -114,6 +167,10 @@ pub(crate) struct Sim {
     pub(crate) caps: Vec<crate::capability::Capability>,
     /// Datagrams from or to this address are logged (`RUTELLA_SIM_TRACE`).
     pub(crate) trace: Option<Ipv4Addr>,
+    /// Partitions played in parallel.
+    pub(crate) threads: usize,
+    /// Events queued by the setup, as (time, key, event).
+    pending: Vec<(u64, u64, Ev)>,
 }
 
 pub(crate) fn addr_of(slot: usize, gen: u32) -> SocketAddr {
@@ -130,28 +187,48 @@ pub(crate) fn slot_of(addr: &SocketAddr) -> Option<usize> {
         .map(|s| s as usize)
 }
 
+/// The smallest access latency of a peer, in ns: a quarter of the median
+/// (about 0.3% of the log-normal draws fall below and are raised to it),
+/// and at least 0.5 µs. A link's latency is at least twice this.
+pub(crate) fn access_floor(cfg: &SimConfig) -> f64 {
+    (cfg.latency_median.as_nanos() as f64 / 8.0).max(500.0)
+}
+
+/// The settings of the peer of `slot`, generation `gen`.
+pub(crate) fn node_config(cfg: &SimConfig, slot: usize, gen: u32) -> Config {
+    let addr = addr_of(slot, gen);
+    Config {
+        udp_port: addr.port(),
+        tcp_port: addr.port().wrapping_add(1),
+        seed: cfg.seed ^ ((slot as u64) << 32) ^ u64::from(gen).wrapping_mul(0x9e37),
+        mode: cfg.mode,
+        scalable: cfg.scalable.clone(),
+        ping_interval: cfg.classic_ping_interval,
+        max_peers: 1 << 20,
+        ..Config::default()
+    }
+}
+
 impl Sim {
     /// A simulation of `cfg`, before its peers and queries are set up.
-    pub(crate) fn new(cfg: &SimConfig) -> Self {
+    pub(crate) fn new(cfg: &SimConfig, threads: usize) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let work = Workload::generate(cfg.nodes, rng.gen());
         Sim {
             cfg: cfg.clone(),
             base: Instant::now(),
-            now: 0,
-            queue: EventQueue::new(),
             rng,
             nodes: Vec::with_capacity(cfg.nodes),
+            access: Vec::with_capacity(cfg.nodes),
             work,
             queries: Vec::new(),
-            by_id: BTreeMap::new(),
+            by_id: HashMap::new(),
             text_matches: HashMap::new(),
             datagrams: 0,
             maintenance: 0,
             max_datagram: 0,
             departures: 0,
             events: 0,
-            delivering_hops: 0,
             roles: Vec::new(),
             load: Vec::new(),
             false_hits: 0,
@@ -160,11 +237,15 @@ impl Sim {
             trace: std::env::var("RUTELLA_SIM_TRACE")
                 .ok()
                 .and_then(|s| s.parse().ok()),
+            threads: threads.max(1),
+            pending: Vec::new(),
         }
     }
 
-    pub(crate) fn push(&mut self, t: u64, ev: Ev) {
-        self.queue.push(t, ev);
+    fn push(&mut self, t: u64, ev: Ev) {
+        let slot = ev.slot();
+        let key = self.nodes[slot].next_key(slot);
+        self.pending.push((t, key, ev));
     }
 
     pub(crate) fn end(&self) -> u64 {
@@ -175,23 +256,26 @@ impl Sim {
         self.cfg.warmup.as_nanos() as u64
     }
 
-    pub(crate) fn instant(&self, t: u64) -> Instant {
-        self.base + Duration::from_nanos(t)
-    }
-
     pub(crate) fn setup(&mut self) {
         let n = self.cfg.nodes;
         let median_access = self.cfg.latency_median.as_nanos() as f64 / 2.0;
+        let floor = access_floor(&self.cfg);
         for slot in 0..n {
-            // Log-normal access latency, sigma 0.5.
+            // Log-normal access latency, sigma 0.5, above the floor.
             let z: f64 = normal(&mut self.rng);
-            let access = median_access * (0.5 * z).exp();
+            let access = (median_access * (0.5 * z).exp()).max(floor);
+            self.access.push(access);
+            let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0x7065_6572_2072_6e67);
+            rng.set_stream(slot as u64);
             self.nodes.push(Node {
                 gen: 0,
                 addr: addr_of(slot, 0),
                 overlay: None,
                 timer_at: None,
-                access,
+                rng,
+                sent: 0,
+                load: 0,
+                touched: false,
             });
         }
         self.roles = assign_roles(&self.cfg);
@@ -219,298 +303,154 @@ impl Sim {
             .map(|_| self.rng.gen_range(start..stop))
             .collect();
         times.sort_unstable();
-        for (qi, t) in times.into_iter().enumerate() {
+        for t in times {
             let target = self.work.pick_target(&mut self.rng);
             let text = self.work.query_text(target, &mut self.rng);
             self.queries.push(QRec {
                 t0: t,
                 text,
-                matches: Rc::new(Vec::new()),
+                matches: Arc::new(Vec::new()),
                 querier: None,
                 search: None,
                 class: Class::Unanswerable,
                 msgs: 0,
                 first_hit: None,
             });
-            self.push(t, Ev::Query { qi });
         }
     }
 
-    pub(crate) fn session(&mut self) -> u64 {
-        match self.cfg.churn_median {
-            None => u64::MAX,
-            Some(m) => {
-                // Exponential with the given median.
-                let u: f64 = self.rng.gen_range(f64::MIN_POSITIVE..1.0);
-                let mean = m.as_nanos() as f64 / std::f64::consts::LN_2;
-                (-u.ln() * mean) as u64
-            }
-        }
-    }
-
-    pub(crate) fn node_config(&self, slot: usize, gen: u32) -> Config {
-        let addr = addr_of(slot, gen);
-        Config {
-            udp_port: addr.port(),
-            tcp_port: addr.port().wrapping_add(1),
-            seed: self.cfg.seed ^ ((slot as u64) << 32) ^ u64::from(gen).wrapping_mul(0x9e37),
-            mode: self.cfg.mode,
-            scalable: self.cfg.scalable.clone(),
-            ping_interval: self.cfg.classic_ping_interval,
-            max_peers: 1 << 20,
-            ..Config::default()
-        }
-    }
-
-    pub(crate) fn start(&mut self, slot: usize) {
-        let gen = self.nodes[slot].gen;
-        let addr = addr_of(slot, gen);
-        let now = self.instant(self.now);
-        let mut o = Overlay::new(self.node_config(slot, gen), now);
-        o.add_own_ip(addr.ip());
-        let cap = self.caps[slot];
-        o.set_capability(cap.reachable, cap.bandwidth);
-        o.set_library(self.work.library(slot).iter().map(|&f| self.work.name(f)));
-        // Join through peers already online and connected: one at the first
-        // start (as a user types one address), three from a saved host list
-        // later.
-        let n = self.nodes.len();
-        let wanted = if gen == 0 { 1 } else { 3 };
-        let mut online = Vec::new();
-        for _ in 0..64 {
-            if online.len() >= wanted {
-                break;
-            }
-            let other = self.rng.gen_range(0..n);
-            let connected = self.nodes[other]
-                .overlay
-                .as_ref()
-                .is_some_and(|o| !o.peers().is_empty());
-            if other != slot && connected {
-                online.push(other);
-            }
-        }
-        if online.is_empty() && slot != 0 && self.nodes[0].overlay.is_some() {
-            online.push(0);
-        }
-        for other in online {
-            if other == slot || self.nodes[other].overlay.is_none() {
-                continue;
-            }
-            let a = self.nodes[other].addr;
-            o.connect(now, a, a.port().wrapping_add(1));
-        }
-        let node = &mut self.nodes[slot];
-        node.addr = addr;
-        node.overlay = Some(o);
-        node.timer_at = None;
-        let life = self.session();
-        if life != u64::MAX {
-            let t = self.now.saturating_add(life);
-            self.push(t, Ev::Leave { slot, gen });
-        }
-        self.drain(slot);
-    }
-
+    /// Plays the whole run, window after window.
     pub(crate) fn run_loop(&mut self) {
-        let end = self.end();
-        while let Some(e) = self.queue.pop() {
-            if e.t > end {
-                break;
-            }
-            self.now = e.t;
-            self.events += 1;
-            match e.ev {
-                Ev::Start { slot } => self.start(slot),
-                Ev::Leave { slot, gen } => {
-                    if self.nodes[slot].gen == gen {
-                        self.departures += 1;
-                        let node = &mut self.nodes[slot];
-                        node.overlay = None;
-                        node.gen += 1;
-                        // A newcomer takes its place (same library).
-                        self.start(slot);
-                    }
-                }
-                Ev::Timer { slot, gen } => {
-                    let node = &mut self.nodes[slot];
-                    if node.gen != gen || node.timer_at != Some(e.t) {
-                        continue;
-                    }
-                    node.timer_at = None;
-                    let now = self.base + Duration::from_nanos(e.t);
-                    if let Some(o) = &mut node.overlay {
-                        o.handle_timeout(now);
-                    }
-                    self.drain(slot);
-                }
-                Ev::Deliver {
-                    to,
-                    gen,
-                    from,
-                    payload,
-                } => self.deliver(to, gen, from, payload),
-                Ev::Query { qi } => self.issue(qi),
-                Ev::Flood { slot } => self.flood(slot),
-            }
-        }
-    }
-
-    pub(crate) fn deliver(&mut self, to: usize, gen: u32, from: SocketAddr, payload: Payload) {
-        let now = self.instant(self.now);
-        let Some(node) = self.nodes.get_mut(to) else {
-            return;
-        };
-        if node.gen != gen {
+        let n = self.nodes.len();
+        if n == 0 {
             return;
         }
-        let Some(o) = &mut node.overlay else { return };
-        if self.now >= self.cfg.warmup.as_nanos() as u64 {
-            if let Some(l) = self.load.get_mut(to) {
-                *l = l.saturating_add(1);
+        let k = self.threads.clamp(1, n);
+        let size = n.div_ceil(k);
+        let mut nodes = std::mem::take(&mut self.nodes);
+        {
+            let mut parts: Vec<Part> = nodes
+                .chunks_mut(size)
+                .enumerate()
+                .map(|(i, c)| Part::new(i, i * size, c, k))
+                .collect();
+            for (t, key, ev) in std::mem::take(&mut self.pending) {
+                let p = ev.slot() / size;
+                parts[p].queue.push(t, key, ev);
             }
-        }
-        if self.roles.get(to) == Some(&Role::Drop) {
-            let query = match &payload {
-                Payload::Msg(m) => matches!(**m, Message::Query(_)),
-                Payload::Bytes(b) => matches!(Message::parse(b), Ok(Message::Query(_))),
-            };
-            if query {
-                return;
-            }
-        }
-        self.delivering_hops = 1;
-        match payload {
-            Payload::Msg(m) => {
-                if let Message::QueryHit(h) = &*m {
-                    self.delivering_hops = hops_of(&h.extra);
-                }
-                o.handle_message(now, from, *m);
-            }
-            Payload::Bytes(b) => {
-                if let Ok(Message::QueryHit(h)) = Message::parse(&b) {
-                    self.delivering_hops = hops_of(&h.extra);
-                }
-                o.handle_datagram(now, from, &b);
-            }
-        }
-        self.drain(to);
-    }
-
-    /// Takes everything an overlay has to say after an input.
-    pub(crate) fn drain(&mut self, slot: usize) {
-        let gen = self.nodes[slot].gen;
-        let src = self.nodes[slot].addr;
-        loop {
-            let Some(o) = &mut self.nodes[slot].overlay else {
-                return;
-            };
-            let Some(ev) = o.poll_event() else { break };
-            match ev {
-                Event::Query(q) => self.answer(slot, &q),
-                Event::SearchResult {
-                    search,
-                    files,
-                    peer,
-                    ..
-                } => {
-                    if files.is_empty() {
-                        continue;
-                    }
-                    if let Some(&qi) = self.by_id.get(&search.0) {
-                        let truthful = slot_of(&peer.udp)
-                            .and_then(|s| self.roles.get(s))
-                            .is_none_or(|r| r.answers_truly());
-                        let q = &mut self.queries[qi];
-                        if q.querier != Some((slot, gen)) {
-                            continue;
-                        }
-                        if !truthful {
-                            self.false_hits += 1;
-                            continue;
-                        }
-                        if q.first_hit.is_none() {
-                            q.first_hit = Some((self.now - q.t0, self.delivering_hops));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        loop {
-            let Some(o) = &mut self.nodes[slot].overlay else {
-                return;
-            };
-            let Some(t) = o.poll_transmit() else { break };
-            self.datagrams += 1;
-            let measured = self.now >= self.warmup();
-            match &t.message {
-                Message::Ping(_) | Message::Pong(_) => {
-                    if measured {
-                        self.maintenance += 1;
-                    }
-                }
-                Message::Query(q) => self.count_query_msg(q.id),
-                Message::QueryHit(h) => self.count_query_msg(h.id),
-                Message::Push(_) | Message::Punch(_) | Message::Relay(_) => {}
-            }
-            let mut t = t;
-            if self.roles[slot] == Role::Liar {
-                lie_about_degree(&mut t.message);
-            }
-            let payload = if self.cfg.wire {
-                let bytes = t.encode(src.ip());
-                self.max_datagram = self.max_datagram.max(bytes.len());
-                if bytes.len() > MAX_DATAGRAM {
-                    tracing::warn!(len = bytes.len(), "datagram over the limit");
-                }
-                Payload::Bytes(bytes)
+            let pool = if parts.len() > 1 {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(parts.len())
+                    .build()
+                    .ok()
             } else {
-                let mut m = t.message;
-                if t.from_self {
-                    m.set_ip(src.ip());
-                }
-                Payload::Msg(Box::new(m))
+                None
             };
-            if self.rng.gen_bool(self.cfg.loss.clamp(0.0, 1.0)) {
-                continue;
+            match &pool {
+                Some(pool) => pool.install(|| self.windows(&mut parts, size, true)),
+                None => self.windows(&mut parts, size, false),
             }
-            if let Some(w) = &self.trace {
-                if *w == src.ip() || *w == t.dest.ip() {
-                    tracing::info!(t = self.now, %src, dest = %t.dest, msg = ?payload, "send");
-                }
-            }
-            let Some(to) = slot_of(&t.dest).filter(|&s| s < self.nodes.len()) else {
-                continue;
-            };
-            if self.nodes[to].addr != t.dest || self.nodes[to].overlay.is_none() {
-                continue;
-            }
-            let base = self.nodes[slot].access + self.nodes[to].access;
-            let jitter: f64 = self.rng.gen_range(0.0..0.2);
-            let delay = (base * (1.0 + jitter)) as u64 + 1;
-            let to_gen = self.nodes[to].gen;
-            self.push(
-                self.now + delay,
-                Ev::Deliver {
-                    to,
-                    gen: to_gen,
-                    from: src,
-                    payload,
-                },
-            );
         }
-        let Some(o) = &self.nodes[slot].overlay else {
-            return;
-        };
-        if let Some(t) = o.poll_timeout() {
-            let t = t.saturating_duration_since(self.base).as_nanos() as u64;
-            let t = t.max(self.now);
-            let node = &mut self.nodes[slot];
-            if node.timer_at.is_none_or(|cur| t < cur) {
-                node.timer_at = Some(t);
-                self.push(t, Ev::Timer { slot, gen });
+        self.load = nodes.iter().map(|n| n.load).collect();
+        self.nodes = nodes;
+    }
+
+    /// The windows, from the first event to the end of the run.
+    fn windows(&mut self, parts: &mut [Part], size: usize, parallel: bool) {
+        let end = self.end();
+        let window = (2.0 * access_floor(&self.cfg)) as u64;
+        let mut snap = vec![Snap::default(); self.access.len()];
+        let mut next_q = 0;
+        loop {
+            let mut next = self.queries.get(next_q).map(|q| q.t0);
+            for p in parts.iter_mut() {
+                if let Some(t) = p.queue.peek_t() {
+                    next = Some(next.map_or(t, |n: u64| n.min(t)));
+                }
             }
+            let Some(next) = next.filter(|&t| t <= end) else {
+                break;
+            };
+            let w0 = next / window * window;
+            let stop = (w0 + window).min(end.saturating_add(1));
+            // The searches of the window are given to their peers.
+            while next_q < self.queries.len() && self.queries[next_q].t0 < stop {
+                if let Some((slot, gen)) = self.issue(next_q, &snap) {
+                    let t = self.queries[next_q].t0;
+                    parts[slot / size].queue.push(
+                        t,
+                        key(usize::MAX, next_q as u64),
+                        Ev::Issue {
+                            qi: next_q,
+                            slot,
+                            gen,
+                        },
+                    );
+                }
+                next_q += 1;
+            }
+            let shared = Shared {
+                cfg: &self.cfg,
+                base: self.base,
+                work: &self.work,
+                roles: &self.roles,
+                caps: &self.caps,
+                access: &self.access,
+                text_matches: &self.text_matches,
+                by_id: &self.by_id,
+                queries: &self.queries,
+                snap: &snap,
+                trace: self.trace,
+                size,
+                end,
+                warmup: self.warmup(),
+            };
+            if parallel {
+                use rayon::prelude::*;
+                parts.par_iter_mut().for_each(|p| p.run(&shared, stop));
+            } else {
+                for p in parts.iter_mut() {
+                    p.run(&shared, stop);
+                }
+            }
+            // What crosses partitions, in an order that does not matter:
+            // the queue orders by (time, key) and sums commute.
+            for i in 0..parts.len() {
+                let mut out = std::mem::take(&mut parts[i].out);
+                for (j, evs) in out.iter_mut().enumerate() {
+                    for (t, key, ev) in evs.drain(..) {
+                        parts[j].queue.push(t, key, ev);
+                    }
+                }
+                let p = &mut parts[i];
+                p.out = out;
+                self.by_id.extend(p.local_ids.drain());
+                for (qi, id) in p.search_ids.drain(..) {
+                    self.queries[qi].search = Some(id);
+                }
+                for qi in p.msgs.drain(..) {
+                    self.queries[qi].msgs += 1;
+                }
+                for (qi, dt, hops) in p.first_hits.drain(..) {
+                    let q = &mut self.queries[qi];
+                    if q.first_hit.is_none() {
+                        q.first_hit = Some((dt, hops));
+                    }
+                }
+                for (slot, s) in p.snap_updates.drain(..) {
+                    snap[slot] = s;
+                }
+            }
+        }
+        for p in parts.iter() {
+            let s = &p.stats;
+            self.datagrams += s.datagrams;
+            self.maintenance += s.maintenance;
+            self.max_datagram = self.max_datagram.max(s.max_datagram);
+            self.departures += s.departures;
+            self.events += s.events;
+            self.false_hits += s.false_hits;
+            self.flood_searches += s.flood_searches;
         }
     }
 }
@@ -519,7 +459,7 @@ impl Sim {
 const LIE_DEGREE: i64 = 1024;
 
 /// Makes a message announce the largest believable degree.
-fn lie_about_degree(m: &mut Message) {
+pub(crate) fn lie_about_degree(m: &mut Message) {
     let extra = match m {
         Message::Ping(p) => &mut p.extra,
         Message::Pong(p) => &mut p.extra,

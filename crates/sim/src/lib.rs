@@ -1,7 +1,8 @@
 //! A deterministic discrete-event simulator of rutella overlays.
 //!
 //! Thousands of [`rutella_proto::Overlay`] state machines, the very code the
-//! node runs, share one event queue with virtual time. Every datagram the
+//! node runs, play in virtual time, split into partitions that run on
+//! their own threads in windows shorter than any link's latency. Every datagram the
 //! overlays emit is delivered after a latency drawn for its link, or lost;
 //! peers leave and new ones join (churn); every peer shares a library drawn
 //! from a Zipf-skewed catalogue plus files nobody else has. Queries for
@@ -17,6 +18,7 @@ mod capability;
 mod config;
 mod engine;
 pub mod figures;
+mod part;
 mod queries;
 mod queue;
 mod records;
@@ -29,10 +31,21 @@ pub use workload::Workload;
 
 use engine::Sim;
 
-/// Runs one simulation.
+/// Runs one simulation on all the cores there are.
 pub fn run(cfg: &SimConfig) -> Summary {
-    let mut sim = Sim::new(cfg);
+    run_threads(cfg, default_threads())
+}
+
+/// Runs one simulation with the peers split over `threads` threads; the
+/// result is the same for any number.
+pub fn run_threads(cfg: &SimConfig, threads: usize) -> Summary {
+    let mut sim = Sim::new(cfg, threads);
     sim.setup();
     sim.run_loop();
     sim.summary()
+}
+
+/// The cores available to this process.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }

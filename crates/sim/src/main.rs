@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use rutella_proto::Mode;
-use rutella_sim::{run, SimConfig};
+use rutella_sim::{default_threads, run_threads, SimConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,6 +52,10 @@ struct Args {
     /// Encode and parse every datagram (slower; checks the size limit).
     #[arg(long)]
     wire: bool,
+    /// Threads that play the peers (the result is the same for any
+    /// number); all cores by default.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Scalable: target degree.
     #[arg(long)]
     degree: Option<usize>,
@@ -302,7 +306,8 @@ fn main() -> Result<()> {
     }
     let cfg = config(&args)?;
     let started = std::time::Instant::now();
-    let summary = run(&cfg);
+    let threads = args.threads.unwrap_or_else(default_threads).max(1);
+    let summary = run_threads(&cfg, threads);
     let wall = started.elapsed().as_secs_f64();
     let used = Resources::measure(wall, cfg.nodes);
     eprintln!(

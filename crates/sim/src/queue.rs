@@ -2,8 +2,9 @@
 //! a binary heap for the far future.
 //!
 //! Events come out in exactly the order of a single binary heap keyed by
-//! (time, insertion number), so a run gives the same figures whichever
-//! queue it uses; but almost every event of a simulation (datagrams a few
+//! (time, key), where the key is given by the caller (the engine makes it
+//! from the sending peer and its own count of events, so that the order
+//! does not depend on how the peers are split between threads); but almost every event of a simulation (datagrams a few
 //! tens of milliseconds away, timers within a minute) lands in a bucket of
 //! the wheel with one `Vec::push`, and only the bucket being played is
 //! kept as a (small) heap.
@@ -11,7 +12,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-/// An event in the queue, ordered by time then by insertion.
+/// An event in the queue, ordered by time then by key.
 pub(crate) struct Entry<E> {
     pub(crate) t: u64,
     pub(crate) seq: u64,
@@ -41,7 +42,7 @@ const BUCKET_NS: u64 = 1 << 20;
 /// Buckets in the wheel (about 69 s of virtual time).
 const WHEEL: usize = 1 << 16;
 
-/// A priority queue of events by (time, insertion number).
+/// A priority queue of events by (time, key).
 pub(crate) struct EventQueue<E> {
     /// Bucket `k % WHEEL` holds the events of absolute bucket `k`, for
     /// `cur < k < cur + WHEEL`, in no particular order.
@@ -54,7 +55,6 @@ pub(crate) struct EventQueue<E> {
     cur: u64,
     /// Events in the wheel (outside `now` and `far`).
     in_wheel: usize,
-    seq: u64,
 }
 
 impl<E> EventQueue<E> {
@@ -65,18 +65,13 @@ impl<E> EventQueue<E> {
             far: BinaryHeap::new(),
             cur: 0,
             in_wheel: 0,
-            seq: 0,
         }
     }
 
-    /// Queues `ev` at time `t`, after every event already queued at `t`.
-    pub(crate) fn push(&mut self, t: u64, ev: E) {
-        self.seq += 1;
-        let e = Entry {
-            t,
-            seq: self.seq,
-            ev,
-        };
+    /// Queues `ev` at time `t`, ordered among the events at `t` by `key`
+    /// (the caller keeps keys unique).
+    pub(crate) fn push(&mut self, t: u64, key: u64, ev: E) {
+        let e = Entry { t, seq: key, ev };
         let k = t / BUCKET_NS;
         if k <= self.cur {
             self.now.push(e);
@@ -90,9 +85,15 @@ impl<E> EventQueue<E> {
 
     /// Takes the earliest event.
     pub(crate) fn pop(&mut self) -> Option<Entry<E>> {
+        self.peek_t()?;
+        self.now.pop()
+    }
+
+    /// The time of the earliest event, without taking it.
+    pub(crate) fn peek_t(&mut self) -> Option<u64> {
         loop {
-            if let Some(e) = self.now.pop() {
-                return Some(e);
+            if let Some(e) = self.now.peek() {
+                return Some(e.t);
             }
             if self.in_wheel == 0 {
                 // Nothing within the wheel: jump to the next far event.
@@ -130,7 +131,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// The wheel gives the order of one heap keyed by (time, insertion),
+    /// The wheel gives the order of one heap keyed by (time, key),
     /// with pushes interleaved with pops as in a simulation.
     #[test]
     fn same_order_as_one_heap() {
@@ -150,7 +151,7 @@ mod tests {
                     _ => rng.gen_range(0..BUCKET_NS * WHEEL as u64 * 3),
                 };
                 seq += 1;
-                q.push(now + dt, round);
+                q.push(now + dt, seq, round);
                 reference.push(Entry {
                     t: now + dt,
                     seq,
@@ -158,6 +159,8 @@ mod tests {
                 });
             }
             if rng.gen_bool(0.6) {
+                let peeked = q.peek_t();
+                assert_eq!(peeked, reference.peek().map(|e| e.t));
                 let a = q.pop().map(|e| (e.t, e.seq, e.ev));
                 let b = reference.pop().map(|e| (e.t, e.seq, e.ev));
                 assert_eq!(a, b);

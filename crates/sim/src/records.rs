@@ -3,7 +3,7 @@
 //! summary.
 
 use rutella_proto::SearchId;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Which peers could answer a search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub(crate) enum Class {
 pub(crate) struct QRec {
     pub(crate) t0: u64,
     pub(crate) text: String,
-    pub(crate) matches: Rc<Vec<u32>>,
+    pub(crate) matches: Arc<Vec<u32>>,
     pub(crate) querier: Option<(usize, u32)>,
     pub(crate) search: Option<SearchId>,
     pub(crate) class: Class,

@@ -102,3 +102,24 @@ fn hostile_peers_are_simulated_and_counted_apart() {
     assert_eq!(honest.false_hits, 0);
     assert_eq!(honest.flood_searches, 0);
 }
+
+/// The peers split over 1, 2 or 3 threads give the same run, bit for bit,
+/// with churn, hostile peers of every kind and the datagrams encoded.
+#[test]
+fn same_output_whatever_the_number_of_threads() {
+    let mut c = small(80, Mode::Scalable, 60, 11, 100);
+    c.churn_median = Some(Duration::from_secs(40));
+    c.hostile.drop = 0.05;
+    c.hostile.false_hits = 0.05;
+    c.hostile.flood = 0.05;
+    c.hostile.liar = 0.05;
+    c.hostile.flood_interval = Duration::from_secs(5);
+    c.wire = true;
+    let one = rutella_sim::run_threads(&c, 1);
+    assert!(one.departures > 0 && one.flood_searches > 0, "{one:#?}");
+    let one = serde_json::to_string(&one).unwrap();
+    for threads in [2, 3] {
+        let other = serde_json::to_string(&rutella_sim::run_threads(&c, threads)).unwrap();
+        assert_eq!(one, other, "{threads} threads");
+    }
+}

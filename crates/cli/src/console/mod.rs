@@ -613,7 +613,12 @@ impl Console {
                     1 => from[0].clone(),
                     n => plural(n, "peer"),
                 },
-                escape(&d.name)
+                // Gnutella rows are tagged as their search results are.
+                if d.network == "gnutella" {
+                    format!("[g] {}", escape(&d.name))
+                } else {
+                    escape(&d.name).into_owned()
+                }
             );
             if from.len() > 1 {
                 println!("{:>5}from {}", "", from.join(", "));

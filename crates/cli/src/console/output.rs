@@ -455,6 +455,7 @@ mod tests {
             received: done,
             total,
             started: Instant::now() - Duration::from_secs(2),
+            network: "rutella",
         }
     }
 

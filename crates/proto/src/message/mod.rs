@@ -9,6 +9,7 @@ mod dialback;
 
 pub use dialback::{parse_token, token_hex, DialBack, DIALBACK_REQUEST, DIALBACK_RESULT};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
@@ -454,12 +455,18 @@ impl Message {
 
     /// Encodes the message as the classic program writes JSON.
     pub fn encode(&self) -> Vec<u8> {
-        let mut fields: Vec<(&str, Value)> = Vec::with_capacity(8);
+        self.encode_as(None)
+    }
+
+    /// [`Message::encode`], with `"IP"` set to `ip` if given (as
+    /// [`Message::set_ip`] then `encode`, without copying the message).
+    pub(crate) fn encode_as(&self, ip: Option<IpAddr>) -> Vec<u8> {
+        let mut fields: Vec<(&str, Cow<'_, Value>)> = Vec::with_capacity(8);
         let empty = Map::new();
         let (ports, extra) = match self {
             Message::Push(m) => {
-                fields.push(("PushId", Value::from(hex16(m.push_id))));
-                fields.push(("Token", Value::from(hex16(m.token))));
+                fields.push(("PushId", own(Value::from(hex16(m.push_id)))));
+                fields.push(("Token", own(Value::from(hex16(m.token)))));
                 (
                     Ports {
                         udp: None,
@@ -469,39 +476,39 @@ impl Message {
                 )
             }
             Message::Ping(m) => {
-                fields.push(("TTL", Value::from(m.ttl)));
+                fields.push(("TTL", own(Value::from(m.ttl))));
                 (m.ports, &m.extra)
             }
             Message::Pong(m) => (m.ports, &m.extra),
             Message::Query(m) => {
-                fields.push(("Contents", Value::from(m.text.clone())));
+                fields.push(("Contents", own(Value::from(m.text.clone()))));
                 if let Some(id) = m.id {
-                    fields.push(("Id", Value::from(id)));
+                    fields.push(("Id", own(Value::from(id))));
                 }
                 (m.ports, &m.extra)
             }
             Message::QueryHit(m) => {
                 let names: Vec<Value> = m.files.iter().map(|f| f.name.clone().into()).collect();
-                fields.push(("Contents", Value::Array(names)));
+                fields.push(("Contents", own(Value::Array(names))));
                 if m.files.iter().any(|f| f.size.is_some()) {
                     let sizes = m
                         .files
                         .iter()
                         .map(|f| f.size.map_or(Value::Null, Value::from));
-                    fields.push(("Sizes", Value::Array(sizes.collect())));
+                    fields.push(("Sizes", own(Value::Array(sizes.collect()))));
                 }
                 if m.files.iter().any(|f| f.hash.is_some()) {
                     let hashes = m
                         .files
                         .iter()
                         .map(|f| f.hash.map_or(Value::Null, |h| Value::from(hex32(&h))));
-                    fields.push(("Hashes", Value::Array(hashes.collect())));
+                    fields.push(("Hashes", own(Value::Array(hashes.collect()))));
                 }
                 if let Some(id) = m.id {
-                    fields.push(("Id", Value::from(id)));
+                    fields.push(("Id", own(Value::from(id))));
                 }
                 if m.more {
-                    fields.push(("More", Value::Bool(true)));
+                    fields.push(("More", own(Value::Bool(true))));
                 }
                 (m.ports, &m.extra)
             }
@@ -510,54 +517,59 @@ impl Message {
                     PunchStep::Ask => "Ask",
                     PunchStep::Go => "Go",
                 };
-                fields.push(("Step", Value::from(step)));
+                fields.push(("Step", own(Value::from(step))));
                 if let Some(id) = m.push_id {
-                    fields.push(("PushId", Value::from(format!("{id:016x}"))));
+                    fields.push(("PushId", own(Value::from(format!("{id:016x}")))));
                 }
-                fields.push(("Token", Value::from(format!("{:016x}", m.token))));
+                fields.push(("Token", own(Value::from(format!("{:016x}", m.token)))));
                 if let Some(p) = m.peer {
-                    fields.push(("Peer", Value::from(p.to_string())));
+                    fields.push(("Peer", own(Value::from(p.to_string()))));
                 }
                 if let Some(d) = m.start_in {
                     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-                    fields.push(("StartIn", Value::from(ms)));
+                    fields.push(("StartIn", own(Value::from(ms))));
                 }
                 if let Some(r) = m.role {
                     let r = match r {
                         PunchRole::Client => "Client",
                         PunchRole::Server => "Server",
                     };
-                    fields.push(("Role", Value::from(r)));
+                    fields.push(("Role", own(Value::from(r))));
                 }
                 (m.ports, &m.extra)
             }
             Message::Relay(m) => {
                 if let Some(id) = m.push_id {
-                    fields.push(("PushId", Value::from(format!("{id:016x}"))));
+                    fields.push(("PushId", own(Value::from(format!("{id:016x}")))));
                 }
                 let mut hex = String::with_capacity(32);
                 for b in m.circuit {
                     let _ = write!(hex, "{b:02x}");
                 }
-                fields.push(("Circuit", Value::from(hex)));
-                fields.push(("Relay", Value::from(m.relay.to_string())));
+                fields.push(("Circuit", own(Value::from(hex))));
+                fields.push(("Relay", own(Value::from(m.relay.to_string()))));
                 (Ports::default(), &m.extra)
             }
         };
-        fields.push(("Command", Value::from(self.command())));
+        fields.push(("Command", own(Value::from(self.command()))));
         match self {
             Message::Push(Push { ip: None, .. }) => {}
-            _ => fields.push(("IP", Value::from(self.ip().to_string()))),
+            // A push never speaks for its sender (see `set_ip`).
+            Message::Push(_) => fields.push(("IP", own(Value::from(self.ip().to_string())))),
+            _ => fields.push((
+                "IP",
+                own(Value::from(ip.unwrap_or_else(|| self.ip()).to_string())),
+            )),
         }
         if let Some(p) = ports.udp {
-            fields.push(("UdpPort", Value::from(p)));
+            fields.push(("UdpPort", own(Value::from(p))));
         }
         if let Some(p) = ports.tcp {
-            fields.push(("TcpPort", Value::from(p)));
+            fields.push(("TcpPort", own(Value::from(p))));
         }
         for (k, v) in extra {
             if !fields.iter().any(|(f, _)| f == k) {
-                fields.push((k.as_str(), v.clone()));
+                fields.push((k.as_str(), Cow::Borrowed(v)));
             }
         }
         fields.sort_by(|a, b| a.0.cmp(b.0));
@@ -567,13 +579,18 @@ impl Message {
             if i > 0 {
                 out.extend_from_slice(b", ");
             }
-            write_py(&mut out, &Value::from(*k));
+            write_py(&mut out, *k);
             out.extend_from_slice(b": ");
-            write_py(&mut out, v);
+            write_py(&mut out, &**v);
         }
         out.push(b'}');
         out
     }
+}
+
+/// A value made for one encoding.
+fn own(v: Value) -> Cow<'static, Value> {
+    Cow::Owned(v)
 }
 
 /// Serde formatter that writes `", "` and `": "` as Python's `json.dumps`.
@@ -610,7 +627,7 @@ impl serde_json::ser::Formatter for PyFormatter {
     }
 }
 
-fn write_py(out: &mut Vec<u8>, v: &Value) {
+fn write_py<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     let mut ser = serde_json::Serializer::with_formatter(out, PyFormatter);
     // Writing a Value into a Vec cannot fail.
     let _ = serde::Serialize::serialize(v, &mut ser);

@@ -65,10 +65,12 @@ impl Overlay {
     /// Whether sends to `addr` are not limited: a peer, a scalable
     /// neighbour, an address that answered a probe, or one the user gave.
     pub(super) fn is_known(&self, addr: &SocketAddr) -> bool {
+        // The cheapest tests first: a scalable neighbour is the usual
+        // sender, and the guard is the largest table.
         self.peers.contains_key(addr)
+            || self.sc.as_ref().is_some_and(|sc| sc.knows(addr))
             || self.bootstrap.contains(addr)
             || self.sh.guard.proven(addr)
-            || self.sc.as_ref().is_some_and(|sc| sc.knows(addr))
     }
 
     /// Queues a datagram within the guard's limits (see
@@ -159,7 +161,7 @@ impl Overlay {
             }
         } else {
             if ttl > 0 {
-                self.sh.guard.entry(from).ping = Some(fwd);
+                self.sh.guard.entry(from).held().ping = Some(fwd);
             }
             // A rutella ping from it says the way back is open now: behind
             // a router, a probe we sent before it sent to us was dropped.
@@ -217,7 +219,7 @@ impl Overlay {
             self.emit_query(from, q);
         } else {
             // Answered once it has shown it is at that address.
-            self.sh.guard.entry(from).query = Some((q, now));
+            self.sh.guard.entry(from).held().query = Some((q, now));
             self.probe(now, from);
         }
     }
@@ -236,9 +238,10 @@ impl Overlay {
     fn validate(&mut self, now: Instant, from: SocketAddr, ports: Ports) {
         let e = self.sh.guard.entry(from);
         e.proven = true;
-        let ping = e.ping.take();
-        let query = e.query.take();
-        let push = e.push.take();
+        let (ping, query, push) = match e.held.take() {
+            Some(h) => (h.ping, h.query, h.push),
+            None => (None, None, None),
+        };
         let push_id = e.push_id.take();
         let new = !self.peers.contains_key(&from);
         self.add_peer(Peer::seen(from, ports));
@@ -275,8 +278,10 @@ impl Overlay {
     fn validate_transient(&mut self, now: Instant, from: SocketAddr) {
         let e = self.sh.guard.entry(from);
         e.proven = true;
-        let ping = e.ping.take();
-        let query = e.query.take();
+        let (ping, query) = match e.held.as_mut() {
+            Some(h) => (h.ping.take(), h.query.take()),
+            None => (None, None),
+        };
         if let Some(fwd) = ping {
             let message = Message::Ping(fwd);
             if message.encode().len() <= MAX_DATAGRAM {
@@ -599,7 +604,7 @@ impl Overlay {
             self.mark_alive(from, Ports::default());
             self.forward_push(now, from, push);
         } else {
-            self.sh.guard.entry(from).push = Some((push, now));
+            self.sh.guard.entry(from).held().push = Some((push, now));
             self.probe(now, from);
         }
     }

@@ -143,7 +143,8 @@ pub(crate) enum Detected {
     Relay,
     /// A pushed connection's introduction (fully read), with its token.
     Pushed(u64),
-    /// The first 4 bytes of an HTTP request (`GET ` or `HEAD`).
+    /// The first 4 bytes of an HTTP request (`GET ` or `HEAD`) or of a
+    /// Gnutella `GIV `.
     Http([u8; 4]),
 }
 
@@ -157,7 +158,7 @@ pub(crate) async fn detect_protocol(
     let mut head = [0u8; wire::HELLO_LEN];
     read_exact_by(stream, &mut head[..4], peer, deadline, cfg).await?;
     let partial = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-    if cfg.http.is_some() && (&head[..4] == b"GET " || &head[..4] == b"HEAD") {
+    if cfg.http.is_some() && matches!(&head[..4], b"GET " | b"HEAD" | b"GIV ") {
         return Ok(Detected::Http([head[0], head[1], head[2], head[3]]));
     }
     if wire::detect(&head[..4]) == wire::Detect::Classic {

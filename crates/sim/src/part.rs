@@ -1,0 +1,497 @@
+//! One partition of the peers: its slots, its queue of events, and what it
+//! hands to the others at the end of a window (datagrams for their peers,
+//! counts for the searches). A partition reads the rest of the simulation
+//! only through [`Shared`], which does not change during a window.
+
+use crate::config::SimConfig;
+use crate::engine::{addr_of, lie_about_degree, node_config, slot_of, Ev, Node, Payload, Role};
+use crate::queue::EventQueue;
+use crate::records::{hops_of, QRec};
+use crate::workload::Workload;
+use rand::Rng;
+use rutella_proto::{Event, HitFile, IncomingQuery, Message, Overlay, SearchId, MAX_DATAGRAM};
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the others know of a slot: its state at the start of the window.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Snap {
+    pub(crate) gen: u32,
+    pub(crate) online: bool,
+    /// Online with at least one peer (a peer to join through).
+    pub(crate) connected: bool,
+}
+
+/// The simulation as the partitions see it during a window (read only).
+pub(crate) struct Shared<'a> {
+    pub(crate) cfg: &'a SimConfig,
+    pub(crate) base: Instant,
+    pub(crate) work: &'a Workload,
+    pub(crate) roles: &'a [Role],
+    /// What each slot could offer as an ultrapeer.
+    pub(crate) caps: &'a [crate::capability::Capability],
+    pub(crate) access: &'a [f64],
+    pub(crate) text_matches: &'a HashMap<String, Arc<Vec<u32>>>,
+    pub(crate) by_id: &'a HashMap<u64, usize>,
+    pub(crate) queries: &'a [QRec],
+    pub(crate) snap: &'a [Snap],
+    pub(crate) trace: Option<Ipv4Addr>,
+    /// Slots per partition.
+    pub(crate) size: usize,
+    pub(crate) end: u64,
+    pub(crate) warmup: u64,
+}
+
+/// Counters summed over the partitions at the end.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) datagrams: u64,
+    pub(crate) maintenance: u64,
+    pub(crate) max_datagram: usize,
+    pub(crate) departures: u64,
+    pub(crate) events: u64,
+    pub(crate) false_hits: u64,
+    pub(crate) flood_searches: u64,
+}
+
+/// A datagram or event for another partition: (time, key, event).
+type Out = (u64, u64, Ev);
+
+/// The slots `lo..lo + nodes.len()` and their events.
+pub(crate) struct Part<'a> {
+    index: usize,
+    lo: usize,
+    nodes: &'a mut [Node],
+    pub(crate) queue: EventQueue<Ev>,
+    now: u64,
+    /// Events for the peers of each partition, handed over at the window's end.
+    pub(crate) out: Vec<Vec<Out>>,
+    pub(crate) stats: Stats,
+    /// Searches issued in this window, by id.
+    pub(crate) local_ids: HashMap<u64, usize>,
+    /// The id of each search issued in this window.
+    pub(crate) search_ids: Vec<(usize, SearchId)>,
+    /// One entry per datagram of a search.
+    pub(crate) msgs: Vec<usize>,
+    /// First hits: (search, time since it started, hops).
+    pub(crate) first_hits: Vec<(usize, u64, u64)>,
+    /// Searches of this partition's peers that already had a first hit.
+    hit: HashSet<usize>,
+    touched: Vec<usize>,
+    /// The new state of the slots that had events in the window.
+    pub(crate) snap_updates: Vec<(usize, Snap)>,
+    /// Hops of the hit being delivered, for the first-hit figure.
+    delivering_hops: u64,
+}
+
+impl<'a> Part<'a> {
+    pub(crate) fn new(index: usize, lo: usize, nodes: &'a mut [Node], parts: usize) -> Self {
+        Part {
+            index,
+            lo,
+            nodes,
+            queue: EventQueue::new(),
+            now: 0,
+            out: (0..parts).map(|_| Vec::new()).collect(),
+            stats: Stats::default(),
+            local_ids: HashMap::new(),
+            search_ids: Vec::new(),
+            msgs: Vec::new(),
+            first_hits: Vec::new(),
+            hit: HashSet::new(),
+            touched: Vec::new(),
+            snap_updates: Vec::new(),
+            delivering_hops: 1,
+        }
+    }
+
+    fn node(&mut self, slot: usize) -> &mut Node {
+        &mut self.nodes[slot - self.lo]
+    }
+
+    fn instant(&self, sh: &Shared, t: u64) -> Instant {
+        sh.base + Duration::from_nanos(t)
+    }
+
+    /// Queues `ev` from `src` (a slot of this partition) at `t`.
+    fn push(&mut self, sh: &Shared, src: usize, t: u64, ev: Ev) {
+        let key = self.node(src).next_key(src);
+        let p = ev.slot() / sh.size;
+        if p == self.index {
+            self.queue.push(t, key, ev);
+        } else if let Some(out) = self.out.get_mut(p) {
+            out.push((t, key, ev));
+        }
+    }
+
+    /// Plays the events before `stop`, then notes the new state of the
+    /// slots that had any.
+    pub(crate) fn run(&mut self, sh: &Shared, stop: u64) {
+        while self.queue.peek_t().is_some_and(|t| t < stop) {
+            let Some(e) = self.queue.pop() else { break };
+            self.now = e.t;
+            self.stats.events += 1;
+            let slot = e.ev.slot();
+            let node = self.node(slot);
+            if !node.touched {
+                node.touched = true;
+                self.touched.push(slot);
+            }
+            match e.ev {
+                Ev::Start { slot } => self.start(sh, slot),
+                Ev::Leave { slot, gen } => {
+                    let node = self.node(slot);
+                    if node.gen == gen {
+                        node.overlay = None;
+                        node.gen += 1;
+                        self.stats.departures += 1;
+                        // A newcomer takes its place (same library).
+                        self.start(sh, slot);
+                    }
+                }
+                Ev::Timer { slot, gen } => {
+                    let now = self.instant(sh, e.t);
+                    let node = self.node(slot);
+                    if node.gen != gen || node.timer_at != Some(e.t) {
+                        continue;
+                    }
+                    node.timer_at = None;
+                    if let Some(o) = &mut node.overlay {
+                        o.handle_timeout(now);
+                    }
+                    self.drain(sh, slot);
+                }
+                Ev::Deliver {
+                    to,
+                    dest,
+                    from,
+                    payload,
+                } => self.deliver(sh, to, dest, from, payload),
+                Ev::Issue { qi, slot, gen } => self.issue(sh, qi, slot, gen),
+                Ev::Flood { slot } => self.flood(sh, slot),
+            }
+        }
+        for slot in std::mem::take(&mut self.touched) {
+            let node = self.node(slot);
+            node.touched = false;
+            let s = Snap {
+                gen: node.gen,
+                online: node.overlay.is_some(),
+                connected: node
+                    .overlay
+                    .as_ref()
+                    .is_some_and(|o| o.answered_peers() > 0),
+            };
+            self.snap_updates.push((slot, s));
+        }
+    }
+
+    fn start(&mut self, sh: &Shared, slot: usize) {
+        let now = self.instant(sh, self.now);
+        let t_now = self.now;
+        let n = sh.snap.len();
+        let node = self.node(slot);
+        let gen = node.gen;
+        let addr = addr_of(slot, gen);
+        let mut o = Overlay::new(node_config(sh.cfg, slot, gen), now);
+        o.add_own_ip(addr.ip());
+        if let Some(cap) = sh.caps.get(slot) {
+            o.set_capability(cap.reachable, cap.bandwidth);
+        }
+        o.set_library(sh.work.library(slot).iter().map(|&f| sh.work.name(f)));
+        // Join through peers online and connected at the start of the
+        // window: one at the first start (as a user types one address),
+        // three from a saved host list later.
+        let wanted = if gen == 0 { 1 } else { 3 };
+        let mut online = Vec::new();
+        for _ in 0..64 {
+            if online.len() >= wanted {
+                break;
+            }
+            let other = node.rng.gen_range(0..n);
+            if other != slot && sh.snap[other].connected {
+                online.push(other);
+            }
+        }
+        if online.is_empty() && slot != 0 {
+            // The peer of last resort (online from the first instant).
+            online.push(0);
+        }
+        for other in online {
+            if other == slot {
+                continue;
+            }
+            let a = addr_of(other, sh.snap[other].gen);
+            o.connect(now, a, a.port().wrapping_add(1));
+        }
+        node.addr = addr;
+        node.overlay = Some(o);
+        node.timer_at = None;
+        let life = session(sh.cfg, &mut node.rng);
+        if life != u64::MAX {
+            let t = t_now.saturating_add(life);
+            self.push(sh, slot, t, Ev::Leave { slot, gen });
+        }
+        self.drain(sh, slot);
+    }
+
+    fn deliver(
+        &mut self,
+        sh: &Shared,
+        to: usize,
+        dest: std::net::SocketAddr,
+        from: std::net::SocketAddr,
+        payload: Payload,
+    ) {
+        let now = self.instant(sh, self.now);
+        let measured = self.now >= sh.warmup;
+        let node = self.node(to);
+        if node.addr != dest {
+            return;
+        }
+        let Some(o) = &mut node.overlay else { return };
+        if measured {
+            node.load = node.load.saturating_add(1);
+        }
+        if sh.roles.get(to) == Some(&Role::Drop) {
+            let query = match &payload {
+                Payload::Msg(m) => matches!(**m, Message::Query(_)),
+                Payload::Bytes(b) => matches!(Message::parse(b), Ok(Message::Query(_))),
+            };
+            if query {
+                return;
+            }
+        }
+        let mut hops = 1;
+        match payload {
+            Payload::Msg(m) => {
+                if let Message::QueryHit(h) = &*m {
+                    hops = hops_of(&h.extra);
+                }
+                o.handle_message(now, from, *m);
+            }
+            Payload::Bytes(b) => {
+                if let Ok(Message::QueryHit(h)) = Message::parse(&b) {
+                    hops = hops_of(&h.extra);
+                }
+                o.handle_datagram(now, from, &b);
+            }
+        }
+        self.delivering_hops = hops;
+        self.drain(sh, to);
+        self.delivering_hops = 1;
+    }
+
+    fn search_of(&self, sh: &Shared, id: u64) -> Option<usize> {
+        self.local_ids
+            .get(&id)
+            .or_else(|| sh.by_id.get(&id))
+            .copied()
+    }
+
+    fn count_query_msg(&mut self, sh: &Shared, id: Option<u64>) {
+        if let Some(qi) = id.and_then(|id| self.search_of(sh, id)) {
+            self.msgs.push(qi);
+        }
+    }
+
+    /// Takes everything an overlay has to say after an input.
+    fn drain(&mut self, sh: &Shared, slot: usize) {
+        let i = slot - self.lo;
+        let gen = self.nodes[i].gen;
+        let src = self.nodes[i].addr;
+        loop {
+            let Some(o) = &mut self.nodes[i].overlay else {
+                return;
+            };
+            let Some(ev) = o.poll_event() else { break };
+            match ev {
+                Event::Query(q) => self.answer(sh, slot, &q),
+                Event::SearchResult {
+                    search,
+                    files,
+                    peer,
+                    ..
+                } => {
+                    if files.is_empty() {
+                        continue;
+                    }
+                    if let Some(qi) = self.search_of(sh, search.0) {
+                        let truthful = slot_of(&peer.udp)
+                            .and_then(|s| sh.roles.get(s))
+                            .is_none_or(|r| r.answers_truly());
+                        let q = &sh.queries[qi];
+                        if q.querier != Some((slot, gen)) {
+                            continue;
+                        }
+                        if !truthful {
+                            self.stats.false_hits += 1;
+                            continue;
+                        }
+                        if q.first_hit.is_none() && self.hit.insert(qi) {
+                            self.first_hits
+                                .push((qi, self.now - q.t0, self.delivering_hops));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        loop {
+            let Some(o) = &mut self.nodes[i].overlay else {
+                return;
+            };
+            let Some(t) = o.poll_transmit() else { break };
+            self.stats.datagrams += 1;
+            let measured = self.now >= sh.warmup;
+            match &t.message {
+                Message::Ping(_) | Message::Pong(_) => {
+                    if measured {
+                        self.stats.maintenance += 1;
+                    }
+                }
+                Message::Query(q) => self.count_query_msg(sh, q.id),
+                Message::QueryHit(h) => self.count_query_msg(sh, h.id),
+                Message::Push(_) | Message::Punch(_) | Message::Relay(_) => {}
+            }
+            let mut t = t;
+            if sh.roles[slot] == Role::Liar {
+                lie_about_degree(&mut t.message);
+            }
+            let payload = if sh.cfg.wire {
+                let bytes = t.encode(src.ip());
+                self.stats.max_datagram = self.stats.max_datagram.max(bytes.len());
+                if bytes.len() > MAX_DATAGRAM {
+                    tracing::warn!(len = bytes.len(), "datagram over the limit");
+                }
+                Payload::Bytes(bytes)
+            } else {
+                let mut m = t.message;
+                if t.from_self {
+                    m.set_ip(src.ip());
+                }
+                Payload::Msg(Box::new(m))
+            };
+            let node = &mut self.nodes[i];
+            if node.rng.gen_bool(sh.cfg.loss.clamp(0.0, 1.0)) {
+                continue;
+            }
+            if let Some(w) = &sh.trace {
+                if *w == src.ip() || *w == t.dest.ip() {
+                    tracing::info!(t = self.now, %src, dest = %t.dest, msg = ?payload, "send");
+                }
+            }
+            let Some(to) = slot_of(&t.dest).filter(|&s| s < sh.access.len()) else {
+                continue;
+            };
+            let base = sh.access[slot] + sh.access[to];
+            let jitter: f64 = node.rng.gen_range(0.0..0.2);
+            let delay = (base * (1.0 + jitter)) as u64 + 1;
+            self.push(
+                sh,
+                slot,
+                self.now + delay,
+                Ev::Deliver {
+                    to,
+                    dest: t.dest,
+                    from: src,
+                    payload,
+                },
+            );
+        }
+        let base = sh.base;
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let Some(o) = &node.overlay else {
+            return;
+        };
+        if let Some(t) = o.poll_timeout() {
+            let t = t.saturating_duration_since(base).as_nanos() as u64;
+            let t = t.max(now);
+            if node.timer_at.is_none_or(|cur| t < cur) {
+                node.timer_at = Some(t);
+                self.push(sh, slot, t, Ev::Timer { slot, gen });
+            }
+        }
+    }
+
+    /// The peer of `slot` starts search `qi` (if it is still the one the
+    /// search was given to).
+    fn issue(&mut self, sh: &Shared, qi: usize, slot: usize, gen: u32) {
+        let now = self.instant(sh, self.now);
+        let node = self.node(slot);
+        if node.gen != gen {
+            return;
+        }
+        let Some(o) = &mut node.overlay else {
+            return;
+        };
+        let Some(q) = sh.queries.get(qi) else { return };
+        let id = o.search(now, &q.text);
+        self.search_ids.push((qi, id));
+        self.local_ids.insert(id.0, qi);
+        self.drain(sh, slot);
+    }
+
+    /// A flooding peer starts a search for a random catalogue text, and
+    /// will start another one after the flood interval.
+    fn flood(&mut self, sh: &Shared, slot: usize) {
+        let every = sh.cfg.hostile.flood_interval.as_nanos().max(1) as u64;
+        let next = self.now + every.max(crate::engine::SEC / 1000);
+        if next < sh.end {
+            self.push(sh, slot, next, Ev::Flood { slot });
+        }
+        let now = self.instant(sh, self.now);
+        let node = self.node(slot);
+        let Some(o) = &mut node.overlay else {
+            return;
+        };
+        let target = sh.work.pick_target(&mut node.rng);
+        let text = sh.work.query_text(target, &mut node.rng);
+        o.search(now, &text);
+        self.stats.flood_searches += 1;
+        self.drain(sh, slot);
+    }
+
+    fn answer(&mut self, sh: &Shared, slot: usize, q: &IncomingQuery) {
+        if sh.roles[slot] == Role::FalseHits {
+            // A file that does not exist, named to match the query.
+            let fake = HitFile::named(format!("{} (complete).exe", q.text));
+            if let Some(o) = &mut self.node(slot).overlay {
+                o.answer_query(q, &[fake]);
+            }
+            return;
+        }
+        let lib = sh.work.library(slot);
+        let files: Vec<HitFile> = match sh.text_matches.get(&q.text) {
+            Some(m) => m
+                .iter()
+                .filter(|f| lib.binary_search(f).is_ok())
+                .map(|&f| HitFile::named(sh.work.name(f)))
+                .collect(),
+            None => lib
+                .iter()
+                .filter(|&&f| rutella_proto::name_matches(&q.text, sh.work.name(f)))
+                .map(|&f| HitFile::named(sh.work.name(f)))
+                .collect(),
+        };
+        if let Some(o) = &mut self.node(slot).overlay {
+            o.answer_query(q, &files);
+        }
+    }
+}
+
+/// A session length in ns: exponential with the configured median, or
+/// endless without churn.
+fn session(cfg: &SimConfig, rng: &mut impl Rng) -> u64 {
+    match cfg.churn_median {
+        None => u64::MAX,
+        Some(m) => {
+            let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+            let mean = m.as_nanos() as f64 / std::f64::consts::LN_2;
+            (-u.ln() * mean) as u64
+        }
+    }
+}
