@@ -5,7 +5,7 @@
 //! [`Mode::Scalable`](crate::Mode::Scalable), beside the classic code, which
 //! still serves classic peers (and rutella peers in classic mode). Every
 //! message of the scalable overlay is a classic message carrying the
-//! extension field `"Scalable": 2`; a message without it is handled
+//! extension field `"Scalable": 3`; a message without it is handled
 //! classically. The fields are described in `docs/PROTOCOL.md`.
 //!
 //! - **Neighbours.** A node keeps between [`ScalableConfig::min_degree`]
