@@ -864,10 +864,14 @@ fn spoofed_refusals_do_not_cut_a_link() {
     );
     let (a_ip, b_ip) = (ip_s(51), ip_s(52));
     // Neighbours ping each other only after 30 s of silence: the link,
-    // once cut, is not repaired within the test.
+    // once cut, is not repaired within the test. Both are ultrapeers: the
+    // link under attack is one between neighbours of the upper tier (a node
+    // of tier auto starts as a leaf, and a leaf takes no link of its own).
     let timers = [
         "--mode",
         "scalable",
+        "--tier",
+        "ultrapeer",
         "--ping-interval",
         "30s",
         "--pong-timeout",
