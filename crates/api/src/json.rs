@@ -13,14 +13,20 @@ pub struct Settings {
     pub download_limit_bps: Option<u64>,
     /// Uploads served at once.
     pub upload_slots: usize,
+    /// Downloads running at once (further ones wait, queued); `None`: no
+    /// limit.
+    pub max_downloads: Option<usize>,
 }
 
-impl From<Limits> for Settings {
-    fn from(l: Limits) -> Self {
+impl Settings {
+    /// The settings in force in a node.
+    pub fn of(client: &rutella_node::Client) -> Settings {
+        let l = client.limits();
         Settings {
             upload_limit_bps: l.upload_limit,
             download_limit_bps: l.download_limit,
             upload_slots: l.upload_slots,
+            max_downloads: client.max_active_downloads(),
         }
     }
 }
@@ -94,6 +100,12 @@ impl From<&Reachability> for ReachJson {
 pub(crate) struct SourceJson {
     pub(crate) addr: String,
     pub(crate) path: Option<String>,
+    /// Once done: file bytes received from it in the last run.
+    pub(crate) received: Option<u64>,
+    /// Once done: of those, bytes verified and kept.
+    pub(crate) verified: Option<u64>,
+    /// Once done: how it ended (`served`, `unused`, …).
+    pub(crate) outcome: Option<String>,
 }
 
 /// A row of the downloads list.
@@ -111,11 +123,18 @@ pub(crate) struct DownloadJson {
     pub(crate) sources: Vec<SourceJson>,
     pub(crate) file: Option<String>,
     pub(crate) error: Option<String>,
+    /// Why it failed, stable for scripts (`not_found`, `no_source`, …).
+    pub(crate) error_kind: Option<&'static str>,
+    /// File bytes received in this run (the whole run's, once done).
+    pub(crate) received: u64,
+    /// Once done: the bytes that were on disk when its last run started.
+    pub(crate) resumed_from: Option<u64>,
 }
 
 impl From<&DownloadInfo> for DownloadJson {
     fn from(d: &DownloadInfo) -> Self {
         let (state, file, error) = match &d.state {
+            DownloadState::Queued => ("queued", None, None),
             DownloadState::Running => ("running", None, None),
             DownloadState::Paused => ("paused", None, None),
             DownloadState::Done(p) => ("done", Some(p.display().to_string()), None),
@@ -131,6 +150,16 @@ impl From<&DownloadInfo> for DownloadJson {
             _ => None,
         };
         let path_of = |s: &SocketAddr| d.paths.iter().find(|(a, _)| a == s).map(|(_, p)| p.clone());
+        let report = d.report.as_ref();
+        let of_source =
+            |s: &SocketAddr| report.and_then(|r| r.sources.iter().find(|x| x.peer == *s));
+        // Sources the run found besides those it was given come after.
+        let mut addrs: Vec<SocketAddr> = d.sources.clone();
+        for s in report.map(|r| r.sources.as_slice()).unwrap_or_default() {
+            if !addrs.contains(&s.peer) {
+                addrs.push(s.peer);
+            }
+        }
         DownloadJson {
             id: d.id,
             name: d.name.clone(),
@@ -140,22 +169,28 @@ impl From<&DownloadInfo> for DownloadJson {
             done: d.done,
             speed_bps,
             eta_secs,
-            sources: d
-                .sources
+            sources: addrs
                 .iter()
                 .map(|s| SourceJson {
                     addr: s.to_string(),
                     path: path_of(s),
+                    received: of_source(s).map(|x| x.bytes_received),
+                    verified: of_source(s).map(|x| x.bytes_verified),
+                    outcome: of_source(s).map(|x| x.outcome.to_string()),
                 })
                 .collect(),
             file,
             error,
+            error_kind: d.failure.map(|k| k.as_str()),
+            received: report.map_or(d.received, |r| r.bytes_received),
+            resumed_from: report.map(|r| r.resumed_from),
         }
     }
 }
 
-/// `{"error": "…"}`.
+/// `{"error": "…", "kind": "…"}`.
 #[derive(Debug, Serialize)]
 pub(crate) struct ErrorJson {
     pub(crate) error: String,
+    pub(crate) kind: &'static str,
 }

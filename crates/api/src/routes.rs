@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rutella_node::{Client, ControlError, DownloadInfo, DownloadState, PeerAddr};
+use rutella_node::{Client, ControlError, DownloadState, PeerAddr};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,31 +19,55 @@ pub(crate) struct Api {
     client: Client,
     config: ApiConfig,
     searches: Mutex<(u64, BTreeMap<u64, Arc<Search>>)>,
-    /// Download ids in the order the user gave (`move`); ids not in it
-    /// follow, oldest first.
-    order: Mutex<Vec<u64>>,
     /// Serialises `PATCH /settings`.
     settings: tokio::sync::Mutex<()>,
 }
 
 type Shared = State<Arc<Api>>;
 
-/// An error reply: `{"error": "…"}` with a status.
-pub(crate) struct ApiError(StatusCode, String);
+/// An error reply: `{"error": "…", "kind": "…"}` with a status.
+pub(crate) struct ApiError(StatusCode, String, &'static str);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(ErrorJson { error: self.1 })).into_response()
+        let body = ErrorJson {
+            error: self.1,
+            kind: self.2,
+        };
+        (self.0, Json(body)).into_response()
     }
 }
 
+/// An error whose kind follows from its status (docs/API.md, "Error
+/// kinds").
 fn err(status: StatusCode, text: impl Into<String>) -> ApiError {
-    ApiError(status, text.into())
+    let kind = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "no_such",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::GATEWAY_TIMEOUT => "timeout",
+        StatusCode::SERVICE_UNAVAILABLE => "stopped",
+        _ => "internal",
+    };
+    ApiError(status, text.into(), kind)
+}
+
+/// An error of a kind of its own.
+fn err_kind(status: StatusCode, kind: &'static str, text: impl Into<String>) -> ApiError {
+    ApiError(status, text.into(), kind)
 }
 
 impl From<rutella_node::NodeError> for ApiError {
     fn from(e: rutella_node::NodeError) -> Self {
-        err(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        use rutella_node::NodeError as E;
+        match &e {
+            E::Download(d) => err_kind(
+                StatusCode::BAD_GATEWAY,
+                rutella_node::FailureKind::of(d).as_str(),
+                e.to_string(),
+            ),
+            _ => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
     }
 }
 
@@ -87,7 +111,6 @@ pub(crate) fn router(client: Client, config: ApiConfig) -> Router {
         client,
         config,
         searches: Mutex::new((0, BTreeMap::new())),
-        order: Mutex::new(Vec::new()),
         settings: tokio::sync::Mutex::new(()),
     });
     let v1 = Router::new()
@@ -134,6 +157,10 @@ async fn status(State(api): Shared) -> Result<Json<serde_json::Value>, ApiError>
         .iter()
         .filter(|d| matches!(d.state, DownloadState::Done(_)))
         .count();
+    let queued = list
+        .iter()
+        .filter(|d| d.state == DownloadState::Queued)
+        .count();
     let bytes_down: u64 = list.iter().map(|d| d.received).sum();
     let reach = ReachJson::from(&*c.reachability().borrow());
     let tier = match c.tier().await? {
@@ -149,11 +176,11 @@ async fn status(State(api): Shared) -> Result<Json<serde_json::Value>, ApiError>
         "reachability": reach,
         "shares": c.shares().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "peers": peers,
-        "downloads": {"active": active, "done": done},
+        "downloads": {"active": active, "done": done, "queued": queued},
         "uploads": c.uploads().len(),
         "bytes_up": c.bytes_uploaded(),
         "bytes_down": bytes_down,
-        "limits": Settings::from(c.limits()),
+        "limits": Settings::of(c),
     })))
 }
 
@@ -325,14 +352,6 @@ async fn stop_search(State(api): Shared, Path(id): Path<u64>) -> Result<StatusCo
 
 // ---- downloads ----
 
-fn ordered(api: &Api, mut list: Vec<DownloadInfo>) -> Vec<DownloadInfo> {
-    let mut order = api.order.lock().unwrap_or_else(|e| e.into_inner());
-    order.retain(|id| list.iter().any(|d| d.id == *id));
-    let rank = |id: u64| order.iter().position(|o| *o == id).unwrap_or(usize::MAX);
-    list.sort_by_key(|d| (rank(d.id), d.id));
-    list
-}
-
 fn one(api: &Api, id: u64) -> Result<DownloadJson, ApiError> {
     api.client
         .downloads()
@@ -343,8 +362,13 @@ fn one(api: &Api, id: u64) -> Result<DownloadJson, ApiError> {
 }
 
 async fn downloads(State(api): Shared) -> Json<Vec<DownloadJson>> {
-    let list = ordered(&api, api.client.downloads());
-    Json(list.iter().map(DownloadJson::from).collect())
+    Json(
+        api.client
+            .downloads()
+            .iter()
+            .map(DownloadJson::from)
+            .collect(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -410,7 +434,11 @@ async fn start_download(
                 (Some(h), _) => c.download_hash(h, &name, size, sources),
                 (None, Some(from)) => c.download_listed(*from, &name, size),
                 (None, None) => {
-                    return Err(err(StatusCode::NOT_FOUND, "that result has no source"))
+                    return Err(err_kind(
+                        StatusCode::NOT_FOUND,
+                        "no_source",
+                        "that result has no source",
+                    ))
                 }
             }
         }
@@ -433,7 +461,11 @@ async fn start_download(
                 }
             }
             if sources.is_empty() {
-                return Err(err(StatusCode::NOT_FOUND, "no peer offers that hash"));
+                return Err(err_kind(
+                    StatusCode::NOT_FOUND,
+                    "no_source",
+                    "no peer offers that hash",
+                ));
             }
             c.download_hash(h, &name, size, sources)
         }
@@ -471,7 +503,7 @@ async fn cancel(State(api): Shared, Path(id): Path<u64>) -> Result<Json<Download
 
 async fn remove_download(State(api): Shared, Path(id): Path<u64>) -> Result<StatusCode, ApiError> {
     let d = one(&api, id)?;
-    if matches!(d.state, "running" | "paused") {
+    if matches!(d.state, "running" | "paused" | "queued") {
         return Err(err(
             StatusCode::CONFLICT,
             format!("download {id} is {}: cancel it first", d.state),
@@ -492,15 +524,8 @@ async fn move_download(
     Path(id): Path<u64>,
     Body(b): Body<MoveBody>,
 ) -> Result<Json<Vec<DownloadJson>>, ApiError> {
-    one(&api, id)?;
-    let list = ordered(&api, api.client.downloads());
-    {
-        let mut order = api.order.lock().unwrap_or_else(|e| e.into_inner());
-        *order = list.iter().map(|d| d.id).filter(|d| *d != id).collect();
-        let at = b.position.min(order.len());
-        order.insert(at, id);
-    }
-    let list = ordered(&api, api.client.downloads());
+    api.client.move_download(id, b.position)?;
+    let list = api.client.downloads();
     Ok(Json(list.iter().map(DownloadJson::from).collect()))
 }
 
@@ -517,6 +542,8 @@ async fn uploads(State(api): Shared) -> Json<Vec<serde_json::Value>> {
                     "name": u.name,
                     "size": u.size,
                     "secs": u.started.elapsed().as_secs(),
+                    "sent": u.sent,
+                    "speed_bps": u.speed.max(0.0) as u64,
                 })
             })
             .collect(),
@@ -524,7 +551,7 @@ async fn uploads(State(api): Shared) -> Json<Vec<serde_json::Value>> {
 }
 
 async fn settings(State(api): Shared) -> Json<Settings> {
-    Json(Settings::from(api.client.limits()))
+    Json(Settings::of(&api.client))
 }
 
 async fn patch_settings(
@@ -532,7 +559,7 @@ async fn patch_settings(
     Body(b): Body<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Json<Settings>, ApiError> {
     let _one_at_a_time = api.settings.lock().await;
-    let mut s = Settings::from(api.client.limits());
+    let mut s = Settings::of(&api.client);
     let bad = |k: &str, why: &str| err(StatusCode::BAD_REQUEST, format!("{k}: {why}"));
     for (k, v) in &b {
         match k.as_str() {
@@ -556,15 +583,23 @@ async fn patch_settings(
                 Some(n) if (1..=4096).contains(&n) => s.upload_slots = n,
                 _ => return Err(bad(k, "give a number from 1 to 4096")),
             },
+            "max_downloads" => match v {
+                serde_json::Value::Null => s.max_downloads = None,
+                v => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+                    Some(n) if (1..=4096).contains(&n) => s.max_downloads = Some(n),
+                    _ => return Err(bad(k, "give a number from 1 to 4096, or null for no limit")),
+                },
+            },
             other => {
                 return Err(err(
                     StatusCode::BAD_REQUEST,
-                    format!("unknown setting {other:?}: upload_limit_bps, download_limit_bps or upload_slots"),
+                    format!("unknown setting {other:?}: upload_limit_bps, download_limit_bps, upload_slots or max_downloads"),
                 ))
             }
         }
     }
     api.client.set_limits(s.into());
+    api.client.set_max_active_downloads(s.max_downloads);
     if let Some(save) = &api.config.save_settings {
         let save = Arc::clone(save);
         let saved = tokio::task::spawn_blocking(move || save(&s))

@@ -22,6 +22,23 @@ pub(crate) struct ResultJson {
     /// TCP addresses of the peers that offer it.
     pub(crate) peers: Vec<String>,
     pub(crate) network: &'static str,
+    /// What each peer of `peers` (same order) said of itself and the file.
+    pub(crate) sources: Vec<SourceFacts>,
+}
+
+/// What one peer's answer said beyond the file: how to reach it by push,
+/// and for a Gnutella servent the file's index, SHA-1 and its vendor.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SourceFacts {
+    pub(crate) tcp: String,
+    pub(crate) udp: String,
+    pub(crate) network: &'static str,
+    pub(crate) push_id: Option<String>,
+    pub(crate) proxies: Vec<String>,
+    pub(crate) firewalled: bool,
+    pub(crate) sha1: Option<String>,
+    pub(crate) index: Option<u32>,
+    pub(crate) vendor: Option<String>,
 }
 
 /// What a search stream is sent.
@@ -96,7 +113,23 @@ impl Search {
         } else {
             "classic"
         };
-        for file in hit.files {
+        let hit_network = hit.network();
+        for (i, file) in hit.files.into_iter().enumerate() {
+            let gnutella = hit.gnutella.as_ref();
+            let g_file = gnutella.and_then(|g| g.files.get(i));
+            let facts = SourceFacts {
+                tcp: tcp.to_string(),
+                udp: hit.peer.udp.to_string(),
+                network: hit_network,
+                push_id: hit.push.push_id.map(rutella_proto::message::hex16),
+                proxies: hit.push.proxies.iter().map(|p| p.to_string()).collect(),
+                firewalled: hit.push.firewalled,
+                sha1: g_file
+                    .and_then(|f| f.sha1)
+                    .map(|h| format!("urn:sha1:{}", base32(&h))),
+                index: g_file.map(|f| f.index),
+                vendor: gnutella.map(|g| g.vendor.clone()),
+            };
             let key = match file.hash {
                 Some(h) => Key::Hash(h),
                 None => Key::Named(file.name.clone(), file.size),
@@ -116,6 +149,7 @@ impl Search {
                         hash: file.hash.map(|h| format!("blake3:{}", hex(&h))),
                         peers: Vec::new(),
                         network,
+                        sources: Vec::new(),
                     });
                     f.sources.push((file.hash, Vec::new()));
                     i
@@ -132,6 +166,7 @@ impl Search {
                 continue;
             };
             r.peers.push(tcp.to_string());
+            r.sources.push(facts);
             // Sent under the lock: a stream that subscribed under it saw
             // the list before this change.
             let _ = self.updates.send(Update::Result(r.clone()));
@@ -174,6 +209,25 @@ impl Drop for Search {
     }
 }
 
+/// RFC 4648 base32 without padding, as `urn:sha1:` writes it.
+fn base32(bytes: &[u8]) -> String {
+    const ABC: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ABC[((acc >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ABC[((acc << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -189,4 +243,22 @@ pub(crate) fn parse_hash(s: &str) -> Option<[u8; 32]> {
         *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base32_is_that_of_urn_sha1() {
+        // SHA-1 of nothing, as Gnutella servents write it.
+        let h: Vec<u8> = (0..20)
+            .map(|i| {
+                u8::from_str_radix(
+                    &"da39a3ee5e6b4b0d3255bfef95601890afd80709"[2 * i..2 * i + 2],
+                    16,
+                )
+                .unwrap_or(0)
+            })
+            .collect();
+        assert_eq!(super::base32(&h), "3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ");
+    }
 }

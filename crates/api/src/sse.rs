@@ -87,7 +87,7 @@ pub(crate) fn node_events(
         client: Client,
         rx: broadcast::Receiver<NodeEvent>,
         tick: tokio::time::Interval,
-        last: HashMap<u64, u64>,
+        last: HashMap<u64, (&'static str, u64)>,
         backlog: VecDeque<Event>,
     }
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
@@ -120,11 +120,17 @@ pub(crate) fn node_events(
                     let list = st.client.downloads();
                     st.last.retain(|id, _| list.iter().any(|d| d.id == *id));
                     for d in list {
-                        if d.state != rutella_node::DownloadState::Running {
+                        use rutella_node::DownloadState as S;
+                        // Running ones as bytes come; queued and paused
+                        // ones when they become so (done and failed have
+                        // events of their own).
+                        if !matches!(d.state, S::Running | S::Queued | S::Paused) {
                             continue;
                         }
-                        if st.last.insert(d.id, d.done) != Some(d.done) {
-                            st.backlog.push_back(event("download_progress", &DownloadJson::from(&d)));
+                        let json = DownloadJson::from(&d);
+                        let now = (json.state, d.done);
+                        if st.last.insert(d.id, now) != Some(now) {
+                            st.backlog.push_back(event("download_progress", &json));
                         }
                     }
                 }

@@ -482,6 +482,17 @@
     else await refreshDownloads();
   }
 
+  // Moves a download one place up (-1) or down (+1) in the daemon's list:
+  // queued downloads start in its order.
+  async function moveDownload(id, step) {
+    const entry = downloads.get(String(id));
+    if (!entry) return;
+    const rows = [...$("downloads").children];
+    const at = Math.max(0, rows.indexOf(entry.li) + step);
+    await api("POST", `${downloadPath(id)}/move`, { position: at });
+    await refreshDownloads();
+  }
+
   async function removeDownload(id) {
     const entry = downloads.get(String(id));
     if (!entry || entry.data.state !== "cancelled") {
@@ -578,6 +589,8 @@
       if (st === "paused") acts.push(button("Resume", "resume", () => downloadAction(id, "resume")));
       if (st === "running" || st === "queued" || st === "paused") {
         acts.push(button("Cancel", "cancel", () => downloadAction(id, "cancel")));
+        acts.push(button("Up", "up", () => moveDownload(id, -1)));
+        acts.push(button("Down", "down", () => moveDownload(id, 1)));
       } else {
         acts.push(button("Remove", "remove", () => removeDownload(id)));
       }
@@ -686,6 +699,7 @@
     $("upload-limit").value = kib(s.upload_limit_bps);
     $("download-limit").value = kib(s.download_limit_bps);
     $("upload-slots").value = typeof s.upload_slots === "number" ? String(s.upload_slots) : "";
+    $("max-downloads").value = typeof s.max_downloads === "number" ? String(s.max_downloads) : "";
     return s;
   }
 
@@ -715,6 +729,13 @@
         if (!Number.isInteger(n) || n < 1) throw new Error(`${slots} is not a number of upload slots`);
         patch.upload_slots = n;
       }
+      const most = $("max-downloads").value.trim();
+      if (most === "") patch.max_downloads = null;
+      else {
+        const n = Number(most);
+        if (!Number.isInteger(n) || n < 1) throw new Error(`${most} is not a number of downloads`);
+        patch.max_downloads = n;
+      }
     } catch (err) {
       say("limits-info", err.message, true);
       return;
@@ -728,7 +749,8 @@
         say(
           "limits-info",
           `Saved: upload ${limitText(now.upload_limit_bps)}, download ${limitText(now.download_limit_bps)}` +
-            (typeof now.upload_slots === "number" ? `, ${plural(now.upload_slots, "upload slot", "upload slots")}.` : "."),
+            (typeof now.upload_slots === "number" ? `, ${plural(now.upload_slots, "upload slot", "upload slots")}` : "") +
+            (typeof now.max_downloads === "number" ? `, ${plural(now.max_downloads, "download", "downloads")} at once.` : ", downloads at once: no limit."),
           false,
         );
       })

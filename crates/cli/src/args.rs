@@ -44,6 +44,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  rutella search despacito --connect 192.168.1.100\n  rutella search .png --connect 127.0.0.1:20002 --wait 2 --json"
     )]
     Search(SearchArgs),
+    /// List the shared files of a Gnutella servent (browse host), and exit.
+    #[command(
+        after_help = "Examples:\n  rutella browse 192.168.1.7:6346\n  rutella browse 127.0.0.1:6346 --json\n\nIn the console, browse IP:PORT lists them as results that get N downloads."
+    )]
+    Browse(BrowseArgs),
     /// Download one file, by name from a peer or by hash from every peer that has it, and exit (0 only when the file is complete).
     #[command(
         after_help = "Examples:\n  rutella get --from 192.168.1.100 \"Cloud - Cloud models.png\"\n  rutella get --from 127.0.0.1:20002 music/song.ogg --out ./downloads\n  rutella get 3f1c…(64 hex digits) --connect 192.168.1.100\n\nBy name, the file comes from one peer with the classic exchange. By hash, it\ncomes from every peer that offers it at once, every piece verified.\nOn a terminal a progress bar is drawn (not on a pipe, nor with --json).\nRunning the same command again resumes an interrupted download (Ctrl-C\nstops it with exit code 130)."
@@ -170,6 +175,10 @@ pub(crate) struct LimitArgs {
     /// or with K, M or G, e.g. 2M.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub(crate) download_limit: Option<u64>,
+    /// Downloads running at once; further ones wait, queued, and start
+    /// in the list's order as slots free. Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) max_downloads: Option<u64>,
 }
 
 impl LimitArgs {
@@ -178,6 +187,11 @@ impl LimitArgs {
     pub(crate) fn apply(&self, cfg: &mut NodeConfig, file: &crate::config_file::ConfigFile) {
         cfg.upload_limit = self.upload_limit.or(file.upload_limit);
         cfg.download_limit = self.download_limit.or(file.download_limit);
+        cfg.max_active_downloads = self
+            .max_downloads
+            .and_then(|n| usize::try_from(n).ok())
+            .or(file.max_downloads)
+            .unwrap_or(0);
     }
 }
 
@@ -320,6 +334,15 @@ pub(crate) struct GnutellaArgs {
     /// kept in a host cache beside the settings file.
     #[arg(long, value_name = "IP:PORT")]
     pub(crate) gnutella_connect: Vec<std::net::SocketAddr>,
+    /// A GWebCache to ask for ultrapeers when there is nothing to join,
+    /// http://HOST[:PORT]/PATH (repeat for several; replaces the usual
+    /// public ones).
+    #[arg(long, value_name = "URL")]
+    pub(crate) gnutella_cache: Vec<String>,
+    /// A UDP host cache to ask for ultrapeers, HOST:PORT (repeat for
+    /// several; replaces the usual public ones).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) gnutella_uhc: Vec<String>,
     /// Time before a Gnutella ultrapeer that failed is tried again. For
     /// tests.
     #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
@@ -353,8 +376,31 @@ impl GnutellaArgs {
                 .filter(|p| p.exists())
                 .and_then(|p| p.parent().map(|d| d.join("gnutella_hosts")));
         }
-        // Nothing to join (no address given, none cached): stay out.
-        if s.connect.is_empty() && !s.host_cache.as_ref().is_some_and(|p| p.exists()) {
+        // The host caches: those given, else the usual public ones
+        // (never under the test guard).
+        let no_public =
+            std::env::var(rutella_node::NO_PUBLIC_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+        let given = !self.gnutella_cache.is_empty() || !self.gnutella_uhc.is_empty();
+        if given {
+            s.gwebcaches = self.gnutella_cache.clone();
+            s.udp_host_caches = self.gnutella_uhc.clone();
+        } else if !no_public {
+            s.gwebcaches = rutella_node::GWEBCACHES
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            s.udp_host_caches = rutella_node::UDP_HOST_CACHES
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+        }
+        // Nothing to join (no address given, none cached, no host cache to
+        // ask): stay out.
+        if s.connect.is_empty()
+            && !s.host_cache.as_ref().is_some_and(|p| p.exists())
+            && s.gwebcaches.is_empty()
+            && s.udp_host_caches.is_empty()
+        {
             return None;
         }
         Some(s)
@@ -565,6 +611,19 @@ pub(crate) struct SearchArgs {
     pub(crate) standalone: bool,
     #[command(flatten)]
     pub(crate) net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BrowseArgs {
+    /// The servent: IP:PORT (its Gnutella port), or IP for port 6346.
+    #[arg(value_name = "IP:PORT")]
+    pub(crate) addr: String,
+    /// Seconds the whole listing may take.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub(crate) wait: f64,
+    /// One JSON object per file, one per line.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -87,6 +87,10 @@ pub(crate) struct ConfigFile {
     /// API). Absent: the node's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) upload_slots: Option<usize>,
+    /// Downloads running at once (as `--max-downloads`; changed live
+    /// through the daemon's API). Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_downloads: Option<usize>,
     /// Where `rutella daemon` serves its control API (`IP:PORT`, as
     /// `--api-listen`). Absent: 127.0.0.1:6347.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -44,6 +44,7 @@ fn saver(path: PathBuf) -> rutella_api::SaveSettings {
         file.upload_limit = s.upload_limit_bps;
         file.download_limit = s.download_limit_bps;
         file.upload_slots = Some(s.upload_slots);
+        file.max_downloads = s.max_downloads;
         file.save(&path).map_err(|f| f.message)
     })
 }

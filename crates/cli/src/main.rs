@@ -1,6 +1,7 @@
 //! The `rutella` binary: flags in, a node and a console or one-shot command out.
 
 mod args;
+mod browse;
 mod config_file;
 mod console;
 mod daemon;
@@ -147,6 +148,10 @@ fn main() -> ExitCode {
                     None => oneshot::search(a).await,
                 }
             })
+        }
+        Some(Command::Browse(a)) => {
+            init_logging("error");
+            runtime.block_on(browse::oneshot(a))
         }
         Some(Command::Get(a)) => {
             init_logging("error");

@@ -51,18 +51,24 @@ pub(crate) struct Daemon {
 pub(crate) enum ApiError {
     /// No answer, or not one that reads.
     Transport(String),
-    /// An answer with this status and one-line reason.
-    Status(u16, String),
+    /// An answer with this status, one-line reason and the error's kind
+    /// when the daemon gave one (docs/API.md, "Error kinds").
+    Status(u16, String, Option<String>),
 }
 
 impl ApiError {
     /// The exit code of a command that ends on this error.
     pub(crate) fn code(&self) -> u8 {
+        if let ApiError::Status(_, _, Some(kind)) = self {
+            if let Some(code) = code_of_kind(kind) {
+                return code;
+            }
+        }
         match self {
             ApiError::Transport(_) => exit::NETWORK,
-            ApiError::Status(400 | 422, _) => exit::USAGE,
-            ApiError::Status(404, _) => exit::NOT_FOUND,
-            ApiError::Status(502..=504, _) => exit::NETWORK,
+            ApiError::Status(400 | 422, ..) => exit::USAGE,
+            ApiError::Status(404, ..) => exit::NOT_FOUND,
+            ApiError::Status(502..=504, ..) => exit::NETWORK,
             ApiError::Status(..) => exit::FAILURE,
         }
     }
@@ -70,7 +76,7 @@ impl ApiError {
     /// The reason in one line.
     pub(crate) fn reason(&self) -> &str {
         match self {
-            ApiError::Transport(m) | ApiError::Status(_, m) => m,
+            ApiError::Transport(m) | ApiError::Status(_, m, _) => m,
         }
     }
 }
@@ -236,7 +242,8 @@ impl Daemon {
             .await
             .map_err(|e| self.transport(e))?;
         if !status.is_success() {
-            return Err(ApiError::Status(status.as_u16(), error_line(status, &body)));
+            let (line, kind) = error_line(status, &body);
+            return Err(ApiError::Status(status.as_u16(), line, kind));
         }
         let body = if body.is_empty() { &b"null"[..] } else { &body };
         serde_json::from_slice(body).map_err(|e| {
@@ -287,7 +294,8 @@ impl Daemon {
         let status = resp.status();
         if !status.is_success() {
             let body = read_body(resp, 64 << 10).await.unwrap_or_default();
-            return Err(ApiError::Status(status.as_u16(), error_line(status, &body)));
+            let (line, kind) = error_line(status, &body);
+            return Err(ApiError::Status(status.as_u16(), line, kind));
         }
         Ok(Events {
             resp,
@@ -312,19 +320,35 @@ async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, S
 
 /// The reason of an error answer: `{"error": "..."}`, else its first line
 /// of text, else the status.
-fn error_line(status: reqwest::StatusCode, body: &[u8]) -> String {
+fn error_line(status: reqwest::StatusCode, body: &[u8]) -> (String, Option<String>) {
     #[derive(Deserialize)]
     struct E {
         error: String,
+        #[serde(default)]
+        kind: Option<String>,
     }
     if let Ok(e) = serde_json::from_slice::<E>(body) {
-        return e.error;
+        return (e.error, e.kind);
     }
     let text = String::from_utf8_lossy(body);
-    match text.lines().map(str::trim).find(|l| !l.is_empty()) {
+    let line = match text.lines().map(str::trim).find(|l| !l.is_empty()) {
         Some(l) => l.chars().take(300).collect(),
         None => format!("the daemon answered {status}"),
-    }
+    };
+    (line, None)
+}
+
+/// The exit code of a failure of this kind (an API error's `kind`, a
+/// download's `error_kind`): the code the standalone command gives for
+/// the same failure. `None` for a kind this program does not know.
+pub(crate) fn code_of_kind(kind: &str) -> Option<u8> {
+    Some(match kind {
+        "not_found" | "no_source" | "no_such" => exit::NOT_FOUND,
+        "hash_mismatch" | "refused" | "unreachable" | "network" | "timeout" => exit::NETWORK,
+        "invalid_name" | "bad_request" => exit::USAGE,
+        "disk" | "cancelled" | "stopped" | "conflict" | "internal" => exit::FAILURE,
+        _ => return None,
+    })
 }
 
 /// An open event stream.
@@ -446,17 +470,37 @@ mod tests {
     fn error_lines() {
         let s = reqwest::StatusCode::NOT_FOUND;
         assert_eq!(
-            error_line(s, br#"{"error": "no such search"}"#),
+            error_line(s, br#"{"error": "no such search"}"#).0,
             "no such search"
         );
         assert_eq!(
-            error_line(s, b"\nmissing token: x\nmore"),
+            error_line(s, br#"{"error": "nobody", "kind": "no_source"}"#),
+            ("nobody".to_string(), Some("no_source".to_string()))
+        );
+        assert_eq!(
+            error_line(s, b"\nmissing token: x\nmore").0,
             "missing token: x"
         );
-        assert_eq!(error_line(s, b""), "the daemon answered 404 Not Found");
-        assert_eq!(ApiError::Status(404, String::new()).code(), exit::NOT_FOUND);
-        assert_eq!(ApiError::Status(504, String::new()).code(), exit::NETWORK);
-        assert_eq!(ApiError::Status(400, String::new()).code(), exit::USAGE);
+        assert_eq!(error_line(s, b"").0, "the daemon answered 404 Not Found");
+        assert_eq!(
+            ApiError::Status(404, String::new(), None).code(),
+            exit::NOT_FOUND
+        );
+        assert_eq!(
+            ApiError::Status(504, String::new(), None).code(),
+            exit::NETWORK
+        );
+        assert_eq!(
+            ApiError::Status(400, String::new(), None).code(),
+            exit::USAGE
+        );
+        // The kind wins over the status.
+        let k = |k: &str| ApiError::Status(409, String::new(), Some(k.into())).code();
+        assert_eq!(k("not_found"), exit::NOT_FOUND);
+        assert_eq!(k("hash_mismatch"), exit::NETWORK);
+        assert_eq!(k("invalid_name"), exit::USAGE);
+        assert_eq!(k("disk"), exit::FAILURE);
+        assert_eq!(k("something_new"), exit::FAILURE);
     }
 
     #[test]

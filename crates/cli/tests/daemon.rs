@@ -78,6 +78,22 @@ impl Daemon {
         r.json().await.unwrap()
     }
 
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn post_empty(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, None).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, body).await
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut r = self.req(method, path);
         if let Some(b) = body {
@@ -291,9 +307,7 @@ async fn every_endpoint_of_a_real_daemon() {
     assert_eq!(s["limits"]["upload_limit_bps"], Value::Null);
 
     // Peers: a join that answers, one that does not, one that is no address.
-    let (st, p) = d
-        .call(reqwest::Method::POST, "/peers", Some(json!({"addr": PEER})))
-        .await;
+    let (st, p) = d.post("/peers", json!({"addr": PEER})).await;
     assert_eq!(st, 200, "{p}");
     assert_eq!(p["addr"], format!("{PEER}:{}", 20000));
     events
@@ -301,25 +315,13 @@ async fn every_endpoint_of_a_real_daemon() {
             v["addr"] == p["addr"]
         })
         .await;
-    let (st, e) = d
-        .call(
-            reqwest::Method::POST,
-            "/peers",
-            Some(json!({"addr": "127.0.47.9:20000"})),
-        )
-        .await;
+    let (st, e) = d.post("/peers", json!({"addr": "127.0.47.9:20000"})).await;
     assert_eq!(st, 504, "{e}");
     assert!(
         e["error"].as_str().unwrap().contains("did not answer"),
         "{e}"
     );
-    let (st, _) = d
-        .call(
-            reqwest::Method::POST,
-            "/peers",
-            Some(json!({"addr": "not an address"})),
-        )
-        .await;
+    let (st, _) = d.post("/peers", json!({"addr": "not an address"})).await;
     assert_eq!(st, 400);
     let peers = d.get("/peers").await;
     assert!(
@@ -335,9 +337,7 @@ async fn every_endpoint_of_a_real_daemon() {
     let mine = tempfile::tempdir().unwrap();
     write_file(&mine.path().join("a.txt"), b"12345");
     let dir = mine.path().to_str().unwrap();
-    let (st, sh) = d
-        .call(reqwest::Method::POST, "/shares", Some(json!({"path": dir})))
-        .await;
+    let (st, sh) = d.post("/shares", json!({"path": dir})).await;
     assert_eq!(st, 201, "{sh}");
     assert_eq!(sh["files"], 1);
     assert_eq!(sh["bytes"], 5);
@@ -346,39 +346,15 @@ async fn every_endpoint_of_a_real_daemon() {
         list.as_array().unwrap().iter().any(|x| x["path"] == dir),
         "{list}"
     );
-    let (st, _) = d
-        .call(
-            reqwest::Method::POST,
-            "/shares",
-            Some(json!({"path": "/no/such/dir"})),
-        )
-        .await;
+    let (st, _) = d.post("/shares", json!({"path": "/no/such/dir"})).await;
     assert_eq!(st, 400);
-    let (st, _) = d
-        .call(
-            reqwest::Method::DELETE,
-            "/shares",
-            Some(json!({"path": dir})),
-        )
-        .await;
+    let (st, _) = d.delete("/shares", Some(json!({"path": dir}))).await;
     assert_eq!(st, 204);
-    let (st, _) = d
-        .call(
-            reqwest::Method::DELETE,
-            "/shares",
-            Some(json!({"path": dir})),
-        )
-        .await;
+    let (st, _) = d.delete("/shares", Some(json!({"path": dir}))).await;
     assert_eq!(st, 404);
 
     // A search, streamed until done.
-    let (st, s) = d
-        .call(
-            reqwest::Method::POST,
-            "/searches",
-            Some(json!({"query": "tune"})),
-        )
-        .await;
+    let (st, s) = d.post("/searches", json!({"query": "tune"})).await;
     assert_eq!(st, 201, "{s}");
     let sid = s["id"].as_u64().unwrap();
     let mut results = Sse::open(&d, &format!("/searches/{sid}/events")).await;
@@ -406,22 +382,15 @@ async fn every_endpoint_of_a_real_daemon() {
     assert_eq!(got["running"], false);
     assert_eq!(got["query"], "tune");
     assert_eq!(got["results"][0]["name"], "music/tune.ogg");
-    let (st, _) = d
-        .call(
-            reqwest::Method::POST,
-            "/searches",
-            Some(json!({"query": " "})),
-        )
-        .await;
+    let (st, _) = d.post("/searches", json!({"query": " "})).await;
     assert_eq!(st, 400);
 
     // Settings: a download limit that keeps the download slow enough to
     // pause; applied, returned and saved.
     let (st, set) = d
-        .call(
-            reqwest::Method::PATCH,
+        .patch(
             "/settings",
-            Some(json!({"download_limit_bps": 100_000, "upload_slots": 3})),
+            json!({"download_limit_bps": 100_000, "upload_slots": 3}),
         )
         .await;
     assert_eq!(st, 200, "{set}");
@@ -440,7 +409,7 @@ async fn every_endpoint_of_a_real_daemon() {
         json!({"download_limit_bps": 0}),
         json!({"colour": "red"}),
     ] {
-        let (st, e) = d.call(reqwest::Method::PATCH, "/settings", Some(bad)).await;
+        let (st, e) = d.patch("/settings", bad).await;
         assert_eq!(st, 400, "{e}");
         assert!(e["error"].is_string());
     }
@@ -448,11 +417,7 @@ async fn every_endpoint_of_a_real_daemon() {
     // A download from the search: started, paused, resumed, completed
     // byte-exact.
     let (st, dl) = d
-        .call(
-            reqwest::Method::POST,
-            "/downloads",
-            Some(json!({"search": sid, "index": hit["index"]})),
-        )
+        .post("/downloads", json!({"search": sid, "index": hit["index"]}))
         .await;
     assert_eq!(st, 201, "{dl}");
     let id = dl["id"].as_u64().unwrap();
@@ -462,42 +427,18 @@ async fn every_endpoint_of_a_real_daemon() {
             v["id"] == id && v["done"].as_u64() > Some(0)
         })
         .await;
-    let (st, p) = d
-        .call(
-            reqwest::Method::POST,
-            &format!("/downloads/{id}/pause"),
-            None,
-        )
-        .await;
+    let (st, p) = d.post_empty(&format!("/downloads/{id}/pause")).await;
     assert_eq!(st, 200, "{p}");
     assert_eq!(p["state"], "paused");
-    let (st, _) = d
-        .call(
-            reqwest::Method::POST,
-            &format!("/downloads/{id}/pause"),
-            None,
-        )
-        .await;
+    let (st, _) = d.post_empty(&format!("/downloads/{id}/pause")).await;
     assert_eq!(st, 409);
-    let (st, _) = d
-        .call(reqwest::Method::DELETE, &format!("/downloads/{id}"), None)
-        .await;
+    let (st, _) = d.delete(&format!("/downloads/{id}"), None).await;
     assert_eq!(st, 409, "a paused download is cancelled, not removed");
-    let (st, r) = d
-        .call(
-            reqwest::Method::POST,
-            &format!("/downloads/{id}/resume"),
-            None,
-        )
-        .await;
+    let (st, r) = d.post_empty(&format!("/downloads/{id}/resume")).await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["state"], "running");
     let (st, _) = d
-        .call(
-            reqwest::Method::PATCH,
-            "/settings",
-            Some(json!({"download_limit_bps": null})),
-        )
+        .patch("/settings", json!({"download_limit_bps": null}))
         .await;
     assert_eq!(st, 200);
     let done = events
@@ -506,60 +447,35 @@ async fn every_endpoint_of_a_real_daemon() {
     assert_eq!(done["state"], "done");
     let file = PathBuf::from(done["file"].as_str().unwrap());
     assert_eq!(std::fs::read(&file).unwrap(), tune, "byte-exact");
-    let (st, _) = d
-        .call(
-            reqwest::Method::POST,
-            &format!("/downloads/{id}/cancel"),
-            None,
-        )
-        .await;
+    let (st, _) = d.post_empty(&format!("/downloads/{id}/cancel")).await;
     assert_eq!(st, 409, "a complete download is not cancelled");
 
     // By peer and name (classic), and by hash with its source.
     let (st, byname) = d
-        .call(
-            reqwest::Method::POST,
+        .post(
             "/downloads",
-            Some(json!({"from": format!("{PEER}:10000"), "name": "small.bin"})),
+            json!({"from": format!("{PEER}:10000"), "name": "small.bin"}),
         )
         .await;
     assert_eq!(st, 201, "{byname}");
     let small_id = byname["id"].as_u64().unwrap();
     let row = wait_state(&d, small_id, "done").await;
     assert_eq!(std::fs::read(row["file"].as_str().unwrap()).unwrap(), small);
-    let (st, _) = d
-        .call(
-            reqwest::Method::POST,
-            "/downloads",
-            Some(json!({"colour": 1})),
-        )
-        .await;
+    let (st, _) = d.post("/downloads", json!({"colour": 1})).await;
     assert_eq!(st, 400);
     let (st, _) = d
-        .call(
-            reqwest::Method::POST,
-            "/downloads",
-            Some(json!({"search": 999, "index": 0})),
-        )
+        .post("/downloads", json!({"search": 999, "index": 0}))
         .await;
     assert_eq!(st, 404);
 
     // A cancel leaves nothing behind.
     let (st, _) = d
-        .call(
-            reqwest::Method::PATCH,
-            "/settings",
-            Some(json!({"download_limit_bps": 50_000})),
-        )
+        .patch("/settings", json!({"download_limit_bps": 50_000}))
         .await;
     assert_eq!(st, 200);
     let hash = hit["hash"].as_str().unwrap();
     let (st, again) = d
-        .call(
-            reqwest::Method::POST,
-            "/downloads",
-            Some(json!({"hash": hash, "size": tune.len(), "name": "again.ogg", "sources": [format!("{PEER}:10000")]})),
-        )
+        .post("/downloads", json!({"hash": hash, "size": tune.len(), "name": "again.ogg", "sources": [format!("{PEER}:10000")]}))
         .await;
     assert_eq!(st, 201, "{again}");
     let again_id = again["id"].as_u64().unwrap();
@@ -579,13 +495,7 @@ async fn every_endpoint_of_a_real_daemon() {
         !leftovers().is_empty(),
         "a partial file exists while it runs"
     );
-    let (st, c) = d
-        .call(
-            reqwest::Method::POST,
-            &format!("/downloads/{again_id}/cancel"),
-            None,
-        )
-        .await;
+    let (st, c) = d.post_empty(&format!("/downloads/{again_id}/cancel")).await;
     assert_eq!(st, 200, "{c}");
     assert_eq!(c["state"], "cancelled");
     assert_eq!(
@@ -601,10 +511,9 @@ async fn every_endpoint_of_a_real_daemon() {
 
     // Queue order: move the second to the front.
     let (st, moved) = d
-        .call(
-            reqwest::Method::POST,
+        .post(
             &format!("/downloads/{small_id}/move"),
-            Some(json!({"position": 0})),
+            json!({"position": 0}),
         )
         .await;
     assert_eq!(st, 200, "{moved}");
@@ -625,23 +534,17 @@ async fn every_endpoint_of_a_real_daemon() {
         .collect();
     assert_eq!(ids, vec![small_id, id]);
     // Removing a finished entry keeps its file.
-    let (st, _) = d
-        .call(reqwest::Method::DELETE, &format!("/downloads/{id}"), None)
-        .await;
+    let (st, _) = d.delete(&format!("/downloads/{id}"), None).await;
     assert_eq!(st, 204);
     assert!(file.exists());
-    let (st, _) = d
-        .call(reqwest::Method::DELETE, &format!("/downloads/{id}"), None)
-        .await;
+    let (st, _) = d.delete(&format!("/downloads/{id}"), None).await;
     assert_eq!(st, 404);
 
     // Uploads in progress: none here.
     assert_eq!(d.get("/uploads").await, json!([]));
 
     // Forgetting the search.
-    let (st, _) = d
-        .call(reqwest::Method::DELETE, &format!("/searches/{sid}"), None)
-        .await;
+    let (st, _) = d.delete(&format!("/searches/{sid}"), None).await;
     assert_eq!(st, 204);
     let (st, _) = d
         .call(reqwest::Method::GET, &format!("/searches/{sid}"), None)
@@ -671,11 +574,7 @@ async fn a_download_stopped_by_sigterm_resumes_after_a_restart() {
     let mut d = Daemon::start(cfg.path(), downloads.path(), DAEMON2);
     let hash = format!("blake3:{}", blake3::hash(&data).to_hex());
     let (st, dl) = d
-        .call(
-            reqwest::Method::POST,
-            "/downloads",
-            Some(json!({"hash": hash, "size": data.len(), "name": "big.bin", "sources": [format!("{PEER2}:10000")]})),
-        )
+        .post("/downloads", json!({"hash": hash, "size": data.len(), "name": "big.bin", "sources": [format!("{PEER2}:10000")]}))
         .await;
     assert_eq!(st, 201, "{dl}");
     let id = dl["id"].as_u64().unwrap();

@@ -12,8 +12,7 @@
 mod common;
 use common::lab::*;
 use common::*;
-use rutella_lab::{Host, Lab, RouterKind};
-use std::process::Command;
+use rutella_lab::Host;
 use std::time::{Duration, Instant};
 
 /// The longest any one step may take.
@@ -48,25 +47,9 @@ fn the_same_with_nat_pmp() {
 /// H1 behind R1 (miniupnpd) serves with `extra` flags; the mapping is made
 /// `by` that protocol.
 fn mapped_case(extra: &[&str], by: &str) {
-    let Some(mut lab) = Lab::or_skip() else {
+    let Some((lab, Some(p), h1)) = upnp_lab(true) else {
         return;
     };
-    if Command::new("miniupnpd").arg("--version").output().is_err() {
-        eprintln!("skipped: miniupnpd is not installed");
-        return;
-    }
-    let p = lab.public_host("p", 2).unwrap();
-    let r1 = lab
-        .router(
-            "r1",
-            11,
-            RouterKind {
-                port_mapping: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let h1 = lab.host_behind(&r1, "h1").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let share = dir.path().join("share");
     let data = pattern(1_500_000, 77);
@@ -197,24 +180,9 @@ fn with_the_dht_on_the_same_with_nat_pmp() {
 /// from a small local testnet on H1's own loopback (inside H1's
 /// namespace): it only has to start.
 fn dht_case(extra: &[&str], by: &str) {
-    let Some(mut lab) = Lab::or_skip() else {
+    let Some((lab, _, h1)) = upnp_lab(false) else {
         return;
     };
-    if Command::new("miniupnpd").arg("--version").output().is_err() {
-        eprintln!("skipped: miniupnpd is not installed");
-        return;
-    }
-    let r1 = lab
-        .router(
-            "r1",
-            11,
-            RouterKind {
-                port_mapping: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let h1 = lab.host_behind(&r1, "h1").unwrap();
     let testnet = h1
         .enter(|| {
             mainline::Testnet::builder(3)
@@ -270,12 +238,9 @@ fn dht_case(extra: &[&str], by: &str) {
 
 #[test]
 fn behind_a_router_that_maps_nothing_the_node_says_so() {
-    let Some(mut lab) = Lab::or_skip() else {
+    let Some((lab, p, h2)) = no_mapping_lab() else {
         return;
     };
-    let p = lab.public_host("p", 2).unwrap();
-    let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
-    let h2 = lab.host_behind(&r2, "h2").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p_node = Proc::serve(&lab, &p, dir.path(), "p", &[]);
     p_node.wait_for("node started");
@@ -289,20 +254,9 @@ fn behind_a_router_that_maps_nothing_the_node_says_so() {
 
 #[test]
 fn no_port_mapping_by_flag_or_settings_file_leaves_the_router_alone() {
-    let Some(mut lab) = Lab::or_skip() else {
+    let Some((lab, Some(p), h1)) = upnp_lab(true) else {
         return;
     };
-    if Command::new("miniupnpd").arg("--version").output().is_err() {
-        eprintln!("skipped: miniupnpd is not installed");
-        return;
-    }
-    let p = lab.public_host("p", 2).unwrap();
-    let upnp = RouterKind {
-        port_mapping: true,
-        ..Default::default()
-    };
-    let r1 = lab.router("r1", 11, upnp).unwrap();
-    let h1 = lab.host_behind(&r1, "h1").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p_node = Proc::serve(&lab, &p, dir.path(), "p", &[]);
     p_node.wait_for("node started");

@@ -13,11 +13,7 @@ mod common;
 use common::lab::*;
 use common::*;
 use rutella_lab::{Host, Lab, RouterKind};
-use std::process::Output;
-use std::time::{Duration, Instant};
-
-/// The longest any one step may take.
-const STEP: Duration = Duration::from_secs(30);
+use std::time::Instant;
 
 /// Flags of every downloader and search: short ping rounds (so that H2,
 /// which P introduces, becomes a peer at once), a direct connection that
@@ -32,16 +28,6 @@ const GET: [&str; 8] = [
     "--push-timeout",
     "10s",
 ];
-
-fn report(r: &Output, what: &str, h2: &Proc) -> serde_json::Value {
-    assert!(
-        r.status.success(),
-        "{what}: {}\nH2: {}",
-        String::from_utf8_lossy(&r.stderr),
-        h2.stderr()
-    );
-    serde_json::from_slice(&r.stdout).unwrap()
-}
 
 /// The lab: P public, H2 behind a router without port mapping sharing
 /// `data` as `name`, joined to P.
@@ -97,36 +83,7 @@ fn setup(name: &str, data: &[u8], h2_rate: &str) -> Option<Setup> {
 
 /// P's search for `text` until H2 answers with a hashed file: the hit.
 fn find(s: &Setup, text: &str) -> serde_json::Value {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let mut args = vec![
-            "search",
-            text,
-            "--connect",
-            "11.0.0.2",
-            "--wait",
-            "1.5",
-            "--json",
-        ];
-        args.extend(GET);
-        let r = run_in(&s.lab, &s.p, &args);
-        let hit = String::from_utf8_lossy(&r.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|h| {
-                h["hash"].is_string() && h["peer"].as_str().unwrap().starts_with("11.0.0.12")
-            });
-        if let Some(hit) = hit {
-            return hit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "P never found H2's file: {}\nH2: {}",
-            String::from_utf8_lossy(&r.stderr),
-            s.h2_node.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    find_hit(&s.lab, &s.p, text, &GET, "11.0.0.12", &s.h2_node)
 }
 
 #[test]
@@ -160,7 +117,7 @@ fn pushed_by_name_and_by_hash_and_a_killed_download_resumes() {
     args.extend(GET);
     args.extend(["--out", out.to_str().unwrap(), "--wait", "5", "--json"]);
     let started = Instant::now();
-    let r = report(&run_in(&s.lab, &s.p, &args), "by name", &s.h2_node);
+    let r = report_of(&run_in(&s.lab, &s.p, &args), "by name", &s.h2_node);
     eprintln!("by name: {r} in {:?}", started.elapsed());
     let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
     assert!(got == data, "by name: not the same bytes");
@@ -174,45 +131,7 @@ fn pushed_by_name_and_by_hash_and_a_killed_download_resumes() {
     args.extend(["--out", out.to_str().unwrap(), "--wait", "5", "--json"]);
     let started = Instant::now();
     let mut first = Proc::spawn(&s.lab, &s.p, s.dir.path(), "get1", &args);
-    // The state file is written at the first checkpoint (every second)
-    // after verified data reached the disk: polled, nothing announces it.
-    let deadline = Instant::now() + STEP;
-    let state_written = || {
-        std::fs::read_dir(&out)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".part.state"))
-            })
-            .unwrap_or(false)
-    };
-    while !state_written() {
-        assert!(
-            first.child.try_wait().unwrap().is_none(),
-            "the first download ended early: {}\n{}",
-            first.stdout(),
-            first.stderr()
-        );
-        assert!(Instant::now() < deadline, "no progress: {}", first.stderr());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // The first record holds the last group only (checked with the tree);
-    // the first 4 MiB batch is recorded about 3 s into the transfer at
-    // 1.5 MB/s. Nothing announces it: a deliberate wait.
-    std::thread::sleep(Duration::from_millis(4000));
-    assert!(
-        first.child.try_wait().unwrap().is_none(),
-        "the first download ended before it was killed"
-    );
-    kill_tree(first.child.id());
-    first.child.wait().unwrap();
-    // Whatever runs with this download's folder in its command line is
-    // that download (the folder is this test's own): none may be left.
-    let deadline = Instant::now() + STEP;
-    while let Some(pid) = running_with(out.to_str().unwrap()) {
-        assert!(Instant::now() < deadline, "the first download survived");
-        kill_tree(pid);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    kill_after_first_record(&mut first, &out);
     eprintln!(
         "first run killed after {:?}:\n{}",
         started.elapsed(),
@@ -224,7 +143,7 @@ fn pushed_by_name_and_by_hash_and_a_killed_download_resumes() {
         first.stderr()
     );
     let again = run_in(&s.lab, &s.p, &args);
-    let r = report(&again, "by hash, again", &s.h2_node);
+    let r = report_of(&again, "by hash, again", &s.h2_node);
     eprintln!("by hash, again: {r}");
     let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
     assert!(got == data, "by hash: not the same bytes");
@@ -232,18 +151,9 @@ fn pushed_by_name_and_by_hash_and_a_killed_download_resumes() {
     // journal as it starts (the command's own request then finds the file
     // complete): its log says from where, and that it came by push.
     let log = String::from_utf8_lossy(&again.stderr);
-    let done = log
-        .lines()
-        .find(|l| l.contains("download by hash complete"))
-        .unwrap_or_else(|| panic!("no completion in {log}"));
-    let resumed: u64 = done
-        .split("resumed_from=")
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no offset in {done}"));
+    let resumed = resumed_from(&log);
     eprintln!("resumed from {resumed}");
-    assert!(resumed > 1 << 20 && resumed < data.len() as u64, "{done}");
+    assert!(resumed > 1 << 20 && resumed < data.len() as u64, "{log}");
     assert!(log.contains("connected by push"), "{log}");
 }
 
@@ -276,23 +186,12 @@ fn one_source_direct_and_one_pushed_in_one_download() {
     let hit = find(&s, "lab-mixed");
     let hash = hit["hash"].as_str().unwrap().to_string();
     // Q hashes in the background too: wait until it answers for the hash.
-    let deadline = Instant::now() + STEP;
-    loop {
-        let mut args = vec!["search", "copy of lab-mixed", "--connect", "11.0.0.2"];
-        args.extend(["--wait", "1.5", "--json"]);
-        args.extend(GET);
-        let r = run_in(&s.lab, &s.p, &args);
-        if String::from_utf8_lossy(&r.stdout).contains(&hash) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "Q never answered with the hash");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_hash(&s.lab, &s.p, "copy of lab-mixed", &hash, &GET);
     let out = s.dir.path().join("mixed");
     let mut args = vec!["get", hash.as_str(), "--connect", "11.0.0.2"];
     args.extend(GET);
     args.extend(["--out", out.to_str().unwrap(), "--wait", "5", "--json"]);
-    let r = report(&run_in(&s.lab, &s.p, &args), "mixed", &s.h2_node);
+    let r = report_of(&run_in(&s.lab, &s.p, &args), "mixed", &s.h2_node);
     eprintln!("mixed: {r}");
     let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
     assert!(got == data, "mixed: not the same bytes");

@@ -13,7 +13,7 @@ mod common;
 use common::lab::*;
 use common::*;
 use rexpect::session::spawn_command;
-use rutella_lab::{Host, Lab, RouterKind};
+use rutella_lab::{Host, Lab};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,20 +31,9 @@ fn serve(lab: &Lab, host: &Host, dir: &Path, name: &str, args: &[&str]) -> Proc 
 
 #[test]
 fn behind_a_upnp_router_the_console_says_reachable_and_status_says_the_same() {
-    let Some(mut lab) = Lab::or_skip() else {
+    let Some((lab, Some(p), h1)) = upnp_lab(true) else {
         return;
     };
-    if Command::new("miniupnpd").arg("--version").output().is_err() {
-        eprintln!("skipped: miniupnpd is not installed");
-        return;
-    }
-    let p = lab.public_host("p", 2).unwrap();
-    let upnp = RouterKind {
-        port_mapping: true,
-        ..Default::default()
-    };
-    let r1 = lab.router("r1", 11, upnp).unwrap();
-    let h1 = lab.host_behind(&r1, "h1").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let share = dir.path().join("share");
     write_file(&share.join("a.txt"), b"hello");
@@ -91,12 +80,9 @@ fn behind_a_upnp_router_the_console_says_reachable_and_status_says_the_same() {
 
 #[test]
 fn behind_a_router_that_maps_nothing_serve_says_not_reachable_and_push_is_the_way() {
-    let Some(mut lab) = Lab::or_skip() else {
+    let Some((lab, p, h2)) = no_mapping_lab() else {
         return;
     };
-    let p = lab.public_host("p", 2).unwrap();
-    let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
-    let h2 = lab.host_behind(&r2, "h2").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p_node = serve(&lab, &p, dir.path(), "p", &[]);
     p_node.wait_for("node started");

@@ -91,6 +91,9 @@ pub enum Target {
         /// The file name, percent-decoded, without any path.
         name: String,
     },
+    /// `/`: browse host, every shared file as query hits (see
+    /// [`crate::browse`]).
+    Browse,
 }
 
 impl Target {
@@ -99,6 +102,7 @@ impl Target {
         match self {
             Target::Sha1(h) => format!("/uri-res/N2R?{}", Urn::Sha1(*h)),
             Target::Index { index, name } => format!("/get/{index}/{}", percent_encode(name)),
+            Target::Browse => "/".to_string(),
         }
     }
 }
@@ -509,6 +513,9 @@ pub fn is_safe_name(name: &str) -> bool {
 }
 
 fn parse_target(uri: &str) -> Result<Target, HttpError> {
+    if uri == "/" {
+        return Ok(Target::Browse);
+    }
     if let Some(q) = uri.strip_prefix("/uri-res/N2R?") {
         let urn = percent_decode(q).ok_or(HttpError::BadUri)?;
         let h = Urn::parse(&urn)

@@ -11,12 +11,14 @@
 //! them.
 #![warn(missing_docs)]
 
+pub mod browse;
 pub mod deflate;
 pub mod descriptor;
 pub mod download;
 pub mod framer;
 pub mod ggep;
 pub mod handshake;
+pub mod hostcache;
 pub mod http;
 pub mod huge;
 pub mod leaf;

@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
+use crate::browse::{self, HitOrigin};
+use crate::descriptor::HitResult;
 use crate::http::{self, Headers, HttpError, Method, Request, Response, Target};
 use crate::huge::Urn;
 
@@ -42,6 +44,13 @@ pub trait Library: Send + Sync + 'static {
     fn by_sha1(&self, sha1: &[u8; 20]) -> Option<SharedFile>;
     /// The file of this index, if shared under this name.
     fn by_index(&self, index: u32, name: &str) -> Option<SharedFile>;
+    /// Browse host: who the hits name and every shared file as a result
+    /// (at most `max`); `None` (the default): not offered, `GET /` is
+    /// answered 404.
+    fn browse(&self, max: usize) -> Option<(HitOrigin, Vec<HitResult>)> {
+        let _ = max;
+        None
+    }
 }
 
 /// Limits and timers of the uploader.
@@ -62,6 +71,8 @@ pub struct UploadConfig {
     pub max_requests: usize,
     /// The `Server` header.
     pub server: String,
+    /// Files listed at most by browse host (`GET /`).
+    pub max_browse_files: usize,
 }
 
 impl Default for UploadConfig {
@@ -74,6 +85,7 @@ impl Default for UploadConfig {
             retry_after: Duration::from_secs(60),
             max_requests: 256,
             server: concat!("rutella/", env!("CARGO_PKG_VERSION")).into(),
+            max_browse_files: 10_000,
         }
     }
 }
@@ -184,6 +196,18 @@ impl<L: Library> Uploader<L> {
         }
     }
 
+    /// The same uploader (slots, connections, settings shared) serving
+    /// another library: e.g. one that knows the address a connection came
+    /// in on, for the hits of browse host.
+    pub fn with_library(&self, library: Arc<L>) -> Self {
+        Uploader {
+            library,
+            config: self.config.clone(),
+            slots: self.slots.clone(),
+            connections: self.connections.clone(),
+        }
+    }
+
     /// Accepts connections and serves each in its own task, at most
     /// [`UploadConfig::max_connections`] at once (more are closed at once).
     /// Returns when accepting fails.
@@ -212,6 +236,7 @@ impl<L: Library> Uploader<L> {
 
     fn head(&self, code: u16, mut headers: Vec<(String, String)>, close: bool) -> Vec<u8> {
         headers.insert(0, ("Server".into(), self.config.server.clone()));
+        headers.insert(1, ("X-Features".into(), browse::FEATURE.into()));
         if close {
             headers.push(("Connection".into(), "close".into()));
         }
@@ -287,6 +312,7 @@ impl<L: Library> Uploader<L> {
         let found = match &req.target {
             Target::Sha1(h) => self.library.by_sha1(h),
             Target::Index { index, name } => self.library.by_index(*index, name),
+            Target::Browse => return self.browse(stream, req, last, slot).await,
         };
         let no_body = vec![("Content-Length".to_string(), "0".to_string())];
         // A file that cannot be opened, or whose size on disk is not the
@@ -386,6 +412,84 @@ impl<L: Library> Uploader<L> {
             left -= n as u64;
         }
         Ok(Answer::Sent(end - start))
+    }
+}
+
+impl<L: Library> Uploader<L> {
+    /// Takes an upload slot for a GET, unless the connection holds one;
+    /// `false` when none is free (answered `503`).
+    async fn take_slot<S>(
+        &self,
+        stream: &mut S,
+        req: &Request,
+        slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<bool, UploadError>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if req.method != Method::Get || slot.is_some() {
+            return Ok(true);
+        }
+        match self.slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                *slot = Some(p);
+                Ok(true)
+            }
+            Err(_) => {
+                let h = vec![
+                    (
+                        "Retry-After".into(),
+                        self.config.retry_after.as_secs().to_string(),
+                    ),
+                    ("Content-Length".into(), "0".into()),
+                ];
+                self.write(stream, &self.head(503, h, true)).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Browse host: every shared file as QueryHit descriptors, deflated
+    /// when the client accepts it, with a `Content-Length` (the answer is
+    /// built whole, bounded by [`UploadConfig::max_browse_files`]). It
+    /// takes an upload slot like a file.
+    async fn browse<S>(
+        &self,
+        stream: &mut S,
+        req: &Request,
+        last: bool,
+        slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Answer, UploadError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let no_body = vec![("Content-Length".to_string(), "0".to_string())];
+        if !browse::wants_packets(req) {
+            self.write(stream, &self.head(406, no_body, last)).await?;
+            return Ok(Answer::Sent(0));
+        }
+        let Some((origin, files)) = self.library.browse(self.config.max_browse_files) else {
+            self.write(stream, &self.head(404, no_body, last)).await?;
+            return Ok(Answer::Sent(0));
+        };
+        if !self.take_slot(stream, req, slot).await? {
+            return Ok(Answer::Busy);
+        }
+        let mut files = files;
+        files.truncate(self.config.max_browse_files);
+        let mut body = browse::encode_hits(crate::leaf::new_guid(), &origin, files);
+        let mut headers = vec![("Content-Type".to_string(), browse::PACKETS.to_string())];
+        if browse::accepts_deflate(req) {
+            body = crate::deflate::deflate_all(&body);
+            headers.push(("Content-Encoding".into(), "deflate".into()));
+        }
+        headers.push(("Content-Length".into(), body.len().to_string()));
+        self.write(stream, &self.head(200, headers, last)).await?;
+        if req.method == Method::Head {
+            return Ok(Answer::Sent(0));
+        }
+        self.write(stream, &body).await?;
+        Ok(Answer::Sent(body.len() as u64))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::command::{Command, NodeEvent, SearchStream};
 use crate::config::{NodeConfig, PeerAddr};
-use crate::downloads::{DownloadId, DownloadInfo, Downloads};
+use crate::downloads::{ControlError, DownloadId, DownloadInfo, Downloads};
 use crate::pending::Journal;
 use crate::tasks::Tasks;
 use crate::NodeError;
@@ -328,6 +328,49 @@ impl Client {
     /// File bytes sent by uploads that ended, since the start.
     pub fn bytes_uploaded(&self) -> u64 {
         self.uploads.sent()
+    }
+
+    /// How many downloads run at once; `None`: no limit. Further
+    /// downloads wait as [`crate::DownloadState::Queued`] and start in the
+    /// order of the list as running ones end.
+    pub fn max_active_downloads(&self) -> Option<usize> {
+        Some(self.downloads.max_active()).filter(|n| *n > 0)
+    }
+
+    /// Changes how many downloads run at once, live (`None`: no limit).
+    /// More slots start queued downloads at once; fewer stop none: the
+    /// queue waits until enough have ended.
+    pub fn set_max_active_downloads(&self, max: Option<usize>) {
+        self.downloads.set_max_active(max.unwrap_or(0));
+        tracing::info!(max_active_downloads = ?max, "download slots changed");
+        self.start_queued();
+    }
+
+    /// Moves a download to `position` (0 = first) in the list: queued
+    /// downloads start in the list's order.
+    pub fn move_download(&self, id: DownloadId, position: usize) -> Result<(), ControlError> {
+        self.downloads.move_to(id, position)
+    }
+
+    /// Starts the queued downloads that have a free slot now.
+    pub(crate) fn start_queued(&self) {
+        for (id, job) in self.downloads.next_ready() {
+            self.spawn_download(id, job);
+        }
+    }
+
+    /// Runs a download's job, owned by the node.
+    pub(crate) fn spawn_download(&self, id: DownloadId, job: crate::downloads::Job) {
+        if !self.tasks.spawn(job) {
+            self.downloads.finish(
+                id,
+                crate::DownloadState::Failed(
+                    "the node stopped; the partial data is kept for a resume".to_string(),
+                ),
+                Some(crate::FailureKind::Stopped),
+                None,
+            );
+        }
     }
 
     /// The folder downloads go to.

@@ -116,6 +116,9 @@ pub struct NodeConfig {
     pub download_limit: Option<u64>,
     /// The most uploads served at once.
     pub max_uploads: usize,
+    /// The most downloads running at once (0: no limit); further ones
+    /// wait, queued, for a slot.
+    pub max_active_downloads: usize,
     /// Deadlines and per-source caps of the transfer server: the time to
     /// send a request header, connections and upload slots per address,
     /// the waiting queue, the idle limit of rutella sessions, and how often
@@ -185,6 +188,7 @@ impl Default for NodeConfig {
             upload_limit: None,
             download_limit: None,
             max_uploads: 32,
+            max_active_downloads: 0,
             upload_limits: rutella_transfer::ServerLimits::default(),
             db_path: None,
             watch: true,

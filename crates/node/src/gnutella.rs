@@ -100,6 +100,8 @@ pub(crate) struct GnutellaHandle {
     links: watch::Receiver<usize>,
     hub: crate::gnutella_push::GivHub,
     uploader: Uploader<UploadLibrary>,
+    library: Library,
+    origin: Origin,
     reachable: bool,
     settings: Arc<GnutellaSettings>,
 }
@@ -155,7 +157,12 @@ impl GnutellaHandle {
     /// The hook that takes HTTP connections (and `GIV` connections)
     /// on the node's TCP port.
     pub(crate) fn http_hook(&self) -> rutella_transfer::HttpHook {
-        http_hook(self.uploader.clone(), self.hub.clone())
+        http_hook(
+            self.uploader.clone(),
+            self.hub.clone(),
+            self.library.clone(),
+            self.origin,
+        )
     }
 
     /// Sends a search out on every link (and on links that come up while
@@ -186,6 +193,8 @@ pub(crate) struct Context {
     pub(crate) firewalled: bool,
     /// Upload slots of Gnutella HTTP (inbound and pushed connections).
     pub(crate) slots: usize,
+    /// Our servent GUID (hits, browse host, pushes).
+    pub(crate) servent_guid: Guid,
 }
 
 /// Starts the manager.
@@ -198,16 +207,23 @@ pub(crate) fn spawn(
     let (links_tx, links) = watch::channel(0);
     let hosts = HostCache::load(&s);
     let mut leaf = s.leaf.clone();
-    leaf.servent_guid = new_guid();
+    leaf.servent_guid = ctx.servent_guid;
     let hub = crate::gnutella_push::GivHub::new(s.push.clone(), s.leaf.handshake_timeout);
     let uploader = Uploader::new(
-        Arc::new(UploadLibrary(ctx.library.clone())),
+        Arc::new(UploadLibrary(ctx.library.clone(), None)),
         UploadConfig {
             slots: ctx.slots.max(1),
             ..UploadConfig::default()
         },
     );
     let reachable = !ctx.firewalled;
+    let library_for_hook = ctx.library.clone();
+    let origin = Origin {
+        advertise: ctx.advertise,
+        tcp_port: ctx.tcp_port,
+        firewalled: ctx.firewalled,
+        servent_guid: ctx.servent_guid,
+    };
     let settings = Arc::new(s.clone());
     let (cb_tx, cb_rx) = mpsc::channel(s.push.max_connect_backs.max(1));
     let m = Manager {
@@ -235,6 +251,8 @@ pub(crate) fn spawn(
             links,
             hub,
             uploader,
+            library: library_for_hook,
+            origin,
             reachable,
             settings,
         },
@@ -277,6 +295,17 @@ impl Manager {
         mut stop: watch::Receiver<bool>,
     ) {
         let (ev_tx, mut ev_rx) = mpsc::channel(EVENT_QUEUE);
+        // Nothing to join: ask the host caches, once per start.
+        let (boot_tx, mut boot_rx) = tokio::sync::oneshot::channel();
+        let mut booting = self.s.connect.is_empty()
+            && self.hosts.iter().next().is_none()
+            && !(self.s.gwebcaches.is_empty() && self.s.udp_host_caches.is_empty());
+        let boot_task = booting.then(|| {
+            let s = self.s.clone();
+            tokio::spawn(async move {
+                let _ = boot_tx.send(crate::gnutella_bootstrap::bootstrap(&s).await);
+            })
+        });
         let mut tick = tokio::time::interval(self.s.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -288,6 +317,15 @@ impl Manager {
                 },
                 Some(e) = ev_rx.recv() => self.link_said(e).await,
                 Some(id) = cb_rx.recv() => self.gate.finished(id),
+                found = &mut boot_rx, if booting => {
+                    booting = false;
+                    let found = found.unwrap_or_default();
+                    tracing::info!(hosts = found.len(), "Gnutella host caches asked");
+                    for a in found {
+                        self.hosts.add(SocketAddr::V4(a));
+                    }
+                    self.maintain(&ev_tx);
+                }
                 _ = tick.tick() => {
                     self.refresh_table().await;
                     self.expire();
@@ -295,6 +333,9 @@ impl Manager {
                     self.hosts.save_if_dirty();
                 }
             }
+        }
+        if let Some(t) = boot_task {
+            t.abort();
         }
         // Dropping the link senders makes each link say Bye.
         self.links.clear();
@@ -304,6 +345,12 @@ impl Manager {
     async fn command(&mut self, c: Cmd) {
         match c {
             Cmd::Search { text, hits, until } => {
+                // No link up and none being opened: nothing could answer,
+                // and holding `hits` would keep the search open until its
+                // time runs out although every other peer has answered.
+                if self.links.is_empty() && self.connecting.is_empty() {
+                    return;
+                }
                 let guid = new_guid();
                 for tx in self.links.values() {
                     let _ = tx.try_send(LinkCmd::Query(guid, text.clone()));
@@ -451,6 +498,10 @@ impl Manager {
                     self.links_tx.send_replace(self.links.len());
                 } else {
                     tracing::debug!(ultrapeer = %addr, reason = %why, "could not join a Gnutella ultrapeer");
+                }
+                // Nothing left that could answer: the searches end here.
+                if self.links.is_empty() && self.connecting.is_empty() {
+                    self.searches.clear();
                 }
                 for t in tries {
                     self.hosts.add(SocketAddr::V4(t));
@@ -829,8 +880,9 @@ fn read_bounded(p: &std::path::Path) -> std::io::Result<String> {
 }
 
 /// The library as the Gnutella uploader sees it: files by SHA-1, or by
-/// the index and name our hits gave them.
-pub(crate) struct UploadLibrary(Library);
+/// the index and name our hits gave them, and (for browse host) every file
+/// as a result with the origin our hits name.
+pub(crate) struct UploadLibrary(Library, Option<rutella_gnutella::browse::HitOrigin>);
 
 impl rutella_gnutella::upload::Library for UploadLibrary {
     fn by_sha1(&self, sha1: &[u8; 20]) -> Option<rutella_gnutella::upload::SharedFile> {
@@ -862,22 +914,88 @@ impl rutella_gnutella::upload::Library for UploadLibrary {
             alt_locs: Vec::new(),
         })
     }
+
+    fn browse(&self, max: usize) -> Option<(rutella_gnutella::browse::HitOrigin, Vec<HitResult>)> {
+        let origin = self.1?;
+        Some((origin, browse_results(&self.0, max)))
+    }
+}
+
+/// What the hits of browse host say of us, but the address a connection
+/// came in on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Origin {
+    /// `--advertise`: named instead of the connection's local address.
+    pub(crate) advertise: Option<IpAddr>,
+    /// Our TCP port.
+    pub(crate) tcp_port: u16,
+    /// Configured as not reachable: the hits ask for a push.
+    pub(crate) firewalled: bool,
+    /// Our servent GUID.
+    pub(crate) servent_guid: Guid,
+}
+
+impl Origin {
+    /// The origin for a connection that came in on `local` (IPv4 only:
+    /// hits carry an IPv4 address; `None` otherwise).
+    pub(crate) fn for_connection(
+        &self,
+        local: Option<SocketAddr>,
+    ) -> Option<rutella_gnutella::browse::HitOrigin> {
+        let ip = match (self.advertise, local.map(|a| a.ip().to_canonical())) {
+            (Some(IpAddr::V4(a)), _) => a,
+            (_, Some(IpAddr::V4(a))) => a,
+            _ => return None,
+        };
+        Some(rutella_gnutella::browse::HitOrigin {
+            ip,
+            port: self.tcp_port,
+            servent: self.servent_guid,
+            push: self.firewalled,
+            vendor: rutella_gnutella::leaf::VENDOR_CODE,
+        })
+    }
+}
+
+/// Every shared file as a browse result (at most `max`), as our query hits
+/// give them: the last name component, the index that `/get/` finds again,
+/// `urn:sha1` once hashed.
+fn browse_results(lib: &Library, max: usize) -> Vec<HitResult> {
+    let mut files = lib.list();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files
+        .into_iter()
+        .take(max)
+        .map(|f| HitResult {
+            index: index_of(&f.name),
+            size: f.size,
+            name: file_name(&f.name).as_bytes().to_vec(),
+            ext: Extensions {
+                urns: f.sha1.map(Urn::Sha1).into_iter().collect(),
+                ..Extensions::default()
+            },
+        })
+        .collect()
 }
 
 /// The hook that takes HTTP connections on the node's TCP port and serves
 /// the library to Gnutella servents (N2R and `/get/`, with `Range` and
-/// `HEAD`) with `up`; a connection that starts with `GIV ` goes to the
-/// download waiting for it.
+/// `HEAD`, and browse host) with `up`, the hits of browse host naming
+/// the address each connection came in on; a connection that starts with
+/// `GIV ` goes to the download waiting for it.
 fn http_hook(
     up: Uploader<UploadLibrary>,
     hub: crate::gnutella_push::GivHub,
+    library: Library,
+    origin: Origin,
 ) -> rutella_transfer::HttpHook {
     rutella_transfer::HttpHook(Arc::new(move |stream, peer, prefix| {
-        let up = up.clone();
+        let hits = origin.for_connection(stream.local_addr().ok());
+        let up = up.with_library(Arc::new(UploadLibrary(library.clone(), hits)));
         let hub = hub.clone();
         Box::pin(async move {
-            if &prefix == b"GIV " {
-                hub.take(stream, peer).await;
+            if prefix.starts_with(b"GIV ") {
+                hub.take(stream, peer, prefix).await;
                 return 0;
             }
             match up.serve_after(stream, &prefix).await {

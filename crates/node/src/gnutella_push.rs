@@ -81,8 +81,8 @@ impl GivHub {
     /// A connection that started with `GIV ` (those 4 bytes read): reads
     /// the rest of its line (bounded in size and time) and gives it to
     /// the download waiting for it; nobody waits: it is closed.
-    pub(crate) async fn take(&self, mut stream: TcpStream, peer: SocketAddr) {
-        let mut buf = b"GIV ".to_vec();
+    pub(crate) async fn take(&self, mut stream: TcpStream, peer: SocketAddr, already: Vec<u8>) {
+        let mut buf = already;
         let read = timeout(self.header_timeout, async {
             loop {
                 match parse_giv(&buf) {

@@ -35,7 +35,37 @@ pub struct GnutellaSettings {
     /// The link's own settings (timers, bounds, deflate); its `listen`,
     /// `servent_guid` and `shared` are set by the node.
     pub leaf: LeafConfig,
+    /// GWebCaches (`http://HOST[:PORT]/PATH`) asked for ultrapeers when no
+    /// address is given and the host cache is empty. Empty by default; the
+    /// command line fills in [`GWEBCACHES`].
+    pub gwebcaches: Vec<String>,
+    /// UDP host caches (`HOST:PORT`), asked before the GWebCaches. Empty by
+    /// default; the command line fills in [`UDP_HOST_CACHES`].
+    pub udp_host_caches: Vec<String>,
+    /// Caches asked at most per start (UDP and web together).
+    pub bootstrap_max_caches: usize,
+    /// Time for one cache to answer (name lookup included).
+    pub bootstrap_timeout: Duration,
 }
+
+/// The usual public GWebCaches (multi-network caches that also answer
+/// `net=gnutella`).
+pub const GWEBCACHES: &[&str] = &[
+    "http://gwc.dyndns.info:28960/gwc.php",
+    "http://cache.ce3c.be/",
+    "http://dkac.trillinux.org/dkac/dkac.php",
+    "http://tenafly5k.com/gwc/skulls.php",
+];
+
+/// The usual public UDP host caches.
+pub const UDP_HOST_CACHES: &[&str] = &[
+    "1.uhc.gtk-gnutella.nl:19104",
+    "2.uhc.gtk-gnutella.nl:4876",
+    "useast.gnutella.dyslexicfish.net:3558",
+    "uswest.gnutella.dyslexicfish.net:3558",
+    "uk.gnutella.dyslexicfish.net:3558",
+    "au.gnutella.dyslexicfish.net:3558",
+];
 
 impl Default for GnutellaSettings {
     fn default() -> Self {
@@ -51,6 +81,10 @@ impl Default for GnutellaSettings {
             push: rutella_gnutella::push::PushConfig::default(),
             multi: rutella_gnutella::multi::MultiConfig::default(),
             leaf: LeafConfig::default(),
+            gwebcaches: Vec::new(),
+            udp_host_caches: Vec::new(),
+            bootstrap_max_caches: 4,
+            bootstrap_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -19,6 +19,8 @@ mod downloads;
 mod event_loop;
 mod get;
 mod gnutella;
+mod gnutella_bootstrap;
+mod gnutella_browse;
 mod gnutella_get;
 mod gnutella_push;
 mod gnutella_types;
@@ -41,9 +43,11 @@ pub use client::{Client, Limits};
 pub use command::{NodeEvent, SearchHit, SearchStream};
 pub use config::{LanSettings, NodeConfig, PeerAddr, ReachSettings};
 pub use dht::{file_key, network_key, DhtConfig, DEFAULT_NETWORK, NO_PUBLIC_ENV, PUBLIC_BOOTSTRAP};
-pub use downloads::{ControlError, DownloadId, DownloadInfo, DownloadState};
+pub use downloads::{ControlError, DownloadId, DownloadInfo, DownloadState, FailureKind};
 pub use get::{Got, Want};
-pub use gnutella_types::{GnutellaFile, GnutellaSettings, GnutellaSource};
+pub use gnutella_types::{
+    GnutellaFile, GnutellaSettings, GnutellaSource, GWEBCACHES, UDP_HOST_CACHES,
+};
 pub use node::Node;
 pub use portmap::{PortMapConfig, PortMapProtocol, PortMapStatus};
 pub use rutella_proto::lan::LanConfig;

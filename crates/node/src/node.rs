@@ -149,6 +149,7 @@ impl Node {
         let (external, external_rx) = watch::channel(None);
         let (status, status_rx) = watch::channel(crate::PortMapStatus::Pending);
         let port_mapping = config.port_mapping.is_some().then_some(status_rx);
+        let servent_guid = rutella_gnutella::leaf::new_guid();
         let (gnutella, gnutella_task) = match config.gnutella.clone() {
             Some(s) => {
                 let ctx = crate::gnutella::Context {
@@ -158,6 +159,7 @@ impl Node {
                     tcp_port: tcp_addr.port(),
                     firewalled: config.reachable == Some(false),
                     slots: config.max_uploads,
+                    servent_guid,
                 };
                 let (h, t) = crate::gnutella::spawn(s, ctx, stop_rx.clone());
                 (Some(h), Some(t))
@@ -168,7 +170,11 @@ impl Node {
             tasks: Tasks::new(stop_rx.clone()),
             tx: tx.clone(),
             events: events.clone(),
-            downloads: Downloads::default(),
+            downloads: {
+                let d = Downloads::default();
+                d.set_max_active(config.max_active_downloads);
+                d
+            },
             journal: Journal::new(&downloads_dir),
             library: library.clone(),
             config: Arc::new(config.clone()),
@@ -388,12 +394,17 @@ async fn announce_uploads(
                     .ok()
                     .flatten()
                     .map(|m| m.len());
-                uploads.started(crate::uploads::UploadInfo {
-                    peer: notice.peer,
-                    name: name.clone(),
-                    size,
-                    started: std::time::Instant::now(),
-                });
+                uploads.started(
+                    crate::uploads::UploadInfo {
+                        peer: notice.peer,
+                        name: name.clone(),
+                        size,
+                        started: std::time::Instant::now(),
+                        sent: 0,
+                        speed: 0.0,
+                    },
+                    notice.sent.clone(),
+                );
                 NodeEvent::UploadStarted {
                     peer: notice.peer,
                     name,

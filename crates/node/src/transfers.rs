@@ -3,7 +3,7 @@
 
 use crate::client::Client;
 use crate::command::NodeEvent;
-use crate::downloads::{Control, ControlError, DownloadId, DownloadState, Recipe};
+use crate::downloads::{Control, ControlError, DownloadId, DownloadState, FailureKind, Recipe};
 use crate::pending::Pending;
 use crate::NodeError;
 use rutella_proto::HitFile;
@@ -148,10 +148,14 @@ impl Client {
         req.dialer = Some(self.dialer());
         req.limit = Some(self.download_limit.clone());
         let journal = self.journal.clone();
+        // Recorded at once, so that a download still queued when the node
+        // stops is resumed at its next start too.
+        let j = journal.clone();
+        let (hash_hex, name_kept) = (entry.hash.clone(), entry.name.clone());
+        let recorded = tokio::task::spawn_blocking(move || j.add(entry));
         self.run_tracked(row, name, true, move |progress, stopping| async move {
-            let (hash, name) = (entry.hash.clone(), entry.name.clone());
-            let j = journal.clone();
-            let _ = tokio::task::spawn_blocking(move || j.add(entry)).await;
+            let (hash, name) = (hash_hex, name_kept);
+            let _ = recorded.await;
             let (more_tx, more_rx) = mpsc::channel(MORE_SOURCES);
             let fetch = rutella_transfer::fetch_by_hash_until(req, progress, more_rx, stopping);
             let result = tokio::select! {
@@ -230,7 +234,7 @@ impl Client {
                 Ok(())
             }
             Some((_, recipe)) => {
-                self.downloads.remove(id)?;
+                self.downloads.discard(id)?;
                 self.delete_partial(recipe).await;
                 Ok(())
             }
@@ -376,7 +380,12 @@ impl Client {
             let sent = match (ran, asked) {
                 (Some(Ok(report)), _) => {
                     tracing::info!(name = ?name, path = ?report.path, bytes = report.bytes_received, "download complete");
-                    downloads.set_state(id, DownloadState::Done(report.path.clone()));
+                    downloads.finish(
+                        id,
+                        DownloadState::Done(report.path.clone()),
+                        None,
+                        Some(report.clone()),
+                    );
                     let _ = events.send(NodeEvent::DownloadDone {
                         id,
                         name,
@@ -403,21 +412,32 @@ impl Client {
                 (Some(Err(e)), Control::Run) if !is_stop(&e) => {
                     let reason = e.to_string();
                     tracing::warn!(name = ?name, reason = ?reason, "download failed");
-                    downloads.set_state(id, DownloadState::Failed(reason.clone()));
+                    downloads.finish(
+                        id,
+                        DownloadState::Failed(reason.clone()),
+                        Some(FailureKind::of(&e)),
+                        None,
+                    );
                     let _ = events.send(NodeEvent::DownloadFailed { id, name, reason });
                     Err(NodeError::Download(e))
                 }
                 _ => {
                     tracing::info!(name = ?name, "download stopped with the node; it resumes at the next start");
-                    downloads.set_state(id, DownloadState::Failed(STOPPED.to_string()));
+                    downloads.finish(
+                        id,
+                        DownloadState::Failed(STOPPED.to_string()),
+                        Some(FailureKind::Stopped),
+                        None,
+                    );
                     Err(NodeError::Stopped)
                 }
             };
             let _ = done_tx.send(sent);
+            // Its slot is free: the next queued download starts.
+            client.start_queued();
         };
-        if !self.tasks.spawn(task) {
-            self.downloads
-                .set_state(id, DownloadState::Failed(STOPPED.to_string()));
+        if let Some(job) = self.downloads.admit(id, Box::pin(task)) {
+            self.spawn_download(id, job);
         }
         DownloadHandle {
             id,

@@ -3,8 +3,9 @@
 //!
 //! Address plan: 127.0.52.0/24.
 
+mod common;
+use common::{download_until_verified, pattern, slow_source};
 use rutella_node::{ControlError, DownloadState, Node, NodeConfig};
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,48 +18,13 @@ const RATE: u64 = 8 << 20;
 const KEEP: u64 = 4 << 20;
 
 fn config(last: u8) -> NodeConfig {
-    let mut cfg = NodeConfig {
-        bind: Ipv4Addr::new(127, 0, 52, last).into(),
-        udp_port: 0,
-        tcp_port: 0,
-        watch: false,
-        stop_timeout: Duration::from_secs(5),
-        ..NodeConfig::default()
-    };
-    cfg.overlay.ping_interval = Duration::from_millis(200);
-    cfg.overlay.pong_timeout = Duration::from_millis(100);
-    cfg
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::config(52, last)
 }
 
 /// A node sharing one slow file; returns it, the file and its hash.
 async fn source(last: u8, share: &Path) -> (Node, Vec<u8>, [u8; 32]) {
     let data = pattern(LEN, u64::from(last));
-    std::fs::write(share.join("big.bin"), &data).unwrap();
-    let hash = *blake3::hash(&data).as_bytes();
-    let node = Node::start(NodeConfig {
-        shares: vec![share.to_path_buf()],
-        upload_rate_limit: Some(RATE),
-        ..config(last)
-    })
-    .await
-    .unwrap();
-    let lib = node.client().library().clone();
-    let hashed = tokio::task::spawn_blocking(move || lib.wait_idle(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    assert!(hashed, "the source did not hash its file within 20 s");
+    let (node, hash) = slow_source(config(last), share, &data, RATE).await;
     (node, data, hash)
 }
 
@@ -97,16 +63,8 @@ async fn a_paused_download_by_hash_resumes_from_its_verified_data() {
     .await
     .unwrap();
     let client = node.client();
-    let handle = client.download_hash(hash, "big.bin", Some(LEN as u64), vec![from]);
+    let (handle, _progress) = download_until_verified(&client, hash, LEN as u64, from, KEEP).await;
     let id = handle.id;
-    let mut progress = client.progress(id).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while progress.borrow_and_update().done < KEEP {
-            progress.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("no progress within 20 s");
 
     client.pause(id).await.unwrap();
     wait_state(&client, id, |s| s == Some(&DownloadState::Paused)).await;
@@ -153,16 +111,8 @@ async fn a_cancelled_download_leaves_nothing_and_failed_rows_can_be_removed() {
     .await
     .unwrap();
     let client = node.client();
-    let handle = client.download_hash(hash, "big.bin", Some(LEN as u64), vec![from]);
+    let (handle, _progress) = download_until_verified(&client, hash, LEN as u64, from, KEEP).await;
     let id = handle.id;
-    let mut progress = client.progress(id).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while progress.borrow_and_update().done < KEEP {
-            progress.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("no progress within 20 s");
     client.cancel(id).await.unwrap();
     wait_state(&client, id, |s| s.is_none()).await;
     assert!(handle.wait().await.is_err());

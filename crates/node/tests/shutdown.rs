@@ -1,8 +1,9 @@
 //! A node owns its downloads: shutdown stops them, waits for them, and
 //! leaves what they verified for the next start to resume.
 
+mod common;
+use common::{download_until_verified, pattern, slow_source};
 use rutella_node::{DownloadState, Node, NodeConfig, NodeError, NodeEvent};
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,29 +16,7 @@ const RATE: u64 = 8 << 20;
 const KEEP: u64 = 4 << 20;
 
 fn config(last: u8) -> NodeConfig {
-    let mut cfg = NodeConfig {
-        bind: Ipv4Addr::new(127, 0, 50, last).into(),
-        udp_port: 0,
-        tcp_port: 0,
-        watch: false,
-        stop_timeout: Duration::from_secs(5),
-        ..NodeConfig::default()
-    };
-    cfg.overlay.ping_interval = Duration::from_millis(200);
-    cfg.overlay.pong_timeout = Duration::from_millis(100);
-    cfg
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::config(50, last)
 }
 
 fn downloader(last: u8, dir: &Path) -> NodeConfig {
@@ -52,34 +31,13 @@ async fn shutdown_stops_a_download_by_hash_and_the_next_start_resumes_it() {
     let share = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let data = pattern(LEN, 3);
-    std::fs::write(share.path().join("big.bin"), &data).unwrap();
-    let hash = *blake3::hash(&data).as_bytes();
-    let source = Node::start(NodeConfig {
-        shares: vec![share.path().to_path_buf()],
-        upload_rate_limit: Some(RATE),
-        ..config(1)
-    })
-    .await
-    .unwrap();
+    let (source, hash) = slow_source(config(1), share.path(), &data, RATE).await;
     let from = source.client().tcp_addr();
-    let lib = source.client().library().clone();
-    let hashed = tokio::task::spawn_blocking(move || lib.wait_idle(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    assert!(hashed, "the source did not hash its file within 20 s");
 
     // First run: stopped while the download runs.
     let node = Node::start(downloader(2, out.path())).await.unwrap();
     let client = node.client();
-    let handle = client.download_hash(hash, "big.bin", Some(LEN as u64), vec![from]);
-    let mut progress = client.progress(handle.id).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while progress.borrow_and_update().done < KEEP {
-            progress.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("no verified data within 20 s");
+    let (handle, progress) = download_until_verified(&client, hash, LEN as u64, from, KEEP).await;
     tokio::time::timeout(Duration::from_secs(10), node.shutdown())
         .await
         .expect("shutdown did not return within 10 s");

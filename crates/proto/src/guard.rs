@@ -43,6 +43,9 @@ pub(crate) struct Entry {
     pub(crate) proven: bool,
     /// The push id its ping told, recorded once it is a peer.
     pub(crate) push_id: Option<u64>,
+    /// The `"Nonce"` of its pings: which node it is, recorded once it is
+    /// a peer.
+    pub(crate) nonce: Option<u64>,
     /// Messages it sent, held until it is proven: few addresses have any,
     /// so they live apart and the table stays small.
     pub(crate) held: Option<Box<Held>>,

@@ -52,7 +52,7 @@ pub use server::guard::{ServerLimits, UploadSlots};
 pub use server::{
     run_server, run_server_with, serve_connection, Fault, HttpHook, Protocol, PushedConn,
     RelayHook, SendError, ServeError, ServeOutcome, ServeReport, ServerConfig, UploadEvent,
-    UploadNotice,
+    UploadMeter, UploadNotice,
 };
 pub use tree_cache::TreeCache;
 

@@ -369,6 +369,148 @@ pub fn decode_classic_request(buf: &[u8]) -> Result<ClassicRequest<'_>, ClassicN
     })
 }
 
+/// How the first bytes of a connection that may be an HTTP request read
+/// (see [`detect_http`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpDetect {
+    /// A whole HTTP/1.x request line (`GET /… HTTP/1.x` or `HEAD /…
+    /// HTTP/1.x`, then CRLF or LF).
+    Http,
+    /// Not an HTTP request line: a classic request (its partial size
+    /// happens to spell `GET ` or `HEAD`, or not).
+    Classic,
+    /// A prefix of an HTTP request line so far: more bytes are needed.
+    /// A classic request whose name reads as such a prefix (a name that
+    /// starts with `/`, or with ` /` after `HEAD`) stays here; the caller
+    /// takes it for classic once no more bytes come within its deadline.
+    NeedMore,
+}
+
+/// Tells a Gnutella `GIV INDEX:GUID/NAME` line (a pushed servent's first
+/// line) from a classic request whose partial size spells `GIV ` (0.54 GB
+/// into a file): `GIV `, 1 to 10 digits, `:`, 32 hexadecimal digits, `/`,
+/// then a name without control bytes up to LF, within [`HTTP_LINE_MAX`]
+/// bytes. It is reported as [`HttpDetect::Http`] (the HTTP hook takes it).
+fn detect_giv(p: &[u8]) -> HttpDetect {
+    let mut i = 0;
+    for &c in b"GIV " {
+        match p.get(i) {
+            None => return HttpDetect::NeedMore,
+            Some(&b) if b == c => i += 1,
+            Some(_) => return HttpDetect::Classic,
+        }
+    }
+    let digits = i;
+    while p.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+        if i - digits > 10 {
+            return HttpDetect::Classic;
+        }
+    }
+    match p.get(i) {
+        None => return HttpDetect::NeedMore,
+        Some(b':') if i > digits => i += 1,
+        Some(_) => return HttpDetect::Classic,
+    }
+    for _ in 0..32 {
+        match p.get(i) {
+            None => return HttpDetect::NeedMore,
+            Some(b) if b.is_ascii_hexdigit() => i += 1,
+            Some(_) => return HttpDetect::Classic,
+        }
+    }
+    match p.get(i) {
+        None => return HttpDetect::NeedMore,
+        Some(b'/') => i += 1,
+        Some(_) => return HttpDetect::Classic,
+    }
+    loop {
+        if i >= HTTP_LINE_MAX {
+            return HttpDetect::Classic;
+        }
+        match p.get(i) {
+            None => return HttpDetect::NeedMore,
+            Some(b'\n') => return HttpDetect::Http,
+            Some(b'\r') | Some(0x20..) => i += 1,
+            Some(_) => return HttpDetect::Classic,
+        }
+    }
+}
+
+/// Longest HTTP request line [`detect_http`] waits for; a longer one is
+/// classic (the Gnutella HTTP parser refuses lines this long anyway).
+pub const HTTP_LINE_MAX: usize = 2048;
+
+/// Tells an HTTP request from a classic request whose 4-byte partial size
+/// spells `GET ` or `HEAD` (0.54 or 1.14 GB into a file), by the whole request
+/// line: `GET` or `HEAD`, one space, a target that starts with `/` and
+/// holds only visible ASCII, one space, `HTTP/1.0` or `HTTP/1.1`, then CRLF
+/// or LF, within [`HTTP_LINE_MAX`] bytes. Anything that departs from this
+/// is classic as soon as it departs.
+pub fn detect_http(prefix: &[u8]) -> HttpDetect {
+    enum Step {
+        Done,
+        More,
+        No,
+    }
+    fn lit(p: &[u8], i: &mut usize, l: &[u8]) -> Step {
+        for &c in l {
+            match p.get(*i) {
+                None => return Step::More,
+                Some(&b) if b == c => *i += 1,
+                Some(_) => return Step::No,
+            }
+        }
+        Step::Done
+    }
+    macro_rules! step {
+        ($e:expr) => {
+            match $e {
+                Step::Done => {}
+                Step::More => return HttpDetect::NeedMore,
+                Step::No => return HttpDetect::Classic,
+            }
+        };
+    }
+    if prefix.starts_with(b"GI") {
+        return detect_giv(prefix);
+    }
+    let mut i = 0;
+    let method: &[u8] = match prefix.first() {
+        None => return HttpDetect::NeedMore,
+        Some(b'G') => b"GET /",
+        Some(b'H') => b"HEAD /",
+        Some(_) => return HttpDetect::Classic,
+    };
+    step!(lit(prefix, &mut i, method));
+    loop {
+        if i >= HTTP_LINE_MAX {
+            return HttpDetect::Classic;
+        }
+        match prefix.get(i) {
+            None => return HttpDetect::NeedMore,
+            Some(b' ') => break,
+            Some(0x21..=0x7E) => i += 1,
+            Some(_) => return HttpDetect::Classic,
+        }
+    }
+    step!(lit(prefix, &mut i, b" HTTP/1."));
+    match prefix.get(i) {
+        None => return HttpDetect::NeedMore,
+        Some(b'0' | b'1') => i += 1,
+        Some(_) => return HttpDetect::Classic,
+    }
+    if prefix.get(i) == Some(&b'\r') {
+        i += 1;
+    }
+    match prefix.get(i) {
+        _ if i >= HTTP_LINE_MAX => HttpDetect::Classic,
+        None => HttpDetect::NeedMore,
+        Some(b'\n') => HttpDetect::Http,
+        Some(_) => HttpDetect::Classic,
+    }
+}
+
 fn take<const N: usize>(buf: &[u8]) -> Result<[u8; N], WireError> {
     buf.get(..N)
         .and_then(|s| <[u8; N]>::try_from(s).ok())
@@ -457,8 +599,97 @@ mod tests {
         }
 
         #[test]
+        fn http_detection_is_exact(partial in any::<u32>(), name in "[^/ ].{0,64}", target in "/[!-~]{0,64}", v in 0u8..2, cr in any::<bool>()) {
+            // A classic request whose name does not start like a request
+            // target is classic once whole, whatever its partial size.
+            let mut req = partial.to_le_bytes().to_vec();
+            req.extend_from_slice(name.as_bytes());
+            prop_assert_eq!(detect_http(&req), HttpDetect::Classic);
+            let mut req = b"GET ".to_vec();
+            req.extend_from_slice(name.as_bytes());
+            prop_assert_eq!(detect_http(&req), HttpDetect::Classic);
+            // Every request line is HTTP once whole, and undecided before.
+            for m in ["GET ", "HEAD "] {
+                let line = format!("{m}{target} HTTP/1.{v}{}\n", if cr { "\r" } else { "" });
+                let b = line.as_bytes();
+                prop_assert_eq!(detect_http(b), HttpDetect::Http);
+                for cut in 0..b.len() {
+                    prop_assert_eq!(detect_http(&b[..cut]), HttpDetect::NeedMore);
+                }
+            }
+        }
+
+        #[test]
+        fn http_detection_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = detect_http(&bytes);
+        }
+
+        #[test]
         fn hello_round_trips(v in 1u8..) {
             prop_assert_eq!(decode_hello(&encode_hello(v)), Ok(v));
+        }
+    }
+
+    #[test]
+    fn classic_requests_spelling_get_or_head_are_classic() {
+        for partial in [*b"GET ", *b"HEAD"] {
+            let mut req = partial.to_vec();
+            req.extend_from_slice("music/a b.ogg".as_bytes());
+            assert_eq!(detect_http(&req), HttpDetect::Classic);
+            // The sizes are about 0.54 GB (`GET `) and 1.14 GB (`HEAD`).
+            let size = u32::from_le_bytes(partial);
+            assert!(size > 500_000_000, "{size}");
+        }
+        // A name that reads like a request target stays undecided until
+        // something departs from a request line.
+        assert_eq!(detect_http(b"GET /music/a.ogg"), HttpDetect::NeedMore);
+        assert_eq!(detect_http(b"GET /music/a.ogg HTTP/2"), HttpDetect::Classic);
+        assert_eq!(detect_http(b"GET /a\tb HTTP/1.1\n"), HttpDetect::Classic);
+        assert_eq!(detect_http(b"HEAD/x HTTP/1.1\r\n"), HttpDetect::Classic);
+        assert_eq!(detect_http(b"GET  /x HTTP/1.1\r\n"), HttpDetect::Classic);
+        assert_eq!(detect_http(b"GET /x HTTP/1.1\rX"), HttpDetect::Classic);
+        let mut long = b"GET /".to_vec();
+        long.resize(HTTP_LINE_MAX + 10, b'a');
+        assert_eq!(detect_http(&long), HttpDetect::Classic);
+    }
+
+    #[test]
+    fn giv_lines_are_told_from_classic_requests_spelling_giv() {
+        let giv = b"GIV 7:00112233445566778899AABBCCDDEEFF/a%20b.txt\n\n";
+        assert_eq!(detect_http(giv), HttpDetect::Http);
+        for cut in 0..giv.iter().position(|&b| b == b'\n').unwrap_or(0) {
+            assert_eq!(detect_http(&giv[..cut]), HttpDetect::NeedMore, "{cut}");
+        }
+        // A classic request 0.54 GB into a file: its partial size spells
+        // `GIV ` and its name follows.
+        assert_eq!(detect_http(b"GIV music/a.ogg"), HttpDetect::Classic);
+        assert_eq!(detect_http(b"GIV 7:0011/x\n"), HttpDetect::Classic);
+        assert_eq!(
+            detect_http(b"GIV :00112233445566778899aabbccddeeff/x\n"),
+            HttpDetect::Classic
+        );
+        assert_eq!(
+            detect_http(b"GIV 12345678901:00112233445566778899aabbccddeeff/x\n"),
+            HttpDetect::Classic
+        );
+        assert_eq!(
+            detect_http(b"GIV 1:00112233445566778899aabbccddeeff/a\x01\n"),
+            HttpDetect::Classic
+        );
+    }
+
+    #[test]
+    fn http_request_lines_are_http() {
+        for line in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"GET /uri-res/N2R?urn:sha1:ABC HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD /get/1/a%20b.ogg HTTP/1.0\n",
+        ] {
+            assert_eq!(detect_http(line), HttpDetect::Http);
+            let end = line.iter().position(|&b| b == b'\n').unwrap();
+            for cut in 0..=end {
+                assert_eq!(detect_http(&line[..cut]), HttpDetect::NeedMore, "{cut}");
+            }
         }
     }
 

@@ -111,6 +111,7 @@ fn unescape(s: &str) -> String {
 const COMMANDS: &[&str] = &[
     "search",
     "get",
+    "browse",
     "downloads",
     "peers",
     "status",
@@ -119,6 +120,8 @@ const COMMANDS: &[&str] = &[
     "resume",
     "cancel",
     "remove",
+    "move",
+    "uploads",
     "share",
     "unshare",
     "notices",

@@ -54,6 +54,10 @@ const HELP: &[(&str, &str)] = &[
         "download the file NAME from the peer IP (or IP:UDPPORT); quote a NAME with spaces",
     ),
     (
+        "browse IP:PORT",
+        "list the shared files of a Gnutella servent (get N downloads one)",
+    ),
+    (
         "downloads",
         "list downloads with state, percent, speed, time left and sources",
     ),
@@ -66,6 +70,14 @@ const HELP: &[(&str, &str)] = &[
     (
         "remove [N]",
         "remove download N from the list, or all finished and failed",
+    ),
+    (
+        "move N up|down|top|bottom|P",
+        "move download N in the list: queued downloads start in its order",
+    ),
+    (
+        "uploads",
+        "list uploads in progress: peer, bytes sent, speed, file",
     ),
     ("peers", "list the peers this node knows"),
     (
@@ -88,6 +100,70 @@ const HELP: &[(&str, &str)] = &[
         "stop the node and leave (partial downloads resume next time)",
     ),
 ];
+
+/// `move N WHERE` read against the list's ids in order: the download and
+/// its new place (0 = first), or what to type instead.
+pub(crate) fn move_target(ids: &[u64], rest: &str) -> Result<(u64, usize), String> {
+    const HOW: &str = "Type move N up, down, top, bottom or a place (1 = first), with N a number of the downloads list.";
+    let mut words = rest.split_whitespace();
+    let (Some(n), Some(to), None) = (words.next(), words.next(), words.next()) else {
+        return Err(HOW.into());
+    };
+    let Ok(id) = n.parse::<u64>() else {
+        return Err(HOW.into());
+    };
+    let Some(now) = ids.iter().position(|i| *i == id) else {
+        return Err(format!(
+            "There is no download {id}: type downloads to see them."
+        ));
+    };
+    let last = ids.len().saturating_sub(1);
+    let at = match to.to_ascii_lowercase().as_str() {
+        "up" => now.saturating_sub(1),
+        "down" => (now + 1).min(last),
+        "top" | "first" => 0,
+        "bottom" | "last" => last,
+        p => match p.parse::<usize>() {
+            Ok(p) if p >= 1 => (p - 1).min(last),
+            _ => return Err(HOW.into()),
+        },
+    };
+    Ok((id, at))
+}
+
+/// One upload in progress, as the `uploads` table shows it.
+pub(crate) struct UploadRow {
+    pub(crate) peer: String,
+    pub(crate) name: String,
+    pub(crate) size: Option<u64>,
+    pub(crate) sent: u64,
+    pub(crate) speed_bps: u64,
+}
+
+/// The `uploads` table: peer, bytes sent of the size, speed, file.
+pub(crate) fn uploads_table(list: &[UploadRow]) -> Vec<String> {
+    if list.is_empty() {
+        return vec!["No uploads in progress.".into()];
+    }
+    let mut out = vec![format!(
+        "{:<21} {:>21} {:>11}  FILE",
+        "PEER", "SENT", "SPEED"
+    )];
+    for u in list {
+        let sent = match u.size {
+            Some(size) => format!("{} of {}", results::bytes(u.sent), results::bytes(size)),
+            None => results::bytes(u.sent),
+        };
+        out.push(format!(
+            "{:<21} {:>21} {:>11}  {}",
+            u.peer,
+            sent,
+            format!("{}/s", results::bytes(u.speed_bps)),
+            escape(&u.name)
+        ));
+    }
+    out
+}
 
 /// Words a download failure for the console, where a download is run
 /// again with `get`. What to do about it (a full disk, a folder that
@@ -297,6 +373,7 @@ impl Console {
         match cmd.to_ascii_lowercase().as_str() {
             "search" | "s" | "find" => self.search(rest).await,
             "get" | "g" => self.get(rest).await,
+            "browse" | "b" => self.browse(rest).await,
             "downloads" | "d" | "dl" => self.downloads().await,
             "peers" | "p" => self.peers().await,
             "status" | "st" => {
@@ -312,6 +389,24 @@ impl Console {
             "resume" => self.control(rest, "resume").await,
             "cancel" => self.control(rest, "cancel").await,
             "remove" | "rm" => self.control(rest, "remove").await,
+            "move" | "mv" => self.move_download(rest),
+            "uploads" | "u" | "ul" => {
+                let list: Vec<UploadRow> = self
+                    .client
+                    .uploads()
+                    .iter()
+                    .map(|u| UploadRow {
+                        peer: u.peer.to_string(),
+                        name: u.name.clone(),
+                        size: u.size,
+                        sent: u.sent,
+                        speed_bps: u.speed.max(0.0) as u64,
+                    })
+                    .collect();
+                for l in uploads_table(&list) {
+                    println!("{l}");
+                }
+            }
             "help" | "h" | "?" => help(),
             "quit" | "exit" | "q" => return Flow::Quit,
             _ => println!("Unknown command {cmd:?}: type help to see the commands."),
@@ -413,6 +508,47 @@ impl Console {
                 "{how}{n} file(s) from {}{grouped}. Type get N to download one.",
                 plural(with_files.len(), "peer")
             );
+        }
+    }
+
+    /// `browse IP:PORT`: a Gnutella servent's shared files, as results
+    /// that `get N` downloads.
+    async fn browse(&mut self, rest: &str) {
+        if rest.is_empty() {
+            println!("Browse whom? Give a Gnutella servent's IP:PORT, for example: browse 192.168.1.7:6346");
+            return;
+        }
+        let addr = match crate::browse::parse_addr(rest) {
+            Ok(a) => a,
+            Err(e) => return println!("{}.", capitalise(&e)),
+        };
+        println!("Browsing {addr}… (Ctrl-C stops waiting)");
+        let hits = tokio::select! {
+            h = self.client.browse(addr) => h,
+            _ = tokio::signal::ctrl_c() => return println!("Browse stopped."),
+        };
+        let hits = match hits {
+            Ok(h) => h,
+            Err(e) => return println!("{}.", capitalise(&escape(&e.to_string()))),
+        };
+        self.results = Results::default();
+        self.last_search = None;
+        for hit in &hits {
+            for (i, f) in hit.files.iter().enumerate() {
+                let added = self.results.add(&hit.peer, f);
+                if let (Added::New(n), Some(g)) = (&added, &hit.gnutella) {
+                    self.results.set_gnutella(*n, g, i);
+                }
+                if let Added::New(n) = added {
+                    if let Some(item) = self.results.get(n) {
+                        println!("{}", results::line(n, item));
+                    }
+                }
+            }
+        }
+        match self.results.items.len() {
+            0 => println!("{addr} shares no file."),
+            n => println!("{n} file(s) on {addr}. Type get N to download one."),
         }
     }
 
@@ -584,6 +720,7 @@ impl Console {
         for d in &list {
             let f = output::figures(d);
             let state = match &d.state {
+                DownloadState::Queued => "queued",
                 DownloadState::Running => "running",
                 DownloadState::Done(_) => "done",
                 DownloadState::Failed(_) => "failed",
@@ -634,7 +771,7 @@ impl Console {
                     "",
                     escape(&friendly_reason(&self.out.in_typed_words(d.id, r)))
                 ),
-                DownloadState::Running | DownloadState::Paused => {}
+                DownloadState::Running | DownloadState::Paused | DownloadState::Queued => {}
             }
         }
     }
@@ -787,6 +924,18 @@ impl Console {
         match done {
             Ok(line) => println!("{line}"),
             Err(e) => println!("{}.", capitalise(&e.to_string())),
+        }
+    }
+
+    /// `move N up|down|top|bottom|P`: moves a download in the list.
+    fn move_download(&self, rest: &str) {
+        let ids: Vec<u64> = self.client.downloads().iter().map(|d| d.id).collect();
+        match move_target(&ids, rest) {
+            Ok((id, at)) => match self.client.move_download(id, at) {
+                Ok(()) => println!("Moved {id} to place {} of the list.", at + 1),
+                Err(e) => println!("{}.", capitalise(&e.to_string())),
+            },
+            Err(why) => println!("{why}"),
         }
     }
 

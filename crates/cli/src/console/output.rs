@@ -456,6 +456,8 @@ mod tests {
             total,
             started: Instant::now() - Duration::from_secs(2),
             network: "rutella",
+            failure: None,
+            report: None,
         }
     }
 

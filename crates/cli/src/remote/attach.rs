@@ -39,6 +39,14 @@ const HELP: &[(&str, &str)] = &[
         "remove [N]",
         "remove download N from the list, or all finished and failed",
     ),
+    (
+        "move N up|down|top|bottom|P",
+        "move download N in the list: queued downloads start in its order",
+    ),
+    (
+        "uploads",
+        "list the daemon's uploads in progress: peer, bytes sent, speed, file",
+    ),
     ("peers", "list the peers the daemon knows"),
     (
         "status",
@@ -249,6 +257,8 @@ impl Attached {
             "share" => self.share(rest).await,
             "unshare" => self.unshare(rest).await,
             "pause" | "resume" | "cancel" | "remove" | "rm" => self.control(rest, &cmd).await,
+            "move" | "mv" => self.move_download(rest).await,
+            "uploads" | "u" | "ul" => self.uploads().await,
             "help" | "h" | "?" => {
                 for (c, what) in HELP {
                     println!("  {c:<15} {what}");
@@ -493,7 +503,7 @@ impl Attached {
                 let peers: Vec<Peer> = self.d.get("/peers").await.unwrap_or_default();
                 println!("Joined {addr}; {} peer(s) known.", peers.len());
             }
-            Err(ApiError::Status(504, _)) => println!(
+            Err(ApiError::Status(504, ..)) => println!(
                 "No answer from {addr}: check the address and that its node is running, then connect again."
             ),
             Err(e) => return Err(e),
@@ -544,7 +554,7 @@ impl Attached {
             .d
             .delete("/shares", Some(&serde_json::json!({ "path": abs })))
             .await;
-        if matches!(r, Err(ApiError::Status(404, _))) && abs != dir {
+        if matches!(r, Err(ApiError::Status(404, ..))) && abs != dir {
             r = self
                 .d
                 .delete("/shares", Some(&serde_json::json!({ "path": dir })))
@@ -552,11 +562,61 @@ impl Attached {
         }
         match r {
             Ok(()) => println!("Stopped sharing {}.", crate::escape::path(&dir)),
-            Err(ApiError::Status(404, _)) => println!(
+            Err(ApiError::Status(404, ..)) => println!(
                 "{} is not shared: type share to list the shared folders.",
                 crate::escape::path(&dir)
             ),
             Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// `move N up|down|top|bottom|P`: moves a download in the daemon's list.
+    async fn move_download(&self, rest: &str) -> Result<(), ApiError> {
+        let list: Vec<Download> = self.d.get("/downloads").await?;
+        let ids: Vec<u64> = list.iter().map(|d| d.id).collect();
+        match crate::console::move_target(&ids, rest) {
+            Ok((id, at)) => {
+                let _: Vec<Download> = self
+                    .d
+                    .post(
+                        &format!("/downloads/{id}/move"),
+                        &serde_json::json!({ "position": at }),
+                    )
+                    .await?;
+                println!("Moved {id} to place {} of the list.", at + 1);
+            }
+            Err(why) => println!("{why}"),
+        }
+        Ok(())
+    }
+
+    /// `uploads`: the daemon's uploads in progress.
+    async fn uploads(&self) -> Result<(), ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Up {
+            peer: String,
+            name: String,
+            #[serde(default)]
+            size: Option<u64>,
+            #[serde(default)]
+            sent: u64,
+            #[serde(default)]
+            speed_bps: u64,
+        }
+        let list: Vec<Up> = self.d.get("/uploads").await?;
+        let rows: Vec<crate::console::UploadRow> = list
+            .into_iter()
+            .map(|u| crate::console::UploadRow {
+                peer: u.peer,
+                name: u.name,
+                size: u.size,
+                sent: u.sent,
+                speed_bps: u.speed_bps,
+            })
+            .collect();
+        for l in crate::console::uploads_table(&rows) {
+            println!("{l}");
         }
         Ok(())
     }

@@ -27,6 +27,32 @@ pub(crate) struct Found {
     pub(crate) hash: Option<String>,
     #[serde(default)]
     pub(crate) peers: Vec<String>,
+    /// What each peer said of itself and the file (daemons before this
+    /// field: none).
+    #[serde(default)]
+    pub(crate) sources: Vec<Facts>,
+}
+
+/// One peer's facts in a search result (`sources[]` of `RESULT`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Facts {
+    pub(crate) tcp: String,
+    #[serde(default)]
+    pub(crate) udp: Option<String>,
+    #[serde(default)]
+    pub(crate) network: Option<String>,
+    #[serde(default)]
+    pub(crate) push_id: Option<String>,
+    #[serde(default)]
+    pub(crate) proxies: Vec<String>,
+    #[serde(default)]
+    pub(crate) firewalled: Option<bool>,
+    #[serde(default)]
+    pub(crate) sha1: Option<String>,
+    #[serde(default)]
+    pub(crate) index: Option<u32>,
+    #[serde(default)]
+    pub(crate) vendor: Option<String>,
 }
 
 impl Found {
@@ -58,6 +84,13 @@ pub(crate) struct Download {
     pub(crate) file: Option<PathBuf>,
     #[serde(default)]
     pub(crate) error: Option<String>,
+    /// Why it failed (`not_found`, `no_source`, …; docs/API.md).
+    #[serde(default)]
+    pub(crate) error_kind: Option<String>,
+    #[serde(default)]
+    pub(crate) received: u64,
+    #[serde(default)]
+    pub(crate) resumed_from: Option<u64>,
 }
 
 /// One source of a download.
@@ -66,6 +99,12 @@ pub(crate) struct Source {
     pub(crate) addr: String,
     #[serde(default)]
     pub(crate) path: Option<String>,
+    #[serde(default)]
+    pub(crate) received: Option<u64>,
+    #[serde(default)]
+    pub(crate) verified: Option<u64>,
+    #[serde(default)]
+    pub(crate) outcome: Option<String>,
 }
 
 /// `GET /status`, the fields shown.
@@ -272,20 +311,30 @@ async fn follow_search(
 
 /// One line of `rutella search`'s output for a file and one of its peers
 /// (`tcp`, its download address), as the standalone command writes it.
-/// What the daemon does not tell of a peer (how to push to it; its UDP
-/// address when several peers share its IP) is `null`.
+/// The peer's facts come with the result; a daemon that does not give
+/// them leaves them `null`.
 pub(crate) fn hit_line(tcp: &str, f: &Found, json: bool, peers: &super::PeerMap) -> String {
     if json {
+        let facts = f
+            .sources
+            .iter()
+            .find(|s| s.tcp == tcp)
+            .cloned()
+            .unwrap_or_default();
         serde_json::json!({
             "peer": peers.name(tcp),
-            "udp": peers.udp_of(tcp).map(|u| u.to_string()),
+            "udp": facts.udp.or_else(|| peers.udp_of(tcp).map(|u| u.to_string())),
             "tcp": tcp,
             "name": f.name,
             "size": f.size,
             "hash": f.hex(),
-            "push_id": null,
-            "proxies": Vec::<String>::new(),
-            "firewalled": null,
+            "push_id": facts.push_id,
+            "proxies": facts.proxies,
+            "firewalled": facts.firewalled,
+            "network": facts.network,
+            "sha1": facts.sha1,
+            "index": facts.index,
+            "vendor": facts.vendor,
         })
         .to_string()
     } else {
@@ -427,9 +476,9 @@ pub(crate) async fn get(d: Daemon, a: GetArgs) -> Result<(), Failure> {
                     .map(|s| {
                         serde_json::json!({
                             "peer": s.addr,
-                            "received": null,
-                            "verified": null,
-                            "outcome": null,
+                            "received": s.received,
+                            "verified": s.verified,
+                            "outcome": s.outcome,
                             "path": s.path,
                         })
                     })
@@ -437,8 +486,8 @@ pub(crate) async fn get(d: Daemon, a: GetArgs) -> Result<(), Failure> {
                 let obj = serde_json::json!({
                     "path": path,
                     "size": dl.size.unwrap_or(dl.done),
-                    "resumed_from": null,
-                    "received": null,
+                    "resumed_from": dl.resumed_from,
+                    "received": dl.received,
                     "sources": sources,
                 });
                 print_line(&obj.to_string())?;
@@ -451,8 +500,12 @@ pub(crate) async fn get(d: Daemon, a: GetArgs) -> Result<(), Failure> {
             exit::FAILURE,
             format!("download {id} was cancelled"),
         )),
+        // The standalone command's code for the same failure.
         _ => Err(Failure::new(
-            exit::NETWORK,
+            dl.error_kind
+                .as_deref()
+                .and_then(super::code_of_kind)
+                .unwrap_or(exit::NETWORK),
             dl.error.unwrap_or_else(|| format!("download {id} failed")),
         )),
     }
@@ -724,7 +777,7 @@ pub(crate) async fn unshare(d: Daemon, dir: &Path) -> Result<(), Failure> {
         .await;
     // A folder shared as typed (not resolved) is removed as typed.
     let r = match r {
-        Err(ApiError::Status(404, _)) if abs != dir => {
+        Err(ApiError::Status(404, ..)) if abs != dir => {
             d.delete("/shares", Some(&serde_json::json!({ "path": dir })))
                 .await
         }
@@ -800,6 +853,7 @@ mod tests {
             size,
             hash: Some(format!("blake3:{}", "ab".repeat(32))),
             peers: vec!["127.0.0.1:20001".into()],
+            sources: Vec::new(),
         }
     }
 
@@ -841,9 +895,15 @@ mod tests {
             sources: vec![Source {
                 addr: "127.0.0.1:20001".into(),
                 path: Some("push via 127.0.0.1:20002".into()),
+                received: Some(10),
+                verified: Some(10),
+                outcome: Some("served".into()),
             }],
             file: Some(PathBuf::from("/d/x.bin")),
             error: None,
+            error_kind: None,
+            received: 10,
+            resumed_from: Some(0),
         };
         let t = downloads_table(&[dl], &super::super::PeerMap::default());
         assert!(t[0].starts_with("  #  STATE"), "{t:?}");

@@ -169,3 +169,171 @@ pub(crate) fn source<'a>(report: &'a serde_json::Value, prefix: &str) -> &'a ser
         .find(|s| s["peer"].as_str().unwrap().starts_with(prefix))
         .unwrap_or_else(|| panic!("no source {prefix} in {report}"))
 }
+
+/// The JSON report of one-shot run `r`, which must have succeeded (else
+/// its output and `node`'s log are shown, with `what`).
+pub(crate) fn report_of(r: &Output, what: &str, node: &Proc) -> serde_json::Value {
+    assert!(
+        r.status.success(),
+        "{what}: {}\nsource: {}",
+        String::from_utf8_lossy(&r.stderr),
+        node.stderr()
+    );
+    serde_json::from_slice(&r.stdout).unwrap()
+}
+
+/// Searches for `text` from `host` through P (11.0.0.2), with `flags`,
+/// until an answer with a hash comes from a peer whose address starts
+/// with `peer`: that hit. `node` is the source, whose log is shown when
+/// none comes.
+pub(crate) fn find_hit(
+    lab: &Lab,
+    host: &Host,
+    text: &str,
+    flags: &[&str],
+    peer: &str,
+    node: &Proc,
+) -> serde_json::Value {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let mut args = vec![
+            "search",
+            text,
+            "--connect",
+            "11.0.0.2",
+            "--wait",
+            "1.5",
+            "--json",
+        ];
+        args.extend(flags);
+        let r = run_in(lab, host, &args);
+        let hit = String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|h| h["hash"].is_string() && h["peer"].as_str().unwrap().starts_with(peer));
+        if let Some(hit) = hit {
+            return hit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer from {peer} for {text:?}: {}\nsource: {}",
+            String::from_utf8_lossy(&r.stderr),
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Searches for `text` from `host` through P, with `flags`, until some
+/// answer names `hash` (a source hashes its files in the background).
+pub(crate) fn wait_for_hash(lab: &Lab, host: &Host, text: &str, hash: &str, flags: &[&str]) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let mut args = vec!["search", text, "--connect", "11.0.0.2"];
+        args.extend(["--wait", "1.5", "--json"]);
+        args.extend(flags);
+        let r = run_in(lab, host, &args);
+        if String::from_utf8_lossy(&r.stdout).contains(hash) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody answered {text:?} with {hash}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (polled: nothing announces it) until download `first` into
+/// `out` has recorded verified data (its `.part.state` file, written at
+/// the first checkpoint after verified data reached the disk), then a
+/// further 4 s (the first 4 MiB batch is recorded about 3 s into a
+/// transfer at 1.5 MB/s), and kills it and whatever else runs with `out`
+/// in its command line.
+pub(crate) fn kill_after_first_record(first: &mut Proc, out: &Path) {
+    let deadline = Instant::now() + STEP;
+    let state_written = || {
+        std::fs::read_dir(out)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".part.state"))
+            })
+            .unwrap_or(false)
+    };
+    while !state_written() {
+        assert!(first.child_alive(), "ended early: {}", first.stderr());
+        assert!(Instant::now() < deadline, "no progress: {}", first.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A deliberate wait: see above.
+    std::thread::sleep(Duration::from_millis(4000));
+    assert!(first.child_alive(), "ended before it was killed");
+    kill_tree(first.child.id());
+    first.child.wait().unwrap();
+    // Whatever runs with this download's folder in its command line is
+    // that download (the folder is the test's own): none may be left.
+    let deadline = Instant::now() + STEP;
+    while let Some(pid) = running_with(out.to_str().unwrap()) {
+        assert!(Instant::now() < deadline, "the first download survived");
+        kill_tree(pid);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The offset a resumed download by hash started from, from the
+/// completion line of its log.
+pub(crate) fn resumed_from(log: &str) -> u64 {
+    let done = log
+        .lines()
+        .find(|l| l.contains("download by hash complete"))
+        .unwrap_or_else(|| panic!("no completion in {log}"));
+    done.split("resumed_from=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {done}"))
+}
+
+/// Whether miniupnpd is installed; prints the skip line when not.
+pub(crate) fn has_miniupnpd() -> bool {
+    if std::process::Command::new("miniupnpd")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: miniupnpd is not installed");
+        return false;
+    }
+    true
+}
+
+/// The lab with H1 behind R1 (11.0.0.11), a router that maps ports
+/// (miniupnpd), and, when `with_p`, the public host P (11.0.0.2); None
+/// (after one skip line) where it cannot be built.
+pub(crate) fn upnp_lab(with_p: bool) -> Option<(Lab, Option<Host>, Host)> {
+    let mut lab = Lab::or_skip()?;
+    if !has_miniupnpd() {
+        return None;
+    }
+    let p = with_p.then(|| lab.public_host("p", 2).unwrap());
+    let upnp = rutella_lab::RouterKind {
+        port_mapping: true,
+        ..Default::default()
+    };
+    let r1 = lab.router("r1", 11, upnp).unwrap();
+    let h1 = lab.host_behind(&r1, "h1").unwrap();
+    Some((lab, p, h1))
+}
+
+/// The lab with the public host P (11.0.0.2) and H2 behind R2
+/// (11.0.0.12), a router that maps nothing and drops every unsolicited
+/// packet; None (after one skip line) where it cannot be built.
+pub(crate) fn no_mapping_lab() -> Option<(Lab, Host, Host)> {
+    let mut lab = Lab::or_skip()?;
+    let p = lab.public_host("p", 2).unwrap();
+    let r2 = lab
+        .router("r2", 12, rutella_lab::RouterKind::default())
+        .unwrap();
+    let h2 = lab.host_behind(&r2, "h2").unwrap();
+    Some((lab, p, h2))
+}

@@ -25,8 +25,14 @@ fn is_transient(extra: &Map<String, serde_json::Value>) -> bool {
 #[derive(Debug)]
 pub(super) struct PeerState {
     pub(super) info: Peer,
-    /// Pinged in the current round and not heard from since.
-    awaiting_pong: bool,
+    /// When the oldest ping of ours it has not answered went out (any
+    /// message from it answers): it is removed once that is a pong
+    /// timeout ago, also when rounds come faster than the pong timeout.
+    awaiting_since: Option<Instant>,
+    /// The `"Nonce"` of its own pings: the node now at this address (a
+    /// node draws the key of its nonces at every start). Another one is
+    /// a new node there, which is introduced again.
+    session: Option<u64>,
     /// When a ping it started was last forwarded.
     last_forward: Option<Instant>,
     /// Order of arrival: lower is older.
@@ -103,6 +109,19 @@ impl Overlay {
         // The answer goes to the datagram's source, never to the address
         // the message names (for a classic peer they are the same).
         let mut extra = Map::new();
+        // A peer's ping with another nonce than before comes from a new
+        // node at that address (a one-shot command run again): it is
+        // introduced again, below, paid by this ping's bytes.
+        let renewed = match nonce_of(&ping.extra) {
+            Some(n) if self.peers.contains_key(&from) => self
+                .renew_session(from, n)
+                .then(|| Message::Ping(ping.clone()).encode().len()),
+            Some(n) => {
+                self.sh.guard.entry(from).nonce = Some(n);
+                None
+            }
+            None => None,
+        };
         // A rutella ping of the sender itself (forwarded ones carry no
         // unknown fields) tells its push id: we relay pushes to it while
         // it is a peer.
@@ -158,6 +177,9 @@ impl Overlay {
             self.mark_alive(from, ping.ports);
             if ttl > 0 {
                 self.forward_ping(now, from, fwd);
+            }
+            if let Some(len) = renewed {
+                self.reintroduce(from, len);
             }
         } else {
             if ttl > 0 {
@@ -243,8 +265,12 @@ impl Overlay {
             None => (None, None, None),
         };
         let push_id = e.push_id.take();
+        let nonce = e.nonce.take();
         let new = !self.peers.contains_key(&from);
         self.add_peer(Peer::seen(from, ports));
+        if let Some(state) = self.peers.get_mut(&from) {
+            state.session = state.session.or(nonce);
+        }
         if new && ports.is_rutella() && self.peers.contains_key(&from) {
             self.introduce(from);
         }
@@ -312,8 +338,53 @@ impl Overlay {
     /// probes the other, which also opens both sides' routers (a peer
     /// behind a NAT answers only whom it sent to).
     fn introduce(&mut self, to: SocketAddr) {
-        let intro: Vec<Ping> = self
-            .peers
+        for ping in self.introductions(to) {
+            self.push_transmit(Transmit {
+                dest: to,
+                message: Message::Ping(ping),
+                from_self: false,
+            });
+        }
+    }
+
+    /// Records `nonce` as the session of peer `from`; whether it is
+    /// another node than the one proven there before (a node draws the
+    /// key of its nonces at every start). Then its next ping is passed
+    /// on at once.
+    fn renew_session(&mut self, from: SocketAddr, nonce: u64) -> bool {
+        let Some(state) = self.peers.get_mut(&from) else {
+            return false;
+        };
+        let renewed = state.session.replace(nonce).is_some_and(|n| n != nonce);
+        if renewed {
+            state.last_forward = None;
+        }
+        renewed
+    }
+
+    /// [`Overlay::introduce`] to a peer whose address now holds a new node
+    /// (see [`Overlay::renew_session`]). Anyone can send a ping from a
+    /// peer's address with a new nonce, so these introductions are paid
+    /// as sends to an unproven address: at most the amplification factor
+    /// times the bytes of the pings that announced new nodes there
+    /// (`len` this one's), never more than it sent us.
+    fn reintroduce(&mut self, to: SocketAddr, len: usize) {
+        self.sh.guard.received(to, len);
+        tracing::debug!(peer = %to, "a new node at a peer's address, introduced again");
+        for ping in self.introductions(to) {
+            let t = Transmit {
+                dest: to,
+                message: Message::Ping(ping),
+                from_self: false,
+            };
+            self.sh.push_transmit(t, false);
+        }
+    }
+
+    /// The TTL-0 pings that tell `to` of up to [`INTRODUCED`] of our
+    /// other peers.
+    fn introductions(&self, to: SocketAddr) -> Vec<Ping> {
+        self.peers
             .iter()
             .filter(|(d, _)| **d != to)
             .take(INTRODUCED)
@@ -326,14 +397,7 @@ impl Overlay {
                 },
                 extra: Map::new(),
             })
-            .collect();
-        for ping in intro {
-            self.push_transmit(Transmit {
-                dest: to,
-                message: Message::Ping(ping),
-                from_self: false,
-            });
-        }
+            .collect()
     }
 
     /// Forwards a ping that peer `from` started to every other peer, at
@@ -442,7 +506,7 @@ impl Overlay {
     /// A message came from peer `from`: it is alive this round.
     pub(super) fn mark_alive(&mut self, from: SocketAddr, ports: Ports) {
         if let Some(state) = self.peers.get_mut(&from) {
-            state.awaiting_pong = false;
+            state.awaiting_since = None;
             state.info.rutella |= ports.is_rutella();
             if let Some(tcp) = ports.tcp.filter(|p| *p != 0) {
                 state.info.tcp_port = tcp;
@@ -473,7 +537,8 @@ impl Overlay {
             peer.udp,
             PeerState {
                 info: peer,
-                awaiting_pong: false,
+                awaiting_since: None,
+                session: None,
                 last_forward: None,
                 joined: self.joined,
             },
@@ -491,12 +556,15 @@ impl Overlay {
 
     /// Classic timers: ping rounds, and silent peers dropped.
     pub(super) fn classic_timeout(&mut self, now: Instant) {
+        let timeout = self.sh.config.pong_timeout;
         if self.round_deadline.is_some_and(|d| d <= now) {
-            self.round_deadline = None;
             let silent: Vec<SocketAddr> = self
                 .peers
                 .iter()
-                .filter(|(_, p)| p.awaiting_pong)
+                .filter(|(_, p)| {
+                    p.awaiting_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= timeout)
+                })
                 .map(|(a, _)| *a)
                 .collect();
             for addr in silent {
@@ -509,10 +577,10 @@ impl Overlay {
                     self.sh.push_event(Event::PeerRemoved(p.info));
                 }
             }
+            self.round_deadline = self.pong_deadline();
         }
         if self.next_round.is_some_and(|t| t <= now) {
             self.next_round = Some(now + self.sh.config.ping_interval);
-            self.round_deadline = Some(now + self.sh.config.pong_timeout);
             if self.peers.is_empty() {
                 for addr in self.bootstrap.clone() {
                     self.send_ping(now, addr);
@@ -521,11 +589,23 @@ impl Overlay {
             let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
             for addr in addrs {
                 if let Some(p) = self.peers.get_mut(&addr) {
-                    p.awaiting_pong = true;
+                    // A later round does not move the wait of an earlier
+                    // unanswered ping.
+                    p.awaiting_since.get_or_insert(now);
                 }
                 self.send_ping(now, addr);
             }
+            self.round_deadline = self.pong_deadline();
         }
+    }
+
+    /// When the oldest unanswered ping to a peer is a pong timeout old.
+    fn pong_deadline(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|p| p.awaiting_since)
+            .min()
+            .map(|t| t + self.sh.config.pong_timeout)
     }
 
     /// Our ping to `dest`, with the nonce its pong must echo.

@@ -771,3 +771,54 @@ fn dial_back_messages_go_to_the_driver_saying_whether_the_source_is_a_proven_rut
     ));
     let _ = a;
 }
+
+#[test]
+fn a_silent_peer_is_removed_also_when_pongs_may_take_longer_than_a_round() {
+    let mut net = star(3);
+    // Rounds every 200 ms, pongs allowed 500 ms: later rounds must not
+    // move the wait for the first unanswered ping.
+    for (_, o, _) in &mut net.nodes {
+        o.sh.config.pong_timeout = Duration::from_millis(500);
+    }
+    net.advance(Duration::from_millis(250));
+    let dead = net.nodes[2].0;
+    assert!(net.peer_set(0).contains(&dead));
+    net.down.insert(dead);
+    // The next round pings it by t=650 ms; 500 ms later it is gone.
+    net.advance(Duration::from_millis(950));
+    for i in 0..2 {
+        assert!(
+            !net.peer_set(i).contains(&dead),
+            "node {i} still lists the dead peer"
+        );
+        assert_eq!(net.peer_set(i).len(), 1);
+    }
+}
+
+#[test]
+fn a_new_node_at_a_peers_address_is_introduced_again() {
+    let mut net = star(3);
+    net.advance(Duration::from_millis(100));
+    let (hub, other, again) = (net.nodes[0].0, net.nodes[1].0, net.nodes[2].0);
+    assert!(net.peer_set(0).contains(&again));
+    // Node 2 starts again at the same address (a new key, so new nonces),
+    // while node 0 still holds it as a peer.
+    let now = net.now;
+    let mut c = cfg(again.port());
+    c.seed = 4242;
+    net.nodes[2].1 = Overlay::new(c, now);
+    net.nodes[2].1.add_own_ip(again.ip());
+    let before = net.sent.len();
+    net.nodes[2].1.connect(now, hub, hub.port() + 1);
+    net.pump();
+    let introduced = |net: &Net, from: usize| {
+        net.sent[from..].iter().any(|(f, t, m)| {
+            *f == hub
+                && *t == again
+                && matches!(m, Message::Ping(p) if p.ttl == 0 && p.ip == other.ip()
+                    && p.ports.udp == Some(other.port()))
+        })
+    };
+    assert!(introduced(&net, before), "node 0 did not introduce node 1");
+    assert!(net.peer_set(2).contains(&other));
+}

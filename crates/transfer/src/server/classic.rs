@@ -144,13 +144,14 @@ pub(super) async fn answer_classic(
             source: e,
         })?;
     tracing::debug!(%peer, name, offset, len, "classic upload starts");
-    cfg.notify(peer, &file.path, UploadEvent::Started);
-    let sent = send_range(&mut stream, std_file, offset, len, cfg).await;
+    let meter = super::config::UploadMeter::default();
+    cfg.notify(peer, &file.path, UploadEvent::Started, &meter);
+    let sent = send_range(&mut stream, std_file, offset, len, cfg, &meter).await;
     let bytes = match &sent {
         Ok(n) => *n,
         Err((n, _)) => *n,
     };
-    cfg.notify(peer, &file.path, UploadEvent::Ended { bytes });
+    cfg.notify(peer, &file.path, UploadEvent::Ended { bytes }, &meter);
     match sent {
         Ok(sent) => {
             report.bytes_sent = sent;

@@ -96,9 +96,9 @@ impl std::fmt::Debug for RelayHook {
     }
 }
 
-/// The taker of HTTP connections: called with a connection whose first 4
-/// bytes (`GET ` or `HEAD`, given as the third argument) were read, and
-/// its peer. It runs in the connection's task, which holds one of the
+/// The taker of HTTP connections: called with a connection whose first
+/// bytes (its whole request line, and whatever arrived with it, given as
+/// the third argument) were read, and its peer. It runs in the connection's task, which holds one of the
 /// server's connections (in all and for the peer's address) until it
 /// returns.
 #[derive(Clone)]
@@ -108,7 +108,7 @@ pub struct HttpHook(
         dyn Fn(
                 tokio::net::TcpStream,
                 std::net::SocketAddr,
-                [u8; 4],
+                Vec<u8>,
             ) -> std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>
             + Send
             + Sync,
@@ -130,7 +130,36 @@ pub struct UploadNotice {
     pub file: std::path::PathBuf,
     /// Started, or ended with the bytes sent.
     pub event: UploadEvent,
+    /// The file bytes this upload sent so far, counted as they go out
+    /// (the same counter in its `Started` and `Ended` notices).
+    pub sent: UploadMeter,
 }
+
+/// A live count of the file bytes one upload sent, shared between the
+/// connection sending them and whoever shows the upload.
+#[derive(Debug, Clone, Default)]
+pub struct UploadMeter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl UploadMeter {
+    /// Bytes sent so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts `n` more bytes sent.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl PartialEq for UploadMeter {
+    /// The same counter (not the same count).
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for UploadMeter {}
 
 /// What happened to an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,12 +176,19 @@ pub enum UploadEvent {
 
 impl ServerConfig {
     /// Announces an upload event, when someone listens.
-    pub(crate) fn notify(&self, peer: SocketAddr, file: &std::path::Path, event: UploadEvent) {
+    pub(crate) fn notify(
+        &self,
+        peer: SocketAddr,
+        file: &std::path::Path,
+        event: UploadEvent,
+        sent: &UploadMeter,
+    ) {
         if let Some(tx) = &self.uploads {
             let _ = tx.send(UploadNotice {
                 peer,
                 file: file.to_path_buf(),
                 event,
+                sent: sent.clone(),
             });
         }
     }

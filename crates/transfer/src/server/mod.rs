@@ -11,7 +11,7 @@ mod timed;
 
 pub use config::{
     Fault, HttpHook, Protocol, PushedConn, RelayHook, SendError, ServeError, ServeOutcome,
-    ServeReport, ServerConfig, UploadEvent, UploadNotice,
+    ServeReport, ServerConfig, UploadEvent, UploadMeter, UploadNotice,
 };
 
 use std::future::Future;
@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
@@ -65,7 +65,7 @@ pub async fn serve_connection(
 async fn hand_to_http(
     stream: TcpStream,
     peer: SocketAddr,
-    prefix: [u8; 4],
+    prefix: Vec<u8>,
     cfg: &ServerConfig,
 ) -> ServeReport {
     let bytes_sent = match &cfg.http {
@@ -143,9 +143,9 @@ pub(crate) enum Detected {
     Relay,
     /// A pushed connection's introduction (fully read), with its token.
     Pushed(u64),
-    /// The first 4 bytes of an HTTP request (`GET ` or `HEAD`) or of a
-    /// Gnutella `GIV `.
-    Http([u8; 4]),
+    /// The first bytes of an HTTP request (its whole request line, and
+    /// whatever came with it) or of a Gnutella `GIV` (its first line).
+    Http(Vec<u8>),
 }
 
 /// Reads just enough to tell the exchanges apart (4, 5 or 8 bytes).
@@ -159,7 +159,7 @@ pub(crate) async fn detect_protocol(
     read_exact_by(stream, &mut head[..4], peer, deadline, cfg).await?;
     let partial = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     if cfg.http.is_some() && matches!(&head[..4], b"GET " | b"HEAD" | b"GIV ") {
-        return Ok(Detected::Http([head[0], head[1], head[2], head[3]]));
+        return detect_http_line(stream, peer, head, deadline).await;
     }
     if wire::detect(&head[..4]) == wire::Detect::Classic {
         return Ok(Detected::Classic {
@@ -200,6 +200,53 @@ pub(crate) async fn detect_protocol(
             Err(ServeError::BadRequest { peer, reason: msg })
         }
     }
+}
+
+/// After 4 bytes that spell `GET ` or `HEAD`: reads on until the request
+/// line tells HTTP from a classic request whose partial size spells them
+/// ([`wire::detect_http`]). A classic client sends its name and waits, so
+/// a name that reads as the start of a request line (it starts with `/`)
+/// is taken for classic when no more bytes come by `deadline`, or when the
+/// peer closes.
+async fn detect_http_line(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    head: [u8; wire::HELLO_LEN],
+    deadline: Instant,
+) -> Result<Detected, ServeError> {
+    let partial = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let mut buf = head[..4].to_vec();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match wire::detect_http(&buf) {
+            wire::HttpDetect::Http => return Ok(Detected::Http(buf)),
+            wire::HttpDetect::Classic => break,
+            wire::HttpDetect::NeedMore => {}
+        }
+        // detect_http decides within HTTP_LINE_MAX bytes; the cap keeps
+        // the classic name within what the classic server reads.
+        let room = (wire::HTTP_LINE_MAX + 8)
+            .saturating_sub(buf.len())
+            .min(chunk.len());
+        if room == 0 {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await {
+            Err(_) | Ok(Ok(0)) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => {
+                return Err(ServeError::Io {
+                    peer,
+                    during: "reading the request",
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(Detected::Classic {
+        partial,
+        already: buf.split_off(4),
+    })
 }
 
 /// Accepts connections on `listener` and serves each in its own task until

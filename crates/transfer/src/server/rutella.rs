@@ -96,6 +96,8 @@ async fn serve_session(
     // The file this session sends, announced once it starts and again
     // when the session ends.
     let mut sending: Option<std::path::PathBuf> = None;
+    // Counts the bytes of the file being sent (a new one per file).
+    let mut meter = super::config::UploadMeter::default();
     // The session keeps its slot while it takes at least `min` bytes of
     // answers per `idle`: each time it has, the clock starts again.
     let (idle, min) = (
@@ -240,12 +242,14 @@ async fn serve_session(
                             UploadEvent::Ended {
                                 bytes: report.bytes_sent,
                             },
+                            &meter,
                         );
                     }
-                    cfg.notify(peer, &file.path, UploadEvent::Started);
+                    meter = super::config::UploadMeter::default();
+                    cfg.notify(peer, &file.path, UploadEvent::Started, &meter);
                     sending = Some(file.path.clone());
                 }
-                match send_range(&mut stream, f, offset, len, &cfg).await {
+                match send_range(&mut stream, f, offset, len, &cfg, &meter).await {
                     Ok(n) => {
                         report.bytes_sent += n;
                         answered += n;
@@ -257,6 +261,7 @@ async fn serve_session(
                             UploadEvent::Ended {
                                 bytes: report.bytes_sent + sent,
                             },
+                            &meter,
                         );
                         return Err(ServeError::Upload {
                             peer,
@@ -277,6 +282,7 @@ async fn serve_session(
             UploadEvent::Ended {
                 bytes: report.bytes_sent,
             },
+            &meter,
         );
     }
     let _ = timeout(cfg.send_timeout, stream.shutdown()).await;

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use super::config::{Fault, SendError, ServerConfig};
+use super::config::{Fault, SendError, ServerConfig, UploadMeter};
 
 /// Sends `len` bytes of `file` from `offset`. Returns the bytes sent, or the
 /// bytes sent before the failure with its cause.
@@ -18,6 +18,7 @@ pub(crate) async fn send_range(
     offset: u64,
     len: u64,
     cfg: &ServerConfig,
+    meter: &UploadMeter,
 ) -> Result<u64, (u64, SendError)> {
     if len == 0 {
         return Ok(0);
@@ -31,9 +32,9 @@ pub(crate) async fn send_range(
         && cfg.fault.is_none()
     {
         let limit = cfg.total_limit.as_ref();
-        return sendfile_range(stream, &file, offset, len, cfg.send_timeout, limit).await;
+        return sendfile_range(stream, &file, offset, len, cfg.send_timeout, limit, meter).await;
     }
-    copy_range(stream, file, offset, len, cfg).await
+    copy_range(stream, file, offset, len, cfg, meter).await
 }
 
 /// Buffered copy: a blocking thread reads the file into one of two buffers
@@ -44,6 +45,7 @@ async fn copy_range(
     offset: u64,
     len: u64,
     cfg: &ServerConfig,
+    meter: &UploadMeter,
 ) -> Result<u64, (u64, SendError)> {
     let mut chunk = cfg.buffer_size.clamp(4096, 8 << 20);
     if let Some(rate) = cfg.rate_limit {
@@ -113,6 +115,7 @@ async fn copy_range(
             Ok(Ok(())) => {}
         }
         sent += buf.len() as u64;
+        meter.add(buf.len() as u64);
         if let Some(l) = &cfg.total_limit {
             l.take(buf.len() as u64).await;
         }
@@ -137,6 +140,7 @@ async fn sendfile_range(
     len: u64,
     stall: Duration,
     limit: Option<&crate::RateLimiter>,
+    meter: &UploadMeter,
 ) -> Result<u64, (u64, SendError)> {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
@@ -173,6 +177,7 @@ async fn sendfile_range(
             Ok(0) => return Err((sent, SendError::FileShrank)),
             Ok(n) => {
                 sent += n as u64;
+                meter.add(n as u64);
                 if let Some(l) = paced {
                     l.take(n as u64).await;
                 }
