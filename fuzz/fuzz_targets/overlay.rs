@@ -6,7 +6,8 @@
 //!
 //! - nothing panics;
 //! - the peer list stays within `max_peers` plus the scalable neighbour
-//!   bound `max_degree`;
+//!   bound `max_degree` and the leaf bound `max_leaves` (the scalable
+//!   node is an ultrapeer);
 //! - one call queues at most `per_call_bound()` datagrams and events (see
 //!   there for why);
 //! - every datagram fits `MAX_DATAGRAM`;
@@ -19,7 +20,7 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use rutella_fuzz::{addr, name, Datagram, IPS, OWN_PORT};
 use rutella_proto::{
-    Config, Event, HitFile, IncomingQuery, Mode, Overlay, ScalableConfig, MAX_DATAGRAM,
+    Config, Event, HitFile, IncomingQuery, Mode, Overlay, ScalableConfig, Tier, MAX_DATAGRAM,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +29,9 @@ use std::time::{Duration, Instant};
 
 const MAX_PEERS: usize = 16;
 const MAX_DEGREE: usize = 4;
+/// Leaves an ultrapeer keeps (the node runs as an ultrapeer, so that
+/// leaves may join it).
+const MAX_LEAVES: usize = 2;
 const MAX_SEARCHES: usize = 4;
 const MAX_HITS: usize = 8;
 const HOST_CACHE: usize = 16;
@@ -48,7 +52,7 @@ const MAX_CATCH_UP: usize = 8;
 /// every peer and neighbour. The sum of all of these, plus a few single
 /// replies, bounds every call with room to spare.
 fn per_call_bound() -> usize {
-    MAX_PEERS + MAX_DEGREE * (1 + MAX_SEARCHES) + HOST_CACHE + MAX_HITS + 8
+    MAX_PEERS + (MAX_DEGREE + MAX_LEAVES) * (1 + MAX_SEARCHES) + HOST_CACHE + MAX_HITS + 8
 }
 
 /// Largest counts seen, printed when `RUTELLA_FUZZ_STATS` is set (to
@@ -160,6 +164,8 @@ fn config(scalable: bool, seed: u64) -> Config {
             max_search_time: Duration::from_millis(1000),
             seen_queries: 32,
             join_walk: 2,
+            tier: Tier::Ultrapeer,
+            max_leaves: MAX_LEAVES,
             ..ScalableConfig::default()
         },
         ..Config::default()
@@ -198,7 +204,7 @@ impl Driver {
         let peers = self.o.peers().len();
         record(&MAX_PEERS_SEEN, "peers listed", peers);
         assert!(
-            peers <= MAX_PEERS + MAX_DEGREE,
+            peers <= MAX_PEERS + MAX_DEGREE + MAX_LEAVES,
             "{what}: {peers} peers listed"
         );
     }

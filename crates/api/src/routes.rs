@@ -163,7 +163,13 @@ async fn status(State(api): Shared) -> Result<Json<serde_json::Value>, ApiError>
         .count();
     let bytes_down: u64 = list.iter().map(|d| d.received).sum();
     let reach = ReachJson::from(&*c.reachability().borrow());
+    let tier = match c.tier().await? {
+        Some((true, leaves)) => serde_json::json!({"role": "ultrapeer", "leaves": leaves}),
+        Some((false, _)) => serde_json::json!({"role": "leaf"}),
+        None => serde_json::Value::Null,
+    };
     Ok(Json(serde_json::json!({
+        "tier": tier,
         "version": env!("CARGO_PKG_VERSION"),
         "udp": c.udp_addr().to_string(),
         "tcp": c.tcp_addr().to_string(),

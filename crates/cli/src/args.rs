@@ -450,6 +450,28 @@ pub(crate) struct NetArgs {
     /// For tests of small networks.
     #[arg(long, value_name = "N", hide = true)]
     pub(crate) join_walk: Option<u8>,
+    /// Scalable mode: the tier this node may take: auto (a leaf that
+    /// becomes an ultrapeer when reachable and ultrapeers are scarce),
+    /// ultrapeer, or leaf [default: auto].
+    #[arg(long, value_name = "auto|ultrapeer|leaf", value_parser = parse_tier)]
+    pub(crate) tier: Option<rutella_proto::Tier>,
+    /// Scalable mode: the most leaves an ultrapeer keeps.
+    #[arg(long, value_name = "N", hide = true)]
+    pub(crate) max_leaves: Option<usize>,
+    /// Scalable mode: the ultrapeers a leaf keeps.
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) leaf_ultrapeers: Option<u16>,
+    /// Scalable mode: how long a capable leaf short of ultrapeers waits
+    /// before becoming one (times 1 to 2). For tests.
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
+    pub(crate) promote_wait: Option<Duration>,
+    /// Scalable mode: the uptime an ultrapeer needs. For tests.
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
+    pub(crate) ultrapeer_min_uptime: Option<Duration>,
+    /// Scalable mode: how long an ultrapeer with few leaves among many
+    /// ultrapeers waits before becoming a leaf (times 1 to 2). For tests.
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_duration)]
+    pub(crate) demote_after: Option<Duration>,
     /// Whether peers can connect to this node: yes, no, or unknown (the
     /// default). With "no", answers say so and downloaders push at once.
     /// For tests until a reachability check decides it.
@@ -470,6 +492,15 @@ pub(crate) struct NetArgs {
 }
 
 /// `--reachable yes|no`.
+fn parse_tier(s: &str) -> Result<rutella_proto::Tier, String> {
+    match s {
+        "auto" => Ok(rutella_proto::Tier::Auto),
+        "ultrapeer" => Ok(rutella_proto::Tier::Ultrapeer),
+        "leaf" => Ok(rutella_proto::Tier::Leaf),
+        _ => Err(format!("expected auto, ultrapeer or leaf, got {s:?}")),
+    }
+}
+
 fn parse_reachable(s: &str) -> Result<bool, String> {
     match s {
         "yes" => Ok(true),
@@ -700,6 +731,24 @@ impl NetArgs {
         }
         if let Some(walk) = self.join_walk {
             sc.join_walk = i64::from(walk);
+        }
+        if let Some(t) = self.tier {
+            sc.tier = t;
+        }
+        if let Some(n) = self.max_leaves {
+            sc.max_leaves = n;
+        }
+        if let Some(n) = self.leaf_ultrapeers {
+            sc.leaf_ultrapeers = usize::from(n);
+        }
+        if let Some(t) = self.promote_wait {
+            sc.promote_wait = t;
+        }
+        if let Some(t) = self.ultrapeer_min_uptime {
+            sc.ultrapeer_min_uptime = t;
+        }
+        if let Some(t) = self.demote_after {
+            sc.demote_after = t;
         }
         cfg.overlay.seed = seed();
         cfg.lan = self.lan.settings(self.bind, false);

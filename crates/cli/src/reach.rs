@@ -102,6 +102,12 @@ pub(crate) async fn status(client: &Client) -> Vec<String> {
         Ok(n) => out.push(format!("Peers: {n}.")),
         Err(e) => out.push(e.to_string()),
     }
+    match client.tier().await {
+        Ok(Some((true, leaves))) => out.push(format!("Tier: ultrapeer with {leaves} leaves.")),
+        Ok(Some((false, _))) => out.push("Tier: leaf.".to_string()),
+        Ok(None) => {}
+        Err(e) => out.push(e.to_string()),
+    }
     let shares: Vec<String> = client
         .shares()
         .iter()

@@ -716,7 +716,7 @@ fn scalable_query_answers_do_not_go_to_a_named_victim() {
     let query = |victim: SocketAddrV4, id: u64| {
         bytes_of(
             &json!({"Command": 3, "Contents": "amplify", "IP": victim.ip().to_string(),
-            "UdpPort": victim.port(), "TcpPort": 10000, "Id": id, "Scalable": 2, "TTL": 0,
+            "UdpPort": victim.port(), "TcpPort": 10000, "Id": id, "Scalable": 3, "TTL": 0,
             "Hops": 1, "Degree": 0}),
         )
     };
@@ -776,7 +776,7 @@ fn join_pings_naming_a_victim_do_not_make_it_a_neighbour() {
     for i in 0..victim.ports.len() {
         let v = victim.addr(i);
         let join = json!({"Command": 1, "IP": v.ip().to_string(), "UdpPort": v.port(),
-            "TcpPort": 10000, "TTL": 0, "Scalable": 2, "Join": true, "Degree": 0});
+            "TcpPort": 10000, "TTL": 0, "Scalable": 3, "Join": true, "Degree": 0});
         attacker.send(target, &bytes_of(&join));
     }
     let joined_answered = probe.barrier(target, Duration::from_secs(5));
@@ -785,7 +785,7 @@ fn join_pings_naming_a_victim_do_not_make_it_a_neighbour() {
     let me = attacker.sock.local_addr().unwrap();
     for id in 0..20u64 {
         let q = json!({"Command": 3, "Contents": "zq no such name", "IP": me.ip().to_string(),
-            "UdpPort": me.port(), "TcpPort": 10000, "Id": 5000 + id, "Scalable": 2, "TTL": 0,
+            "UdpPort": me.port(), "TcpPort": 10000, "Id": 5000 + id, "Scalable": 3, "TTL": 0,
             "Hops": 1, "Degree": 0});
         attacker.send(target, &bytes_of(&q));
     }
@@ -864,10 +864,14 @@ fn spoofed_refusals_do_not_cut_a_link() {
     );
     let (a_ip, b_ip) = (ip_s(51), ip_s(52));
     // Neighbours ping each other only after 30 s of silence: the link,
-    // once cut, is not repaired within the test.
+    // once cut, is not repaired within the test. Both are ultrapeers: the
+    // link under attack is one between neighbours of the upper tier (a node
+    // of tier auto starts as a leaf, and a leaf takes no link of its own).
     let timers = [
         "--mode",
         "scalable",
+        "--tier",
+        "ultrapeer",
         "--ping-interval",
         "30s",
         "--pong-timeout",
@@ -895,7 +899,7 @@ fn spoofed_refusals_do_not_cut_a_link() {
 
     let mut attacker = Attacker::new(56);
     let refusal = json!({"Command": 2, "IP": a_ip, "UdpPort": 20000, "TcpPort": 10000,
-        "Scalable": 2, "Accept": false, "Degree": 0});
+        "Scalable": 3, "Accept": false, "Degree": 0});
     for _ in 0..2 {
         attacker.send(node_udp(52), &bytes_of(&refusal));
     }

@@ -1,17 +1,25 @@
-//! Fifty `rutella serve` processes in scalable mode on loopback: searches
-//! for files held by several peers succeed, and every node's number of
-//! neighbours stays within the configured range.
+//! Fifty `rutella serve` processes in scalable mode on loopback, ten
+//! ultrapeers and forty leaves: searches for files held by several peers
+//! succeed, and every node's number of links stays within the configured
+//! range. Then a leaf that ultrapeers refuse for lack of slots is
+//! promoted.
 //!
-//! Address plan: this file uses 127.0.8.0/24 (classic ports).
+//! Address plan: this file uses 127.0.8.0/24 and 127.0.9.0/24 (classic
+//! ports).
 
 mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
 const NODES: usize = 50;
-/// The overlay's default degree range.
+/// The first ones are ultrapeers, the others leaves.
+const ULTRAPEERS: usize = 10;
+/// The overlay's default minimum degree (ultrapeer neighbours of an
+/// ultrapeer); with ten ultrapeers, each can have nine at most.
 const MIN_DEGREE: usize = 8;
-const MAX_DEGREE: usize = 32;
+const MAX_DEGREE: usize = ULTRAPEERS - 1;
+/// The ultrapeers a leaf keeps, by default.
+const LEAF_ULTRAPEERS: usize = 3;
 
 fn ip(i: usize) -> String {
     format!("127.0.8.{}", 10 + i)
@@ -38,6 +46,7 @@ fn fifty_processes_in_scalable_mode() {
         let me = ip(i);
         let mut args = vec!["--share", &share, "--bind", &me, "--mode", "scalable"];
         args.extend(["--ping-interval", "1s", "--pong-timeout", "500ms"]);
+        args.extend(["--tier", if i < ULTRAPEERS { "ultrapeer" } else { "leaf" }]);
         let join = ip(i / 2);
         if i > 0 {
             // Join through an earlier node, not always the first.
@@ -50,8 +59,20 @@ fn fifty_processes_in_scalable_mode() {
     // wait). A node's reported degree changes only with a line of its log,
     // so the wait is on the log of a node out of range.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let in_range = |d: Option<usize>| d.is_some_and(|d| (MIN_DEGREE..=MAX_DEGREE).contains(&d));
-    while let Some(n) = nodes.iter().find(|n| !in_range(degree(&n.log_text()))) {
+    let in_range = |i: usize, d: Option<usize>| {
+        d.is_some_and(|d| {
+            if i < ULTRAPEERS {
+                (MIN_DEGREE..=MAX_DEGREE).contains(&d)
+            } else {
+                d == LEAF_ULTRAPEERS
+            }
+        })
+    };
+    while let Some((_, n)) = nodes
+        .iter()
+        .enumerate()
+        .find(|(i, n)| !in_range(*i, degree(&n.log_text())))
+    {
         let len = n.log_text().len();
         if !n.lines.wait_longer_than(len, deadline) {
             let degrees: Vec<Option<usize>> = nodes.iter().map(|n| degree(&n.log_text())).collect();
@@ -102,9 +123,70 @@ fn fifty_processes_in_scalable_mode() {
     // Still within range after all that traffic.
     for (i, n) in nodes.iter().enumerate() {
         let d = degree(&n.log_text());
-        assert!(
-            d.is_some_and(|d| (MIN_DEGREE..=MAX_DEGREE).contains(&d)),
-            "node {i}: {d:?}"
-        );
+        assert!(in_range(i, d), "node {i}: {d:?}");
     }
+}
+
+/// One ultrapeer with room for two leaves, two leaves, then a reachable
+/// node of tier auto: the ultrapeer refuses it for lack of slots, so it
+/// becomes an ultrapeer after its (short) wait, and a leaf that arrives
+/// later attaches to it.
+#[test]
+fn a_leaf_refused_for_lack_of_slots_is_promoted() {
+    let root = tempfile::tempdir().unwrap();
+    let ip = |i: usize| format!("127.0.9.{}", 10 + i);
+    let common = [
+        "--mode",
+        "scalable",
+        "--ping-interval",
+        "1s",
+        "--pong-timeout",
+        "500ms",
+        "--leaf-ultrapeers",
+        "1",
+        "--max-leaves",
+        "2",
+    ];
+    let start = |i: usize, extra: &[&str]| {
+        let share = root.path().join(format!("share-{i}"));
+        write_file(&share.join(format!("file {i}.txt")), b"x");
+        let share = share.to_str().unwrap().to_string();
+        let me = ip(i);
+        let first = ip(0);
+        let mut args = vec!["--share", &share, "--bind", &me];
+        args.extend(common);
+        if i > 0 {
+            args.extend(["--connect", &first]);
+        }
+        args.extend(extra);
+        Serve::start_with(&args, false)
+    };
+    let up = start(0, &["--tier", "ultrapeer"]);
+    let leaves = [start(1, &["--tier", "leaf"]), start(2, &["--tier", "leaf"])];
+    for l in &leaves {
+        l.wait_log("peer joined", Duration::from_secs(20));
+    }
+    let candidate = start(
+        3,
+        &[
+            "--tier",
+            "auto",
+            "--reachable",
+            "yes",
+            "--promote-wait",
+            "1s",
+            "--ultrapeer-min-uptime",
+            "1s",
+        ],
+    );
+    candidate.wait_log(
+        "ultrapeers scarce: becoming an ultrapeer",
+        Duration::from_secs(30),
+    );
+    // A newcomer finds the full ultrapeer and is sent on to the new one.
+    let late = start(4, &["--tier", "leaf"]);
+    late.wait_log("peer joined", Duration::from_secs(20));
+    let text = late.log_text();
+    assert!(text.contains(&format!("peer={}:", ip(3))), "{text}");
+    drop(up);
 }

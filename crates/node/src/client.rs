@@ -106,6 +106,14 @@ impl Client {
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
+    /// The scalable overlay's tier: `Some((true, leaves))` for an
+    /// ultrapeer, `Some((false, 0))` for a leaf, `None` in classic mode.
+    pub async fn tier(&self) -> Result<Option<(bool, usize)>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Tier(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
     /// Datagrams the node dropped so far for being over their source's
     /// budget.
     pub async fn budget_drops(&self) -> Result<Drops, NodeError> {

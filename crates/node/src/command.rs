@@ -106,6 +106,9 @@ impl Drop for SearchStream {
 pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<Peer>>),
     Answered(oneshot::Sender<usize>),
+    /// The scalable overlay's tier: whether an ultrapeer, and its leaves
+    /// (`None` in classic mode).
+    Tier(oneshot::Sender<Option<(bool, usize)>>),
     Connect(PeerAddr),
     Forget(SocketAddr),
     Search(String, mpsc::Sender<SearchHit>, oneshot::Sender<SearchId>),

@@ -160,6 +160,13 @@ impl EventLoop {
             Command::Answered(reply) => {
                 let _ = reply.send(self.overlay.answered_peers());
             }
+            Command::Tier(reply) => {
+                let tier = self
+                    .overlay
+                    .is_ultrapeer()
+                    .map(|up| (up, self.overlay.leaf_count()));
+                let _ = reply.send(tier);
+            }
             Command::Connect(p) => {
                 let ip = self.own.for_dest(p.udp.ip());
                 self.overlay.add_own_ip(ip);

@@ -103,6 +103,13 @@ impl Node {
         let now = now();
         let mut overlay = Overlay::new(overlay_cfg, now);
         overlay.set_reachable(config.reachable);
+        // What an ultrapeer needs besides being reachable: the upload
+        // bandwidth the settings allow (unlimited when not set).
+        overlay.set_bandwidth(
+            config
+                .upload_limit
+                .map_or(u32::MAX, |b| u32::try_from(b / 1000).unwrap_or(u32::MAX)),
+        );
         let mut own = OwnAddress::new(config.bind, config.advertise);
         for ip in own.initial_ips() {
             overlay.add_own_ip(ip);

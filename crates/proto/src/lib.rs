@@ -35,7 +35,9 @@ pub use overlay::Overlay;
 pub use push::{PushConfig, PushInfo, PushRoute};
 pub use reach::{Reach, ReachConfig, Reachability};
 pub use scalable::{QueryTrigrams, TrigramBloom};
-pub use types::{Config, Event, IncomingQuery, Mode, Peer, ScalableConfig, SearchId, Transmit};
+pub use types::{
+    Config, Event, IncomingQuery, Mode, Peer, ScalableConfig, SearchId, Tier, Transmit,
+};
 
 pub use matching::name_matches;
 

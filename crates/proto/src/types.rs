@@ -312,6 +312,43 @@ pub struct ScalableConfig {
     pub flooder_drops: u32,
     /// How long a neighbour dropped for flooding is refused.
     pub flooder_refused_for: Duration,
+    /// Which tier this node may take (see [`Tier`]).
+    pub tier: Tier,
+    /// The ultrapeers a leaf keeps links with.
+    pub leaf_ultrapeers: usize,
+    /// The most leaves an ultrapeer keeps (each with its own filter).
+    pub max_leaves: usize,
+    /// Upload bandwidth, in kB/s, a node needs to become an ultrapeer.
+    pub ultrapeer_min_bandwidth: u32,
+    /// Time since its start a node needs to become an ultrapeer.
+    pub ultrapeer_min_uptime: Duration,
+    /// A capable leaf that has had fewer than
+    /// [`ScalableConfig::leaf_ultrapeers`] ultrapeers for this long (times
+    /// a random factor between 1 and 2), while ultrapeers refused it for
+    /// lack of slots or none was known, becomes an ultrapeer.
+    pub promote_wait: Duration,
+    /// An ultrapeer with fewer leaves than this...
+    pub demote_below_leaves: usize,
+    /// ...for this long (times a random factor between 1 and 2), while it
+    /// has at least [`ScalableConfig::min_degree`] ultrapeer neighbours,
+    /// becomes a leaf.
+    pub demote_after: Duration,
+    /// A leaf's search asks one of its ultrapeers to run it; when nothing
+    /// came back after this long it asks the next one.
+    pub leaf_retry_wait: Duration,
+}
+
+/// The tier a node of the scalable overlay may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tier {
+    /// Starts as a leaf; becomes an ultrapeer when reachable, capable and
+    /// ultrapeers are scarce, and a leaf again when they are too many.
+    #[default]
+    Auto,
+    /// Always an ultrapeer (a network of these alone is the flat overlay).
+    Ultrapeer,
+    /// Always a leaf.
+    Leaf,
 }
 
 impl Default for ScalableConfig {
@@ -336,6 +373,15 @@ impl Default for ScalableConfig {
             neighbour_search_burst: 3,
             flooder_drops: 10,
             flooder_refused_for: Duration::from_secs(600),
+            tier: Tier::Auto,
+            leaf_ultrapeers: 3,
+            max_leaves: 200,
+            ultrapeer_min_bandwidth: 64,
+            ultrapeer_min_uptime: Duration::from_secs(10),
+            promote_wait: Duration::from_secs(20),
+            demote_below_leaves: 60,
+            demote_after: Duration::from_secs(60),
+            leaf_retry_wait: Duration::from_secs(6),
         }
     }
 }

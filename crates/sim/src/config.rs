@@ -33,6 +33,10 @@ pub struct SimConfig {
     pub classic_ping_interval: Duration,
     /// Shares of hostile peers.
     pub hostile: Hostile,
+    /// Share of peers others can reach unasked (not firewalled).
+    pub reachable_share: f64,
+    /// Median upload bandwidth of a peer, kB/s (log-normal, sigma 1).
+    pub bandwidth_median_kbps: f64,
 }
 
 /// Shares of peer slots (0 to 1 each, at most 1 together) that behave in a
@@ -82,6 +86,8 @@ impl SimConfig {
                 flood_interval: Duration::from_secs(1),
                 ..Hostile::default()
             },
+            reachable_share: 0.5,
+            bandwidth_median_kbps: 48.0,
         }
     }
 }

@@ -163,6 +163,8 @@ pub(crate) struct Sim {
     pub(crate) false_hits: u64,
     /// Searches started by flooding peers.
     pub(crate) flood_searches: u64,
+    /// What each slot could offer as an ultrapeer.
+    pub(crate) caps: Vec<crate::capability::Capability>,
     /// Datagrams from or to this address are logged (`RUTELLA_SIM_TRACE`).
     pub(crate) trace: Option<Ipv4Addr>,
     /// Partitions played in parallel.
@@ -231,6 +233,7 @@ impl Sim {
             load: Vec::new(),
             false_hits: 0,
             flood_searches: 0,
+            caps: crate::capability::capabilities(cfg),
             trace: std::env::var("RUTELLA_SIM_TRACE")
                 .ok()
                 .and_then(|s| s.parse().ok()),
@@ -391,6 +394,7 @@ impl Sim {
                 base: self.base,
                 work: &self.work,
                 roles: &self.roles,
+                caps: &self.caps,
                 access: &self.access,
                 text_matches: &self.text_matches,
                 by_id: &self.by_id,

@@ -14,6 +14,7 @@
 //! collection whose order matters is ordered.
 #![warn(missing_docs)]
 
+mod capability;
 mod config;
 mod engine;
 pub mod figures;

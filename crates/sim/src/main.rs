@@ -95,6 +95,32 @@ struct Args {
     /// Seconds between two searches of a flooding peer.
     #[arg(long, default_value_t = 1.0)]
     flood_interval_secs: f64,
+    /// Scalable: every peer an ultrapeer (the flat overlay of one tier).
+    #[arg(long)]
+    flat: bool,
+    /// Scalable: ultrapeers a leaf keeps.
+    #[arg(long)]
+    leaf_ultrapeers: Option<usize>,
+    /// Scalable: most leaves of an ultrapeer.
+    #[arg(long)]
+    max_leaves: Option<usize>,
+    /// Scalable: an ultrapeer with fewer leaves (for a while) becomes a leaf.
+    #[arg(long)]
+    demote_below_leaves: Option<usize>,
+    /// Scalable: seconds a capable leaf short of ultrapeers waits before
+    /// becoming one.
+    #[arg(long)]
+    promote_wait_secs: Option<f64>,
+    /// Scalable: seconds an ultrapeer with few leaves waits before becoming
+    /// a leaf.
+    #[arg(long)]
+    demote_after_secs: Option<f64>,
+    /// Share of peers that are not firewalled.
+    #[arg(long, default_value_t = 0.5)]
+    reachable_share: f64,
+    /// Median upload bandwidth of a peer, kB/s.
+    #[arg(long, default_value_t = 48.0)]
+    bandwidth_median_kbps: f64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -160,7 +186,30 @@ fn config(a: &Args) -> Result<SimConfig> {
     if c.hostile.flood_interval.is_zero() {
         bail!("--flood-interval-secs must be positive");
     }
+    if !(0.0..=1.0).contains(&a.reachable_share) {
+        bail!("--reachable-share is between 0 and 1");
+    }
+    c.reachable_share = a.reachable_share;
+    c.bandwidth_median_kbps = a.bandwidth_median_kbps.max(1.0);
     let s = &mut c.scalable;
+    if a.flat {
+        s.tier = rutella_proto::Tier::Ultrapeer;
+    }
+    if let Some(v) = a.leaf_ultrapeers {
+        s.leaf_ultrapeers = v.max(1);
+    }
+    if let Some(v) = a.max_leaves {
+        s.max_leaves = v;
+    }
+    if let Some(v) = a.demote_below_leaves {
+        s.demote_below_leaves = v;
+    }
+    if let Some(v) = a.promote_wait_secs {
+        s.promote_wait = secs(v)?;
+    }
+    if let Some(v) = a.demote_after_secs {
+        s.demote_after = secs(v)?;
+    }
     if let Some(d) = a.degree {
         s.target_degree = d;
         s.min_degree = s.min_degree.min(d);

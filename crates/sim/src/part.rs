@@ -30,6 +30,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) base: Instant,
     pub(crate) work: &'a Workload,
     pub(crate) roles: &'a [Role],
+    /// What each slot could offer as an ultrapeer.
+    pub(crate) caps: &'a [crate::capability::Capability],
     pub(crate) access: &'a [f64],
     pub(crate) text_matches: &'a HashMap<String, Arc<Vec<u32>>>,
     pub(crate) by_id: &'a HashMap<u64, usize>,
@@ -195,6 +197,9 @@ impl<'a> Part<'a> {
         let addr = addr_of(slot, gen);
         let mut o = Overlay::new(node_config(sh.cfg, slot, gen), now);
         o.add_own_ip(addr.ip());
+        if let Some(cap) = sh.caps.get(slot) {
+            o.set_capability(cap.reachable, cap.bandwidth);
+        }
         o.set_library(sh.work.library(slot).iter().map(|&f| sh.work.name(f)));
         // Join through peers online and connected at the start of the
         // window: one at the first start (as a user types one address),

@@ -91,6 +91,21 @@ pub struct Summary {
     pub honest_load_p99: f64,
     /// Same, the busiest honest slot.
     pub honest_load_max: f64,
+    /// Ultrapeers online at the end (scalable mode).
+    pub ultrapeers: usize,
+    /// Leaves online at the end.
+    pub leaves: usize,
+    /// Leaves per ultrapeer at the end: mean.
+    pub leaves_per_ultrapeer_mean: f64,
+    /// Same, the most.
+    pub leaves_per_ultrapeer_max: usize,
+    /// Ultrapeer neighbours of an ultrapeer at the end: mean.
+    pub ultrapeer_degree_mean: f64,
+    /// Datagrams received per second in the measured window by the
+    /// busiest slot that is an ultrapeer at the end.
+    pub busiest_ultrapeer_load: f64,
+    /// Same, mean over the slots that are ultrapeers at the end.
+    pub ultrapeer_load_mean: f64,
 }
 
 impl Sim {
@@ -230,7 +245,37 @@ impl Sim {
             })
             .collect();
         let h = &self.cfg.hostile;
+        let per_sec = |slot: usize| -> f64 {
+            if window > 0.0 {
+                f64::from(self.load.get(slot).copied().unwrap_or(0)) / window
+            } else {
+                0.0
+            }
+        };
+        let ups: Vec<(usize, usize, usize)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.overlay.as_ref().map(|o| (i, o)))
+            .filter(|(_, o)| o.is_ultrapeer() == Some(true))
+            .map(|(i, o)| (i, o.leaf_count(), o.degree()))
+            .collect();
+        let leaves = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.overlay.as_ref())
+            .filter(|o| o.is_ultrapeer() == Some(false))
+            .count();
+        let nup = ups.len().max(1) as f64;
+        let up_loads: Vec<f64> = ups.iter().map(|u| per_sec(u.0)).collect();
         Summary {
+            ultrapeers: ups.len(),
+            leaves,
+            leaves_per_ultrapeer_mean: ups.iter().map(|u| u.1).sum::<usize>() as f64 / nup,
+            leaves_per_ultrapeer_max: ups.iter().map(|u| u.1).max().unwrap_or(0),
+            ultrapeer_degree_mean: ups.iter().map(|u| u.2).sum::<usize>() as f64 / nup,
+            busiest_ultrapeer_load: quantile(&up_loads, 1.0),
+            ultrapeer_load_mean: up_loads.iter().sum::<f64>() / nup,
             nodes: self.cfg.nodes,
             mode: match self.cfg.mode {
                 Mode::Classic => "classic".into(),

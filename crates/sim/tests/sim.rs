@@ -22,8 +22,13 @@ fn scalable_network_of_300_finds_what_exists() {
         s.unique.queries > 20 && s.unique.success_rate >= 0.9,
         "{s:#?}"
     );
-    // The overlay is bounded: a full mesh would have degree 299.
-    assert!(s.degree_min >= 8 && s.degree_max <= 32, "{s:#?}");
+    // The overlay is bounded: a full mesh would have degree 299. Two
+    // tiers: a few ultrapeers, each holding leaves within its slots; a
+    // leaf has at most 3 ultrapeers.
+    assert!(s.degree_min >= 1 && s.degree_max <= 32, "{s:#?}");
+    assert!(s.ultrapeers >= 1 && s.leaves > s.ultrapeers, "{s:#?}");
+    assert_eq!(s.ultrapeers + s.leaves, 300, "{s:#?}");
+    assert!(s.leaves_per_ultrapeer_max <= 200, "{s:#?}");
     // Cheaper than asking everyone (2 x 299 datagrams).
     assert!(s.popular.messages_median < 150.0, "{s:#?}");
     assert!(s.popular.hops_to_first_hit_median <= 2.0, "{s:#?}");

@@ -117,6 +117,8 @@ pub(crate) struct Status {
     #[serde(default)]
     pub(crate) peers: u64,
     #[serde(default)]
+    pub(crate) tier: Option<Tier>,
+    #[serde(default)]
     pub(crate) shares: Vec<PathBuf>,
     #[serde(default)]
     pub(crate) reachability: Option<Reach>,
@@ -124,6 +126,15 @@ pub(crate) struct Status {
     pub(crate) downloads: Option<Counts>,
     #[serde(default)]
     pub(crate) uploads: Option<u64>,
+}
+
+/// The scalable overlay's tier in `GET /status`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Tier {
+    #[serde(default)]
+    pub(crate) role: String,
+    #[serde(default)]
+    pub(crate) leaves: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -698,6 +709,13 @@ pub(crate) async fn status_lines(d: &Daemon) -> Result<Vec<String>, ApiError> {
         format!("Listening on UDP {} and TCP {}.", s.udp, s.tcp),
         format!("Peers: {}.", s.peers),
     ];
+    if let Some(t) = &s.tier {
+        out.push(match (t.role.as_str(), t.leaves) {
+            ("ultrapeer", Some(n)) => format!("Tier: ultrapeer with {n} leaves."),
+            ("ultrapeer", None) => "Tier: ultrapeer.".to_string(),
+            _ => "Tier: leaf.".to_string(),
+        });
+    }
     let folders: Vec<String> = s.shares.iter().map(|p| crate::escape::path(p)).collect();
     out.push(format!(
         "Sharing {files} file(s) from {}.",

@@ -100,6 +100,10 @@ impl Overlay {
     /// says `"Firewalled"` when known not to be.
     pub fn set_reachable(&mut self, reachable: Option<bool>) {
         self.push.reachable = reachable;
+        if let Some(sc) = &mut self.sc {
+            // Only a node known to be reachable may become an ultrapeer.
+            sc.set_reachable(reachable == Some(true));
+        }
     }
 
     /// What [`Overlay::set_reachable`] set.
@@ -262,6 +266,38 @@ impl Overlay {
     /// Number of neighbours in the scalable overlay (0 in classic mode).
     pub fn degree(&self) -> usize {
         self.sc.as_ref().map_or(0, Scalable::degree)
+    }
+
+    /// Whether this node is an ultrapeer of the scalable overlay (`None`
+    /// in classic mode; otherwise a leaf).
+    pub fn is_ultrapeer(&self) -> Option<bool> {
+        self.sc.as_ref().map(Scalable::is_ultrapeer)
+    }
+
+    /// Number of leaves of this ultrapeer (0 for a leaf or in classic
+    /// mode).
+    pub fn leaf_count(&self) -> usize {
+        self.sc.as_ref().map_or(0, Scalable::leaf_count)
+    }
+
+    /// Tells the scalable overlay whether others can reach this node
+    /// unasked (not firewalled) and its upload bandwidth in kB/s: what it
+    /// needs to become an ultrapeer (with its uptime, which it counts
+    /// itself). Until told, a node counts as firewalled.
+    pub fn set_capability(&mut self, reachable: bool, bandwidth_kbps: u32) {
+        if let Some(sc) = &mut self.sc {
+            sc.set_reachable(reachable);
+            sc.set_bandwidth(bandwidth_kbps);
+        }
+    }
+
+    /// Tells the scalable overlay our upload bandwidth in kB/s (see
+    /// [`Overlay::set_capability`]); the reachability comes from
+    /// [`Overlay::set_reachable`].
+    pub fn set_bandwidth(&mut self, bandwidth_kbps: u32) {
+        if let Some(sc) = &mut self.sc {
+            sc.set_bandwidth(bandwidth_kbps);
+        }
     }
 
     /// The neighbours in the scalable overlay (empty in classic mode).

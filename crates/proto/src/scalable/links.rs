@@ -21,6 +21,9 @@ use std::time::Instant;
 #[derive(Debug)]
 pub(super) struct Neighbour {
     pub(super) info: Peer,
+    /// It is our leaf (we are its ultrapeer); otherwise a neighbour of our
+    /// own tier, or, for a leaf, one of its ultrapeers.
+    pub(super) leaf: bool,
     /// The number of neighbours it announced.
     pub(super) degree: usize,
     /// Its filter, once every part has arrived.
@@ -118,7 +121,7 @@ impl Scalable {
 
     /// A scalable pong to `dest`; to a neighbour it echoes the nonce that
     /// neighbour gave us, which is how it knows the pong is ours.
-    fn scalable_pong(
+    pub(super) fn scalable_pong(
         &self,
         cx: &mut Ctx<'_>,
         dest: SocketAddr,
@@ -131,6 +134,7 @@ impl Scalable {
                 extra.insert("Echo".into(), Value::from(n));
             }
         }
+        extra.insert("Ultrapeer".into(), Value::Bool(self.ultrapeer));
         Message::Pong(Pong {
             ip: Ipv4Addr::UNSPECIFIED.into(),
             ports: cx.sh.own_ports(),
@@ -144,8 +148,12 @@ impl Scalable {
         let mut extra = base_extra();
         extra.insert("Degree".into(), Value::from(self.degree() as u64));
         extra.insert("Nonce".into(), Value::from(cx.sh.guard.token(dest)));
+        extra.insert("Ultrapeer".into(), Value::Bool(self.ultrapeer));
         if join {
             extra.insert("Join".into(), Value::Bool(true));
+            if !self.ultrapeer {
+                extra.insert("Leaf".into(), Value::Bool(true));
+            }
             let walk = self.cfg.join_walk.clamp(0, MAX_WALK);
             if walk > 0 {
                 extra.insert("Walk".into(), Value::from(walk));
@@ -240,14 +248,42 @@ impl Scalable {
     /// maximum, only peers that are still below the target.
     fn room_for(&self, degree: usize) -> bool {
         let cfg = &self.cfg;
+        if !self.ultrapeer {
+            // A leaf links with ultrapeers only, which it asks itself.
+            return false;
+        }
         let limit = if degree < cfg.target_degree {
             cfg.max_degree
         } else {
             cfg.target_degree
         };
-        self.neighbours.len() + self.pending.len() < limit.min(cfg.max_degree)
+        self.degree() + self.pending.len() < limit.min(cfg.max_degree)
     }
 
+    /// Whether there is room for one more leaf.
+    pub(super) fn room_for_leaf(&self) -> bool {
+        self.ultrapeer && self.n_leaves < self.cfg.max_leaves
+    }
+
+    /// The number of links of our tier we look for.
+    pub(super) fn target(&self) -> usize {
+        if self.ultrapeer {
+            self.cfg.target_degree
+        } else {
+            self.cfg.leaf_ultrapeers
+        }
+    }
+
+    /// Below this many links of our tier we look for more at every chance.
+    fn min_links(&self) -> usize {
+        if self.ultrapeer {
+            self.cfg.min_degree
+        } else {
+            self.cfg.leaf_ultrapeers
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn add_neighbour(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -256,6 +292,7 @@ impl Scalable {
         degree: usize,
         limit: usize,
         their_nonce: Option<u64>,
+        leaf: bool,
     ) -> bool {
         let max = limit.min(self.cfg.max_degree);
         let cap = self.cfg.host_cache;
@@ -265,14 +302,24 @@ impl Scalable {
             }
             return true;
         }
-        // Links we asked for count against the limit as if made.
-        if self.neighbours.len() + self.pending.len() >= max {
+        if leaf {
+            if !self.room_for_leaf() {
+                return false;
+            }
+        } else if self.degree() + self.pending.len() >= max {
+            // Links we asked for count against the limit as if made.
             return false;
         }
-        self.hosts.add(peer.udp, cap, &mut cx.sh.rng);
+        if leaf {
+            self.n_leaves += 1;
+        } else {
+            // Only ultrapeers go into the host cache.
+            self.hosts.add(peer.udp, cap, &mut cx.sh.rng);
+        }
         self.neighbours.insert(
             peer.udp,
             Neighbour {
+                leaf,
                 info: peer,
                 degree,
                 filter: None,
@@ -292,8 +339,11 @@ impl Scalable {
         true
     }
 
-    fn remove_neighbour(&mut self, cx: &mut Ctx<'_>, addr: SocketAddr) {
+    pub(super) fn remove_neighbour(&mut self, cx: &mut Ctx<'_>, addr: SocketAddr) {
         if let Some(n) = self.neighbours.remove(&addr) {
+            if n.leaf {
+                self.n_leaves = self.n_leaves.saturating_sub(1);
+            }
             tracing::debug!(peer = %addr, "neighbour dropped");
             cx.sh.push_event(Event::PeerRemoved(n.info));
         }
@@ -301,15 +351,16 @@ impl Scalable {
 
     /// Asks more hosts to become neighbours while below the target degree.
     /// At most `burst` requests at a time (more when below the minimum).
-    fn fill_degree(&mut self, cx: &mut Ctx<'_>, now: Instant, burst: usize) {
-        let target = self.cfg.target_degree;
-        let min = self.cfg.min_degree;
-        let have = self.neighbours.len() + self.pending.len();
+    pub(super) fn fill_degree(&mut self, cx: &mut Ctx<'_>, now: Instant, burst: usize) {
+        let target = self.target();
+        let min = self.min_links();
+        let linked = self.degree();
+        let have = linked + self.pending.len();
         if have >= target {
             return;
         }
-        let burst = if self.neighbours.len() < min {
-            burst.max(min - self.neighbours.len())
+        let burst = if linked < min {
+            burst.max(min - linked)
         } else {
             burst
         };
@@ -331,7 +382,7 @@ impl Scalable {
                         && !self.refused.contains_key(a)
                 })
                 .collect();
-        if self.neighbours.len() < min {
+        if linked < min {
             // Few neighbours: the bootstrap peers are candidates too.
             let extra: Vec<SocketAddr> = self
                 .bootstrap
@@ -350,9 +401,9 @@ impl Scalable {
             // and go on elsewhere.
             candidates = self
                 .neighbours
-                .keys()
-                .copied()
-                .filter(|a| !self.pending.contains_key(a))
+                .iter()
+                .filter(|(a, n)| !n.leaf && !self.pending.contains_key(a))
+                .map(|(a, _)| *a)
                 .collect();
         }
         let want = (target - have).min(burst - outstanding);
@@ -391,20 +442,28 @@ impl Scalable {
             return;
         }
         let walk = get_i64(&p.extra, "Walk").unwrap_or(0).min(MAX_WALK);
-        if join && walk > 0 {
-            // Pass the request on to a random neighbour, naming the joiner
-            // as seen and nothing we do not know.
+        let leaf_join = join && get_bool(&p.extra, "Leaf") == Some(true);
+        // A leaf takes no links of its own: it passes every join request
+        // on to one of its ultrapeers (not back to one it came from).
+        let leaf_passes = join && !self.ultrapeer && !self.is_neighbour(&joiner);
+        if join && (walk > 0 || leaf_passes) {
+            // Pass the request on to a random neighbour of our tier (never
+            // a leaf), naming the joiner as seen and nothing we do not
+            // know.
             let c: Vec<SocketAddr> = self
                 .neighbours
-                .keys()
-                .copied()
-                .filter(|a| *a != joiner && *a != from)
+                .iter()
+                .filter(|(a, n)| !n.leaf && **a != joiner && **a != from)
+                .map(|(a, _)| *a)
                 .collect();
             let next = c.choose(&mut cx.sh.rng).copied();
             if let Some(next) = next {
                 let mut extra = base_extra();
                 extra.insert("Join".into(), Value::Bool(true));
-                extra.insert("Walk".into(), Value::from(walk - 1));
+                extra.insert("Walk".into(), Value::from((walk - 1).max(0)));
+                if leaf_join {
+                    extra.insert("Leaf".into(), Value::Bool(true));
+                }
                 if let Some(d) = degree {
                     extra.insert("Degree".into(), Value::from(d.clamp(0, 1024)));
                 }
@@ -431,6 +490,15 @@ impl Scalable {
                 return;
             }
         }
+        if join
+            && self
+                .neighbours
+                .get(&joiner)
+                .is_some_and(|n| n.leaf != leaf_join)
+        {
+            // It changed tiers: the old link goes, a new one may be made.
+            self.remove_neighbour(cx, joiner);
+        }
         if self.is_neighbour(&joiner) {
             if !walking {
                 self.heard_neighbour(now, joiner, degree);
@@ -456,11 +524,25 @@ impl Scalable {
             extra.insert("Echo".into(), Value::from(n));
         }
         if join {
-            // An offer: the joiner becomes a neighbour only when it
-            // confirms, echoing our nonce from the address we sent it to.
+            // An offer: the joiner becomes a neighbour (or our leaf) only
+            // when it confirms, echoing our nonce from the address we sent
+            // it to.
             let d = believed_degree(&self.cfg, degree.unwrap_or(0));
-            extra.insert("Accept".into(), Value::Bool(self.room_for(d)));
+            let room = if leaf_join {
+                self.room_for_leaf()
+            } else {
+                self.room_for(d)
+            };
+            extra.insert("Accept".into(), Value::Bool(room));
             extra.insert("Nonce".into(), Value::from(cx.sh.guard.token(joiner)));
+            if !room {
+                // Where else to ask; "Full" when an ultrapeer has no slot
+                // left (the sign that ultrapeers are scarce).
+                if self.ultrapeer && leaf_join {
+                    extra.insert("Full".into(), Value::Bool(true));
+                }
+                extra.insert("Hosts".into(), self.hosts_value(cx, joiner));
+            }
         } else {
             // It pings us as a neighbour, but we have no link with it (a
             // confirmation was lost, or we dropped it): it drops the link.
@@ -537,13 +619,27 @@ impl Scalable {
                 }
             }
         }
-        self.add_known_host(cx, from);
+        // Only ultrapeers are kept as candidates.
+        if get_bool(&p.extra, "Ultrapeer") == Some(false) {
+            self.hosts.remove(&from);
+        } else {
+            self.add_known_host(cx, from);
+        }
+        if accept == Some(false) && get_bool(&p.extra, "Full") == Some(true) {
+            self.roles.full_refusals = self.roles.full_refusals.saturating_add(1);
+        }
         let before = self.degree();
         if confirm && own_echo && !neighbour {
             // The joiner confirms our offer from the address we sent it to.
             let d = believed_degree(&self.cfg, degree.unwrap_or(0));
             let max = self.cfg.max_degree;
-            if self.room_for(d) && self.add_neighbour(cx, now, sender, d, max, their_nonce) {
+            let leaf = get_bool(&p.extra, "Leaf") == Some(true);
+            let room = if leaf {
+                self.room_for_leaf()
+            } else {
+                self.room_for(d)
+            };
+            if room && self.add_neighbour(cx, now, sender, d, max, their_nonce, leaf) {
                 let mut extra = Map::new();
                 extra.insert("Accept".into(), Value::Bool(true));
                 self.send_filter(cx, from, Some(extra));
@@ -563,9 +659,12 @@ impl Scalable {
                 Some(true) if !neighbour => {
                     let d = believed_degree(&self.cfg, degree.unwrap_or(0));
                     let max = self.cfg.max_degree;
-                    if self.add_neighbour(cx, now, sender, d, max, their_nonce) {
+                    if self.add_neighbour(cx, now, sender, d, max, their_nonce, false) {
                         let mut extra = Map::new();
                         extra.insert("Confirm".into(), Value::Bool(true));
+                        if !self.ultrapeer {
+                            extra.insert("Leaf".into(), Value::Bool(true));
+                        }
                         extra.insert("Nonce".into(), Value::from(cx.sh.guard.token(from)));
                         if let Some(n) = their_nonce {
                             extra.insert("Echo".into(), Value::from(n));
@@ -666,11 +765,12 @@ impl Scalable {
             self.send_scalable_ping(cx, a, false);
         }
         self.fill_degree(cx, now, 2);
+        self.manage_tier(cx, now);
         // Wake up again soon while something is awaited; otherwise at half
         // the ping interval, when the next pings may be due.
-        let target = cfg.target_degree;
+        let target = self.target();
         let busy = !self.pending.is_empty()
-            || self.neighbours.len() < target
+            || self.degree() < target
             || self.neighbours.values().any(|n| n.ping_sent.is_some());
         if !busy {
             self.next_tick = now + tick_interval(&cfg).max(cfg.ping_interval / 2);

@@ -5,7 +5,7 @@
 //! [`Mode::Scalable`](crate::Mode::Scalable), beside the classic code, which
 //! still serves classic peers (and rutella peers in classic mode). Every
 //! message of the scalable overlay is a classic message carrying the
-//! extension field `"Scalable": 2`; a message without it is handled
+//! extension field `"Scalable": 3`; a message without it is handled
 //! classically. The fields are described in `docs/PROTOCOL.md`.
 //!
 //! - **Neighbours.** A node keeps between [`ScalableConfig::min_degree`]
@@ -42,9 +42,10 @@
 mod bloom;
 mod links;
 mod plan;
+mod roles;
 mod search;
 
-pub use crate::types::ScalableConfig;
+pub use crate::types::{ScalableConfig, Tier};
 pub use bloom::{QueryTrigrams, TrigramBloom};
 
 use crate::message::Message;
@@ -58,7 +59,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Version of the scalable overlay, the value of the `"Scalable"` field.
-pub const SCALABLE_VERSION: u64 = 2;
+pub const SCALABLE_VERSION: u64 = 3;
 /// Largest filter part carried by one message, in bytes (before base64).
 pub const BLOOM_PART_BYTES: usize = 4096;
 /// Smallest and largest filter sizes, in bits.
@@ -89,10 +90,20 @@ fn get_bool(m: &Map<String, Value>, k: &str) -> Option<bool> {
     m.get(k).and_then(Value::as_bool)
 }
 
-/// Version 1 nodes (answers sent straight to the querier, links made
-/// without nonces) are served classically.
+/// Nodes of versions 1 (answers sent straight to the querier, links made
+/// without nonces) and 2 (one flat tier) are served classically.
 fn is_scalable(m: &Map<String, Value>) -> bool {
-    get_i64(m, "Scalable").is_some_and(|v| v >= 2)
+    match get_i64(m, "Scalable") {
+        Some(v) if v >= 3 => true,
+        Some(v) => {
+            tracing::debug!(
+                version = v,
+                "older scalable overlay version, served classically"
+            );
+            false
+        }
+        None => false,
+    }
 }
 
 fn base_extra() -> Map<String, Value> {
@@ -131,8 +142,21 @@ pub(crate) struct Scalable {
     seen: HashMap<u64, Seen>,
     seen_order: VecDeque<u64>,
     next_tick: Instant,
-    /// The scalable part of each of our searches.
+    /// The scalable part of each of our searches, and of the searches we
+    /// run for our leaves.
     searches: BTreeMap<SearchId, Dq>,
+    /// Whether this node is an ultrapeer (otherwise a leaf).
+    ultrapeer: bool,
+    /// How many of the neighbours are our leaves.
+    n_leaves: usize,
+    /// Whether others can reach us unasked (not firewalled).
+    reachable: bool,
+    /// Our upload bandwidth, kB/s.
+    bandwidth: u32,
+    /// When this node started.
+    started: Instant,
+    /// Tier changes: see `roles.rs`.
+    roles: roles::RoleState,
 }
 
 impl Scalable {
@@ -150,16 +174,49 @@ impl Scalable {
             seen_order: VecDeque::new(),
             next_tick: now + tick_interval(cfg),
             searches: BTreeMap::new(),
+            ultrapeer: cfg.tier == Tier::Ultrapeer,
+            n_leaves: 0,
+            reachable: false,
+            bandwidth: 0,
+            started: now,
+            roles: roles::RoleState::default(),
         }
+    }
+
+    /// Whether this node is an ultrapeer.
+    pub(crate) fn is_ultrapeer(&self) -> bool {
+        self.ultrapeer
+    }
+
+    /// Number of our leaves (an ultrapeer's).
+    pub(crate) fn leaf_count(&self) -> usize {
+        self.n_leaves
+    }
+
+    /// Tells whether others can reach us unasked (with the bandwidth,
+    /// what becoming an ultrapeer needs).
+    pub(crate) fn set_reachable(&mut self, reachable: bool) {
+        self.reachable = reachable;
+    }
+
+    /// Tells our upload bandwidth in kB/s.
+    pub(crate) fn set_bandwidth(&mut self, bandwidth: u32) {
+        self.bandwidth = bandwidth;
     }
 
     pub(crate) fn neighbour_peers(&self) -> impl Iterator<Item = Peer> + '_ {
         self.neighbours.values().map(|n| n.info)
     }
 
-    /// Number of neighbours.
+    /// Number of neighbours of our tier: an ultrapeer's ultrapeer
+    /// neighbours, a leaf's ultrapeers (leaves not counted).
     pub(crate) fn degree(&self) -> usize {
-        self.neighbours.len()
+        self.neighbours.len() - self.n_leaves
+    }
+
+    /// Whether `addr` is one of our leaves.
+    fn is_leaf(&self, addr: &SocketAddr) -> bool {
+        self.neighbours.get(addr).is_some_and(|n| n.leaf)
     }
 
     /// The hosts of the host cache.
@@ -169,6 +226,7 @@ impl Scalable {
 
     /// Whether `addr` is a neighbour or a bootstrap peer the user gave.
     pub(crate) fn knows(&self, addr: &SocketAddr) -> bool {
+        // (Leaves are in `neighbours` too.)
         self.neighbours.contains_key(addr) || self.bootstrap.contains(addr)
     }
 
@@ -261,7 +319,13 @@ impl Scalable {
         let mut stopped = Vec::new();
         for id in due {
             if self.search_step(cx, now, id) {
-                stopped.push(id);
+                if self.searches.get(&id).is_some_and(|d| d.for_leaf.is_some()) {
+                    // Run for a leaf: forgotten once it stops growing (late
+                    // answers still go back through the duplicate table).
+                    self.searches.remove(&id);
+                } else {
+                    stopped.push(id);
+                }
             }
         }
         stopped
@@ -276,3 +340,6 @@ fn tick_interval(c: &ScalableConfig) -> Duration {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tier_tests;

@@ -37,6 +37,9 @@ pub(crate) struct Progress {
     pub(crate) est_cost: f64,
     /// Estimated peers whose names were checked so far.
     pub(crate) est_cover: f64,
+    /// Leaves an ultrapeer holds, as estimated by the searcher (its own
+    /// number of leaves; 0 in a flat overlay).
+    pub(crate) leaves: f64,
 }
 
 /// One step: the queries to send, and the progress once they are sent.
@@ -62,6 +65,25 @@ pub(crate) fn may_grow(cfg: &ScalableConfig, responders: usize) -> bool {
     responders < cfg.enough_results
 }
 
+/// The first step of an ultrapeer holding `leaves` leaves: with leaves,
+/// only its own leaves are asked (by the caller), and the neighbours in
+/// the next steps, as the search needs them; without, as [`first_step`].
+pub(crate) fn first_step_with_leaves(neighbours: &[(SocketAddr, usize)], leaves: usize) -> Step {
+    if leaves == 0 {
+        return first_step(neighbours);
+    }
+    let l = leaves as f64;
+    Step {
+        sends: Vec::new(),
+        progress: Progress {
+            leaves: l,
+            est_cover: 1.0 + l,
+            est_cost: 0.0,
+            ..Progress::default()
+        },
+    }
+}
+
 /// The first step: every neighbour (address, degree) with TTL 0.
 pub(crate) fn first_step(neighbours: &[(SocketAddr, usize)]) -> Step {
     let mut progress = Progress::default();
@@ -70,7 +92,7 @@ pub(crate) fn first_step(neighbours: &[(SocketAddr, usize)]) -> Step {
         sends.push((*addr, 0));
         progress.depth.insert(*addr, 0);
         progress.est_cost += 1.0;
-        progress.est_cover += est_cover(0, *degree as f64, 0.0);
+        progress.est_cover += est_cover(0, *degree as f64, 0.0, 0.0);
     }
     Step { sends, progress }
 }
@@ -129,7 +151,9 @@ pub(crate) fn next_step(
             // Asking deeper never covers fewer peers: where the estimate
             // says so (a mean degree under 3, where TTL 1 is estimated
             // below TTL 0) it counts as no gain.
-            let gain = (est_cover(r, dn, mean_degree) - est_cover(c.0, dn, mean_degree)).max(0.0);
+            let l = progress.leaves;
+            let gain =
+                (est_cover(r, dn, mean_degree, l) - est_cover(c.0, dn, mean_degree, l)).max(0.0);
             gained += gain;
             next.est_cover += gain;
             c.0 = r;
@@ -159,12 +183,13 @@ pub(crate) fn est_cost(r: i64, dn: f64, d: f64) -> f64 {
 }
 
 /// Estimated peers whose names are checked by that query (the nodes at the
-/// last level and every neighbour whose filter they hold).
-pub(crate) fn est_cover(r: i64, dn: f64, d: f64) -> f64 {
+/// last level and every neighbour and leaf whose filter they hold, with
+/// `l` leaves per ultrapeer).
+pub(crate) fn est_cover(r: i64, dn: f64, d: f64, l: f64) -> f64 {
     match r {
         i64::MIN..=-1 => 0.0,
-        0 => 1.0 + dn,
-        _ => (dn - 1.0).max(1.0) * (d - 1.0).max(1.0).powi(r as i32 - 1) * d,
+        0 => 1.0 + dn + l,
+        _ => (dn - 1.0).max(1.0) * (d - 1.0).max(1.0).powi(r as i32 - 1) * (d + l),
     }
 }
 

@@ -2,7 +2,7 @@
 //! duplicate suppression, answers passed back the way their query came,
 //! and our own searches, grown step by step as [`super::plan`] decides.
 
-use super::plan::{first_step, may_grow, next_step, Candidate, Progress};
+use super::plan::{first_step_with_leaves, may_grow, next_step, Candidate, Progress};
 use super::{base_extra, get_bool, get_i64, Ctx, QueryTrigrams, Scalable, MAX_ACCEPTED_TTL};
 use crate::message::{Message, Ports, Query, QueryHit, MAX_DATAGRAM};
 use crate::types::{Event, IncomingQuery, Peer, SearchId, Transmit};
@@ -11,6 +11,15 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
+
+/// The query a leaf is sent: the same, with TTL -1 (answer only).
+fn leaf_query(m: &Message) -> Message {
+    let mut m = m.clone();
+    if let Message::Query(q) = &mut m {
+        q.extra.insert("TTL".into(), Value::from(-1));
+    }
+    m
+}
 
 /// What a node remembers of a query it has seen.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +33,8 @@ pub(super) struct Seen {
     prev: SocketAddr,
     /// Answers of others passed back for it so far.
     hits_forwarded: u32,
+    /// Our leaves whose filters match were asked.
+    leaves_asked: bool,
 }
 
 /// The scalable part of one of our searches (dynamic querying).
@@ -37,6 +48,10 @@ pub(super) struct Dq {
     responders: BTreeSet<SocketAddr>,
     /// TTLs sent so far and the estimates of the planner.
     progress: Progress,
+    /// Run for this leaf of ours: answers go back to it.
+    pub(super) for_leaf: Option<SocketAddr>,
+    /// Ours, as a leaf: run by our ultrapeers, asked one after the other.
+    leaf_run: bool,
 }
 
 impl Scalable {
@@ -48,6 +63,7 @@ impl Scalable {
             awaiting_answer: false,
             prev,
             hits_forwarded: 0,
+            leaves_asked: false,
         };
         if let Some(s) = self.seen.get(&id) {
             return *s;
@@ -124,9 +140,22 @@ impl Scalable {
         if self.searches.contains_key(&SearchId(id)) {
             return;
         }
-        self.heard_neighbour(now, from, get_i64(&q.extra, "Degree"));
+        let from_leaf = self.is_leaf(&from);
+        if !from_leaf {
+            self.heard_neighbour(now, from, get_i64(&q.extra, "Degree"));
+        } else {
+            self.heard_neighbour(now, from, None);
+        }
         let hops = get_i64(&q.extra, "Hops").unwrap_or(1).clamp(0, 255) as u64;
-        if hops <= 1 && !self.seen.contains_key(&id) && !self.allow_search(cx, now, from) {
+        if (hops <= 1 || from_leaf)
+            && !self.seen.contains_key(&id)
+            && !self.allow_search(cx, now, from)
+        {
+            return;
+        }
+        if from_leaf {
+            // A leaf's search: we run it for the leaf.
+            self.run_for_leaf(cx, now, from, id, q);
             return;
         }
         let ttl = get_i64(&q.extra, "TTL")
@@ -158,21 +187,34 @@ impl Scalable {
             }));
         }
         tracing::trace!(search = id, ttl, prev, %from, "query");
-        if ttl <= prev || ttl < 0 {
+        if ttl <= prev || ttl < 0 || !self.ultrapeer {
+            // (A leaf passes nothing on.)
             return;
         }
-        let trigrams = (ttl == 0).then(|| QueryTrigrams::new(&q.text));
-        let targets: Vec<SocketAddr> = self
+        let all = QueryTrigrams::new(&q.text);
+        let trigrams = (ttl == 0).then_some(&all);
+        let mut targets: Vec<(SocketAddr, bool)> = self
             .neighbours
             .iter()
-            .filter(|(a, _)| **a != from && **a != seen.prev)
+            .filter(|(a, n)| !n.leaf && **a != from && **a != seen.prev)
             .filter(|(_, n)| match &trigrams {
                 // TTL 0: only the neighbours whose filter may match.
                 Some(t) => n.filter.as_ref().is_none_or(|f| f.may_match(t)),
                 None => true,
             })
-            .map(|(a, _)| *a)
+            .map(|(a, _)| (*a, false))
             .collect();
+        if !seen.leaves_asked {
+            // Our leaves whose filter may match, once per query.
+            targets.extend(
+                self.matching_leaves(&all, seen.prev)
+                    .into_iter()
+                    .map(|a| (a, true)),
+            );
+            if let Some(s) = self.seen.get_mut(&id) {
+                s.leaves_asked = true;
+            }
+        }
         let mut extra = base_extra();
         extra.insert(
             "TTL".into(),
@@ -188,16 +230,70 @@ impl Scalable {
             ports: q.ports,
             extra,
         });
-        for dest in targets {
+        let mut to_leaf = None;
+        for (dest, leaf) in targets {
+            let message = if leaf {
+                // A leaf only answers.
+                to_leaf.get_or_insert_with(|| leaf_query(&message)).clone()
+            } else {
+                message.clone()
+            };
             self.push_transmit(
                 cx,
                 Transmit {
                     dest,
-                    message: message.clone(),
+                    message,
                     from_self: false,
                 },
             );
         }
+    }
+
+    /// Our leaves whose filter may match (those without a filter yet are
+    /// not asked), but `except`.
+    fn matching_leaves(&self, t: &QueryTrigrams, except: SocketAddr) -> Vec<SocketAddr> {
+        self.neighbours
+            .iter()
+            .filter(|(a, n)| {
+                n.leaf && **a != except && n.filter.as_ref().is_some_and(|f| f.may_match(t))
+            })
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// Runs the search of our leaf `leaf`: we answer it, ask our other
+    /// leaves whose filter matches, and grow it over the ultrapeers as one
+    /// of ours; the answers go back to the leaf.
+    fn run_for_leaf(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        leaf: SocketAddr,
+        id: u64,
+        q: Query,
+    ) {
+        if self.seen.contains_key(&id) {
+            return;
+        }
+        let mut seen = self.remember(id, leaf);
+        seen.max_ttl = 0;
+        seen.hops = 1;
+        seen.awaiting_answer = true;
+        seen.leaves_asked = true;
+        if let Some(s) = self.seen.get_mut(&id) {
+            *s = seen;
+        }
+        cx.sh.push_event(Event::Query(IncomingQuery {
+            reply_to: leaf,
+            from: Peer {
+                udp: leaf,
+                tcp_port: q.ports.tcp_or_classic(),
+                rutella: true,
+            },
+            text: q.text.clone(),
+            id: Some(id),
+        }));
+        self.start_dq(cx, now, SearchId(id), q.text, Some(leaf));
     }
 
     /// The fields of the answer to a scalable query, which counts as
@@ -236,10 +332,34 @@ impl Scalable {
         let Some(id) = hit.id else { return };
         let search = SearchId(id);
         let via = get_bool(&hit.extra, "Via") == Some(true);
+        let from_leaf = self.is_leaf(&from);
         if let Some(dq) = self.searches.get_mut(&search) {
-            // Ours: only from a neighbour the search was sent to.
-            if !dq.progress.depth.contains_key(&from) {
+            // Ours: only from a neighbour the search was sent to, or from
+            // one of our leaves (asked in the first step).
+            if !dq.progress.depth.contains_key(&from) && !from_leaf {
                 tracing::debug!(peer = %from, "dropping answer from a host the search did not reach");
+                return;
+            }
+            if let Some(leaf) = dq.for_leaf {
+                // A search we run for a leaf: its answers go to the leaf.
+                if from == leaf {
+                    return;
+                }
+                if !hit.files.is_empty() {
+                    let holder = if via {
+                        Peer::from_ports(hit.ip, hit.ports).udp
+                    } else {
+                        from
+                    };
+                    dq.responders.insert(holder);
+                }
+                if let Some(s) = self.seen.get_mut(&id) {
+                    if s.hits_forwarded >= self.cfg.hits_forwarded_per_query {
+                        return;
+                    }
+                    s.hits_forwarded += 1;
+                }
+                self.pass_back(cx, from, hit, leaf);
                 return;
             }
             // The holder: the sender as seen, or, for an answer that came
@@ -280,6 +400,13 @@ impl Scalable {
         }
         seen.hits_forwarded += 1;
         let prev = seen.prev;
+        self.pass_back(cx, from, hit, prev);
+    }
+
+    /// Passes an answer that came from `from` back to `prev`.
+    fn pass_back(&mut self, cx: &mut Ctx<'_>, from: SocketAddr, hit: QueryHit, prev: SocketAddr) {
+        let via = get_bool(&hit.extra, "Via") == Some(true);
+        let id = hit.id;
         let mut extra = base_extra();
         if let Some(h) = get_i64(&hit.extra, "Hops") {
             extra.insert("Hops".into(), Value::from(h.clamp(0, 255)));
@@ -301,7 +428,7 @@ impl Scalable {
         let fwd = QueryHit {
             ip,
             files: hit.files,
-            id: Some(id),
+            id,
             more: hit.more,
             ports,
             extra,
@@ -320,6 +447,8 @@ impl Scalable {
         );
     }
 
+    /// Sends a query of search `id` (ours, or one we run for a leaf: the
+    /// answers come back to us either way).
     fn send_scalable_query(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -342,8 +471,9 @@ impl Scalable {
         self.send_self(cx, dest, message);
     }
 
-    /// Starts the scalable part of our search `id`: every neighbour is
-    /// asked with TTL 0.
+    /// Starts the scalable part of our search `id`. An ultrapeer asks
+    /// every ultrapeer neighbour with TTL 0 and its leaves whose filter
+    /// matches; a leaf asks one of its ultrapeers to run it.
     pub(crate) fn start_search(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -351,14 +481,71 @@ impl Scalable {
         id: SearchId,
         text: String,
     ) {
+        if self.ultrapeer {
+            self.start_dq(cx, now, id, text, None);
+            return;
+        }
+        let mut dq = Dq {
+            text,
+            done: false,
+            next_step: now,
+            responders: BTreeSet::new(),
+            progress: Progress::default(),
+            for_leaf: None,
+            leaf_run: true,
+        };
+        let sent = self.leaf_step(cx, &mut dq, id);
+        dq.done = !sent;
+        dq.next_step = now + self.cfg.leaf_retry_wait;
+        self.searches.insert(id, dq);
+    }
+
+    /// Asks one more of our ultrapeers (one not asked yet, at random) to
+    /// run our search. Returns whether one was asked.
+    fn leaf_step(&mut self, cx: &mut Ctx<'_>, dq: &mut Dq, id: SearchId) -> bool {
+        let left: Vec<SocketAddr> = self
+            .neighbours
+            .iter()
+            .filter(|(a, n)| !n.leaf && !dq.progress.depth.contains_key(a))
+            .map(|(a, _)| *a)
+            .collect();
+        if left.is_empty() {
+            return false;
+        }
+        let dest = left[cx.sh.rng.gen_range(0..left.len())];
+        dq.progress.depth.insert(dest, 0);
+        dq.progress.est_cost += 1.0;
+        let text = dq.text.clone();
+        self.send_scalable_query(cx, dest, &text, id, 0);
+        true
+    }
+
+    /// Starts growing search `id` over the ultrapeers, for us or for our
+    /// leaf `for_leaf`.
+    fn start_dq(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        id: SearchId,
+        text: String,
+        for_leaf: Option<SocketAddr>,
+    ) {
         let neighbours: Vec<(SocketAddr, usize)> = self
             .neighbours
             .iter()
+            .filter(|(_, n)| !n.leaf)
             .map(|(a, n)| (*a, n.degree))
             .collect();
-        let step = first_step(&neighbours);
+        let mut step = first_step_with_leaves(&neighbours, self.n_leaves);
         for (dest, ttl) in &step.sends {
             self.send_scalable_query(cx, *dest, &text, id, *ttl);
+        }
+        // Our leaves whose filter may match only answer.
+        let except = for_leaf.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let leaves = self.matching_leaves(&QueryTrigrams::new(&text), except);
+        for dest in leaves {
+            step.progress.est_cost += 1.0;
+            self.send_scalable_query(cx, dest, &text, id, -1);
         }
         let dq = Dq {
             text,
@@ -366,6 +553,8 @@ impl Scalable {
             next_step: now + self.cfg.step_wait,
             responders: BTreeSet::new(),
             progress: step.progress,
+            for_leaf,
+            leaf_run: false,
         };
         self.searches.insert(id, dq);
     }
@@ -386,6 +575,18 @@ impl Scalable {
         let Some(dq) = self.searches.get(&id) else {
             return false;
         };
+        if dq.leaf_run {
+            // Ours, as a leaf: the next ultrapeer while nothing came back.
+            let Some(mut dq) = self.searches.remove(&id) else {
+                return false;
+            };
+            let sent = dq.responders.is_empty() && self.leaf_step(cx, &mut dq, id);
+            dq.done = !sent;
+            dq.next_step = now + self.cfg.leaf_retry_wait;
+            let done = dq.done;
+            self.searches.insert(id, dq);
+            return done;
+        }
         let mut progress = dq.progress.clone();
         progress.responders = dq.responders.len();
         // The tie-break keys are drawn only when the search may grow.
@@ -393,6 +594,7 @@ impl Scalable {
         let candidates: Vec<Candidate> = self
             .neighbours
             .iter()
+            .filter(|(_, n)| !n.leaf)
             .map(|(a, n)| Candidate {
                 addr: *a,
                 degree: n.degree,

@@ -59,6 +59,7 @@ fn scfg(port: u16, seed: u64) -> Config {
             step_wait: Duration::from_millis(50),
             max_search_time: Duration::from_millis(2000),
             enough_results: 1,
+            tier: Tier::Ultrapeer,
             ..ScalableConfig::default()
         },
         ..Config::default()
@@ -278,7 +279,7 @@ fn a_classic_bootstrap_becomes_a_classic_peer() {
     assert!(
         text.starts_with(
             r#"{"Command": 1, "Degree": 0, "IP": "127.0.0.2", "Join": true, "Nonce": "#
-        ) && text.contains(r#""Scalable": 2, "TTL": 0"#),
+        ) && text.contains(r#""Scalable": 3, "TTL": 0"#),
         "{text}"
     );
     o.handle_datagram(now, classic, br#"{"Command": 2, "IP": "127.0.0.7"}"#);
@@ -292,7 +293,7 @@ fn a_classic_bootstrap_becomes_a_classic_peer() {
 /// join request, our offer, its confirmation echoing our nonce.
 fn link(o: &mut Overlay, now: Instant, addr: SocketAddr) {
     let join = format!(
-        r#"{{"Command": 1, "IP": "{}", "TTL": 0, "Scalable": 2, "Join": true, "Nonce": 5, "UdpPort": {}, "TcpPort": 1}}"#,
+        r#"{{"Command": 1, "IP": "{}", "TTL": 0, "Scalable": 3, "Join": true, "Nonce": 5, "UdpPort": {}, "TcpPort": 1}}"#,
         addr.ip(),
         addr.port()
     );
@@ -307,7 +308,7 @@ fn link(o: &mut Overlay, now: Instant, addr: SocketAddr) {
     assert_eq!(echo_of(&p.extra), Some(5));
     assert_eq!(o.degree(), 0, "not a neighbour before it confirms");
     let confirm = format!(
-        r#"{{"Command": 2, "IP": "{}", "Scalable": 2, "Confirm": true, "Echo": {}, "Nonce": 6, "UdpPort": {}, "TcpPort": 1}}"#,
+        r#"{{"Command": 2, "IP": "{}", "Scalable": 3, "Confirm": true, "Echo": {}, "Nonce": 6, "UdpPort": {}, "TcpPort": 1}}"#,
         addr.ip(),
         nonce_of(&p.extra).unwrap(),
         addr.port()
@@ -330,7 +331,7 @@ fn join_requests_walk_on_naming_the_joiner_as_seen() {
     o.handle_datagram(
         now,
         b,
-        br#"{"Command": 1, "IP": "127.0.0.99", "TTL": 0, "Scalable": 2, "Join": true, "Walk": 9, "Nonce": 3, "Junk": "x", "UdpPort": 30000, "TcpPort": 30001}"#,
+        br#"{"Command": 1, "IP": "127.0.0.99", "TTL": 0, "Scalable": 3, "Join": true, "Walk": 9, "Nonce": 3, "Junk": "x", "UdpPort": 30000, "TcpPort": 30001}"#,
     );
     let t = o.poll_transmit().unwrap();
     assert_eq!(t.dest, a);
@@ -360,7 +361,7 @@ fn join_pings_naming_another_address_make_no_neighbour_of_it() {
     let mut sent_bytes = 0;
     for port in 0..200u16 {
         let m = format!(
-            r#"{{"Command": 1, "IP": "{victim}", "TTL": 0, "Scalable": 2, "Join": true, "UdpPort": {}, "TcpPort": 1}}"#,
+            r#"{{"Command": 1, "IP": "{victim}", "TTL": 0, "Scalable": 3, "Join": true, "UdpPort": {}, "TcpPort": 1}}"#,
             1000 + port
         );
         sent_bytes += m.len();
@@ -388,15 +389,15 @@ fn refusals_without_our_nonce_do_not_cut_a_link() {
     link(&mut o, now, a);
     // From a third address naming the neighbour, and from the
     // neighbour's own address without the nonce we gave it.
-    let spoof = br#"{"Command": 2, "IP": "127.0.0.10", "Scalable": 2, "Accept": false, "UdpPort": 30000, "TcpPort": 1}"#;
+    let spoof = br#"{"Command": 2, "IP": "127.0.0.10", "Scalable": 3, "Accept": false, "UdpPort": 30000, "TcpPort": 1}"#;
     o.handle_datagram(now, "127.0.0.66:4000".parse().unwrap(), spoof);
     o.handle_datagram(now, a, spoof);
-    let wrong = br#"{"Command": 2, "IP": "127.0.0.10", "Scalable": 2, "Accept": false, "Echo": 12345, "UdpPort": 30000, "TcpPort": 1}"#;
+    let wrong = br#"{"Command": 2, "IP": "127.0.0.10", "Scalable": 3, "Accept": false, "Echo": 12345, "UdpPort": 30000, "TcpPort": 1}"#;
     o.handle_datagram(now, a, wrong);
     assert_eq!(o.degree(), 1);
     // With the nonce, the neighbour itself can end the link.
     let real = format!(
-        r#"{{"Command": 2, "IP": "127.0.0.10", "Scalable": 2, "Accept": false, "Echo": {}, "UdpPort": 30000, "TcpPort": 1}}"#,
+        r#"{{"Command": 2, "IP": "127.0.0.10", "Scalable": 3, "Accept": false, "Echo": {}, "UdpPort": 30000, "TcpPort": 1}}"#,
         o.token(a)
     );
     o.handle_datagram(now, a, real.as_bytes());
@@ -408,7 +409,7 @@ fn queries_from_strangers_are_not_answered_and_answers_go_to_the_sender() {
     let now = Instant::now();
     let mut o = Overlay::new(scfg(30000, 1), now);
     o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-    let q = br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.99", "Id": 7, "Scalable": 2, "TTL": 0, "UdpPort": 1, "TcpPort": 1}"#;
+    let q = br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.99", "Id": 7, "Scalable": 3, "TTL": 0, "UdpPort": 1, "TcpPort": 1}"#;
     o.handle_datagram(now, "127.0.0.66:4000".parse().unwrap(), q);
     assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
     // From a neighbour, naming a victim: the answer goes to the neighbour.
@@ -425,7 +426,7 @@ fn queries_from_strangers_are_not_answered_and_answers_go_to_the_sender() {
     let t = o.poll_transmit().unwrap();
     assert_eq!(t.dest, a);
     // The same id again with another port is a duplicate.
-    let q2 = br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.99", "Id": 7, "Scalable": 2, "TTL": 0, "UdpPort": 2, "TcpPort": 1}"#;
+    let q2 = br#"{"Command": 3, "Contents": "a", "IP": "127.0.0.99", "Id": 7, "Scalable": 3, "TTL": 0, "UdpPort": 2, "TcpPort": 1}"#;
     o.handle_datagram(now, a, q2);
     assert!(std::iter::from_fn(|| o.poll_event()).all(|e| !matches!(e, Event::Query(_))));
 }
@@ -441,7 +442,7 @@ fn hits_count_only_from_where_the_search_went() {
     while o.poll_transmit().is_some() {}
     while o.poll_event().is_some() {}
     let hit = format!(
-        r#"{{"Command": 4, "Contents": ["x.txt"], "IP": "127.0.0.10", "Id": {}, "Scalable": 2, "UdpPort": 30000, "TcpPort": 6666}}"#,
+        r#"{{"Command": 4, "Contents": ["x.txt"], "IP": "127.0.0.10", "Id": {}, "Scalable": 3, "UdpPort": 30000, "TcpPort": 6666}}"#,
         id.0
     );
     o.handle_datagram(now, "127.0.0.66:30000".parse().unwrap(), hit.as_bytes());
@@ -529,7 +530,7 @@ fn ipv6_nodes_build_the_scalable_overlay_and_find_a_unique_file() {
 /// A scalable query from `from`'s point of view: id, hops, TTL 0.
 fn query_from(o: &mut Overlay, now: Instant, from: SocketAddr, id: u64, hops: u64) -> bool {
     let q = format!(
-        r#"{{"Command": 3, "Contents": "zz", "IP": "{}", "Id": {id}, "Scalable": 2, "TTL": 0, "Hops": {hops}, "UdpPort": {}, "TcpPort": 1}}"#,
+        r#"{{"Command": 3, "Contents": "zz", "IP": "{}", "Id": {id}, "Scalable": 3, "TTL": 0, "Hops": {hops}, "UdpPort": {}, "TcpPort": 1}}"#,
         from.ip(),
         from.port()
     );
@@ -576,7 +577,7 @@ fn announced_degrees_are_believed_up_to_the_maximum() {
     let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
     link(&mut o, now, a);
     let ping = format!(
-        r#"{{"Command": 1, "IP": "{}", "TTL": 0, "Scalable": 2, "Degree": 1000, "Nonce": 9, "UdpPort": {}, "TcpPort": 1}}"#,
+        r#"{{"Command": 1, "IP": "{}", "TTL": 0, "Scalable": 3, "Degree": 1000, "Nonce": 9, "UdpPort": {}, "TcpPort": 1}}"#,
         a.ip(),
         a.port()
     );
