@@ -1,6 +1,6 @@
 //! The simulation state and its main loop: the peers are split into
 //! partitions that play a window of virtual time each on their own thread
-//! (see [`crate::part`]), and exchange their datagrams between windows.
+//! (see [`part`]), and exchange their datagrams between windows.
 //!
 //! No datagram arrives sooner than the smallest link latency, twice the
 //! access latency floor ([`access_floor`]), and the windows are exactly
@@ -13,9 +13,10 @@
 //! same for any number of partitions, bit for bit.
 
 use crate::config::SimConfig;
-use crate::part::{Part, Shared, Snap};
+pub(crate) mod part;
 use crate::records::{Class, QRec};
 use crate::workload::Workload;
+use part::{Part, Shared, Snap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rutella_proto::{Config, Message, Overlay};

@@ -18,7 +18,6 @@ mod capability;
 mod config;
 mod engine;
 pub mod figures;
-mod part;
 mod queries;
 mod queue;
 mod records;

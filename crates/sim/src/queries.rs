@@ -1,8 +1,8 @@
 //! The searches of a simulation: choosing the peer that issues each, and
 //! the class of the search (how many peers could answer it).
 
+use crate::engine::part::Snap;
 use crate::engine::{Role, Sim};
-use crate::part::Snap;
 use crate::records::Class;
 use rand::Rng;
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 //! counts for the searches). A partition reads the rest of the simulation
 //! only through [`Shared`], which does not change during a window.
 
+use super::{addr_of, lie_about_degree, node_config, slot_of, Ev, Node, Payload, Role};
 use crate::config::SimConfig;
-use crate::engine::{addr_of, lie_about_degree, node_config, slot_of, Ev, Node, Payload, Role};
 use crate::queue::EventQueue;
 use crate::records::{hops_of, QRec};
 use crate::workload::Workload;
@@ -439,7 +439,7 @@ impl<'a> Part<'a> {
     /// will start another one after the flood interval.
     fn flood(&mut self, sh: &Shared, slot: usize) {
         let every = sh.cfg.hostile.flood_interval.as_nanos().max(1) as u64;
-        let next = self.now + every.max(crate::engine::SEC / 1000);
+        let next = self.now + every.max(super::SEC / 1000);
         if next < sh.end {
             self.push(sh, slot, next, Ev::Flood { slot });
         }
