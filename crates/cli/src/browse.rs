@@ -39,22 +39,7 @@ pub(crate) async fn oneshot(a: BrowseArgs) -> Result<(), Failure> {
     };
     let mut n = 0usize;
     for hit in hits {
-        let vendor: String = hit
-            .trailer
-            .as_ref()
-            .map(|t| {
-                t.vendor
-                    .iter()
-                    .map(|b| {
-                        if b.is_ascii_alphanumeric() {
-                            char::from(*b)
-                        } else {
-                            '?'
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let vendor: String = hit.vendor_code();
         let push = hit.needs_push();
         for r in &hit.results {
             let name = String::from_utf8_lossy(&r.name);

@@ -340,6 +340,26 @@ impl QueryHit {
             .and_then(|t| t.flags.push)
             .unwrap_or(false)
     }
+
+    /// The servent's vendor code, safe to print: letters and digits kept,
+    /// any other byte shown as `?`; empty without a trailer.
+    pub fn vendor_code(&self) -> String {
+        self.trailer
+            .as_ref()
+            .map(|t| {
+                t.vendor
+                    .iter()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() {
+                            char::from(*b)
+                        } else {
+                            '?'
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// A payload, by kind.

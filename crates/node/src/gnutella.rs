@@ -527,22 +527,7 @@ impl Manager {
                 if hit.port == 0 || hit.ip.is_unspecified() || hit.results.is_empty() {
                     return;
                 }
-                let vendor = hit
-                    .trailer
-                    .as_ref()
-                    .map(|t| {
-                        t.vendor
-                            .iter()
-                            .map(|b| {
-                                if b.is_ascii_alphanumeric() {
-                                    char::from(*b)
-                                } else {
-                                    '?'
-                                }
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let vendor = hit.vendor_code();
                 let push = hit.needs_push();
                 if !push {
                     for r in &hit.results {

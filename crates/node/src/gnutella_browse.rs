@@ -14,22 +14,7 @@ use crate::gnutella_types::{GnutellaFile, GnutellaSource};
 /// A QueryHit as a search hit. `servent` is where its files are fetched
 /// from: the hit's own address, or for browse host the address browsed.
 pub(crate) fn search_hit(hit: QueryHit, servent: SocketAddr) -> SearchHit {
-    let vendor = hit
-        .trailer
-        .as_ref()
-        .map(|t| {
-            t.vendor
-                .iter()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() {
-                        char::from(*b)
-                    } else {
-                        '?'
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let vendor = hit.vendor_code();
     let push = hit.needs_push();
     let files = hit
         .results
