@@ -23,14 +23,14 @@ use rutella_gnutella::link::{LeafLink, LinkError};
 use rutella_gnutella::push::PushGate;
 use rutella_gnutella::qrp::RouteTable;
 use rutella_gnutella::upload::{UploadConfig, Uploader};
-use rutella_proto::{HitFile, Peer, PushInfo};
+
 use rutella_store::Library;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::command::SearchHit;
-use crate::gnutella_types::{GnutellaFile, GnutellaSettings, GnutellaSource};
+use crate::gnutella_types::GnutellaSettings;
 
 pub(crate) mod push;
 
@@ -527,7 +527,6 @@ impl Manager {
                 if hit.port == 0 || hit.ip.is_unspecified() || hit.results.is_empty() {
                     return;
                 }
-                let vendor = hit.vendor_code();
                 let push = hit.needs_push();
                 if !push {
                     for r in &hit.results {
@@ -539,43 +538,7 @@ impl Manager {
                 let Some(s) = self.searches.get(&query) else {
                     return;
                 };
-                let files = hit
-                    .results
-                    .iter()
-                    .map(|r| HitFile {
-                        name: String::from_utf8_lossy(&r.name).into_owned(),
-                        size: Some(r.size),
-                        hash: None,
-                    })
-                    .collect();
-                let refs = hit
-                    .results
-                    .iter()
-                    .map(|r| GnutellaFile {
-                        index: r.index,
-                        sha1: r.ext.urns.iter().find_map(|u| u.sha1().copied()),
-                    })
-                    .collect();
-                let out = SearchHit {
-                    peer: Peer {
-                        udp: servent,
-                        tcp_port: hit.port,
-                        rutella: false,
-                    },
-                    files,
-                    push: PushInfo {
-                        firewalled: push,
-                        ..PushInfo::default()
-                    },
-                    gnutella: Some(GnutellaSource {
-                        via: Some(addr),
-                        servent,
-                        servent_guid: hit.servent,
-                        push,
-                        vendor,
-                        files: refs,
-                    }),
-                };
+                let out = search_hit(hit, servent, Some(addr));
                 if let Err(mpsc::error::TrySendError::Full(_)) = s.hits.try_send(out) {
                     tracing::debug!(
                         "Gnutella hits arrive faster than they are read; dropping some"
@@ -868,6 +831,55 @@ fn read_bounded(p: &std::path::Path) -> std::io::Result<String> {
     let mut s = String::new();
     f.take(MAX_HOST_FILE).read_to_string(&mut s)?;
     Ok(s)
+}
+
+/// A QueryHit as a search hit. `servent` is where its files are fetched
+/// from: the hit's own address, or for browse host the address browsed;
+/// `via` the ultrapeer it came through (where a Push goes), if any.
+pub(crate) fn search_hit(
+    hit: rutella_gnutella::descriptor::QueryHit,
+    servent: SocketAddr,
+    via: Option<SocketAddr>,
+) -> SearchHit {
+    let vendor = hit.vendor_code();
+    let push = hit.needs_push();
+    let files = hit
+        .results
+        .iter()
+        .map(|r| rutella_proto::HitFile {
+            name: String::from_utf8_lossy(&r.name).into_owned(),
+            size: Some(r.size),
+            hash: None,
+        })
+        .collect();
+    let refs = hit
+        .results
+        .iter()
+        .map(|r| crate::gnutella_types::GnutellaFile {
+            index: r.index,
+            sha1: r.ext.urns.iter().find_map(|u| u.sha1().copied()),
+        })
+        .collect();
+    SearchHit {
+        peer: rutella_proto::Peer {
+            udp: servent,
+            tcp_port: servent.port(),
+            rutella: false,
+        },
+        files,
+        push: rutella_proto::PushInfo {
+            firewalled: push,
+            ..rutella_proto::PushInfo::default()
+        },
+        gnutella: Some(crate::gnutella_types::GnutellaSource {
+            via,
+            servent,
+            servent_guid: hit.servent,
+            push,
+            vendor,
+            files: refs,
+        }),
+    }
 }
 
 /// The library as the Gnutella uploader sees it: files by SHA-1, or by

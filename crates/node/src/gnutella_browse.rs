@@ -5,55 +5,8 @@
 use std::net::{SocketAddr, SocketAddrV4};
 
 use rutella_gnutella::browse::{fetch, BrowseLimits};
-use rutella_gnutella::descriptor::QueryHit;
-use rutella_proto::{HitFile, Peer, PushInfo};
 
 use crate::command::SearchHit;
-use crate::gnutella_types::{GnutellaFile, GnutellaSource};
-
-/// A QueryHit as a search hit. `servent` is where its files are fetched
-/// from: the hit's own address, or for browse host the address browsed.
-pub(crate) fn search_hit(hit: QueryHit, servent: SocketAddr) -> SearchHit {
-    let vendor = hit.vendor_code();
-    let push = hit.needs_push();
-    let files = hit
-        .results
-        .iter()
-        .map(|r| HitFile {
-            name: String::from_utf8_lossy(&r.name).into_owned(),
-            size: Some(r.size),
-            hash: None,
-        })
-        .collect();
-    let refs = hit
-        .results
-        .iter()
-        .map(|r| GnutellaFile {
-            index: r.index,
-            sha1: r.ext.urns.iter().find_map(|u| u.sha1().copied()),
-        })
-        .collect();
-    SearchHit {
-        peer: Peer {
-            udp: servent,
-            tcp_port: servent.port(),
-            rutella: false,
-        },
-        files,
-        push: PushInfo {
-            firewalled: push,
-            ..PushInfo::default()
-        },
-        gnutella: Some(GnutellaSource {
-            via: None,
-            servent,
-            servent_guid: hit.servent,
-            push,
-            vendor,
-            files: refs,
-        }),
-    }
-}
 
 impl crate::Client {
     /// Browses the Gnutella servent at `addr` (browse host: `GET /` for
@@ -90,7 +43,7 @@ impl crate::Client {
         Ok(hits
             .into_iter()
             .filter(|h| !h.results.is_empty())
-            .map(|h| search_hit(h, servent))
+            .map(|h| crate::gnutella::search_hit(h, servent, None))
             .collect())
     }
 }
