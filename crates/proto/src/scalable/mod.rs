@@ -193,6 +193,13 @@ impl Scalable {
         self.n_leaves
     }
 
+    /// Whether `addr` is our leaf and we hold its whole filter.
+    pub(crate) fn holds_leaf_filter(&self, addr: &SocketAddr) -> bool {
+        self.neighbours
+            .get(addr)
+            .is_some_and(|n| n.leaf && n.filter.is_some())
+    }
+
     /// Tells whether others can reach us unasked (with the bandwidth,
     /// what becoming an ultrapeer needs).
     pub(crate) fn set_reachable(&mut self, reachable: bool) {
