@@ -1,0 +1,151 @@
+//! Tests of what keeps searches for rare files (held by one peer) from
+//! failing: a search waits for a first link, and an answer from far away
+//! is passed back twice on every hop and taken once.
+
+use super::tier_tests::{addr, join_through_first, net_of, sc, two_tiers};
+use super::*;
+use crate::Message;
+
+#[test]
+fn a_leaf_search_waits_for_its_first_ultrapeer() {
+    let mut net = net_of(&[Tier::Ultrapeer, Tier::Leaf], |_, _| {});
+    // The leaf searches before it has any ultrapeer...
+    let now = net.now;
+    let id = net.nodes[1].1.search(now, "unique-0.");
+    net.pump();
+    net.advance(Duration::from_millis(300));
+    assert_eq!(sc(&net, 1).degree(), 0);
+    // ...then attaches to one: the search goes through it.
+    let up = addr(0);
+    let now = net.now;
+    net.nodes[1].1.connect(now, up, up.port() + 1);
+    net.pump();
+    net.advance(Duration::from_millis(1000));
+    assert_eq!(sc(&net, 1).degree(), 1);
+    let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].2, up);
+}
+
+#[test]
+fn an_ultrapeer_search_waits_for_its_first_link_within_the_search_time() {
+    let mut net = net_of(&[Tier::Ultrapeer, Tier::Ultrapeer], |_, _| {});
+    let now = net.now;
+    let id = net.nodes[1].1.search(now, "unique-0.");
+    net.pump();
+    net.advance(Duration::from_millis(300));
+    let a = addr(0);
+    let now = net.now;
+    net.nodes[1].1.connect(now, a, a.port() + 1);
+    net.pump();
+    net.advance(Duration::from_millis(1000));
+    assert_eq!(net.results.iter().filter(|r| r.1 == id).count(), 1);
+    // A search that never finds a link ends with its time.
+    let mut net = net_of(&[Tier::Ultrapeer], |_, _| {});
+    let now = net.now;
+    let id = net.nodes[0].1.search(now, "anything");
+    net.advance(Duration::from_millis(2500));
+    assert!(net.finished.contains(&(0, id)));
+    assert!(sc(&net, 0).searches.is_empty());
+}
+
+/// A leaf of the network that node 0 (an ultrapeer) does not hold.
+fn far_leaf(net: &crate::testnet::Net) -> usize {
+    (4..16)
+        .find(|&j| !sc(net, 0).neighbours.contains_key(&addr(j)))
+        .unwrap()
+}
+
+#[test]
+fn a_far_answer_is_passed_back_twice_and_taken_once() {
+    let mut net = two_tiers();
+    let holder = far_leaf(&net);
+    net.sent.clear();
+    let now = net.now;
+    let id = net.nodes[0].1.search(now, &format!("unique-{holder}."));
+    net.pump();
+    net.advance(Duration::from_millis(1000));
+    // The holder's ultrapeer passed its answer (from 2 hops away) to us
+    // twice...
+    let to_us: Vec<&SocketAddr> = net
+        .sent
+        .iter()
+        .filter(|(_, to, m)| {
+            *to == addr(0)
+                && matches!(m, Message::QueryHit(h) if h.id == Some(id.0) && !h.files.is_empty())
+        })
+        .map(|(from, _, _)| from)
+        .collect();
+    assert_eq!(to_us.len(), 2, "{to_us:?}");
+    assert_eq!(to_us[0], to_us[1]);
+    // ...and the search took it once.
+    let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].2, addr(holder));
+}
+
+#[test]
+fn a_near_answer_is_sent_once() {
+    let mut net = two_tiers();
+    // A leaf of node 0 answers from 1 hop away: one copy is enough.
+    let near = (4..16)
+        .find(|&j| sc(&net, 0).neighbours.contains_key(&addr(j)))
+        .unwrap();
+    net.sent.clear();
+    let now = net.now;
+    let id = net.nodes[0].1.search(now, &format!("unique-{near}."));
+    net.pump();
+    net.advance(Duration::from_millis(1000));
+    let hits = |net: &crate::testnet::Net| {
+        net.sent
+            .iter()
+            .filter(|(_, _, m)| {
+                matches!(m, Message::QueryHit(h) if h.id == Some(id.0) && !h.files.is_empty())
+            })
+            .count()
+    };
+    assert_eq!(hits(&net), 1);
+    assert_eq!(net.results.iter().filter(|r| r.1 == id).count(), 1);
+}
+
+#[test]
+fn a_leaf_takes_the_copies_of_a_far_answer_once() {
+    // Leaves with one ultrapeer each.
+    let mut tiers = vec![Tier::Ultrapeer; 4];
+    tiers.extend(vec![Tier::Leaf; 12]);
+    let mut net = net_of(&tiers, |_, c| {
+        c.scalable.leaf_ultrapeers = 1;
+        c.scalable.max_leaves = 4;
+    });
+    join_through_first(&mut net, Duration::from_millis(1500));
+    // A leaf searches for a file of a leaf of another ultrapeer: the
+    // answer comes from 2 hops away.
+    let (searcher, holder) = (4..16)
+        .flat_map(|a| (4..16).map(move |b| (a, b)))
+        .find(|&(a, b)| {
+            a != b
+                && sc(&net, a)
+                    .neighbours
+                    .keys()
+                    .all(|u| !sc(&net, b).neighbours.contains_key(u))
+        })
+        .unwrap();
+    net.sent.clear();
+    let now = net.now;
+    let id = net.nodes[searcher]
+        .1
+        .search(now, &format!("unique-{holder}."));
+    net.pump();
+    net.advance(Duration::from_millis(1000));
+    let copies = net
+        .sent
+        .iter()
+        .filter(|(_, to, m)| {
+            *to == addr(searcher)
+                && matches!(m, Message::QueryHit(h) if h.id == Some(id.0) && !h.files.is_empty())
+        })
+        .count();
+    assert_eq!(copies, 2);
+    let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+}
