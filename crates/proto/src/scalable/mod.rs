@@ -81,6 +81,10 @@ pub const FAR_ANSWER_HOPS: i64 = 2;
 /// answer a rare file gets is not lost on the way (each receiver passes
 /// the first copy on and drops the others).
 pub const FAR_ANSWER_COPIES: usize = 2;
+/// A search of ours that stopped growing still takes answers for this
+/// many step waits ([`ScalableConfig::step_wait`]): the last step's
+/// answers may come from several hops away.
+pub const LATE_ANSWER_STEPS: u32 = 2;
 /// Bytes an answer leaves free under [`MAX_DATAGRAM`]: the longest own
 /// address the driver fills in, and what the first hop back adds.
 pub(crate) const HIT_ROOM: usize = 64;

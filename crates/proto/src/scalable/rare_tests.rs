@@ -149,3 +149,42 @@ fn a_leaf_takes_the_copies_of_a_far_answer_once() {
     let hits: Vec<_> = net.results.iter().filter(|r| r.1 == id).collect();
     assert_eq!(hits.len(), 1, "{hits:?}");
 }
+
+#[test]
+fn a_search_that_stopped_growing_still_takes_late_answers() {
+    let mut net = two_tiers();
+    let now = net.now;
+    let id = net.nodes[0].1.search(now, "nothing-of-the-kind");
+    net.pump();
+    // Until the search stops growing (its last step asks nobody).
+    for _ in 0..200 {
+        if sc(&net, 0).searches.get(&id).is_none_or(|d| d.lingering) {
+            break;
+        }
+        net.advance(Duration::from_millis(5));
+    }
+    let s = sc(&net, 0);
+    let dq = &s.searches[&id];
+    assert!(dq.lingering, "the search still grows");
+    assert!(net.nodes[0].1.search_running(id));
+    // An answer from an ultrapeer the search asked, arriving late.
+    let asked = *dq.progress.depth.keys().next().unwrap();
+    let late = Message::QueryHit(crate::message::QueryHit {
+        ip: asked.ip(),
+        files: vec![crate::HitFile::named("nothing-of-the-kind.txt")],
+        id: Some(id.0),
+        more: false,
+        ports: crate::message::Ports {
+            udp: Some(asked.port()),
+            tcp: Some(asked.port() + 1),
+        },
+        extra: base_extra(),
+    });
+    let now = net.now;
+    net.nodes[0].1.handle_message(now, asked, late);
+    net.pump();
+    assert_eq!(net.results.iter().filter(|r| r.1 == id).count(), 1);
+    // Then it ends.
+    net.advance(Duration::from_millis(200));
+    assert!(!net.nodes[0].1.search_running(id));
+}

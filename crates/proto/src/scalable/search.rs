@@ -5,7 +5,7 @@
 use super::plan::{first_step_with_leaves, may_grow, next_step, Candidate, Progress};
 use super::{
     base_extra, get_bool, get_i64, Ctx, QueryTrigrams, Scalable, FAR_ANSWER_COPIES,
-    FAR_ANSWER_HOPS, MAX_ACCEPTED_TTL,
+    FAR_ANSWER_HOPS, LATE_ANSWER_STEPS, MAX_ACCEPTED_TTL,
 };
 use crate::message::{Message, Ports, Query, QueryHit, MAX_DATAGRAM};
 use crate::types::{Event, IncomingQuery, Peer, SearchId, Transmit};
@@ -50,7 +50,7 @@ pub(super) struct Dq {
     /// Peers that answered with at least one file.
     responders: BTreeSet<SocketAddr>,
     /// TTLs sent so far and the estimates of the planner.
-    progress: Progress,
+    pub(super) progress: Progress,
     /// Run for this leaf of ours: answers go back to it.
     pub(super) for_leaf: Option<SocketAddr>,
     /// Ours, as a leaf: run by our ultrapeers, asked one after the other.
@@ -60,6 +60,8 @@ pub(super) struct Dq {
     ///
     /// [`ScalableConfig::max_search_time`]: super::ScalableConfig::max_search_time
     started: Instant,
+    /// It stopped growing and waits for the answers still on their way.
+    pub(super) lingering: bool,
 }
 
 /// Whether an answer comes from beyond the searcher's own leaves (its
@@ -534,6 +536,7 @@ impl Scalable {
             for_leaf: None,
             leaf_run: true,
             started: now,
+            lingering: false,
         };
         let sent = self.leaf_step(cx, &mut dq, id);
         // Without an ultrapeer yet, the search waits for one.
@@ -602,6 +605,7 @@ impl Scalable {
             for_leaf,
             leaf_run: false,
             started: now,
+            lingering: false,
         };
         self.searches.insert(id, dq);
     }
@@ -675,6 +679,13 @@ impl Scalable {
             self.searches.insert(id, dq);
             return done;
         }
+        if dq.lingering {
+            // The late answers had their time.
+            if let Some(dq) = self.searches.get_mut(&id) {
+                dq.done = true;
+            }
+            return true;
+        }
         let mut progress = dq.progress.clone();
         progress.responders = dq.responders.len();
         // The tie-break keys are drawn only when the search may grow.
@@ -695,7 +706,12 @@ impl Scalable {
             && step.progress.depth.is_empty()
             && step.progress.est_cost == 0.0
             && self.may_wait(dq, now);
-        let done = step.done() && !waiting;
+        let stops = step.done() && !waiting;
+        // Our own search that asked someone stays open a little longer for
+        // the answers still on their way (one we run for a leaf needs not:
+        // its answers go back through the duplicate table).
+        let linger = stops && dq.for_leaf.is_none() && step.progress.est_cost > 0.0;
+        let done = stops && !linger;
         tracing::debug!(
             search = id.0,
             responders = progress.responders,
@@ -708,10 +724,15 @@ impl Scalable {
         for (dest, ttl) in &step.sends {
             self.send_scalable_query(cx, *dest, &text, id, *ttl);
         }
-        let wait = self.cfg.step_wait;
+        let wait = if linger {
+            self.cfg.step_wait * LATE_ANSWER_STEPS
+        } else {
+            self.cfg.step_wait
+        };
         if let Some(dq) = self.searches.get_mut(&id) {
             dq.progress = step.progress;
             dq.done = done;
+            dq.lingering = linger;
             dq.next_step = now + wait;
         }
         done
