@@ -56,9 +56,19 @@ fn far_leaf(net: &crate::testnet::Net) -> usize {
         .unwrap()
 }
 
+/// 4 ultrapeers with room for 6 leaves each, and 12 leaves with 2
+/// ultrapeers each: the leaves spread over the ultrapeers.
+fn spread_tiers() -> crate::testnet::Net {
+    let mut tiers = vec![Tier::Ultrapeer; 4];
+    tiers.extend(vec![Tier::Leaf; 12]);
+    let mut net = net_of(&tiers, |_, c| c.scalable.max_leaves = 6);
+    join_through_first(&mut net, Duration::from_millis(1500));
+    net
+}
+
 #[test]
 fn a_far_answer_is_passed_back_twice_and_taken_once() {
-    let mut net = two_tiers();
+    let mut net = spread_tiers();
     let holder = far_leaf(&net);
     net.sent.clear();
     let now = net.now;
@@ -187,4 +197,64 @@ fn a_search_that_stopped_growing_still_takes_late_answers() {
     // Then it ends.
     net.advance(Duration::from_millis(200));
     assert!(!net.nodes[0].1.search_running(id));
+}
+
+/// Ultrapeers that send nothing unsolicited (no probe budget) and link
+/// without walks, and leaves.
+fn no_probes(ups: usize, leaves: usize) -> crate::testnet::Net {
+    let mut tiers = vec![Tier::Ultrapeer; ups];
+    tiers.extend(vec![Tier::Leaf; leaves]);
+    let mut net = net_of(&tiers, |i, c| {
+        if i < ups {
+            c.probes_per_sec = 0.0;
+            c.probe_burst = 0.0;
+            c.scalable.join_walk = 0;
+        }
+    });
+    for i in 1..ups {
+        let now = net.now;
+        net.nodes[i].1.connect(now, addr(0), addr(0).port() + 1);
+        net.pump();
+    }
+    net.advance(Duration::from_millis(500));
+    assert!(sc(&net, 0).degree() >= 1);
+    net
+}
+
+#[test]
+fn an_ultrapeer_with_a_free_slot_takes_a_leaf_that_asks_it_at_once() {
+    let mut net = no_probes(3, 1);
+    // The leaf's join would walk on to another ultrapeer, whose offer
+    // (unsolicited) cannot go: taken at once, it is answered directly.
+    let now = net.now;
+    net.nodes[3].1.connect(now, addr(0), addr(0).port() + 1);
+    net.pump();
+    net.advance(Duration::from_millis(50));
+    assert!(sc(&net, 3).neighbours.contains_key(&addr(0)));
+    assert!(sc(&net, 0).holds_leaf_filter(&addr(3)));
+}
+
+#[test]
+fn a_leaf_asked_by_a_newcomer_names_ultrapeers_it_knows() {
+    let mut net = no_probes(2, 2);
+    let now = net.now;
+    net.nodes[2].1.connect(now, addr(0), addr(0).port() + 1);
+    net.pump();
+    net.advance(Duration::from_millis(50));
+    assert!(sc(&net, 2).degree() >= 1);
+    // The newcomer asks the leaf, which names ultrapeer 0 (or 1): the
+    // newcomer asks it itself and is taken.
+    net.sent.clear();
+    let now = net.now;
+    net.nodes[3].1.connect(now, addr(2), addr(2).port() + 1);
+    net.pump();
+    net.advance(Duration::from_millis(50));
+    assert!(net.sent.iter().any(|(from, to, m)| *from == addr(2)
+        && *to == addr(3)
+        && matches!(m, Message::Pong(p) if p.extra.get("Hosts").is_some_and(|h| h.as_array().is_some_and(|a| !a.is_empty())))));
+    assert!(
+        sc(&net, 3).degree() >= 1,
+        "{:?}",
+        sc(&net, 3).neighbours.keys()
+    );
 }
