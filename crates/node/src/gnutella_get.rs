@@ -213,6 +213,7 @@ impl crate::Client {
         let done = |got: rutella_gnutella::download::Downloaded| DownloadReport {
             path: dest.clone(),
             size: got.size,
+            tth: None,
             resumed_from: got.resumed_from,
             bytes_received: got.fetched,
             sources: Vec::new(),

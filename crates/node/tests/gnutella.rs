@@ -225,6 +225,7 @@ async fn gnutella_servents_download_from_the_node_over_http() {
         target: Target::Sha1(song_sha1),
         sha1: None,
         size: Some(r.size),
+        tth: None,
     };
     let (part, dest) = (out.path().join("a.part"), out.path().join("a.mp3"));
     let got = download(&d, &part, &dest, &cfg)
@@ -242,6 +243,7 @@ async fn gnutella_servents_download_from_the_node_over_http() {
         },
         sha1: Some(song_sha1),
         size: Some(r.size),
+        tth: None,
     };
     let (part, dest) = (out.path().join("b.part"), out.path().join("b.mp3"));
     std::fs::write(&part, &w.song[..w.song.len() / 2]).unwrap();
@@ -261,6 +263,7 @@ async fn gnutella_servents_download_from_the_node_over_http() {
         },
         sha1: Some(song_sha1),
         size: Some(r.size),
+        tth: None,
     };
     let (part, dest) = (out.path().join("c.part"), out.path().join("c.mp3"));
     assert!(download(&d, &part, &dest, &cfg).await.is_err());
