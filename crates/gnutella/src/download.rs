@@ -202,6 +202,15 @@ pub trait Connector: Send {
     fn connect(
         &mut self,
     ) -> impl std::future::Future<Output = Result<TcpStream, DownloadError>> + Send;
+
+    /// Whether another connection is cheap to open (a direct one, not one
+    /// that takes a Push): then a reply that names a Tiger tree is left
+    /// unread while the tree is fetched, so that its bytes are checked.
+    /// `false` (the default): the body is read, and the tree fetched for
+    /// the rest of the file.
+    fn reconnects(&self) -> bool {
+        false
+    }
 }
 
 /// Connects to the servent's address.
@@ -213,6 +222,10 @@ pub struct Direct {
 }
 
 impl Connector for Direct {
+    fn reconnects(&self) -> bool {
+        true
+    }
+
     async fn connect(&mut self) -> Result<TcpStream, DownloadError> {
         match timeout(self.timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => Ok(s),
@@ -354,7 +367,7 @@ async fn fetch<C: Connector>(
             continue;
         }
         let stream = connector.connect().await?;
-        let learn = !thex_tried && root.is_none();
+        let learn = !thex_tried && root.is_none() && connector.reconnects();
         let got = fetch_piece(
             d,
             stream,
@@ -374,8 +387,8 @@ async fn fetch<C: Connector>(
             }
             r => r?,
         };
-        if let Some(r) = got.root {
-            root = Some(r);
+        if root.is_none() {
+            root = got.root;
         }
         if got.restarted {
             fetched = 0;
@@ -549,8 +562,8 @@ struct Piece {
     restarted: bool,
     alt_locs: Vec<SocketAddrV4>,
     server: Option<String>,
-    /// A tree root the reply named (the body was not read: the tree is
-    /// fetched first).
+    /// A tree root the reply named (with `learn_root`, the body was not
+    /// read: the tree is fetched first).
     root: Option<[u8; 24]>,
 }
 
@@ -650,18 +663,20 @@ async fn fetch_piece(
         ));
     }
     *total = Some(size);
-    if learn_root {
-        if let Some(t) = resp.thex_uri().filter(|t| Some(t.sha1) == *expected) {
-            // The tree first; this body is not read.
-            return Ok(Piece {
-                have,
-                bytes: 0,
-                restarted: false,
-                alt_locs: resp.alt_locs(),
-                server: resp.agent().map(str::to_string),
-                root: Some(t.root),
-            });
-        }
+    let named_root = resp
+        .thex_uri()
+        .filter(|t| Some(t.sha1) == *expected)
+        .map(|t| t.root);
+    if learn_root && named_root.is_some() {
+        // The tree first; this body is not read.
+        return Ok(Piece {
+            have,
+            bytes: 0,
+            restarted: false,
+            alt_locs: resp.alt_locs(),
+            server: resp.agent().map(str::to_string),
+            root: named_root,
+        });
     }
     // A 200 to a range request sends the whole file: start again.
     let restarted = start == 0 && have > 0;
@@ -703,6 +718,6 @@ async fn fetch_piece(
         restarted,
         alt_locs: resp.alt_locs(),
         server: resp.agent().map(str::to_string),
-        root: None,
+        root: named_root,
     })
 }
