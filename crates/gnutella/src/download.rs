@@ -6,6 +6,15 @@
 //! with `Range`, follows a servent that sends the file in several `206`
 //! pieces, and checks the SHA-1 of the whole file at the end: a file whose
 //! hash is not the one asked for (or announced) is deleted, never kept.
+//!
+//! When the hit or a reply (`X-Thex-URI`) names the root of the file's
+//! Tiger tree, the tree is fetched once (`/uri-res/N2X?`, bounded in size
+//! and time) and checked against that root; then each piece of the tree's
+//! bottom level is checked as its last byte arrives, so a corrupt range is
+//! caught where it is (the download stops, keeping only the pieces that
+//! passed) rather than by the SHA-1 at the end. A tree that does not match
+//! its root is refused and the download goes on with the whole-file check
+//! alone.
 
 use std::io::SeekFrom;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -17,6 +26,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::http::{self, ByteRange, Headers, HttpError, Method, Request, Target};
+use crate::thex;
+use crate::tiger::{HashTree, RangeError, StreamCheck};
 use crate::upload::{read_head, HeadError};
 
 /// Limits and timers of a download.
@@ -35,6 +46,11 @@ pub struct DownloadConfig {
     pub max_requests: usize,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// Longest THEX answer read (bytes).
+    pub max_thex_len: usize,
+    /// Time allowed to fetch the THEX, from the connection to its last
+    /// byte.
+    pub thex_timeout: Duration,
 }
 
 impl Default for DownloadConfig {
@@ -46,6 +62,8 @@ impl Default for DownloadConfig {
             max_size: 1 << 40,
             max_requests: 64,
             user_agent: concat!("rutella/", env!("CARGO_PKG_VERSION")).into(),
+            max_thex_len: thex::MAX_THEX_LEN,
+            thex_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -62,6 +80,25 @@ pub struct Download {
     pub sha1: Option<[u8; 20]>,
     /// The size the file must have (from the hit), when known.
     pub size: Option<u64>,
+    /// The root of the file's Tiger tree (from the hit), when known; a
+    /// reply's `X-Thex-URI` can give it too.
+    pub tth: Option<[u8; 24]>,
+}
+
+/// Whether the ranges of a download were checked against a Tiger tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TigerCheck {
+    /// No tree root was known: the whole-file SHA-1 alone.
+    #[default]
+    None,
+    /// The tree could not be had or did not match its root (why): the
+    /// whole-file SHA-1 alone.
+    Refused(String),
+    /// Every piece of this many bytes was checked as it arrived.
+    Checked {
+        /// Bytes per piece of the tree's bottom level.
+        granularity: u64,
+    },
 }
 
 /// A finished, checked download.
@@ -79,6 +116,8 @@ pub struct Downloaded {
     pub alt_locs: Vec<SocketAddrV4>,
     /// The servent's `Server` header, as received.
     pub server: Option<String>,
+    /// How the ranges were checked before the SHA-1 at the end.
+    pub tiger: TigerCheck,
 }
 
 /// Why a download failed. The partial file is kept (for a later resume)
@@ -119,6 +158,15 @@ pub enum DownloadError {
     /// The whole file's SHA-1 is not the expected one; the file was deleted.
     #[error("SHA-1 of the file is wrong; file deleted")]
     WrongHash,
+    /// The bytes `start..end` the servent sent fail the file's Tiger
+    /// tree; the partial file keeps only the pieces before them.
+    #[error("bytes {start}..{end} fail the tiger tree")]
+    CorruptRange {
+        /// First byte of the piece that failed.
+        start: u64,
+        /// Its end (exclusive).
+        end: u64,
+    },
     /// The servent closed before the end of the body.
     #[error("connection closed before the end of the body")]
     Truncated,
@@ -154,6 +202,15 @@ pub trait Connector: Send {
     fn connect(
         &mut self,
     ) -> impl std::future::Future<Output = Result<TcpStream, DownloadError>> + Send;
+
+    /// Whether another connection is cheap to open (a direct one, not one
+    /// that takes a Push): then a reply that names a Tiger tree is left
+    /// unread while the tree is fetched, so that its bytes are checked.
+    /// `false` (the default): the body is read, and the tree fetched for
+    /// the rest of the file.
+    fn reconnects(&self) -> bool {
+        false
+    }
 }
 
 /// Connects to the servent's address.
@@ -165,6 +222,10 @@ pub struct Direct {
 }
 
 impl Connector for Direct {
+    fn reconnects(&self) -> bool {
+        true
+    }
+
     async fn connect(&mut self) -> Result<TcpStream, DownloadError> {
         match timeout(self.timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => Ok(s),
@@ -268,6 +329,10 @@ async fn fetch<C: Connector>(
     let mut alt_locs = Vec::new();
     let mut server = None;
     let mut requests = 0;
+    let mut root = d.tth;
+    let mut tree: Option<HashTree> = None;
+    let mut tiger = TigerCheck::None;
+    let mut thex_tried = false;
     let report = |have: u64, fetched: u64, total: Option<u64>| {
         progress(DownloadProgress {
             have,
@@ -284,7 +349,25 @@ async fn fetch<C: Connector>(
             return Err(DownloadError::TooManyRequests);
         }
         requests += 1;
+        if let (false, Some(r), Some(size), Some(sha1)) = (thex_tried, root, total, expected) {
+            thex_tried = true;
+            match fetch_thex(d.addr, connector, sha1, size, &r, config).await {
+                Ok(t) => {
+                    have = check_on_disk(&mut file, &t, have).await?;
+                    tiger = TigerCheck::Checked {
+                        granularity: t.granularity(),
+                    };
+                    tree = Some(t);
+                }
+                Err(why) => {
+                    tracing::warn!(servent = %d.addr, "Gnutella THEX refused ({why}); the whole-file SHA-1 alone checks the file");
+                    tiger = TigerCheck::Refused(why);
+                }
+            }
+            continue;
+        }
         let stream = connector.connect().await?;
+        let learn = !thex_tried && root.is_none() && connector.reconnects();
         let got = fetch_piece(
             d,
             stream,
@@ -293,8 +376,20 @@ async fn fetch<C: Connector>(
             config,
             &mut expected,
             &mut total,
+            tree.as_ref(),
+            learn,
         )
-        .await?;
+        .await;
+        let got = match got {
+            Err(DownloadError::CorruptRange { start, end }) => {
+                tracing::warn!(servent = %d.addr, start, end, "Gnutella servent sent bytes that fail the tiger tree; dropped");
+                return Err(DownloadError::CorruptRange { start, end });
+            }
+            r => r?,
+        };
+        if root.is_none() {
+            root = got.root;
+        }
         if got.restarted {
             fetched = 0;
             resumed_from = 0;
@@ -325,7 +420,140 @@ async fn fetch<C: Connector>(
         sha1,
         alt_locs,
         server,
+        tiger,
     })
+}
+
+/// Fetches the THEX of the file of `sha1` over a new connection (bounded
+/// by [`DownloadConfig::max_thex_len`] and
+/// [`DownloadConfig::thex_timeout`]) and checks it against `root`.
+pub async fn fetch_thex<C: Connector>(
+    addr: SocketAddr,
+    connector: &mut C,
+    sha1: [u8; 20],
+    size: u64,
+    root: &[u8; 24],
+    config: &DownloadConfig,
+) -> Result<HashTree, String> {
+    let body = timeout(config.thex_timeout, async {
+        let mut s = connector.connect().await.map_err(|e| e.to_string())?;
+        let req = Request::new(
+            Method::Get,
+            Target::Thex(sha1),
+            vec![
+                ("Host".to_string(), addr.to_string()),
+                ("User-Agent".to_string(), config.user_agent.clone()),
+                ("Connection".to_string(), "close".to_string()),
+            ],
+        );
+        s.write_all(&req.encode())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let (resp, used) = match read_head(&mut s, &mut buf, http::parse_response).await {
+            Ok(Some(h)) => h,
+            Ok(None) | Err(HeadError::Closed) => return Err("closed before a reply".to_string()),
+            Err(e) => return Err(e.to_string()),
+        };
+        buf.drain(..used);
+        if resp.code != 200 {
+            return Err(format!("N2X answered {}", resp.code));
+        }
+        let len = resp.content_length().map_err(|e| e.to_string())?;
+        if len.is_some_and(|l| l > config.max_thex_len as u64) {
+            return Err("THEX larger than allowed".to_string());
+        }
+        let limit = len.map_or(config.max_thex_len, |l| l as usize);
+        let mut chunk = vec![0u8; 16 * 1024];
+        while buf.len() < limit {
+            let want = (limit - buf.len()).min(chunk.len());
+            let n = s
+                .read(&mut chunk[..want])
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                if len.is_some() {
+                    return Err("THEX cut short".to_string());
+                }
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        buf.truncate(limit);
+        Ok(buf)
+    })
+    .await
+    .map_err(|_| "THEX not received in time".to_string())??;
+    thex::parse_thex(&body, size, root).map_err(|e| e.to_string())
+}
+
+/// Checks the first `have` bytes of `file` against `tree`; returns how
+/// many to keep (all, or up to the first piece that fails, the rest cut).
+async fn check_on_disk(
+    file: &mut tokio::fs::File,
+    tree: &HashTree,
+    have: u64,
+) -> Result<u64, DownloadError> {
+    let Some(mut check) = StreamCheck::new(tree, 0) else {
+        return Ok(have);
+    };
+    file.seek(SeekFrom::Start(0)).await?;
+    let mut left = have;
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = file.read(&mut buf[..want]).await?;
+        if n == 0 {
+            break;
+        }
+        if check.update(&buf[..n]).is_err() {
+            let keep = check.verified();
+            tracing::info!(
+                kept = keep,
+                "partial Gnutella download fails the tiger tree past this offset; cut there"
+            );
+            file.set_len(keep).await?;
+            return Ok(keep);
+        }
+        left -= n as u64;
+    }
+    Ok(have)
+}
+
+/// A check of the bytes written from `start` on: the bytes of the piece
+/// `start` falls in that are on disk already are read back into it first.
+async fn check_from<'t>(
+    file: &mut tokio::fs::File,
+    tree: &'t HashTree,
+    start: u64,
+) -> Result<StreamCheck<'t>, DownloadError> {
+    let from = tree.align_down(start);
+    let mut check = StreamCheck::new(tree, from)
+        .ok_or(DownloadError::SizeMismatch("range outside the tree"))?;
+    if start > from {
+        let mut old = vec![0u8; usize::try_from(start - from).unwrap_or(0)];
+        file.seek(SeekFrom::Start(from)).await?;
+        file.read_exact(&mut old).await?;
+        check_update(&mut check, &old, file).await?;
+    }
+    Ok(check)
+}
+
+/// Feeds `data` to `check`; a piece that fails is cut from the file.
+async fn check_update(
+    check: &mut StreamCheck<'_>,
+    data: &[u8],
+    file: &mut tokio::fs::File,
+) -> Result<(), DownloadError> {
+    match check.update(data) {
+        Ok(()) => Ok(()),
+        Err(RangeError::Mismatch { start, end }) => {
+            file.flush().await?;
+            file.set_len(start).await?;
+            Err(DownloadError::CorruptRange { start, end })
+        }
+        Err(RangeError::Outside) => Err(DownloadError::SizeMismatch("bytes past the tree's end")),
+    }
 }
 
 struct Piece {
@@ -334,8 +562,12 @@ struct Piece {
     restarted: bool,
     alt_locs: Vec<SocketAddrV4>,
     server: Option<String>,
+    /// A tree root the reply named (with `learn_root`, the body was not
+    /// read: the tree is fetched first).
+    root: Option<[u8; 24]>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fetch_piece(
     d: &Download,
     mut s: TcpStream,
@@ -344,6 +576,8 @@ async fn fetch_piece(
     config: &DownloadConfig,
     expected: &mut Option<[u8; 20]>,
     total: &mut Option<u64>,
+    tree: Option<&HashTree>,
+    learn_root: bool,
 ) -> Result<Piece, DownloadError> {
     let mut headers = vec![
         ("Host".to_string(), d.addr.to_string()),
@@ -429,15 +663,37 @@ async fn fetch_piece(
         ));
     }
     *total = Some(size);
+    let named_root = resp
+        .thex_uri()
+        .filter(|t| Some(t.sha1) == *expected)
+        .map(|t| t.root);
+    if learn_root && named_root.is_some() {
+        // The tree first; this body is not read.
+        return Ok(Piece {
+            have,
+            bytes: 0,
+            restarted: false,
+            alt_locs: resp.alt_locs(),
+            server: resp.agent().map(str::to_string),
+            root: named_root,
+        });
+    }
     // A 200 to a range request sends the whole file: start again.
     let restarted = start == 0 && have > 0;
     if restarted {
         file.set_len(0).await?;
     }
+    let mut check = match tree {
+        Some(t) if t.size() == size => Some(check_from(file, t, start).await?),
+        _ => None,
+    };
     file.seek(SeekFrom::Start(start)).await?;
     let mut left = len;
     let take = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
     file.write_all(&buf[..take]).await?;
+    if let Some(c) = check.as_mut() {
+        check_update(c, &buf[..take], file).await?;
+    }
     left -= take as u64;
     let mut chunk = vec![0u8; 64 * 1024];
     while left > 0 {
@@ -450,6 +706,9 @@ async fn fetch_piece(
             return Err(DownloadError::Truncated);
         }
         file.write_all(&chunk[..n]).await?;
+        if let Some(c) = check.as_mut() {
+            check_update(c, &chunk[..n], file).await?;
+        }
         left -= n as u64;
     }
     file.flush().await?;
@@ -459,5 +718,6 @@ async fn fetch_piece(
         restarted,
         alt_locs: resp.alt_locs(),
         server: resp.agent().map(str::to_string),
+        root: named_root,
     })
 }

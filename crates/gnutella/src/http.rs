@@ -94,6 +94,19 @@ pub enum Target {
     /// `/`: browse host, every shared file as query hits (see
     /// [`crate::browse`]).
     Browse,
+    /// `/uri-res/N2X?urn:sha1:BASE32`: the THEX serialisation of the
+    /// file's Tiger tree (see [`crate::thex`]).
+    Thex([u8; 20]),
+}
+
+/// What an `X-Thex-URI` header names: where the tree of the file is
+/// served (only an N2X URI is taken) and its root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThexUri {
+    /// The SHA-1 of the N2X URI.
+    pub sha1: [u8; 20],
+    /// The root given after the `;`.
+    pub root: [u8; 24],
 }
 
 impl Target {
@@ -103,8 +116,19 @@ impl Target {
             Target::Sha1(h) => format!("/uri-res/N2R?{}", Urn::Sha1(*h)),
             Target::Index { index, name } => format!("/get/{index}/{}", percent_encode(name)),
             Target::Browse => "/".to_string(),
+            Target::Thex(h) => format!("/uri-res/N2X?{}", Urn::Sha1(*h)),
         }
     }
+}
+
+/// The value of `X-Thex-URI` for the file of `sha1` whose tree has this
+/// root: `/uri-res/N2X?urn:sha1:SHA1;ROOT`.
+pub fn thex_uri_value(sha1: &[u8; 20], root: &[u8; 24]) -> String {
+    format!(
+        "{};{}",
+        Target::Thex(*sha1).uri(),
+        crate::huge::base32_encode(root)
+    )
 }
 
 /// A request head.
@@ -270,6 +294,22 @@ pub trait Headers {
             }
         }
         out
+    }
+
+    /// `X-Thex-URI: /uri-res/N2X?urn:sha1:SHA1;ROOT`, when it names an
+    /// N2X URI and a root (any other URI is not followed).
+    fn thex_uri(&self) -> Option<ThexUri> {
+        let v = self.header("x-thex-uri")?;
+        let (uri, root) = v.split_once(';')?;
+        let sha1 = match parse_target(uri.trim()).ok()? {
+            Target::Thex(h) => h,
+            _ => return None,
+        };
+        let root = crate::huge::base32_decode(root.trim())?;
+        Some(ThexUri {
+            sha1,
+            root: <[u8; 24]>::try_from(root.as_slice()).ok()?,
+        })
     }
 
     /// The peer's software (`Server` or `User-Agent`), as received.
@@ -522,6 +562,13 @@ fn parse_target(uri: &str) -> Result<Target, HttpError> {
             .and_then(|u| u.sha1().copied())
             .ok_or(HttpError::BadUri)?;
         return Ok(Target::Sha1(h));
+    }
+    if let Some(q) = uri.strip_prefix("/uri-res/N2X?") {
+        let urn = percent_decode(q).ok_or(HttpError::BadUri)?;
+        let h = Urn::parse(&urn)
+            .and_then(|u| u.sha1().copied())
+            .ok_or(HttpError::BadUri)?;
+        return Ok(Target::Thex(h));
     }
     if let Some(rest) = uri.strip_prefix("/get/") {
         let (index, name) = rest.split_once('/').ok_or(HttpError::BadUri)?;
@@ -807,6 +854,42 @@ mod tests {
         assert!(r.keep_alive());
         let again = parse_request(&r.encode()).unwrap().unwrap().0;
         assert_eq!(again, r);
+    }
+
+    #[test]
+    fn thex_uri_of_gtk_gnutella() {
+        let sha1 = "PLSTHIPQGSSZTS5FJUPAKUZWUGYQYPFB";
+        let root = "LWPNACQDBZRYXW3VHJVCJ64QBZNGHOHHHZWCLNQ";
+        let raw =
+            format!("HTTP/1.1 200 OK\r\nX-Thex-URI: /uri-res/N2X?urn:sha1:{sha1};{root}\r\n\r\n");
+        let (r, _) = parse_response(raw.as_bytes()).unwrap().unwrap();
+        let t = r.thex_uri().unwrap();
+        let h: [u8; 20] = crate::huge::base32_decode(sha1)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(t.sha1, h);
+        assert_eq!(t.root, crate::tiger::root(b""));
+        assert_eq!(
+            thex_uri_value(&t.sha1, &t.root),
+            format!("/uri-res/N2X?urn:sha1:{sha1};{root}")
+        );
+        let (q, _) = req(&format!(
+            "GET /uri-res/N2X?urn:sha1:{sha1} HTTP/1.1\r\n\r\n"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(q.target, Target::Thex(h));
+        // Another URI, or no root: not followed.
+        for v in [
+            format!("/elsewhere?x;{root}"),
+            format!("/uri-res/N2X?urn:sha1:{sha1}"),
+            format!("/uri-res/N2X?urn:sha1:{sha1};{}", &root[1..]),
+        ] {
+            let raw = format!("HTTP/1.1 200 OK\r\nX-Thex-URI: {v}\r\n\r\n");
+            let (r, _) = parse_response(raw.as_bytes()).unwrap().unwrap();
+            assert_eq!(r.thex_uri(), None, "{v}");
+        }
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum Urn {
     Sha1([u8; 20]),
     /// `urn:bitprint:SHA1.TIGER`: the SHA-1 and the Tiger tree root.
     Bitprint([u8; 20], [u8; 24]),
+    /// `urn:tree:tiger/:BASE32` (also read without the `/`): the root of
+    /// the file's Tiger tree.
+    TreeTiger([u8; 24]),
     /// Any other `urn:` text (kept as received, at most [`MAX_URN_LEN`] bytes).
     Other(String),
 }
@@ -27,7 +30,15 @@ impl Urn {
     pub fn sha1(&self) -> Option<&[u8; 20]> {
         match self {
             Urn::Sha1(h) | Urn::Bitprint(h, _) => Some(h),
-            Urn::Other(_) => None,
+            Urn::TreeTiger(_) | Urn::Other(_) => None,
+        }
+    }
+
+    /// The Tiger tree root this URN names, if any.
+    pub fn tiger(&self) -> Option<&[u8; 24]> {
+        match self {
+            Urn::TreeTiger(t) | Urn::Bitprint(_, t) => Some(t),
+            Urn::Sha1(_) | Urn::Other(_) => None,
         }
     }
 
@@ -56,6 +67,12 @@ impl Urn {
             let t = <[u8; 24]>::try_from(base32_decode(t)?.as_slice()).ok()?;
             return Some(Urn::Bitprint(s, t));
         }
+        for p in ["urn:tree:tiger/:", "urn:tree:tiger:"] {
+            if prefix(p) {
+                let t = base32_decode(&text[p.len()..])?;
+                return <[u8; 24]>::try_from(t.as_slice()).ok().map(Urn::TreeTiger);
+            }
+        }
         if text.bytes().all(|b| (0x21..0x7f).contains(&b)) {
             Some(Urn::Other(text.to_string()))
         } else {
@@ -71,6 +88,7 @@ impl fmt::Display for Urn {
             Urn::Bitprint(h, t) => {
                 write!(f, "urn:bitprint:{}.{}", base32_encode(h), base32_encode(t))
             }
+            Urn::TreeTiger(t) => write!(f, "urn:tree:tiger/:{}", base32_encode(t)),
             Urn::Other(s) => f.write_str(s),
         }
     }
@@ -197,6 +215,23 @@ mod tests {
         assert_eq!(
             decode_ggep_h(&encode_ggep_h_sha1(&expect)),
             Some(Urn::Sha1(expect))
+        );
+    }
+
+    #[test]
+    fn tiger_tree_urns() {
+        let text = "urn:tree:tiger/:LWPNACQDBZRYXW3VHJVCJ64QBZNGHOHHHZWCLNQ";
+        let u = Urn::parse(text).unwrap();
+        assert_eq!(u.tiger(), Some(&crate::tiger::root(b"")));
+        assert_eq!(u.sha1(), None);
+        assert_eq!(u.to_string(), text);
+        assert_eq!(
+            Urn::parse("URN:TREE:TIGER:lwpnacqdbzryxw3vhjvcj64qbznghohhhzwclnq"),
+            Some(u)
+        );
+        assert_eq!(
+            Urn::parse("urn:tree:tiger/:LWPNACQDBZRYXW3VHJVCJ64QBZNGHOHHHZWCLN"),
+            None
         );
     }
 

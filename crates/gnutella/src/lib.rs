@@ -4,7 +4,8 @@
 //! ([`handshake`]), descriptors ([`descriptor`]), GGEP ([`ggep`]), HUGE
 //! URNs ([`huge`]), query routing ([`qrp`]) and the zlib streams of
 //! compressed links ([`deflate`]), and the HTTP of file exchange
-//! ([`http`]). [`framer`] cuts a byte stream into descriptors.
+//! ([`http`]), tiger trees ([`tiger`]) and their THEX serialisation
+//! ([`thex`]). [`framer`] cuts a byte stream into descriptors.
 //!
 //! The tokio sides are thin: [`link`] drives a leaf's connection to an
 //! ultrapeer, [`upload`] serves files over HTTP and [`download`] fetches
@@ -27,6 +28,8 @@ pub mod multi;
 pub mod push;
 pub mod qrp;
 pub mod testkit;
+pub mod thex;
+pub mod tiger;
 pub mod upload;
 
 pub use descriptor::{Descriptor, Guid, Header, Payload};

@@ -10,6 +10,13 @@
 //! ranges it did not serve fetched again from it); the first copy whose
 //! SHA-1 is right is kept, and the sources whose bytes differed from it
 //! are dropped.
+//!
+//! With a Tiger tree (its root from the hit, or from a reply's
+//! `X-Thex-URI`, the THEX fetched once from a source and checked against
+//! the root), each range is checked as it arrives, before it is written:
+//! the ranges are cut on the tree's pieces, and a range that fails is
+//! fetched again from another source while the source that sent it is
+//! dropped. The SHA-1 of the whole file is still checked at the end.
 
 use std::collections::HashSet;
 use std::io::SeekFrom;
@@ -24,9 +31,18 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::download::{file_sha1, DownloadConfig, DownloadError, DownloadProgress};
+use crate::download::{
+    fetch_thex, file_sha1, Direct, DownloadConfig, DownloadError, DownloadProgress, TigerCheck,
+};
 use crate::http::{self, ByteRange, Headers, Method, Request, Target};
+use crate::tiger::HashTree;
 use crate::upload::{read_head, HeadError};
+
+/// Largest piece of a tree that ranges are cut on (a coarser tree is not
+/// used: a range is held in memory until it is checked).
+pub const MAX_TREE_PIECE: u64 = 16 << 20;
+/// Sources asked in turn for the THEX before the download starts.
+const THEX_TRIES: usize = 3;
 
 /// Limits of a download from several sources.
 #[derive(Clone, Debug)]
@@ -188,6 +204,17 @@ impl RangePlan {
         o.dropped.is_some()
     }
 
+    /// Range `i` from `s` failed the tree: it is fetched again by
+    /// another source, and `s` is dropped.
+    pub fn corrupt(&mut self, i: usize, s: usize, why: &str) {
+        if let Some(c) = self.chunks.get_mut(i) {
+            if *c == Chunk::InFlight(s) {
+                *c = Chunk::Pending;
+            }
+        }
+        self.drop_source(s, why);
+    }
+
     /// Drops source `s` for this reason.
     pub fn drop_source(&mut self, s: usize, why: &str) {
         if let Some((o, _)) = self.sources.get_mut(s) {
@@ -274,29 +301,96 @@ pub struct MultiDownloaded {
     pub fetched: u64,
     /// What each source did.
     pub sources: Vec<SourceOutcome>,
+    /// How the ranges were checked before the SHA-1 at the end.
+    pub tiger: TigerCheck,
+}
+
+/// Where the tree of the download stands.
+enum TreeState {
+    /// No root known yet.
+    Unknown,
+    /// A worker is fetching it.
+    Fetching,
+    /// Ranges are checked against it.
+    Have(Arc<HashTree>),
+    /// Refused (why), or its pieces are too coarse: SHA-1 alone.
+    Refused(String),
 }
 
 struct Shared {
     plan: Mutex<RangePlan>,
     changed: Notify,
     fetched: std::sync::atomic::AtomicU64,
+    tree: Mutex<TreeState>,
 }
 
 impl Shared {
     fn plan(&self) -> std::sync::MutexGuard<'_, RangePlan> {
         self.plan.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn tree(&self) -> std::sync::MutexGuard<'_, TreeState> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn checking_tree(&self) -> Option<Arc<HashTree>> {
+        match &*self.tree() {
+            TreeState::Have(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The tree of the file from `sources` in turn (at most [`THEX_TRIES`]),
+/// checked against `root`.
+async fn tree_from(
+    sources: &[SocketAddr],
+    sha1: [u8; 20],
+    size: u64,
+    root: &[u8; 24],
+    config: &DownloadConfig,
+) -> Result<HashTree, String> {
+    let mut why = "no source".to_string();
+    for addr in sources.iter().take(THEX_TRIES) {
+        let mut c = Direct {
+            addr: *addr,
+            timeout: config.connect_timeout,
+        };
+        match fetch_thex(*addr, &mut c, sha1, size, root, config).await {
+            Ok(t) => return Ok(t),
+            Err(e) => {
+                tracing::debug!(source = %addr, "Gnutella THEX refused: {e}");
+                why = format!("{addr}: {e}");
+            }
+        }
+    }
+    Err(why)
+}
+
+/// The state for a tree that arrived: used when its pieces are fine
+/// enough.
+fn tree_state(t: HashTree) -> TreeState {
+    if t.granularity() > MAX_TREE_PIECE {
+        TreeState::Refused(format!(
+            "tree pieces of {} bytes are too coarse to check ranges",
+            t.granularity()
+        ))
+    } else {
+        TreeState::Have(Arc::new(t))
+    }
 }
 
 /// Fetches the file of `sha1` and `size` by `target` from `sources` (and
 /// those their `X-Alt` headers name) into `part`, then checks and renames
-/// it to `dest`.
+/// it to `dest`; `tth`: the root of its Tiger tree, when the hit named
+/// one.
 #[allow(clippy::too_many_arguments)]
 pub async fn multi_download(
     sources: Vec<SocketAddr>,
     target: Target,
     sha1: [u8; 20],
     size: u64,
+    tth: Option<[u8; 24]>,
     part: &Path,
     dest: &Path,
     config: &DownloadConfig,
@@ -319,7 +413,32 @@ pub async fn multi_download(
     }
     file.set_len(size).await?;
     drop(file);
-    let mut plan = RangePlan::new(size, multi.chunk, have, multi.max_failures);
+    let tree = match tth {
+        None => TreeState::Unknown,
+        Some(root) => match tree_from(&sources, sha1, size, &root, config).await {
+            Ok(t) => tree_state(t),
+            Err(why) => {
+                tracing::warn!(
+                    "Gnutella THEX refused ({why}); the whole-file SHA-1 alone checks the file"
+                );
+                TreeState::Refused(why)
+            }
+        },
+    };
+    // Ranges cut on the tree's pieces, so that each is checked whole.
+    let chunk = match &tree {
+        TreeState::Have(t) => {
+            let g = t.granularity();
+            multi.chunk.max(1).div_ceil(g) * g
+        }
+        _ => multi.chunk,
+    };
+    // What a resumed part holds is kept only up to a range boundary; with
+    // a tree, only what passes it.
+    if let TreeState::Have(t) = &tree {
+        have = checked_prefix(part, t, have.min(size)).await?;
+    }
+    let mut plan = RangePlan::new(size, chunk, have, multi.max_failures);
     for s in sources.iter().take(multi.max_sources) {
         plan.add_source(*s);
     }
@@ -327,6 +446,7 @@ pub async fn multi_download(
         plan: Mutex::new(plan),
         changed: Notify::new(),
         fetched: std::sync::atomic::AtomicU64::new(0),
+        tree: Mutex::new(tree),
     });
     let report = |sh: &Shared| {
         let have = sh.plan().have();
@@ -388,12 +508,44 @@ pub async fn multi_download(
         return Err(DownloadError::WrongHash);
     }
     tokio::fs::rename(part, dest).await?;
+    let tiger = match &*shared.tree() {
+        TreeState::Have(t) => TigerCheck::Checked {
+            granularity: t.granularity(),
+        },
+        TreeState::Refused(why) => TigerCheck::Refused(why.clone()),
+        TreeState::Unknown | TreeState::Fetching => TigerCheck::None,
+    };
     let p = shared.plan();
     Ok(MultiDownloaded {
         size,
         fetched: shared.fetched.load(std::sync::atomic::Ordering::Relaxed),
         sources: p.outcomes(),
+        tiger,
     })
+}
+
+/// How much of the first `have` bytes of `part` passes `tree` (whole
+/// pieces from the start).
+async fn checked_prefix(part: &Path, tree: &HashTree, have: u64) -> Result<u64, DownloadError> {
+    if have == 0 {
+        return Ok(0);
+    }
+    let mut f = tokio::fs::File::open(part).await?;
+    let mut check = match crate::tiger::StreamCheck::new(tree, 0) {
+        Some(c) => c,
+        None => return Ok(0),
+    };
+    let mut left = have;
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = f.read(&mut buf[..want]).await?;
+        if n == 0 || check.update(&buf[..n]).is_err() {
+            break;
+        }
+        left -= n as u64;
+    }
+    Ok(check.verified())
 }
 
 struct Job {
@@ -503,11 +655,23 @@ async fn worker(s: usize, sh: &Shared, job: &Job, alt: &mpsc::Sender<SocketAddr>
         };
         let got = fetch_range(addr, job, a, b).await;
         let r = match got {
-            Ok((body, alts)) => {
+            Ok((body, alts, root)) => {
                 sh.fetched
                     .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 for x in alts {
                     let _ = alt.try_send(SocketAddr::V4(x));
+                }
+                if let Some(root) = root {
+                    learn_tree(sh, job, addr, &root).await;
+                }
+                if let Some(t) = sh.checking_tree() {
+                    if let Err(e) = t.verify_range(a, &body) {
+                        let why = format!("sent a range that fails the tiger tree ({e})");
+                        tracing::warn!(source = %addr, start = a, end = b, "Gnutella source {why}; dropped, the range is fetched again");
+                        sh.plan().corrupt(i, s, &why);
+                        sh.changed.notify_waiters();
+                        return;
+                    }
                 }
                 let checking = sh.plan().only.is_some();
                 write_at(&job.part, a, &body, checking).await
@@ -528,6 +692,27 @@ async fn worker(s: usize, sh: &Shared, job: &Job, alt: &mpsc::Sender<SocketAddr>
         }
         sh.changed.notify_waiters();
     }
+}
+
+/// A reply named the root of the tree: the first worker to see one while
+/// none is known fetches the THEX from its source.
+async fn learn_tree(sh: &Shared, job: &Job, addr: SocketAddr, root: &[u8; 24]) {
+    {
+        let mut st = sh.tree();
+        if !matches!(*st, TreeState::Unknown) {
+            return;
+        }
+        *st = TreeState::Fetching;
+    }
+    let got = tree_from(&[addr], job.sha1, job.size, root, &job.config).await;
+    let next = match got {
+        Ok(t) => tree_state(t),
+        Err(why) => {
+            tracing::warn!(source = %addr, "Gnutella THEX refused ({why}); the whole-file SHA-1 alone checks the file");
+            TreeState::Refused(why)
+        }
+    };
+    *sh.tree() = next;
 }
 
 /// Writes `body` at `at`; with `compare`, says whether it differs from
@@ -551,14 +736,17 @@ async fn write_at(part: &Path, at: u64, body: &[u8], compare: bool) -> Result<bo
     Ok(differed)
 }
 
-/// One `Range: bytes=a-(b-1)` request on a new connection: the body and
-/// the `X-Alt` addresses of the reply.
+/// The body of a range, the `X-Alt` addresses and the tree root
+/// (`X-Thex-URI` for this file) of the reply.
+type RangeReply = (Vec<u8>, Vec<std::net::SocketAddrV4>, Option<[u8; 24]>);
+
+/// One `Range: bytes=a-(b-1)` request on a new connection.
 async fn fetch_range(
     addr: SocketAddr,
     job: &Job,
     a: u64,
     b: u64,
-) -> Result<(Vec<u8>, Vec<std::net::SocketAddrV4>), DownloadError> {
+) -> Result<RangeReply, DownloadError> {
     let cfg = &job.config;
     let mut s = match timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
@@ -646,7 +834,11 @@ async fn fetch_range(
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    Ok((body, resp.alt_locs()))
+    let root = resp
+        .thex_uri()
+        .filter(|t| t.sha1 == job.sha1)
+        .map(|t| t.root);
+    Ok((body, resp.alt_locs(), root))
 }
 
 #[cfg(test)]
@@ -677,6 +869,22 @@ mod tests {
         assert_eq!(p.outcomes()[0].bytes, 15);
         assert!(p.failed(0, t, "closed again"), "two failures: dropped");
         assert_eq!(p.live_sources(), vec![s]);
+    }
+
+    #[test]
+    fn a_corrupt_range_goes_to_another_source() {
+        let mut p = RangePlan::new(30, 10, 0, 5);
+        let bad = p.add_source(a(1));
+        let good = p.add_source(a(2));
+        let (i, ..) = p.next_for(bad).unwrap();
+        p.corrupt(i, bad, "fails the tree");
+        assert!(p.is_dropped(bad), "dropped at the first corrupt range");
+        assert!(p.next_for(bad).is_none());
+        assert_eq!(
+            p.next_for(good),
+            Some((i, 0, 10)),
+            "the range is fetched again"
+        );
     }
 
     #[test]

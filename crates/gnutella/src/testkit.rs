@@ -35,6 +35,7 @@ use crate::handshake::{self, Handshake, StartLine};
 use crate::huge::Urn;
 use crate::leaf::new_guid;
 use crate::qrp::{self, Receiver};
+use crate::tiger::HashTree;
 use crate::upload::{self, UploadConfig, Uploader};
 
 /// Largest handshake accepted from a leaf.
@@ -649,29 +650,46 @@ pub struct ServedFile {
     pub sha1: [u8; 20],
 }
 
-struct ServedLibrary(Vec<ServedFile>, Vec<SocketAddrV4>);
+struct ServedLibrary(
+    Vec<ServedFile>,
+    Vec<SocketAddrV4>,
+    Vec<([u8; 20], HashTree)>,
+);
+
+impl ServedLibrary {
+    fn shared(&self, f: &ServedFile) -> upload::SharedFile {
+        upload::SharedFile {
+            path: f.path.clone(),
+            size: f.size,
+            sha1: f.sha1,
+            alt_locs: self.1.clone(),
+            tth: self
+                .2
+                .iter()
+                .find(|(h, _)| *h == f.sha1)
+                .map(|(_, t)| t.root()),
+        }
+    }
+}
 
 impl upload::Library for ServedLibrary {
     fn by_sha1(&self, sha1: &[u8; 20]) -> Option<upload::SharedFile> {
         self.0
             .iter()
             .find(|f| &f.sha1 == sha1)
-            .map(|f| shared(f, &self.1))
+            .map(|f| self.shared(f))
     }
     fn by_index(&self, index: u32, name: &str) -> Option<upload::SharedFile> {
         self.0
             .iter()
             .find(|f| f.index == index && f.name == name)
-            .map(|f| shared(f, &self.1))
+            .map(|f| self.shared(f))
     }
-}
-
-fn shared(f: &ServedFile, alt_locs: &[SocketAddrV4]) -> upload::SharedFile {
-    upload::SharedFile {
-        path: f.path.clone(),
-        size: f.size,
-        sha1: f.sha1,
-        alt_locs: alt_locs.to_vec(),
+    fn tree(&self, file: &upload::SharedFile) -> Option<HashTree> {
+        self.2
+            .iter()
+            .find(|(h, _)| *h == file.sha1)
+            .map(|(_, t)| t.clone())
     }
 }
 
@@ -698,13 +716,26 @@ impl TestServent {
         files: Vec<ServedFile>,
         alt_locs: Vec<SocketAddrV4>,
     ) -> std::io::Result<TestServent> {
+        TestServent::start_with(files, alt_locs, vec![]).await
+    }
+
+    /// Serves `files`, naming `alt_locs` in `X-Alt`, and offers for the
+    /// file of each SHA-1 of `trees` that Tiger tree (its root in
+    /// `X-Thex-URI`, its THEX at N2X): a tree of other bytes than the
+    /// file's makes a servent that serves corrupt ranges under a good
+    /// tree, or a good file under a wrong one.
+    pub async fn start_with(
+        files: Vec<ServedFile>,
+        alt_locs: Vec<SocketAddrV4>,
+        trees: Vec<([u8; 20], HashTree)>,
+    ) -> std::io::Result<TestServent> {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = match l.local_addr()? {
             SocketAddr::V4(a) => a,
             SocketAddr::V6(_) => return Err(std::io::ErrorKind::InvalidInput.into()),
         };
         let up = Uploader::new(
-            Arc::new(ServedLibrary(files, alt_locs)),
+            Arc::new(ServedLibrary(files, alt_locs, trees)),
             UploadConfig::default(),
         );
         let task = tokio::spawn(async move {
@@ -741,7 +772,7 @@ impl FirewalledServent {
         let givs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = givs.clone();
         let up = Uploader::new(
-            Arc::new(ServedLibrary(files.clone(), vec![])),
+            Arc::new(ServedLibrary(files.clone(), vec![], vec![])),
             UploadConfig::default(),
         );
         let task = tokio::spawn(async move {

@@ -23,6 +23,8 @@ use crate::browse::{self, HitOrigin};
 use crate::descriptor::HitResult;
 use crate::http::{self, Headers, HttpError, Method, Request, Response, Target};
 use crate::huge::Urn;
+use crate::thex;
+use crate::tiger::{self, HashTree};
 
 /// One shared file, as the library describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +38,9 @@ pub struct SharedFile {
     /// Other servents known to have it (sent as `X-Alt`, at most
     /// [`http::MAX_ALT_LOCS`]).
     pub alt_locs: Vec<SocketAddrV4>,
+    /// The root of its Tiger tree, when known: named in `X-Thex-URI`, and
+    /// its tree served at `/uri-res/N2X?`.
+    pub tth: Option<[u8; 24]>,
 }
 
 /// What the uploader serves.
@@ -51,6 +56,44 @@ pub trait Library: Send + Sync + 'static {
         let _ = max;
         None
     }
+    /// The Tiger tree to serve for `file` (its root must be `file.tth`);
+    /// `None` (the default): the uploader computes it from the file's
+    /// bytes, down to [`tiger::serve_depth`].
+    fn tree(&self, file: &SharedFile) -> Option<HashTree> {
+        let _ = file;
+        None
+    }
+}
+
+/// Trees computed for N2X kept in memory (the most recent).
+const TREE_CACHE: usize = 8;
+
+/// The tree of the file at `path` (of `size` bytes) down to `depth`,
+/// reading it once (blocking).
+pub fn tree_of_file(path: &std::path::Path, size: u64, depth: u32) -> std::io::Result<HashTree> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let g = tiger::granularity(size, depth);
+    let n = tiger::nodes_at(size, depth);
+    let mut bottom = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(1 << tiger::MAX_DEPTH));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = size;
+    while left > 0 || bottom.is_empty() {
+        let mut h = tiger::TreeHasher::new();
+        let mut piece = g.min(left);
+        while piece > 0 {
+            let want = usize::try_from(piece.min(buf.len() as u64)).unwrap_or(buf.len());
+            let got = f.read(&mut buf[..want])?;
+            if got == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            h.update(&buf[..got]);
+            piece -= got as u64;
+            left -= got as u64;
+        }
+        bottom.push(h.finish());
+    }
+    HashTree::from_bottom(size, depth, bottom).ok_or_else(|| std::io::ErrorKind::InvalidData.into())
 }
 
 /// Limits and timers of the uploader.
@@ -127,6 +170,7 @@ pub struct Uploader<L: Library> {
     config: UploadConfig,
     slots: Arc<Semaphore>,
     connections: Arc<Semaphore>,
+    trees: Arc<std::sync::Mutex<std::collections::VecDeque<Arc<HashTree>>>>,
 }
 
 impl<L: Library> Clone for Uploader<L> {
@@ -136,6 +180,7 @@ impl<L: Library> Clone for Uploader<L> {
             config: self.config.clone(),
             slots: self.slots.clone(),
             connections: self.connections.clone(),
+            trees: self.trees.clone(),
         }
     }
 }
@@ -193,6 +238,7 @@ impl<L: Library> Uploader<L> {
             config,
             slots,
             connections,
+            trees: Arc::default(),
         }
     }
 
@@ -205,6 +251,7 @@ impl<L: Library> Uploader<L> {
             config: self.config.clone(),
             slots: self.slots.clone(),
             connections: self.connections.clone(),
+            trees: self.trees.clone(),
         }
     }
 
@@ -313,6 +360,7 @@ impl<L: Library> Uploader<L> {
             Target::Sha1(h) => self.library.by_sha1(h),
             Target::Index { index, name } => self.library.by_index(*index, name),
             Target::Browse => return self.browse(stream, req, last, slot).await,
+            Target::Thex(h) => return self.thex(stream, req, last, slot, h).await,
         };
         let no_body = vec![("Content-Length".to_string(), "0".to_string())];
         // A file that cannot be opened, or whose size on disk is not the
@@ -393,6 +441,9 @@ impl<L: Library> Uploader<L> {
                 .map(ToString::to_string)
                 .collect();
             headers.push(("X-Alt".into(), alts.join(", ")));
+        }
+        if let Some(root) = f.tth {
+            headers.push(("X-Thex-URI".into(), http::thex_uri_value(&f.sha1, &root)));
         }
         let code = if partial { 206 } else { 200 };
         self.write(stream, &self.head(code, headers, last)).await?;
@@ -484,6 +535,87 @@ impl<L: Library> Uploader<L> {
             headers.push(("Content-Encoding".into(), "deflate".into()));
         }
         headers.push(("Content-Length".into(), body.len().to_string()));
+        self.write(stream, &self.head(200, headers, last)).await?;
+        if req.method == Method::Head {
+            return Ok(Answer::Sent(0));
+        }
+        self.write(stream, &body).await?;
+        Ok(Answer::Sent(body.len() as u64))
+    }
+}
+
+impl<L: Library> Uploader<L> {
+    /// The tree of `f` (from the library, the cache, or its bytes); `None`
+    /// when it has no known root, or its bytes no longer give that root.
+    async fn tree_for(&self, f: &SharedFile) -> Option<Arc<HashTree>> {
+        let root = f.tth?;
+        if let Some(t) = self.library.tree(f) {
+            return (t.root() == root && t.size() == f.size).then(|| Arc::new(t));
+        }
+        let cached = {
+            let c = self.trees.lock().unwrap_or_else(|e| e.into_inner());
+            c.iter()
+                .find(|t| t.root() == root && t.size() == f.size)
+                .cloned()
+        };
+        if cached.is_some() {
+            return cached;
+        }
+        let (path, size) = (f.path.clone(), f.size);
+        let t = tokio::task::spawn_blocking(move || {
+            tree_of_file(&path, size, tiger::serve_depth(size))
+        })
+        .await
+        .ok()?
+        .ok()?;
+        if t.root() != root {
+            tracing::debug!(path = ?f.path, "shared file no longer has its tiger root; no THEX");
+            return None;
+        }
+        let t = Arc::new(t);
+        let mut c = self.trees.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() >= TREE_CACHE {
+            c.pop_front();
+        }
+        c.push_back(t.clone());
+        Some(t)
+    }
+
+    /// `/uri-res/N2X?`: the THEX serialisation of the file's tree, under
+    /// an upload slot like a file.
+    async fn thex<S>(
+        &self,
+        stream: &mut S,
+        req: &Request,
+        last: bool,
+        slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        sha1: &[u8; 20],
+    ) -> Result<Answer, UploadError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let no_body = vec![("Content-Length".to_string(), "0".to_string())];
+        let found = self.library.by_sha1(sha1).filter(|f| f.tth.is_some());
+        let Some(f) = found else {
+            self.write(stream, &self.head(404, no_body, last)).await?;
+            return Ok(Answer::Sent(0));
+        };
+        if !self.take_slot(stream, req, slot).await? {
+            return Ok(Answer::Busy);
+        }
+        let Some(tree) = self.tree_for(&f).await else {
+            self.write(stream, &self.head(404, no_body, last)).await?;
+            return Ok(Answer::Sent(0));
+        };
+        let body = thex::encode_thex(&tree);
+        let headers = vec![
+            ("Content-Type".to_string(), "application/dime".to_string()),
+            ("Content-Length".to_string(), body.len().to_string()),
+            (
+                "X-Gnutella-Content-URN".to_string(),
+                Urn::Sha1(f.sha1).to_string(),
+            ),
+        ];
         self.write(stream, &self.head(200, headers, last)).await?;
         if req.method == Method::Head {
             return Ok(Answer::Sent(0));

@@ -66,6 +66,7 @@ impl TestLib {
             size: data.len() as u64,
             sha1,
             alt_locs: vec!["127.0.0.9:6346".parse().unwrap()],
+            tth: None,
         };
         self.by_sha1.insert(sha1, f.clone());
         self.by_index.insert((index, name.to_string()), f);
@@ -142,6 +143,7 @@ impl Fixture {
             target,
             sha1: None,
             size: None,
+            tth: None,
         };
         timeout(
             LIMIT,
@@ -222,6 +224,7 @@ async fn a_lying_servent_is_refused() {
         target: Target::Sha1(claimed),
         sha1: None,
         size: Some(50_000),
+        tth: None,
     };
     let (part, dest) = (dir.join("p"), dir.join("d"));
     let e = download(&d, &part, &dest, &quick_download())
@@ -501,6 +504,7 @@ async fn fetch_from(
         target,
         sha1: None,
         size,
+        tth: None,
     };
     let r = timeout(
         LIMIT,

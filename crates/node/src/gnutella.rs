@@ -81,6 +81,59 @@ enum Cmd {
 /// Files whose servents are remembered (from hits), and servents per file.
 const SEEN_FILES: usize = 1024;
 const SERVENTS_PER_FILE: usize = 16;
+/// Files whose verified sources are remembered for `X-Alt`, and sources
+/// per file.
+const ALT_FILES: usize = 1024;
+const ALTS_PER_FILE: usize = 16;
+
+/// Servents by SHA-1, and the SHA-1s in the order they came (the oldest
+/// forgotten first).
+type AltMap = (
+    HashMap<[u8; 20], VecDeque<SocketAddrV4>>,
+    VecDeque<[u8; 20]>,
+);
+
+/// Gnutella servents that served us a file whose SHA-1 then checked out,
+/// by that SHA-1, most recent first (bounded both ways): our uploads name
+/// them in `X-Alt`.
+#[derive(Default)]
+pub(crate) struct AltLocs {
+    inner: std::sync::Mutex<AltMap>,
+}
+
+impl AltLocs {
+    /// Notes that `servents` delivered verified data of the file of `sha1`.
+    pub(crate) fn served(&self, sha1: [u8; 20], servents: impl IntoIterator<Item = SocketAddr>) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order) = &mut *g;
+        for s in servents {
+            let SocketAddr::V4(a) = s else { continue };
+            if a.port() == 0 || a.ip().is_unspecified() {
+                continue;
+            }
+            let list = map.entry(sha1).or_insert_with(|| {
+                order.push_back(sha1);
+                VecDeque::new()
+            });
+            list.retain(|x| *x != a);
+            list.push_front(a);
+            list.truncate(ALTS_PER_FILE);
+        }
+        while order.len() > ALT_FILES {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+
+    /// The servents known to have the file of `sha1`, most recent first.
+    pub(crate) fn of(&self, sha1: &[u8; 20]) -> Vec<SocketAddrV4> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.get(sha1)
+            .map(|l| l.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
 
 enum LinkCmd {
     Query(Guid, String),
@@ -106,9 +159,16 @@ pub(crate) struct GnutellaHandle {
     origin: Origin,
     reachable: bool,
     settings: Arc<GnutellaSettings>,
+    alts: Arc<AltLocs>,
 }
 
 impl GnutellaHandle {
+    /// Notes servents that served us verified data of the file of `sha1`
+    /// (named in `X-Alt` when we upload it).
+    pub(crate) fn served_by(&self, sha1: [u8; 20], servents: impl IntoIterator<Item = SocketAddr>) {
+        self.alts.served(sha1, servents);
+    }
+
     /// Downloads waiting for a `GIV`.
     pub(crate) fn hub(&self) -> &crate::gnutella::push::GivHub {
         &self.hub
@@ -164,6 +224,7 @@ impl GnutellaHandle {
             self.hub.clone(),
             self.library.clone(),
             self.origin,
+            self.alts.clone(),
         )
     }
 
@@ -211,8 +272,9 @@ pub(crate) fn spawn(
     let mut leaf = s.leaf.clone();
     leaf.servent_guid = ctx.servent_guid;
     let hub = crate::gnutella::push::GivHub::new(s.push.clone(), s.leaf.handshake_timeout);
+    let alts = Arc::new(AltLocs::default());
     let uploader = Uploader::new(
-        Arc::new(UploadLibrary(ctx.library.clone(), None)),
+        Arc::new(UploadLibrary(ctx.library.clone(), None, alts.clone())),
         UploadConfig {
             slots: ctx.slots.max(1),
             ..UploadConfig::default()
@@ -257,6 +319,7 @@ pub(crate) fn spawn(
             origin,
             reachable,
             settings,
+            alts,
         },
         task,
     )
@@ -613,25 +676,25 @@ impl Manager {
         let mut found = Vec::new();
         if let Some(sha1) = q.query.ext.urns.iter().find_map(|u| u.sha1().copied()) {
             if let Some(f) = lib.by_sha1(&sha1) {
-                found.push((f.name, f.size, f.sha1));
+                found.push((f.name, f.size, f.sha1, f.tth));
             }
         }
         if found.is_empty() && !text.trim().is_empty() && text.trim() != "\\" {
             found.extend(
                 lib.search(&text, max)
                     .into_iter()
-                    .map(|f| (f.name, f.size, f.sha1)),
+                    .map(|f| (f.name, f.size, f.sha1, f.tth)),
             );
         }
         found
             .into_iter()
             .take(max)
-            .map(|(rel, size, sha1)| HitResult {
+            .map(|(rel, size, sha1, tth)| HitResult {
                 index: index_of(&rel),
                 size,
                 name: file_name(&rel).as_bytes().to_vec(),
                 ext: Extensions {
-                    urns: sha1.map(Urn::Sha1).into_iter().collect(),
+                    urns: hit_urns(sha1, tth),
                     ..Extensions::default()
                 },
             })
@@ -858,6 +921,7 @@ pub(crate) fn search_hit(
         .map(|r| crate::gnutella_types::GnutellaFile {
             index: r.index,
             sha1: r.ext.urns.iter().find_map(|u| u.sha1().copied()),
+            tth: r.ext.urns.iter().find_map(|u| u.tiger().copied()),
         })
         .collect();
     SearchHit {
@@ -885,7 +949,11 @@ pub(crate) fn search_hit(
 /// The library as the Gnutella uploader sees it: files by SHA-1, or by
 /// the index and name our hits gave them, and (for browse host) every file
 /// as a result with the origin our hits name.
-pub(crate) struct UploadLibrary(Library, Option<rutella_gnutella::browse::HitOrigin>);
+pub(crate) struct UploadLibrary(
+    Library,
+    Option<rutella_gnutella::browse::HitOrigin>,
+    Arc<AltLocs>,
+);
 
 impl rutella_gnutella::upload::Library for UploadLibrary {
     fn by_sha1(&self, sha1: &[u8; 20]) -> Option<rutella_gnutella::upload::SharedFile> {
@@ -894,7 +962,8 @@ impl rutella_gnutella::upload::Library for UploadLibrary {
             path: f.path,
             size: f.size,
             sha1: *sha1,
-            alt_locs: Vec::new(),
+            alt_locs: self.2.of(sha1),
+            tth: f.tth,
         })
     }
 
@@ -914,7 +983,8 @@ impl rutella_gnutella::upload::Library for UploadLibrary {
             path: f.path,
             size: f.size,
             sha1,
-            alt_locs: Vec::new(),
+            alt_locs: self.2.of(&sha1),
+            tth: f.tth,
         })
     }
 
@@ -974,11 +1044,21 @@ fn browse_results(lib: &Library, max: usize) -> Vec<HitResult> {
             size: f.size,
             name: file_name(&f.name).as_bytes().to_vec(),
             ext: Extensions {
-                urns: f.sha1.map(Urn::Sha1).into_iter().collect(),
+                urns: hit_urns(f.sha1, f.tth),
                 ..Extensions::default()
             },
         })
         .collect()
+}
+
+/// The HUGE URNs our hits give a file: `urn:sha1` and, when known,
+/// `urn:tree:tiger/:` (only beside a SHA-1, as servents pair them).
+fn hit_urns(sha1: Option<[u8; 20]>, tth: Option<[u8; 24]>) -> Vec<Urn> {
+    match (sha1, tth) {
+        (Some(s), Some(t)) => vec![Urn::Sha1(s), Urn::TreeTiger(t)],
+        (Some(s), None) => vec![Urn::Sha1(s)],
+        (None, _) => Vec::new(),
+    }
 }
 
 /// The hook that takes HTTP connections on the node's TCP port and serves
@@ -991,10 +1071,11 @@ fn http_hook(
     hub: crate::gnutella::push::GivHub,
     library: Library,
     origin: Origin,
+    alts: Arc<AltLocs>,
 ) -> rutella_transfer::HttpHook {
     rutella_transfer::HttpHook(Arc::new(move |stream, peer, prefix| {
         let hits = origin.for_connection(stream.local_addr().ok());
-        let up = up.with_library(Arc::new(UploadLibrary(library.clone(), hits)));
+        let up = up.with_library(Arc::new(UploadLibrary(library.clone(), hits, alts.clone())));
         let hub = hub.clone();
         Box::pin(async move {
             if prefix.starts_with(b"GIV ") {

@@ -202,6 +202,7 @@ impl crate::Client {
             target,
             sha1: file.sha1,
             size,
+            tth: file.tth,
         };
         let report = |p: DownloadProgress| {
             progress.send_replace(Progress {
@@ -237,6 +238,7 @@ impl crate::Client {
                 d.target.clone(),
                 sha1,
                 size,
+                file.tth,
                 &part,
                 &dest,
                 &cfg,
@@ -252,6 +254,15 @@ impl crate::Client {
                     for s in got.sources.iter().filter(|s| s.dropped.is_some()) {
                         tracing::info!(source = %s.addr, reason = ?s.dropped, "Gnutella source dropped");
                     }
+                    // Sources whose bytes were kept in a file whose SHA-1
+                    // checked out: named in X-Alt by our uploads.
+                    handle.served_by(
+                        sha1,
+                        got.sources
+                            .iter()
+                            .filter(|s| s.dropped.is_none() && s.bytes > 0)
+                            .map(|s| s.addr),
+                    );
                     return Ok(DownloadReport {
                         path: dest.clone(),
                         size: got.size,
@@ -274,7 +285,10 @@ impl crate::Client {
             self.downloads
                 .set_path(id, source.servent, "direct".to_string());
             match download_via(&d, &part, &dest, &cfg, &mut direct, &report).await {
-                Ok(got) => return Ok(done(got)),
+                Ok(got) => {
+                    handle.served_by(got.sha1, [source.servent]);
+                    return Ok(done(got));
+                }
                 Err(DownloadError::Unreachable(why)) if should_push(false, true, reachable) => {
                     tracing::info!(servent = %source.servent, "{why}; asking for a push");
                 }

@@ -113,6 +113,9 @@ pub struct GnutellaFile {
     pub index: u32,
     /// Its SHA-1 (`urn:sha1`), when the hit gave one.
     pub sha1: Option<[u8; 20]>,
+    /// The root of its Tiger tree (`urn:tree:tiger` or a bitprint), when
+    /// the hit gave one: the download checks each range against the tree.
+    pub tth: Option<[u8; 24]>,
 }
 
 /// Where the partial file of a Gnutella download of `name` is kept.

@@ -145,7 +145,14 @@ async fn a_node_is_a_gnutella_leaf_that_answers_and_finds() {
     assert_eq!(h.results.len(), 1);
     assert_eq!(h.results[0].name, b"The Beatles - Let It Be.mp3");
     assert_eq!(h.results[0].size, w.song.len() as u64);
-    assert_eq!(h.results[0].ext.urns, vec![Urn::Sha1(sha1(&w.song))]);
+    // With the root of its Tiger tree, computed with the SHA-1.
+    assert_eq!(
+        h.results[0].ext.urns,
+        vec![
+            Urn::Sha1(sha1(&w.song)),
+            Urn::TreeTiger(rutella_gnutella::tiger::root(&w.song))
+        ]
+    );
     let (sent, _) =
         w.up.route_query("zeppelin", vec![], 1, Duration::ZERO)
             .await;
@@ -225,6 +232,7 @@ async fn gnutella_servents_download_from_the_node_over_http() {
         target: Target::Sha1(song_sha1),
         sha1: None,
         size: Some(r.size),
+        tth: None,
     };
     let (part, dest) = (out.path().join("a.part"), out.path().join("a.mp3"));
     let got = download(&d, &part, &dest, &cfg)
@@ -242,6 +250,7 @@ async fn gnutella_servents_download_from_the_node_over_http() {
         },
         sha1: Some(song_sha1),
         size: Some(r.size),
+        tth: None,
     };
     let (part, dest) = (out.path().join("b.part"), out.path().join("b.mp3"));
     std::fs::write(&part, &w.song[..w.song.len() / 2]).unwrap();
@@ -261,6 +270,7 @@ async fn gnutella_servents_download_from_the_node_over_http() {
         },
         sha1: Some(song_sha1),
         size: Some(r.size),
+        tth: None,
     };
     let (part, dest) = (out.path().join("c.part"), out.path().join("c.mp3"));
     assert!(download(&d, &part, &dest, &cfg).await.is_err());
@@ -305,5 +315,71 @@ async fn a_gnutella_hit_is_downloaded_over_http_and_resumed() {
         .await
         .is_err());
     drop(stream);
+    node.shutdown().await;
+}
+
+/// A file the node downloaded from a Gnutella servent, and that it also
+/// shares: its HTTP replies name that servent in `X-Alt` (it delivered
+/// data whose SHA-1 checked out), name the file's tree in `X-Thex-URI`,
+/// and N2X answers a THEX whose root is the file's Tiger root.
+#[tokio::test]
+async fn replies_name_the_servents_that_served_us_and_the_tree() {
+    use rutella_gnutella::http::{self, Headers, Method, Request, Target};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world(true).await;
+    let remote = std::fs::read(w._dir.path().join("free song.ogg")).unwrap();
+    // The same bytes are shared here under another name.
+    std::fs::write(w.share.join("a copy.ogg"), &remote).unwrap();
+    let downloads = tempfile::tempdir().unwrap();
+    let mut cfg = config(&w.share, Some(settings(w.up.addr())));
+    cfg.downloads = Some(downloads.path().to_path_buf());
+    let node = Node::start(cfg).await.unwrap();
+    let client = node.client();
+    let lib = client.library().clone();
+    assert!(tokio::task::spawn_blocking(move || lib.wait_idle(LIMIT))
+        .await
+        .unwrap());
+    let tcp = client.tcp_addr();
+    let ask = |method: Method, target: Target| async move {
+        let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
+        let req = Request::new(method, target, vec![("Connection".into(), "close".into())]);
+        s.write_all(&req.encode()).await.unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(LIMIT, s.read_to_end(&mut all))
+            .await
+            .unwrap()
+            .unwrap();
+        let (resp, used) = http::parse_response(&all).unwrap().unwrap();
+        (resp, all[used..].to_vec())
+    };
+    let (before, _) = ask(Method::Head, Target::Sha1(w.servent_sha1)).await;
+    assert_eq!(before.code, 200);
+    assert!(before.alt_locs().is_empty(), "no source known yet");
+    // Download it from the servent.
+    let mut stream = client.search("free song").await.unwrap();
+    let hit = tokio::time::timeout(LIMIT, stream.next())
+        .await
+        .unwrap()
+        .expect("a Gnutella hit");
+    drop(stream);
+    let g = hit.gnutella.clone().unwrap();
+    client
+        .get_gnutella(&g, &hit.files[0].name, g.files[0], hit.files[0].size)
+        .await
+        .expect("downloaded");
+    let (after, _) = ask(Method::Head, Target::Sha1(w.servent_sha1)).await;
+    assert_eq!(
+        after.alt_locs(),
+        vec![w.servent_addr],
+        "X-Alt names the servent"
+    );
+    let root = rutella_gnutella::tiger::root(&remote);
+    let t = after.thex_uri().expect("X-Thex-URI");
+    assert_eq!((t.sha1, t.root), (w.servent_sha1, root));
+    let (resp, body) = ask(Method::Get, Target::Thex(w.servent_sha1)).await;
+    assert_eq!(resp.code, 200);
+    let tree = rutella_gnutella::thex::parse_thex(&body, remote.len() as u64, &root)
+        .expect("our THEX parses");
+    assert_eq!(tree.root(), root);
     node.shutdown().await;
 }

@@ -336,6 +336,7 @@ async fn a_push_makes_the_node_connect_back_and_serve() {
         target: Target::Sha1(sha1(&song)),
         sha1: None,
         size: Some(r.size),
+        tth: None,
     };
     let got = download_via(
         &d,

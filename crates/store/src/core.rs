@@ -276,7 +276,7 @@ impl Core {
                         .and_then(|id| st.index.get(id))
                     {
                         Some(e) if e.size == f.size && e.mtime_ns == f.mtime_ns => {
-                            if e.hash.is_none() || e.sha1.is_none() {
+                            if e.hash.is_none() || e.sha1.is_none() || e.tth.is_none() {
                                 to_hash.push(e.rel.clone());
                             }
                         }
@@ -306,6 +306,7 @@ impl Core {
                                 mtime_ns: f.mtime_ns,
                                 hash: None,
                                 sha1: None,
+                                tth: None,
                             },
                         });
                     }
@@ -319,17 +320,19 @@ impl Core {
                 } else {
                     db.get(&key, &f.rel).ok().flatten()
                 };
-                // Both hashes or none: a row without SHA-1 (an older
-                // library) is hashed again.
-                let (hash, sha1) = known
+                // All hashes or none: a row without SHA-1 or Tiger root
+                // (an older library) is hashed again.
+                let (hash, (sha1, tth)) = known
                     .filter(|r| r.size == f.size && r.mtime_ns == f.mtime_ns)
-                    .and_then(|r| r.hash.zip(r.sha1))
-                    .unzip();
+                    .and_then(|r| r.hash.zip(r.sha1.zip(r.tth)))
+                    .map(|(h, (s, t))| (Some(h), (Some(s), Some(t))))
+                    .unwrap_or_default();
                 let row = Row {
                     size: f.size,
                     mtime_ns: f.mtime_ns,
                     hash,
                     sha1,
+                    tth,
                 };
                 if known != Some(row) {
                     changes.push(Change::Upsert {
@@ -349,6 +352,7 @@ impl Core {
                     mtime_ns: f.mtime_ns,
                     hash,
                     sha1,
+                    tth,
                 });
             }
             for id in gone {
@@ -444,13 +448,13 @@ impl Core {
         }
         let size = meta.len();
         let mtime = walk::mtime_ns(&meta);
-        let (hash, sha1) = {
+        let (hash, sha1, tth) = {
             let st = self.read();
             st.index
                 .find(share.id, name)
                 .and_then(|id| st.index.get(id))
                 .filter(|e| e.size == size && e.mtime_ns == mtime)
-                .map(|e| (e.hash, e.sha1))
+                .map(|e| (e.hash, e.sha1, e.tth))
                 .unwrap_or_default()
         };
         Ok(ResolvedFile {
@@ -459,6 +463,7 @@ impl Core {
             size,
             hash,
             sha1,
+            tth,
         })
     }
 }

@@ -17,6 +17,9 @@ pub(crate) struct Row {
     /// SHA-1 (Gnutella's `urn:sha1`); a row from before this column has
     /// none, and its file is hashed again.
     pub(crate) sha1: Option<[u8; 20]>,
+    /// Tiger tree root (Gnutella's `urn:tree:tiger`); a row from before
+    /// this column has none, and its file is hashed again.
+    pub(crate) tth: Option<[u8; 24]>,
 }
 
 /// A computed hash to record.
@@ -28,6 +31,7 @@ pub(crate) struct HashRecord {
     pub(crate) mtime_ns: i64,
     pub(crate) hash: [u8; 32],
     pub(crate) sha1: [u8; 20],
+    pub(crate) tth: [u8; 24],
 }
 
 /// A change to write.
@@ -58,6 +62,10 @@ fn sha1_of(blob: Option<Vec<u8>>) -> Option<[u8; 20]> {
     blob.and_then(|b| <[u8; 20]>::try_from(b.as_slice()).ok())
 }
 
+fn tth_of(blob: Option<Vec<u8>>) -> Option<[u8; 24]> {
+    blob.and_then(|b| <[u8; 24]>::try_from(b.as_slice()).ok())
+}
+
 /// Schema migrations: columns added since the first schema.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let has_sha1 = conn
@@ -67,6 +75,14 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         // Rows of older libraries get NULL: their files are hashed again
         // (both hashes in one pass) at the next scan.
         conn.execute_batch("ALTER TABLE files ADD COLUMN sha1 BLOB;")?;
+    }
+    let has_tth = conn
+        .prepare("SELECT 1 FROM pragma_table_info('files') WHERE name = 'tth'")?
+        .exists([])?;
+    if !has_tth {
+        // The same: rows without a Tiger root are hashed again (all three
+        // hashes in one pass).
+        conn.execute_batch("ALTER TABLE files ADD COLUMN tth BLOB;")?;
     }
     Ok(())
 }
@@ -129,7 +145,9 @@ impl Db {
     pub(crate) fn load_share(&self, share: &str) -> Result<HashMap<String, Row>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT rel, size, mtime_ns, hash, sha1 FROM files WHERE share = ?1")
+            .prepare_cached(
+                "SELECT rel, size, mtime_ns, hash, sha1, tth FROM files WHERE share = ?1",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([share], |r| {
@@ -140,6 +158,7 @@ impl Db {
                         mtime_ns: r.get(2)?,
                         hash: hash_of(r.get(3)?),
                         sha1: sha1_of(r.get(4)?),
+                        tth: tth_of(r.get(5)?),
                     },
                 ))
             })
@@ -157,7 +176,7 @@ impl Db {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT size, mtime_ns, hash, sha1 FROM files WHERE share = ?1 AND rel = ?2",
+                "SELECT size, mtime_ns, hash, sha1, tth FROM files WHERE share = ?1 AND rel = ?2",
             )
             .map_err(|e| self.err(e))?;
         stmt.query_row(params![share, rel], |r| {
@@ -166,6 +185,7 @@ impl Db {
                 mtime_ns: r.get(1)?,
                 hash: hash_of(r.get(2)?),
                 sha1: sha1_of(r.get(3)?),
+                tth: tth_of(r.get(4)?),
             })
         })
         .optional()
@@ -183,8 +203,8 @@ impl Db {
         })?;
         let res = (|| -> rusqlite::Result<()> {
             let mut up = tx.prepare_cached(
-                "INSERT OR REPLACE INTO files (share, rel, size, mtime_ns, hash, sha1)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO files (share, rel, size, mtime_ns, hash, sha1, tth)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut rm = tx.prepare_cached("DELETE FROM files WHERE share = ?1 AND rel = ?2")?;
             for c in changes {
@@ -196,7 +216,8 @@ impl Db {
                             row.size as i64,
                             row.mtime_ns,
                             row.hash.as_ref().map(|h| h.as_slice()),
-                            row.sha1.as_ref().map(|h| h.as_slice())
+                            row.sha1.as_ref().map(|h| h.as_slice()),
+                            row.tth.as_ref().map(|h| h.as_slice())
                         ])?;
                     }
                     Change::Remove { rel } => {
@@ -233,7 +254,7 @@ impl Db {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "UPDATE files SET hash = ?1, sha1 = ?6
+                    "UPDATE files SET hash = ?1, sha1 = ?6, tth = ?7
                      WHERE share = ?2 AND rel = ?3 AND size = ?4 AND mtime_ns = ?5",
                 )
                 .map_err(err)?;
@@ -244,7 +265,8 @@ impl Db {
                     &*r.rel,
                     r.size as i64,
                     r.mtime_ns,
-                    &r.sha1[..]
+                    &r.sha1[..],
+                    &r.tth[..]
                 ])
                 .map_err(err)?;
             }
@@ -273,6 +295,7 @@ mod tests {
             mtime_ns: 5,
             hash: None,
             sha1: None,
+            tth: None,
         };
         let up = |rel: &str, size| Change::Upsert {
             rel: rel.to_string(),
@@ -290,11 +313,13 @@ mod tests {
             mtime_ns: 5,
             hash: [9; 32],
             sha1: [8; 20],
+            tth: [7; 24],
         };
         // The second is stale (other size): ignored.
         db.set_hashes(&[rec("a_b/x", 1), rec("a_b/y", 99)]).unwrap();
         assert_eq!(db.get("s", "a_b/x").unwrap().unwrap().hash, Some([9; 32]));
         assert_eq!(db.get("s", "a_b/x").unwrap().unwrap().sha1, Some([8; 20]));
+        assert_eq!(db.get("s", "a_b/x").unwrap().unwrap().tth, Some([7; 24]));
         assert_eq!(db.get("s", "a_b/y").unwrap().unwrap().hash, None);
         db.apply(
             "s",
@@ -312,7 +337,30 @@ mod tests {
     }
 
     #[test]
-    fn an_older_library_gains_the_sha1_column_and_keeps_its_rows() {
+    fn a_library_with_sha1_but_no_tth_gains_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE files (share TEXT NOT NULL, rel TEXT NOT NULL,
+                 size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, hash BLOB,
+                 sha1 BLOB, PRIMARY KEY (share, rel));",
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO files VALUES ('s', 'old', 3, 4, ?1, ?2)",
+                [&[1u8; 32][..], &[2u8; 20][..]],
+            )
+            .unwrap();
+        }
+        let db = Db::open(Some(&path)).unwrap();
+        let row = db.get("s", "old").unwrap().unwrap();
+        assert_eq!((row.sha1, row.tth), (Some([2; 20]), None));
+    }
+
+    #[test]
+    fn an_older_library_gains_the_sha1_and_tth_columns_and_keeps_its_rows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lib.sqlite");
         {
@@ -331,7 +379,10 @@ mod tests {
         }
         let db = Db::open(Some(&path)).unwrap();
         let row = db.get("s", "old").unwrap().unwrap();
-        assert_eq!((row.size, row.hash, row.sha1), (3, Some([1; 32]), None));
+        assert_eq!(
+            (row.size, row.hash, row.sha1, row.tth),
+            (3, Some([1; 32]), None, None)
+        );
         drop(db);
         // Opening again finds the column in place.
         let mut db = Db::open(Some(&path)).unwrap();
@@ -342,8 +393,10 @@ mod tests {
             mtime_ns: 4,
             hash: [1; 32],
             sha1: [2; 20],
+            tth: [3; 24],
         }])
         .unwrap();
         assert_eq!(db.get("s", "old").unwrap().unwrap().sha1, Some([2; 20]));
+        assert_eq!(db.get("s", "old").unwrap().unwrap().tth, Some([3; 24]));
     }
 }

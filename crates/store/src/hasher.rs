@@ -1,5 +1,6 @@
 //! Background hashing of shared files: BLAKE3 (the value `b3sum` prints)
-//! and, in the same pass over the bytes, SHA-1 (Gnutella's `urn:sha1`).
+//! and, in the same pass over the bytes, SHA-1 (Gnutella's `urn:sha1`)
+//! and the Tiger tree root (Gnutella's `urn:tree:tiger`).
 
 use crate::core::Core;
 use crate::db::HashRecord;
@@ -21,6 +22,7 @@ pub(crate) enum Hashed {
     Done {
         hash: [u8; 32],
         sha1: [u8; 20],
+        tth: [u8; 24],
         size: u64,
         mtime_ns: i64,
     },
@@ -36,6 +38,7 @@ pub(crate) fn hash_file(path: &Path, stop: impl Fn() -> bool) -> io::Result<Hash
     let before = file.metadata()?;
     let mut hasher = blake3::Hasher::new();
     let mut sha1 = sha1_smol::Sha1::new();
+    let mut tth = rutella_gnutella::tiger::TreeHasher::new();
     let mut buf = vec![0u8; BUF];
     loop {
         if stop() {
@@ -49,6 +52,7 @@ pub(crate) fn hash_file(path: &Path, stop: impl Fn() -> bool) -> io::Result<Hash
         };
         hasher.update(&buf[..n]);
         sha1.update(&buf[..n]);
+        tth.update(&buf[..n]);
     }
     let after = file.metadata()?;
     let (size, mtime_ns) = (before.len(), walk::mtime_ns(&before));
@@ -58,6 +62,7 @@ pub(crate) fn hash_file(path: &Path, stop: impl Fn() -> bool) -> io::Result<Hash
     Ok(Hashed::Done {
         hash: *hasher.finalize().as_bytes(),
         sha1: sha1.digest().bytes(),
+        tth: tth.finish(),
         size,
         mtime_ns,
     })
@@ -140,7 +145,7 @@ fn hash_one(core: &Core, share_id: u32, rel: &Arc<str>) -> Option<HashRecord> {
             .index
             .find(share_id, rel)
             .and_then(|id| st.index.get(id))
-            .is_some_and(|e| e.hash.is_none() || e.sha1.is_none());
+            .is_some_and(|e| e.hash.is_none() || e.sha1.is_none() || e.tth.is_none());
         if !needed {
             return None;
         }
@@ -164,6 +169,7 @@ fn hash_one(core: &Core, share_id: u32, rel: &Arc<str>) -> Option<HashRecord> {
     let Hashed::Done {
         hash,
         sha1,
+        tth,
         size,
         mtime_ns,
     } = result
@@ -185,7 +191,7 @@ fn hash_one(core: &Core, share_id: u32, rel: &Arc<str>) -> Option<HashRecord> {
                     .get(id)
                     .is_some_and(|e| e.size == size && e.mtime_ns == mtime_ns) =>
             {
-                st.index.set_hashes(id, Some(hash), Some(sha1));
+                st.index.set_hashes(id, Some(hash), Some(sha1), Some(tth));
                 true
             }
             _ => false,
@@ -202,6 +208,7 @@ fn hash_one(core: &Core, share_id: u32, rel: &Arc<str>) -> Option<HashRecord> {
         mtime_ns,
         hash,
         sha1,
+        tth,
     })
 }
 
@@ -215,10 +222,18 @@ mod tests {
         let p = dir.path().join("f");
         // Known BLAKE3 value of the empty input.
         std::fs::write(&p, b"").unwrap();
-        let Hashed::Done { hash, size, .. } = hash_file(&p, || false).unwrap() else {
+        let Hashed::Done {
+            hash, size, tth, ..
+        } = hash_file(&p, || false).unwrap()
+        else {
             panic!("not hashed");
         };
         assert_eq!(size, 0);
+        // The published Tiger tree root of the empty file.
+        assert_eq!(
+            rutella_gnutella::huge::base32_encode(&tth),
+            "LWPNACQDBZRYXW3VHJVCJ64QBZNGHOHHHZWCLNQ"
+        );
         assert_eq!(
             blake3::Hash::from(hash).to_hex().as_str(),
             "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
@@ -226,10 +241,16 @@ mod tests {
         // More than one buffer.
         let data: Vec<u8> = (0..(BUF * 2 + 12345)).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).unwrap();
-        let Hashed::Done { hash, .. } = hash_file(&p, || false).unwrap() else {
+        let Hashed::Done {
+            hash, sha1, tth, ..
+        } = hash_file(&p, || false).unwrap()
+        else {
             panic!("not hashed");
         };
         assert_eq!(hash, *blake3::hash(&data).as_bytes());
+        // SHA-1 and the Tiger root in the same pass, over buffer edges.
+        assert_eq!(sha1, sha1_smol::Sha1::from(&data).digest().bytes());
+        assert_eq!(tth, rutella_gnutella::tiger::root(&data));
         assert_eq!(hash_file(&p, || true).unwrap(), Hashed::Stopped);
     }
 }

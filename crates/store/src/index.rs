@@ -28,6 +28,8 @@ pub(crate) struct Entry {
     pub(crate) hash: Option<[u8; 32]>,
     /// SHA-1 of the content (Gnutella's `urn:sha1`), computed with `hash`.
     pub(crate) sha1: Option<[u8; 20]>,
+    /// Tiger tree root (Gnutella's `urn:tree:tiger`), computed with `hash`.
+    pub(crate) tth: Option<[u8; 24]>,
 }
 
 /// Packs three chars into one key (21 bits each: no collisions).
@@ -169,15 +171,21 @@ impl Index {
     /// Sets or clears the BLAKE3 hash of an entry (clearing it clears the
     /// SHA-1 too: both describe the same content).
     pub(crate) fn set_hash(&mut self, id: u32, hash: Option<[u8; 32]>) {
-        let sha1 = match hash {
-            Some(_) => self.get(id).and_then(|e| e.sha1),
-            None => None,
+        let (sha1, tth) = match hash {
+            Some(_) => self.get(id).map(|e| (e.sha1, e.tth)).unwrap_or_default(),
+            None => (None, None),
         };
-        self.set_hashes(id, hash, sha1);
+        self.set_hashes(id, hash, sha1, tth);
     }
 
-    /// Sets or clears both hashes of an entry.
-    pub(crate) fn set_hashes(&mut self, id: u32, hash: Option<[u8; 32]>, sha1: Option<[u8; 20]>) {
+    /// Sets or clears the hashes of an entry.
+    pub(crate) fn set_hashes(
+        &mut self,
+        id: u32,
+        hash: Option<[u8; 32]>,
+        sha1: Option<[u8; 20]>,
+        tth: Option<[u8; 24]>,
+    ) {
         let Some(e) = self.get(id) else { return };
         let (old, old_sha1, size) = (e.hash, e.sha1, e.size);
         if old != hash {
@@ -199,6 +207,7 @@ impl Index {
         if let Some(Some(e)) = self.entries.get_mut(id as usize) {
             e.hash = hash;
             e.sha1 = sha1;
+            e.tth = tth;
         }
     }
 
@@ -473,6 +482,7 @@ mod tests {
             mtime_ns: 0,
             hash: None,
             sha1: None,
+            tth: None,
         }
     }
 

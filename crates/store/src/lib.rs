@@ -125,6 +125,9 @@ pub struct SharedFile {
     pub hash: Option<[u8; 32]>,
     /// SHA-1 of the content (Gnutella's `urn:sha1`), computed with `hash`.
     pub sha1: Option<[u8; 20]>,
+    /// Root of the content's Tiger tree (Gnutella's `urn:tree:tiger`),
+    /// computed with `hash`.
+    pub tth: Option<[u8; 24]>,
 }
 
 /// A file that may be served, as returned by [`Library::resolve`].
@@ -141,6 +144,8 @@ pub struct ResolvedFile {
     pub hash: Option<[u8; 32]>,
     /// SHA-1 of the content, known under the same condition as `hash`.
     pub sha1: Option<[u8; 20]>,
+    /// Tiger tree root of the content, known under the same condition.
+    pub tth: Option<[u8; 24]>,
 }
 
 /// Progress of hashing: totals over all indexed files, and how much of
@@ -412,6 +417,7 @@ impl Library {
                 size: e.size,
                 hash: e.hash,
                 sha1: e.sha1,
+                tth: e.tth,
             })
             .collect()
     }
@@ -428,6 +434,7 @@ impl Library {
                 size: e.size,
                 hash: e.hash,
                 sha1: e.sha1,
+                tth: e.tth,
             })
             .collect()
     }

@@ -272,10 +272,26 @@ fn sha1_is_kept_beside_blake3_and_found_by_lookup() {
             lib.resolve("one.txt").unwrap().sha1,
             Some(sha1(b"first file"))
         );
+        // The Tiger tree root, computed in the same pass.
+        let tth = rutella_gnutella::tiger::root(b"first file");
+        assert_eq!(found.tth, Some(tth));
+        assert_eq!(lib.resolve("one.txt").unwrap().tth, Some(tth));
+        let listed = lib.list().into_iter().find(|f| f.name == "dir/two.bin");
+        assert_eq!(
+            listed.and_then(|f| f.tth),
+            Some(rutella_gnutella::tiger::root(&vec![
+                7u8;
+                3 * 1024 * 1024 + 5
+            ]))
+        );
     }
-    // Reopened: both hashes come from the database, nothing is read again.
+    // Reopened: the hashes come from the database, nothing is read again.
     let lib = Library::open(config(&s, false, NEVER)).unwrap();
     assert_eq!(sha1_of(&lib, "one.txt"), Some(sha1(b"first file")));
+    assert_eq!(
+        lib.by_sha1(&sha1(b"first file")).and_then(|f| f.tth),
+        Some(rutella_gnutella::tiger::root(b"first file"))
+    );
     assert!(lib.wait_idle(DEADLINE));
     assert_eq!(lib.stats().files_hashed, 0);
     // A changed file loses its old SHA-1 at once and gets the new one.
