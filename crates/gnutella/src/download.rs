@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::http::{self, ByteRange, Headers, HttpError, Method, Request, Target};
-use crate::upload::{read_head, HeadError};
+use crate::fetch;
+use crate::http::{self, ByteRange, Headers, HttpError, Target};
 
 /// Limits and timers of a download.
 #[derive(Clone, Debug)]
@@ -345,47 +345,11 @@ async fn fetch_piece(
     expected: &mut Option<[u8; 20]>,
     total: &mut Option<u64>,
 ) -> Result<Piece, DownloadError> {
-    let mut headers = vec![
-        ("Host".to_string(), d.addr.to_string()),
-        ("User-Agent".to_string(), config.user_agent.clone()),
-        ("Connection".to_string(), "close".to_string()),
-    ];
-    if have > 0 {
-        let r = ByteRange::From {
-            first: have,
-            last: None,
-        };
-        headers.push(("Range".into(), r.header_value()));
-    }
-    let req = Request::new(Method::Get, d.target.clone(), headers);
-    timeout(config.read_timeout, s.write_all(&req.encode()))
-        .await
-        .map_err(|_| DownloadError::Timeout("sending the request"))??;
-    let mut buf = Vec::new();
-    let head = timeout(
-        config.header_timeout,
-        read_head(&mut s, &mut buf, http::parse_response),
-    )
-    .await
-    .map_err(|_| DownloadError::Timeout("waiting for the reply"))?;
-    let (resp, used) = match head {
-        Ok(Some(h)) => h,
-        Ok(None) | Err(HeadError::Closed) => return Err(DownloadError::Truncated),
-        Err(HeadError::Http(e)) => return Err(DownloadError::Malformed(e)),
-        Err(HeadError::Io(e)) => return Err(e.into()),
-    };
-    buf.drain(..used);
-    match resp.code {
-        200 | 206 => {}
-        503 => {
-            return Err(DownloadError::Busy {
-                retry_after: resp.retry_after().map(Duration::from_secs),
-            })
-        }
-        404 | 410 => return Err(DownloadError::NotFound),
-        416 => return Err(DownloadError::BadRange),
-        c => return Err(DownloadError::Status(c)),
-    }
+    let range = (have > 0).then_some(ByteRange::From {
+        first: have,
+        last: None,
+    });
+    let (resp, buf) = fetch::request(&mut s, d.addr, &d.target, range, config).await?;
     if let Some(h) = resp.content_sha1() {
         if expected.is_some_and(|e| e != h) {
             return Err(DownloadError::UrnMismatch);
@@ -435,24 +399,7 @@ async fn fetch_piece(
         file.set_len(0).await?;
     }
     file.seek(SeekFrom::Start(start)).await?;
-    let mut left = len;
-    let take = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-    file.write_all(&buf[..take]).await?;
-    left -= take as u64;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while left > 0 {
-        let want = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
-        let n = timeout(config.read_timeout, s.read(&mut chunk[..want]))
-            .await
-            .map_err(|_| DownloadError::Timeout("reading the body"))??;
-        if n == 0 {
-            file.flush().await?;
-            return Err(DownloadError::Truncated);
-        }
-        file.write_all(&chunk[..n]).await?;
-        left -= n as u64;
-    }
-    file.flush().await?;
+    fetch::copy_body(&mut s, &buf, len, file, config.read_timeout).await?;
     Ok(Piece {
         have: start + len,
         bytes: len,

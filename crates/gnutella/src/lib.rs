@@ -15,6 +15,7 @@ pub mod browse;
 pub mod deflate;
 pub mod descriptor;
 pub mod download;
+mod fetch;
 pub mod framer;
 pub mod ggep;
 pub mod handshake;

@@ -16,7 +16,6 @@ use std::io::SeekFrom;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,8 +24,8 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use crate::download::{file_sha1, DownloadConfig, DownloadError, DownloadProgress};
-use crate::http::{self, ByteRange, Headers, Method, Request, Target};
-use crate::upload::{read_head, HeadError};
+use crate::fetch;
+use crate::http::{self, ByteRange, Headers, Target};
 
 /// Limits of a download from several sources.
 #[derive(Clone, Debug)]
@@ -573,44 +572,9 @@ async fn fetch_range(
         first: a,
         last: Some(b - 1),
     };
-    let req = Request::new(
-        Method::Get,
-        job.target.clone(),
-        vec![
-            ("Host".into(), addr.to_string()),
-            ("User-Agent".into(), cfg.user_agent.clone()),
-            ("Range".into(), range.header_value()),
-            ("Connection".into(), "close".into()),
-        ],
-    );
-    timeout(cfg.read_timeout, s.write_all(&req.encode()))
-        .await
-        .map_err(|_| DownloadError::Timeout("sending the request"))??;
-    let mut buf = Vec::new();
-    let head = timeout(
-        cfg.header_timeout,
-        read_head(&mut s, &mut buf, http::parse_response),
-    )
-    .await
-    .map_err(|_| DownloadError::Timeout("waiting for the reply"))?;
-    let (resp, used) = match head {
-        Ok(Some(h)) => h,
-        Ok(None) | Err(HeadError::Closed) => return Err(DownloadError::Truncated),
-        Err(HeadError::Http(e)) => return Err(DownloadError::Malformed(e)),
-        Err(HeadError::Io(e)) => return Err(e.into()),
-    };
-    buf.drain(..used);
-    match resp.code {
-        206 => {}
-        200 => return Err(DownloadError::SizeMismatch("200 to a range request")),
-        503 => {
-            return Err(DownloadError::Busy {
-                retry_after: resp.retry_after().map(Duration::from_secs),
-            })
-        }
-        404 | 410 => return Err(DownloadError::NotFound),
-        416 => return Err(DownloadError::BadRange),
-        c => return Err(DownloadError::Status(c)),
+    let (resp, buf) = fetch::request(&mut s, addr, &job.target, Some(range), cfg).await?;
+    if resp.code == 200 {
+        return Err(DownloadError::SizeMismatch("200 to a range request"));
     }
     if resp.content_sha1().is_some_and(|h| h != job.sha1) {
         return Err(DownloadError::UrnMismatch);
@@ -633,19 +597,8 @@ async fn fetch_range(
             "Content-Length is not the range's length",
         ));
     }
-    let mut body = buf;
-    body.truncate(len);
-    let mut chunk = vec![0u8; 64 * 1024];
-    while body.len() < len {
-        let want = (len - body.len()).min(chunk.len());
-        let n = timeout(cfg.read_timeout, s.read(&mut chunk[..want]))
-            .await
-            .map_err(|_| DownloadError::Timeout("reading the body"))??;
-        if n == 0 {
-            return Err(DownloadError::Truncated);
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
+    let mut body = Vec::with_capacity(len);
+    fetch::copy_body(&mut s, &buf, b - a, &mut body, cfg.read_timeout).await?;
     Ok((body, resp.alt_locs()))
 }
 
