@@ -7,6 +7,8 @@
 //! pieces, and checks the SHA-1 of the whole file at the end: a file whose
 //! hash is not the one asked for (or announced) is deleted, never kept.
 
+pub(crate) mod fetch;
+
 use std::io::SeekFrom;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::Path;
@@ -16,7 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::fetch;
 use crate::http::{self, ByteRange, Headers, HttpError, Target};
 
 /// Limits and timers of a download.

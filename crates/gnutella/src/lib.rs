@@ -15,7 +15,6 @@ pub mod browse;
 pub mod deflate;
 pub mod descriptor;
 pub mod download;
-mod fetch;
 pub mod framer;
 pub mod ggep;
 pub mod handshake;

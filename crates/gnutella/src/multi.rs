@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use crate::download::fetch;
 use crate::download::{file_sha1, DownloadConfig, DownloadError, DownloadProgress};
-use crate::fetch;
 use crate::http::{self, ByteRange, Headers, Target};
 
 /// Limits of a download from several sources.
