@@ -1,10 +1,14 @@
 //! `rutella search` reaches the Gnutella network through an ultrapeer
 //! given with `--gnutella-connect` (the test ultrapeer of
 //! `rutella_gnutella::testkit`, on loopback) and lists its hits next to a
-//! rutella peer's, each with its network; `--no-gnutella` stays out.
+//! rutella peer's and a classic peer's, each with its network;
+//! `--no-gnutella` stays out.
+//!
+//! Address plan: this file uses 127.0.9.0/24 (classic ports).
 
 mod common;
 
+use common::classic::Classic;
 use common::{run, write_file, Serve};
 use rutella_gnutella::testkit::{TestFile, TestUltrapeer, UltrapeerConfig};
 use std::time::Duration;
@@ -30,7 +34,7 @@ fn lines(out: &std::process::Output) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn search_lists_gnutella_hits_beside_rutella_hits() {
+fn search_lists_gnutella_hits_beside_rutella_and_classic_hits() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = ultrapeer(&rt);
     let share = tempfile::tempdir().unwrap();
@@ -42,6 +46,12 @@ fn search_lists_gnutella_hits_beside_rutella_hits() {
         "127.0.9.1",
         "--no-gnutella",
     ]);
+    // A classic peer (the original program's wire format) joins the
+    // rutella peer.
+    let cshare = tempfile::tempdir().unwrap();
+    write_file(&cshare.path().join("free song classic.ogg"), b"an old song");
+    let _classic = Classic::start("127.0.9.4", cshare.path(), "127.0.9.1");
+    peer.wait_log("peer=127.0.9.4:20000", Duration::from_secs(10));
     let upa = up.addr().to_string();
     let out = run(&[
         "search",
@@ -83,6 +93,12 @@ fn search_lists_gnutella_hits_beside_rutella_hits() {
         .find(|h| h["network"] == "rutella")
         .unwrap_or_else(|| panic!("no rutella hit: {hits:?}"));
     assert_eq!(r["name"], "free song rutella.ogg");
+    let c = hits
+        .iter()
+        .find(|h| h["network"] == "classic")
+        .unwrap_or_else(|| panic!("no classic hit: {hits:?}"));
+    assert_eq!(c["name"], "free song classic.ogg");
+    assert_eq!(c["peer"], "127.0.9.4");
     // The query went out through the ultrapeer.
     assert!(up.queries().iter().any(|q| q == "free song"));
     drop(peer);
@@ -110,8 +126,9 @@ fn search_lists_gnutella_hits_beside_rutella_hits() {
 }
 
 /// The console (in a pseudo-terminal) lists a Gnutella result tagged `[g]`
-/// beside a rutella peer's result, and `get N` fetches it over HTTP from
-/// the servent the hit names, SHA-1 checked.
+/// beside a rutella peer's result and a classic peer's result tagged
+/// `[c]`, and `get N` fetches the Gnutella one over HTTP from the servent
+/// the hit names, SHA-1 checked.
 #[test]
 fn the_console_shows_gnutella_results_and_gets_them() {
     use rexpect::session::spawn_command;
@@ -152,6 +169,10 @@ fn the_console_shows_gnutella_results_and_gets_them() {
         "127.0.9.5",
         "--no-gnutella",
     ]);
+    let cshare = tmp.path().join("classic");
+    write_file(&cshare.join("free song classic.ogg"), b"an old song");
+    let _classic = Classic::start("127.0.9.7", &cshare, "127.0.9.5");
+    peer.wait_log("peer=127.0.9.7:20000", Duration::from_secs(10));
     let mine = tmp.path().join("mine");
     write_file(&mine.join("other.txt"), b"x");
     let downloads = tmp.path().join("downloads");
@@ -193,6 +214,13 @@ fn the_console_shows_gnutella_results_and_gets_them() {
     let all = format!("{before}{line}{out}");
     assert!(all.contains("free song rutella.ogg"), "{all}");
     assert!(!all.contains("[g] free song rutella.ogg"), "{all}");
+    assert!(!all.contains("[c] free song rutella.ogg"), "{all}");
+    assert!(
+        all.lines()
+            .any(|l| l.contains(" 127.0.9.7 ")
+                && l.trim_end().ends_with("  [c] free song classic.ogg")),
+        "{all}"
+    );
     p.send_line(&format!("get {n}")).unwrap();
     p.exp_string("from the Gnutella servent").unwrap();
     p.exp_string("(SHA-1 checked)").unwrap();

@@ -658,6 +658,16 @@ mod tests {
         for _ in 1..pieces {
             assert_eq!(s.poll_transmit().unwrap().payload.kind(), 0x30);
         }
+        // Push: the servent's GUID, the file index (LE), our IP and port
+        // (LE), no GGEP; TTL as asked, hops 0.
+        s.push([9; 16], 7, "127.0.0.1:6346".parse().unwrap(), 4);
+        let d = s.poll_transmit().unwrap();
+        let mut e = hdr(&d.guid, 0x40, 4, 0, 26);
+        e.extend([9; 16]);
+        e.extend([7, 0, 0, 0]);
+        e.extend([127, 0, 0, 1]);
+        e.extend([0xca, 0x18]);
+        assert_eq!(d.encode(), e);
         // Bye: code LE, the reason, a Server line, an empty line, NUL.
         s.bye(200, "Done");
         let d = s.poll_transmit().unwrap();

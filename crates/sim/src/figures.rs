@@ -44,8 +44,52 @@ pub struct Row {
     pub source: &'static str,
     /// Median session length, seconds (0: no churn).
     pub churn: f64,
+    /// Which runs of the study it belongs to (see [`Scenario`]).
+    pub scenario: Scenario,
     /// The figures.
     pub s: Summary,
+}
+
+/// The kinds of scalable runs made at every size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Every peer stays, every peer honest.
+    Plain,
+    /// Sessions of 10 minutes (median), every peer honest.
+    Churn,
+    /// 5% of the peers hostile: 1.25% of each kind.
+    Hostile5,
+    /// 20% of the peers hostile: 5% of each kind.
+    Hostile20,
+}
+
+impl Scenario {
+    /// Every scenario, in the order of the study.
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Plain,
+        Scenario::Churn,
+        Scenario::Hostile5,
+        Scenario::Hostile20,
+    ];
+
+    /// Its name in file names and the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Plain => "plain",
+            Scenario::Churn => "churn",
+            Scenario::Hostile5 => "hostile5",
+            Scenario::Hostile20 => "hostile20",
+        }
+    }
+
+    /// The share of each of the four hostile kinds.
+    fn hostile_each(self) -> f64 {
+        match self {
+            Scenario::Plain | Scenario::Churn => 0.0,
+            Scenario::Hostile5 => 0.0125,
+            Scenario::Hostile20 => 0.05,
+        }
+    }
 }
 
 /// Classic figures from the formulas (full mesh, every peer asked and
@@ -68,23 +112,44 @@ fn classic_model(n: usize, like: &Summary) -> Summary {
     s
 }
 
+/// Most searches of one run of the study (the 100,000-peer runs make
+/// 10,000).
+const MAX_QUERIES: usize = 10_000;
+
+/// Flooding peers search once per this interval (the allowance).
+const FLOOD_INTERVAL_SECS: u64 = 30;
+
 fn scalable(n: usize, seed: u64, churn: Option<f64>) -> SimConfig {
-    let mut c = SimConfig::new(n, Mode::Scalable, n.max(1000), seed);
+    let mut c = SimConfig::new(n, Mode::Scalable, n.clamp(1000, MAX_QUERIES), seed);
     c.churn_median = churn.map(Duration::from_secs_f64);
     c
 }
 
-fn header() -> &'static str {
-    "mode,source,nodes,churn_median_secs,minutes,queries,answerable,success_rate,\
-popular_queries,popular_success,popular_msgs_median,popular_msgs_p95,popular_hops_median,popular_first_hit_ms_median,\
-unique_queries,unique_success,unique_msgs_median,unique_msgs_p95,unique_hops_median,unique_first_hit_ms_median,\
-all_msgs_median,all_msgs_p95,maintenance_per_peer_per_sec,degree_min,degree_mean,degree_max\n"
+/// The configuration of one scalable run of the study.
+pub fn scenario_config(n: usize, seed: u64, sc: Scenario) -> SimConfig {
+    let mut c = scalable(n, seed, (sc == Scenario::Churn).then_some(600.0));
+    let each = sc.hostile_each();
+    c.hostile.drop = each;
+    c.hostile.false_hits = each;
+    c.hostile.flood = each;
+    c.hostile.liar = each;
+    c.hostile.flood_interval = Duration::from_secs(FLOOD_INTERVAL_SECS);
+    c
 }
 
-fn csv_row(out: &mut String, mode: &str, source: &str, churn: f64, s: &Summary) {
+fn header() -> &'static str {
+    "mode,source,scenario,hostile_share,nodes,churn_median_secs,minutes,queries,answerable,success_rate,\
+popular_queries,popular_success,popular_msgs_median,popular_msgs_p95,popular_hops_median,popular_first_hit_ms_median,\
+unique_queries,unique_success,unique_msgs_median,unique_msgs_p95,unique_hops_median,unique_first_hit_ms_median,\
+all_msgs_median,all_msgs_p95,maintenance_per_peer_per_sec,degree_min,degree_mean,degree_max,\
+ultrapeers,honest_load_mean,honest_load_p99,honest_load_max,false_hits\n"
+}
+
+fn csv_row(out: &mut String, mode: &str, source: &str, scenario: &str, churn: f64, s: &Summary) {
+    let hostile = s.hostile_drop + s.hostile_false_hits + s.hostile_flood + s.hostile_liar;
     let _ = writeln!(
         out,
-        "{mode},{source},{},{churn},{},{},{},{:.4},{},{:.4},{},{},{},{:.1},{},{:.4},{},{},{},{:.1},{},{},{:.4},{},{:.2},{}",
+        "{mode},{source},{scenario},{hostile:.4},{},{churn},{},{},{},{:.4},{},{:.4},{},{},{},{:.1},{},{:.4},{},{},{},{:.1},{},{},{:.4},{},{:.2},{},{},{:.4},{:.4},{:.4},{}",
         s.nodes,
         s.minutes,
         s.queries,
@@ -108,6 +173,11 @@ fn csv_row(out: &mut String, mode: &str, source: &str, churn: f64, s: &Summary) 
         s.degree_min,
         s.degree_mean,
         s.degree_max,
+        s.ultrapeers,
+        s.honest_load_mean,
+        s.honest_load_p99,
+        s.honest_load_max,
+        s.false_hits,
     );
 }
 
@@ -173,7 +243,16 @@ fn plot(
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(80);
-    let colors = [RED, BLUE, GREEN, MAGENTA, BLACK, CYAN];
+    let colors = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        BLACK,
+        CYAN,
+        RGBColor(230, 140, 0),
+        RGBColor(120, 60, 160),
+    ];
     macro_rules! draw {
         ($chart:expr) => {{
             let mut chart = $chart;
@@ -210,7 +289,7 @@ fn plot(
                 .map_err(|e| err(&e))?;
         }};
     }
-    let x = (20.0f64..15_000.0f64).log_scale();
+    let x = (20.0f64..150_000.0f64).log_scale();
     if log_y {
         let lo = (y0 * 0.5).max(1e-3);
         let chart = builder
@@ -228,45 +307,88 @@ fn plot(
     Ok(())
 }
 
-/// Runs the study (network sizes up to `max_nodes`, both modes, with and
-/// without churn, and the tuning runs) and writes `scaling.csv`,
-/// `tuning.csv` and the plots into `dir`. Progress goes to the log.
-pub fn sweep(dir: &Path, seed: u64, max_nodes: usize) -> Result<(), FiguresError> {
+/// Runs the scalable runs of the study, several at once (`workers`
+/// threads, each run on one), the largest first; each run's summary is
+/// also written as JSON into `dir/runs/` as soon as it ends, so that a
+/// long study leaves its figures behind as it goes.
+fn scalable_runs(
+    dir: &Path,
+    seed: u64,
+    sizes: &[usize],
+    workers: usize,
+) -> Result<Vec<Row>, FiguresError> {
+    let runs_dir = dir.join("runs");
+    std::fs::create_dir_all(&runs_dir).map_err(|source| FiguresError::Write {
+        path: runs_dir.clone(),
+        source,
+    })?;
+    let mut jobs: Vec<(usize, Scenario)> = sizes
+        .iter()
+        .flat_map(|&n| Scenario::ALL.map(|sc| (n, sc)))
+        .collect();
+    // Largest first, so that the long runs overlap; popped from the end.
+    jobs.sort_by_key(|&(n, sc)| (n, std::cmp::Reverse(sc as u8)));
+    let queue = std::sync::Mutex::new(jobs);
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1) {
+            scope.spawn(|| loop {
+                let Some((n, sc)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                    return;
+                };
+                let t = std::time::Instant::now();
+                let s = crate::run_threads(&scenario_config(n, seed, sc), 1);
+                let secs = t.elapsed().as_secs_f64();
+                tracing::info!(
+                    scenario = sc.name(),
+                    nodes = n,
+                    success = s.success_rate,
+                    unique = s.unique.success_rate,
+                    msgs = s.all.messages_median,
+                    wall_secs = secs,
+                    "run done"
+                );
+                let path = runs_dir.join(format!("{n}-{}.json", sc.name()));
+                let json = serde_json::to_string_pretty(&s).unwrap_or_default();
+                let written = write(&path, &(json + "\n"));
+                if let Ok(mut d) = done.lock() {
+                    d.push((n, sc, s, written));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_default();
+    done.sort_by_key(|(n, sc, _, _)| (*n, *sc as u8));
+    let mut rows = Vec::new();
+    for (_, sc, s, written) in done {
+        written?;
+        rows.push(Row {
+            mode: "scalable",
+            source: "sim",
+            churn: if sc == Scenario::Churn { 600.0 } else { 0.0 },
+            scenario: sc,
+            s,
+        });
+    }
+    Ok(rows)
+}
+
+/// Runs the study (network sizes up to `max_nodes`: the scalable overlay
+/// without churn, with churn, with 5% and with 20% hostile peers; the
+/// classic protocol; the tuning runs) and writes `scaling.csv`,
+/// `tuning.csv`, the plots and `runs/*.json` into `dir`, with `workers`
+/// runs at once. Progress goes to the log.
+pub fn sweep(dir: &Path, seed: u64, max_nodes: usize, workers: usize) -> Result<(), FiguresError> {
     std::fs::create_dir_all(dir).map_err(|source| FiguresError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
     load_font()?;
-    let sizes: Vec<usize> = [100, 300, 1000, 3000, 10_000]
+    let sizes: Vec<usize> = [100, 300, 1000, 3000, 10_000, 30_000, 100_000]
         .into_iter()
         .filter(|n| *n <= max_nodes)
         .collect();
-    let mut rows: Vec<Row> = Vec::new();
-    let log = |what: &str, s: &Summary, secs: f64| {
-        tracing::info!(
-            what,
-            nodes = s.nodes,
-            success = s.success_rate,
-            msgs = s.all.messages_median,
-            maintenance = s.maintenance_msgs_per_peer_per_sec,
-            wall_secs = secs,
-            "run done"
-        );
-    };
-    // Scalable, with and without churn (median session 10 minutes).
-    for &n in &sizes {
-        for churn in [None, Some(600.0)] {
-            let t = std::time::Instant::now();
-            let s = run(&scalable(n, seed, churn));
-            log("scalable", &s, t.elapsed().as_secs_f64());
-            rows.push(Row {
-                mode: "scalable",
-                source: "sim",
-                churn: churn.unwrap_or(0.0),
-                s,
-            });
-        }
-    }
+    let mut rows = scalable_runs(dir, seed, &sizes, workers)?;
     // Classic: each ping round costs (N-1)(2N-1) datagrams per peer, so it
     // is simulated at small sizes for 2 minutes, and the formulas it
     // confirms give the larger sizes.
@@ -275,14 +397,14 @@ pub fn sweep(dir: &Path, seed: u64, max_nodes: usize) -> Result<(), FiguresError
         let mut c = SimConfig::new(n, Mode::Classic, 200, seed);
         c.duration = Duration::from_secs(150);
         c.warmup = Duration::from_secs(30);
-        let t = std::time::Instant::now();
-        let s = run(&c);
-        log("classic", &s, t.elapsed().as_secs_f64());
+        let s = crate::run_threads(&c, workers.max(1));
+        tracing::info!(nodes = n, success = s.success_rate, "classic run done");
         last_classic = Some(s.clone());
         rows.push(Row {
             mode: "classic",
             source: "sim",
             churn: 0.0,
+            scenario: Scenario::Plain,
             s,
         });
     }
@@ -292,138 +414,131 @@ pub fn sweep(dir: &Path, seed: u64, max_nodes: usize) -> Result<(), FiguresError
                 mode: "classic",
                 source: "model",
                 churn: 0.0,
+                scenario: Scenario::Plain,
                 s: classic_model(n, like),
             });
         }
     }
     let mut csv = header().to_string();
     for r in &rows {
-        csv_row(&mut csv, r.mode, r.source, r.churn, &r.s);
+        csv_row(&mut csv, r.mode, r.source, r.scenario.name(), r.churn, &r.s);
     }
     write(&dir.join("scaling.csv"), &csv)?;
+    plots(dir, &rows)?;
+    tuning(dir, seed)?;
+    Ok(())
+}
 
-    let pick = |mode: &str, churn: f64, f: &dyn Fn(&Summary) -> f64| -> Vec<(f64, f64)> {
+fn plots(dir: &Path, rows: &[Row]) -> Result<(), FiguresError> {
+    let pick = |sc: Scenario, f: &dyn Fn(&Summary) -> f64| -> Vec<(f64, f64)> {
         rows.iter()
-            .filter(|r| r.mode == mode && r.churn == churn)
+            .filter(|r| r.mode == "scalable" && r.scenario == sc)
             .map(|r| (r.s.nodes as f64, f(&r.s)))
             .collect()
     };
+    let classic = |f: &dyn Fn(&Summary) -> f64| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter(|r| r.mode == "classic")
+            .map(|r| (r.s.nodes as f64, f(&r.s)))
+            .collect()
+    };
+    let classic_sim = |f: &dyn Fn(&Summary) -> f64| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter(|r| r.mode == "classic" && r.source == "sim")
+            .map(|r| (r.s.nodes as f64, f(&r.s)))
+            .collect()
+    };
+    use Scenario::*;
+    let every = |label: &str, f: &dyn Fn(&Summary) -> f64| -> Vec<Series> {
+        [
+            (Plain, "no churn"),
+            (Churn, "10 min median session"),
+            (Hostile5, "5% hostile"),
+            (Hostile20, "20% hostile"),
+        ]
+        .into_iter()
+        .map(|(sc, name)| (format!("{label}, {name}"), pick(sc, f)))
+        .collect()
+    };
+    let mut series = vec![(
+        "classic (sim, then formula)".to_string(),
+        classic(&|s| s.all.messages_median),
+    )];
+    series.push((
+        "files on >= 0.5% of peers, no churn".into(),
+        pick(Plain, &|s| s.popular.messages_median),
+    ));
+    series.extend(every("one peer", &|s| s.unique.messages_median));
     plot(
         &dir.join("messages_per_query.png"),
         "Messages per query (median)",
         "datagrams per query",
         true,
-        &[
-            (
-                "classic (sim, then formula)".into(),
-                pick("classic", 0.0, &|s| s.all.messages_median),
-            ),
-            (
-                "scalable: files on >= 0.5% of peers".into(),
-                pick("scalable", 0.0, &|s| s.popular.messages_median),
-            ),
-            (
-                "scalable: files on one peer".into(),
-                pick("scalable", 0.0, &|s| s.unique.messages_median),
-            ),
-            (
-                "scalable: one peer, p95".into(),
-                pick("scalable", 0.0, &|s| s.unique.messages_p95),
-            ),
-        ],
+        &series,
     )?;
+    let mut series = vec![(
+        "files on >= 0.5% of peers, no churn".to_string(),
+        pick(Plain, &|s| s.popular.success_rate),
+    )];
+    series.extend(every("one peer", &|s| s.unique.success_rate));
+    series.push((
+        "classic (simulated sizes)".into(),
+        classic_sim(&|s| s.success_rate),
+    ));
     plot(
         &dir.join("success.png"),
         "Search success (answerable queries)",
         "success rate",
         false,
-        &[
-            (
-                "scalable: files on >= 0.5% of peers".into(),
-                pick("scalable", 0.0, &|s| s.popular.success_rate),
-            ),
-            (
-                "scalable: files on one peer".into(),
-                pick("scalable", 0.0, &|s| s.unique.success_rate),
-            ),
-            (
-                "scalable: all, no churn".into(),
-                pick("scalable", 0.0, &|s| s.success_rate),
-            ),
-            (
-                "scalable: all, 10 min median session".into(),
-                pick("scalable", 600.0, &|s| s.success_rate),
-            ),
-            (
-                "classic (simulated sizes)".into(),
-                rows.iter()
-                    .filter(|r| r.mode == "classic" && r.source == "sim")
-                    .map(|r| (r.s.nodes as f64, r.s.success_rate))
-                    .collect(),
-            ),
-        ],
+        &series,
     )?;
+    let mut series = vec![(
+        "classic (sim, then formula)".to_string(),
+        classic(&|s| s.maintenance_msgs_per_peer_per_sec),
+    )];
+    series.extend(every("scalable", &|s| s.maintenance_msgs_per_peer_per_sec));
     plot(
         &dir.join("maintenance.png"),
         "Maintenance traffic",
         "ping+pong datagrams per peer per second",
         true,
-        &[
-            (
-                "classic (sim, then formula)".into(),
-                pick("classic", 0.0, &|s| s.maintenance_msgs_per_peer_per_sec),
-            ),
-            (
-                "scalable, no churn".into(),
-                pick("scalable", 0.0, &|s| s.maintenance_msgs_per_peer_per_sec),
-            ),
-            (
-                "scalable, 10 min median session".into(),
-                pick("scalable", 600.0, &|s| s.maintenance_msgs_per_peer_per_sec),
-            ),
-        ],
+        &series,
     )?;
+    let mut series = vec![(
+        "files on >= 0.5% of peers, no churn".to_string(),
+        pick(Plain, &|s| s.popular.hops_to_first_hit_median),
+    )];
+    series.extend(every("one peer", &|s| s.unique.hops_to_first_hit_median));
     plot(
         &dir.join("hops_to_first_hit.png"),
         "Hops to the first hit (median)",
         "overlay hops",
         false,
-        &[
-            (
-                "scalable: files on >= 0.5% of peers".into(),
-                pick("scalable", 0.0, &|s| s.popular.hops_to_first_hit_median),
-            ),
-            (
-                "scalable: files on one peer".into(),
-                pick("scalable", 0.0, &|s| s.unique.hops_to_first_hit_median),
-            ),
-        ],
+        &series,
     )?;
+    let mut series = vec![(
+        "files on >= 0.5% of peers, no churn".to_string(),
+        pick(Plain, &|s| s.popular.time_to_first_hit_ms_median),
+    )];
+    series.extend(every("one peer", &|s| s.unique.time_to_first_hit_ms_median));
+    series.push((
+        "classic (simulated sizes)".into(),
+        classic_sim(&|s| s.all.time_to_first_hit_ms_median),
+    ));
     plot(
         &dir.join("time_to_first_hit.png"),
         "Virtual time to the first hit (median)",
         "milliseconds",
         true,
-        &[
-            (
-                "scalable: files on >= 0.5% of peers".into(),
-                pick("scalable", 0.0, &|s| s.popular.time_to_first_hit_ms_median),
-            ),
-            (
-                "scalable: files on one peer".into(),
-                pick("scalable", 0.0, &|s| s.unique.time_to_first_hit_ms_median),
-            ),
-            (
-                "classic (simulated sizes)".into(),
-                rows.iter()
-                    .filter(|r| r.mode == "classic" && r.source == "sim")
-                    .map(|r| (r.s.nodes as f64, r.s.all.time_to_first_hit_ms_median))
-                    .collect(),
-            ),
-        ],
+        &series,
     )?;
-    tuning(dir, seed)?;
-    Ok(())
+    plot(
+        &dir.join("busiest_peer.png"),
+        "Load on the busiest honest peer",
+        "datagrams received per second",
+        true,
+        &every("busiest", &|s| s.honest_load_max),
+    )
 }
 
 /// The tuning runs: one parameter at a time around the defaults, at 3,000
@@ -463,7 +578,7 @@ fn tuning(dir: &Path, seed: u64) -> Result<(), FiguresError> {
         let s = run(&c);
         tracing::info!(%param, %value, success = s.success_rate, wall_secs = t.elapsed().as_secs_f64(), "tuning run done");
         let mut line = String::new();
-        csv_row(&mut line, "scalable", "sim", 600.0, &s);
+        csv_row(&mut line, "scalable", "sim", "tuning", 600.0, &s);
         let _ = write!(csv, "{param},{value},{line}");
     }
     write(&dir.join("tuning.csv"), &csv)

@@ -130,7 +130,8 @@ struct Args {
     /// given seed.
     #[arg(long)]
     resources: bool,
-    /// Run the scaling study instead and write CSV and PNG files here.
+    /// Run the scaling study instead and write CSV and PNG files here
+    /// (--threads runs at once, each on one thread).
     #[arg(long)]
     sweep: Option<PathBuf>,
     /// With --sweep: largest network (default 10000).
@@ -301,7 +302,8 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     if let Some(dir) = &args.sweep {
-        rutella_sim::figures::sweep(dir, args.seed, args.sweep_max)?;
+        let workers = args.threads.unwrap_or_else(default_threads).max(1);
+        rutella_sim::figures::sweep(dir, args.seed, args.sweep_max, workers)?;
         return Ok(());
     }
     let cfg = config(&args)?;

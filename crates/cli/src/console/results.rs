@@ -113,12 +113,20 @@ pub(crate) fn bytes(n: u64) -> String {
     }
 }
 
-/// One result line: number, peer, size, name; `[g]` before the name of a
-/// file found on the Gnutella network.
+/// One result line: number, peer, size, name; before the name, the
+/// network of its first source when it is not rutella: `[g]` for a
+/// Gnutella servent, `[c]` for a classic peer.
 pub(crate) fn line(n: usize, f: &Found) -> String {
     let size = f.size.map(bytes).unwrap_or_else(|| "-".into());
-    let peer = f.sources.first().map(peer_name).unwrap_or_default();
-    let tag = if f.gnutella.is_some() { "[g] " } else { "" };
+    let first = f.sources.first();
+    let peer = first.map(peer_name).unwrap_or_default();
+    let tag = if f.gnutella.is_some() {
+        "[g] "
+    } else if first.is_some_and(|p| !p.rutella) {
+        "[c] "
+    } else {
+        ""
+    };
     format!("{n:>4}  {peer:<21} {size:>10}  {tag}{}", escape(&f.name))
 }
 
@@ -185,7 +193,14 @@ mod tests {
         let l = line(1, r.get(1).unwrap());
         assert!(l.contains("127.0.0.1:1000"), "{l}");
         assert!(l.contains("3.0 MiB"), "{l}");
-        assert!(l.ends_with("Cloud models.png"), "{l}");
+        assert!(l.ends_with("  Cloud models.png"), "{l}");
+        // A classic peer's result says so.
+        let classic = Peer {
+            rutella: false,
+            ..peer(2000)
+        };
+        r.add(&classic, &file("old.png", None, None));
+        assert!(line(2, r.get(2).unwrap()).ends_with("  [c] old.png"));
         assert_eq!(bytes(812), "812 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(629_146), "614 KiB");

@@ -1,6 +1,7 @@
 //! Runs the real `rutella` binary as separate processes.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod classic;
 pub mod daemon;
 pub mod lab;
 
