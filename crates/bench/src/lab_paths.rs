@@ -198,28 +198,16 @@ pub(crate) fn lab_paths(args: &Args, tmp: &Path) -> Result<Option<String>> {
     let h2 = host(lab.host_behind(&r2, "h2"))?;
     let r3 = host(lab.router("r3", 13, RouterKind::default()))?;
     let h3 = host(lab.host_behind(&r3, "h3"))?;
-    let r4 = host(lab.router("r4", 14, RouterKind::default()))?;
-    // A new external port for every TCP connection (before the masquerade
-    // of every protocol); UDP keeps its ports, so that H4's datagrams and
-    // H2's meet and H4 finds H2's file at all.
-    nft(
-        &lab,
-        &r4,
-        &[
-            "insert",
-            "rule",
-            "inet",
-            "nat",
-            "postrouting",
-            "oifname",
-            "wan",
-            "meta",
-            "l4proto",
-            "tcp",
-            "masquerade",
-            "fully-random",
-        ],
-    )?;
+    // A new external port for every TCP connection; UDP keeps its ports,
+    // so that H4's datagrams and H2's meet and H4 finds H2's file at all.
+    let r4 = host(lab.router(
+        "r4",
+        14,
+        RouterKind {
+            symmetric_tcp: true,
+            ..RouterKind::default()
+        },
+    ))?;
     let h4 = host(lab.host_behind(&r4, "h4"))?;
     // The raw copies reach the sources behind R1 and R2 through a forward
     // of their own port, as a mapping would.

@@ -351,16 +351,30 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     match end {
         // Whoever read the results has all it wanted.
         End::PipeClosed => return Ok(()),
-        End::Interrupted => {
-            return Err(Failure::new(
-                exit::INTERRUPTED,
-                format!(
-                    "search interrupted: {answered} peer(s) had answered, {hits} file(s) shown"
-                ),
-            ))
-        }
+        End::Interrupted => return Err(search_interrupted(answered, hits)),
         End::Done => {}
     }
+    search_result(answered, hits, wait, &a.text)
+}
+
+/// The failure of a search stopped by Ctrl-C or SIGTERM (standalone or
+/// through a daemon).
+pub(crate) fn search_interrupted(answered: usize, hits: usize) -> Failure {
+    Failure::new(
+        exit::INTERRUPTED,
+        format!("search interrupted: {answered} peer(s) had answered, {hits} file(s) shown"),
+    )
+}
+
+/// How a search that ran its course ends (standalone or through a
+/// daemon): a failure when no peer answered within `wait`, or when none
+/// of the `answered` had a file matching `text`.
+pub(crate) fn search_result(
+    answered: usize,
+    hits: usize,
+    wait: Duration,
+    text: &str,
+) -> Result<(), Failure> {
     if answered == 0 {
         return Err(Failure::new(
             exit::NETWORK,
@@ -373,10 +387,7 @@ pub(crate) async fn search(a: SearchArgs) -> Result<(), Failure> {
     if hits == 0 {
         return Err(Failure::new(
             exit::NOT_FOUND,
-            format!(
-                "{answered} peer(s) answered, but no file matches {:?}",
-                a.text
-            ),
+            format!("{answered} peer(s) answered, but no file matches {text:?}"),
         ));
     }
     Ok(())

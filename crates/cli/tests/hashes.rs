@@ -6,11 +6,7 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
-
-fn hex(h: &blake3::Hash) -> String {
-    h.to_hex().to_string()
-}
+use std::time::Duration;
 
 #[test]
 fn get_by_hash_from_several_processes() {
@@ -35,39 +31,20 @@ fn get_by_hash_from_several_processes() {
     ]);
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
-    // Hashing runs in the background after start and no event announces its
-    // end to another process: retry for a while.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let report = loop {
-        let r = run(&[
-            "get",
-            &hex(&hash),
-            "--connect",
-            "127.0.7.2",
-            "--out",
-            o,
-            "--bind",
-            "127.0.7.9",
-            "--wait",
-            "2",
-            "--json",
-        ]);
-        if r.status.success() {
-            break serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap();
-        }
-        assert_eq!(
-            r.status.code(),
-            Some(4),
-            "{}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "never found: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    // Hashing runs in the background after start: retried.
+    let report = get_when_found(&[
+        "get",
+        &hex(&hash),
+        "--connect",
+        "127.0.7.2",
+        "--out",
+        o,
+        "--bind",
+        "127.0.7.9",
+        "--wait",
+        "2",
+        "--json",
+    ]);
     let path = report["path"].as_str().unwrap();
     assert_eq!(blake3::hash(&std::fs::read(path).unwrap()), hash);
     let sources = report["sources"].as_array().unwrap();
@@ -114,7 +91,7 @@ fn a_downloader_killed_with_sigkill_resumes_on_its_next_start() {
         "--rate-limit",
         "700000",
     ]);
-    wait_hashed("127.0.7.20", "movie", &hex(&hash));
+    wait_hashed("127.0.7.20", "127.0.7.99", "movie", &hex(&hash));
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
     let mut get = bin()
@@ -193,29 +170,4 @@ fn a_downloader_killed_with_sigkill_resumes_on_its_next_start() {
         bytes < size as u64 && bytes > 0,
         "{bytes} of {size} bytes received after the restart"
     );
-}
-
-/// Waits (bounded) until the peer's hits for `text` carry `hash`: hashing
-/// runs in the background after a node starts.
-fn wait_hashed(peer: &str, text: &str, hash: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = run(&[
-            "search",
-            text,
-            "--connect",
-            peer,
-            "--bind",
-            "127.0.7.99",
-            "--wait",
-            "1",
-            "--json",
-        ]);
-        if String::from_utf8_lossy(&r.stdout).contains(hash) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{peer} never offered {hash}");
-        // No event announces the end of hashing in another process: retry.
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }

@@ -9,7 +9,7 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn ipv6_loopback() -> bool {
     std::net::UdpSocket::bind("[::1]:0").is_ok()
@@ -125,37 +125,19 @@ fn peers_on_ipv6_loopback_join_search_and_download() {
     let hash = blake3::hash(&song).to_hex().to_string();
     let dl2 = tempfile::tempdir().unwrap();
     let o2 = dl2.path().to_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let report = loop {
-        let mut args = vec![
-            "get",
-            &hash,
-            "--connect",
-            "[::1]:20601",
-            "--out",
-            o2,
-            "--wait",
-            "2",
-            "--json",
-        ];
-        args.extend(ONESHOT);
-        let r = run(&args);
-        if r.status.success() {
-            break serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap();
-        }
-        assert_eq!(
-            r.status.code(),
-            Some(4),
-            "{}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "never found: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let mut args = vec![
+        "get",
+        &hash,
+        "--connect",
+        "[::1]:20601",
+        "--out",
+        o2,
+        "--wait",
+        "2",
+        "--json",
+    ];
+    args.extend(ONESHOT);
+    let report = get_when_found(&args);
     let path = report["path"].as_str().unwrap();
     assert!(std::fs::read(path).unwrap() == song);
     assert!(

@@ -4,22 +4,11 @@
 //! Address plan: 127.0.0.1 with free ports; classic ports on 127.0.7.0/24.
 
 mod common;
+use common::daemon::rutella;
 use std::io::Read;
 use std::net::UdpSocket;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn rutella(config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rutella"));
-    c.args(args)
-        .env("RUTELLA_NO_DHT", "1")
-        .env("RUTELLA_TEST_NO_PUBLIC", "1")
-        .env("RUTELLA_CONFIG", config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    c
-}
 
 /// Runs `cmd` with its standard output closed before it writes, and
 /// returns (exit code, standard error).

@@ -63,27 +63,16 @@ fn setup(
     let p = lab.public_host("p", 2).unwrap();
     let r1 = lab.router("r1", 11, RouterKind::default()).unwrap();
     let h1 = lab.host_behind(&r1, "h1").unwrap();
-    let r2 = lab.router("r2", 12, RouterKind::default()).unwrap();
-    if symmetric_tcp {
-        // Before the masquerade of every protocol: TCP gets a random port.
-        let mut nft = std::process::Command::new("nft");
-        nft.args([
-            "insert",
-            "rule",
-            "inet",
-            "nat",
-            "postrouting",
-            "oifname",
-            "wan",
-            "meta",
-            "l4proto",
-            "tcp",
-            "masquerade",
-            "fully-random",
-        ]);
-        let done = lab.wrap(&r2.host, &nft).status().unwrap();
-        assert!(done.success(), "nft failed");
-    }
+    let r2 = lab
+        .router(
+            "r2",
+            12,
+            RouterKind {
+                symmetric_tcp,
+                ..RouterKind::default()
+            },
+        )
+        .unwrap();
     let h2 = lab.host_behind(&r2, "h2").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let share = dir.path().join("h1-share");

@@ -8,122 +8,16 @@
 //! port.
 
 mod common;
+use common::daemon::{rutella, text, Daemon};
 use common::*;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every wait for a process or a state is bounded by this.
 const LIMIT: Duration = Duration::from_secs(40);
 
-fn rutella(config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rutella"));
-    c.args(args)
-        .env("RUTELLA_NO_DHT", "1")
-        .env("RUTELLA_TEST_NO_PUBLIC", "1")
-        .env("RUTELLA_CONFIG", config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A running `rutella daemon` with its settings folder and API.
-struct Daemon {
-    _serve: Serve,
-    config: PathBuf,
-    token: String,
-    url: String,
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-}
-
 impl Daemon {
-    fn start(bind: &str, connect: &str, extra: &[&str], share_files: &[(&str, &[u8])]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        let downloads = dir.path().join("downloads");
-        let share = dir.path().join("share");
-        std::fs::create_dir_all(&share).unwrap();
-        for (name, data) in share_files {
-            write_file(&share.join(name), data);
-        }
-        let mut cmd = rutella(&config, &["daemon", "--no-port-mapping"]);
-        cmd.env("RUST_LOG", "info")
-            .args(FAST)
-            .args(["--api-listen", "127.0.0.1:0", "--bind", bind])
-            .args(["--connect", connect])
-            .args(extra)
-            .arg("--share")
-            .arg(&share)
-            .arg("--downloads")
-            .arg(&downloads);
-        let serve = Serve::spawn(cmd, dir);
-        let api = config.with_file_name("api.json");
-        wait_until("the daemon writes api.json", LIMIT, || {
-            std::fs::read_to_string(&api)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .is_some()
-        });
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(&api).unwrap()).unwrap();
-        let url = v["url"].as_str().unwrap().to_string();
-        let token = std::fs::read_to_string(config.with_file_name("api-token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let d = Daemon {
-            _serve: serve,
-            config,
-            token,
-            url,
-            rt,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        };
-        wait_until("the daemon joins its peer", LIMIT, || {
-            d.get("/status")["peers"].as_u64() == Some(1)
-        });
-        d
-    }
-
-    fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.rt.block_on(async {
-            let mut req = self
-                .http
-                .request(method, format!("{}/api/v1{path}", self.url))
-                .bearer_auth(&self.token)
-                .timeout(LIMIT);
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let resp = req.send().await.unwrap();
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.unwrap();
-            (
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            )
-        })
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let (status, v) = self.api(reqwest::Method::GET, path, None);
-        assert_eq!(status, 200, "GET {path}: {v}");
-        v
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        rutella(&self.config, args).output().unwrap()
-    }
-
     fn state(&self, id: u64) -> String {
         self.get("/downloads")
             .as_array()
@@ -167,10 +61,11 @@ fn queued_downloads_start_in_the_order_of_the_list_and_uploads_show_progress() {
     let up = pattern(1_500_000, 20);
     let d = Daemon::start(
         "127.0.84.3",
-        "127.0.84.1",
+        &["127.0.84.1"],
         &["--max-downloads", "1", "--upload-limit", "500K"],
         &[("up.bin", &up)],
     );
+    d.wait_for_peers(1);
     assert_eq!(d.get("/settings")["max_downloads"], 1);
 
     let ids: Vec<u64> = files
@@ -327,7 +222,8 @@ fn remote_errors_and_json_match_the_standalone_commands() {
         "--bind",
         "127.0.85.1",
     ]);
-    let d = Daemon::start("127.0.85.3", "127.0.85.1", &[], &[]);
+    let d = Daemon::start("127.0.85.3", &["127.0.85.1"], &[], &[]);
+    d.wait_for_peers(1);
 
     // A file the peer does not have: the standalone command's exit code.
     let alone = standalone(&[

@@ -8,9 +8,10 @@
 //! .9); the daemon's API on 127.0.0.1 with a free port.
 
 mod common;
+use common::daemon::{rutella, text, Daemon};
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 /// Every wait for a process or a line is bounded by this.
@@ -19,130 +20,6 @@ const LIMIT: Duration = Duration::from_secs(30);
 const SONG: &str = "song one.ogg";
 const OTHER: &str = "other tune.ogg";
 const WEB: &str = "from the web.bin";
-
-/// A `rutella` command with the settings file `config` (the daemon's, to
-/// find it), no DHT and no public address.
-fn rutella(config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rutella"));
-    c.args(args)
-        .env("RUTELLA_NO_DHT", "1")
-        .env("RUTELLA_TEST_NO_PUBLIC", "1")
-        .env("RUTELLA_CONFIG", config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    c
-}
-
-fn run_with(config: &Path, args: &[&str]) -> Output {
-    rutella(config, args).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A running `rutella daemon` with its settings folder and API.
-struct Daemon {
-    _serve: Serve,
-    config: PathBuf,
-    url: String,
-    token: String,
-    downloads: PathBuf,
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-}
-
-impl Daemon {
-    /// Starts a daemon bound to `bind` joining `connect`, its settings in
-    /// a folder of its own.
-    fn start(bind: &str, connect: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        let downloads = dir.path().join("downloads");
-        let share = dir.path().join("share");
-        std::fs::create_dir_all(&share).unwrap();
-        let mut cmd = rutella(&config, &["daemon", "--no-port-mapping"]);
-        cmd.env("RUST_LOG", "info")
-            .args(FAST)
-            .args(["--api-listen", "127.0.0.1:0", "--bind", bind])
-            .arg("--share")
-            .arg(&share)
-            .arg("--downloads")
-            .arg(&downloads);
-        for c in connect {
-            cmd.args(["--connect", c]);
-        }
-        let serve = Serve::spawn(cmd, dir);
-        let api = config.with_file_name("api.json");
-        // Another process writes the file: polled.
-        wait_until("the daemon writes api.json", LIMIT, || {
-            std::fs::read_to_string(&api)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some()
-        });
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&api).unwrap()).unwrap();
-        let url = v["url"].as_str().unwrap().to_string();
-        let token = std::fs::read_to_string(config.with_file_name("api-token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        Daemon {
-            _serve: serve,
-            config,
-            url,
-            token,
-            downloads,
-            rt,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        }
-    }
-
-    /// A request to the API; (status, JSON answer or null).
-    fn api(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> (u16, serde_json::Value) {
-        self.rt.block_on(async {
-            let mut req = self
-                .http
-                .request(method, format!("{}/api/v1{path}", self.url))
-                .bearer_auth(&self.token)
-                .timeout(LIMIT);
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let resp = req.send().await.unwrap();
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.unwrap();
-            (
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-            )
-        })
-    }
-
-    fn get(&self, path: &str) -> serde_json::Value {
-        let (status, v) = self.api(reqwest::Method::GET, path, None);
-        assert_eq!(status, 200, "GET {path}: {v}");
-        v
-    }
-
-    fn peers(&self) -> u64 {
-        self.get("/status")["peers"].as_u64().unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run_with(&self.config, args)
-    }
-}
 
 /// Two peers sharing files (the same song on both), and a daemon that
 /// joined both.
@@ -176,8 +53,8 @@ fn net(net: u8) -> Net {
         "--connect",
         &ip(1),
     ]);
-    let d = Daemon::start(&ip(3), &[&ip(1), &ip(2)]);
-    wait_until("the daemon joins both peers", LIMIT, || d.peers() == 2);
+    let d = Daemon::start(&ip(3), &[&ip(1), &ip(2)], &[], &[]);
+    d.wait_for_peers(2);
     // Hashing runs in the background after a node starts, and no event
     // of another process announces its end: searched until both peers'
     // answers carry the song's hash.
@@ -374,7 +251,7 @@ fn standalone_share_and_a_stale_daemon_file() {
     )
     .unwrap();
     std::fs::write(config.with_file_name("api-token"), &d.token).unwrap();
-    let out = run_with(
+    let out = rutella(
         &config,
         &[
             "search",
@@ -386,13 +263,15 @@ fn standalone_share_and_a_stale_daemon_file() {
             "--wait",
             "3",
         ],
-    );
+    )
+    .output()
+    .unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.is_empty(), "{err}");
     assert_eq!(lines(&out).len(), 2);
     // Commands that need a daemon say so.
-    let out = run_with(&config, &["downloads"]);
+    let out = rutella(&config, &["downloads"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("no daemon is running"),

@@ -26,8 +26,7 @@ use std::time::Duration;
 
 use crate::deflate::{InflateError, Inflater};
 use crate::descriptor::{
-    encode_extensions, DecodeError, Descriptor, Guid, HitFlags, HitResult, Payload, QueryHit,
-    Trailer,
+    encode_extensions, DecodeError, Descriptor, Guid, HitResult, Payload, QueryHit, Trailer,
 };
 use crate::framer::Framer;
 use crate::http::{self, Headers, HttpError, Request, Response};
@@ -108,19 +107,7 @@ pub fn encode_hits(guid: Guid, origin: &HitOrigin, results: Vec<HitResult>) -> V
                 ip: origin.ip,
                 speed: 0,
                 results: std::mem::take(batch),
-                trailer: Some(Trailer {
-                    vendor: origin.vendor,
-                    flags: HitFlags {
-                        push: Some(origin.push),
-                        busy: Some(false),
-                        uploaded: Some(false),
-                        measured_speed: None,
-                        ggep: false,
-                    },
-                    open_extra: vec![],
-                    ggep: vec![],
-                    private: vec![],
-                }),
+                trailer: Some(Trailer::plain(origin.vendor, origin.push)),
                 servent: origin.servent,
             }),
         };

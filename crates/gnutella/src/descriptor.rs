@@ -315,6 +315,27 @@ pub struct Trailer {
     pub private: Vec<u8>,
 }
 
+impl Trailer {
+    /// The trailer of a servent's own hit: `vendor`, whether it is behind
+    /// a firewall (`push`), not busy, nothing uploaded, no speed measured,
+    /// and no extension.
+    pub fn plain(vendor: [u8; 4], push: bool) -> Trailer {
+        Trailer {
+            vendor,
+            flags: HitFlags {
+                push: Some(push),
+                busy: Some(false),
+                uploaded: Some(false),
+                measured_speed: None,
+                ggep: false,
+            },
+            open_extra: vec![],
+            ggep: vec![],
+            private: vec![],
+        }
+    }
+}
+
 /// QueryHit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueryHit {

@@ -14,8 +14,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::descriptor::{
-    query_flags, Bye, Descriptor, Extensions, Guid, HitFlags, HitResult, Payload, Ping, Pong, Push,
-    Query, QueryHit, Trailer,
+    query_flags, Bye, Descriptor, Extensions, Guid, HitResult, Payload, Ping, Pong, Push, Query,
+    QueryHit, Trailer,
 };
 use crate::huge::Urn;
 use crate::qrp::{self, RouteTable};
@@ -372,19 +372,7 @@ impl LeafSession {
                 ip,
                 speed: 0,
                 results,
-                trailer: Some(Trailer {
-                    vendor: VENDOR_CODE,
-                    flags: HitFlags {
-                        push: Some(push),
-                        busy: Some(false),
-                        uploaded: Some(false),
-                        measured_speed: None,
-                        ggep: false,
-                    },
-                    open_extra: vec![],
-                    ggep: vec![],
-                    private: vec![],
-                }),
+                trailer: Some(Trailer::plain(VENDOR_CODE, push)),
                 servent: self.cfg.servent_guid,
             }),
         });

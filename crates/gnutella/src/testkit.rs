@@ -27,8 +27,7 @@ use tokio::time::timeout;
 
 use crate::deflate::{Deflater, Inflater};
 use crate::descriptor::{
-    Descriptor, Extensions, Guid, HitFlags, HitResult, Payload, Pong, Push, Query, QueryHit,
-    Trailer,
+    Descriptor, Extensions, Guid, HitResult, Payload, Pong, Push, Query, QueryHit, Trailer,
 };
 use crate::framer::Framer;
 use crate::handshake::{self, Handshake, StartLine};
@@ -391,19 +390,7 @@ fn hit_for(cfg: &UltrapeerConfig, files: Vec<HitResult>) -> QueryHit {
         ip: *cfg.servent.ip(),
         speed: 1000,
         results: files,
-        trailer: Some(Trailer {
-            vendor: *b"TEST",
-            flags: HitFlags {
-                push: Some(cfg.servent_push),
-                busy: Some(false),
-                uploaded: Some(false),
-                measured_speed: None,
-                ggep: false,
-            },
-            open_extra: vec![],
-            ggep: vec![],
-            private: vec![],
-        }),
+        trailer: Some(Trailer::plain(*b"TEST", cfg.servent_push)),
         servent: cfg.servent_guid,
     }
 }

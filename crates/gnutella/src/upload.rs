@@ -406,21 +406,8 @@ impl<L: Library> Uploader<L> {
                 return Ok(Answer::Sent(0));
             }
         };
-        if req.method == Method::Get && slot.is_none() {
-            match self.slots.clone().try_acquire_owned() {
-                Ok(p) => *slot = Some(p),
-                Err(_) => {
-                    let h = vec![
-                        (
-                            "Retry-After".into(),
-                            self.config.retry_after.as_secs().to_string(),
-                        ),
-                        ("Content-Length".into(), "0".into()),
-                    ];
-                    self.write(stream, &self.head(503, h, true)).await?;
-                    return Ok(Answer::Busy);
-                }
-            }
+        if !self.take_slot(stream, req, slot).await? {
+            return Ok(Answer::Busy);
         }
         let mut headers = vec![
             ("Content-Type".to_string(), "application/binary".to_string()),

@@ -51,6 +51,9 @@ pub struct RouterKind {
     pub port_mapping: bool,
     /// A new external port for every destination (symmetric NAT).
     pub symmetric: bool,
+    /// A new external port for every TCP connection only; UDP keeps its
+    /// ports (unless `symmetric`).
+    pub symmetric_tcp: bool,
 }
 
 /// A host in the lab: a network namespace with one address.
@@ -266,6 +269,11 @@ impl Lab {
         } else {
             "masquerade"
         };
+        let tcp = if kind.symmetric_tcp {
+            "oifname \"wan\" meta l4proto tcp masquerade fully-random\n    "
+        } else {
+            ""
+        };
         let rules = format!(
             r#"table inet filter {{
   chain input {{
@@ -289,7 +297,7 @@ table inet nat {{
   }}
   chain postrouting {{
     type nat hook postrouting priority 100; policy accept;
-    jump postrouting_miniupnpd
+    {tcp}jump postrouting_miniupnpd
     oifname "wan" {masquerade}
   }}
   chain prerouting_miniupnpd {{

@@ -11,7 +11,7 @@ use rutella_gnutella::download::{
 use rutella_gnutella::http::Target;
 use rutella_transfer::{DownloadReport, Progress};
 use std::path::PathBuf;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 impl crate::Client {
     /// Downloads one file of a Gnutella hit over HTTP/1.1 into the
@@ -95,7 +95,6 @@ impl crate::Client {
         file: GnutellaFile,
         size: Option<u64>,
     ) -> DownloadHandle {
-        let (done_tx, done_rx) = oneshot::channel();
         let client = self.clone();
         let node_stop = self.tasks.stopping();
         let task = async move {
@@ -155,18 +154,10 @@ impl crate::Client {
                     Err(NodeError::Stopped)
                 }
             };
-            let _ = done_tx.send(sent);
-            // Its slot is free: the next queued download starts.
-            client.start_queued();
+            sent
         };
         // Gnutella downloads wait in the same queue as the others.
-        if let Some(job) = self.downloads.admit(id, Box::pin(task)) {
-            self.spawn_download(id, job);
-        }
-        DownloadHandle {
-            id,
-            result: done_rx,
-        }
+        self.queue_download(id, task)
     }
 
     /// The download itself: direct, else by Push.

@@ -351,7 +351,6 @@ impl Client {
             control,
             recipe,
         } = row;
-        let (done_tx, done_rx) = oneshot::channel();
         let downloads = self.downloads.clone();
         let events = self.events.clone();
         let name = name.to_string();
@@ -432,11 +431,27 @@ impl Client {
                     Err(NodeError::Stopped)
                 }
             };
-            let _ = done_tx.send(sent);
+            sent
+        };
+        self.queue_download(id, task)
+    }
+
+    /// Puts `task` (a download's whole run, to its result) in the download
+    /// queue as row `id`: it starts when a slot is free, its result goes to
+    /// the handle returned, and its end lets the next queued download
+    /// start.
+    pub(crate) fn queue_download<T>(&self, id: DownloadId, task: T) -> DownloadHandle
+    where
+        T: std::future::Future<Output = Result<DownloadReport, NodeError>> + Send + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel();
+        let client = self.clone();
+        let job = async move {
+            let _ = done_tx.send(task.await);
             // Its slot is free: the next queued download starts.
             client.start_queued();
         };
-        if let Some(job) = self.downloads.admit(id, Box::pin(task)) {
+        if let Some(job) = self.downloads.admit(id, Box::pin(job)) {
             self.spawn_download(id, job);
         }
         DownloadHandle {

@@ -3,6 +3,8 @@
 //! at once survive a dead peer and a lying one, and the library follows
 //! changes on disk while the node runs.
 
+mod common;
+use common::{pattern, wait_peers};
 use rutella_node::{Client, Node, NodeConfig, PeerAddr};
 use rutella_transfer::{Fault, SourceOutcome};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,38 +25,8 @@ fn config(share: &Path) -> NodeConfig {
     cfg
 }
 
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn join(cfg: &mut NodeConfig, to: &Client) {
     cfg.connect = vec![to.udp_addr().to_string().parse::<PeerAddr>().unwrap()];
-}
-
-async fn wait_peers(c: &Client, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c
-        .peers()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|p| p.tcp_port != 0)
-        .count()
-        < n
-    {
-        assert!(Instant::now() < deadline, "peers did not join");
-        // Polled: a peer's TCP port is learnt from a pong after it joined,
-        // which raises no event.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Searches until a hit for `name` carries a hash (hashing runs in the

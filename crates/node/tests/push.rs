@@ -4,6 +4,8 @@
 //! over the connection the firewalled node opened; a pushed connection
 //! with a token nobody waits for is closed.
 
+mod common;
+use common::{pattern, wait_peers};
 use rutella_node::{Client, Got, Node, NodeConfig, PeerAddr, Want};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -27,35 +29,6 @@ fn config(ip: Ipv4Addr, share: &Path) -> NodeConfig {
     cfg.overlay.pong_timeout = Duration::from_millis(100);
     cfg.overlay.search_timeout = Duration::from_millis(1000);
     cfg
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-async fn wait_peers(c: &Client, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c
-        .peers()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|p| p.tcp_port != 0)
-        .count()
-        < n
-    {
-        assert!(Instant::now() < deadline, "peers did not join");
-        // Polled: a peer's TCP port is learnt from a pong, which raises no event.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Searches until a hit carries a hash (hashing runs in the background and

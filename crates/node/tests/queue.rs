@@ -5,8 +5,9 @@
 //!
 //! Address plan: 127.0.83.0/24.
 
+mod common;
+use common::pattern;
 use rutella_node::{DownloadState, Node, NodeConfig, NodeEvent};
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,29 +16,7 @@ const LEN: usize = 2 << 20;
 const RATE: u64 = 4 << 20;
 
 fn config(last: u8) -> NodeConfig {
-    let mut cfg = NodeConfig {
-        bind: Ipv4Addr::new(127, 0, 83, last).into(),
-        udp_port: 0,
-        tcp_port: 0,
-        watch: false,
-        stop_timeout: Duration::from_secs(5),
-        ..NodeConfig::default()
-    };
-    cfg.overlay.ping_interval = Duration::from_millis(200);
-    cfg.overlay.pong_timeout = Duration::from_millis(100);
-    cfg
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::config(83, last)
 }
 
 /// A node sharing `names`, each served at `RATE`; returns it and the

@@ -501,31 +501,32 @@ impl Library {
     /// checks as [`Library::resolve`]. A hash lookup plus a few `stat`
     /// calls.
     pub fn by_hash(&self, hash: &[u8; 32]) -> Option<ResolvedFile> {
-        let candidates: Vec<(Share, Arc<str>)> = {
-            let st = self.core().read();
-            st.index
-                .ids_for_hash(hash)
-                .iter()
-                .filter_map(|&id| st.index.get(id))
-                .filter_map(|e| st.share(e.share).map(|s| (s.clone(), e.rel.clone())))
-                .collect()
-        };
-        let excludes = self.core().excludes();
-        candidates.into_iter().find_map(|(share, rel)| {
-            self.core()
-                .resolve_in(&share, &rel, &excludes)
-                .ok()
-                .filter(|f| f.hash.as_ref() == Some(hash))
-        })
+        self.first_resolved(
+            |index| index.ids_for_hash(hash),
+            |f| f.hash.as_ref() == Some(hash),
+        )
     }
 
     /// A shared file whose current content has SHA-1 `sha1` (Gnutella's
     /// `urn:sha1`), checked as [`Library::by_hash`] checks its hash.
     pub fn by_sha1(&self, sha1: &[u8; 20]) -> Option<ResolvedFile> {
+        self.first_resolved(
+            |index| index.ids_for_sha1(sha1),
+            |f| f.sha1.as_ref() == Some(sha1),
+        )
+    }
+
+    /// The first of the files `ids` picks from the index that passes the
+    /// checks of [`Library::resolve`] now and whose current content is
+    /// `wanted` (the index is read under its lock, the files after).
+    fn first_resolved<I, W>(&self, ids: I, wanted: W) -> Option<ResolvedFile>
+    where
+        I: for<'a> FnOnce(&'a index::Index) -> &'a [u32],
+        W: Fn(&ResolvedFile) -> bool,
+    {
         let candidates: Vec<(Share, Arc<str>)> = {
             let st = self.core().read();
-            st.index
-                .ids_for_sha1(sha1)
+            ids(&st.index)
                 .iter()
                 .filter_map(|&id| st.index.get(id))
                 .filter_map(|e| st.share(e.share).map(|s| (s.clone(), e.rel.clone())))
@@ -536,7 +537,7 @@ impl Library {
             self.core()
                 .resolve_in(&share, &rel, &excludes)
                 .ok()
-                .filter(|f| f.sha1.as_ref() == Some(sha1))
+                .filter(|f| wanted(f))
         })
     }
 

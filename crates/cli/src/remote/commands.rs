@@ -5,7 +5,7 @@
 use super::{ApiError, Daemon};
 use crate::args::{secs, GetArgs, SearchArgs};
 use crate::escape::escape;
-use crate::oneshot::{print_line, Stop};
+use crate::oneshot::{print_line, search_interrupted, search_result, Stop};
 use crate::{exit, Failure};
 use rutella_node::PeerAddr;
 use serde::Deserialize;
@@ -210,37 +210,12 @@ pub(crate) async fn search(d: Daemon, a: SearchArgs) -> Result<(), Failure> {
     let (end, answered_seen, hits) = result?;
     let answered = match end {
         End::PipeClosed => return Ok(()),
-        End::Interrupted => {
-            return Err(Failure::new(
-                exit::INTERRUPTED,
-                format!(
-                    "search interrupted: {answered_seen} peer(s) had answered, {hits} file(s) shown"
-                ),
-            ))
-        }
+        End::Interrupted => return Err(search_interrupted(answered_seen, hits)),
         // The daemon counts the peers that answered with nothing too.
         End::Done(Some(n)) => usize::try_from(n).unwrap_or(usize::MAX).max(answered_seen),
         End::Done(None) | End::TimeUp => answered_seen,
     };
-    if answered == 0 {
-        return Err(Failure::new(
-            exit::NETWORK,
-            format!(
-                "no peer answered within {:.1} s: check the address you joined through and that its node is running",
-                wait.as_secs_f64()
-            ),
-        ));
-    }
-    if hits == 0 {
-        return Err(Failure::new(
-            exit::NOT_FOUND,
-            format!(
-                "{answered} peer(s) answered, but no file matches {:?}",
-                a.text
-            ),
-        ));
-    }
-    Ok(())
+    search_result(answered, hits, wait, &a.text)
 }
 
 /// Reads a search's events until it ends; (how, peers seen answering,

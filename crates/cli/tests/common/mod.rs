@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod classic;
+pub mod daemon;
 pub mod lab;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -213,4 +214,61 @@ pub fn classic_request(addr: SocketAddr, partial: u32, name: &[u8]) -> (u32, Vec
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     (u32::from_le_bytes(n), rest)
+}
+
+/// A BLAKE3 hash in hex, as the command line shows and takes it.
+pub fn hex(h: &blake3::Hash) -> String {
+    h.to_hex().to_string()
+}
+
+/// Waits (bounded) until the hits of the peer at `peer` for `text`, asked
+/// from `bind`, carry `hash`: hashing runs in the background after a node
+/// starts.
+pub fn wait_hashed(peer: &str, bind: &str, text: &str, hash: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = run(&[
+            "search",
+            text,
+            "--connect",
+            peer,
+            "--bind",
+            bind,
+            "--wait",
+            "1",
+            "--json",
+        ]);
+        if String::from_utf8_lossy(&r.stdout).contains(hash) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{peer} never offered {hash}");
+        // No event announces the end of hashing in another process: retry.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs the `get` of `args` (with `--json`) until it succeeds, at most 20 s
+/// (hashing runs in the background after a node starts and no event
+/// announces its end to another process), and returns its JSON report.
+/// Every failure before must be "not found" (exit code 4).
+pub fn get_when_found(args: &[&str]) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = run(args);
+        if r.status.success() {
+            return serde_json::from_slice(&r.stdout).unwrap();
+        }
+        assert_eq!(
+            r.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "never found: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -1,12 +1,12 @@
 //! What the node's download tests share: a node on its own loopback
-//! address with short ping rounds, file contents, a slow source, and the
-//! wait for verified data.
+//! address with short ping rounds, file contents, a slow source, the
+//! wait for peers and the wait for verified data.
 #![allow(dead_code)]
 
 use rutella_node::{Client, Node, NodeConfig};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A node at 127.0.`net`.`last`, on ports of its own, without a library
 /// watcher, with short ping rounds and a 5 s stop timeout.
@@ -35,6 +35,25 @@ pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Waits (at most 10 s) until `c` knows the TCP port of `n` peers.
+pub(crate) async fn wait_peers(c: &Client, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c
+        .peers()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|p| p.tcp_port != 0)
+        .count()
+        < n
+    {
+        assert!(Instant::now() < deadline, "peers did not join");
+        // Polled: a peer's TCP port is learnt from a pong after it joined,
+        // which raises no event.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A node (with `cfg`) sharing `data` as `big.bin` in `share`, at `rate`
