@@ -418,6 +418,23 @@ impl Scalable {
         }
     }
 
+    /// Pings a neighbour of our tier at once, unless heard from lately or
+    /// already pinged: one that left is then dropped after the pong
+    /// timeout, not a ping interval later (a leaf's ultrapeer that did
+    /// not run its search).
+    pub(super) fn suspect(&mut self, cx: &mut Ctx<'_>, now: Instant, addr: SocketAddr) {
+        let recent = self.cfg.leaf_retry_wait;
+        let Some(n) = self.neighbours.get_mut(&addr) else {
+            return;
+        };
+        if n.leaf || n.ping_sent.is_some() || now < n.last_heard + recent {
+            return;
+        }
+        n.ping_sent = Some(now);
+        self.send_scalable_ping(cx, addr, false);
+        self.next_tick = self.next_tick.min(now + tick_interval(&self.cfg));
+    }
+
     pub(super) fn heard_neighbour(&mut self, now: Instant, addr: SocketAddr, degree: Option<i64>) {
         if let Some(n) = self.neighbours.get_mut(&addr) {
             n.last_heard = now;
@@ -487,6 +504,11 @@ impl Scalable {
                         from_self: false,
                     },
                 );
+                if leaf_passes && !walking {
+                    // A newcomer asked us, a leaf: besides passing its
+                    // request on, we tell it our ultrapeers to try.
+                    self.try_ultrapeers(cx, joiner, nonce);
+                }
                 return;
             }
         }
@@ -557,6 +579,29 @@ impl Scalable {
         }
     }
 
+    /// Tells `dest`, which asked us (a leaf) to become a neighbour, the
+    /// ultrapeers to try: ours, as `"Hosts"` in a pong that echoes its
+    /// nonce and neither accepts nor refuses (its request goes on as a
+    /// walk, whose end answers it).
+    fn try_ultrapeers(&mut self, cx: &mut Ctx<'_>, dest: SocketAddr, nonce: Option<u64>) {
+        let Some(n) = nonce else { return };
+        let ups: Vec<Value> = self
+            .neighbours
+            .iter()
+            .filter(|(a, n)| !n.leaf && **a != dest)
+            .take(self.cfg.hosts_per_pong)
+            .map(|(a, _)| Value::from(a.to_string()))
+            .collect();
+        if ups.is_empty() {
+            return;
+        }
+        let mut extra = Map::new();
+        extra.insert("Echo".into(), Value::from(n));
+        extra.insert("Hosts".into(), Value::Array(ups));
+        let m = self.scalable_pong(cx, dest, extra);
+        self.send_self(cx, dest, m);
+    }
+
     /// Sends a message to an address that sent us nothing, within the
     /// probe budget.
     fn send_unsolicited(
@@ -604,7 +649,10 @@ impl Scalable {
         }
         cx.sh.guard.entry(from).proven = true;
         let neighbour = self.is_neighbour(&from);
-        if neighbour || offer_for.is_some() {
+        // A host we asked to become a neighbour may answer with hosts to
+        // try instead (a leaf passing our request on).
+        let asked = own_echo && self.pending.contains_key(&from);
+        if neighbour || offer_for.is_some() || asked {
             if let Some(Value::Array(hosts)) = p.extra.get("Hosts") {
                 for h in hosts.iter().take(64) {
                     if let Some(a) = h
@@ -730,9 +778,16 @@ impl Scalable {
                 }
                 continue;
             }
-            // The lower address pings; the other one only if the first
-            // stays silent, so that a link costs one ping and one pong.
-            let interval = if own < *addr {
+            // The leaf pings (its ultrapeers' pongs name other ultrapeers
+            // to keep in its cache); between ultrapeers the lower address
+            // does. The other side pings only if the first stays silent,
+            // so that a link costs one ping and one pong.
+            let first = if self.ultrapeer {
+                !n.leaf && own < *addr
+            } else {
+                true
+            };
+            let interval = if first {
                 cfg.ping_interval
             } else {
                 cfg.ping_interval + cfg.pong_timeout * 2

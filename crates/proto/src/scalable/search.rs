@@ -495,9 +495,21 @@ impl Scalable {
             leaf_run: true,
         };
         let sent = self.leaf_step(cx, &mut dq, id);
-        dq.done = !sent;
-        dq.next_step = now + self.cfg.leaf_retry_wait;
+        // With no ultrapeer yet, the search waits for one.
+        let wait = !sent && self.degree() == 0;
+        dq.done = !sent && !wait;
+        dq.next_step = now + self.leaf_wait(wait);
         self.searches.insert(id, dq);
+    }
+
+    /// Time to the next step of our search as a leaf: soon while it waits
+    /// for a first ultrapeer, otherwise the time an ultrapeer has to run it.
+    fn leaf_wait(&self, waiting: bool) -> std::time::Duration {
+        if waiting {
+            self.cfg.step_wait
+        } else {
+            self.cfg.leaf_retry_wait
+        }
     }
 
     /// Asks one more of our ultrapeers (one not asked yet, at random) to
@@ -580,9 +592,18 @@ impl Scalable {
             let Some(mut dq) = self.searches.remove(&id) else {
                 return false;
             };
-            let sent = dq.responders.is_empty() && self.leaf_step(cx, &mut dq, id);
-            dq.done = !sent;
-            dq.next_step = now + self.cfg.leaf_retry_wait;
+            let silent = dq.responders.is_empty();
+            if silent {
+                // Those asked did not run it: perhaps they left.
+                let asked: Vec<SocketAddr> = dq.progress.depth.keys().copied().collect();
+                for a in asked {
+                    self.suspect(cx, now, a);
+                }
+            }
+            let sent = silent && self.leaf_step(cx, &mut dq, id);
+            let wait = !sent && silent && self.degree() == 0;
+            dq.done = !sent && !wait;
+            dq.next_step = now + self.leaf_wait(wait);
             let done = dq.done;
             self.searches.insert(id, dq);
             return done;
