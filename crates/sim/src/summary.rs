@@ -317,7 +317,12 @@ impl Sim {
                 attachment.newcomers_never_linked += 1;
             }
         }
-        let times: Vec<f64> = self.attach.times.iter().map(|&t| t as f64 / MS as f64).collect();
+        let times: Vec<f64> = self
+            .attach
+            .times
+            .iter()
+            .map(|&t| t as f64 / MS as f64)
+            .collect();
         attachment.newcomers = times.len() + attachment.newcomers_never_linked as usize;
         attachment.join_to_first_link_ms_median = quantile(&times, 0.5);
         attachment.join_to_first_link_ms_p90 = quantile(&times, 0.9);

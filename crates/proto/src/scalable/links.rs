@@ -677,6 +677,9 @@ impl Scalable {
             self.roles.full_refusals = self.roles.full_refusals.saturating_add(1);
         }
         let before = self.degree();
+        // Refused, or told hosts to try instead: ask another at once
+        // rather than at the next tick.
+        let retry = asked || (offer_for.is_some() && accept == Some(false));
         if confirm && own_echo && !neighbour {
             // The joiner confirms our offer from the address we sent it to.
             let d = believed_degree(&self.cfg, degree.unwrap_or(0));
@@ -743,8 +746,9 @@ impl Scalable {
         if p.extra.contains_key("Bloom") {
             self.take_filter_part(from, &p.extra);
         }
-        if self.degree() > before {
-            // Progress: go on looking right away while below the minimum.
+        if self.degree() > before || (retry && self.degree() < self.min_links()) {
+            // Progress, or a host to try: go on looking right away while
+            // below the minimum.
             self.fill_degree(cx, now, 0);
         }
     }

@@ -357,6 +357,20 @@ fn a_leaf_asked_by_a_newcomer_names_its_ultrapeers() {
     // Before any keep-alive: the newcomer knows both ultrapeers of the
     // leaf it asked (not only the one at the end of its join walk), and
     // does not keep the leaf as a candidate.
+    let named: Vec<String> = net
+        .sent
+        .iter()
+        .filter(|(f, t, _)| *f == a && *t == net.nodes[16].0)
+        .filter_map(|(_, _, m)| match m {
+            Message::Pong(p) => p.extra.get("Hosts").and_then(Value::as_array).cloned(),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    for u in &ups {
+        assert!(named.contains(&u.to_string()), "{u} not named: {named:?}");
+    }
     let known = sc(&net, 16).known_hosts();
     for u in &ups {
         assert!(known.contains(u), "{u} not among {known:?}");
@@ -432,4 +446,29 @@ fn a_search_of_a_leaf_without_ultrapeer_waits_for_one() {
         .collect();
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0].2, net.nodes[11].0);
+}
+
+#[test]
+fn a_leaf_refused_by_a_full_ultrapeer_asks_another_at_once() {
+    let mut tiers = vec![Tier::Ultrapeer; 2];
+    tiers.extend(vec![Tier::Leaf; 3]);
+    let mut net = net_of(&tiers, |i, c| {
+        c.scalable.leaf_ultrapeers = 1;
+        c.scalable.join_walk = 0;
+        if i == 0 {
+            c.scalable.max_leaves = 2;
+        }
+    });
+    let first = net.nodes[0].0;
+    for i in 1..5 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, first.port() + 1);
+        net.pump();
+    }
+    // No timer ran: the leaf refused by the full ultrapeer 0 (which named
+    // ultrapeer 1) asked ultrapeer 1 right away.
+    assert_eq!(sc(&net, 0).leaf_count(), 2);
+    for i in 2..5 {
+        assert_eq!(sc(&net, i).degree(), 1, "leaf {i}");
+    }
 }
