@@ -313,6 +313,10 @@ impl Scalable {
         if leaf {
             self.n_leaves += 1;
         } else {
+            // A new ultrapeer of ours: slots are not that scarce.
+            if !self.ultrapeer {
+                self.roles.full_refusals = 0;
+            }
             // Only ultrapeers go into the host cache.
             self.hosts.add(peer.udp, cap, &mut cx.sh.rng);
         }
