@@ -472,32 +472,3 @@ fn a_leaf_refused_by_a_full_ultrapeer_asks_another_at_once() {
         assert_eq!(sc(&net, i).degree(), 1, "leaf {i}");
     }
 }
-
-#[test]
-fn a_leaf_that_finds_a_free_ultrapeer_forgets_the_full_ones() {
-    // Ultrapeer 0 has one leaf slot, taken by node 2; node 3, capable,
-    // is refused by it for lack of slots, then finds ultrapeer 1.
-    let mut tiers = vec![Tier::Ultrapeer; 2];
-    tiers.extend(vec![Tier::Leaf, Tier::Auto]);
-    let mut net = net_of(&tiers, |i, c| {
-        c.scalable.join_walk = 0;
-        if i == 0 {
-            c.scalable.max_leaves = 1;
-        }
-    });
-    net.nodes[3].1.set_capability(true, 100);
-    let first = net.nodes[0].0;
-    for i in 1..4 {
-        let now = net.now;
-        net.nodes[i].1.connect(now, first, first.port() + 1);
-        net.pump();
-    }
-    assert!(net.sent.iter().any(|(f, t, m)| *f == first
-        && *t == net.nodes[3].0
-        && matches!(m, Message::Pong(p) if p.extra.get("Full") == Some(&Value::Bool(true)))));
-    let s = sc(&net, 3);
-    assert!(s.neighbours.contains_key(&net.nodes[1].0));
-    // One full ultrapeer among others with room is no sign that
-    // ultrapeers are scarce: the refusal does not count toward promotion.
-    assert_eq!(s.roles.full_refusals, 0);
-}
