@@ -112,6 +112,10 @@ pub(crate) struct Node {
     pub(crate) load: u32,
     /// Whether the slot had an event in the current window.
     pub(crate) touched: bool,
+    /// When the peer of the slot started (ns of virtual time).
+    pub(crate) joined: u64,
+    /// Whether it has had a link of its tier (for a leaf, an ultrapeer).
+    pub(crate) attached: bool,
 }
 
 impl Node {
@@ -164,6 +168,8 @@ pub(crate) struct Sim {
     pub(crate) false_hits: u64,
     /// Searches started by flooding peers.
     pub(crate) flood_searches: u64,
+    /// Attachment counters (see [`part::Attach`]).
+    pub(crate) attach: part::Attach,
     /// What each slot could offer as an ultrapeer.
     pub(crate) caps: Vec<crate::capability::Capability>,
     /// Datagrams from or to this address are logged (`RUTELLA_SIM_TRACE`).
@@ -234,6 +240,7 @@ impl Sim {
             load: Vec::new(),
             false_hits: 0,
             flood_searches: 0,
+            attach: part::Attach::default(),
             caps: crate::capability::capabilities(cfg),
             trace: std::env::var("RUTELLA_SIM_TRACE")
                 .ok()
@@ -277,6 +284,8 @@ impl Sim {
                 sent: 0,
                 load: 0,
                 touched: false,
+                joined: 0,
+                attached: false,
             });
         }
         self.roles = assign_roles(&self.cfg);
@@ -461,6 +470,7 @@ impl Sim {
             self.events += s.events;
             self.false_hits += s.false_hits;
             self.flood_searches += s.flood_searches;
+            self.attach.merge(&s.attach);
         }
     }
 }

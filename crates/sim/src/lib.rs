@@ -25,7 +25,7 @@ mod summary;
 mod workload;
 
 pub use config::{Hostile, SimConfig};
-pub use summary::{quantile, ClassFigures, Summary};
+pub use summary::{quantile, Attachment, ClassFigures, Summary};
 pub use workload::Workload;
 
 use engine::Sim;

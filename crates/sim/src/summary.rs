@@ -154,6 +154,38 @@ pub struct Summary {
     pub busiest_ultrapeer_load: f64,
     /// Same, mean over the slots that are ultrapeers at the end.
     pub ultrapeer_load_mean: f64,
+    /// Attachment of leaves to ultrapeers (scalable mode).
+    pub attachment: Attachment,
+}
+
+/// How well leaves stay attached to ultrapeers: how fast a newcomer finds
+/// its first, how many ultrapeers a leaf has when it searches, how often
+/// peers change tiers.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Attachment {
+    /// Peers started in the measured window (newcomers under churn).
+    pub newcomers: usize,
+    /// Time from a newcomer's start to its first link of its tier, in ms:
+    /// median over those that got one.
+    pub join_to_first_link_ms_median: f64,
+    /// Same, 90th percentile.
+    pub join_to_first_link_ms_p90: f64,
+    /// Same, the longest.
+    pub join_to_first_link_ms_max: f64,
+    /// Newcomers that left, or were still online at the end, without ever
+    /// having had a link of their tier.
+    pub newcomers_never_linked: u64,
+    /// Searches issued by leaves, by how many ultrapeers the leaf had at
+    /// that instant: 0, 1, 2, 3 or more.
+    pub leaf_searches_by_ultrapeers: [u64; 4],
+    /// Searches issued by ultrapeers.
+    pub ultrapeer_searches: u64,
+    /// Leaves online at the end, by how many ultrapeers they have: 0, 1,
+    /// 2, 3 or more.
+    pub leaves_by_ultrapeers_end: [u64; 4],
+    /// Promotions and demotions over the whole run (peers that left
+    /// included).
+    pub tier_changes: u64,
 }
 
 impl Sim {
@@ -315,6 +347,34 @@ impl Sim {
             .filter(|o| o.is_ultrapeer() == Some(false))
             .count();
         let nup = ups.len().max(1) as f64;
+        let mut attachment = Attachment {
+            leaf_searches_by_ultrapeers: self.attach.leaf_searches,
+            ultrapeer_searches: self.attach.ultrapeer_searches,
+            tier_changes: self.attach.tier_changes,
+            newcomers_never_linked: self.attach.never,
+            ..Attachment::default()
+        };
+        let warmup = self.cfg.warmup.as_nanos() as u64;
+        for n in &self.nodes {
+            let Some(o) = &n.overlay else { continue };
+            attachment.tier_changes += u64::from(o.tier_changes());
+            if o.is_ultrapeer() == Some(false) {
+                attachment.leaves_by_ultrapeers_end[o.degree().min(3)] += 1;
+            }
+            if !n.attached && n.joined >= warmup && n.joined > 0 {
+                attachment.newcomers_never_linked += 1;
+            }
+        }
+        let times: Vec<f64> = self
+            .attach
+            .times
+            .iter()
+            .map(|&t| t as f64 / MS as f64)
+            .collect();
+        attachment.newcomers = times.len() + attachment.newcomers_never_linked as usize;
+        attachment.join_to_first_link_ms_median = quantile(&times, 0.5);
+        attachment.join_to_first_link_ms_p90 = quantile(&times, 0.9);
+        attachment.join_to_first_link_ms_max = quantile(&times, 1.0);
         let up_loads: Vec<f64> = ups.iter().map(|u| per_sec(u.0)).collect();
         let misses = self.misses();
         Summary {
@@ -326,6 +386,7 @@ impl Sim {
             ultrapeer_degree_mean: ups.iter().map(|u| u.2).sum::<usize>() as f64 / nup,
             busiest_ultrapeer_load: quantile(&up_loads, 1.0),
             ultrapeer_load_mean: up_loads.iter().sum::<f64>() / nup,
+            attachment,
             nodes: self.cfg.nodes,
             mode: match self.cfg.mode {
                 Mode::Classic => "classic".into(),

@@ -274,6 +274,12 @@ impl Overlay {
         self.sc.as_ref().map(Scalable::is_ultrapeer)
     }
 
+    /// Times this node changed tiers (promoted or demoted) in the
+    /// scalable overlay (0 in classic mode).
+    pub fn tier_changes(&self) -> u32 {
+        self.sc.as_ref().map_or(0, Scalable::tier_changes)
+    }
+
     /// Number of leaves of this ultrapeer (0 for a leaf or in classic
     /// mode).
     pub fn leaf_count(&self) -> usize {

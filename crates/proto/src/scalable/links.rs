@@ -313,6 +313,10 @@ impl Scalable {
         if leaf {
             self.n_leaves += 1;
         } else {
+            // A new ultrapeer of ours: slots are not that scarce.
+            if !self.ultrapeer {
+                self.roles.full_refusals = 0;
+            }
             // Only ultrapeers go into the host cache.
             self.hosts.add(peer.udp, cap, &mut cx.sh.rng);
         }
@@ -416,6 +420,23 @@ impl Scalable {
                 self.pending.insert(a, now);
             }
         }
+    }
+
+    /// Pings a neighbour of our tier at once, unless heard from lately or
+    /// already pinged: one that left is then dropped after the pong
+    /// timeout, not a ping interval later (a leaf's ultrapeer that did
+    /// not run its search).
+    pub(super) fn suspect(&mut self, cx: &mut Ctx<'_>, now: Instant, addr: SocketAddr) {
+        let recent = self.cfg.leaf_retry_wait;
+        let Some(n) = self.neighbours.get_mut(&addr) else {
+            return;
+        };
+        if n.leaf || n.ping_sent.is_some() || now < n.last_heard + recent {
+            return;
+        }
+        n.ping_sent = Some(now);
+        self.send_scalable_ping(cx, addr, false);
+        self.next_tick = self.next_tick.min(now + tick_interval(&self.cfg));
     }
 
     pub(super) fn heard_neighbour(&mut self, now: Instant, addr: SocketAddr, degree: Option<i64>) {
@@ -631,7 +652,10 @@ impl Scalable {
         }
         cx.sh.guard.entry(from).proven = true;
         let neighbour = self.is_neighbour(&from);
-        if neighbour || offer_for.is_some() {
+        // A host we asked to become a neighbour may answer with hosts to
+        // try instead (a leaf passing our request on).
+        let asked = own_echo && self.pending.contains_key(&from);
+        if neighbour || offer_for.is_some() || asked {
             if let Some(Value::Array(hosts)) = p.extra.get("Hosts") {
                 for h in hosts.iter().take(64) {
                     if let Some(a) = h
@@ -656,6 +680,9 @@ impl Scalable {
             self.roles.full_refusals = self.roles.full_refusals.saturating_add(1);
         }
         let before = self.degree();
+        // Refused, or told hosts to try instead: ask another at once
+        // rather than at the next tick.
+        let retry = asked || (offer_for.is_some() && accept == Some(false));
         if confirm && own_echo && !neighbour {
             // The joiner confirms our offer from the address we sent it to.
             let d = believed_degree(&self.cfg, degree.unwrap_or(0));
@@ -722,8 +749,9 @@ impl Scalable {
         if p.extra.contains_key("Bloom") {
             self.take_filter_part(from, &p.extra);
         }
-        if self.degree() > before {
-            // Progress: go on looking right away while below the minimum.
+        if self.degree() > before || (retry && self.degree() < self.min_links()) {
+            // Progress, or a host to try: go on looking right away while
+            // below the minimum.
             self.fill_degree(cx, now, 0);
         }
     }
@@ -757,9 +785,16 @@ impl Scalable {
                 }
                 continue;
             }
-            // The lower address pings; the other one only if the first
-            // stays silent, so that a link costs one ping and one pong.
-            let interval = if own < *addr {
+            // The leaf pings (its ultrapeers' pongs name other ultrapeers
+            // to keep in its cache); between ultrapeers the lower address
+            // does. The other side pings only if the first stays silent,
+            // so that a link costs one ping and one pong.
+            let first = if self.ultrapeer {
+                !n.leaf && own < *addr
+            } else {
+                true
+            };
+            let interval = if first {
                 cfg.ping_interval
             } else {
                 cfg.ping_interval + cfg.pong_timeout * 2

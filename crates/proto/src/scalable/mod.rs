@@ -208,6 +208,11 @@ impl Scalable {
         self.ultrapeer
     }
 
+    /// Times this node changed tiers.
+    pub(crate) fn tier_changes(&self) -> u32 {
+        self.roles.changes
+    }
+
     /// Number of our leaves (an ultrapeer's).
     pub(crate) fn leaf_count(&self) -> usize {
         self.n_leaves

@@ -108,7 +108,11 @@ impl Scalable {
             return;
         }
         self.roles.short_since.get_or_insert(now);
-        let scarce = self.roles.full_refusals > 0 || !self.knows_free_candidate();
+        // Scarce: refused for lack of slots by as many ultrapeers as a leaf
+        // keeps since its last new ultrapeer (one refusal only shows that
+        // one ultrapeer is full), or none left to ask.
+        let refusals = self.cfg.leaf_ultrapeers.max(1);
+        let scarce = self.roles.full_refusals as usize >= refusals || !self.knows_free_candidate();
         if !scarce || !self.capable(now) {
             return;
         }

@@ -666,6 +666,14 @@ impl Scalable {
             let Some(mut dq) = self.searches.remove(&id) else {
                 return false;
             };
+            let silent = dq.responders.is_empty();
+            if silent {
+                // Those asked did not run it: perhaps they left.
+                let asked: Vec<SocketAddr> = dq.progress.depth.keys().copied().collect();
+                for a in asked {
+                    self.suspect(cx, now, a);
+                }
+            }
             let sent = dq.responders.is_empty() && self.leaf_step(cx, &mut dq, id);
             let waiting = !sent && dq.progress.depth.is_empty() && self.may_wait(&dq, now);
             dq.done = !sent && !waiting;

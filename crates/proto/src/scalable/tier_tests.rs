@@ -329,3 +329,146 @@ fn a_leaf_that_floods_searches_is_limited_then_dropped() {
         "the flooding leaf was kept"
     );
 }
+
+/// 4 ultrapeers, 12 leaves attached, and node 16, a leaf not yet joined.
+fn two_tiers_and_newcomer(edit: impl Fn(usize, &mut Config)) -> Net {
+    let mut tiers = vec![Tier::Ultrapeer; 4];
+    tiers.extend(vec![Tier::Leaf; 13]);
+    let mut net = net_of(&tiers, edit);
+    let first = net.nodes[0].0;
+    for i in 1..16 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, first.port() + 1);
+        net.pump();
+    }
+    net.advance(Duration::from_millis(1500));
+    net
+}
+
+#[test]
+fn a_leaf_asked_by_a_newcomer_names_its_ultrapeers() {
+    let mut net = two_tiers_and_newcomer(|_, _| {});
+    let via = 5;
+    let ups: Vec<SocketAddr> = sc(&net, via).neighbours.keys().copied().collect();
+    assert_eq!(ups.len(), 2);
+    let (a, now) = (net.nodes[via].0, net.now);
+    net.nodes[16].1.connect(now, a, a.port() + 1);
+    net.pump();
+    // Before any keep-alive: the newcomer knows both ultrapeers of the
+    // leaf it asked (not only the one at the end of its join walk), and
+    // does not keep the leaf as a candidate.
+    let named: Vec<String> = net
+        .sent
+        .iter()
+        .filter(|(f, t, _)| *f == a && *t == net.nodes[16].0)
+        .filter_map(|(_, _, m)| match m {
+            Message::Pong(p) => p.extra.get("Hosts").and_then(Value::as_array).cloned(),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    for u in &ups {
+        assert!(named.contains(&u.to_string()), "{u} not named: {named:?}");
+    }
+    let known = sc(&net, 16).known_hosts();
+    for u in &ups {
+        assert!(known.contains(u), "{u} not among {known:?}");
+    }
+    assert!(!known.contains(&a));
+    assert!(sc(&net, 16).degree() >= 1);
+}
+
+#[test]
+fn a_leaf_pings_its_ultrapeers_and_learns_more_of_them() {
+    let mut net = two_tiers();
+    net.sent.clear();
+    net.advance(Duration::from_millis(1200));
+    let pings: Vec<(usize, usize)> = net
+        .sent
+        .iter()
+        .filter(|(_, _, m)| matches!(m, Message::Ping(_)))
+        .filter_map(|(f, t, _)| Some((net.idx(*f)?, net.idx(*t)?)))
+        .filter(|(f, t)| (*f < 4) != (*t < 4))
+        .collect();
+    assert!(!pings.is_empty());
+    // Over a leaf's link it is the leaf that pings (its ultrapeers, of
+    // lower addresses, stay silent).
+    assert!(
+        pings.iter().all(|(f, _)| *f >= 4),
+        "pings over leaf links: {pings:?}"
+    );
+    // The pongs name ultrapeers the leaf may use later.
+    let leaf = 9;
+    let known = sc(&net, leaf).known_hosts();
+    assert!(known.len() >= 3, "leaf {leaf} knows {known:?}");
+    assert!(known.iter().all(|a| net.idx(*a).unwrap() < 4));
+}
+
+#[test]
+fn a_leaf_whose_search_is_not_run_drops_the_silent_ultrapeers_at_once() {
+    // Keep-alives are rare here: only the search shows that they left.
+    let mut net = two_tiers_and_newcomer(|_, c| {
+        c.scalable.ping_interval = Duration::from_millis(5000);
+    });
+    let leaf = 6;
+    let gone: Vec<SocketAddr> = sc(&net, leaf).neighbours.keys().copied().collect();
+    assert_eq!(gone.len(), 2);
+    for g in &gone {
+        net.down.insert(*g);
+    }
+    let now = net.now;
+    net.nodes[leaf].1.search(now, "unique-3.");
+    net.pump();
+    net.advance(Duration::from_millis(1600));
+    let s = sc(&net, leaf);
+    for g in &gone {
+        assert!(!s.neighbours.contains_key(g), "{g} kept");
+    }
+}
+
+#[test]
+fn a_search_of_a_leaf_without_ultrapeer_waits_for_one() {
+    let mut net = two_tiers_and_newcomer(|_, _| {});
+    let now = net.now;
+    // Node 16 has no ultrapeer yet when it searches.
+    let id = net.nodes[16].1.search(now, "unique-11.");
+    net.pump();
+    net.advance(Duration::from_millis(100));
+    let (a, now) = (net.nodes[0].0, net.now);
+    net.nodes[16].1.connect(now, a, a.port() + 1);
+    net.pump();
+    net.advance(Duration::from_millis(1500));
+    let hits: Vec<_> = net
+        .results
+        .iter()
+        .filter(|r| r.0 == 16 && r.1 == id)
+        .collect();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].2, net.nodes[11].0);
+}
+
+#[test]
+fn a_leaf_refused_by_a_full_ultrapeer_asks_another_at_once() {
+    let mut tiers = vec![Tier::Ultrapeer; 2];
+    tiers.extend(vec![Tier::Leaf; 3]);
+    let mut net = net_of(&tiers, |i, c| {
+        c.scalable.leaf_ultrapeers = 1;
+        c.scalable.join_walk = 0;
+        if i == 0 {
+            c.scalable.max_leaves = 2;
+        }
+    });
+    let first = net.nodes[0].0;
+    for i in 1..5 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, first.port() + 1);
+        net.pump();
+    }
+    // No timer ran: the leaf refused by the full ultrapeer 0 (which named
+    // ultrapeer 1) asked ultrapeer 1 right away.
+    assert_eq!(sc(&net, 0).leaf_count(), 2);
+    for i in 2..5 {
+        assert_eq!(sc(&net, i).degree(), 1, "leaf {i}");
+    }
+}

@@ -54,6 +54,37 @@ pub(crate) struct Stats {
     pub(crate) events: u64,
     pub(crate) false_hits: u64,
     pub(crate) flood_searches: u64,
+    pub(crate) attach: Attach,
+}
+
+/// How fast leaves find ultrapeers, summed over the partitions.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Attach {
+    /// Time from its start to its first link of its tier (ns), for each
+    /// peer started in the measured window that got one.
+    pub(crate) times: Vec<u64>,
+    /// Peers started in the measured window that left without ever
+    /// having a link of their tier.
+    pub(crate) never: u64,
+    /// Searches issued by leaves, by the leaf's ultrapeers at that
+    /// instant: 0, 1, 2, 3 or more.
+    pub(crate) leaf_searches: [u64; 4],
+    /// Searches issued by ultrapeers.
+    pub(crate) ultrapeer_searches: u64,
+    /// Tier changes of the peers that left.
+    pub(crate) tier_changes: u64,
+}
+
+impl Attach {
+    pub(crate) fn merge(&mut self, o: &Attach) {
+        self.times.extend_from_slice(&o.times);
+        self.never += o.never;
+        for (a, b) in self.leaf_searches.iter_mut().zip(o.leaf_searches) {
+            *a += b;
+        }
+        self.ultrapeer_searches += o.ultrapeer_searches;
+        self.tier_changes += o.tier_changes;
+    }
 }
 
 /// A datagram or event for another partition: (time, key, event).
@@ -150,8 +181,14 @@ impl<'a> Part<'a> {
             match e.ev {
                 Ev::Start { slot } => self.start(sh, slot),
                 Ev::Leave { slot, gen } => {
+                    let warmup = sh.warmup;
                     let node = self.node(slot);
                     if node.gen == gen {
+                        let changes = node.overlay.as_ref().map_or(0, |o| o.tier_changes());
+                        let never = !node.attached && node.joined >= warmup;
+                        self.stats.attach.tier_changes += u64::from(changes);
+                        self.stats.attach.never += u64::from(never);
+                        let node = self.node(slot);
                         node.overlay = None;
                         node.gen += 1;
                         self.stats.departures += 1;
@@ -236,6 +273,8 @@ impl<'a> Part<'a> {
         }
         node.addr = addr;
         node.overlay = Some(o);
+        node.joined = t_now;
+        node.attached = false;
         node.timer_at = None;
         let life = session(sh.cfg, &mut node.rng);
         if life != u64::MAX {
@@ -483,6 +522,12 @@ impl<'a> Part<'a> {
         let Some(o) = &node.overlay else {
             return;
         };
+        if !node.attached && o.degree() > 0 {
+            node.attached = true;
+            if node.joined >= sh.warmup {
+                self.stats.attach.times.push(now - node.joined);
+            }
+        }
         if let Some(t) = o.poll_timeout() {
             let t = t.saturating_duration_since(base).as_nanos() as u64;
             let t = t.max(now);
@@ -505,7 +550,13 @@ impl<'a> Part<'a> {
             return;
         };
         let Some(q) = sh.queries.get(qi) else { return };
+        let tier = (o.is_ultrapeer(), o.degree().min(3));
         let id = o.search(now, &q.text);
+        match tier {
+            (Some(true), _) => self.stats.attach.ultrapeer_searches += 1,
+            (Some(false), d) => self.stats.attach.leaf_searches[d] += 1,
+            (None, _) => {}
+        }
         self.search_ids.push((qi, id));
         self.local_ids.insert(id.0, qi);
         self.drain(sh, slot);
