@@ -40,6 +40,7 @@
 //! [`Overlay`]: crate::Overlay
 
 mod bloom;
+mod guard;
 mod links;
 mod plan;
 mod roles;
@@ -343,3 +344,6 @@ mod tests;
 
 #[cfg(test)]
 mod tier_tests;
+
+#[cfg(test)]
+mod guard_tests;
