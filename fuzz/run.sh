@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 
 secs="${1:-30}"
 shift || true
-all=(udp_message udp_fields overlay wire_hello wire_request wire_response tree_decode classic_request lan_datagram dial_back relay_wire gnutella_handshake gnutella_descriptor gnutella_qrp gnutella_stream gnutella_http_request gnutella_http_response gnutella_giv remote_sse http_detect gnutella_browse)
+all=(udp_message udp_fields overlay wire_hello wire_request wire_response tree_decode classic_request lan_datagram dial_back relay_wire gnutella_handshake gnutella_descriptor gnutella_qrp gnutella_stream gnutella_http_request gnutella_http_response gnutella_giv remote_sse http_detect gnutella_browse gnutella_hostcache)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 

@@ -14,7 +14,7 @@
 
 use crate::config::SimConfig;
 pub(crate) mod part;
-use crate::records::{Class, QRec};
+use crate::records::{Class, Diag, QRec};
 use crate::workload::Workload;
 use part::{Part, Shared, Snap};
 use rand::{Rng, SeedableRng};
@@ -316,6 +316,7 @@ impl Sim {
                 class: Class::Unanswerable,
                 msgs: 0,
                 first_hit: None,
+                diag: None,
             });
         }
     }
@@ -377,6 +378,9 @@ impl Sim {
             // The searches of the window are given to their peers.
             while next_q < self.queries.len() && self.queries[next_q].t0 < stop {
                 if let Some((slot, gen)) = self.issue(next_q, &snap) {
+                    if let Some(d) = self.queries[next_q].diag.as_deref_mut() {
+                        diagnose_start(d, parts, size, slot);
+                    }
                     let t = self.queries[next_q].t0;
                     parts[slot / size].queue.push(
                         t,
@@ -438,6 +442,11 @@ impl Sim {
                         q.first_hit = Some((dt, hops));
                     }
                 }
+                for (qi, ev) in p.diag.drain(..) {
+                    if let Some(d) = self.queries[qi].diag.as_deref_mut() {
+                        d.apply(ev);
+                    }
+                }
                 for (slot, s) in p.snap_updates.drain(..) {
                     snap[slot] = s;
                 }
@@ -454,6 +463,39 @@ impl Sim {
             self.flood_searches += s.flood_searches;
         }
     }
+}
+
+/// Notes the state of a search's holder and searcher when it starts: its
+/// tier, and which ultrapeers hold its filter.
+fn diagnose_start(d: &mut Diag, parts: &[Part], size: usize, querier: usize) {
+    let node = |slot: usize| parts.get(slot / size).and_then(|p| p.node_ref(slot));
+    if let Some(o) = node(querier).and_then(|n| n.overlay.as_ref()) {
+        d.querier_links = o.degree() + o.leaf_count();
+        d.querier_ultrapeer = o.is_ultrapeer() == Some(true);
+    }
+    let Some(h) = node(d.holder) else { return };
+    d.holder_gen = h.gen;
+    let Some(o) = &h.overlay else { return };
+    d.holder_online = true;
+    d.holder_ultrapeer = o.is_ultrapeer() == Some(true);
+    if d.holder_ultrapeer {
+        return;
+    }
+    let addr = h.addr;
+    let ups: Vec<usize> = o
+        .neighbours()
+        .iter()
+        .filter_map(|p| slot_of(&p.udp))
+        .collect();
+    d.holder_links = ups.len();
+    d.indexers = ups
+        .into_iter()
+        .filter(|&u| {
+            node(u)
+                .and_then(|n| n.overlay.as_ref())
+                .is_some_and(|o| o.holds_leaf_filter(&addr))
+        })
+        .collect();
 }
 
 /// The highest degree a node believes (it clamps what it hears).

@@ -3,7 +3,7 @@
 
 use crate::engine::part::Snap;
 use crate::engine::{Role, Sim};
-use crate::records::Class;
+use crate::records::{Class, Diag};
 use rand::Rng;
 use std::sync::Arc;
 
@@ -44,11 +44,40 @@ impl Sim {
             return None;
         }
         let gen = snap[slot].gen;
+        let diag = (class == Class::Unique)
+            .then(|| self.only_holder(&matches, slot))
+            .flatten()
+            .map(|holder| {
+                Box::new(Diag {
+                    holder,
+                    ..Diag::default()
+                })
+            });
         let q = &mut self.queries[qi];
+        q.diag = diag;
         q.matches = matches;
         q.class = class;
         q.querier = Some((slot, gen));
         Some((slot, gen))
+    }
+
+    /// The one peer other than `querier` that holds one of `files` and
+    /// answers truthfully, if there is exactly one.
+    fn only_holder(&self, files: &[u32], querier: usize) -> Option<usize> {
+        let mut found = None;
+        for f in files {
+            for s in self.work.holder_slots(*f) {
+                let s = *s as usize;
+                if s == querier || !self.roles[s].answers_truly() || found == Some(s) {
+                    continue;
+                }
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(s);
+            }
+        }
+        found
     }
 
     /// Peer slots in all.

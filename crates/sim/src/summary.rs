@@ -23,6 +23,52 @@ pub struct ClassFigures {
     pub time_to_first_hit_ms_median: f64,
 }
 
+/// Why searches for a file held by one peer failed: each failed search
+/// counts once, under the first reason that applies, in this order.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Misses {
+    /// Failed searches for a file held by one peer.
+    pub failed: usize,
+    /// The holder was offline when the search started, or left during it.
+    pub holder_offline: usize,
+    /// The searcher was a leaf without any ultrapeer when the search
+    /// started.
+    pub searcher_leaf_unlinked: usize,
+    /// The searcher was an ultrapeer without any link (just promoted).
+    pub searcher_ultrapeer_unlinked: usize,
+    /// An answer with files reached the searcher, but the search no longer
+    /// took it (it was over, or refused the answer's sender).
+    pub hit_late: usize,
+    /// The holder answered and an answer was lost on the way back.
+    pub hit_lost: usize,
+    /// The holder answered, nothing was lost, and the answer did not come
+    /// back (the return path was broken).
+    pub hit_dropped: usize,
+    /// The holder received the query and did not answer.
+    pub holder_silent: usize,
+    /// The query sent to the holder was lost.
+    pub query_lost_to_holder: usize,
+    /// The holder was a leaf without any ultrapeer.
+    pub leaf_without_ultrapeer: usize,
+    /// The holder was a leaf whose ultrapeers did not hold its filter yet
+    /// (just attached, or the filter was lost).
+    pub filter_not_held: usize,
+    /// An ultrapeer holding the holder's filter received the query and
+    /// did not pass it on to the holder.
+    pub indexer_not_passed: usize,
+    /// No ultrapeer holding the holder's filter (nor the holder, an
+    /// ultrapeer itself) was reached: the search stopped first.
+    pub not_reached: usize,
+    /// Of those: median number of distinct ultrapeers the search reached
+    /// (for comparison, `ultrapeers` online at the end).
+    pub not_reached_ultrapeers_median: f64,
+    /// Of those: median messages.
+    pub not_reached_messages_median: f64,
+    /// Over all searches for a file held by one peer: median number of
+    /// distinct ultrapeers reached.
+    pub ultrapeers_reached_median: f64,
+}
+
 /// The result of one simulation.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
@@ -91,6 +137,8 @@ pub struct Summary {
     pub honest_load_p99: f64,
     /// Same, the busiest honest slot.
     pub honest_load_max: f64,
+    /// Why searches for files held by one peer failed.
+    pub misses: Misses,
     /// Ultrapeers online at the end (scalable mode).
     pub ultrapeers: usize,
     /// Leaves online at the end.
@@ -268,7 +316,9 @@ impl Sim {
             .count();
         let nup = ups.len().max(1) as f64;
         let up_loads: Vec<f64> = ups.iter().map(|u| per_sec(u.0)).collect();
+        let misses = self.misses();
         Summary {
+            misses,
             ultrapeers: ups.len(),
             leaves,
             leaves_per_ultrapeer_mean: ups.iter().map(|u| u.1).sum::<usize>() as f64 / nup,
@@ -323,6 +373,61 @@ impl Sim {
             honest_load_p99: quantile(&loads, 0.99),
             honest_load_max: quantile(&loads, 1.0),
         }
+    }
+}
+
+impl Sim {
+    /// Why the searches for a file held by one peer failed.
+    fn misses(&self) -> Misses {
+        let mut m = Misses::default();
+        let mut share_all = Vec::new();
+        let mut share_nr = Vec::new();
+        let mut msgs_nr = Vec::new();
+        for q in &self.queries {
+            if q.querier.is_none() || q.class != Class::Unique {
+                continue;
+            }
+            let Some(d) = q.diag.as_deref() else { continue };
+            let share = d.ups_reached.len() as f64;
+            share_all.push(share);
+            if q.first_hit.is_some() {
+                continue;
+            }
+            m.failed += 1;
+            let left = self.nodes[d.holder].gen != d.holder_gen;
+            let slot = if !d.holder_online || left {
+                &mut m.holder_offline
+            } else if d.querier_links == 0 && d.querier_ultrapeer {
+                &mut m.searcher_ultrapeer_unlinked
+            } else if d.querier_links == 0 {
+                &mut m.searcher_leaf_unlinked
+            } else if d.hit_arrived {
+                &mut m.hit_late
+            } else if d.holder_answered && d.hits_lost > 0 {
+                &mut m.hit_lost
+            } else if d.holder_answered {
+                &mut m.hit_dropped
+            } else if d.holder_reached {
+                &mut m.holder_silent
+            } else if d.lost_to_holder {
+                &mut m.query_lost_to_holder
+            } else if !d.holder_ultrapeer && d.holder_links == 0 {
+                &mut m.leaf_without_ultrapeer
+            } else if !d.holder_ultrapeer && d.indexers.is_empty() {
+                &mut m.filter_not_held
+            } else if d.indexer_reached {
+                &mut m.indexer_not_passed
+            } else {
+                share_nr.push(share);
+                msgs_nr.push(q.msgs as f64);
+                &mut m.not_reached
+            };
+            *slot += 1;
+        }
+        m.not_reached_ultrapeers_median = quantile(&share_nr, 0.5);
+        m.not_reached_messages_median = quantile(&msgs_nr, 0.5);
+        m.ultrapeers_reached_median = quantile(&share_all, 0.5);
+        m
     }
 }
 

@@ -280,6 +280,12 @@ impl Overlay {
         self.sc.as_ref().map_or(0, Scalable::leaf_count)
     }
 
+    /// Whether this ultrapeer holds the filter of its leaf `addr` (so that
+    /// a query reaching it can reach that leaf).
+    pub fn holds_leaf_filter(&self, addr: &SocketAddr) -> bool {
+        self.sc.as_ref().is_some_and(|s| s.holds_leaf_filter(addr))
+    }
+
     /// Tells the scalable overlay whether others can reach this node
     /// unasked (not firewalled) and its upload bandwidth in kB/s: what it
     /// needs to become an ultrapeer (with its uptime, which it counts

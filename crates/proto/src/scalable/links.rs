@@ -449,7 +449,30 @@ impl Scalable {
         // A leaf takes no links of its own: it passes every join request
         // on to one of its ultrapeers (not back to one it came from).
         let leaf_passes = join && !self.ultrapeer && !self.is_neighbour(&joiner);
-        if join && (walk > 0 || leaf_passes) {
+        // A leaf asking us itself is taken at once while we have a slot
+        // (its walk only matters to find a slot elsewhere): the answer goes
+        // back to a host that just wrote to us, not as an unsolicited
+        // offer, which the probe budget of the few first ultrapeers would
+        // hold back while thousands of leaves arrive.
+        let take_leaf_here = leaf_join
+            && !walking
+            && self.ultrapeer
+            && self.room_for_leaf()
+            && !self.is_neighbour(&joiner);
+        if leaf_passes && !walking && !self.hosts.list.is_empty() {
+            // A leaf asked by a newcomer itself names ultrapeers it knows,
+            // which the newcomer then asks itself (see above).
+            let mut extra = Map::new();
+            extra.insert("Accept".into(), Value::Bool(false));
+            if let Some(n) = nonce {
+                extra.insert("Echo".into(), Value::from(n));
+            }
+            extra.insert("Hosts".into(), self.hosts_value(cx, joiner));
+            let m = self.scalable_pong(cx, joiner, extra);
+            self.send_self(cx, joiner, m);
+            return;
+        }
+        if join && (walk > 0 || leaf_passes) && !take_leaf_here {
             // Pass the request on to a random neighbour of our tier (never
             // a leaf), naming the joiner as seen and nothing we do not
             // know.
@@ -544,6 +567,10 @@ impl Scalable {
                 if self.ultrapeer && leaf_join {
                     extra.insert("Full".into(), Value::Bool(true));
                 }
+            }
+            if !room || leaf_join {
+                // A leaf taken also learns other ultrapeers for its next
+                // links (it may have known only us).
                 extra.insert("Hosts".into(), self.hosts_value(cx, joiner));
             }
         } else {

@@ -55,7 +55,7 @@ use crate::types::{Peer, SearchId, Transmit};
 use links::{HostCache, Neighbour};
 use search::{Dq, Seen};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,17 @@ pub const BLOOM_HASHES: u32 = 4;
 pub const MAX_ACCEPTED_TTL: i64 = 4;
 /// Longest join walk a node starts or passes on.
 pub const MAX_WALK: i64 = 6;
+/// Answers whose query made at least this many hops are "far" (from
+/// beyond the searcher's own leaves)...
+pub const FAR_ANSWER_HOPS: i64 = 2;
+/// ...and are passed back this many times on every hop, so that the one
+/// answer a rare file gets is not lost on the way (each receiver passes
+/// the first copy on and drops the others).
+pub const FAR_ANSWER_COPIES: usize = 2;
+/// A search of ours that stopped growing still takes answers for this
+/// many step waits ([`ScalableConfig::step_wait`]): the last step's
+/// answers may come from several hops away.
+pub const LATE_ANSWER_STEPS: u32 = 2;
 /// Bytes an answer leaves free under [`MAX_DATAGRAM`]: the longest own
 /// address the driver fills in, and what the first hop back adds.
 pub(crate) const HIT_ROOM: usize = 64;
@@ -158,6 +169,12 @@ pub(crate) struct Scalable {
     started: Instant,
     /// Tier changes: see `roles.rs`.
     roles: roles::RoleState,
+    /// Digests of the answers taken lately (looked up only; eviction
+    /// follows `hits_seen_order`), so that copies go on once.
+    hits_seen: HashSet<u64>,
+    hits_seen_order: VecDeque<u64>,
+    /// The key of those digests, drawn at the first answer.
+    hit_key: Option<u64>,
 }
 
 impl Scalable {
@@ -181,6 +198,9 @@ impl Scalable {
             bandwidth: 0,
             started: now,
             roles: roles::RoleState::default(),
+            hits_seen: HashSet::new(),
+            hits_seen_order: VecDeque::new(),
+            hit_key: None,
         }
     }
 
@@ -192,6 +212,13 @@ impl Scalable {
     /// Number of our leaves (an ultrapeer's).
     pub(crate) fn leaf_count(&self) -> usize {
         self.n_leaves
+    }
+
+    /// Whether `addr` is our leaf and we hold its whole filter.
+    pub(crate) fn holds_leaf_filter(&self, addr: &SocketAddr) -> bool {
+        self.neighbours
+            .get(addr)
+            .is_some_and(|n| n.leaf && n.filter.is_some())
     }
 
     /// Tells whether others can reach us unasked (with the bandwidth,
@@ -347,3 +374,6 @@ mod tier_tests;
 
 #[cfg(test)]
 mod guard_tests;
+
+#[cfg(test)]
+mod rare_tests;

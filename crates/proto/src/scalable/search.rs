@@ -4,7 +4,10 @@
 
 use super::guard;
 use super::plan::{first_step_with_leaves, may_grow, next_step, Candidate, Progress};
-use super::{base_extra, get_bool, get_i64, Ctx, QueryTrigrams, Scalable, MAX_ACCEPTED_TTL};
+use super::{
+    base_extra, get_bool, get_i64, Ctx, QueryTrigrams, Scalable, FAR_ANSWER_COPIES,
+    FAR_ANSWER_HOPS, LATE_ANSWER_STEPS, MAX_ACCEPTED_TTL,
+};
 use crate::message::{Message, Ports, Query, QueryHit, MAX_DATAGRAM};
 use crate::types::{Event, IncomingQuery, Peer, SearchId, Transmit};
 use rand::Rng;
@@ -48,7 +51,7 @@ pub(super) struct Dq {
     /// Peers that answered with at least one file.
     responders: BTreeSet<SocketAddr>,
     /// TTLs sent so far and the estimates of the planner.
-    progress: Progress,
+    pub(super) progress: Progress,
     /// Run for this leaf of ours: answers go back to it.
     pub(super) for_leaf: Option<SocketAddr>,
     /// Ours, as a leaf: run by our ultrapeers, asked one after the other.
@@ -56,6 +59,22 @@ pub(super) struct Dq {
     /// Run for a leaf: the estimated messages granted from its bucket
     /// (see `guard.rs`), its budget in place of the configured one.
     budget: Option<f64>,
+    /// When it started: a search that could ask nobody yet (no link) waits
+    /// for one until [`ScalableConfig::max_search_time`] after this.
+    ///
+    /// [`ScalableConfig::max_search_time`]: super::ScalableConfig::max_search_time
+    started: Instant,
+    /// It stopped growing and waits for the answers still on their way.
+    pub(super) lingering: bool,
+}
+
+/// Whether an answer comes from beyond the searcher's own leaves (its
+/// `"Hops"`, the hops its query made, at least [`FAR_ANSWER_HOPS`]): the
+/// search had to widen, so the file is rare and this answer may be its
+/// only one. Such answers are passed back [`FAR_ANSWER_COPIES`] times on
+/// every hop (each receiver passes one copy on).
+fn far(hit: &QueryHit) -> bool {
+    get_i64(&hit.extra, "Hops").unwrap_or(1) >= FAR_ANSWER_HOPS
 }
 
 impl Scalable {
@@ -398,6 +417,13 @@ impl Scalable {
                 tracing::debug!(peer = %from, "dropping answer from a host the search did not reach");
                 return;
             }
+            if dq.for_leaf == Some(from) || !self.fresh_hit(cx, from, &hit) {
+                // (A copy of an answer already taken.)
+                return;
+            }
+            let Some(dq) = self.searches.get_mut(&search) else {
+                return;
+            };
             if let Some(leaf) = dq.for_leaf {
                 // A search we run for a leaf: its answers go to the leaf.
                 if from == leaf {
@@ -456,14 +482,20 @@ impl Scalable {
         if seen.prev == from || seen.hits_forwarded >= cap {
             return;
         }
-        seen.hits_forwarded += 1;
         let prev = seen.prev;
+        if !self.fresh_hit(cx, from, &hit) {
+            return;
+        }
+        if let Some(seen) = self.seen.get_mut(&id) {
+            seen.hits_forwarded += 1;
+        }
         self.pass_back(cx, from, hit, prev);
     }
 
     /// Passes an answer that came from `from` back to `prev`.
     fn pass_back(&mut self, cx: &mut Ctx<'_>, from: SocketAddr, hit: QueryHit, prev: SocketAddr) {
         let via = get_bool(&hit.extra, "Via") == Some(true);
+        let copies = if far(&hit) { FAR_ANSWER_COPIES } else { 1 };
         let id = hit.id;
         let mut extra = base_extra();
         if let Some(h) = get_i64(&hit.extra, "Hops") {
@@ -494,6 +526,16 @@ impl Scalable {
         let message = Message::QueryHit(fwd);
         if message.encode().len() > MAX_DATAGRAM {
             return;
+        }
+        for _ in 1..copies {
+            self.push_transmit(
+                cx,
+                Transmit {
+                    dest: prev,
+                    message: message.clone(),
+                    from_self: false,
+                },
+            );
         }
         self.push_transmit(
             cx,
@@ -552,10 +594,17 @@ impl Scalable {
             for_leaf: None,
             leaf_run: true,
             budget: None,
+            started: now,
+            lingering: false,
         };
         let sent = self.leaf_step(cx, &mut dq, id);
-        dq.done = !sent;
-        dq.next_step = now + self.cfg.leaf_retry_wait;
+        // Without an ultrapeer yet, the search waits for one.
+        dq.next_step = now
+            + if sent {
+                self.cfg.leaf_retry_wait
+            } else {
+                self.cfg.step_wait
+            };
         self.searches.insert(id, dq);
     }
 
@@ -615,8 +664,45 @@ impl Scalable {
             for_leaf,
             leaf_run: false,
             budget: None,
+            started: now,
+            lingering: false,
         };
         self.searches.insert(id, dq);
+    }
+
+    /// Whether a search that could ask nobody yet may still wait for a link.
+    fn may_wait(&self, dq: &Dq, now: Instant) -> bool {
+        now < dq.started + self.cfg.max_search_time
+    }
+
+    /// Whether `hit` (from `from`) was not seen before; remembers it. An
+    /// answer is known by its search, its holder and its files, so that
+    /// the copies of a far answer go on once.
+    fn fresh_hit(&mut self, cx: &mut Ctx<'_>, from: SocketAddr, hit: &QueryHit) -> bool {
+        use std::hash::{Hash, Hasher};
+        let key = *self.hit_key.get_or_insert_with(|| cx.sh.rng.gen());
+        let holder = if get_bool(&hit.extra, "Via") == Some(true) {
+            Peer::from_ports(hit.ip, hit.ports).udp
+        } else {
+            from
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        hit.id.hash(&mut h);
+        holder.hash(&mut h);
+        hit.files.hash(&mut h);
+        hit.more.hash(&mut h);
+        let digest = h.finish();
+        if !self.hits_seen.insert(digest) {
+            return false;
+        }
+        self.hits_seen_order.push_back(digest);
+        while self.hits_seen_order.len() > self.cfg.seen_queries.max(1) {
+            if let Some(old) = self.hits_seen_order.pop_front() {
+                self.hits_seen.remove(&old);
+            }
+        }
+        true
     }
 
     /// Forgets our search `id` (it ended).
@@ -641,11 +727,24 @@ impl Scalable {
                 return false;
             };
             let sent = dq.responders.is_empty() && self.leaf_step(cx, &mut dq, id);
-            dq.done = !sent;
-            dq.next_step = now + self.cfg.leaf_retry_wait;
+            let waiting = !sent && dq.progress.depth.is_empty() && self.may_wait(&dq, now);
+            dq.done = !sent && !waiting;
+            dq.next_step = now
+                + if sent {
+                    self.cfg.leaf_retry_wait
+                } else {
+                    self.cfg.step_wait
+                };
             let done = dq.done;
             self.searches.insert(id, dq);
             return done;
+        }
+        if dq.lingering {
+            // The late answers had their time.
+            if let Some(dq) = self.searches.get_mut(&id) {
+                dq.done = true;
+            }
+            return true;
         }
         let mut progress = dq.progress.clone();
         progress.responders = dq.responders.len();
@@ -672,9 +771,20 @@ impl Scalable {
             }
             None => next_step(&self.cfg, &candidates, &progress),
         };
-        let done = step.done();
-        if done {
+        // A search that could ask nobody yet waits for a link.
+        let waiting = step.done()
+            && step.progress.depth.is_empty()
+            && step.progress.est_cost == 0.0
+            && self.may_wait(dq, now);
+        let stops = step.done() && !waiting;
+        // Our own search that asked someone stays open a little longer for
+        // the answers still on their way (one we run for a leaf needs not:
+        // its answers go back through the duplicate table).
+        let linger = stops && dq.for_leaf.is_none() && step.progress.est_cost > 0.0;
+        let done = stops && !linger;
+        if stops {
             if let (Some(leaf), Some(b)) = (dq.for_leaf, dq.budget) {
+                // What the leaf's search did not spend goes back.
                 let unspent = b - step.progress.est_cost;
                 let cfg = &self.cfg;
                 if let Some(n) = self.neighbours.get_mut(&leaf) {
@@ -694,10 +804,15 @@ impl Scalable {
         for (dest, ttl) in &step.sends {
             self.send_scalable_query(cx, *dest, &text, id, *ttl);
         }
-        let wait = self.cfg.step_wait;
+        let wait = if linger {
+            self.cfg.step_wait * LATE_ANSWER_STEPS
+        } else {
+            self.cfg.step_wait
+        };
         if let Some(dq) = self.searches.get_mut(&id) {
             dq.progress = step.progress;
             dq.done = done;
+            dq.lingering = linger;
             dq.next_step = now + wait;
         }
         done

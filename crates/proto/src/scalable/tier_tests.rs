@@ -36,13 +36,13 @@ fn tcfg(seed: u64, tier: Tier) -> Config {
     }
 }
 
-fn addr(i: usize) -> SocketAddr {
+pub(super) fn addr(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1 + i as u8)), 30000)
 }
 
 /// Nodes with the given tiers, each sharing a file of its own and a
 /// common one; `edit` changes each configuration.
-fn net_of(tiers: &[Tier], edit: impl Fn(usize, &mut Config)) -> Net {
+pub(super) fn net_of(tiers: &[Tier], edit: impl Fn(usize, &mut Config)) -> Net {
     let now = Instant::now();
     let nodes = tiers
         .iter()
@@ -61,7 +61,7 @@ fn net_of(tiers: &[Tier], edit: impl Fn(usize, &mut Config)) -> Net {
 }
 
 /// Every node joins through node 0, then time passes.
-fn join_through_first(net: &mut Net, settle: Duration) {
+pub(super) fn join_through_first(net: &mut Net, settle: Duration) {
     let first = net.nodes[0].0;
     for i in 1..net.nodes.len() {
         let now = net.now;
@@ -71,12 +71,12 @@ fn join_through_first(net: &mut Net, settle: Duration) {
     net.advance(settle);
 }
 
-fn sc(net: &Net, i: usize) -> &Scalable {
+pub(super) fn sc(net: &Net, i: usize) -> &Scalable {
     net.nodes[i].1.scalable_part().unwrap()
 }
 
 /// 4 ultrapeers and 12 leaves.
-fn two_tiers() -> Net {
+pub(super) fn two_tiers() -> Net {
     let mut tiers = vec![Tier::Ultrapeer; 4];
     tiers.extend(vec![Tier::Leaf; 12]);
     let mut net = net_of(&tiers, |_, _| {});

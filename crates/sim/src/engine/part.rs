@@ -6,7 +6,7 @@
 use super::{addr_of, lie_about_degree, node_config, slot_of, Ev, Node, Payload, Role};
 use crate::config::SimConfig;
 use crate::queue::EventQueue;
-use crate::records::{hops_of, QRec};
+use crate::records::{hops_of, DiagEv, QRec};
 use crate::workload::Workload;
 use rand::Rng;
 use rutella_proto::{Event, HitFile, IncomingQuery, Message, Overlay, SearchId, MAX_DATAGRAM};
@@ -84,6 +84,8 @@ pub(crate) struct Part<'a> {
     pub(crate) snap_updates: Vec<(usize, Snap)>,
     /// Hops of the hit being delivered, for the first-hit figure.
     delivering_hops: u64,
+    /// What happened to the searches under diagnosis in this window.
+    pub(crate) diag: Vec<(usize, DiagEv)>,
 }
 
 impl<'a> Part<'a> {
@@ -104,7 +106,13 @@ impl<'a> Part<'a> {
             touched: Vec::new(),
             snap_updates: Vec::new(),
             delivering_hops: 1,
+            diag: Vec::new(),
         }
+    }
+
+    /// The slot's node, if it is in this partition.
+    pub(crate) fn node_ref(&self, slot: usize) -> Option<&Node> {
+        slot.checked_sub(self.lo).and_then(|i| self.nodes.get(i))
     }
 
     fn node(&mut self, slot: usize) -> &mut Node {
@@ -247,6 +255,9 @@ impl<'a> Part<'a> {
     ) {
         let now = self.instant(sh, self.now);
         let measured = self.now >= sh.warmup;
+        if let Some(ev) = self.diag_delivery(sh, to, dest, &payload) {
+            self.diag.push(ev);
+        }
         let node = self.node(to);
         if node.addr != dest {
             return;
@@ -289,6 +300,52 @@ impl<'a> Part<'a> {
             .get(&id)
             .or_else(|| sh.by_id.get(&id))
             .copied()
+    }
+
+    /// What delivering `payload` to `to` means for a search under
+    /// diagnosis (before the peer sees it).
+    fn diag_delivery(
+        &self,
+        sh: &Shared,
+        to: usize,
+        dest: std::net::SocketAddr,
+        payload: &Payload,
+    ) -> Option<(usize, DiagEv)> {
+        let (id, query, files) = search_msg(payload)?;
+        let qi = self.search_of(sh, id)?;
+        let q = &sh.queries[qi];
+        q.diag.as_ref()?;
+        let node = self.node_ref(to)?;
+        let o = node.overlay.as_ref().filter(|_| node.addr == dest)?;
+        if query {
+            if sh.roles.get(to) == Some(&Role::Drop) {
+                return None;
+            }
+            let ultrapeer = o.is_ultrapeer() == Some(true);
+            Some((
+                qi,
+                DiagEv::Reached {
+                    slot: to,
+                    ultrapeer,
+                },
+            ))
+        } else if files && q.querier == Some((to, node.gen)) {
+            Some((qi, DiagEv::HitArrived))
+        } else {
+            None
+        }
+    }
+
+    /// The search under diagnosis a datagram belongs to, and whether it
+    /// is a query (otherwise an answer with files); `None` for others.
+    fn diag_of(&self, sh: &Shared, m: &Message) -> Option<(usize, bool)> {
+        let (id, query) = match m {
+            Message::Query(q) => (q.id?, true),
+            Message::QueryHit(h) if !h.files.is_empty() => (h.id?, false),
+            _ => return None,
+        };
+        let qi = self.search_of(sh, id)?;
+        sh.queries[qi].diag.as_ref().map(|_| (qi, query))
     }
 
     fn count_query_msg(&mut self, sh: &Shared, id: Option<u64>) {
@@ -356,6 +413,7 @@ impl<'a> Part<'a> {
                 Message::QueryHit(h) => self.count_query_msg(sh, h.id),
                 Message::Push(_) | Message::Punch(_) | Message::Relay(_) => {}
             }
+            let diag = self.diag_of(sh, &t.message);
             let mut t = t;
             if sh.roles[slot] == Role::Liar {
                 lie_about_degree(&mut t.message);
@@ -374,8 +432,26 @@ impl<'a> Part<'a> {
                 }
                 Payload::Msg(Box::new(m))
             };
+            if let Some((qi, query)) = diag {
+                if !query
+                    && slot
+                        == sh.queries[qi]
+                            .diag
+                            .as_ref()
+                            .map_or(usize::MAX, |d| d.holder)
+                {
+                    self.diag.push((qi, DiagEv::HolderAnswered));
+                }
+            }
             let node = &mut self.nodes[i];
             if node.rng.gen_bool(sh.cfg.loss.clamp(0.0, 1.0)) {
+                if let Some((qi, query)) = diag {
+                    let ev = match slot_of(&t.dest) {
+                        Some(s) if query => DiagEv::LostQuery { slot: s },
+                        _ => DiagEv::LostHit,
+                    };
+                    self.diag.push((qi, ev));
+                }
                 continue;
             }
             if let Some(w) = &sh.trace {
@@ -493,5 +569,23 @@ fn session(cfg: &SimConfig, rng: &mut impl Rng) -> u64 {
             let mean = m.as_nanos() as f64 / std::f64::consts::LN_2;
             (-u.ln() * mean) as u64
         }
+    }
+}
+
+/// The search id of a query or answer, whether it is a query, and whether
+/// it is an answer with files.
+fn search_msg(p: &Payload) -> Option<(u64, bool, bool)> {
+    let parsed;
+    let m = match p {
+        Payload::Msg(m) => &**m,
+        Payload::Bytes(b) => {
+            parsed = Message::parse(b).ok()?;
+            &parsed
+        }
+    };
+    match m {
+        Message::Query(q) => Some((q.id?, true, false)),
+        Message::QueryHit(h) => Some((h.id?, false, !h.files.is_empty())),
+        _ => None,
     }
 }
