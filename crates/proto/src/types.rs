@@ -312,6 +312,24 @@ pub struct ScalableConfig {
     pub flooder_drops: u32,
     /// How long a neighbour dropped for flooding is refused.
     pub flooder_refused_for: Duration,
+    /// The searches a neighbour starts through us (a leaf's run by us, or
+    /// the first hop of a neighbour's own) may cost, in estimated
+    /// messages, one [`ScalableConfig::query_budget`] per this window on
+    /// average...
+    pub search_cost_window: Duration,
+    /// ...and this many budgets in a burst; a new link starts with one.
+    /// A leaf's search gets what is left (a search of a leaf searching far
+    /// more often than a person stays small); a neighbour's query beyond
+    /// it is dropped.
+    pub search_cost_burst: u32,
+    /// A neighbour whose own answers did not fit its filter this many
+    /// times (files whose names it cannot share) is dropped and refused for
+    /// [`ScalableConfig::flooder_refused_for`].
+    pub false_answer_strikes: u32,
+    /// A filter with more than this share of its bits set, in thousandths,
+    /// is refused (a node with it is not asked as a leaf, and its answers
+    /// are not taken): a filter of all ones would draw every query.
+    pub max_filter_fill_permille: u32,
     /// Which tier this node may take (see [`Tier`]).
     pub tier: Tier,
     /// The ultrapeers a leaf keeps links with.
@@ -373,6 +391,10 @@ impl Default for ScalableConfig {
             neighbour_search_burst: 3,
             flooder_drops: 10,
             flooder_refused_for: Duration::from_secs(600),
+            search_cost_window: Duration::from_secs(600),
+            search_cost_burst: 3,
+            false_answer_strikes: 3,
+            max_filter_fill_permille: 500,
             tier: Tier::Auto,
             leaf_ultrapeers: 3,
             max_leaves: 200,

@@ -91,8 +91,9 @@ fn hostile_peers_are_simulated_and_counted_apart() {
     c.hostile.liar = 0.05;
     c.hostile.flood_interval = Duration::from_secs(5);
     let s = run(&c);
-    // False answers reach honest searchers and are not successes.
-    assert!(s.false_hits > 0, "{s:#?}");
+    // The false answers do not fit their senders' filters: none reaches a
+    // searcher (see docs/SCALING.md).
+    assert_eq!(s.false_hits, 0, "{s:#?}");
     assert!(s.flood_searches > 0, "{s:#?}");
     assert!(s.answerable_queries > 100, "{s:#?}");
     assert!(s.honest_load_mean > 0.0 && s.honest_load_max >= s.honest_load_p99);

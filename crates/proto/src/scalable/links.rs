@@ -40,6 +40,8 @@ pub(super) struct Neighbour {
     pub(super) allowance_at: Instant,
     /// Its searches dropped in a row for going over the allowance.
     pub(super) searches_dropped: u32,
+    /// Its false answers and the cost of its searches (`guard.rs`).
+    pub(super) guard: super::guard::Record,
 }
 
 /// A bounded set of known hosts, with random replacement when full.
@@ -337,6 +339,7 @@ impl Scalable {
                 search_allowance: 1.0_f64.min(f64::from(self.cfg.neighbour_search_burst)),
                 allowance_at: now,
                 searches_dropped: 0,
+                guard: super::guard::Record::new(&self.cfg, now),
             },
         );
         cx.sh.push_event(Event::PeerAdded(peer));
@@ -762,7 +765,12 @@ impl Scalable {
             return;
         };
         if let Some(filter) = take_part(&mut n.partial, addr, extra) {
-            n.filter = Some(filter);
+            if super::guard::too_full(&self.cfg, &filter) {
+                tracing::debug!(peer = %addr, "neighbour's filter too full, refused");
+                n.filter = None;
+            } else {
+                n.filter = Some(filter);
+            }
         }
     }
 

@@ -40,6 +40,7 @@
 //! [`Overlay`]: crate::Overlay
 
 mod bloom;
+mod guard;
 mod links;
 mod plan;
 mod roles;
@@ -375,6 +376,9 @@ mod tests;
 
 #[cfg(test)]
 mod tier_tests;
+
+#[cfg(test)]
+mod guard_tests;
 
 #[cfg(test)]
 mod rare_tests;

@@ -177,8 +177,12 @@ fn a_search_that_stopped_growing_still_takes_late_answers() {
     let dq = &s.searches[&id];
     assert!(dq.lingering, "the search still grows");
     assert!(net.nodes[0].1.search_running(id));
-    // An answer from an ultrapeer the search asked, arriving late.
+    // An answer from an ultrapeer the search asked, arriving late (passed
+    // back from a holder beyond it: an answer of the ultrapeer's own would
+    // have to fit its filter).
     let asked = *dq.progress.depth.keys().next().unwrap();
+    let mut extra = base_extra();
+    extra.insert("Via".into(), serde_json::Value::Bool(true));
     let late = Message::QueryHit(crate::message::QueryHit {
         ip: asked.ip(),
         files: vec![crate::HitFile::named("nothing-of-the-kind.txt")],
@@ -188,7 +192,7 @@ fn a_search_that_stopped_growing_still_takes_late_answers() {
             udp: Some(asked.port()),
             tcp: Some(asked.port() + 1),
         },
-        extra: base_extra(),
+        extra,
     });
     let now = net.now;
     net.nodes[0].1.handle_message(now, asked, late);

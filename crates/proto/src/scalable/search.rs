@@ -2,6 +2,7 @@
 //! duplicate suppression, answers passed back the way their query came,
 //! and our own searches, grown step by step as [`super::plan`] decides.
 
+use super::guard;
 use super::plan::{first_step_with_leaves, may_grow, next_step, Candidate, Progress};
 use super::{
     base_extra, get_bool, get_i64, Ctx, QueryTrigrams, Scalable, FAR_ANSWER_COPIES,
@@ -55,6 +56,9 @@ pub(super) struct Dq {
     pub(super) for_leaf: Option<SocketAddr>,
     /// Ours, as a leaf: run by our ultrapeers, asked one after the other.
     leaf_run: bool,
+    /// Run for a leaf: the estimated messages granted from its bucket
+    /// (see `guard.rs`), its budget in place of the configured one.
+    budget: Option<f64>,
     /// When it started: a search that could ask nobody yet (no link) waits
     /// for one until [`ScalableConfig::max_search_time`] after this.
     ///
@@ -180,6 +184,20 @@ impl Scalable {
         let ttl = get_i64(&q.extra, "TTL")
             .unwrap_or(0)
             .clamp(-1, MAX_ACCEPTED_TTL);
+        if hops <= 1 && ttl > self.seen.get(&id).map_or(-2, |s| s.max_ttl) {
+            // The first hop of a neighbour's own search: paid from its
+            // bucket, whenever it asks us deeper.
+            let cost = guard::query_cost(ttl, self.degree());
+            let cfg = &self.cfg;
+            let paid = self
+                .neighbours
+                .get_mut(&from)
+                .is_some_and(|n| n.guard.charge(cfg, now, cost));
+            if !paid {
+                tracing::debug!(peer = %from, ttl, "query over the neighbour's message budget, dropped");
+                return;
+            }
+        }
         // Duplicates are known by the query id alone, whoever claims to
         // have sent it.
         let mut seen = self.remember(id, from);
@@ -312,7 +330,43 @@ impl Scalable {
             text: q.text.clone(),
             id: Some(id),
         }));
+        let cfg = &self.cfg;
+        let grant = self
+            .neighbours
+            .get_mut(&leaf)
+            .map_or(0.0, |n| n.guard.grant(cfg, now));
         self.start_dq(cx, now, SearchId(id), q.text, Some(leaf));
+        if let Some(dq) = self.searches.get_mut(&SearchId(id)) {
+            dq.budget = Some(grant);
+        }
+    }
+
+    /// Whether an answer `from` a neighbour, of its own (not passed back),
+    /// may be true: its files fit the neighbour's filter. One that does
+    /// not is a strike against the neighbour (see `guard.rs`).
+    fn own_answer_fits(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        from: SocketAddr,
+        files: &[crate::message::HitFile],
+    ) -> bool {
+        let filter = self.neighbours.get(&from).and_then(|n| n.filter.as_ref());
+        if guard::answer_fits(filter, files) {
+            return true;
+        }
+        let has_filter = filter.is_some();
+        tracing::debug!(peer = %from, has_filter, "answer that does not fit the neighbour's filter, dropped");
+        let cfg = &self.cfg;
+        let out = has_filter
+            && self
+                .neighbours
+                .get_mut(&from)
+                .is_some_and(|n| n.guard.strike(cfg));
+        if out {
+            self.drop_flooder(cx, now, from);
+        }
+        false
     }
 
     /// The fields of the answer to a scalable query, which counts as
@@ -344,13 +398,17 @@ impl Scalable {
     pub(super) fn on_hit(
         &mut self,
         cx: &mut Ctx<'_>,
-        _now: Instant,
+        now: Instant,
         from: SocketAddr,
         hit: QueryHit,
     ) {
         let Some(id) = hit.id else { return };
         let search = SearchId(id);
         let via = get_bool(&hit.extra, "Via") == Some(true);
+        if !via && !hit.files.is_empty() && !self.own_answer_fits(cx, now, from, &hit.files) {
+            // Neither counted nor passed back.
+            return;
+        }
         let from_leaf = self.is_leaf(&from);
         if let Some(dq) = self.searches.get_mut(&search) {
             // Ours: only from a neighbour the search was sent to, or from
@@ -535,6 +593,7 @@ impl Scalable {
             progress: Progress::default(),
             for_leaf: None,
             leaf_run: true,
+            budget: None,
             started: now,
             lingering: false,
         };
@@ -604,6 +663,7 @@ impl Scalable {
             progress: step.progress,
             for_leaf,
             leaf_run: false,
+            budget: None,
             started: now,
             lingering: false,
         };
@@ -708,7 +768,17 @@ impl Scalable {
                 key: if draw { cx.sh.rng.gen() } else { 0 },
             })
             .collect();
-        let step = next_step(&self.cfg, &candidates, &progress);
+        let step = match dq.budget {
+            // A leaf's search: within what its bucket granted.
+            Some(b) => {
+                let cfg = super::ScalableConfig {
+                    query_budget: b as u32,
+                    ..self.cfg.clone()
+                };
+                next_step(&cfg, &candidates, &progress)
+            }
+            None => next_step(&self.cfg, &candidates, &progress),
+        };
         // A search that could ask nobody yet waits for a link.
         let waiting = step.done()
             && step.progress.depth.is_empty()
@@ -720,6 +790,16 @@ impl Scalable {
         // its answers go back through the duplicate table).
         let linger = stops && dq.for_leaf.is_none() && step.progress.est_cost > 0.0;
         let done = stops && !linger;
+        if stops {
+            if let (Some(leaf), Some(b)) = (dq.for_leaf, dq.budget) {
+                // What the leaf's search did not spend goes back.
+                let unspent = b - step.progress.est_cost;
+                let cfg = &self.cfg;
+                if let Some(n) = self.neighbours.get_mut(&leaf) {
+                    n.guard.refund(cfg, unspent);
+                }
+            }
+        }
         tracing::debug!(
             search = id.0,
             responders = progress.responders,

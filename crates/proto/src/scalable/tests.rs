@@ -437,7 +437,9 @@ fn hits_count_only_from_where_the_search_went() {
     let mut o = Overlay::new(scfg(30000, 1), now);
     o.add_own_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     let a: SocketAddr = "127.0.0.10:30000".parse().unwrap();
-    link(&mut o, now, a);
+    // (An answer of its own must fit its filter: see `guard_tests.rs`.)
+    let echo = super::guard_tests::link(&mut o, now, a, false);
+    super::guard_tests::give_filter(&mut o, now, a, echo, &["x.txt"]);
     let id = o.search(now, "x");
     while o.poll_transmit().is_some() {}
     while o.poll_event().is_some() {}

@@ -1,0 +1,129 @@
+//! Defences of the scalable overlay against neighbours that answer falsely
+//! or search at a cost no person causes.
+//!
+//! - **Answers must fit the filter.** A node's filter holds the trigrams
+//!   of every name it shares; an answer of its own (one it sends itself,
+//!   not one it passes back) naming a file whose trigrams are not all in
+//!   that filter cannot be true. Such an answer is neither passed back nor
+//!   counted toward [`ScalableConfig::enough_results`], and after
+//!   [`ScalableConfig::false_answer_strikes`] of them the neighbour is
+//!   dropped and refused. An answer of its own from a neighbour whose
+//!   filter we do not hold (or refused) is not taken either.
+//! - **Filters may not be too full.** A filter with more than
+//!   [`ScalableConfig::max_filter_fill_permille`] of its bits set is
+//!   refused: otherwise an all-ones filter would draw every query and let
+//!   every false answer fit.
+//! - **Searches are paid in messages.** Each neighbour has a bucket of
+//!   estimated messages, refilled by one
+//!   [`ScalableConfig::query_budget`] per
+//!   [`ScalableConfig::search_cost_window`] up to
+//!   [`ScalableConfig::search_cost_burst`] budgets. A leaf's search that
+//!   we run may cost what is in its bucket (what it did not spend is given
+//!   back when it stops growing); a query a neighbour sends as the first
+//!   hop of its own search is charged its estimated cost and dropped when
+//!   the bucket cannot pay.
+
+use super::plan::est_cost;
+use super::{QueryTrigrams, ScalableConfig, TrigramBloom};
+use crate::message::HitFile;
+use std::time::Instant;
+
+/// What we keep about a neighbour against these abuses.
+#[derive(Debug, Clone)]
+pub(super) struct Record {
+    /// Own answers that did not fit its filter.
+    strikes: u32,
+    /// Estimated messages its searches may still cost now.
+    tokens: f64,
+    /// When `tokens` was last refilled.
+    at: Instant,
+}
+
+fn burst(cfg: &ScalableConfig) -> f64 {
+    f64::from(cfg.query_budget) * f64::from(cfg.search_cost_burst.max(1))
+}
+
+impl Record {
+    /// A new link: one search's budget, not a whole burst (a peer that
+    /// keeps making new links gains little).
+    pub(super) fn new(cfg: &ScalableConfig, now: Instant) -> Self {
+        Record {
+            strikes: 0,
+            tokens: f64::from(cfg.query_budget).min(burst(cfg)),
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, cfg: &ScalableConfig, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        let window = cfg.search_cost_window.as_secs_f64();
+        let gained = if window > 0.0 {
+            elapsed * f64::from(cfg.query_budget) / window
+        } else {
+            f64::INFINITY
+        };
+        self.tokens = (self.tokens + gained).min(burst(cfg));
+    }
+
+    /// Takes up to a whole search budget from the bucket for a search run
+    /// for this neighbour; returns what was taken.
+    pub(super) fn grant(&mut self, cfg: &ScalableConfig, now: Instant) -> f64 {
+        self.refill(cfg, now);
+        let g = f64::from(cfg.query_budget).min(self.tokens).max(0.0);
+        self.tokens -= g;
+        g
+    }
+
+    /// Gives back what a search granted by [`Record::grant`] did not spend.
+    pub(super) fn refund(&mut self, cfg: &ScalableConfig, unspent: f64) {
+        if unspent > 0.0 {
+            self.tokens = (self.tokens + unspent).min(burst(cfg));
+        }
+    }
+
+    /// Charges `cost` estimated messages if the bucket can pay them.
+    pub(super) fn charge(&mut self, cfg: &ScalableConfig, now: Instant, cost: f64) -> bool {
+        self.refill(cfg, now);
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts an own answer that did not fit the filter; returns whether
+    /// the neighbour has now earned being dropped.
+    pub(super) fn strike(&mut self, cfg: &ScalableConfig) -> bool {
+        self.strikes = self.strikes.saturating_add(1);
+        self.strikes >= cfg.false_answer_strikes.max(1)
+    }
+}
+
+/// Estimated messages a query with TTL `ttl` sent to us causes, given our
+/// `degree` (the searcher's own estimate of it, see [`est_cost`]).
+pub(super) fn query_cost(ttl: i64, degree: usize) -> f64 {
+    let d = degree.max(1) as f64;
+    est_cost(ttl, d, d.max(2.0))
+}
+
+/// Whether every file of an answer could be in the library whose filter
+/// is `filter` (every trigram of every word of its name is in it). No
+/// filter: nothing fits.
+pub(super) fn answer_fits(filter: Option<&TrigramBloom>, files: &[HitFile]) -> bool {
+    let Some(f) = filter else {
+        return false;
+    };
+    files
+        .iter()
+        .all(|file| f.may_match(&QueryTrigrams::new(&file.name)))
+}
+
+/// Whether a filter has more bits set than a library's filter may.
+pub(super) fn too_full(cfg: &ScalableConfig, filter: &TrigramBloom) -> bool {
+    let bytes = filter.as_bytes();
+    let ones: u64 = bytes.iter().map(|b| u64::from(b.count_ones())).sum();
+    let bits = (bytes.len() as u64 * 8).max(1);
+    ones * 1000 > bits * u64::from(cfg.max_filter_fill_permille)
+}
