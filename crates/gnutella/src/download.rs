@@ -567,6 +567,53 @@ struct Piece {
     root: Option<[u8; 24]>,
 }
 
+/// Sends one `GET` of `target` (with `range`, if any) on `s` and reads the
+/// reply's head: the reply (a `200` or a `206`; every other status is its
+/// error) and the bytes of the body read with the head.
+pub(crate) async fn request(
+    s: &mut TcpStream,
+    addr: SocketAddr,
+    target: &Target,
+    range: Option<ByteRange>,
+    config: &DownloadConfig,
+) -> Result<(http::Response, Vec<u8>), DownloadError> {
+    let mut headers = vec![
+        ("Host".to_string(), addr.to_string()),
+        ("User-Agent".to_string(), config.user_agent.clone()),
+    ];
+    if let Some(r) = range {
+        headers.push(("Range".into(), r.header_value()));
+    }
+    headers.push(("Connection".to_string(), "close".to_string()));
+    let req = Request::new(Method::Get, target.clone(), headers);
+    timeout(config.read_timeout, s.write_all(&req.encode()))
+        .await
+        .map_err(|_| DownloadError::Timeout("sending the request"))??;
+    let mut buf = Vec::new();
+    let head = timeout(
+        config.header_timeout,
+        read_head(s, &mut buf, http::parse_response),
+    )
+    .await
+    .map_err(|_| DownloadError::Timeout("waiting for the reply"))?;
+    let (resp, used) = match head {
+        Ok(Some(h)) => h,
+        Ok(None) | Err(HeadError::Closed) => return Err(DownloadError::Truncated),
+        Err(HeadError::Http(e)) => return Err(DownloadError::Malformed(e)),
+        Err(HeadError::Io(e)) => return Err(e.into()),
+    };
+    buf.drain(..used);
+    match resp.code {
+        200 | 206 => Ok((resp, buf)),
+        503 => Err(DownloadError::Busy {
+            retry_after: resp.retry_after().map(Duration::from_secs),
+        }),
+        404 | 410 => Err(DownloadError::NotFound),
+        416 => Err(DownloadError::BadRange),
+        c => Err(DownloadError::Status(c)),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn fetch_piece(
     d: &Download,
@@ -579,47 +626,11 @@ async fn fetch_piece(
     tree: Option<&HashTree>,
     learn_root: bool,
 ) -> Result<Piece, DownloadError> {
-    let mut headers = vec![
-        ("Host".to_string(), d.addr.to_string()),
-        ("User-Agent".to_string(), config.user_agent.clone()),
-        ("Connection".to_string(), "close".to_string()),
-    ];
-    if have > 0 {
-        let r = ByteRange::From {
-            first: have,
-            last: None,
-        };
-        headers.push(("Range".into(), r.header_value()));
-    }
-    let req = Request::new(Method::Get, d.target.clone(), headers);
-    timeout(config.read_timeout, s.write_all(&req.encode()))
-        .await
-        .map_err(|_| DownloadError::Timeout("sending the request"))??;
-    let mut buf = Vec::new();
-    let head = timeout(
-        config.header_timeout,
-        read_head(&mut s, &mut buf, http::parse_response),
-    )
-    .await
-    .map_err(|_| DownloadError::Timeout("waiting for the reply"))?;
-    let (resp, used) = match head {
-        Ok(Some(h)) => h,
-        Ok(None) | Err(HeadError::Closed) => return Err(DownloadError::Truncated),
-        Err(HeadError::Http(e)) => return Err(DownloadError::Malformed(e)),
-        Err(HeadError::Io(e)) => return Err(e.into()),
-    };
-    buf.drain(..used);
-    match resp.code {
-        200 | 206 => {}
-        503 => {
-            return Err(DownloadError::Busy {
-                retry_after: resp.retry_after().map(Duration::from_secs),
-            })
-        }
-        404 | 410 => return Err(DownloadError::NotFound),
-        416 => return Err(DownloadError::BadRange),
-        c => return Err(DownloadError::Status(c)),
-    }
+    let range = (have > 0).then_some(ByteRange::From {
+        first: have,
+        last: None,
+    });
+    let (resp, buf) = request(&mut s, d.addr, &d.target, range, config).await?;
     if let Some(h) = resp.content_sha1() {
         if expected.is_some_and(|e| e != h) {
             return Err(DownloadError::UrnMismatch);

@@ -23,7 +23,6 @@ use std::io::SeekFrom;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,9 +33,8 @@ use tokio::time::timeout;
 use crate::download::{
     fetch_thex, file_sha1, Direct, DownloadConfig, DownloadError, DownloadProgress, TigerCheck,
 };
-use crate::http::{self, ByteRange, Headers, Method, Request, Target};
+use crate::http::{self, ByteRange, Headers, Target};
 use crate::tiger::HashTree;
-use crate::upload::{read_head, HeadError};
 
 /// Largest piece of a tree that ranges are cut on (a coarser tree is not
 /// used: a range is held in memory until it is checked).
@@ -761,44 +759,9 @@ async fn fetch_range(
         first: a,
         last: Some(b - 1),
     };
-    let req = Request::new(
-        Method::Get,
-        job.target.clone(),
-        vec![
-            ("Host".into(), addr.to_string()),
-            ("User-Agent".into(), cfg.user_agent.clone()),
-            ("Range".into(), range.header_value()),
-            ("Connection".into(), "close".into()),
-        ],
-    );
-    timeout(cfg.read_timeout, s.write_all(&req.encode()))
-        .await
-        .map_err(|_| DownloadError::Timeout("sending the request"))??;
-    let mut buf = Vec::new();
-    let head = timeout(
-        cfg.header_timeout,
-        read_head(&mut s, &mut buf, http::parse_response),
-    )
-    .await
-    .map_err(|_| DownloadError::Timeout("waiting for the reply"))?;
-    let (resp, used) = match head {
-        Ok(Some(h)) => h,
-        Ok(None) | Err(HeadError::Closed) => return Err(DownloadError::Truncated),
-        Err(HeadError::Http(e)) => return Err(DownloadError::Malformed(e)),
-        Err(HeadError::Io(e)) => return Err(e.into()),
-    };
-    buf.drain(..used);
-    match resp.code {
-        206 => {}
-        200 => return Err(DownloadError::SizeMismatch("200 to a range request")),
-        503 => {
-            return Err(DownloadError::Busy {
-                retry_after: resp.retry_after().map(Duration::from_secs),
-            })
-        }
-        404 | 410 => return Err(DownloadError::NotFound),
-        416 => return Err(DownloadError::BadRange),
-        c => return Err(DownloadError::Status(c)),
+    let (resp, buf) = crate::download::request(&mut s, addr, &job.target, Some(range), cfg).await?;
+    if resp.code == 200 {
+        return Err(DownloadError::SizeMismatch("200 to a range request"));
     }
     if resp.content_sha1().is_some_and(|h| h != job.sha1) {
         return Err(DownloadError::UrnMismatch);
