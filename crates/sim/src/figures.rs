@@ -311,25 +311,66 @@ fn plot(
 /// threads, each run on one), the largest first; each run's summary is
 /// also written as JSON into `dir/runs/` as soon as it ends, so that a
 /// long study leaves its figures behind as it goes.
+/// A run of an earlier study (or `rutella-sim --json` with the same
+/// settings) at `path`, if it was made with the configuration `c`.
+fn earlier_run(path: &Path, c: &SimConfig) -> Option<Summary> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let s: Summary = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(path = %path.display(), error = %e, "earlier run not readable; running it again");
+            return None;
+        }
+    };
+    let same = s.nodes == c.nodes
+        && s.seed == c.seed
+        && s.queries == c.queries
+        && s.mode == "scalable"
+        && s.minutes == c.duration.as_secs_f64() / 60.0
+        && s.churn_median_secs == c.churn_median.map(|d| d.as_secs_f64())
+        && s.loss == c.loss
+        && s.hostile_drop == c.hostile.drop
+        && s.hostile_false_hits == c.hostile.false_hits
+        && s.hostile_flood == c.hostile.flood
+        && s.hostile_liar == c.hostile.liar;
+    if !same {
+        tracing::info!(path = %path.display(), "earlier run made with other settings; running it again");
+    }
+    same.then_some(s)
+}
+
 fn scalable_runs(
     dir: &Path,
     seed: u64,
     sizes: &[usize],
     workers: usize,
+    reuse: bool,
 ) -> Result<Vec<Row>, FiguresError> {
     let runs_dir = dir.join("runs");
     std::fs::create_dir_all(&runs_dir).map_err(|source| FiguresError::Write {
         path: runs_dir.clone(),
         source,
     })?;
-    let mut jobs: Vec<(usize, Scenario)> = sizes
-        .iter()
-        .flat_map(|&n| Scenario::ALL.map(|sc| (n, sc)))
-        .collect();
+    let done = std::sync::Mutex::new(Vec::new());
+    let mut jobs: Vec<(usize, Scenario)> = Vec::new();
+    for (n, sc) in sizes.iter().flat_map(|&n| Scenario::ALL.map(|sc| (n, sc))) {
+        let path = runs_dir.join(format!("{n}-{}.json", sc.name()));
+        match reuse
+            .then(|| earlier_run(&path, &scenario_config(n, seed, sc)))
+            .flatten()
+        {
+            Some(s) => {
+                tracing::info!(scenario = sc.name(), nodes = n, path = %path.display(), "run reused");
+                if let Ok(mut d) = done.lock() {
+                    d.push((n, sc, s, Ok(())));
+                }
+            }
+            None => jobs.push((n, sc)),
+        }
+    }
     // Largest first, so that the long runs overlap; popped from the end.
     jobs.sort_by_key(|&(n, sc)| (n, std::cmp::Reverse(sc as u8)));
     let queue = std::sync::Mutex::new(jobs);
-    let done = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..workers.max(1) {
             scope.spawn(|| loop {
@@ -377,8 +418,17 @@ fn scalable_runs(
 /// without churn, with churn, with 5% and with 20% hostile peers; the
 /// classic protocol; the tuning runs) and writes `scaling.csv`,
 /// `tuning.csv`, the plots and `runs/*.json` into `dir`, with `workers`
-/// runs at once. Progress goes to the log.
-pub fn sweep(dir: &Path, seed: u64, max_nodes: usize, workers: usize) -> Result<(), FiguresError> {
+/// runs at once. Progress goes to the log. With `reuse`, a scalable run
+/// whose JSON is already in `runs/` with the same settings is read, not run
+/// again (a study can be resumed, or its largest runs made one by one with
+/// `rutella-sim --json`).
+pub fn sweep(
+    dir: &Path,
+    seed: u64,
+    max_nodes: usize,
+    workers: usize,
+    reuse: bool,
+) -> Result<(), FiguresError> {
     std::fs::create_dir_all(dir).map_err(|source| FiguresError::Write {
         path: dir.to_path_buf(),
         source,
@@ -388,7 +438,7 @@ pub fn sweep(dir: &Path, seed: u64, max_nodes: usize, workers: usize) -> Result<
         .into_iter()
         .filter(|n| *n <= max_nodes)
         .collect();
-    let mut rows = scalable_runs(dir, seed, &sizes, workers)?;
+    let mut rows = scalable_runs(dir, seed, &sizes, workers, reuse)?;
     // Classic: each ping round costs (N-1)(2N-1) datagrams per peer, so it
     // is simulated at small sizes for 2 minutes, and the formulas it
     // confirms give the larger sizes.
@@ -582,4 +632,34 @@ fn tuning(dir: &Path, seed: u64) -> Result<(), FiguresError> {
         let _ = write!(csv, "{param},{value},{line}");
     }
     write(&dir.join("tuning.csv"), &csv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_earlier_run_is_reused_only_with_the_same_settings() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("60-hostile20.json");
+        let mut c = scenario_config(60, 3, Scenario::Hostile20);
+        c.duration = Duration::from_secs(60);
+        c.warmup = Duration::from_secs(10);
+        c.queries = 20;
+        let s = run(&c);
+        std::fs::write(&path, serde_json::to_string_pretty(&s).expect("JSON")).expect("written");
+        assert_eq!(earlier_run(&path, &c), Some(s));
+        let mut other_seed = c.clone();
+        other_seed.seed = 4;
+        assert_eq!(earlier_run(&path, &other_seed), None);
+        let mut honest = c.clone();
+        honest.hostile.flood = 0.0;
+        assert_eq!(earlier_run(&path, &honest), None);
+        let mut churn = c.clone();
+        churn.churn_median = Some(Duration::from_secs(600));
+        assert_eq!(earlier_run(&path, &churn), None);
+        std::fs::write(&path, "{\"nodes\": 60}").expect("written");
+        assert_eq!(earlier_run(&path, &c), None);
+        assert_eq!(earlier_run(&dir.path().join("absent.json"), &c), None);
+    }
 }

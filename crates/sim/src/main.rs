@@ -137,6 +137,11 @@ struct Args {
     /// With --sweep: largest network (default 10000).
     #[arg(long, default_value_t = 10_000)]
     sweep_max: usize,
+    /// With --sweep: read the runs already in DIR/runs made with the same
+    /// settings instead of running them again (`rutella-sim --json` output
+    /// of the same run counts).
+    #[arg(long)]
+    sweep_reuse: bool,
 }
 
 fn secs(s: f64) -> Result<Duration> {
@@ -303,7 +308,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(dir) = &args.sweep {
         let workers = args.threads.unwrap_or_else(default_threads).max(1);
-        rutella_sim::figures::sweep(dir, args.seed, args.sweep_max, workers)?;
+        rutella_sim::figures::sweep(dir, args.seed, args.sweep_max, workers, args.sweep_reuse)?;
         return Ok(());
     }
     let cfg = config(&args)?;

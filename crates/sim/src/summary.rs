@@ -4,10 +4,10 @@
 use crate::engine::{slot_of, Sim, MS, SEC};
 use crate::records::{Class, QRec};
 use rutella_proto::Mode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Figures for one class of queries.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClassFigures {
     /// Queries of this class issued.
     pub queries: usize,
@@ -25,7 +25,7 @@ pub struct ClassFigures {
 
 /// Why searches for a file held by one peer failed: each failed search
 /// counts once, under the first reason that applies, in this order.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Misses {
     /// Failed searches for a file held by one peer.
     pub failed: usize,
@@ -70,7 +70,7 @@ pub struct Misses {
 }
 
 /// The result of one simulation.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     /// Peers.
     pub nodes: usize,
@@ -161,7 +161,7 @@ pub struct Summary {
 /// How well leaves stay attached to ultrapeers: how fast a newcomer finds
 /// its first, how many ultrapeers a leaf has when it searches, how often
 /// peers change tiers.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Attachment {
     /// Peers started in the measured window (newcomers under churn).
     pub newcomers: usize,
