@@ -216,18 +216,36 @@ impl Scalable {
         }
     }
 
-    fn hosts_value(&mut self, cx: &mut Ctx<'_>, exclude: SocketAddr) -> Value {
+    /// Hosts to name in a pong to `exclude`: first our ultrapeers of the
+    /// moment (a leaf's ultrapeers, an ultrapeer's ultrapeer neighbours),
+    /// which are alive, then random hosts of the cache, some of which may
+    /// have left since we learnt them.
+    pub(super) fn hosts_value(&mut self, cx: &mut Ctx<'_>, exclude: SocketAddr) -> Value {
         let want = self.cfg.hosts_per_pong;
-        // Random hosts of the cache (which holds the neighbours too).
+        let linked: Vec<SocketAddr> = self
+            .neighbours
+            .iter()
+            .filter(|(a, n)| !n.leaf && **a != exclude)
+            .map(|(a, _)| *a)
+            .collect();
+        let mut picks: Vec<SocketAddr> = linked
+            .choose_multiple(&mut cx.sh.rng, want)
+            .copied()
+            .collect();
         let list = &self.hosts.list;
-        let picks: Vec<Value> =
-            rand::seq::index::sample(&mut cx.sh.rng, list.len(), want.min(list.len()))
+        let more = want.saturating_sub(picks.len()).min(list.len());
+        for i in rand::seq::index::sample(&mut cx.sh.rng, list.len(), more) {
+            let a = list[i];
+            if a != exclude && !picks.contains(&a) {
+                picks.push(a);
+            }
+        }
+        Value::Array(
+            picks
                 .into_iter()
-                .map(|i| list[i])
-                .filter(|a| *a != exclude)
                 .map(|a| Value::from(a.to_string()))
-                .collect();
-        Value::Array(picks)
+                .collect(),
+        )
     }
 
     pub(crate) fn connect(&mut self, cx: &mut Ctx<'_>, now: Instant, addr: SocketAddr) {
@@ -820,6 +838,10 @@ impl Scalable {
             .collect();
         for a in &expired {
             self.pending.remove(a);
+            // No answer to a join request: most likely gone (under churn
+            // the cache fills with hosts that left); it is forgotten, so
+            // that the next requests go to hosts still there.
+            self.hosts.remove(a);
             if self.refused.len() < cfg.host_cache {
                 self.refused.insert(*a, now + cfg.ping_interval);
             }
