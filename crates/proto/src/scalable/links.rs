@@ -332,6 +332,9 @@ impl Scalable {
         }
         if leaf {
             self.n_leaves += 1;
+            // Leaves still come: we are needed, the wait to demotion
+            // starts again.
+            self.roles.demote_at = None;
         } else {
             // A new ultrapeer of ours: slots are not that scarce.
             if !self.ultrapeer {

@@ -13,7 +13,9 @@
 //!   [`ScalableConfig::demote_below_leaves`] leaves for
 //!   [`ScalableConfig::demote_after`] (times a random factor between 1
 //!   and 2) while it has at least [`ScalableConfig::min_degree`] ultrapeer
-//!   neighbours (ultrapeers are plentiful around it) becomes a leaf.
+//!   neighbours (ultrapeers are plentiful around it) and gained no leaf
+//!   (leaves that still come show it is needed: under churn a new
+//!   ultrapeer fills slowly) becomes a leaf.
 //!
 //! Either change drops every link (each neighbour is told with
 //! `"Accept": false`), and the node then looks for links of its new tier.
@@ -45,7 +47,7 @@ pub(super) struct RoleState {
     /// When a leaf becomes an ultrapeer if nothing changes.
     promote_at: Option<Instant>,
     /// When an ultrapeer with few leaves becomes a leaf if nothing changes.
-    demote_at: Option<Instant>,
+    pub(super) demote_at: Option<Instant>,
     /// Tier changes so far.
     pub(super) changes: u32,
 }

@@ -655,3 +655,39 @@ fn a_leaf_refused_by_fewer_full_ultrapeers_than_it_keeps_is_not_promoted() {
         "not promoted after two refusals"
     );
 }
+
+#[test]
+fn an_ultrapeer_that_still_gains_leaves_is_not_demoted() {
+    // Node 0, capable, becomes an ultrapeer alone; 4 ultrapeers arrive,
+    // then a leaf every 200 ms, fewer than it needs to stay, but more
+    // often than the wait to demotion (300 to 600 ms).
+    let mut tiers = vec![Tier::Auto];
+    tiers.extend(vec![Tier::Ultrapeer; 4]);
+    tiers.extend(vec![Tier::Leaf; 15]);
+    let mut net = net_of(&tiers, |_, c| c.scalable.demote_below_leaves = 30);
+    net.nodes[0].1.set_capability(true, 100);
+    net.advance(Duration::from_millis(1000));
+    assert!(sc(&net, 0).is_ultrapeer(), "alone and capable");
+    let first = net.nodes[0].0;
+    for i in 1..5 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, first.port() + 1);
+        net.pump();
+    }
+    for i in 5..20 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, first.port() + 1);
+        net.pump();
+        net.advance(Duration::from_millis(200));
+        let s = sc(&net, 0);
+        assert!(
+            s.is_ultrapeer(),
+            "demoted with {} leaves coming",
+            s.leaf_count()
+        );
+    }
+    assert!(sc(&net, 0).degree() >= 2);
+    // No more leaves come: it becomes a leaf.
+    net.advance(Duration::from_millis(2000));
+    assert!(!sc(&net, 0).is_ultrapeer(), "still an ultrapeer");
+}
