@@ -259,8 +259,16 @@ impl Scalable {
             return;
         }
         self.pending.insert(addr, now);
+        self.wake_at_expiry(now);
         cx.sh.guard.entry(addr).probed = Some(now);
         self.send_scalable_ping(cx, addr, true);
+    }
+
+    /// Makes the maintenance timer run when a join request sent at `sent`
+    /// expires, not up to a tick later: a host that does not answer is
+    /// replaced after the pong timeout, not after up to twice that.
+    fn wake_at_expiry(&mut self, sent: Instant) {
+        self.next_tick = self.next_tick.min(sent + self.cfg.pong_timeout);
     }
 
     /// Whether there is room for one more neighbour of degree `degree`:
@@ -442,6 +450,7 @@ impl Scalable {
         for a in picks {
             if self.send_join(cx, now, a) {
                 self.pending.insert(a, now);
+                self.wake_at_expiry(now);
             }
         }
     }
@@ -869,6 +878,9 @@ impl Scalable {
             || self.neighbours.values().any(|n| n.ping_sent.is_some());
         if !busy {
             self.next_tick = now + tick_interval(&cfg).max(cfg.ping_interval / 2);
+        }
+        if let Some(first) = self.pending.values().min().copied() {
+            self.wake_at_expiry(first);
         }
     }
 }

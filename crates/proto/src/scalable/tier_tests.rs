@@ -691,3 +691,33 @@ fn an_ultrapeer_that_still_gains_leaves_is_not_demoted() {
     net.advance(Duration::from_millis(2000));
     assert!(!sc(&net, 0).is_ultrapeer(), "still an ultrapeer");
 }
+
+#[test]
+fn a_join_request_left_unanswered_is_replaced_when_it_expires() {
+    // Ticks every second (the pong timeout); a join request sent between
+    // two ticks expires before the second.
+    let tiers = [Tier::Ultrapeer, Tier::Ultrapeer, Tier::Leaf];
+    let mut net = net_of(&tiers, |_, c| {
+        c.scalable.pong_timeout = Duration::from_millis(1000);
+        c.scalable.ping_interval = Duration::from_millis(5000);
+        c.scalable.join_walk = 0;
+    });
+    let start = net.now;
+    net.advance(Duration::from_millis(600));
+    // The leaf's only address is a host that left.
+    let now = net.now;
+    net.nodes[2].1.connect(now, dead(0), 30001);
+    net.pump();
+    // It learns of two ultrapeers after its tick at 1 s (which had
+    // nothing else to ask).
+    net.advance(Duration::from_millis(450));
+    assert_eq!(sc(&net, 2).degree(), 0);
+    for i in 0..2 {
+        let a = net.nodes[i].0;
+        net.nodes[2].1.add_known_host(a);
+    }
+    // The request to the dead host expires at 1.6 s: the leaf asks the
+    // ultrapeers then, not at its next tick (2 s).
+    net.advance(start + Duration::from_millis(1700) - net.now);
+    assert!(sc(&net, 2).degree() >= 1, "not linked at 1.7 s");
+}
