@@ -348,8 +348,8 @@ pub struct ScalableConfig {
     /// An ultrapeer with fewer leaves than this...
     pub demote_below_leaves: usize,
     /// ...for this long (times a random factor between 1 and 2), while it
-    /// has at least [`ScalableConfig::min_degree`] ultrapeer neighbours,
-    /// becomes a leaf.
+    /// has at least [`ScalableConfig::min_degree`] ultrapeer neighbours
+    /// and gains no leaf, becomes a leaf.
     pub demote_after: Duration,
     /// A leaf's search asks one of its ultrapeers to run it; when nothing
     /// came back after this long it asks the next one.

@@ -216,18 +216,36 @@ impl Scalable {
         }
     }
 
-    fn hosts_value(&mut self, cx: &mut Ctx<'_>, exclude: SocketAddr) -> Value {
+    /// Hosts to name in a pong to `exclude`: first our ultrapeers of the
+    /// moment (a leaf's ultrapeers, an ultrapeer's ultrapeer neighbours),
+    /// which are alive, then random hosts of the cache, some of which may
+    /// have left since we learnt them.
+    pub(super) fn hosts_value(&mut self, cx: &mut Ctx<'_>, exclude: SocketAddr) -> Value {
         let want = self.cfg.hosts_per_pong;
-        // Random hosts of the cache (which holds the neighbours too).
+        let linked: Vec<SocketAddr> = self
+            .neighbours
+            .iter()
+            .filter(|(a, n)| !n.leaf && **a != exclude)
+            .map(|(a, _)| *a)
+            .collect();
+        let mut picks: Vec<SocketAddr> = linked
+            .choose_multiple(&mut cx.sh.rng, want)
+            .copied()
+            .collect();
         let list = &self.hosts.list;
-        let picks: Vec<Value> =
-            rand::seq::index::sample(&mut cx.sh.rng, list.len(), want.min(list.len()))
+        let more = want.saturating_sub(picks.len()).min(list.len());
+        for i in rand::seq::index::sample(&mut cx.sh.rng, list.len(), more) {
+            let a = list[i];
+            if a != exclude && !picks.contains(&a) {
+                picks.push(a);
+            }
+        }
+        Value::Array(
+            picks
                 .into_iter()
-                .map(|i| list[i])
-                .filter(|a| *a != exclude)
                 .map(|a| Value::from(a.to_string()))
-                .collect();
-        Value::Array(picks)
+                .collect(),
+        )
     }
 
     pub(crate) fn connect(&mut self, cx: &mut Ctx<'_>, now: Instant, addr: SocketAddr) {
@@ -241,8 +259,16 @@ impl Scalable {
             return;
         }
         self.pending.insert(addr, now);
+        self.wake_at_expiry(now);
         cx.sh.guard.entry(addr).probed = Some(now);
         self.send_scalable_ping(cx, addr, true);
+    }
+
+    /// Makes the maintenance timer run when a join request sent at `sent`
+    /// expires, not up to a tick later: a host that does not answer is
+    /// replaced after the pong timeout, not after up to twice that.
+    fn wake_at_expiry(&mut self, sent: Instant) {
+        self.next_tick = self.next_tick.min(sent + self.cfg.pong_timeout);
     }
 
     /// Whether there is room for one more neighbour of degree `degree`:
@@ -314,6 +340,9 @@ impl Scalable {
         }
         if leaf {
             self.n_leaves += 1;
+            // Leaves still come: we are needed, the wait to demotion
+            // starts again.
+            self.roles.demote_at = None;
         } else {
             // A new ultrapeer of ours: slots are not that scarce.
             if !self.ultrapeer {
@@ -421,6 +450,7 @@ impl Scalable {
         for a in picks {
             if self.send_join(cx, now, a) {
                 self.pending.insert(a, now);
+                self.wake_at_expiry(now);
             }
         }
     }
@@ -820,6 +850,10 @@ impl Scalable {
             .collect();
         for a in &expired {
             self.pending.remove(a);
+            // No answer to a join request: most likely gone (under churn
+            // the cache fills with hosts that left); it is forgotten, so
+            // that the next requests go to hosts still there.
+            self.hosts.remove(a);
             if self.refused.len() < cfg.host_cache {
                 self.refused.insert(*a, now + cfg.ping_interval);
             }
@@ -844,6 +878,9 @@ impl Scalable {
             || self.neighbours.values().any(|n| n.ping_sent.is_some());
         if !busy {
             self.next_tick = now + tick_interval(&cfg).max(cfg.ping_interval / 2);
+        }
+        if let Some(first) = self.pending.values().min().copied() {
+            self.wake_at_expiry(first);
         }
     }
 }

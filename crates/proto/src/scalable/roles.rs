@@ -13,10 +13,15 @@
 //!   [`ScalableConfig::demote_below_leaves`] leaves for
 //!   [`ScalableConfig::demote_after`] (times a random factor between 1
 //!   and 2) while it has at least [`ScalableConfig::min_degree`] ultrapeer
-//!   neighbours (ultrapeers are plentiful around it) becomes a leaf.
+//!   neighbours (ultrapeers are plentiful around it) and gained no leaf
+//!   (leaves that still come show it is needed: under churn a new
+//!   ultrapeer fills slowly) becomes a leaf.
 //!
 //! Either change drops every link (each neighbour is told with
 //! `"Accept": false`), and the node then looks for links of its new tier.
+//! A demoted ultrapeer hands its leaves over: the pong that drops each
+//! leaf names its ultrapeer neighbours (`"Hosts"`), which the leaf asks at
+//! once.
 //!
 //! [`ScalableConfig::ultrapeer_min_bandwidth`]: super::ScalableConfig::ultrapeer_min_bandwidth
 //! [`ScalableConfig::ultrapeer_min_uptime`]: super::ScalableConfig::ultrapeer_min_uptime
@@ -42,7 +47,7 @@ pub(super) struct RoleState {
     /// When a leaf becomes an ultrapeer if nothing changes.
     promote_at: Option<Instant>,
     /// When an ultrapeer with few leaves becomes a leaf if nothing changes.
-    demote_at: Option<Instant>,
+    pub(super) demote_at: Option<Instant>,
     /// Tier changes so far.
     pub(super) changes: u32,
 }
@@ -134,10 +139,17 @@ impl Scalable {
     pub(super) fn change_tier(&mut self, cx: &mut Ctx<'_>, now: Instant, up: bool) {
         // The pongs that drop the links already tell the new tier.
         self.ultrapeer = up;
-        let addrs: Vec<SocketAddr> = self.neighbours.keys().copied().collect();
+        let mut addrs: Vec<SocketAddr> = self.neighbours.keys().copied().collect();
+        // The leaves first, while the ultrapeers they are named are linked.
+        addrs.sort_by_key(|a| !self.is_leaf(a));
         for a in addrs {
             let mut extra = Map::new();
             extra.insert("Accept".into(), Value::Bool(false));
+            if self.is_leaf(&a) {
+                // A leaf dropped is handed over: it is named our other
+                // ultrapeers, which it asks at once.
+                extra.insert("Hosts".into(), self.hosts_value(cx, a));
+            }
             let m = self.scalable_pong(cx, a, extra);
             self.send_self(cx, a, m);
             self.remove_neighbour(cx, a);

@@ -472,3 +472,252 @@ fn a_leaf_refused_by_a_full_ultrapeer_asks_another_at_once() {
         assert_eq!(sc(&net, i).degree(), 1, "leaf {i}");
     }
 }
+
+/// An address no node answers at.
+fn dead(k: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 9, 1 + k as u8)), 30000)
+}
+
+#[test]
+fn a_leaf_names_its_own_ultrapeers_before_hosts_of_its_cache() {
+    let mut net = two_tiers_and_newcomer(|_, _| {});
+    let via = 5;
+    // Its cache is full of hosts that left.
+    for k in 0..200 {
+        net.nodes[via].1.add_known_host(dead(k));
+    }
+    let ups: Vec<SocketAddr> = sc(&net, via).neighbours.keys().copied().collect();
+    assert_eq!(ups.len(), 2);
+    net.sent.clear();
+    let (a, now) = (net.nodes[via].0, net.now);
+    net.nodes[16].1.connect(now, a, a.port() + 1);
+    net.pump();
+    let named: Vec<SocketAddr> = net
+        .sent
+        .iter()
+        .filter(|(f, t, _)| *f == a && *t == net.nodes[16].0)
+        .filter_map(|(_, _, m)| match m {
+            Message::Pong(p) => p.extra.get("Hosts").and_then(Value::as_array).cloned(),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|v| v.as_str().and_then(|s| s.parse().ok()))
+        .collect();
+    for u in &ups {
+        assert!(named.contains(u), "{u} not named: {named:?}");
+    }
+}
+
+#[test]
+fn a_host_that_does_not_answer_a_join_request_is_forgotten() {
+    let mut net = two_tiers();
+    let leaf = 7;
+    let dead_hosts: Vec<SocketAddr> = (0..4).map(dead).collect();
+    for d in &dead_hosts {
+        net.nodes[leaf].1.add_known_host(*d);
+    }
+    // One of its ultrapeers leaves: the leaf looks for another and asks
+    // hosts of its cache, the dead ones among them.
+    let gone = *sc(&net, leaf).neighbours.keys().next().unwrap();
+    net.down.insert(gone);
+    net.advance(Duration::from_millis(3000));
+    let s = sc(&net, leaf);
+    assert_eq!(s.degree(), 2, "leaf has {:?}", s.neighbours.keys());
+    let asked = net
+        .sent
+        .iter()
+        .filter(|(f, t, _)| *f == net.nodes[leaf].0 && dead_hosts.contains(t))
+        .count();
+    assert!(asked > 0, "no dead host asked");
+    let known = s.known_hosts();
+    for d in &dead_hosts {
+        if net
+            .sent
+            .iter()
+            .any(|(f, t, _)| *f == net.nodes[leaf].0 && t == d)
+        {
+            assert!(!known.contains(d), "{d} asked, silent, still known");
+        }
+    }
+}
+
+#[test]
+fn a_demoted_ultrapeer_hands_its_leaves_over_to_its_ultrapeers() {
+    // Node 0, capable, starts alone and becomes an ultrapeer; two leaves
+    // attach to it alone; then 4 ultrapeers arrive, and with fewer than 3
+    // leaves node 0 becomes a leaf again.
+    let mut tiers = vec![Tier::Auto];
+    tiers.extend(vec![Tier::Leaf; 2]);
+    tiers.extend(vec![Tier::Ultrapeer; 4]);
+    let mut net = net_of(&tiers, |i, c| {
+        c.scalable.leaf_ultrapeers = 1;
+        c.scalable.demote_below_leaves = 3;
+        // No keep-alive: the leaves learn of no other ultrapeer by it.
+        c.scalable.ping_interval = Duration::from_millis(5000);
+        c.seed = i as u64 + 20;
+    });
+    net.nodes[0].1.set_capability(true, 100);
+    net.advance(Duration::from_millis(1000));
+    assert!(sc(&net, 0).is_ultrapeer(), "alone and capable");
+    let first = net.nodes[0].0;
+    for i in 1..7 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, first.port() + 1);
+        net.pump();
+    }
+    assert_eq!(sc(&net, 0).leaf_count(), 2);
+    let ups: Vec<SocketAddr> = (3..7).map(|i| net.nodes[i].0).collect();
+    net.sent.clear();
+    // (With rare keep-alives the tier is looked at every 2.5 s.)
+    for _ in 0..200 {
+        net.advance(Duration::from_millis(50));
+        if !sc(&net, 0).is_ultrapeer() {
+            break;
+        }
+    }
+    assert!(!sc(&net, 0).is_ultrapeer(), "not demoted");
+    // The pong that dropped each leaf named its ultrapeers...
+    for leaf in 1..3 {
+        let to = net.nodes[leaf].0;
+        let named: Vec<SocketAddr> = net
+            .sent
+            .iter()
+            .filter(|(f, t, _)| *f == first && *t == to)
+            .find_map(|(_, _, m)| match m {
+                Message::Pong(p) if p.extra.get("Accept") == Some(&Value::Bool(false)) => {
+                    Some(p.extra.get("Hosts").and_then(Value::as_array).cloned())
+                }
+                _ => None,
+            })
+            .flatten()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().and_then(|s| s.parse().ok()))
+            .collect();
+        assert!(!named.is_empty(), "leaf {leaf} named nothing");
+        assert!(named.iter().all(|a| ups.contains(a)), "{named:?}");
+        // ...one of which took it at once.
+        let s = sc(&net, leaf);
+        assert_eq!(s.degree(), 1, "leaf {leaf}");
+        assert!(s.neighbours.keys().all(|a| ups.contains(a)));
+    }
+}
+
+#[test]
+fn a_leaf_refused_by_fewer_full_ultrapeers_than_it_keeps_is_not_promoted() {
+    // Ultrapeers 0 and 3 are full, ultrapeer 1 has room; leaf 2 keeps 2
+    // ultrapeers and may become one.
+    let tiers = [
+        Tier::Ultrapeer,
+        Tier::Ultrapeer,
+        Tier::Auto,
+        Tier::Ultrapeer,
+    ];
+    let mut net = net_of(&tiers, |i, c| {
+        c.scalable.join_walk = 0;
+        c.scalable.ping_interval = Duration::from_millis(5000);
+        if i == 0 || i == 3 {
+            c.scalable.max_leaves = 0;
+        }
+    });
+    net.nodes[2].1.set_capability(true, 100);
+    let room = net.nodes[1].0;
+    let now = net.now;
+    net.nodes[2].1.connect(now, room, room.port() + 1);
+    net.pump();
+    assert_eq!(sc(&net, 2).degree(), 1);
+    // Some other host is always left to ask (here hosts that never
+    // answer), so that only the refusals can show that ultrapeers are
+    // scarce.
+    let mut k = 0;
+    let mut steps = |net: &mut Net, n: usize| {
+        for _ in 0..n {
+            net.nodes[2].1.add_known_host(dead(k));
+            k += 1;
+            net.advance(Duration::from_millis(100));
+        }
+    };
+    let full = net.nodes[0].0;
+    net.nodes[2].1.add_known_host(full);
+    steps(&mut net, 2);
+    assert_eq!(sc(&net, 2).roles.full_refusals, 1);
+    // One refusal is not enough, however long the leaf waits.
+    for _ in 0..15 {
+        steps(&mut net, 1);
+        assert!(!sc(&net, 2).is_ultrapeer(), "promoted after one refusal");
+    }
+    // A second full ultrapeer: as many refusals as the ultrapeers it keeps.
+    let full = net.nodes[3].0;
+    net.nodes[2].1.add_known_host(full);
+    steps(&mut net, 10);
+    assert!(
+        sc(&net, 2).is_ultrapeer(),
+        "not promoted after two refusals"
+    );
+}
+
+#[test]
+fn an_ultrapeer_that_still_gains_leaves_is_not_demoted() {
+    // Node 0, capable, becomes an ultrapeer alone; 4 ultrapeers arrive,
+    // then a leaf every 200 ms, fewer than it needs to stay, but more
+    // often than the wait to demotion (300 to 600 ms).
+    let mut tiers = vec![Tier::Auto];
+    tiers.extend(vec![Tier::Ultrapeer; 4]);
+    tiers.extend(vec![Tier::Leaf; 15]);
+    let mut net = net_of(&tiers, |_, c| c.scalable.demote_below_leaves = 30);
+    net.nodes[0].1.set_capability(true, 100);
+    net.advance(Duration::from_millis(1000));
+    assert!(sc(&net, 0).is_ultrapeer(), "alone and capable");
+    let first = net.nodes[0].0;
+    for i in 1..5 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, first.port() + 1);
+        net.pump();
+    }
+    for i in 5..20 {
+        let now = net.now;
+        net.nodes[i].1.connect(now, first, first.port() + 1);
+        net.pump();
+        net.advance(Duration::from_millis(200));
+        let s = sc(&net, 0);
+        assert!(
+            s.is_ultrapeer(),
+            "demoted with {} leaves coming",
+            s.leaf_count()
+        );
+    }
+    assert!(sc(&net, 0).degree() >= 2);
+    // No more leaves come: it becomes a leaf.
+    net.advance(Duration::from_millis(2000));
+    assert!(!sc(&net, 0).is_ultrapeer(), "still an ultrapeer");
+}
+
+#[test]
+fn a_join_request_left_unanswered_is_replaced_when_it_expires() {
+    // Ticks every second (the pong timeout); a join request sent between
+    // two ticks expires before the second.
+    let tiers = [Tier::Ultrapeer, Tier::Ultrapeer, Tier::Leaf];
+    let mut net = net_of(&tiers, |_, c| {
+        c.scalable.pong_timeout = Duration::from_millis(1000);
+        c.scalable.ping_interval = Duration::from_millis(5000);
+        c.scalable.join_walk = 0;
+    });
+    let start = net.now;
+    net.advance(Duration::from_millis(600));
+    // The leaf's only address is a host that left.
+    let now = net.now;
+    net.nodes[2].1.connect(now, dead(0), 30001);
+    net.pump();
+    // It learns of two ultrapeers after its tick at 1 s (which had
+    // nothing else to ask).
+    net.advance(Duration::from_millis(450));
+    assert_eq!(sc(&net, 2).degree(), 0);
+    for i in 0..2 {
+        let a = net.nodes[i].0;
+        net.nodes[2].1.add_known_host(a);
+    }
+    // The request to the dead host expires at 1.6 s: the leaf asks the
+    // ultrapeers then, not at its next tick (2 s).
+    net.advance(start + Duration::from_millis(1700) - net.now);
+    assert!(sc(&net, 2).degree() >= 1, "not linked at 1.7 s");
+}
