@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Instant;
 
 /// A neighbour: a peer of the scalable overlay.
@@ -44,33 +44,87 @@ pub(super) struct Neighbour {
     pub(super) guard: super::guard::Record,
 }
 
+/// A host of the cache in 16 bytes instead of a `SocketAddr`'s 32 (every
+/// node keeps up to [`ScalableConfig::host_cache`] of them, twice: in the
+/// list and in the set).
+///
+/// [`ScalableConfig::host_cache`]: super::ScalableConfig::host_cache
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Host {
+    /// The IPv4 address in bits 16..48, the port in bits 0..16.
+    V4(u64),
+    V6(Box<SocketAddrV6>),
+}
+
+impl Host {
+    fn pack(addr: SocketAddr) -> Self {
+        match addr {
+            SocketAddr::V4(a) => {
+                Host::V4(u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()))
+            }
+            SocketAddr::V6(a) => Host::V6(Box::new(a)),
+        }
+    }
+
+    fn unpack(&self) -> SocketAddr {
+        match self {
+            Host::V4(k) => SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from((k >> 16) as u32),
+                *k as u16,
+            )),
+            Host::V6(a) => SocketAddr::V6(**a),
+        }
+    }
+}
+
 /// A bounded set of known hosts, with random replacement when full.
 #[derive(Debug, Default)]
 pub(super) struct HostCache {
-    pub(super) list: Vec<SocketAddr>,
+    list: Vec<Host>,
     /// Membership only (never iterated, so its order does not matter).
-    set: HashSet<SocketAddr>,
+    set: HashSet<Host>,
 }
 
 impl HostCache {
     fn add(&mut self, addr: SocketAddr, cap: usize, rng: &mut impl Rng) {
-        if cap == 0 || self.set.contains(&addr) {
+        let host = Host::pack(addr);
+        if cap == 0 || self.set.contains(&host) {
             return;
         }
         if self.list.len() >= cap {
             let i = rng.gen_range(0..self.list.len());
             self.set.remove(&self.list[i]);
-            self.list[i] = addr;
+            self.list[i] = host.clone();
         } else {
-            self.list.push(addr);
+            self.list.push(host.clone());
         }
-        self.set.insert(addr);
+        self.set.insert(host);
     }
 
     fn remove(&mut self, addr: &SocketAddr) {
-        if self.set.remove(addr) {
-            self.list.retain(|a| a != addr);
+        let host = Host::pack(*addr);
+        if self.set.remove(&host) {
+            self.list.retain(|a| *a != host);
         }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The host at `i` of the list (in the order of arrival, a replaced
+    /// one at the place of the one it replaced).
+    pub(super) fn get(&self, i: usize) -> SocketAddr {
+        self.list[i].unpack()
+    }
+
+    /// The hosts, in the order of the list.
+    pub(super) fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.list.iter().map(Host::unpack)
     }
 }
 
@@ -219,11 +273,11 @@ impl Scalable {
     fn hosts_value(&mut self, cx: &mut Ctx<'_>, exclude: SocketAddr) -> Value {
         let want = self.cfg.hosts_per_pong;
         // Random hosts of the cache (which holds the neighbours too).
-        let list = &self.hosts.list;
+        let list = &self.hosts;
         let picks: Vec<Value> =
             rand::seq::index::sample(&mut cx.sh.rng, list.len(), want.min(list.len()))
                 .into_iter()
-                .map(|i| list[i])
+                .map(|i| list.get(i))
                 .filter(|a| *a != exclude)
                 .map(|a| Value::from(a.to_string()))
                 .collect();
@@ -377,12 +431,12 @@ impl Scalable {
         }
         // A random sample of the cache, without the hosts already linked,
         // asked, or that refused lately.
-        let list = &self.hosts.list;
+        let list = &self.hosts;
         let sample = (4 * target).min(list.len());
         let mut candidates: Vec<SocketAddr> =
             rand::seq::index::sample(&mut cx.sh.rng, list.len(), sample)
                 .into_iter()
-                .map(|i| list[i])
+                .map(|i| list.get(i))
                 .filter(|a| {
                     !self.neighbours.contains_key(a)
                         && !self.pending.contains_key(a)
@@ -480,7 +534,7 @@ impl Scalable {
             && self.ultrapeer
             && self.room_for_leaf()
             && !self.is_neighbour(&joiner);
-        if leaf_passes && !walking && !self.hosts.list.is_empty() {
+        if leaf_passes && !walking && !self.hosts.is_empty() {
             // A leaf asked by a newcomer itself names ultrapeers it knows,
             // which the newcomer then asks itself (see above).
             let mut extra = Map::new();

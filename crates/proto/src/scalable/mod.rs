@@ -254,7 +254,7 @@ impl Scalable {
 
     /// The hosts of the host cache.
     pub(crate) fn known_hosts(&self) -> Vec<SocketAddr> {
-        self.hosts.list.clone()
+        self.hosts.iter().collect()
     }
 
     /// Whether `addr` is a neighbour or a bootstrap peer the user gave.
