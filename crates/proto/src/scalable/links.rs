@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 /// A neighbour: a peer of the scalable overlay.
@@ -44,87 +44,146 @@ pub(super) struct Neighbour {
     pub(super) guard: super::guard::Record,
 }
 
-/// A host of the cache in 16 bytes instead of a `SocketAddr`'s 32 (every
-/// node keeps up to [`ScalableConfig::host_cache`] of them, twice: in the
-/// list and in the set).
+/// How a host cache stores its hosts: an IPv4 address and port packed in
+/// 8 bytes instead of a `SocketAddr`'s 32 (every node keeps up to
+/// [`ScalableConfig::host_cache`] hosts, twice: in the list and in the
+/// set).
 ///
 /// [`ScalableConfig::host_cache`]: super::ScalableConfig::host_cache
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Host {
-    /// The IPv4 address in bits 16..48, the port in bits 0..16.
-    V4(u64),
-    V6(Box<SocketAddrV6>),
+trait HostKey: Copy + Eq + std::hash::Hash {
+    /// The key of `addr`, if this kind of key can hold it.
+    fn key(addr: SocketAddr) -> Option<Self>;
+    fn addr(self) -> SocketAddr;
 }
 
-impl Host {
-    fn pack(addr: SocketAddr) -> Self {
+/// An IPv4 host: the address in bits 16..48, the port in bits 0..16.
+impl HostKey for u64 {
+    fn key(addr: SocketAddr) -> Option<Self> {
         match addr {
-            SocketAddr::V4(a) => {
-                Host::V4(u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()))
-            }
-            SocketAddr::V6(a) => Host::V6(Box::new(a)),
+            SocketAddr::V4(a) => Some(u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port())),
+            SocketAddr::V6(_) => None,
         }
     }
 
-    fn unpack(&self) -> SocketAddr {
-        match self {
-            Host::V4(k) => SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from((k >> 16) as u32),
-                *k as u16,
-            )),
-            Host::V6(a) => SocketAddr::V6(**a),
-        }
+    fn addr(self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from((self >> 16) as u32),
+            self as u16,
+        ))
     }
 }
 
-/// A bounded set of known hosts, with random replacement when full.
-#[derive(Debug, Default)]
-pub(super) struct HostCache {
-    list: Vec<Host>,
+impl HostKey for SocketAddr {
+    fn key(addr: SocketAddr) -> Option<Self> {
+        Some(addr)
+    }
+
+    fn addr(self) -> SocketAddr {
+        self
+    }
+}
+
+/// The hosts of a cache, in the order of the list.
+#[derive(Debug)]
+struct Hosts<K> {
+    list: Vec<K>,
     /// Membership only (never iterated, so its order does not matter).
-    set: HashSet<Host>,
+    set: HashSet<K>,
 }
 
-impl HostCache {
-    fn add(&mut self, addr: SocketAddr, cap: usize, rng: &mut impl Rng) {
-        let host = Host::pack(addr);
+impl<K: HostKey> Hosts<K> {
+    fn add(&mut self, host: K, cap: usize, rng: &mut impl Rng) {
         if cap == 0 || self.set.contains(&host) {
             return;
         }
         if self.list.len() >= cap {
             let i = rng.gen_range(0..self.list.len());
             self.set.remove(&self.list[i]);
-            self.list[i] = host.clone();
+            self.list[i] = host;
         } else {
-            self.list.push(host.clone());
+            self.list.push(host);
         }
         self.set.insert(host);
     }
 
+    fn remove(&mut self, host: &K) {
+        if self.set.remove(host) {
+            self.list.retain(|a| a != host);
+        }
+    }
+}
+
+/// A bounded set of known hosts, with random replacement when full. It
+/// holds IPv4 hosts packed until a first IPv6 one comes.
+#[derive(Debug)]
+pub(super) struct HostCache(Store);
+
+#[derive(Debug)]
+enum Store {
+    V4(Hosts<u64>),
+    Any(Hosts<SocketAddr>),
+}
+
+impl Default for HostCache {
+    fn default() -> Self {
+        HostCache(Store::V4(Hosts {
+            list: Vec::new(),
+            set: HashSet::new(),
+        }))
+    }
+}
+
+impl HostCache {
+    fn add(&mut self, addr: SocketAddr, cap: usize, rng: &mut impl Rng) {
+        if let Store::V4(h) = &mut self.0 {
+            match u64::key(addr) {
+                Some(k) => return h.add(k, cap, rng),
+                None => {
+                    let list: Vec<SocketAddr> = h.list.iter().map(|k| k.addr()).collect();
+                    let set = list.iter().copied().collect();
+                    self.0 = Store::Any(Hosts { list, set });
+                }
+            }
+        }
+        if let Store::Any(h) = &mut self.0 {
+            h.add(addr, cap, rng);
+        }
+    }
+
     fn remove(&mut self, addr: &SocketAddr) {
-        let host = Host::pack(*addr);
-        if self.set.remove(&host) {
-            self.list.retain(|a| *a != host);
+        match &mut self.0 {
+            Store::V4(h) => {
+                if let Some(k) = u64::key(*addr) {
+                    h.remove(&k);
+                }
+            }
+            Store::Any(h) => h.remove(addr),
         }
     }
 
     pub(super) fn len(&self) -> usize {
-        self.list.len()
+        match &self.0 {
+            Store::V4(h) => h.list.len(),
+            Store::Any(h) => h.list.len(),
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.len() == 0
     }
 
     /// The host at `i` of the list (in the order of arrival, a replaced
     /// one at the place of the one it replaced).
     pub(super) fn get(&self, i: usize) -> SocketAddr {
-        self.list[i].unpack()
+        match &self.0 {
+            Store::V4(h) => h.list[i].addr(),
+            Store::Any(h) => h.list[i],
+        }
     }
 
     /// The hosts, in the order of the list.
     pub(super) fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.list.iter().map(Host::unpack)
+        (0..self.len()).map(|i| self.get(i))
     }
 }
 
@@ -899,5 +958,62 @@ impl Scalable {
         if !busy {
             self.next_tick = now + tick_interval(&cfg).max(cfg.ping_interval / 2);
         }
+    }
+}
+
+#[cfg(test)]
+mod host_cache_tests {
+    use super::HostCache;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use std::net::SocketAddr;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn keeps_order_and_membership_across_address_families() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut c = HostCache::default();
+        for s in ["10.0.0.1:6346", "255.255.255.255:65535", "0.0.0.0:0"] {
+            c.add(a(s), 8, &mut rng);
+        }
+        c.add(a("10.0.0.1:6346"), 8, &mut rng);
+        c.remove(&a("0.0.0.0:0"));
+        assert_eq!(
+            c.iter().collect::<Vec<_>>(),
+            [a("10.0.0.1:6346"), a("255.255.255.255:65535")]
+        );
+        // A first IPv6 host: the IPv4 ones stay, in their order.
+        c.add(a("[2001:db8::1]:6346"), 8, &mut rng);
+        c.add(a("10.0.0.1:6346"), 8, &mut rng);
+        c.add(a("10.0.0.2:6346"), 8, &mut rng);
+        c.remove(&a("255.255.255.255:65535"));
+        assert_eq!(
+            c.iter().collect::<Vec<_>>(),
+            [
+                a("10.0.0.1:6346"),
+                a("[2001:db8::1]:6346"),
+                a("10.0.0.2:6346")
+            ]
+        );
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(1), a("[2001:db8::1]:6346"));
+    }
+
+    #[test]
+    fn a_full_cache_replaces_a_random_host() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut c = HostCache::default();
+        for i in 0..20u8 {
+            c.add(SocketAddr::from(([10, 0, 0, i], 1000)), 4, &mut rng);
+        }
+        assert_eq!(c.len(), 4);
+        let hosts: Vec<SocketAddr> = c.iter().collect();
+        let mut unique = hosts.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 4);
     }
 }
