@@ -28,7 +28,7 @@ pub(super) struct Neighbour {
     pub(super) degree: usize,
     /// Its filter, once every part has arrived.
     pub(super) filter: Option<TrigramBloom>,
-    partial: Option<PartialBloom>,
+    partial: Option<Box<PartialBloom>>,
     last_heard: Instant,
     ping_sent: Option<Instant>,
     filter_sent: bool,
