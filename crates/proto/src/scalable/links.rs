@@ -187,6 +187,38 @@ impl HostCache {
     }
 }
 
+/// `addr.to_string()`, without the formatting machinery for IPv4 (every
+/// pong names a few hosts).
+fn addr_text(addr: SocketAddr) -> String {
+    let SocketAddr::V4(a) = addr else {
+        return addr.to_string();
+    };
+    let mut s = String::with_capacity(21);
+    for (i, o) in a.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        push_decimal(&mut s, u32::from(o));
+    }
+    s.push(':');
+    push_decimal(&mut s, u32::from(a.port()));
+    s
+}
+
+fn push_decimal(s: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
 /// The degree a neighbour announced, believed up to our own maximum: a
 /// peer that claims more (to look like a better relay) counts as one with
 /// that many neighbours, so that its claim cannot swell a search's
@@ -338,7 +370,7 @@ impl Scalable {
                 .into_iter()
                 .map(|i| list.get(i))
                 .filter(|a| *a != exclude)
-                .map(|a| Value::from(a.to_string()))
+                .map(|a| Value::from(addr_text(a)))
                 .collect();
         Value::Array(picks)
     }
@@ -963,7 +995,7 @@ impl Scalable {
 
 #[cfg(test)]
 mod host_cache_tests {
-    use super::HostCache;
+    use super::{addr_text, HostCache};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
     use std::net::SocketAddr;
@@ -1015,5 +1047,25 @@ mod host_cache_tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), 4);
+    }
+
+    #[test]
+    fn addr_text_is_to_string() {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut addrs = vec![
+            a("0.0.0.0:0"),
+            a("255.255.255.255:65535"),
+            a("10.0.0.1:6346"),
+            a("[2001:db8::1]:6346"),
+            a("[::ffff:1.2.3.4]:1"),
+        ];
+        for _ in 0..10_000 {
+            let ip: [u8; 4] = rng.gen();
+            addrs.push(SocketAddr::from((ip, rng.gen::<u16>())));
+        }
+        for addr in addrs {
+            assert_eq!(addr_text(addr), addr.to_string());
+        }
     }
 }
