@@ -341,8 +341,9 @@ impl Sim {
         {
             // Slot `s` is played by partition `s % k`: the peers that
             // arrive first, which become the ultrapeers and do most of
-            // the work, are spread over all of them (in blocks of slots,
-            // the first partition did five times the work of the second).
+            // the work, are spread over all of them (in two blocks of
+            // slots, the first block's events took five times as long as
+            // the second's at 10,000 peers).
             let mut slots: Vec<Vec<&mut Node>> =
                 (0..k).map(|_| Vec::with_capacity(n.div_ceil(k))).collect();
             for (slot, node) in nodes.iter_mut().enumerate() {
