@@ -300,7 +300,22 @@ impl Resources {
     }
 }
 
+/// Keeps the kernel from backing the heap with transparent huge pages.
+/// The allocator asks for them on its large regions; with millions of
+/// small objects spread over those regions, a 2 MiB page is resident as
+/// soon as one object on it is, and the peak memory of a 5,000-peer run
+/// was 12% higher with them (and its CPU time higher, from zeroing them).
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process; it reads
+    // and writes no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> Result<()> {
+    no_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

@@ -131,7 +131,7 @@ impl TrigramBloom {
 /// `partial`; gives the whole filter once every part has arrived. Invalid
 /// parts are ignored.
 pub(super) fn take_part(
-    partial: &mut Option<PartialBloom>,
+    partial: &mut Option<Box<PartialBloom>>,
     addr: SocketAddr,
     extra: &Map<String, Value>,
 ) -> Option<TrigramBloom> {
@@ -168,12 +168,12 @@ pub(super) fn take_part(
         .as_ref()
         .is_none_or(|p| p.gen != gen || p.bits.len() != len || p.hashes != hashes as u32);
     if fresh {
-        *partial = Some(PartialBloom {
+        *partial = Some(Box::new(PartialBloom {
             gen,
             hashes: hashes as u32,
             bits: vec![0; len],
             got: BTreeSet::new(),
-        });
+        }));
     }
     let p = partial.as_mut()?;
     p.bits[offset..offset + data.len()].copy_from_slice(&data);
@@ -188,7 +188,8 @@ pub(super) fn take_part(
     None
 }
 
-/// A filter being received in parts.
+/// A filter being received in parts (boxed where it is kept: most
+/// neighbours have none most of the time).
 #[derive(Debug)]
 pub(super) struct PartialBloom {
     gen: u64,

@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 /// A neighbour: a peer of the scalable overlay.
@@ -28,7 +28,7 @@ pub(super) struct Neighbour {
     pub(super) degree: usize,
     /// Its filter, once every part has arrived.
     pub(super) filter: Option<TrigramBloom>,
-    partial: Option<PartialBloom>,
+    partial: Option<Box<PartialBloom>>,
     last_heard: Instant,
     ping_sent: Option<Instant>,
     filter_sent: bool,
@@ -44,34 +44,179 @@ pub(super) struct Neighbour {
     pub(super) guard: super::guard::Record,
 }
 
-/// A bounded set of known hosts, with random replacement when full.
-#[derive(Debug, Default)]
-pub(super) struct HostCache {
-    pub(super) list: Vec<SocketAddr>,
-    /// Membership only (never iterated, so its order does not matter).
-    set: HashSet<SocketAddr>,
+/// How a host cache stores its hosts: an IPv4 address and port packed in
+/// 8 bytes instead of a `SocketAddr`'s 32 (every node keeps up to
+/// [`ScalableConfig::host_cache`] hosts, twice: in the list and in the
+/// set).
+///
+/// [`ScalableConfig::host_cache`]: super::ScalableConfig::host_cache
+trait HostKey: Copy + Eq + std::hash::Hash {
+    /// The key of `addr`, if this kind of key can hold it.
+    fn key(addr: SocketAddr) -> Option<Self>;
+    fn addr(self) -> SocketAddr;
 }
 
-impl HostCache {
-    fn add(&mut self, addr: SocketAddr, cap: usize, rng: &mut impl Rng) {
-        if cap == 0 || self.set.contains(&addr) {
+/// An IPv4 host: the address in bits 16..48, the port in bits 0..16.
+impl HostKey for u64 {
+    fn key(addr: SocketAddr) -> Option<Self> {
+        match addr {
+            SocketAddr::V4(a) => Some(u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port())),
+            SocketAddr::V6(_) => None,
+        }
+    }
+
+    fn addr(self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from((self >> 16) as u32),
+            self as u16,
+        ))
+    }
+}
+
+impl HostKey for SocketAddr {
+    fn key(addr: SocketAddr) -> Option<Self> {
+        Some(addr)
+    }
+
+    fn addr(self) -> SocketAddr {
+        self
+    }
+}
+
+/// The hosts of a cache, in the order of the list.
+#[derive(Debug)]
+struct Hosts<K> {
+    list: Vec<K>,
+    /// Membership only (never iterated, so its order does not matter).
+    set: HashSet<K>,
+}
+
+impl<K: HostKey> Hosts<K> {
+    fn add(&mut self, host: K, cap: usize, rng: &mut impl Rng) {
+        if cap == 0 || self.set.contains(&host) {
             return;
         }
         if self.list.len() >= cap {
             let i = rng.gen_range(0..self.list.len());
             self.set.remove(&self.list[i]);
-            self.list[i] = addr;
+            self.list[i] = host;
         } else {
-            self.list.push(addr);
+            self.list.push(host);
         }
-        self.set.insert(addr);
+        self.set.insert(host);
+    }
+
+    fn remove(&mut self, host: &K) {
+        if self.set.remove(host) {
+            self.list.retain(|a| a != host);
+        }
+    }
+}
+
+/// A bounded set of known hosts, with random replacement when full. It
+/// holds IPv4 hosts packed until a first IPv6 one comes.
+#[derive(Debug)]
+pub(super) struct HostCache(Store);
+
+#[derive(Debug)]
+enum Store {
+    V4(Hosts<u64>),
+    Any(Hosts<SocketAddr>),
+}
+
+impl Default for HostCache {
+    fn default() -> Self {
+        HostCache(Store::V4(Hosts {
+            list: Vec::new(),
+            set: HashSet::new(),
+        }))
+    }
+}
+
+impl HostCache {
+    fn add(&mut self, addr: SocketAddr, cap: usize, rng: &mut impl Rng) {
+        if let Store::V4(h) = &mut self.0 {
+            match u64::key(addr) {
+                Some(k) => return h.add(k, cap, rng),
+                None => {
+                    let list: Vec<SocketAddr> = h.list.iter().map(|k| k.addr()).collect();
+                    let set = list.iter().copied().collect();
+                    self.0 = Store::Any(Hosts { list, set });
+                }
+            }
+        }
+        if let Store::Any(h) = &mut self.0 {
+            h.add(addr, cap, rng);
+        }
     }
 
     fn remove(&mut self, addr: &SocketAddr) {
-        if self.set.remove(addr) {
-            self.list.retain(|a| a != addr);
+        match &mut self.0 {
+            Store::V4(h) => {
+                if let Some(k) = u64::key(*addr) {
+                    h.remove(&k);
+                }
+            }
+            Store::Any(h) => h.remove(addr),
         }
     }
+
+    pub(super) fn len(&self) -> usize {
+        match &self.0 {
+            Store::V4(h) => h.list.len(),
+            Store::Any(h) => h.list.len(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The host at `i` of the list (in the order of arrival, a replaced
+    /// one at the place of the one it replaced).
+    pub(super) fn get(&self, i: usize) -> SocketAddr {
+        match &self.0 {
+            Store::V4(h) => h.list[i].addr(),
+            Store::Any(h) => h.list[i],
+        }
+    }
+
+    /// The hosts, in the order of the list.
+    pub(super) fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+/// `addr.to_string()`, without the formatting machinery for IPv4 (every
+/// pong names a few hosts).
+fn addr_text(addr: SocketAddr) -> String {
+    let SocketAddr::V4(a) = addr else {
+        return addr.to_string();
+    };
+    let mut s = String::with_capacity(21);
+    for (i, o) in a.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        push_decimal(&mut s, u32::from(o));
+    }
+    s.push(':');
+    push_decimal(&mut s, u32::from(a.port()));
+    s
+}
+
+fn push_decimal(s: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 /// The degree a neighbour announced, believed up to our own maximum: a
@@ -232,10 +377,10 @@ impl Scalable {
             .choose_multiple(&mut cx.sh.rng, want)
             .copied()
             .collect();
-        let list = &self.hosts.list;
+        let list = &self.hosts;
         let more = want.saturating_sub(picks.len()).min(list.len());
         for i in rand::seq::index::sample(&mut cx.sh.rng, list.len(), more) {
-            let a = list[i];
+            let a = list.get(i);
             if a != exclude && !picks.contains(&a) {
                 picks.push(a);
             }
@@ -243,7 +388,7 @@ impl Scalable {
         Value::Array(
             picks
                 .into_iter()
-                .map(|a| Value::from(a.to_string()))
+                .map(|a| Value::from(addr_text(a)))
                 .collect(),
         )
     }
@@ -406,12 +551,12 @@ impl Scalable {
         }
         // A random sample of the cache, without the hosts already linked,
         // asked, or that refused lately.
-        let list = &self.hosts.list;
+        let list = &self.hosts;
         let sample = (4 * target).min(list.len());
         let mut candidates: Vec<SocketAddr> =
             rand::seq::index::sample(&mut cx.sh.rng, list.len(), sample)
                 .into_iter()
-                .map(|i| list[i])
+                .map(|i| list.get(i))
                 .filter(|a| {
                     !self.neighbours.contains_key(a)
                         && !self.pending.contains_key(a)
@@ -510,7 +655,7 @@ impl Scalable {
             && self.ultrapeer
             && self.room_for_leaf()
             && !self.is_neighbour(&joiner);
-        if leaf_passes && !walking && !self.hosts.list.is_empty() {
+        if leaf_passes && !walking && !self.hosts.is_empty() {
             // A leaf asked by a newcomer itself names ultrapeers it knows,
             // which the newcomer then asks itself (see above).
             let mut extra = Map::new();
@@ -881,6 +1026,83 @@ impl Scalable {
         }
         if let Some(first) = self.pending.values().min().copied() {
             self.wake_at_expiry(first);
+        }
+    }
+}
+
+#[cfg(test)]
+mod host_cache_tests {
+    use super::{addr_text, HostCache};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use std::net::SocketAddr;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn keeps_order_and_membership_across_address_families() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut c = HostCache::default();
+        for s in ["10.0.0.1:6346", "255.255.255.255:65535", "0.0.0.0:0"] {
+            c.add(a(s), 8, &mut rng);
+        }
+        c.add(a("10.0.0.1:6346"), 8, &mut rng);
+        c.remove(&a("0.0.0.0:0"));
+        assert_eq!(
+            c.iter().collect::<Vec<_>>(),
+            [a("10.0.0.1:6346"), a("255.255.255.255:65535")]
+        );
+        // A first IPv6 host: the IPv4 ones stay, in their order.
+        c.add(a("[2001:db8::1]:6346"), 8, &mut rng);
+        c.add(a("10.0.0.1:6346"), 8, &mut rng);
+        c.add(a("10.0.0.2:6346"), 8, &mut rng);
+        c.remove(&a("255.255.255.255:65535"));
+        assert_eq!(
+            c.iter().collect::<Vec<_>>(),
+            [
+                a("10.0.0.1:6346"),
+                a("[2001:db8::1]:6346"),
+                a("10.0.0.2:6346")
+            ]
+        );
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(1), a("[2001:db8::1]:6346"));
+    }
+
+    #[test]
+    fn a_full_cache_replaces_a_random_host() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut c = HostCache::default();
+        for i in 0..20u8 {
+            c.add(SocketAddr::from(([10, 0, 0, i], 1000)), 4, &mut rng);
+        }
+        assert_eq!(c.len(), 4);
+        let hosts: Vec<SocketAddr> = c.iter().collect();
+        let mut unique = hosts.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 4);
+    }
+
+    #[test]
+    fn addr_text_is_to_string() {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut addrs = vec![
+            a("0.0.0.0:0"),
+            a("255.255.255.255:65535"),
+            a("10.0.0.1:6346"),
+            a("[2001:db8::1]:6346"),
+            a("[::ffff:1.2.3.4]:1"),
+        ];
+        for _ in 0..10_000 {
+            let ip: [u8; 4] = rng.gen();
+            addrs.push(SocketAddr::from((ip, rng.gen::<u16>())));
+        }
+        for addr in addrs {
+            assert_eq!(addr_text(addr), addr.to_string());
         }
     }
 }

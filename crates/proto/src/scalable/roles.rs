@@ -63,9 +63,8 @@ impl Scalable {
     /// Whether some ultrapeer we do not have is worth asking.
     fn knows_free_candidate(&self) -> bool {
         self.hosts
-            .list
             .iter()
-            .any(|a| !self.neighbours.contains_key(a) && !self.refused.contains_key(a))
+            .any(|a| !self.neighbours.contains_key(&a) && !self.refused.contains_key(&a))
     }
 
     /// Promotes or demotes this node when the conditions hold (run at

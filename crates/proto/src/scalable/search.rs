@@ -25,12 +25,20 @@ fn leaf_query(m: &Message) -> Message {
     m
 }
 
-/// What a node remembers of a query it has seen.
+// `Seen::max_ttl` holds a TTL.
+const _: () = assert!(MAX_ACCEPTED_TTL <= i8::MAX as i64);
+
+/// What a node remembers of a query it has seen (40 bytes: a node keeps
+/// up to [`ScalableConfig::seen_queries`] of them).
+///
+/// [`ScalableConfig::seen_queries`]: super::ScalableConfig::seen_queries
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Seen {
-    /// Highest TTL handled: -2 none yet, -1 answered only.
-    max_ttl: i64,
-    hops: u64,
+    /// Highest TTL handled: -2 none yet, -1 answered only (a query's TTL
+    /// is taken within -1..=[`MAX_ACCEPTED_TTL`]).
+    max_ttl: i8,
+    /// Its `"Hops"` (taken within 0..=255).
+    hops: u8,
     /// The driver has not answered yet.
     awaiting_answer: bool,
     /// The neighbour it came from: answers go back there.
@@ -184,7 +192,7 @@ impl Scalable {
         let ttl = get_i64(&q.extra, "TTL")
             .unwrap_or(0)
             .clamp(-1, MAX_ACCEPTED_TTL);
-        if hops <= 1 && ttl > self.seen.get(&id).map_or(-2, |s| s.max_ttl) {
+        if hops <= 1 && ttl > self.seen.get(&id).map_or(-2, |s| i64::from(s.max_ttl)) {
             // The first hop of a neighbour's own search: paid from its
             // bucket, whenever it asks us deeper.
             let cost = guard::query_cost(ttl, self.degree());
@@ -202,12 +210,12 @@ impl Scalable {
         // have sent it.
         let mut seen = self.remember(id, from);
         let first = seen.max_ttl == -2;
-        let prev = seen.max_ttl;
+        let prev = i64::from(seen.max_ttl);
         if first {
-            seen.hops = hops;
+            seen.hops = hops as u8;
             seen.awaiting_answer = true;
         }
-        seen.max_ttl = seen.max_ttl.max(ttl);
+        seen.max_ttl = seen.max_ttl.max(ttl as i8);
         if let Some(s) = self.seen.get_mut(&id) {
             *s = seen;
         }

@@ -38,8 +38,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) queries: &'a [QRec],
     pub(crate) snap: &'a [Snap],
     pub(crate) trace: Option<Ipv4Addr>,
-    /// Slots per partition.
-    pub(crate) size: usize,
+    /// Partitions (slot `s` is in partition `s % parts`).
+    pub(crate) parts: usize,
     pub(crate) end: u64,
     pub(crate) warmup: u64,
 }
@@ -90,11 +90,13 @@ impl Attach {
 /// A datagram or event for another partition: (time, key, event).
 type Out = (u64, u64, Ev);
 
-/// The slots `lo..lo + nodes.len()` and their events.
+/// The slots `index`, `index + k`, `index + 2k`... of `k` partitions, and
+/// their events.
 pub(crate) struct Part<'a> {
     index: usize,
-    lo: usize,
-    nodes: &'a mut [Node],
+    k: usize,
+    /// Slot `s` at `s / k`.
+    nodes: Vec<&'a mut Node>,
     pub(crate) queue: EventQueue<Ev>,
     now: u64,
     /// Events for the peers of each partition, handed over at the window's end.
@@ -120,10 +122,10 @@ pub(crate) struct Part<'a> {
 }
 
 impl<'a> Part<'a> {
-    pub(crate) fn new(index: usize, lo: usize, nodes: &'a mut [Node], parts: usize) -> Self {
+    pub(crate) fn new(index: usize, nodes: Vec<&'a mut Node>, parts: usize) -> Self {
         Part {
             index,
-            lo,
+            k: parts.max(1),
             nodes,
             queue: EventQueue::new(),
             now: 0,
@@ -143,11 +145,14 @@ impl<'a> Part<'a> {
 
     /// The slot's node, if it is in this partition.
     pub(crate) fn node_ref(&self, slot: usize) -> Option<&Node> {
-        slot.checked_sub(self.lo).and_then(|i| self.nodes.get(i))
+        if slot % self.k != self.index {
+            return None;
+        }
+        self.nodes.get(slot / self.k).map(|n| &**n)
     }
 
     fn node(&mut self, slot: usize) -> &mut Node {
-        &mut self.nodes[slot - self.lo]
+        &mut *self.nodes[slot / self.k]
     }
 
     fn instant(&self, sh: &Shared, t: u64) -> Instant {
@@ -157,7 +162,7 @@ impl<'a> Part<'a> {
     /// Queues `ev` from `src` (a slot of this partition) at `t`.
     fn push(&mut self, sh: &Shared, src: usize, t: u64, ev: Ev) {
         let key = self.node(src).next_key(src);
-        let p = ev.slot() / sh.size;
+        let p = ev.slot() % sh.parts;
         if p == self.index {
             self.queue.push(t, key, ev);
         } else if let Some(out) = self.out.get_mut(p) {
@@ -395,7 +400,7 @@ impl<'a> Part<'a> {
 
     /// Takes everything an overlay has to say after an input.
     fn drain(&mut self, sh: &Shared, slot: usize) {
-        let i = slot - self.lo;
+        let i = slot / self.k;
         let gen = self.nodes[i].gen;
         let src = self.nodes[i].addr;
         loop {
