@@ -322,6 +322,12 @@ pub struct ScalableConfig {
     /// more often than a person stays small); a neighbour's query beyond
     /// it is dropped.
     pub search_cost_burst: u32,
+    /// A leaf is one searcher: its searches, and the answers they bring,
+    /// may cost one [`ScalableConfig::query_budget`] per this window in
+    /// all. Each of its [`ScalableConfig::leaf_ultrapeers`] ultrapeers
+    /// refills the leaf's bucket at that share of the rate, and runs its
+    /// search with a whole budget whenever the bucket is not in debt.
+    pub leaf_search_cost_window: Duration,
     /// A neighbour whose own answers did not fit its filter this many
     /// times (files whose names it cannot share) is dropped and refused for
     /// [`ScalableConfig::flooder_refused_for`].
@@ -393,6 +399,7 @@ impl Default for ScalableConfig {
             flooder_refused_for: Duration::from_secs(600),
             search_cost_window: Duration::from_secs(600),
             search_cost_burst: 3,
+            leaf_search_cost_window: Duration::from_secs(1800),
             false_answer_strikes: 3,
             max_filter_fill_permille: 500,
             tier: Tier::Auto,
