@@ -317,7 +317,9 @@ pub struct ScalableConfig {
     /// messages, one [`ScalableConfig::query_budget`] per this window on
     /// average...
     pub search_cost_window: Duration,
-    /// ...and this many budgets in a burst; a new link starts with one.
+    /// ...and this many budgets in a burst; a new link to an ultrapeer
+    /// starts with one (to a leaf, see
+    /// [`ScalableConfig::leaf_search_cost_window`]).
     /// A leaf's search gets what is left (a search of a leaf searching far
     /// more often than a person stays small); a neighbour's query beyond
     /// it is dropped.
@@ -399,7 +401,7 @@ impl Default for ScalableConfig {
             flooder_refused_for: Duration::from_secs(600),
             search_cost_window: Duration::from_secs(600),
             search_cost_burst: 3,
-            leaf_search_cost_window: Duration::from_secs(1800),
+            leaf_search_cost_window: Duration::from_secs(3600),
             false_answer_strikes: 3,
             max_filter_fill_permille: 500,
             tier: Tier::Auto,

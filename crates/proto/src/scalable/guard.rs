@@ -31,12 +31,12 @@
 //! - **A leaf is one searcher.** A leaf's searches may cost one budget
 //!   per [`ScalableConfig::leaf_search_cost_window`] in all. It spreads
 //!   them over its [`ScalableConfig::leaf_ultrapeers`] ultrapeers, so each
-//!   of them refills the leaf's bucket at that share of the rate, and a
-//!   new leaf link starts with that share of a budget. A leaf's search
-//!   runs with a whole budget whenever its bucket is not in debt (what it
-//!   costs is paid afterwards), so a person's occasional search for a
-//!   rare file is never cut short, while a leaf searching far more often
-//!   than a person gets no more than its own leaves' answers.
+//!   of them refills the leaf's bucket at that share of the rate, from
+//!   empty on a new link. A leaf's search runs with a whole budget
+//!   whenever its bucket is not in debt (what it costs is paid
+//!   afterwards), so a person's occasional search for a rare file is
+//!   never cut short, while a leaf searching far more often than a person
+//!   gets no more than the answers of our own leaves.
 
 use super::plan::est_cost;
 use super::{QueryTrigrams, ScalableConfig, TrigramBloom};
@@ -59,18 +59,17 @@ fn burst(cfg: &ScalableConfig) -> f64 {
 }
 
 impl Record {
-    /// A new link: one search's budget, not a whole burst (a peer that
-    /// keeps making new links gains little).
-    /// A new link, to a leaf with `leaf`: its share of one budget.
+    /// A new link: one budget for a neighbour; an empty bucket for a leaf
+    /// (whose first search still runs with a whole budget, paid
+    /// afterwards: a leaf gains nothing by making new links).
     pub(super) fn new(cfg: &ScalableConfig, now: Instant, leaf: bool) -> Self {
-        let share = if leaf {
-            cfg.leaf_ultrapeers.max(1) as f64
-        } else {
-            1.0
-        };
         Record {
             strikes: 0,
-            tokens: (f64::from(cfg.query_budget) / share).min(burst(cfg)),
+            tokens: if leaf {
+                0.0
+            } else {
+                f64::from(cfg.query_budget).min(burst(cfg))
+            },
             at: now,
         }
     }
@@ -98,7 +97,7 @@ impl Record {
     /// which may go into debt for it; returns what was taken.
     pub(super) fn grant(&mut self, cfg: &ScalableConfig, now: Instant) -> f64 {
         self.refill(cfg, now, true);
-        if self.tokens <= 0.0 {
+        if self.tokens < 0.0 {
             return 0.0;
         }
         let g = f64::from(cfg.query_budget);

@@ -290,12 +290,14 @@ fn passed_back(o: &mut Overlay, now: Instant, from: SocketAddr, id: u64, holder:
     while o.poll_event().is_some() {}
 }
 
-#[test]
-fn the_answers_a_leafs_search_brings_are_paid_by_the_leaf() {
+/// A leaf's search for a popular name that brings `answers` answers
+/// (passed back by the neighbours it asked); then, after `wait`, the
+/// queries its next search sends to ultrapeers.
+fn popular_then_next(answers: u8, wait: Duration) -> usize {
     let mut now = Instant::now();
     let cfg = ScalableConfig {
         query_budget: 60,
-        search_cost_burst: 1,
+        search_cost_burst: 3,
         leaf_search_cost_window: Duration::from_secs(3600),
         ..ScalableConfig::default()
     };
@@ -307,8 +309,6 @@ fn the_answers_a_leafs_search_brings_are_paid_by_the_leaf() {
     let leaf = peer(100);
     let e = link(&mut o, now, leaf, true);
     give_filter(&mut o, now, leaf, e, &["mine.txt"]);
-    // A search for a popular name: a few estimated messages, then many
-    // answers (passed back by the neighbours it asked).
     let q = format!(
         r#"{{"Command": 3, "Contents": "popular song", "IP": "{}", "Id": 1, "Scalable": 3, "TTL": 0, "Hops": 1, "UdpPort": {}, "TcpPort": 1}}"#,
         leaf.ip(),
@@ -323,7 +323,7 @@ fn the_answers_a_leafs_search_brings_are_paid_by_the_leaf() {
         .map(|t| t.dest)
         .collect();
     assert!(!asked.is_empty());
-    for k in 0..60u8 {
+    for k in 0..answers {
         passed_back(
             &mut o,
             now,
@@ -340,10 +340,18 @@ fn the_answers_a_leafs_search_brings_are_paid_by_the_leaf() {
         o.handle_timeout(now);
         while o.poll_transmit().is_some() {}
     }
-    // The leaf's next search, right after, gets nothing beyond our own
-    // leaves: those answers used up its bucket.
-    let next = leaf_search(&mut o, &mut now, leaf, 2);
-    assert_eq!(next, 0);
+    now += wait;
+    leaf_search(&mut o, &mut now, leaf, 2)
+}
+
+#[test]
+fn the_answers_a_leafs_search_brings_are_paid_by_the_leaf() {
+    // Half a budget refilled (a leaf's bucket at each of its 3
+    // ultrapeers refills one budget per 3 windows): enough to pay for a
+    // search's few estimated messages and one answer, not for 60 answers.
+    let wait = Duration::from_secs(3600 * 3 / 2);
+    assert!(popular_then_next(1, wait) > 0);
+    assert_eq!(popular_then_next(60, wait), 0);
 }
 
 #[test]
