@@ -401,7 +401,7 @@ impl Default for ScalableConfig {
             flooder_refused_for: Duration::from_secs(600),
             search_cost_window: Duration::from_secs(600),
             search_cost_burst: 3,
-            leaf_search_cost_window: Duration::from_secs(3600),
+            leaf_search_cost_window: Duration::from_secs(7200),
             false_answer_strikes: 3,
             max_filter_fill_permille: 500,
             tier: Tier::Auto,

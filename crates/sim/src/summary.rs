@@ -150,6 +150,8 @@ pub struct Summary {
     pub misses: Misses,
     /// Ultrapeers online at the end (scalable mode).
     pub ultrapeers: usize,
+    /// Of those, hostile peers (any kind).
+    pub hostile_ultrapeers: usize,
     /// Leaves online at the end.
     pub leaves: usize,
     /// Leaves per ultrapeer at the end: mean.
@@ -219,12 +221,14 @@ pub struct VsClean {
     /// All honest peers.
     pub all: TierVsClean,
     /// Per peer: the highest ratio of an honest peer's load to its own
-    /// load without hostile peers, among peers that received at least
+    /// load without hostile peers, among peers of the same tier at the
+    /// end of both runs (a leaf in one run and an ultrapeer in the other
+    /// has no load to compare with) that received at least
     /// [`PEER_RATIO_FLOOR`] datagrams per second in one of the two runs
     /// (below that, ratios of a handful of datagrams mean nothing).
     pub peer_ratio_max: f64,
     /// Honest peers whose load is above twice their own without hostile
-    /// peers, with the same floor.
+    /// peers, with the same conditions.
     pub peers_over_2x: usize,
 }
 
@@ -235,6 +239,8 @@ pub(crate) struct CleanRun {
     pub(crate) per_sec: Vec<f64>,
     /// Load figures of all its (honest) peers.
     pub(crate) all: LoadFigures,
+    /// Whether each slot was an ultrapeer at the end (`None`: offline).
+    pub(crate) tiers: Vec<Option<bool>>,
 }
 
 impl CleanRun {
@@ -243,6 +249,7 @@ impl CleanRun {
             summary: sim.summary(),
             per_sec: sim.loads_per_sec(),
             all: sim.tier_load(None),
+            tiers: sim.tiers(),
         }
     }
 }
@@ -472,6 +479,10 @@ impl Sim {
         Summary {
             misses,
             ultrapeers: ups.len(),
+            hostile_ultrapeers: ups
+                .iter()
+                .filter(|u| self.roles.get(u.0) != Some(&crate::engine::Role::Honest))
+                .count(),
             leaves,
             leaves_per_ultrapeer_mean: ups.iter().map(|u| u.1).sum::<usize>() as f64 / nup,
             leaves_per_ultrapeer_max: ups.iter().map(|u| u.1).max().unwrap_or(0),
@@ -529,6 +540,14 @@ impl Sim {
             honest_load_leaves: self.tier_load(Some(false)),
             vs_clean: None,
         }
+    }
+
+    /// Whether each slot is an ultrapeer at the end (`None`: offline).
+    pub(crate) fn tiers(&self) -> Vec<Option<bool>> {
+        self.nodes
+            .iter()
+            .map(|n| n.overlay.as_ref().and_then(|o| o.is_ultrapeer()))
+            .collect()
     }
 
     /// Datagrams received per second in the measured window by each slot.
@@ -606,10 +625,12 @@ impl Sim {
             }
         };
         let (a, b) = (self.loads_per_sec(), &clean.per_sec);
+        let tiers = self.tiers();
         let mut peer_ratio_max: f64 = 0.0;
         let mut peers_over_2x = 0;
         for s in 0..a.len().min(b.len()) {
-            if !self.honest_in(s, None) || a[s].max(b[s]) < PEER_RATIO_FLOOR {
+            let same_tier = tiers.get(s) == clean.tiers.get(s);
+            if !self.honest_in(s, None) || !same_tier || a[s].max(b[s]) < PEER_RATIO_FLOOR {
                 continue;
             }
             let r = a[s] / b[s].max(f64::MIN_POSITIVE);
