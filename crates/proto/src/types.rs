@@ -330,6 +330,9 @@ pub struct ScalableConfig {
     /// refills the leaf's bucket at that share of the rate, and runs its
     /// search with a whole budget whenever the bucket is not in debt.
     pub leaf_search_cost_window: Duration,
+    /// A leaf linked for less than this is lent no budget: its search
+    /// gets only what its bucket holds.
+    pub leaf_loan_after: Duration,
     /// A neighbour whose own answers did not fit its filter this many
     /// times (files whose names it cannot share) is dropped and refused for
     /// [`ScalableConfig::flooder_refused_for`].
@@ -402,6 +405,7 @@ impl Default for ScalableConfig {
             search_cost_window: Duration::from_secs(600),
             search_cost_burst: 3,
             leaf_search_cost_window: Duration::from_secs(7200),
+            leaf_loan_after: Duration::from_secs(60),
             false_answer_strikes: 3,
             max_filter_fill_permille: 500,
             tier: Tier::Auto,

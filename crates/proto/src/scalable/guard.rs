@@ -36,7 +36,10 @@
 //!   whenever its bucket is not in debt (what it costs is paid
 //!   afterwards), so a person's occasional search for a rare file is
 //!   never cut short, while a leaf searching far more often than a person
-//!   gets no more than the answers of our own leaves.
+//!   gets no more than the answers of our own leaves. A leaf linked for
+//!   less than [`ScalableConfig::leaf_loan_after`] is lent nothing (its
+//!   search gets what its bucket holds): a leaf dropped for flooding
+//!   gains no whole budget from each new link it makes.
 
 use super::plan::est_cost;
 use super::{QueryTrigrams, ScalableConfig, TrigramBloom};
@@ -52,6 +55,8 @@ pub(super) struct Record {
     tokens: f64,
     /// When `tokens` was last refilled.
     at: Instant,
+    /// When the link was made.
+    since: Instant,
 }
 
 fn burst(cfg: &ScalableConfig) -> f64 {
@@ -71,6 +76,7 @@ impl Record {
                 f64::from(cfg.query_budget).min(burst(cfg))
             },
             at: now,
+            since: now,
         }
     }
 
@@ -100,7 +106,13 @@ impl Record {
         if self.tokens < 0.0 {
             return 0.0;
         }
-        let g = f64::from(cfg.query_budget);
+        let g = if now.saturating_duration_since(self.since) < cfg.leaf_loan_after {
+            // A link that new is lent nothing: a leaf dropped for
+            // flooding gains no whole budget from its next link.
+            f64::from(cfg.query_budget).min(self.tokens)
+        } else {
+            f64::from(cfg.query_budget)
+        };
         self.tokens -= g;
         g
     }

@@ -245,6 +245,7 @@ fn a_leaf_searching_far_more_often_than_a_person_gets_small_searches() {
         query_budget: 60,
         search_cost_burst: 1,
         leaf_search_cost_window: Duration::from_secs(300),
+        leaf_loan_after: Duration::ZERO,
         ..ScalableConfig::default()
     };
     let mut o = node(cfg, now);
@@ -299,6 +300,7 @@ fn popular_then_next(answers: u8, wait: Duration) -> usize {
         query_budget: 60,
         search_cost_burst: 3,
         leaf_search_cost_window: Duration::from_secs(3600),
+        leaf_loan_after: Duration::ZERO,
         ..ScalableConfig::default()
     };
     let mut o = node(cfg, now);
@@ -398,4 +400,33 @@ fn the_answers_a_neighbours_own_search_brings_are_paid_by_it() {
     }
     assert!(query(&mut o, t, a, 11, 1, 1));
     assert!(query(&mut o, t + Duration::from_millis(1), a, 12, 1, 1));
+}
+
+#[test]
+fn a_new_leaf_link_lends_no_budget() {
+    let mut now = Instant::now();
+    let cfg = ScalableConfig {
+        query_budget: 60,
+        search_cost_burst: 1,
+        leaf_search_cost_window: Duration::from_secs(3600),
+        leaf_loan_after: Duration::from_secs(60),
+        ..ScalableConfig::default()
+    };
+    let mut o = node(cfg, now);
+    for i in 1..=8 {
+        let e = link(&mut o, now, peer(i), false);
+        give_filter(&mut o, now, peer(i), e, &["nothing alike.txt"]);
+    }
+    // A leaf that has just linked (a flooder dropped elsewhere) gets only
+    // what its empty bucket holds...
+    let fresh = peer(100);
+    let e = link(&mut o, now, fresh, true);
+    give_filter(&mut o, now, fresh, e, &["mine.txt"]);
+    assert_eq!(leaf_search(&mut o, &mut now, fresh, 1), 0);
+    // ...and a leaf linked for a minute a whole budget.
+    let settled = peer(101);
+    let e = link(&mut o, now, settled, true);
+    give_filter(&mut o, now, settled, e, &["other.txt"]);
+    now += Duration::from_secs(60);
+    assert!(leaf_search(&mut o, &mut now, settled, 2) >= 8);
 }
