@@ -317,11 +317,22 @@ pub struct ScalableConfig {
     /// messages, one [`ScalableConfig::query_budget`] per this window on
     /// average...
     pub search_cost_window: Duration,
-    /// ...and this many budgets in a burst; a new link starts with one.
+    /// ...and this many budgets in a burst; a new link to an ultrapeer
+    /// starts with one (to a leaf, see
+    /// [`ScalableConfig::leaf_search_cost_window`]).
     /// A leaf's search gets what is left (a search of a leaf searching far
     /// more often than a person stays small); a neighbour's query beyond
     /// it is dropped.
     pub search_cost_burst: u32,
+    /// A leaf is one searcher: its searches, and the answers they bring,
+    /// may cost one [`ScalableConfig::query_budget`] per this window in
+    /// all. Each of its [`ScalableConfig::leaf_ultrapeers`] ultrapeers
+    /// refills the leaf's bucket at that share of the rate, and runs its
+    /// search with a whole budget whenever the bucket is not in debt.
+    pub leaf_search_cost_window: Duration,
+    /// A leaf linked for less than this is lent no budget: its search
+    /// gets only what its bucket holds.
+    pub leaf_loan_after: Duration,
     /// A neighbour whose own answers did not fit its filter this many
     /// times (files whose names it cannot share) is dropped and refused for
     /// [`ScalableConfig::flooder_refused_for`].
@@ -393,6 +404,8 @@ impl Default for ScalableConfig {
             flooder_refused_for: Duration::from_secs(600),
             search_cost_window: Duration::from_secs(600),
             search_cost_burst: 3,
+            leaf_search_cost_window: Duration::from_secs(7200),
+            leaf_loan_after: Duration::from_secs(30),
             false_answer_strikes: 3,
             max_filter_fill_permille: 500,
             tier: Tier::Auto,

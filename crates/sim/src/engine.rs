@@ -110,6 +110,8 @@ pub(crate) struct Node {
     pub(crate) sent: u64,
     /// Datagrams delivered to the slot during the measured window.
     pub(crate) load: u32,
+    /// Of those, answers (query hits).
+    pub(crate) load_hits: u32,
     /// Whether the slot had an event in the current window.
     pub(crate) touched: bool,
     /// When the peer of the slot started (ns of virtual time).
@@ -163,6 +165,8 @@ pub(crate) struct Sim {
     pub(crate) roles: Vec<Role>,
     /// Datagrams delivered to each slot during the measured window.
     pub(crate) load: Vec<u32>,
+    /// Of those, answers (query hits).
+    pub(crate) load_hits: Vec<u32>,
     /// Answers from peers that hold nothing of the kind, received by
     /// honest searchers.
     pub(crate) false_hits: u64,
@@ -238,6 +242,7 @@ impl Sim {
             events: 0,
             roles: Vec::new(),
             load: Vec::new(),
+            load_hits: Vec::new(),
             false_hits: 0,
             flood_searches: 0,
             attach: part::Attach::default(),
@@ -283,6 +288,7 @@ impl Sim {
                 rng,
                 sent: 0,
                 load: 0,
+                load_hits: 0,
                 touched: false,
                 joined: 0,
                 attached: false,
@@ -372,6 +378,7 @@ impl Sim {
             }
         }
         self.load = nodes.iter().map(|n| n.load).collect();
+        self.load_hits = nodes.iter().map(|n| n.load_hits).collect();
         self.nodes = nodes;
     }
 

@@ -25,7 +25,10 @@ mod summary;
 mod workload;
 
 pub use config::{Hostile, SimConfig};
-pub use summary::{quantile, Attachment, ClassFigures, Summary};
+pub use summary::{
+    quantile, Attachment, ClassFigures, LoadFigures, Summary, TierVsClean, VsClean,
+    PEER_RATIO_FLOOR,
+};
 pub use workload::Workload;
 
 use engine::Sim;
@@ -42,6 +45,29 @@ pub fn run_threads(cfg: &SimConfig, threads: usize) -> Summary {
     sim.setup();
     sim.run_loop();
     sim.summary()
+}
+
+/// Runs `cfg`, and the same configuration without hostile peers, and
+/// returns the first run's summary with `vs_clean` filled in (the load of
+/// the same honest peers in both runs, see [`VsClean`]).
+pub fn run_against_clean(cfg: &SimConfig, threads: usize) -> Summary {
+    let mut plain = cfg.clone();
+    plain.hostile = Hostile {
+        flood_interval: cfg.hostile.flood_interval,
+        ..Hostile::default()
+    };
+    let clean = {
+        let mut sim = Sim::new(&plain, threads);
+        sim.setup();
+        sim.run_loop();
+        summary::CleanRun::of(&sim)
+    };
+    let mut sim = Sim::new(cfg, threads);
+    sim.setup();
+    sim.run_loop();
+    let mut mine = sim.summary();
+    mine.vs_clean = Some(sim.vs_clean(&mine, &clean));
+    mine
 }
 
 /// The cores available to this process.

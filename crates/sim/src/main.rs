@@ -80,6 +80,20 @@ struct Args {
     /// Scalable: milliseconds between search steps.
     #[arg(long)]
     step_wait_ms: Option<u64>,
+    /// Scalable: seconds per search budget a neighbour's bucket refills
+    /// (a leaf's at its share, see docs/SECURITY.md).
+    #[arg(long)]
+    search_cost_window_secs: Option<f64>,
+    /// Scalable: seconds per search budget a leaf's searches may cost in
+    /// all.
+    #[arg(long)]
+    leaf_search_cost_window_secs: Option<f64>,
+    /// Scalable: search budgets a neighbour's bucket holds at most.
+    #[arg(long)]
+    search_cost_burst: Option<u32>,
+    /// Scalable: seconds per search a neighbour may start on average.
+    #[arg(long)]
+    neighbour_search_interval_secs: Option<f64>,
     /// Share of peers that drop every query (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     hostile_drop: f64,
@@ -121,6 +135,10 @@ struct Args {
     /// Median upload bandwidth of a peer, kB/s.
     #[arg(long, default_value_t = 48.0)]
     bandwidth_median_kbps: f64,
+    /// Also run the same seed without hostile peers and add the honest
+    /// peers' load in both runs, per tier, and their ratio (`"vs_clean"`).
+    #[arg(long)]
+    compare_clean: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -239,6 +257,18 @@ fn config(a: &Args) -> Result<SimConfig> {
     if let Some(x) = a.enough {
         s.enough_results = x;
     }
+    if let Some(x) = a.search_cost_window_secs {
+        s.search_cost_window = secs(x)?;
+    }
+    if let Some(x) = a.leaf_search_cost_window_secs {
+        s.leaf_search_cost_window = secs(x)?;
+    }
+    if let Some(x) = a.search_cost_burst {
+        s.search_cost_burst = x;
+    }
+    if let Some(x) = a.neighbour_search_interval_secs {
+        s.neighbour_search_interval = secs(x)?;
+    }
     if let Some(x) = a.step_wait_ms {
         s.step_wait = Duration::from_millis(x);
     }
@@ -329,7 +359,11 @@ fn main() -> Result<()> {
     let cfg = config(&args)?;
     let started = std::time::Instant::now();
     let threads = args.threads.unwrap_or_else(default_threads).max(1);
-    let summary = run_threads(&cfg, threads);
+    let summary = if args.compare_clean {
+        rutella_sim::run_against_clean(&cfg, threads)
+    } else {
+        run_threads(&cfg, threads)
+    };
     let wall = started.elapsed().as_secs_f64();
     let used = Resources::measure(wall, cfg.nodes);
     eprintln!(

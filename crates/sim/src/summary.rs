@@ -137,10 +137,22 @@ pub struct Summary {
     pub honest_load_p99: f64,
     /// Same, the busiest honest slot.
     pub honest_load_max: f64,
+    /// Datagrams received per second by the honest peers that are
+    /// ultrapeers at the end of the run.
+    pub honest_load_ultrapeers: LoadFigures,
+    /// Same, the honest peers that are leaves at the end.
+    pub honest_load_leaves: LoadFigures,
+    /// With `--compare-clean`: this run against the same seed without
+    /// hostile peers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    pub vs_clean: Option<VsClean>,
     /// Why searches for files held by one peer failed.
     pub misses: Misses,
     /// Ultrapeers online at the end (scalable mode).
     pub ultrapeers: usize,
+    /// Of those, hostile peers (any kind).
+    pub hostile_ultrapeers: usize,
     /// Leaves online at the end.
     pub leaves: usize,
     /// Leaves per ultrapeer at the end: mean.
@@ -157,6 +169,94 @@ pub struct Summary {
     /// Attachment of leaves to ultrapeers (scalable mode).
     pub attachment: Attachment,
 }
+
+/// Datagrams received per second in the measured window by a set of
+/// honest peers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoadFigures {
+    /// Peers in the set.
+    pub peers: usize,
+    /// Mean.
+    pub mean: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// The busiest peer.
+    pub max: f64,
+    /// Of the busiest peer's datagrams, the share that were answers.
+    pub max_answer_share: f64,
+}
+
+/// One tier's honest load with hostile peers against the same seed
+/// without them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TierVsClean {
+    /// Without hostile peers.
+    pub clean: LoadFigures,
+    /// With them (this run).
+    pub hostile: LoadFigures,
+    /// `hostile.max / clean.max`.
+    pub ratio_max: f64,
+    /// `hostile.p99 / clean.p99`.
+    pub ratio_p99: f64,
+}
+
+/// A run with hostile peers against the same seed without them: the same
+/// peers in the same slots (roles are drawn from their own generator), so
+/// the honest peers are the same ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VsClean {
+    /// Success over answerable searches without hostile peers.
+    pub clean_success_rate: f64,
+    /// Same, searches for a file held by one peer.
+    pub clean_unique_success_rate: f64,
+    /// Same, popular files.
+    pub clean_popular_success_rate: f64,
+    /// Points of success lost to the hostile peers: all searches.
+    pub success_drop_points: f64,
+    /// Same, searches for a file held by one peer.
+    pub unique_success_drop_points: f64,
+    /// Honest ultrapeers (tier at the end of each run).
+    pub ultrapeers: TierVsClean,
+    /// Honest leaves.
+    pub leaves: TierVsClean,
+    /// All honest peers.
+    pub all: TierVsClean,
+    /// Per peer: the highest ratio of an honest peer's load to its own
+    /// load without hostile peers, among peers of the same tier at the
+    /// end of both runs (a leaf in one run and an ultrapeer in the other
+    /// has no load to compare with) that received at least
+    /// [`PEER_RATIO_FLOOR`] datagrams per second in one of the two runs
+    /// (below that, ratios of a handful of datagrams mean nothing).
+    pub peer_ratio_max: f64,
+    /// Honest peers whose load is above twice their own without hostile
+    /// peers, with the same conditions.
+    pub peers_over_2x: usize,
+}
+
+/// What a comparison keeps of the run without hostile peers.
+pub(crate) struct CleanRun {
+    pub(crate) summary: Summary,
+    /// Load of every slot, datagrams per second.
+    pub(crate) per_sec: Vec<f64>,
+    /// Load figures of all its (honest) peers.
+    pub(crate) all: LoadFigures,
+    /// Whether each slot was an ultrapeer at the end (`None`: offline).
+    pub(crate) tiers: Vec<Option<bool>>,
+}
+
+impl CleanRun {
+    pub(crate) fn of(sim: &Sim) -> Self {
+        CleanRun {
+            summary: sim.summary(),
+            per_sec: sim.loads_per_sec(),
+            all: sim.tier_load(None),
+            tiers: sim.tiers(),
+        }
+    }
+}
+
+/// Datagrams per second below which a peer's load ratio is not counted.
+pub const PEER_RATIO_FLOOR: f64 = 1.0;
 
 /// How well leaves stay attached to ultrapeers: how fast a newcomer finds
 /// its first, how many ultrapeers a leaf has when it searches, how often
@@ -380,6 +480,10 @@ impl Sim {
         Summary {
             misses,
             ultrapeers: ups.len(),
+            hostile_ultrapeers: ups
+                .iter()
+                .filter(|u| self.roles.get(u.0) != Some(&crate::engine::Role::Honest))
+                .count(),
             leaves,
             leaves_per_ultrapeer_mean: ups.iter().map(|u| u.1).sum::<usize>() as f64 / nup,
             leaves_per_ultrapeer_max: ups.iter().map(|u| u.1).max().unwrap_or(0),
@@ -433,6 +537,121 @@ impl Sim {
             },
             honest_load_p99: quantile(&loads, 0.99),
             honest_load_max: quantile(&loads, 1.0),
+            honest_load_ultrapeers: self.tier_load(Some(true)),
+            honest_load_leaves: self.tier_load(Some(false)),
+            vs_clean: None,
+        }
+    }
+
+    /// Whether each slot is an ultrapeer at the end (`None`: offline).
+    pub(crate) fn tiers(&self) -> Vec<Option<bool>> {
+        self.nodes
+            .iter()
+            .map(|n| n.overlay.as_ref().and_then(|o| o.is_ultrapeer()))
+            .collect()
+    }
+
+    /// Datagrams received per second in the measured window by each slot.
+    pub(crate) fn loads_per_sec(&self) -> Vec<f64> {
+        let window = (self.end() - self.warmup().min(self.end())) as f64 / SEC as f64;
+        self.load
+            .iter()
+            .map(|&l| {
+                if window > 0.0 {
+                    f64::from(l) / window
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// Whether the slot is honest and, with `ultrapeer`, online in that
+    /// tier at the end (`None`: any honest slot).
+    pub(crate) fn honest_in(&self, slot: usize, ultrapeer: Option<bool>) -> bool {
+        self.roles.get(slot) == Some(&crate::engine::Role::Honest)
+            && match ultrapeer {
+                None => true,
+                Some(u) => self.nodes[slot]
+                    .overlay
+                    .as_ref()
+                    .is_some_and(|o| o.is_ultrapeer() == Some(u)),
+            }
+    }
+
+    /// The load figures of the honest slots of a tier (`None`: all).
+    pub(crate) fn tier_load(&self, ultrapeer: Option<bool>) -> LoadFigures {
+        let per_sec = self.loads_per_sec();
+        let slots: Vec<usize> = (0..self.nodes.len().min(per_sec.len()))
+            .filter(|&s| self.honest_in(s, ultrapeer))
+            .collect();
+        let v: Vec<f64> = slots.iter().map(|&s| per_sec[s]).collect();
+        let busiest = slots
+            .iter()
+            .copied()
+            .max_by(|&a, &b| self.load[a].cmp(&self.load[b]).then(b.cmp(&a)));
+        LoadFigures {
+            peers: v.len(),
+            mean: if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            },
+            p99: quantile(&v, 0.99),
+            max: quantile(&v, 1.0),
+            max_answer_share: busiest.map_or(0.0, |b| {
+                f64::from(self.load_hits.get(b).copied().unwrap_or(0))
+                    / f64::from(self.load[b].max(1))
+            }),
+        }
+    }
+
+    /// This run (with hostile peers) against `clean`, the same seed
+    /// without them.
+    pub(crate) fn vs_clean(&self, mine: &Summary, clean: &CleanRun) -> VsClean {
+        let theirs = &clean.summary;
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let tier = |u: Option<bool>| {
+            let c = match u {
+                Some(true) => clean.summary.honest_load_ultrapeers.clone(),
+                Some(false) => clean.summary.honest_load_leaves.clone(),
+                None => clean.all.clone(),
+            };
+            let h = self.tier_load(u);
+            TierVsClean {
+                ratio_max: ratio(h.max, c.max),
+                ratio_p99: ratio(h.p99, c.p99),
+                clean: c,
+                hostile: h,
+            }
+        };
+        let (a, b) = (self.loads_per_sec(), &clean.per_sec);
+        let tiers = self.tiers();
+        let mut peer_ratio_max: f64 = 0.0;
+        let mut peers_over_2x = 0;
+        for s in 0..a.len().min(b.len()) {
+            let same_tier = tiers.get(s) == clean.tiers.get(s);
+            if !self.honest_in(s, None) || !same_tier || a[s].max(b[s]) < PEER_RATIO_FLOOR {
+                continue;
+            }
+            let r = a[s] / b[s].max(f64::MIN_POSITIVE);
+            peer_ratio_max = peer_ratio_max.max(r);
+            if r > 2.0 {
+                peers_over_2x += 1;
+            }
+        }
+        VsClean {
+            clean_success_rate: theirs.success_rate,
+            clean_unique_success_rate: theirs.unique.success_rate,
+            clean_popular_success_rate: theirs.popular.success_rate,
+            success_drop_points: 100.0 * (theirs.success_rate - mine.success_rate),
+            unique_success_drop_points: 100.0
+                * (theirs.unique.success_rate - mine.unique.success_rate),
+            ultrapeers: tier(Some(true)),
+            leaves: tier(Some(false)),
+            all: tier(None),
+            peer_ratio_max,
+            peers_over_2x,
         }
     }
 }

@@ -102,6 +102,20 @@ fn hostile_peers_are_simulated_and_counted_apart() {
     let honest = run(&small(200, Mode::Scalable, 150, 11, 180));
     assert_eq!(honest.false_hits, 0);
     assert_eq!(honest.flood_searches, 0);
+    assert!(honest.vs_clean.is_none());
+    // Against the same seed without hostile peers: that run's figures,
+    // per tier, and the ratios.
+    let v = rutella_sim::run_against_clean(&c, 2)
+        .vs_clean
+        .expect("compared");
+    assert_eq!(v.clean_success_rate, honest.success_rate);
+    assert_eq!(v.ultrapeers.clean, honest.honest_load_ultrapeers);
+    assert_eq!(v.leaves.clean, honest.honest_load_leaves);
+    assert_eq!(v.all.hostile.max, s.honest_load_max);
+    assert_eq!(v.ultrapeers.hostile, s.honest_load_ultrapeers);
+    assert!((v.all.ratio_max - s.honest_load_max / honest.honest_load_max).abs() < 1e-9);
+    assert!(v.ultrapeers.clean.peers + v.leaves.clean.peers <= 200);
+    assert!(v.peer_ratio_max >= 0.0);
 }
 
 /// The peers split over 1, 2 or 3 threads give the same run, bit for bit,

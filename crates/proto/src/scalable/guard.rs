@@ -22,6 +22,24 @@
 //!   back when it stops growing); a query a neighbour sends as the first
 //!   hop of its own search is charged its estimated cost and dropped when
 //!   the bucket cannot pay.
+//! - **Answers are paid too.** Every answer datagram we receive for a
+//!   search a neighbour started through us (a leaf's search we run, or
+//!   a neighbour's own search whose first hop we are) is charged to its
+//!   bucket, which may run into debt (down to minus a burst): a search
+//!   for a popular name is cheap to plan but brings back many answers,
+//!   and the searches after it get nothing until the debt is repaid.
+//! - **A leaf is one searcher.** A leaf's searches may cost one budget
+//!   per [`ScalableConfig::leaf_search_cost_window`] in all. It spreads
+//!   them over its [`ScalableConfig::leaf_ultrapeers`] ultrapeers, so each
+//!   of them refills the leaf's bucket at that share of the rate, from
+//!   empty on a new link. A leaf's search runs with a whole budget
+//!   whenever its bucket is not in debt (what it costs is paid
+//!   afterwards), so a person's occasional search for a rare file is
+//!   never cut short, while a leaf searching far more often than a person
+//!   gets no more than the answers of our own leaves. A leaf linked for
+//!   less than [`ScalableConfig::leaf_loan_after`] is lent nothing (its
+//!   search gets what its bucket holds): a leaf dropped for flooding
+//!   gains no whole budget from each new link it makes.
 
 use super::plan::est_cost;
 use super::{QueryTrigrams, ScalableConfig, TrigramBloom};
@@ -37,6 +55,8 @@ pub(super) struct Record {
     tokens: f64,
     /// When `tokens` was last refilled.
     at: Instant,
+    /// When the link was made.
+    since: Instant,
 }
 
 fn burst(cfg: &ScalableConfig) -> f64 {
@@ -44,20 +64,32 @@ fn burst(cfg: &ScalableConfig) -> f64 {
 }
 
 impl Record {
-    /// A new link: one search's budget, not a whole burst (a peer that
-    /// keeps making new links gains little).
-    pub(super) fn new(cfg: &ScalableConfig, now: Instant) -> Self {
+    /// A new link: one budget for a neighbour; an empty bucket for a leaf
+    /// (whose first search still runs with a whole budget, paid
+    /// afterwards: a leaf gains nothing by making new links).
+    pub(super) fn new(cfg: &ScalableConfig, now: Instant, leaf: bool) -> Self {
         Record {
             strikes: 0,
-            tokens: f64::from(cfg.query_budget).min(burst(cfg)),
+            tokens: if leaf {
+                0.0
+            } else {
+                f64::from(cfg.query_budget).min(burst(cfg))
+            },
             at: now,
+            since: now,
         }
     }
 
-    fn refill(&mut self, cfg: &ScalableConfig, now: Instant) {
+    /// Refills the bucket for the time since the last refill: a leaf's
+    /// (`leaf`) at its share of the rate.
+    fn refill(&mut self, cfg: &ScalableConfig, now: Instant, leaf: bool) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now;
-        let window = cfg.search_cost_window.as_secs_f64();
+        let window = if leaf {
+            cfg.leaf_search_cost_window.as_secs_f64() * cfg.leaf_ultrapeers.max(1) as f64
+        } else {
+            cfg.search_cost_window.as_secs_f64()
+        };
         let gained = if window > 0.0 {
             elapsed * f64::from(cfg.query_budget) / window
         } else {
@@ -66,11 +98,21 @@ impl Record {
         self.tokens = (self.tokens + gained).min(burst(cfg));
     }
 
-    /// Takes up to a whole search budget from the bucket for a search run
-    /// for this neighbour; returns what was taken.
+    /// The budget of a search run for this neighbour, a leaf: a whole one
+    /// unless its bucket is in debt (then none), taken from the bucket,
+    /// which may go into debt for it; returns what was taken.
     pub(super) fn grant(&mut self, cfg: &ScalableConfig, now: Instant) -> f64 {
-        self.refill(cfg, now);
-        let g = f64::from(cfg.query_budget).min(self.tokens).max(0.0);
+        self.refill(cfg, now, true);
+        if self.tokens < 0.0 {
+            return 0.0;
+        }
+        let g = if now.saturating_duration_since(self.since) < cfg.leaf_loan_after {
+            // A link that new is lent nothing: a leaf dropped for
+            // flooding gains no whole budget from its next link.
+            f64::from(cfg.query_budget).min(self.tokens)
+        } else {
+            f64::from(cfg.query_budget)
+        };
         self.tokens -= g;
         g
     }
@@ -84,13 +126,21 @@ impl Record {
 
     /// Charges `cost` estimated messages if the bucket can pay them.
     pub(super) fn charge(&mut self, cfg: &ScalableConfig, now: Instant, cost: f64) -> bool {
-        self.refill(cfg, now);
+        self.refill(cfg, now, false);
         if self.tokens >= cost {
             self.tokens -= cost;
             true
         } else {
             false
         }
+    }
+
+    /// Charges `cost` messages already caused (answers received for a
+    /// search of this neighbour, a leaf with `leaf`), into debt if need
+    /// be, down to minus one burst.
+    pub(super) fn debit(&mut self, cfg: &ScalableConfig, now: Instant, leaf: bool, cost: f64) {
+        self.refill(cfg, now, leaf);
+        self.tokens = (self.tokens - cost).max(-burst(cfg));
     }
 
     /// Counts an own answer that did not fit the filter; returns whether

@@ -244,7 +244,8 @@ fn a_leaf_searching_far_more_often_than_a_person_gets_small_searches() {
     let cfg = ScalableConfig {
         query_budget: 60,
         search_cost_burst: 1,
-        search_cost_window: Duration::from_secs(3600),
+        leaf_search_cost_window: Duration::from_secs(300),
+        leaf_loan_after: Duration::ZERO,
         ..ScalableConfig::default()
     };
     let mut o = node(cfg, now);
@@ -255,16 +256,177 @@ fn a_leaf_searching_far_more_often_than_a_person_gets_small_searches() {
     let leaf = peer(100);
     let e = link(&mut o, now, leaf, true);
     give_filter(&mut o, now, leaf, e, &["mine.txt"]);
-    // The first search has the whole budget and grows over the neighbours.
+    // The first search has the whole budget (a new leaf link holds a
+    // third of one: the bucket goes into debt for it) and grows over the
+    // neighbours.
     let first = leaf_search(&mut o, &mut now, leaf, 1);
     assert!(first >= 8, "{first}");
-    // The next ones, right after, have what is left of the bucket: next
-    // to nothing.
+    // The next ones, right after, get nothing while the bucket is in
+    // debt.
     let second = leaf_search(&mut o, &mut now, leaf, 2);
     let third = leaf_search(&mut o, &mut now, leaf, 3);
     assert!(second + third < first / 2, "{first} {second} {third}");
-    // An hour later the leaf searches as widely as at first.
-    now += Duration::from_secs(3600);
-    let later = leaf_search(&mut o, &mut now, leaf, 4);
+    // A leaf spreads its searches over its ultrapeers: each refills its
+    // bucket at that share of the rate. One window later the leaf's
+    // search is still smaller than the first...
+    now += Duration::from_secs(300);
+    let window = leaf_search(&mut o, &mut now, leaf, 4);
+    assert!(window < first, "{window} {first}");
+    // ...and after one window per ultrapeer a leaf keeps, it searches as
+    // widely as at first.
+    let ups = ScalableConfig::default().leaf_ultrapeers as u64;
+    now += Duration::from_secs(300 * ups);
+    let later = leaf_search(&mut o, &mut now, leaf, 5);
     assert_eq!(later, first);
+}
+
+/// An answer to search `id` that neighbour `from` passes back for the
+/// peer at `holder`.
+fn passed_back(o: &mut Overlay, now: Instant, from: SocketAddr, id: u64, holder: u8, hops: u64) {
+    let hit = format!(
+        r#"{{"Command": 4, "Contents": ["popular song {holder}.ogg"], "IP": "127.0.9.{holder}", "Id": {id}, "Scalable": 3, "Via": true, "Hops": {hops}, "UdpPort": 30000, "TcpPort": 6666}}"#
+    );
+    o.handle_datagram(now, from, hit.as_bytes());
+    while o.poll_transmit().is_some() {}
+    while o.poll_event().is_some() {}
+}
+
+/// A leaf's search for a popular name that brings `answers` answers
+/// (passed back by the neighbours it asked); then, after `wait`, the
+/// queries its next search sends to ultrapeers.
+fn popular_then_next(answers: u8, wait: Duration) -> usize {
+    let mut now = Instant::now();
+    let cfg = ScalableConfig {
+        query_budget: 60,
+        search_cost_burst: 3,
+        leaf_search_cost_window: Duration::from_secs(3600),
+        leaf_loan_after: Duration::ZERO,
+        ..ScalableConfig::default()
+    };
+    let mut o = node(cfg, now);
+    for i in 1..=8 {
+        let e = link(&mut o, now, peer(i), false);
+        give_filter(&mut o, now, peer(i), e, &["popular song.ogg"]);
+    }
+    let leaf = peer(100);
+    let e = link(&mut o, now, leaf, true);
+    give_filter(&mut o, now, leaf, e, &["mine.txt"]);
+    let q = format!(
+        r#"{{"Command": 3, "Contents": "popular song", "IP": "{}", "Id": 1, "Scalable": 3, "TTL": 0, "Hops": 1, "UdpPort": {}, "TcpPort": 1}}"#,
+        leaf.ip(),
+        leaf.port()
+    );
+    o.handle_datagram(now, leaf, q.as_bytes());
+    while o.poll_transmit().is_some() {}
+    now += Duration::from_millis(60);
+    o.handle_timeout(now);
+    let asked: Vec<SocketAddr> = std::iter::from_fn(|| o.poll_transmit())
+        .filter(|t| t.dest != leaf && matches!(t.message, Message::Query(_)))
+        .map(|t| t.dest)
+        .collect();
+    assert!(!asked.is_empty());
+    for k in 0..answers {
+        passed_back(
+            &mut o,
+            now,
+            asked[usize::from(k) % asked.len()],
+            1,
+            k + 1,
+            2,
+        );
+    }
+    // The search stops (and gives back what it did not spend of its
+    // estimate).
+    for _ in 0..10 {
+        now += Duration::from_millis(50);
+        o.handle_timeout(now);
+        while o.poll_transmit().is_some() {}
+    }
+    now += wait;
+    leaf_search(&mut o, &mut now, leaf, 2)
+}
+
+#[test]
+fn the_answers_a_leafs_search_brings_are_paid_by_the_leaf() {
+    // Half a budget refilled (a leaf's bucket at each of its 3
+    // ultrapeers refills one budget per 3 windows): enough to pay for a
+    // search's few estimated messages and one answer, not for 60 answers.
+    let wait = Duration::from_secs(3600 * 3 / 2);
+    assert!(popular_then_next(1, wait) > 0);
+    assert_eq!(popular_then_next(60, wait), 0);
+}
+
+#[test]
+fn the_answers_a_neighbours_own_search_brings_are_paid_by_it() {
+    let now = Instant::now();
+    let cfg = ScalableConfig {
+        query_budget: 100,
+        search_cost_burst: 1,
+        search_cost_window: Duration::from_secs(100_000),
+        ..ScalableConfig::default()
+    };
+    let mut o = node(cfg, now);
+    for i in 1..=4 {
+        link(&mut o, now, peer(i), false);
+    }
+    let a = peer(1);
+    // Its own search (first hop), TTL 1: estimated at 1 + 3 = 4.
+    assert!(query(&mut o, now, a, 1, 1, 1));
+    // The neighbours we passed it to send back 90 answers, paid by `a`.
+    for k in 0..90u8 {
+        passed_back(&mut o, now, peer(2 + k % 3), 1, k + 1, 2);
+    }
+    // 100 - 4 - 90 = 6 left: one more query of 4, not two.
+    let t = now + Duration::from_millis(1);
+    assert!(query(&mut o, t, a, 2, 1, 1));
+    assert!(!query(&mut o, t + Duration::from_millis(1), a, 3, 1, 1));
+    // Answers to a search it only passes on (not its own) are not its
+    // to pay.
+    let mut o = node(
+        ScalableConfig {
+            query_budget: 100,
+            search_cost_burst: 1,
+            search_cost_window: Duration::from_secs(100_000),
+            ..ScalableConfig::default()
+        },
+        now,
+    );
+    for i in 1..=4 {
+        link(&mut o, now, peer(i), false);
+    }
+    assert!(query(&mut o, now, a, 10, 2, 1));
+    for k in 0..90u8 {
+        passed_back(&mut o, now, peer(2 + k % 3), 10, k + 1, 3);
+    }
+    assert!(query(&mut o, t, a, 11, 1, 1));
+    assert!(query(&mut o, t + Duration::from_millis(1), a, 12, 1, 1));
+}
+
+#[test]
+fn a_new_leaf_link_lends_no_budget() {
+    let mut now = Instant::now();
+    let cfg = ScalableConfig {
+        query_budget: 60,
+        search_cost_burst: 1,
+        leaf_search_cost_window: Duration::from_secs(3600),
+        leaf_loan_after: Duration::from_secs(60),
+        ..ScalableConfig::default()
+    };
+    let mut o = node(cfg, now);
+    for i in 1..=8 {
+        let e = link(&mut o, now, peer(i), false);
+        give_filter(&mut o, now, peer(i), e, &["nothing alike.txt"]);
+    }
+    // A leaf that has just linked (a flooder dropped elsewhere) gets only
+    // what its empty bucket holds...
+    let fresh = peer(100);
+    let e = link(&mut o, now, fresh, true);
+    give_filter(&mut o, now, fresh, e, &["mine.txt"]);
+    assert_eq!(leaf_search(&mut o, &mut now, fresh, 1), 0);
+    // ...and a leaf linked for a minute a whole budget.
+    let settled = peer(101);
+    let e = link(&mut o, now, settled, true);
+    give_filter(&mut o, now, settled, e, &["other.txt"]);
+    now += Duration::from_secs(60);
+    assert!(leaf_search(&mut o, &mut now, settled, 2) >= 8);
 }

@@ -513,7 +513,7 @@ impl Scalable {
                 search_allowance: 1.0_f64.min(f64::from(self.cfg.neighbour_search_burst)),
                 allowance_at: now,
                 searches_dropped: 0,
-                guard: super::guard::Record::new(&self.cfg, now),
+                guard: super::guard::Record::new(&self.cfg, now, leaf),
             },
         );
         cx.sh.push_event(Event::PeerAdded(peer));

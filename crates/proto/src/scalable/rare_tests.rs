@@ -126,6 +126,8 @@ fn a_leaf_takes_the_copies_of_a_far_answer_once() {
     let mut net = net_of(&tiers, |_, c| {
         c.scalable.leaf_ultrapeers = 1;
         c.scalable.max_leaves = 4;
+        // The leaf searches right after linking: lent a budget at once.
+        c.scalable.leaf_loan_after = Duration::ZERO;
     });
     join_through_first(&mut net, Duration::from_millis(1500));
     // A leaf searches for a file of a leaf of another ultrapeer: the

@@ -425,6 +425,13 @@ impl Scalable {
                 tracing::debug!(peer = %from, "dropping answer from a host the search did not reach");
                 return;
             }
+            if let Some(leaf) = dq.for_leaf.filter(|l| *l != from) {
+                // Every answer a leaf's search brings us is paid by the leaf.
+                self.debit_answer(now, leaf);
+            }
+            let Some(dq) = self.searches.get_mut(&search) else {
+                return;
+            };
             if dq.for_leaf == Some(from) || !self.fresh_hit(cx, from, &hit) {
                 // (A copy of an answer already taken.)
                 return;
@@ -487,10 +494,19 @@ impl Scalable {
             tracing::debug!(peer = %from, "dropping answer to a query not seen");
             return;
         };
-        if seen.prev == from || seen.hits_forwarded >= cap {
+        if seen.prev == from {
             return;
         }
         let prev = seen.prev;
+        let started_by_prev = seen.hops <= 1;
+        let over_cap = seen.hits_forwarded >= cap;
+        if started_by_prev {
+            // An answer to a search `prev` started through us: paid by it.
+            self.debit_answer(now, prev);
+        }
+        if over_cap {
+            return;
+        }
         if !self.fresh_hit(cx, from, &hit) {
             return;
         }
@@ -498,6 +514,15 @@ impl Scalable {
             seen.hits_forwarded += 1;
         }
         self.pass_back(cx, from, hit, prev);
+    }
+
+    /// Charges one answer datagram received for a search that neighbour
+    /// `who` started through us to its bucket (see `guard.rs`).
+    fn debit_answer(&mut self, now: Instant, who: SocketAddr) {
+        let cfg = &self.cfg;
+        if let Some(n) = self.neighbours.get_mut(&who) {
+            n.guard.debit(cfg, now, n.leaf, 1.0);
+        }
     }
 
     /// Passes an answer that came from `from` back to `prev`.

@@ -309,6 +309,13 @@ impl<'a> Part<'a> {
         let Some(o) = &mut node.overlay else { return };
         if measured {
             node.load = node.load.saturating_add(1);
+            let hit = match &payload {
+                Payload::Msg(m) => matches!(**m, Message::QueryHit(_)),
+                Payload::Bytes(b) => matches!(Message::parse(b), Ok(Message::QueryHit(_))),
+            };
+            if hit {
+                node.load_hits = node.load_hits.saturating_add(1);
+            }
         }
         if sh.roles.get(to) == Some(&Role::Drop) {
             let query = match &payload {
