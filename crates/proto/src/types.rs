@@ -405,7 +405,7 @@ impl Default for ScalableConfig {
             search_cost_window: Duration::from_secs(600),
             search_cost_burst: 3,
             leaf_search_cost_window: Duration::from_secs(7200),
-            leaf_loan_after: Duration::from_secs(30),
+            leaf_loan_after: Duration::from_secs(10),
             false_answer_strikes: 3,
             max_filter_fill_permille: 500,
             tier: Tier::Auto,

@@ -88,6 +88,10 @@ struct Args {
     /// all.
     #[arg(long)]
     leaf_search_cost_window_secs: Option<f64>,
+    /// Scalable: seconds a leaf's link must have lasted before its
+    /// ultrapeer lends its searches a whole budget.
+    #[arg(long)]
+    leaf_loan_after_secs: Option<f64>,
     /// Scalable: search budgets a neighbour's bucket holds at most.
     #[arg(long)]
     search_cost_burst: Option<u32>,
@@ -262,6 +266,9 @@ fn config(a: &Args) -> Result<SimConfig> {
     }
     if let Some(x) = a.leaf_search_cost_window_secs {
         s.leaf_search_cost_window = secs(x)?;
+    }
+    if let Some(x) = a.leaf_loan_after_secs {
+        s.leaf_loan_after = secs(x)?;
     }
     if let Some(x) = a.search_cost_burst {
         s.search_cost_burst = x;
