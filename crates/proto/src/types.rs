@@ -331,7 +331,11 @@ pub struct ScalableConfig {
     /// search with a whole budget whenever the bucket is not in debt.
     pub leaf_search_cost_window: Duration,
     /// A leaf linked for less than this is lent no budget: its search
-    /// gets only what its bucket holds.
+    /// gets only what its bucket holds. Zero (the default) turns this
+    /// off: a new leaf's first search, such as a one-shot `rutella
+    /// search`, is always young. An ultrapeer under floods of leaves that
+    /// link again each time they are dropped can set it (10 s in the
+    /// simulator's study).
     pub leaf_loan_after: Duration,
     /// A neighbour whose own answers did not fit its filter this many
     /// times (files whose names it cannot share) is dropped and refused for
@@ -405,7 +409,7 @@ impl Default for ScalableConfig {
             search_cost_window: Duration::from_secs(600),
             search_cost_burst: 3,
             leaf_search_cost_window: Duration::from_secs(7200),
-            leaf_loan_after: Duration::from_secs(10),
+            leaf_loan_after: Duration::ZERO,
             false_answer_strikes: 3,
             max_filter_fill_permille: 500,
             tier: Tier::Auto,

@@ -116,6 +116,10 @@ fn classic_model(n: usize, like: &Summary) -> Summary {
 /// 10,000).
 const MAX_QUERIES: usize = 10_000;
 
+/// The study's ultrapeers lend no budget to a leaf link younger than
+/// this (off by default in a node; see `ScalableConfig::leaf_loan_after`).
+const STUDY_LEAF_LOAN_AFTER_SECS: u64 = 10;
+
 /// Flooding peers search once per this interval (the allowance).
 const FLOOD_INTERVAL_SECS: u64 = 30;
 
@@ -134,6 +138,7 @@ pub fn scenario_config(n: usize, seed: u64, sc: Scenario) -> SimConfig {
     c.hostile.flood = each;
     c.hostile.liar = each;
     c.hostile.flood_interval = Duration::from_secs(FLOOD_INTERVAL_SECS);
+    c.scalable.leaf_loan_after = Duration::from_secs(STUDY_LEAF_LOAN_AFTER_SECS);
     c
 }
 
