@@ -161,7 +161,9 @@ struct Args {
     sweep_max: usize,
     /// With --sweep: read the runs already in DIR/runs made with the same
     /// settings instead of running them again (`rutella-sim --json` output
-    /// of the same run counts).
+    /// of the same run counts). Nodes, seed, searches, minutes, churn, loss
+    /// and hostile shares are compared; other settings (the flood interval,
+    /// the study's --leaf-loan-after-secs 10) are taken on trust.
     #[arg(long)]
     sweep_reuse: bool,
 }
