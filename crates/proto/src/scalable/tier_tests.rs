@@ -331,6 +331,20 @@ fn a_leaf_that_floods_searches_is_limited_then_dropped() {
 }
 
 /// 4 ultrapeers, 12 leaves attached, and node 16, a leaf not yet joined.
+/// The hosts that `from`'s pongs to `to` named, in the order sent.
+fn hosts_named(net: &Net, from: SocketAddr, to: SocketAddr) -> Vec<SocketAddr> {
+    net.sent
+        .iter()
+        .filter(|(f, t, _)| *f == from && *t == to)
+        .filter_map(|(_, _, m)| match m {
+            Message::Pong(p) => p.extra.get("Hosts").and_then(Value::as_array).cloned(),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|v| v.as_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
 fn two_tiers_and_newcomer(edit: impl Fn(usize, &mut Config)) -> Net {
     let mut tiers = vec![Tier::Ultrapeer; 4];
     tiers.extend(vec![Tier::Leaf; 13]);
@@ -357,19 +371,9 @@ fn a_leaf_asked_by_a_newcomer_names_its_ultrapeers() {
     // Before any keep-alive: the newcomer knows both ultrapeers of the
     // leaf it asked (not only the one at the end of its join walk), and
     // does not keep the leaf as a candidate.
-    let named: Vec<String> = net
-        .sent
-        .iter()
-        .filter(|(f, t, _)| *f == a && *t == net.nodes[16].0)
-        .filter_map(|(_, _, m)| match m {
-            Message::Pong(p) => p.extra.get("Hosts").and_then(Value::as_array).cloned(),
-            _ => None,
-        })
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let named = hosts_named(&net, a, net.nodes[16].0);
     for u in &ups {
-        assert!(named.contains(&u.to_string()), "{u} not named: {named:?}");
+        assert!(named.contains(u), "{u} not named: {named:?}");
     }
     let known = sc(&net, 16).known_hosts();
     for u in &ups {
@@ -492,17 +496,7 @@ fn a_leaf_names_its_own_ultrapeers_before_hosts_of_its_cache() {
     let (a, now) = (net.nodes[via].0, net.now);
     net.nodes[16].1.connect(now, a, a.port() + 1);
     net.pump();
-    let named: Vec<SocketAddr> = net
-        .sent
-        .iter()
-        .filter(|(f, t, _)| *f == a && *t == net.nodes[16].0)
-        .filter_map(|(_, _, m)| match m {
-            Message::Pong(p) => p.extra.get("Hosts").and_then(Value::as_array).cloned(),
-            _ => None,
-        })
-        .flatten()
-        .filter_map(|v| v.as_str().and_then(|s| s.parse().ok()))
-        .collect();
+    let named = hosts_named(&net, a, net.nodes[16].0);
     for u in &ups {
         assert!(named.contains(u), "{u} not named: {named:?}");
     }
