@@ -64,8 +64,13 @@ pub(crate) struct Diag {
     pub(crate) holder_answered: bool,
     /// Answers of the search lost on the way.
     pub(crate) hits_lost: u32,
-    /// An answer with files reached the searcher.
+    /// A true answer with files reached the searcher.
     pub(crate) hit_arrived: bool,
+    /// When the first one did, in ns after the search started.
+    pub(crate) hit_arrived_after: Option<u64>,
+    /// A false answer (from a peer that answers falsely) reached the
+    /// searcher.
+    pub(crate) false_hit_arrived: bool,
     /// Distinct ultrapeers that received a query of the search.
     pub(crate) ups_reached: std::collections::BTreeSet<u32>,
 }
@@ -81,8 +86,11 @@ pub(crate) enum DiagEv {
     LostHit,
     /// The holder sent an answer with files.
     HolderAnswered,
-    /// An answer with files was delivered to the searcher.
-    HitArrived,
+    /// A true answer with files was delivered to the searcher, `after`
+    /// ns after the search started.
+    HitArrived { after: u64 },
+    /// A false answer was delivered to the searcher.
+    FalseHitArrived,
 }
 
 impl Diag {
@@ -107,7 +115,12 @@ impl Diag {
             }
             DiagEv::LostHit => self.hits_lost += 1,
             DiagEv::HolderAnswered => self.holder_answered = true,
-            DiagEv::HitArrived => self.hit_arrived = true,
+            DiagEv::HitArrived { after } => {
+                self.hit_arrived = true;
+                let first = self.hit_arrived_after.map_or(after, |a| a.min(after));
+                self.hit_arrived_after = Some(first);
+            }
+            DiagEv::FalseHitArrived => self.false_hit_arrived = true,
         }
     }
 }

@@ -36,9 +36,12 @@ pub struct Misses {
     pub searcher_leaf_unlinked: usize,
     /// The searcher was an ultrapeer without any link (just promoted).
     pub searcher_ultrapeer_unlinked: usize,
-    /// An answer with files reached the searcher, but the search no longer
+    /// A true answer with files reached the searcher, but the search no longer
     /// took it (it was over, or refused the answer's sender).
     pub hit_late: usize,
+    /// Of those: median time from the search to that answer, in ms.
+    #[serde(default)]
+    pub hit_late_ms_median: f64,
     /// The holder answered and an answer was lost on the way back.
     pub hit_lost: usize,
     /// The holder answered, nothing was lost, and the answer did not come
@@ -64,6 +67,10 @@ pub struct Misses {
     pub not_reached_ultrapeers_median: f64,
     /// Of those: median messages.
     pub not_reached_messages_median: f64,
+    /// Failed searches (under any reason above) that a false answer
+    /// reached.
+    #[serde(default)]
+    pub false_hit_arrived: usize,
     /// Over all searches for a file held by one peer: median number of
     /// distinct ultrapeers reached.
     pub ultrapeers_reached_median: f64,
@@ -663,6 +670,7 @@ impl Sim {
         let mut share_all = Vec::new();
         let mut share_nr = Vec::new();
         let mut msgs_nr = Vec::new();
+        let mut late_ms = Vec::new();
         for q in &self.queries {
             if q.querier.is_none() || q.class != Class::Unique {
                 continue;
@@ -674,6 +682,9 @@ impl Sim {
                 continue;
             }
             m.failed += 1;
+            if d.false_hit_arrived {
+                m.false_hit_arrived += 1;
+            }
             let left = self.nodes[d.holder].gen != d.holder_gen;
             let slot = if !d.holder_online || left {
                 &mut m.holder_offline
@@ -682,6 +693,7 @@ impl Sim {
             } else if d.querier_links == 0 {
                 &mut m.searcher_leaf_unlinked
             } else if d.hit_arrived {
+                late_ms.push(d.hit_arrived_after.unwrap_or(0) as f64 / MS as f64);
                 &mut m.hit_late
             } else if d.holder_answered && d.hits_lost > 0 {
                 &mut m.hit_lost
@@ -704,6 +716,7 @@ impl Sim {
             };
             *slot += 1;
         }
+        m.hit_late_ms_median = quantile(&late_ms, 0.5);
         m.not_reached_ultrapeers_median = quantile(&share_nr, 0.5);
         m.not_reached_messages_median = quantile(&msgs_nr, 0.5);
         m.ultrapeers_reached_median = quantile(&share_all, 0.5);

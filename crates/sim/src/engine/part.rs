@@ -11,7 +11,7 @@ use crate::workload::Workload;
 use rand::Rng;
 use rutella_proto::{Event, HitFile, IncomingQuery, Message, Overlay, SearchId, MAX_DATAGRAM};
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -293,13 +293,13 @@ impl<'a> Part<'a> {
         &mut self,
         sh: &Shared,
         to: usize,
-        dest: std::net::SocketAddr,
-        from: std::net::SocketAddr,
+        dest: SocketAddr,
+        from: SocketAddr,
         payload: Payload,
     ) {
         let now = self.instant(sh, self.now);
         let measured = self.now >= sh.warmup;
-        if let Some(ev) = self.diag_delivery(sh, to, dest, &payload) {
+        if let Some(ev) = self.diag_delivery(sh, to, dest, from, &payload) {
             self.diag.push(ev);
         }
         let node = self.node(to);
@@ -359,10 +359,11 @@ impl<'a> Part<'a> {
         &self,
         sh: &Shared,
         to: usize,
-        dest: std::net::SocketAddr,
+        dest: SocketAddr,
+        from: SocketAddr,
         payload: &Payload,
     ) -> Option<(usize, DiagEv)> {
-        let (id, query, files) = search_msg(payload)?;
+        let (id, query, holder) = search_msg(payload, from)?;
         let qi = self.search_of(sh, id)?;
         let q = &sh.queries[qi];
         q.diag.as_ref()?;
@@ -380,23 +381,39 @@ impl<'a> Part<'a> {
                     ultrapeer,
                 },
             ))
-        } else if files && q.querier == Some((to, node.gen)) {
-            Some((qi, DiagEv::HitArrived))
+        } else if let Some(holder) = holder.filter(|_| q.querier == Some((to, node.gen))) {
+            let truthful = slot_of(&holder)
+                .and_then(|s| sh.roles.get(s))
+                .is_none_or(|r| r.answers_truly());
+            Some((
+                qi,
+                if truthful {
+                    DiagEv::HitArrived {
+                        after: self.now.saturating_sub(q.t0),
+                    }
+                } else {
+                    DiagEv::FalseHitArrived
+                },
+            ))
         } else {
             None
         }
     }
 
-    /// The search under diagnosis a datagram belongs to, and whether it
-    /// is a query (otherwise an answer with files); `None` for others.
-    fn diag_of(&self, sh: &Shared, m: &Message) -> Option<(usize, bool)> {
-        let (id, query) = match m {
-            Message::Query(q) => (q.id?, true),
-            Message::QueryHit(h) if !h.files.is_empty() => (h.id?, false),
-            _ => return None,
-        };
+    /// The search under diagnosis a datagram sent by `src` belongs to,
+    /// and whether it is a query (otherwise an answer with the holder's
+    /// files); `None` for others (answers of other peers among them).
+    fn diag_of(&self, sh: &Shared, src: SocketAddr, m: &Message) -> Option<(usize, bool)> {
+        let (id, query, holder) = search_msg_of(m, src)?;
+        if !query && holder.is_none() {
+            return None;
+        }
         let qi = self.search_of(sh, id)?;
-        sh.queries[qi].diag.as_ref().map(|_| (qi, query))
+        let d = sh.queries[qi].diag.as_ref()?;
+        if holder.is_some_and(|h| slot_of(&h) != Some(d.holder)) {
+            return None;
+        }
+        Some((qi, query))
     }
 
     fn count_query_msg(&mut self, sh: &Shared, id: Option<u64>) {
@@ -464,7 +481,7 @@ impl<'a> Part<'a> {
                 Message::QueryHit(h) => self.count_query_msg(sh, h.id),
                 Message::Push(_) | Message::Punch(_) | Message::Relay(_) => {}
             }
-            let diag = self.diag_of(sh, &t.message);
+            let diag = self.diag_of(sh, src, &t.message);
             let mut t = t;
             if sh.roles[slot] == Role::Liar {
                 lie_about_degree(&mut t.message);
@@ -635,20 +652,29 @@ fn session(cfg: &SimConfig, rng: &mut impl Rng) -> u64 {
     }
 }
 
-/// The search id of a query or answer, whether it is a query, and whether
-/// it is an answer with files.
-fn search_msg(p: &Payload) -> Option<(u64, bool, bool)> {
-    let parsed;
-    let m = match p {
-        Payload::Msg(m) => &**m,
-        Payload::Bytes(b) => {
-            parsed = Message::parse(b).ok()?;
-            &parsed
-        }
-    };
+/// The search id of a query or answer, whether it is a query, and for an
+/// answer with files the address of the peer that holds them (the sender,
+/// or for an answer passed back, the address its first hop saw).
+fn search_msg(p: &Payload, from: SocketAddr) -> Option<(u64, bool, Option<SocketAddr>)> {
+    match p {
+        Payload::Msg(m) => search_msg_of(m, from),
+        Payload::Bytes(b) => search_msg_of(&Message::parse(b).ok()?, from),
+    }
+}
+
+/// [`search_msg`] of a message.
+fn search_msg_of(m: &Message, from: SocketAddr) -> Option<(u64, bool, Option<SocketAddr>)> {
     match m {
-        Message::Query(q) => Some((q.id?, true, false)),
-        Message::QueryHit(h) => Some((h.id?, false, !h.files.is_empty())),
+        Message::Query(q) => Some((q.id?, true, None)),
+        Message::QueryHit(h) => {
+            let via = h.extra.get("Via").and_then(|v| v.as_bool()) == Some(true);
+            let holder = if via {
+                SocketAddr::new(h.ip, h.ports.udp_or_classic())
+            } else {
+                from
+            };
+            Some((h.id?, false, (!h.files.is_empty()).then_some(holder)))
+        }
         _ => None,
     }
 }
