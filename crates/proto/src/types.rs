@@ -369,6 +369,12 @@ pub struct ScalableConfig {
     /// A leaf's search asks one of its ultrapeers to run it; when nothing
     /// came back after this long it asks the next one.
     pub leaf_retry_wait: Duration,
+    /// ...or after this long, when that ultrapeer has not said that it
+    /// runs the search.
+    pub leaf_ack_wait: Duration,
+    /// A leaf's search is over once none of the ultrapeers running it is
+    /// still growing it, each given at most this long.
+    pub leaf_search_wait: Duration,
 }
 
 /// The tier a node of the scalable overlay may take.
@@ -421,6 +427,8 @@ impl Default for ScalableConfig {
             demote_below_leaves: 60,
             demote_after: Duration::from_secs(60),
             leaf_retry_wait: Duration::from_secs(6),
+            leaf_ack_wait: Duration::from_secs(2),
+            leaf_search_wait: Duration::from_secs(20),
         }
     }
 }

@@ -99,12 +99,13 @@ impl Record {
     }
 
     /// The budget of a search run for this neighbour, a leaf: a whole one
-    /// unless its bucket is in debt (then none), taken from the bucket,
-    /// which may go into debt for it; returns what was taken.
-    pub(super) fn grant(&mut self, cfg: &ScalableConfig, now: Instant) -> f64 {
+    /// unless its bucket is in debt (then `None`: the search is not run),
+    /// taken from the bucket, which may go into debt for it; returns what
+    /// was taken.
+    pub(super) fn grant(&mut self, cfg: &ScalableConfig, now: Instant) -> Option<f64> {
         self.refill(cfg, now, true);
         if self.tokens < 0.0 {
-            return 0.0;
+            return None;
         }
         let g = if now.saturating_duration_since(self.since) < cfg.leaf_loan_after {
             // A link that new is lent nothing: a leaf dropped for
@@ -114,7 +115,7 @@ impl Record {
             f64::from(cfg.query_budget)
         };
         self.tokens -= g;
-        g
+        Some(g)
     }
 
     /// Gives back what a search granted by [`Record::grant`] did not spend.

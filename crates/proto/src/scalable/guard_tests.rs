@@ -372,8 +372,9 @@ fn the_answers_a_neighbours_own_search_brings_are_paid_by_it() {
     let a = peer(1);
     // Its own search (first hop), TTL 1: estimated at 1 + 3 = 4.
     assert!(query(&mut o, now, a, 1, 1, 1));
-    // The neighbours we passed it to send back 90 answers, paid by `a`.
-    for k in 0..90u8 {
+    // The neighbours we passed it to send back 45 answers that came 2
+    // hops, paid by `a` (2 messages each).
+    for k in 0..45u8 {
         passed_back(&mut o, now, peer(2 + k % 3), 1, k + 1, 2);
     }
     // 100 - 4 - 90 = 6 left: one more query of 4, not two.

@@ -74,7 +74,36 @@ pub(super) struct Dq {
     started: Instant,
     /// It stopped growing and waits for the answers still on their way.
     pub(super) lingering: bool,
+    /// Ours, as a leaf: the ultrapeers asked, in order, when, and what
+    /// each said of the search (see [`LeafRun`]).
+    runs: Vec<LeafRun>,
 }
+
+/// An ultrapeer a leaf's search asked. An ultrapeer that takes a leaf's
+/// search says so at once (an empty answer with `"Running": true`) and
+/// again when the search stops growing (`"Running": false`). The leaf
+/// asks its next ultrapeer when the one asked last has not said it runs
+/// the search within [`ScalableConfig::leaf_ack_wait`], or said its
+/// search stopped, or ran it for [`ScalableConfig::leaf_retry_wait`],
+/// while nothing came back; it ends the search once no ultrapeer that
+/// runs it is still growing it (each given at most
+/// [`ScalableConfig::leaf_search_wait`]).
+///
+/// [`ScalableConfig::leaf_ack_wait`]: super::ScalableConfig::leaf_ack_wait
+/// [`ScalableConfig::leaf_retry_wait`]: super::ScalableConfig::leaf_retry_wait
+/// [`ScalableConfig::leaf_search_wait`]: super::ScalableConfig::leaf_search_wait
+#[derive(Debug, Clone, Copy)]
+struct LeafRun {
+    up: SocketAddr,
+    asked: Instant,
+    running: bool,
+    over: bool,
+}
+
+/// The field of the empty answer by which an ultrapeer tells its leaf that
+/// it runs the leaf's search (`true`) or that the search stopped growing
+/// (`false`).
+const RUNNING: &str = "Running";
 
 /// Whether an answer comes from beyond the searcher's own leaves (its
 /// `"Hops"`, the hops its query made, at least [`FAR_ANSWER_HOPS`]): the
@@ -339,14 +368,22 @@ impl Scalable {
             id: Some(id),
         }));
         let cfg = &self.cfg;
-        let grant = self
+        let Some(grant) = self
             .neighbours
             .get_mut(&leaf)
-            .map_or(0.0, |n| n.guard.grant(cfg, now));
+            .and_then(|n| n.guard.grant(cfg, now))
+        else {
+            // In debt: we answer it ourselves, and that is all (the leaf
+            // may ask its next ultrapeer at once).
+            tracing::debug!(peer = %leaf, "leaf's search over its budget, not run");
+            self.tell_leaf(cx, leaf, id, false);
+            return;
+        };
         self.start_dq(cx, now, SearchId(id), q.text, Some(leaf));
         if let Some(dq) = self.searches.get_mut(&SearchId(id)) {
             dq.budget = Some(grant);
         }
+        self.tell_leaf(cx, leaf, id, true);
     }
 
     /// Whether an answer `from` a neighbour, of its own (not passed back),
@@ -417,6 +454,12 @@ impl Scalable {
             // Neither counted nor passed back.
             return;
         }
+        if hit.files.is_empty() {
+            if let Some(running) = get_bool(&hit.extra, RUNNING) {
+                self.on_running(now, from, search, running);
+                return;
+            }
+        }
         let from_leaf = self.is_leaf(&from);
         if let Some(dq) = self.searches.get_mut(&search) {
             // Ours: only from a neighbour the search was sent to, or from
@@ -427,7 +470,7 @@ impl Scalable {
             }
             if let Some(leaf) = dq.for_leaf.filter(|l| *l != from) {
                 // Every answer a leaf's search brings us is paid by the leaf.
-                self.debit_answer(now, leaf);
+                self.debit_answer(now, leaf, &hit);
             }
             let Some(dq) = self.searches.get_mut(&search) else {
                 return;
@@ -502,7 +545,7 @@ impl Scalable {
         let over_cap = seen.hits_forwarded >= cap;
         if started_by_prev {
             // An answer to a search `prev` started through us: paid by it.
-            self.debit_answer(now, prev);
+            self.debit_answer(now, prev, &hit);
         }
         if over_cap {
             return;
@@ -516,12 +559,18 @@ impl Scalable {
         self.pass_back(cx, from, hit, prev);
     }
 
-    /// Charges one answer datagram received for a search that neighbour
-    /// `who` started through us to its bucket (see `guard.rs`).
-    fn debit_answer(&mut self, now: Instant, who: SocketAddr) {
+    /// Charges an answer datagram received for a search that neighbour
+    /// `who` started through us to its bucket (see `guard.rs`): as many
+    /// messages as the hops its query made to the answering peer (the
+    /// query's way there and the answer's way back cost about that much
+    /// each).
+    fn debit_answer(&mut self, now: Instant, who: SocketAddr, hit: &QueryHit) {
+        let hops = get_i64(&hit.extra, "Hops")
+            .unwrap_or(1)
+            .clamp(1, MAX_ACCEPTED_TTL + 2);
         let cfg = &self.cfg;
         if let Some(n) = self.neighbours.get_mut(&who) {
-            n.guard.debit(cfg, now, n.leaf, 1.0);
+            n.guard.debit(cfg, now, n.leaf, hops as f64);
         }
     }
 
@@ -629,31 +678,40 @@ impl Scalable {
             budget: None,
             started: now,
             lingering: false,
+            runs: Vec::new(),
         };
-        let sent = self.leaf_step(cx, &mut dq, id);
+        let sent = self.leaf_step(cx, now, &mut dq, id);
         // Without an ultrapeer yet, the search waits for one.
-        dq.next_step = now
-            + if sent {
-                self.cfg.leaf_retry_wait
-            } else {
-                self.cfg.step_wait
-            };
+        dq.next_step = match dq.runs.last().filter(|_| sent) {
+            Some(r) => self.turn_end(r),
+            None => now + self.cfg.step_wait,
+        };
         self.searches.insert(id, dq);
+    }
+
+    /// Our ultrapeers that search `dq` has not asked yet.
+    fn not_asked(&self, dq: &Dq) -> Vec<SocketAddr> {
+        self.neighbours
+            .iter()
+            .filter(|(a, n)| !n.leaf && !dq.progress.depth.contains_key(a))
+            .map(|(a, _)| *a)
+            .collect()
     }
 
     /// Asks one more of our ultrapeers (one not asked yet, at random) to
     /// run our search. Returns whether one was asked.
-    fn leaf_step(&mut self, cx: &mut Ctx<'_>, dq: &mut Dq, id: SearchId) -> bool {
-        let left: Vec<SocketAddr> = self
-            .neighbours
-            .iter()
-            .filter(|(a, n)| !n.leaf && !dq.progress.depth.contains_key(a))
-            .map(|(a, _)| *a)
-            .collect();
+    fn leaf_step(&mut self, cx: &mut Ctx<'_>, now: Instant, dq: &mut Dq, id: SearchId) -> bool {
+        let left = self.not_asked(dq);
         if left.is_empty() {
             return false;
         }
         let dest = left[cx.sh.rng.gen_range(0..left.len())];
+        dq.runs.push(LeafRun {
+            up: dest,
+            asked: now,
+            running: false,
+            over: false,
+        });
         dq.progress.depth.insert(dest, 0);
         dq.progress.est_cost += 1.0;
         let text = dq.text.clone();
@@ -699,6 +757,7 @@ impl Scalable {
             budget: None,
             started: now,
             lingering: false,
+            runs: Vec::new(),
         };
         self.searches.insert(id, dq);
     }
@@ -748,6 +807,117 @@ impl Scalable {
         self.searches.get(&id).is_none_or(|d| d.done)
     }
 
+    /// A step of our search as a leaf: wait for the ultrapeer asked last,
+    /// or ask the next one while nothing came back, then wait for those
+    /// still growing it (see [`LeafRun`]). Returns whether it is over.
+    fn leaf_search_step(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        id: SearchId,
+        mut dq: Dq,
+    ) -> bool {
+        if let Some(r) = dq.runs.last().copied() {
+            let turn = self.turn_end(&r);
+            if now < turn {
+                dq.next_step = turn;
+                self.searches.insert(id, dq);
+                return false;
+            }
+            if !r.running && !r.over && dq.responders.is_empty() {
+                // It did not say it takes the search: perhaps it left.
+                self.suspect(cx, now, r.up);
+            }
+        }
+        let sent = dq.responders.is_empty() && self.leaf_step(cx, now, &mut dq, id);
+        let waiting = !sent && dq.progress.depth.is_empty() && self.may_wait(&dq, now);
+        // Those that may still be growing it, until when.
+        let growing = dq
+            .runs
+            .iter()
+            .filter(|r| !r.over)
+            .map(|r| {
+                r.asked
+                    + if r.running {
+                        self.cfg.leaf_search_wait
+                    } else {
+                        self.cfg.leaf_retry_wait
+                    }
+            })
+            .filter(|t| *t > now)
+            .min();
+        dq.done = !sent && !waiting && growing.is_none();
+        dq.next_step = if let Some(r) = dq.runs.last().filter(|_| sent) {
+            self.turn_end(r)
+        } else if waiting {
+            now + self.cfg.step_wait
+        } else {
+            growing.unwrap_or(now + self.cfg.step_wait)
+        };
+        let done = dq.done;
+        self.searches.insert(id, dq);
+        done
+    }
+
+    /// When the turn of ultrapeer run `r` ends: the leaf asks its next
+    /// ultrapeer then, if nothing came back.
+    fn turn_end(&self, r: &LeafRun) -> Instant {
+        if r.over {
+            r.asked
+        } else if r.running {
+            r.asked + self.cfg.leaf_retry_wait
+        } else {
+            r.asked + self.cfg.leaf_ack_wait.min(self.cfg.leaf_retry_wait)
+        }
+    }
+
+    /// Tells our leaf `leaf` that we run its search `id` (`running`), or
+    /// that the search stopped growing.
+    fn tell_leaf(&self, cx: &mut Ctx<'_>, leaf: SocketAddr, id: u64, running: bool) {
+        let mut extra = base_extra();
+        extra.insert(RUNNING.into(), Value::Bool(running));
+        let message = Message::QueryHit(QueryHit {
+            ip: Ipv4Addr::UNSPECIFIED.into(),
+            files: Vec::new(),
+            id: Some(id),
+            more: false,
+            ports: cx.sh.own_ports(),
+            extra,
+        });
+        self.send_self(cx, leaf, message);
+    }
+
+    /// What an ultrapeer asked to run our search as a leaf says of it.
+    fn on_running(&mut self, now: Instant, from: SocketAddr, search: SearchId, running: bool) {
+        let linger = self.cfg.step_wait * LATE_ANSWER_STEPS;
+        let Some(dq) = self
+            .searches
+            .get_mut(&search)
+            .filter(|d| d.leaf_run && !d.done)
+        else {
+            return;
+        };
+        let last = dq.runs.len().saturating_sub(1);
+        let Some((i, r)) = dq
+            .runs
+            .iter_mut()
+            .enumerate()
+            .find(|(_, r)| r.up == from && !r.over)
+        else {
+            return;
+        };
+        if running {
+            r.running = true;
+            if i == last {
+                dq.next_step = r.asked + self.cfg.leaf_retry_wait;
+            }
+        } else {
+            // The answers of its last step may still be on their way.
+            r.over = true;
+            dq.next_step = dq.next_step.min(now + linger);
+        }
+    }
+
     /// One step of dynamic querying: stop, or send deeper queries. Returns
     /// whether the search stopped growing.
     pub(super) fn search_step(&mut self, cx: &mut Ctx<'_>, now: Instant, id: SearchId) -> bool {
@@ -755,30 +925,10 @@ impl Scalable {
             return false;
         };
         if dq.leaf_run {
-            // Ours, as a leaf: the next ultrapeer while nothing came back.
-            let Some(mut dq) = self.searches.remove(&id) else {
+            let Some(dq) = self.searches.remove(&id) else {
                 return false;
             };
-            let silent = dq.responders.is_empty();
-            if silent {
-                // Those asked did not run it: perhaps they left.
-                let asked: Vec<SocketAddr> = dq.progress.depth.keys().copied().collect();
-                for a in asked {
-                    self.suspect(cx, now, a);
-                }
-            }
-            let sent = dq.responders.is_empty() && self.leaf_step(cx, &mut dq, id);
-            let waiting = !sent && dq.progress.depth.is_empty() && self.may_wait(&dq, now);
-            dq.done = !sent && !waiting;
-            dq.next_step = now
-                + if sent {
-                    self.cfg.leaf_retry_wait
-                } else {
-                    self.cfg.step_wait
-                };
-            let done = dq.done;
-            self.searches.insert(id, dq);
-            return done;
+            return self.leaf_search_step(cx, now, id, dq);
         }
         if dq.lingering {
             // The late answers had their time.
@@ -823,6 +973,9 @@ impl Scalable {
         // its answers go back through the duplicate table).
         let linger = stops && dq.for_leaf.is_none() && step.progress.est_cost > 0.0;
         let done = stops && !linger;
+        if let Some(leaf) = dq.for_leaf.filter(|_| stops) {
+            self.tell_leaf(cx, leaf, id.0, false);
+        }
         if stops {
             if let (Some(leaf), Some(b)) = (dq.for_leaf, dq.budget) {
                 // What the leaf's search did not spend goes back.

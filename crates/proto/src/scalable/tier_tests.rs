@@ -715,3 +715,111 @@ fn a_join_request_left_unanswered_is_replaced_when_it_expires() {
     net.advance(start + Duration::from_millis(1700) - net.now);
     assert!(sc(&net, 2).degree() >= 1, "not linked at 1.7 s");
 }
+
+/// The leaf's queries of search `id`, in the order sent, by destination.
+fn leaf_asked(net: &Net, leaf: usize, id: SearchId) -> Vec<SocketAddr> {
+    net.sent
+        .iter()
+        .filter(|(from, _, m)| {
+            *from == net.nodes[leaf].0 && matches!(m, Message::Query(q) if q.id == Some(id.0))
+        })
+        .map(|(_, to, _)| *to)
+        .collect()
+}
+
+/// What the ultrapeers told leaf `leaf` of search `id`: (ultrapeer,
+/// `"Running"`), in the order sent.
+fn told(net: &Net, leaf: usize, id: SearchId) -> Vec<(SocketAddr, bool)> {
+    net.sent
+        .iter()
+        .filter(|(_, to, _)| *to == net.nodes[leaf].0)
+        .filter_map(|(from, _, m)| match m {
+            Message::QueryHit(h) if h.id == Some(id.0) && h.files.is_empty() => {
+                super::get_bool(&h.extra, "Running").map(|r| (*from, r))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_leaf_passes_over_an_ultrapeer_that_does_not_say_it_runs_its_search() {
+    let mut net = two_tiers_and_newcomer(|_, c| {
+        c.scalable.ping_interval = Duration::from_millis(5000);
+        c.scalable.leaf_ack_wait = Duration::from_millis(100);
+    });
+    let leaf = 6;
+    let ups: Vec<SocketAddr> = sc(&net, leaf).neighbours.keys().copied().collect();
+    for u in &ups {
+        net.down.insert(*u);
+    }
+    net.sent.clear();
+    let now = net.now;
+    let id = net.nodes[leaf].1.search(now, "unique-3.");
+    net.pump();
+    net.advance(Duration::from_millis(150));
+    // Neither said it runs the search: the second was asked after the
+    // acknowledgement wait, not the retry wait (600 ms here).
+    let mut asked = leaf_asked(&net, leaf, id);
+    asked.sort();
+    assert_eq!(asked, ups);
+}
+
+#[test]
+fn a_leaf_waits_for_the_ultrapeer_that_runs_its_search_to_end_it() {
+    let mut net = two_tiers_and_newcomer(|_, c| {
+        c.scalable.step_wait = Duration::from_millis(200);
+        c.scalable.leaf_ack_wait = Duration::from_millis(100);
+        c.scalable.leaf_retry_wait = Duration::from_millis(5000);
+        c.scalable.max_search_time = Duration::from_millis(20_000);
+    });
+    let leaf = 6;
+    net.sent.clear();
+    let now = net.now;
+    let id = net.nodes[leaf].1.search(now, "nothing-of-the-kind");
+    net.pump();
+    net.advance(Duration::from_millis(300));
+    // Past the acknowledgement wait: the ultrapeer asked said it runs the
+    // search, so the leaf asked no other.
+    let asked = leaf_asked(&net, leaf, id);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(told(&net, leaf, id), vec![(asked[0], true)]);
+    // It found nothing and said so: the leaf asked its other ultrapeer at
+    // once, long before the retry wait.
+    net.advance(Duration::from_millis(3000));
+    let told = told(&net, leaf, id);
+    assert!(told.contains(&(asked[0], false)), "{told:?}");
+    let asked = leaf_asked(&net, leaf, id);
+    assert_eq!(asked.len(), 2, "{asked:?}");
+}
+
+#[test]
+fn an_ultrapeer_does_not_run_the_search_of_a_leaf_in_debt() {
+    let mut tiers = vec![Tier::Ultrapeer; 3];
+    tiers.extend(vec![Tier::Leaf; 3]);
+    let mut net = net_of(&tiers, |_, c| {
+        c.scalable.leaf_ultrapeers = 1;
+        c.scalable.neighbour_search_interval = Duration::from_millis(1);
+    });
+    join_through_first(&mut net, Duration::from_millis(1500));
+    let leaf = 4;
+    let up = *sc(&net, leaf).neighbours.keys().next().unwrap();
+    let u = net.idx(up).unwrap();
+    let first = net.nodes[leaf].1.search(net.now, "common");
+    net.pump();
+    net.advance(Duration::from_millis(1500));
+    // The first search ran on a loan and brought answers: the leaf is in
+    // debt now.
+    assert!(net.results.iter().any(|r| r.0 == leaf && r.1 == first));
+    net.sent.clear();
+    let second = net.nodes[leaf].1.search(net.now, "common");
+    net.pump();
+    net.advance(Duration::from_millis(1500));
+    let ran = net.sent.iter().any(|(from, to, m)| {
+        *from == up
+            && *to != net.nodes[leaf].0
+            && matches!(m, Message::Query(q) if q.id == Some(second.0))
+    });
+    assert!(!ran, "ultrapeer {u} ran the search of a leaf in debt");
+    assert_eq!(told(&net, leaf, second), vec![(up, false)]);
+}
