@@ -25,9 +25,11 @@
 //! - **Answers are paid too.** Every answer datagram we receive for a
 //!   search a neighbour started through us (a leaf's search we run, or
 //!   a neighbour's own search whose first hop we are) is charged to its
-//!   bucket, which may run into debt (down to minus a burst): a search
-//!   for a popular name is cheap to plan but brings back many answers,
-//!   and the searches after it get nothing until the debt is repaid.
+//!   bucket, as many messages as the hops its query made to the answering
+//!   peer, and the bucket may run into debt (down to minus a burst): a
+//!   search for a popular name is cheap to plan but brings back many
+//!   answers, and the searches after it get nothing until the debt is
+//!   repaid.
 //! - **A leaf is one searcher.** A leaf's searches may cost one budget
 //!   per [`ScalableConfig::leaf_search_cost_window`] in all. It spreads
 //!   them over its [`ScalableConfig::leaf_ultrapeers`] ultrapeers, so each
@@ -35,8 +37,9 @@
 //!   empty on a new link. A leaf's search runs with a whole budget
 //!   whenever its bucket is not in debt (what it costs is paid
 //!   afterwards), so a person's occasional search for a rare file is
-//!   never cut short, while a leaf searching far more often than a person
-//!   gets no more than the answers of our own leaves. A leaf linked for
+//!   never cut short, while the search of a leaf in debt is not run at
+//!   all (we answer it ourselves and tell the leaf the search is over, so
+//!   it may ask its next ultrapeer at once). A leaf linked for
 //!   less than [`ScalableConfig::leaf_loan_after`] is lent nothing (its
 //!   search gets what its bucket holds): a leaf dropped for flooding
 //!   gains no whole budget from each new link it makes.
