@@ -37,9 +37,8 @@
 //!   empty on a new link. A leaf's search runs with a whole budget
 //!   whenever its bucket is not in debt (what it costs is paid
 //!   afterwards), so a person's occasional search for a rare file is
-//!   never cut short, while the search of a leaf in debt is not run at
-//!   all (we answer it ourselves and tell the leaf the search is over, so
-//!   it may ask its next ultrapeer at once). A leaf linked for
+//!   never cut short, while a leaf searching far more often than a person
+//!   gets no more than the answers of our own leaves. A leaf linked for
 //!   less than [`ScalableConfig::leaf_loan_after`] is lent nothing (its
 //!   search gets what its bucket holds): a leaf dropped for flooding
 //!   gains no whole budget from each new link it makes.
@@ -102,13 +101,12 @@ impl Record {
     }
 
     /// The budget of a search run for this neighbour, a leaf: a whole one
-    /// unless its bucket is in debt (then `None`: the search is not run),
-    /// taken from the bucket, which may go into debt for it; returns what
-    /// was taken.
-    pub(super) fn grant(&mut self, cfg: &ScalableConfig, now: Instant) -> Option<f64> {
+    /// unless its bucket is in debt (then none), taken from the bucket,
+    /// which may go into debt for it; returns what was taken.
+    pub(super) fn grant(&mut self, cfg: &ScalableConfig, now: Instant) -> f64 {
         self.refill(cfg, now, true);
         if self.tokens < 0.0 {
-            return None;
+            return 0.0;
         }
         let g = if now.saturating_duration_since(self.since) < cfg.leaf_loan_after {
             // A link that new is lent nothing: a leaf dropped for
@@ -118,7 +116,7 @@ impl Record {
             f64::from(cfg.query_budget)
         };
         self.tokens -= g;
-        Some(g)
+        g
     }
 
     /// Gives back what a search granted by [`Record::grant`] did not spend.

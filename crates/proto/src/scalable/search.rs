@@ -368,17 +368,13 @@ impl Scalable {
             id: Some(id),
         }));
         let cfg = &self.cfg;
-        let Some(grant) = self
+        // In debt: no budget, so only our own leaves are asked (the search
+        // stops growing at its first step, and the leaf may ask its next
+        // ultrapeer then).
+        let grant = self
             .neighbours
             .get_mut(&leaf)
-            .and_then(|n| n.guard.grant(cfg, now))
-        else {
-            // In debt: we answer it ourselves, and that is all (the leaf
-            // may ask its next ultrapeer at once).
-            tracing::debug!(peer = %leaf, "leaf's search over its budget, not run");
-            self.tell_leaf(cx, leaf, id, false);
-            return;
-        };
+            .map_or(0.0, |n| n.guard.grant(cfg, now));
         self.start_dq(cx, now, SearchId(id), q.text, Some(leaf));
         if let Some(dq) = self.searches.get_mut(&SearchId(id)) {
             dq.budget = Some(grant);

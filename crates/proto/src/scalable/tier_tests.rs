@@ -794,7 +794,7 @@ fn a_leaf_waits_for_the_ultrapeer_that_runs_its_search_to_end_it() {
 }
 
 #[test]
-fn an_ultrapeer_does_not_run_the_search_of_a_leaf_in_debt() {
+fn an_ultrapeer_asks_only_its_own_leaves_for_a_leaf_in_debt() {
     let mut tiers = vec![Tier::Ultrapeer; 3];
     tiers.extend(vec![Tier::Leaf; 3]);
     let mut net = net_of(&tiers, |_, c| {
@@ -815,11 +815,12 @@ fn an_ultrapeer_does_not_run_the_search_of_a_leaf_in_debt() {
     let second = net.nodes[leaf].1.search(net.now, "common");
     net.pump();
     net.advance(Duration::from_millis(1500));
-    let ran = net.sent.iter().any(|(from, to, m)| {
+    let grown = net.sent.iter().any(|(from, to, m)| {
         *from == up
-            && *to != net.nodes[leaf].0
+            && net.idx(*to).is_some_and(|j| j < 3)
             && matches!(m, Message::Query(q) if q.id == Some(second.0))
     });
-    assert!(!ran, "ultrapeer {u} ran the search of a leaf in debt");
-    assert_eq!(told(&net, leaf, second), vec![(up, false)]);
+    assert!(!grown, "ultrapeer {u} grew the search of a leaf in debt");
+    // It said so when its search (over its own leaves) stopped.
+    assert_eq!(told(&net, leaf, second), vec![(up, true), (up, false)]);
 }
