@@ -821,6 +821,27 @@ fn an_ultrapeer_asks_only_its_own_leaves_for_a_leaf_in_debt() {
             && matches!(m, Message::Query(q) if q.id == Some(second.0))
     });
     assert!(!grown, "ultrapeer {u} grew the search of a leaf in debt");
+    // Its own other leaves were asked (every peer of the test net shares
+    // "common").
+    let own: Vec<usize> = (3..6)
+        .filter(|&j| {
+            j != leaf
+                && sc(&net, u)
+                    .neighbours
+                    .get(&net.nodes[j].0)
+                    .is_some_and(|n| n.leaf)
+        })
+        .collect();
+    assert!(!own.is_empty(), "ultrapeer {u} has no other leaf to ask");
+    for j in &own {
+        let to = net.nodes[*j].0;
+        assert!(
+            net.sent.iter().any(|(from, t, m)| *from == up
+                && *t == to
+                && matches!(m, Message::Query(q) if q.id == Some(second.0))),
+            "leaf {j} of ultrapeer {u} not asked"
+        );
+    }
     // It said so when its search (over its own leaves) stopped.
     assert_eq!(told(&net, leaf, second), vec![(up, true), (up, false)]);
 }
