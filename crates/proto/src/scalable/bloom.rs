@@ -1,4 +1,5 @@
-//! Trigram Bloom filters of file names, and their transport in parts.
+//! Trigram Bloom filters of file names (with their four-character grams
+//! when there is room), and their transport in parts.
 
 use super::{get_i64, BLOOM_HASHES, BLOOM_MAX_BITS, BLOOM_MIN_BITS, BLOOM_PART_BYTES};
 use serde_json::{Map, Value};
@@ -15,70 +16,99 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Calls `f` with the hash pair of every character trigram of `folded`
-/// (text already folded by the matching rule).
-fn for_each_trigram(folded: &str, mut f: impl FnMut(u32, u32)) {
+/// Calls `f` with the hash pair of every run of `n` characters of
+/// `folded` (text already folded by the matching rule).
+fn for_each_gram(folded: &str, n: usize, mut f: impl FnMut(u32, u32)) {
     let starts: Vec<usize> = folded.char_indices().map(|(i, _)| i).collect();
-    for w in 0..starts.len().saturating_sub(2) {
-        let end = starts.get(w + 3).copied().unwrap_or(folded.len());
+    for w in 0..starts.len().saturating_sub(n - 1) {
+        let end = starts.get(w + n).copied().unwrap_or(folded.len());
         let h = fnv1a(&folded.as_bytes()[starts[w]..end]);
         f(h as u32, ((h >> 32) as u32) | 1);
     }
 }
 
-/// The trigram hashes of a query (of each of its words: a file matches
-/// only if every word is in its path), computed once and tested against
-/// many filters. A query whose words are all shorter than three characters
-/// has none and matches every filter.
+/// The trigram and four-character-gram hashes of a query (of each of its
+/// words: a file matches only if every word is in its path), computed
+/// once and tested against many filters. A query whose words are all
+/// shorter than three characters has none and matches every filter.
 #[derive(Debug, Clone, Default)]
-pub struct QueryTrigrams(Vec<(u32, u32)>);
+pub struct QueryTrigrams {
+    tri: Vec<(u32, u32)>,
+    quad: Vec<(u32, u32)>,
+}
 
 impl QueryTrigrams {
-    /// The trigrams of `query`.
+    /// The grams of `query`.
     pub fn new(query: &str) -> Self {
-        let mut v = Vec::new();
+        let mut tri = Vec::new();
+        let mut quad = Vec::new();
         let folded = crate::matching::fold(query);
         for word in crate::matching::words(&folded) {
-            for_each_trigram(word, |a, b| v.push((a, b)));
+            for_each_gram(word, 3, |a, b| tri.push((a, b)));
+            for_each_gram(word, 4, |a, b| quad.push((a, b)));
         }
-        v.sort_unstable();
-        v.dedup();
-        QueryTrigrams(v)
+        for v in [&mut tri, &mut quad] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        QueryTrigrams { tri, quad }
     }
 }
 
-/// A Bloom filter of the character trigrams of files' relative paths.
+/// A Bloom filter of the character trigrams of files' relative paths,
+/// and of their four-character grams when it has room for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrigramBloom {
     bits: Vec<u8>,
     hashes: u32,
+    /// It holds the four-character grams too (`"BloomGrams": 4`): a query
+    /// must then have all of its own in it as well. A filter from a peer
+    /// that does not say so holds trigrams only.
+    quads: bool,
 }
 
 impl TrigramBloom {
     /// The filter of these relative paths (folders included, as the
-    /// matching rule reads them), sized to their trigrams (a power of two
-    /// of at least 8 bits per trigram, within the protocol's limits).
+    /// matching rule reads them), sized to their grams (a power of two
+    /// of at least 8 bits per gram, within the protocol's limits). The
+    /// four-character grams are left out when, with them, the filter
+    /// would need more than the largest size.
     pub fn from_names<I, S>(names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut set = BTreeSet::new();
+        let mut tri = BTreeSet::new();
+        let mut quad = BTreeSet::new();
         for name in names {
-            for_each_trigram(&crate::matching::folded_path(name.as_ref()), |a, b| {
-                set.insert((a, b));
+            let path = crate::matching::folded_path(name.as_ref());
+            for_each_gram(&path, 3, |a, b| {
+                tri.insert((a, b));
+            });
+            for_each_gram(&path, 4, |a, b| {
+                quad.insert((a, b));
             });
         }
-        let want = (set.len() * 8).next_power_of_two();
+        let quads = (tri.len() + quad.len()) * 8 <= BLOOM_MAX_BITS;
+        if !quads {
+            quad.clear();
+        }
+        let want = ((tri.len() + quad.len()) * 8).next_power_of_two();
         let m = want.clamp(BLOOM_MIN_BITS, BLOOM_MAX_BITS);
         let mut f = TrigramBloom {
             bits: vec![0; m / 8],
             hashes: BLOOM_HASHES,
+            quads,
         };
-        for (a, b) in set {
+        for (a, b) in tri.into_iter().chain(quad) {
             f.insert(a, b);
         }
         f
+    }
+
+    /// Whether it holds the four-character grams too.
+    pub fn has_quads(&self) -> bool {
+        self.quads
     }
 
     fn mask(&self) -> u32 {
@@ -104,7 +134,8 @@ impl TrigramBloom {
     /// Whether a path of the library may match the query (false
     /// positives are possible, false negatives are not).
     pub fn may_match(&self, query: &QueryTrigrams) -> bool {
-        query.0.iter().all(|(a, b)| self.contains(*a, *b))
+        query.tri.iter().all(|(a, b)| self.contains(*a, *b))
+            && (!self.quads || query.quad.iter().all(|(a, b)| self.contains(*a, *b)))
     }
 
     /// Size in bits.
@@ -145,6 +176,9 @@ pub(super) fn take_part(
         tracing::debug!(peer = %addr, "filter part lacks a field, ignored");
         return None;
     };
+    // Absent: a filter of trigrams only (a peer older than the field).
+    let grams = get_i64(extra, "BloomGrams").unwrap_or(3);
+    let quads = grams == 4;
     let bits = bits as usize;
     let valid_size = bits.is_power_of_two() && (BLOOM_MIN_BITS..=BLOOM_MAX_BITS).contains(&bits);
     let offset = offset.max(0) as usize;
@@ -155,6 +189,7 @@ pub(super) fn take_part(
     let len = bits / 8;
     let expected = BLOOM_PART_BYTES.min(len.saturating_sub(offset));
     if !valid_size
+        || !(3..=4).contains(&grams)
         || !(1..=16).contains(&hashes)
         || offset % BLOOM_PART_BYTES != 0
         || offset >= len
@@ -164,13 +199,14 @@ pub(super) fn take_part(
         return None;
     }
     let gen = gen as u64;
-    let fresh = partial
-        .as_ref()
-        .is_none_or(|p| p.gen != gen || p.bits.len() != len || p.hashes != hashes as u32);
+    let fresh = partial.as_ref().is_none_or(|p| {
+        p.gen != gen || p.bits.len() != len || p.hashes != hashes as u32 || p.quads != quads
+    });
     if fresh {
         *partial = Some(Box::new(PartialBloom {
             gen,
             hashes: hashes as u32,
+            quads,
             bits: vec![0; len],
             got: BTreeSet::new(),
         }));
@@ -183,6 +219,7 @@ pub(super) fn take_part(
         return Some(TrigramBloom {
             bits: done.bits,
             hashes: done.hashes,
+            quads: done.quads,
         });
     }
     None
@@ -194,6 +231,7 @@ pub(super) fn take_part(
 pub(super) struct PartialBloom {
     gen: u64,
     hashes: u32,
+    quads: bool,
     bits: Vec<u8>,
     got: BTreeSet<usize>,
 }

@@ -2,8 +2,8 @@
 //! or search at a cost no person causes.
 //!
 //! - **Answers must fit the filter.** A node's filter holds the trigrams
-//!   of every name it shares; an answer of its own (one it sends itself,
-//!   not one it passes back) naming a file whose trigrams are not all in
+//!   (and four-character grams) of every name it shares; an answer of its own (one it sends itself,
+//!   not one it passes back) naming a file whose grams are not all in
 //!   that filter cannot be true. Such an answer is neither passed back nor
 //!   counted toward [`ScalableConfig::enough_results`], and after
 //!   [`ScalableConfig::false_answer_strikes`] of them the neighbour is
@@ -161,8 +161,9 @@ pub(super) fn query_cost(ttl: i64, degree: usize) -> f64 {
 }
 
 /// Whether every file of an answer could be in the library whose filter
-/// is `filter` (every trigram of every word of its name is in it). No
-/// filter: nothing fits.
+/// is `filter` (every trigram of every word of its name, and every
+/// four-character gram if it holds them, is in it). No filter: nothing
+/// fits.
 pub(super) fn answer_fits(filter: Option<&TrigramBloom>, files: &[HitFile]) -> bool {
     let Some(f) = filter else {
         return false;

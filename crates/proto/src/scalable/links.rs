@@ -356,6 +356,9 @@ impl Scalable {
             extra.insert("BloomHashes".into(), Value::from(BLOOM_HASHES));
             extra.insert("BloomOffset".into(), Value::from(offset as u64));
             extra.insert("BloomGen".into(), Value::from(gen));
+            if self.filter.has_quads() {
+                extra.insert("BloomGrams".into(), Value::from(4));
+            }
             let m = self.scalable_pong(cx, dest, extra);
             self.send_self(cx, dest, m);
         }

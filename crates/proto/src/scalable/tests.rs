@@ -1,4 +1,4 @@
-use super::bloom::{b64_decode, b64_encode};
+use super::bloom::{b64_decode, b64_encode, take_part};
 use super::*;
 use crate::shared::{echo_of, nonce_of};
 use crate::testnet::Net;
@@ -42,6 +42,93 @@ fn bloom_false_positive_rate_is_low() {
         .filter(|i| f.may_match(&QueryTrigrams::new(&format!("qz{i}xv"))))
         .count();
     assert!(fp < 20, "{fp} false positives in 1000");
+}
+
+/// The fields of the pongs carrying `f`, with `"BloomGrams"` as `grams`
+/// (`None`: left out, as a peer older than the field sends them).
+fn filter_parts(f: &TrigramBloom, grams: Option<i64>) -> Vec<Map<String, Value>> {
+    f.parts()
+        .into_iter()
+        .map(|(offset, data)| {
+            let mut m = Map::new();
+            m.insert("Bloom".into(), Value::from(data));
+            m.insert("BloomBits".into(), Value::from(f.bits() as u64));
+            m.insert("BloomHashes".into(), Value::from(BLOOM_HASHES));
+            m.insert("BloomOffset".into(), Value::from(offset as u64));
+            m.insert("BloomGen".into(), Value::from(1));
+            if let Some(g) = grams {
+                m.insert("BloomGrams".into(), Value::from(g));
+            }
+            m
+        })
+        .collect()
+}
+
+/// `f` as a neighbour receives it, its pongs' fields given by `grams`.
+fn received(f: &TrigramBloom, grams: Option<i64>) -> Option<TrigramBloom> {
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut partial = None;
+    let mut out = None;
+    for part in filter_parts(f, grams) {
+        out = take_part(&mut partial, addr, &part);
+    }
+    out
+}
+
+#[test]
+fn four_character_grams_keep_trigrams_of_other_names_from_matching() {
+    // Every trigram of "stone" is in one of these names, none has "stone".
+    let names = ["story.txt", "tony.txt", "money.txt"];
+    let f = TrigramBloom::from_names(names);
+    assert!(f.has_quads());
+    let stone = QueryTrigrams::new("stone");
+    assert!(!f.may_match(&stone));
+    for q in ["story", "tony", "oney.t", "y.txt", "mo"] {
+        assert!(f.may_match(&QueryTrigrams::new(q)), "{q}");
+    }
+    // Sent with "BloomGrams": 4, it arrives as it is.
+    assert_eq!(received(&f, Some(4)).as_ref(), Some(&f));
+    // The same bits from a peer that does not say it has the grams are
+    // taken as trigrams only: nothing it holds is missed, and the
+    // trigrams of other names match again.
+    let old = received(&f, None).unwrap();
+    assert!(!old.has_quads());
+    assert!(old.may_match(&stone));
+    for q in ["story", "tony", "oney.t"] {
+        assert!(old.may_match(&QueryTrigrams::new(q)), "{q}");
+    }
+    // Any other value makes the part invalid.
+    for g in [0, 2, 5, -1] {
+        assert_eq!(received(&f, Some(g)), None, "BloomGrams {g}");
+    }
+}
+
+#[test]
+fn a_library_too_large_for_its_four_character_grams_keeps_its_trigrams() {
+    let mut x: u64 = 7;
+    let names: Vec<String> = (0..20_000)
+        .map(|_| {
+            (0..14)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (b'a' + (x >> 33) as u8 % 26) as char
+                })
+                .collect()
+        })
+        .collect();
+    let f = TrigramBloom::from_names(&names);
+    // (20,000 names of 12 four-character grams each would need more than
+    // the largest filter; their trigrams, at most 26^3, fit.)
+    assert!(!f.has_quads());
+    assert!(f.bits() < BLOOM_MAX_BITS);
+    for n in names.iter().step_by(997) {
+        assert!(f.may_match(&QueryTrigrams::new(&n[2..11])), "{n}");
+    }
+    assert_eq!(received(&f, None).as_ref(), Some(&f));
+    // A small one has them.
+    assert!(TrigramBloom::from_names(&names[..100]).has_quads());
 }
 
 fn scfg(port: u16, seed: u64) -> Config {
