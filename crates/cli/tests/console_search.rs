@@ -165,6 +165,36 @@ fn several_results_at_once_quoting_and_errors_that_name_what_was_typed() {
     quit(p);
 }
 
+/// Stops process `pid` (SIGSTOP) and waits until every thread of it is
+/// stopped: `kill` returns once the signal is sent, and on a busy machine
+/// a thread may still run (and answer) for a moment after that.
+#[cfg(unix)]
+fn stop_process(pid: libc::pid_t) {
+    // SAFETY: kill with a valid pid and signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let all_stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|st| {
+                            // The state follows the ")" that ends the name.
+                            let rest = &st[st.rfind(')')? + 1..];
+                            rest.split_whitespace().next().map(|state| state == "T")
+                        })
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false)
+    };
+    while !all_stopped() {
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Results are printed as they arrive: a fast peer's result is on the
 /// screen while a slow peer has not answered yet, and the summary comes
 /// when the search ends.
@@ -218,8 +248,7 @@ fn a_fast_peer_s_result_is_shown_before_a_slow_peer_answers() {
     }
     // The slow peer stops answering for a while (but stays known).
     let pid = libc::pid_t::try_from(slow.child.id()).unwrap();
-    // SAFETY: kill with a valid pid and signal number.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    stop_process(pid);
     p.send_line("search tune").unwrap();
     // The slow peer cannot answer while stopped, and the search waits
     // for it (30 s, longer than any expectation here): the fast result is
@@ -307,8 +336,7 @@ fn ctrl_c_stops_a_search_on_its_own_line_and_typing_is_not_mixed_in() {
     p.exp_string("rutella> ").unwrap();
     // The peer stops answering (but stays known): a search waits for it.
     let pid = libc::pid_t::try_from(peer.child.id()).unwrap();
-    // SAFETY: kill with a valid pid and signal number.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    stop_process(pid);
     p.send_line("search song").unwrap();
     p.exp_string("Ctrl-C stops waiting)").unwrap();
     let asked = Instant::now();
