@@ -286,8 +286,8 @@ fn progress_bars_run_while_typing_and_endings_are_announced_once() {
 fn first_time_hashing_shows_progress_at_the_prompt() {
     let share = tempfile::tempdir().unwrap();
     // A large sparse file keeps hashing busy for a few seconds without
-    // using disk space (256 MiB: a test build hashes 1 GiB in about the
-    // 20 s an expectation waits on this machine).
+    // using disk space (256 MiB: an unoptimised test build can take the
+    // 20 s an expectation waits to hash 1 GiB).
     let big = std::fs::File::create(share.path().join("big image.iso")).unwrap();
     big.set_len(1 << 28).unwrap();
     drop(big);
